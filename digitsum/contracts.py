@@ -1,0 +1,193 @@
+"""The contracts a component implements: what plugin authors subclass.
+
+Three kinds of component meet in a model:
+
+* a **Generator** makes batches: it declares the ``inputs`` it feeds the model and the
+  ``targets`` it asks of it, and draws a batch for any tensor of sample indices;
+* a **Fusion** backbone maps the inputs of a batch to one feature vector per sample;
+* a **Head** maps those features to an output, and owns its loss and metrics.
+
+Each component class has a ``Params`` pydantic model (``extra="forbid"``): its defaults and
+descriptions are its documentation (``digitsum list``), and it validates the component's
+table in a recipe. A batch is a plain ``dict[str, Tensor]`` holding inputs and targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from .data import DataContext
+
+#: Version of these contracts. A component declares the version it was written for in
+#: ``contract``; digitsum refuses one written for a version it does not speak.
+CONTRACT_VERSION = 1
+
+Batch = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Image:
+    """A float image tensor of shape ``[B, channels, height, width]``."""
+
+    channels: int = 1
+    height: int = 28
+    width: int = 28
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """An int64 tensor of shape ``[B]`` holding values in ``[0, classes)``, given as an input."""
+
+    classes: int
+
+
+@dataclass(frozen=True)
+class Classes:
+    """An int64 target tensor of shape ``[B]`` holding class indices in ``[0, classes)``."""
+
+    classes: int
+
+
+Spec = Union[Image, Categorical, Classes]
+
+
+class Params(BaseModel):
+    """Base for every component's ``Params``: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component:
+    """What every registered component has in common."""
+
+    Params: ClassVar[type[Params]] = Params
+    #: The contract version this component was written for.
+    contract: ClassVar[int] = CONTRACT_VERSION
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring: the one-line description in listings."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+@dataclass(frozen=True)
+class Interface:
+    """What a generator feeds the model (``inputs``) and asks of it (``targets``)."""
+
+    inputs: Mapping[str, Spec]
+    targets: Mapping[str, Spec]
+
+
+class Generator(Component):
+    """Makes batches of inputs and targets from preloaded tensors.
+
+    Subclasses set ``inputs`` and ``targets`` (or override :meth:`interface` when they depend
+    on the parameters), implement :meth:`size` and :meth:`draw`. ``draw`` must be vectorised:
+    tensor ops over the whole index tensor, never one Python call per sample. All randomness
+    comes from the ``rng`` it is given, so that the engine controls reproducibility: train
+    batches get a fresh stream every epoch, the test split the same stream every time.
+    """
+
+    inputs: ClassVar[Mapping[str, Spec]] = {}
+    targets: ClassVar[Mapping[str, Spec]] = {}
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    @classmethod
+    def interface(cls, params: Params) -> Interface:
+        """Inputs and targets for these parameters, known without loading any data."""
+        return Interface(dict(cls.inputs), dict(cls.targets))
+
+    def __init__(self, params: Params, data: DataContext) -> None:
+        self.params = params
+        self.data = data
+
+    def size(self, split: str) -> int:
+        """Number of samples in one epoch of ``split``."""
+        raise NotImplementedError
+
+    def draw(self, split: str, index: Tensor, rng: torch.Generator) -> Batch:
+        """The batch for the samples ``index`` (int64, on the data device) of ``split``."""
+        raise NotImplementedError
+
+    def describe(self, batch: Batch, i: int) -> str:
+        """A short caption of sample ``i`` of ``batch`` for picture grids."""
+        return ""
+
+
+class Fusion(Component, nn.Module):
+    """A backbone: maps a batch's inputs to features of shape ``[B, out_features]``."""
+
+    out_features: int
+
+    @classmethod
+    def check(cls, params: Params, inputs: Mapping[str, Spec]) -> list[str]:
+        """Reasons this backbone cannot serve these inputs; empty when it can."""
+        return []
+
+    def __init__(self, params: Params, inputs: Mapping[str, Spec]) -> None:
+        nn.Module.__init__(self)
+        self.params = params
+        self.inputs = dict(inputs)
+
+    def forward(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Head(Component, nn.Module):
+    """Maps features to an output for one target; owns its loss and metrics.
+
+    ``metrics`` returns per-sample values (shape ``[B]``); the engine averages them over a
+    split. ``primary_metric`` names the one shown in tables and compared across runs.
+    """
+
+    primary_metric: ClassVar[str] = "accuracy"
+
+    @classmethod
+    def check(cls, params: Params, target: Spec) -> list[str]:
+        """Reasons this head cannot be bound to this target; empty when it can."""
+        return []
+
+    def __init__(self, params: Params, in_features: int, target: Spec) -> None:
+        nn.Module.__init__(self)
+        self.params = params
+        self.target = target
+
+    def forward(self, features: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """The mean loss over the batch, to be minimised."""
+        raise NotImplementedError
+
+    def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Per-sample metric values, each of shape ``[B]``."""
+        return {}
+
+    def predict(self, output: Tensor) -> Tensor:
+        """The prediction per sample, comparable with the target (for captions)."""
+        return output.argmax(dim=1)
+
+
+def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:
+    """Name, type, default and description of each parameter, for listings and docs."""
+    rows = []
+    for name, field in params.model_fields.items():
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+        rows.append(
+            {
+                "name": name,
+                "type": annotation.replace("typing.", ""),
+                "default": default,
+                "required": field.is_required(),
+                "description": field.description or "",
+            }
+        )
+    return rows

@@ -1,0 +1,142 @@
+"""Digit sources: MNIST loaded once into uint8 tensors on the training device.
+
+The root folder is, in order: the recipe's ``data.root``, ``$DIGITSUM_DATA``, or a per-user
+cache folder. It holds torchvision's layout, ``<root>/MNIST/raw/<four IDX files>``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .errors import UserError
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+#: Pixel statistics of the MNIST training set, for input normalisation.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+_IDX_MAGIC = {3: 2051, 1: 2049}  # number of dimensions -> magic number for uint8 IDX files
+
+
+@dataclass(frozen=True)
+class DigitSet:
+    """Images ``[N, 28, 28]`` (uint8) and their labels ``[N]`` (int64), on one device."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def default_root() -> Path:
+    """``$DIGITSUM_DATA`` if set, else the per-user cache folder."""
+    env = os.environ.get("DIGITSUM_DATA")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "digitsum"
+
+
+def _missing_files_message(root: Path, reason: str) -> str:
+    raw = root / "MNIST" / "raw"
+    names = "\n".join(f"  {raw / n}" for pair in MNIST_FILES.values() for n in pair)
+    return (
+        f"MNIST is not available under {root} ({reason}).\n"
+        f"Put the four uncompressed IDX files here:\n{names}\n"
+        "or point `data.root` in the recipe (or $DIGITSUM_DATA) at a folder that has them."
+    )
+
+
+def _check_idx(path: Path, ndim: int) -> int:
+    """Check an IDX file's magic number and size against its header; return its item count."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(4 + 4 * ndim)
+        size = path.stat().st_size
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(header) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated: {size} bytes is shorter than an IDX header")
+    magic = int.from_bytes(header[:4], "big")
+    if magic != _IDX_MAGIC[ndim]:
+        raise UserError(
+            f"{path} is not a uint8 IDX file with {ndim} dimension(s): magic number {magic}, "
+            f"expected {_IDX_MAGIC[ndim]}"
+        )
+    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = len(header)
+    count = 1
+    for d in dims:
+        count *= d
+    expected += count
+    if ndim == 3 and dims[1:] != [28, 28]:
+        raise UserError(f"{path} holds {dims[1]}x{dims[2]} images; MNIST images are 28x28")
+    if size != expected:
+        raise UserError(
+            f"{path} has {size} bytes but its header ({' x '.join(map(str, dims))}) "
+            f"needs {expected}: the file is truncated or corrupt"
+        )
+    return dims[0]
+
+
+def _ensure_mnist(root: Path, download: bool) -> None:
+    raw = root / "MNIST" / "raw"
+    missing = [n for pair in MNIST_FILES.values() for n in pair if not (raw / n).is_file()]
+    if not missing:
+        return
+    if not download:
+        raise UserError(_missing_files_message(root, "download is off: data.download = false"))
+    from torchvision.datasets import MNIST
+
+    try:
+        MNIST(str(root), train=True, download=True)
+        MNIST(str(root), train=False, download=True)
+    except Exception as e:  # any failure to fetch is the same problem for the user
+        raise UserError(_missing_files_message(root, f"download failed: {e}")) from None
+
+
+def load_mnist(root: Path, split: str, device: torch.device, download: bool = True) -> DigitSet:
+    """Load one MNIST split through torchvision into tensors on ``device``."""
+    _ensure_mnist(root, download)
+    images_name, labels_name = MNIST_FILES[split]
+    raw = root / "MNIST" / "raw"
+    n_images = _check_idx(raw / images_name, 3)
+    n_labels = _check_idx(raw / labels_name, 1)
+    if n_images != n_labels:
+        raise UserError(f"{raw / images_name} has {n_images} images but {raw / labels_name} has {n_labels} labels")
+    from torchvision.datasets import MNIST
+
+    try:
+        ds = MNIST(str(root), train=(split == "train"), download=False)
+    except Exception as e:
+        raise UserError(f"cannot read MNIST {split} split under {raw}: {e}") from None
+    labels = ds.targets.long()
+    if len(labels) and int(labels.max()) > 9:
+        raise UserError(f"{raw / labels_name} holds label {int(labels.max())}; MNIST labels are 0-9")
+    return DigitSet(ds.data.contiguous().to(device), labels.to(device))
+
+
+@dataclass
+class DataContext:
+    """What a generator may load data from: a root folder and the device to put it on.
+
+    Each source is loaded once and cached, so generators can ask for it freely.
+    """
+
+    root: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    download: bool = True
+    _cache: dict[str, DigitSet] = field(default_factory=dict, repr=False)
+
+    def mnist(self, split: str) -> DigitSet:
+        """The MNIST ``split`` ("train" or "test") as uint8 images and int64 labels."""
+        if split not in self._cache:
+            self._cache[split] = load_mnist(self.root, split, self.device, self.download)
+        return self._cache[split]

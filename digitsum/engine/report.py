@@ -1,0 +1,68 @@
+"""Rich output for people: a progress bar per epoch, then a table of metrics per head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class ConsoleReporter:
+    """Shows a training run on a rich console."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+        self.history: list[tuple[int, dict, dict]] = []
+
+    def start(self, recipe, device, run_dir: Path, parameters: int) -> None:
+        self.console.print(
+            f"[bold]{recipe.name}[/]: {recipe.data.section.type} → {recipe.backbone.section.type} → "
+            f"{', '.join(f'{n} ({c.section.type})' for n, c in recipe.heads.items())} · "
+            f"{parameters:,} parameters · {device} · seed {recipe.seed}"
+        )
+        self.console.print(f"run directory: {run_dir}")
+        self.primary = {name: choice.cls.primary_metric for name, choice in recipe.heads.items()}
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.progress = Progress(
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f} · {task.fields[speed]:,.0f} samples/s"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=steps, loss=float("nan"), speed=0.0)
+
+    def step(self, steps_done: int, loss: float, samples_per_s: float) -> None:
+        self.progress.update(self.task, completed=steps_done, loss=loss, speed=samples_per_s)
+
+    def epoch_end(self, epoch: int, train: dict, test: dict) -> None:
+        self.progress.stop()
+        parts = [f"{head} {self.primary[head]} {values[self.primary[head]]:.4f}" for head, values in test.items()]
+        self.console.print(f"  test: {' · '.join(parts)}")
+        self.history.append((epoch, train, test))
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        table = Table(title=f"{summary['recipe']} after {summary['epochs']} epochs ({summary['seconds']:.1f} s)")
+        table.add_column("head")
+        table.add_column("metric")
+        table.add_column("train (running)", justify="right")
+        table.add_column("test", justify="right")
+        train, test = summary["metrics"]["train"], summary["metrics"]["test"]
+        for head, values in test.items():
+            for metric, value in values.items():
+                table.add_row(head, metric, _fmt(train.get(head, {}).get(metric)), _fmt(value))
+        self.console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+

@@ -1,0 +1,63 @@
+"""User-facing errors.
+
+Anything the user can fix (a recipe, an override, a data file, a plugin, a path) raises a
+:class:`UserError`. The CLI prints its message and exits with code 2, without a traceback.
+Everything else is a bug in digitsum or a plugin and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class UserError(Exception):
+    """An error the user can fix; its message says what is wrong and what would fit."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a recipe: where it is and what to do about it."""
+
+    where: str  # "recipes/x.toml:12" or "--set train.lr"
+    key: str  # dotted key path, e.g. "backbone.hiden"; "" for the document itself
+    message: str
+
+    def render(self) -> str:
+        key = f" {self.key}:" if self.key else ""
+        return f"{self.where}{key} {self.message}"
+
+
+class RecipeError(UserError):
+    """Every problem found in a recipe, reported at once."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+        lines = [f"{source}: {count}"] + [f"  {p.render()}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+def did_you_mean(name: str, choices: Iterable[str], what: str = "") -> str:
+    """A hint naming the closest valid choices, and all of them when there are few.
+
+    >>> did_you_mean("flim", ["concat", "film", "embedding"])
+    "did you mean 'film'? (valid: concat, embedding, film)"
+    """
+    choices = sorted(set(choices))
+    if not choices:
+        return f"no {what or 'choices'} are available"
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    valid = ", ".join(choices) if len(choices) <= 12 else ", ".join(choices[:12]) + ", ..."
+    if close:
+        guesses = " or ".join(f"'{c}'" for c in close)
+        return f"did you mean {guesses}? (valid: {valid})"
+    return f"valid: {valid}"

@@ -1,0 +1,224 @@
+"""Registries of components: dataset generators, fusion backbones and heads.
+
+Components arrive in two ways, and both end in :meth:`Registry.add`:
+
+* **entry points** — a distribution (digitsum itself included) declares one entry point per
+  component in the group of its kind (``digitsum.datasets``, ``digitsum.fusions``,
+  ``digitsum.heads``), named after the component, valued ``module:Class``. Names are read from
+  package metadata without importing anything; a component is imported when first used, so
+  one broken component fails alone;
+* **the decorator** — ``@fusions.register("name")`` registers a class defined in the running
+  process (a script, a notebook, a test).
+
+This module imports neither torch nor any component: ``digitsum --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from .errors import UserError, did_you_mean
+
+BUILTIN_DISTRIBUTION = "digitsum"
+
+
+class PluginError(UserError):
+    """A component could not be loaded, or breaks its contract."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a component comes from: a distribution's entry point, or in-process code."""
+
+    value: str  # "module:object"
+    distribution: str | None = None  # None: registered in-process by the decorator
+    version: str | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+    def __str__(self) -> str:
+        if self.builtin:
+            return "built-in"
+        if self.distribution is None:
+            return f"local ({self.value})"
+        return f"{self.distribution} {self.version}"
+
+
+@dataclass
+class Entry:
+    """One registered component; its object is imported on first :meth:`load`."""
+
+    kind: str
+    name: str
+    origin: Origin
+    _entry_point: metadata.EntryPoint | None = None
+    _obj: Any = None
+    error: str | None = field(default=None)
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.origin.distribution}:{self.name}" if self.origin.distribution else self.name
+
+    def load(self) -> Any:
+        """The component class, imported and checked against its contract."""
+        if self._obj is None and self.error is None:
+            try:
+                obj = self._entry_point.load() if self._entry_point else None
+            except Exception as e:  # a plugin's import can fail in any way
+                self.error = f"{type(e).__name__}: {e}"
+            else:
+                self.error = _contract_problem(self.kind, obj)
+                if self.error is None:
+                    self._obj = obj
+        if self.error is not None:
+            raise PluginError(
+                f"{KIND_LABELS[self.kind]} '{self.name}' from {self.origin} "
+                f"({self.origin.value}) cannot be used: {self.error}"
+            )
+        return self._obj
+
+
+def _contract_problem(kind: str, obj: Any) -> str | None:
+    """Why ``obj`` is not a valid component of ``kind``, or None when it is."""
+    from . import contracts  # components import torch anyway; the registry itself does not
+
+    base = {"datasets": contracts.Generator, "fusions": contracts.Fusion, "heads": contracts.Head}[kind]
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        return f"{obj!r} is not a subclass of digitsum.{base.__name__}"
+    params = getattr(obj, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, contracts.Params)):
+        return f"{obj.__name__}.Params must subclass digitsum.Params"
+    if getattr(obj, "contract", None) != contracts.CONTRACT_VERSION:
+        return (
+            f"it was written for component contract {getattr(obj, 'contract', None)!r}, "
+            f"this digitsum speaks contract {contracts.CONTRACT_VERSION}; "
+            "install a version of the plugin made for it"
+        )
+    return None
+
+
+class Registry:
+    """Components of one kind, by name."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.group = f"digitsum.{kind}"
+        self._entries: dict[str, list[Entry]] = {}
+        self._discovered = False
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(self, name: str) -> Callable[[type], type]:
+        """Class decorator registering a component defined in the running process."""
+
+        def decorator(cls: type) -> type:
+            self.add(Entry(self.kind, name, Origin(f"{cls.__module__}:{cls.__qualname__}"), _obj=cls))
+            return cls
+
+        return decorator
+
+    def add(self, entry: Entry) -> None:
+        """Add an entry; a second one under the same name from the same process is refused."""
+        existing = self._entries.setdefault(entry.name, [])
+        for other in existing:
+            if other.origin == entry.origin:
+                return  # the same component seen twice (e.g. an entry point re-read)
+            if entry.origin.distribution is None or other.origin.distribution is None:
+                raise PluginError(
+                    f"{KIND_LABELS[self.kind]} '{entry.name}' is registered twice: "
+                    f"by {other.origin} ({other.origin.value}) and by {entry.origin} "
+                    f"({entry.origin.value}); rename one of them"
+                )
+        # Two distributions defining one name are both kept: using the bare name is then an
+        # error naming both, and "distribution:name" picks one. Nothing else breaks.
+        existing.append(entry)
+
+    def remove(self, name: str) -> None:
+        """Forget a name (tests and interactive sessions use this to clean up)."""
+        self._entries.pop(name, None)
+
+    def discover(self) -> None:
+        """Read this kind's entry points from installed distributions (once)."""
+        if self._discovered:
+            return
+        self._discovered = True
+        for ep in _entry_points(self.group):
+            dist = ep.dist
+            origin = Origin(ep.value, dist.name if dist else "unknown", dist.version if dist else "?")
+            self.add(Entry(self.kind, ep.name, origin, _entry_point=ep))
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        self.discover()
+        return sorted(self._entries)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry, duplicates included, sorted by name."""
+        for name in self.names():
+            yield from self._entries[name]
+
+    def entry(self, name: str) -> Entry:
+        """The entry for ``name`` or ``distribution:name``; errors suggest what would fit."""
+        self.discover()
+        dist, _, bare = name.rpartition(":")
+        candidates = self._entries.get(bare, [])
+        if dist:
+            candidates = [e for e in candidates if e.origin.distribution == dist]
+        if not candidates:
+            hint = did_you_mean(bare, self._entries, KIND_PLURALS[self.kind])
+            raise UserError(f"unknown {KIND_LABELS[self.kind]} '{name}' — {hint}")
+        if len(candidates) > 1:
+            both = ", ".join(f"'{e.qualified_name}' ({e.origin})" for e in candidates)
+            raise UserError(
+                f"{KIND_LABELS[self.kind]} '{name}' is defined by more than one plugin: {both}; "
+                "name the one you want in the qualified form"
+            )
+        return candidates[0]
+
+    def get(self, name: str) -> Any:
+        """The component class for ``name``, loaded and checked."""
+        return self.entry(name).load()
+
+    def __contains__(self, name: str) -> bool:
+        self.discover()
+        return name.rpartition(":")[2] in self._entries
+
+
+_EP_CACHE: dict[str, list[metadata.EntryPoint]] | None = None
+
+
+def _entry_points(group: str) -> list[metadata.EntryPoint]:
+    global _EP_CACHE
+    if _EP_CACHE is None:
+        _EP_CACHE = {}
+        for name in ("datasets", "fusions", "heads"):
+            _EP_CACHE[f"digitsum.{name}"] = list(metadata.entry_points(group=f"digitsum.{name}"))
+    return _EP_CACHE.get(group, [])
+
+
+KIND_LABELS = {"datasets": "dataset generator", "fusions": "fusion", "heads": "head"}
+KIND_PLURALS = {"datasets": "dataset generators", "fusions": "fusions", "heads": "heads"}
+_KIND_ALIASES = {
+    "datasets": "datasets", "dataset": "datasets", "generators": "datasets", "generator": "datasets",
+    "fusions": "fusions", "fusion": "fusions", "backbones": "fusions", "backbone": "fusions",
+    "heads": "heads", "head": "heads",
+}  # fmt: skip
+
+datasets = Registry("datasets")
+fusions = Registry("fusions")
+heads = Registry("heads")
+REGISTRIES: dict[str, Registry] = {"datasets": datasets, "fusions": fusions, "heads": heads}
+
+
+def registry_for(kind: str) -> Registry:
+    """The registry for a kind, by any of its names (``fusion``, ``backbones``, ...)."""
+    key = _KIND_ALIASES.get(kind.lower())
+    if key is None:
+        raise UserError(f"unknown kind '{kind}' — {did_you_mean(kind, _KIND_ALIASES, 'kinds')}")
+    return REGISTRIES[key]
