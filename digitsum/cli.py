@@ -58,7 +58,7 @@ def run(
 
     loaded = load_recipe(recipe, set_ or [])
     run_dir = create_run_dir(loaded.name, out)
-    train_run(loaded, run_dir, ConsoleReporter(console))
+    train_run(loaded, run_dir, [ConsoleReporter(console)])
     console.print(f"wrote {run_dir}")
 
 

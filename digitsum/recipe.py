@@ -208,8 +208,11 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        where = f"{path}:{e.lineno}" if getattr(e, "lineno", None) else str(path)
-        raise RecipeError(str(path), [Problem(where, "", f"invalid TOML: {e.msg if hasattr(e, 'msg') else e}")]) from None
+        # tomllib (3.11) puts the position in the message: "... (at line 3, column 7)"
+        message = str(e)
+        position = re.search(r"\(at line (\d+), column \d+\)$", message)
+        where = f"{path}:{position.group(1)}" if position else str(path)
+        raise RecipeError(str(path), [Problem(where, "", f"invalid TOML: {message}")]) from None
     return doc, _line_index(text)
 
 
@@ -416,9 +419,9 @@ def _validate_component(
     fixed = {k: v for k, v in data.items() if k in section_model.model_fields}
     params = {k: v for k, v in data.items() if k not in section_model.model_fields}
     section = _validate_section(section_model, fixed, prefix, doc, fallback, problems)
-    type_name = fixed.get("type")
-    if section is None or not isinstance(type_name, str):
+    if section is None:
         return None
+    type_name = section.type
     where = str(doc.source_of(prefix + ("type",), fallback))
     try:
         cls = registry.get(type_name)

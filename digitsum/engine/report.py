@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import time
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from torch import Tensor
+
+from .train import Callback, Trainer
 
 
-class ConsoleReporter:
+class ConsoleReporter(Callback):
     """Shows a training run on a rich console."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress: Progress | None = None
         self.task = None
-        self.history: list[tuple[int, dict, dict]] = []
 
-    def start(self, recipe, device, run_dir: Path, parameters: int) -> None:
+    def on_start(self, trainer: Trainer) -> None:
+        recipe, device, run_dir = trainer.recipe, trainer.device, trainer.run_dir
+        parameters = sum(p.numel() for p in trainer.model.parameters())
         self.console.print(
             f"[bold]{recipe.name}[/]: {recipe.data.section.type} → {recipe.backbone.section.type} → "
             f"{', '.join(f'{n} ({c.section.type})' for n, c in recipe.heads.items())} · "
@@ -28,7 +32,9 @@ class ConsoleReporter:
         self.console.print(f"run directory: {run_dir}")
         self.primary = {name: choice.cls.primary_metric for name, choice in recipe.heads.items()}
 
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        epochs, steps = trainer.epochs, trainer.steps_per_epoch
+        self.started = self.shown_at = time.perf_counter()
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
@@ -41,16 +47,20 @@ class ConsoleReporter:
         self.progress.start()
         self.task = self.progress.add_task("train", total=steps, loss=float("nan"), speed=0.0)
 
-    def step(self, steps_done: int, loss: float, samples_per_s: float) -> None:
-        self.progress.update(self.task, completed=steps_done, loss=loss, speed=samples_per_s)
+    def on_step(self, trainer: Trainer, epoch: int, step: int, loss: Tensor) -> None:
+        now = time.perf_counter()
+        if now - self.shown_at < 0.25 and step != trainer.steps_per_epoch - 1:
+            return  # reading the loss waits for the device: only a few times a second
+        self.shown_at = now
+        speed = (step + 1) * trainer.batch_size / (now - self.started)
+        self.progress.update(self.task, completed=step + 1, loss=float(loss.detach()), speed=speed)
 
-    def epoch_end(self, epoch: int, train: dict, test: dict) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
         self.progress.stop()
         parts = [f"{head} {self.primary[head]} {values[self.primary[head]]:.4f}" for head, values in test.items()]
         self.console.print(f"  test: {' · '.join(parts)}")
-        self.history.append((epoch, train, test))
 
-    def finish(self, summary: dict[str, Any]) -> None:
+    def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         table = Table(title=f"{summary['recipe']} after {summary['epochs']} epochs ({summary['seconds']:.1f} s)")
         table.add_column("head")
         table.add_column("metric")

@@ -11,10 +11,10 @@ import hashlib
 import math
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -97,24 +97,16 @@ def evaluate(model: DigitModel, generator: Generator, split: str, seed: int, dev
     return tally.means()
 
 
-class Reporter(Protocol):
-    """What the training loop tells whoever watches it (the CLI's progress bar, a test...)."""
+class Callback:
+    """Hooks into a training run; override what you need. Reporters, watches and pictures are
+    callbacks. ``on_step`` runs every step: read tensors there only now and then (a read
+    waits for the GPU)."""
 
-    def start(self, recipe: Recipe, device: torch.device, run_dir: Path, parameters: int) -> None: ...
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def step(self, steps_done: int, loss: float, samples_per_s: float) -> None: ...
-    def epoch_end(self, epoch: int, train: dict, test: dict) -> None: ...
-    def finish(self, summary: dict) -> None: ...
-
-
-class SilentReporter:
-    """A reporter that says nothing (library use and tests)."""
-
-    def start(self, *args: Any) -> None: ...
-    def epoch_start(self, *args: Any) -> None: ...
-    def step(self, *args: Any) -> None: ...
-    def epoch_end(self, *args: Any) -> None: ...
-    def finish(self, *args: Any) -> None: ...
+    def on_start(self, trainer: Trainer) -> None: ...
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_step(self, trainer: Trainer, epoch: int, step: int, loss: Tensor) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None: ...
+    def on_end(self, trainer: Trainer, summary: dict) -> None: ...
 
 
 def make_optimizer(recipe: Recipe, model: DigitModel) -> torch.optim.Optimizer:
@@ -173,64 +165,91 @@ def save_checkpoint(path: Path, model: DigitModel, optimizer, scheduler, epoch: 
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def run(recipe: Recipe, run_dir: Path, reporter: Reporter | None = None) -> dict[str, Any]:
+class Trainer:
+    """One recipe's model, data, optimizer and schedule, and the loop that trains them."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> None:
+        self.recipe = recipe
+        self.run_dir = run_dir
+        self.callbacks = list(callbacks)
+        self.device = pick_device(recipe.train.device)
+        torch.manual_seed(recipe.seed)
+
+        section = recipe.data.section
+        root = Path(section.root).expanduser() if section.root else default_root()
+        self.generator = recipe.data.cls(recipe.data.params, DataContext(root, self.device, section.download))
+        self.model = build_model(recipe).to(self.device)
+        self.optimizer = make_optimizer(recipe, self.model)
+        self.batch_size, self.epochs = section.batch_size, recipe.train.epochs
+        self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
+        self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
+        self.history: list[dict[str, Any]] = []
+        #: Set by a callback to end training after the current step, with the reason why.
+        self.stop_reason: str | None = None
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+        outputs = self.model(batch)
+        losses = self.model.losses(outputs, batch)
+        loss = self.model.total_loss(losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return outputs, losses, loss
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        started, tally = time.perf_counter(), Tally()
+        for step, batch in enumerate(train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device)):
+            outputs, losses, loss = self.train_step(batch)
+            tally.add(self.model, outputs, losses, batch)
+            self._emit("on_step", epoch, step, loss)
+            if self.stop_reason:
+                break
+        seconds = time.perf_counter() - started
+        return {"heads": tally.means(), "seconds": round(seconds, 3), "samples_per_s": round(tally.count / seconds, 1),
+                "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
+
+    def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
+        return evaluate(self.model, self.generator, split, self.recipe.seed, self.device)
+
+    def fit(self) -> dict[str, Any]:
+        """Train every epoch, evaluating and checkpointing after each; write the run directory."""
+        started = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
+        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self._emit("on_start")
+        for epoch in range(1, self.epochs + 1):
+            self._emit("on_epoch_start", epoch)
+            train = self.train_epoch(epoch)
+            test = self.evaluate("test")
+            log.append({"epoch": epoch, "split": "train", **train})
+            log.append({"epoch": epoch, "split": "test", "heads": test})
+            self.history.append({"epoch": epoch, "train": train["heads"], "test": test})
+            save_checkpoint(self.run_dir / "checkpoint.pt", self.model, self.optimizer, self.scheduler, epoch, self.recipe)
+            self._emit("on_epoch_end", epoch, train["heads"], test)
+            if self.stop_reason:
+                break
+        summary = {
+            "format": RUN_FORMAT,
+            "recipe": self.recipe.name,
+            "seed": self.recipe.seed,
+            "device": str(self.device),
+            "epochs": len(self.history),
+            "metrics": {"train": self.history[-1]["train"], "test": self.history[-1]["test"]},
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        if self.stop_reason:
+            summary["stopped"] = self.stop_reason
+        write_json(self.run_dir / "summary.json", summary)
+        self._emit("on_end", summary)
+        return summary
+
+
+def run(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train and evaluate a recipe, writing the run directory; return the summary."""
-    reporter = reporter or SilentReporter()
-    started = time.perf_counter()
-    device = pick_device(recipe.train.device)
-    torch.manual_seed(recipe.seed)
-
-    root = Path(recipe.data.section.root).expanduser() if recipe.data.section.root else default_root()
-    data = DataContext(root, device, recipe.data.section.download)
-    generator = recipe.data.cls(recipe.data.params, data)
-    model = build_model(recipe).to(device)
-    optimizer = make_optimizer(recipe, model)
-    batch_size, epochs = recipe.data.section.batch_size, recipe.train.epochs
-    steps_per_epoch = math.ceil(generator.size("train") / batch_size)
-    scheduler = make_scheduler(recipe, optimizer, epochs * steps_per_epoch)
-
-    write_text(run_dir / "recipe.toml", recipe.to_toml(provenance(device)))
-    log = MetricsLog(run_dir / "metrics.jsonl")
-    reporter.start(recipe, device, run_dir, sum(p.numel() for p in model.parameters()))
-
-    history: list[dict[str, Any]] = []
-    for epoch in range(1, epochs + 1):
-        reporter.epoch_start(epoch, epochs, steps_per_epoch)
-        epoch_started = time.perf_counter()
-        tally, shown_at, samples = Tally(), time.perf_counter(), 0
-        for step, batch in enumerate(train_batches(generator, batch_size, recipe.seed, epoch, device)):
-            outputs = model(batch)
-            losses = model.losses(outputs, batch)
-            loss = model.total_loss(losses)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            tally.add(model, outputs, losses, batch)
-            samples += len(batch[next(iter(batch))])
-            now = time.perf_counter()
-            if now - shown_at > 0.25 or step == steps_per_epoch - 1:  # reading the loss syncs a GPU
-                reporter.step(step + 1, float(loss), samples / (now - epoch_started))
-                shown_at = now
-        train_seconds = time.perf_counter() - epoch_started
-        train_metrics = tally.means()
-        test_metrics = evaluate(model, generator, "test", recipe.seed, device)
-        log.append({"epoch": epoch, "split": "train", "heads": train_metrics, "seconds": round(train_seconds, 3),
-                    "samples_per_s": round(samples / train_seconds, 1), "lr": scheduler.get_last_lr()[0]})  # fmt: skip
-        log.append({"epoch": epoch, "split": "test", "heads": test_metrics})
-        history.append({"epoch": epoch, "train": train_metrics, "test": test_metrics})
-        save_checkpoint(run_dir / "checkpoint.pt", model, optimizer, scheduler, epoch, recipe)
-        reporter.epoch_end(epoch, train_metrics, test_metrics)
-
-    summary = {
-        "format": RUN_FORMAT,
-        "recipe": recipe.name,
-        "seed": recipe.seed,
-        "device": str(device),
-        "epochs": epochs,
-        "metrics": {"train": history[-1]["train"], "test": history[-1]["test"]},
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    write_json(run_dir / "summary.json", summary)
-    reporter.finish(summary)
-    return summary
+    return Trainer(recipe, run_dir, callbacks).fit()

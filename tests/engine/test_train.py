@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from digitsum.engine.train import eval_batches, run, train_batches
+from digitsum.recipe import load_recipe
+from digitsum.testing import write_tiny_mnist
+
+from ..conftest import RECIPES
+
+
+@pytest.fixture
+def recipe(tiny_data):
+    return load_recipe(RECIPES / "original.toml", ["train.epochs=2", "data.batch_size=64", "train.lr=5e-3"])
+
+
+def test_run_writes_the_run_directory(recipe, tmp_path):
+    summary = run(recipe, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json"}
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert set(summary["metrics"]["test"]) == {"digit", "sum"}
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["split"]) for r in lines] == [(1, "train"), (1, "test"), (2, "train"), (2, "test")]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and "backbone.cnn.layers.0.weight" in state["model"]
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_every_head_learns_on_learnable_data(tmp_path):
+    root = write_tiny_mnist(tmp_path / "data", n_train=4096, n_test=512)
+    recipe = load_recipe(RECIPES / "original.toml", ["train.epochs=6", "data.batch_size=64", "train.lr=5e-3", f"data.root='{root}'"])
+    test = run(recipe, tmp_path / "run")["metrics"]["test"]
+    # chance is 0.1 for the digit and about 0.1 for the sum: a head that is not trained stays there
+    assert test["digit"]["accuracy"] > 0.5, test
+    assert test["sum"]["accuracy"] > 0.25, test
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tiny_data, tmp_path):
+    args = ["train.epochs=1", "data.batch_size=64"]
+    a = run(load_recipe(RECIPES / "original.toml", args), tmp_path / "a")
+    b = run(load_recipe(RECIPES / "original.toml", args), tmp_path / "b")
+    c = run(load_recipe(RECIPES / "original.toml", args + ["seed=1"]), tmp_path / "c")
+    assert a["metrics"] == b["metrics"]
+    assert a["metrics"] != c["metrics"]
+
+
+def test_resolved_recipe_in_run_dir_replays_the_run(recipe, tmp_path):
+    first = run(recipe, tmp_path / "first")
+    replay = load_recipe(tmp_path / "first" / "recipe.toml")
+    assert replay.to_dict() == recipe.to_dict()
+    assert run(replay, tmp_path / "second")["metrics"] == first["metrics"]
+
+
+def test_train_pairings_change_every_epoch_test_pairings_never(recipe):
+    from digitsum.data import DataContext, default_root
+
+    gen = recipe.data.cls(recipe.data.params, DataContext(default_root()))
+    cpu = torch.device("cpu")
+    e1 = next(train_batches(gen, 64, 0, 1, cpu))
+    e2 = next(train_batches(gen, 64, 0, 2, cpu))
+    assert not torch.equal(e1["number"], e2["number"])
+    t1 = torch.cat([b["number"] for b in eval_batches(gen, "test", 0, cpu)])
+    t2 = torch.cat([b["number"] for b in eval_batches(gen, "test", 0, cpu)])
+    assert torch.equal(t1, t2)
+    assert torch.equal(e1["sum"], e1["digit"] + e1["number"])

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import RECIPES, TINY, run_subprocess
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from digitsum.cli import app; sys.argv=['digitsum','--help']\n" \
+           "try:\n app()\nexcept SystemExit: pass\nprint('torch' in sys.modules)"  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False")
+    assert "run" in out and "list" in out
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.code == 0 and result.out.startswith("digitsum ")
+
+
+def test_list_json_shows_builtins_with_params(cli):
+    result = cli("list", "--json")
+    assert result.code == 0
+    rows = {(r["kind"], r["name"]): r for r in json.loads(result.out)}
+    concat = rows[("fusions", "concat")]
+    assert concat["origin"] == "built-in" and concat["distribution"] == "digitsum"
+    assert {p["name"]: p["default"] for p in concat["params"]}["hidden"] == [120, 60]
+    assert rows[("datasets", "single_digit")]["targets"] == {"digit": "Classes(19)"} | {"digit": "Classes(10)", "sum": "Classes(19)"}
+
+
+def test_list_one_kind_as_tables(cli):
+    result = cli("list", "heads")
+    assert result.code == 0 and "classify" in result.out and "concat" not in result.out
+
+
+def test_show_prints_resolved_recipe(cli):
+    result = cli("show", RECIPES / "original.toml", "--set", "train.epochs=1")
+    assert result.code == 0
+    assert "epochs = 1" in result.out and "conv_channels = [" in result.out
+
+
+def test_bad_recipe_exits_2_without_traceback(cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[data]\ntype = "single_digt"\n')
+    result = cli("run", bad)
+    assert result.code == 2
+    assert "Traceback" not in result.err
+    assert "did you mean 'single_digit'" in result.err and "backbone" in result.err
+
+
+def test_bad_override_exits_2(cli):
+    result = cli("show", RECIPES / "original.toml", "--set", "train.lr")
+    assert result.code == 2 and "expected KEY=VALUE" in result.err
+
+
+def test_missing_data_names_the_four_files(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITSUM_DATA", str(tmp_path / "empty"))
+    result = cli("run", RECIPES / "original.toml", "--set", "data.download=false", "--out", tmp_path / "run")
+    assert result.code == 2 and "Traceback" not in result.err
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert name in result.err
+
+
+def test_existing_output_folder_is_refused(cli, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = cli("run", RECIPES / "original.toml", *TINY, "--out", out)
+    assert result.code == 2 and "already exists" in result.err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_run_end_to_end_in_a_subprocess(tiny_root, tmp_path):
+    out = tmp_path / "run"
+    result = run_subprocess("run", RECIPES / "original.toml", *TINY, "--out", out, env={"DIGITSUM_DATA": str(tiny_root)})
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"] == "original" and summary["epochs"] == 1
+    assert "digit" in result.stdout and "accuracy" in result.stdout
+
+
+def test_default_run_dir_is_under_runs_recipe_timestamp(tiny_root, tmp_path):
+    result = run_subprocess("run", RECIPES / "original.toml", *TINY, env={"DIGITSUM_DATA": str(tiny_root)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs" / "original").iterdir()
+    assert (run_dir / "summary.json").is_file()

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import pytest
+
+from digitsum.contracts import Fusion, Params
+from digitsum.errors import UserError
+from digitsum.registry import REGISTRIES, Entry, Origin, PluginError, Registry, fusions, registry_for
+
+
+def test_builtins_come_from_digitsums_own_entry_points():
+    for registry in REGISTRIES.values():
+        entries = list(registry.entries())
+        assert entries, registry.kind
+        for entry in entries:
+            assert entry.origin.distribution == "digitsum"
+            assert entry.origin.builtin and str(entry.origin) == "built-in"
+            assert ":" in entry.origin.value
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UserError) as e:
+        fusions.get("conact")
+    assert "unknown fusion 'conact'" in e.value.message
+    assert "did you mean 'concat'" in e.value.message
+
+
+def test_unknown_name_with_no_close_match_lists_valid_names():
+    with pytest.raises(UserError) as e:
+        fusions.get("zzzzzz")
+    assert "valid: " in e.value.message and "concat" in e.value.message
+
+
+class _Tiny(Fusion):
+    """A tiny fusion for registry tests."""
+
+    out_features = 1
+
+
+def test_decorator_registers_and_duplicate_is_refused_naming_both_origins():
+    registry = Registry("fusions")
+    registry._discovered = True  # only what this test registers
+    registry.register("tiny")(_Tiny)
+    assert registry.get("tiny") is _Tiny
+
+    class Other(_Tiny):
+        pass
+
+    with pytest.raises(PluginError) as e:
+        registry.register("tiny")(Other)
+    assert "registered twice" in e.value.message
+    assert "_Tiny" in e.value.message and "Other" in e.value.message
+
+
+def test_same_name_from_two_distributions_needs_the_qualified_form():
+    registry = Registry("fusions")
+    registry._discovered = True
+    registry.add(Entry("fusions", "tiny", Origin("a:Tiny", "dist-a", "1.0"), _obj=_Tiny))
+    registry.add(Entry("fusions", "tiny", Origin("b:Tiny", "dist-b", "2.0"), _obj=_Tiny))
+    with pytest.raises(UserError) as e:
+        registry.get("tiny")
+    assert "dist-a:tiny" in e.value.message and "dist-b:tiny" in e.value.message
+    assert registry.get("dist-b:tiny") is _Tiny
+
+
+def test_a_class_that_breaks_the_contract_is_reported_not_raised_raw():
+    registry = Registry("fusions")
+    registry._discovered = True
+
+    class NotAFusion:
+        Params = Params
+
+    registry.register("bad")(NotAFusion)
+    entry = registry.entry("bad")
+    entry._obj, entry.error = None, None
+    entry._entry_point = type("EP", (), {"load": staticmethod(lambda: NotAFusion)})()
+    with pytest.raises(PluginError) as e:
+        registry.get("bad")
+    assert "not a subclass of digitsum.Fusion" in e.value.message
+
+
+def test_import_failure_is_a_plugin_error_with_its_reason():
+    registry = Registry("fusions")
+    registry._discovered = True
+
+    def boom():
+        raise ImportError("No module named 'missing_dependency'")
+
+    ep = type("EP", (), {"load": staticmethod(boom)})()
+    registry.add(Entry("fusions", "broken", Origin("broken:X", "broken-plugin", "0.1"), _entry_point=ep))
+    with pytest.raises(PluginError) as e:
+        registry.get("broken")
+    assert "broken-plugin 0.1" in e.value.message
+    assert "missing_dependency" in e.value.message
+
+
+def test_wrong_contract_version_is_refused_with_a_clear_message():
+    registry = Registry("fusions")
+    registry._discovered = True
+
+    class Future(_Tiny):
+        contract = 99
+
+    ep = type("EP", (), {"load": staticmethod(lambda: Future)})()
+    registry.add(Entry("fusions", "future", Origin("f:Future", "future-plugin", "9.0"), _entry_point=ep))
+    with pytest.raises(PluginError) as e:
+        registry.get("future")
+    assert "contract 99" in e.value.message
+
+
+@pytest.mark.parametrize("alias,kind", [("fusion", "fusions"), ("backbones", "fusions"), ("head", "heads"), ("generators", "datasets")])
+def test_kinds_have_friendly_aliases(alias, kind):
+    assert registry_for(alias).kind == kind
+
+
+def test_unknown_kind_is_a_user_error():
+    with pytest.raises(UserError, match="unknown kind 'fusinos'"):
+        registry_for("fusinos")
