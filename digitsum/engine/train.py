@@ -100,7 +100,7 @@ def evaluate(model: DigitModel, generator: Generator, split: str, seed: int, dev
 class Callback:
     """Hooks into a training run; override what you need. Reporters, watches and pictures are
     callbacks. ``on_step`` runs every step: read tensors there only now and then (a read
-    waits for the GPU)."""
+    waits for the GPU). A callback ends a run with ``trainer.request_stop(reason)``."""
 
     def on_start(self, trainer: Trainer) -> None: ...
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
@@ -184,8 +184,17 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
         self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
         self.history: list[dict[str, Any]] = []
-        #: Set by a callback to end training after the current step, with the reason why.
         self.stop_reason: str | None = None
+        self.failed = False
+
+    def request_stop(self, reason: str, *, failed: bool = False) -> None:
+        """End training after the current step (callbacks call this).
+
+        ``failed``: the model is no longer good (e.g. the loss became NaN): the current epoch is
+        neither evaluated nor checkpointed, so the last good checkpoint stays.
+        """
+        self.stop_reason = self.stop_reason or reason
+        self.failed = self.failed or failed
 
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
@@ -226,6 +235,8 @@ class Trainer:
         for epoch in range(1, self.epochs + 1):
             self._emit("on_epoch_start", epoch)
             train = self.train_epoch(epoch)
+            if self.failed:
+                break
             test = self.evaluate("test")
             log.append({"epoch": epoch, "split": "train", **train})
             log.append({"epoch": epoch, "split": "test", "heads": test})
@@ -240,7 +251,7 @@ class Trainer:
             "seed": self.recipe.seed,
             "device": str(self.device),
             "epochs": len(self.history),
-            "metrics": {"train": self.history[-1]["train"], "test": self.history[-1]["test"]},
+            "metrics": {"train": self.history[-1]["train"], "test": self.history[-1]["test"]} if self.history else {},
             "seconds": round(time.perf_counter() - started, 3),
         }
         if self.stop_reason:
