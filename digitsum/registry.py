@@ -220,5 +220,9 @@ def registry_for(kind: str) -> Registry:
     """The registry for a kind, by any of its names (``fusion``, ``backbones``, ...)."""
     key = _KIND_ALIASES.get(kind.lower())
     if key is None:
-        raise UserError(f"unknown kind '{kind}' — {did_you_mean(kind, _KIND_ALIASES, 'kinds')}")
+        import difflib
+
+        close = {_KIND_ALIASES[a] for a in difflib.get_close_matches(kind.lower(), _KIND_ALIASES, n=3, cutoff=0.5)}
+        hint = f"did you mean {' or '.join(repr(c) for c in sorted(close))}? " if close else ""
+        raise UserError(f"unknown kind '{kind}' — {hint}(valid: {', '.join(REGISTRIES)})")
     return REGISTRIES[key]

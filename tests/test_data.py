@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from digitsum.data import MNIST_FILES, DataContext, load_mnist
+from digitsum.errors import UserError
+from digitsum.testing import write_idx, write_tiny_mnist
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def root(tmp_path):
+    return write_tiny_mnist(tmp_path, n_train=40, n_test=20)
+
+
+def raw(root, split="train", which=0):
+    return root / "MNIST" / "raw" / MNIST_FILES[split][which]
+
+
+def test_loads_uint8_images_and_int64_labels(root):
+    digits = load_mnist(root, "train", CPU)
+    assert digits.images.shape == (40, 28, 28) and digits.images.dtype == torch.uint8
+    assert digits.labels.dtype == torch.int64 and len(digits) == 40
+
+
+def test_context_loads_each_split_once(root):
+    ctx = DataContext(root)
+    assert ctx.mnist("test") is ctx.mnist("test")
+
+
+def test_missing_files_without_download_name_all_four(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_mnist(tmp_path, "train", CPU, download=False)
+    for pair in MNIST_FILES.values():
+        for name in pair:
+            assert name in e.value.message
+
+
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(UserError, match="download failed: network is unreachable"):
+        load_mnist(tmp_path, "train", CPU, download=True)
+
+
+def test_truncated_file(root):
+    path = raw(root)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        load_mnist(root, "train", CPU)
+
+
+def test_wrong_magic(root):
+    path = raw(root, which=1)
+    data = bytearray(path.read_bytes())
+    data[:4] = (1234).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="magic number 1234"):
+        load_mnist(root, "train", CPU)
+
+
+def test_wrong_image_size(root):
+    write_idx(raw(root), np.zeros((40, 20, 20), dtype=np.uint8))
+    with pytest.raises(UserError, match="20x20 images"):
+        load_mnist(root, "train", CPU)
+
+
+def test_image_and_label_counts_must_agree(root):
+    write_idx(raw(root, which=1), np.zeros(39, dtype=np.uint8))
+    with pytest.raises(UserError, match="40 images but .* 39 labels"):
+        load_mnist(root, "train", CPU)
+
+
+def test_labels_out_of_range(root):
+    write_idx(raw(root, which=1), np.full(40, 12, dtype=np.uint8))
+    with pytest.raises(UserError, match="label 12"):
+        load_mnist(root, "train", CPU)
+
+
+def test_empty_header(root):
+    raw(root).write_bytes(b"\x00\x00")
+    with pytest.raises(UserError, match="shorter than an IDX header"):
+        load_mnist(root, "train", CPU)
