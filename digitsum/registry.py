@@ -223,6 +223,7 @@ def registry_for(kind: str) -> Registry:
         import difflib
 
         close = {_KIND_ALIASES[a] for a in difflib.get_close_matches(kind.lower(), _KIND_ALIASES, n=3, cutoff=0.5)}
-        hint = f"did you mean {' or '.join(repr(c) for c in sorted(close))}? " if close else ""
-        raise UserError(f"unknown kind '{kind}' — {hint}(valid: {', '.join(REGISTRIES)})")
+        valid = ", ".join(REGISTRIES)
+        hint = f"did you mean {' or '.join(repr(c) for c in sorted(close))}? (valid: {valid})" if close else f"valid: {valid}"
+        raise UserError(f"unknown kind '{kind}' — {hint}")
     return REGISTRIES[key]
