@@ -36,7 +36,8 @@ SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 SAMPLE = 2048
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
 SHORT_RUN_SAMPLES, SHORT_RUN_STEPS = (20_000, (60, 600))
-#: The one-batch overfit: batch size, step budget, and the sane optimizer tried when the recipe's fails.
+#: The one-batch overfit: batch size and step budget; when the recipe's optimizer fails, a sane
+#: one (Adam at 1e-3, with twice the steps) tells a bad learning rate from a broken model.
 OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
 #: A unit is dead when it outputs 0 on every probe sample (and every position, for conv maps).
 DEAD_WARNING, DEAD_ERROR = 0.4, 0.5
@@ -546,19 +547,20 @@ def _trend_findings(totals: Tensor, run: str) -> list[Finding]:
     return [Finding("loss_trend", "info", f"the loss falls ({_pct((first - last) / first)} lower)", measured, figures=figures)]
 
 
-def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer]) -> tuple[int | None, dict[str, float], float, float]:
+def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer],
+             steps: int = OVERFIT_STEPS) -> tuple[int | None, dict[str, float], float, float]:  # fmt: skip
     """Train a fresh copy on one batch; return the step at which every trained head predicts it all."""
     model = fresh_copy(probe.model)
     optimizer = optimizer_of(model)
     heads, first = probe.trained_heads(), None
-    for step in range(1, OVERFIT_STEPS + 1):
+    for step in range(1, steps + 1):
         outputs = model(batch)
         loss = model.total_loss(model.losses(outputs, batch))
         first = float(loss.detach()) if first is None else first
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % 10 == 0 or step == OVERFIT_STEPS:
+        if step % 10 == 0 or step == steps:
             with torch.no_grad():
                 outputs = model(batch)
                 fit = {h: float((model.heads[h].predict(outputs[h]) == batch[probe.target_of(h)]).float().mean()) for h in heads}
@@ -583,16 +585,16 @@ def check_overfit(probe: Probe) -> list[Finding]:
         return [Finding("overfit", "info", f"fits one batch of {OVERFIT_BATCH} in {step} steps",
                         f"{what}: predictions matching targets {fits}; loss {_fmt(first)} -> {_fmt(last)}", figures=figures)]  # fmt: skip
     measured = f"after {OVERFIT_STEPS} steps of {what} on one batch of {OVERFIT_BATCH}: predictions matching targets {fits}; loss {_fmt(first)} -> {_fmt(last)}"
-    sane_step, sane_fit, _, sane_last = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR))
+    sane_step, sane_fit, _, sane_last = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR), 2 * OVERFIT_STEPS)
     figures.update(sane_steps=sane_step, sane_fit=sane_fit)
     sane_fits = ", ".join(f"{h} {_pct(v)}" for h, v in sane_fit.items())
     if sane_step is not None:
         return [Finding("overfit", "error", f"cannot fit one batch at lr {_fmt(recipe.train.lr)}; Adam at {SANE_ADAM_LR:g} can",
             measured + f"; Adam at lr {SANE_ADAM_LR:g} fits it in {sane_step} steps",
             "a model that cannot memorise 32 samples cannot learn the task: here the optimizer settings are to blame",
-            f"lower train.lr (Adam at {SANE_ADAM_LR:g} works)", ["train.lr"], figures)]  # fmt: skip
+            f"{'lower' if recipe.train.lr > SANE_ADAM_LR else 'raise'} train.lr (Adam at {SANE_ADAM_LR:g} works)", ["train.lr"], figures)]  # fmt: skip
     return [Finding("overfit", "error", f"cannot fit one batch of {OVERFIT_BATCH}, even with Adam at lr {SANE_ADAM_LR:g}",
-        measured + f"; with Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {_fmt(sane_last)}",
+        measured + f"; {2 * OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {_fmt(sane_last)}",
         "a model that cannot memorise 32 samples is broken: loss, outputs, wiring or targets",
         "fix the error-level findings above first", [], figures)]  # fmt: skip
 

@@ -98,7 +98,8 @@ class Watch(_Warner):
 
     def _fail(self, trainer: Trainer, epoch: int, step: int, value: float) -> None:
         kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint was written"
-        self.failure = (f"the loss became {value if not math.isfinite(value) else 'NaN/inf'} in epoch {epoch} by step {step + 1}: "
+        word = "NaN" if math.isnan(value) else "inf" if math.isinf(value) else "NaN or inf"  # finite now: an earlier step
+        self.failure = (f"the loss became {word} in epoch {epoch} by step {step + 1}: "
                         f"training stopped, {kept} in {trainer.run_dir}; run `{self.hint}` to see why")  # fmt: skip
         trainer.request_stop(f"non-finite loss in epoch {epoch}", failed=True)
 
