@@ -541,7 +541,8 @@ def _trend_findings(totals: Tensor, run: str) -> list[Finding]:
         return [Finding("loss_trend", "error", "the loss became NaN or inf", measured, "nothing trains after a NaN",
                         "lower train.lr", ["train.lr"], figures)]  # fmt: skip
     if last > first * (1 - LOSS_FALL):
-        return [Finding("loss_trend", "warning", f"the loss hardly falls ({_pct((first - last) / first)} lower)", measured,
+        title = f"the loss hardly falls ({_pct((first - last) / first)} lower)" if last < first else "the loss does not fall"
+        return [Finding("loss_trend", "warning", title, measured,
                         f"a model that learns lowers its training loss by far more than {_pct(LOSS_FALL)} in a few hundred steps",
                         "see the other findings: they say why", [], figures)]  # fmt: skip
     return [Finding("loss_trend", "info", f"the loss falls ({_pct((first - last) / first)} lower)", measured, figures=figures)]

@@ -22,9 +22,10 @@ from .train import Callback, Trainer, eval_batches
 
 #: The watch reads the loss about this many times an epoch (each read waits for the device).
 READS_PER_EPOCH = 100
-#: Within an epoch: after this share of the first epoch, a loss still above NEAR_CHANCE times a
-#: uniform guess's loss means the model has learned almost nothing.
-EARLY_SHARE, NEAR_CHANCE = 0.25, 0.9
+#: Within the first epoch: after EARLY_SHARE of it, a loss still above NEAR_CHANCE times a uniform
+#: guess's loss that has also fallen less than EARLY_FALL since the first steps means the model is
+#: learning almost nothing. (Both: a one-cycle warm-up starts slowly but does fall.)
+EARLY_SHARE, NEAR_CHANCE, EARLY_FALL = 0.25, 0.9, 0.05
 #: Between epochs: a training loss that fell less than this fraction has stopped falling.
 MIN_EPOCH_FALL = 0.01
 #: Test accuracy within this many points of the best constant guess is "at chance".
@@ -110,11 +111,12 @@ class Watch(_Warner):
         if step + 1 < max(EARLY_SHARE * trainer.steps_per_epoch, 10) or len(self.readings) < 5:
             return
         window = max(1, len(self.readings) // 5)
-        recent = sum(self.readings[-window:]) / window
-        if recent >= NEAR_CHANCE * self.uniform:
+        first, recent = sum(self.readings[:window]) / window, sum(self.readings[-window:]) / window
+        if recent >= NEAR_CHANCE * self.uniform and recent > (1 - EARLY_FALL) * first:
             self.warned.add("near_chance")
-            self.warn(f"after {step + 1} steps the loss is {recent:.4f}, {100 * recent / self.uniform:.0f} % of a uniform "
-                      f"guess's {self.uniform:.4f}: the model is learning almost nothing")  # fmt: skip
+            self.warn(f"after {step + 1} steps the loss is {recent:.4f} ({first:.4f} at the start), "
+                      f"{100 * recent / self.uniform:.0f} % of a uniform guess's {self.uniform:.4f}: "
+                      "the model is learning almost nothing")  # fmt: skip
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
         weights = {name: trainer.model.bindings[name].weight for name in train}
