@@ -376,7 +376,7 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
             findings.append(Finding("loss_weights", "error", f"heads.{head} is never trained: its loss weight is 0",
                 f"heads.{head}.weight = 0; gradient reaching its parameters from the total loss: {_fmt(norm)}",
                 f"its loss is computed and reported but not back-propagated: heads.{head} stays at chance whatever else is fixed",
-                f"set heads.{head}.weight = 1.0 (or remove the head)", [f"heads.{head}.weight"], figures))  # fmt: skip
+                f"set heads.{head}.weight = 1.0, or remove the head", [f"heads.{head}.weight"], figures))  # fmt: skip
         elif norm == 0:
             findings.append(Finding("loss_weights", "error", f"no gradient reaches heads.{head}",
                 f"heads.{head}.weight = {weight}; gradient reaching its parameters: 0", "the head cannot learn",
@@ -615,6 +615,19 @@ CHECKS: dict[str, Callable[[Probe], list[Finding]]] = {
 PREFLIGHT = ("loss_at_init", "double_softmax", "loss_weights")
 
 
+def _run_check(name: str, probe: Probe) -> list[Finding]:
+    """One check; a check that crashes on a broken model is itself a finding, not a traceback."""
+    from ..errors import UserError
+
+    try:
+        return CHECKS[name](probe)
+    except UserError:
+        raise
+    except Exception as e:  # the model or a plugin failed under the check: that is the diagnosis
+        return [Finding(name, "error", f"the {name} check could not run: {type(e).__name__}", str(e).strip().splitlines()[0] if str(e).strip() else repr(e),
+                        "the model, its loss or the data fail on a plain training step", "fix the error above; `digitsum run` would fail the same way")]  # fmt: skip
+
+
 def diagnose(probe: Probe, checks: Sequence[str] = tuple(CHECKS)) -> Report:
     """Run ``checks`` on ``probe`` without disturbing the global random state or the model."""
     started = time.perf_counter()
@@ -624,7 +637,7 @@ def diagnose(probe: Probe, checks: Sequence[str] = tuple(CHECKS)) -> Report:
         was_training = probe.model.training
         probe.model.train()
         for name in checks:
-            findings += CHECKS[name](probe)
+            findings += _run_check(name, probe)
         probe.model.train(was_training)
         probe.model.zero_grad(set_to_none=True)
     order = {s: i for i, s in enumerate(SEVERITIES)}

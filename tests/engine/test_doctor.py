@@ -255,3 +255,12 @@ def test_doctor_cli_human_output_and_bad_input(cli, tiny_data):
     assert cli("doctor", RECIPES / "missing.toml").code == 2
     bad = cli("doctor", RECIPES / "original.toml", "--set", "heads.sum.output=softmax")
     assert bad.code == 2 and "Traceback" not in bad.err
+
+
+def test_a_check_that_crashes_on_a_broken_model_is_an_error_finding(tiny_data):
+    def too_big(batch, rng):
+        return {**batch, "sum": batch["sum"] + 100}  # cross-entropy raises on these
+
+    report = diagnose(with_generator(probe_for(), too_big), ["data", "loss_at_init"])
+    assert {f.check for f in report.errors} == {"data", "loss_at_init"}
+    assert any("could not run" in f.title for f in report.errors)
