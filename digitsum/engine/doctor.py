@@ -520,7 +520,7 @@ def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str) ->
         return [Finding("grad_norm", "error", "gradients became NaN or inf", measured, "a non-finite step ruins every weight",
                         "lower train.lr; check the inputs and the loss", ["train.lr"], figures)]  # fmt: skip
     top = max(median[n] for n in trained) if trained else 0.0
-    silent = [n for n in trained if late[n] == 0.0 or (top > 0 and late[n] < 1e-4 * top)]
+    silent = [n for n in norms if n in trained and (late[n] == 0.0 or (top > 0 and late[n] < 1e-4 * top))]
     if silent:
         return [Finding("grad_norm", "warning", f"gradients vanish in {', '.join(silent)}",
             measured + "; late in the run: " + ", ".join(f"{n} {_fmt(late[n])}" for n in silent),
