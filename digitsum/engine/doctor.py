@@ -488,7 +488,7 @@ def _only_in_untrained_heads(probe: Probe, layer: str) -> bool:
 
 def _norm_of_grads(params: list[Tensor]) -> Tensor:
     grads = [p.grad for p in params if p.grad is not None]
-    return torch.sqrt(sum(g.pow(2).sum() for g in grads)) if grads else torch.tensor(0.0)
+    return torch.sqrt(sum(g.pow(2).sum() for g in grads)) if grads else torch.zeros((), device=params[0].device)
 
 
 def _dead_relu_findings(before: dict[str, float], after: dict[str, float], run: str, lr: float) -> list[Finding]:
