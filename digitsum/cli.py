@@ -49,17 +49,47 @@ def run(
     recipe: RecipeArg,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory (default runs/<recipe>/<timestamp>)")] = None,
+    no_preflight: Annotated[bool, typer.Option("--no-preflight", help="skip the quick checks before the first epoch")] = False,
 ) -> None:
     """Train a recipe and write its run directory."""
     from .engine.report import ConsoleReporter
     from .engine.rundir import create_run_dir
     from .engine.train import run as train_run
+    from .engine.watch import Preflight, Watch, doctor_command
     from .recipe import load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
     run_dir = create_run_dir(loaded.name, out)
-    train_run(loaded, run_dir, [ConsoleReporter(console)])
+    hint = doctor_command(recipe, set_ or [])
+    watch = Watch(console, hint)
+    checks = [] if no_preflight else [Preflight(console, hint)]
+    train_run(loaded, run_dir, [ConsoleReporter(console), *checks, watch])
     console.print(f"wrote {run_dir}")
+    if watch.failure:
+        err_console.print(f"[bold red]error:[/] {watch.failure}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Explain a loss that does not decrease: measured checks on a few batches (CPU, seconds).
+
+    Exit code 0 when healthy, 1 when a check finds an error, 2 for a bad recipe or data.
+    """
+    from .engine.doctor import doctor as diagnose, render_report
+    from .recipe import load_recipe
+
+    report = diagnose(load_recipe(recipe, set_ or []))
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        render_report(report, console)
+    if not report.healthy:
+        raise typer.Exit(1)
 
 
 @app.command()

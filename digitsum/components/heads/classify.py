@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
@@ -10,10 +12,20 @@ from ...contracts import Classes, Head, Params, Spec
 
 
 class Classify(Head):
-    """Linear layer to logits; cross-entropy on the logits; reports accuracy."""
+    """Linear layer to logits; cross-entropy on the logits; reports accuracy.
+
+    ``output = "probabilities"`` exists only to reproduce a classic bug (the notebook digitsum
+    grew from): the head returns softmax probabilities and the loss still applies
+    cross-entropy, i.e. a second softmax. Never use it to train; `digitsum doctor` flags it.
+    """
 
     class Params(Params):
         label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
+        output: Literal["logits", "probabilities"] = Field(
+            "logits",
+            description="reproduction only: 'probabilities' applies softmax before cross-entropy "
+            "(double softmax, as the original notebook did); keep 'logits' to train",
+        )
 
     @classmethod
     def check(cls, params: Params, target: Spec) -> list[str]:
@@ -24,9 +36,11 @@ class Classify(Head):
         self.linear = nn.Linear(in_features, target.classes)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.linear(features)
+        logits = self.linear(features)
+        return logits.softmax(dim=1) if self.params.output == "probabilities" else logits
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        # with output = "probabilities" this is cross-entropy on probabilities: the bug, on purpose
         return F.cross_entropy(output, target, label_smoothing=self.params.label_smoothing)
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:

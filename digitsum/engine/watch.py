@@ -1,0 +1,167 @@
+"""Checks around ``digitsum run``: a preflight before the first epoch, a watch during training.
+
+Both are :class:`~digitsum.engine.train.Callback`s and only warn, except on a NaN/inf loss,
+where the watch stops the run as failed (the last good checkpoint stays). Every warning
+points at ``digitsum doctor``, which measures why.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..contracts import Classes
+from .doctor import PREFLIGHT, Probe, Report, diagnose
+from .train import Callback, Trainer, eval_batches
+
+#: The watch reads the loss about this many times an epoch (each read waits for the device).
+READS_PER_EPOCH = 100
+#: Within the first epoch: after EARLY_SHARE of it, a loss still above NEAR_CHANCE times a uniform
+#: guess's loss that has also fallen less than EARLY_FALL since the first steps means the model is
+#: learning almost nothing. (Both: a one-cycle warm-up starts slowly but does fall.)
+EARLY_SHARE, NEAR_CHANCE, EARLY_FALL = 0.25, 0.9, 0.05
+#: Between epochs: a training loss that fell less than this fraction has stopped falling.
+MIN_EPOCH_FALL = 0.01
+#: Test accuracy within this many points of the best constant guess is "at chance".
+CHANCE_MARGIN = 0.02
+
+
+def doctor_command(recipe: Path | str, overrides: Sequence[str] = ()) -> str:
+    """The ``digitsum doctor`` command line for a recipe and its overrides, for hints."""
+    words = ["digitsum", "doctor", str(recipe)] + [w for o in overrides for w in ("--set", o)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+class _Warner(Callback):
+    def __init__(self, console: Any = None, hint: str = "digitsum doctor RECIPE") -> None:
+        self.console, self.hint = console, hint
+        self.warnings: list[str] = []
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        if self.console is not None:
+            from rich.markup import escape
+
+            self.console.print(f"[yellow]warning:[/] {escape(text)} — run `{escape(self.hint)}` to see why",
+                               highlight=False, soft_wrap=True)  # fmt: skip
+
+
+class Preflight(_Warner):
+    """Before the first epoch: loss at init, double softmax, zero-weight heads (a second or two)."""
+
+    report: Report | None = None
+
+    def on_start(self, trainer: Trainer) -> None:
+        probe = Probe(trainer.recipe, trainer.generator, trainer.model, trainer.device)
+        self.report = diagnose(probe, PREFLIGHT)
+        for finding in self.report.findings:
+            if finding.severity != "info":
+                self.warn(f"preflight: {finding.title} ({finding.fix})" if finding.fix else f"preflight: {finding.title}")
+
+
+class Watch(_Warner):
+    """During training: a NaN/inf loss stops the run as failed; a loss that stays near a uniform
+    guess, a loss that stops falling, or test accuracy at chance after an epoch warn (once each)."""
+
+    def __init__(self, console: Any = None, hint: str = "digitsum doctor RECIPE") -> None:
+        super().__init__(console, hint)
+        self.failure: str | None = None
+        self.warned: set[str] = set()
+        self.epoch_losses: list[float] = []
+
+    def on_start(self, trainer: Trainer) -> None:
+        self.every = max(1, trainer.steps_per_epoch // READS_PER_EPOCH)
+        self.uniform = _uniform_guess_loss(trainer)
+        self.chance: dict[str, float] | None = None
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self.readings: list[float] = []
+        self.bad: Tensor | None = None
+
+    def on_step(self, trainer: Trainer, epoch: int, step: int, loss: Tensor) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        self.bad = bad if self.bad is None else self.bad | bad  # stays on the device between reads
+        last = step == trainer.steps_per_epoch - 1
+        if step % self.every and not last:
+            return
+        any_bad, value = torch.stack([self.bad.float(), loss.detach().float()]).tolist()  # one read
+        if any_bad:
+            self._fail(trainer, epoch, step, value)
+            return
+        self.readings.append(value)
+        self._check_early(trainer, epoch, step)
+
+    def _fail(self, trainer: Trainer, epoch: int, step: int, value: float) -> None:
+        kept = f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 else "no checkpoint was written"
+        word = "NaN" if math.isnan(value) else "inf" if math.isinf(value) else "NaN or inf"  # finite now: an earlier step
+        self.failure = (f"the loss became {word} in epoch {epoch} by step {step + 1}: "
+                        f"training stopped, {kept} in {trainer.run_dir}; run `{self.hint}` to see why")  # fmt: skip
+        trainer.request_stop(f"non-finite loss in epoch {epoch}", failed=True)
+
+    def _check_early(self, trainer: Trainer, epoch: int, step: int) -> None:
+        """Still near a uniform guess's loss after a quarter of the first epoch."""
+        if "near_chance" in self.warned or self.uniform is None or epoch > 1:
+            return
+        if step + 1 < max(EARLY_SHARE * trainer.steps_per_epoch, 10) or len(self.readings) < 5:
+            return
+        window = max(1, len(self.readings) // 5)
+        first, recent = sum(self.readings[:window]) / window, sum(self.readings[-window:]) / window
+        if recent >= NEAR_CHANCE * self.uniform and recent > (1 - EARLY_FALL) * first:
+            self.warned.add("near_chance")
+            self.warn(f"after {step + 1} steps the loss is {recent:.4f} ({first:.4f} at the start), "
+                      f"{100 * recent / self.uniform:.0f} % of a uniform guess's {self.uniform:.4f}: "
+                      "the model is learning almost nothing")  # fmt: skip
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
+        weights = {name: trainer.model.bindings[name].weight for name in train}
+        loss = sum(weights[name] * values["loss"] for name, values in train.items())
+        if self.epoch_losses and "flat" not in self.warned and loss > self.epoch_losses[-1] * (1 - MIN_EPOCH_FALL):
+            self.warned.add("flat")
+            self.warn(f"the training loss stopped falling: {self.epoch_losses[-1]:.4f} in epoch {epoch - 1}, {loss:.4f} in epoch {epoch}")
+        self.epoch_losses.append(loss)
+        self._check_chance(trainer, epoch, test)
+
+    def _check_chance(self, trainer: Trainer, epoch: int, test: dict) -> None:
+        if self.chance is None:
+            self.chance = _best_constant_accuracy(trainer)
+        at_chance = [f"{head} {100 * test[head]['accuracy']:.1f} % (best constant guess {100 * chance:.1f} %)"
+                     for head, chance in self.chance.items()
+                     if head in test and "accuracy" in test[head] and test[head]["accuracy"] <= chance + CHANCE_MARGIN]  # fmt: skip
+        if at_chance and "chance" not in self.warned:
+            self.warned.add("chance")
+            self.warn(f"after epoch {epoch} test accuracy is at chance: {'; '.join(at_chance)}")
+
+
+def _uniform_guess_loss(trainer: Trainer) -> float | None:
+    """The weighted total loss of a uniform guess (sum of weight x ln classes); None when some
+    trained head has no class target to compare with."""
+    targets = trainer.recipe.interface().targets
+    total = 0.0
+    for binding in trainer.model.bindings.values():
+        if binding.weight == 0:
+            continue
+        spec = targets[binding.target]
+        if not isinstance(spec, Classes):
+            return None
+        total += binding.weight * math.log(spec.classes)
+    return total or None
+
+
+@torch.no_grad()
+def _best_constant_accuracy(trainer: Trainer) -> dict[str, float]:
+    """Per head whose primary metric is accuracy: the test accuracy of always guessing the most
+    frequent class of its target (chance, for imbalanced targets such as a sum)."""
+    targets = trainer.recipe.interface().targets
+    heads = {name: binding.target for name, binding in trainer.model.bindings.items()
+             if trainer.model.heads[name].primary_metric == "accuracy" and isinstance(targets[binding.target], Classes)}  # fmt: skip
+    counts = {t: torch.zeros(targets[t].classes, device=trainer.device) for t in set(heads.values())}
+    for batch in eval_batches(trainer.generator, "test", trainer.recipe.seed, trainer.device):
+        for target, count in counts.items():
+            count += torch.bincount(batch[target].clamp(0, len(count) - 1), minlength=len(count)).float()
+    return {head: float(counts[t].max() / counts[t].sum().clamp_min(1)) for head, t in heads.items()}

@@ -1,0 +1,266 @@
+"""digitsum doctor: every check fires on the fault it is for, and stays quiet on a healthy recipe."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from digitsum.engine.doctor import CHECKS, Probe, diagnose, doctor
+from digitsum.recipe import load_recipe
+
+from ..conftest import RECIPES
+
+TINY_BATCH: list[str] = []  # the recipe's own batch size: fewer short-run steps
+SHIPPED = sorted(RECIPES.glob("*.toml"))
+#: Shipped recipes that reproduce a failure on purpose; every other one must be healthy.
+BROKEN_ON_PURPOSE = {"notebook.toml"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what `digitsum doctor` does; much faster on a shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def probe_for(*overrides: str, recipe: str = "original.toml") -> Probe:
+    return Probe.from_recipe(load_recipe(RECIPES / recipe, [*TINY_BATCH, *overrides]))
+
+
+def findings(probe: Probe, check: str, severity: str | None = None) -> list:
+    found = diagnose(probe, [check]).findings
+    return [f for f in found if severity is None or f.severity == severity]
+
+
+class Wrapped:
+    """A generator that delegates to a real one and alters its batches (a faulty plugin)."""
+
+    def __init__(self, inner, alter) -> None:
+        self.inner, self.alter = inner, alter
+
+    def size(self, split):
+        return self.inner.size(split)
+
+    def draw(self, split, index, rng):
+        return self.alter(self.inner.draw(split, index, rng), rng)
+
+
+def with_generator(probe: Probe, alter) -> Probe:
+    return Probe(probe.recipe, Wrapped(probe.generator, alter), probe.model, probe.device)
+
+
+# -- data and pairing -------------------------------------------------------------------------
+
+
+def test_unstandardised_inputs_warn_and_name_the_key(tiny_data):
+    (warning,) = findings(probe_for("data.normalize=false"), "data", "warning")
+    assert warning.keys == ["data.normalize"] and warning.figures["max"] <= 1.0 and warning.figures["std"] < 0.5
+    assert not findings(probe_for(), "data", "warning")  # control: standardised inputs
+
+
+def test_labels_outside_the_declared_classes_are_an_error(tiny_data):
+    def shift(batch, rng):
+        return {**batch, "digit": batch["digit"] + 5}
+
+    (error,) = findings(with_generator(probe_for(), shift), "data", "error")
+    assert "'digit'" in error.title and error.figures["max"] >= 10
+    assert not findings(probe_for(), "data", "error")
+
+
+def test_a_target_dominated_by_one_class_warns(tiny_data):
+    def mostly_zero(batch, rng):
+        digit = torch.where(torch.arange(len(batch["digit"])) % 10 == 0, batch["digit"], 0)
+        return {**batch, "digit": digit}
+
+    (warning,) = findings(with_generator(probe_for(), mostly_zero), "data", "warning")
+    assert "'digit'" in warning.title and warning.figures["majority_share"] > 0.5
+
+
+def test_targets_drawn_apart_from_their_inputs_are_mispaired(tiny_data):
+    def mispair(batch, rng):  # the sum gets its own random number, not the one in the input
+        other = torch.randint(0, 10, batch["number"].shape, generator=rng)
+        return {**batch, "sum": batch["digit"] + other}
+
+    (error,) = findings(with_generator(probe_for(), mispair), "pairing", "error")
+    assert error.figures["with_different_targets"] > 0
+    (fine,) = findings(probe_for(), "pairing")  # control
+    assert fine.severity == "info" and fine.figures["samples_with_same_inputs"] > 0
+    assert fine.figures["with_different_targets"] == 0
+
+
+def test_randomness_outside_the_given_stream_is_flagged(tiny_data):
+    def global_random(batch, rng):
+        return {**batch, "number": torch.randint(0, 10, batch["number"].shape)}
+
+    (warning,) = findings(with_generator(probe_for(), global_random), "pairing", "warning")
+    assert "reproducible" in warning.title
+
+
+# -- loss at init, double softmax, loss weights ----------------------------------------------
+
+
+def test_loss_at_init_is_compared_with_ln_classes(tiny_data):
+    healthy = findings(probe_for(), "loss_at_init")
+    assert {f.severity for f in healthy} == {"info"}
+    for f in healthy:
+        assert f.figures["expected"] in (pytest.approx(math.log(10)), pytest.approx(math.log(19)))
+        assert 0.8 < f.figures["ratio"] < 1.2
+    probe = probe_for()
+    with torch.no_grad():
+        probe.model.heads["sum"].linear.weight.mul_(200)  # confidently wrong from the start
+    (warning,) = findings(probe, "loss_at_init", "warning")
+    assert "heads.sum" in warning.title and warning.figures["ratio"] > 1.5
+
+
+def test_a_nan_loss_at_init_is_an_error(tiny_data):
+    probe = probe_for()
+    with torch.no_grad():
+        probe.model.heads["digit"].linear.bias.fill_(float("nan"))
+    (error,) = findings(probe, "loss_at_init", "error")
+    assert "heads.digit" in error.title
+
+
+def test_double_softmax_is_an_error_with_its_floor_and_gradient_shrink(tiny_data):
+    errors = findings(probe_for('heads.sum.output="probabilities"'), "double_softmax", "error")
+    (error,) = errors
+    assert error.keys == ["heads.sum.output"]
+    assert error.figures["loss_floor"] == pytest.approx(math.log(1 + 18 / math.e), abs=1e-4)  # ln(1 + (K-1)/e)
+    assert error.figures["shrink"] > 3  # gradients much smaller than with logits
+    assert not findings(probe_for(), "double_softmax")  # control: logits
+
+
+def test_zero_weight_heads_are_an_error_and_measured(tiny_data):
+    (error,) = findings(probe_for("heads.digit.weight=0"), "loss_weights", "error")
+    assert error.keys == ["heads.digit.weight"] and error.figures["grad_norm"] == 0
+    assert not findings(probe_for(), "loss_weights")  # control
+
+
+def test_a_target_no_head_predicts_is_reported(tiny_data):
+    loaded = load_recipe(RECIPES / "original.toml", TINY_BATCH)
+    only_sum = Probe.from_recipe(replace(loaded, heads={"sum": loaded.heads["sum"]}))
+    (info,) = findings(only_sum, "loss_weights")
+    assert info.severity == "info" and "'digit'" in info.title
+
+
+# -- short run and overfit ---------------------------------------------------------------------
+
+
+def by_check(probe: Probe, check: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for f in findings(probe, check):
+        out.setdefault(f.check, []).append(f)
+    return out
+
+
+def test_short_run_healthy_recipe_keeps_relus_alive_and_the_loss_falls(tiny_data):
+    found = by_check(probe_for(), "short_run")
+    assert [f.severity for f in found["dead_relu"]] == ["info"]
+    assert [f.severity for f in found["grad_norm"]] == ["info"]
+    (trend,) = found["loss_trend"]
+    assert trend.severity == "info" and trend.figures["last"] < trend.figures["first"]
+
+
+def test_a_too_high_learning_rate_kills_relus(tiny_data):
+    (dead,) = by_check(probe_for("train.lr=0.5", 'train.schedule="constant"'), "short_run")["dead_relu"]
+    assert dead.severity == "error" and dead.keys == ["train.lr"]
+    assert max(dead.figures["dead_after"].values()) >= 0.5
+    assert "Conv2d" in " ".join(dead.figures["dead_after"])  # layers named after what feeds the ReLU
+
+
+def test_a_dead_layer_stops_the_gradient_upstream(tiny_data):
+    probe = probe_for()
+    with torch.no_grad():
+        probe.model.backbone.mlp[-2].bias.fill_(-100.0)  # the last hidden layer never fires
+    found = by_check(probe, "short_run")
+    (grad,) = found["grad_norm"]
+    assert grad.severity == "warning" and "backbone.cnn" in grad.title
+    assert found["dead_relu"][0].figures["dead_before"]["backbone.mlp.2 (Linear, 60 units)"] == 1.0
+
+
+def test_nan_gradients_are_an_error(tiny_data):
+    probe = probe_for()
+    with torch.no_grad():
+        probe.model.backbone.mlp[0].weight[0, 0] = float("nan")
+    found = by_check(probe, "short_run")
+    assert found["grad_norm"][0].severity == "error"
+    assert found["loss_trend"][0].severity == "error"
+
+
+def test_a_loss_that_does_not_fall_warns(tiny_data):
+    (trend,) = by_check(probe_for("train.lr=1e-7"), "short_run")["loss_trend"]
+    assert trend.severity == "warning" and trend.figures["last"] > 0.8 * trend.figures["first"]
+
+
+def test_overfit_one_batch_healthy_and_too_small_an_lr(tiny_data):
+    (fine,) = findings(probe_for(), "overfit")
+    assert fine.severity == "info" and fine.figures["steps"] is not None
+    assert all(v >= 0.99 for v in fine.figures["fit"].values())
+    (slow,) = findings(probe_for("train.lr=1e-7"), "overfit")
+    assert slow.severity == "error" and slow.keys == ["train.lr"] and slow.figures["sane_steps"] is not None
+
+
+def test_overfit_fails_even_with_a_sane_optimizer_when_the_model_is_broken(tiny_data):
+    probe = probe_for()
+    with torch.no_grad():
+        probe.model.backbone.mlp[-2].bias.fill_(-100.0)
+    (broken,) = findings(probe, "overfit")
+    assert broken.severity == "error" and broken.figures["sane_steps"] is None
+
+
+# -- the whole doctor, the CLI, shipped recipes ----------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [[], ['heads.sum.output="probabilities"', "heads.digit.weight=0"]], ids=["healthy", "faulty"])
+def test_checks_leave_the_model_and_the_random_state_untouched(tiny_data, overrides):
+    probe = probe_for(*overrides)
+    before = {k: v.clone() for k, v in probe.model.state_dict().items()}
+    state = torch.random.get_rng_state()
+    diagnose(probe, [c for c in CHECKS if c != "overfit" or not overrides])  # overfit: covered above
+    assert all(torch.equal(before[k], v) for k, v in probe.model.state_dict().items())
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert all(p.grad is None for p in probe.model.parameters())
+
+
+def test_notebook_recipe_has_all_three_causes(tiny_data):
+    report = doctor(load_recipe(RECIPES / "notebook.toml"), ["data", "double_softmax", "loss_weights", "short_run"])
+    errors = {(f.check, tuple(f.keys)) for f in report.errors}
+    assert ("double_softmax", ("heads.digit.output",)) in errors and ("double_softmax", ("heads.sum.output",)) in errors
+    assert ("loss_weights", ("heads.digit.weight",)) in errors
+    assert ("dead_relu", ("train.lr",)) in errors
+    assert not report.healthy
+
+
+@pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.name)
+def test_doctor_cli_on_every_shipped_recipe(cli, tiny_data, recipe):
+    result = cli("doctor", recipe, "--json")
+    report = json.loads(result.out)
+    if recipe.name in BROKEN_ON_PURPOSE:
+        assert result.code == 1 and not report["healthy"]
+    else:
+        assert result.code == 0, [f["title"] for f in report["findings"] if f["severity"] == "error"]
+        assert report["healthy"] and report["counts"]["error"] == 0
+    assert set(report["checks"]) == set(CHECKS)
+
+
+def test_doctor_cli_human_output_and_bad_input(cli, tiny_data):
+    result = cli("doctor", RECIPES / "original.toml", "--set", 'heads.sum.output="probabilities"', "--set", "heads.digit.weight=0")
+    assert result.code == 1
+    assert 'heads.sum.output = "logits"' in result.out and "heads.digit.weight = 1.0" in result.out
+    assert "unhealthy" in result.out
+    assert cli("doctor", RECIPES / "missing.toml").code == 2
+    bad = cli("doctor", RECIPES / "original.toml", "--set", "heads.sum.output=softmax")
+    assert bad.code == 2 and "Traceback" not in bad.err
+
+
+def test_a_check_that_crashes_on_a_broken_model_is_an_error_finding(tiny_data):
+    def too_big(batch, rng):
+        return {**batch, "sum": batch["sum"] + 100}  # cross-entropy raises on these
+
+    report = diagnose(with_generator(probe_for(), too_big), ["data", "loss_at_init"])
+    assert {f.check for f in report.errors} == {"data", "loss_at_init"}
+    assert any("could not run" in f.title for f in report.errors)
