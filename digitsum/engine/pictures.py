@@ -55,6 +55,7 @@ def plot_curves(history: list[dict[str, Any]], primary: dict[str, str], path: Pa
                 ax.plot(epochs, values, style, marker="o", label=split)
             ax.set_title(f"{head}: {metric}")
             ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
             ax.legend()
     figure.tight_layout()
