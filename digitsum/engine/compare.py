@@ -121,6 +121,8 @@ def result_rows(variant: Variant, summary: dict[str, Any], history: list[dict[st
 
 
 class _History(Callback):
+    """Keeps a run's per-epoch history (for the metric after the first epoch)."""
+
     def on_end(self, trainer, summary: dict) -> None:
         self.history = list(trainer.history)
 
@@ -157,9 +159,9 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
 
 def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
     """Grouped bars: each head's test primary metric per variant; a black tick: after epoch 1."""
-    from .pictures import _pyplot, save_figure
+    from .pictures import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     heads = list(dict.fromkeys(r["head"] for r in rows))
     by_key = {(r["variant"], r["head"]): r for r in rows}

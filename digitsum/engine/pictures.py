@@ -24,7 +24,8 @@ SAMPLE_COLUMNS = 6
 WRONG_COLOR, RIGHT_COLOR = "#d62728", "#1a1a1a"
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot with the Agg backend (files only), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # files only, never a window
@@ -37,13 +38,13 @@ def save_figure(figure, path: Path) -> None:
     """Write a matplotlib figure as PNG through :func:`atomic_write`, then close it."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(figure)
+    pyplot().close(figure)
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def plot_curves(history: list[dict[str, Any]], primary: dict[str, str], path: Path) -> None:
     """Loss and primary metric per head per epoch, train (running mean) and test."""
-    plt = _pyplot()
+    plt = pyplot()
     heads = list(primary)
     figure, axes = plt.subplots(2, len(heads), figsize=(4 * len(heads), 6), squeeze=False)
     epochs = [row["epoch"] for row in history]
@@ -76,7 +77,7 @@ def image_row(batch: dict[str, Tensor], image_names: list[str], i: int) -> Tenso
 @torch.no_grad()
 def plot_samples(trainer: Trainer, path: Path, count: int = SAMPLES) -> None:
     """The first test samples: their images, targets and predictions; wrong ones in red."""
-    plt = _pyplot()
+    plt = pyplot()
     model, generator = trainer.model, trainer.generator
     inputs = trainer.recipe.interface().inputs
     image_names = [name for name, spec in inputs.items() if isinstance(spec, Image)]
