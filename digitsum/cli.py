@@ -105,15 +105,41 @@ def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
 def list_(
     kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions or heads (default: all)", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown, as in docs/components.md")] = False,
 ) -> None:
     """List the registered components with their origin, summary and parameters."""
-    from .listing import describe_components, render_tables
+    from .listing import describe_components, render_markdown, render_tables
 
     rows = describe_components(kind)
     if as_json:
         print(json.dumps(rows, indent=2))
+    elif markdown:
+        print(render_markdown(rows), end="")
     else:
         render_tables(rows, console)
+
+
+@app.command()
+def compare(
+    recipes: Annotated[list[Path], typer.Argument(help="recipe TOML files", show_default=False)],
+    grid: Annotated[
+        Optional[list[str]],
+        typer.Option("--grid", "-g", help="KEY=V1,V2,...: one variant per value, e.g. --grid backbone.type=concat,film (repeatable: all combinations)", show_default=False),
+    ] = None,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="compare directory (default runs/compare/<timestamp>)")] = None,
+) -> None:
+    """Train several recipes, or one recipe over a grid of values, and compare them in one table."""
+    from .engine.compare import plan_variants, render_table, run_compare
+    from .engine.report import ConsoleReporter
+    from .engine.rundir import create_run_dir
+
+    variants = plan_variants(recipes, grid or [], set_ or [])
+    out_dir = create_run_dir("compare", out)
+    console.print(f"comparing {len(variants)} variants: {', '.join(v.label for v in variants)}")
+    rows = run_compare(variants, out_dir, lambda _: [ConsoleReporter(console)])
+    render_table(rows, console)
+    console.print(f"wrote {out_dir} (compare.json, compare.csv, compare.png, one run directory per variant)")
 
 
 def main() -> None:

@@ -180,7 +180,8 @@ def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:
     rows = []
     for name, field in params.model_fields.items():
         default = None if field.is_required() else field.get_default(call_default_factory=True)
-        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+        hint = field.annotation
+        annotation = hint.__name__ if isinstance(hint, type) else str(hint)  # list[int], Literal[...]: in full
         rows.append(
             {
                 "name": name,

@@ -7,6 +7,7 @@ import pytest
 
 from digitsum.errors import RecipeError, UserError
 from digitsum.recipe import load_recipe, parse_override
+from digitsum.registry import fusions
 
 from .conftest import RECIPES
 
@@ -70,7 +71,7 @@ def test_all_errors_are_reported_at_once_with_file_line_key_and_suggestion(tmp_p
 
 def test_unknown_component_suggests_closest(tmp_path):
     found = problems(write(tmp_path, BASE.replace('type = "concat"', 'type = "conact"')))
-    assert found == [f"{tmp_path / 'r.toml'}:9 backbone.type: unknown fusion 'conact' — did you mean 'concat'? (valid: concat)"]
+    assert found == [f"{tmp_path / 'r.toml'}:9 backbone.type: unknown fusion 'conact' — did you mean 'concat'? (valid: {', '.join(fusions.names())})"]
 
 
 def test_invalid_toml_names_the_line(tmp_path):

@@ -261,6 +261,13 @@ class Trainer:
         return summary
 
 
+def default_callbacks() -> list[Callback]:
+    """What every run directory gets besides the caller's callbacks: curves.png and samples.png."""
+    from .pictures import Pictures  # imports matplotlib, and this module
+
+    return [Pictures()]
+
+
 def run(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train and evaluate a recipe, writing the run directory; return the summary."""
-    return Trainer(recipe, run_dir, callbacks).fit()
+    return Trainer(recipe, run_dir, [*callbacks, *default_callbacks()]).fit()

@@ -44,11 +44,15 @@ class SingleDigit(Generator):
         labels = digits.labels[index]
         number = torch.randint(0, self.params.numbers, labels.shape, generator=rng, device=labels.device)
         return {
-            "image": mnist_pixels(digits.images[index], self.params.normalize),
+            "image": self.pixels(digits.images[index], rng),
             "number": number,
             "digit": labels,
             "sum": labels + number,
         }
+
+    def pixels(self, images: Tensor, rng: torch.Generator) -> Tensor:
+        """uint8 ``[B, 28, 28]`` -> the float image input (subclasses corrupt it here)."""
+        return mnist_pixels(images, self.params.normalize)
 
     def describe(self, batch: Batch, i: int) -> str:
         return f"n={int(batch['number'][i])}"

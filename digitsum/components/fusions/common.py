@@ -1,0 +1,83 @@
+"""Building blocks shared by the built-in fusion backbones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+
+from ...contracts import Categorical, Image, Params, Spec
+
+#: The image every built-in CNN reads.
+MNIST_IMAGE = Image(1, 28, 28)
+
+
+class ConvFeatures(nn.Module):
+    """conv k5 -> ReLU -> max-pool 2, once per channel count; flattened.
+
+    ``modulation`` (one ``(scale, shift)`` pair of ``[B, channels]`` tensors per block) is
+    applied to each conv's output before its ReLU: what FiLM conditioning needs.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], size: int = 28) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for out in channels:
+            layers += [nn.Conv2d(in_channels, out, kernel_size=5), nn.ReLU(), nn.MaxPool2d(2)]
+            in_channels, size = out, (size - 4) // 2
+        self.layers = nn.Sequential(*layers)
+        self.channels = list(channels)
+        self.out_features = in_channels * size * size
+
+    def forward(self, x: Tensor, modulation: Sequence[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        if modulation is None:
+            return self.layers(x).flatten(1)
+        for block, (scale, shift) in enumerate(modulation):
+            conv, relu, pool = self.layers[3 * block : 3 * block + 3]
+            x = pool(relu(conv(x) * scale[:, :, None, None] + shift[:, :, None, None]))
+        return x.flatten(1)
+
+
+def image_inputs(inputs: Mapping[str, Spec]) -> list[str]:
+    """Names of the ``Image`` inputs, in the generator's order."""
+    return [name for name, spec in inputs.items() if isinstance(spec, Image)]
+
+
+def categorical_inputs(inputs: Mapping[str, Spec]) -> list[str]:
+    """Names of the ``Categorical`` inputs, in the generator's order."""
+    return [name for name, spec in inputs.items() if isinstance(spec, Categorical)]
+
+
+def mlp(in_features: int, hidden: Sequence[int]) -> nn.Sequential:
+    """Linear -> ReLU per width."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), nn.ReLU()]
+        in_features = width
+    return nn.Sequential(*layers)
+
+
+def image_problems(inputs: Mapping[str, Spec]) -> list[str]:
+    """Why a backbone with the shared MNIST CNN cannot read these inputs (empty: it can)."""
+    images = [inputs[n] for n in image_inputs(inputs)]
+    if not images:
+        return ["it needs at least one image input"]
+    if any(s != MNIST_IMAGE for s in images):
+        return ["its CNN reads 1x28x28 images"]
+    return []
+
+
+def _sizes_in_range(value: list[int]) -> list[int]:
+    if any(v < 1 or v > 4096 for v in value):
+        raise ValueError("every size must be from 1 to 4096")
+    return value
+
+
+class CNNParams(Params):
+    """The notebook's sizes: conv 1->6->12 (k5), fully connected 120 -> 60."""
+
+    conv_channels: list[int] = Field([6, 12], min_length=1, max_length=2, description="output channels of each 5x5 conv block")
+    hidden: list[int] = Field([120, 60], min_length=1, max_length=8, description="widths of the fully connected layers")
+
+    _check_sizes = field_validator("conv_channels", "hidden")(_sizes_in_range)

@@ -1,0 +1,218 @@
+"""Compare variants side by side: several recipes, or one recipe over a grid of overrides.
+
+Every variant is loaded and validated before any is trained (a typo in the third variant is
+reported before the first one spends an hour), then each is trained with
+:func:`digitsum.engine.train.run` into its own run directory under the compare directory.
+The compare directory also gets ``compare.json``, ``compare.csv`` and ``compare.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..recipe import Recipe, load_recipe, parse_override
+from .rundir import write_json, write_text
+from .train import Callback, run
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One recipe with its grid overrides applied."""
+
+    label: str
+    recipe: Recipe
+    overrides: tuple[str, ...]
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``"a,[1,2],'x,y'"`` on the commas outside brackets and quotes."""
+    values, depth, quote, current = [], 0, "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append(current.strip())
+            current = ""
+            continue
+        current += char
+    values.append(current.strip())
+    return values
+
+
+def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``["backbone.type=concat,film"]`` -> ``[("backbone.type", ["concat", "film"])]``."""
+    axes = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid backbone.type=concat,film")
+        parse_override(f"{key.strip()}=0")  # the same key rules as --set
+        choices = split_values(values)
+        if any(not v for v in choices):
+            raise UserError(f"--grid {item!r}: an empty value; separate values with single commas")
+        if key.strip() in {k for k, _ in axes}:
+            raise UserError(f"--grid {key.strip()} is given twice; list all its values in one --grid")
+        axes.append((key.strip(), choices))
+    return axes
+
+
+def plan_variants(recipes: Sequence[Path], grid: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[Variant]:
+    """Every recipe crossed with every grid combination, each loaded and validated."""
+    if not recipes:
+        raise UserError("compare needs at least one recipe")
+    axes = parse_grid(grid)
+    combinations = list(itertools.product(*[[f"{key}={value}" for value in values] for key, values in axes]))
+    if len(recipes) * len(combinations) < 2:
+        raise UserError("compare needs at least two variants: give several recipes or a --grid with several values")
+    variants, labels = [], set()
+    for path in recipes:
+        for combination in combinations:
+            recipe = load_recipe(path, [*overrides, *combination])
+            # The recipe name tells variants apart unless there is only one recipe.
+            parts = ([recipe.name] if len(recipes) > 1 or not combination else []) + list(combination)
+            label = " ".join(parts)
+            if label in labels:
+                raise UserError(f"two variants are both '{label}'; give each recipe its own name")
+            labels.add(label)
+            variants.append(Variant(label, recipe, tuple(combination)))
+    return variants
+
+
+def slug(label: str) -> str:
+    """A folder name for a variant label."""
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_")[:100]
+
+
+def result_rows(variant: Variant, summary: dict[str, Any], history: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+    """One row per head of a trained variant: its primary metric at the end and after epoch 1."""
+    rows = []
+    for head, choice in variant.recipe.heads.items():
+        metric = choice.cls.primary_metric
+        test = summary["metrics"].get("test", {}).get(head, {})
+        first = history[0]["test"].get(head, {}) if history else {}
+        rows.append(
+            {
+                "variant": variant.label,
+                "recipe": variant.recipe.name,
+                "head": head,
+                "metric": metric,
+                "test": test.get(metric),
+                "first_epoch": first.get(metric),
+                "epochs": summary["epochs"],
+                "seconds": summary["seconds"],
+                "run_dir": str(run_dir),
+            }
+        )
+    return rows
+
+
+class _History(Callback):
+    """Keeps a run's per-epoch history (for the metric after the first epoch)."""
+
+    def on_end(self, trainer, summary: dict) -> None:
+        self.history = list(trainer.history)
+
+
+def run_compare(
+    variants: Sequence[Variant],
+    out_dir: Path,
+    callbacks: Callable[[Variant], Sequence[Callback]] = lambda _: (),
+) -> list[dict[str, Any]]:
+    """Train every variant into ``out_dir/<nn>-<label>/``; write and return the result rows."""
+    rows: list[dict[str, Any]] = []
+    for number, variant in enumerate(variants, start=1):
+        run_dir = out_dir / f"{number:02d}-{slug(variant.label)}"
+        history = _History()
+        summary = run(variant.recipe, run_dir, [*callbacks(variant), history])
+        rows += result_rows(variant, summary, history.history, run_dir)
+        write_results(rows, out_dir)  # after every variant: a stopped compare keeps what it has
+    plot_compare(rows, out_dir / "compare.png")
+    return rows
+
+
+CSV_COLUMNS = ["variant", "recipe", "head", "metric", "test", "first_epoch", "epochs", "seconds", "run_dir"]
+
+
+def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    """compare.json and compare.csv: one row per variant and head."""
+    write_json(out_dir / "compare.json", {"rows": rows})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out_dir / "compare.csv", buffer.getvalue())
+
+
+def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
+    """Grouped bars: each head's test primary metric per variant; a black tick: after epoch 1."""
+    from .pictures import pyplot, save_figure
+
+    plt = pyplot()
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    heads = list(dict.fromkeys(r["head"] for r in rows))
+    by_key = {(r["variant"], r["head"]): r for r in rows}
+    width = 0.8 / max(len(heads), 1)
+    figure, ax = plt.subplots(figsize=(max(6, 1.6 * len(variants) * max(1, len(heads)) / 2 + 2), 4.5))
+    for h, head in enumerate(heads):
+        xs = [v + (h - (len(heads) - 1) / 2) * width for v in range(len(variants))]
+        test = [(by_key.get((v, head)) or {}).get("test") or 0.0 for v in variants]
+        first = [(by_key.get((v, head)) or {}).get("first_epoch") or 0.0 for v in variants]
+        metric = next(r["metric"] for r in rows if r["head"] == head)
+        ax.bar(xs, test, width, label=f"{head} ({metric})")
+        ax.scatter(xs, first, marker="_", s=300 * width, color="black", zorder=3,
+                   label="after epoch 1" if h == 0 else None)  # fmt: skip
+        for x, value in zip(xs, test):
+            ax.text(x, value, f"{value:.3f} ", ha="center", va="top", fontsize=7, rotation=90, color="white")
+    shown = [r[key] for r in rows for key in ("test", "first_epoch") if r[key] is not None]
+    ax.set_ylim(max(0.0, min(shown, default=0.0) - 0.02), 1.0)
+    ax.set_xticks(range(len(variants)))
+    ax.set_xticklabels(variants, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test primary metric")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def render_table(rows: list[dict[str, Any]], console) -> None:
+    """The comparison as one rich table: a row per variant and head."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="comparison (test split)")
+    for column, justify in (("variant", "left"), ("head", "left"), ("metric", "left"), ("test", "right"),
+                            ("after epoch 1", "right"), ("epochs", "right"), ("seconds", "right")):  # fmt: skip
+        table.add_column(column, justify=justify, no_wrap=column == "variant")
+    previous = None
+    for r in rows:
+        first = r["variant"] != previous
+        previous = r["variant"]
+        table.add_row(
+            escape(r["variant"]) if first else "",
+            r["head"],
+            r["metric"],
+            _fmt(r["test"]),
+            _fmt(r["first_epoch"]),
+            str(r["epochs"]) if first else "",
+            f"{r['seconds']:.1f}" if first else "",
+            end_section=False,
+        )
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
