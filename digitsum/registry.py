@@ -126,10 +126,10 @@ class Registry:
         """Add an entry; a second one under the same name from the same process is refused."""
         existing = self._entries.setdefault(entry.name, [])
         for other in existing:
-            if other.origin == entry.origin or other.origin.value == entry.origin.value:
-                # the same component seen twice: an entry point re-read, or a plugin module
-                # that also uses the decorator on the class its entry point names
-                return
+            if other.origin == entry.origin:
+                return  # the same component seen twice (e.g. an entry point re-read)
+            if other.origin.value == entry.origin.value and None in (other.origin.distribution, entry.origin.distribution):
+                return  # a plugin module that also decorates the class its entry point names
             if entry.origin.distribution is None or other.origin.distribution is None:
                 raise PluginError(
                     f"{KIND_LABELS[self.kind]} '{entry.name}' is registered twice: "
