@@ -111,11 +111,14 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readab
 def new_plugin(
     name: Annotated[str, typer.Argument(help="distribution name, e.g. digitsum-shapes", show_default=False)],
     directory: Annotated[Optional[Path], typer.Option("--dir", help="where to create it (default ./NAME); must not hold anything")] = None,
+    kind: Annotated[
+        Optional[list[str]], typer.Option("--kind", "-k", help="only this kind: dataset, fusion or head (repeatable; default all)", show_default=False)
+    ] = None,
 ) -> None:
     """Create a plugin package: one component of each kind, a recipe, tests and a README."""
     from .scaffold import scaffold_plugin
 
-    created = scaffold_plugin(name, directory)
+    created = scaffold_plugin(name, directory, kind)
     console.print(f"created plugin {name} in {created}", highlight=False)
     console.print(f"next: cd {created} && pip install -e . && digitsum list && pytest", highlight=False)
 
