@@ -107,15 +107,14 @@ class PluginDistribution:
 
 def _read_distribution(dist: metadata.Distribution) -> PluginDistribution | None:
     """The digitsum entry points of one distribution; None when it declares none."""
-    name = dist.metadata["Name"] or "unknown"
-    version = dist.version or "?"
-    location = os.path.abspath(str(getattr(dist, "_path", "") or dist.locate_file("")))
-    found = PluginDistribution(name, version, location)
+    text = dist.read_text("entry_points.txt") or ""
+    if "digitsum." not in text:
+        return None  # most distributions: decided without parsing anything
+    found = PluginDistribution(dist.metadata["Name"] or "unknown", dist.version or "?", "")
+    found.location = os.path.abspath(str(getattr(dist, "_path", "") or dist.locate_file("")))
     try:
         entry_points = list(dist.entry_points)
     except Exception as e:  # a malformed entry_points.txt must not hide the other plugins
-        if "digitsum." not in (dist.read_text("entry_points.txt") or ""):
-            return None
         found.refused = f"its entry_points.txt cannot be read: {type(e).__name__}: {e}"
         return found
     for ep in entry_points:
@@ -149,7 +148,9 @@ def scan(policy: Policy | None = None) -> list[PluginDistribution]:
     found: list[PluginDistribution] = []
     for dist in metadata.distributions():
         try:
-            key = canonical_name(dist.metadata["Name"] or "")
+            # the name from the metadata folder's name where it has one: parsing every
+            # METADATA file would cost more than the rest of `digitsum list` together
+            key = canonical_name(getattr(dist, "_normalized_name", None) or dist.metadata["Name"] or "")
         except Exception:  # unreadable METADATA: not something we can report by name
             continue
         if not key or key in seen:
