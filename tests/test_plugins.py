@@ -106,20 +106,23 @@ def test_plugins_command_shows_each_distribution(example_site, tmp_path):
 # -- a broken plugin -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how,reason", [
-    ("exception", "RuntimeError: broken at import"),
-    ("syntax", "SyntaxError"),
-    ("missing-dependency", "No module named 'digitsum_no_such_dependency'"),
-])  # fmt: skip
-def test_broken_plugin_is_listed_as_failed_and_the_rest_works(tmp_path, how, reason):
-    site = broken_site(tmp_path, how)
-    result = digitsum("list", "--json", site=site)
+def test_broken_plugins_are_listed_as_failed_and_the_rest_works(tmp_path):
+    reasons = {"exception": "RuntimeError: broken at import", "syntax": "SyntaxError",
+               "missing-dependency": "No module named 'digitsum_no_such_dependency'"}  # fmt: skip
+    sites = [
+        fake_distribution(tmp_path / how, f"digitsum-broken-{how}", "0.3", {"digitsum.fusions": {f"boom_{i}": f"broken_{i}:Boom"}},
+                          {f"broken_{i}/__init__.py": BROKEN_SOURCES[how]})  # fmt: skip
+        for i, how in enumerate(reasons)
+    ]
+    result = digitsum("list", "--json", site=sites)
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    assert reason in rows["boom"]["error"] and rows["boom"]["distribution"] == "digitsum-broken"
+    for i, (how, reason) in enumerate(reasons.items()):
+        row = rows[f"boom_{i}"]
+        assert reason in row["error"] and row["distribution"] == f"digitsum-broken-{how}", row
     assert "error" not in rows["concat"]
-    table = digitsum("list", "fusions", site=site)
-    assert table.returncode == 0 and "failed to load" in table.stdout and "concat" in table.stdout
+    table = digitsum("list", "fusions", site=sites)
+    assert table.returncode == 0 and table.stdout.count("failed to load") == 3 and "concat" in table.stdout
 
 
 def test_broken_plugin_leaves_help_and_run_working(tmp_path, tiny_root):

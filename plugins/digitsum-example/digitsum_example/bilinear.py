@@ -13,8 +13,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from digitsum import Batch, Categorical, Fusion, Image, Params
-from digitsum.contracts import Spec
+from digitsum import Batch, Categorical, Fusion, Image, Params, Spec
 
 
 class Bilinear(Fusion):

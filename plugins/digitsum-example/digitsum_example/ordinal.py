@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from digitsum import Classes, Head, Params
-from digitsum.contracts import Spec
+from digitsum import Classes, Head, Params, Spec
 
 
 class Ordinal(Head):
