@@ -18,6 +18,7 @@ _PUBLIC = {
     "Image": "contracts",
     "Interface": "contracts",
     "Params": "contracts",
+    "Spec": "contracts",
     "DataContext": "data",
     "load_recipe": "recipe",
     "UserError": "errors",

@@ -40,8 +40,17 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False,
+    strict_plugins: Annotated[
+        bool, typer.Option("--strict-plugins", help="fail (exit 2) if any plugin fails to load; also DIGITSUM_STRICT_PLUGINS=1")
+    ] = False,
 ) -> None:
     """Train and compare multi-input, multi-output digit models from TOML recipes."""
+    from .discovery import strict_from_env
+
+    if strict_plugins or strict_from_env():
+        from .registry import require_all_plugins
+
+        require_all_plugins()
 
 
 @app.command()
@@ -108,9 +117,9 @@ def list_(
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown, as in docs/components.md")] = False,
 ) -> None:
     """List the registered components with their origin, summary and parameters."""
-    from .listing import describe_components, render_markdown, render_tables
+    from .listing import cached_components, render_markdown, render_tables
 
-    rows = describe_components(kind)
+    rows = cached_components(kind)
     if as_json:
         print(json.dumps(rows, indent=2))
     elif markdown:
@@ -140,6 +149,34 @@ def compare(
     rows = run_compare(variants, out_dir, lambda _: [ConsoleReporter(console)])
     render_table(rows, console)
     console.print(f"wrote {out_dir} (compare.json, compare.csv, compare.png, one run directory per variant)")
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """List installed plugin distributions: versions, what each registers, load failures."""
+    from .listing import plugin_report, render_plugins
+
+    report = plugin_report()
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        render_plugins(report, console)
+
+
+@app.command("new-plugin")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="distribution name, e.g. digitsum-shapes", show_default=False)],
+    directory: Annotated[Optional[Path], typer.Option("--dir", help="where to create it (default ./NAME); must not hold anything")] = None,
+    kind: Annotated[
+        Optional[list[str]], typer.Option("--kind", "-k", help="only this kind: dataset, fusion or head (repeatable; default all)", show_default=False)
+    ] = None,
+) -> None:
+    """Create a plugin package: one component of each kind, a recipe, tests and a README."""
+    from .scaffold import scaffold_plugin
+
+    created = scaffold_plugin(name, directory, kind)
+    console.print(f"created plugin {name} in {created}", highlight=False)
+    console.print(f"next: cd {created} && pip install -e . && digitsum list && pytest", highlight=False)
 
 
 def main() -> None:

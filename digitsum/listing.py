@@ -1,10 +1,16 @@
-"""Describing registered components, for `digitsum list` and the generated docs."""
+"""Describing registered components and plugins, for `digitsum list`, `digitsum plugins`
+and the generated docs."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
-from .registry import KIND_PLURALS, REGISTRIES, Entry, PluginError, registry_for
+from . import __version__, discovery
+from .registry import KIND_LABELS, KIND_PLURALS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
 
 
 def _spec_text(spec: Any) -> str:
@@ -44,6 +50,136 @@ def describe_components(kind: str | None = None) -> list[dict[str, Any]]:
     """Every component of ``kind`` (or of every kind), broken ones included with their error."""
     registries = [registry_for(kind)] if kind else list(REGISTRIES.values())
     return [describe_entry(entry) for registry in registries for entry in registry.entries()]
+
+
+# -- the listing cache ---------------------------------------------------------------------------
+#
+# Describing components imports them, and with them torch: about a second and a half. Their
+# descriptions depend only on the installed plugin distributions and their code, so they are
+# kept per fingerprint of those (see discovery.fingerprint) and `digitsum list` answers from
+# the cache without importing torch. A listing with a broken component is never cached: the
+# fix (installing a missing dependency, say) need not change the plugin's fingerprint.
+
+CACHE_FORMAT = 1
+_CACHE_KEEP = 16  # cache files kept (several virtual environments can share one cache folder)
+
+
+def cache_dir() -> Path:
+    """digitsum's per-user cache folder: ``$XDG_CACHE_HOME/digitsum`` or ``~/.cache/digitsum``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "digitsum"
+
+
+def _cache_path() -> Path:
+    fp = discovery.fingerprint(plugin_distributions(), CACHE_FORMAT, __version__, sys.version_info[:2])
+    return cache_dir() / "components" / f"{fp}.json"
+
+
+def _read_cache(path: Path) -> list[dict[str, Any]] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable or corrupt: rebuilt below
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT or not isinstance(doc.get("rows"), list):
+        return None
+    rows = doc["rows"]
+    if not all(isinstance(r, dict) and r.get("kind") in REGISTRIES and "name" in r for r in rows):
+        return None
+    return rows
+
+
+def _write_cache(path: Path, rows: list[dict[str, Any]]) -> None:
+    from .engine.rundir import write_json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"format": CACHE_FORMAT, "rows": rows})
+        old = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in old[_CACHE_KEEP:]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # the cache only saves time; a read-only home folder must not break `list`
+
+
+def cached_components(kind: str | None = None) -> list[dict[str, Any]]:
+    """:func:`describe_components`, from the cache when the installed plugins have not changed."""
+    wanted = registry_for(kind).kind if kind else None
+    if any(r.has_local_entries() for r in REGISTRIES.values()):
+        return describe_components(kind)  # classes defined in this process: nothing to cache
+    path = _cache_path()
+    rows = _read_cache(path)
+    if rows is None:
+        rows = describe_components()
+        if not any("error" in r for r in rows):
+            _write_cache(path, rows)
+    return [r for r in rows if wanted is None or r["kind"] == wanted]
+
+
+# -- plugin distributions ---------------------------------------------------------------------------
+
+
+def plugin_report() -> list[dict[str, Any]]:
+    """Each distribution declaring components: version, status, components, failures (loading them)."""
+    report = []
+    for dist in plugin_distributions():
+        row: dict[str, Any] = {
+            "distribution": dist.name,
+            "version": dist.version,
+            "builtin": dist.builtin,
+            "location": dist.location,
+            "status": "ok",
+            "reason": dist.refused,
+            "problems": list(dist.problems),
+            "components": [],
+        }
+        for ep in dist.entry_points:
+            component = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
+            if not dist.refused:
+                entry = next(
+                    e for e in REGISTRIES[ep.kind].entries()
+                    if e.origin.distribution == dist.name and e.origin.value == ep.value
+                )  # fmt: skip
+                try:
+                    entry.load()
+                except PluginError:
+                    component["error"] = entry.error
+            row["components"].append(component)
+        failed = dist.problems or any("error" in c for c in row["components"])
+        if dist.refused:
+            row["status"] = "disabled" if dist.disabled else "failed"
+        elif failed:
+            row["status"] = "failed"
+        report.append(row)
+    return report
+
+
+def render_plugins(report: list[dict[str, Any]], console) -> None:
+    """A table of plugin distributions, with each failure spelled out below it."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="plugin distributions", title_justify="left", show_lines=True)
+    for column in ("distribution", "version", "status", "components"):
+        table.add_column(column)
+    colour = {"ok": "green", "failed": "red", "disabled": "yellow"}
+    for row in report:
+        names = "\n".join(
+            f"{KIND_LABELS[c['kind']]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
+            for c in row["components"]
+        )
+        status = row["status"] + (" (built-in)" if row["builtin"] else "")
+        table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
+    console.print(table)
+    for row in report:
+        where = f"{row['distribution']} {row['version']}"
+        if row["reason"]:
+            console.print(f"{escape(where)}: {escape(row['reason'])}", highlight=False)
+        for problem in row["problems"]:
+            console.print(f"[red]{escape(where)}[/]: {escape(problem)}", highlight=False)
+        for c in row["components"]:
+            if "error" in c:
+                what = f"{KIND_LABELS[c['kind']]} '{c['name']}' ({c['entry_point']})"
+                console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(c['error'])}", highlight=False)
 
 
 def _params_text(params: list[dict[str, Any]]) -> str:

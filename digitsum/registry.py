@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+from . import discovery
+from .discovery import BUILTIN_DISTRIBUTION, PluginDistribution, canonical_name
 from .errors import UserError, did_you_mean
-
-BUILTIN_DISTRIBUTION = "digitsum"
 
 
 class PluginError(UserError):
@@ -128,6 +128,8 @@ class Registry:
         for other in existing:
             if other.origin == entry.origin:
                 return  # the same component seen twice (e.g. an entry point re-read)
+            if other.origin.value == entry.origin.value and None in (other.origin.distribution, entry.origin.distribution):
+                return  # a plugin module that also decorates the class its entry point names
             if entry.origin.distribution is None or other.origin.distribution is None:
                 raise PluginError(
                     f"{KIND_LABELS[self.kind]} '{entry.name}' is registered twice: "
@@ -143,14 +145,21 @@ class Registry:
         self._entries.pop(name, None)
 
     def discover(self) -> None:
-        """Read this kind's entry points from installed distributions (once)."""
+        """Read this kind's entry points from installed, allowed distributions (once)."""
         if self._discovered:
             return
         self._discovered = True
-        for ep in _entry_points(self.group):
-            dist = ep.dist
-            origin = Origin(ep.value, dist.name if dist else "unknown", dist.version if dist else "?")
-            self.add(Entry(self.kind, ep.name, origin, _entry_point=ep))
+        for dist in plugin_distributions():
+            if dist.refused:
+                continue
+            for ep in dist.entry_points:
+                if ep.kind == self.kind:
+                    origin = Origin(ep.value, dist.name, dist.version)
+                    self.add(Entry(self.kind, ep.name, origin, _entry_point=ep.entry_point))
+
+    def has_local_entries(self) -> bool:
+        """Whether anything was registered in this process (by the decorator)."""
+        return any(e.origin.distribution is None for entries in self._entries.values() for e in entries)
 
     # -- lookup ---------------------------------------------------------------------------
 
@@ -169,8 +178,11 @@ class Registry:
         dist, _, bare = name.rpartition(":")
         candidates = self._entries.get(bare, [])
         if dist:
-            candidates = [e for e in candidates if e.origin.distribution == dist]
+            candidates = [e for e in candidates if canonical_name(e.origin.distribution or "") == canonical_name(dist)]
         if not candidates:
+            refused = self._refused_provider(bare, dist)
+            if refused:
+                raise UserError(f"{KIND_LABELS[self.kind]} '{name}' comes from {refused}")
             hint = did_you_mean(bare, self._entries, KIND_PLURALS[self.kind])
             raise UserError(f"unknown {KIND_LABELS[self.kind]} '{name}' — {hint}")
         if len(candidates) > 1:
@@ -181,6 +193,14 @@ class Registry:
             )
         return candidates[0]
 
+    def _refused_provider(self, name: str, dist: str) -> str | None:
+        """'plugin X 1.0, which is disabled by ...' when a refused distribution declares ``name``."""
+        for d in plugin_distributions():
+            if d.refused and (not dist or canonical_name(dist) == canonical_name(d.name)):
+                if any(ep.kind == self.kind and ep.name == name for ep in d.entry_points):
+                    return f"plugin {d.name} {d.version}, which is not loaded: {d.refused}"
+        return None
+
     def get(self, name: str) -> Any:
         """The component class for ``name``, loaded and checked."""
         return self.entry(name).load()
@@ -190,16 +210,62 @@ class Registry:
         return name.rpartition(":")[2] in self._entries
 
 
-_EP_CACHE: dict[str, list[metadata.EntryPoint]] | None = None
+_SCAN: list[PluginDistribution] | None = None
 
 
-def _entry_points(group: str) -> list[metadata.EntryPoint]:
-    global _EP_CACHE
-    if _EP_CACHE is None:
-        _EP_CACHE = {}
-        for name in ("datasets", "fusions", "heads"):
-            _EP_CACHE[f"digitsum.{name}"] = list(metadata.entry_points(group=f"digitsum.{name}"))
-    return _EP_CACHE.get(group, [])
+def plugin_distributions() -> list[PluginDistribution]:
+    """Installed distributions declaring digitsum entry points (read once per process)."""
+    global _SCAN
+    if _SCAN is None:
+        _SCAN = discovery.scan()
+    return _SCAN
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """Something of one plugin distribution that cannot be used, and why."""
+
+    distribution: str
+    version: str
+    what: str  # "fusion 'gated' (module:Class)" or "its metadata"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}: {self.what}: {self.reason}"
+
+
+def load_all() -> list[PluginFailure]:
+    """Import and check every component of every allowed distribution; what failed, and why.
+
+    Distributions refused by the allow/deny lists are not loaded and are not failures.
+    """
+    failures = []
+    for dist in plugin_distributions():
+        if dist.refused and not dist.disabled:
+            failures.append(PluginFailure(dist.name, dist.version, "its metadata", dist.refused))
+        for problem in dist.problems:
+            failures.append(PluginFailure(dist.name, dist.version, "its metadata", problem))
+    for registry in REGISTRIES.values():
+        for entry in registry.entries():
+            try:
+                entry.load()
+            except PluginError:
+                what = f"{KIND_LABELS[entry.kind]} '{entry.name}' ({entry.origin.value})"
+                failures.append(
+                    PluginFailure(entry.origin.distribution or "local", entry.origin.version or "", what, entry.error or "")
+                )
+    return failures
+
+
+def require_all_plugins() -> None:
+    """Strict mode: raise a PluginError naming every plugin failure (see :func:`load_all`)."""
+    failures = load_all()
+    if failures:
+        lines = "\n".join(f"  {f}" for f in failures)
+        raise PluginError(
+            f"strict plugin loading ({discovery.STRICT_ENV} or --strict-plugins): "
+            f"{len(failures)} plugin failure(s)\n{lines}"
+        )
 
 
 KIND_LABELS = {"datasets": "dataset generator", "fusions": "fusion", "heads": "head"}

@@ -40,3 +40,383 @@ def write_tiny_mnist(root: Path, n_train: int = 512, n_test: int = 256, seed: in
         write_idx(raw / images_name, tiny_digit_images(labels, rng))
         write_idx(raw / labels_name, labels.astype(np.uint8))
     return Path(root)
+
+
+# -- conformance suite ---------------------------------------------------------------------------
+#
+# Plugin authors call these from their own pytest files:
+#
+#     from digitsum.testing import check_component, check_distribution, check_recipe
+#
+#     def test_my_fusion_conforms():
+#         check_component(MyFusion)
+#
+# Each check raises ConformanceError (an AssertionError) listing every problem it found.
+
+
+class ConformanceError(AssertionError):
+    """A component breaks its contract; the message lists every problem found."""
+
+    def __init__(self, what: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{what} breaks the digitsum contract:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _reporting_crashes(kind: str):
+    """Turn an exception raised by the component under check into a ConformanceError naming it."""
+    import functools
+
+    def decorate(check):
+        @functools.wraps(check)
+        def wrapper(cls, *args, **kwargs):
+            try:
+                return check(cls, *args, **kwargs)
+            except ConformanceError:
+                raise
+            except Exception as e:
+                name = getattr(cls, "__name__", repr(cls))
+                raise ConformanceError(f"{kind} {name}", [f"it raised {type(e).__name__}: {e}"]) from e
+
+        return wrapper
+
+    return decorate
+
+
+def _default_inputs():
+    """The notebook's task: what a fusion is checked against unless told otherwise."""
+    from .contracts import Categorical, Image
+
+    return {"image": Image(1, 28, 28), "number": Categorical(10)}
+
+
+def _common_problems(cls: type, base: type, params):
+    """Contract version, docstring and Params checks shared by every kind; returns (problems, params)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from .contracts import CONTRACT_VERSION, Params, params_schema
+
+    problems: list[str] = []
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        return [f"{cls!r} is not a subclass of digitsum.{base.__name__}"], None
+    if getattr(cls, "contract", None) != CONTRACT_VERSION:
+        problems.append(f"contract = {getattr(cls, 'contract', None)!r}, this digitsum speaks {CONTRACT_VERSION}")
+    if not cls.summary():
+        problems.append("the class has no docstring: its first line is the summary `digitsum list` shows")
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, Params)):
+        return problems + ["Params must subclass digitsum.Params"], None
+    try:
+        cls.Params.model_validate({"surely_not_a_parameter": 1})
+        problems.append("Params accepts unknown keys: subclass digitsum.Params (extra='forbid')")
+    except ValidationError:
+        pass
+    for row in params_schema(cls.Params):
+        if not row["description"]:
+            problems.append(f"parameter '{row['name']}' has no description (Field(..., description=...))")
+        try:
+            json.dumps(row["default"])
+        except TypeError:
+            problems.append(f"parameter '{row['name']}' has a default that is not JSON/TOML data: {row['default']!r}")
+    if params is None:
+        try:
+            params = cls.Params()
+        except ValidationError as e:
+            problems.append(f"Params() is not valid with its defaults ({e.error_count()} error(s)); pass params= to the check")
+    return problems, params
+
+
+def _tensor_problems(name: str, value, spec, batch_size: int) -> list[str]:
+    import torch
+
+    from .contracts import Categorical, Classes, Image
+
+    if not isinstance(value, torch.Tensor):
+        return [f"'{name}' is a {type(value).__name__}, not a tensor"]
+    if value.device.type != "cpu":
+        return [f"'{name}' is on {value.device}, not on the data device (cpu)"]
+    if isinstance(spec, Image):
+        shape = (batch_size, spec.channels, spec.height, spec.width)
+        if tuple(value.shape) != shape or not value.is_floating_point():
+            return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: float {shape}"]
+        if not torch.isfinite(value).all():
+            return [f"'{name}' holds NaN or infinite values"]
+    elif isinstance(spec, (Categorical, Classes)):
+        if tuple(value.shape) != (batch_size,) or value.dtype != torch.int64:
+            return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: int64 ({batch_size},)"]
+        if len(value) and (int(value.min()) < 0 or int(value.max()) >= spec.classes):
+            return [f"'{name}' holds values outside [0, {spec.classes}) (min {int(value.min())}, max {int(value.max())})"]
+    else:
+        return [f"'{name}' is declared as {spec!r}, which is not a digitsum spec (Image, Categorical, Classes)"]
+    return []
+
+
+@_reporting_crashes("generator")
+def check_generator(cls: type, params=None, *, root: Path | None = None) -> None:
+    """Check a Generator against its contract, drawing batches from tiny MNIST data.
+
+    Checks: Params (defaults valid, unknown keys refused, described), ``interface`` (inputs
+    and targets declared as digitsum specs, no name used twice), ``size`` of every split, and
+    batches drawn for two index tensors: every declared input and target, nothing else, each
+    of the declared dtype, shape and range, on the CPU, the same for the same seed whatever
+    was drawn in between. ``root``: a folder with MNIST; by default tiny data are written to
+    a temporary folder.
+    """
+    import tempfile
+
+    import torch
+
+    from .contracts import Categorical, Classes, Generator, Image, Interface
+    from .data import DataContext
+
+    problems, params = _common_problems(cls, Generator, params)
+    if params is None:
+        raise ConformanceError(f"generator {getattr(cls, '__name__', cls)}", problems)
+    interface = cls.interface(params)
+    if not isinstance(interface, Interface):
+        raise ConformanceError(f"generator {cls.__name__}", problems + ["interface(params) must return a digitsum.Interface"])
+    if not interface.inputs or not interface.targets:
+        problems.append("it must declare at least one input and one target")
+    problems += [f"input '{n}' must be Image or Categorical, not {s!r}" for n, s in interface.inputs.items() if not isinstance(s, (Image, Categorical))]
+    problems += [f"target '{n}' must be Classes, not {s!r}" for n, s in interface.targets.items() if not isinstance(s, Classes)]
+    problems += [f"'{n}' is both an input and a target" for n in set(interface.inputs) & set(interface.targets)]
+    specs = {**interface.inputs, **interface.targets}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = DataContext(Path(root) if root else write_tiny_mnist(Path(tmp)), torch.device("cpu"), download=False)
+        generator = cls(params, data)
+        for split in cls.splits:
+            n = generator.size(split)
+            if not isinstance(n, int) or n < 1:
+                problems.append(f"size({split!r}) = {n!r}, expected a positive int")
+                continue
+            for index in (torch.arange(min(n, 8)), torch.tensor([n - 1, 0, n // 2])):
+                first = generator.draw(split, index, _seeded(0))
+                generator.draw(split, index, _seeded(1))
+                again = generator.draw(split, index, _seeded(0))
+                if not isinstance(first, dict):
+                    problems.append(f"draw() returned a {type(first).__name__}, not a dict of tensors")
+                    break
+                if set(first) != set(specs):
+                    missing, extra = sorted(set(specs) - set(first)), sorted(set(first) - set(specs))
+                    problems.append(f"draw({split!r}) keys differ from the declared ones: missing {missing}, undeclared {extra}")
+                for name, spec in specs.items():
+                    if name in first:
+                        problems += [f"draw({split!r}): {p}" for p in _tensor_problems(name, first[name], spec, len(index))]
+                if set(first) == set(again) and not all(torch.equal(first[k], again[k]) for k in first):
+                    problems.append(f"draw({split!r}) differs for the same rng seed: take all randomness from `rng`")
+            if isinstance(first, dict) and not isinstance(generator.describe(first, 0), str):
+                problems.append("describe(batch, i) must return a str")
+    if problems:
+        raise ConformanceError(f"generator {cls.__name__}", problems)
+
+
+def _seeded(seed: int):
+    import torch
+
+    rng = torch.Generator()
+    rng.manual_seed(seed)
+    return rng
+
+
+def random_batch(inputs, batch_size: int = 4, seed: int = 0):
+    """A batch of random tensors matching ``inputs`` (name -> spec), for testing fusions."""
+    import torch
+
+    from .contracts import Image
+
+    rng = _seeded(seed)
+    batch = {}
+    for name, spec in inputs.items():
+        if isinstance(spec, Image):
+            batch[name] = torch.randn(batch_size, spec.channels, spec.height, spec.width, generator=rng)
+        else:
+            batch[name] = torch.randint(0, spec.classes, (batch_size,), generator=rng)
+    return batch
+
+
+def _grad_problems(module, what: str) -> list[str]:
+    import torch
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    if params and all(p.grad is None for p in params):
+        return [f"{what}: no parameter received a gradient"]
+    if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params):
+        return [f"{what}: a gradient is NaN or infinite"]
+    return []
+
+
+def _same_init(cls: type, *args) -> bool:
+    import torch
+
+    torch.manual_seed(0)
+    a = cls(*args).state_dict()
+    torch.manual_seed(0)
+    b = cls(*args).state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@_reporting_crashes("fusion")
+def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) -> None:
+    """Check a Fusion against its contract on random inputs (by default an MNIST image and a number 0-9).
+
+    Checks: Params, ``check`` (accepts ``inputs``; returns reasons rather than raising for
+    inputs it cannot use), ``out_features``, the same initialisation under the same seed, a
+    forward pass on the CPU giving finite float ``[B, out_features]``, the same output twice
+    in eval mode, and a backward pass reaching its parameters.
+    """
+    import torch
+
+    from .contracts import Fusion
+
+    inputs = dict(inputs or _default_inputs())
+    problems, params = _common_problems(cls, Fusion, params)
+    if params is None:
+        raise ConformanceError(f"fusion {getattr(cls, '__name__', cls)}", problems)
+    reasons = cls.check(params, inputs)
+    if reasons:
+        raise ConformanceError(f"fusion {cls.__name__}", problems + [f"check() refuses {inputs}: {reasons}; pass inputs= it can use"])
+    if not isinstance(cls.check(params, {}), list):
+        problems.append("check(params, inputs) must return a list of reasons (empty when it can serve them)")
+    if not _same_init(cls, params, inputs):
+        problems.append("two instances built after torch.manual_seed(0) differ: draw initial weights from torch's RNG")
+    torch.manual_seed(0)
+    fusion = cls(params, inputs)
+    out_features = getattr(fusion, "out_features", None)
+    if not isinstance(out_features, int) or out_features < 1:
+        raise ConformanceError(f"fusion {cls.__name__}", problems + [f"out_features = {out_features!r}, expected a positive int"])
+    batch = random_batch(inputs, batch_size)
+    output = fusion(batch)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size, out_features) or not output.is_floating_point():
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        problems.append(f"forward(batch) gave {shape}, expected float ({batch_size}, {out_features})")
+    elif not torch.isfinite(output).all():
+        problems.append("forward(batch) gave NaN or infinite values")
+    else:
+        output.pow(2).mean().backward()
+        problems += _grad_problems(fusion, "backward")
+        fusion.eval()
+        with torch.no_grad():
+            if not torch.equal(fusion(batch), fusion(batch)):
+                problems.append("forward(batch) in eval mode differs between two calls")
+    if problems:
+        raise ConformanceError(f"fusion {cls.__name__}", problems)
+
+
+@_reporting_crashes("head")
+def check_head(cls: type, params=None, *, target=None, in_features: int = 16, batch_size: int = 8) -> None:
+    """Check a Head against its contract on random features (by default for a 10-class target).
+
+    Checks: Params, ``check`` (accepts ``target``; returns reasons rather than raising for a
+    target it cannot predict), the same initialisation under the same seed, ``forward`` on
+    ``[B, in_features]``, a finite scalar ``loss`` whose gradient reaches the features and the
+    head's parameters, per-sample ``metrics`` including ``primary_metric``, and ``predict``.
+    """
+    import torch
+
+    from .contracts import Classes, Head, Image
+
+    target = target or Classes(10)
+    problems, params = _common_problems(cls, Head, params)
+    if params is None:
+        raise ConformanceError(f"head {getattr(cls, '__name__', cls)}", problems)
+    reasons = cls.check(params, target)
+    if reasons:
+        raise ConformanceError(f"head {cls.__name__}", problems + [f"check() refuses {target}: {reasons}; pass target= it can predict"])
+    if not isinstance(cls.check(params, Image()), list):
+        problems.append("check(params, target) must return a list of reasons (empty when it can predict it)")
+    if not _same_init(cls, params, in_features, target):
+        problems.append("two instances built after torch.manual_seed(0) differ: draw initial weights from torch's RNG")
+    torch.manual_seed(0)
+    head = cls(params, in_features, target)
+    features = torch.randn(batch_size, in_features, generator=_seeded(0), requires_grad=True)
+    labels = torch.randint(0, target.classes, (batch_size,), generator=_seeded(1))
+    output = head(features)
+    loss = head.loss(output, labels)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not torch.isfinite(loss):
+        problems.append(f"loss(output, target) must be a finite scalar tensor, got {loss!r}")
+    else:
+        loss.backward()
+        if features.grad is None or not torch.isfinite(features.grad).all():
+            problems.append("the loss's gradient does not reach the features (or is not finite)")
+        problems += _grad_problems(head, "loss.backward()")
+    with torch.no_grad():
+        metrics = head.metrics(output, labels)
+        if not isinstance(metrics, dict):
+            problems.append("metrics() must return a dict of per-sample tensors")
+            metrics = {}
+        for name, value in metrics.items():
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch_size,):
+                problems.append(f"metric '{name}' must be a per-sample tensor of shape ({batch_size},)")
+        if cls.primary_metric not in metrics:
+            problems.append(f"primary_metric '{cls.primary_metric}' is not among its metrics {sorted(metrics)}")
+        prediction = head.predict(output)
+        if not isinstance(prediction, torch.Tensor) or prediction.shape[:1] != (batch_size,):
+            problems.append(f"predict(output) must give one prediction per sample ({batch_size})")
+    if problems:
+        raise ConformanceError(f"head {cls.__name__}", problems)
+
+
+def check_component(cls: type, params=None, **options) -> None:
+    """Run the check for ``cls``'s kind: :func:`check_generator`, :func:`check_fusion` or :func:`check_head`."""
+    from .contracts import Fusion, Generator, Head
+
+    for base, check in ((Generator, check_generator), (Fusion, check_fusion), (Head, check_head)):
+        if isinstance(cls, type) and issubclass(cls, base):
+            return check(cls, params, **options)
+    raise ConformanceError(repr(cls), ["it is not a subclass of digitsum.Generator, Fusion or Head"])
+
+
+def components_of(distribution: str) -> list[tuple[str, str, type]]:
+    """``(kind, name, class)`` of every component ``distribution`` registers (it must be installed)."""
+    from .discovery import canonical_name
+    from .registry import REGISTRIES
+
+    found = [
+        (entry.kind, entry.name, entry.load())
+        for registry in REGISTRIES.values()
+        for entry in registry.entries()
+        if canonical_name(entry.origin.distribution or "") == canonical_name(distribution)
+    ]
+    if not found:
+        raise ConformanceError(
+            f"distribution {distribution}",
+            ["it registers no components: is it installed (pip install -e .) with entry points in "
+             "[project.entry-points.\"digitsum.<kind>\"]?"],
+        )  # fmt: skip
+    return found
+
+
+def check_distribution(distribution: str) -> list[str]:
+    """Load every component ``distribution`` registers and check each; returns their names.
+
+    Components that need parameters or other inputs than the defaults are better checked one
+    by one with :func:`check_component` and its options.
+    """
+    checked = []
+    for kind, name, cls in components_of(distribution):
+        check_component(cls)
+        checked.append(f"{kind}:{name}")
+    return checked
+
+
+def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
+    """Train a recipe for one epoch on tiny MNIST data on the CPU; return its summary.
+
+    The run directory and the data go under ``workdir`` (e.g. pytest's ``tmp_path``). Fails if
+    a loss is not finite.
+    """
+    import math
+
+    from .engine.train import run
+    from .recipe import load_recipe
+
+    workdir = Path(workdir)
+    root = write_tiny_mnist(workdir / "mnist")
+    tiny = ["train.epochs=1", "data.batch_size=64", f"data.root={str(root)!r}", "data.download=false", "train.device='cpu'"]
+    recipe = load_recipe(path, [*tiny, *overrides])
+    summary = run(recipe, workdir / "run")
+    losses = {head: m["loss"] for head, m in summary["metrics"].get("train", {}).items()}
+    if not losses or not all(math.isfinite(v) for v in losses.values()):
+        raise ConformanceError(f"recipe {path}", [f"training gave losses {losses}"])
+    return summary

@@ -16,6 +16,19 @@ RECIPES = REPO / "recipes"
 TINY = ["--set", "train.epochs=1", "--set", "data.batch_size=64"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Path:
+    """Keep the listing cache of every test (and its subprocesses) out of the user's cache folder."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     return write_tiny_mnist(tmp_path_factory.mktemp("mnist"))
@@ -63,3 +76,21 @@ def run_subprocess(*args: str, env: dict | None = None, cwd: Path | None = None,
         [sys.executable, "-m", "digitsum", *map(str, args)],
         capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
     )  # fmt: skip
+
+
+def fake_distribution(site: Path, name: str, version: str, entry_points: dict[str, dict[str, str]],
+                      modules: dict[str, str] | None = None) -> Path:
+    """A minimal installed distribution under ``site`` (put it on PYTHONPATH): modules and
+    a ``.dist-info`` with METADATA and entry_points.txt, as pip would leave it."""
+    site.mkdir(parents=True, exist_ok=True)
+    for relative, source in (modules or {}).items():
+        (site / relative).parent.mkdir(parents=True, exist_ok=True)
+        (site / relative).write_text(source)
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    groups = "".join(
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n" for group, eps in entry_points.items()
+    )
+    (info / "entry_points.txt").write_text(groups)
+    return site

@@ -1,0 +1,142 @@
+"""`digitsum new-plugin`: a plugin package that installs, lists, trains and tests with no edits.
+
+The files come from ``digitsum/templates/plugin`` (package data), rendered with
+:class:`string.Template`. They are written to a temporary folder beside the target and moved
+into place at the end, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import keyword
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from . import __version__
+from .discovery import canonical_name
+from .errors import UserError
+from .registry import KIND_LABELS, registry_for
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*$")
+KINDS = ("datasets", "fusions", "heads")
+#: What a recipe uses for a kind the plugin does not provide.
+_BUILTIN_FALLBACK = {"datasets": "single_digit", "fusions": "concat", "heads": "classify"}
+_MODULES = {"datasets": "generator", "fusions": "fusion", "heads": "head"}
+_SUFFIXES = {"datasets": ("data", "Data"), "fusions": ("fusion", "Fusion"), "heads": ("head", "Head")}
+
+
+def plugin_names(name: str) -> dict[str, str]:
+    """Distribution, import package and short name for a plugin NAME; a UserError if unusable."""
+    if not _NAME.match(name):
+        raise UserError(
+            f"plugin name {name!r} is not a valid distribution name: use letters, digits and "
+            "'-', '_' or '.' between them, starting with a letter (e.g. digitsum-shapes)"
+        )
+    package = canonical_name(name).replace("-", "_")
+    short = package.removeprefix("digitsum_") or package
+    if canonical_name(name) == "digitsum" or package in sys.stdlib_module_names or keyword.iskeyword(package):
+        raise UserError(f"plugin name {name!r} would shadow the module '{package}'; pick another, e.g. digitsum-{short}-plugin")
+    camel = "".join(part.capitalize() for part in short.split("_"))
+    return {"dist": name, "package": package, "short": short, "camel": camel}
+
+
+def _kinds(requested: Sequence[str] | None) -> list[str]:
+    if not requested:
+        return list(KINDS)
+    kinds = {registry_for(k).kind for k in requested}
+    return [k for k in KINDS if k in kinds]
+
+
+def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
+    from .contracts import CONTRACT_VERSION
+
+    short, camel, package = names["short"], names["camel"], names["package"]
+    components = {k: (f"{short}_{_SUFFIXES[k][0]}", f"{camel}{_SUFFIXES[k][1]}") for k in kinds}
+    groups = "".join(
+        f'[project.entry-points."digitsum.{kind}"]\n{n} = "{package}.{_MODULES[kind]}:{cls}"\n\n'
+        for kind, (n, cls) in components.items()
+    )
+    data_type = components["datasets"][0] if "datasets" in kinds else _BUILTIN_FALLBACK["datasets"]
+    second_target = "compare" if "datasets" in kinds else "sum"
+    head_type = components["heads"][0] if "heads" in kinds else _BUILTIN_FALLBACK["heads"]
+    heads = "".join(f'\n[heads.{t}]\ntype = "{head_type}"\ntarget = "{t}"\n' for t in ("digit", second_target))
+    listed = ", ".join(f"{KIND_LABELS[k]} '{n}'" for k, (n, _) in components.items())
+    return {
+        **names,
+        "contract": str(CONTRACT_VERSION),
+        "digitsum_version": __version__,
+        "component_list": listed,
+        "component_table": "\n".join(
+            ["| kind | name | class |", "|---|---|---|"]
+            + [f"| {KIND_LABELS[k]} | `{n}` | `{package}.{_MODULES[k]}.{c}` |" for k, (n, c) in components.items()]
+        ),
+        "entry_points": groups.rstrip("\n") + "\n",
+        "data_type": data_type,
+        "backbone_type": components["fusions"][0] if "fusions" in kinds else _BUILTIN_FALLBACK["fusions"],
+        "heads": heads,
+        "imports": "".join(f"from {package}.{_MODULES[k]} import {c}\n" for k, (_, c) in components.items()),
+        "classes": ", ".join(c for _, c in components.values()),
+        "registered": ", ".join(f'("{k}", "{n}")' for k, (n, _) in components.items()),
+        **{f"{_MODULES[k]}_name": n for k, (n, _) in components.items()},
+        **{f"{_MODULES[k]}_class": c for k, (_, c) in components.items()},
+    }
+
+
+def _templates() -> list[tuple[str, str]]:
+    """(relative path, text) of every template file."""
+    root = resources.files("digitsum") / "templates" / "plugin"
+    found: list[tuple[str, str]] = []
+
+    def walk(node, prefix: str) -> None:
+        for child in node.iterdir():
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif child.name.endswith(".tmpl"):
+                found.append((f"{prefix}{child.name}", child.read_text(encoding="utf-8")))
+
+    walk(root, "")
+    return found
+
+
+def scaffold_plugin(name: str, directory: str | Path | None = None, kinds: Sequence[str] | None = None) -> Path:
+    """Create plugin package ``name`` in ``directory`` (default ``./name``); return its path.
+
+    ``kinds``: which component kinds to include (default all three); the recipe uses built-ins
+    for the others. The target must not exist or be an empty folder.
+    """
+    names = plugin_names(name)
+    chosen = _kinds(kinds)
+    target = Path(directory) if directory is not None else Path(name)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"{target} already exists and is not empty; choose another --dir")
+    context = _context(names, chosen)
+    skipped = {f"_package_/{_MODULES[k]}.py.tmpl" for k in KINDS if k not in chosen}
+    parent = target.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise UserError(f"cannot create {target}: {e.strerror or e}") from None
+    try:
+        for relative, text in _templates():
+            if relative in skipped:
+                continue
+            out = relative.removesuffix(".tmpl").replace("_package_", names["package"]).replace("_short_", names["short"])
+            out = ".gitignore" if out == "gitignore" else out
+            path = staging / out
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(Template(text).substitute(context), encoding="utf-8")
+        if target.is_dir():
+            target.rmdir()  # empty, checked above
+        os.replace(staging, target)
+    except OSError as e:
+        raise UserError(f"cannot create {target}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,215 @@
+"""Plugin distributions end to end: each test installs plugins into a private folder and runs
+`digitsum` in a subprocess with that folder on PYTHONPATH, as a user's shell would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import RECIPES, REPO, TINY, fake_distribution, run_subprocess
+
+EXAMPLE = REPO / "plugins" / "digitsum-example"
+BROKEN_SOURCES = {
+    "exception": "raise RuntimeError('broken at import')\n",
+    "syntax": "def broken(:\n",
+    "missing-dependency": "import digitsum_no_such_dependency\n",
+}
+
+
+def pip_install_target(source: Path, target: Path) -> Path:
+    """``pip install --no-deps --target``: isolated, offline (build with the venv's setuptools)."""
+    build = target.parent / f"src-{source.name}"
+    shutil.copytree(source, build, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(build)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return target
+
+
+def digitsum(*args, site: Path | list[Path] | None = None, env: dict | None = None, **kwargs):
+    sites = [site] if isinstance(site, Path) else (site or [])
+    full_env = {"PYTHONPATH": os.pathsep.join(map(str, sites)), **(env or {})}
+    return run_subprocess(*args, env=full_env, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory) -> Path:
+    return pip_install_target(EXAMPLE, tmp_path_factory.mktemp("example") / "site")
+
+
+def broken_site(root: Path, how: str = "exception") -> Path:
+    return fake_distribution(
+        root / f"broken-{how}", "digitsum-broken", "0.3",
+        {"digitsum.fusions": {"boom": "broken_plugin:Boom"}},
+        {"broken_plugin/__init__.py": BROKEN_SOURCES[how]},
+    )  # fmt: skip
+
+
+# -- the example plugin ------------------------------------------------------------------------------
+
+
+def test_example_plugin_components_are_listed_with_their_origin(example_site):
+    result = digitsum("list", "--json", site=example_site)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["kind"], r["name"]): r for r in json.loads(result.stdout)}
+    for key in [("datasets", "product_digit"), ("fusions", "bilinear"), ("heads", "ordinal")]:
+        row = rows[key]
+        assert row["distribution"] == "digitsum-example" and row["version"] == "0.1.0"
+        assert row["origin"] == "digitsum-example 0.1.0" and "error" not in row
+    assert rows[("datasets", "product_digit")]["targets"] == {"digit": "Classes(10)", "product": "Classes(82)"}
+    assert rows[("fusions", "concat")]["origin"] == "built-in"
+
+
+def test_example_plugin_recipe_trains_on_tiny_data(example_site, tiny_root, tmp_path):
+    recipe = EXAMPLE / "recipes" / "product.toml"
+    result = digitsum("run", recipe, *TINY, "--out", tmp_path / "run", site=example_site, env={"DIGITSUM_DATA": str(tiny_root)})
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["metrics"]["test"]) == {"digit", "product"}
+    assert "abs_error" in summary["metrics"]["test"]["product"]
+    assert "digitsum-example 0.1.0" in (tmp_path / "run" / "recipe.toml").read_text()  # provenance
+
+
+def test_example_plugin_own_tests_pass(example_site, tmp_path):
+    tests = shutil.copytree(EXAMPLE, tmp_path / "example", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tests, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(example_site)}, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert " passed" in result.stdout
+
+
+def test_plugins_command_shows_each_distribution(example_site, tmp_path):
+    result = digitsum("plugins", "--json", site=[example_site, broken_site(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    report = {r["distribution"]: r for r in json.loads(result.stdout)}
+    assert report["digitsum"]["builtin"] and report["digitsum"]["status"] == "ok"
+    example = report["digitsum-example"]
+    assert example["status"] == "ok" and example["version"] == "0.1.0"
+    assert {(c["kind"], c["name"]) for c in example["components"]} == {
+        ("datasets", "product_digit"), ("fusions", "bilinear"), ("heads", "ordinal")
+    }  # fmt: skip
+    broken = report["digitsum-broken"]
+    assert broken["status"] == "failed" and "broken at import" in broken["components"][0]["error"]
+    table = digitsum("plugins", site=[example_site, broken_site(tmp_path / "again")])
+    assert table.returncode == 0 and "digitsum-broken 0.3" in table.stdout and "broken at import" in table.stdout
+
+
+# -- a broken plugin -----------------------------------------------------------------------------------
+
+
+def test_broken_plugins_are_listed_as_failed_and_the_rest_works(tmp_path):
+    reasons = {"exception": "RuntimeError: broken at import", "syntax": "SyntaxError",
+               "missing-dependency": "No module named 'digitsum_no_such_dependency'"}  # fmt: skip
+    sites = [
+        fake_distribution(tmp_path / how, f"digitsum-broken-{how}", "0.3", {"digitsum.fusions": {f"boom_{i}": f"broken_{i}:Boom"}},
+                          {f"broken_{i}/__init__.py": BROKEN_SOURCES[how]})  # fmt: skip
+        for i, how in enumerate(reasons)
+    ]
+    result = digitsum("list", "--json", site=sites)
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    for i, (how, reason) in enumerate(reasons.items()):
+        row = rows[f"boom_{i}"]
+        assert reason in row["error"] and row["distribution"] == f"digitsum-broken-{how}", row
+    assert "error" not in rows["concat"]
+    table = digitsum("list", "fusions", site=sites)
+    assert table.returncode == 0 and table.stdout.count("failed to load") == 3 and "concat" in table.stdout
+
+
+def test_broken_plugin_leaves_help_and_run_working(tmp_path, tiny_root):
+    site = broken_site(tmp_path)
+    help_ = digitsum("--help", site=site)
+    assert help_.returncode == 0 and "plugins" in help_.stdout
+    run = digitsum("run", RECIPES / "original.toml", *TINY, "--out", tmp_path / "run", site=site, env={"DIGITSUM_DATA": str(tiny_root)})
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_a_recipe_naming_the_broken_component_gets_its_reason(tmp_path):
+    result = digitsum("show", RECIPES / "original.toml", "--set", "backbone.type=boom", site=broken_site(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "digitsum-broken 0.3" in result.stderr and "broken at import" in result.stderr
+
+
+@pytest.mark.parametrize("switch", ["flag", "env"])
+def test_strict_switch_makes_a_broken_plugin_fatal(tmp_path, switch):
+    site = broken_site(tmp_path)
+    args = ["--strict-plugins", "list"] if switch == "flag" else ["list"]
+    env = {"DIGITSUM_STRICT_PLUGINS": "1"} if switch == "env" else {}
+    result = digitsum(*args, site=site, env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "digitsum-broken 0.3" in result.stderr and "broken at import" in result.stderr and "'boom'" in result.stderr
+
+
+def test_strict_run_exits_2_before_training(tmp_path, tiny_root):
+    result = digitsum("--strict-plugins", "run", RECIPES / "original.toml", *TINY, "--out", tmp_path / "run",
+                      site=broken_site(tmp_path), env={"DIGITSUM_DATA": str(tiny_root)})  # fmt: skip
+    assert result.returncode == 2 and "digitsum-broken 0.3" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_strict_passes_when_every_plugin_loads(example_site):
+    result = digitsum("--strict-plugins", "list", "heads", site=example_site)
+    assert result.returncode == 0, result.stderr
+    assert "ordinal" in result.stdout
+
+
+# -- allow and deny -------------------------------------------------------------------------------------
+
+
+def test_deny_list_disables_a_distribution(tmp_path, example_site):
+    site = [example_site, broken_site(tmp_path)]
+    env = {"DIGITSUM_PLUGINS_DENY": "digitsum_broken", "DIGITSUM_STRICT_PLUGINS": "1"}
+    listed = digitsum("list", "--json", site=site, env=env)
+    assert listed.returncode == 0, listed.stderr
+    names = {r["name"] for r in json.loads(listed.stdout)}
+    assert "boom" not in names and {"bilinear", "concat"} <= names
+    report = {r["distribution"]: r for r in json.loads(digitsum("plugins", "--json", site=site, env=env).stdout)}
+    assert report["digitsum-broken"]["status"] == "disabled"
+    assert "DIGITSUM_PLUGINS_DENY" in report["digitsum-broken"]["reason"]
+    named = digitsum("show", RECIPES / "original.toml", "--set", "backbone.type=boom", site=site, env=env)
+    assert named.returncode == 2 and "not loaded: disabled by DIGITSUM_PLUGINS_DENY" in named.stderr
+
+
+def test_allow_list_loads_only_the_named_plugins_and_the_builtins(tmp_path, example_site):
+    site = [example_site, broken_site(tmp_path)]
+    result = digitsum("list", "--json", site=site, env={"DIGITSUM_PLUGINS_ALLOW": "digitsum-example"})
+    names = {r["name"] for r in json.loads(result.stdout)}
+    assert "boom" not in names and {"bilinear", "ordinal", "concat", "classify"} <= names
+
+
+# -- names defined twice, broken metadata -----------------------------------------------------------------
+
+
+def test_a_name_from_two_distributions_needs_the_qualified_form(tmp_path, example_site):
+    twin = fake_distribution(tmp_path / "twin", "digitsum-twin", "2.0",
+                             {"digitsum.fusions": {"bilinear": "digitsum_example.bilinear:Bilinear"}})  # fmt: skip
+    site = [example_site, twin]
+    recipe = EXAMPLE / "recipes" / "product.toml"
+    bare = digitsum("show", recipe, site=site)
+    assert bare.returncode == 2
+    assert "'digitsum-example:bilinear' (digitsum-example 0.1.0)" in bare.stderr
+    assert "'digitsum-twin:bilinear' (digitsum-twin 2.0)" in bare.stderr
+    qualified = digitsum("show", recipe, "--set", "backbone.type=digitsum-twin:bilinear", site=site)
+    assert qualified.returncode == 0, qualified.stderr
+    assert 'type = "digitsum-twin:bilinear"' in qualified.stdout
+
+
+def test_malformed_entry_point_is_reported_not_fatal_unless_strict(tmp_path):
+    site = fake_distribution(tmp_path / "bad", "digitsum-badmeta", "1.0",
+                             {"digitsum.heads": {"no colon": "justamodule", "fine": "digitsum.components.heads.classify:Classify"}})  # fmt: skip
+    report = {r["distribution"]: r for r in json.loads(digitsum("plugins", "--json", site=site).stdout)}
+    bad = report["digitsum-badmeta"]
+    assert bad["status"] == "failed" and "'no colon = justamodule'" in bad["problems"][0]
+    assert digitsum("list", "heads", site=site).returncode == 0
+    strict = digitsum("--strict-plugins", "list", site=site)
+    assert strict.returncode == 2 and "digitsum-badmeta 1.0" in strict.stderr

@@ -1,0 +1,101 @@
+"""`digitsum new-plugin`: the scaffold installs, lists, trains and passes its own tests unedited."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import TINY, run_subprocess
+
+
+def install_editable(source: Path, site: Path) -> list[Path]:
+    """``pip install -e`` into a private folder; returns the PYTHONPATH entries that make it visible.
+
+    A --target folder is not a site directory (its .pth files are not read), so the source folder
+    goes on the path beside it: the same effect as an editable install, nothing outside tmp touched.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(site), "-e", str(source)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return [site, source]
+
+
+def env_for(paths: list[Path], **extra: str) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(map(str, paths)), **extra}
+
+
+def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
+    plugin = tmp_path / "digitsum-shapes"
+    created = run_subprocess("new-plugin", "digitsum-shapes", "--dir", plugin)
+    assert created.returncode == 0, created.stderr
+    assert (plugin / "pyproject.toml").is_file() and (plugin / "README.md").is_file()
+    paths = install_editable(plugin, tmp_path / "site")
+
+    listed = run_subprocess("list", "--json", env=env_for(paths))
+    assert listed.returncode == 0, listed.stderr
+    ours = {(r["kind"], r["name"]): r for r in json.loads(listed.stdout) if r["distribution"] == "digitsum-shapes"}
+    assert set(ours) == {("datasets", "shapes_data"), ("fusions", "shapes_fusion"), ("heads", "shapes_head")}
+    assert all(r["origin"] == "digitsum-shapes 0.1.0" and "error" not in r for r in ours.values())
+
+    run = run_subprocess("run", "recipes/shapes.toml", *TINY, "--out", tmp_path / "run",
+                         env=env_for(paths, DIGITSUM_DATA=str(tiny_root)), cwd=plugin)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 1
+
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=plugin,
+                           capture_output=True, text=True, env={**os.environ, **env_for(paths)}, timeout=600)  # fmt: skip
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    assert "5 passed" in tests.stdout
+
+
+def test_scaffold_with_one_kind_uses_builtins_for_the_rest(tmp_path):
+    plugin = tmp_path / "gate"
+    created = run_subprocess("new-plugin", "digitsum-gate", "--dir", plugin, "--kind", "fusion")
+    assert created.returncode == 0, created.stderr
+    assert sorted(p.name for p in (plugin / "digitsum_gate").iterdir()) == ["__init__.py", "fusion.py"]
+    pyproject = (plugin / "pyproject.toml").read_text()
+    assert '"digitsum.fusions"' in pyproject and '"digitsum.heads"' not in pyproject
+    paths = install_editable(plugin, tmp_path / "site")
+    shown = run_subprocess("show", plugin / "recipes" / "gate.toml", env=env_for(paths))
+    assert shown.returncode == 0, shown.stderr
+    assert 'type = "single_digit"' in shown.stdout and 'type = "gate_fusion"' in shown.stdout and 'type = "classify"' in shown.stdout
+
+
+def test_existing_folder_is_refused_and_left_alone(cli, tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep")
+    result = cli("new-plugin", "digitsum-mine", "--dir", target)
+    assert result.code == 2 and "already exists and is not empty" in result.err
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no staging folder left behind
+
+
+def test_an_empty_existing_folder_is_used(cli, tmp_path):
+    target = tmp_path / "empty"
+    target.mkdir()
+    assert cli("new-plugin", "digitsum-empty", "--dir", target).code == 0
+    assert (target / "digitsum_empty" / "head.py").is_file()
+
+
+@pytest.mark.parametrize("name,message", [
+    ("1plugin", "not a valid distribution name"),
+    ("my plugin", "not a valid distribution name"),
+    ("json", "would shadow the module 'json'"),
+    ("digitsum", "would shadow the module 'digitsum'"),
+])  # fmt: skip
+def test_bad_names_are_refused(cli, tmp_path, name, message):
+    result = cli("new-plugin", name, "--dir", tmp_path / "x")
+    assert result.code == 2 and message in result.err
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_kind_suggests_one(cli, tmp_path):
+    result = cli("new-plugin", "digitsum-x", "--dir", tmp_path / "x", "--kind", "fusoin")
+    assert result.code == 2 and "did you mean 'fusion'" in result.err
