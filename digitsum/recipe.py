@@ -77,6 +77,9 @@ class TrainSection(_Section):
         "onecycle", description="learning-rate schedule over the whole run"
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    checkpoint_every: int = Field(
+        0, ge=0, le=10**9, description="also checkpoint every N steps (0: only at each epoch's end)"
+    )
 
     @field_validator("device")
     @classmethod
