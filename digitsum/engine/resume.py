@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import UserError
 from ..recipe import Recipe, load_recipe
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
-from .rundir import remove_temporary_files
+from .rundir import remove_temporary_files, run_status
 from .train import Callback, Trainer
 
 
@@ -61,7 +61,7 @@ def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] = ()) -> Trainer
     trainer = Trainer(saved.recipe, saved.run_dir, callbacks)
     if saved.checkpoint is not None:
         trainer.load_state_dict(saved.checkpoint, saved.run_dir / "checkpoint.pt")
-        if trainer.finished:
+        if trainer.finished and run_status(saved.run_dir) == "finished":  # else only its summary is missing
             raise UserError(
                 f"{run_dir} has finished all {trainer.epochs} epochs: nothing to resume "
                 f"(digitsum eval {run_dir} evaluates it)"

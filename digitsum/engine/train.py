@@ -183,6 +183,7 @@ class Trainer:
         self.optimizer = make_optimizer(recipe, self.model)
         self.batch_size, self.epochs = section.batch_size, recipe.train.epochs
         self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
+        self.generator.size("test")  # loads and checks the test data too, before anything is written
         self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
