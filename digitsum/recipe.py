@@ -300,7 +300,7 @@ def _load_document(path: Path, problems: list[Problem], chain: tuple[Path, ...] 
     parent = raw.pop("extends", None)
     if parent is not None:
         where = str(source_of(("extends",)))
-        parent_path = (path.parent / parent) if isinstance(parent, str) else None
+        parent_path = (path.parent / parent) if isinstance(parent, str) and "\0" not in parent else None
         if parent_path is None:
             problems.append(Problem(where, "extends", f"must be a path to a recipe (got {parent!r})"))
         elif parent_path.resolve() in chain + (resolved,):
