@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ def stop_on_signals(trainer: Trainer) -> Iterator[Interruption]:
         sys.stderr.write(f"\n{interruption.name}: stopping after this step (again to stop at once)\n")
         sys.stderr.flush()
 
+    if threading.current_thread() is not threading.main_thread():
+        yield interruption  # only the main thread may handle signals; training goes on as usual
+        return
     previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
     try:
         yield interruption
