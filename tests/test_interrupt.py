@@ -18,14 +18,14 @@ from digitsum.testing import write_tiny_mnist
 from .conftest import RECIPES, run_subprocess
 from .runs import outcome
 
-# 1024 samples in batches of 16: 64 steps an epoch, so a signal sent just after the first
+# 640 samples in batches of 16: 40 steps an epoch, so a signal sent just after the first
 # periodic checkpoint (step 4) lands well inside epoch 1.
 ARGS = ["--set", "train.epochs=2", "--set", "data.batch_size=16", "--set", "train.checkpoint_every=4"]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return write_tiny_mnist(tmp_path_factory.mktemp("mnist"), n_train=1024, n_test=64)
+    return write_tiny_mnist(tmp_path_factory.mktemp("mnist"), n_train=640, n_test=64)
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +52,13 @@ def start_and_signal(data: Path, out: Path, *signals: signal.Signals) -> subproc
     return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
 
 
-def test_sigterm_mid_epoch_then_resume_equals_uninterrupted_run(data, uninterrupted, tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_epoch_then_resume_equals_uninterrupted_run(data, uninterrupted, tmp_path, sig, code):
     out = tmp_path / "run"
-    stopped = start_and_signal(data, out, signal.SIGTERM)
-    assert stopped.returncode == 143, stopped.stderr
+    stopped = start_and_signal(data, out, sig)
+    assert stopped.returncode == code, stopped.stderr
     state = load_checkpoint(out / "checkpoint.pt")
-    assert state["epoch"] == 0 and 4 <= state["step"] < 64  # mid-epoch
+    assert state["epoch"] == 0 and 4 <= state["step"] < 40  # mid-epoch
     assert f"interrupted at epoch 1 step {state['step']}; resume with: digitsum run --resume {out}" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     assert not list(out.glob(".*.tmp"))

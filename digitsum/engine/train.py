@@ -22,8 +22,8 @@ from torch import Tensor
 from .. import __version__
 from ..contracts import Generator
 from ..data import DataContext, default_root
-from ..recipe import Recipe
 from ..errors import UserError
+from ..recipe import Recipe
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .model import DigitModel, build_model, pick_device
 from .rundir import RUN_FORMAT, MetricsLog, write_json, write_text
@@ -191,6 +191,7 @@ class Trainer:
         # Where training stands: epochs completed, steps done of the next one and their tally.
         self.epochs_done, self.step, self.tally = 0, 0, Tally()
         self.epoch_seconds = self.seconds_before = 0.0  # time spent before a resume
+        self._fit_started = self._epoch_started = time.perf_counter()
         self.resumed = False
 
     def request_stop(self, reason: str, *, failed: bool = False) -> None:
