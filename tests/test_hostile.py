@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from digitsum.data import MNIST_FILES
-from digitsum.testing import write_idx, write_tiny_mnist
+from digitsum.testing import write_idx
 
 from .conftest import RECIPES
-from .runs import StopAt, outcome, snapshot, tiny_args, train
+from .runs import StopAt, outcome, snapshot, train
 
 GOOD = (RECIPES / "original.toml").read_text()
 
