@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from . import __version__
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .engine.train import Trainer
 
 app = typer.Typer(
     name="digitsum",
@@ -79,7 +82,7 @@ def run(
     _fit(trainer)
 
 
-def _fit(trainer) -> None:
+def _fit(trainer: Trainer) -> None:
     """Train with Ctrl-C and SIGTERM turned into a checkpointed stop; say how to resume."""
     from .engine.interrupt import stop_on_signals
 
