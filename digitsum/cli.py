@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from . import __version__
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .engine.train import Trainer
 
 app = typer.Typer(
     name="digitsum",
@@ -55,28 +58,68 @@ def _main(
 
 @app.command()
 def run(
-    recipe: RecipeArg,
+    recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML file", show_default=False)] = None,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory (default runs/<recipe>/<timestamp>)")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="skip the quick checks before the first epoch")] = False,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="continue the run in this run directory", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite the run directory given by --out")] = False,
 ) -> None:
-    """Train a recipe and write its run directory."""
+    """Train a recipe and write its run directory, or continue an interrupted run (--resume).
+
+    Ctrl-C or SIGTERM stops after the current step and keeps a checkpoint; again, at once.
+    """
     from .engine.report import ConsoleReporter
-    from .engine.rundir import create_run_dir
-    from .engine.train import run as train_run
+    from .engine.rundir import choose_run_dir, prepare_run_dir
+    from .engine.train import Trainer, default_callbacks
     from .engine.watch import Preflight, Watch, doctor_command
     from .recipe import load_recipe
 
-    loaded = load_recipe(recipe, set_ or [])
-    run_dir = create_run_dir(loaded.name, out)
-    hint = doctor_command(recipe, set_ or [])
-    watch = Watch(console, hint)
-    checks = [] if no_preflight else [Preflight(console, hint)]
-    train_run(loaded, run_dir, [ConsoleReporter(console), *checks, watch])
-    console.print(f"wrote {run_dir}")
+    if resume is not None:
+        if recipe is not None or set_ or out is not None or force:
+            raise UserError("--resume continues a run with its recorded recipe: give no RECIPE, --set, --out or --force with it")
+        from .engine.resume import resume_trainer
+
+        watch = Watch(console, doctor_command(resume / "recipe.toml"))
+        trainer = resume_trainer(resume, [ConsoleReporter(console), watch, *default_callbacks()])
+        console.print(f"resuming {resume} at epoch {trainer.epochs_done + 1} step {trainer.step}")
+    elif recipe is None:
+        raise UserError("give a recipe to train, or --resume RUN_DIR to continue a run")
+    else:
+        loaded = load_recipe(recipe, set_ or [])
+        run_dir = choose_run_dir(loaded.name, out, force)
+        hint = doctor_command(recipe, set_ or [])
+        watch = Watch(console, hint)
+        checks = [] if no_preflight else [Preflight(console, hint)]
+        # the Trainer loads the data before anything is written
+        trainer = Trainer(loaded, run_dir, [ConsoleReporter(console), *checks, watch, *default_callbacks()])
+        prepare_run_dir(run_dir)
+    _fit(trainer)
+    console.print(f"wrote {trainer.run_dir}")
     if watch.failure:
         err_console.print(f"[bold red]error:[/] {watch.failure}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _fit(trainer: Trainer) -> None:
+    """Train with Ctrl-C and SIGTERM turned into a checkpointed stop; say how to resume."""
+    from .engine.interrupt import stop_on_signals
+
+    run_dir = trainer.run_dir
+    try:
+        with stop_on_signals(trainer) as interruption:
+            trainer.fit()
+    except UserError as e:
+        if (run_dir / "checkpoint.pt").exists():
+            e.message += f"\nthe last checkpoint is intact; resume with: digitsum run --resume {run_dir}"
+        raise
+    if interruption.signum and not trainer.finished:
+        err_console.print(
+            f"interrupted at epoch {trainer.epochs_done + 1} step {trainer.step}; "
+            f"resume with: digitsum run --resume {run_dir}",
+            highlight=False, soft_wrap=True, markup=False,
+        )  # fmt: skip
+        sys.exit(interruption.exit_code)
 
 
 @app.command()
@@ -99,6 +142,33 @@ def doctor(
         render_report(report, console)
     if not report.healthy:
         raise typer.Exit(1)
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="run directory", show_default=False)],
+    split: Annotated[str, typer.Option("--split", help="test or train")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Evaluate a run directory's checkpoint and print the metrics of every head."""
+    if split not in ("test", "train"):
+        raise UserError(f"--split {split!r}: must be test or train")
+    from .engine.resume import evaluate_run
+
+    result = evaluate_run(run_dir, split)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    from rich.table import Table
+
+    where = f"epoch {result['epoch']}" + (f" + {result['step']} steps" if result["step"] else "")
+    table = Table(title=f"{result['recipe']} ({where}) on the {split} split")
+    for column in ("head", "metric", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for head, values in result["heads"].items():
+        for metric, value in values.items():
+            table.add_row(head, metric, f"{value:.4f}")
+    console.print(table)
 
 
 @app.command()
@@ -188,3 +258,6 @@ def main() -> None:
 
         err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C outside training (loading data, say): nothing was written
+        err_console.print("interrupted", highlight=False)
+        sys.exit(130)

@@ -77,6 +77,9 @@ class TrainSection(_Section):
         "onecycle", description="learning-rate schedule over the whole run"
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    checkpoint_every: int = Field(
+        0, ge=0, le=10**9, description="also checkpoint every N steps (0: only at each epoch's end)"
+    )
 
     @field_validator("device")
     @classmethod
@@ -297,7 +300,7 @@ def _load_document(path: Path, problems: list[Problem], chain: tuple[Path, ...] 
     parent = raw.pop("extends", None)
     if parent is not None:
         where = str(source_of(("extends",)))
-        parent_path = (path.parent / parent) if isinstance(parent, str) else None
+        parent_path = (path.parent / parent) if isinstance(parent, str) and "\0" not in parent else None
         if parent_path is None:
             problems.append(Problem(where, "extends", f"must be a path to a recipe (got {parent!r})"))
         elif parent_path.resolve() in chain + (resolved,):

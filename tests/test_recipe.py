@@ -148,7 +148,7 @@ def test_overrides_parse_as_toml_else_string(tmp_path):
 def test_override_of_unknown_key_is_an_error_naming_the_set(tmp_path):
     found = problems(write(tmp_path, BASE), ["train.epoks=2"])
     assert found == ["--set train.epoks=2 train.epoks: unknown key — did you mean 'epochs'? "
-                     "(valid: device, epochs, lr, momentum, optimizer, schedule, weight_decay)"]  # fmt: skip
+                     "(valid: checkpoint_every, device, epochs, lr, momentum, optimizer, schedule, weight_decay)"]  # fmt: skip
 
 
 @pytest.mark.parametrize("bad", ["noequals", "=3", "a..b=1", "train.epochs.x=1"])

@@ -35,6 +35,7 @@ class ConsoleReporter(Callback):
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         epochs, steps = trainer.epochs, trainer.steps_per_epoch
         self.started = self.shown_at = time.perf_counter()
+        self.first_step = trainer.step  # a resumed epoch starts part-way
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
@@ -45,14 +46,14 @@ class ConsoleReporter(Callback):
             transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=steps, loss=float("nan"), speed=0.0)
+        self.task = self.progress.add_task("train", total=steps, completed=trainer.step, loss=float("nan"), speed=0.0)
 
     def on_step(self, trainer: Trainer, epoch: int, step: int, loss: Tensor) -> None:
         now = time.perf_counter()
         if now - self.shown_at < 0.25 and step != trainer.steps_per_epoch - 1:
             return  # reading the loss waits for the device: only a few times a second
         self.shown_at = now
-        speed = (step + 1) * trainer.batch_size / (now - self.started)
+        speed = (step + 1 - self.first_step) * trainer.batch_size / (now - self.started)
         self.progress.update(self.task, completed=step + 1, loss=float(loss.detach()), speed=speed)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
@@ -61,6 +62,10 @@ class ConsoleReporter(Callback):
         self.console.print(f"  test: {' · '.join(parts)}")
 
     def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.stop()  # still running when the run stopped part-way through an epoch
+        if not summary["metrics"]:
+            return  # no epoch completed: nothing to tabulate
         table = Table(title=f"{summary['recipe']} after {summary['epochs']} epochs ({summary['seconds']:.1f} s)")
         table.add_column("head")
         table.add_column("metric")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,21 +13,34 @@ from typing import IO, Any
 
 from ..errors import UserError
 
-#: Version of the run-directory layout, recorded in summary.json and checked on reading.
-RUN_FORMAT = 1
+#: Version of the run-directory layout, recorded in summary.json and checkpoint.pt and checked
+#: on reading. 2: checkpoints hold the position within an epoch, RNG states and running tallies.
+RUN_FORMAT = 2
+
+#: The files a run writes; ``--force`` replaces a folder only when it looks like a run.
+RUN_FILES = ("recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json")
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it over."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``path`` through a temporary file in the same folder, then rename it over.
+
+    Either the old file or the whole new one is there afterwards, whatever happens meanwhile
+    (a full disk, a signal): a failed write leaves no temporary file and raises a UserError.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous version, if any, is intact") from None
         raise
 
 
@@ -38,20 +52,57 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def create_run_dir(recipe_name: str, out: str | Path | None) -> Path:
-    """``out`` exactly, or ``runs/<recipe>/<timestamp>/``; never an existing non-empty folder."""
-    if out is not None:
-        path = Path(out)
-    else:
+def run_status(path: Path) -> str | None:
+    """``"finished"`` or ``"unfinished"`` for a run directory, ``None`` for any other folder.
+
+    Read from summary.json alone (no torch): a run is finished when its summary says it
+    was not stopped.
+    """
+    if not (path / "recipe.toml").is_file():
+        return None
+    try:
+        summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "unfinished"
+    return "finished" if isinstance(summary, dict) and "stopped" not in summary else "unfinished"
+
+
+def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
+    """``out`` exactly, or ``runs/<recipe>/<timestamp>/``: a folder that is new, empty, or (with
+    ``force``) a run directory to replace. Writes nothing."""
+    if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = Path("runs") / recipe_name / stamp
         suffix = 1
         while path.exists():
             suffix += 1
             path = Path("runs") / recipe_name / f"{stamp}-{suffix}"
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UserError(f"output folder {path} already exists and is not empty; choose another --out")
+        return path
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output folder {path} is a file; choose another --out")
+    if not path.exists() or not any(path.iterdir()):
+        return path
+    status = run_status(path)
+    if force and status is not None:
+        return path
+    if status == "finished":
+        raise UserError(f"{path} holds a finished run; pass --force to overwrite it, or choose another --out")
+    if status == "unfinished":
+        raise UserError(
+            f"{path} holds an unfinished run; continue it with: digitsum run --resume {path}\n"
+            "or pass --force to start it over"
+        )
+    hint = " (--force replaces only run directories)" if force else ""
+    raise UserError(f"output folder {path} already exists and is not empty; choose another --out{hint}")
+
+
+def prepare_run_dir(path: Path) -> Path:
+    """Create ``path`` (emptying it first if it holds a run) and check that it is writable."""
     try:
+        if run_status(path) is not None:
+            for child in path.iterdir():
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_bytes(b"")
@@ -61,12 +112,54 @@ def create_run_dir(recipe_name: str, out: str | Path | None) -> Path:
     return path
 
 
+def create_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
+    """``out`` exactly, or ``runs/<recipe>/<timestamp>/``; never an existing non-empty folder,
+    except a run directory replaced with ``force``."""
+    return prepare_run_dir(choose_run_dir(recipe_name, out, force))
+
+
+def remove_temporary_files(run_dir: Path) -> None:
+    """Remove what an atomic write killed mid-way left behind (``.<name>.*.tmp``)."""
+    for name in RUN_FILES:
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 class MetricsLog:
-    """``metrics.jsonl``: one JSON line per epoch and split, appended and flushed as it goes."""
+    """``metrics.jsonl``: one JSON line per epoch and split.
+
+    Each append rewrites the (small) file atomically, so a full disk or a kill never leaves
+    half a line.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def records(self) -> list[dict[str, Any]]:
+        """The whole records in the file (a torn or foreign line is skipped)."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
     def append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self._write(self.records() + [record])
+
+    def keep_epochs(self, epochs: int) -> None:
+        """Drop the records of epochs after ``epochs`` (a resumed run logs them again)."""
+        records = self.records()
+        kept = [r for r in records if isinstance(r.get("epoch"), int) and r["epoch"] <= epochs]
+        if kept != records or (self.path.exists() and not kept):
+            self._write(kept)
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))

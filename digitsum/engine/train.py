@@ -22,9 +22,11 @@ from torch import Tensor
 from .. import __version__
 from ..contracts import Generator
 from ..data import DataContext, default_root
+from ..errors import UserError
 from ..recipe import Recipe
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .model import DigitModel, build_model, pick_device
-from .rundir import RUN_FORMAT, MetricsLog, atomic_write, write_json, write_text
+from .rundir import RUN_FORMAT, MetricsLog, write_json, write_text
 
 #: Samples per evaluation batch. Fixed, so the test pairings depend on the seed alone.
 EVAL_BATCH = 1000
@@ -43,12 +45,15 @@ def make_rng(device: torch.device, seed: int) -> torch.Generator:
 
 
 def train_batches(
-    generator: Generator, batch_size: int, seed: int, epoch: int, device: torch.device
+    generator: Generator, batch_size: int, seed: int, epoch: int, device: torch.device, first_step: int = 0
 ) -> Iterator[dict[str, Tensor]]:
-    """One epoch of training batches: a fresh permutation and fresh draws every epoch."""
+    """One epoch of training batches: a fresh permutation and fresh draws every epoch.
+
+    ``first_step`` skips the steps before it without drawing them (a resumed epoch).
+    """
     n = generator.size("train")
     order = torch.randperm(n, generator=make_rng(torch.device("cpu"), stream_seed(seed, "order", epoch))).to(device)
-    for step, start in enumerate(range(0, n, batch_size)):
+    for step, start in enumerate(range(first_step * batch_size, n, batch_size), start=first_step):
         rng = make_rng(device, stream_seed(seed, "train", epoch, step))
         yield generator.draw("train", order[start : start + batch_size], rng)
 
@@ -83,6 +88,14 @@ class Tally:
 
     def means(self) -> dict[str, dict[str, float]]:
         return {head: {k: float(v) / max(self.count, 1) for k, v in values.items()} for head, values in self.sums.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "sums": self.sums}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> Tally:
+        sums = {head: {k: v.to(device) for k, v in values.items()} for head, values in state["sums"].items()}
+        return cls(int(state["count"]), sums)
 
 
 @torch.no_grad()
@@ -153,18 +166,6 @@ def provenance(device: torch.device) -> dict[str, str]:
     return info
 
 
-def save_checkpoint(path: Path, model: DigitModel, optimizer, scheduler, epoch: int, recipe: Recipe) -> None:
-    state = {
-        "format": RUN_FORMAT,
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "recipe": recipe.to_dict(),
-    }
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
 class Trainer:
     """One recipe's model, data, optimizer and schedule, and the loop that trains them."""
 
@@ -182,16 +183,24 @@ class Trainer:
         self.optimizer = make_optimizer(recipe, self.model)
         self.batch_size, self.epochs = section.batch_size, recipe.train.epochs
         self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
+        self.generator.size("test")  # loads and checks the test data too, before anything is written
         self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.failed = False
+        # Where training stands: epochs completed, steps done of the next one and their tally.
+        self.epochs_done, self.step, self.tally = 0, 0, Tally()
+        self.epoch_seconds = self.seconds_before = 0.0  # time spent before a resume
+        self._fit_started = self._epoch_started = time.perf_counter()
+        self.resumed = False
 
     def request_stop(self, reason: str, *, failed: bool = False) -> None:
-        """End training after the current step (callbacks call this).
+        """End training after the current step (callbacks and signal handlers call this).
 
-        ``failed``: the model is no longer good (e.g. the loss became NaN): the current epoch is
-        neither evaluated nor checkpointed, so the last good checkpoint stays.
+        A stop within an epoch checkpoints it part-way (not evaluated): ``digitsum run --resume``
+        continues from there. ``failed``: the model is no longer good (e.g. the loss became
+        NaN): the current epoch is neither evaluated nor checkpointed, so the last good
+        checkpoint stays.
         """
         self.stop_reason = self.stop_reason or reason
         self.failed = self.failed or failed
@@ -211,37 +220,103 @@ class Trainer:
         return outputs, losses, loss
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        started, tally = time.perf_counter(), Tally()
-        for step, batch in enumerate(train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device)):
+        """Train the steps of ``epoch`` from ``self.step`` on; return its metrics once complete."""
+        self._epoch_started = time.perf_counter() - self.epoch_seconds
+        every = self.recipe.train.checkpoint_every
+        batches = train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device, self.step)
+        for step, batch in enumerate(batches, start=self.step):
             outputs, losses, loss = self.train_step(batch)
-            tally.add(self.model, outputs, losses, batch)
+            self.tally.add(self.model, outputs, losses, batch)
+            self.step = step + 1
             self._emit("on_step", epoch, step, loss)
             if self.stop_reason:
                 break
-        seconds = time.perf_counter() - started
-        return {"heads": tally.means(), "seconds": round(seconds, 3), "samples_per_s": round(tally.count / seconds, 1),
-                "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
+            done = (epoch - 1) * self.steps_per_epoch + self.step
+            if every and done % every == 0 and self.step < self.steps_per_epoch:
+                self.save_checkpoint()
+        seconds = time.perf_counter() - self._epoch_started
+        self.epoch_seconds = seconds
+        return {"heads": self.tally.means(), "seconds": round(seconds, 3),
+                "samples_per_s": round(self.tally.count / seconds, 1), "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
 
     def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
         return evaluate(self.model, self.generator, split, self.recipe.seed, self.device)
 
+    @property
+    def finished(self) -> bool:
+        return self.epochs_done == self.epochs
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs (the fields are listed in engine/checkpoint.py)."""
+        in_epoch = self.step > 0
+        return {
+            "format": RUN_FORMAT,
+            "epoch": self.epochs_done,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "tally": self.tally.state_dict(),
+            "history": self.history,
+            "epoch_seconds": time.perf_counter() - self._epoch_started if in_epoch else 0.0,
+            "seconds": self.seconds_before + time.perf_counter() - self._fit_started,
+            "recipe": self.recipe.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], where: Path | str = "checkpoint") -> None:
+        """Continue from a checkpoint (already read and checked by ``load_checkpoint``)."""
+        epoch, step = state["epoch"], state["step"]
+        if epoch > self.epochs or step >= self.steps_per_epoch or (epoch == self.epochs and step):
+            raise UserError(
+                f"{where} is at epoch {epoch} step {step}, outside this recipe's "
+                f"{self.epochs} epochs of {self.steps_per_epoch} steps"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            self.tally = Tally.from_state(state["tally"], self.device)
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            detail = " ".join(str(e).split()) or type(e).__name__
+            detail = detail if len(detail) <= 300 else detail[:297] + "..."
+            raise UserError(f"{where} does not fit the model this recipe builds: {detail}") from None
+        self.epochs_done, self.step, self.history = epoch, step, list(state["history"])
+        self.epoch_seconds, self.seconds_before = float(state["epoch_seconds"]), float(state["seconds"])
+        self.resumed = True
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(self.run_dir / "checkpoint.pt", self.state_dict())
+
     def fit(self) -> dict[str, Any]:
-        """Train every epoch, evaluating and checkpointing after each; write the run directory."""
-        started = time.perf_counter()
+        """Train every epoch, evaluating and checkpointing after each; write the run directory.
+
+        A resumed trainer (``load_state_dict``) continues at its position and keeps the
+        run directory's recipe.toml and the metrics of the epochs it had completed.
+        """
+        self._fit_started = self._epoch_started = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
         log = MetricsLog(self.run_dir / "metrics.jsonl")
+        if self.resumed:
+            log.keep_epochs(self.epochs_done)
+        else:
+            write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
         self._emit("on_start")
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(self.epochs_done + 1, self.epochs + 1):
             self._emit("on_epoch_start", epoch)
             train = self.train_epoch(epoch)
             if self.failed:
+                break
+            if self.step < self.steps_per_epoch:  # stopped part-way: keep the place, evaluate nothing
+                self.save_checkpoint()
                 break
             test = self.evaluate("test")
             log.append({"epoch": epoch, "split": "train", **train})
             log.append({"epoch": epoch, "split": "test", "heads": test})
             self.history.append({"epoch": epoch, "train": train["heads"], "test": test})
-            save_checkpoint(self.run_dir / "checkpoint.pt", self.model, self.optimizer, self.scheduler, epoch, self.recipe)
+            self.epochs_done, self.step, self.tally, self.epoch_seconds = epoch, 0, Tally(), 0.0
+            self.save_checkpoint()
             self._emit("on_epoch_end", epoch, train["heads"], test)
             if self.stop_reason:
                 break
@@ -252,10 +327,11 @@ class Trainer:
             "device": str(self.device),
             "epochs": len(self.history),
             "metrics": {"train": self.history[-1]["train"], "test": self.history[-1]["test"]} if self.history else {},
-            "seconds": round(time.perf_counter() - started, 3),
+            "seconds": round(self.seconds_before + time.perf_counter() - self._fit_started, 3),
         }
-        if self.stop_reason:
+        if self.stop_reason and not self.finished:
             summary["stopped"] = self.stop_reason
+            summary["position"] = {"epoch": self.epochs_done, "step": self.step}
         write_json(self.run_dir / "summary.json", summary)
         self._emit("on_end", summary)
         return summary

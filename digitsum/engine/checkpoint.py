@@ -1,0 +1,160 @@
+"""Checkpoints: written atomically, read without running anyone's code.
+
+A checkpoint is a ``torch.save`` zip archive of plain data and tensors only:
+
+``format``        run-directory format (:data:`~digitsum.engine.rundir.RUN_FORMAT`)
+``epoch``         epochs completed (evaluated and logged)
+``step``          steps completed of the next epoch (0 at an epoch's end)
+``model``, ``optimizer``, ``scheduler``   their state dicts
+``rng``           torch's global RNG states (CPU, and CUDA when used)
+``tally``         the running sums of the epoch in progress (``count``, ``sums``)
+``history``       per-epoch train and test metrics so far (for summary.json)
+``epoch_seconds``, ``seconds``   time spent so far in the epoch in progress and in the run
+``recipe``        the resolved recipe, as ``Recipe.to_dict()``
+
+Loading uses ``torch.load(weights_only=True)``: a pickle that names any other Python object
+(a class, a function, ``os.system``) is refused before anything in it runs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .rundir import RUN_FORMAT, atomic_write
+
+#: Recipe keys that say where and how a run executes, not what it computes: they may differ
+#: between a checkpoint and the recipe it is resumed or evaluated with.
+RUNTIME_KEYS = frozenset({"data.root", "data.download", "train.device", "train.checkpoint_every"})
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format": int,
+    "epoch": int,
+    "step": int,
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "rng": dict,
+    "tally": dict,
+    "history": list,
+    "epoch_seconds": (int, float),
+    "seconds": (int, float),
+    "recipe": dict,
+}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: the previous checkpoint stays until the new one is whole."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely and check its format and fields; raise UserError otherwise."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found: the run stopped before its first checkpoint") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if magic != _ZIP_MAGIC:
+        # digitsum writes zip archives only; refusing anything else also keeps torch's legacy
+        # (raw pickle) reader out of reach.
+        raise UserError(f"{path} is not a digitsum checkpoint: it is empty, truncated or another kind of file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the unpickler and the zip reader raise many types; all mean the same
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found:
+            raise UserError(
+                f"{path} refused: it holds a Python object ({found.group(1)}) that would run code when "
+                "loaded; digitsum loads checkpoints of tensors and plain data only"
+            ) from None
+        raise UserError(f"{path} is truncated or corrupt and cannot be read ({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a digitsum checkpoint (it holds a {type(state).__name__}, not a dict)")
+    check_format(state.get("format"), path)
+    problems = [
+        f"'{key}' is missing" if key not in state else f"'{key}' should be {_type_name(kind)}"
+        for key, kind in _FIELDS.items()
+        if key not in state or not isinstance(state[key], kind) or isinstance(state[key], bool)
+    ]
+    if not problems and (state["epoch"] < 0 or state["step"] < 0):
+        problems.append("epoch and step must not be negative")
+    if problems:
+        raise UserError(f"{path} is not a valid digitsum checkpoint: {'; '.join(problems)}")
+    return state
+
+
+def check_format(found: Any, where: Path) -> None:
+    """Refuse a run directory written in another format, saying which way it differs."""
+    if found == RUN_FORMAT:
+        return
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise UserError(f"{where} is not a digitsum run file: it records no run format")
+    age = "a newer digitsum" if found > RUN_FORMAT else "an older digitsum"
+    raise UserError(
+        f"{where} was written in run format {found} by {age}; this digitsum reads format {RUN_FORMAT}. "
+        "Use the digitsum version named in the run's recipe.toml [provenance]"
+    )
+
+
+def recipe_differences(recipe: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved recipes (runtime keys aside)."""
+    ours, theirs = _flatten(recipe), _flatten(saved)
+    return [
+        key
+        for key in sorted(set(ours) | set(theirs))
+        if key not in RUNTIME_KEYS and ours.get(key, _MISSING) != theirs.get(key, _MISSING)
+    ]
+
+
+def describe_differences(recipe: dict[str, Any], saved: dict[str, Any], limit: int = 6) -> str:
+    """``"train.lr is 0.001 in the recipe but 0.002 in the checkpoint; ..."``."""
+    ours, theirs = _flatten(recipe), _flatten(saved)
+    keys = recipe_differences(recipe, saved)
+    parts = [f"{k} is {_show(ours.get(k, _MISSING))} in the recipe but {_show(theirs.get(k, _MISSING))} in the checkpoint" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return "; ".join(parts)
+
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    return "absent" if value is _MISSING else repr(value)
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", dict: "a table", list: "a list"}
+    return names[kind] if isinstance(kind, type) else "a number"
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's global RNG states: dropout and anything else drawing outside the data streams."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

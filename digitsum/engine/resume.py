@@ -1,0 +1,89 @@
+"""Reading a run directory back: resuming its training, evaluating its checkpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..recipe import Recipe, load_recipe
+from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
+from .rundir import remove_temporary_files, run_status
+from .train import Callback, Trainer
+
+
+@dataclass
+class SavedRun:
+    """A run directory's resolved recipe and its checkpoint (``None`` before the first one)."""
+
+    run_dir: Path
+    recipe: Recipe
+    checkpoint: dict[str, Any] | None
+
+
+def open_run(run_dir: Path) -> SavedRun:
+    """Read a run directory's recipe.toml and checkpoint.pt safely; refuse a run directory of
+    another format, and a checkpoint whose recipe differs from recipe.toml."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory not found: {run_dir}")
+    recipe_path, checkpoint_path = run_dir / "recipe.toml", run_dir / "checkpoint.pt"
+    if not recipe_path.is_file():
+        raise UserError(f"{run_dir} is not a run directory: it has no recipe.toml")
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+    if checkpoint is None:
+        _check_summary_format(run_dir / "summary.json")
+    recipe = load_recipe(recipe_path)  # format first: a newer run's recipe may not validate here
+    if checkpoint is not None and recipe_differences(recipe.to_dict(), checkpoint["recipe"]):
+        raise UserError(
+            f"{checkpoint_path} was written by a different recipe than {recipe_path}: "
+            + describe_differences(recipe.to_dict(), checkpoint["recipe"])
+        )
+    return SavedRun(run_dir, recipe, checkpoint)
+
+
+def _check_summary_format(path: Path) -> None:
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        raise UserError(f"{path} is not valid JSON: the run directory is damaged") from None
+    check_format(summary.get("format") if isinstance(summary, dict) else None, path)
+
+
+def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] = ()) -> Trainer:
+    """A Trainer at the place a run directory's checkpoint left off (the start, without one)."""
+    saved = open_run(run_dir)
+    trainer = Trainer(saved.recipe, saved.run_dir, callbacks)
+    if saved.checkpoint is not None:
+        trainer.load_state_dict(saved.checkpoint, saved.run_dir / "checkpoint.pt")
+        if trainer.finished and run_status(saved.run_dir) == "finished":  # else only its summary is missing
+            raise UserError(
+                f"{run_dir} has finished all {trainer.epochs} epochs: nothing to resume "
+                f"(digitsum eval {run_dir} evaluates it)"
+            )
+    else:
+        trainer.resumed = True  # keep recipe.toml as it is; metrics.jsonl starts over
+    remove_temporary_files(saved.run_dir)
+    return trainer
+
+
+def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
+    """Evaluate a run directory's checkpoint on ``split``: per-head metrics and where it stood."""
+    saved = open_run(run_dir)
+    if saved.checkpoint is None:
+        raise UserError(f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint")
+    trainer = Trainer(saved.recipe, saved.run_dir)
+    trainer.load_state_dict(saved.checkpoint, saved.run_dir / "checkpoint.pt")
+    return {
+        "run": str(saved.run_dir),
+        "recipe": saved.recipe.name,
+        "split": split,
+        "epoch": trainer.epochs_done,
+        "step": trainer.step,
+        "heads": trainer.evaluate(split),
+    }

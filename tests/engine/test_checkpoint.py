@@ -1,0 +1,99 @@
+"""Checkpoints are read without running code: a pickle that would run some is refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from digitsum.engine.checkpoint import describe_differences, load_checkpoint, recipe_differences
+from digitsum.errors import UserError
+
+from ..runs import StopAt, snapshot, train
+
+
+class LeavesAMark:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+class RunsAShellCommand(LeavesAMark):
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_root, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished")
+    train(tiny_root, run_dir, callbacks=[StopAt(1, 2)], epochs=2)
+    return run_dir
+
+
+def write_hostile(path: Path, payload: object, as_zip: bool) -> None:
+    if as_zip:
+        state = torch.load(path, weights_only=True)
+        state["model"]["extra"] = payload  # hidden deep inside an otherwise valid checkpoint
+        torch.save(state, path)
+    else:
+        path.write_bytes(pickle.dumps({"model": payload}, protocol=2))
+
+
+@pytest.mark.parametrize("payload", [LeavesAMark, RunsAShellCommand], ids=["open", "os.system"])
+@pytest.mark.parametrize("as_zip", [True, False], ids=["torch-zip", "raw-pickle"])
+@pytest.mark.parametrize("command", ["resume", "eval"])
+def test_checkpoint_carrying_code_is_refused_without_running_it(cli, finished, tmp_path, payload, as_zip, command):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    marker = tmp_path / "code-ran"
+    write_hostile(run_dir / "checkpoint.pt", payload(marker), as_zip)
+
+    # the payload is real: an unsafe load runs it
+    shutil.copy(run_dir / "checkpoint.pt", tmp_path / "copy.pt")
+    if as_zip:
+        torch.load(tmp_path / "copy.pt", weights_only=False)
+    else:
+        pickle.loads((tmp_path / "copy.pt").read_bytes())
+    assert marker.exists()
+    marker.unlink()
+
+    before = snapshot(run_dir)
+    args = ["run", "--resume", run_dir] if command == "resume" else ["eval", run_dir]
+    result = cli(*args)
+    assert result.code == 2 and "Traceback" not in result.err
+    message = " ".join(result.err.split())
+    assert str(run_dir / "checkpoint.pt") in message
+    if as_zip:
+        assert "refused" in message and "would run code" in message
+    else:
+        assert "not a digitsum checkpoint" in message  # only zip archives are read at all
+    assert not marker.exists()
+    assert snapshot(run_dir) == before
+
+
+def test_a_good_checkpoint_loads_with_its_fields(finished):
+    state = load_checkpoint(finished / "checkpoint.pt")
+    assert (state["format"], state["epoch"], state["step"]) == (2, 0, 3)
+    assert state["tally"]["count"] == 3 * 64 and set(state["rng"]) >= {"cpu"}
+
+
+def test_recipe_differences_ignore_where_a_run_executes():
+    a = {"data": {"root": "/a", "batch_size": 64}, "train": {"device": "cpu", "lr": 0.1}}
+    b = {"data": {"root": "/b", "batch_size": 32}, "train": {"device": "cuda", "lr": 0.1, "extra": 1}}
+    assert recipe_differences(a, b) == ["data.batch_size", "train.extra"]
+    assert describe_differences(a, b) == (
+        "data.batch_size is 64 in the recipe but 32 in the checkpoint; train.extra is absent in the recipe but 1 in the checkpoint"
+    )
+
+
+def test_load_checkpoint_refuses_a_missing_file(tmp_path):
+    with pytest.raises(UserError, match="stopped before its first checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
