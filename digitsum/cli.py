@@ -51,15 +51,18 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory (default runs/<recipe>/<timestamp>)")] = None,
 ) -> None:
     """Train a recipe and write its run directory."""
+    from .engine import distributed
     from .engine.report import ConsoleReporter
     from .engine.rundir import create_run_dir
     from .engine.train import run as train_run
     from .recipe import load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
-    run_dir = create_run_dir(loaded.name, out)
-    train_run(loaded, run_dir, [ConsoleReporter(console)])
-    console.print(f"wrote {run_dir}")
+    main_rank = distributed.current().is_main  # under torchrun, rank 0 alone writes and prints
+    run_dir = create_run_dir(loaded.name, out) if main_rank else None
+    train_run(loaded, run_dir, [ConsoleReporter(console)] if main_rank else [])
+    if main_rank:
+        console.print(f"wrote {run_dir}")
 
 
 @app.command()

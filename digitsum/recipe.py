@@ -77,6 +77,10 @@ class TrainSection(_Section):
         "onecycle", description="learning-rate schedule over the whole run"
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads for tensor ops; 0: one per core (split between torchrun ranks)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision on CUDA (ignored elsewhere)")
+    channels_last: bool = Field(False, description="channels-last memory format on CUDA (ignored elsewhere)")
+    compile: bool = Field(False, description="torch.compile the model on CUDA (ignored elsewhere)")
 
     @field_validator("device")
     @classmethod

@@ -23,6 +23,9 @@ from .. import __version__
 from ..contracts import Generator
 from ..data import DataContext, default_root
 from ..recipe import Recipe
+from . import distributed
+from .accel import configure_threads, plan
+from .distributed import World
 from .model import DigitModel, build_model, pick_device
 from .rundir import RUN_FORMAT, MetricsLog, atomic_write, write_json, write_text
 
@@ -81,19 +84,27 @@ class Tally:
             for key, value in values.items():
                 head[key] = head[key] + value if key in head else value.clone()
 
+    def reduce(self, world: World) -> None:
+        """Add up the sums and counts of every rank of a data-parallel run (no-op in one process)."""
+        self.count = distributed.all_reduce_sums(self.count, self.sums, world)
+
     def means(self) -> dict[str, dict[str, float]]:
         return {head: {k: float(v) / max(self.count, 1) for k, v in values.items()} for head, values in self.sums.items()}
 
 
 @torch.no_grad()
-def evaluate(model: DigitModel, generator: Generator, split: str, seed: int, device: torch.device) -> dict[str, dict[str, float]]:
-    """Per-head mean loss and metrics over a whole split."""
+def evaluate(
+    model: DigitModel, generator: Generator, split: str, seed: int, device: torch.device, world: World = World()
+) -> dict[str, dict[str, float]]:
+    """Per-head mean loss and metrics over a whole split (each rank evaluates its share)."""
     model.eval()
     tally = Tally()
     for batch in eval_batches(generator, split, seed, device):
+        batch = world.shard(batch)
         outputs = model(batch)
         tally.add(model, outputs, model.losses(outputs, batch), batch)
     model.train()
+    tally.reduce(world)
     return tally.means()
 
 
@@ -168,17 +179,25 @@ def save_checkpoint(path: Path, model: DigitModel, optimizer, scheduler, epoch: 
 class Trainer:
     """One recipe's model, data, optimizer and schedule, and the loop that trains them."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(self, recipe: Recipe, run_dir: Path | None, callbacks: Sequence[Callback] = ()) -> None:
+        """``run_dir`` may be None only on ranks other than 0 of a data-parallel run (they write nothing)."""
         self.recipe = recipe
         self.run_dir = run_dir
         self.callbacks = list(callbacks)
-        self.device = pick_device(recipe.train.device)
+        self.world = distributed.current()
+        self.device = distributed.rank_device(self.world, pick_device(recipe.train.device))
+        distributed.start(self.world, self.device)
+        self.threads = configure_threads(recipe.train.threads, self.world.local_size)
+        self.accel = plan(recipe.train, self.device)
+        self.notes = list(self.accel.notes)  # shown by the console reporter
         torch.manual_seed(recipe.seed)
 
         section = recipe.data.section
         root = Path(section.root).expanduser() if section.root else default_root()
         self.generator = recipe.data.cls(recipe.data.params, DataContext(root, self.device, section.download))
-        self.model = build_model(recipe).to(self.device)
+        self.model = self.accel.prepare_model(build_model(recipe).to(self.device))
+        # what a training step calls: DDP under torchrun, compiled when asked; self.model otherwise
+        self.step_model = self.accel.compiled(distributed.wrap(self.model, self.world, self.device))
         self.optimizer = make_optimizer(recipe, self.model)
         self.batch_size, self.epochs = section.batch_size, recipe.train.epochs
         self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
@@ -197,13 +216,26 @@ class Trainer:
         self.failed = self.failed or failed
 
     def _emit(self, hook: str, *args: Any) -> None:
+        if not self.world.is_main:
+            return  # rank 0 speaks for a data-parallel run
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
+    def _stop_now(self, step: int | None = None) -> bool:
+        """Whether to stop; in a data-parallel run all ranks take rank 0's decision together,
+        every few steps (``step``) and at the end of an epoch (``step=None``)."""
+        if self.world.active:
+            if step is not None and (step + 1) % distributed.STOP_CHECK_EVERY and step + 1 != self.steps_per_epoch:
+                return False
+            self.stop_reason, self.failed = distributed.agree_to_stop(self.world, self.stop_reason, self.failed, self.device)
+        return bool(self.stop_reason)
+
     def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-        outputs = self.model(batch)
-        losses = self.model.losses(outputs, batch)
-        loss = self.model.total_loss(losses)
+        batch = self.accel.prepare_batch(batch)
+        with self.accel.autocast():
+            outputs = self.step_model(batch)
+            losses = self.model.losses(outputs, batch)
+            loss = self.model.total_loss(losses)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -213,24 +245,29 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         started, tally = time.perf_counter(), Tally()
         for step, batch in enumerate(train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device)):
+            batch = self.world.shard(batch)
             outputs, losses, loss = self.train_step(batch)
             tally.add(self.model, outputs, losses, batch)
             self._emit("on_step", epoch, step, loss)
-            if self.stop_reason:
+            if self._stop_now(step):
                 break
+        tally.reduce(self.world)
         seconds = time.perf_counter() - started
         return {"heads": tally.means(), "seconds": round(seconds, 3), "samples_per_s": round(tally.count / seconds, 1),
                 "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
 
     def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
-        return evaluate(self.model, self.generator, split, self.recipe.seed, self.device)
+        with self.accel.autocast():
+            return evaluate(self.model, self.generator, split, self.recipe.seed, self.device, self.world)
 
     def fit(self) -> dict[str, Any]:
         """Train every epoch, evaluating and checkpointing after each; write the run directory."""
         started = time.perf_counter()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
-        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        writes = self.world.is_main  # in a data-parallel run, rank 0 alone writes the run directory
+        if writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
+        log = MetricsLog(self.run_dir / "metrics.jsonl") if writes else None
         self._emit("on_start")
         for epoch in range(1, self.epochs + 1):
             self._emit("on_epoch_start", epoch)
@@ -238,12 +275,13 @@ class Trainer:
             if self.failed:
                 break
             test = self.evaluate("test")
-            log.append({"epoch": epoch, "split": "train", **train})
-            log.append({"epoch": epoch, "split": "test", "heads": test})
             self.history.append({"epoch": epoch, "train": train["heads"], "test": test})
-            save_checkpoint(self.run_dir / "checkpoint.pt", self.model, self.optimizer, self.scheduler, epoch, self.recipe)
+            if writes:
+                log.append({"epoch": epoch, "split": "train", **train})
+                log.append({"epoch": epoch, "split": "test", "heads": test})
+                save_checkpoint(self.run_dir / "checkpoint.pt", self.model, self.optimizer, self.scheduler, epoch, self.recipe)
             self._emit("on_epoch_end", epoch, train["heads"], test)
-            if self.stop_reason:
+            if self._stop_now():
                 break
         summary = {
             "format": RUN_FORMAT,
@@ -254,13 +292,19 @@ class Trainer:
             "metrics": {"train": self.history[-1]["train"], "test": self.history[-1]["test"]} if self.history else {},
             "seconds": round(time.perf_counter() - started, 3),
         }
+        if self.world.active:
+            summary["world_size"] = self.world.size
         if self.stop_reason:
             summary["stopped"] = self.stop_reason
-        write_json(self.run_dir / "summary.json", summary)
+        if writes:
+            write_json(self.run_dir / "summary.json", summary)
         self._emit("on_end", summary)
         return summary
 
 
-def run(recipe: Recipe, run_dir: Path, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+def run(recipe: Recipe, run_dir: Path | None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train and evaluate a recipe, writing the run directory; return the summary."""
-    return Trainer(recipe, run_dir, callbacks).fit()
+    try:
+        return Trainer(recipe, run_dir, callbacks).fit()
+    finally:
+        distributed.stop()
