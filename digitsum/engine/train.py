@@ -253,7 +253,8 @@ class Trainer:
                 break
         tally.reduce(self.world)
         seconds = time.perf_counter() - started
-        return {"heads": tally.means(), "seconds": round(seconds, 3), "samples_per_s": round(tally.count / seconds, 1),
+        return {"heads": tally.means(), "samples": tally.count, "seconds": round(seconds, 3),
+                "samples_per_s": round(tally.count / seconds, 1),
                 "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
 
     def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
