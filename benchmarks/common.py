@@ -26,6 +26,7 @@ EPOCH = 60_000  # samples in one MNIST training epoch: every time is scaled to t
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--recipe", type=Path, default=ORIGINAL, help="digitsum's recipe (default recipes/original.toml)")
     parser.add_argument("--device", default="auto", help="train.device for both pipelines (default auto)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both pipelines (default 0: torch's choice)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -73,10 +74,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def digitsum_trainer(batch_size: int, device: str = "auto", overrides: list[str] = ()) -> Trainer:
-    """A Trainer for recipes/original.toml at ``batch_size`` (its run directory is never written)."""
+def digitsum_trainer(batch_size: int, device: str = "auto", overrides: list[str] = (), recipe_path: Path = ORIGINAL) -> Trainer:
+    """A Trainer for the recipe (recipes/original.toml) at ``batch_size``; its run directory is never written."""
     settings = [f"data.batch_size={batch_size}", f"train.device='{device}'", f"train.threads={torch.get_num_threads()}"]
-    recipe = load_recipe(ORIGINAL, [*settings, *overrides])
+    recipe = load_recipe(recipe_path, [*settings, *overrides])
     return Trainer(recipe, Path(tempfile.gettempdir()) / "digitsum-benchmark-unused")
 
 

@@ -40,7 +40,7 @@ def main() -> None:
     header = f"{'batch':>6} {'floor s':>9} {'digitsum s':>11} {'overhead':>9} {'notebook s':>11} {'notebook/digitsum':>18}"
     print(header)
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        trainer = digitsum_trainer(batch_size, args.device, args.overrides)
+        trainer = digitsum_trainer(batch_size, args.device, args.overrides, args.recipe)
         warm_up(trainer)
         measurements = [lambda: time_floor(trainer, args.samples), lambda: time_digitsum(trainer, args.samples)]
         if not args.no_notebook:

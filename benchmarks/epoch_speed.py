@@ -21,7 +21,7 @@ def main() -> None:
     root, bs = data_root(), args.batch_size
     print(machine())
 
-    trainer = digitsum_trainer(bs, args.device, args.overrides)
+    trainer = digitsum_trainer(bs, args.device, args.overrides, args.recipe)
     warm_up(trainer)
     notebook = NotebookRun(root, bs, device=trainer.device, lean=args.lean_notebook)
     notebook.train_epoch(max_samples=8 * bs)  # warm-up, as for digitsum

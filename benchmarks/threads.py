@@ -33,7 +33,7 @@ def main() -> None:
     counts = range(1, args.max_threads + 1)
     print(f"{'batch':>6} " + " ".join(f"{f'{n} thr samples/s':>16}" for n in counts))
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        trainer = digitsum_trainer(batch_size, args.device)
+        trainer = digitsum_trainer(batch_size, args.device, args.overrides, args.recipe)
         batches = []
         for batch in train_batches(trainer.generator, batch_size, 0, 1, trainer.device):
             batches.append(batch)

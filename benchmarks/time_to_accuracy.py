@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ORIGINAL, base_parser, data_root, machine, parse
+from common import base_parser, data_root, machine, parse
 
 from digitsum.engine.model import pick_device
 from digitsum.engine.train import Callback, Trainer
@@ -46,7 +46,7 @@ class StopAtAccuracy(Callback):
 def digitsum_time(args) -> float | None:
     started = time.perf_counter()
     watch = StopAtAccuracy(args.digit, args.sum, started)
-    recipe = load_recipe(ORIGINAL, [f"train.device='{args.device}'", f"train.threads={args.threads}", *args.overrides])
+    recipe = load_recipe(args.recipe, [f"train.device='{args.device}'", f"train.threads={args.threads}", *args.overrides])
     with tempfile.TemporaryDirectory() as run_dir:
         Trainer(recipe, Path(run_dir), [watch]).fit()
     return watch.seconds
