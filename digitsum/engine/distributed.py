@@ -75,10 +75,10 @@ def rank_device(world: World, device: torch.device) -> torch.device:
     """One GPU per local rank: ``cuda`` becomes ``cuda:<local rank>`` under torchrun."""
     import torch
 
-    if world.active and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", world.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    if world.active and device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)  # NCCL and DDP use the current device of each rank
     return device
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitsum.engine.accel import plan
+from digitsum.engine.accel import Acceleration, plan
 from digitsum.engine.model import pick_device
 from digitsum.engine.train import Trainer
 from digitsum.errors import UserError
@@ -72,3 +72,20 @@ def test_unknown_precision_is_a_recipe_error(tiny_data):
 def test_threads_setting_sets_torch_threads(tiny_data, tmp_path, threads_restored):
     Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=1"]), tmp_path)
     assert torch.get_num_threads() == 1
+
+
+def test_channels_last_applies_to_images_only():
+    acc = Acceleration(torch.device("cpu"), channels_last=True)
+    batch = acc.prepare_batch({"image": torch.rand(4, 3, 8, 8), "number": torch.arange(4)})
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch["number"], torch.arange(4))
+    model = acc.prepare_model(torch.nn.Conv2d(3, 4, 3))
+    assert model.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_autocast_runs_forward_in_the_chosen_precision():
+    layer = torch.nn.Linear(4, 2)
+    with Acceleration(torch.device("cpu"), autocast_dtype=torch.bfloat16).autocast():
+        assert layer(torch.rand(3, 4)).dtype == torch.bfloat16
+    with Acceleration(torch.device("cpu")).autocast():
+        assert layer(torch.rand(3, 4)).dtype == torch.float32

@@ -87,3 +87,17 @@ def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
     assert len(lines) == 4
     # the ranks split every batch: together they train on each sample once per epoch, not twice
     assert [r["samples"] for r in lines if r["split"] == "train"] == [512, 512]
+
+
+@pytest.mark.parametrize("name", ["cpu", "cuda", "cuda:3"])
+def test_single_process_keeps_the_device_it_was_given(name):
+    # no CUDA call is made for one process: a plain "cuda" must stay as is (set_device needs an index)
+    assert distributed.rank_device(World(), torch.device(name)) == torch.device(name)
+
+
+def test_each_local_rank_gets_its_own_gpu(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    device = distributed.rank_device(World(rank=3, size=4, local_rank=1, local_size=2), torch.device("cuda"))
+    assert device == torch.device("cuda", 1) and chosen == [device]
+    assert distributed.rank_device(World(rank=0, size=2), torch.device("cpu")) == torch.device("cpu")
