@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="32,128,512")
     parser.add_argument("--max-threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--samples", type=int, default=4096, help="samples per timing (default 4096)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best counts (default 3)")
+    parser.set_defaults(rounds=3)
     parser.add_argument("--interop", type=int, default=0, help="inter-op threads (default: torch's choice)")
     args = parser.parse_args()
     if args.interop:
