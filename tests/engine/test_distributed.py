@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -55,7 +56,7 @@ def test_world_size_without_torchrun_rendezvous_is_a_user_error(monkeypatch):
 
 def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """torchrun on localhost (a free port), killed with all its workers if it overruns."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "digitsum", *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     try:
         out, err = process.communicate(timeout=TORCHRUN_TIMEOUT)
@@ -71,7 +72,7 @@ def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
 
     env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
     sets = [arg for a in ARGS for arg in ("--set", a)]
-    result = _torchrun(["run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "ddp")], env)
+    result = _torchrun(["-m", "digitsum", "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "ddp")], env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote ") == 1  # rank 0 alone prints
 
@@ -101,3 +102,16 @@ def test_each_local_rank_gets_its_own_gpu(monkeypatch):
     device = distributed.rank_device(World(rank=3, size=4, local_rank=1, local_size=2), torch.device("cuda"))
     assert device == torch.device("cuda", 1) and chosen == [device]
     assert distributed.rank_device(World(rank=0, size=2), torch.device("cpu")) == torch.device("cpu")
+
+
+def test_a_stop_asked_on_rank_0_stops_every_rank_at_the_same_step(tiny_data, tmp_path):
+    env = {**os.environ, "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("ddp_stop_script.py")
+    result = _torchrun([str(script), str(RECIPES / "original.toml"), str(tmp_path / "run")], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in ranks] == [0, 1]
+    # asked at step 3 on rank 0; the ranks agree every STOP_CHECK_EVERY steps, so both stop there
+    assert [r["steps"] for r in ranks] == [distributed.STOP_CHECK_EVERY] * 2
+    assert [r["epochs"] for r in ranks] == [1, 1]  # the stopped epoch is evaluated, the next never starts
+    assert ranks[0]["stopped"] == "asked at step 3" and ranks[1]["stopped"]
