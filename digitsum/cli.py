@@ -68,33 +68,43 @@ def run(
     """Train a recipe and write its run directory, or continue an interrupted run (--resume).
 
     Ctrl-C or SIGTERM stops after the current step and keeps a checkpoint; again, at once.
+    Under torchrun, every rank trains its slice; rank 0 alone prints and writes.
     """
+    from .engine import distributed
     from .engine.report import ConsoleReporter
     from .engine.rundir import choose_run_dir, prepare_run_dir
     from .engine.train import Trainer, default_callbacks
     from .engine.watch import Preflight, Watch, doctor_command
     from .recipe import load_recipe
 
+    main_rank = distributed.current().is_main
     if resume is not None:
         if recipe is not None or set_ or out is not None or force:
             raise UserError("--resume continues a run with its recorded recipe: give no RECIPE, --set, --out or --force with it")
         from .engine.resume import resume_trainer
 
         watch = Watch(console, doctor_command(resume / "recipe.toml"))
-        trainer = resume_trainer(resume, [ConsoleReporter(console), watch, *default_callbacks()])
-        console.print(f"resuming {resume} at epoch {trainer.epochs_done + 1} step {trainer.step}")
+        trainer = resume_trainer(resume, [ConsoleReporter(console), watch, *default_callbacks()], writes=main_rank)
+        if main_rank:
+            console.print(f"resuming {resume} at epoch {trainer.epochs_done + 1} step {trainer.step}")
     elif recipe is None:
         raise UserError("give a recipe to train, or --resume RUN_DIR to continue a run")
     else:
         loaded = load_recipe(recipe, set_ or [])
-        run_dir = choose_run_dir(loaded.name, out, force)
+        run_dir = choose_run_dir(loaded.name, out, force) if main_rank else None
         hint = doctor_command(recipe, set_ or [])
         watch = Watch(console, hint)
         checks = [] if no_preflight else [Preflight(console, hint)]
         # the Trainer loads the data before anything is written
         trainer = Trainer(loaded, run_dir, [ConsoleReporter(console), *checks, watch, *default_callbacks()])
-        prepare_run_dir(run_dir)
-    _fit(trainer)
+        if main_rank:
+            prepare_run_dir(run_dir)
+    try:
+        _fit(trainer)
+    finally:
+        distributed.stop()
+    if not main_rank:
+        return
     console.print(f"wrote {trainer.run_dir}")
     if watch.failure:
         err_console.print(f"[bold red]error:[/] {watch.failure}", highlight=False, soft_wrap=True)
@@ -110,7 +120,7 @@ def _fit(trainer: Trainer) -> None:
         with stop_on_signals(trainer) as interruption:
             trainer.fit()
     except UserError as e:
-        if (run_dir / "checkpoint.pt").exists():
+        if run_dir is not None and (run_dir / "checkpoint.pt").exists():
             e.message += f"\nthe last checkpoint is intact; resume with: digitsum run --resume {run_dir}"
         raise
     if interruption.signum and not trainer.finished:

@@ -15,6 +15,13 @@ def test_help_does_not_import_torch():
     assert "run" in out and "list" in out
 
 
+def test_version_does_not_import_torch():
+    code = "import sys; from digitsum.cli import app; sys.argv=['digitsum','--version']\n" \
+           "try:\n app()\nexcept SystemExit: pass\nprint('torch' in sys.modules)"  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("digitsum ") and out.strip().endswith("False")
+
+
 def test_version(cli):
     result = cli("--version")
     assert result.code == 0 and result.out.startswith("digitsum ")

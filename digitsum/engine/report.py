@@ -30,6 +30,8 @@ class ConsoleReporter(Callback):
             f"{parameters:,} parameters · {device} · seed {recipe.seed}"
         )
         self.console.print(f"run directory: {run_dir}")
+        for note in trainer.notes:
+            self.console.print(f"note: {note}", highlight=False)
         self.primary = {name: choice.cls.primary_metric for name, choice in recipe.heads.items()}
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:

@@ -55,10 +55,13 @@ def _check_summary_format(path: Path) -> None:
     check_format(summary.get("format") if isinstance(summary, dict) else None, path)
 
 
-def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] = ()) -> Trainer:
-    """A Trainer at the place a run directory's checkpoint left off (the start, without one)."""
+def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] = (), writes: bool = True) -> Trainer:
+    """A Trainer at the place a run directory's checkpoint left off (the start, without one).
+
+    ``writes=False``: a torchrun rank other than 0, which reads the run directory only.
+    """
     saved = open_run(run_dir)
-    trainer = Trainer(saved.recipe, saved.run_dir, callbacks)
+    trainer = Trainer(saved.recipe, saved.run_dir if writes else None, callbacks)
     if saved.checkpoint is not None:
         trainer.load_state_dict(saved.checkpoint, saved.run_dir / "checkpoint.pt")
         if trainer.finished and run_status(saved.run_dir) == "finished":  # else only its summary is missing
@@ -68,7 +71,8 @@ def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] = ()) -> Trainer
             )
     else:
         trainer.resumed = True  # keep recipe.toml as it is; metrics.jsonl starts over
-    remove_temporary_files(saved.run_dir)
+    if writes:
+        remove_temporary_files(saved.run_dir)
     return trainer
 
 

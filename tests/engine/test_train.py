@@ -66,3 +66,19 @@ def test_train_pairings_change_every_epoch_test_pairings_never(recipe):
     t2 = torch.cat([b["number"] for b in eval_batches(gen, "test", 0, cpu)])
     assert torch.equal(t1, t2)
     assert torch.equal(e1["sum"], e1["digit"] + e1["number"])
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 5, 8, 100])
+def test_every_schedule_runs_any_number_of_steps(tiny_data, schedule, total_steps):
+    from digitsum.engine.model import build_model
+    from digitsum.engine.train import make_optimizer, make_scheduler
+
+    recipe = load_recipe(RECIPES / "original.toml", [f"train.schedule='{schedule}'"])
+    optimizer = make_optimizer(recipe, build_model(recipe))
+    scheduler = make_scheduler(recipe, optimizer, total_steps)
+    for _ in range(total_steps):
+        optimizer.step()
+        scheduler.step()
+    lr = scheduler.get_last_lr()[0]
+    assert 0 <= lr <= recipe.train.lr and lr == lr  # finite, never above the recipe's peak

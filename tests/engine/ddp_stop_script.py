@@ -1,0 +1,36 @@
+"""Run by test_distributed under torchrun: rank 0's callback stops the run at step 3 of epoch 1.
+
+Prints one JSON line per rank: how many steps it trained and how its run ended.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from digitsum.engine import distributed
+from digitsum.engine.train import Callback, Trainer
+from digitsum.recipe import load_recipe
+
+
+class StopAtThirdStep(Callback):
+    def on_step(self, trainer, epoch, step, loss):
+        if step == 2:
+            trainer.request_stop("asked at step 3")
+
+
+def main() -> None:
+    recipe = load_recipe(sys.argv[1], ["train.epochs=2", "data.batch_size=16"])
+    world = distributed.current()
+    trainer = Trainer(recipe, Path(sys.argv[2]) if world.is_main else None, [StopAtThirdStep()])
+    steps = []
+    step = trainer.train_step
+    trainer.train_step = lambda batch: steps.append(1) or step(batch)
+    try:
+        summary = trainer.fit()
+    finally:
+        distributed.stop()
+    print(json.dumps({"rank": world.rank, "steps": len(steps), "epochs": summary["epochs"], "stopped": summary.get("stopped")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Device choice and the hardware switches of [train], as far as a CPU-only machine can test them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from digitsum.engine.accel import Acceleration, plan
+from digitsum.engine.model import pick_device
+from digitsum.engine.train import Trainer
+from digitsum.errors import UserError
+from digitsum.recipe import TrainSection, load_recipe
+
+from ..conftest import RECIPES, TINY
+
+GPU_SWITCHES = {
+    "train.precision='bf16'": "train.precision",
+    "train.channels_last=true": "train.channels_last",
+    "train.compile=true": "train.compile",
+}
+
+
+@pytest.fixture
+def threads_restored():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_auto_picks_cuda_only_when_available(monkeypatch, cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert pick_device("auto").type == ("cuda" if cuda else "cpu")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_explicit_cuda_without_cuda_exits_2_naming_the_key(cli, tiny_data, monkeypatch, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = cli("run", RECIPES / "original.toml", *TINY, "--set", f"train.device='{device}'")
+    assert result.code == 2
+    assert f"train.device = '{device}'" in result.err and "CUDA is not available" in result.err
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("override, key", GPU_SWITCHES.items())
+def test_gpu_switch_is_ignored_on_cpu_with_a_note(override, key):
+    train = TrainSection.model_validate(dict([override.removeprefix("train.").replace("'", "").split("=")]))
+    acc = plan(train, torch.device("cpu"))
+    assert acc.autocast_dtype is None and not acc.channels_last and not acc.compile
+    assert len(acc.notes) == 1 and key in acc.notes[0] and "ignored on cpu" in acc.notes[0]
+
+
+def test_default_switches_need_no_note():
+    assert plan(TrainSection(), torch.device("cpu")).notes == []
+
+
+def test_run_with_every_gpu_switch_on_cpu_trains_and_prints_the_notes(cli, tiny_data, tmp_path):
+    switches = [arg for override in GPU_SWITCHES for arg in ("--set", override)]
+    result = cli("run", RECIPES / "original.toml", *TINY, *switches, "--set", "train.device='cpu'", "--out", tmp_path / "run")
+    assert result.code == 0, result.err
+    for key in GPU_SWITCHES.values():
+        assert f"note: {key}" in result.out
+    resolved = load_recipe(tmp_path / "run" / "recipe.toml").train
+    assert (resolved.precision, resolved.channels_last, resolved.compile) == ("bf16", True, True)
+
+
+def test_unknown_precision_is_a_recipe_error(tiny_data):
+    with pytest.raises(UserError, match=r"train.precision.*'fp32' or 'bf16'"):
+        load_recipe(RECIPES / "original.toml", ["train.precision='fp16'"])
+
+
+def test_threads_setting_sets_torch_threads(tiny_data, tmp_path, threads_restored):
+    Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=1"]), tmp_path)
+    assert torch.get_num_threads() == 1
+
+
+def test_channels_last_applies_to_images_only():
+    acc = Acceleration(torch.device("cpu"), channels_last=True)
+    batch = acc.prepare_batch({"image": torch.rand(4, 3, 8, 8), "number": torch.arange(4)})
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch["number"], torch.arange(4))
+    model = acc.prepare_model(torch.nn.Conv2d(3, 4, 3))
+    assert model.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_autocast_runs_forward_in_the_chosen_precision():
+    layer = torch.nn.Linear(4, 2)
+    with Acceleration(torch.device("cpu"), autocast_dtype=torch.bfloat16).autocast():
+        assert layer(torch.rand(3, 4)).dtype == torch.bfloat16
+    with Acceleration(torch.device("cpu")).autocast():
+        assert layer(torch.rand(3, 4)).dtype == torch.float32

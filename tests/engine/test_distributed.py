@@ -1,0 +1,117 @@
+"""Data-parallel runs: torchrun with 2 CPU processes matches a single-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from digitsum.engine import distributed
+from digitsum.engine.distributed import World
+from digitsum.engine.train import run
+from digitsum.recipe import load_recipe
+
+from ..conftest import RECIPES
+
+# 8 steps of 64 on the 512 tiny samples: each rank trains on 32 of every batch
+ARGS = ["train.epochs=2", "data.batch_size=64", "train.lr=5e-3"]
+TORCHRUN_TIMEOUT = 240  # seconds; two fresh interpreters importing torch on a busy 2-core machine
+
+
+def test_shards_of_all_ranks_partition_the_batch():
+    batch = {"x": torch.arange(10), "y": torch.arange(10) * 2}
+    shards = [World(rank=r, size=3).shard(batch) for r in range(3)]
+    assert sorted(torch.cat([s["x"] for s in shards]).tolist()) == list(range(10))
+    assert all(torch.equal(s["y"], s["x"] * 2) for s in shards)  # inputs and targets stay paired
+    assert World().shard(batch) is batch
+
+
+def test_world_is_read_from_torchrun_environment(monkeypatch):
+    for key, value in {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    world = distributed.current()
+    assert (world.rank, world.size, world.local_rank, world.local_size) == (3, 4, 1, 2)
+    assert world.active and not world.is_main
+
+
+def test_no_torchrun_environment_is_a_single_process(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert distributed.current() == World() and World().is_main and not World().active
+
+
+def test_world_size_without_torchrun_rendezvous_is_a_user_error(monkeypatch):
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    from digitsum.errors import UserError
+
+    with pytest.raises(UserError, match="torchrun"):
+        distributed.start(World(rank=0, size=2), torch.device("cpu"))
+
+
+def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """torchrun on localhost (a free port), killed with all its workers if it overruns."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=TORCHRUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"torchrun did not finish in {TORCHRUN_TIMEOUT} s:\n{out[-2000:]}\n{err[-2000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
+    single = run(load_recipe(RECIPES / "original.toml", ARGS), tmp_path / "single")
+
+    env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
+    sets = [arg for a in ARGS for arg in ("--set", a)]
+    result = _torchrun(["-m", "digitsum", "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "ddp")], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == 1  # rank 0 alone prints
+
+    ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["epochs"] == single["epochs"]
+    for split in ("train", "test"):
+        for head, values in single["metrics"][split].items():
+            assert ddp["metrics"][split][head]["loss"] == pytest.approx(values["loss"], rel=1e-3), (split, head)
+            assert ddp["metrics"][split][head]["accuracy"] == pytest.approx(values["accuracy"], abs=0.02), (split, head)
+    # rank 0 alone writes: one line per epoch and split, no second writer's leftovers
+    assert {p.name for p in (tmp_path / "ddp").iterdir()} == {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json"}
+    lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 4
+    # the ranks split every batch: together they train on each sample once per epoch, not twice
+    assert [r["samples"] for r in lines if r["split"] == "train"] == [512, 512]
+
+
+@pytest.mark.parametrize("name", ["cpu", "cuda", "cuda:3"])
+def test_single_process_keeps_the_device_it_was_given(name):
+    # no CUDA call is made for one process: a plain "cuda" must stay as is (set_device needs an index)
+    assert distributed.rank_device(World(), torch.device(name)) == torch.device(name)
+
+
+def test_each_local_rank_gets_its_own_gpu(monkeypatch):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    device = distributed.rank_device(World(rank=3, size=4, local_rank=1, local_size=2), torch.device("cuda"))
+    assert device == torch.device("cuda", 1) and chosen == [device]
+    assert distributed.rank_device(World(rank=0, size=2), torch.device("cpu")) == torch.device("cpu")
+
+
+def test_a_stop_asked_on_rank_0_stops_every_rank_at_the_same_step(tiny_data, tmp_path):
+    env = {**os.environ, "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("ddp_stop_script.py")
+    result = _torchrun([str(script), str(RECIPES / "original.toml"), str(tmp_path / "run")], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in ranks] == [0, 1]
+    # asked at step 3 on rank 0; the ranks agree every STOP_CHECK_EVERY steps, so both stop there
+    assert [r["steps"] for r in ranks] == [distributed.STOP_CHECK_EVERY] * 2
+    assert [r["epochs"] for r in ranks] == [1, 1]  # the stopped epoch is evaluated, the next never starts
+    assert ranks[0]["stopped"] == "asked at step 3" and ranks[1]["stopped"]
