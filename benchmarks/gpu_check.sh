@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DIGITSUM_DATA=${DIGITSUM_DATA:-../shared/data}
-PY=.venv/bin/python
+PY=${PY:-.venv/bin/python}  # PY=python3 where digitsum is installed in the system Python
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA here'; print(torch.cuda.get_device_name(), 'bf16', torch.cuda.is_bf16_supported())"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 i=0
@@ -22,4 +22,4 @@ for switch in "train.precision='fp32'" "train.precision='bf16'" "train.channels_
   $PY benchmarks/compute_floor.py --no-notebook --batch-sizes 128,512,2048 --set "$switch"
 done
 echo "== epoch speed against the notebook at batch size 32"
-$PY benchmarks/epoch_speed.py
+$PY benchmarks/epoch_speed.py --samples 20000

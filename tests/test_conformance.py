@@ -37,7 +37,7 @@ class NoisyConcat(Concat):
 class LooseParams(Classify):
     """Classify whose Params accept anything and miss descriptions."""
 
-    class Params(Params):
+    class Params(Classify.Params):
         model_config = {"extra": "allow"}
         label_smoothing: float = 0.0
 
@@ -114,7 +114,7 @@ def test_head_options_select_the_target():
     class Binary(Classify):
         """Two classes only."""
 
-        class Params(Params):
+        class Params(Classify.Params):
             label_smoothing: float = Field(0.0, description="smoothing")
 
         @classmethod

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,10 @@ from .conftest import RECIPES
 from .runs import StopAt, outcome, snapshot, train
 
 GOOD = (RECIPES / "original.toml").read_text()
+# the lines the cases below edit, whatever values the shipped recipe holds
+EPOCHS = re.search(r"^epochs = .*$", GOOD, re.MULTILINE).group(0)
+LR = re.search(r"^lr = .*$", GOOD, re.MULTILINE).group(0)
+GOOD_LR = tomllib.loads(GOOD)["train"]["lr"]
 
 
 @dataclass
@@ -96,18 +102,18 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "invalid-toml": (lambda e: run_recipe(e, e.recipe("name = \n")), ["r.toml:1", "invalid TOML"]),
     "recipe-is-a-folder": (lambda e: run_recipe(e, e.tmp), ["is a folder"]),
     "recipe-missing": (lambda e: run_recipe(e, e.tmp / "nope.toml"), ["recipe not found", "nope.toml"]),
-    "epochs-wrong-type": (lambda e: run_recipe(e, e.edit("epochs = 4", 'epochs = "four"')), ["r.toml:", "train.epochs", "valid integer"]),
+    "epochs-wrong-type": (lambda e: run_recipe(e, e.edit(EPOCHS, 'epochs = "four"')), ["r.toml:", "train.epochs", "valid integer"]),
     "table-is-a-string": (lambda e: run_recipe(e, e.recipe('backbone = "concat"\n' + GOOD.replace("[backbone]", "[unused]"))), ["backbone: must be a table"]),
     "heads-empty": (lambda e: run_recipe(e, e.recipe("heads = {}\n" + GOOD.split("[heads.digit]")[0])), ["r.toml:1 heads: needs at least one [heads.<name>] table"]),
-    "negative-lr": (lambda e: run_recipe(e, e.edit("lr = 2e-3", "lr = -0.1")), ["train.lr", "greater than 0"]),
+    "negative-lr": (lambda e: run_recipe(e, e.edit(LR, "lr = -0.1")), ["train.lr", "greater than 0"]),
     "zero-batch-size": (lambda e: run_recipe(e, e.edit("batch_size = 128", "batch_size = 0")), ["data.batch_size", "greater than or equal to 1"]),
-    "huge-epochs": (lambda e: run_recipe(e, e.edit("epochs = 4", "epochs = 100000000")), ["train.epochs", "less than or equal to 1000"]),
+    "huge-epochs": (lambda e: run_recipe(e, e.edit(EPOCHS, "epochs = 100000000")), ["train.epochs", "less than or equal to 1000"]),
     "unknown-top-level-key": (lambda e: run_recipe(e, e.edit("seed = 0", "seed = 0\nseeed = 1")), ["seeed: unknown key", "did you mean 'seed'"]),
-    "unknown-train-key": (lambda e: run_recipe(e, e.edit("epochs = 4", "epochs = 4\nepoch = 4")), ["train.epoch: unknown key", "'epochs'"]),
+    "unknown-train-key": (lambda e: run_recipe(e, e.edit(EPOCHS, EPOCHS + "\nepoch = 4")), ["train.epoch: unknown key", "'epochs'"]),
     "unknown-component-param": (lambda e: run_recipe(e, e.edit("hidden = [120, 60]", "hiden = [120, 60]")), ["backbone.hiden: unknown key", "'hidden'"]),
     "unknown-head-key": (lambda e: run_recipe(e, e.edit("weight = 1.0", "wieght = 1.0")), ["heads.sum.wieght: unknown key", "'weight'"]),
     "unknown-component": (lambda e: run_recipe(e, e.edit('type = "concat"', 'type = "concatt"')), ["backbone.type", "did you mean 'concat'"]),
-    "checkpoint-every-negative": (lambda e: run_recipe(e, e.edit("epochs = 4", "epochs = 4\ncheckpoint_every = -5")), ["train.checkpoint_every", "greater than or equal to 0"]),
+    "checkpoint-every-negative": (lambda e: run_recipe(e, e.edit(EPOCHS, EPOCHS + "\ncheckpoint_every = -5")), ["train.checkpoint_every", "greater than or equal to 0"]),
     "seed-is-a-float": (lambda e: run_recipe(e, e.edit("seed = 0", "seed = 0.5")), ["seed: must be an integer"]),
     "extends-missing-parent": (lambda e: run_recipe(e, e.recipe('extends = "gone.toml"\n')), ["extends", "parent recipe not found", "gone.toml"]),
     "extends-not-a-path": (lambda e: run_recipe(e, e.recipe("extends = 3\n")), ["extends", "must be a path"]),
@@ -267,7 +273,7 @@ def _(e: Env) -> list:
     return ["run", "--resume", e.stopped]
 
 
-@case("checkpoint-other-recipe", "different recipe", "train.lr is 0.002 in the recipe but 0.5 in the checkpoint")
+@case("checkpoint-other-recipe", "different recipe", f"train.lr is {GOOD_LR} in the recipe but 0.5 in the checkpoint")
 def _(e: Env) -> list:
     change_checkpoint(e.stopped, lambda s: s["recipe"]["train"].update(lr=0.5))
     return ["run", "--resume", e.stopped]

@@ -98,4 +98,4 @@ def test_bad_names_are_refused(cli, tmp_path, name, message):
 
 def test_unknown_kind_suggests_one(cli, tmp_path):
     result = cli("new-plugin", "digitsum-x", "--dir", tmp_path / "x", "--kind", "fusoin")
-    assert result.code == 2 and "did you mean 'fusion'" in result.err
+    assert result.code == 2 and "did you mean 'fusion" in result.err

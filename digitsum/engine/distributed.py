@@ -99,6 +99,15 @@ def start(world: World, device: torch.device) -> None:
     dist.init_process_group(backend=backend, rank=world.rank, world_size=world.size)
 
 
+def barrier(world: World) -> None:
+    """Wait for every rank. Ranks leave a run together: gloo can abort a rank that leaves the
+    group while another still works (rank 0 drawing the pictures, say)."""
+    if world.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def stop() -> None:
     """Leave the process group, if this process joined one."""
     import torch.distributed as dist

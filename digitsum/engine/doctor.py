@@ -476,10 +476,13 @@ def check_short_run(probe: Probe) -> list[Finding]:
     if not totals:
         return []
     lr, name = recipe.train.lr, f"{len(totals)} steps of {recipe.train.optimizer} at lr {_fmt(recipe.train.lr)}"
-    findings = _dead_relu_findings(dead_before, dead_after, name, lr)
+    losses = torch.stack(totals)
+    # against the loss at the first step, not the first steps' mean: a diverging run's spike
+    # would make a loss stuck at chance look like it fell
+    loss_falls = bool(losses[-max(1, len(losses) // 10):].mean() < (1 - LOSS_FALL) * losses[0])
+    findings = _dead_relu_findings(dead_before, dead_after, name, lr, loss_falls)
     findings += _gradient_findings(dict(zip(layers, torch.stack(norms).T)), trained, name)
-    findings += _trend_findings(torch.stack(totals), name)
-    return findings
+    return findings + _trend_findings(losses, name)
 
 
 def _only_in_untrained_heads(probe: Probe, layer: str) -> bool:
@@ -491,7 +494,9 @@ def _norm_of_grads(params: list[Tensor]) -> Tensor:
     return torch.sqrt(sum(g.pow(2).sum() for g in grads)) if grads else torch.zeros((), device=params[0].device)
 
 
-def _dead_relu_findings(before: dict[str, float], after: dict[str, float], run: str, lr: float) -> list[Finding]:
+def _dead_relu_findings(before: dict[str, float], after: dict[str, float], run: str, lr: float, loss_falls: bool) -> list[Finding]:
+    """Units killed by training are an error when they stall it (the loss does not fall); a
+    network that keeps learning with many dead units (a wide one, say) gets a warning."""
     if not after:
         return [Finding("dead_relu", "info", "no nn.ReLU modules to watch", "the model has no nn.ReLU modules")]
     rows = "; ".join(f"{layer} {_pct(before[layer])} -> {_pct(after[layer])}" for layer in after)
@@ -499,12 +504,13 @@ def _dead_relu_findings(before: dict[str, float], after: dict[str, float], run: 
     measured = f"units that never fire on 1024 samples, at init -> after {run}: {rows}"
     killed = {layer: d for layer, d in after.items() if d - before[layer] >= 0.1}
     worst = max(after.values())
-    if killed and max(killed.values()) >= DEAD_ERROR:
+    if killed and max(killed.values()) >= DEAD_ERROR and not loss_falls:
         return [Finding("dead_relu", "error", f"training at lr {_fmt(lr)} kills ReLUs: up to {_pct(max(killed.values()))} of a layer's units dead",
             measured, "a dead unit outputs 0 for every input and gets no gradient: it never recovers, and the layers "
             "before it stop learning", f"lower train.lr (e.g. {_fmt(lr / 10)})", ["train.lr"], figures)]  # fmt: skip
     if worst >= DEAD_WARNING:
-        return [Finding("dead_relu", "warning", f"up to {_pct(worst)} of a layer's ReLU units are dead", measured,
+        return [Finding("dead_relu", "warning", f"up to {_pct(worst)} of a layer's ReLU units are dead (the loss still falls)"
+                        if loss_falls else f"up to {_pct(worst)} of a layer's ReLU units are dead", measured,
                         "dead units waste capacity and pass no gradient", "lower train.lr, or check the inputs' scale and the init",
                         ["train.lr"], figures)]  # fmt: skip
     return [Finding("dead_relu", "info", f"ReLUs alive (at most {_pct(worst)} of a layer dead)", measured, figures=figures)]

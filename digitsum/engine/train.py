@@ -399,6 +399,7 @@ class Trainer:
         if self.world.is_main:
             write_json(self.run_dir / "summary.json", summary)
         self._emit("on_end", summary)
+        distributed.barrier(self.world)
         return summary
 
 

@@ -21,6 +21,7 @@ from ..conftest import RECIPES
 
 # 8 steps of 64 on the 512 tiny samples: each rank trains on 32 of every batch
 ARGS = ["train.epochs=2", "data.batch_size=64", "train.lr=5e-3"]
+STOP_SCRIPT_ARGS = ["train.epochs=2", "data.batch_size=16"]  # what ddp_stop_script.py trains: 32 steps an epoch
 TORCHRUN_TIMEOUT = 240  # seconds; two fresh interpreters importing torch on a busy 2-core machine
 
 
@@ -83,7 +84,8 @@ def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
             assert ddp["metrics"][split][head]["loss"] == pytest.approx(values["loss"], rel=1e-3), (split, head)
             assert ddp["metrics"][split][head]["accuracy"] == pytest.approx(values["accuracy"], abs=0.02), (split, head)
     # rank 0 alone writes: one line per epoch and split, no second writer's leftovers
-    assert {p.name for p in (tmp_path / "ddp").iterdir()} == {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json"}
+    written = {p.name for p in (tmp_path / "ddp").iterdir()}
+    assert written == {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json", "curves.png", "samples.png"}
     lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 4
     # the ranks split every batch: together they train on each sample once per epoch, not twice
@@ -104,8 +106,8 @@ def test_each_local_rank_gets_its_own_gpu(monkeypatch):
     assert distributed.rank_device(World(rank=0, size=2), torch.device("cpu")) == torch.device("cpu")
 
 
-def test_a_stop_asked_on_rank_0_stops_every_rank_at_the_same_step(tiny_data, tmp_path):
-    env = {**os.environ, "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
+def test_a_stop_on_rank_0_stops_every_rank_at_one_step_and_resumes_exactly(tiny_data, tmp_path):
+    env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("ddp_stop_script.py")
     result = _torchrun([str(script), str(RECIPES / "original.toml"), str(tmp_path / "run")], env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -113,5 +115,19 @@ def test_a_stop_asked_on_rank_0_stops_every_rank_at_the_same_step(tiny_data, tmp
     assert [r["rank"] for r in ranks] == [0, 1]
     # asked at step 3 on rank 0; the ranks agree every STOP_CHECK_EVERY steps, so both stop there
     assert [r["steps"] for r in ranks] == [distributed.STOP_CHECK_EVERY] * 2
-    assert [r["epochs"] for r in ranks] == [1, 1]  # the stopped epoch is evaluated, the next never starts
+    assert [r["epochs"] for r in ranks] == [0, 0]  # stopped part-way: checkpointed, not evaluated
     assert ranks[0]["stopped"] == "asked at step 3" and ranks[1]["stopped"]
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (0, distributed.STOP_CHECK_EVERY)
+
+    resumed = _torchrun(["-m", "digitsum", "run", "--resume", str(tmp_path / "run")], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    sets = [arg for a in STOP_SCRIPT_ARGS for arg in ("--set", a)]
+    whole = _torchrun(["-m", "digitsum", "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "whole")], env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    resumed_summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    whole_summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    # the same weights: test metrics to the last digit; the train sums were added in another order
+    assert resumed_summary["metrics"]["test"] == whole_summary["metrics"]["test"]
+    for head, values in whole_summary["metrics"]["train"].items():
+        assert resumed_summary["metrics"]["train"][head] == pytest.approx(values, rel=1e-5), head

@@ -172,6 +172,15 @@ def test_a_too_high_learning_rate_kills_relus(tiny_data):
     assert "Conv2d" in " ".join(dead.figures["dead_after"])  # layers named after what feeds the ReLU
 
 
+@pytest.mark.parametrize("loss_falls, severity", [(False, "error"), (True, "warning")])
+def test_killed_relus_are_an_error_only_when_learning_stalls(loss_falls, severity):
+    from digitsum.engine.doctor import _dead_relu_findings
+
+    before, after = {"mlp.0 (Linear, 60 units)": 0.1}, {"mlp.0 (Linear, 60 units)": 0.6}
+    (dead,) = _dead_relu_findings(before, after, "a short run", 4e-3, loss_falls)
+    assert dead.severity == severity and dead.keys == ["train.lr"]
+
+
 def test_a_dead_layer_stops_the_gradient_upstream(tiny_data):
     probe = probe_for()
     with torch.no_grad():
