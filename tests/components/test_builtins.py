@@ -195,3 +195,16 @@ def test_regress_huber_is_gentler_than_mse_on_outliers():
     mse = cls(cls.Params(loss="mse"), 4, Classes(19)).loss(output, target)
     huber = cls(cls.Params(loss="huber", delta=1.0), 4, Classes(19)).loss(output, target)
     assert float(mse) == 100.0 and float(huber) == 9.5
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_regress_outputs_one_value_per_sample_starting_mid_range(hidden):
+    cls = heads.get("regress")
+    head = cls(cls.Params(hidden=hidden), 4, Classes(19))
+    with torch.no_grad():
+        for p in head.parameters():
+            p.zero_() if p.dim() > 1 else None  # weights at 0: the output is the bias path alone
+    out = head(torch.randn(5, 4))
+    assert out.shape == (5,)
+    assert torch.allclose(out, torch.full((5,), 9.0))  # (19 - 1) / 2: the middle of the range
+    assert sum(p.numel() for p in head.parameters()) == (5 if hidden == 0 else 4 * 8 + 8 + 8 + 1)

@@ -17,6 +17,7 @@ class Regress(Head):
     class Params(Params):
         loss: Literal["mse", "huber"] = Field("mse", description="mse, or huber (quadratic within delta, linear beyond)")
         delta: float = Field(1.0, gt=0, le=100, description="Huber threshold (loss = 'huber' only)")
+        hidden: int = Field(0, ge=0, le=4096, description="units of a ReLU hidden layer before the output (0: none)")
 
     primary_metric = "rounded_accuracy"
 
@@ -26,12 +27,16 @@ class Regress(Head):
 
     def __init__(self, params: Params, in_features: int, target: Classes) -> None:
         super().__init__(params, in_features, target)
-        self.linear = nn.Linear(in_features, 1)
+        # A value is not a linear function of features shaped for classification (the digit
+        # head's): a hidden layer lets the head compute it.
+        width = params.hidden or in_features
+        self.hidden = nn.Sequential(nn.Linear(in_features, width), nn.ReLU()) if params.hidden else nn.Identity()
+        self.linear = nn.Linear(width, 1)
         # Start at the middle of the range, so early steps learn the shape, not the offset.
         nn.init.constant_(self.linear.bias, (target.classes - 1) / 2)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.linear(features).squeeze(1)
+        return self.linear(self.hidden(features)).squeeze(1)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         if self.params.loss == "huber":
