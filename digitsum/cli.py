@@ -256,7 +256,7 @@ def new_plugin(
 
     created = scaffold_plugin(name, directory, kind)
     console.print(f"created plugin {name} in {created}", highlight=False)
-    console.print(f"next: cd {created} && pip install -e . && digitsum list && pytest", highlight=False)
+    console.print(f"next: cd {created} && pip install -e '.[test]' && digitsum list && python -m pytest", highlight=False)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from .common import CNNParams, ConvFeatures, categorical_inputs, image_inputs, i
 
 
 class Film(Fusion):
-    """Shared CNN over each image; the numbers scale and shift every conv block's channels (FiLM)."""
+    """Shared CNN over each image; the numbers scale and shift every conv block's channels (FiLM); needs a number input."""
 
     class Params(CNNParams):
         pass
