@@ -14,7 +14,8 @@ from . import __version__
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .engine.train import Trainer
+    from .engine.train import Callback, Trainer
+    from .engine.watch import Watch
 
 app = typer.Typer(
     name="digitsum",
@@ -71,10 +72,9 @@ def run(
     Under torchrun, every rank trains its slice; rank 0 alone prints and writes.
     """
     from .engine import distributed
-    from .engine.report import ConsoleReporter
     from .engine.rundir import choose_run_dir, prepare_run_dir
-    from .engine.train import Trainer, default_callbacks
-    from .engine.watch import Preflight, Watch, doctor_command
+    from .engine.train import Trainer
+    from .engine.watch import doctor_command
     from .recipe import load_recipe
 
     main_rank = distributed.current().is_main
@@ -83,8 +83,8 @@ def run(
             raise UserError("--resume continues a run with its recorded recipe: give no RECIPE, --set, --out or --force with it")
         from .engine.resume import resume_trainer
 
-        watch = Watch(console, doctor_command(resume / "recipe.toml"))
-        trainer = resume_trainer(resume, [ConsoleReporter(console), watch, *default_callbacks()], writes=main_rank)
+        watch, callbacks = _run_callbacks(doctor_command(resume / "recipe.toml"), preflight=False)
+        trainer = resume_trainer(resume, callbacks, writes=main_rank)
         if main_rank:
             console.print(f"resuming {resume} at epoch {trainer.epochs_done + 1} step {trainer.step}")
     elif recipe is None:
@@ -92,11 +92,8 @@ def run(
     else:
         loaded = load_recipe(recipe, set_ or [])
         run_dir = choose_run_dir(loaded.name, out, force) if main_rank else None
-        hint = doctor_command(recipe, set_ or [])
-        watch = Watch(console, hint)
-        checks = [] if no_preflight else [Preflight(console, hint)]
-        # the Trainer loads the data before anything is written
-        trainer = Trainer(loaded, run_dir, [ConsoleReporter(console), *checks, watch, *default_callbacks()])
+        watch, callbacks = _run_callbacks(doctor_command(recipe, set_ or []), preflight=not no_preflight)
+        trainer = Trainer(loaded, run_dir, callbacks)  # loads the data before anything is written
         if main_rank:
             prepare_run_dir(run_dir)
     try:
@@ -109,6 +106,18 @@ def run(
     if watch.failure:
         err_console.print(f"[bold red]error:[/] {watch.failure}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _run_callbacks(hint: str, preflight: bool) -> tuple[Watch, list[Callback]]:
+    """What a run from the command line reports and checks: progress, the preflight, the watch
+    (kept, to read its verdict), and the pictures every run directory gets."""
+    from .engine.report import ConsoleReporter
+    from .engine.train import default_callbacks
+    from .engine.watch import Preflight, Watch
+
+    watch = Watch(console, hint)
+    checks = [Preflight(console, hint)] if preflight else []
+    return watch, [ConsoleReporter(console), *checks, watch, *default_callbacks()]
 
 
 def _fit(trainer: Trainer) -> None:
