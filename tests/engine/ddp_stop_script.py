@@ -4,6 +4,7 @@ Prints one JSON line per rank: how many steps it trained and how its run ended.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +30,10 @@ def main() -> None:
         summary = trainer.fit()
     finally:
         distributed.stop()
-    print(json.dumps({"rank": world.rank, "steps": len(steps), "epochs": summary["epochs"], "stopped": summary.get("stopped")}))
+    line = json.dumps({"rank": world.rank, "steps": len(steps), "epochs": summary["epochs"], "stopped": summary.get("stopped")})
+    # one write of the whole line: the ranks share stdout, and print() may write the newline apart
+    # (PYTHONUNBUFFERED), letting another rank's line land between
+    os.write(sys.stdout.fileno(), (line + "\n").encode())
 
 
 if __name__ == "__main__":
