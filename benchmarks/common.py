@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from digitsum.data import default_root
-from digitsum.engine.train import Callback, Tally, Trainer, train_batches
+from digitsum.engine.train import Callback, Trainer, train_batches
 from digitsum.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,8 +95,8 @@ class StopAfter(Callback):
 def time_digitsum(trainer: Trainer, samples: int, epoch: int = 1) -> float:
     """Seconds for ``samples`` samples of ``Trainer.train_epoch`` — data drawn, trained, tallied."""
     trainer.callbacks = [StopAfter(samples)]
-    # each timing trains an epoch from its first step (the Trainer keeps its place in an epoch)
-    trainer.stop_reason, trainer.step, trainer.tally, trainer.epoch_seconds = None, 0, Tally(), 0.0
+    trainer.stop_reason = None
+    trainer.rewind_epoch()  # each timing trains an epoch from its first step
     sync(trainer.device)
     started = time.perf_counter()
     trainer.train_epoch(epoch)

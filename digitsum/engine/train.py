@@ -225,11 +225,16 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.failed = False
-        # Where training stands: epochs completed, steps done of the next one and their tally.
-        self.epochs_done, self.step, self.tally = 0, 0, Tally()
-        self.epoch_seconds = self.seconds_before = 0.0  # time spent before a resume
+        # Where training stands: epochs completed, then the steps done of the next one, their
+        # tally and time (see rewind_epoch).
+        self.epochs_done, self.seconds_before = 0, 0.0  # seconds_before: time spent before a resume
+        self.rewind_epoch()
         self._fit_started = self._epoch_started = time.perf_counter()
         self.resumed = False
+
+    def rewind_epoch(self) -> None:
+        """Forget the steps done of the epoch in progress: the next ``train_epoch`` starts at its first step."""
+        self.step, self.tally, self.epoch_seconds = 0, Tally(), 0.0
 
     def request_stop(self, reason: str, *, failed: bool = False) -> None:
         """End training after the current step (callbacks and signal handlers call this).
@@ -377,7 +382,8 @@ class Trainer:
             if log is not None:
                 log.append({"epoch": epoch, "split": "train", **train})
                 log.append({"epoch": epoch, "split": "test", "heads": test})
-            self.epochs_done, self.step, self.tally, self.epoch_seconds = epoch, 0, Tally(), 0.0
+            self.epochs_done = epoch
+            self.rewind_epoch()
             self.save_checkpoint()
             self._emit("on_epoch_end", epoch, train["heads"], test)
             if self._stop_now():
