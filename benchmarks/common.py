@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 
 from digitsum.data import default_root
-from digitsum.engine.train import Callback, Trainer, train_batches
+from digitsum.engine.batches import train_batches
+from digitsum.engine.callbacks import Callback
+from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]

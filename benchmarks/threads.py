@@ -16,7 +16,7 @@ import time
 import torch
 from common import base_parser, digitsum_trainer, machine, sync
 
-from digitsum.engine.train import train_batches
+from digitsum.engine.batches import train_batches
 
 
 def main() -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from common import base_parser, data_root, machine, parse
 
-from digitsum.engine.model import pick_device
-from digitsum.engine.train import Callback, Trainer
+from digitsum.engine.build import pick_device
+from digitsum.engine.callbacks import Callback
+from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
 from notebook_pipeline import NotebookRun
 

@@ -1,13 +1,31 @@
 """digitsum: a model zoo for multi-input, multi-output digit models, extensible by plugins.
 
-The public API for plugin authors is importable from here (``from digitsum import Fusion``);
-it is loaded on first use so that importing digitsum (and ``digitsum --help``) does not
-import torch.
+Two public faces, both importable from here and loaded on first use (importing digitsum, and
+``digitsum --help``, import no torch):
+
+- the library (``digitsum.train``, ``load_run``, ``load_recipe``, ``doctor``, ``build``,
+  ``Run``; see docs/api.md);
+- the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
 
 __version__ = "0.1.0"
 
 _PUBLIC = {
+    # the library
+    "train": "api",
+    "resume": "api",
+    "load_run": "api",
+    "load_recipe": "api",
+    "doctor": "api",
+    "build": "api",
+    "Run": "engine.run",
+    "Recipe": "recipe",
+    "Callback": "engine.callbacks",
+    "Report": "engine.doctor",
+    "UserError": "errors",
+    "RecipeError": "errors",
+    "ComponentError": "engine.component_errors",
+    # the contracts
     "CONTRACT_VERSION": "contracts",
     "Batch": "contracts",
     "Categorical": "contracts",
@@ -20,8 +38,6 @@ _PUBLIC = {
     "Params": "contracts",
     "Spec": "contracts",
     "DataContext": "data",
-    "load_recipe": "recipe",
-    "UserError": "errors",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -34,3 +50,7 @@ def __getattr__(name: str):
     from importlib import import_module
 
     return getattr(import_module(f"digitsum.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

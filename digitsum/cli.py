@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from . import __version__
 from .errors import UserError
-
-if TYPE_CHECKING:
-    from .engine.train import Callback, Trainer
-    from .engine.watch import Watch
 
 app = typer.Typer(
     name="digitsum",
@@ -28,7 +24,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-RecipeArg = Annotated[Path, typer.Argument(help="recipe TOML file", show_default=False)]
+RecipeArg = Annotated[str, typer.Argument(help="recipe: a TOML file, or a built-in or plugin recipe name", show_default=False)]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="override a recipe key, e.g. --set train.epochs=1 (repeatable)", show_default=False),
@@ -59,7 +55,7 @@ def _main(
 
 @app.command()
 def run(
-    recipe: Annotated[Optional[Path], typer.Argument(help="recipe TOML file", show_default=False)] = None,
+    recipe: Annotated[Optional[str], typer.Argument(help="recipe: a TOML file, or a built-in or plugin recipe name", show_default=False)] = None,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory (default runs/<recipe>/<timestamp>)")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="skip the quick checks before the first epoch")] = False,
@@ -71,74 +67,33 @@ def run(
     Ctrl-C or SIGTERM stops after the current step and keeps a checkpoint; again, at once.
     Under torchrun, every rank trains its slice; rank 0 alone prints and writes.
     """
-    from .engine import distributed
-    from .engine.rundir import choose_run_dir, prepare_run_dir
-    from .engine.train import Trainer
-    from .engine.watch import doctor_command
+    from .engine import runner
+    from .engine.distributed import current
     from .recipe import load_recipe
 
-    main_rank = distributed.current().is_main
     if resume is not None:
         if recipe is not None or set_ or out is not None or force:
             raise UserError("--resume continues a run with its recorded recipe: give no RECIPE, --set, --out or --force with it")
-        from .engine.resume import resume_trainer
-
-        watch, callbacks = _run_callbacks(doctor_command(resume / "recipe.toml"), preflight=False)
-        trainer = resume_trainer(resume, callbacks, writes=main_rank)
-        if main_rank:
-            console.print(f"resuming {resume} at epoch {trainer.epochs_done + 1} step {trainer.step}")
+        outcome = runner.resume(resume, console=console)
     elif recipe is None:
         raise UserError("give a recipe to train, or --resume RUN_DIR to continue a run")
     else:
         loaded = load_recipe(recipe, set_ or [])
-        run_dir = choose_run_dir(loaded.name, out, force) if main_rank else None
-        watch, callbacks = _run_callbacks(doctor_command(recipe, set_ or []), preflight=not no_preflight)
-        trainer = Trainer(loaded, run_dir, callbacks)  # loads the data before anything is written
-        if main_rank:
-            prepare_run_dir(run_dir)
-    try:
-        _fit(trainer)
-    finally:
-        distributed.stop()
-    if not main_rank:
+        outcome = runner.start(loaded, out, force=force, console=console, preflight=not no_preflight)
+    if not current().is_main:
         return
-    console.print(f"wrote {trainer.run_dir}")
-    if watch.failure:
-        err_console.print(f"[bold red]error:[/] {watch.failure}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
-
-
-def _run_callbacks(hint: str, preflight: bool) -> tuple[Watch, list[Callback]]:
-    """What a run from the command line reports and checks: progress, the preflight, the watch
-    (kept, to read its verdict), and the pictures every run directory gets."""
-    from .engine.report import ConsoleReporter
-    from .engine.train import default_callbacks
-    from .engine.watch import Preflight, Watch
-
-    watch = Watch(console, hint)
-    checks = [Preflight(console, hint)] if preflight else []
-    return watch, [ConsoleReporter(console), *checks, watch, *default_callbacks()]
-
-
-def _fit(trainer: Trainer) -> None:
-    """Train with Ctrl-C and SIGTERM turned into a checkpointed stop; say how to resume."""
-    from .engine.interrupt import stop_on_signals
-
-    run_dir = trainer.run_dir
-    try:
-        with stop_on_signals(trainer) as interruption:
-            trainer.fit()
-    except UserError as e:
-        if run_dir is not None and (run_dir / "checkpoint.pt").exists():
-            e.message += f"\nthe last checkpoint is intact; resume with: digitsum run --resume {run_dir}"
-        raise
-    if interruption.signum and not trainer.finished:
+    if outcome.interrupted:
+        trainer = outcome.trainer
         err_console.print(
             f"interrupted at epoch {trainer.epochs_done + 1} step {trainer.step}; "
-            f"resume with: digitsum run --resume {run_dir}",
+            f"resume with: digitsum run --resume {outcome.run_dir}",
             highlight=False, soft_wrap=True, markup=False,
         )  # fmt: skip
-        sys.exit(interruption.exit_code)
+        sys.exit(outcome.interruption.exit_code)
+    console.print(f"wrote {outcome.run_dir}")
+    if outcome.failure:
+        err_console.print(f"[bold red]error:[/] {outcome.failure}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -151,10 +106,10 @@ def doctor(
 
     Exit code 0 when healthy, 1 when a check finds an error, 2 for a bad recipe or data.
     """
-    from .engine.doctor import doctor as diagnose, render_report
-    from .recipe import load_recipe
+    from .api import doctor as diagnose
+    from .engine.doctor import render_report
 
-    report = diagnose(load_recipe(recipe, set_ or []))
+    report = diagnose(recipe, set_ or [])
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -170,11 +125,12 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Evaluate a run directory's checkpoint and print the metrics of every head."""
-    if split not in ("test", "train"):
-        raise UserError(f"--split {split!r}: must be test or train")
-    from .engine.resume import evaluate_run
+    from .api import load_run
 
-    result = evaluate_run(run_dir, split)
+    loaded = load_run(run_dir)
+    epoch, step = len(loaded.history), int(loaded.summary.get("position", {}).get("step", 0))
+    result = {"run": str(run_dir), "recipe": loaded.recipe.name, "split": split, "epoch": epoch, "step": step,
+              "heads": loaded.evaluate(split)}  # fmt: skip
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -219,7 +175,7 @@ def list_(
 
 @app.command()
 def compare(
-    recipes: Annotated[list[Path], typer.Argument(help="recipe TOML files", show_default=False)],
+    recipes: Annotated[list[str], typer.Argument(help="recipes: TOML files or recipe names", show_default=False)],
     grid: Annotated[
         Optional[list[str]],
         typer.Option("--grid", "-g", help="KEY=V1,V2,...: one variant per value, e.g. --grid backbone.type=concat,film (repeatable: all combinations)", show_default=False),
@@ -229,14 +185,16 @@ def compare(
 ) -> None:
     """Train several recipes, or one recipe over a grid of values, and compare them in one table."""
     from .engine.compare import plan_variants, render_table, run_compare
-    from .engine.report import ConsoleReporter
     from .engine.rundir import create_run_dir
 
     variants = plan_variants(recipes, grid or [], set_ or [])
     out_dir = create_run_dir("compare", out)
     console.print(f"comparing {len(variants)} variants: {', '.join(v.label for v in variants)}")
-    rows = run_compare(variants, out_dir, lambda _: [ConsoleReporter(console)])
-    render_table(rows, console)
+    comparison = run_compare(variants, out_dir, console=console)
+    render_table(comparison.rows, console)
+    if comparison.interruption is not None:
+        err_console.print(f"interrupted: {out_dir} holds the variants compared so far", highlight=False, markup=False)
+        sys.exit(comparison.interruption.exit_code)
     console.print(f"wrote {out_dir} (compare.json, compare.csv, compare.png, one run directory per variant)")
 
 

@@ -408,14 +408,14 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
     """
     import math
 
-    from .engine.train import run
+    from .engine.runner import start
     from .recipe import load_recipe
 
     workdir = Path(workdir)
     root = write_tiny_mnist(workdir / "mnist")
     tiny = ["train.epochs=1", "data.batch_size=64", f"data.root={str(root)!r}", "data.download=false", "train.device='cpu'"]
     recipe = load_recipe(path, [*tiny, *overrides])
-    summary = run(recipe, workdir / "run")
+    summary = start(recipe, workdir / "run", progress=False).summary
     losses = {head: m["loss"] for head, m in summary["metrics"].get("train", {}).items()}
     if not losses or not all(math.isfinite(v) for v in losses.values()):
         raise ConformanceError(f"recipe {path}", [f"training gave losses {losses}"])

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from digitsum.engine.train import Callback, Trainer
+from digitsum.engine.callbacks import Callback
+from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
 
 from .conftest import RECIPES
@@ -40,6 +41,14 @@ class CrashAt(Callback):
     def on_step(self, trainer, epoch, step, loss) -> None:
         if (epoch, step) == self.at:
             raise RuntimeError("killed")
+
+
+def fit(recipe, run_dir: Path, callbacks=()) -> dict:
+    """Train with the given callbacks and the pictures only (the loop, without the CLI's
+    reporter, preflight and watch); return the summary."""
+    from digitsum.engine.pictures import Pictures
+
+    return Trainer(recipe, run_dir, [*callbacks, Pictures()]).fit()
 
 
 def train(root: Path, run_dir: Path, *extra: str, callbacks=(), epochs: int = 2, batch_size: int = 64) -> Trainer:

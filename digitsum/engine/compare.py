@@ -1,8 +1,9 @@
 """Compare variants side by side: several recipes, or one recipe over a grid of overrides.
 
 Every variant is loaded and validated before any is trained (a typo in the third variant is
-reported before the first one spends an hour), then each is trained with
-:func:`digitsum.engine.train.run` into its own run directory under the compare directory.
+reported before the first one spends an hour), then each is trained by
+:func:`digitsum.engine.runner.start` — the same path as ``digitsum run`` — into its own run
+directory under the compare directory.
 The compare directory also gets ``compare.json``, ``compare.csv`` and ``compare.png``.
 """
 
@@ -20,7 +21,8 @@ from typing import Any
 from ..errors import UserError
 from ..recipe import Recipe, load_recipe, parse_override
 from .rundir import write_json, write_text
-from .train import Callback, run
+from .callbacks import Callback
+from .interrupt import Interruption
 
 
 @dataclass(frozen=True)
@@ -120,28 +122,38 @@ def result_rows(variant: Variant, summary: dict[str, Any], history: list[dict[st
     return rows
 
 
-class _History(Callback):
-    """Keeps a run's per-epoch history (for the metric after the first epoch)."""
+@dataclass
+class Comparison:
+    """The result rows (one per variant and head) and, if Ctrl-C stopped it, the interruption."""
 
-    def on_end(self, trainer, summary: dict) -> None:
-        self.history = list(trainer.history)
+    rows: list[dict[str, Any]]
+    interruption: Interruption | None = None
 
 
 def run_compare(
     variants: Sequence[Variant],
     out_dir: Path,
+    *,
     callbacks: Callable[[Variant], Sequence[Callback]] = lambda _: (),
-) -> list[dict[str, Any]]:
-    """Train every variant into ``out_dir/<nn>-<label>/``; write and return the result rows."""
+    console: Any = None,
+    progress: bool = True,
+) -> Comparison:
+    """Train every variant into ``out_dir/<nn>-<label>/``; write and return the result rows.
+
+    Ctrl-C stops the variant in training (checkpointed, resumable) and the comparison with it.
+    """
+    from .runner import start
+
     rows: list[dict[str, Any]] = []
     for number, variant in enumerate(variants, start=1):
         run_dir = out_dir / f"{number:02d}-{slug(variant.label)}"
-        history = _History()
-        summary = run(variant.recipe, run_dir, [*callbacks(variant), history])
-        rows += result_rows(variant, summary, history.history, run_dir)
+        outcome = start(variant.recipe, run_dir, callbacks=callbacks(variant), console=console, progress=progress)
+        rows += result_rows(variant, outcome.summary, outcome.trainer.history, run_dir)
         write_results(rows, out_dir)  # after every variant: a stopped compare keeps what it has
+        if outcome.interrupted:
+            return Comparison(rows, outcome.interruption)
     plot_compare(rows, out_dir / "compare.png")
-    return rows
+    return Comparison(rows)
 
 
 CSV_COLUMNS = ["variant", "recipe", "head", "metric", "test", "first_epoch", "epochs", "seconds", "run_dir"]
@@ -159,14 +171,14 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
 
 def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
     """Grouped bars: each head's test primary metric per variant; a black tick: after epoch 1."""
-    from .pictures import pyplot, save_figure
+    from .pictures import new_figure, save_figure
 
-    plt = pyplot()
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     heads = list(dict.fromkeys(r["head"] for r in rows))
     by_key = {(r["variant"], r["head"]): r for r in rows}
     width = 0.8 / max(len(heads), 1)
-    figure, ax = plt.subplots(figsize=(max(6, 1.6 * len(variants) * max(1, len(heads)) / 2 + 2), 4.5))
+    figure = new_figure(figsize=(max(6, 1.6 * len(variants) * max(1, len(heads)) / 2 + 2), 4.5))
+    ax = figure.subplots()
     for h, head in enumerate(heads):
         xs = [v + (h - (len(heads) - 1) / 2) * width for v in range(len(variants))]
         test = [(by_key.get((v, head)) or {}).get("test") or 0.0 for v in variants]

@@ -27,7 +27,9 @@ from torch import Tensor, nn
 from ..contracts import Batch, Categorical, Classes, Generator, Image
 from ..recipe import Recipe
 from .model import DigitModel
-from .train import Trainer, make_optimizer, make_rng, stream_seed, train_batches
+from .batches import make_rng, stream_seed, train_batches
+from .build import build
+from .train import make_optimizer
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -108,8 +110,9 @@ class Probe:
     def from_recipe(cls, recipe: Recipe) -> Probe:
         """Build the recipe on the CPU exactly as ``digitsum run`` would (same seed, same init)."""
         cpu_recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
-        trainer = Trainer(cpu_recipe, Path("unused"))  # builds; writes nothing until fit()
-        return cls(cpu_recipe, trainer.generator, trainer.model, trainer.device)
+        built = build(cpu_recipe)
+        built.generator.size("train")  # loads the data: a missing data set is a user error here, not in a check
+        return cls(cpu_recipe, built.generator, built.model, built.device)
 
     @cached_property
     def sample(self) -> Batch:

@@ -1,14 +1,12 @@
-"""Assemble a model from a recipe: one backbone, one head per recipe head."""
+"""The model: one fusion backbone feeding one head per recipe head (built by ``engine/build.py``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from ..contracts import Batch, Fusion, Head
-from ..recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -39,32 +37,3 @@ class DigitModel(nn.Module):
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
         """The weighted sum that is back-propagated: every head with a weight is trained."""
         return sum(self.bindings[name].weight * loss for name, loss in losses.items())
-
-
-def build_model(recipe: Recipe) -> DigitModel:
-    """Build the model a recipe describes (on the CPU; move it with ``.to``)."""
-    interface = recipe.interface()
-    backbone = recipe.backbone.cls(recipe.backbone.params, interface.inputs)
-    heads, bindings = {}, {}
-    for name, choice in recipe.heads.items():
-        target = interface.targets[choice.section.target]
-        heads[name] = choice.cls(choice.params, backbone.out_features, target)
-        bindings[name] = Binding(choice.section.target, choice.section.weight)
-    return DigitModel(backbone, heads, bindings)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, else the CPU; an explicit device must exist."""
-    from ..errors import UserError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device = '{name}' but CUDA is not available here; use 'auto' or 'cpu'")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("train.device = 'mps' but MPS is not available here; use 'auto' or 'cpu'")
-    return torch.device(name)

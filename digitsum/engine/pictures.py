@@ -1,22 +1,33 @@
 """Pictures of a run: learning curves and a grid of test samples with their predictions.
 
-A :class:`Pictures` callback is among every run's default callbacks: at the end of training
-it writes ``curves.png`` and ``samples.png`` into the run directory (atomically). matplotlib
-is imported only here, with the Agg backend, so nothing else pays for it.
+Figures are plain matplotlib :class:`~matplotlib.figure.Figure` objects made without pyplot:
+nothing here changes matplotlib's backend or global state, so a notebook shows them inline
+(they render themselves as PNG) and a script can save them. The :class:`Pictures` callback,
+among every run's default callbacks, writes ``curves.png`` and ``samples.png`` into the run
+directory (atomically) when training ends. matplotlib is imported only here.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from ..contracts import Image
+from ..contracts import Generator, Image
+from .batches import eval_batches
+from .callbacks import Callback
 from .rundir import atomic_write
-from .train import Callback, Trainer, eval_batches
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .model import DigitModel
+    from .train import Trainer
 
 #: How many test samples samples.png shows.
 SAMPLES = 24
@@ -24,29 +35,45 @@ SAMPLE_COLUMNS = 6
 WRONG_COLOR, RIGHT_COLOR = "#d62728", "#1a1a1a"
 
 
-def pyplot():
-    """matplotlib.pyplot with the Agg backend (files only), imported on first use."""
-    import matplotlib
+@functools.cache
+def _picture_class() -> type:
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)  # files only, never a window
-    import matplotlib.pyplot as plt
+    class Picture(Figure):
+        """A figure that shows itself inline in Jupyter, whatever matplotlib's backend."""
 
-    return plt
+        def _repr_png_(self) -> bytes:
+            return figure_png(self)
+
+    return Picture
 
 
-def save_figure(figure, path: Path) -> None:
-    """Write a matplotlib figure as PNG through :func:`atomic_write`, then close it."""
+def new_figure(**options: Any) -> Figure:
+    """A matplotlib figure that shows itself inline in Jupyter (as PNG), made without pyplot."""
+    return _picture_class()(**options)
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    pyplot().close(figure)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return buffer.getvalue()
 
 
-def plot_curves(history: list[dict[str, Any]], primary: dict[str, str], path: Path) -> None:
-    """Loss and primary metric per head per epoch, train (running mean) and test."""
-    plt = pyplot()
+def save_figure(figure: Figure, path: Path) -> None:
+    """Write a figure as PNG through :func:`atomic_write`."""
+    data = figure_png(figure)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> Figure:
+    """Loss and primary metric per head per epoch, train (running mean, dashed) and test.
+
+    ``history``: one ``{"epoch", "train": {head: metrics}, "test": {head: metrics}}`` per epoch.
+    """
     heads = list(primary)
-    figure, axes = plt.subplots(2, len(heads), figsize=(4 * len(heads), 6), squeeze=False)
+    figure = new_figure(figsize=(4 * len(heads), 6))
+    axes = figure.subplots(2, len(heads), squeeze=False)
     epochs = [row["epoch"] for row in history]
     for column, head in enumerate(heads):
         for row, metric in enumerate(("loss", primary[head])):
@@ -60,7 +87,7 @@ def plot_curves(history: list[dict[str, Any]], primary: dict[str, str], path: Pa
             ax.grid(alpha=0.3)
             ax.legend()
     figure.tight_layout()
-    save_figure(figure, path)
+    return figure
 
 
 def image_row(batch: dict[str, Tensor], image_names: list[str], i: int) -> Tensor:
@@ -75,22 +102,23 @@ def image_row(batch: dict[str, Tensor], image_names: list[str], i: int) -> Tenso
 
 
 @torch.no_grad()
-def plot_samples(trainer: Trainer, path: Path, count: int = SAMPLES) -> None:
+def samples_figure(model: DigitModel, generator: Generator, seed: int, device: torch.device,
+                   title: str, count: int = SAMPLES) -> Figure:  # fmt: skip
     """The first test samples: their images, targets and predictions; wrong ones in red."""
-    plt = pyplot()
-    model, generator = trainer.model, trainer.generator
-    inputs = trainer.recipe.interface().inputs
+    inputs = generator.interface(generator.params).inputs
     image_names = [name for name, spec in inputs.items() if isinstance(spec, Image)]
-    batch = next(eval_batches(generator, "test", trainer.recipe.seed, trainer.device))
+    batch = next(eval_batches(generator, "test", seed, device))
     batch = {name: value[:count] for name, value in batch.items()}
+    was_training = model.training
     model.eval()
     outputs = model(batch)
-    model.train()
+    model.train(was_training)
     predictions = {name: model.heads[name].predict(out).cpu() for name, out in outputs.items()}
     count = len(next(iter(batch.values())))
     rows = -(-count // SAMPLE_COLUMNS)
     width = 1.6 * max(1, len(image_names))
-    figure, axes = plt.subplots(rows, SAMPLE_COLUMNS, figsize=(width * SAMPLE_COLUMNS, 2.2 * rows), squeeze=False)
+    figure = new_figure(figsize=(width * SAMPLE_COLUMNS, 2.2 * rows))
+    axes = figure.subplots(rows, SAMPLE_COLUMNS, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= count:
@@ -106,8 +134,7 @@ def plot_samples(trainer: Trainer, path: Path, count: int = SAMPLES) -> None:
             guess = int(prediction[i])
             wrong |= guess != target
             lines.append(f"{head} {guess}" + ("" if guess == target else f" ≠ {target}"))
-        color = WRONG_COLOR if wrong else RIGHT_COLOR
-        ax.set_title("\n".join(lines), fontsize=8, color=color)
+        ax.set_title("\n".join(lines), fontsize=8, color=WRONG_COLOR if wrong else RIGHT_COLOR)
         if wrong:  # a red frame, visible at a glance in a full grid
             ax.axis("on")
             ax.set_xticks([])
@@ -115,9 +142,14 @@ def plot_samples(trainer: Trainer, path: Path, count: int = SAMPLES) -> None:
             for spine in ax.spines.values():
                 spine.set_edgecolor(WRONG_COLOR)
                 spine.set_linewidth(2.5)
-    figure.suptitle(f"{trainer.recipe.name}: first {count} test samples (prediction ≠ target in red)", fontsize=10)
+    figure.suptitle(f"{title}: first {count} test samples (prediction ≠ target in red)", fontsize=10)
     figure.tight_layout()
-    save_figure(figure, path)
+    return figure
+
+
+def primary_metrics(recipe) -> dict[str, str]:
+    """Each head's primary metric, by head name."""
+    return {name: choice.cls.primary_metric for name, choice in recipe.heads.items()}
 
 
 class Pictures(Callback):
@@ -126,6 +158,7 @@ class Pictures(Callback):
     def on_end(self, trainer: Trainer, summary: dict) -> None:
         if not trainer.history:
             return  # nothing was evaluated: no curve to draw, no trained model to show
-        primary = {name: choice.cls.primary_metric for name, choice in trainer.recipe.heads.items()}
-        plot_curves(trainer.history, primary, trainer.run_dir / "curves.png")
-        plot_samples(trainer, trainer.run_dir / "samples.png")
+        recipe = trainer.recipe
+        save_figure(curves_figure(trainer.history, primary_metrics(recipe)), trainer.run_dir / "curves.png")
+        figure = samples_figure(trainer.model, trainer.generator, recipe.seed, trainer.device, recipe.name)
+        save_figure(figure, trainer.run_dir / "samples.png")

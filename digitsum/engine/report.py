@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor
 
-from .train import Callback, Trainer
+from .callbacks import Callback
+from .train import Trainer
 
 
 class ConsoleReporter(Callback):
@@ -62,6 +63,10 @@ class ConsoleReporter(Callback):
         self.progress.stop()
         parts = [f"{head} {self.primary[head]} {values[self.primary[head]]:.4f}" for head, values in test.items()]
         self.console.print(f"  test: {' · '.join(parts)}")
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        if self.progress is not None:
+            self.progress.stop()  # a live bar must not stay on screen over the error message
 
     def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         if self.progress is not None:

@@ -1,4 +1,4 @@
-"""Reading a run directory back: resuming its training, evaluating its checkpoint."""
+"""Reading a run directory back safely, and resuming its training."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from ..errors import UserError
 from ..recipe import Recipe, load_recipe
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
 from .rundir import remove_temporary_files, run_status
-from .train import Callback, Trainer
+from .callbacks import Callback
+from .train import Trainer
 
 
 @dataclass
@@ -74,20 +75,3 @@ def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] = (), writes: bo
     if writes:
         remove_temporary_files(saved.run_dir)
     return trainer
-
-
-def evaluate_run(run_dir: Path, split: str = "test") -> dict[str, Any]:
-    """Evaluate a run directory's checkpoint on ``split``: per-head metrics and where it stood."""
-    saved = open_run(run_dir)
-    if saved.checkpoint is None:
-        raise UserError(f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint")
-    trainer = Trainer(saved.recipe, saved.run_dir)
-    trainer.load_state_dict(saved.checkpoint, saved.run_dir / "checkpoint.pt")
-    return {
-        "run": str(saved.run_dir),
-        "recipe": saved.recipe.name,
-        "split": split,
-        "epoch": trainer.epochs_done,
-        "step": trainer.step,
-        "heads": trainer.evaluate(split),
-    }

@@ -56,7 +56,7 @@ def run_status(path: Path) -> str | None:
     """``"finished"`` or ``"unfinished"`` for a run directory, ``None`` for any other folder.
 
     Read from summary.json alone (no torch): a run is finished when its summary says it
-    was not stopped.
+    was neither stopped nor failed.
     """
     if not (path / "recipe.toml").is_file():
         return None
@@ -64,7 +64,8 @@ def run_status(path: Path) -> str | None:
         summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "unfinished"
-    return "finished" if isinstance(summary, dict) and "stopped" not in summary else "unfinished"
+    done = isinstance(summary, dict) and "stopped" not in summary and "failed" not in summary
+    return "finished" if done else "unfinished"
 
 
 def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:

@@ -1,17 +1,16 @@
-"""Training and evaluation, top to bottom.
+"""Training and evaluation, top to bottom: the Trainer and its loop.
 
-Data order and every random draw are functions of (seed, split, epoch, step): a run is
-reproducible on the same machine, the test split sees the same pairings at every evaluation,
-and a batch can be recomputed without replaying anything before it.
+What a run is made of comes from ``build.py``, the batches and their random streams from
+``batches.py``; everything that watches or reports a run is a callback (``callbacks.py``);
+choosing the run directory, the default callbacks and signal handling is ``runner.py``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,53 +20,18 @@ from torch import Tensor
 
 from .. import __version__
 from ..contracts import Generator
-from ..data import DataContext, default_root
 from ..errors import UserError
 from ..recipe import Recipe
 from . import distributed
 from .accel import configure_threads, plan
+from .batches import eval_batches, train_batches
+from .build import build, pick_device
+from .callbacks import Callback, callback_keys
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .component_errors import blame_components
 from .distributed import World
-from .model import DigitModel, build_model, pick_device
+from .model import DigitModel
 from .rundir import RUN_FORMAT, MetricsLog, write_json, write_text
-
-#: Samples per evaluation batch. Fixed, so the test pairings depend on the seed alone.
-EVAL_BATCH = 1000
-
-
-def stream_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed for one random stream, e.g. ``(seed, "train", epoch, step)``."""
-    key = "/".join(map(str, (seed, *parts))).encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1
-
-
-def make_rng(device: torch.device, seed: int) -> torch.Generator:
-    rng = torch.Generator(device=device)
-    rng.manual_seed(seed)
-    return rng
-
-
-def train_batches(
-    generator: Generator, batch_size: int, seed: int, epoch: int, device: torch.device, first_step: int = 0
-) -> Iterator[dict[str, Tensor]]:
-    """One epoch of training batches: a fresh permutation and fresh draws every epoch.
-
-    ``first_step`` skips the steps before it without drawing them (a resumed epoch).
-    """
-    n = generator.size("train")
-    order = torch.randperm(n, generator=make_rng(torch.device("cpu"), stream_seed(seed, "order", epoch))).to(device)
-    for step, start in enumerate(range(first_step * batch_size, n, batch_size), start=first_step):
-        rng = make_rng(device, stream_seed(seed, "train", epoch, step))
-        yield generator.draw("train", order[start : start + batch_size], rng)
-
-
-def eval_batches(generator: Generator, split: str, seed: int, device: torch.device) -> Iterator[dict[str, Tensor]]:
-    """A split in order, with draws fixed by the seed: the same batches at every evaluation."""
-    n = generator.size(split)
-    index = torch.arange(n, device=device)
-    for step, start in enumerate(range(0, n, EVAL_BATCH)):
-        rng = make_rng(device, stream_seed(seed, "eval", split, step))
-        yield generator.draw(split, index[start : start + EVAL_BATCH], rng)
 
 
 @dataclass
@@ -114,26 +78,15 @@ def evaluate(
     model: DigitModel, generator: Generator, split: str, seed: int, device: torch.device, world: World = World()
 ) -> dict[str, dict[str, float]]:
     """Per-head mean loss and metrics over a whole split (each rank evaluates its share)."""
+    was_training = model.training
     model.eval()
     tally = Tally()
     for batch in eval_batches(generator, split, seed, device):
         batch = world.shard(batch)
         outputs = model(batch)
         tally.add(model, outputs, model.losses(outputs, batch), batch)
-    model.train()
+    model.train(was_training)
     return tally.reduced(world).means()
-
-
-class Callback:
-    """Hooks into a training run; override what you need. Reporters, watches and pictures are
-    callbacks. ``on_step`` runs every step: read tensors there only now and then (a read
-    waits for the GPU). A callback ends a run with ``trainer.request_stop(reason)``."""
-
-    def on_start(self, trainer: Trainer) -> None: ...
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
-    def on_step(self, trainer: Trainer, epoch: int, step: int, loss: Tensor) -> None: ...
-    def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None: ...
-    def on_end(self, trainer: Trainer, summary: dict) -> None: ...
 
 
 def make_optimizer(recipe: Recipe, model: DigitModel) -> torch.optim.Optimizer:
@@ -199,7 +152,10 @@ class Trainer:
     """One recipe's model, data, optimizer and schedule, and the loop that trains them."""
 
     def __init__(self, recipe: Recipe, run_dir: Path | None, callbacks: Sequence[Callback] = ()) -> None:
-        """``run_dir`` may be None only on ranks other than 0 of a data-parallel run (they write nothing)."""
+        """Build the recipe and load its data; write nothing yet (``fit`` does).
+
+        ``run_dir`` may be None only on ranks other than 0 of a data-parallel run (they write nothing).
+        """
         self.recipe = recipe
         self.run_dir = run_dir
         self.callbacks = list(callbacks)
@@ -209,18 +165,18 @@ class Trainer:
         self.threads = configure_threads(recipe.train.threads, self.world.local_size)
         self.accel = plan(recipe.train, self.device)
         self.notes = list(self.accel.notes)  # shown by the console reporter
-        torch.manual_seed(recipe.seed)
+        built = build(recipe, self.device)
+        torch.manual_seed(recipe.seed)  # what draws outside the data streams (dropout) starts from
 
-        section = recipe.data.section
-        root = Path(section.root).expanduser() if section.root else default_root()
-        self.generator = recipe.data.cls(recipe.data.params, DataContext(root, self.device, section.download))
-        self.model = self.accel.prepare_model(build_model(recipe).to(self.device))
+        self.generator = built.generator
+        self.model = self.accel.prepare_model(built.model)
         # what a training step calls: DDP under torchrun, compiled when asked; self.model otherwise
         self.step_model = self.accel.compiled(distributed.wrap(self.model, self.world, self.device))
         self.optimizer = make_optimizer(recipe, self.model)
-        self.batch_size, self.epochs = section.batch_size, recipe.train.epochs
-        self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
-        self.generator.size("test")  # loads and checks the test data too, before anything is written
+        self.batch_size, self.epochs = recipe.data.section.batch_size, recipe.train.epochs
+        with blame_components(recipe):  # loads and checks the data, before anything is written
+            self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
+            self.generator.size("test")
         self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
@@ -321,6 +277,7 @@ class Trainer:
             "epoch_seconds": time.perf_counter() - self._epoch_started if in_epoch else 0.0,
             "seconds": self.seconds_before + time.perf_counter() - self._fit_started,
             "recipe": self.recipe.to_dict(),
+            "callbacks": dict(zip(callback_keys(self.callbacks), (c.state_dict() for c in self.callbacks))),
         }
 
     def load_state_dict(self, state: dict[str, Any], where: Path | str = "checkpoint") -> None:
@@ -342,6 +299,10 @@ class Trainer:
             detail = " ".join(str(e).split()) or type(e).__name__
             detail = detail if len(detail) <= 300 else detail[:297] + "..."
             raise UserError(f"{where} does not fit the model this recipe builds: {detail}") from None
+        saved = state.get("callbacks", {})  # absent in checkpoints of digitsum 0.1.0
+        for key, callback in zip(callback_keys(self.callbacks), self.callbacks):
+            if key in saved:
+                callback.load_state_dict(saved[key])
         self.epochs_done, self.step, self.history = epoch, step, list(state["history"])
         self.epoch_seconds, self.seconds_before = float(state["epoch_seconds"]), float(state["seconds"])
         self.resumed = True
@@ -358,7 +319,19 @@ class Trainer:
         A resumed trainer (``load_state_dict``) continues at its position and keeps the
         run directory's recipe.toml and the metrics of the epochs it had completed. In a
         data-parallel run, rank 0 alone writes the run directory.
+
+        If anything raises, every callback's ``on_exception`` is called, summary.json records
+        the failure (the last checkpoint stays as it was), and the exception goes on — as a
+        :class:`~digitsum.engine.component_errors.ComponentError` when a component's code raised it.
         """
+        try:
+            with blame_components(self.recipe):
+                return self._fit()
+        except BaseException as error:
+            self._record_failure(error)
+            raise
+
+    def _fit(self) -> dict[str, Any]:
         self._fit_started = self._epoch_started = time.perf_counter()
         log = None
         if self.world.is_main:
@@ -388,6 +361,19 @@ class Trainer:
             self._emit("on_epoch_end", epoch, train["heads"], test)
             if self._stop_now():
                 break
+        summary = self.summary()
+        if self.stop_reason and not self.finished:
+            summary["stopped"] = self.stop_reason
+            summary["position"] = {"epoch": self.epochs_done, "step": self.step}
+        if self.world.is_main:
+            write_json(self.run_dir / "summary.json", summary)
+        self._emit("on_end", summary)
+        distributed.barrier(self.world)
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        """What summary.json says of the run so far: recipe, seed, device, epochs, the last
+        epoch's train and test metrics, seconds."""
         summary = {
             "format": RUN_FORMAT,
             "recipe": self.recipe.name,
@@ -399,26 +385,22 @@ class Trainer:
         }
         if self.world.active:
             summary["world_size"] = self.world.size
-        if self.stop_reason and not self.finished:
-            summary["stopped"] = self.stop_reason
-            summary["position"] = {"epoch": self.epochs_done, "step": self.step}
-        if self.world.is_main:
-            write_json(self.run_dir / "summary.json", summary)
-        self._emit("on_end", summary)
-        distributed.barrier(self.world)
         return summary
 
-
-def default_callbacks() -> list[Callback]:
-    """What every run directory gets besides the caller's callbacks: curves.png and samples.png."""
-    from .pictures import Pictures  # imports matplotlib, and this module
-
-    return [Pictures()]
-
-
-def run(recipe: Recipe, run_dir: Path | None, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-    """Train and evaluate a recipe, writing the run directory; return the summary."""
-    try:
-        return Trainer(recipe, run_dir, [*callbacks, *default_callbacks()]).fit()
-    finally:
-        distributed.stop()
+    def _record_failure(self, error: BaseException) -> None:
+        """Close every callback, and let summary.json say that the run failed and why."""
+        for callback in self.callbacks if self.world.is_main else ():
+            try:
+                callback.on_exception(self, error)
+            except Exception:  # closing must not hide the error that matters
+                pass
+        if not self.world.is_main or self.run_dir is None or not (self.run_dir / "recipe.toml").exists():
+            return  # nothing was written: there is no run directory to mark
+        reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
+        summary = self.summary()
+        summary["failed"] = reason if not isinstance(error, KeyboardInterrupt) else "interrupted (KeyboardInterrupt)"
+        summary["position"] = {"epoch": self.epochs_done, "step": self.step}
+        try:
+            write_json(self.run_dir / "summary.json", summary)
+        except UserError:  # the disk that failed the run may fail this too; the error says why
+            pass

@@ -1,6 +1,6 @@
 """Checks around ``digitsum run``: a preflight before the first epoch, a watch during training.
 
-Both are :class:`~digitsum.engine.train.Callback`s and only warn, except on a NaN/inf loss,
+Both are :class:`~digitsum.engine.callbacks.Callback`s and only warn, except on a NaN/inf loss,
 where the watch stops the run as failed (the last good checkpoint stays). Every warning
 points at ``digitsum doctor``, which measures why.
 """
@@ -18,7 +18,9 @@ from torch import Tensor
 
 from ..contracts import Classes
 from .doctor import PREFLIGHT, Probe, Report, diagnose
-from .train import Callback, Trainer, eval_batches
+from .batches import eval_batches
+from .callbacks import Callback
+from .train import Trainer
 
 #: The watch reads the loss about this many times an epoch (each read waits for the device).
 READS_PER_EPOCH = 100
@@ -74,6 +76,15 @@ class Watch(_Warner):
         self.failure: str | None = None
         self.warned: set[str] = set()
         self.epoch_losses: list[float] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """What it warned about and the epoch losses so far: a resumed run neither warns twice
+        nor forgets the loss it compares the next epoch with."""
+        return {"warned": sorted(self.warned), "epoch_losses": list(self.epoch_losses)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.warned = set(state.get("warned", ()))
+        self.epoch_losses = [float(x) for x in state.get("epoch_losses", ())]
 
     def on_start(self, trainer: Trainer) -> None:
         self.every = max(1, trainer.steps_per_epoch // READS_PER_EPOCH)

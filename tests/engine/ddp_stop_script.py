@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from digitsum.engine import distributed
-from digitsum.engine.train import Callback, Trainer
+from digitsum.engine.callbacks import Callback
+from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from digitsum.engine.accel import Acceleration, plan
-from digitsum.engine.model import pick_device
+from digitsum.engine.build import pick_device
 from digitsum.engine.train import Trainer
 from digitsum.errors import UserError
 from digitsum.recipe import TrainSection, load_recipe

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from digitsum.engine.compare import parse_grid, plan_variants, split_values
-from digitsum.engine.train import Trainer, run
+from digitsum.engine.train import Trainer
+from ..runs import fit
 from digitsum.errors import RecipeError, UserError
 from digitsum.recipe import load_recipe
 
@@ -37,7 +38,7 @@ def test_every_shipped_recipe_trains_on_tiny_data(path, tiny_data, tmp_path):
 
 @pytest.mark.parametrize("name", ["original", "two-images", "regress-sum"])
 def test_every_run_dir_gets_curves_and_samples_pictures(name, tiny_data, tmp_path):
-    run(load_recipe(RECIPES / f"{name}.toml", ["train.epochs=2", "data.batch_size=64"]), tmp_path)
+    fit(load_recipe(RECIPES / f"{name}.toml", ["train.epochs=2", "data.batch_size=64"]), tmp_path)
     assert_png(tmp_path / "curves.png")
     assert_png(tmp_path / "samples.png")
     assert not list(tmp_path.glob(".*.tmp"))

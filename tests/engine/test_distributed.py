@@ -14,7 +14,7 @@ import torch
 
 from digitsum.engine import distributed
 from digitsum.engine.distributed import World
-from digitsum.engine.train import run
+from ..runs import fit
 from digitsum.recipe import load_recipe
 
 from ..conftest import RECIPES
@@ -69,7 +69,7 @@ def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
 
 
 def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
-    single = run(load_recipe(RECIPES / "original.toml", ARGS), tmp_path / "single")
+    single = fit(load_recipe(RECIPES / "original.toml", ARGS), tmp_path / "single")
 
     env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
     sets = [arg for a in ARGS for arg in ("--set", a)]

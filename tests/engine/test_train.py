@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from digitsum.engine.train import eval_batches, run, train_batches
+from digitsum.engine.batches import eval_batches, train_batches
+from ..runs import fit
 from digitsum.recipe import load_recipe
 from digitsum.testing import write_tiny_mnist
 
@@ -18,7 +19,7 @@ def recipe(tiny_data):
 
 
 def test_run_writes_the_run_directory(recipe, tmp_path):
-    summary = run(recipe, tmp_path)
+    summary = fit(recipe, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} >= {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json"}
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert set(summary["metrics"]["test"]) == {"digit", "sum"}
@@ -32,7 +33,7 @@ def test_run_writes_the_run_directory(recipe, tmp_path):
 def test_every_head_learns_on_learnable_data(tmp_path):
     root = write_tiny_mnist(tmp_path / "data", n_train=4096, n_test=512)
     recipe = load_recipe(RECIPES / "original.toml", ["train.epochs=6", "data.batch_size=64", "train.lr=5e-3", f"data.root='{root}'"])
-    test = run(recipe, tmp_path / "run")["metrics"]["test"]
+    test = fit(recipe, tmp_path / "run")["metrics"]["test"]
     # chance is 0.1 for the digit and about 0.1 for the sum: a head that is not trained stays there
     assert test["digit"]["accuracy"] > 0.5, test
     assert test["sum"]["accuracy"] > 0.25, test
@@ -40,18 +41,18 @@ def test_every_head_learns_on_learnable_data(tmp_path):
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tiny_data, tmp_path):
     args = ["train.epochs=1", "data.batch_size=64"]
-    a = run(load_recipe(RECIPES / "original.toml", args), tmp_path / "a")
-    b = run(load_recipe(RECIPES / "original.toml", args), tmp_path / "b")
-    c = run(load_recipe(RECIPES / "original.toml", args + ["seed=1"]), tmp_path / "c")
+    a = fit(load_recipe(RECIPES / "original.toml", args), tmp_path / "a")
+    b = fit(load_recipe(RECIPES / "original.toml", args), tmp_path / "b")
+    c = fit(load_recipe(RECIPES / "original.toml", args + ["seed=1"]), tmp_path / "c")
     assert a["metrics"] == b["metrics"]
     assert a["metrics"] != c["metrics"]
 
 
 def test_resolved_recipe_in_run_dir_replays_the_run(recipe, tmp_path):
-    first = run(recipe, tmp_path / "first")
+    first = fit(recipe, tmp_path / "first")
     replay = load_recipe(tmp_path / "first" / "recipe.toml")
     assert replay.to_dict() == recipe.to_dict()
-    assert run(replay, tmp_path / "second")["metrics"] == first["metrics"]
+    assert fit(replay, tmp_path / "second")["metrics"] == first["metrics"]
 
 
 def test_train_pairings_change_every_epoch_test_pairings_never(recipe):
@@ -71,7 +72,7 @@ def test_train_pairings_change_every_epoch_test_pairings_never(recipe):
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
 @pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 5, 8, 100])
 def test_every_schedule_runs_any_number_of_steps(tiny_data, schedule, total_steps):
-    from digitsum.engine.model import build_model
+    from digitsum.engine.build import build_model
     from digitsum.engine.train import make_optimizer, make_scheduler
 
     recipe = load_recipe(RECIPES / "original.toml", [f"train.schedule='{schedule}'"])

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from digitsum.components.heads.classify import Classify
-from digitsum.engine.train import Callback, run
+from digitsum.engine.callbacks import Callback
+from ..runs import fit
 from digitsum.engine.watch import Preflight, Watch, doctor_command
 from digitsum.recipe import load_recipe
 from digitsum.registry import heads
@@ -32,24 +33,24 @@ def recipe_for(root, *overrides: str):
 
 def test_preflight_warns_on_faulty_heads_and_not_on_healthy_ones(tiny_root, tmp_path):
     faulty = Preflight()
-    run(recipe_for(tiny_root, "train.epochs=1", *FAULTY), tmp_path / "faulty", [faulty])
+    fit(recipe_for(tiny_root, "train.epochs=1", *FAULTY), tmp_path / "faulty", [faulty])
     text = "\n".join(faulty.warnings)
     assert "heads.sum: softmax applied twice" in text and "heads.digit is never trained" in text
     healthy = Preflight()
-    run(recipe_for(tiny_root, "train.epochs=1"), tmp_path / "healthy", [healthy])
+    fit(recipe_for(tiny_root, "train.epochs=1"), tmp_path / "healthy", [healthy])
     assert healthy.warnings == [] and healthy.report is not None and healthy.report.findings
 
 
 def test_preflight_does_not_change_the_run(tiny_root, tmp_path):
     recipe = recipe_for(tiny_root, "train.epochs=1")
-    plain = run(recipe, tmp_path / "plain")
-    checked = run(recipe, tmp_path / "checked", [Preflight()])
+    plain = fit(recipe, tmp_path / "plain")
+    checked = fit(recipe, tmp_path / "checked", [Preflight()])
     assert plain["metrics"] == checked["metrics"]
 
 
 def test_watch_warns_when_nothing_is_learned(learnable_root, tmp_path):
     watch = Watch()
-    run(recipe_for(learnable_root, "train.lr=1e-7"), tmp_path / "stuck", [watch])
+    fit(recipe_for(learnable_root, "train.lr=1e-7"), tmp_path / "stuck", [watch])
     text = "\n".join(watch.warnings)
     assert "learning almost nothing" in text  # during the first epoch
     assert "stopped falling" in text and "at chance" in text
@@ -60,7 +61,7 @@ def test_watch_is_quiet_on_a_run_that_learns(learnable_root, tmp_path):
     watch = Watch()
     recipe = recipe_for(learnable_root, "train.lr=3e-3")  # the digit head learns within an epoch here
     recipe = replace(recipe, heads={"digit": recipe.heads["digit"]})
-    summary = run(recipe, tmp_path / "learns", [watch])
+    summary = fit(recipe, tmp_path / "learns", [watch])
     assert summary["metrics"]["test"]["digit"]["accuracy"] > 0.5  # the control really learns
     assert watch.warnings == [] and watch.failure is None
 
@@ -79,7 +80,7 @@ class PoisonAt(Callback):
 
 def test_watch_stops_a_nan_run_keeping_the_last_good_checkpoint(tiny_root, tmp_path):
     watch = Watch()
-    summary = run(recipe_for(tiny_root, "train.epochs=3"), tmp_path, [PoisonAt(2, 3), watch])
+    summary = fit(recipe_for(tiny_root, "train.epochs=3"), tmp_path, [PoisonAt(2, 3), watch])
     assert watch.failure and "NaN" in watch.failure and "epoch 2" in watch.failure
     assert summary["epochs"] == 1 and "non-finite" in summary["stopped"]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1

@@ -1,0 +1,84 @@
+"""Build what a recipe describes — its generator and its model — and nothing else.
+
+:func:`build` is the one way to turn a recipe into objects: the Trainer, the doctor, a loaded
+run (evaluate, predict, export) and the benchmarks all call it. It has no side effects: it
+writes nothing, leaves torch's global random state as it found it (the model is initialised
+from the recipe's seed on a forked stream), configures no threads and starts no processes.
+Data are loaded lazily, when the generator is first asked for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..contracts import Generator
+from ..data import DataContext, default_root
+from ..errors import UserError
+from ..recipe import Recipe
+from .component_errors import blame_components
+from .model import Binding, DigitModel
+
+
+@dataclass
+class Built:
+    """A recipe's generator and model, on ``device``; the model in training mode."""
+
+    recipe: Recipe
+    generator: Generator
+    model: DigitModel
+    device: torch.device
+
+
+def pick_device(name: str | torch.device, key: str = "train.device") -> torch.device:
+    """``auto`` is CUDA when present, else the CPU; an explicit device must exist. ``key``
+    names where the choice came from, for the error message."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{key} = '{name}' but CUDA is not available here; use 'auto' or 'cpu'")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{key} = 'mps' but MPS is not available here; use 'auto' or 'cpu'")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"{key} = '{name}': unknown device; use auto, cpu, cuda, cuda:N or mps") from None
+
+
+def data_context(recipe: Recipe, device: torch.device) -> DataContext:
+    """Where the recipe's generator loads MNIST from (``data.root``, else $DIGITSUM_DATA or
+    the user cache) and the device it puts it on."""
+    section = recipe.data.section
+    root = Path(section.root).expanduser() if section.root else default_root()
+    return DataContext(root, device, section.download)
+
+
+def build_model(recipe: Recipe) -> DigitModel:
+    """The model a recipe describes, on the CPU, initialised from torch's current random state."""
+    interface = recipe.interface()
+    backbone = recipe.backbone.cls(recipe.backbone.params, interface.inputs)
+    heads, bindings = {}, {}
+    for name, choice in recipe.heads.items():
+        target = interface.targets[choice.section.target]
+        heads[name] = choice.cls(choice.params, backbone.out_features, target)
+        bindings[name] = Binding(choice.section.target, choice.section.weight)
+    return DigitModel(backbone, heads, bindings)
+
+
+def build(recipe: Recipe, device: str | torch.device | None = None) -> Built:
+    """The recipe's generator and model on ``device`` (default: the recipe's ``train.device``).
+
+    The model's initial weights depend on the recipe's seed alone: two builds of one recipe
+    are equal, and equal to the model ``digitsum run`` starts from. An exception raised by a
+    component's own code names the component (:class:`~digitsum.engine.component_errors.ComponentError`).
+    """
+    device = pick_device(recipe.train.device) if device is None else pick_device(device, "device")
+    with blame_components(recipe):
+        generator = recipe.data.cls(recipe.data.params, data_context(recipe, device))
+        with torch.random.fork_rng(devices=[]):  # the caller's random state stays untouched
+            torch.manual_seed(recipe.seed)
+            model = build_model(recipe)
+    return Built(recipe, generator, model.to(device), device)

@@ -1,0 +1,154 @@
+"""Blaming the right component: an exception raised by a component's own code becomes a short
+report naming the component, where it comes from and the method that raised.
+
+A plugin head whose ``loss`` raises, a generator whose ``draw`` indexes out of range: the user
+needs to know which component failed, which distribution it came from (whom to tell), and the
+lines of *that component's* code that led there — not two screens of typer, torch and
+digitsum frames. Exceptions that no component raised are digitsum's own bugs and keep their
+full traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from torch import nn
+
+from ..errors import UserError
+from ..recipe import Choice, Recipe
+
+#: digitsum's own package folder: of it, only the built-in components count as component code.
+_DIGITSUM = Path(__file__).resolve().parents[1]
+_BUILTIN_COMPONENTS = _DIGITSUM / "components"
+#: torch's package folder: library code a component calls into, never the component's own frames.
+_TORCH = Path(inspect.getfile(nn.Module)).resolve().parents[2]
+
+
+class ComponentError(UserError):
+    """A component's code raised during a run: the message names the component, its
+    distribution and the method, with the traceback of the component's own frames only."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, component: str, method: str, origin: str) -> None:
+        super().__init__(message)
+        self.component, self.method, self.origin = component, method, origin
+
+
+@dataclass(frozen=True)
+class _Suspect:
+    label: str  # "head 'ordinal'"
+    cls: type
+    origin: str  # "digitsum-example 0.1.0", "built-in", "local (module:Class)"
+    roots: tuple[Path, ...]  # folders holding its code
+
+
+def _code_roots(cls: type) -> tuple[Path, ...]:
+    """Where a component's own code lives: its package (for digitsum's built-ins, the
+    components folder), and that of every class it inherits from outside digitsum's core."""
+    roots = []
+    for klass in inspect.getmro(cls):
+        module = sys.modules.get(klass.__module__)
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        path = Path(file).resolve()
+        if path.is_relative_to(_DIGITSUM):
+            if path.is_relative_to(_BUILTIN_COMPONENTS):
+                roots.append(_BUILTIN_COMPONENTS)
+            continue
+        top = sys.modules.get(klass.__module__.split(".")[0])
+        top_file = getattr(top, "__file__", None)
+        roots.append(Path(top_file).resolve().parent if top_file and top_file.endswith("__init__.py") else path.parent)
+    return tuple(dict.fromkeys(roots))
+
+
+def _suspects(recipe: Recipe) -> list[_Suspect]:
+    from ..registry import KIND_LABELS, datasets, fusions, heads
+
+    chosen: list[tuple[str, Choice, object]] = [("datasets", recipe.data, datasets), ("fusions", recipe.backbone, fusions)]
+    chosen += [("heads", choice, heads) for choice in recipe.heads.values()]
+    suspects = []
+    for kind, choice, registry in chosen:
+        name = choice.section.type
+        try:
+            origin = str(registry.entry(name).origin)
+        except UserError:
+            origin = f"local ({choice.cls.__module__}:{choice.cls.__qualname__})"
+        suspects.append(_Suspect(f"{KIND_LABELS[kind]} '{name}'", choice.cls, origin, _code_roots(choice.cls)))
+    return suspects
+
+
+def _frames(tb: TracebackType | None) -> list[tuple[FrameType, int]]:
+    frames = []
+    while tb is not None:
+        frames.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    return frames
+
+
+def _is_component_code(frame: FrameType, suspect: _Suspect) -> bool:
+    """Whether a frame runs the component's own code (not torch's, not digitsum's core)."""
+    path = Path(frame.f_code.co_filename).resolve()
+    if path.is_relative_to(_TORCH) or (path.is_relative_to(_DIGITSUM) and not path.is_relative_to(_BUILTIN_COMPONENTS)):
+        return False
+    return not suspect.roots or any(path.is_relative_to(root) for root in suspect.roots)
+
+
+def _owner(frame: FrameType, suspects: list[_Suspect]) -> _Suspect | None:
+    """The component whose method this frame runs (``self`` an instance, or ``cls`` the class)."""
+    for name in ("self", "cls"):
+        if name not in frame.f_code.co_varnames[: frame.f_code.co_argcount]:
+            continue
+        obj = frame.f_locals.get(name)
+        for suspect in suspects:
+            is_it = isinstance(obj, suspect.cls) or (isinstance(obj, type) and issubclass(obj, suspect.cls))
+            if is_it and _is_component_code(frame, suspect):
+                return suspect
+    return None
+
+
+def blame(error: BaseException, recipe: Recipe) -> ComponentError | None:
+    """A :class:`ComponentError` for ``error`` if a component's method raised it, else None."""
+    suspects = _suspects(recipe)
+    frames = _frames(error.__traceback__)
+    for depth in range(len(frames) - 1, -1, -1):  # the innermost component method is to blame
+        suspect = _owner(frames[depth][0], suspects)
+        if suspect is not None:
+            break
+    else:
+        return None
+    method = frames[depth][0].f_code.co_name
+    own = [(f, line) for f, line in frames[depth:] if _is_component_code(f, suspect)]
+    stack = traceback.StackSummary.extract(iter(own), capture_locals=False)
+    detail = "".join(traceback.format_list(stack)).rstrip()
+    kind = type(error).__qualname__
+    text = str(error).strip()
+    message = (
+        f"{suspect.label} from {suspect.origin} raised {kind} in {method}():\n{detail}\n"
+        f"{kind}{': ' + text if text else ''}\n"
+        f"(a bug in that component's code; the traceback shows its own frames only)"
+    )
+    return ComponentError(message, suspect.label, method, suspect.origin)
+
+
+@contextmanager
+def blame_components(recipe: Recipe) -> Iterator[None]:
+    """Turn an exception raised by one of ``recipe``'s components into a :class:`ComponentError`;
+    leave user errors, interrupts and digitsum's own exceptions as they are."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        blamed = blame(error, recipe)
+        if blamed is None:
+            raise
+        raise blamed from error

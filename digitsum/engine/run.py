@@ -1,0 +1,134 @@
+"""A trained run as an object: its recipe, its model, its metrics — to evaluate, predict with,
+plot and export. ``digitsum.train()`` returns one; :func:`load_run` reads one back from its
+run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..contracts import Generator
+from ..errors import UserError, did_you_mean
+from ..recipe import Recipe
+from .build import build, pick_device
+from .model import DigitModel
+from .resume import open_run
+from .rundir import MetricsLog
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+class Run:
+    """A trained model with everything that made it.
+
+    - ``recipe``: the resolved :class:`~digitsum.recipe.Recipe` it was trained from;
+    - ``model``: the trained model, in eval mode, on ``device``;
+    - ``generator``: the recipe's dataset generator (data are loaded when first needed);
+    - ``summary``: summary.json (``{}`` if the run never wrote one);
+    - ``metrics``: one flat dict per epoch and split, e.g. ``{"epoch": 1, "split": "test",
+      "digit.loss": 0.04, "digit.accuracy": 0.987, ...}`` (``pandas.DataFrame(run.metrics)``);
+    - ``run_dir``: the run directory.
+    """
+
+    def __init__(self, run_dir: Path, recipe: Recipe, model: DigitModel, generator: Generator,
+                 device: torch.device, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:  # fmt: skip
+        self.run_dir, self.recipe, self.model, self.generator, self.device = Path(run_dir), recipe, model, generator, device
+        self.history, self.summary = history, summary
+        self.model.eval()
+
+    # -- what it is --------------------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``stopped`` (interrupted; resumable), ``failed`` or ``unfinished`` (no summary yet)."""
+        if not self.summary:
+            return "unfinished"
+        return "failed" if "failed" in self.summary else "stopped" if "stopped" in self.summary else "finished"
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        """metrics.jsonl as flat records: one dict per epoch and split, head metrics as ``head.metric``."""
+        records = []
+        for record in MetricsLog(self.run_dir / "metrics.jsonl").records():
+            flat = {k: v for k, v in record.items() if k != "heads"}
+            for head, values in (record.get("heads") or {}).items():
+                flat.update({f"{head}.{metric}": value for metric, value in values.items()})
+            records.append(flat)
+        return records
+
+    def __repr__(self) -> str:
+        test = self.summary.get("metrics", {}).get("test", {})
+        primary = {name: choice.cls.primary_metric for name, choice in self.recipe.heads.items()}
+        shown = ", ".join(f"{h} {m} {test[h][m]:.4f}" for h, m in primary.items() if m in test.get(h, {}))
+        return (f"Run({str(self.run_dir)!r}, recipe={self.recipe.name!r}, {self.status}, "
+                f"epochs {len(self.history)}/{self.recipe.train.epochs}" + (f", test: {shown}" if shown else "") + ")")  # fmt: skip
+
+    # -- using it ----------------------------------------------------------------------------------
+
+    def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
+        """Per-head mean loss and metrics over a whole split (``test`` or ``train``), as training reports them."""
+        from .train import evaluate
+
+        if split not in self.generator.splits:
+            raise UserError(f"no split '{split}' — {did_you_mean(split, self.generator.splits, 'splits')}")
+        return evaluate(self.model, self.generator, split, self.recipe.seed, self.device)
+
+    def predict(self, *, preprocess: bool = True, top: int = 3, **inputs: Any):
+        """Predict every head for raw inputs, e.g. ``run.predict(image="seven.png", number=3)``.
+
+        Each input of the recipe's generator is given by name: images as file paths, PIL
+        images, or uint8/float arrays or tensors (one image, or a batch: a list or a leading
+        batch axis), numbers as ints (or a list/array). Images of any size and either polarity
+        are brought to MNIST's format first (``preprocess=False``: they already are). Returns
+        :class:`~digitsum.engine.predict.Predictions`: per head, the predictions and, for
+        classifiers, the probabilities and the ``top`` most probable classes.
+        """
+        from .predict import predict
+
+        return predict(self.model, self.generator, inputs, device=self.device, preprocess=preprocess, top=top)
+
+    def curves(self) -> Figure:
+        """Loss and primary metric per head and epoch, train and test (shown inline in a notebook)."""
+        from .pictures import curves_figure, primary_metrics
+
+        return curves_figure(self.history, primary_metrics(self.recipe))
+
+    def samples(self, count: int = 24) -> Figure:
+        """The first ``count`` test samples with each head's prediction; wrong ones in red."""
+        from .pictures import samples_figure
+
+        return samples_figure(self.model, self.generator, self.recipe.seed, self.device, self.recipe.name, count)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Read a run directory back: its recipe, and its model from the last checkpoint, in eval
+    mode on ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``...).
+
+    The checkpoint is read with ``weights_only=True``: it runs no code. A run directory of
+    another format, a checkpoint that does not fit its recipe, or a run that stopped before
+    its first checkpoint is a UserError saying so.
+    """
+    saved = open_run(Path(run_dir))
+    if saved.checkpoint is None:
+        raise UserError(f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint")
+    built = build(saved.recipe, pick_device(device, "device"))
+    try:
+        built.model.load_state_dict(saved.checkpoint["model"])
+    except (RuntimeError, KeyError) as e:
+        detail = " ".join(str(e).split())[:300]
+        raise UserError(f"{saved.run_dir / 'checkpoint.pt'} does not fit the model its recipe builds: {detail}") from None
+    return Run(saved.run_dir, saved.recipe, built.model, built.generator, built.device,
+               list(saved.checkpoint["history"]), _read_summary(saved.run_dir))  # fmt: skip
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}

@@ -1,0 +1,145 @@
+"""Running a recipe: the one code path behind ``digitsum run``, ``digitsum.train()`` and
+``digitsum compare``.
+
+It chooses and prepares the run directory, adds the callbacks every run gets (progress, the
+preflight, the watch, the pictures), turns Ctrl-C and SIGTERM into a checkpointed stop, and
+says how to resume. The CLI and the Python API only parse their arguments and present the
+:class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..recipe import Recipe
+from . import distributed
+from .callbacks import Callback
+from .interrupt import Interruption, stop_on_signals
+from .rundir import choose_run_dir, prepare_run_dir
+from .train import Trainer
+from .watch import Preflight, Watch, doctor_command
+
+
+@dataclass
+class Outcome:
+    """How a run ended: the trainer (model, history, run directory), its summary, the watch's
+    verdict and the signal that interrupted it, if any."""
+
+    trainer: Trainer
+    summary: dict[str, Any]
+    watch: Watch
+    interruption: Interruption
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.trainer.run_dir
+
+    @property
+    def failure(self) -> str | None:
+        """Why the watch stopped the run as failed (a NaN loss), or None."""
+        return self.watch.failure
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by Ctrl-C or SIGTERM before the last epoch: ``resume`` continues it."""
+        return bool(self.interruption.signum) and not self.trainer.finished
+
+
+def default_callbacks(console: Any, hint: str, *, progress: bool = True, preflight: bool = True) -> tuple[Watch, list[Callback]]:
+    """What every run reports and checks: progress (when ``progress``), the preflight (when
+    ``preflight``), the watch (returned too, to read its verdict) and the run directory's pictures.
+
+    ``console`` is a rich console for progress and warnings; None keeps warnings in the
+    callbacks' ``warnings`` lists only.
+    """
+    from .pictures import Pictures
+    from .report import ConsoleReporter
+
+    shown = console if progress else None
+    watch = Watch(shown, hint)
+    callbacks: list[Callback] = [ConsoleReporter(console)] if progress else []
+    if preflight:
+        callbacks.append(Preflight(shown, hint))
+    return watch, [*callbacks, watch, Pictures()]
+
+
+def start(
+    recipe: Recipe,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    callbacks: Sequence[Callback] = (),
+    console: Any = None,
+    progress: bool = True,
+    preflight: bool = True,
+) -> Outcome:
+    """Train ``recipe`` into a new run directory: ``out`` exactly (empty, new, or a run to
+    replace with ``force``), or ``runs/<recipe>/<timestamp>/``.
+
+    The data are loaded and the model built before anything is written: a bad data folder
+    or a broken component leaves no run directory behind.
+    """
+    main_rank = distributed.current().is_main
+    run_dir = choose_run_dir(recipe.name, out, force) if main_rank else None
+    watch, defaults = default_callbacks(_console(console, progress), _hint(run_dir), progress=progress, preflight=preflight)
+    trainer = _trainer(lambda: Trainer(recipe, run_dir, [*defaults, *callbacks]))
+    if main_rank:
+        prepare_run_dir(run_dir)
+    return _fit(trainer, watch)
+
+
+def resume(run_dir: str | Path, *, callbacks: Sequence[Callback] = (), console: Any = None, progress: bool = True) -> Outcome:
+    """Continue an interrupted (or failed) run from its last checkpoint, exactly where it stopped."""
+    from .resume import resume_trainer
+
+    run_dir = Path(run_dir)
+    main_rank = distributed.current().is_main
+    shown = _console(console, progress)
+    watch, defaults = default_callbacks(shown, _hint(run_dir), progress=progress, preflight=False)
+    trainer = _trainer(lambda: resume_trainer(run_dir, [*defaults, *callbacks], writes=main_rank))
+    if main_rank and shown is not None:
+        shown.print(f"resuming {run_dir} at epoch {trainer.epochs_done + 1} step {trainer.step}", highlight=False)
+    return _fit(trainer, watch)
+
+
+def _console(console: Any, progress: bool) -> Any:
+    if console is None and progress:
+        from rich.console import Console
+
+        return Console()
+    return console
+
+
+def _hint(run_dir: Path | None) -> str:
+    """The doctor command a warning points at: the run's own resolved recipe."""
+    return doctor_command(run_dir / "recipe.toml") if run_dir is not None else "digitsum doctor RECIPE"
+
+
+def _trainer(make) -> Trainer:
+    """Make a trainer; a failure leaves no process group behind under torchrun."""
+    try:
+        return make()
+    except BaseException:
+        distributed.stop()
+        raise
+
+
+def _fit(trainer: Trainer, watch: Watch) -> Outcome:
+    """Train with Ctrl-C and SIGTERM turned into a checkpointed stop; errors say how to resume."""
+    run_dir = trainer.run_dir
+    try:
+        with stop_on_signals(trainer) as interruption:
+            summary = trainer.fit()
+    except UserError as e:
+        if run_dir is not None and (run_dir / "checkpoint.pt").exists():
+            e.message += f"\nthe last checkpoint is intact; resume with: digitsum run --resume {run_dir}"
+        elif run_dir is not None and (run_dir / "summary.json").exists():
+            e.message += f"\n{run_dir / 'summary.json'} records the failure"
+        raise
+    finally:
+        distributed.stop()
+    return Outcome(trainer, summary, watch, interruption)

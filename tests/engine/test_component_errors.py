@@ -1,0 +1,163 @@
+"""A component's own exception ends in a short report naming it, its origin and the method;
+digitsum's own bugs keep their traceback; every callback is closed; the run directory says
+that the run failed and why."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from digitsum.components.data.single_digit import SingleDigit
+from digitsum.components.heads.classify import Classify
+from digitsum.engine.callbacks import Callback
+from digitsum.engine.component_errors import ComponentError
+from digitsum.engine.runner import start
+from digitsum.engine.train import Trainer
+from digitsum.recipe import load_recipe
+from digitsum.registry import heads
+
+from ..conftest import RECIPES, TINY, fake_distribution, run_subprocess
+from ..runs import tiny_args
+
+
+def explode(value: int) -> None:
+    raise ValueError(f"exploded at call {value}")
+
+
+class LateBomb(Classify):
+    """A classifier whose loss raises on its fourth call (a bug that shows up mid-epoch)."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.calls = 0
+
+    def loss(self, output, target):
+        self.calls += 1
+        if self.calls == 4:
+            explode(self.calls)
+        return super().loss(output, target)
+
+
+@pytest.fixture
+def late_bomb():
+    heads.register("late_bomb")(LateBomb)
+    yield "late_bomb"
+    heads.remove("late_bomb")
+
+
+class Closes(Callback):
+    def __init__(self) -> None:
+        self.closed_with: BaseException | None = None
+        self.ended = False
+
+    def on_exception(self, trainer, error) -> None:
+        self.closed_with = error
+
+    def on_end(self, trainer, summary) -> None:
+        self.ended = True
+
+
+def bomb_recipe(root, name: str):
+    return load_recipe(RECIPES / "original.toml", tiny_args(root, 1, 64, f'heads.sum={{type="{name}", target="sum"}}'))
+
+
+def test_a_component_exception_names_the_component_and_method_with_its_own_frames(tiny_root, tmp_path, late_bomb):
+    closes = Closes()
+    with pytest.raises(ComponentError) as caught:
+        start(bomb_recipe(tiny_root, late_bomb), tmp_path / "run", callbacks=[closes], progress=False, preflight=False)
+    error = caught.value
+    assert error.exit_code == 1 and error.method == "loss" and error.component == "head 'late_bomb'"
+    assert "ValueError: exploded at call 4" in error.message
+    assert "in loss" in error.message and "in explode" in error.message  # the component's own frames...
+    assert "train.py" not in error.message and "torch" not in error.message  # ...and no one else's
+    assert isinstance(closes.closed_with, ComponentError) and not closes.ended
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "late_bomb" in summary["failed"] and summary["position"] == {"epoch": 0, "step": 3}
+
+
+def test_a_plugin_component_exception_names_its_distribution_and_exits_1(tiny_root, tmp_path):
+    source = (
+        "from digitsum.components.heads.classify import Classify\n"
+        "class Grumpy(Classify):\n"
+        "    '''A head whose loss always raises.'''\n"
+        "    def loss(self, output, target):\n"
+        "        return self.helper(output)\n"
+        "    def helper(self, output):\n"
+        "        raise KeyError('no such thing')\n"
+    )  # fmt: skip
+    site = fake_distribution(tmp_path / "site", "digitsum-grumpy", "0.2", {"digitsum.heads": {"grumpy": "grumpy_plugin:Grumpy"}},
+                             {"grumpy_plugin/__init__.py": source})  # fmt: skip
+    out = tmp_path / "run"
+    result = run_subprocess("run", RECIPES / "original.toml", *TINY, "--set", 'heads.sum={type="grumpy", target="sum"}',
+                            "--out", out, env={"PYTHONPATH": str(site), "DIGITSUM_DATA": str(tiny_root)})  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "head 'grumpy' from digitsum-grumpy 0.2 raised KeyError in helper()" in result.stderr
+    assert "grumpy_plugin/__init__.py" in result.stderr and "Traceback" not in result.stderr
+    assert "site-packages" not in result.stderr
+    assert "records the failure" in result.stderr
+    assert "KeyError" in json.loads((out / "summary.json").read_text())["failed"]
+
+
+def test_a_failure_in_digitsum_itself_keeps_its_traceback_and_closes_callbacks(tiny_root, tmp_path, monkeypatch):
+    def broken(self, split="test"):
+        raise RuntimeError("a bug in digitsum")
+
+    monkeypatch.setattr(Trainer, "evaluate", broken)
+    closes = Closes()
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1))
+    with pytest.raises(RuntimeError, match="a bug in digitsum"):
+        start(recipe, tmp_path / "run", callbacks=[closes], progress=False, preflight=False)
+    assert isinstance(closes.closed_with, RuntimeError)
+    assert "RuntimeError: a bug in digitsum" in json.loads((tmp_path / "run" / "summary.json").read_text())["failed"]
+
+
+class NoSize(SingleDigit):
+    """single_digit whose size() raises: a generator broken before any step."""
+
+    def size(self, split):
+        raise IndexError("bad split table")
+
+
+def test_a_generator_that_raises_while_building_leaves_no_run_directory(tiny_root, tmp_path):
+    from digitsum.registry import datasets
+
+    datasets.register("no_size")(NoSize)
+    try:
+        recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, "data.type='no_size'"))
+        with pytest.raises(ComponentError, match=r"dataset generator 'no_size' from local \(.*NoSize\) raised IndexError in size"):
+            start(recipe, tmp_path / "run", progress=False)
+    finally:
+        datasets.remove("no_size")
+    assert not (tmp_path / "run").exists()
+
+
+class Counts(Callback):
+    """Counts steps; its count is state that must survive a resume."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.steps, self.stop_at = 0, stop_at
+
+    def on_step(self, trainer, epoch, step, loss) -> None:
+        self.steps += 1
+        if self.steps == self.stop_at:
+            trainer.request_stop("asked by test")
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state) -> None:
+        self.steps = state["steps"]
+
+
+def test_callback_state_is_saved_in_checkpoints_and_restored_on_resume(tiny_root, tmp_path):
+    from digitsum.engine.runner import resume
+
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 2))
+    first = start(recipe, tmp_path / "run", callbacks=[Counts(stop_at=11)], progress=False)
+    assert first.summary["stopped"] == "asked by test"
+    again = Counts()
+    resumed = resume(tmp_path / "run", callbacks=[again], progress=False)
+    assert resumed.trainer.finished and again.steps == 2 * resumed.trainer.steps_per_epoch
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["callbacks"]["Counts"] == {"steps": again.steps}

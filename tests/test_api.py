@@ -1,0 +1,100 @@
+"""The Python API: what a script or a notebook does with `import digitsum` alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import digitsum
+
+from .conftest import RECIPES
+
+TINY = ["train.epochs=2", "data.batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_root):
+    """One tiny run shared by the read-only tests below."""
+    out = tmp_path_factory.mktemp("api") / "run"
+    overrides = [*TINY, f"data.root='{tiny_root}'", "data.download=false"]
+    return digitsum.train(RECIPES / "original.toml", out, overrides=overrides, progress=False)
+
+
+def test_importing_digitsum_imports_no_torch():
+    code = "import sys, digitsum; digitsum.__all__; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_train_returns_the_run_it_wrote(trained):
+    assert trained.status == "finished" and len(trained.history) == 2
+    assert (trained.run_dir / "checkpoint.pt").is_file() and (trained.run_dir / "curves.png").is_file()
+    assert not trained.model.training
+    records = trained.metrics
+    assert [(r["epoch"], r["split"]) for r in records] == [(1, "train"), (1, "test"), (2, "train"), (2, "test")]
+    assert records[-1]["digit.accuracy"] == trained.summary["metrics"]["test"]["digit"]["accuracy"]
+    assert "original" in repr(trained) and "digit accuracy" in repr(trained)
+
+
+def test_load_run_gives_back_the_same_model_and_metrics(trained):
+    again = digitsum.load_run(trained.run_dir)
+    assert again.recipe.to_dict() == trained.recipe.to_dict()
+    assert again.metrics == trained.metrics and again.summary == trained.summary
+    state = trained.model.state_dict()
+    assert all(torch.equal(state[k].cpu(), v) for k, v in again.model.state_dict().items())
+    assert not again.model.training and again.device.type == "cpu"
+
+
+def test_evaluate_reproduces_the_recorded_test_metrics(trained):
+    again = digitsum.load_run(trained.run_dir)
+    result = again.evaluate("test")
+    for head, values in trained.summary["metrics"]["test"].items():
+        for metric, value in values.items():
+            assert result[head][metric] == pytest.approx(value, abs=1e-6)
+    assert not again.model.training  # evaluating leaves the loaded model in eval mode
+
+
+def test_evaluate_refuses_an_unknown_split(trained):
+    with pytest.raises(digitsum.UserError, match="no split 'tset' — did you mean 'test'"):
+        trained.evaluate("tset")
+
+
+def test_figures_render_themselves_for_a_notebook(trained):
+    for figure in (trained.curves(), trained.samples(count=6)):
+        png = figure._repr_png_()
+        assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+
+def test_load_run_errors_are_user_errors(tmp_path):
+    with pytest.raises(digitsum.UserError, match="run directory not found"):
+        digitsum.load_run(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(digitsum.UserError, match="not a run directory"):
+        digitsum.load_run(tmp_path / "empty")
+
+
+def test_load_run_on_a_missing_device_names_the_argument(trained, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(digitsum.UserError, match="device = 'cuda' but CUDA is not available"):
+        digitsum.load_run(trained.run_dir, device="cuda")
+
+
+def test_build_has_no_side_effects_and_matches_the_run_s_initial_model(tiny_root):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = digitsum.build(RECIPES / "original.toml", "cpu")
+    second = digitsum.build(RECIPES / "original.toml", "cpu", overrides=["data.batch_size=32"])
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is untouched
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = digitsum.build(RECIPES / "original.toml", "cpu", overrides=["seed=1"])
+    assert not torch.equal(other.model.state_dict()["heads.digit.linear.weight"], a["heads.digit.linear.weight"])
+
+
+def test_doctor_returns_findings_as_data(tiny_data):
+    report = digitsum.doctor(RECIPES / "notebook.toml", ["data.batch_size=64"])
+    assert isinstance(report, digitsum.Report) and not report.healthy
+    assert any(f.check == "double_softmax" and f.severity == "error" for f in report.findings)
+    assert report.to_dict()["healthy"] is False
