@@ -20,6 +20,9 @@ _PUBLIC = {
     "Params": "contracts",
     "Spec": "contracts",
     "DataContext": "data",
+    "MNIST_MEAN": "data",
+    "MNIST_STD": "data",
+    "mnist_pixels": "data",
     "load_recipe": "recipe",
     "UserError": "errors",
 }
