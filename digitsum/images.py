@@ -58,7 +58,9 @@ RESAMPLE = "LANCZOS"
 
 # ITU-R 601-2 luma, the weights of PIL's convert("L"), so files and arrays give the same grey.
 _LUMA = (0.299, 0.587, 0.114)
-_CHANNELS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA
+_CHANNELS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA: channels last ([H, W, C])
+# channels first ([C, H, W], torchvision's layout): not 2, so that [2, H, W] is two grey images
+_CHANNELS_FIRST = (1, 3, 4)
 
 
 def _label(source: Any, name: str | None) -> str:
@@ -76,8 +78,8 @@ def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
 
     ``source``: a file path (``str`` or ``Path``; any format PIL reads, EXIF orientation
     applied, the first frame of an animation), a PIL image, or a numpy array or torch tensor
-    shaped ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with C = 1 to 4 (grey, grey + alpha,
-    RGB, RGBA), holding uint8 0-255 (or other integers in 0-255), bools, or floats in [0, 1].
+    shaped ``[H, W]``, ``[H, W, C]`` with C = 1 to 4 (grey, grey + alpha, RGB, RGBA) or
+    ``[C, H, W]`` with C = 1, 3 or 4, holding uint8 0-255 (or other integers in 0-255), bools, or floats in [0, 1].
     Transparent pixels are laid on a ground that contrasts with the opaque ones. ``name``
     names a source that is not a file in error messages. Raises :class:`UserError` naming
     the file (or ``name``) and what is wrong.
@@ -167,10 +169,11 @@ def _array(source: Any, label: str) -> np.ndarray:
         return array[..., None]
     if array.ndim == 3 and array.shape[-1] in _CHANNELS:
         return array
-    if array.ndim == 3 and array.shape[0] in _CHANNELS:
+    if array.ndim == 3 and array.shape[0] in _CHANNELS_FIRST:
         return np.moveaxis(array, 0, -1)
     raise UserError(
-        f"{label} has shape {tuple(source.shape)}: an image is [H, W], [H, W, C] or [C, H, W] with C = 1 to 4 channels"
+        f"{label} has shape {tuple(source.shape)}: an image is [H, W], [H, W, C] with C = 1 to 4 channels, "
+        "or [C, H, W] with C = 1, 3 or 4"
     )
 
 
@@ -375,11 +378,12 @@ def image_batch(value: Any, spec: Image = Image(), *, preprocess: bool = True, n
     """One image or a batch -> (float32 ``[B, C, H, W]`` in [0, 1], whether it was a batch).
 
     A batch is a list or tuple of images (each in any form :func:`read_pixels` accepts), a
-    4-D array or tensor ``[B, C, H, W]`` or ``[B, H, W, C]``, or a 3-D one ``[B, H, W]`` whose
-    first and last axes are both longer than 4 (a 3-D array with 1 to 4 entries on its first
-    or last axis is one image, e.g. ``[1, 28, 28]`` or ``[28, 28, 3]``; give a batch of three
-    grey images as ``[3, 1, 28, 28]`` or a list). Each image goes through :func:`to_mnist`
-    (``preprocess``) or :func:`as_image`. Errors name ``name`` and the item's index.
+    4-D array or tensor ``[B, C, H, W]`` or ``[B, H, W, C]``, or a 3-D one ``[B, H, W]``. A 3-D
+    array is one image when its last axis has 1 to 4 entries (``[H, W, C]``) or its first has
+    1, 3 or 4 (``[C, H, W]``, torchvision's layout): ``[1, 28, 28]`` is one grey image and
+    ``[3, 28, 28]`` one RGB image, so give a batch of three grey images as ``[3, 1, 28, 28]``
+    or a list. Each image goes through :func:`to_mnist` (``preprocess``) or :func:`as_image`.
+    Errors name ``name`` and the item's index.
     """
     import torch
 
@@ -400,7 +404,7 @@ def _split_batch(value: Any, name: str) -> tuple[Sequence[Any], bool]:
     ndim = len(shape)
     if ndim == 4:
         return [value[i] for i in range(shape[0])], True
-    if ndim == 3 and shape[0] not in _CHANNELS and shape[-1] not in _CHANNELS:
+    if ndim == 3 and shape[0] not in _CHANNELS_FIRST and shape[-1] not in _CHANNELS:
         return [value[i] for i in range(shape[0])], True
     if ndim in (2, 3):
         return [value], False
