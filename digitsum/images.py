@@ -28,12 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .contracts import Image
 from .errors import UserError
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - this module imports no torch, numpy or PIL until used
     import numpy as np
     import torch
+
+    from .contracts import Image
 
 #: MNIST's geometry in its 28x28 field: the box the digit is scaled into, and where (in
 #: pixel-centre coordinates, 0-based) its centre of mass is put.
@@ -61,6 +62,12 @@ _LUMA = (0.299, 0.587, 0.114)
 _CHANNELS = (1, 2, 3, 4)  # grey, grey + alpha, RGB, RGBA: channels last ([H, W, C])
 # channels first ([C, H, W], torchvision's layout): not 2, so that [2, H, W] is two grey images
 _CHANNELS_FIRST = (1, 3, 4)
+
+
+def _spec(spec: Image | None) -> Image:
+    from .contracts import Image
+
+    return Image() if spec is None else spec
 
 
 def _label(source: Any, name: str | None) -> str:
@@ -332,25 +339,27 @@ def normalize_digit(grey: np.ndarray, *, height: int = MNIST_SIZE, width: int = 
     return field
 
 
-def to_mnist(source: Any, spec: Image = Image(), *, name: str | None = None) -> torch.Tensor:
+def to_mnist(source: Any, spec: Image | None = None, *, name: str | None = None) -> torch.Tensor:
     """A user's image -> float32 ``[channels, height, width]`` in [0, 1], in MNIST's format.
 
     ``source``: any form :func:`read_pixels` accepts (file path, PIL image, array, tensor);
-    ``spec``: the model's Image input (28x28 grey by default; other sizes scale the 20-pixel
-    box and the centre with the field, several channels repeat the grey). A photo of a dark
+    ``spec``: the model's Image input (None: ``Image(1, 28, 28)``; other sizes scale the
+    20-pixel box and the centre with the field, several channels repeat the grey). A photo of a dark
     digit on paper and a light digit on a dark ground give the same result. Raises
     :class:`UserError` naming the file (or ``name``) for an unreadable or blank image.
     """
     import torch
 
+    spec = _spec(spec)
     label = _label(source, name)
     grey = read_grey(source, name=name)
     field = normalize_digit(grey, height=spec.height, width=spec.width, label=label)
     return torch.from_numpy(field)[None].expand(spec.channels, -1, -1).contiguous()
 
 
-def as_image(source: Any, spec: Image = Image(), *, name: str | None = None) -> torch.Tensor:
-    """An image already in MNIST's format and the spec's size -> float32 ``[C, H, W]`` in [0, 1].
+def as_image(source: Any, spec: Image | None = None, *, name: str | None = None) -> torch.Tensor:
+    """An image already in MNIST's format and the spec's size (None: ``Image(1, 28, 28)``) ->
+    float32 ``[C, H, W]`` in [0, 1].
 
     Only the form changes (dtype, layout, channels: grey is repeated to the spec's channels,
     colour becomes grey for a one-channel spec); the pixels are not. Raises
@@ -358,6 +367,7 @@ def as_image(source: Any, spec: Image = Image(), *, name: str | None = None) -> 
     """
     import torch
 
+    spec = _spec(spec)
     label = _label(source, name)
     pixels = read_pixels(source, name=name)
     if pixels.shape[:2] != (spec.height, spec.width):
@@ -374,28 +384,30 @@ def as_image(source: Any, spec: Image = Image(), *, name: str | None = None) -> 
     return torch.from_numpy(chw.copy())
 
 
-def image_batch(value: Any, spec: Image = Image(), *, preprocess: bool = True, name: str = "image") -> tuple[torch.Tensor, bool]:
+def image_batch(value: Any, spec: Image | None = None, *, preprocess: bool = True, name: str = "image") -> tuple[torch.Tensor, bool]:
     """One image or a batch -> (float32 ``[B, C, H, W]`` in [0, 1], whether it was a batch).
 
     A batch is a list or tuple of images (each in any form :func:`read_pixels` accepts), a
     4-D array or tensor ``[B, C, H, W]`` or ``[B, H, W, C]``, or a 3-D one ``[B, H, W]``. A 3-D
     array is one image when its last axis has 1 to 4 entries (``[H, W, C]``) or its first has
-    1, 3 or 4 (``[C, H, W]``, torchvision's layout): ``[1, 28, 28]`` is one grey image and
-    ``[3, 28, 28]`` one RGB image, so give a batch of three grey images as ``[3, 1, 28, 28]``
-    or a list. Each image goes through :func:`to_mnist` (``preprocess``) or :func:`as_image`.
-    Errors name ``name`` and the item's index.
+    1 or ``spec.channels`` entries (``[C, H, W]``, torchvision's layout); otherwise it is a
+    batch of grey images. So for a grey model ``[3, 28, 28]`` is three images (as MNIST's
+    tensors are), and an RGB image is given as ``[28, 28, 3]``, a file or a PIL image. Each
+    image goes through :func:`to_mnist` (``preprocess``) or :func:`as_image`. Errors name
+    ``name`` and the item's index.
     """
     import torch
 
+    spec = _spec(spec)
     convert = to_mnist if preprocess else as_image
-    items, batched = _split_batch(value, name)
+    items, batched = _split_batch(value, spec, name)
     if batched and not items:
         raise UserError(f"input '{name}' is an empty batch")
     tensors = [convert(item, spec, name=f"input '{name}'" + (f" [{i}]" if batched else "")) for i, item in enumerate(items)]
     return torch.stack(tensors), batched
 
 
-def _split_batch(value: Any, name: str) -> tuple[Sequence[Any], bool]:
+def _split_batch(value: Any, spec: Image, name: str) -> tuple[Sequence[Any], bool]:
     if isinstance(value, (list, tuple)):
         return list(value), True
     shape = getattr(value, "shape", None)
@@ -404,7 +416,7 @@ def _split_batch(value: Any, name: str) -> tuple[Sequence[Any], bool]:
     ndim = len(shape)
     if ndim == 4:
         return [value[i] for i in range(shape[0])], True
-    if ndim == 3 and shape[0] not in _CHANNELS_FIRST and shape[-1] not in _CHANNELS:
+    if ndim == 3 and shape[0] not in (1, spec.channels) and shape[-1] not in _CHANNELS:
         return [value[i] for i in range(shape[0])], True
     if ndim in (2, 3):
         return [value], False

@@ -180,6 +180,12 @@ def test_image_batch_reads_one_image_or_a_batch(reference):
         assert np.abs(images[1, 0].numpy() - reference).mean() < 0.01
     single_chw, batched = image_batch(grey[None])  # [1, H, W]: one grey image, not a batch of one
     assert single_chw.shape == (1, 1, 28, 28) and not batched
+    three = np.stack([grey, grey, grey])  # [3, H, W]: three grey images for a grey model ...
+    assert image_batch(three)[0].shape == (3, 1, 28, 28)
+    rgb, batched = image_batch(three, Image(3, 28, 28))  # ... one RGB image for an RGB one
+    assert rgb.shape == (1, 3, 28, 28) and not batched
+    rgb_last, batched = image_batch(three.transpose(1, 2, 0))  # [H, W, 3]: one RGB image for any model
+    assert rgb_last.shape == (1, 1, 28, 28) and not batched
 
 
 def test_a_bad_item_of_a_batch_is_named_by_its_index():
