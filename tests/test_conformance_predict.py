@@ -256,3 +256,16 @@ def test_a_generator_written_before_encode_still_conforms(tiny_root):
             return {"image": image, "digit": digits.labels[index]}
 
     check_generator(Legacy, root=tiny_root)
+
+
+def test_plugin_authors_import_the_pixel_helpers_from_digitsum():
+    import digitsum
+    from digitsum import data
+
+    assert digitsum.mnist_pixels is data.mnist_pixels
+    assert (digitsum.MNIST_MEAN, digitsum.MNIST_STD) == (data.MNIST_MEAN, data.MNIST_STD)
+    assert {"mnist_pixels", "MNIST_MEAN", "MNIST_STD"} <= set(digitsum.__all__)
+    images = torch.tensor([[[0, 255]]], dtype=torch.uint8)
+    assert mnist_pixels(images).tolist() == [[[[0.0, 1.0]]]]
+    standardised = mnist_pixels(images, normalize=True)
+    assert torch.allclose(standardised, (torch.tensor([[[[0.0, 1.0]]]]) - MNIST_MEAN) / MNIST_STD)
