@@ -1,17 +1,22 @@
 """A user's image in MNIST's format, made the way MNIST was made.
 
 MNIST's digits are grey, a light digit on a black ground; each was scaled, keeping its aspect
-ratio, to fit a 20x20 box (its longer side 20 pixels: true of every training image), with
-anti-aliasing, and placed in a 28x28 field so that its centre of mass falls on pixel 14
-(measured on the training set: the centres of mass lie in [13.5, 14.5] in both axes, mean 14.0,
-so the shift was a whole number of pixels). :func:`to_mnist` does the same to any image:
+ratio, to fit a 20x20 box, with anti-aliasing, and placed in a 28x28 field so that its centre of
+mass falls on pixel 14. Measured on the 60,000 training images: the longer side of the digit is
+20 pixels in all but 13 (19 in those); the centres of mass lie in [13.5, 14.5] in both axes for
+all but 2 (mean 14.0), so the shift was a whole number of pixels. :func:`to_mnist` does the
+same to any image:
 
 1. read it (a file, a PIL image, a numpy array or a torch tensor) as grey pixels in [0, 1];
-2. find its polarity from the border, whose median is the paper (or ground): when the ink is
-   darker than the paper, invert, so that the digit is light on a dark ground;
-3. subtract the ground's level and scale the ink to 1 (MNIST's strokes reach 255);
+2. fit the ground's level to the border (a plane: light falls unevenly on paper), and find the
+   polarity: when the ink is darker than the ground, invert, so the digit is light on dark;
+3. subtract the ground, scale the ink to 1 (MNIST's strokes reach 255) and clear what is left
+   of the ground's noise (its level measured on the border);
 4. crop the digit's bounding box, scale it into a 20x20 box keeping its aspect ratio (PIL's
-   anti-aliased resampling) and paste it in a 28x28 field by its centre of mass.
+   anti-aliased Lanczos resampling) and paste it in a 28x28 field by its centre of mass.
+
+Re-processing MNIST's first 1000 test images this way changes them by 0.003 per pixel on
+average; inverted or padded they give the same result, enlarged to 56x56 a result 0.026 away.
 
 For an ``Image`` spec of another size the 20-pixel box and the centre scale with the field;
 for several channels the grey image is repeated. :func:`as_image` converts an image already in
@@ -54,6 +59,8 @@ BOX_THRESHOLD = 0.35
 #: the strokes that reach the border); pixels less than this many of it above the ground are
 #: set to 0 and the rest stretched back to [0, 1], as MNIST's ground is exactly 0.
 NOISE_SIGMAS = 2.0
+#: An image whose ink stands less than this many noise levels above its ground is blank.
+BLANK_SIGMAS = 5.0
 #: PIL resampling filter for the scaling (anti-aliased when shrinking).
 RESAMPLE = "LANCZOS"
 
@@ -86,19 +93,18 @@ def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
     ``source``: a file path (``str`` or ``Path``; any format PIL reads, EXIF orientation
     applied, the first frame of an animation), a PIL image, or a numpy array or torch tensor
     shaped ``[H, W]``, ``[H, W, C]`` with C = 1 to 4 (grey, grey + alpha, RGB, RGBA) or
-    ``[C, H, W]`` with C = 1, 3 or 4, holding uint8 0-255 (or other integers in 0-255), bools, or floats in [0, 1].
+    ``[C, H, W]`` with C = 1, 3 or 4, holding uint8 0-255 (or other integers in 0-255),
+    bools, or floats in [0, 1]. 16-bit files are scaled by 65535, float files by their range.
     Transparent pixels are laid on a ground that contrasts with the opaque ones. ``name``
     names a source that is not a file in error messages. Raises :class:`UserError` naming
     the file (or ``name``) and what is wrong.
     """
+    from PIL import Image as PILImage
+
     label = _label(source, name)
     if isinstance(source, (str, os.PathLike)):
         source = _open(Path(source).expanduser(), label)
-    try:
-        from PIL import Image as PILImage
-    except ImportError:  # pragma: no cover - pillow comes with torchvision and is a dependency
-        PILImage = None
-    if PILImage is not None and isinstance(source, PILImage.Image):
+    if isinstance(source, PILImage.Image):
         array = _pil_array(source, label)
     else:
         array = _array(source, label)
@@ -303,13 +309,16 @@ def normalize_digit(grey: np.ndarray, *, height: int = MNIST_SIZE, width: int = 
         x = -x
     x = np.clip(x, 0.0, None)
     peak = float(x.max())
-    if peak < max(MIN_CONTRAST, NOISE_SIGMAS * noise):
-        raise UserError(
-            f"{label} is blank: no digit stands out from its ground (contrast {peak:.3f}, "
-            f"needs {max(MIN_CONTRAST, NOISE_SIGMAS * noise):.3f})"
-        )
     # the ink level: most stroke pixels, not the single brightest one (a speck of glare)
-    ink = float(np.percentile(x[x >= 0.5 * peak], 90))
+    ink = float(np.percentile(x[x >= 0.5 * peak], 90)) if peak > 0 else 0.0
+    # Blank: too faint, or no brighter than the ground's own noise gets somewhere in a large
+    # image (the largest of a million Gaussian values is about 5 sigma, and the strokes' level
+    # of pure noise under 4)
+    if peak < MIN_CONTRAST or ink < BLANK_SIGMAS * noise:
+        raise UserError(
+            f"{label} is blank: no digit stands out from its ground (ink {ink:.3f} above the ground, "
+            f"whose noise is {noise:.3f}; needs {max(MIN_CONTRAST, BLANK_SIGMAS * noise):.3f})"
+        )
     floor = min(0.5, NOISE_SIGMAS * noise / ink)
     x = np.clip((x / ink - floor) / (1.0 - floor), 0.0, 1.0)
 

@@ -110,6 +110,8 @@ def test_another_spec_scales_the_box_and_repeats_channels():
         pytest.param(np.full((40, 40), 128, np.uint8), id="uniform"),
         pytest.param(np.zeros((28, 28), np.float32), id="black"),
         pytest.param(np.clip(0.5 + np.random.default_rng(1).normal(0, 0.02, (60, 60)), 0, 1), id="paper-texture"),
+        pytest.param(np.clip(0.5 + np.random.default_rng(2).normal(0, 0.03, (1000, 1000)), 0, 1), id="large-noisy-photo"),
+        pytest.param(np.clip(0.8 + np.linspace(-0.2, 0.1, 300)[None] + np.zeros((300, 1)), 0, 1), id="uneven-light"),
     ],
 )
 def test_a_blank_image_is_a_user_error(source):
