@@ -135,7 +135,8 @@ class Generator(Component):
 
         Returns the declared inputs only (no targets), on the device of the raw ones, and
         leaves the raw tensors unchanged. Nothing random happens here: noise or augmentation
-        belongs to ``draw``, so that a prediction sees the input as it is.
+        belongs to ``draw``, so that a prediction sees the input as it is. Nor does it load
+        data (``self.data``): prediction may run where the training data are not.
 
         The default fits generators that prepare images the way MNIST is usually fed: each
         image converted to float32 and standardised, ``(x - MNIST_MEAN) / MNIST_STD``, unless
