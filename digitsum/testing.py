@@ -248,7 +248,7 @@ def raw_inputs(inputs, images, seed: int = 0):
     return raw
 
 
-def image_levels(x) -> tuple[float, float]:
+def _image_levels(x) -> tuple[float, float]:
     """Background and ink levels of images ``[B, C, H, W]``: the medians over the batch of each
     image's median and of its 99th percentile (light digits on a dark ground)."""
     flat = x.detach().float().flatten(1)
@@ -292,8 +292,8 @@ def _encode_problems(generator, interface) -> list[str]:
             problems.append(f"encode() gives another '{name}' for the same raw inputs: keep randomness in draw()")
         if isinstance(spec, Image):
             drawn = generator.draw(split, index, _seeded(0))[name]
-            bg_draw, ink_draw = image_levels(drawn)
-            bg_enc, ink_enc = image_levels(first[name])
+            bg_draw, ink_draw = _image_levels(drawn)
+            bg_enc, ink_enc = _image_levels(first[name])
             scale = abs(ink_draw - bg_draw)
             if scale > 0 and max(abs(bg_enc - bg_draw), abs(ink_enc - ink_draw)) > ENCODE_TOLERANCE * scale:
                 problems.append(
