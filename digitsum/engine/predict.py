@@ -309,3 +309,4 @@ def _head_predictions(name: str, model: DigitModel, output: Tensor, top: int) ->
         k = min(top, probabilities.shape[1])
         top_probabilities, top_classes = probabilities.topk(k, dim=1)
     return HeadPredictions(name, model.bindings[name].target, prediction, probabilities, top_classes, top_probabilities)
+

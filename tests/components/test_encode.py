@@ -7,7 +7,7 @@ import torch
 
 from digitsum.contracts import Generator, Image
 from digitsum.data import DataContext, mnist_pixels
-from digitsum.engine.train import make_rng
+from digitsum.engine.batches import make_rng
 from digitsum.registry import datasets
 from digitsum.testing import raw_inputs
 

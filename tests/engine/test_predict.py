@@ -10,8 +10,7 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from digitsum.data import DataContext
-from digitsum.engine.model import build_model
+from digitsum.engine.build import build
 from digitsum.engine.predict import Predictions, predict
 from digitsum.errors import UserError
 from digitsum.recipe import load_recipe
@@ -25,9 +24,8 @@ def _tiny(root) -> list[str]:
 
 def built(recipe_name: str, root, *overrides: str):
     """An untrained model and its generator, as a run's recipe describes them."""
-    recipe = load_recipe(RECIPES / recipe_name, [*_tiny(root), *overrides])
-    torch.manual_seed(0)
-    return build_model(recipe), recipe.data.cls(recipe.data.params, DataContext(root, download=False))
+    made = build(load_recipe(RECIPES / recipe_name, [*_tiny(root), *overrides]), "cpu")
+    return made.model, made.generator
 
 
 @pytest.fixture(scope="module")
