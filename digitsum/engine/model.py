@@ -53,10 +53,6 @@ def build_model(recipe: Recipe) -> DigitModel:
     return DigitModel(backbone, heads, bindings)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def pick_device(name: str) -> torch.device:
     """``auto`` is CUDA when present, else the CPU; an explicit device must exist."""
     from ..errors import UserError
