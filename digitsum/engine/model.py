@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from ..contracts import Batch, Fusion, Head
 from ..recipe import Recipe
+
+Loss = TypeVar("Loss", Tensor, float)
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,11 @@ class DigitModel(nn.Module):
         """Each head's mean loss on the batch."""
         return {name: self.heads[name].loss(out, batch[self.bindings[name].target]) for name, out in outputs.items()}
 
-    def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
-        """The weighted sum that is back-propagated: every head with a weight is trained."""
+    def total_loss(self, losses: Mapping[str, Loss]) -> Loss:
+        """The weighted sum that is back-propagated: every head with a weight is trained.
+
+        Also takes per-head mean losses as floats (the watch weighs an epoch's means with it).
+        """
         return sum(self.bindings[name].weight * loss for name, loss in losses.items())
 
 
