@@ -8,7 +8,7 @@ from pydantic import Field
 
 from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
-from digitsum.contracts import Classes, Fusion, Head, Image, Params
+from digitsum.contracts import Classes, Fusion
 from digitsum.registry import REGISTRIES
 from digitsum.testing import ConformanceError, check_component, check_generator, check_recipe
 
@@ -111,6 +111,8 @@ def test_a_generator_that_ignores_its_rng_or_its_declaration_is_caught(tiny_root
 
 
 def test_head_options_select_the_target():
+    built: list[tuple[int, Classes]] = []
+
     class Binary(Classify):
         """Two classes only."""
 
@@ -121,7 +123,12 @@ def test_head_options_select_the_target():
         def check(cls, params, target):
             return [] if target == Classes(2) else ["binary targets only"]
 
-    with pytest.raises(ConformanceError, match="binary targets only"):
+        def __init__(self, params, in_features, target):
+            super().__init__(params, in_features, target)
+            built.append((in_features, target))
+
+    with pytest.raises(ConformanceError, match=r"refuses Classes\(classes=10\): \['binary targets only'\]; pass target="):
         check_component(Binary)
-    check_component(Binary, target=Classes(2))
-    assert Head in Binary.__mro__ and Image() != Classes(2)
+    assert built == []  # refused before anything was built
+    check_component(Binary, target=Classes(2), in_features=5)
+    assert built and set(built) == {(5, Classes(2))}  # every head the check built predicts the chosen target
