@@ -20,6 +20,9 @@ _PUBLIC = {
     "Params": "contracts",
     "Spec": "contracts",
     "DataContext": "data",
+    "DigitSet": "data",
+    "MNIST_MEAN": "data",
+    "MNIST_STD": "data",
     "load_recipe": "recipe",
     "UserError": "errors",
 }

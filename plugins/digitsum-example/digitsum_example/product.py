@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import Tensor
 
 from digitsum import Batch, Categorical, Classes, Generator, Image, Interface, Params
-from digitsum.data import MNIST_MEAN, MNIST_STD
+from digitsum import MNIST_MEAN, MNIST_STD
 
 
 class ProductDigit(Generator):
