@@ -418,9 +418,8 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
     in batches of 32 shows whether the recipe trains. It fails (ConformanceError, every problem
     listed) when a loss is not finite, when a head has weight 0 (it is never trained), or when a
     head's test loss after the epoch is not at least 5 % (:data:`MIN_LOSS_FALL`) below the same
-    model's test loss before training: what a learning rate far too small, a loss that cannot
-    fall (softmax fed to cross-entropy) or a frozen backbone give. ``digitsum doctor`` measures
-    why. ``overrides`` (``--set`` style) apply after the tiny settings. The run directory and
+    model's test loss before training: what a learning rate far too small or a loss that cannot
+    fall (softmax fed to cross-entropy) give. ``digitsum doctor`` measures why. ``overrides`` (``--set`` style) apply after the tiny settings. The run directory and
     the data go under ``workdir`` (e.g. pytest's ``tmp_path``). Returns the run's summary.
     """
     import math
