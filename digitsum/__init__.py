@@ -38,6 +38,7 @@ _PUBLIC = {
     "Params": "contracts",
     "Spec": "contracts",
     "DataContext": "data",
+    "DigitSet": "data",
     "MNIST_MEAN": "data",
     "MNIST_STD": "data",
     "mnist_pixels": "data",

@@ -285,11 +285,12 @@ def new_plugin(
     ] = None,
 ) -> None:
     """Create a plugin package: one component of each kind, a recipe, tests and a README."""
-    from .scaffold import scaffold_plugin
+    from .scaffold import next_steps, scaffold_plugin
 
     created = scaffold_plugin(name, directory, kind)
-    console.print(f"created plugin {name} in {created}", highlight=False)
-    console.print(f"next: cd {created} && pip install -e '.[test]' && digitsum list && python -m pytest", highlight=False)
+    # markup=False: rich would take "[test]" for a style tag and drop it; soft_wrap: one line to copy.
+    console.print(f"created plugin {name} in {created}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"next: {next_steps(created)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:

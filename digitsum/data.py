@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .errors import UserError
+from .paths import user_cache_dir
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -51,8 +52,7 @@ def default_root() -> Path:
     env = os.environ.get("DIGITSUM_DATA")
     if env:
         return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "digitsum"
+    return user_cache_dir()
 
 
 def _missing_files_message(root: Path, reason: str) -> str:
