@@ -132,7 +132,7 @@ def test_doctor_hint_repeats_the_overrides():
 
 def test_watch_follows_the_weighted_loss_that_is_trained(tiny_root, tmp_path):
     watch = Watch()
-    run(recipe_for(tiny_root, "heads.digit.weight=0.25", "heads.sum.weight=3"), tmp_path, [watch])
+    fit(recipe_for(tiny_root, "heads.digit.weight=0.25", "heads.sum.weight=3"), tmp_path, [watch])
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [row["heads"] for row in rows if row["split"] == "train"]
     expected = [0.25 * heads["digit"]["loss"] + 3 * heads["sum"]["loss"] for heads in train]
