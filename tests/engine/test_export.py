@@ -344,3 +344,41 @@ def test_cli_refuses_an_unknown_format_and_a_bad_run_dir(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     empty = cli("export", tmp_path / "empty", "--format", "torchscript")
     assert empty.code == 2 and "not a run directory" in empty.err
+
+
+# -- a plugin's head -------------------------------------------------------------------------------------------
+
+
+def test_a_plugin_head_exports_its_own_prediction(tmp_path, tiny_root):
+    """The example plugin's ordinal head: the file gives its raw cumulative logits and, as
+    `product_prediction`, the head's own predict of them (the count of positive logits)."""
+    import onnxruntime
+
+    from ..conftest import TINY, run_subprocess
+    from ..test_plugins import EXAMPLE, pip_install_target
+
+    site = pip_install_target(EXAMPLE, tmp_path / "site")
+    env = {"PYTHONPATH": str(site), "DIGITSUM_DATA": str(tiny_root)}
+    trained = run_subprocess("run", EXAMPLE / "recipes" / "product.toml", *TINY, "--out", tmp_path / "run", env=env)
+    assert trained.returncode == 0, trained.stderr
+    for fmt, name in (("onnx", "product.onnx"), ("torchscript", "product.pt")):
+        result = run_subprocess("export", tmp_path / "run", "--format", fmt, "--out", tmp_path / name, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "product_prediction" in result.stdout
+
+    sidecar = json.loads((tmp_path / "product.onnx.json").read_text())
+    outputs = {o["name"]: o for o in sidecar["outputs"]}
+    assert outputs["product"]["head_type"] == "ordinal" and outputs["product"]["classes"] == 82
+    assert outputs["product"]["shape"] == ["batch", 81] and "'product_prediction'" in outputs["product"]["read"]
+    assert outputs["product_prediction"]["dtype"] == "int64" and "from 0 to 81" in outputs["product_prediction"]["read"]
+
+    rng = np.random.default_rng(0)
+    raw = {"image": rng.random((7, 1, 28, 28), dtype=np.float32), "number": rng.integers(0, 10, 7)}
+    session = onnxruntime.InferenceSession(str(tmp_path / "product.onnx"), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, raw)))
+    assert np.array_equal(got["product_prediction"], (got["product"] > 0).sum(axis=1))
+    scripted = torch.jit.load(str(tmp_path / "product.pt"))  # no plugin code needed to run either file
+    with torch.no_grad():
+        again = scripted(*(torch.from_numpy(v) for v in raw.values()))
+    assert np.abs(again["product"].numpy() - got["product"]).max() <= TOLERANCE
+    assert np.array_equal(again["product_prediction"].numpy(), got["product_prediction"])
