@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import digitsum
-from digitsum.contracts import Image
+from digitsum.contracts import Generator, Image
 from digitsum.data import load_mnist
 from digitsum.engine import export as export_module
+from digitsum.engine.batches import eval_batches
 from digitsum.engine.export import ExportFailed, ExportMismatch, encode, sidecar_path
 from digitsum.engine.run import Run
 from digitsum.registry import datasets, fusions, heads
@@ -231,6 +232,21 @@ def test_generator_encode_is_part_of_the_exported_graph(tmp_path, tiny_root):
         sidecar = json.loads(result.sidecar.read_text())
         assert "encode is part of the model" in sidecar["preprocessing"]["in_model"]
         assert sidecar["inputs"][0]["range"] == [0.0, 1.0]
+
+
+@pytest.mark.skipif(not hasattr(Generator, "encode"), reason="needs the Generator.encode contract")
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_raw_pixels_give_what_evaluation_gives(trained, exported, fmt):
+    """A consumer's raw pixels through the file give the outputs training's own evaluation
+    computes from the generator's drawn (prepared) test batch: sample i of the first test batch
+    is test image i, with the number the batch drew for it."""
+    batch = next(eval_batches(trained.generator, "test", trained.recipe.seed, trained.device))
+    n = len(batch["number"])
+    raw = {"image": trained.generator.data.mnist("test").images[:n].unsqueeze(1).float() / 255, "number": batch["number"]}
+    with torch.no_grad():
+        expected = trained.model({k: batch[k] for k in ("image", "number")})
+    got = run_file(exported[fmt], fmt, raw)
+    assert max(float(np.abs(got[h] - expected[h].numpy()).max()) for h in expected) <= TOLERANCE
 
 
 def test_check_uses_random_inputs_without_the_data(tmp_path, tiny_root):
