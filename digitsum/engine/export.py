@@ -49,8 +49,8 @@ FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 #: Version of the sidecar's layout; bumped when a field changes meaning or goes away.
 SIDECAR_FORMAT = 1
 #: ONNX opset of every export: fixed, so that a file's needs do not change with torch's default.
-#: 18 is the lowest the torch.export-based exporter writes natively (no version conversion) and
-#: onnxruntime has run it since 1.14.
+#: 18 is the opset the torch.export-based exporter's operator library is written for (a lower one
+#: needs a version conversion) and older than its default (20 in torch 2.14): more runtimes read it.
 ONNX_OPSET = 18
 #: Largest absolute difference between the exported model's outputs and PyTorch's that passes.
 TOLERANCE = 1e-4
