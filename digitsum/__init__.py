@@ -38,6 +38,10 @@ _PUBLIC = {
     "Params": "contracts",
     "Spec": "contracts",
     "DataContext": "data",
+    "DigitSet": "data",
+    "MNIST_MEAN": "data",
+    "MNIST_STD": "data",
+    "mnist_pixels": "data",
 }
 
 __all__ = ["__version__", *_PUBLIC]

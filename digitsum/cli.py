@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, did_you_mean
 
 app = typer.Typer(
     name="digitsum",
@@ -147,6 +147,72 @@ def eval_(
 
 
 @app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="a trained run directory", show_default=False)],
+    input_: Annotated[
+        list[str],
+        typer.Option("--input", "-i", help="NAME=VALUE: an image file or a number per input of the recipe, e.g. "
+                     "--input image=seven.png --input number=3 (repeat a name for a batch)", show_default=False),
+    ],
+    top: Annotated[int, typer.Option("--top", help="most probable classes shown per head")] = 3,
+    no_preprocess: Annotated[bool, typer.Option("--no-preprocess", help="images are already in MNIST's format (28x28, light digit on dark)")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, auto ...")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Predict every head of a trained run on your own inputs: per head, the prediction and the
+    most probable classes. Images of any size and either polarity are brought to MNIST's format."""
+    from .api import load_run
+
+    loaded = load_run(run_dir, device)
+    inputs, labels = _predict_inputs(input_, loaded.generator)
+    predictions = loaded.predict(preprocess=not no_preprocess, top=top, **inputs)
+    if as_json:
+        print(json.dumps({"run": str(run_dir), "inputs": labels, "samples": predictions.samples()}, indent=2))
+        return
+    width = max(len(name) for name in predictions)
+    for label, sample in zip(labels, predictions.samples()):
+        console.print(label, highlight=False, markup=False)
+        for name, answer in sample.items():
+            ranked = ", ".join(f"{t['class']} {100 * t['probability']:.1f} %" for t in answer["top"])
+            console.print(f"  {name:<{width}}  {answer['prediction']!s:>4}" + (f"   top: {ranked}" if ranked else ""),
+                          highlight=False, markup=False)  # fmt: skip
+
+
+def _predict_inputs(items: list[str], generator) -> tuple[dict, list[str]]:
+    """``["image=a.png", "number=3"]`` -> inputs for :func:`predict` and a label per sample.
+
+    Image inputs take file paths, categorical ones whole numbers; a name given several times
+    makes a batch (names given once are repeated over it).
+    """
+    from .contracts import Categorical
+    from .engine.predict import describe_input
+
+    specs = generator.interface(generator.params).inputs
+    values: dict[str, list] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise UserError(f"--input {item!r}: expected NAME=VALUE, e.g. --input image=seven.png")
+        if name not in specs:
+            raise UserError(f"--input {item!r}: the recipe has no input '{name}' — {did_you_mean(name, specs, 'inputs')}")
+        if isinstance(specs[name], Categorical):
+            try:
+                values.setdefault(name, []).append(int(value))
+            except ValueError:
+                raise UserError(f"--input {item!r}: '{name}' takes a whole number ({describe_input(specs[name])})") from None
+        else:
+            values.setdefault(name, []).append(value)
+    missing = [name for name in specs if name not in values]
+    if missing:
+        raise UserError("missing " + ", ".join(f"--input {n}=..." for n in missing) + f" ({describe_input(specs[missing[0]])})")
+    size = max(len(v) for v in values.values())
+    inputs = {name: (v[0] if len(v) == 1 else v) for name, v in values.items()}  # a single value serves every sample
+    labels = [" ".join(f"{name}={v[i] if len(v) > 1 else v[0]}" for name, v in values.items()) for i in range(size)]
+    return inputs, labels
+
+
+@app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="run directory", show_default=False)],
     format_: Annotated[
@@ -251,11 +317,12 @@ def new_plugin(
     ] = None,
 ) -> None:
     """Create a plugin package: one component of each kind, a recipe, tests and a README."""
-    from .scaffold import scaffold_plugin
+    from .scaffold import next_steps, scaffold_plugin
 
     created = scaffold_plugin(name, directory, kind)
-    console.print(f"created plugin {name} in {created}", highlight=False)
-    console.print(f"next: cd {created} && pip install -e '.[test]' && digitsum list && python -m pytest", highlight=False)
+    # markup=False: rich would take "[test]" for a style tag and drop it; soft_wrap: one line to copy.
+    console.print(f"created plugin {name} in {created}", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"next: {next_steps(created)}", highlight=False, markup=False, soft_wrap=True)
 
 
 def main() -> None:

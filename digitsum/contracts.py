@@ -7,6 +7,10 @@ Three kinds of component meet in a model:
 * a **Fusion** backbone maps the inputs of a batch to one feature vector per sample;
 * a **Head** maps those features to an output, and owns its loss and metrics.
 
+For prediction on a user's own inputs, a generator also prepares raw inputs as it prepares its
+own (``Generator.encode``), and a head that predicts classes gives their probabilities
+(``Head.probabilities``). Both have defaults, so components written before them still work.
+
 Each component class has a ``Params`` pydantic model (``extra="forbid"``): its defaults and
 descriptions are its documentation (``digitsum list``), and it validates the component's
 table in a recipe. A batch is a plain ``dict[str, Tensor]`` holding inputs and targets.
@@ -22,7 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from .data import DataContext
+from .data import MNIST_MEAN, MNIST_STD, DataContext
 
 #: Version of these contracts. A component declares the version it was written for in
 #: ``contract``; digitsum refuses one written for a version it does not speak.
@@ -93,6 +97,9 @@ class Generator(Component):
     tensor ops over the whole index tensor, never one Python call per sample. All randomness
     comes from the ``rng`` it is given, so that the engine controls reproducibility: train
     batches get a fresh stream every epoch, the test split the same stream every time.
+
+    :meth:`encode` prepares a user's raw inputs the way ``draw`` prepares its own; a generator
+    whose ``draw`` ends by calling ``encode`` on raw inputs keeps the two from drifting apart.
     """
 
     inputs: ClassVar[Mapping[str, Spec]] = {}
@@ -115,6 +122,43 @@ class Generator(Component):
     def draw(self, split: str, index: Tensor, rng: torch.Generator) -> Batch:
         """The batch for the samples ``index`` (int64, on the data device) of ``split``."""
         raise NotImplementedError
+
+    def encode(self, inputs: Mapping[str, Tensor]) -> Batch:
+        """The model's inputs from raw ones, prepared exactly as :meth:`draw` prepares its own.
+
+        Raw inputs are what a user has at prediction time, one entry per declared input:
+
+        * an ``Image`` input: float pixels in ``[0, 1]``, ``[B, channels, height, width]``, a
+          light digit on a dark ground (MNIST's convention and format: ``digitsum.images``
+          turns a photo or a scan into it; ``mnist_pixels`` turns MNIST's uint8 images into it);
+        * a ``Categorical`` input: int64 ``[B]`` with values in ``[0, classes)``.
+
+        Returns the declared inputs only (no targets), on the device of the raw ones, and
+        leaves the raw tensors unchanged. Nothing random happens here: noise or augmentation
+        belongs to ``draw``, so that a prediction sees the input as it is. Nor does it load
+        data (``self.data``): prediction may run where the training data are not.
+
+        The default fits generators that prepare images the way MNIST is usually fed: each
+        image converted to float32 and standardised, ``(x - MNIST_MEAN) / MNIST_STD``, unless
+        the generator's params have a field ``normalize`` that is false (then the pixels stay
+        in ``[0, 1]``); each categorical converted to int64, values unchanged. A generator that
+        prepares its inputs otherwise (another scale, inverted, resized, embedded numbers)
+        overrides this method; ``digitsum.testing.check_generator`` compares it with ``draw``.
+        """
+        interface = type(self).interface(self.params)
+        standardise = getattr(self.params, "normalize", True) is not False
+        batch: Batch = {}
+        for name, spec in interface.inputs.items():
+            if name not in inputs:
+                raise KeyError(f"encode() needs the raw input {name!r} (declared: {', '.join(interface.inputs)})")
+            value = inputs[name]
+            if isinstance(spec, Image):
+                x = value.float()
+                # out of place: the caller's tensor is never modified
+                batch[name] = (x - MNIST_MEAN) / MNIST_STD if standardise else x.clone()
+            else:
+                batch[name] = value.long()
+        return batch
 
     def describe(self, batch: Batch, i: int) -> str:
         """A short caption of sample ``i`` of ``batch`` for picture grids."""
@@ -173,6 +217,16 @@ class Head(Component, nn.Module):
     def predict(self, output: Tensor) -> Tensor:
         """The prediction per sample, comparable with the target (for captions)."""
         return output.argmax(dim=1)
+
+    def probabilities(self, output: Tensor) -> Tensor | None:
+        """Per-class probabilities ``[B, classes]`` of ``output``, or None.
+
+        A head that predicts classes returns, for each sample, one probability per class of
+        its target (non-negative, each row summing to 1); ``digitsum.engine.predict`` shows
+        them and the most likely classes. The default, None, is for heads that give no
+        probabilities (e.g. a regression).
+        """
+        return None
 
 
 def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:

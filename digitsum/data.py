@@ -14,14 +14,26 @@ import torch
 from torch import Tensor
 
 from .errors import UserError
+from .paths import user_cache_dir
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-#: Pixel statistics of the MNIST training set, for input normalisation.
+#: Pixel statistics of the MNIST training set (pixels in [0, 1]), for input standardisation:
+#: ``(x - MNIST_MEAN) / MNIST_STD``.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 _IDX_MAGIC = {3: 2051, 1: 2049}  # number of dimensions -> magic number for uint8 IDX files
+
+
+def mnist_pixels(images: Tensor, normalize: bool = False) -> Tensor:
+    """uint8 images ``[B, H, W]`` (as ``DataContext.mnist`` holds them) -> float ``[B, 1, H, W]``.
+
+    Pixels in ``[0, 1]``, a light digit on a dark ground: the raw form ``Generator.encode``
+    takes. With ``normalize``, standardised with :data:`MNIST_MEAN` and :data:`MNIST_STD`.
+    """
+    x = images.unsqueeze(1).float().div_(255.0)
+    return x.sub_(MNIST_MEAN).div_(MNIST_STD) if normalize else x
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,7 @@ def default_root() -> Path:
     env = os.environ.get("DIGITSUM_DATA")
     if env:
         return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "digitsum"
+    return user_cache_dir()
 
 
 def _missing_files_message(root: Path, reason: str) -> str:

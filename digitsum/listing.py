@@ -4,12 +4,12 @@ and the generated docs."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import __version__, discovery
+from .paths import user_cache_dir
 from .registry import KIND_LABELS, KIND_PLURALS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
 
 
@@ -64,15 +64,9 @@ CACHE_FORMAT = 1
 _CACHE_KEEP = 16  # cache files kept (several virtual environments can share one cache folder)
 
 
-def cache_dir() -> Path:
-    """digitsum's per-user cache folder: ``$XDG_CACHE_HOME/digitsum`` or ``~/.cache/digitsum``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "digitsum"
-
-
 def _cache_path() -> Path:
     fp = discovery.fingerprint(plugin_distributions(), CACHE_FORMAT, __version__, sys.version_info[:2])
-    return cache_dir() / "components" / f"{fp}.json"
+    return user_cache_dir() / "components" / f"{fp}.json"
 
 
 def _read_cache(path: Path) -> list[dict[str, Any]] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keyword
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,14 @@ KINDS = ("datasets", "fusions", "heads")
 _BUILTIN_FALLBACK = {"datasets": "single_digit", "fusions": "concat", "heads": "classify"}
 _MODULES = {"datasets": "generator", "fusions": "fusion", "heads": "head"}
 _SUFFIXES = {"datasets": ("data", "Data"), "fusions": ("fusion", "Fusion"), "heads": ("head", "Head")}
+#: How a scaffolded plugin is installed: editable, with its `test` extra (pytest) for its tests.
+INSTALL_COMMAND = 'pip install -e ".[test]"'
+
+
+def next_steps(created: str | Path) -> str:
+    """The shell commands to run in a plugin just created in ``created``: install it with its
+    test extra, list it, run its tests (the hint ``digitsum new-plugin`` prints)."""
+    return f"cd {shlex.quote(str(created))} && {INSTALL_COMMAND} && digitsum list && python -m pytest"
 
 
 def plugin_names(name: str) -> dict[str, str]:
@@ -71,6 +80,7 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
         **names,
         "contract": str(CONTRACT_VERSION),
         "digitsum_version": __version__,
+        "install": INSTALL_COMMAND,
         "component_list": listed,
         "component_table": "\n".join(
             ["| kind | name | class |", "|---|---|---|"]

@@ -34,6 +34,15 @@ def tiny_root(tmp_path_factory) -> Path:
     return write_tiny_mnist(tmp_path_factory.mktemp("mnist"))
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_root):
+    """``original`` trained for two epochs on the tiny data (a few seconds), shared read-only."""
+    import digitsum
+
+    overrides = ["train.epochs=2", "data.batch_size=64", f"data.root='{tiny_root}'", "data.download=false"]
+    return digitsum.train(RECIPES / "original.toml", tmp_path_factory.mktemp("tiny-run") / "run", overrides=overrides, progress=False)
+
+
 @pytest.fixture
 def tiny_data(tiny_root, monkeypatch) -> Path:
     """Point digitsum at the tiny data set for this test."""

@@ -12,15 +12,9 @@ import digitsum
 
 from .conftest import RECIPES
 
-TINY = ["train.epochs=2", "data.batch_size=64"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_root):
-    """One tiny run shared by the read-only tests below."""
-    out = tmp_path_factory.mktemp("api") / "run"
-    overrides = [*TINY, f"data.root='{tiny_root}'", "data.download=false"]
-    return digitsum.train(RECIPES / "original.toml", out, overrides=overrides, progress=False)
+@pytest.fixture
+def trained(tiny_run):
+    return tiny_run
 
 
 def test_importing_digitsum_imports_no_torch():
@@ -98,3 +92,18 @@ def test_doctor_returns_findings_as_data(tiny_data):
     assert isinstance(report, digitsum.Report) and not report.healthy
     assert any(f.check == "double_softmax" and f.severity == "error" for f in report.findings)
     assert report.to_dict()["healthy"] is False
+
+
+def test_predict_from_a_file_equals_predict_from_its_pixels(trained, tmp_path):
+    from PIL import Image, ImageDraw
+
+    paper = Image.new("L", (120, 160), color=230)
+    ImageDraw.Draw(paper).line([(20, 20), (100, 20), (50, 140)], fill=10, width=14)
+    paper.save(tmp_path / "seven.png")
+    again = digitsum.load_run(trained.run_dir)
+    from_file = again.predict(image=tmp_path / "seven.png", number=3)
+    from_pil = again.predict(image=paper, number=3)
+    assert not from_file.batched and from_file.batch_size == 1
+    for head in ("digit", "sum"):
+        assert torch.equal(from_file[head].probabilities, from_pil[head].probabilities)
+        assert abs(float(from_file[head].probabilities.sum()) - 1) < 1e-5

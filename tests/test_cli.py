@@ -34,7 +34,9 @@ def test_list_json_shows_builtins_with_params(cli):
     concat = rows[("fusions", "concat")]
     assert concat["origin"] == "built-in" and concat["distribution"] == "digitsum"
     assert {p["name"]: p["default"] for p in concat["params"]}["hidden"] == [120, 60]
-    assert rows[("datasets", "single_digit")]["targets"] == {"digit": "Classes(19)"} | {"digit": "Classes(10)", "sum": "Classes(19)"}
+    single = rows[("datasets", "single_digit")]  # its interface at the default numbers=10
+    assert single["inputs"] == {"image": "Image(1, 28, 28)", "number": "Categorical(10)"}
+    assert single["targets"] == {"digit": "Classes(10)", "sum": "Classes(19)"}
 
 
 def test_list_one_kind_as_tables(cli):

@@ -88,3 +88,31 @@ def test_empty_header(root):
     raw(root).write_bytes(b"\x00\x00")
     with pytest.raises(UserError, match="shorter than an IDX header"):
         load_mnist(root, "train", CPU)
+
+
+@pytest.mark.parametrize("xdg", ["set", "empty", "unset"])
+def test_default_root_is_the_user_cache_folder_the_listing_cache_shares(tmp_path, monkeypatch, xdg):
+    from digitsum import listing
+    from digitsum.data import default_root
+    from digitsum.paths import user_cache_dir
+
+    monkeypatch.delenv("DIGITSUM_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if xdg == "set":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        expected = tmp_path / "xdg" / "digitsum"
+    else:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+        if xdg == "empty":  # empty means unset, per the XDG base directory spec
+            monkeypatch.setenv("XDG_CACHE_HOME", "")
+        expected = tmp_path / "home" / ".cache" / "digitsum"
+    assert user_cache_dir() == expected
+    assert default_root() == expected
+    assert listing._cache_path().parent == expected / "components"
+
+
+def test_digitsum_data_overrides_the_cache_folder(tmp_path, monkeypatch):
+    from digitsum.data import default_root
+
+    monkeypatch.setenv("DIGITSUM_DATA", str(tmp_path / "mnist"))
+    assert default_root() == tmp_path / "mnist"

@@ -80,3 +80,10 @@ def test_an_unwritable_cache_folder_does_not_break_list(tmp_path, monkeypatch):
     blocker.write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     assert {r["name"] for r in listing.cached_components("heads")} == {r["name"] for r in listing.describe_components("heads")}
+
+
+def test_the_cache_folder_is_found_without_torch():
+    code = "import sys; from digitsum.paths import user_cache_dir; user_cache_dir(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,45 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
                            capture_output=True, text=True, env={**os.environ, **env_for(paths)}, timeout=600)  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-3000:]
     assert "5 passed" in tests.stdout
+
+
+def test_the_hint_and_the_readme_install_the_test_extra_before_pytest(cli, tmp_path):
+    plugin = tmp_path / "a folder with spaces [and brackets]" / "digitsum-shapes"
+    result = cli("new-plugin", "digitsum-shapes", "--dir", plugin)
+    assert result.code == 0, result.err
+    hint = f"next: cd '{plugin}' && pip install -e \".[test]\" && digitsum list && python -m pytest"
+    assert hint in result.out.splitlines()  # one line, the path quoted, rich markup left alone
+    readme = (plugin / "README.md").read_text()
+    assert 'pip install -e ".[test]"' in readme
+    assert readme.index('pip install -e ".[test]"') < readme.index("python -m pytest")
+    extras = tomllib.loads((plugin / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(re.match(r"pytest\b", requirement) for requirement in extras["test"])
+
+
+def digitsum_imports(path: Path) -> list[tuple[str, str]]:
+    """``(module, name)`` of every ``from digitsum... import name`` and ``import digitsum...`` in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "digitsum":
+            found += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, "") for alias in node.names if alias.name.split(".")[0] == "digitsum"]
+    return found
+
+
+def test_the_scaffold_imports_only_digitsums_public_api(cli, tmp_path):
+    import digitsum
+
+    plugin = tmp_path / "digitsum-shapes"
+    assert cli("new-plugin", "digitsum-shapes", "--dir", plugin).code == 0
+    imports = {(path.relative_to(plugin).as_posix(), module, name)
+               for path in sorted(plugin.rglob("*.py")) for module, name in digitsum_imports(path)}  # fmt: skip
+    # Components import from digitsum itself; only the tests use digitsum.testing.
+    private = {i for i in imports if i[1] != "digitsum" and not (i[1] == "digitsum.testing" and i[0].startswith("tests/"))}
+    assert private == set()
+    public = {name for _, module, name in imports if module == "digitsum"}
+    assert {"MNIST_MEAN", "MNIST_STD", "Generator", "Fusion", "Head"} <= public
+    assert all(hasattr(digitsum, name) and name in digitsum.__all__ for name in public)
 
 
 def test_scaffold_with_one_kind_uses_builtins_for_the_rest(tmp_path):

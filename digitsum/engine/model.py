@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from torch import Tensor, nn
 
 from ..contracts import Batch, Fusion, Head
+
+Loss = TypeVar("Loss", Tensor, float)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,9 @@ class DigitModel(nn.Module):
         """Each head's mean loss on the batch."""
         return {name: self.heads[name].loss(out, batch[self.bindings[name].target]) for name, out in outputs.items()}
 
-    def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
-        """The weighted sum that is back-propagated: every head with a weight is trained."""
+    def total_loss(self, losses: Mapping[str, Loss]) -> Loss:
+        """The weighted sum that is back-propagated: every head with a weight is trained.
+
+        Also takes per-head mean losses as floats (the watch weighs an epoch's means with it).
+        """
         return sum(self.bindings[name].weight * loss for name, loss in losses.items())

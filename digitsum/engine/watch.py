@@ -130,8 +130,9 @@ class Watch(_Warner):
                       "the model is learning almost nothing")  # fmt: skip
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
-        weights = {name: trainer.model.bindings[name].weight for name in train}
-        loss = sum(weights[name] * values["loss"] for name, values in train.items())
+        # The epoch's mean of the back-propagated loss: the model's own weighting of the heads'
+        # mean losses (a weighted sum, so the mean of the per-step totals).
+        loss = float(trainer.model.total_loss({name: values["loss"] for name, values in train.items()}))
         if self.epoch_losses and "flat" not in self.warned and loss > self.epoch_losses[-1] * (1 - MIN_EPOCH_FALL):
             self.warned.add("flat")
             self.warn(f"the training loss stopped falling: {self.epoch_losses[-1]:.4f} in epoch {epoch - 1}, {loss:.4f} in epoch {epoch}")

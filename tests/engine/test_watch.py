@@ -128,3 +128,14 @@ def test_run_cli_preflight_warns_and_can_be_skipped(cli, tiny_data, tmp_path):
 
 def test_doctor_hint_repeats_the_overrides():
     assert doctor_command("r.toml", ["train.lr=0.1"]) == "digitsum doctor r.toml --set train.lr=0.1"
+
+
+def test_watch_follows_the_weighted_loss_that_is_trained(tiny_root, tmp_path):
+    watch = Watch()
+    run(recipe_for(tiny_root, "heads.digit.weight=0.25", "heads.sum.weight=3"), tmp_path, [watch])
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [row["heads"] for row in rows if row["split"] == "train"]
+    expected = [0.25 * heads["digit"]["loss"] + 3 * heads["sum"]["loss"] for heads in train]
+    assert len(expected) == 2 and watch.epoch_losses == pytest.approx(expected, rel=1e-9)
+    unweighted = [heads["digit"]["loss"] + heads["sum"]["loss"] for heads in train]
+    assert watch.epoch_losses != pytest.approx(unweighted, rel=1e-3)  # the weights matter here

@@ -6,8 +6,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ...data import MNIST_MEAN, MNIST_STD
-from .single_digit import SingleDigit, mnist_pixels
+from .single_digit import SingleDigit
 
 
 def corrupt(x: Tensor, rng: torch.Generator, sigma: float, salt_pepper: float, occlusion: int) -> Tensor:
@@ -33,14 +32,18 @@ def corrupt(x: Tensor, rng: torch.Generator, sigma: float, salt_pepper: float, o
 
 
 class NoisyDigits(SingleDigit):
-    """single_digit with every batch corrupted: Gaussian noise, salt-and-pepper, occlusion."""
+    """single_digit with every batch corrupted: Gaussian noise, salt-and-pepper, occlusion.
+
+    The corruption is a training condition, applied in ``draw`` only: ``encode`` (inherited
+    from single_digit) adds no noise, so a prediction sees the user's clean input, prepared
+    as the corrupted training images are (standardised unless ``normalize = false``).
+    """
 
     class Params(SingleDigit.Params):
         sigma: float = Field(0.3, ge=0, le=5, description="std of Gaussian pixel noise (pixels in 0..1)")
         salt_pepper: float = Field(0.05, ge=0, le=1, description="fraction of pixels set to black or white")
         occlusion: int = Field(6, ge=0, le=28, description="side of a black square hiding part of each image (0: none)")
 
-    def pixels(self, images: Tensor, rng: torch.Generator) -> Tensor:
+    def corrupt(self, images: Tensor, rng: torch.Generator) -> Tensor:
         p = self.params
-        x = corrupt(mnist_pixels(images, normalize=False), rng, p.sigma, p.salt_pepper, p.occlusion)
-        return x.sub_(MNIST_MEAN).div_(MNIST_STD) if p.normalize else x
+        return corrupt(images, rng, p.sigma, p.salt_pepper, p.occlusion)

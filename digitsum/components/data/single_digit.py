@@ -6,30 +6,30 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ...contracts import Batch, Categorical, Classes, Generator, Image, Params
-from ...data import MNIST_MEAN, MNIST_STD
+from ...contracts import Batch, Categorical, Classes, Generator, Image, Interface, Params
+from ...data import mnist_pixels
 
-
-def mnist_pixels(images: Tensor, normalize: bool) -> Tensor:
-    """uint8 ``[B, 28, 28]`` -> float ``[B, 1, 28, 28]``, standardised when asked."""
-    x = images.unsqueeze(1).float().div_(255.0)
-    return x.sub_(MNIST_MEAN).div_(MNIST_STD) if normalize else x
+__all__ = ["SingleDigit", "mnist_pixels"]  # mnist_pixels: still importable from here, as it used to be
 
 
 class SingleDigit(Generator):
-    """An MNIST image and a random number 0-9; targets: the digit and digit + number."""
+    """An MNIST image and a random number 0-9; targets: the digit and digit + number.
+
+    ``draw`` goes through ``encode``: MNIST's uint8 images become raw pixels in [0, 1],
+    :meth:`corrupt` may change them (subclasses add noise there), and ``encode`` (the default:
+    standardised unless ``normalize = false``) prepares them, exactly as it prepares a user's
+    image at prediction time. Its inputs and targets depend on ``numbers``: see ``interface``.
+    """
 
     class Params(Params):
         normalize: bool = Field(True, description="standardise pixels with MNIST's mean and std")
         numbers: int = Field(10, ge=1, le=1000, description="the number input is drawn from 0..numbers-1")
 
-    inputs = {"image": Image(1, 28, 28), "number": Categorical(10)}
-    targets = {"digit": Classes(10), "sum": Classes(19)}
+    # No `inputs`/`targets` class attributes: they depend on `numbers`, so only
+    # interface(params) can say them.
 
     @classmethod
-    def interface(cls, params: Params):
-        from ...contracts import Interface
-
+    def interface(cls, params: Params) -> Interface:
         n = params.numbers
         return Interface(
             {"image": Image(1, 28, 28), "number": Categorical(n)},
@@ -42,17 +42,18 @@ class SingleDigit(Generator):
     def draw(self, split: str, index: Tensor, rng: torch.Generator) -> Batch:
         digits = self.data.mnist(split)
         labels = digits.labels[index]
+        # the number is drawn before any corruption: the order of draws from rng is part of
+        # what a seed reproduces
         number = torch.randint(0, self.params.numbers, labels.shape, generator=rng, device=labels.device)
-        return {
-            "image": self.pixels(digits.images[index], rng),
-            "number": number,
-            "digit": labels,
-            "sum": labels + number,
-        }
+        image = self.corrupt(mnist_pixels(digits.images[index]), rng)
+        return {**self.encode({"image": image, "number": number}), "digit": labels, "sum": labels + number}
 
-    def pixels(self, images: Tensor, rng: torch.Generator) -> Tensor:
-        """uint8 ``[B, 28, 28]`` -> the float image input (subclasses corrupt it here)."""
-        return mnist_pixels(images, self.params.normalize)
+    def corrupt(self, images: Tensor, rng: torch.Generator) -> Tensor:
+        """Raw float images ``[B, 1, 28, 28]`` in [0, 1] -> the same, corrupted (here: unchanged).
+
+        Called by ``draw`` only, never at prediction time; all randomness from ``rng``.
+        """
+        return images
 
     def describe(self, batch: Batch, i: int) -> str:
         return f"n={int(batch['number'][i])}"

@@ -7,11 +7,15 @@ from pydantic import Field
 from torch import Tensor
 
 from ...contracts import Batch, Classes, Generator, Image, Params
-from .single_digit import mnist_pixels
+from ...data import mnist_pixels
 
 
 class TwoImages(Generator):
-    """Two MNIST images; targets: each digit and their sum. Pairs are drawn afresh every epoch."""
+    """Two MNIST images; targets: each digit and their sum. Pairs are drawn afresh every epoch.
+
+    ``draw`` goes through ``encode`` (the default: standardised unless ``normalize = false``),
+    so a user's two images are prepared at prediction time exactly as the training pairs.
+    """
 
     class Params(Params):
         normalize: bool = Field(True, description="standardise pixels with MNIST's mean and std")
@@ -28,10 +32,5 @@ class TwoImages(Generator):
         digits = self.data.mnist(split)
         partner = torch.randint(0, len(digits), index.shape, generator=rng, device=index.device)
         digit_a, digit_b = digits.labels[index], digits.labels[partner]
-        return {
-            "image_a": mnist_pixels(digits.images[index], self.params.normalize),
-            "image_b": mnist_pixels(digits.images[partner], self.params.normalize),
-            "digit_a": digit_a,
-            "digit_b": digit_b,
-            "sum": digit_a + digit_b,
-        }
+        raw = {"image_a": mnist_pixels(digits.images[index]), "image_b": mnist_pixels(digits.images[partner])}
+        return {**self.encode(raw), "digit_a": digit_a, "digit_b": digit_b, "sum": digit_a + digit_b}

@@ -45,3 +45,8 @@ class Classify(Head):
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
         return {"accuracy": (output.argmax(dim=1) == target).float()}
+
+    def probabilities(self, output: Tensor) -> Tensor:
+        """The softmax of the logits; with ``output = "probabilities"`` the output already is it."""
+        output = output.float()  # softmax and sums in float32 even if the model ran in half precision
+        return output if self.params.output == "probabilities" else output.softmax(dim=1)

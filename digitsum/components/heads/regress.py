@@ -52,3 +52,7 @@ class Regress(Head):
     def predict(self, output: Tensor) -> Tensor:
         """The nearest valid value: rounded and clamped to the target's range."""
         return output.detach().round().clamp(0, self.target.classes - 1).long()
+
+    def probabilities(self, output: Tensor) -> None:
+        """None: a regression gives one value, not a distribution over the classes."""
+        return None

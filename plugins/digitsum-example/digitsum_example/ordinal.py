@@ -55,3 +55,16 @@ class Ordinal(Head):
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
         predicted = self.predict(output)
         return {"accuracy": (predicted == target).float(), "abs_error": (predicted - target).abs().float()}
+
+    def probabilities(self, output: Tensor) -> Tensor:
+        """Class probabilities ``[B, classes]`` from the cumulative logits.
+
+        P(target > j) = sigmoid(output_j); P(target = k) = P(target > k-1) - P(target > k), with
+        P(target > -1) = 1 and P(target > classes-1) = 0. The thresholds are free parameters, so
+        the P(target > j) of a sample need not decrease with j; a running minimum makes them
+        decrease, which keeps every class probability non-negative (and they sum to 1).
+        """
+        above = torch.sigmoid(output.float()).cummin(dim=1).values
+        ones = torch.ones_like(above[:, :1])
+        cumulative = torch.cat([ones, above, torch.zeros_like(ones)], dim=1)  # P(target > j), j = -1 .. classes-1
+        return cumulative[:, :-1] - cumulative[:, 1:]

@@ -6,12 +6,16 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from digitsum import Batch, Categorical, Classes, Generator, Image, Interface, Params
-from digitsum.data import MNIST_MEAN, MNIST_STD
+from digitsum import Batch, Categorical, Classes, Generator, Image, Interface, Params, mnist_pixels
 
 
 class ProductDigit(Generator):
-    """An MNIST image and a random number; targets: the digit and digit x number."""
+    """An MNIST image and a random number; targets: the digit and digit x number.
+
+    ``draw`` builds raw inputs (pixels in [0, 1], the number) and prepares them with
+    ``encode``, the method prediction uses on a user's inputs; digitsum's default ``encode``
+    standardises the image unless ``normalize = false``, which is what this task wants.
+    """
 
     contract = 1  # the digitsum contract version this component was written for
 
@@ -35,10 +39,8 @@ class ProductDigit(Generator):
         labels = digits.labels[index]
         # every random draw comes from `rng`: the engine decides what is reproducible
         number = torch.randint(0, self.params.numbers, labels.shape, generator=rng, device=labels.device)
-        image = digits.images[index].unsqueeze(1).float().div_(255.0)
-        if self.params.normalize:
-            image = image.sub_(MNIST_MEAN).div_(MNIST_STD)
-        return {"image": image, "number": number, "digit": labels, "product": labels * number}
+        inputs = self.encode({"image": mnist_pixels(digits.images[index]), "number": number})
+        return {**inputs, "digit": labels, "product": labels * number}
 
     def describe(self, batch: Batch, i: int) -> str:
         return f"x{int(batch['number'][i])}"

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from digitsum.contracts import Categorical, Classes, Image
 from digitsum.testing import check_component, check_recipe
@@ -24,6 +25,28 @@ def test_bilinear_with_another_number_range():
 
 def test_ordinal_on_the_product_target():
     check_component(Ordinal, Ordinal.Params(hidden=8), target=Classes(82))
+
+
+def test_ordinal_probabilities_follow_the_cumulative_logits():
+    head = Ordinal(Ordinal.Params(), 4, Classes(4))
+    output = torch.tensor([[4.0, 2.0, -3.0]])  # logits of target > 0, > 1, > 2
+    above = torch.sigmoid(output[0])
+    expected = torch.stack([1 - above[0], above[0] - above[1], above[1] - above[2], above[2]])
+    probabilities = head.probabilities(output)
+    assert torch.allclose(probabilities[0], expected)
+    assert int(probabilities.argmax()) == int(head.predict(output)) == 2
+
+
+def test_ordinal_probabilities_are_a_distribution_even_with_unordered_thresholds():
+    torch.manual_seed(0)
+    head = Ordinal(Ordinal.Params(), 4, Classes(6))
+    with torch.no_grad():
+        head.thresholds.copy_(torch.tensor([0.5, -1.0, 2.0, 1.0, -0.5]))  # training may leave them so
+    with torch.no_grad():
+        probabilities = head.probabilities(head(torch.randn(64, 4) * 3))
+    assert probabilities.shape == (64, 6)
+    assert float(probabilities.min()) >= 0
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(64))
 
 
 def test_ordinal_refuses_an_image_target():

@@ -1,0 +1,312 @@
+"""Predict with a trained model on a user's own inputs.
+
+:func:`predict` takes raw values per input — images in any form :mod:`digitsum.images` reads,
+integers for categorical inputs — prepares them as the model's generator prepared its training
+batches (``Generator.encode``), runs the model and returns :class:`Predictions`: per head, the
+predicted value and, for heads that give them, class probabilities and the most likely classes.
+Loading a run's model and generator is the caller's business (``build_model`` and the recipe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..contracts import Categorical, Generator, Image, Spec
+from ..errors import UserError, did_you_mean
+from .model import DigitModel
+
+
+@dataclass(frozen=True)
+class HeadPredictions:
+    """What one head predicts for a batch of ``B`` samples (tensors on the CPU).
+
+    ``prediction``: ``[B]``, the head's own ``predict`` (class indices for the built-in heads).
+    ``probabilities``: ``[B, classes]`` or None when the head gives none (e.g. ``regress``).
+    ``top_classes`` / ``top_probabilities``: ``[B, k]``, the ``k`` most likely classes, most
+    likely first (None without probabilities). The top class is the prediction for heads that
+    predict the most likely class (``classify``); a head with another rule (an ordinal head
+    counts thresholds passed) may predict a class that is not the first of its top list.
+    """
+
+    head: str
+    target: str
+    prediction: Tensor
+    probabilities: Tensor | None = None
+    top_classes: Tensor | None = None
+    top_probabilities: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.prediction)
+
+    def value(self, i: int = 0) -> int | float:
+        """Sample ``i``'s prediction as a Python number."""
+        return self.prediction[i].item()
+
+    def probability(self, i: int = 0) -> float | None:
+        """The probability of sample ``i``'s predicted class, or None without probabilities."""
+        if self.probabilities is None:
+            return None
+        predicted = self.prediction[i].item()
+        if not float(predicted).is_integer() or not 0 <= predicted < self.probabilities.shape[1]:
+            return None
+        return float(self.probabilities[i, int(predicted)])
+
+    def top(self, i: int = 0) -> list[tuple[int, float]]:
+        """Sample ``i``'s most likely classes as ``(class, probability)``, most likely first."""
+        if self.top_classes is None or self.top_probabilities is None:
+            return []
+        return [(int(c), float(p)) for c, p in zip(self.top_classes[i], self.top_probabilities[i])]
+
+    def sample(self, i: int = 0) -> dict[str, Any]:
+        """Sample ``i`` as JSON-ready data: target, prediction, its probability, the top classes."""
+        return {
+            "target": self.target,
+            "prediction": self.value(i),
+            "probability": self.probability(i),
+            "top": [{"class": c, "probability": p} for c, p in self.top(i)],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole batch as JSON-ready lists (``probabilities`` and ``top`` None without probabilities)."""
+        top = None
+        if self.top_classes is not None:
+            top = [[{"class": c, "probability": p} for c, p in self.top(i)] for i in range(len(self))]
+        return {
+            "target": self.target,
+            "prediction": self.prediction.tolist(),
+            "probabilities": None if self.probabilities is None else self.probabilities.tolist(),
+            "top": top,
+        }
+
+
+class Predictions(Mapping[str, HeadPredictions]):
+    """A model's predictions for a batch, by head name: ``predictions["digit"]`` is a
+    :class:`HeadPredictions`.
+
+    ``batch_size`` samples; ``batched`` is False when every input was given as a single
+    value (one image, one int), and then ``sample()`` reads the one answer back, e.g.
+    ``predictions.sample()["digit"]["prediction"]`` (or ``predictions["digit"].value()``).
+    ``to_dict()`` gives JSON-ready lists for the whole batch.
+    """
+
+    def __init__(self, heads: Mapping[str, HeadPredictions], batch_size: int, batched: bool) -> None:
+        self._heads = dict(heads)
+        self.batch_size = batch_size
+        self.batched = batched
+
+    def __getitem__(self, name: str) -> HeadPredictions:
+        try:
+            return self._heads[name]
+        except KeyError:
+            raise KeyError(f"no head {name!r}: {did_you_mean(name, self._heads, 'heads')}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._heads)
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    def sample(self, i: int = 0) -> dict[str, dict[str, Any]]:
+        """Every head's answer for sample ``i`` (see :meth:`HeadPredictions.sample`)."""
+        if not -self.batch_size <= i < self.batch_size:
+            raise IndexError(f"sample {i} of a batch of {self.batch_size}")
+        return {name: head.sample(i) for name, head in self._heads.items()}
+
+    def samples(self) -> list[dict[str, dict[str, Any]]]:
+        """:meth:`sample` for every sample, in order."""
+        return [self.sample(i) for i in range(self.batch_size)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"batch_size", "batched", "heads": {name: HeadPredictions.to_dict()}}``, JSON-ready."""
+        return {
+            "batch_size": self.batch_size,
+            "batched": self.batched,
+            "heads": {name: head.to_dict() for name, head in self._heads.items()},
+        }
+
+    def __repr__(self) -> str:
+        count = f"{self.batch_size} sample" + ("s" if self.batch_size != 1 else "")
+        lines = [f"Predictions({count}; heads: {', '.join(self._heads)})"]
+        shown = min(self.batch_size, 10)
+        for i in range(shown):
+            parts = []
+            for name, head in self._heads.items():
+                text = f"{name}: {_number(head.value(i))}"
+                p = head.probability(i)
+                if p is not None:
+                    text += f" ({p:.1%})"
+                if self.batch_size == 1 and head.top(i):
+                    text += "  top " + ", ".join(f"{c} {q:.1%}" for c, q in head.top(i))
+                parts.append(text)
+            if self.batch_size == 1:  # one sample: a line per head, with its top classes
+                lines += [f"  {part}" for part in parts]
+            else:
+                lines.append(f"  [{i}] " + "   ".join(parts))
+        if shown < self.batch_size:
+            lines.append(f"  ... {self.batch_size - shown} more")
+        return "\n".join(lines)
+
+
+def _number(value: int | float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def describe_input(spec: Spec) -> str:
+    """What a user gives for an input of this spec, in words."""
+    if isinstance(spec, Image):
+        kind = "grey" if spec.channels == 1 else f"{spec.channels}-channel"
+        return f"an image (the model sees it {kind}, {spec.height}x{spec.width})"
+    if isinstance(spec, Categorical):
+        return f"an integer from 0 to {spec.classes - 1}"
+    return repr(spec)
+
+
+def _check_names(inputs: Mapping[str, Any], specs: Mapping[str, Spec]) -> None:
+    problems = [f"unknown input '{name}': {did_you_mean(str(name), specs, 'inputs')}" for name in inputs if name not in specs]
+    problems += [f"missing input '{name}': {describe_input(spec)}" for name, spec in specs.items() if name not in inputs]
+    if problems:
+        expected = "; ".join(f"{name} ({describe_input(spec)})" for name, spec in specs.items())
+        raise UserError("the inputs do not fit the model:\n" + "\n".join(f"  {p}" for p in problems) + f"\nit takes: {expected}")
+
+
+def categorical_batch(value: Any, spec: Categorical, name: str) -> tuple[Tensor, bool]:
+    """An int, a list of ints or an integer array/tensor -> (int64 ``[B]``, whether it was a batch).
+
+    Values must lie in ``[0, spec.classes)``; bools and floats are refused (UserError naming
+    ``name`` and the valid range).
+    """
+    import numpy as np
+
+    valid = f"valid values are 0 to {spec.classes - 1}"
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise UserError(f"input '{name}' is an empty list: give integers ({valid})")
+        bad = [v for v in value if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+        if bad:
+            raise UserError(f"input '{name}' holds {bad[0]!r} ({type(bad[0]).__name__}): give integers ({valid})")
+        values, batched = np.asarray([int(v) for v in value], dtype=np.int64), True
+    elif isinstance(value, np.ndarray) or isinstance(value, np.generic):
+        array = np.asarray(value)
+        if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+            raise UserError(f"input '{name}' has dtype {array.dtype}: give integers ({valid})")
+        if array.ndim > 1:
+            raise UserError(f"input '{name}' has shape {array.shape}: give one integer or a 1-D batch of them")
+        if array.ndim == 1 and array.size == 0:
+            raise UserError(f"input '{name}' is an empty array: give integers ({valid})")
+        values, batched = array.astype(np.int64).reshape(-1), array.ndim == 1
+    elif isinstance(value, int) and not isinstance(value, bool):
+        values, batched = np.asarray([value], dtype=np.int64), False
+    else:
+        raise UserError(f"input '{name}' is {value!r} ({type(value).__name__}): give an integer, a list of integers or an integer array ({valid})")
+    outside = values[(values < 0) | (values >= spec.classes)]
+    if outside.size:
+        raise UserError(f"input '{name}' = {int(outside[0])} is out of range: {valid}")
+    return torch.from_numpy(values), batched
+
+
+def raw_batch(generator: Generator, inputs: Mapping[str, Any], *, preprocess: bool = True) -> tuple[dict[str, Tensor], bool]:
+    """A user's inputs -> (raw inputs for ``generator.encode``, on the CPU; whether any was a batch).
+
+    Checks the names (a UserError lists missing and unknown ones with a did-you-mean), reads
+    each value (:func:`digitsum.images.image_batch`, :func:`categorical_batch`) and makes the
+    batch sizes agree: a single value is repeated to the batch's size, two batches of
+    different sizes are an error.
+    """
+    from ..images import image_batch
+
+    specs = type(generator).interface(generator.params).inputs
+    _check_names(inputs, specs)
+    raw: dict[str, Tensor] = {}
+    batched: dict[str, bool] = {}
+    for name, spec in specs.items():
+        if isinstance(spec, Image):
+            raw[name], batched[name] = image_batch(inputs[name], spec, preprocess=preprocess, name=name)
+        elif isinstance(spec, Categorical):
+            raw[name], batched[name] = categorical_batch(inputs[name], spec, name)
+        else:  # pragma: no cover - check_generator refuses other input specs
+            raise UserError(f"input '{name}' is declared as {spec!r}, which prediction cannot read")
+    sizes = {name: len(raw[name]) for name in raw if batched[name]}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{name}: {size}" for name, size in sizes.items())
+        raise UserError(f"the inputs' batch sizes differ ({listed}): give batches of one size, or single values")
+    size = next(iter(sizes.values()), 1)
+    for name in raw:
+        if not batched[name] and size != 1:
+            raw[name] = raw[name].expand(size, *raw[name].shape[1:]).contiguous()
+    return raw, bool(sizes)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def predict(
+    model: DigitModel,
+    generator: Generator,
+    inputs: Mapping[str, Any],
+    *,
+    device: torch.device | str,
+    preprocess: bool = True,
+    top: int = 3,
+) -> Predictions:
+    """Run ``model`` on a user's ``inputs``; return every head's predictions.
+
+    ``inputs`` maps each of the generator's declared inputs to raw values:
+
+    * an ``Image`` input: one image or a batch (a list of images, or an array/tensor with a
+      leading batch axis), each a file path, a PIL image, or a numpy array or torch tensor
+      (``[H, W]``, ``[H, W, C]`` or ``[C, H, W]``; uint8 0-255 or float 0-1). With
+      ``preprocess`` (the default) each is made into MNIST's format, as MNIST was made
+      (:func:`digitsum.images.to_mnist`: grey, light on dark, 20x20 box, centred by mass);
+      with ``preprocess=False`` images must already be in that format and the spec's size;
+    * a ``Categorical`` input: an int, a list of ints or an integer array/tensor, each in
+      ``[0, classes)``.
+
+    A single value is repeated to the size of the batches given with it; batch sizes must
+    agree. The raw inputs go through ``generator.encode`` (the training batches' preparation),
+    then the model runs on ``device`` (where the model must already be) in eval mode under
+    ``torch.no_grad``; the model's train/eval modes are restored afterwards. ``top``: how many
+    of the most likely classes to keep per sample (0: none). Wrong names, values or files raise
+    :class:`UserError`.
+    """
+    if top < 0:
+        raise UserError(f"top = {top}: give how many of the most likely classes to show (0 or more)")
+    device = torch.device(device)
+    parameters = list(model.parameters())
+    if parameters and not _same_device(parameters[0].device, device):
+        raise ValueError(f"the model is on {parameters[0].device}, not on {device}: move it there first (model.to(device))")
+    raw, batched = raw_batch(generator, inputs, preprocess=preprocess)
+    batch_size = len(next(iter(raw.values())))
+    floating = next((p.dtype for p in parameters if p.is_floating_point()), torch.float32)
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            encoded = generator.encode({name: value.to(device) for name, value in raw.items()})
+            batch = {k: v.to(floating) if v.is_floating_point() else v for k, v in encoded.items()}
+            outputs = model(batch)
+            heads = {name: _head_predictions(name, model, output, top) for name, output in outputs.items()}
+    finally:
+        for module, training in modes:
+            module.training = training  # as they were, module by module (not model.train(mode))
+    return Predictions(heads, batch_size, batched)
+
+
+def _head_predictions(name: str, model: DigitModel, output: Tensor, top: int) -> HeadPredictions:
+    head: nn.Module = model.heads[name]
+    prediction = head.predict(output).detach().cpu()
+    probabilities = head.probabilities(output)
+    top_classes = top_probabilities = None
+    if probabilities is not None:
+        probabilities = probabilities.detach().float().cpu()
+        k = min(top, probabilities.shape[1])
+        top_probabilities, top_classes = probabilities.topk(k, dim=1)
+    return HeadPredictions(name, model.bindings[name].target, prediction, probabilities, top_classes, top_probabilities)
+

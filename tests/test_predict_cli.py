@@ -1,0 +1,65 @@
+"""`digitsum predict RUN_DIR --input NAME=VALUE ...`: per head, the prediction and the top classes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image, ImageDraw
+
+
+@pytest.fixture(scope="module")
+def seven(tmp_path_factory):
+    path = tmp_path_factory.mktemp("images") / "seven.png"
+    paper = Image.new("L", (200, 240), color=235)  # dark ink on light paper, not MNIST's size
+    ImageDraw.Draw(paper).line([(40, 40), (160, 40), (90, 210)], fill=20, width=22)
+    paper.save(path)
+    return path
+
+
+def test_predict_prints_every_head_with_its_top_classes(cli, tiny_run, seven):
+    result = cli("predict", tiny_run.run_dir, "--input", f"image={seven}", "--input", "number=3")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == f"image={seven} number=3"
+    assert lines[1].split()[0] == "digit" and lines[2].split()[0] == "sum"
+    assert lines[1].count("%") == 3  # top 3 by default
+
+
+def test_predict_json_matches_the_api(cli, tiny_run, seven):
+    result = cli("predict", tiny_run.run_dir, "-i", f"image={seven}", "-i", f"image={seven}", "-i", "number=4", "--json", "--top", "2")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert len(data["samples"]) == 2 and data["inputs"][1] == f"image={seven} number=4"
+    expected = tiny_run.predict(image=str(seven), number=4, top=2).sample(0)
+    for head in ("digit", "sum"):
+        got = data["samples"][0][head]
+        assert got["prediction"] == expected[head]["prediction"] and len(got["top"]) == 2
+        assert got["top"][0]["probability"] == pytest.approx(expected[head]["top"][0]["probability"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (["imag={seven}", "number=1"], "no input 'imag' — did you mean 'image'"),
+        (["image={seven}"], "missing --input number=... (an integer from 0 to 9)"),
+        (["image={seven}", "number=x"], "'number' takes a whole number"),
+        (["image={seven}", "number=12"], "out of range"),
+        (["image={missing}", "number=1"], "no such file"),
+        (["image={folder}", "number=1"], "is a directory"),
+        (["image={text}", "number=1"], "is not an image"),
+        (["image"], "expected NAME=VALUE"),
+    ],
+)
+def test_bad_inputs_exit_2_with_the_reason(cli, tiny_run, seven, tmp_path, inputs, message):
+    (tmp_path / "text.png").write_text("not a picture")
+    (tmp_path / "folder").mkdir()
+    paths = {"seven": seven, "missing": tmp_path / "missing.png", "folder": tmp_path / "folder", "text": tmp_path / "text.png"}
+    args = [w for item in inputs for w in ("--input", item.format(**paths))]
+    result = cli("predict", tiny_run.run_dir, *args)
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err
+
+
+def test_predict_on_something_that_is_not_a_run(cli, tmp_path):
+    result = cli("predict", tmp_path, "--input", "number=1")
+    assert result.code == 2 and "not a run directory" in result.err
