@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from .. import __version__
 from ..contracts import Categorical, Generator, Image, Spec
 from ..errors import UserError, did_you_mean
+from ..images import MNIST_BOX, MNIST_CENTRE, MNIST_SIZE
 from .component_errors import blame_components
 from .rundir import atomic_write, write_json
 
@@ -63,8 +64,6 @@ _TRACE_BATCH = 3
 #: What the ONNX format needs beyond torch (the extra ``digitsum[onnx]``): the exporter
 #: (torch.onnx with dynamo=True runs on onnxscript), the checker, the runtime of the check.
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")
-#: MNIST's geometry in its 28x28 field (what ``digitsum predict`` makes of a user's image).
-_MNIST_SIZE, _MNIST_BOX, _MNIST_CENTRE = 28, 20, 14.0
 
 
 class ExportMismatch(UserError):
@@ -150,13 +149,6 @@ def _target_path(run_dir: Path, fmt: str, out: str | Path | None, force: bool) -
 # -- the exported module --------------------------------------------------------------------------------
 
 
-def encode(generator: Generator, raw: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The model's inputs from raw ones: the generator's ``encode``. A generator from before
-    the encode contract has none; its inputs are then taken as they are."""
-    method: Callable[[Mapping[str, Tensor]], dict[str, Tensor]] | None = getattr(generator, "encode", None)
-    return dict(method(raw)) if method is not None else dict(raw)
-
-
 class ExportModule(nn.Module):
     """Raw inputs (positional, in the generator's order) -> each head's output and prediction.
 
@@ -171,7 +163,7 @@ class ExportModule(nn.Module):
         self.input_names = list(inputs)
 
     def forward(self, *inputs: Tensor) -> dict[str, Tensor]:
-        outputs = self.model(encode(self.generator, dict(zip(self.input_names, inputs))))
+        outputs = self.model(self.generator.encode(dict(zip(self.input_names, inputs))))
         result = {}
         for name, output in outputs.items():
             result[name] = output
@@ -219,7 +211,7 @@ def check_inputs(run: Run, specs: Mapping[str, Spec], count: int) -> tuple[list[
     """
     tensors = random_inputs(specs, count)
     images = _mnist_test_images(run, count)
-    mnist = [i for i, spec in enumerate(specs.values()) if spec == Image(1, _MNIST_SIZE, _MNIST_SIZE)]
+    mnist = [i for i, spec in enumerate(specs.values()) if spec == Image(1, MNIST_SIZE, MNIST_SIZE)]
     if images is None or not mnist:
         return tensors, f"{count} random inputs of the declared shapes (uniform pixels in [0, 1])"
     rng = torch.Generator().manual_seed(1)
@@ -342,7 +334,7 @@ def _differences(run_exported, module: ExportModule, inputs: list[Tensor], outpu
 # -- the sidecar ------------------------------------------------------------------------------------------
 
 
-def describe_inputs(specs: Mapping[str, Spec], encoded: bool = True) -> list[dict[str, Any]]:
+def describe_inputs(specs: Mapping[str, Spec]) -> list[dict[str, Any]]:
     """The sidecar's ``inputs``: one entry per input, in the order TorchScript takes them."""
     pixels = "pixels in [0, 1], a light digit on a dark ground (MNIST's format)"
     rows = []
@@ -350,8 +342,7 @@ def describe_inputs(specs: Mapping[str, Spec], encoded: bool = True) -> list[dic
         if isinstance(spec, Image):
             rows.append({"name": name, "position": position, "kind": "image", "dtype": "float32",
                          "shape": ["batch", spec.channels, spec.height, spec.width],
-                         "range": [0.0, 1.0] if encoded else None,
-                         "description": pixels if encoded else "as the generator's draw makes them (see preprocessing)"})  # fmt: skip
+                         "range": [0.0, 1.0], "description": pixels})  # fmt: skip
         else:
             rows.append({"name": name, "position": position, "kind": "categorical", "dtype": "int64",
                          "shape": ["batch"], "range": [0, spec.classes - 1], "classes": spec.classes,
@@ -359,7 +350,7 @@ def describe_inputs(specs: Mapping[str, Spec], encoded: bool = True) -> list[dic
     return rows
 
 
-def describe_preprocessing(specs: Mapping[str, Spec], encoded: bool) -> dict[str, Any]:
+def describe_preprocessing(specs: Mapping[str, Spec]) -> dict[str, Any]:
     """The sidecar's ``preprocessing``: what to do to a user's image before the model, in words
     (``summary``, ``image_steps``) and as data per image input (``images``)."""
     images = {name: spec for name, spec in specs.items() if isinstance(spec, Image)}
@@ -372,30 +363,26 @@ def describe_preprocessing(specs: Mapping[str, Spec], encoded: bool) -> dict[str
         "paste it into the field (28x28 for MNIST) so that its centre of mass falls on pixel 14 "
         "(pixel-centre coordinates from 0; scaled with the field)",
     ]
-    in_model = (
-        "the generator's encode is part of the model: give pixels in [0, 1], not standardised ones"
-        if encoded
-        else "none: this run's generator has no encode method; the model takes its inputs exactly as the "
-        "generator's draw makes them during training"
-    )
+    # the geometry digitsum.images.to_mnist gives an image of this size (MNIST's, scaled with the field)
     geometry = {
         name: {"channels": s.channels, "size": [s.height, s.width], "pixel_range": [0.0, 1.0],
                "polarity": "light digit on a dark ground",
-               "digit_box": [round(_MNIST_BOX * s.height / _MNIST_SIZE), round(_MNIST_BOX * s.width / _MNIST_SIZE)],
-               "centre_of_mass": [_MNIST_CENTRE * s.height / _MNIST_SIZE, _MNIST_CENTRE * s.width / _MNIST_SIZE]}
+               "digit_box": [MNIST_BOX * s.height / MNIST_SIZE, MNIST_BOX * s.width / MNIST_SIZE],
+               "centre_of_mass": [(MNIST_CENTRE + 0.5) * n / MNIST_SIZE - 0.5 for n in (s.height, s.width)]}
         for name, s in images.items()
     }  # fmt: skip
     return {
         "summary": (
             "Bring each image to MNIST's format, as MNIST itself was made and as `digitsum predict` does before "
             "the model: float32 pixels in [0, 1], a light digit on a dark ground, the digit scaled into a box of "
-            "20x20 pixels and centred by its centre of mass in a 28x28 field. Categoricals are int64, unchanged."
+            "20x20 pixels and centred by its centre of mass in a 28x28 field (in Python: digitsum.images.to_mnist). "
+            "Categoricals are int64, unchanged."
             if images
             else "No image inputs: give each input as its entry in 'inputs' says."
         ),
         "image_steps": steps if images else [],
         "images": geometry,
-        "in_model": in_model,
+        "in_model": "the generator's encode is part of the model: give pixels in [0, 1], not standardised ones",
     }
 
 
@@ -487,7 +474,6 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
         )
 
     summary = run.summary or {}
-    encoded = hasattr(run.generator, "encode")
     model_info: dict[str, Any] = {"file": path.name, "format": fmt, "torch": torch.__version__,
                                   "call": _how_to_call(fmt, inputs)}  # fmt: skip
     if fmt == "onnx":
@@ -505,8 +491,8 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
         "run_dir": str(run.run_dir.resolve()),
         "recipe_name": run.recipe.name,
         "recipe": run.recipe.to_dict(),
-        "inputs": describe_inputs(specs, encoded),
-        "preprocessing": describe_preprocessing(specs, encoded),
+        "inputs": describe_inputs(specs),
+        "preprocessing": describe_preprocessing(specs),
         "outputs": describe_outputs(run, shapes),
         "metrics": {"split": "test", "epochs": summary.get("epochs", len(run.history)), "status": run.status,
                     "heads": summary.get("metrics", {}).get("test", {})},  # fmt: skip

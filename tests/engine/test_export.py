@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import digitsum
-from digitsum.contracts import Generator, Image
+from digitsum.contracts import Image
 from digitsum.data import load_mnist
 from digitsum.engine import export as export_module
 from digitsum.engine.batches import eval_batches
-from digitsum.engine.export import ExportFailed, ExportMismatch, encode, sidecar_path
+from digitsum.engine.export import ExportFailed, ExportMismatch, sidecar_path
 from digitsum.engine.run import Run
 from digitsum.registry import datasets, fusions, heads
 
@@ -61,7 +61,7 @@ def raw_test_inputs(run: Run, count: int = 256, seed: int = 0) -> dict[str, torc
 def pytorch_outputs(run: Run, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The run's own model on raw inputs: each head's output and its prediction."""
     with torch.no_grad():
-        outputs = run.model(encode(run.generator, raw))
+        outputs = run.model(run.generator.encode(raw))
     result = {}
     for name, output in outputs.items():
         result[name] = output
@@ -144,9 +144,7 @@ def test_the_sidecar_says_how_to_use_the_model(trained, exported):
     assert geometry["size"] == [28, 28] and geometry["digit_box"] == [20, 20] and geometry["centre_of_mass"] == [14.0, 14.0]
     assert geometry["polarity"] == "light digit on a dark ground" and geometry["pixel_range"] == [0.0, 1.0]
     assert "centre of mass" in preprocessing["summary"] and "[0, 1]" in preprocessing["summary"]
-    encoded = hasattr(trained.generator, "encode")
-    assert ("encode is part of the model" in preprocessing["in_model"]) == encoded
-    assert image["range"] == ([0.0, 1.0] if encoded else None)
+    assert "encode is part of the model" in preprocessing["in_model"] and image["range"] == [0.0, 1.0]
 
     outputs = {o["name"]: o for o in sidecar["outputs"]}
     assert list(outputs) == ["digit", "digit_prediction", "sum", "sum_prediction"]
@@ -212,29 +210,28 @@ def test_a_regression_head_says_round_and_clamp(tmp_path, tiny_root):
     assert outputs["sum_prediction"]["dtype"] == "int64"
 
 
-def test_generator_encode_is_part_of_the_exported_graph(tmp_path, tiny_root):
-    """With an encode (the contract prediction uses), the file takes pixels in [0, 1] and
-    standardises them itself: fed raw images, it gives what the model gives on encoded ones."""
-    run = built_run(tmp_path, tiny_root, "original.toml")
-    mean, std = 0.1307, 0.3081
+def test_a_generators_own_encode_is_part_of_the_exported_graph(tmp_path, tiny_root):
+    """A generator that prepares its inputs its own way (here: inverted pixels, numbers counted
+    down, as a plugin's encode override might) gets that way traced into the file: fed raw inputs,
+    the file gives what the model gives on the generator's encoding of them."""
+    run = built_run(tmp_path, tiny_root, "embedding.toml", "data.numbers=20")
 
-    def standardise(raw):
-        return {"image": (raw["image"].float() - mean) / std, "number": raw["number"].long()}
+    def own_encode(raw):
+        return {"image": 1.0 - raw["image"].float(), "number": 19 - raw["number"].long()}
 
-    run.generator.encode = standardise  # what the built-ins' encode does (the instance's own, on any branch)
+    run.generator.encode = own_encode
     raw = raw_test_inputs(run, 64)
     with torch.no_grad():
-        expected = run.model(standardise(raw))
+        expected = run.model(own_encode(raw))
     for fmt in ("onnx", "torchscript"):
         result = run.export(fmt, tmp_path / f"encoded.{fmt}")
         got = run_file(result.path, fmt, raw)
         assert max(float(np.abs(got[h] - expected[h].numpy()).max()) for h in expected) <= TOLERANCE
         sidecar = json.loads(result.sidecar.read_text())
         assert "encode is part of the model" in sidecar["preprocessing"]["in_model"]
-        assert sidecar["inputs"][0]["range"] == [0.0, 1.0]
+        assert sidecar["inputs"][1]["range"] == [0, 19]
 
 
-@pytest.mark.skipif(not hasattr(Generator, "encode"), reason="needs the Generator.encode contract")
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_raw_pixels_give_what_evaluation_gives(trained, exported, fmt):
     """A consumer's raw pixels through the file give the outputs training's own evaluation
