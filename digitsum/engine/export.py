@@ -9,7 +9,7 @@ brings images to MNIST's format and nothing more. It returns, per head, the head
 ``predict`` of that output: a plugin head's prediction needs no knowledge of the head.
 
 Probabilities are not exported: a head's way to them is not always expressible in ONNX (the
-example plugin's ordinal head needs a running minimum, for which ONNX has no operator); the
+example plugin's ordinal head needs a running minimum, which torch's ONNX exporter cannot translate); the
 sidecar says how to read each output instead (softmax of a classifier's logits...).
 
 The sidecar (``<FILE>.json``) says everything a consumer needs: inputs, preprocessing in
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -507,14 +506,3 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     atomic_write(path, lambda f: f.write(data))
     write_json(result.sidecar, sidecar)
     return result
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """A sidecar read back (``model.onnx.json``), or that of a model file (``model.onnx``)."""
-    path = Path(path)
-    if path.suffix != ".json":
-        path = sidecar_path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
