@@ -9,8 +9,8 @@ brings images to MNIST's format and nothing more. It returns, per head, the head
 ``predict`` of that output: a plugin head's prediction needs no knowledge of the head.
 
 Probabilities are not exported: a head's way to them is not always expressible in ONNX (the
-example plugin's ordinal head needs a running minimum, which torch's ONNX exporter cannot translate); the
-sidecar says how to read each output instead (softmax of a classifier's logits...).
+example plugin's ordinal head needs a running minimum, which torch's ONNX exporter cannot
+translate); the sidecar says how to read each output instead (softmax of a classifier's logits...).
 
 The sidecar (``<FILE>.json``) says everything a consumer needs: inputs, preprocessing in
 words and as data, outputs and how to read them, the recipe, the run's test metrics and the
