@@ -213,6 +213,38 @@ def _predict_inputs(items: list[str], generator) -> tuple[dict, list[str]]:
 
 
 @app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="run directory", show_default=False)],
+    format_: Annotated[
+        Optional[str],
+        typer.Option("--format", "-f", help="onnx or torchscript (default: torchscript for an --out ending in .pt, else onnx)", show_default=False),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="model file (default RUN_DIR/model.onnx or RUN_DIR/model.pt); its sidecar is FILE.json", show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing model file and its sidecar")] = False,
+) -> None:
+    """Export a run's model to ONNX or TorchScript, with a JSON sidecar saying how to use it.
+
+    The model takes raw inputs (images as float32 pixels in [0, 1], light digit on dark; numbers
+    as int64) and returns each head's output and its prediction. It is checked against PyTorch
+    on 256 test samples before anything is written: exit 1 if they differ by more than 1e-4.
+    """
+    from .engine.export import check_format, format_for, require_exporter
+
+    fmt = check_format(format_) if format_ is not None else format_for(out)
+    require_exporter(fmt)  # before loading the run: a missing package is known at once
+    from .api import load_run
+
+    result = load_run(run_dir).export(fmt, out, force=force)
+    console.print(f"checked on {result.source}, in batches of {result.samples}, 1 and 7: "
+                  f"largest absolute difference from PyTorch per output", highlight=False, soft_wrap=True)  # fmt: skip
+    for name, difference in result.differences.items():
+        console.print(f"  {name:<24} {difference:.3g}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {result.path} and {result.sidecar}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
     """Validate a recipe and print it resolved (extends, overrides and defaults applied)."""
     from .recipe import load_recipe

@@ -22,6 +22,8 @@ from .rundir import MetricsLog
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from .export import Exported
+
 
 class Run:
     """A trained model with everything that made it.
@@ -91,6 +93,18 @@ class Run:
         from .predict import predict
 
         return predict(self.model, self.generator, inputs, device=self.device, preprocess=preprocess, top=top)
+
+    def export(self, format: str = "onnx", out: str | Path | None = None, *, force: bool = False) -> Exported:
+        """Export the model to ONNX or TorchScript with a JSON sidecar (``digitsum export``).
+
+        The file takes the generator's raw inputs (images as float32 pixels in [0, 1], light on
+        dark; numbers as int64) and returns each head's output and ``<head>_prediction``; it is
+        checked against this model before it is written. ``out`` defaults to ``model.onnx`` or
+        ``model.pt`` in the run directory; see :func:`~digitsum.engine.export.export_run`.
+        """
+        from .export import export_run
+
+        return export_run(self, format, out, force=force)
 
     def curves(self) -> Figure:
         """Loss and primary metric per head and epoch, train and test (shown inline in a notebook)."""
