@@ -4,6 +4,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
+from hypothesis import assume, given
 
 from digitsum.catalog import find_recipe, recipe_names
 from digitsum.engine.compare import plan_variants
@@ -12,6 +14,7 @@ from digitsum.recipe import TrainSection, load_recipe, parse_override, recipe_do
 from digitsum.registry import fusions
 
 from .conftest import RECIPES
+from .test_properties import SETTINGS, recipe_documents
 
 BASE = """\
 name = "t"
@@ -393,3 +396,20 @@ def test_grid_values_are_labelled_as_grid_values():
 def test_an_override_through_a_value_is_not_a_table(tmp_path):
     found = problems(write(tmp_path, BASE), ["train.epochs.x=1"])
     assert found == ["--set train.epochs.x=1 train.epochs.x: 'train.epochs' is not a table"]
+
+
+@SETTINGS
+@given(doc=recipe_documents())
+def test_a_dict_and_its_toml_file_load_alike(tmp_path, doc):
+    """Any document: as a dict and written to a file, the same recipe or the same problems."""
+    assume("extends" not in doc)  # resolved from different folders (the working folder, the file's)
+    doc.setdefault("name", "r")  # a file's name defaults to its stem, a dict's to "recipe"
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(doc))
+    outcomes = []
+    for source in (doc, path):
+        try:
+            outcomes.append(repr(load_recipe(source).to_dict()))
+        except RecipeError as e:
+            outcomes.append(sorted((p.key, p.message) for p in e.problems))
+    assert outcomes[0] == outcomes[1]
