@@ -163,6 +163,15 @@ def test_resolution_order_path_then_built_in_then_plugin(install, tmp_path, monk
     assert resolve_recipe("tiny", tmp_path / "sub") == tmp_path / "sub" / "tiny"  # relative to a parent's folder
 
 
+def test_show_takes_a_name_from_any_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = cli("show", "two-images", "--set", "heads.sum=false")
+    assert result.code == 0, result.err
+    assert [line for line in result.out.splitlines() if line.startswith("[heads.")] == ["[heads.digit_a]", "[heads.digit_b]"]
+    missing = cli("show", "two-image")
+    assert missing.code == 2 and "did you mean 'two-images'?" in missing.err
+
+
 # -- digitsum list recipes --------------------------------------------------------------------------------
 
 
@@ -295,3 +304,13 @@ def test_cp_warns_when_the_copy_cannot_find_its_parent(cli, install, tmp_path):
 def test_the_copy_api_refuses_an_unknown_name(tmp_path):
     with pytest.raises(UserError, match="no built-in or plugin recipe is called 'nope'"):
         copy_recipe("nope", tmp_path)
+
+
+def test_the_shipped_metrics_table_is_well_formed():
+    """Whatever benchmarks/record_recipes.py last wrote: records of built-ins, each complete."""
+    table = json.loads(catalog.METRICS_FILE.read_text())
+    assert set(table) <= set(BUILTINS)
+    for name, record in table.items():
+        assert set(record) == {"seed", "epochs", "test", "seconds", "measured", "machine", "settings"}, name
+        assert record["test"] and all(len(metrics) == 1 for metrics in record["test"].values()), name  # the primary metric
+        assert all(0 <= value <= 1 for metrics in record["test"].values() for value in metrics.values()), name
