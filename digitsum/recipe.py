@@ -26,7 +26,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -426,9 +426,8 @@ def _python_document(source: Mapping[str, Any], label: str, problems: list[Probl
             for key, item in value.items():
                 if isinstance(key, str):
                     copied[key] = copy(item, path + (key,))
-                else:
-                    where = ".".join(path) or "the recipe"
-                    problems.append(Problem(label, ".".join(path), f"{where} has a key that is not a string: {key!r}"))
+                else:  # TOML's keys are strings, and so are a recipe's
+                    problems.append(Problem(label, ".".join(path), f"has a key that is not a string: {key!r}"))
             return copied
         if isinstance(value, (list, tuple)):
             return [copy(item, path) for item in value]
@@ -466,7 +465,7 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
 
 #: What may override a recipe: ``"key=value"`` strings (as ``--set`` takes them), or a mapping of
 #: dotted keys to Python values (``{"train.epochs": 1, "heads.digit": False}``).
-Overrides = Union[Sequence[str], Mapping[str, Any]]
+Overrides = Sequence[str] | Mapping[str, Any]
 
 
 def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[Problem]) -> _Document:

@@ -281,7 +281,7 @@ def test_a_dict_sources_problems_are_labelled_dict():
     found = problems(doc)
     assert "<dict> train.lr: input should be greater than 0 (got -1)" in found
     assert any(p.startswith("<dict> backbone.hiden: unknown key — did you mean 'hidden'?") for p in found)
-    assert "<dict> heads.digit: heads.digit has a key that is not a string: 3" in found
+    assert "<dict> heads.digit: has a key that is not a string: 3" in found
     with pytest.raises(RecipeError) as e:
         load_recipe(doc)
     assert e.value.message.startswith("<dict>: 3 problems")
@@ -406,6 +406,7 @@ def test_a_dict_and_its_toml_file_load_alike(tmp_path, doc):
     doc.setdefault("name", "r")  # a file's name defaults to its stem, a dict's to "recipe"
     path = tmp_path / "r.toml"
     path.write_text(tomli_w.dumps(doc))
+    doc = tomllib.loads(path.read_text())  # the same data in the file's key order (tomli_w may reorder)
     outcomes = []
     for source in (doc, path):
         try:
