@@ -24,7 +24,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-RecipeArg = Annotated[str, typer.Argument(help="recipe: a TOML file, or a built-in or plugin recipe name", show_default=False)]
+RecipeArg = Annotated[str, typer.Argument(help="recipe: a TOML file, or a recipe name (digitsum list recipes)", show_default=False)]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="override a recipe key, e.g. --set train.epochs=1 (repeatable)", show_default=False),
@@ -55,7 +55,7 @@ def _main(
 
 @app.command()
 def run(
-    recipe: Annotated[Optional[str], typer.Argument(help="recipe: a TOML file, or a built-in or plugin recipe name", show_default=False)] = None,
+    recipe: Annotated[Optional[str], typer.Argument(help="recipe: a TOML file, or a recipe name (digitsum list recipes)", show_default=False)] = None,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory (default runs/<recipe>/<timestamp>)")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="skip the quick checks before the first epoch")] = False,
@@ -255,20 +255,48 @@ def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 @app.command("list")
 def list_(
-    kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions or heads (default: all)", show_default=False)] = None,
+    kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions, heads or recipes (default: all)", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown, as in docs/components.md")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown of the components, as in docs/components.md")] = False,
 ) -> None:
-    """List the registered components with their origin, summary and parameters."""
-    from .listing import cached_components, render_markdown, render_tables
+    """List the registered components (origin, summary, parameters) and the shipped recipes
+    (origin, description, test metrics measured at their shipped settings)."""
+    from .catalog import describe_recipes
+    from .listing import cached_components, list_kind, render_markdown, render_recipes, render_tables
 
-    rows = cached_components(kind)
+    wanted = list_kind(kind)
+    if markdown and wanted == "recipes":
+        raise UserError("--markdown writes the components' reference (docs/components.md); list recipes without it")
+    rows = cached_components(wanted) if wanted != "recipes" else []
+    recipes = describe_recipes() if wanted in (None, "recipes") and not markdown else []
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + recipes, indent=2))
     elif markdown:
         print(render_markdown(rows), end="")
     else:
         render_tables(rows, console)
+        if recipes:
+            render_recipes(recipes, console)
+
+
+@app.command()
+def cp(
+    name: Annotated[str, typer.Argument(help="a built-in or plugin recipe (digitsum list recipes)", show_default=False)],
+    # a str, not a Path: a trailing slash ("configs/") says DEST is a folder, and Path drops it
+    dest: Annotated[str, typer.Argument(help="the file to write, or a folder (then DEST/NAME.toml)", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="overwrite DEST if it exists")] = False,
+) -> None:
+    """Copy a shipped recipe, comments and all, to edit it; then: digitsum run DEST."""
+    from .catalog import copy_recipe
+    from .recipe import recipe_document
+
+    written = copy_recipe(name, dest, force)
+    console.print(f"copied recipe {name} to {written}; run it with: digitsum run {written}", highlight=False, soft_wrap=True)
+    try:
+        recipe_document(written)  # its extends must resolve from where it now lies
+    except UserError as e:
+        err_console.print(f"[bold yellow]warning:[/] the copy does not load from {written.parent}:", highlight=False)
+        err_console.print(e.message, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""Finding plugin distributions: which installed distributions declare digitsum entry points,
+"""Finding plugin distributions: which installed distributions declare digitsum entry points
+(components in ``digitsum.datasets``/``fusions``/``heads``, recipes in ``digitsum.recipes``),
 which of them the user allows, and a fingerprint of them all.
 
 Each distribution is read on its own, so that one with broken metadata is reported (with its
@@ -28,12 +29,21 @@ from pathlib import Path
 BUILTIN_DISTRIBUTION = "digitsum"
 #: Entry-point group per component kind.
 GROUPS = {"datasets": "digitsum.datasets", "fusions": "digitsum.fusions", "heads": "digitsum.heads"}
+#: Entry-point group of recipes: name = recipe name, value = the folder holding the recipe as a
+#: dotted path from its package (``digitsum_example.recipes``), whose ``<name>.toml`` it is, or
+#: ``folder:stem`` for ``<stem>.toml``. Found without importing the package. (An entry point's value
+#: must look like ``module:object`` — setuptools refuses anything else — hence no file path.)
+RECIPE_GROUP = "digitsum.recipes"
+#: Every group digitsum reads, by kind: the component kinds and ``recipes``.
+ENTRY_POINT_GROUPS = {**GROUPS, "recipes": RECIPE_GROUP}
 
 STRICT_ENV = "DIGITSUM_STRICT_PLUGINS"
 ALLOW_ENV = "DIGITSUM_PLUGINS_ALLOW"
 DENY_ENV = "DIGITSUM_PLUGINS_DENY"
 
 _COMPONENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_OBJECT_REFERENCE = re.compile(r"^[\w.]+:[\w.]+$")
+_RECIPE_REFERENCE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?$")  # package.folder[:stem]
 
 
 def canonical_name(name: str) -> str:
@@ -75,7 +85,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class PluginEntryPoint:
-    """One component declared by a distribution (not imported)."""
+    """One component or recipe declared by a distribution (nothing imported)."""
 
     kind: str
     name: str
@@ -118,10 +128,10 @@ def _read_distribution(dist: metadata.Distribution) -> PluginDistribution | None
         found.refused = f"its entry_points.txt cannot be read: {type(e).__name__}: {e}"
         return found
     for ep in entry_points:
-        kind = next((k for k, g in GROUPS.items() if g == ep.group), None)
+        kind = next((k for k, g in ENTRY_POINT_GROUPS.items() if g == ep.group), None)
         if kind is None:
             continue
-        problem = _entry_point_problem(ep)
+        problem = _entry_point_problem(ep, kind)
         if problem:
             found.problems.append(f"entry point '{ep.name} = {ep.value}' in [{ep.group}]: {problem}")
             continue
@@ -129,10 +139,15 @@ def _read_distribution(dist: metadata.Distribution) -> PluginDistribution | None
     return found if found.entry_points or found.problems else None
 
 
-def _entry_point_problem(ep: metadata.EntryPoint) -> str | None:
+def _entry_point_problem(ep: metadata.EntryPoint, kind: str) -> str | None:
+    what = "a recipe name" if kind == "recipes" else "a component name"
     if not _COMPONENT_NAME.match(ep.name) or ":" in ep.name:
-        return "a component name is letters, digits, '_', '-' or '.', without ':'"
-    if not re.fullmatch(r"[\w.]+:[\w.]+", ep.value.replace(" ", "")):
+        return f"{what} is letters, digits, '_', '-' or '.', without ':'"
+    value = ep.value.replace(" ", "")
+    if kind == "recipes":
+        if not _RECIPE_REFERENCE.match(value):
+            return "the value must be 'package.folder' (holding <name>.toml) or 'package.folder:stem' (holding <stem>.toml)"
+    elif not _OBJECT_REFERENCE.match(value):
         return "the value must be 'module:Class'"
     return None
 

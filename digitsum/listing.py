@@ -1,5 +1,5 @@
-"""Describing registered components and plugins, for `digitsum list`, `digitsum plugins`
-and the generated docs."""
+"""Describing registered components, shipped recipes and plugins, for `digitsum list`,
+`digitsum plugins` and the generated docs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,24 @@ from typing import Any
 
 from . import __version__, discovery
 from .paths import user_cache_dir
+from .errors import UserError, did_you_mean
 from .registry import KIND_LABELS, KIND_PLURALS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
+
+#: What `digitsum list` lists: the component kinds, then the shipped recipes.
+LIST_KINDS = [*REGISTRIES, "recipes"]
+_LABELS = {**KIND_LABELS, "recipes": "recipe"}
+
+
+def list_kind(kind: str | None) -> str | None:
+    """``datasets``, ``fusions``, ``heads`` or ``recipes`` for any of their names; None for all."""
+    if kind is None:
+        return None
+    if kind.lower() in ("recipes", "recipe"):
+        return "recipes"
+    try:
+        return registry_for(kind).kind
+    except UserError:
+        raise UserError(f"unknown kind '{kind}' — {did_you_mean(kind.lower(), LIST_KINDS, 'kinds')}") from None
 
 
 def _spec_text(spec: Any) -> str:
@@ -125,8 +142,12 @@ def plugin_report() -> list[dict[str, Any]]:
             "reason": dist.refused,
             "problems": list(dist.problems),
             "components": [],
+            "recipes": [],
         }
         for ep in dist.entry_points:
+            if ep.kind == "recipes":
+                row["recipes"].append(_recipe_report(ep))
+                continue
             component = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
             if not dist.refused:
                 entry = next(
@@ -138,13 +159,24 @@ def plugin_report() -> list[dict[str, Any]]:
                 except PluginError:
                     component["error"] = entry.error
             row["components"].append(component)
-        failed = dist.problems or any("error" in c for c in row["components"])
+        failed = dist.problems or any("error" in c for c in row["components"] + row["recipes"])
         if dist.refused:
             row["status"] = "disabled" if dist.disabled else "failed"
         elif failed:
             row["status"] = "failed"
         report.append(row)
     return report
+
+
+def _recipe_report(ep: discovery.PluginEntryPoint) -> dict[str, Any]:
+    from .catalog import locate
+
+    recipe: dict[str, Any] = {"name": ep.name, "entry_point": ep.value}
+    try:
+        recipe["path"] = str(locate(ep.value, ep.name))
+    except LookupError as e:
+        recipe["error"] = str(e)
+    return recipe
 
 
 def render_plugins(report: list[dict[str, Any]], console) -> None:
@@ -158,8 +190,8 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
     colour = {"ok": "green", "failed": "red", "disabled": "yellow"}
     for row in report:
         names = "\n".join(
-            f"{KIND_LABELS[c['kind']]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
-            for c in row["components"]
+            f"{_LABELS[kind]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
+            for kind, c in [(c["kind"], c) for c in row["components"]] + [("recipes", r) for r in row.get("recipes", [])]
         )
         status = row["status"] + (" (built-in)" if row["builtin"] else "")
         table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
@@ -174,6 +206,10 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
             if "error" in c:
                 what = f"{KIND_LABELS[c['kind']]} '{c['name']}' ({c['entry_point']})"
                 console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(c['error'])}", highlight=False)
+        for r in row.get("recipes", []):
+            if "error" in r:
+                what = f"recipe '{r['name']}' ({r['entry_point']})"
+                console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(r['error'])}", highlight=False)
 
 
 def _params_text(params: list[dict[str, Any]]) -> str:
@@ -205,6 +241,33 @@ def render_tables(rows: list[dict[str, Any]], console) -> None:
                 summary += f"\ninputs: {', '.join(row['inputs'])} · targets: {', '.join(row['targets'])}"
             table.add_row(row["name"], row["origin"], escape(summary), escape(_params_text(row["params"])))
         console.print(table)
+
+
+def metrics_text(row: dict[str, Any]) -> str:
+    """A recipe row's recorded test metrics, one head a line; "—" when none are recorded."""
+    record = row.get("metrics")
+    if not record:
+        return "— (recorded for other settings)" if row.get("metrics_stale") else "—"
+    lines = [f"{head} {metric} {value:.4f}" for head, values in record.get("test", {}).items() for metric, value in values.items()]
+    lines.append(f"{record.get('epochs', '?')} epochs, {record.get('seconds', 0):.0f} s")
+    return "\n".join(lines)
+
+
+def render_recipes(rows: list[dict[str, Any]], console) -> None:
+    """The shipped recipes as a rich table: name, origin, description, recorded test metrics."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="recipes", title_justify="left", show_lines=True)
+    for column in ("name", "origin", "description", "test (shipped settings)"):
+        table.add_column(column)
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["name"], row["origin"], f"[red]cannot be used: {escape(row['error'])}[/]", "")
+            continue
+        table.add_row(row["name"], escape(row["origin"]), escape(row["description"]), escape(metrics_text(row)))
+    console.print(table)
+    console.print("run one: digitsum run NAME · copy one to edit: digitsum cp NAME DEST.toml", highlight=False)
 
 
 _MARKDOWN_INTRO = """\

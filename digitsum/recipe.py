@@ -3,23 +3,27 @@
 Loading a recipe goes through four steps, and every problem found on the way is collected
 so that the user sees all of them in one message (:class:`~digitsum.errors.RecipeError`):
 
-1. read the TOML file and its ``extends`` chain, merging tables (the child wins; a component
-   table whose ``type`` changes is replaced whole, since parameters belong to a type);
-2. apply ``--set key=value`` overrides (values parse as TOML, else as a plain string);
+1. find the recipe (a path, or a shipped recipe's name: :mod:`digitsum.catalog`), read it and
+   its ``extends`` chain (each parent a path relative to its child, or a name), merging tables:
+   the child wins; a component table whose ``type`` changes is replaced whole, since parameters
+   belong to a type; ``heads.<name> = false`` removes an inherited head;
+2. gather the overrides (``--set key=value``, whose values parse as TOML, else as a plain
+   string; a mapping of Python values; grid values) and lay them over the files together;
 3. validate the fixed sections with pydantic, and each component table with the ``Params``
    of the component its ``type`` names;
 4. check the wiring: heads bound to targets the generator produces, a backbone that can use
    the generator's inputs.
 
-Every problem names its source file and line (or the ``--set`` that caused it), the key path,
+Every problem names its source file and line (or the override that caused it), the key path,
 and what would fit.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import Problem, RecipeError, UserError, did_you_mean
-from .registry import KIND_LABELS, PluginError, Registry, datasets, fusions, heads
+from .registry import KIND_LABELS, Registry, datasets, fusions, heads
 
 KeyPath = tuple[str, ...]
 
@@ -93,17 +97,11 @@ class TrainSection(_Section):
         return value
 
 
-class Provenance(_Section):
-    """``[provenance]``: written into every resolved recipe; informative when read back."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
 _TOP_LEVEL = {
     "name": "name of the recipe (default: the file name)",
     "description": "one line on what the recipe is for",
     "seed": "seed for initialisation, data order and test pairings",
-    "extends": "a parent recipe, relative to this file",
+    "extends": "a parent recipe: a path relative to this file, or a recipe name",
     "data": "dataset generator table",
     "backbone": "fusion backbone table",
     "heads": "one table per head",
@@ -138,8 +136,6 @@ class Recipe:
     backbone: Choice
     heads: dict[str, Choice]
     train: TrainSection
-    source: str = ""
-    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved document: defaults filled in, ``extends`` and overrides applied."""
@@ -172,7 +168,7 @@ class Recipe:
 class Source:
     """Where a key came from: a file and line, or a command-line override."""
 
-    label: str  # a path, or "--set a.b=c"
+    label: str  # a path, "<dict>", "--set a.b=c", "--grid a.b=c" or "overrides['a.b']"
     line: int | None = None
 
     def __str__(self) -> str:
@@ -240,38 +236,122 @@ class _Document:
 
 
 _COMPONENT_TABLES = ("data", "backbone")
+_REQUIRED_TABLES = {("data",), ("backbone",), ("heads",), ("train",)}
 
 
 def _is_component_table(path: KeyPath) -> bool:
     return path in {(t,) for t in _COMPONENT_TABLES} or (len(path) == 2 and path[0] == "heads")
 
 
-def _merge(base: _Document, data: Mapping[str, Any], source_of, prefix: KeyPath = ()) -> None:
+def _is_head(path: KeyPath) -> bool:
+    return len(path) == 2 and path[0] == "heads"
+
+
+@dataclass
+class _Merge:
+    """How one document is merged over another.
+
+    ``layered``: merged over what it inherits (a child over its parent, the overrides over the
+    files): a component table whose ``type`` changes is replaced whole, ``heads.<name> = false``
+    removes an inherited head, and a new key goes where the child writes it. Not layered: the
+    overrides gathered among themselves, every key kept (``false`` too, removing only when the
+    gathered overrides are laid over the files).
+    """
+
+    source_of: Callable[[KeyPath], Source]
+    problems: list[Problem]
+    layered: bool = True
+    overriding: bool = False  # laying overrides over files: a scalar is not made a table
+
+
+def _merge(base: _Document, data: Mapping[str, Any], how: _Merge, prefix: KeyPath = ()) -> None:
     """Merge ``data`` into ``base`` at ``prefix``; tables merge, everything else replaces."""
     target = base.data
     for key in prefix:
         target = target[key]
+    inherited = list(target)
     for key, value in data.items():
         path = prefix + (key,)
         old = target.get(key)
+        if how.layered and value is False and (_is_head(path) or path in _REQUIRED_TABLES or isinstance(old, dict)):
+            _remove(base, target, inherited, path, how)
+            continue
+        if how.overriding and isinstance(value, dict) and old is not None and not isinstance(old, dict):
+            leaf = path
+            while isinstance(value, dict) and value:
+                first = next(iter(value))
+                leaf, value = leaf + (first,), value[first]
+            where = str(how.source_of(leaf))
+            how.problems.append(Problem(where, ".".join(leaf), f"'{'.'.join(path)}' is not a table"))
+            continue
         replace_component = (
-            _is_component_table(path)
+            how.layered
+            and _is_component_table(path)
             and isinstance(old, dict)
             and isinstance(value, dict)
             and "type" in value
             and value["type"] != old.get("type")
         )
         if isinstance(old, dict) and isinstance(value, dict) and not replace_component:
-            base.sources.setdefault(path, source_of(path))
-            _merge(base, value, source_of, path)
+            base.sources.setdefault(path, how.source_of(path))
+            _merge(base, value, how, path)
             continue
         if replace_component or isinstance(old, dict):
-            for stale in [p for p in base.sources if p[: len(path)] == path]:
-                del base.sources[stale]
+            _forget_sources(base, path)
+        if how.layered and isinstance(value, dict) and not replace_component:
+            target[key] = {}  # a new table: merged key by key, so that `heads.<name> = false` is seen
+            base.sources[path] = how.source_of(path)
+            _merge(base, value, how, path)
+            continue
         target[key] = _copy(value)
-        base.sources[path] = source_of(path)
+        base.sources[path] = how.source_of(path)
         if isinstance(value, dict):
-            _record_sources(base, value, source_of, path)
+            _record_sources(base, value, how.source_of, path)
+    if how.layered:
+        _place_new_keys(target, inherited, data)
+
+
+def _remove(base: _Document, target: dict[str, Any], inherited: list[str], path: KeyPath, how: _Merge) -> None:
+    """``heads.<name> = false``: drop an inherited head; any other table cannot be removed."""
+    key = ".".join(path)
+    where = str(how.source_of(path))
+    if not _is_head(path):
+        how.problems.append(
+            Problem(where, key, "cannot be removed: `= false` removes only a head (heads.<name> = false); "
+                    "every other table is needed, or has defaults")
+        )  # fmt: skip
+    elif path[-1] not in inherited or path[-1] not in target:
+        hint = did_you_mean(path[-1], inherited, "heads") if inherited else "nothing is inherited here"
+        how.problems.append(Problem(where, key, f"there is no inherited head '{path[-1]}' to remove — {hint}"))
+    else:
+        del target[path[-1]]
+        _forget_sources(base, path)
+
+
+def _place_new_keys(target: dict[str, Any], inherited: list[str], data: Mapping[str, Any]) -> None:
+    """Put keys that ``data`` added where it writes them: before the next inherited key it
+    lists after them, else at the end (so a child's new heads can come before ``sum``)."""
+    order = [k for k in inherited if k in target]
+    pending: list[str] = []
+    for key in data:
+        if key not in target:
+            continue  # removed
+        if key not in inherited:
+            pending.append(key)
+        elif pending:
+            at = order.index(key)
+            order[at:at] = pending
+            pending = []
+    order += pending
+    if list(target) != order:
+        items = [(k, target[k]) for k in order]
+        target.clear()
+        target.update(items)
+
+
+def _forget_sources(base: _Document, path: KeyPath) -> None:
+    for stale in [p for p in base.sources if p[: len(path)] == path]:
+        del base.sources[stale]
 
 
 def _record_sources(base: _Document, data: Mapping[str, Any], source_of, prefix: KeyPath) -> None:
@@ -282,16 +362,15 @@ def _record_sources(base: _Document, data: Mapping[str, Any], source_of, prefix:
 
 
 def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_copy(v) for v in value]
     return value
 
 
-def _load_document(path: Path, problems: list[Problem], chain: tuple[Path, ...] = ()) -> _Document:
-    """The document at ``path`` with its ``extends`` chain merged under it."""
-    resolved = path.resolve()
+def _load_file(path: Path, problems: list[Problem], chain: tuple[Path, ...] = ()) -> _Document:
+    """The recipe file at ``path`` with its ``extends`` chain merged under it."""
     raw, lines = _read_toml(path)
 
     def source_of(key: KeyPath) -> Source:
@@ -300,37 +379,79 @@ def _load_document(path: Path, problems: list[Problem], chain: tuple[Path, ...] 
                 return Source(str(path), lines[key[:end]])
         return Source(str(path))
 
+    return _document(raw, source_of, path.parent, problems, chain + (path.resolve(),))
+
+
+def _document(raw: dict[str, Any], source_of: Callable[[KeyPath], Source], folder: Path | None,
+              problems: list[Problem], chain: tuple[Path, ...]) -> _Document:  # fmt: skip
+    """``raw`` merged over the document its ``extends`` names (relative to ``folder``, else a name)."""
     doc = _Document()
     parent = raw.pop("extends", None)
     if parent is not None:
-        where = str(source_of(("extends",)))
-        parent_path = (path.parent / parent) if isinstance(parent, str) and "\0" not in parent else None
-        if parent_path is None:
-            problems.append(Problem(where, "extends", f"must be a path to a recipe (got {parent!r})"))
-        elif parent_path.resolve() in chain + (resolved,):
-            cycle = " -> ".join(str(p) for p in chain + (resolved, parent_path.resolve()))
-            problems.append(Problem(where, "extends", f"extends itself in a cycle: {cycle}"))
-        elif not parent_path.is_file():
-            problems.append(Problem(where, "extends", f"parent recipe not found: {parent_path}"))
-        else:
-            try:
-                doc = _load_document(parent_path, problems, chain + (resolved,))
-            except RecipeError as e:
-                problems.extend(e.problems)
-            except UserError as e:
-                problems.append(Problem(where, "extends", e.message))
-    _merge(doc, raw, source_of)
+        doc = _parent(parent, str(source_of(("extends",))), folder, problems, chain)
+    _merge(doc, raw, _Merge(source_of, problems))
     return doc
+
+
+def _parent(parent: Any, where: str, folder: Path | None, problems: list[Problem], chain: tuple[Path, ...]) -> _Document:
+    from .catalog import resolve_recipe
+
+    if not isinstance(parent, str) or not parent.strip() or "\0" in parent:
+        problems.append(Problem(where, "extends", f"must be a recipe name or a path to a recipe (got {_fmt_value(parent)})"))
+        return _Document()
+    try:
+        path = resolve_recipe(parent, folder, what="parent recipe")
+    except UserError as e:
+        problems.append(Problem(where, "extends", e.message))
+        return _Document()
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in chain + (path.resolve(),))
+        problems.append(Problem(where, "extends", f"extends itself in a cycle: {cycle}"))
+        return _Document()
+    try:
+        return _load_file(path, problems, chain)
+    except RecipeError as e:
+        problems.extend(e.problems)
+    except UserError as e:
+        problems.append(Problem(where, "extends", e.message))
+    return _Document()
+
+
+def _python_document(source: Mapping[str, Any], label: str, problems: list[Problem]) -> dict[str, Any]:
+    """A recipe given as Python data, copied (the caller's dict is never changed); keys must be strings."""
+
+    def copy(value: Any, path: KeyPath) -> Any:
+        if isinstance(value, Mapping):
+            copied = {}
+            for key, item in value.items():
+                if isinstance(key, str):
+                    copied[key] = copy(item, path + (key,))
+                else:  # TOML's keys are strings, and so are a recipe's
+                    problems.append(Problem(label, ".".join(path), f"has a key that is not a string: {key!r}"))
+            return copied
+        if isinstance(value, (list, tuple)):
+            return [copy(item, path) for item in value]
+        return value
+
+    return copy(source, ())
 
 
 # -- overrides ---------------------------------------------------------------------------------------
 
 
+_OVERRIDE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _override_key(text: str) -> KeyPath | None:
+    path = tuple(part.strip() for part in text.split("."))
+    return path if all(_OVERRIDE_KEY.fullmatch(p) for p in path) else None
+
+
 def parse_override(text: str) -> tuple[KeyPath, Any]:
     """``"train.lr=1e-3"`` -> ``(("train", "lr"), 0.001)``; a value that is not TOML is a string."""
     key, sep, value = text.partition("=")
-    path = tuple(part.strip() for part in key.split("."))
-    if not sep or not all(path) or not all(re.fullmatch(r"[A-Za-z0-9_-]+", p) for p in path):
+    path = _override_key(key)
+    if not sep or path is None:
         raise UserError(
             f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. --set train.epochs=1"
         )
@@ -342,23 +463,42 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
     return path, parsed
 
 
-def _apply_override(doc: _Document, text: str, problems: list[Problem]) -> None:
-    try:
-        path, value = parse_override(text)
-    except UserError as e:
-        problems.append(Problem("--set", "", e.message.removeprefix("--set ")))
-        return
-    source = Source(f"--set {text}")
-    table = doc.data
-    for depth, key in enumerate(path[:-1]):
-        if key not in table:
-            table[key] = {}
-            doc.sources[path[: depth + 1]] = source
-        table = table[key]
-        if not isinstance(table, dict):
-            problems.append(Problem(str(source), ".".join(path), f"'{'.'.join(path[: depth + 1])}' is not a table"))
-            return
-    _merge(doc, _nest(path, value), lambda _: source)
+#: What may override a recipe: ``"key=value"`` strings (as ``--set`` takes them), or a mapping of
+#: dotted keys to Python values (``{"train.epochs": 1, "heads.digit": False}``).
+Overrides = Sequence[str] | Mapping[str, Any]
+
+
+def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[Problem]) -> _Document:
+    """Every override in one document, in order (the grid's last), each key remembering the
+    override it came from: ``--set KEY=VALUE``, ``--grid KEY=VALUE`` or ``overrides['KEY']``."""
+    items: list[tuple[str, KeyPath, Any]] = []
+
+    def parsed(flag: str, text: str) -> None:
+        try:
+            path, value = parse_override(text)
+        except UserError as e:
+            problems.append(Problem(flag, "", e.message.removeprefix("--set ")))
+        else:
+            items.append((f"{flag} {text}", path, value))
+
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            label = f"overrides[{key!r}]"
+            path = _override_key(key) if isinstance(key, str) else None
+            if path is None:
+                problems.append(Problem(label, "", "expected a dotted key of letters, digits, '_' and '-', e.g. 'train.epochs'"))
+            else:
+                items.append((label, path, value))
+    else:
+        for text in [overrides] if isinstance(overrides, str) else overrides:
+            parsed("--set", text)
+    for text in grid:
+        parsed("--grid", text)
+    gathered = _Document()
+    for label, path, value in items:
+        source = Source(label)
+        _merge(gathered, _nest(path, value), _Merge(lambda _, s=source: s, problems, layered=False))
+    return gathered
 
 
 def _nest(path: KeyPath, value: Any) -> dict[str, Any]:
@@ -432,10 +572,7 @@ def _validate_component(
     where = str(doc.source_of(prefix + ("type",), fallback))
     try:
         cls = registry.get(type_name)
-    except PluginError as e:
-        problems.append(Problem(where, ".".join(prefix + ("type",)), e.message))
-        return None
-    except UserError as e:
+    except UserError as e:  # an unknown name, or a plugin that fails to load (PluginError)
         problems.append(Problem(where, ".".join(prefix + ("type",)), e.message))
         return None
     try:
@@ -502,14 +639,54 @@ def _fitting_fusions(inputs: Mapping[str, Any]) -> list[str]:
     return fitting
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Read, merge, override and validate a recipe; raise one RecipeError listing every problem."""
-    path = Path(path)
+def recipe_document(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
+                    *, grid: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """The recipe document as written, ``extends`` and overrides applied, not validated and
+    without defaults (nothing imported: no component, no torch). Raises a RecipeError when the
+    document cannot be put together (bad TOML, a missing parent, a bad override)."""
     problems: list[Problem] = []
-    doc = _load_document(path, problems)
-    for text in overrides:
-        _apply_override(doc, text, problems)
-    fallback = str(path)
+    doc, label, _ = _read_source(source, overrides, grid, problems)
+    if problems:
+        raise RecipeError(label, problems)
+    return doc.data
+
+
+def _read_source(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides, grid: Sequence[str],
+                 problems: list[Problem]) -> tuple[_Document, str, str]:  # fmt: skip
+    """The merged document, its label (a path or ``<dict>``) and its default name."""
+    from .catalog import resolve_recipe
+
+    if isinstance(source, Mapping):
+        label, default_name = "<dict>", "recipe"
+        raw = _python_document(source, label, problems)
+        doc = _document(raw, lambda _: Source(label), None, problems, ())  # extends: from the working folder
+    else:
+        path = resolve_recipe(source)
+        label, default_name = str(path), path.stem
+        doc = _load_file(path, problems)
+    gathered = _gather_overrides(overrides, grid, problems)
+    # Overrides are laid over the files together: a `type` among them replaces only the table the
+    # files gave, never a key given beside it (--set heads.x.target=... --grid heads.x.type=...).
+    _merge(doc, gathered.data, _Merge(lambda p: gathered.source_of(p, label), problems, overriding=True))
+    return doc, label, default_name
+
+
+def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
+                *, grid: Sequence[str] = ()) -> Recipe:  # fmt: skip
+    """Read, merge, override and validate a recipe; raise one RecipeError listing every problem.
+
+    ``source`` is a path, a shipped recipe's name (``original``, ``dist:name``; see
+    :func:`digitsum.catalog.resolve_recipe`), or a recipe document as Python data (a dict as
+    ``tomllib`` would read it, problems labelled ``<dict>``, its ``extends`` resolved from the
+    working folder or by name, its name ``recipe`` unless it or its parent gives one).
+    ``overrides`` are ``"key=value"`` strings as ``--set`` takes them, or a mapping of dotted keys
+    to Python values (``{"train.epochs": 1}``, problems labelled ``overrides['train.epochs']``).
+    ``grid`` holds ``"key=value"`` strings applied after them and labelled ``--grid key=value``
+    (``digitsum compare`` passes each grid combination there). ``heads.<name> = false`` (or the
+    value ``False``) removes an inherited head.
+    """
+    problems: list[Problem] = []
+    doc, fallback, default_name = _read_source(source, overrides, grid, problems)
     raw = doc.data
 
     for key in raw:
@@ -520,7 +697,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         if key not in raw:
             problems.append(Problem(fallback, key, f"is required but missing: add a [{key}] table ({_TOP_LEVEL[key]})"))
 
-    name = raw.get("name", path.stem)
+    name = raw.get("name", default_name)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         problems.append(
             Problem(str(doc.source_of(("name",), fallback)), "name",
@@ -550,13 +727,14 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
                 for name, value in table.items()
             }
     train = _validate_section(TrainSection, raw.get("train", {}), ("train",), doc, fallback, problems)
-    provenance = raw.get("provenance", {})
-    if not isinstance(provenance, dict):
+    # [provenance] is written into every resolved recipe (run directories); read back, it is
+    # informative only: accepted when it is a table, never used.
+    if not isinstance(raw.get("provenance", {}), dict):
         problems.append(Problem(str(doc.source_of(("provenance",), fallback)), "provenance", "must be a table"))
 
     _check_wiring(parts, doc, fallback, problems)
     if problems:
-        raise RecipeError(str(path), problems)
+        raise RecipeError(fallback, problems)
     return Recipe(
         name=name,
         description=description,
@@ -565,8 +743,6 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         backbone=parts["backbone"],
         heads=parts["heads"],
         train=train,
-        source=str(path),
-        provenance=dict(provenance),
     )
 
 

@@ -235,7 +235,8 @@ class PluginFailure:
 
 
 def load_all() -> list[PluginFailure]:
-    """Import and check every component of every allowed distribution; what failed, and why.
+    """Import and check every component of every allowed distribution, and locate every recipe
+    file it ships; what failed, and why.
 
     Distributions refused by the allow/deny lists are not loaded and are not failures.
     """
@@ -254,6 +255,9 @@ def load_all() -> list[PluginFailure]:
                 failures.append(
                     PluginFailure(entry.origin.distribution or "local", entry.origin.version or "", what, entry.error or "")
                 )
+    from .catalog import recipe_failures  # the catalog reads this module's scan
+
+    failures += [PluginFailure(*failure) for failure in recipe_failures()]
     return failures
 
 

@@ -115,8 +115,8 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "unknown-component": (lambda e: run_recipe(e, e.edit('type = "concat"', 'type = "concatt"')), ["backbone.type", "did you mean 'concat'"]),
     "checkpoint-every-negative": (lambda e: run_recipe(e, e.edit(EPOCHS, EPOCHS + "\ncheckpoint_every = -5")), ["train.checkpoint_every", "greater than or equal to 0"]),
     "seed-is-a-float": (lambda e: run_recipe(e, e.edit("seed = 0", "seed = 0.5")), ["seed: must be an integer"]),
-    "extends-missing-parent": (lambda e: run_recipe(e, e.recipe('extends = "gone.toml"\n')), ["extends", "parent recipe not found", "gone.toml"]),
-    "extends-not-a-path": (lambda e: run_recipe(e, e.recipe("extends = 3\n")), ["extends", "must be a path"]),
+    "extends-missing-parent": (lambda e: run_recipe(e, e.recipe('extends = "gone.toml"\n')), ["extends", "parent recipe 'gone.toml' not found"]),
+    "extends-not-a-path": (lambda e: run_recipe(e, e.recipe("extends = 3\n")), ["extends", "must be a recipe name or a path"]),
     "name-path-traversal": (lambda e: ["run", e.edit('name = "original"', 'name = "../../escape"')], ["name: must be 1-64 letters"]),
     "name-absolute-path": (lambda e: ["run", e.edit('name = "original"', 'name = "/tmp/escape"')], ["name: must be 1-64 letters"]),
     # -- --set overrides ---------------------------------------------------------------------

@@ -68,13 +68,29 @@ def test_example_plugin_components_are_listed_with_their_origin(example_site):
 
 
 def test_example_plugin_recipe_trains_on_tiny_data(example_site, tiny_root, tmp_path):
-    recipe = EXAMPLE / "recipes" / "product.toml"
-    result = digitsum("run", recipe, *TINY, "--out", tmp_path / "run", site=example_site, env={"DIGITSUM_DATA": str(tiny_root)})
+    # by name: the recipe ships inside the installed package, declared in digitsum.recipes
+    result = digitsum("run", "product", *TINY, "--out", tmp_path / "run", site=example_site, env={"DIGITSUM_DATA": str(tiny_root)},
+                      cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["metrics"]["test"]) == {"digit", "product"}
     assert "abs_error" in summary["metrics"]["test"]["product"]
     assert "digitsum-example 0.1.0" in (tmp_path / "run" / "recipe.toml").read_text()  # provenance
+
+
+def test_example_plugin_recipe_is_listed_and_copied(example_site, tmp_path):
+    listed = digitsum("list", "recipes", "--json", site=example_site)
+    assert listed.returncode == 0, listed.stderr
+    product = next(r for r in json.loads(listed.stdout) if r["name"] == "product")
+    assert product["origin"] == "digitsum-example 0.1.0" and product["entry_point"] == "digitsum_example.recipes"
+    assert Path(product["path"]) == example_site / "digitsum_example" / "recipes" / "product.toml"  # package data, installed
+    assert product["description"].startswith("Predict the digit and digit x number")
+    copied = digitsum("cp", "product", tmp_path / "mine.toml", site=example_site)
+    assert copied.returncode == 0, copied.stderr
+    assert (tmp_path / "mine.toml").read_text() == (EXAMPLE / "digitsum_example" / "recipes" / "product.toml").read_text()
+    report = {r["distribution"]: r for r in json.loads(digitsum("plugins", "--json", site=example_site).stdout)}
+    assert [r["name"] for r in report["digitsum-example"]["recipes"]] == ["product"]
+    assert {r["name"] for r in report["digitsum"]["recipes"]} >= {"original", "notebook"}
 
 
 def test_example_plugin_own_tests_pass(example_site, tmp_path):
@@ -194,7 +210,7 @@ def test_a_name_from_two_distributions_needs_the_qualified_form(tmp_path, exampl
     twin = fake_distribution(tmp_path / "twin", "digitsum-twin", "2.0",
                              {"digitsum.fusions": {"bilinear": "digitsum_example.bilinear:Bilinear"}})  # fmt: skip
     site = [example_site, twin]
-    recipe = EXAMPLE / "recipes" / "product.toml"
+    recipe = EXAMPLE / "digitsum_example" / "recipes" / "product.toml"
     bare = digitsum("show", recipe, site=site)
     assert bare.returncode == 2
     assert "'digitsum-example:bilinear' (digitsum-example 0.1.0)" in bare.stderr

@@ -4,12 +4,17 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
+from hypothesis import assume, given
 
-from digitsum.errors import RecipeError, UserError
-from digitsum.recipe import TrainSection, load_recipe, parse_override
+from digitsum.catalog import find_recipe, recipe_names
+from digitsum.engine.compare import plan_variants
+from digitsum.errors import RecipeError, UserError, did_you_mean
+from digitsum.recipe import TrainSection, load_recipe, parse_override, recipe_document
 from digitsum.registry import fusions
 
 from .conftest import RECIPES
+from .test_properties import SETTINGS, recipe_documents
 
 BASE = """\
 name = "t"
@@ -135,7 +140,10 @@ def test_extends_cycle_and_missing_parent(tmp_path):
     found = problems(tmp_path / "a.toml")
     assert any("extends itself in a cycle" in p for p in found)
     found = problems(write(tmp_path, 'extends = "missing.toml"\n', "c.toml"))
-    assert any("parent recipe not found" in p and "missing.toml" in p for p in found)
+    assert found[0] == (
+        f"{tmp_path / 'c.toml'}:1 extends: parent recipe 'missing.toml' not found: no such file in {tmp_path}, "
+        "and no built-in or plugin recipe has that name — " + did_you_mean("missing", recipe_names(), "recipes")
+    )
 
 
 def test_overrides_parse_as_toml_else_string(tmp_path):
@@ -179,3 +187,230 @@ def test_resolved_recipe_round_trips(tmp_path):
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_is_valid(path):
     assert load_recipe(path).name
+
+
+# -- resolution: a path, else a name -------------------------------------------------------------
+
+
+def test_extends_by_name_finds_the_built_in_from_any_folder(tmp_path):
+    child = write(tmp_path, 'extends = "original"\nname = "mine"\n[train]\nepochs = 1\n')
+    recipe = load_recipe(child)
+    assert recipe.name == "mine" and recipe.train.epochs == 1
+    assert recipe.train.optimizer == "adamw" and list(recipe.heads) == ["digit", "sum"]  # from original
+
+
+def test_extends_prefers_a_file_beside_the_child_to_a_name(tmp_path):
+    write(tmp_path, BASE.replace('name = "t"', 'name = "local"'), "original.toml")
+    child = write(tmp_path, 'extends = "original.toml"\n', "child.toml")
+    assert load_recipe(child).train.optimizer == "adam"  # BASE's, not the built-in's adamw
+    assert load_recipe(child).name == "local"
+
+
+def test_problems_of_a_recipe_loaded_by_name_point_into_its_file(tmp_path):
+    # two_images has no `digit` target: the problem is in original.toml's [heads.digit]
+    found = problems("original", ["data.type=two_images"])
+    path = find_recipe("original").path
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith('target = "digit"'))
+    assert any(p.startswith(f"{path}:{line} heads.digit.target: dataset generator 'two_images' has no target 'digit'") for p in found), found
+
+
+@pytest.mark.parametrize("source", ["orignal", "orignal.toml"])
+def test_an_unknown_name_suggests_the_closest(source, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as e:
+        load_recipe(source)
+    assert e.value.message.startswith(
+        f"recipe '{source}' not found: no such file, and no built-in or plugin recipe has that name — did you mean 'original'?"
+    )
+
+
+def test_a_missing_path_with_folders_is_just_a_missing_file(tmp_path):
+    with pytest.raises(UserError, match=r"recipe not found: no such file: .*/nope/x\.toml$"):
+        load_recipe(tmp_path / "nope" / "x.toml")
+
+
+def test_a_file_in_the_working_folder_beats_a_built_in_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "original").write_text(BASE)  # a file literally called `original`
+    assert load_recipe("original").name == "t"
+
+
+def test_a_folder_does_not_shadow_a_built_in_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "original").mkdir()
+    assert load_recipe("original").name == "original"
+    (tmp_path / "somewhere").mkdir()
+    with pytest.raises(UserError, match="somewhere is a folder; give a recipe .toml file or a recipe name"):
+        load_recipe("somewhere")
+
+
+@pytest.mark.parametrize("bad", [3, "", ["original"]])
+def test_extends_must_name_a_recipe(tmp_path, bad):
+    text = f"extends = {bad!r}\n".replace("'", '"') if not isinstance(bad, int) else f"extends = {bad}\n"
+    found = problems(write(tmp_path, text + BASE))
+    assert any("extends: must be a recipe name or a path to a recipe" in p for p in found), found
+
+
+# -- recipes and overrides as Python data ------------------------------------------------------------
+
+
+def base_dict() -> dict:
+    return tomllib.loads(BASE)
+
+
+def test_a_dict_source_loads_like_the_file():
+    assert load_recipe(base_dict()).to_dict() == load_recipe(base_dict()).to_dict()
+    assert load_recipe(base_dict()).name == "t"
+    doc = base_dict()
+    del doc["name"]
+    assert load_recipe(doc).name == "recipe"  # no file name to default to
+
+
+def test_a_dict_source_is_not_changed_and_extends_by_name():
+    doc = {"extends": "original", "name": "api", "train": {"epochs": 1}, "heads": {"sum": False}}
+    recipe = load_recipe(doc)
+    assert recipe.name == "api" and recipe.train.epochs == 1 and list(recipe.heads) == ["digit"]
+    assert doc == {"extends": "original", "name": "api", "train": {"epochs": 1}, "heads": {"sum": False}}
+
+
+def test_a_dict_sources_problems_are_labelled_dict():
+    doc = base_dict()
+    doc["train"]["lr"] = -1
+    doc["backbone"]["hiden"] = [3]
+    doc["heads"]["digit"][3] = "x"
+    found = problems(doc)
+    assert "<dict> train.lr: input should be greater than 0 (got -1)" in found
+    assert any(p.startswith("<dict> backbone.hiden: unknown key — did you mean 'hidden'?") for p in found)
+    assert "<dict> heads.digit: has a key that is not a string: 3" in found
+    with pytest.raises(RecipeError) as e:
+        load_recipe(doc)
+    assert e.value.message.startswith("<dict>: 3 problems")
+
+
+def test_dict_overrides_take_python_values(tmp_path):
+    recipe = load_recipe(write(tmp_path, BASE), {"train.epochs": 2, "backbone.hidden": [8, 4], "train.optimizer": "sgd",
+                                                 "heads.sum": False})  # fmt: skip
+    assert recipe.train.epochs == 2 and recipe.backbone.params.hidden == [8, 4] and recipe.train.optimizer == "sgd"
+    assert list(recipe.heads) == ["digit"]
+    assert load_recipe(write(tmp_path, BASE), {"train": {"lr": 0.5}}).train.lr == 0.5  # a table merges
+
+
+def test_dict_override_problems_name_the_key(tmp_path):
+    found = problems(write(tmp_path, BASE), {"train.epochs": "three", "train..x": 1, "train.epoks": 2})
+    assert "overrides['train..x'] expected a dotted key of letters, digits, '_' and '-', e.g. 'train.epochs'" in found
+    assert any(p.startswith("overrides['train.epochs'] train.epochs: input should be a valid integer") for p in found), found
+    assert any(p.startswith("overrides['train.epoks'] train.epoks: unknown key — did you mean 'epochs'?") for p in found), found
+    assert len(found) == 3
+
+
+def test_recipe_document_merges_without_validating(tmp_path):
+    doc = recipe_document("two-images", ["train.epochs=1"])
+    assert doc["train"]["epochs"] == 1 and list(doc["heads"]) == ["digit_a", "digit_b", "sum"]
+    assert doc["backbone"] == {"type": "concat", "conv_channels": [6, 12], "hidden": [120, 60]}  # no defaults added
+    with pytest.raises(RecipeError, match="parent recipe 'nope' not found"):
+        recipe_document({"extends": "nope"})
+
+
+# -- removing inherited heads ---------------------------------------------------------------------
+
+
+def test_a_child_removes_an_inherited_head(tmp_path):
+    write(tmp_path, BASE, "base.toml")
+    child = write(tmp_path, 'extends = "base.toml"\n[heads]\nsum = false\n', "child.toml")
+    assert list(load_recipe(child).heads) == ["digit"]
+    assert "sum" not in load_recipe(child).to_toml()
+
+
+@pytest.mark.parametrize("overrides", [["heads.digit=false"], {"heads.digit": False}], ids=["set", "dict"])
+def test_an_override_removes_a_head(tmp_path, overrides):
+    assert list(load_recipe(write(tmp_path, BASE), overrides).heads) == ["sum"]
+
+
+def test_removing_a_head_that_is_not_there_suggests_one(tmp_path):
+    found = problems(write(tmp_path, BASE), ["heads.dgit=false"])
+    assert found == ["--set heads.dgit=false heads.dgit: there is no inherited head 'dgit' to remove — did you mean 'digit'? (valid: digit, sum)"]
+    found = problems(write(tmp_path, BASE.replace("[heads.sum]", "[heads]\nmine = false\n\n[heads.sum]"), "own.toml"))
+    assert found == [f"{tmp_path / 'own.toml'}:17 heads.mine: there is no inherited head 'mine' to remove — nothing is inherited here"]
+
+
+@pytest.mark.parametrize("key", ["data", "backbone", "train", "heads"])
+def test_only_heads_can_be_removed(tmp_path, key):
+    found = problems(write(tmp_path, BASE), [f"{key}=false"])
+    assert f"--set {key}=false {key}: cannot be removed: `= false` removes only a head (heads.<name> = false); " \
+           "every other table is needed, or has defaults" in found  # fmt: skip
+
+
+def test_removing_a_table_in_a_file_names_the_line(tmp_path):
+    write(tmp_path, BASE, "base.toml")
+    child = write(tmp_path, 'extends = "base.toml"\nbackbone = false\n', "child.toml")
+    found = problems(child)
+    assert found[0].startswith(f"{child}:2 backbone: cannot be removed")
+
+
+def test_removing_every_head_leaves_none(tmp_path):
+    found = problems(write(tmp_path, BASE), {"heads.digit": False, "heads.sum": False})
+    assert any("heads: needs at least one [heads.<name>] table" in p for p in found), found
+
+
+def test_a_false_value_that_is_not_a_table_is_a_plain_value(tmp_path):
+    recipe = load_recipe(write(tmp_path, BASE), ["data.download=false", "train.compile=false"])
+    assert recipe.data.section.download is False
+
+
+def test_new_heads_go_where_the_child_writes_them(tmp_path):
+    write(tmp_path, BASE, "base.toml")
+    child = write(tmp_path, 'extends = "base.toml"\n[heads.first]\ntarget = "digit"\n[heads.sum]\nweight = 2.0\n[heads.last]\ntarget = "sum"\n', "c.toml")
+    assert list(load_recipe(child).heads) == ["digit", "first", "sum", "last"]
+    assert list(load_recipe(write(tmp_path, BASE), ["heads.extra.target=sum"]).heads) == ["digit", "sum", "extra"]
+    assert list(load_recipe("two-images").heads) == ["digit_a", "digit_b", "sum"]
+
+
+# -- overrides together, and where each came from -----------------------------------------------------
+
+
+def test_a_type_change_among_overrides_keeps_the_other_overrides(tmp_path):
+    path = write(tmp_path, BASE)
+    for order in (["heads.digit.hidden=8", "heads.digit.type=regress"], ["heads.digit.type=regress", "heads.digit.hidden=8"]):
+        recipe = load_recipe(path, ["heads.digit.target=digit", *order])
+        head = recipe.heads["digit"]
+        assert head.section.type == "regress" and head.params.hidden == 8 and head.section.target == "digit", order
+    # the file's table is still replaced: its classify-only keys do not reach the regress head
+    found = problems(write(tmp_path, BASE.replace('type = "classify"', 'type = "classify"\nlabel_smoothing = 0.1'), "s.toml"),
+                     ["heads.digit.type=regress"])  # fmt: skip
+    assert found == ["--set heads.digit.type=regress heads.digit.target: is required but missing"]
+
+
+def test_compare_grid_type_with_a_set_target():
+    variants = plan_variants(["original"], ["heads.x.type=classify,regress"], ["heads.x.target=sum"])
+    assert [(v.recipe.heads["x"].section.type, v.recipe.heads["x"].section.target) for v in variants] == [
+        ("classify", "sum"), ("regress", "sum"),
+    ]  # fmt: skip
+
+
+def test_grid_values_are_labelled_as_grid_values():
+    with pytest.raises(RecipeError) as e:
+        plan_variants(["original"], ["train.lr=0,1"], ["train.epochs=1"])
+    assert [p.render() for p in e.value.problems] == ["--grid train.lr=0 train.lr: input should be greater than 0 (got 0)"]
+
+
+def test_an_override_through_a_value_is_not_a_table(tmp_path):
+    found = problems(write(tmp_path, BASE), ["train.epochs.x=1"])
+    assert found == ["--set train.epochs.x=1 train.epochs.x: 'train.epochs' is not a table"]
+
+
+@SETTINGS
+@given(doc=recipe_documents())
+def test_a_dict_and_its_toml_file_load_alike(tmp_path, doc):
+    """Any document: as a dict and written to a file, the same recipe or the same problems."""
+    assume("extends" not in doc)  # resolved from different folders (the working folder, the file's)
+    doc.setdefault("name", "r")  # a file's name defaults to its stem, a dict's to "recipe"
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(doc))
+    doc = tomllib.loads(path.read_text())  # the same data in the file's key order (tomli_w may reorder)
+    outcomes = []
+    for source in (doc, path):
+        try:
+            outcomes.append(repr(load_recipe(source).to_dict()))
+        except RecipeError as e:
+            outcomes.append(sorted((p.key, p.message) for p in e.problems))
+    assert outcomes[0] == outcomes[1]

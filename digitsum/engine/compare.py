@@ -83,7 +83,7 @@ def plan_variants(recipes: Sequence[Path], grid: Sequence[str] = (), overrides: 
     variants, labels = [], set()
     for path in recipes:
         for combination in combinations:
-            recipe = load_recipe(path, [*overrides, *combination])
+            recipe = load_recipe(path, overrides, grid=combination)
             # The recipe name tells variants apart unless there is only one recipe.
             parts = ([recipe.name] if len(recipes) > 1 or not combination else []) + list(combination)
             label = " ".join(parts)

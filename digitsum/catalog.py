@@ -1,0 +1,300 @@
+"""The recipe catalog: recipes shipped inside distributions, found by name.
+
+digitsum's built-in recipes and a plugin's are declared the same way, one entry point per
+recipe in the group ``digitsum.recipes``: the name is the recipe's name, the value is the
+folder holding it, as a dotted path from the package; the file is ``<name>.toml`` there, or
+``<stem>.toml`` with ``folder:stem`` (entry-point values must look like ``module:object``:
+setuptools refuses a file path)::
+
+    [project.entry-points."digitsum.recipes"]
+    product = "digitsum_example.recipes"            # digitsum_example/recipes/product.toml
+    product-big = "digitsum_example.recipes:big"    # digitsum_example/recipes/big.toml
+
+The file is located with :func:`importlib.util.find_spec`, which finds a package (installed,
+editable or on ``PYTHONPATH``) without importing it: listing recipes imports no plugin and no
+torch. The plugin allow/deny lists apply to recipes as to components (:mod:`digitsum.discovery`).
+
+A recipe argument — ``digitsum run ARG``, ``extends = "ARG"``, ``load_recipe(ARG)`` — is resolved
+by :func:`resolve_recipe`: an existing file first, then a built-in recipe's name, then a plugin
+recipe's name (``distribution:name`` picks one when several distributions ship that name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .discovery import BUILTIN_DISTRIBUTION, canonical_name
+from .errors import UserError, did_you_mean
+from .registry import plugin_distributions
+
+#: Test metrics of the built-in recipes at their shipped settings, written by
+#: ``benchmarks/record_recipes.py`` (recipe name -> record), shipped as package data.
+METRICS_FILE = Path(__file__).resolve().parent / "recipes" / "metrics.json"
+
+# A recipe name, optionally qualified by its distribution: "original", "digitsum-example:product"
+_NAME = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*:)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    """A recipe declared by a distribution's entry point, and the file it names."""
+
+    name: str
+    value: str  # "package.folder" or "package.folder:stem"
+    distribution: str
+    version: str
+    path: Path | None  # None when the file cannot be located; ``error`` says why
+    error: str | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return canonical_name(self.distribution) == BUILTIN_DISTRIBUTION
+
+    @property
+    def origin(self) -> str:
+        """``built-in``, or the distribution and its version."""
+        return "built-in" if self.builtin else f"{self.distribution} {self.version}"
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.distribution}:{self.name}"
+
+
+def locate(value: str, name: str) -> Path:
+    """The file of the recipe ``name`` declared as ``value`` (``package.folder`` holding
+    ``<name>.toml``, or ``package.folder:stem`` holding ``<stem>.toml``), found without importing
+    the package. Raises LookupError saying why when the package or the file is not there.
+    """
+    folder, _, stem = value.replace(" ", "").partition(":")
+    top, *subfolders = folder.split(".")
+    filename = f"{stem or name}.toml"
+    try:
+        spec = importlib.util.find_spec(top)  # a top-level name: finds, never imports
+    except Exception as e:  # a broken finder on sys.meta_path, an odd sys.modules entry
+        raise LookupError(f"package '{top}' cannot be located: {type(e).__name__}: {e}") from None
+    if spec is None:
+        raise LookupError(f"package '{top}' is not installed")
+    roots = list(spec.submodule_search_locations or [])
+    if not roots:
+        raise LookupError(f"'{top}' is a module, not a package: a recipe must lie in a package's folder")
+    for root in roots:  # several for a namespace package
+        candidate = Path(root, *subfolders, filename)
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(str(Path(root, *subfolders)) for root in roots)
+    raise LookupError(f"no {filename} in {where}; is it declared as package data?")
+
+
+def _entries(refused: bool) -> list[RecipeEntry]:
+    entries = []
+    for dist in plugin_distributions():
+        if bool(dist.refused) != refused:
+            continue
+        for ep in dist.entry_points:
+            if ep.kind != "recipes":
+                continue
+            try:
+                path, error = locate(ep.value, ep.name), None
+            except LookupError as e:
+                path, error = None, str(e)
+            entries.append(RecipeEntry(ep.name, ep.value, dist.name, dist.version, path, error))
+    return entries
+
+
+def recipe_entries() -> list[RecipeEntry]:
+    """Every recipe of the built-in and the allowed plugin distributions, built-ins first.
+
+    Entries whose file cannot be located are included, with their ``error``.
+    """
+    return _entries(refused=False)
+
+
+def recipe_names() -> list[str]:
+    """The names :func:`resolve_recipe` accepts (bare; ``distribution:name`` works too)."""
+    return sorted({e.name for e in recipe_entries()})
+
+
+class RecipeNotFound(UserError):
+    """No file and no shipped recipe has the name given."""
+
+
+def find_recipe(name: str) -> RecipeEntry:
+    """The shipped recipe called ``name`` (or ``distribution:name``): a built-in first, else a
+    plugin's. Raises a UserError when none is, when two plugins ship it (the qualified form picks
+    one), or when its file cannot be located."""
+    dist, _, bare = name.rpartition(":")
+    entries = recipe_entries()
+    found = [e for e in entries if e.name == bare and (not dist or canonical_name(e.distribution) == canonical_name(dist))]
+    builtin = [e for e in found if e.builtin]
+    if builtin:
+        found = builtin[:1]  # a built-in name wins over plugins' recipes of that name
+    if not found:
+        refused = _refused_provider(bare, dist)
+        if refused:
+            raise UserError(f"recipe '{name}' comes from {refused}")
+        choices = [e.qualified_name for e in entries] if dist else [e.name for e in entries]
+        raise RecipeNotFound(f"no built-in or plugin recipe is called '{name}' — {did_you_mean(name, choices, 'recipes')}")
+    if len(found) > 1:
+        both = ", ".join(f"'{e.qualified_name}' ({e.origin})" for e in found)
+        raise UserError(
+            f"recipe '{name}' is shipped by more than one plugin: {both}; name the one you want in the qualified form"
+        )
+    entry = found[0]
+    if entry.error:
+        raise UserError(f"recipe '{name}' from {entry.origin} ({entry.value}) cannot be used: {entry.error}")
+    return entry
+
+
+def _refused_provider(name: str, dist: str) -> str | None:
+    for entry in _entries(refused=True):
+        if entry.name == name and (not dist or canonical_name(dist) == canonical_name(entry.distribution)):
+            reason = next(d.refused for d in plugin_distributions() if d.name == entry.distribution)
+            return f"plugin {entry.distribution} {entry.version}, which is not loaded: {reason}"
+    return None
+
+
+def looks_like_name(text: str) -> bool:
+    """Whether ``text`` could be a recipe name (``original``, ``dist:name``) rather than only a path."""
+    return bool(_NAME.match(text))
+
+
+def resolve_recipe(source: str | os.PathLike[str], relative_to: str | os.PathLike[str] | None = None,
+                   what: str = "recipe") -> Path:  # fmt: skip
+    """The recipe file that ``source`` names: an existing file (relative to ``relative_to``, by
+    default the working folder) first, else a built-in recipe's name, else a plugin recipe's
+    name (``distribution:name`` picks one of several). ``what`` words the error
+    (``"parent recipe"`` for ``extends``). Raises a UserError, with a did-you-mean, when none fits.
+    """
+    text = os.fspath(source)
+    candidate = Path(relative_to, text) if relative_to is not None else Path(text)  # an absolute text wins
+    if candidate.is_file():
+        return candidate
+    if looks_like_name(text):
+        try:
+            return find_recipe(text).path  # type: ignore[return-value]  # find_recipe refuses entries without a path
+        except RecipeNotFound:
+            pass
+    if candidate.is_dir():
+        raise UserError(f"{candidate} is a folder; give a recipe .toml file or a recipe name (digitsum list recipes)")
+    if not looks_like_name(text):  # a path with folders: not a name either
+        raise UserError(f"{what} not found: no such file: {candidate}")
+    stem = Path(text).stem if text.endswith(".toml") else text  # "orignal.toml" -> "did you mean 'original'?"
+    folder = f" in {relative_to}" if relative_to is not None else ""
+    names = [e.name for e in recipe_entries()]
+    raise UserError(
+        f"{what} '{text}' not found: no such file{folder}, and no built-in or plugin recipe has that name — "
+        + did_you_mean(stem.rpartition(":")[2], names, "recipes")
+    )
+
+
+# -- copying ---------------------------------------------------------------------------------------
+
+
+def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) -> Path:
+    """Copy the shipped recipe ``name`` to ``dest`` byte for byte (comments kept), for editing.
+
+    ``dest`` may be a folder (existing, or written with a trailing slash): the copy is then
+    ``dest/<name>.toml``. An existing file is replaced only with ``force``; the copy is written
+    atomically. Returns the path written.
+    """
+    from .engine.rundir import atomic_write  # imports no torch
+
+    entry = find_recipe(name)
+    target = Path(dest)
+    if target.is_dir() or os.fspath(dest).endswith(("/", os.sep)):
+        target = target / f"{entry.name}.toml"
+    if target.is_dir():
+        raise UserError(f"{target} is a folder; give the path of the .toml file to write")
+    if target.exists() and not force:
+        raise UserError(f"{target} already exists; give --force to overwrite it")
+    try:
+        data = entry.path.read_bytes()  # type: ignore[union-attr]
+    except OSError as e:
+        raise UserError(f"cannot read recipe '{name}' ({entry.path}): {e.strerror or e}") from None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create folder {target.parent}: {e.strerror or e}") from None
+    atomic_write(target, lambda f: f.write(data))
+    return target
+
+
+# -- recorded metrics ------------------------------------------------------------------------------
+
+
+def settings_digest(document: Mapping[str, Any]) -> str:
+    """A hash of a merged recipe document's settings (everything but its name and description).
+
+    Recorded with each recipe's metrics: when the recipe changes, its figures are no longer
+    shown as those of its shipped settings.
+    """
+    settings = {k: v for k, v in document.items() if k not in ("name", "description")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def recorded_metrics() -> dict[str, dict[str, Any]]:
+    """The table of measured test metrics of the built-in recipes (recipe name -> record):
+    ``{"seed", "epochs", "test": {head: {metric: value}}, "seconds", "measured", "machine",
+    "settings"}``. Empty when the table is missing or unreadable."""
+    try:
+        table = json.loads(METRICS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in table.items() if isinstance(v, dict)} if isinstance(table, dict) else {}
+
+
+def describe_recipes() -> list[dict[str, Any]]:
+    """Every shipped recipe: name, origin, description, file, and the test metrics recorded for
+    its shipped settings (``None`` when none are, or when the recipe changed since)."""
+    from .recipe import recipe_document  # pydantic, no torch
+
+    metrics = recorded_metrics()
+    rows = []
+    for entry in recipe_entries():
+        row: dict[str, Any] = {
+            "kind": "recipes",
+            "name": entry.name,
+            "origin": entry.origin,
+            "distribution": entry.distribution,
+            "version": entry.version,
+            "entry_point": entry.value,
+            "path": str(entry.path) if entry.path else None,
+            "description": "",
+            "metrics": None,
+        }
+        rows.append(row)
+        if entry.error:
+            row["error"] = entry.error
+            continue
+        try:
+            document = recipe_document(entry.path)  # type: ignore[arg-type]
+        except UserError as e:
+            row["error"] = e.message
+            continue
+        description = document.get("description", "")
+        row["description"] = description if isinstance(description, str) else ""
+        record = metrics.get(entry.name) if entry.builtin else None
+        if record is not None:
+            if record.get("settings") == settings_digest(document):
+                row["metrics"] = record
+            else:
+                row["metrics_stale"] = True  # measured for settings the recipe no longer has
+    return rows
+
+
+def recipe_failures() -> list[tuple[str, str, str, str]]:
+    """(distribution, version, what, reason) for each shipped recipe whose file cannot be located."""
+    return [
+        (e.distribution, e.version, f"recipe '{e.name}' ({e.value})", e.error)
+        for e in recipe_entries()
+        if e.error
+    ]
+
