@@ -107,3 +107,14 @@ def test_predict_from_a_file_equals_predict_from_its_pixels(trained, tmp_path):
     for head in ("digit", "sum"):
         assert torch.equal(from_file[head].probabilities, from_pil[head].probabilities)
         assert abs(float(from_file[head].probabilities.sum()) - 1) < 1e-5
+
+
+def test_load_recipe_takes_names_dicts_and_recipes_with_overrides():
+    by_name = digitsum.load_recipe("original", {"train.epochs": 3, "backbone.type": "film"})
+    assert by_name.train.epochs == 3 and by_name.backbone.section.type == "film"
+    again = digitsum.load_recipe(by_name, ["seed=7"])  # a loaded recipe, re-validated with overrides
+    assert again.seed == 7 and again.train.epochs == 3 and digitsum.load_recipe(by_name) is by_name
+    document = digitsum.load_recipe({"extends": "original", "name": "mine", "train": {"epochs": 2}})
+    assert document.name == "mine" and document.train.epochs == 2 and list(document.heads) == ["digit", "sum"]
+    with pytest.raises(digitsum.RecipeError, match="did you mean 'epochs'"):
+        digitsum.load_recipe("original", {"train.epoch": 3})

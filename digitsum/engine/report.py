@@ -39,6 +39,9 @@ class ConsoleReporter(Callback):
         epochs, steps = trainer.epochs, trainer.steps_per_epoch
         self.started = self.shown_at = time.perf_counter()
         self.first_step = trainer.step  # a resumed epoch starts part-way
+        self.epoch_label = f"epoch {epoch}/{epochs}"
+        if self.console.is_jupyter:
+            return  # a live bar needs ipywidgets in Jupyter: a notebook gets one line per epoch instead
         self.progress = Progress(
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
@@ -56,24 +59,32 @@ class ConsoleReporter(Callback):
         if now - self.shown_at < 0.25 and step != trainer.steps_per_epoch - 1:
             return  # reading the loss waits for the device: only a few times a second
         self.shown_at = now
-        speed = (step + 1 - self.first_step) * trainer.batch_size / (now - self.started)
-        self.progress.update(self.task, completed=step + 1, loss=float(loss.detach()), speed=speed)
+        self.speed = (step + 1 - self.first_step) * trainer.batch_size / (now - self.started)
+        self.loss = float(loss.detach())
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step + 1, loss=self.loss, speed=self.speed)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
-        self.progress.stop()
         parts = [f"{head} {self.primary[head]} {values[self.primary[head]]:.4f}" for head, values in test.items()]
-        self.console.print(f"  test: {' · '.join(parts)}")
+        if self.progress is not None:
+            self.progress.stop()
+            self.console.print(f"  test: {' · '.join(parts)}")
+        else:
+            seconds = time.perf_counter() - self.started
+            self.console.print(f"{self.epoch_label}: loss {self.loss:.4f} · {self.speed:,.0f} samples/s · {seconds:.1f} s · "
+                               f"test: {' · '.join(parts)}")  # fmt: skip
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         if self.progress is not None:
             self.progress.stop()  # a live bar must not stay on screen over the error message
+            self.progress = None
 
     def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         if self.progress is not None:
             self.progress.stop()  # still running when the run stopped part-way through an epoch
         if not summary["metrics"]:
             return  # no epoch completed: nothing to tabulate
-        table = Table(title=f"{summary['recipe']} after {summary['epochs']} epochs ({summary['seconds']:.1f} s)")
+        table = Table(title=f"{summary['recipe']} after {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''} ({summary['seconds']:.1f} s)")
         table.add_column("head")
         table.add_column("metric")
         table.add_column("train (running)", justify="right")
