@@ -46,8 +46,12 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
     assert set(ours) == {("datasets", "shapes_data"), ("fusions", "shapes_fusion"), ("heads", "shapes_head")}
     assert all(r["origin"] == "digitsum-shapes 0.1.0" and "error" not in r for r in ours.values())
 
-    run = run_subprocess("run", "recipes/shapes.toml", *TINY, "--out", tmp_path / "run",
-                         env=env_for(paths, DIGITSUM_DATA=str(tiny_root)), cwd=plugin)  # fmt: skip
+    recipes = run_subprocess("list", "recipes", "--json", env=env_for(paths))
+    assert recipes.returncode == 0, recipes.stderr
+    shipped = [r for r in json.loads(recipes.stdout) if r.get("distribution") == "digitsum-shapes"]
+    assert [r["name"] for r in shipped] == ["shapes"]  # the scaffold ships its recipe by entry point
+    run = run_subprocess("run", "shapes", *TINY, "--out", tmp_path / "run",
+                         env=env_for(paths, DIGITSUM_DATA=str(tiny_root)), cwd=tmp_path)  # by name, from another folder  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 1
 
@@ -100,11 +104,11 @@ def test_scaffold_with_one_kind_uses_builtins_for_the_rest(tmp_path):
     plugin = tmp_path / "gate"
     created = run_subprocess("new-plugin", "digitsum-gate", "--dir", plugin, "--kind", "fusion")
     assert created.returncode == 0, created.stderr
-    assert sorted(p.name for p in (plugin / "digitsum_gate").iterdir()) == ["__init__.py", "fusion.py"]
+    assert sorted(p.name for p in (plugin / "digitsum_gate").iterdir()) == ["__init__.py", "fusion.py", "recipes"]
     pyproject = (plugin / "pyproject.toml").read_text()
     assert '"digitsum.fusions"' in pyproject and '"digitsum.heads"' not in pyproject
     paths = install_editable(plugin, tmp_path / "site")
-    shown = run_subprocess("show", plugin / "recipes" / "gate.toml", env=env_for(paths))
+    shown = run_subprocess("show", "gate", env=env_for(paths))
     assert shown.returncode == 0, shown.stderr
     assert 'type = "single_digit"' in shown.stdout and 'type = "gate_fusion"' in shown.stdout and 'type = "classify"' in shown.stdout
 

@@ -154,7 +154,9 @@ class Trainer:
     def __init__(self, recipe: Recipe, run_dir: Path | None, callbacks: Sequence[Callback] = ()) -> None:
         """Build the recipe and load its data; write nothing yet (``fit`` does).
 
-        ``run_dir`` may be None only on ranks other than 0 of a data-parallel run (they write nothing).
+        ``run_dir`` None writes nothing: ranks other than 0 of a data-parallel run, or a trainer
+        whose steps are driven by hand (the benchmarks time ``train_epoch``); ``fit`` on rank 0
+        needs a run directory.
         """
         self.recipe = recipe
         self.run_dir = run_dir
@@ -334,6 +336,8 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         self._fit_started = self._epoch_started = time.perf_counter()
         log = None
+        if self.world.is_main and self.run_dir is None:
+            raise ValueError("Trainer.fit writes a run directory: give the Trainer one (run_dir)")
         if self.world.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             log = MetricsLog(self.run_dir / "metrics.jsonl")
