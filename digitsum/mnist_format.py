@@ -12,51 +12,68 @@ ratio, to fit a 20x20 box, with anti-aliasing, and placed in a 28x28 field so th
 mass falls on pixel 14. Measured on the 60,000 training images: the longer side of the digit is
 20 pixels in all but 13 (19 in those); the centres of mass lie in [13.5, 14.5] in both axes for
 all but 2 (mean 14.0), so the shift was a whole number of pixels. :func:`to_mnist_format` does
-the same to a photo, a scan or a drawing:
+the same to a photo, a scan or a drawing, in these steps (:func:`steps` gives them as text, with
+the settings' values; ``digitsum export`` writes them into the sidecar):
 
-1. **Read** the image (a file, a PIL image or a numpy array) as grey levels in [0, 1] (ITU-R
+1. **Read** the image (a file, a PIL image or a numpy array) as grey levels in [0, 1]: ITU-R
    601 luma, as PIL's ``convert("L")``; transparent pixels laid on a ground that contrasts with
-   the opaque ones).
+   the opaque ones. An image whose longer side is above :data:`MAX_SIDE` pixels is reduced by
+   the smallest whole factor that brings it under (PIL's ``reduce``: each pixel the mean of a
+   block).
 2. **Ground.** The *area* the digit is looked for in is at first the whole image. The ground's
    level is a plane (light falls unevenly on paper) fitted to the area's border, a ring
-   :data:`BORDER_FRACTION` of its shorter side wide, refitted without the border pixels far from
-   it (strokes reaching the border). Its noise is 1.4826 x the median absolute deviation of the
-   kept border pixels (the standard deviation of Gaussian noise).
-3. **Polarity.** Subtract the ground; when the 1st percentile is farther below 0 than the 99th
-   is above it, the ink is darker than the ground: negate, so the digit is light on dark.
-   Negative values become 0.
-4. **Ink level** (the stroke's level, not a speck of glare): the 90th percentile of the pixels
-   above half the brightest one. Below :data:`BLANK_SIGMAS` noise levels (at least the noise
-   of 8-bit quantisation, :data:`QUANTUM_NOISE`) the image is blank. Divide by the ink level,
-   subtract a floor of :data:`NOISE_SIGMAS` noise levels (at most half the ink level), stretch
-   back to [0, 1] and clip: MNIST's ground is exactly 0 and its strokes reach 1.
+   :data:`BORDER_FRACTION` of the area's shorter side wide (at least 1 pixel). It is the level
+   most border pixels share, not their average: starting from the border's median, the plane
+   is refitted (least squares) to the border pixels within 3 noise levels of it until those
+   stay the same (at most 10 times), so that strokes reaching the border, or a desk along part
+   of it, do not pull it. The noise level for this is 1.4826 x the median absolute difference
+   between neighbouring border pixels / sqrt(2) (at least :data:`QUANTUM_NOISE`); the ground's
+   *noise* is sqrt(pi / 2) x the mean absolute deviation of the refitted pixels from the plane.
+3. **Polarity.** Subtract the ground. When the area's 1st percentile is farther below 0 than its
+   99th is above it, the ink is darker than the ground: negate, so that the digit is light on
+   dark. Values below 0, and everything outside the area, become 0.
+4. **Ink.** The ink level is the 90th percentile of the pixels at or above half the brightest
+   one (the strokes, not a speck of glare). Below :data:`BLANK_SIGMAS` times the noise (at least
+   :data:`QUANTUM_NOISE`) the image is blank. Each pixel becomes (value / ink level - floor) /
+   (1 - floor), clipped to [0, 1], where the floor is :data:`NOISE_SIGMAS` noise levels over the
+   ink level (at most 0.5): MNIST's ground is exactly 0 and its strokes reach 1.
 5. **Parts.** The pixels above :data:`BOX_THRESHOLD` are grouped into 8-connected parts.
-6. **Sheets.** A part that is a sheet of paper (or the inside of a frame) holding the digit, not
-   the digit: it becomes the new area and steps 2-6 are repeated inside it (at most
-   :data:`MAX_SHEETS` times). A part is a sheet when, with the holes it encloses filled, it
-   fills at least :data:`SHEET_HULL_FILL` of its convex hull (a sheet is convex; a digit with
-   loops is not, or its loops are blobs), and the largest thing it encloses that is not a part
-   (the digit, drawn in the ground's colour) spans at least :data:`SHEET_CONTENT_SPAN` of it,
-   is stroke-like (twice its area over its boundary, its stroke width, at most
-   :data:`STROKE_WIDTH` of its longer side: a loop's inside is a blob) and the part is at least
-   :data:`SHEET_DEPTH_RATIO` times deeper (its largest distance to its own edge) than it.
-   Outside the area everything is 0.
-7. **Clutter.** A speck (a part no brighter than the ground's noise gets somewhere in an image
-   of this size, ``noise * sqrt(2 ln N)``) is dropped. A part touching the area's edge along at
-   least :data:`EDGE_CONTACT` of its longer side (a desk around a sheet, a frame, a scan's dark
-   edge) is dropped when a part that does not touch the edge remains whose longer side is at
-   least :data:`MIN_DIGIT_SPAN` of the area's shorter side. Dropped parts and a margin around
-   them are set to 0, and steps 4-5 are redone without them.
+6. **Sheets.** A part may be a sheet of paper (or a frame's inside) holding the digit, not the
+   digit. Of the 3 largest parts, the first that is a sheet becomes the area, and steps 2 to 6
+   are repeated inside it (at most :data:`MAX_SHEETS` times; when nothing stands out inside,
+   the previous look is kept). A part is a sheet when its holes filled (the 4-connected regions
+   of other pixels it cuts off from the image's edge) fill at least :data:`SHEET_HULL_FILL` of
+   their convex hull, and the largest 8-connected piece of what it encloses that is no part
+   (the digit, in the ground's colour): spans at least :data:`SHEET_CONTENT_SPAN` of the part
+   (the longer side of their bounding boxes); is a stroke, its width (twice its area over its
+   boundary pixels) at most :data:`STROKE_WIDTH` of its span (the inside of a digit's loop is a
+   blob); and is less deep than the part: the part's depth (the largest city-block distance
+   from its pixels to a pixel outside it, beyond the image's edge counting as inside) at least
+   :data:`SHEET_DEPTH_RATIO` times the piece's and 2 pixels more.
+7. **Clutter.** A part is a speck when its brightest pixel is no brighter than the noise (at
+   least :data:`QUANTUM_NOISE`) x sqrt(2 ln N), N the area's pixels: what Gaussian noise reaches
+   somewhere in that many pixels. When a part that is no speck and does not touch the area's edge
+   (its pixels 1 step from outside the area or the image) spans at least :data:`MIN_DIGIT_SPAN`
+   of the area's shorter side, every part that lies along the edge is clutter (a desk around a
+   sheet, a frame, a scan's dark edge): its pixels on the edge at least :data:`EDGE_CONTACT` of
+   its span and its span at least :data:`CLUTTER_SPAN` of the area's shorter side. Specks and
+   clutter are dropped (set to 0; with clutter, a margin of :data:`CLUTTER_MARGIN` of the area's
+   shorter side, at least 2 pixels, goes too), or only the specks when nothing would be left;
+   then steps 4 and 5 are redone and the new parts' specks set to 0.
 8. **Geometry.** Crop the bounding box of the pixels above :data:`BOX_THRESHOLD`, scale it into a
-   20x20 box keeping its aspect ratio (PIL's anti-aliased Lanczos resampling on float pixels)
-   and paste it into the 28x28 field so that its centre of mass, rounded to a whole pixel,
-   falls on pixel 14. For another field size the box and the centre scale with the field.
+   20x20 box keeping its aspect ratio (PIL's anti-aliased Lanczos resampling on float pixels,
+   clipped to [0, 1]) and paste it into the 28x28 field so that its centre of mass, rounded to a
+   whole pixel, falls on pixel 14. For another field size the box and the centre scale with the
+   field (a box of 20/28 of it; the point 14.5/28 of it, in pixel-centre coordinates).
 
 Re-processing MNIST's first 1000 test images this way changes them by 0.003 per pixel on
 average; inverted or padded they give the same result, enlarged to 56x56 a result 0.026 away.
 
 Errors (a file that cannot be read, an array that is no image, a blank image) raise
 :class:`ImageError`, whose message names the file or the ``name`` given.
+
+Run as a script, it shows what a model is given: ``python mnist_format.py photo.jpg`` writes
+``photo_mnist.png`` (the 28x28 result) next to the photo.
 """
 
 from __future__ import annotations
@@ -69,7 +86,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "normalize_digit", "read_grey", "read_pixels", "to_mnist_format"]
+__all__ = ["ImageError", "normalize_digit", "read_grey", "read_pixels", "settings", "steps", "to_mnist_format"]
 
 #: MNIST's geometry in its 28x28 field: the box the digit is scaled into, and where (in
 #: pixel-centre coordinates, 0-based) its centre of mass is put.
@@ -431,7 +448,7 @@ def _pixel_noise(x: np.ndarray, mask: np.ndarray) -> float:
 
 def _fit_plane(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
     """The ground's level at every pixel, a plane fitted to the pixels of ``mask``; and the
-    ground's noise (1.4826 x the median absolute deviation from the plane).
+    ground's noise (the standard deviation of the pixels near the plane from it).
 
     The plane is the level most of the pixels share, not their average: starting from their
     median, it is refitted to the pixels within 3 noise levels of it (noise measured between
@@ -451,7 +468,9 @@ def _fit_plane(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
         keep = near
         coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
     residual = values - design @ coef
-    noise = 1.4826 * float(np.median(np.abs(residual[keep]))) if keep.any() else 0.0
+    # the mean absolute deviation (x sqrt(pi / 2): Gaussian noise's standard deviation), not the
+    # median: pixels rounded to whole grey levels make the median a whole number of levels
+    noise = math.sqrt(math.pi / 2) * float(np.abs(residual[keep]).mean()) if keep.any() else 0.0
     grid_y, grid_x = np.indices(x.shape)
     return coef[0] + coef[1] * grid_y / max(h - 1, 1) + coef[2] * grid_x / max(w - 1, 1), noise
 
@@ -491,9 +510,9 @@ class _Level:
             v = -v
         self.area, self.v, self.noise = area, np.clip(v, 0.0, None), noise
         self.measure(label)
-        self.parts, self.count = _components(self.strong)
 
     def measure(self, label: str) -> None:
+        """The ink level (or blank), the scaled pixels and the parts."""
         ink = _ink_level(self.v)
         noise = max(self.noise, QUANTUM_NOISE)
         if ink < BLANK_SIGMAS * noise:
@@ -504,6 +523,15 @@ class _Level:
         self.ink = ink
         self.scaled = _scale(self.v, ink, self.noise)
         self.strong = self.scaled > BOX_THRESHOLD
+        self.parts, self.count = _components(self.strong)
+
+    def specks(self) -> np.ndarray:
+        """Per part (1..count), whether it is a speck of noise: no brighter than the ground's
+        noise gets somewhere in this many pixels (the brightest of N Gaussian values is about
+        sqrt(2 ln N) sigma)."""
+        peaks = np.zeros(self.count + 1)
+        np.maximum.at(peaks, self.parts.ravel(), self.v.ravel())
+        return peaks[1:] <= max(self.noise, QUANTUM_NOISE) * math.sqrt(2 * math.log(max(int(self.area.sum()), 2)))
 
     def sheet(self) -> np.ndarray | None:
         """The largest part that is a sheet holding the digit (its holes filled), or None."""
@@ -529,10 +557,7 @@ class _Level:
         remains elsewhere."""
         count, parts = self.count, self.parts
         index = np.arange(1, count + 1)
-        peaks = np.zeros(count + 1)
-        np.maximum.at(peaks, parts.ravel(), self.v.ravel())
-        # the brightest of N Gaussian values is about sqrt(2 ln N) sigma
-        specks = peaks[1:] <= max(self.noise, QUANTUM_NOISE) * math.sqrt(2 * math.log(max(self.area.sum(), 2)))
+        specks = self.specks()
         edge = self.area & (_distance(self.area, edge_inside=False) <= 1)
         contact = np.bincount(parts[edge], minlength=count + 1)[1:]
         spans = _spans(parts, count)
@@ -577,7 +602,8 @@ def normalize_digit(grey: np.ndarray, height: int = MNIST_SIZE, width: int = MNI
     dropped = level.clutter()
     if dropped.any():
         level.v[dropped] = 0.0
-        level.measure(name)
+        level.measure(name)  # the ink level without them; a speck may have crossed the threshold
+        level.scaled[np.isin(level.parts, 1 + np.flatnonzero(level.specks()))] = 0.0
     x = level.scaled
 
     rows = np.flatnonzero((x > BOX_THRESHOLD).any(axis=1))
@@ -618,3 +644,61 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
     """
     label = _label(image, name)
     return normalize_digit(read_grey(image, name=name), height, width, name=label)
+
+
+# -- the procedure in words ------------------------------------------------------------------------
+
+#: The settings the steps name, in the order of their first mention.
+SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
+            "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
+            "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
+            "MNIST_CENTRE")  # fmt: skip
+
+
+def settings() -> dict[str, float | int]:
+    """The procedure's settings by name (the module's constants)."""
+    return {name: globals()[name] for name in SETTINGS}
+
+
+def steps() -> list[str]:
+    """The procedure's steps as this module's description has them, one string each, every
+    setting named with its value (``BOX_THRESHOLD (0.35)``)."""
+    import re
+
+    text = (__doc__ or "").split("\n1. ", 1)[1].split("\n\n", 1)[0]
+    found = re.split(r"\n(?=\d\. )", "1. " + text)
+    values = settings()
+
+    def plain(step: str) -> str:
+        step = " ".join(step.split())
+        step = re.sub(r":data:`(\w+)`", lambda m: f"{m[1]} ({values[m[1]]:.6g})", step)
+        step = re.sub(r":\w+:`([^`]+)`", r"\1", step).replace("**", "").replace("``", "")
+        return re.sub(r"^\d\. ", "", step)
+
+    return [plain(step) for step in found]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python mnist_format.py IMAGE...``: each image in MNIST's format, as ``IMAGE_mnist.png``."""
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths or paths[0] in ("-h", "--help"):
+        print("usage: python mnist_format.py IMAGE...  (writes IMAGE_mnist.png: what the model is given)")
+        return 0 if paths else 2
+    status = 0
+    for path in paths:
+        try:
+            pixels = to_mnist_format(path)
+        except ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 1
+            continue
+        target = Path(path).with_name(Path(path).stem + "_mnist.png")
+        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(target)
+        print(f"{path} -> {target}")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
