@@ -14,7 +14,11 @@ translate); the sidecar says how to read each output instead (softmax of a class
 
 The sidecar (``<FILE>.json``) says everything a consumer needs: inputs, preprocessing in
 words and as data, outputs and how to read them, the recipe, the run's test metrics and the
-check made at export. Before anything is written, the exported model is run on real MNIST test
+check made at export. For a model with image inputs, the code that brings a picture to MNIST's
+format — :mod:`digitsum.mnist_format`, which needs only numpy and Pillow — is copied verbatim
+next to the model as ``<FILE stem>_preprocess.py`` (:func:`preprocess_path`), and the sidecar's
+``preprocessing.code`` names it and how to call it: the one implementation ``digitsum predict``
+uses. Before anything is written, the exported model is run on real MNIST test
 images (random inputs of the declared shapes when the data are not there) and compared with
 PyTorch's outputs, at several batch sizes; a difference above the tolerance writes nothing.
 """
@@ -22,7 +26,9 @@ PyTorch's outputs, at several batch sizes; a difference above the tolerance writ
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -37,7 +43,8 @@ from torch import Tensor, nn
 from .. import __version__
 from ..contracts import Categorical, Generator, Image, Spec
 from ..errors import UserError, did_you_mean
-from ..images import MNIST_BOX, MNIST_CENTRE, MNIST_SIZE
+from .. import mnist_format
+from ..mnist_format import MNIST_BOX, MNIST_CENTRE, MNIST_SIZE
 from .component_errors import blame_components
 from .rundir import atomic_write, write_json
 
@@ -92,6 +99,8 @@ class Exported:
     source: str
     differences: dict[str, float] = field(default_factory=dict)
     tolerance: float = TOLERANCE
+    #: the copy of digitsum/mnist_format.py next to the model (None: the model takes no images)
+    preprocess: Path | None = None
 
     @property
     def max_difference(self) -> float:
@@ -133,6 +142,29 @@ def sidecar_path(path: Path) -> Path:
     """The sidecar of a model file: its name with ``.json`` appended (``model.onnx.json``), so
     that an ONNX and a TorchScript export side by side keep one sidecar each."""
     return path.with_name(path.name + ".json")
+
+
+def preprocess_path(path: Path) -> Path:
+    """Where the preprocessing code of a model file goes: ``<stem>_preprocess.py`` beside it
+    (``model.onnx`` -> ``model_preprocess.py``), the stem made a Python module name (characters
+    other than letters, digits and ``_`` become ``_``; a leading digit gets a ``_`` before it),
+    so that ``from model_preprocess import to_mnist_format`` works in that folder. An ONNX and a
+    TorchScript export of one stem share it: the file is the same."""
+    stem = re.sub(r"\W", "_", path.stem)
+    return path.with_name(("_" if stem[:1].isdigit() else "") + stem + "_preprocess.py")
+
+
+def _preprocess_code() -> bytes:
+    """The bytes of digitsum/mnist_format.py, copied verbatim next to an exported model."""
+    return Path(mnist_format.__file__).read_bytes()
+
+
+def _check_preprocess_target(path: Path, force: bool) -> None:
+    """A preprocess file already there is kept unless forced, or unless it is the same code."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; the preprocessing code of the model is written there")
+    if path.exists() and not force and path.read_bytes() != _preprocess_code():
+        raise UserError(f"{path} already exists (other code); pass --force to overwrite it, or choose another --out")
 
 
 def _target_path(run_dir: Path, fmt: str, out: str | Path | None, force: bool) -> Path:
@@ -349,20 +381,13 @@ def describe_inputs(specs: Mapping[str, Spec]) -> list[dict[str, Any]]:
     return rows
 
 
-def describe_preprocessing(specs: Mapping[str, Spec]) -> dict[str, Any]:
-    """The sidecar's ``preprocessing``: what to do to a user's image before the model, in words
-    (``summary``, ``image_steps``) and as data per image input (``images``)."""
+def describe_preprocessing(specs: Mapping[str, Spec], code: Path | None = None) -> dict[str, Any]:
+    """The sidecar's ``preprocessing``: what to do to a user's image before the model, as code
+    (``code``: the copied :mod:`digitsum.mnist_format` file, how to call it), in words
+    (``summary``, ``image_steps``: the module's own description of its steps, ``parameters``:
+    its settings) and as data per image input (``images``)."""
     images = {name: spec for name, spec in specs.items() if isinstance(spec, Image)}
-    steps = [
-        "read the image as grey levels in [0, 1] (each channel the same grey for a multi-channel input)",
-        "make the digit light on a dark ground: invert when the ink is darker than the paper",
-        "subtract the ground's level so that the ground is 0, and scale the strokes to reach 1",
-        "crop the digit's bounding box and scale it, keeping its aspect ratio and with anti-aliasing, "
-        "to fit a box of 20x20 pixels (for 28x28; the box scales with the field)",
-        "paste it into the field (28x28 for MNIST) so that its centre of mass falls on pixel 14 "
-        "(pixel-centre coordinates from 0; scaled with the field)",
-    ]
-    # the geometry digitsum.images.to_mnist gives an image of this size (MNIST's, scaled with the field)
+    # the geometry mnist_format gives an image of this size (MNIST's, scaled with the field)
     geometry = {
         name: {"channels": s.channels, "size": [s.height, s.width], "pixel_range": [0.0, 1.0],
                "polarity": "light digit on a dark ground",
@@ -370,19 +395,40 @@ def describe_preprocessing(specs: Mapping[str, Spec]) -> dict[str, Any]:
                "centre_of_mass": [(MNIST_CENTRE + 0.5) * n / MNIST_SIZE - 0.5 for n in (s.height, s.width)]}
         for name, s in images.items()
     }  # fmt: skip
+    if not images:
+        return {"summary": "No image inputs: give each input as its entry in 'inputs' says.", "image_steps": [],
+                "images": {}, "in_model": _IN_MODEL}  # fmt: skip
+    module = (code or Path("model_preprocess.py")).stem
+    name, spec = next(iter(images.items()))
+    feed = "pixels[None, None]" if spec.channels == 1 else f"np.repeat(pixels[None, None], {spec.channels}, axis=1)"
+    data = _preprocess_code()
     return {
         "summary": (
             "Bring each image to MNIST's format, as MNIST itself was made and as `digitsum predict` does before "
             "the model: float32 pixels in [0, 1], a light digit on a dark ground, the digit scaled into a box of "
-            "20x20 pixels and centred by its centre of mass in a 28x28 field (in Python: digitsum.images.to_mnist). "
+            "20x20 pixels and centred by its centre of mass in a 28x28 field. The code that does it — the same "
+            f"that `digitsum predict` runs — is {module}.py, next to the model: it needs numpy and Pillow only. "
             "Categoricals are int64, unchanged."
-            if images
-            else "No image inputs: give each input as its entry in 'inputs' says."
         ),
-        "image_steps": steps if images else [],
+        "code": {
+            "file": f"{module}.py",
+            "function": "to_mnist_format(image, height=28, width=28) -> float32 numpy array [height, width] in [0, 1]; "
+                        "image: a file path, a PIL image or a numpy array (uint8 0-255 or floats in [0, 1]); "
+                        "raises ImageError for an unreadable or blank image",
+            "call": f"from {module} import to_mnist_format; pixels = to_mnist_format(path, {spec.height}, {spec.width}); "
+                    f"feed {feed} (float32 {['batch', spec.channels, spec.height, spec.width]}) as '{name}'",
+            "requires": ["numpy", "Pillow"],
+            "source": f"digitsum.mnist_format, digitsum {__version__}",
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+        "image_steps": mnist_format.steps(),
+        "parameters": mnist_format.settings(),
         "images": geometry,
-        "in_model": "the generator's encode is part of the model: give pixels in [0, 1], not standardised ones",
+        "in_model": _IN_MODEL,
     }
+
+
+_IN_MODEL = "the generator's encode is part of the model: give pixels in [0, 1], not standardised ones"
 
 
 def _read_output(head: nn.Module, name: str, classes: int | None, shape: list[Any]) -> str:
@@ -438,16 +484,21 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     """Export a trained run's model to ``fmt`` (``"onnx"`` or ``"torchscript"``) with a JSON sidecar.
 
     ``out``: the model file (default ``RUN_DIR/model.onnx`` or ``RUN_DIR/model.pt``); the
-    sidecar is ``out`` with ``.json`` appended. An existing file is kept unless ``force``.
+    sidecar is ``out`` with ``.json`` appended; for a model with image inputs, the preprocessing
+    code (a copy of :mod:`digitsum.mnist_format`) is :func:`preprocess_path` of ``out``. An
+    existing file is kept unless ``force`` (a preprocess file holding the same code is rewritten).
     Before writing, the exported model runs on ``samples`` raw inputs (MNIST test images when
     they are on disk) and its outputs are compared with PyTorch's: a largest absolute difference
-    above ``tolerance`` raises :class:`ExportMismatch` (exit 1) and writes nothing. Both files
-    are written atomically (a temporary file in the same folder, renamed).
+    above ``tolerance`` raises :class:`ExportMismatch` (exit 1) and writes nothing. Every file
+    is written atomically (a temporary file in the same folder, renamed), the sidecar last.
     """
     fmt = check_format(fmt)
     require_exporter(fmt)
     path = _target_path(run.run_dir, fmt, out, force)
     specs = dict(run.recipe.interface().inputs)
+    code = preprocess_path(path) if any(isinstance(spec, Image) for spec in specs.values()) else None
+    if code is not None:
+        _check_preprocess_target(code, force)
     inputs, heads = list(specs), list(run.model.heads)
     _check_names(inputs, heads)
     outputs = output_names(heads)
@@ -464,7 +515,7 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     run_exported, runtime = _runner(fmt, data, outputs)
     check, source = check_inputs(run, specs, samples)
     differences = _differences(run_exported, module, check, outputs)
-    result = Exported(path, sidecar_path(path), fmt, samples, source, differences, tolerance)
+    result = Exported(path, sidecar_path(path), fmt, samples, source, differences, tolerance, code)
     if not result.max_difference <= tolerance:
         shown = ", ".join(f"{n} {d:.3g}" for n, d in differences.items())
         raise ExportMismatch(
@@ -491,7 +542,7 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
         "recipe_name": run.recipe.name,
         "recipe": run.recipe.to_dict(),
         "inputs": describe_inputs(specs),
-        "preprocessing": describe_preprocessing(specs),
+        "preprocessing": describe_preprocessing(specs, code),
         "outputs": describe_outputs(run, shapes),
         "metrics": {"split": "test", "epochs": summary.get("epochs", len(run.history)), "status": run.status,
                     "heads": summary.get("metrics", {}).get("test", {})},  # fmt: skip
@@ -504,5 +555,8 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     except OSError as e:
         raise UserError(f"cannot create {path.parent}: {e.strerror or e}") from None
     atomic_write(path, lambda f: f.write(data))
+    if code is not None:
+        preprocess = _preprocess_code()
+        atomic_write(code, lambda f: f.write(preprocess))
     write_json(result.sidecar, sidecar)
     return result

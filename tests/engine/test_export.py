@@ -16,7 +16,7 @@ from digitsum.contracts import Image
 from digitsum.data import load_mnist
 from digitsum.engine import export as export_module
 from digitsum.engine.batches import eval_batches
-from digitsum.engine.export import ExportFailed, ExportMismatch, sidecar_path
+from digitsum.engine.export import ExportFailed, ExportMismatch, preprocess_path, sidecar_path
 from digitsum.engine.run import Run
 from digitsum.registry import datasets, fusions, heads
 
@@ -302,6 +302,7 @@ def test_a_mismatch_fails_and_writes_nothing(tmp_path, tiny_root, monkeypatch, c
         run.export("torchscript")
     assert caught.value.exit_code == 1
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "model.pt.json").exists()
+    assert not (tmp_path / "model_preprocess.py").exists()
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -395,3 +396,147 @@ def test_a_plugin_head_exports_its_own_prediction(tmp_path, tiny_root):
         again = scripted(*(torch.from_numpy(v) for v in raw.values()))
     assert np.abs(again["product"].numpy() - got["product"]).max() <= TOLERANCE
     assert np.array_equal(again["product_prediction"].numpy(), got["product_prediction"])
+
+
+# -- the preprocessing code travels with the model ---------------------------------------------------------
+
+#: A consumer's script: the exported model and its copied preprocessing, in an interpreter where
+#: digitsum (and so torch through it) cannot be imported. argv: the preprocess file, the model,
+#: the images, the output folder.
+CONSUMER = """
+import importlib.util, json, sys
+from pathlib import Path
+sys.modules["digitsum"] = None  # what a machine without digitsum gives: import digitsum fails
+try:
+    import digitsum
+except ImportError:
+    pass
+else:
+    raise SystemExit("digitsum is importable")
+import numpy as np
+import onnxruntime
+
+code, model, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[-1])
+spec = importlib.util.spec_from_file_location(code.stem, code)
+preprocess = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(preprocess)
+session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+names = [o.name for o in session.get_outputs()]
+results = {}
+for i, path in enumerate(sys.argv[3:-1]):
+    pixels = preprocess.to_mnist_format(path)
+    np.save(out / f"{i}.npy", pixels)
+    outputs = dict(zip(names, session.run(None, {"image": pixels[None, None], "number": np.array([3])})))
+    results[path] = {}
+    for head in ("digit", "sum"):
+        z = np.exp(outputs[head] - outputs[head].max(axis=1, keepdims=True))
+        results[path][head] = (z / z.sum(axis=1, keepdims=True))[0].tolist()
+try:
+    preprocess.to_mnist_format(sys.argv[-2] + ".blank.png")
+except preprocess.ImageError as e:
+    results["error"] = str(e)
+results["loaded"] = sorted(m for m in ("digitsum", "torch") if sys.modules.get(m) is not None)
+(out / "results.json").write_text(json.dumps(results))
+"""
+
+
+def drawn_images(folder: Path) -> list[Path]:
+    """A 7 on a sheet lying on a darker desk, a faint noisy 7, a 3 in a black frame: PNG files."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sheet = PILImage.new("L", (160, 160), 230)
+    ImageDraw.Draw(sheet).line([(40, 35), (120, 35), (70, 130)], fill=25, width=12, joint="curve")
+    desk = np.full((300, 280), 45, np.uint8)
+    desk[70:230, 60:220] = np.asarray(sheet)
+    faint = np.asarray(sheet, dtype=np.float64) * (12 / 205) + 128 + rng.normal(0, 2, (160, 160))
+    three = PILImage.new("L", (150, 150), 255)
+    draw = ImageDraw.Draw(three)
+    draw.arc([45, 20, 105, 75], start=-160, end=90, fill=0, width=9)
+    draw.arc([45, 70, 105, 130], start=-90, end=160, fill=0, width=9)
+    framed = np.pad(np.asarray(three), 8)
+    paths = []
+    for name, pixels in (("desk", desk), ("faint", np.clip(faint, 0, 255).astype(np.uint8)), ("framed", framed)):
+        paths.append(folder / f"{name}.png")
+        PILImage.fromarray(pixels).save(paths[-1])
+    PILImage.new("L", (40, 40), 200).save(str(paths[-1]) + ".blank.png")
+    return paths
+
+
+def test_the_preprocessing_code_is_copied_next_to_the_model(exported):
+    import digitsum.mnist_format as mnist_format
+
+    code = exported["onnx"].parent / "model_preprocess.py"  # shared by model.onnx and model.pt
+    assert preprocess_path(exported["onnx"]) == preprocess_path(exported["torchscript"]) == code
+    original = Path(mnist_format.__file__).read_bytes()
+    assert code.read_bytes() == original  # verbatim
+    for fmt in ("onnx", "torchscript"):
+        preprocessing = json.loads(sidecar_path(exported[fmt]).read_text())["preprocessing"]
+        assert preprocessing["code"]["file"] == "model_preprocess.py"
+        assert preprocessing["code"]["sha256"] == __import__("hashlib").sha256(original).hexdigest()
+        assert preprocessing["code"]["requires"] == ["numpy", "Pillow"]
+        assert "from model_preprocess import to_mnist_format" in preprocessing["code"]["call"]
+        assert "pixels[None, None]" in preprocessing["code"]["call"] and "'image'" in preprocessing["code"]["call"]
+        # the words are the module's own description of its steps, its settings' values in them
+        assert preprocessing["image_steps"] == mnist_format.steps() and len(preprocessing["image_steps"]) == 8
+        assert preprocessing["parameters"]["BOX_THRESHOLD"] == mnist_format.BOX_THRESHOLD
+        assert any("BOX_THRESHOLD (0.35)" in step for step in preprocessing["image_steps"])
+        assert "model_preprocess.py" in preprocessing["summary"] and "digitsum.images" not in json.dumps(preprocessing)
+
+
+@pytest.mark.parametrize(
+    "out, expected",
+    [("digits.onnx", "digits_preprocess.py"), ("my-model.v2.pt", "my_model_v2_preprocess.py"), ("2024.onnx", "_2024_preprocess.py")],
+)
+def test_the_preprocess_file_is_an_importable_module_name(out, expected, tmp_path):
+    path = preprocess_path(tmp_path / out)
+    assert path == tmp_path / expected and path.stem.isidentifier()
+
+
+def test_onnx_and_the_copied_preprocessing_reproduce_digitsum_predict_without_digitsum(trained, exported, tmp_path):
+    """What docs/export.md shows a consumer doing: onnxruntime and the copied file, no digitsum,
+    no torch. Its pixels are digitsum's, and its probabilities `digitsum predict`'s."""
+    import subprocess
+
+    from digitsum.images import to_mnist
+
+    images = drawn_images(tmp_path / "images")
+    out = tmp_path / "consumer"
+    out.mkdir()
+    code = preprocess_path(exported["onnx"])
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", CONSUMER, str(code), str(exported["onnx"]), *map(str, images), str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    consumer = json.loads((out / "results.json").read_text())
+    assert consumer["loaded"] == []  # neither digitsum nor torch was imported
+    assert "blank.png is blank" in consumer["error"]  # its own ImageError, naming the file
+    for i, path in enumerate(images):
+        assert np.array_equal(np.load(out / f"{i}.npy"), to_mnist(path)[0].numpy()), path.name
+        predicted = trained.predict(image=path, number=3)
+        for head in ("digit", "sum"):
+            expected = predicted[head].probabilities[0].numpy()
+            assert np.abs(np.array(consumer[str(path)][head]) - expected).max() <= TOLERANCE, (path.name, head)
+
+
+def test_a_different_preprocess_file_is_kept_unless_forced(tmp_path, tiny_root):
+    from digitsum import mnist_format
+
+    run = built_run(tmp_path, tiny_root, "original.toml")
+    code = tmp_path / "model_preprocess.py"
+    code.write_text("# someone's own code\n")
+    with pytest.raises(digitsum.UserError, match=r"model_preprocess\.py already exists \(other code\); pass --force"):
+        run.export("torchscript")
+    assert code.read_text() == "# someone's own code\n" and not (tmp_path / "model.pt").exists()
+    result = run.export("torchscript", force=True)
+    assert result.preprocess == code and code.read_bytes() == Path(mnist_format.__file__).read_bytes()
+
+
+def test_without_image_inputs_there_is_no_preprocessing_code():
+    from digitsum.contracts import Categorical
+
+    described = export_module.describe_preprocessing({"number": Categorical(10)})
+    assert "code" not in described and described["image_steps"] == [] and "No image inputs" in described["summary"]
