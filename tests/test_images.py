@@ -331,6 +331,8 @@ def test_a_piece_of_the_digit_cut_by_the_edge_is_kept():
         pytest.param(photo(np.full((300, 300), 140), noise=2.0), id="noise-field"),
         pytest.param(photo(np.full((300, 300), 140), noise=2.0, tilt=50), id="noise-under-uneven-light"),
         pytest.param(np.full((50, 50), 140, np.uint8) + np.eye(50, dtype=np.uint8), id="one-level-diagonal"),
+        # 1.48 levels: above 5 x the quantisation noise, not above what it reaches in a million pixels
+        pytest.param(np.pad(np.full((20, 20), 0.0058), 490), id="a-speck-of-a-million-pixels"),
     ],
 )
 def test_noise_and_sub_quantum_contrast_stay_blank(source):
@@ -405,3 +407,28 @@ def test_components_match_a_flood_fill(eight):
         assert count == expected.max() and ((labels > 0) == mask).all()
         # the same partition: each label of one is exactly one label of the other
         assert len(set(zip(labels[mask], expected[mask]))) == count
+
+
+def test_the_steps_in_words_name_each_setting_with_its_value():
+    steps = mnist_format.steps()
+    assert len(steps) == 8 and steps[0].startswith("Read the image") and steps[-1].startswith("Geometry.")
+    text = " ".join(steps)
+    assert ":data:" not in text and "``" not in text and "**" not in text
+    for name, value in mnist_format.settings().items():
+        assert name.isupper() and getattr(mnist_format, name) == value
+    assert "BOX_THRESHOLD (0.35)" in text and "BLANK_SIGMAS (5)" in text and "SHEET_HULL_FILL (0.95)" in text
+
+
+def test_the_module_run_as_a_script_shows_what_the_model_is_given(tmp_path):
+    import subprocess
+
+    seven().save(tmp_path / "seven.png")
+    PILImage.new("L", (40, 40), 200).save(tmp_path / "blank.png")
+    result = subprocess.run(
+        [sys.executable, "-I", mnist_format.__file__, str(tmp_path / "seven.png"), str(tmp_path / "blank.png")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and f"{tmp_path / 'blank.png'} is blank" in result.stderr
+    written = np.asarray(PILImage.open(tmp_path / "seven_mnist.png"))
+    assert written.shape == (28, 28) and np.array_equal(written, np.round(mnist_of(seven()) * 255).astype(np.uint8))
+    assert not (tmp_path / "blank_mnist.png").exists()
