@@ -1,6 +1,12 @@
-"""digitsum.images: a user's image in MNIST's format, whatever form and polarity it comes in."""
+"""digitsum.images and digitsum.mnist_format: a user's image in MNIST's format, whatever form
+and polarity it comes in, on whatever it was photographed."""
 
 from __future__ import annotations
+
+import ast
+import sys
+from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +14,7 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
+from digitsum import mnist_format
 from digitsum.contracts import Image
 from digitsum.errors import UserError
 from digitsum.images import as_image, image_batch, read_grey, to_mnist
@@ -208,3 +215,193 @@ def test_without_preprocessing_only_the_form_changes():
     assert batched and torch.equal(images[1, 0], out[0])
     with pytest.raises(UserError, match="is 56x56 pixels; the model takes 28x28"):
         as_image(np.zeros((56, 56), np.uint8), name="input 'image'")
+
+
+# -- photographs: a sheet on a desk, a frame, a scan's edge, faint ink, a tight crop ----------------------
+
+DESK = 40
+
+
+def photo(pixels, noise: float = 2.0, tilt: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A camera's view of ``pixels`` (grey levels 0-255): Gaussian noise of ``noise`` levels and
+    light falling off by ``tilt`` levels from right to left."""
+    pixels = np.asarray(pixels, dtype=np.float64)
+    light = tilt * (np.arange(pixels.shape[1])[None] / pixels.shape[1] - 0.5)
+    noisy = pixels + light + np.random.default_rng(seed).normal(0, noise, pixels.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def apart(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two fields, the better of b and b moved by a pixel: the centre
+    of mass is rounded to a whole pixel (as MNIST's), and noise can tip it by one."""
+    return min(float(np.abs(a - np.roll(b, (dy, dx), (0, 1))).mean()) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+def on_desk(sheet, canvas: tuple[int, int], at: tuple[int, int], desk: int = DESK) -> np.ndarray:
+    """``sheet`` laid on a darker desk filling ``canvas`` (height, width), its top left corner at
+    ``at`` (negative or past the canvas: the sheet runs off the picture)."""
+    sheet = np.asarray(sheet)
+    out = np.full(canvas, desk, np.uint8)
+    (y0, x0), (h, w) = at, sheet.shape
+    ys, xs = slice(max(y0, 0), min(y0 + h, canvas[0])), slice(max(x0, 0), min(x0 + w, canvas[1]))
+    out[ys, xs] = sheet[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+    return out
+
+
+# seven() draws the 7's strokes within x 43-157, y 33-172 of its 200x200 sheet
+PLACEMENTS = {
+    "desk-all-round": ((420, 420), (110, 100)),  # the sheet a quarter of the picture: the desk is the ground's majority
+    "sheet-most-of-it": ((260, 240), (30, 20)),  # the desk a strip around it
+    "off-the-right-edge": ((300, 280), (50, 100)),
+    "off-a-corner": ((300, 300), (-30, -30)),
+    "off-the-bottom": ((300, 320), (120, 60)),
+}
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS.values(), ids=PLACEMENTS.keys())
+@pytest.mark.parametrize("noise", [0.0, 2.0], ids=["clean", "noisy"])
+def test_a_sheet_on_a_darker_desk_gives_the_digit_not_the_sheet(placement, noise, reference):
+    # the ground measured on the picture's border is the desk: the sheet stood out as a light blob
+    # with the 7 a hole in it (read as an 8 or a 0); now the sheet is the area the 7 is found in
+    canvas, at = placement
+    result = mnist_of(photo(on_desk(seven(), canvas, at), noise=noise))
+    assert apart(result, reference) < 0.01  # measured: 0 clean, under 0.001 noisy
+
+
+def test_a_turned_sheet_under_uneven_light(reference):
+    turned = seven().rotate(6, PILImage.Resampling.BILINEAR, expand=True, fillcolor=DESK)
+    expected = mnist_of(seven().rotate(6, PILImage.Resampling.BILINEAR, fillcolor=PAPER))
+    assert apart(mnist_of(photo(on_desk(turned, (400, 400), (90, 80)), tilt=60)), expected) < 0.01
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: np.pad(np.asarray(seven()), 4), id="thin-black-frame"),
+        pytest.param(lambda: np.pad(np.asarray(seven()), 25), id="thick-black-frame"),
+        pytest.param(lambda: np.concatenate([np.full((200, 30), 15, np.uint8), np.asarray(seven())[:, 30:]], 1), id="scan-edge-left"),
+        pytest.param(lambda: np.concatenate([np.full((25, 200), 15, np.uint8), np.asarray(seven())[25:]]), id="scan-edge-top"),
+        pytest.param(lambda: on_desk(seven(), (240, 240), (-20, 40)), id="desk-on-three-sides"),
+    ],
+)
+def test_frames_and_dark_edges_are_not_part_of_the_digit(make, reference):
+    # a frame the border sees as ground: its inside is the sheet; a frame or a scan's dark edge
+    # the border sees little of: dark clutter along the edge, dropped as a digit remains apart
+    for noise in (0.0, 2.0):
+        assert apart(mnist_of(photo(make(), noise=noise)), reference) < 0.01
+
+
+def test_faint_ink_is_a_digit_when_it_stands_out_from_the_noise(reference):
+    # 12 grey levels below the paper, noise 2 levels: the ink is 6 noise levels deep (the fixed
+    # floor of 0.08 = 20 levels called it blank); specks of noise are not part of it
+    for seed in range(3):
+        faint = photo(seven(ink=128, paper=140), noise=2.0, seed=seed)
+        assert apart(mnist_of(faint), reference) < 0.04  # measured 0.028-0.029: the strokes are noisy
+    clean = seven(ink=132, paper=134)  # 2 levels, but no noise at all (a drawing): still a digit
+    assert apart(mnist_of(clean), reference) < 0.01
+
+
+@pytest.mark.parametrize("noise", [0.0, 2.0], ids=["clean", "noisy"])
+def test_a_digit_cropped_tightly_touches_the_border_and_stays(noise, reference):
+    tight = np.asarray(seven())[33:173, 43:158]  # the strokes' bounding box: the 7 touches all four sides
+    assert apart(mnist_of(photo(tight, noise=noise)), reference) < 0.01
+
+
+def test_strong_uneven_light_on_paper(reference):
+    dim = photo(seven(paper=200), noise=3.0, tilt=80)  # the paper from 160 to 240 across the picture
+    assert apart(mnist_of(dim), mnist_of(seven(paper=200))) < 0.01
+
+
+def test_a_piece_of_the_digit_cut_by_the_edge_is_kept():
+    # a 7 whose foot runs off the bottom and a short bar apart from it: the part touching the
+    # edge is the digit, not clutter (it meets the edge with a stroke's end)
+    image = PILImage.new("L", (200, 200), PAPER)
+    draw = ImageDraw.Draw(image)
+    draw.line([(50, 40), (150, 40), (90, 200)], fill=INK, width=14, joint="curve")
+    draw.line([(20, 120), (45, 120)], fill=INK, width=10)
+    field = mnist_of(image)
+    ys, xs = np.nonzero(field > 0.35)
+    assert ys.max() - ys.min() + 1 == 20  # the whole 7 and the bar are scaled into the box
+    assert field[:, :8].max() > 0.35  # the bar, on the left, is kept
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(photo(np.full((300, 300), 140), noise=2.0), id="noise-field"),
+        pytest.param(photo(np.full((300, 300), 140), noise=2.0, tilt=50), id="noise-under-uneven-light"),
+        pytest.param(np.full((50, 50), 140, np.uint8) + np.eye(50, dtype=np.uint8), id="one-level-diagonal"),
+    ],
+)
+def test_noise_and_sub_quantum_contrast_stay_blank(source):
+    with pytest.raises(UserError, match="is blank"):
+        to_mnist(source)
+
+
+# -- the standalone module ---------------------------------------------------------------------------------
+
+
+def test_mnist_format_needs_only_numpy_pillow_and_the_standard_library():
+    tree = ast.parse(Path(mnist_format.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
+    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree))  # no relative imports
+    assert imported - set(sys.stdlib_module_names) == {"numpy", "PIL"}
+
+
+def test_mnist_format_raises_its_own_error_which_digitsum_makes_a_user_error(tmp_path):
+    blank = tmp_path / "blank.png"
+    PILImage.new("L", (40, 40), 200).save(blank)
+    with pytest.raises(mnist_format.ImageError, match=f"{blank} is blank") as raw:
+        mnist_format.to_mnist_format(blank)
+    assert not isinstance(raw.value, UserError) and isinstance(raw.value, ValueError)
+    with pytest.raises(UserError) as converted:
+        to_mnist(blank)
+    assert converted.value.message == raw.value.message
+    with pytest.raises(mnist_format.ImageError, match="is a dict: give a file path, a PIL image or a numpy array"):
+        mnist_format.read_pixels({"pixels": 1})
+
+
+def test_mnist_format_is_what_digitsum_predicts_on(tmp_path):
+    path = tmp_path / "desk.png"
+    PILImage.fromarray(photo(on_desk(seven(), (420, 420), (110, 100)))).save(path)
+    for source in (path, seven(), np.asarray(seven()), photo(seven(ink=128, paper=140))):
+        expected = mnist_format.to_mnist_format(source, 56, 42)
+        assert expected.dtype == np.float32 and expected.shape == (56, 42)
+        assert np.array_equal(to_mnist(source, Image(1, 56, 42))[0].numpy(), expected)
+
+
+def test_a_large_photo_is_reduced_first_and_gives_the_same_digit(reference):
+    large = PILImage.fromarray(photo(on_desk(seven(), (420, 420), (110, 100)))).resize((2400, 2400), PILImage.Resampling.BILINEAR)
+    assert apart(mnist_of(large), reference) < 0.03
+
+
+def _flood_fill_components(mask: np.ndarray, eight: bool) -> np.ndarray:
+    labels, count = np.zeros(mask.shape, int), 0
+    steps = [(-1, 0), (1, 0), (0, -1), (0, 1)] + ([(-1, -1), (-1, 1), (1, -1), (1, 1)] if eight else [])
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        count += 1
+        labels[start] = count
+        queue = deque([start])
+        while queue:
+            y, x = queue.popleft()
+            for dy, dx in steps:
+                n = (y + dy, x + dx)
+                if 0 <= n[0] < mask.shape[0] and 0 <= n[1] < mask.shape[1] and mask[n] and not labels[n]:
+                    labels[n] = count
+                    queue.append(n)
+    return labels
+
+
+@pytest.mark.parametrize("eight", [True, False], ids=["8-connected", "4-connected"])
+def test_components_match_a_flood_fill(eight):
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        mask = rng.random((int(rng.integers(1, 25)), int(rng.integers(1, 25)))) < rng.random()
+        labels, count = mnist_format._components(mask, eight=eight)
+        expected = _flood_fill_components(mask, eight)
+        assert count == expected.max() and ((labels > 0) == mask).all()
+        # the same partition: each label of one is exactly one label of the other
+        assert len(set(zip(labels[mask], expected[mask]))) == count
