@@ -128,6 +128,8 @@ def eval_(
     from .api import load_run
 
     loaded = load_run(run_dir)
+    if split not in loaded.generator.splits:
+        raise UserError(f"--split {split!r}: {did_you_mean(split, loaded.generator.splits, 'splits')}")
     epoch, step = len(loaded.history), int(loaded.summary.get("position", {}).get("step", 0))
     result = {"run": str(run_dir), "recipe": loaded.recipe.name, "split": split, "epoch": epoch, "step": step,
               "heads": loaded.evaluate(split)}  # fmt: skip

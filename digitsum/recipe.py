@@ -693,8 +693,9 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
         if key not in _TOP_LEVEL:
             where = str(doc.source_of((key,), fallback))
             problems.append(Problem(where, key, f"unknown key — {did_you_mean(key, _TOP_LEVEL, 'keys')}"))
+    parent_failed = any(p.key == "extends" for p in problems)  # its tables are missing because of that, not twice
     for key in ("data", "backbone", "heads"):
-        if key not in raw:
+        if key not in raw and not parent_failed:
             problems.append(Problem(fallback, key, f"is required but missing: add a [{key}] table ({_TOP_LEVEL[key]})"))
 
     name = raw.get("name", default_name)

@@ -562,7 +562,10 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
             "train.device='cpu'"]  # fmt: skip
     recipe = load_recipe(path, [*tiny, *overrides])
     untrained = Untrained()
-    summary = start(recipe, workdir / "run", callbacks=[untrained], progress=False, preflight=False).summary
+    outcome = start(recipe, workdir / "run", callbacks=[untrained], progress=False, preflight=False)
+    if outcome.failure:  # the watch stopped the run: a NaN or infinite loss
+        raise ConformanceError(f"recipe {path}", [outcome.failure])
+    summary = outcome.summary
     metrics = summary["metrics"]
     losses = {f"{split} {head}": m["loss"] for split in ("train", "test") for head, m in metrics.get(split, {}).items()}
     if not losses or not all(math.isfinite(v) for v in losses.values()):

@@ -67,6 +67,12 @@ def test_load_run_errors_are_user_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(digitsum.UserError, match="not a run directory"):
         digitsum.load_run(tmp_path / "empty")
+    runs = tmp_path / "runs" / "original"
+    for stamp in ("20260101-000000", "20260102-000000"):
+        (runs / stamp).mkdir(parents=True)
+        (runs / stamp / "recipe.toml").write_text("")
+    with pytest.raises(digitsum.UserError, match=f"latest run directory under it is {runs / '20260102-000000'}"):
+        digitsum.load_run(tmp_path / "runs")
 
 
 def test_load_run_on_a_missing_device_names_the_argument(trained, monkeypatch):

@@ -142,7 +142,7 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "resume-with-recipe": (lambda e: ["run", RECIPES / "original.toml", "--resume", e.stopped], ["--resume", "no RECIPE"]),
     "resume-with-set": (lambda e: ["run", "--resume", e.stopped, "--set", "train.lr=1"], ["--resume", "--set"]),
     "resume-finished-run": (lambda e: ["run", "--resume", e.finished], ["finished all 1 epochs", "nothing to resume"]),
-    "eval-unknown-split": (lambda e: ["eval", e.finished, "--split", "validation"], ["--split 'validation'", "test or train"]),
+    "eval-unknown-split": (lambda e: ["eval", e.finished, "--split", "validation"], ["--split 'validation'", "valid: test, train"]),
 }
 
 
@@ -375,3 +375,20 @@ def test_full_disk_leaves_every_file_whole(cli, tiny_data, tmp_path, name, nth, 
         reference = tmp_path / "reference"
         assert cli(*args[:-1], reference).code == 0
         assert outcome(out) == outcome(reference)
+
+
+def test_files_digitsum_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from digitsum.engine.rundir import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "new.txt", "x")
+        (tmp_path / "mine.txt").write_text("y")
+        os.chmod(tmp_path / "mine.txt", 0o640)
+        write_text(tmp_path / "mine.txt", "z")  # replacing a file keeps its mode
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "mine.txt").stat().st_mode & 0o777 == 0o640

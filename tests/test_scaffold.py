@@ -43,7 +43,7 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
     listed = run_subprocess("list", "--json", env=env_for(paths))
     assert listed.returncode == 0, listed.stderr
     ours = {(r["kind"], r["name"]): r for r in json.loads(listed.stdout) if r["distribution"] == "digitsum-shapes"}
-    assert set(ours) == {("datasets", "shapes_data"), ("fusions", "shapes_fusion"), ("heads", "shapes_head")}
+    assert set(ours) == {("datasets", "shapes_data"), ("fusions", "shapes_fusion"), ("heads", "shapes_head"), ("recipes", "shapes")}
     assert all(r["origin"] == "digitsum-shapes 0.1.0" and "error" not in r for r in ours.values())
 
     recipes = run_subprocess("list", "recipes", "--json", env=env_for(paths))

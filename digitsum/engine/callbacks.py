@@ -44,7 +44,8 @@ class Callback:
         """Epoch ``epoch`` (counted from 1) starts, at ``trainer.step`` (0 unless resumed part-way)."""
 
     def on_step(self, trainer: Trainer, epoch: int, step: int, loss: Tensor) -> None:
-        """Training step ``step`` (counted from 0) of ``epoch`` is done; ``loss`` is the weighted total, on the device."""
+        """Training step ``step`` (counted from 0) of ``epoch`` is done; ``loss`` is the weighted
+        total, a detached tensor on the device (``float(loss)`` waits for the device: now and then only)."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
         """Epoch ``epoch`` is trained and evaluated: per-head train (running) and test metrics."""

@@ -33,7 +33,10 @@ def open_run(run_dir: Path) -> SavedRun:
         raise UserError(f"run directory not found: {run_dir}")
     recipe_path, checkpoint_path = run_dir / "recipe.toml", run_dir / "checkpoint.pt"
     if not recipe_path.is_file():
-        raise UserError(f"{run_dir} is not a run directory: it has no recipe.toml")
+        inside = sorted((p.parent for p in run_dir.glob("*/recipe.toml")), key=lambda p: (p.stat().st_mtime, str(p)))
+        inside = inside or sorted((p.parent for p in run_dir.glob("*/*/recipe.toml")), key=lambda p: (p.stat().st_mtime, str(p)))
+        hint = f"; the latest run directory under it is {inside[-1]}" if inside else ""
+        raise UserError(f"{run_dir} is not a run directory: it has no recipe.toml{hint}")
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
     if checkpoint is None:
         _check_summary_format(run_dir / "summary.json")

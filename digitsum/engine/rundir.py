@@ -32,6 +32,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes it owner-only; the file should look like any other
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -42,6 +43,16 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         if isinstance(e, OSError):
             raise UserError(f"cannot write {path}: {e.strerror or e}; the previous version, if any, is intact") from None
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a new file gets from ``open`` (0o666 less the umask), or the replaced file's own."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_text(path: Path, text: str) -> None:

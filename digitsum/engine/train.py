@@ -242,7 +242,7 @@ class Trainer:
             outputs, losses, loss = self.train_step(batch)
             self.tally.add(self.model, outputs, losses, batch)
             self.step = step + 1
-            self._emit("on_step", epoch, step, loss)
+            self._emit("on_step", epoch, step, loss.detach())
             if self._stop_now(step):
                 break
             done = (epoch - 1) * self.steps_per_epoch + self.step

@@ -373,7 +373,7 @@ def test_a_plugin_head_exports_its_own_prediction(tmp_path, tiny_root):
 
     site = pip_install_target(EXAMPLE, tmp_path / "site")
     env = {"PYTHONPATH": str(site), "DIGITSUM_DATA": str(tiny_root)}
-    trained = run_subprocess("run", EXAMPLE / "recipes" / "product.toml", *TINY, "--out", tmp_path / "run", env=env)
+    trained = run_subprocess("run", "product", *TINY, "--out", tmp_path / "run", env=env)
     assert trained.returncode == 0, trained.stderr
     for fmt, name in (("onnx", "product.onnx"), ("torchscript", "product.pt")):
         result = run_subprocess("export", tmp_path / "run", "--format", fmt, "--out", tmp_path / name, env=env)

@@ -242,7 +242,7 @@ def test_two_images_take_two_image_inputs_and_no_number(tiny_root, tmp_path):
     model, generator = built("two-images.toml", tiny_root)
     path = _digit_file(tmp_path / "one.png")
     out = predict(model, generator, {"image_a": path, "image_b": [path, path]}, device="cpu")
-    assert out.batch_size == 2 and set(out) == {"digit", "digit_b", "sum"} and out["digit"].target == "digit_a"
+    assert out.batch_size == 2 and set(out) == {"digit_a", "digit_b", "sum"} and out["digit_a"].target == "digit_a"
     with pytest.raises(UserError, match="unknown input 'number'"):
         predict(model, generator, {"image_a": path, "image_b": path, "number": 1}, device="cpu")
 
