@@ -399,7 +399,7 @@ def describe_preprocessing(specs: Mapping[str, Spec], code: Path | None = None) 
         return {"summary": "No image inputs: give each input as its entry in 'inputs' says.", "image_steps": [],
                 "images": {}, "in_model": _IN_MODEL}  # fmt: skip
     module = (code or Path("model_preprocess.py")).stem
-    name, spec = next(iter(images.items()))
+    spec = next(iter(images.values()))  # the size of the first image input (the built-ins: all 28x28)
     feed = "pixels[None, None]" if spec.channels == 1 else f"np.repeat(pixels[None, None], {spec.channels}, axis=1)"
     data = _preprocess_code()
     return {
@@ -416,7 +416,8 @@ def describe_preprocessing(specs: Mapping[str, Spec], code: Path | None = None) 
                         "image: a file path, a PIL image or a numpy array (uint8 0-255 or floats in [0, 1]); "
                         "raises ImageError for an unreadable or blank image",
             "call": f"from {module} import to_mnist_format; pixels = to_mnist_format(path, {spec.height}, {spec.width}); "
-                    f"feed {feed} (float32 {['batch', spec.channels, spec.height, spec.width]}) as '{name}'",
+                    f"feed {feed} (float32 {['batch', spec.channels, spec.height, spec.width]}) as "
+                    + " and as ".join(f"'{n}'" for n in images) + " (one image each)" * (len(images) > 1),
             "requires": ["numpy", "Pillow"],
             "source": f"digitsum.mnist_format, digitsum {__version__}",
             "sha256": hashlib.sha256(data).hexdigest(),
