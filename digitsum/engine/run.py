@@ -14,7 +14,7 @@ import torch
 from ..contracts import Generator
 from ..errors import UserError, did_you_mean
 from ..recipe import Recipe
-from .build import build, pick_device
+from .build import build
 from .model import DigitModel
 from .resume import open_run
 from .rundir import MetricsLog
@@ -130,7 +130,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     saved = open_run(Path(run_dir))
     if saved.checkpoint is None:
         raise UserError(f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint")
-    built = build(saved.recipe, pick_device(device, "device"))
+    built = build(saved.recipe, device)  # build checks the device and names the argument
     try:
         built.model.load_state_dict(saved.checkpoint["model"])
     except (RuntimeError, KeyError) as e:
