@@ -42,12 +42,12 @@ def test_the_notebook_recipe_does_not_learn(tmp_path):
     assert problems[2] == f"`digitsum doctor {RECIPES / 'notebook.toml'}` measures why"
 
 
-DOUBLE_SOFTMAX = ['heads.digit.output="probabilities"', 'heads.sum.output="probabilities"', 'train.optimizer="adam"', "train.lr=0.01"]
+DOUBLE_SOFTMAX = ['heads.digit.output="probabilities"', 'heads.sum.output="probabilities"', "train.optimizer.type='adam'", "train.optimizer.lr=0.01"]
 
 
 @pytest.mark.parametrize("overrides,failing", [
     (["heads.sum.weight=0"], {"heads.sum has weight 0"}),
-    (["train.lr=1e-9"], {"heads.digit did not learn", "heads.sum did not learn"}),
+    (["train.optimizer.lr=1e-9"], {"heads.digit did not learn", "heads.sum did not learn"}),
     (DOUBLE_SOFTMAX, {"heads.digit did not learn", "heads.sum did not learn"}),
 ], ids=["sum-weight-0", "lr-1e-9", "double-softmax-adam-0.01"])  # fmt: skip
 def test_a_recipe_that_does_not_learn_fails(tmp_path, overrides, failing):

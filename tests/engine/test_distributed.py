@@ -20,7 +20,7 @@ from digitsum.recipe import load_recipe
 from ..conftest import RECIPES
 
 # 8 steps of 64 on the 512 tiny samples: each rank trains on 32 of every batch
-ARGS = ["train.epochs=2", "data.batch_size=64", "train.lr=5e-3"]
+ARGS = ["train.epochs=2", "data.batch_size=64", "train.optimizer.lr=5e-3"]
 STOP_SCRIPT_ARGS = ["train.epochs=2", "data.batch_size=16"]  # what ddp_stop_script.py trains: 32 steps an epoch
 TORCHRUN_TIMEOUT = 240  # seconds; two fresh interpreters importing torch on a busy 2-core machine
 
