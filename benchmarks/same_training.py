@@ -107,20 +107,20 @@ def main() -> None:
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two such files")
     parser.add_argument("--plugin-site", type=Path, help="a folder the example plugin was installed into (pip install --target)")
     args = parser.parse_args()
+    if args.plugin_site:
+        sys.path.insert(0, str(args.plugin_site))
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(args.plugin_site), os.environ.get("PYTHONPATH", "")])
     if args.compare:
-        from digitsum.recipe import upgrade_resolved
+        from digitsum.recipe import load_recipe, upgrade_resolved
 
         a, b = (json.loads(p.read_text()) for p in args.compare)
-        for records in (a, b):  # the resolved recipes in today's spelling (the old spelling's meaning kept exactly)
+        for records in (a, b):  # the resolved recipes in today's spelling, every default written (the old one's meaning kept exactly)
             for record in records.values():
-                record["resolved"] = upgrade_resolved(record["resolved"])
+                record["resolved"] = load_recipe(upgrade_resolved(record["resolved"])).to_dict()
         differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         for key in sorted(set(a) | set(b)):
             print(f"{key:<16} {'DIFFERENT' if key in differ else 'identical'}")
         sys.exit(1 if differ else 0)
-    if args.plugin_site:
-        sys.path.insert(0, str(args.plugin_site))
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(args.plugin_site), os.environ.get("PYTHONPATH", "")])
     from digitsum.recipe import TrainSection
     from digitsum.testing import write_tiny_mnist
 

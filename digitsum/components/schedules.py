@@ -47,8 +47,14 @@ class OneCycle(Schedule):
         momentum: tuple[float, float] | None = Field(
             None,
             description="[low, high]: cycle the optimizer's momentum (SGD) or beta1 (Adam) against the lr, "
-            "from high to low at the peak and back, replacing the optimizer's own value; absent: not cycled",
+            "from high to low at the peak and back, replacing the optimizer's own value; absent or false: not cycled",
         )
+
+        @field_validator("momentum", mode="before")
+        @classmethod
+        def _false_is_off(cls, value: object) -> object:
+            # TOML has no null: `momentum = false` is how a recipe turns off the cycling it inherits
+            return None if value is False else value
 
         @field_validator("momentum")
         @classmethod

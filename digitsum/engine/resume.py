@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..recipe import Recipe, load_recipe, upgrade_resolved
+from ..recipe import Recipe, legacy_train, load_recipe, upgrade_resolved
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
 from .rundir import remove_temporary_files, run_status
 from .callbacks import Callback
@@ -39,8 +39,14 @@ def open_run(run_dir: Path) -> SavedRun:
         _check_summary_format(run_dir / "summary.json")
     recipe = load_recipe(recipe_path, require_loggers=False)  # format first: a newer run's recipe may not validate here
     if checkpoint is not None:
-        # a checkpoint of an older digitsum holds its recipe in the old spelling of [train]
-        saved = upgrade_resolved(checkpoint["recipe"])
+        saved = checkpoint["recipe"]
+        if legacy_train(saved.get("train")):
+            # a checkpoint of an older digitsum holds its recipe in the old spelling of [train]: read
+            # as it trained, with every default written, as recipe.toml is
+            try:
+                saved = load_recipe(upgrade_resolved(saved), require_loggers=False).to_dict()
+            except UserError as e:
+                raise UserError(f"{checkpoint_path} holds a recipe this digitsum cannot read: {e.message}") from None
         if recipe_differences(recipe.to_dict(), saved):
             raise UserError(
                 f"{checkpoint_path} was written by a different recipe than {recipe_path}: "
