@@ -43,6 +43,14 @@ def tiny_run(tmp_path_factory, tiny_root):
     return digitsum.train(RECIPES / "original.toml", tmp_path_factory.mktemp("tiny-run") / "run", overrides=overrides, progress=False)
 
 
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """An MLflow tracking store (SQLite) shared by the tests that log to MLflow: MLflow takes
+    seconds to create one. Tests using it are skipped where mlflow is not installed."""
+    pytest.importorskip("mlflow")
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
 @pytest.fixture
 def tiny_data(tiny_root, monkeypatch) -> Path:
     """Point digitsum at the tiny data set for this test."""

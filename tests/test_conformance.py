@@ -18,7 +18,11 @@ BUILTINS = [entry for registry in REGISTRIES.values() for entry in registry.entr
 
 
 @pytest.mark.parametrize("entry", BUILTINS, ids=lambda e: f"{e.kind}:{e.name}")
-def test_every_builtin_conforms(entry):
+def test_every_builtin_conforms(entry, request, monkeypatch):
+    if entry.kind == "loggers" and entry.load().unavailable():
+        pytest.skip(f"logger '{entry.name}' {entry.load().unavailable()}")
+    if entry.name == "mlflow":  # MLflow's default store is $MLFLOW_TRACKING_URI: a shared one, made once
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("mlflow_uri"))
     check_component(entry.load())
 
 
