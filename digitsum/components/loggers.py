@@ -8,8 +8,11 @@ a recipe that names one, imports neither (a missing one is reported by ``Logger.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +29,23 @@ SPLITS = ("train", "test")
 EPOCH_FIGURES = ("lr", "samples_per_s", "seconds")
 #: The pictures the Pictures callback writes into every run directory at its end.
 PICTURES = ("curves.png", "samples.png")
+
+
+def in_background(work: Callable[[], object], name: str) -> threading.Thread:
+    """Run ``work`` (importing a library, opening a store) in a daemon thread, started when the
+    logger is made: before training, while the run loads its data and builds its model on one
+    core, the other core does it nearly for free. The hooks then do the same work again, which
+    costs nothing once done here, and fails there, with its real error, if it failed here."""
+
+    def quietly() -> None:
+        try:
+            work()
+        except Exception:  # the hook that needs it reports the error
+            pass
+
+    thread = threading.Thread(target=quietly, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def scalars(trainer: Trainer, train: dict, test: dict) -> dict[str, float]:
@@ -95,8 +115,11 @@ class TensorBoard(Logger):
     def __init__(self, params: Params) -> None:
         super().__init__(params)
         self.writer = None
+        # importing it takes more than a second: done before training, in the background
+        self._warm = in_background(lambda: importlib.import_module("torch.utils.tensorboard"), "digitsum-tensorboard-import")
 
     def on_start(self, trainer: Trainer) -> None:
+        self._warm.join()
         from torch.utils.tensorboard import SummaryWriter
 
         # The run directory is the event folder, so `tensorboard --logdir runs` names each run by
@@ -160,8 +183,18 @@ class MLflow(Logger):
         self.client: Any = None
         self.run_id: str | None = None
         self.tracking_uri: str | None = None  # resolved when the run starts, kept for --resume
+        # importing MLflow and opening its store take seconds (creating a new store, more):
+        # done before training, in the background; MLflow keeps the opened store for on_start
+        self._warm = in_background(self._open_store, "digitsum-mlflow-open")
+
+    def _open_store(self) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(self.params.tracking_uri or mlflow.get_tracking_uri()).get_experiment_by_name(self.params.experiment)
 
     def on_start(self, trainer: Trainer) -> None:
+        self._warm.join()
         import mlflow
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
