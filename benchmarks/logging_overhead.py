@@ -5,7 +5,9 @@ user runs it, so the times include what a logger adds anywhere: importing its li
 its store, writing per epoch, copying artifacts at the end. The configurations are interleaved
 round by round (none, tensorboard, mlflow, both, none, ...), so that a machine whose load
 changes disturbs them alike; each is reported by its median over the rounds, with the training
-loop's own time (summary.json's seconds) beside the whole command's. The MLflow store (SQLite,
+loop's own time (summary.json's seconds) and the CPU time the command used (user + system, all
+its threads) beside its wall time: on a machine other processes share, the CPU time says best
+what the loggers themselves cost, as it counts only this process's work. The MLflow store (SQLite,
 in a temporary folder) is created by an untimed run first: creating one is a one-time cost,
 reported apart. The load average is printed before and after: on a shared machine, read the
 figures with it.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,16 +36,20 @@ CONFIGURATIONS = {
 }
 
 
-def run(recipe: str, overrides: list[str], out: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds of the whole command, and the training's own seconds (summary.json)."""
+def run(recipe: str, overrides: list[str], out: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds of the whole command, the training's own seconds (summary.json), and the CPU
+    seconds (user + system) the command used."""
     sets = [arg for o in overrides for arg in ("--set", o)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "digitsum", "run", recipe, *sets, "--out", str(out)],
                             capture_output=True, text=True, env=env)  # fmt: skip
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"digitsum run failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return wall, json.loads((out / "summary.json").read_text())["seconds"]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, json.loads((out / "summary.json").read_text())["seconds"], cpu
 
 
 def load() -> str:
@@ -67,18 +74,19 @@ def main() -> None:
             started = time.perf_counter()
             run(args.recipe, [*args.overrides, "log.mlflow=true", "train.epochs=1"], work / "store", env)
             print(f"creating the MLflow store (untimed warm-up run, 1 epoch): {time.perf_counter() - started:.1f} s wall", flush=True)
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in wanted}
+        times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in wanted}
         for round_ in range(1, args.rounds + 1):
             for name, sets in wanted.items():
                 times[name].append(run(args.recipe, [*args.overrides, *sets], work / f"{name}-{round_}", env))
-                print(f"  round {round_} {name:<12} {times[name][-1][0]:6.2f} s wall, {times[name][-1][1]:6.2f} s training", flush=True)
-    base_wall = statistics.median(w for w, _ in times["none"])
-    base_train = statistics.median(t for _, t in times["none"])
-    print(f"\n{args.recipe} {' '.join(args.overrides)}: median of {args.rounds} interleaved rounds")
-    print(f"{'loggers':<12} {'wall s':>8} {'ratio':>7} {'training s':>11} {'ratio':>7}")
+                wall, trained, cpu = times[name][-1]
+                print(f"  round {round_} {name:<12} {wall:7.2f} s wall, {trained:7.2f} s training, {cpu:7.2f} s CPU "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
+    base = [statistics.median(p[i] for p in times["none"]) for i in range(3)]
+    print(f"\n{args.recipe} {' '.join(args.overrides)}: medians of {args.rounds} interleaved rounds")
+    print(f"{'loggers':<12} {'wall s':>8} {'ratio':>7} {'training s':>11} {'ratio':>7} {'CPU s':>8} {'ratio':>7}")
     for name, points in times.items():
-        wall, trained = statistics.median(w for w, _ in points), statistics.median(t for _, t in points)
-        print(f"{name:<12} {wall:8.2f} {wall / base_wall:7.3f} {trained:11.2f} {trained / base_train:7.3f}")
+        wall, trained, cpu = (statistics.median(p[i] for p in points) for i in range(3))
+        print(f"{name:<12} {wall:8.2f} {wall / base[0]:7.3f} {trained:11.2f} {trained / base[1]:7.3f} {cpu:8.2f} {cpu / base[2]:7.3f}")
     print(f"load average after: {load()}")
 
 

@@ -886,12 +886,12 @@ def _legacy_problems(train: dict[str, Any], doc: _Document, fallback: str) -> li
         what = "SGD's momentum" if key == "momentum" else f"`{key}`"
         problems.append(Problem(where, f"train.{key}", f"{what} belongs to the optimizer now: write {key} = {value} under "
                                 f"[train.optimizer] (--set train.optimizer.{key}={value})"))  # fmt: skip
-    for key, table in (("optimizer", "optimizer"), ("schedule", "schedule")):
+    for key in ("optimizer", "schedule"):
         if not isinstance(train.get(key), str):
             continue
         value = train.pop(key)
         where = str(doc.source_of(("train", key), fallback))
-        message = f"is a table now: write [train.{table}] with type = \"{value}\" (--set train.{table}.type={value})"
+        message = f"is a table now: write [train.{key}] with type = \"{value}\" (--set train.{key}.type={value})"
         if key == "optimizer":
             message += " and the optimizer's parameters (lr, weight_decay, ...) beside it"
         elif value == "onecycle":
