@@ -17,8 +17,10 @@ Runs on both spellings of ``[train]``: the old flat keys (``train.optimizer = "s
 recipes exercise every optimizer and schedule; for the new spelling they state what the old
 code did implicitly (onecycle cycled the momentum between 0.85 and 0.95).
 
-The example plugin's recipe runs when the plugin is importable (``--plugin-site DIR``: a
-folder it was installed into with ``pip install --target``).
+Plugin recipes run too: ``--plugin-site DIR`` (repeatable) puts a folder a plugin was
+installed into (``pip install --target``) on the path, ``--recipe NAME`` (repeatable) adds a
+recipe to run at its own settings — the example plugin's ``product``, and a scaffolded plugin's
+(``digitsum new-plugin digitsum-shapes``: its recipe ``shapes``, from the scaffold template).
 """
 
 from __future__ import annotations
@@ -105,18 +107,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the records to this JSON file")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two such files")
-    parser.add_argument("--plugin-site", type=Path, help="a folder the example plugin was installed into (pip install --target)")
+    parser.add_argument("--plugin-site", type=Path, action="append", default=[], help="a folder a plugin was installed into (pip install --target); repeatable")
+    parser.add_argument("--recipe", action="append", default=[], help="also run this recipe (e.g. a plugin's) at its own settings; repeatable")
     args = parser.parse_args()
-    if args.plugin_site:
-        sys.path.insert(0, str(args.plugin_site))
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(args.plugin_site), os.environ.get("PYTHONPATH", "")])
+    for site in args.plugin_site:
+        sys.path.insert(0, str(site))
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
     if args.compare:
         from digitsum.recipe import load_recipe, upgrade_resolved
 
         a, b = (json.loads(p.read_text()) for p in args.compare)
         for records in (a, b):  # the resolved recipes in today's spelling, every default written (the old one's meaning kept exactly)
-            for record in records.values():
-                record["resolved"] = load_recipe(upgrade_resolved(record["resolved"])).to_dict()
+            for entry in records.values():
+                entry["resolved"] = load_recipe(upgrade_resolved(entry["resolved"])).to_dict()
+                entry["resolved"]["data"].pop("root")  # each run's own temporary folder
         differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         for key in sorted(set(a) | set(b)):
             print(f"{key:<16} {'DIFFERENT' if key in differ else 'identical'}")
@@ -126,8 +130,7 @@ def main() -> None:
 
     old = "lr" in TrainSection.model_fields
     runs = variants(old)
-    if args.plugin_site:
-        runs["product"] = ("product", {})
+    runs.update({name: (name, {}) for name in args.recipe})
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = write_tiny_mnist(Path(tmp) / "mnist")
