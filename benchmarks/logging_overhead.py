@@ -42,8 +42,9 @@ def run(recipe: str, overrides: list[str], out: Path, env: dict[str, str]) -> tu
     sets = [arg for o in overrides for arg in ("--set", o)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
+    # in the temporary folder: MLflow keeps artifacts in ./mlruns of the working folder
     result = subprocess.run([sys.executable, "-m", "digitsum", "run", recipe, *sets, "--out", str(out)],
-                            capture_output=True, text=True, env=env)  # fmt: skip
+                            capture_output=True, text=True, env=env, cwd=out.parent)  # fmt: skip
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
