@@ -59,7 +59,7 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="original", help="recipe to run (default original)")
+    parser.add_argument("--recipe", default="original", help="recipe to run: a name or an absolute path (runs start in a temporary folder; default original)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every configuration (default 3)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key for every configuration, e.g. --set train.epochs=2")  # fmt: skip
