@@ -257,7 +257,7 @@ def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 @app.command("list")
 def list_(
-    kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions, heads or recipes (default: all)", show_default=False)] = None,
+    kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions, heads, optimizers, schedules, loggers or recipes (default: all)", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown of the components, as in docs/components.md")] = False,
 ) -> None:

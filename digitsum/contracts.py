@@ -7,6 +7,12 @@ Three kinds of component meet in a model:
 * a **Fusion** backbone maps the inputs of a batch to one feature vector per sample;
 * a **Head** maps those features to an output, and owns its loss and metrics.
 
+Three more say how a model is trained and what a run reports:
+
+* an **Optimizer** makes the torch optimizer that updates the model's parameters;
+* a **Schedule** makes the learning-rate scheduler stepped after every training step;
+* a **Logger** is a callback that reports a run somewhere (TensorBoard, MLflow, a file).
+
 For prediction on a user's own inputs, a generator also prepares raw inputs as it prepares its
 own (``Generator.encode``), and a head that predicts classes gives their probabilities
 (``Head.probabilities``). Both have defaults, so components written before them still work.
@@ -27,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from .data import MNIST_MEAN, MNIST_STD, DataContext
+from .engine.callbacks import Callback
 
 #: Version of these contracts. A component declares the version it was written for in
 #: ``contract``; digitsum refuses one written for a version it does not speak.
@@ -229,11 +236,99 @@ class Head(Component, nn.Module):
         return None
 
 
+class Optimizer(Component):
+    """Makes the torch optimizer of a run (``[train.optimizer]`` in a recipe).
+
+    ``Params`` must have a field ``lr``: the learning rate, which is also the peak every
+    schedule scales (a schedule reads it from the optimizer's param groups when it is built).
+    :meth:`build` returns a ``torch.optim.Optimizer`` over exactly the parameters it is given,
+    one param group whose ``lr`` is ``params.lr``; its ``state_dict`` must hold everything a
+    resumed run needs to continue exactly (torch's optimizers do).
+    """
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimizer over ``parameters`` (all on one device)."""
+        raise NotImplementedError
+
+
+class Schedule(Component):
+    """Makes the learning-rate scheduler of a run (``[train.schedule]`` in a recipe).
+
+    :meth:`build` gets the run's optimizer, already built, and the number of training steps
+    of the whole run; the scheduler it returns is stepped once after every optimizer step.
+    The peak learning rate is the optimizer's own (each param group's ``lr`` when the schedule
+    is built): a schedule never raises the learning rate above it, accepts any number of steps
+    (one, too: a smoke test), and changes nothing but the learning rate — momentum, betas and
+    weight decay stay what the recipe set — unless its own parameters say so. Its
+    ``state_dict`` must resume exactly (torch's ``LRScheduler`` subclasses do).
+    """
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+        """The scheduler for ``total_steps`` steps of ``optimizer``."""
+        raise NotImplementedError
+
+
+class Logger(Component, Callback):
+    """Reports a run somewhere: a callback built from a ``[log.<name>]`` table of a recipe.
+
+    A logger sees the hooks every callback sees (``on_start``, ``on_epoch_end``, ``on_end``,
+    ``on_exception``, ...; ``trainer.run_dir`` is the run directory, ``trainer.recipe`` the
+    resolved recipe, ``trainer.epoch_record`` the last epoch's train figures: samples/s,
+    seconds, learning rate) and runs on rank 0 only under torchrun. What it needs to continue
+    a resumed run as the same run (an id given by a tracking server, say) it returns from
+    ``state_dict``: it is saved in every checkpoint and handed back on ``--resume``.
+
+    Import the logger's library inside its hooks, never at module level, and name it in
+    ``requires`` (import names) and how to install it in ``install``: a recipe asking for a
+    logger whose library is missing is refused when it is loaded, before any training, with
+    that instruction.
+    """
+
+    #: Modules (import names) the logger needs; checked when a recipe naming it is loaded.
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: What installs them, shown when one is missing, e.g. ``pip install "digitsum[tensorboard]"``.
+    install: ClassVar[str] = ""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this logger cannot run here (a library in ``requires`` is not installed), or None."""
+        import importlib.util
+
+        missing = []
+        for module in cls.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a parent package missing, or a broken one
+                found = False
+            if not found:
+                missing.append(module)
+        if not missing:
+            return None
+        how = f": {cls.install}" if cls.install else ""
+        return f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed{how}"
+
+
+def _plain(value: Any) -> Any:
+    """A default as JSON and TOML hold it: tuples as lists (``betas = [0.9, 0.999]``)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:
     """Name, type, default and description of each parameter, for listings and docs."""
     rows = []
     for name, field in params.model_fields.items():
-        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        default = None if field.is_required() else _plain(field.get_default(call_default_factory=True))
         hint = field.annotation
         annotation = hint.__name__ if isinstance(hint, type) else str(hint)  # list[int], Literal[...]: in full
         rows.append(

@@ -1,5 +1,6 @@
 """Finding plugin distributions: which installed distributions declare digitsum entry points
-(components in ``digitsum.datasets``/``fusions``/``heads``, recipes in ``digitsum.recipes``),
+(components in ``digitsum.datasets``/``fusions``/``heads``/``optimizers``/``schedules``/``loggers``,
+recipes in ``digitsum.recipes``),
 which of them the user allows, and a fingerprint of them all.
 
 Each distribution is read on its own, so that one with broken metadata is reported (with its
@@ -28,7 +29,7 @@ from pathlib import Path
 
 BUILTIN_DISTRIBUTION = "digitsum"
 #: Entry-point group per component kind.
-GROUPS = {"datasets": "digitsum.datasets", "fusions": "digitsum.fusions", "heads": "digitsum.heads"}
+GROUPS = {kind: f"digitsum.{kind}" for kind in ("datasets", "fusions", "heads", "optimizers", "schedules", "loggers")}
 #: Entry-point group of recipes: name = recipe name, value = the folder holding the recipe as a
 #: dotted path from its package (``digitsum_example.recipes``), whose ``<name>.toml`` it is, or
 #: ``folder:stem`` for ``<stem>.toml``. Found without importing the package. (An entry point's value

@@ -18,8 +18,14 @@ LIST_KINDS = [*REGISTRIES, "recipes"]
 _LABELS = {**KIND_LABELS, "recipes": "recipe"}
 
 
+#: The recipe table each kind of component is chosen in.
+RECIPE_TABLES = {"datasets": "[data]", "fusions": "[backbone]", "heads": "[heads.<name>]", "optimizers": "[train.optimizer]",
+                 "schedules": "[train.schedule]", "loggers": "[log.<name>]"}  # fmt: skip
+
+
 def list_kind(kind: str | None) -> str | None:
-    """``datasets``, ``fusions``, ``heads`` or ``recipes`` for any of their names; None for all."""
+    """A component kind (``datasets``, ``fusions``, ``heads``, ``optimizers``, ``schedules``,
+    ``loggers``) or ``recipes``, for any of their names; None for all."""
     if kind is None:
         return None
     if kind.lower() in ("recipes", "recipe"):
@@ -56,6 +62,9 @@ def describe_entry(entry: Entry) -> dict[str, Any]:
     row["params"] = params_schema(cls.Params)
     if entry.kind == "heads":
         row["primary_metric"] = cls.primary_metric
+    if entry.kind == "loggers":
+        row["requires"] = list(cls.requires)
+        row["install"] = cls.install
     if entry.kind == "datasets":
         interface = cls.interface(cls.Params())
         row["inputs"] = {k: _spec_text(v) for k, v in interface.inputs.items()}
@@ -77,7 +86,7 @@ def describe_components(kind: str | None = None) -> list[dict[str, Any]]:
 # the cache without importing torch. A listing with a broken component is never cached: the
 # fix (installing a missing dependency, say) need not change the plugin's fingerprint.
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: optimizers, schedules and loggers
 _CACHE_KEEP = 16  # cache files kept (several virtual environments can share one cache folder)
 
 
@@ -278,6 +287,16 @@ Generated from the registries by `digitsum list --markdown > docs/components.md`
 when this file is out of date. Components from installed plugins show up in `digitsum list`.
 """
 
+_KIND_NOTES = {
+    "optimizers": "The learning rate `lr` is also the peak of the schedule. A key the chosen optimizer does not "
+    "have is an error (e.g. `momentum` for `adam`: its momentum is `betas`).",
+    "schedules": "Stepped after every training step; each peaks at the optimizer's `lr` and changes nothing else "
+    "unless a parameter says so (onecycle's `momentum`).",
+    "loggers": "Each `[log.<name>]` table adds a logger to the run (`type` defaults to the table's name: "
+    "`[log.tensorboard]`); `log.<name> = true` takes its defaults, `log.<name> = false` removes an inherited one. "
+    "A logger whose library is not installed is refused before training, naming what installs it.",
+}
+
 
 def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
@@ -298,6 +317,7 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
         if not kind_rows:
             continue
         lines.append(f"## {KIND_PLURALS[kind].capitalize()}\n")
+        lines.append(f"Chosen in `{RECIPE_TABLES[kind]}`. {_KIND_NOTES.get(kind, '')}".rstrip() + "\n")
         for row in kind_rows:
             lines.append(f"### `{row['name']}`\n")
             if "error" in row:
@@ -309,6 +329,8 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
                 inputs = ", ".join(f"`{k}` {v}" for k, v in row["inputs"].items())
                 targets = ", ".join(f"`{k}` {v}" for k, v in row["targets"].items())
                 lines.append(f"- inputs: {inputs}\n- targets: {targets}\n")
+            if row.get("install"):
+                lines.append(f"Needs {', '.join(f'`{m}`' for m in row['requires'])}: `{row['install']}`.\n")
             if "primary_metric" in row:
                 lines.append(f"Primary metric (in tables and comparisons): `{row['primary_metric']}`.\n")
             if row["params"]:

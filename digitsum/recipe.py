@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import Problem, RecipeError, UserError, did_you_mean
-from .registry import KIND_LABELS, Registry, datasets, fusions, heads
+from .registry import KIND_LABELS, Registry, datasets, fusions, heads, loggers, optimizers, schedules
 
 KeyPath = tuple[str, ...]
 
@@ -69,17 +69,29 @@ class HeadSection(_Section):
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+class OptimizerSection(_Section):
+    """``[train.optimizer]``: which optimizer; its parameters (``lr``, ...) beside ``type``."""
+
+    type: str = Field("adam", description="optimizer, see `digitsum list optimizers`")
+
+
+class ScheduleSection(_Section):
+    """``[train.schedule]``: which learning-rate schedule; its parameters beside ``type``."""
+
+    type: str = Field("onecycle", description="learning-rate schedule, see `digitsum list schedules`")
+
+
+class LogSection(_Section):
+    """``[log.<name>]``: one logger; ``type`` defaults to the table's name (``[log.tensorboard]``)."""
+
+    type: str = Field(description="logger, see `digitsum list loggers`")
+
+
 class TrainSection(_Section):
-    """``[train]``: optimisation."""
+    """``[train]``: optimisation. The optimizer and the schedule are component tables of their
+    own, ``[train.optimizer]`` and ``[train.schedule]`` (validated apart: see :class:`Recipe`)."""
 
     epochs: int = Field(4, ge=1, le=1000, description="passes over the training split")
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(2e-3, gt=0, le=10, description="peak learning rate")
-    weight_decay: float = Field(0.0, ge=0, le=1)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (sgd only)")
-    schedule: Literal["onecycle", "cosine", "constant"] = Field(
-        "onecycle", description="learning-rate schedule over the whole run"
-    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
     checkpoint_every: int = Field(
         0, ge=0, le=10**9, description="also checkpoint every N steps (0: only at each epoch's end)"
@@ -106,6 +118,7 @@ _TOP_LEVEL = {
     "backbone": "fusion backbone table",
     "heads": "one table per head",
     "train": "optimisation table",
+    "log": "one table per logger, [log.<name>]",
     "provenance": "versions that made a resolved recipe",
 }
 
@@ -127,7 +140,12 @@ class Choice:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe: everything the engine needs, nothing left to check."""
+    """A validated recipe: everything the engine needs, nothing left to check.
+
+    ``optimizer`` and ``schedule`` are the component tables ``[train.optimizer]`` and
+    ``[train.schedule]`` (``recipe.optimizer.params.lr`` is the peak learning rate); ``train``
+    holds the rest of ``[train]``; ``log`` the loggers by table name (``[log.<name>]``).
+    """
 
     name: str
     description: str
@@ -136,6 +154,9 @@ class Recipe:
     backbone: Choice
     heads: dict[str, Choice]
     train: TrainSection
+    optimizer: Choice
+    schedule: Choice
+    log: dict[str, Choice] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved document: defaults filled in, ``extends`` and overrides applied."""
@@ -146,7 +167,10 @@ class Recipe:
         doc["data"] = self.data.to_dict()
         doc["backbone"] = self.backbone.to_dict()
         doc["heads"] = {name: head.to_dict() for name, head in self.heads.items()}
-        doc["train"] = self.train.model_dump()
+        doc["train"] = {**self.train.model_dump(), "optimizer": self.optimizer.to_dict(), "schedule": self.schedule.to_dict()}
+        if self.log:
+            # `type` is written only where it is not the table's name: [log.tensorboard], not type = "tensorboard" again
+            doc["log"] = {name: {k: v for k, v in c.to_dict().items() if not (k == "type" and v == name)} for name, c in self.log.items()}
         return doc
 
     def to_toml(self, provenance: Mapping[str, Any] | None = None) -> str:
@@ -235,16 +259,19 @@ class _Document:
         return Source(fallback)
 
 
-_COMPONENT_TABLES = ("data", "backbone")
-_REQUIRED_TABLES = {("data",), ("backbone",), ("heads",), ("train",)}
+_COMPONENT_TABLES = {("data",), ("backbone",), ("train", "optimizer"), ("train", "schedule")}
+_REQUIRED_TABLES = {("data",), ("backbone",), ("heads",), ("train",), ("train", "optimizer"), ("train", "schedule")}
+#: Tables of named components, one per name: ``[heads.<name>]`` and ``[log.<name>]``.
+_NAMED_TABLES = ("heads", "log")
 
 
 def _is_component_table(path: KeyPath) -> bool:
-    return path in {(t,) for t in _COMPONENT_TABLES} or (len(path) == 2 and path[0] == "heads")
+    return path in _COMPONENT_TABLES or _is_named(path)
 
 
-def _is_head(path: KeyPath) -> bool:
-    return len(path) == 2 and path[0] == "heads"
+def _is_named(path: KeyPath) -> bool:
+    """A head's or a logger's table: the ones ``= false`` removes."""
+    return len(path) == 2 and path[0] in _NAMED_TABLES
 
 
 @dataclass
@@ -273,7 +300,7 @@ def _merge(base: _Document, data: Mapping[str, Any], how: _Merge, prefix: KeyPat
     for key, value in data.items():
         path = prefix + (key,)
         old = target.get(key)
-        if how.layered and value is False and (_is_head(path) or path in _REQUIRED_TABLES or isinstance(old, dict)):
+        if how.layered and value is False and (_is_named(path) or path in _REQUIRED_TABLES or isinstance(old, dict)):
             _remove(base, target, inherited, path, how)
             continue
         if how.overriding and isinstance(value, dict) and old is not None and not isinstance(old, dict):
@@ -312,17 +339,19 @@ def _merge(base: _Document, data: Mapping[str, Any], how: _Merge, prefix: KeyPat
 
 
 def _remove(base: _Document, target: dict[str, Any], inherited: list[str], path: KeyPath, how: _Merge) -> None:
-    """``heads.<name> = false``: drop an inherited head; any other table cannot be removed."""
+    """``heads.<name> = false`` (or ``log.<name> = false``): drop an inherited head (logger);
+    any other table cannot be removed."""
     key = ".".join(path)
     where = str(how.source_of(path))
-    if not _is_head(path):
+    if not _is_named(path):
         how.problems.append(
-            Problem(where, key, "cannot be removed: `= false` removes only a head (heads.<name> = false); "
-                    "every other table is needed, or has defaults")
+            Problem(where, key, "cannot be removed: `= false` removes only a head or a logger (heads.<name> = false, "
+                    "log.<name> = false); every other table is needed, or has defaults")
         )  # fmt: skip
     elif path[-1] not in inherited or path[-1] not in target:
-        hint = did_you_mean(path[-1], inherited, "heads") if inherited else "nothing is inherited here"
-        how.problems.append(Problem(where, key, f"there is no inherited head '{path[-1]}' to remove — {hint}"))
+        what = "head" if path[0] == "heads" else "logger"
+        hint = did_you_mean(path[-1], inherited, f"{what}s") if inherited else "nothing is inherited here"
+        how.problems.append(Problem(where, key, f"there is no inherited {what} '{path[-1]}' to remove — {hint}"))
     else:
         del target[path[-1]]
         _forget_sources(base, path)
@@ -386,6 +415,9 @@ def _document(raw: dict[str, Any], source_of: Callable[[KeyPath], Source], folde
               problems: list[Problem], chain: tuple[Path, ...]) -> _Document:  # fmt: skip
     """``raw`` merged over the document its ``extends`` names (relative to ``folder``, else a name)."""
     doc = _Document()
+    if isinstance(raw.get("provenance"), dict) and legacy_train(raw.get("train")):
+        # a run directory's recipe.toml written by an older digitsum: read as the run trained
+        raw["train"] = upgrade_train(raw["train"])
     parent = raw.pop("extends", None)
     if parent is not None:
         doc = _parent(parent, str(source_of(("extends",))), folder, problems, chain)
@@ -536,8 +568,10 @@ def _pydantic_problems(
 
 
 def _validate_section(
-    model: type[BaseModel], data: Any, prefix: KeyPath, doc: _Document, fallback: str, problems: list[Problem]
+    model: type[BaseModel], data: Any, prefix: KeyPath, doc: _Document, fallback: str, problems: list[Problem],
+    tables: Sequence[str] = (),
 ) -> BaseModel | None:
+    """Validate a fixed table; ``tables``: its sub-tables, validated elsewhere (valid keys for did-you-mean)."""
     if not isinstance(data, dict):
         where = str(doc.source_of(prefix, fallback))
         problems.append(Problem(where, ".".join(prefix), f"must be a table (got {_fmt_value(data)})"))
@@ -545,7 +579,7 @@ def _validate_section(
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        problems.extend(_pydantic_problems(e, prefix, doc, fallback, list(model.model_fields)))
+        problems.extend(_pydantic_problems(e, prefix, doc, fallback, [*model.model_fields, *tables]))
         return None
 
 
@@ -672,7 +706,7 @@ def _read_source(source: str | os.PathLike[str] | Mapping[str, Any], overrides: 
 
 
 def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
-                *, grid: Sequence[str] = ()) -> Recipe:  # fmt: skip
+                *, grid: Sequence[str] = (), require_loggers: bool = True) -> Recipe:  # fmt: skip
     """Read, merge, override and validate a recipe; raise one RecipeError listing every problem.
 
     ``source`` is a path, a shipped recipe's name (``original``, ``dist:name``; see
@@ -683,7 +717,9 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
     to Python values (``{"train.epochs": 1}``, problems labelled ``overrides['train.epochs']``).
     ``grid`` holds ``"key=value"`` strings applied after them and labelled ``--grid key=value``
     (``digitsum compare`` passes each grid combination there). ``heads.<name> = false`` (or the
-    value ``False``) removes an inherited head.
+    value ``False``) removes an inherited head, ``log.<name> = false`` an inherited logger.
+    ``require_loggers=False`` accepts loggers whose library is not installed (reading a run back
+    to evaluate or predict needs none of them; a run refuses them when it starts).
     """
     problems: list[Problem] = []
     doc, fallback, default_name = _read_source(source, overrides, grid, problems)
@@ -727,7 +763,18 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
                 name: _validate_component(heads, HeadSection, value, ("heads", name), doc, fallback, problems)
                 for name, value in table.items()
             }
-    train = _validate_section(TrainSection, raw.get("train", {}), ("train",), doc, fallback, problems)
+    train = optimizer = schedule = None
+    train_table = raw.get("train", {})
+    if not isinstance(train_table, dict):
+        problems.append(Problem(str(doc.source_of(("train",), fallback)), "train", f"must be a table (got {_fmt_value(train_table)})"))
+    else:
+        rest = dict(train_table)
+        problems.extend(_legacy_problems(rest, doc, fallback))  # and takes the moved keys out of `rest`
+        optimizer_table, schedule_table = rest.pop("optimizer", {}), rest.pop("schedule", {})
+        train = _validate_section(TrainSection, rest, ("train",), doc, fallback, problems, tables=("optimizer", "schedule"))
+        optimizer = _validate_component(optimizers, OptimizerSection, optimizer_table, ("train", "optimizer"), doc, fallback, problems)
+        schedule = _validate_component(schedules, ScheduleSection, schedule_table, ("train", "schedule"), doc, fallback, problems)
+    log = _validate_loggers(raw.get("log", {}), doc, fallback, problems, require_loggers)
     # [provenance] is written into every resolved recipe (run directories); read back, it is
     # informative only: accepted when it is a table, never used.
     if not isinstance(raw.get("provenance", {}), dict):
@@ -744,7 +791,114 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
         backbone=parts["backbone"],
         heads=parts["heads"],
         train=train,
+        optimizer=optimizer,
+        schedule=schedule,
+        log=log,
     )
+
+
+def _validate_loggers(table: Any, doc: _Document, fallback: str, problems: list[Problem], available: bool = True) -> dict[str, Choice]:
+    """``[log.<name>]`` tables (``log.<name> = true``: the logger with its defaults); a logger
+    whose library is not installed is a problem naming what installs it."""
+    if not isinstance(table, dict):
+        problems.append(Problem(str(doc.source_of(("log",), fallback)), "log", f"must be a table of loggers, [log.<name>] (got {_fmt_value(table)})"))
+        return {}
+    chosen: dict[str, Choice] = {}
+    for name, value in table.items():
+        path = ("log", name)
+        if value is True:
+            value = {}
+        if isinstance(value, dict) and "type" not in value:
+            value = {"type": name, **value}
+        choice = _validate_component(loggers, LogSection, value, path, doc, fallback, problems)
+        if choice is None:
+            continue
+        reason = choice.cls.unavailable() if available else None
+        if reason:
+            where = str(doc.source_of(path, fallback))
+            problems.append(Problem(where, ".".join(path), f"logger '{choice.section.type}' {reason}"))
+            continue
+        chosen[name] = choice
+    return chosen
+
+
+# -- the spelling of [train] before optimizers and schedules were components (digitsum 0.1.0) ----------
+
+#: Keys of ``[train]`` that moved into ``[train.optimizer]``.
+MOVED_TRAIN_KEYS = ("lr", "weight_decay", "momentum")
+
+
+def legacy_train(train: Any) -> bool:
+    """Whether a ``[train]`` table is wholly in the old spelling: ``optimizer = "adamw"``, ``lr``, ...
+    (a table mixing both spellings is not: its old keys are reported as errors)."""
+    return (
+        isinstance(train, dict)
+        and not any(isinstance(train.get(k), dict) for k in ("optimizer", "schedule"))
+        and (any(k in train for k in MOVED_TRAIN_KEYS) or any(isinstance(train.get(k), str) for k in ("optimizer", "schedule")))
+    )
+
+
+def upgrade_train(train: dict[str, Any]) -> dict[str, Any]:
+    """A ``[train]`` table in the old spelling as component tables that train exactly as it did.
+
+    The old defaults (Adam, lr 2e-3, no weight decay, SGD momentum 0.9, onecycle) apply to what
+    it leaves out; the old ``onecycle`` cycled the momentum (Adam's beta1) between 0.85 and 0.95,
+    so the upgraded schedule says so; ``momentum`` was ignored by Adam and AdamW, so it is
+    dropped there. Used for resolved recipes and checkpoints written by older runs.
+    """
+    new = {k: v for k, v in train.items() if k not in MOVED_TRAIN_KEYS}
+    kind = train.get("optimizer", "adam")
+    if isinstance(kind, str):
+        optimizer: dict[str, Any] = {"type": kind, "lr": train.get("lr", 2e-3), "weight_decay": train.get("weight_decay", 0.0)}
+        if kind == "sgd":
+            optimizer["momentum"] = train.get("momentum", 0.9)
+        new["optimizer"] = optimizer
+    schedule = train.get("schedule", "onecycle")
+    if isinstance(schedule, str):
+        new["schedule"] = {"type": schedule, **({"warmup": 0.25, "momentum": [0.85, 0.95]} if schedule == "onecycle" else {})}
+    return new
+
+
+def upgrade_resolved(doc: dict[str, Any]) -> dict[str, Any]:
+    """A resolved recipe (``Recipe.to_dict()``, as checkpoints store it) in the current spelling."""
+    if not legacy_train(doc.get("train")):
+        return doc
+    return {**doc, "train": upgrade_train(doc["train"])}
+
+
+def _toml_text(value: Any) -> str:
+    import tomli_w
+
+    try:
+        return tomli_w.dumps({"v": value}).partition("=")[2].strip()
+    except TypeError:
+        return repr(value)
+
+
+def _legacy_problems(train: dict[str, Any], doc: _Document, fallback: str) -> list[Problem]:
+    """The old spelling of ``[train]`` (``optimizer = "adamw"``, ``lr = ...``, ``schedule =
+    "onecycle"``) is an error saying how to write it now; the keys are taken out of ``train``."""
+    problems = []
+    for key in MOVED_TRAIN_KEYS:
+        if key not in train:
+            continue
+        value = _toml_text(train.pop(key))
+        where = str(doc.source_of(("train", key), fallback))
+        what = "SGD's momentum" if key == "momentum" else f"`{key}`"
+        problems.append(Problem(where, f"train.{key}", f"{what} belongs to the optimizer now: write {key} = {value} under "
+                                f"[train.optimizer] (--set train.optimizer.{key}={value})"))  # fmt: skip
+    for key in ("optimizer", "schedule"):
+        if not isinstance(train.get(key), str):
+            continue
+        value = train.pop(key)
+        where = str(doc.source_of(("train", key), fallback))
+        message = f"is a table now: write [train.{key}] with type = \"{value}\" (--set train.{key}.type={value})"
+        if key == "optimizer":
+            message += " and the optimizer's parameters (lr, weight_decay, ...) beside it"
+        elif value == "onecycle":
+            message += "; the old onecycle also cycled the momentum between 0.85 and 0.95: add momentum = [0.85, 0.95] to keep that"
+        problems.append(Problem(where, f"train.{key}", message))
+    return problems
 
 
 def _without_none(value: Any) -> Any:

@@ -1,10 +1,12 @@
-"""Registries of components: dataset generators, fusion backbones and heads.
+"""Registries of components: dataset generators, fusion backbones, heads, optimizers,
+learning-rate schedules and loggers.
 
 Components arrive in two ways, and both end in :meth:`Registry.add`:
 
 * **entry points** — a distribution (digitsum itself included) declares one entry point per
   component in the group of its kind (``digitsum.datasets``, ``digitsum.fusions``,
-  ``digitsum.heads``), named after the component, valued ``module:Class``. Names are read from
+  ``digitsum.heads``, ``digitsum.optimizers``, ``digitsum.schedules``, ``digitsum.loggers``),
+  named after the component, valued ``module:Class``. Names are read from
   package metadata without importing anything; a component is imported when first used, so
   one broken component fails alone;
 * **the decorator** — ``@fusions.register("name")`` registers a class defined in the running
@@ -87,7 +89,7 @@ def _contract_problem(kind: str, obj: Any) -> str | None:
     """Why ``obj`` is not a valid component of ``kind``, or None when it is."""
     from . import contracts  # components import torch anyway; the registry itself does not
 
-    base = {"datasets": contracts.Generator, "fusions": contracts.Fusion, "heads": contracts.Head}[kind]
+    base = BASE_CLASSES[kind](contracts)
     if not (isinstance(obj, type) and issubclass(obj, base)):
         return f"{obj!r} is not a subclass of digitsum.{base.__name__}"
     params = getattr(obj, "Params", None)
@@ -272,18 +274,32 @@ def require_all_plugins() -> None:
         )
 
 
-KIND_LABELS = {"datasets": "dataset generator", "fusions": "fusion", "heads": "head"}
-KIND_PLURALS = {"datasets": "dataset generators", "fusions": "fusions", "heads": "heads"}
+KIND_LABELS = {"datasets": "dataset generator", "fusions": "fusion", "heads": "head", "optimizers": "optimizer",
+               "schedules": "learning-rate schedule", "loggers": "logger"}  # fmt: skip
+KIND_PLURALS = {"datasets": "dataset generators", "fusions": "fusions", "heads": "heads", "optimizers": "optimizers",
+                "schedules": "learning-rate schedules", "loggers": "loggers"}  # fmt: skip
+#: The contract class of each kind (from the contracts module, which imports torch: looked up late).
+BASE_CLASSES = {
+    "datasets": lambda c: c.Generator, "fusions": lambda c: c.Fusion, "heads": lambda c: c.Head,
+    "optimizers": lambda c: c.Optimizer, "schedules": lambda c: c.Schedule, "loggers": lambda c: c.Logger,
+}  # fmt: skip
 _KIND_ALIASES = {
     "datasets": "datasets", "dataset": "datasets", "generators": "datasets", "generator": "datasets",
     "fusions": "fusions", "fusion": "fusions", "backbones": "fusions", "backbone": "fusions",
     "heads": "heads", "head": "heads",
+    "optimizers": "optimizers", "optimizer": "optimizers", "optimisers": "optimizers", "optimiser": "optimizers",
+    "schedules": "schedules", "schedule": "schedules", "schedulers": "schedules", "scheduler": "schedules",
+    "loggers": "loggers", "logger": "loggers",
 }  # fmt: skip
 
 datasets = Registry("datasets")
 fusions = Registry("fusions")
 heads = Registry("heads")
-REGISTRIES: dict[str, Registry] = {"datasets": datasets, "fusions": fusions, "heads": heads}
+optimizers = Registry("optimizers")
+schedules = Registry("schedules")
+loggers = Registry("loggers")
+REGISTRIES: dict[str, Registry] = {"datasets": datasets, "fusions": fusions, "heads": heads, "optimizers": optimizers,
+                                   "schedules": schedules, "loggers": loggers}  # fmt: skip
 
 
 def registry_for(kind: str) -> Registry:

@@ -475,14 +475,272 @@ def _probabilities_problems(probabilities, batch_size: int, classes: int | None)
     return problems
 
 
-def check_component(cls: type, params=None, **options) -> None:
-    """Run the check for ``cls``'s kind: :func:`check_generator`, :func:`check_fusion` or :func:`check_head`."""
-    from .contracts import Fusion, Generator, Head
+def _toy_model(seed: int = 0):
+    """A small MLP and a fixed regression problem it can fit: what optimizers are checked on."""
+    import torch
+    from torch import nn
 
-    for base, check in ((Generator, check_generator), (Fusion, check_fusion), (Head, check_head)):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    rng = _seeded(seed)
+    x = torch.randn(64, 4, generator=rng)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.1 * torch.randn(64, 1, generator=rng)
+    return model, x, y
+
+
+def _steps(model, optimizer, x, y, steps: int, scheduler=None) -> list[float]:
+    """Train ``steps`` full-batch steps of mean squared error; the loss before each step."""
+    import torch
+
+    losses = []
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        losses.append(float(loss.detach()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return losses
+
+
+def _weights_only_problem(what: str, state) -> list[str]:
+    """Checkpoints are read with torch.load(weights_only=True): a state dict must survive it."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    try:
+        torch.save(state, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+    except Exception as e:
+        return [f"{what} cannot be read back from a checkpoint (torch.load(weights_only=True)): {type(e).__name__}: {e}"]
+    return []
+
+
+@_reporting_crashes("optimizer")
+def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
+    """Check an Optimizer against its contract on a small MLP fitting a fixed regression.
+
+    Checks: Params (and a float field ``lr``); ``build`` returns a ``torch.optim.Optimizer``
+    holding every parameter it was given exactly once, at ``params.lr``; ``steps`` steps lower
+    the loss; the same weights from the same start; a parameter without a gradient is left
+    alone; and resuming is exact: an optimizer built anew, given the first one's
+    ``state_dict`` (as read back from a checkpoint with ``weights_only=True``), continues with
+    the very same weights as the first.
+    """
+    import copy
+
+    import torch
+
+    from .contracts import Optimizer
+
+    problems, params = _common_problems(cls, Optimizer, params)
+    if params is None:
+        raise ConformanceError(f"optimizer {getattr(cls, '__name__', cls)}", problems)
+    lr = getattr(params, "lr", None)
+    if "lr" not in cls.Params.model_fields or not isinstance(lr, float):
+        raise ConformanceError(f"optimizer {cls.__name__}", problems + ["Params needs a float field `lr`: the learning rate, the peak of every schedule"])
+    model, x, y = _toy_model()
+    frozen = model[2].bias  # a parameter that gets no gradient: left alone
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    parameters = list(model.parameters())
+    optimizer = cls(params).build(parameters)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConformanceError(f"optimizer {cls.__name__}", problems + [f"build() returned {type(optimizer).__name__}, not a torch.optim.Optimizer"])
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    if len(held) != len(parameters) or {id(p) for p in held} != {id(p) for p in parameters}:
+        problems.append("build(parameters) must hold every parameter it is given, each once")
+    if any(group.get("lr") != lr for group in optimizer.param_groups):
+        problems.append(f"its param groups' lr {[g.get('lr') for g in optimizer.param_groups]} differ from params.lr = {lr}")
+    losses = _steps(model, optimizer, x, y, steps)
+    if not all(map(_finite, losses)) or not losses[-1] < losses[0]:
+        problems.append(f"{steps} steps at its default settings did not lower a small regression's loss ({losses[0]:.4g} -> {losses[-1]:.4g})")
+    if not torch.equal(frozen, before):
+        problems.append("it changed a parameter that had no gradient")
+    again, x, y = _toy_model()
+    again[2].bias.requires_grad_(False)
+    _steps(again, cls(params).build(list(again.parameters())), x, y, steps)
+    if not all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters())):
+        problems.append("the same steps from the same start gave other weights")
+    # resume: the state after 5 steps, read back as a checkpoint is, into a new optimizer
+    first, x, y = _toy_model()
+    opt_first = cls(params).build(list(first.parameters()))
+    _steps(first, opt_first, x, y, 5)
+    state = copy.deepcopy(opt_first.state_dict())
+    problems += _weights_only_problem("its state_dict", state)
+    second = copy.deepcopy(first)
+    opt_second = cls(params).build(list(second.parameters()))
+    opt_second.load_state_dict(state)
+    _steps(first, opt_first, x, y, 5)
+    _steps(second, opt_second, x, y, 5)
+    if not all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters())):
+        problems.append("an optimizer given another's state_dict does not continue as it does: resumed runs would differ")
+    if problems:
+        raise ConformanceError(f"optimizer {cls.__name__}", problems)
+
+
+def _finite(value: float) -> bool:
+    import math
+
+    return math.isfinite(value)
+
+
+#: What a schedule may change besides the learning rate only when its parameters ask for it.
+_HYPER_PARAMETERS = ("momentum", "betas", "weight_decay", "dampening", "nesterov", "eps")
+
+
+@_reporting_crashes("schedule")
+def check_schedule(cls: type, params=None, *, total_steps: int = 100) -> None:
+    """Check a Schedule against its contract, on SGD with momentum and on Adam.
+
+    Checks: Params; ``build`` works for runs of 1, 3, 10 and ``total_steps`` steps and returns a
+    scheduler (``step``, ``get_last_lr``, ``state_dict``, ``load_state_dict``); every learning
+    rate is finite, at least 0 and at most the optimizer's lr (the peak); with its default
+    parameters it changes nothing but the learning rate (momentum, betas, weight decay stay as
+    the optimizer was built); and resuming is exact: a scheduler built anew and given the first
+    one's ``state_dict`` (as read back from a checkpoint) part-way gives the same learning
+    rates to the end.
+    """
+    import copy
+
+    import torch
+
+    from .contracts import Schedule
+
+    problems, checked = _common_problems(cls, Schedule, params)
+    if checked is None:
+        raise ConformanceError(f"schedule {getattr(cls, '__name__', cls)}", problems)
+    peak = 0.1
+    makers = {"SGD": lambda ps: torch.optim.SGD(ps, lr=peak, momentum=0.5, weight_decay=1e-4),
+              "Adam": lambda ps: torch.optim.Adam(ps, lr=peak, betas=(0.8, 0.99), weight_decay=1e-4)}  # fmt: skip
+    for name, make in makers.items():
+        for steps in sorted({1, 3, 10, total_steps}):
+            model, x, y = _toy_model()
+            optimizer = make(list(model.parameters()))
+            hyper = {k: optimizer.param_groups[0][k] for k in _HYPER_PARAMETERS if k in optimizer.param_groups[0]}
+            scheduler = cls(checked).build(optimizer, steps)
+            missing = [m for m in ("step", "get_last_lr", "state_dict", "load_state_dict") if not callable(getattr(scheduler, m, None))]
+            if missing:
+                raise ConformanceError(f"schedule {cls.__name__}", problems + [f"build() returned {type(scheduler).__name__}, without {', '.join(missing)}"])
+            rates = [optimizer.param_groups[0]["lr"]]
+            for _ in range(steps):
+                _steps(model, optimizer, x, y, 1)
+                scheduler.step()
+                rates.append(optimizer.param_groups[0]["lr"])
+            bad = [r for r in rates if not (_finite(r) and 0 <= r <= peak * (1 + 1e-9))]
+            if bad:
+                problems.append(f"{name}, {steps} steps: learning rates outside [0, the optimizer's lr {peak}]: {bad[:3]}")
+            changed = {k: (v, optimizer.param_groups[0][k]) for k, v in hyper.items() if optimizer.param_groups[0][k] != v}
+            if params is None and changed:
+                what = ", ".join(f"{k} from {a} to {b}" for k, (a, b) in changed.items())
+                problems.append(f"{name}, {steps} steps: with its default parameters it changed {what}: a schedule changes "
+                                "only the learning rate unless its parameters ask for more")  # fmt: skip
+    # resume part-way, from state dicts read back as a checkpoint is
+    model, x, y = _toy_model()
+    optimizer = makers["SGD"](list(model.parameters()))
+    scheduler = cls(checked).build(optimizer, total_steps)
+    _steps(model, optimizer, x, y, total_steps // 3, scheduler)
+    state = copy.deepcopy({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+    problems += _weights_only_problem("its state_dict", state["scheduler"])
+    other_model = copy.deepcopy(model)
+    other_optimizer = makers["SGD"](list(other_model.parameters()))
+    other = cls(checked).build(other_optimizer, total_steps)
+    other_optimizer.load_state_dict(state["optimizer"])
+    other.load_state_dict(state["scheduler"])
+    first, second = [], []
+    for _ in range(total_steps - total_steps // 3):
+        _steps(model, optimizer, x, y, 1, scheduler)
+        _steps(other_model, other_optimizer, x, y, 1, other)
+        first.append(optimizer.param_groups[0]["lr"])
+        second.append(other_optimizer.param_groups[0]["lr"])
+    if first != second:
+        problems.append("a scheduler given another's state_dict part-way gives other learning rates: resumed runs would differ")
+    if problems:
+        raise ConformanceError(f"schedule {cls.__name__}", problems)
+
+
+@_reporting_crashes("logger")
+def check_logger(cls: type, params=None, *, workdir: str | Path | None = None) -> None:
+    """Check a Logger against its contract by logging a real, tiny run that is interrupted and resumed.
+
+    Checks: Params; ``requires`` a tuple of module names and ``install`` a string; then, in a
+    temporary working folder (or ``workdir``), ``original`` trains on tiny generated data for
+    one epoch of four steps with the logger, stopped after the second step (a checkpoint
+    part-way) and resumed with a new instance of it: no hook raises, and what ``state_dict`` returns survives a checkpoint (it is read back with
+    ``weights_only=True``) and is handed to the new instance's ``load_state_dict``. What the
+    logger wrote is its own: test it by reading it back. A logger whose library is not
+    installed cannot be checked (the error says what to install).
+    """
+    import contextlib
+    import tempfile
+
+    from .contracts import Logger
+    from .engine.callbacks import Callback
+    from .engine.runner import resume, start
+    from .recipe import load_recipe
+
+    problems, params = _common_problems(cls, Logger, params)
+    if params is None:
+        raise ConformanceError(f"logger {getattr(cls, '__name__', cls)}", problems)
+    if not (isinstance(cls.requires, tuple) and all(isinstance(m, str) for m in cls.requires)):
+        problems.append(f"requires = {cls.requires!r}: a tuple of module names")
+    if not isinstance(cls.install, str) or (cls.requires and not cls.install):
+        problems.append("install must say what installs its required modules, e.g. 'pip install \"digitsum[tensorboard]\"'")
+    reason = cls.unavailable()
+    if reason:
+        raise ConformanceError(f"logger {cls.__name__}", problems + [f"cannot be checked here: it {reason}"])
+
+    class StopPartWay(Callback):
+        def on_step(self, trainer, epoch, step, loss) -> None:
+            if step == 1:
+                trainer.request_stop("conformance check: stopped part-way, to be resumed")
+
+    class Handed(cls):  # records what a resumed logger is given
+        given = None
+
+        def load_state_dict(self, state):
+            type(self).given = state
+            super().load_state_dict(state)
+
+    Handed.__qualname__ = cls.__qualname__  # checkpoints key a callback's state by its class's name
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(workdir or tmp):
+        root = write_tiny_mnist(Path(tmp) / "mnist")
+        recipe = load_recipe("original", ["train.epochs=1", "data.batch_size=128", f"data.root={str(root)!r}",
+                                          "data.download=false", "train.device='cpu'"])  # fmt: skip
+        run_dir = Path(tmp) / "run"
+        logger = cls(params)
+        start(recipe, run_dir, callbacks=[logger, StopPartWay()], progress=False, preflight=False)
+        state = logger.state_dict()
+        if not isinstance(state, dict):
+            problems.append(f"state_dict() returned {type(state).__name__}, not a dict")
+        else:
+            problems += _weights_only_problem("state_dict()", state)
+        resumed = Handed(params)
+        outcome = resume(run_dir, callbacks=[resumed], progress=False)
+        if not outcome.trainer.finished:
+            problems.append("the resumed run did not finish")
+        if isinstance(state, dict) and state and Handed.given is None:
+            problems.append("the resumed logger was not given its state_dict")
+    if problems:
+        raise ConformanceError(f"logger {cls.__name__}", problems)
+
+
+def check_component(cls: type, params=None, **options) -> None:
+    """Run the check for ``cls``'s kind: :func:`check_generator`, :func:`check_fusion`,
+    :func:`check_head`, :func:`check_optimizer`, :func:`check_schedule` or :func:`check_logger`."""
+    from .contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
+
+    checks = ((Generator, check_generator), (Fusion, check_fusion), (Head, check_head), (Optimizer, check_optimizer),
+              (Schedule, check_schedule), (Logger, check_logger))  # fmt: skip
+    for base, check in checks:
         if isinstance(cls, type) and issubclass(cls, base):
             return check(cls, params, **options)
-    raise ConformanceError(repr(cls), ["it is not a subclass of digitsum.Generator, Fusion or Head"])
+    raise ConformanceError(repr(cls), ["it is not a subclass of digitsum.Generator, Fusion, Head, Optimizer, Schedule or Logger"])
 
 
 def components_of(distribution: str) -> list[tuple[str, str, type]]:

@@ -43,6 +43,23 @@ def tiny_run(tmp_path_factory, tiny_root):
     return digitsum.train(RECIPES / "original.toml", tmp_path_factory.mktemp("tiny-run") / "run", overrides=overrides, progress=False)
 
 
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """An MLflow tracking store (SQLite) shared by the tests that log to MLflow: MLflow takes
+    seconds to create one. Tests using it are skipped where mlflow is not installed."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    # the experiments the tests log to, made here so that their artifacts stay in this folder
+    # (MLflow's default is ./mlruns in the working folder: the checkout)
+    client = MlflowClient(uri)
+    for name in ("digitsum", "tests"):
+        client.create_experiment(name, artifact_location=(folder / "artifacts" / name).as_uri())
+    return uri
+
+
 @pytest.fixture
 def tiny_data(tiny_root, monkeypatch) -> Path:
     """Point digitsum at the tiny data set for this test."""

@@ -84,7 +84,7 @@ def test_a_plugin_recipe_resolves_by_name(install):
     entry = find_recipe("tiny")
     assert entry.origin == "digitsum-fake 1.0" and entry.qualified_name == "digitsum-fake:tiny"
     recipe = load_recipe("tiny")
-    assert recipe.name == "tiny" and recipe.train.epochs == 1 and recipe.train.optimizer == "adamw"  # extends original
+    assert recipe.name == "tiny" and recipe.train.epochs == 1 and recipe.optimizer.section.type == "adamw"  # extends original
     assert load_recipe("digitsum-fake:tiny").to_dict() == recipe.to_dict()
 
 
@@ -201,7 +201,7 @@ def test_list_recipes_json(cli, metrics_table):
 def test_list_shows_recipes_among_the_kinds(cli):
     result = cli("list", "--json")
     kinds = {r["kind"] for r in json.loads(result.out)}
-    assert kinds == {"datasets", "fusions", "heads", "recipes"}
+    assert kinds == {"datasets", "fusions", "heads", "optimizers", "schedules", "loggers", "recipes"}
     table = cli("list")
     assert table.code == 0 and "recipes" in table.out and "two-images" in table.out and "classify" in table.out
 
@@ -226,7 +226,7 @@ def test_list_shows_a_plugins_recipes(cli, install):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["list", "recpes"], "unknown kind 'recpes' — did you mean 'recipes'? (valid: datasets, fusions, heads, recipes)"),
+    (["list", "recpes"], "unknown kind 'recpes' — did you mean 'recipes'? (valid: datasets, fusions, heads, loggers, optimizers, recipes, schedules)"),
     (["list", "recipes", "--markdown"], "--markdown writes the components' reference"),
 ])  # fmt: skip
 def test_list_errors(cli, args, message):

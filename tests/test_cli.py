@@ -60,7 +60,7 @@ def test_bad_recipe_exits_2_without_traceback(cli, tmp_path):
 
 
 def test_bad_override_exits_2(cli):
-    result = cli("show", RECIPES / "original.toml", "--set", "train.lr")
+    result = cli("show", RECIPES / "original.toml", "--set", "train.optimizer.lr")
     assert result.code == 2 and "expected KEY=VALUE" in result.err
 
 

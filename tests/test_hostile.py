@@ -26,7 +26,7 @@ GOOD = (RECIPES / "original.toml").read_text()
 # the lines the cases below edit, whatever values the shipped recipe holds
 EPOCHS = re.search(r"^epochs = .*$", GOOD, re.MULTILINE).group(0)
 LR = re.search(r"^lr = .*$", GOOD, re.MULTILINE).group(0)
-GOOD_LR = tomllib.loads(GOOD)["train"]["lr"]
+GOOD_LR = tomllib.loads(GOOD)["train"]["optimizer"]["lr"]
 
 
 @dataclass
@@ -105,7 +105,7 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "epochs-wrong-type": (lambda e: run_recipe(e, e.edit(EPOCHS, 'epochs = "four"')), ["r.toml:", "train.epochs", "valid integer"]),
     "table-is-a-string": (lambda e: run_recipe(e, e.recipe('backbone = "concat"\n' + GOOD.replace("[backbone]", "[unused]"))), ["backbone: must be a table"]),
     "heads-empty": (lambda e: run_recipe(e, e.recipe("heads = {}\n" + GOOD.split("[heads.digit]")[0])), ["r.toml:1 heads: needs at least one [heads.<name>] table"]),
-    "negative-lr": (lambda e: run_recipe(e, e.edit(LR, "lr = -0.1")), ["train.lr", "greater than 0"]),
+    "negative-lr": (lambda e: run_recipe(e, e.edit(LR, "lr = -0.1")), ["train.optimizer.lr", "greater than 0"]),
     "zero-batch-size": (lambda e: run_recipe(e, e.edit("batch_size = 128", "batch_size = 0")), ["data.batch_size", "greater than or equal to 1"]),
     "huge-epochs": (lambda e: run_recipe(e, e.edit(EPOCHS, "epochs = 100000000")), ["train.epochs", "less than or equal to 1000"]),
     "unknown-top-level-key": (lambda e: run_recipe(e, e.edit("seed = 0", "seed = 0\nseeed = 1")), ["seeed: unknown key", "did you mean 'seed'"]),
@@ -121,11 +121,11 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "name-absolute-path": (lambda e: ["run", e.edit('name = "original"', 'name = "/tmp/escape"')], ["name: must be 1-64 letters"]),
     # -- --set overrides ---------------------------------------------------------------------
     "set-name-traversal": (lambda e: ["run", RECIPES / "original.toml", "--set", "name=../../escape"], ["--set name=../../escape", "name: must be"]),
-    "set-without-value": (lambda e: good(e, "--set", "train.lr"), ["--set", "expected KEY=VALUE"]),
+    "set-without-value": (lambda e: good(e, "--set", "train.optimizer.lr"), ["--set", "expected KEY=VALUE"]),
     "set-empty-key": (lambda e: good(e, "--set", "=3"), ["--set", "expected KEY=VALUE"]),
     "set-unknown-key": (lambda e: good(e, "--set", "train.lrate=1"), ["--set train.lrate=1", "unknown key"]),
     "set-into-a-value": (lambda e: good(e, "--set", "train.epochs.x=1"), ["train.epochs.x", "is not a table"]),
-    "set-wrong-type": (lambda e: good(e, "--set", "train.lr=fast"), ["--set train.lr=fast", "valid number"]),
+    "set-wrong-type": (lambda e: good(e, "--set", "train.optimizer.lr=fast"), ["--set train.optimizer.lr=fast", "valid number"]),
     "set-bool-seed": (lambda e: good(e, "--set", "seed=true"), ["--set seed=true", "seed: must be an integer"]),
     "set-enormous-integer": (lambda e: good(e, "--set", "data.batch_size=99999999999999999999999"), ["data.batch_size", "less than or equal to 65536"]),
     # -- the output folder ---------------------------------------------------------------------
@@ -140,7 +140,7 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "resume-missing-dir": (lambda e: ["run", "--resume", e.tmp / "nowhere"], ["run directory not found", "nowhere"]),
     "resume-not-a-run-dir": (lambda e: ["run", "--resume", e.data], ["not a run directory", "no recipe.toml"]),
     "resume-with-recipe": (lambda e: ["run", RECIPES / "original.toml", "--resume", e.stopped], ["--resume", "no RECIPE"]),
-    "resume-with-set": (lambda e: ["run", "--resume", e.stopped, "--set", "train.lr=1"], ["--resume", "--set"]),
+    "resume-with-set": (lambda e: ["run", "--resume", e.stopped, "--set", "train.optimizer.lr=1"], ["--resume", "--set"]),
     "resume-finished-run": (lambda e: ["run", "--resume", e.finished], ["finished all 1 epochs", "nothing to resume"]),
     "eval-unknown-split": (lambda e: ["eval", e.finished, "--split", "validation"], ["--split 'validation'", "valid: test, train"]),
 }
@@ -273,9 +273,9 @@ def _(e: Env) -> list:
     return ["run", "--resume", e.stopped]
 
 
-@case("checkpoint-other-recipe", "different recipe", f"train.lr is {GOOD_LR} in the recipe but 0.5 in the checkpoint")
+@case("checkpoint-other-recipe", "different recipe", f"train.optimizer.lr is {GOOD_LR} in the recipe but 0.5 in the checkpoint")
 def _(e: Env) -> list:
-    change_checkpoint(e.stopped, lambda s: s["recipe"]["train"].update(lr=0.5))
+    change_checkpoint(e.stopped, lambda s: s["recipe"]["train"]["optimizer"].update(lr=0.5))
     return ["run", "--resume", e.stopped]
 
 

@@ -59,7 +59,7 @@ def test_example_plugin_components_are_listed_with_their_origin(example_site):
     result = digitsum("list", "--json", site=example_site)
     assert result.returncode == 0, result.stderr
     rows = {(r["kind"], r["name"]): r for r in json.loads(result.stdout)}
-    for key in [("datasets", "product_digit"), ("fusions", "bilinear"), ("heads", "ordinal")]:
+    for key in [("datasets", "product_digit"), ("fusions", "bilinear"), ("heads", "ordinal"), ("optimizers", "lion")]:
         row = rows[key]
         assert row["distribution"] == "digitsum-example" and row["version"] == "0.1.0"
         assert row["origin"] == "digitsum-example 0.1.0" and "error" not in row
@@ -111,7 +111,7 @@ def test_plugins_command_shows_each_distribution(example_site, tmp_path):
     example = report["digitsum-example"]
     assert example["status"] == "ok" and example["version"] == "0.1.0"
     assert {(c["kind"], c["name"]) for c in example["components"]} == {
-        ("datasets", "product_digit"), ("fusions", "bilinear"), ("heads", "ordinal")
+        ("datasets", "product_digit"), ("fusions", "bilinear"), ("heads", "ordinal"), ("optimizers", "lion")
     }  # fmt: skip
     broken = report["digitsum-broken"]
     assert broken["status"] == "failed" and "broken at import" in broken["components"][0]["error"]

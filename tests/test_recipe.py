@@ -37,6 +37,7 @@ target = "sum"
 
 [train]
 epochs = 1
+[train.optimizer]
 lr = 1e-3
 """
 
@@ -59,7 +60,9 @@ def test_valid_recipe_fills_defaults(tmp_path):
     assert recipe.backbone.params.hidden == [16]
     assert recipe.backbone.params.conv_channels == [6, 12]  # default
     assert recipe.heads["sum"].section.type == "classify"  # default head type
-    assert recipe.train.optimizer == "adam"
+    assert recipe.optimizer.section.type == "adam" and recipe.optimizer.params.lr == 1e-3
+    assert recipe.schedule.section.type == "onecycle" and recipe.schedule.params.momentum is None  # no momentum cycling by default
+    assert recipe.log == {}
 
 
 def test_all_errors_are_reported_at_once_with_file_line_key_and_suggestion(tmp_path):
@@ -70,7 +73,7 @@ def test_all_errors_are_reported_at_once_with_file_line_key_and_suggestion(tmp_p
     assert len(found) == 3, found
     path = tmp_path / "r.toml"
     assert any(f"{path}:10 backbone.hiden: unknown key — did you mean 'hidden'?" in p for p in found)
-    assert any(f"{path}:21 train.lr: input should be greater than 0 (got -1)" in p for p in found)
+    assert any(f"{path}:22 train.optimizer.lr: input should be greater than 0 (got -1) [optimizer 'adam']" in p for p in found)
     assert any("heads.sum.target" in p and "did you mean 'sum'" in p for p in found)
 
 
@@ -81,7 +84,7 @@ def test_unknown_component_suggests_closest(tmp_path):
 
 def test_invalid_toml_names_the_line(tmp_path):
     found = problems(write(tmp_path, BASE + "\nlr = = 3\n"))
-    assert len(found) == 1 and f"{tmp_path / 'r.toml'}:23" in found[0] and "invalid TOML" in found[0], found
+    assert len(found) == 1 and f"{tmp_path / 'r.toml'}:24" in found[0] and "invalid TOML" in found[0], found
 
 
 def test_missing_file_is_a_user_error(tmp_path):
@@ -99,7 +102,10 @@ def test_missing_file_is_a_user_error(tmp_path):
         (('name = "t"', 'name = "../evil"'), "name: must be 1-64 letters"),
         (("[train]", "[trian]"), "trian: unknown key — did you mean 'train'?"),
         (("hidden = [16]", "hidden = [0]"), "backbone.hidden: every size must be from 1 to 4096"),
-        (("lr = 1e-3", 'device = "gpu"'), "train.device: must be auto, cpu, cuda, cuda:N or mps"),
+        (("lr = 1e-3", "lr = 1e-3\nmomentum = 0.9"), "train.optimizer.momentum: unknown key — valid: betas, eps, lr, type, weight_decay [optimizer 'adam']"),
+        (("[train.optimizer]", '[train.optimizer]\ntype = "adan"'), "train.optimizer.type: unknown optimizer 'adan' — did you mean 'adam'"),
+        (("lr = 1e-3", 'lr = 1e-3\n[train.schedule]\ntype = "onecycle"\nwarmup = 1.5'), "train.schedule.warmup: input should be less than 1"),
+        (("epochs = 1", 'epochs = 1\ndevice = "gpu"'), "train.device: must be auto, cpu, cuda, cuda:N or mps"),
         (('target = "digit"', 'target = "digit"\nweight = -2'), "heads.digit.weight: input should be greater than or equal to 0"),
         (('[heads.sum]\ntarget = "sum"', '[heads.sum]\ntype = "clasify"\ntarget = "sum"'), "unknown head 'clasify' — did you mean 'classify'?"),
         (('[heads.sum]\ntarget = "sum"', "[heads.sum]\n"), "heads.sum.target: is required but missing"),
@@ -119,10 +125,10 @@ def test_missing_sections_are_reported(tmp_path):
 
 def test_extends_merges_child_wins_and_type_change_replaces_table(tmp_path):
     write(tmp_path, BASE, "base.toml")
-    child = write(tmp_path, 'extends = "base.toml"\nname = "child"\n[train]\nlr = 0.01\n[heads.digit]\nweight = 2.0\n', "child.toml")
+    child = write(tmp_path, 'extends = "base.toml"\nname = "child"\n[train.optimizer]\nlr = 0.01\n[heads.digit]\nweight = 2.0\n', "child.toml")
     recipe = load_recipe(child)
     assert recipe.name == "child"
-    assert recipe.train.lr == 0.01 and recipe.train.epochs == 1  # merged
+    assert recipe.optimizer.params.lr == 0.01 and recipe.train.epochs == 1  # merged
     assert recipe.heads["digit"].section.weight == 2.0 and recipe.heads["digit"].section.target == "digit"
     assert recipe.backbone.params.hidden == [16]
 
@@ -131,7 +137,7 @@ def test_errors_in_a_parent_point_at_the_parent(tmp_path):
     write(tmp_path, BASE.replace("lr = 1e-3", "lr = 0"), "base.toml")
     child = write(tmp_path, 'extends = "base.toml"\n', "child.toml")
     found = problems(child)
-    assert found == [f"{tmp_path / 'base.toml'}:21 train.lr: input should be greater than 0 (got 0)"]
+    assert found == [f"{tmp_path / 'base.toml'}:22 train.optimizer.lr: input should be greater than 0 (got 0) [optimizer 'adam']"]
 
 
 def test_extends_cycle_and_missing_parent(tmp_path):
@@ -147,15 +153,16 @@ def test_extends_cycle_and_missing_parent(tmp_path):
 
 
 def test_overrides_parse_as_toml_else_string(tmp_path):
-    recipe = load_recipe(write(tmp_path, BASE), ["train.epochs=2", "backbone.hidden=[8, 4]", "train.optimizer=sgd"])
+    recipe = load_recipe(write(tmp_path, BASE), ["train.epochs=2", "backbone.hidden=[8, 4]", "train.optimizer.type=sgd"])
     assert recipe.train.epochs == 2 and recipe.backbone.params.hidden == [8, 4]
-    assert recipe.train.optimizer == "sgd"
+    assert recipe.optimizer.section.type == "sgd"
+    assert recipe.optimizer.params.lr == 2e-3  # another type: the file's table (lr = 1e-3) is replaced whole
     assert parse_override("a.b = 1e-3") == (("a", "b"), 0.001)
 
 
 def test_override_of_unknown_key_is_an_error_naming_the_set(tmp_path):
     found = problems(write(tmp_path, BASE), ["train.epoks=2"])
-    valid = ", ".join(sorted(TrainSection.model_fields))  # every [train] key, however many there are
+    valid = ", ".join(sorted([*TrainSection.model_fields, "optimizer", "schedule"]))  # every [train] key, however many there are
     assert found == [f"--set train.epoks=2 train.epoks: unknown key — did you mean 'epochs'? (valid: {valid})"]
 
 
@@ -196,13 +203,13 @@ def test_extends_by_name_finds_the_built_in_from_any_folder(tmp_path):
     child = write(tmp_path, 'extends = "original"\nname = "mine"\n[train]\nepochs = 1\n')
     recipe = load_recipe(child)
     assert recipe.name == "mine" and recipe.train.epochs == 1
-    assert recipe.train.optimizer == "adamw" and list(recipe.heads) == ["digit", "sum"]  # from original
+    assert recipe.optimizer.section.type == "adamw" and list(recipe.heads) == ["digit", "sum"]  # from original
 
 
 def test_extends_prefers_a_file_beside_the_child_to_a_name(tmp_path):
     write(tmp_path, BASE.replace('name = "t"', 'name = "local"'), "original.toml")
     child = write(tmp_path, 'extends = "original.toml"\n', "child.toml")
-    assert load_recipe(child).train.optimizer == "adam"  # BASE's, not the built-in's adamw
+    assert load_recipe(child).optimizer.section.type == "adam"  # BASE's, not the built-in's adamw
     assert load_recipe(child).name == "local"
 
 
@@ -275,11 +282,11 @@ def test_a_dict_source_is_not_changed_and_extends_by_name():
 
 def test_a_dict_sources_problems_are_labelled_dict():
     doc = base_dict()
-    doc["train"]["lr"] = -1
+    doc["train"]["optimizer"]["lr"] = -1
     doc["backbone"]["hiden"] = [3]
     doc["heads"]["digit"][3] = "x"
     found = problems(doc)
-    assert "<dict> train.lr: input should be greater than 0 (got -1)" in found
+    assert "<dict> train.optimizer.lr: input should be greater than 0 (got -1) [optimizer 'adam']" in found
     assert any(p.startswith("<dict> backbone.hiden: unknown key — did you mean 'hidden'?") for p in found)
     assert "<dict> heads.digit: has a key that is not a string: 3" in found
     with pytest.raises(RecipeError) as e:
@@ -288,11 +295,11 @@ def test_a_dict_sources_problems_are_labelled_dict():
 
 
 def test_dict_overrides_take_python_values(tmp_path):
-    recipe = load_recipe(write(tmp_path, BASE), {"train.epochs": 2, "backbone.hidden": [8, 4], "train.optimizer": "sgd",
+    recipe = load_recipe(write(tmp_path, BASE), {"train.epochs": 2, "backbone.hidden": [8, 4], "train.optimizer.type": "sgd",
                                                  "heads.sum": False})  # fmt: skip
-    assert recipe.train.epochs == 2 and recipe.backbone.params.hidden == [8, 4] and recipe.train.optimizer == "sgd"
+    assert recipe.train.epochs == 2 and recipe.backbone.params.hidden == [8, 4] and recipe.optimizer.section.type == "sgd"
     assert list(recipe.heads) == ["digit"]
-    assert load_recipe(write(tmp_path, BASE), {"train": {"lr": 0.5}}).train.lr == 0.5  # a table merges
+    assert load_recipe(write(tmp_path, BASE), {"train": {"optimizer": {"lr": 0.5}}}).optimizer.params.lr == 0.5  # a table merges
 
 
 def test_dict_override_problems_name_the_key(tmp_path):
@@ -333,11 +340,11 @@ def test_removing_a_head_that_is_not_there_suggests_one(tmp_path):
     assert found == [f"{tmp_path / 'own.toml'}:17 heads.mine: there is no inherited head 'mine' to remove — nothing is inherited here"]
 
 
-@pytest.mark.parametrize("key", ["data", "backbone", "train", "heads"])
-def test_only_heads_can_be_removed(tmp_path, key):
+@pytest.mark.parametrize("key", ["data", "backbone", "train", "heads", "train.optimizer", "train.schedule"])
+def test_only_heads_and_loggers_can_be_removed(tmp_path, key):
     found = problems(write(tmp_path, BASE), [f"{key}=false"])
-    assert f"--set {key}=false {key}: cannot be removed: `= false` removes only a head (heads.<name> = false); " \
-           "every other table is needed, or has defaults" in found  # fmt: skip
+    assert f"--set {key}=false {key}: cannot be removed: `= false` removes only a head or a logger (heads.<name> = false, " \
+           "log.<name> = false); every other table is needed, or has defaults" in found  # fmt: skip
 
 
 def test_removing_a_table_in_a_file_names_the_line(tmp_path):
@@ -389,8 +396,10 @@ def test_compare_grid_type_with_a_set_target():
 
 def test_grid_values_are_labelled_as_grid_values():
     with pytest.raises(RecipeError) as e:
-        plan_variants(["original"], ["train.lr=0,1"], ["train.epochs=1"])
-    assert [p.render() for p in e.value.problems] == ["--grid train.lr=0 train.lr: input should be greater than 0 (got 0)"]
+        plan_variants(["original"], ["train.optimizer.lr=0,1"], ["train.epochs=1"])
+    assert [p.render() for p in e.value.problems] == [
+        "--grid train.optimizer.lr=0 train.optimizer.lr: input should be greater than 0 (got 0) [optimizer 'adamw']"
+    ]
 
 
 def test_an_override_through_a_value_is_not_a_table(tmp_path):

@@ -45,6 +45,8 @@ OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
 DEAD_WARNING, DEAD_ERROR = 0.4, 0.5
 #: Over the short run the loss must fall by at least this fraction (healthy recipes fall far more).
 LOSS_FALL = 0.2
+#: The recipe key of the learning rate, which most fixes touch.
+LR_KEY = "train.optimizer.lr"
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Finding:
     measured: str
     why: str = ""
     fix: str = ""
-    keys: list[str] = field(default_factory=list)  # recipe keys the fix touches, e.g. "train.lr"
+    keys: list[str] = field(default_factory=list)  # recipe keys the fix touches, e.g. "train.optimizer.lr"
     figures: dict[str, Any] = field(default_factory=dict)  # the measured numbers, for scripts
 
     def to_dict(self) -> dict[str, Any]:
@@ -478,7 +480,8 @@ def check_short_run(probe: Probe) -> list[Finding]:
     relus.close()
     if not totals:
         return []
-    lr, name = recipe.train.lr, f"{len(totals)} steps of {recipe.train.optimizer} at lr {_fmt(recipe.train.lr)}"
+    lr = recipe.optimizer.params.lr
+    name = f"{len(totals)} steps of {recipe.optimizer.section.type} at lr {_fmt(lr)}"
     losses = torch.stack(totals)
     # against the loss at the first step, not the first steps' mean: a diverging run's spike
     # would make a loss stuck at chance look like it fell
@@ -510,12 +513,12 @@ def _dead_relu_findings(before: dict[str, float], after: dict[str, float], run: 
     if killed and max(killed.values()) >= DEAD_ERROR and not loss_falls:
         return [Finding("dead_relu", "error", f"training at lr {_fmt(lr)} kills ReLUs: up to {_pct(max(killed.values()))} of a layer's units dead",
             measured, "a dead unit outputs 0 for every input and gets no gradient: it never recovers, and the layers "
-            "before it stop learning", f"lower train.lr (e.g. {_fmt(lr / 10)})", ["train.lr"], figures)]  # fmt: skip
+            "before it stop learning", f"lower {LR_KEY} (e.g. {_fmt(lr / 10)})", [LR_KEY], figures)]  # fmt: skip
     if worst >= DEAD_WARNING:
         return [Finding("dead_relu", "warning", f"up to {_pct(worst)} of a layer's ReLU units are dead (the loss still falls)"
                         if loss_falls else f"up to {_pct(worst)} of a layer's ReLU units are dead", measured,
-                        "dead units waste capacity and pass no gradient", "lower train.lr, or check the inputs' scale and the init",
-                        ["train.lr"], figures)]  # fmt: skip
+                        "dead units waste capacity and pass no gradient", f"lower {LR_KEY}, or check the inputs' scale and the init",
+                        [LR_KEY], figures)]  # fmt: skip
     return [Finding("dead_relu", "info", f"ReLUs alive (at most {_pct(worst)} of a layer dead)", measured, figures=figures)]
 
 
@@ -527,17 +530,17 @@ def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str) ->
     measured = f"median gradient norm per layer over {run}: {rows}"
     if not all(math.isfinite(v) for v in median.values()):
         return [Finding("grad_norm", "error", "gradients became NaN or inf", measured, "a non-finite step ruins every weight",
-                        "lower train.lr; check the inputs and the loss", ["train.lr"], figures)]  # fmt: skip
+                        f"lower {LR_KEY}; check the inputs and the loss", [LR_KEY], figures)]  # fmt: skip
     top = max(median[n] for n in trained) if trained else 0.0
     silent = [n for n in norms if n in trained and (late[n] == 0.0 or (top > 0 and late[n] < 1e-4 * top))]
     if silent:
         return [Finding("grad_norm", "warning", f"gradients vanish in {', '.join(silent)}",
             measured + "; late in the run: " + ", ".join(f"{n} {_fmt(late[n])}" for n in silent),
             "layers without gradient stop learning (dead units upstream, or a saturated output)",
-            "lower train.lr; look at the dead-ReLU and double-softmax findings", ["train.lr"], figures)]  # fmt: skip
+            f"lower {LR_KEY}; look at the dead-ReLU and double-softmax findings", [LR_KEY], figures)]  # fmt: skip
     if top > 1e3:
         return [Finding("grad_norm", "warning", "gradients explode", measured, "huge steps make training unstable",
-                        "lower train.lr, or standardise inputs", ["train.lr"], figures)]  # fmt: skip
+                        f"lower {LR_KEY}, or standardise inputs", [LR_KEY], figures)]  # fmt: skip
     return [Finding("grad_norm", "info", "gradient norms in range", measured, figures=figures)]
 
 
@@ -548,7 +551,7 @@ def _trend_findings(totals: Tensor, run: str) -> list[Finding]:
     measured = f"total loss over {run}: {_fmt(first)} (first {window} steps) -> {_fmt(last)} (last {window})"
     if not math.isfinite(last):
         return [Finding("loss_trend", "error", "the loss became NaN or inf", measured, "nothing trains after a NaN",
-                        "lower train.lr", ["train.lr"], figures)]  # fmt: skip
+                        f"lower {LR_KEY}", [LR_KEY], figures)]  # fmt: skip
     if last > first * (1 - LOSS_FALL):
         title = f"the loss hardly falls ({_pct((first - last) / first)} lower)" if last < first else "the loss does not fall"
         return [Finding("loss_trend", "warning", title, measured,
@@ -589,7 +592,8 @@ def check_overfit(probe: Probe) -> list[Finding]:
     recipe = probe.recipe
     step, fit, first, last = _overfit(probe, batch, lambda m: make_optimizer(recipe, m))
     fits = ", ".join(f"{h} {_pct(v)}" for h, v in fit.items())
-    what = f"{recipe.train.optimizer} at lr {_fmt(recipe.train.lr)}"
+    lr = recipe.optimizer.params.lr
+    what = f"{recipe.optimizer.section.type} at lr {_fmt(lr)}"
     figures: dict[str, Any] = {"steps": step, "fit": fit, "loss_first": first, "loss_last": last}
     if step is not None:
         return [Finding("overfit", "info", f"fits one batch of {OVERFIT_BATCH} in {step} steps",
@@ -599,10 +603,10 @@ def check_overfit(probe: Probe) -> list[Finding]:
     figures.update(sane_steps=sane_step, sane_fit=sane_fit)
     sane_fits = ", ".join(f"{h} {_pct(v)}" for h, v in sane_fit.items())
     if sane_step is not None:
-        return [Finding("overfit", "error", f"cannot fit one batch at lr {_fmt(recipe.train.lr)}; Adam at {SANE_ADAM_LR:g} can",
+        return [Finding("overfit", "error", f"cannot fit one batch at lr {_fmt(lr)}; Adam at {SANE_ADAM_LR:g} can",
             measured + f"; Adam at lr {SANE_ADAM_LR:g} fits it in {sane_step} steps",
             "a model that cannot memorise 32 samples cannot learn the task: here the optimizer settings are to blame",
-            f"{'lower' if recipe.train.lr > SANE_ADAM_LR else 'raise'} train.lr (Adam at {SANE_ADAM_LR:g} works)", ["train.lr"], figures)]  # fmt: skip
+            f"{'lower' if lr > SANE_ADAM_LR else 'raise'} {LR_KEY} (Adam at {SANE_ADAM_LR:g} works)", [LR_KEY], figures)]  # fmt: skip
     return [Finding("overfit", "error", f"cannot fit one batch of {OVERFIT_BATCH}, even with Adam at lr {SANE_ADAM_LR:g}",
         measured + f"; {2 * OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {_fmt(sane_last)}",
         "a model that cannot memorise 32 samples is broken: loss, outputs, wiring or targets",

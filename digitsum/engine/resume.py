@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..recipe import Recipe, load_recipe
+from ..recipe import Recipe, legacy_train, load_recipe, upgrade_resolved
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
 from .rundir import remove_temporary_files, run_status
 from .callbacks import Callback
@@ -40,12 +40,21 @@ def open_run(run_dir: Path) -> SavedRun:
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
     if checkpoint is None:
         _check_summary_format(run_dir / "summary.json")
-    recipe = load_recipe(recipe_path)  # format first: a newer run's recipe may not validate here
-    if checkpoint is not None and recipe_differences(recipe.to_dict(), checkpoint["recipe"]):
-        raise UserError(
-            f"{checkpoint_path} was written by a different recipe than {recipe_path}: "
-            + describe_differences(recipe.to_dict(), checkpoint["recipe"])
-        )
+    recipe = load_recipe(recipe_path, require_loggers=False)  # format first: a newer run's recipe may not validate here
+    if checkpoint is not None:
+        saved = checkpoint["recipe"]
+        if legacy_train(saved.get("train")):
+            # a checkpoint of an older digitsum holds its recipe in the old spelling of [train]: read
+            # as it trained, with every default written, as recipe.toml is
+            try:
+                saved = load_recipe(upgrade_resolved(saved), require_loggers=False).to_dict()
+            except UserError as e:
+                raise UserError(f"{checkpoint_path} holds a recipe this digitsum cannot read: {e.message}") from None
+        if recipe_differences(recipe.to_dict(), saved):
+            raise UserError(
+                f"{checkpoint_path} was written by a different recipe than {recipe_path}: "
+                + describe_differences(recipe.to_dict(), saved)
+            )
     return SavedRun(run_dir, recipe, checkpoint)
 
 
@@ -59,12 +68,16 @@ def _check_summary_format(path: Path) -> None:
     check_format(summary.get("format") if isinstance(summary, dict) else None, path)
 
 
-def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] = (), writes: bool = True) -> Trainer:
+def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] | Callable[[Recipe], Sequence[Callback]] = (),
+                   writes: bool = True) -> Trainer:  # fmt: skip
     """A Trainer at the place a run directory's checkpoint left off (the start, without one).
 
-    ``writes=False``: a torchrun rank other than 0, which reads the run directory only.
+    ``callbacks``: a list, or a function of the run's recipe giving one (its loggers depend on
+    it). ``writes=False``: a torchrun rank other than 0, which reads the run directory only.
     """
     saved = open_run(run_dir)
+    if callable(callbacks):
+        callbacks = callbacks(saved.recipe)
     trainer = Trainer(saved.recipe, saved.run_dir if writes else None, callbacks)
     if saved.checkpoint is not None:
         trainer.load_state_dict(saved.checkpoint, saved.run_dir / "checkpoint.pt")

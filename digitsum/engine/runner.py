@@ -2,7 +2,7 @@
 ``digitsum compare``.
 
 It chooses and prepares the run directory, adds the callbacks every run gets (progress, the
-preflight, the watch, the pictures), turns Ctrl-C and SIGTERM into a checkpointed stop, and
+preflight, the watch, the pictures, and the loggers its recipe names in ``[log.<name>]``), turns Ctrl-C and SIGTERM into a checkpointed stop, and
 says how to resume. The CLI and the Python API only parse their arguments and present the
 :class:`Outcome`.
 """
@@ -67,6 +67,19 @@ def default_callbacks(console: Any, hint: str, *, progress: bool = True, preflig
     return watch, [*callbacks, watch, Pictures()]
 
 
+def recipe_loggers(recipe: Recipe, make: bool = True) -> list[Callback]:
+    """The loggers a recipe names (``[log.<name>]``), built from their parameters; a UserError
+    (exit 2), before anything trains, for one whose library is not installed. ``make=False``
+    checks only: the ranks other than 0 of a torchrun run, which log nothing, make none (a
+    logger may start work when it is made). They come after the default callbacks, so that a
+    logger sees the pictures written when a run ends."""
+    for name, choice in recipe.log.items():
+        reason = choice.cls.unavailable()
+        if reason:
+            raise UserError(f"log.{name}: logger '{choice.section.type}' {reason}")
+    return [choice.cls(choice.params) for choice in recipe.log.values()] if make else []
+
+
 def start(
     recipe: Recipe,
     out: str | Path | None = None,
@@ -86,7 +99,7 @@ def start(
     main_rank = distributed.current().is_main
     run_dir = choose_run_dir(recipe.name, out, force) if main_rank else None
     watch, defaults = default_callbacks(_console(console, progress), _hint(run_dir), progress=progress, preflight=preflight)
-    trainer = _trainer(lambda: Trainer(recipe, run_dir, [*defaults, *callbacks]))
+    trainer = _trainer(lambda: Trainer(recipe, run_dir, [*defaults, *recipe_loggers(recipe, main_rank), *callbacks]))
     if main_rank:
         prepare_run_dir(run_dir)
     return _fit(trainer, watch)
@@ -100,7 +113,7 @@ def resume(run_dir: str | Path, *, callbacks: Sequence[Callback] = (), console: 
     main_rank = distributed.current().is_main
     shown = _console(console, progress)
     watch, defaults = default_callbacks(shown, _hint(run_dir), progress=progress, preflight=False)
-    trainer = _trainer(lambda: resume_trainer(run_dir, [*defaults, *callbacks], writes=main_rank))
+    trainer = _trainer(lambda: resume_trainer(run_dir, lambda recipe: [*defaults, *recipe_loggers(recipe, main_rank), *callbacks], writes=main_rank))
     if main_rank and shown is not None:
         shown.print(f"resuming {run_dir} at epoch {trainer.epochs_done + 1} step {trainer.step}", highlight=False)
     return _fit(trainer, watch)

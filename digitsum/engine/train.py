@@ -90,35 +90,13 @@ def evaluate(
 
 
 def make_optimizer(recipe: Recipe, model: DigitModel) -> torch.optim.Optimizer:
-    t = recipe.train
-    if t.optimizer == "sgd":
-        cls, options = torch.optim.SGD, {"lr": t.lr, "momentum": t.momentum, "weight_decay": t.weight_decay}
-    else:
-        cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-        options = {"lr": t.lr, "weight_decay": t.weight_decay}
-    # One fused kernel for all parameters instead of several small ops per tensor: for a small
-    # model the per-op overhead is most of the optimizer's time (7x less at batch size 32 on a CPU).
-    device = next(model.parameters()).device
-    if device.type in ("cpu", "cuda"):
-        try:
-            return cls(model.parameters(), fused=True, **options)
-        except (RuntimeError, TypeError, ValueError):  # an older torch, or a dtype it cannot fuse
-            pass
-    return cls(model.parameters(), **options)
+    """The recipe's optimizer (``[train.optimizer]``) over the model's parameters."""
+    return recipe.optimizer.cls(recipe.optimizer.params).build(list(model.parameters()))
 
 
-#: Fewer steps than this leave OneCycleLR no warm-up to speak of (at 4 it divides by zero):
-#: such runs (smoke tests, tiny data) keep the learning rate constant instead.
-MIN_ONECYCLE_STEPS = 8
-
-
-def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, total_steps: int):
-    schedule = recipe.train.schedule
-    if schedule == "onecycle" and total_steps >= MIN_ONECYCLE_STEPS:
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.train.lr, total_steps=total_steps, pct_start=0.25)
-    if schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The recipe's learning-rate schedule (``[train.schedule]``) over ``total_steps`` steps of ``optimizer``."""
+    return recipe.schedule.cls(recipe.schedule.params).build(optimizer, total_steps)
 
 
 def provenance(device: torch.device) -> dict[str, str]:
@@ -181,6 +159,9 @@ class Trainer:
             self.generator.size("test")
         self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
         self.history: list[dict[str, Any]] = []
+        #: the last trained epoch's figures as metrics.jsonl records them (samples, seconds,
+        #: samples_per_s, lr, heads), for callbacks and loggers; empty before the first epoch ends
+        self.epoch_record: dict[str, Any] = {}
         self.stop_reason: str | None = None
         self.failed = False
         # Where training stands: epochs completed, then the steps done of the next one, their
@@ -355,6 +336,7 @@ class Trainer:
                 self.save_checkpoint()
                 break
             test = self.evaluate("test")
+            self.epoch_record = train
             self.history.append({"epoch": epoch, "train": train["heads"], "test": test})
             if log is not None:
                 log.append({"epoch": epoch, "split": "train", **train})

@@ -20,7 +20,7 @@ from digitsum.recipe import load_recipe
 from ..conftest import RECIPES
 
 # 8 steps of 64 on the 512 tiny samples: each rank trains on 32 of every batch
-ARGS = ["train.epochs=2", "data.batch_size=64", "train.lr=5e-3"]
+ARGS = ["train.epochs=2", "data.batch_size=64", "train.optimizer.lr=5e-3"]
 STOP_SCRIPT_ARGS = ["train.epochs=2", "data.batch_size=16"]  # what ddp_stop_script.py trains: 32 steps an epoch
 TORCHRUN_TIMEOUT = 240  # seconds; two fresh interpreters importing torch on a busy 2-core machine
 
@@ -72,7 +72,7 @@ def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
     single = fit(load_recipe(RECIPES / "original.toml", ARGS), tmp_path / "single")
 
     env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
-    sets = [arg for a in ARGS for arg in ("--set", a)]
+    sets = [arg for a in [*ARGS, "log.csv=true"] for arg in ("--set", a)]  # a logger: rank 0 alone logs
     result = _torchrun(["-m", "digitsum", "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "ddp")], env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote ") == 1  # rank 0 alone prints
@@ -85,9 +85,10 @@ def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
             assert ddp["metrics"][split][head]["accuracy"] == pytest.approx(values["accuracy"], abs=0.02), (split, head)
     # rank 0 alone writes: one line per epoch and split, no second writer's leftovers
     written = {p.name for p in (tmp_path / "ddp").iterdir()}
-    assert written == {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json", "curves.png", "samples.png"}
+    assert written == {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json", "curves.png", "samples.png", "metrics.csv"}
     lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 4
+    assert len((tmp_path / "ddp" / "metrics.csv").read_text().splitlines()) == 1 + 4  # a header, a row per epoch and split
     # the ranks split every batch: together they train on each sample once per epoch, not twice
     assert [r["samples"] for r in lines if r["split"] == "train"] == [512, 512]
 

@@ -166,8 +166,8 @@ def test_short_run_healthy_recipe_keeps_relus_alive_and_the_loss_falls(tiny_data
 
 
 def test_a_too_high_learning_rate_kills_relus(tiny_data):
-    (dead,) = by_check(probe_for("train.lr=0.5", 'train.schedule="constant"'), "short_run")["dead_relu"]
-    assert dead.severity == "error" and dead.keys == ["train.lr"]
+    (dead,) = by_check(probe_for("train.optimizer.lr=0.5", 'train.schedule.type="constant"'), "short_run")["dead_relu"]
+    assert dead.severity == "error" and dead.keys == ["train.optimizer.lr"]
     assert max(dead.figures["dead_after"].values()) >= 0.5
     assert "Conv2d" in " ".join(dead.figures["dead_after"])  # layers named after what feeds the ReLU
 
@@ -178,7 +178,7 @@ def test_killed_relus_are_an_error_only_when_learning_stalls(loss_falls, severit
 
     before, after = {"mlp.0 (Linear, 60 units)": 0.1}, {"mlp.0 (Linear, 60 units)": 0.6}
     (dead,) = _dead_relu_findings(before, after, "a short run", 4e-3, loss_falls)
-    assert dead.severity == severity and dead.keys == ["train.lr"]
+    assert dead.severity == severity and dead.keys == ["train.optimizer.lr"]
 
 
 def test_a_dead_layer_stops_the_gradient_upstream(tiny_data):
@@ -201,7 +201,7 @@ def test_nan_gradients_are_an_error(tiny_data):
 
 
 def test_a_loss_that_does_not_fall_warns(tiny_data):
-    (trend,) = by_check(probe_for("train.lr=1e-7"), "short_run")["loss_trend"]
+    (trend,) = by_check(probe_for("train.optimizer.lr=1e-7"), "short_run")["loss_trend"]
     assert trend.severity == "warning" and trend.figures["last"] > 0.8 * trend.figures["first"]
 
 
@@ -209,8 +209,8 @@ def test_overfit_one_batch_healthy_and_too_small_an_lr(tiny_data):
     (fine,) = findings(probe_for(), "overfit")
     assert fine.severity == "info" and fine.figures["steps"] is not None
     assert all(v >= 0.99 for v in fine.figures["fit"].values())
-    (slow,) = findings(probe_for("train.lr=1e-7"), "overfit")
-    assert slow.severity == "error" and slow.keys == ["train.lr"] and slow.figures["sane_steps"] is not None
+    (slow,) = findings(probe_for("train.optimizer.lr=1e-7"), "overfit")
+    assert slow.severity == "error" and slow.keys == ["train.optimizer.lr"] and slow.figures["sane_steps"] is not None
 
 
 def test_overfit_fails_even_with_a_sane_optimizer_when_the_model_is_broken(tiny_data):
@@ -240,7 +240,7 @@ def test_notebook_recipe_has_all_three_causes(tiny_data):
     errors = {(f.check, tuple(f.keys)) for f in report.errors}
     assert ("double_softmax", ("heads.digit.output",)) in errors and ("double_softmax", ("heads.sum.output",)) in errors
     assert ("loss_weights", ("heads.digit.weight",)) in errors
-    assert ("dead_relu", ("train.lr",)) in errors
+    assert ("dead_relu", ("train.optimizer.lr",)) in errors
     assert not report.healthy
 
 

@@ -15,7 +15,7 @@ from ..conftest import RECIPES
 
 @pytest.fixture
 def recipe(tiny_data):
-    return load_recipe(RECIPES / "original.toml", ["train.epochs=2", "data.batch_size=64", "train.lr=5e-3"])
+    return load_recipe(RECIPES / "original.toml", ["train.epochs=2", "data.batch_size=64", "train.optimizer.lr=5e-3"])
 
 
 def test_run_writes_the_run_directory(recipe, tmp_path):
@@ -32,7 +32,7 @@ def test_run_writes_the_run_directory(recipe, tmp_path):
 
 def test_every_head_learns_on_learnable_data(tmp_path):
     root = write_tiny_mnist(tmp_path / "data", n_train=4096, n_test=512)
-    recipe = load_recipe(RECIPES / "original.toml", ["train.epochs=6", "data.batch_size=64", "train.lr=5e-3", f"data.root='{root}'"])
+    recipe = load_recipe(RECIPES / "original.toml", ["train.epochs=6", "data.batch_size=64", "train.optimizer.lr=5e-3", f"data.root='{root}'"])
     test = fit(recipe, tmp_path / "run")["metrics"]["test"]
     # chance is 0.1 for the digit and about 0.1 for the sum: a head that is not trained stays there
     assert test["digit"]["accuracy"] > 0.5, test
@@ -75,11 +75,11 @@ def test_every_schedule_runs_any_number_of_steps(tiny_data, schedule, total_step
     from digitsum.engine.build import build_model
     from digitsum.engine.train import make_optimizer, make_scheduler
 
-    recipe = load_recipe(RECIPES / "original.toml", [f"train.schedule='{schedule}'"])
+    recipe = load_recipe(RECIPES / "original.toml", [f"train.schedule.type='{schedule}'"])
     optimizer = make_optimizer(recipe, build_model(recipe))
     scheduler = make_scheduler(recipe, optimizer, total_steps)
     for _ in range(total_steps):
         optimizer.step()
         scheduler.step()
     lr = scheduler.get_last_lr()[0]
-    assert 0 <= lr <= recipe.train.lr and lr == lr  # finite, never above the recipe's peak
+    assert 0 <= lr <= recipe.optimizer.params.lr and lr == lr  # finite, never above the recipe's peak

@@ -27,7 +27,7 @@ def learnable_root(tmp_path_factory):
 
 
 def recipe_for(root, *overrides: str):
-    base = ["data.batch_size=32", "train.epochs=2", 'train.schedule="constant"', f"data.root='{root}'"]
+    base = ["data.batch_size=32", "train.epochs=2", 'train.schedule.type="constant"', f"data.root='{root}'"]
     return load_recipe(RECIPES / "original.toml", [*base, *overrides])
 
 
@@ -50,7 +50,7 @@ def test_preflight_does_not_change_the_run(tiny_root, tmp_path):
 
 def test_watch_warns_when_nothing_is_learned(learnable_root, tmp_path):
     watch = Watch()
-    fit(recipe_for(learnable_root, "train.lr=1e-7"), tmp_path / "stuck", [watch])
+    fit(recipe_for(learnable_root, "train.optimizer.lr=1e-7"), tmp_path / "stuck", [watch])
     text = "\n".join(watch.warnings)
     assert "learning almost nothing" in text  # during the first epoch
     assert "stopped falling" in text and "at chance" in text
@@ -59,7 +59,7 @@ def test_watch_warns_when_nothing_is_learned(learnable_root, tmp_path):
 
 def test_watch_is_quiet_on_a_run_that_learns(learnable_root, tmp_path):
     watch = Watch()
-    recipe = recipe_for(learnable_root, "train.lr=3e-3")  # the digit head learns within an epoch here
+    recipe = recipe_for(learnable_root, "train.optimizer.lr=3e-3")  # the digit head learns within an epoch here
     recipe = replace(recipe, heads={"digit": recipe.heads["digit"]})
     summary = fit(recipe, tmp_path / "learns", [watch])
     assert summary["metrics"]["test"]["digit"]["accuracy"] > 0.5  # the control really learns

@@ -6,12 +6,13 @@ import torch
 from digitsum.contracts import Categorical, Classes, Image
 from digitsum.testing import check_component, check_recipe
 from digitsum_example.bilinear import Bilinear
+from digitsum_example.lion import Lion, LionOptimizer
 from digitsum_example.ordinal import Ordinal
 from digitsum_example.product import ProductDigit
 
 
 
-@pytest.mark.parametrize("cls", [ProductDigit, Bilinear, Ordinal], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [ProductDigit, Bilinear, Ordinal, Lion], ids=lambda c: c.__name__)
 def test_conforms(cls):
     check_component(cls)
 
@@ -44,6 +45,29 @@ def test_ordinal_probabilities_are_a_distribution_even_with_unordered_thresholds
     assert probabilities.shape == (64, 6)
     assert float(probabilities.min()) >= 0
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(64))
+
+
+def test_lion_steps_by_the_sign_of_the_interpolated_momentum():
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    optimizer = LionOptimizer([weight], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
+    momentum = torch.zeros(3)
+    expected = weight.detach().clone()
+    for grad in ([0.3, -0.2, 0.0], [-1.0, -0.1, 2.0]):
+        g = torch.tensor(grad)
+        weight.grad = g.clone()
+        optimizer.step()
+        update = torch.sign(0.9 * momentum + 0.1 * g)
+        expected = expected * (1 - 0.1 * 0.5) - 0.1 * update
+        momentum = 0.99 * momentum + 0.01 * g
+        assert torch.allclose(weight.detach(), expected)
+    assert torch.allclose(optimizer.state[weight]["exp_avg"], momentum)
+
+
+def test_lion_refuses_a_parameter_it_does_not_have():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        Lion.Params(momentum=0.9)
 
 
 def test_ordinal_refuses_an_image_target():

@@ -1,0 +1,239 @@
+"""Built-in loggers: metrics.jsonl (always on), a CSV file, TensorBoard and MLflow.
+
+Each is a callback built from a ``[log.<name>]`` table of a recipe. The libraries of
+TensorBoard and MLflow are imported inside the hooks, never here: listing loggers, or loading
+a recipe that names one, imports neither (a missing one is reported by ``Logger.unavailable``).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from ..contracts import Logger, Params
+from ..engine.rundir import MetricsLog, write_text
+
+if TYPE_CHECKING:
+    from ..engine.train import Trainer
+
+SPLITS = ("train", "test")
+#: Figures of the training split besides the heads' metrics, as metrics.jsonl records them.
+EPOCH_FIGURES = ("lr", "samples_per_s", "seconds")
+#: The pictures the Pictures callback writes into every run directory at its end.
+PICTURES = ("curves.png", "samples.png")
+
+
+def in_background(work: Callable[[], object], name: str) -> threading.Thread:
+    """Run ``work`` (importing a library, opening a store) in a daemon thread, started when the
+    logger is made: before training, while the run loads its data and builds its model on one
+    core, the other core does it nearly for free. The hooks then do the same work again, which
+    costs nothing once done here, and fails there, with its real error, if it failed here."""
+
+    def quietly() -> None:
+        try:
+            work()
+        except Exception:  # the hook that needs it reports the error
+            pass
+
+    thread = threading.Thread(target=quietly, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def scalars(trainer: Trainer, train: dict, test: dict) -> dict[str, float]:
+    """One epoch's figures under the names TensorBoard and MLflow show: ``test/digit/accuracy``,
+    ``train/sum/loss``, ..., and ``train/lr``, ``train/samples_per_s``, ``train/seconds``."""
+    values = {f"{split}/{head}/{metric}": float(value)
+              for split, heads in zip(SPLITS, (train, test)) for head, metrics in heads.items()
+              for metric, value in metrics.items()}  # fmt: skip
+    values.update({f"train/{k}": float(trainer.epoch_record[k]) for k in EPOCH_FIGURES if k in trainer.epoch_record})
+    return values
+
+
+def flat_recipe(doc: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """A resolved recipe as dotted keys and text values: ``{"train.optimizer.lr": "0.004", ...}``."""
+    import json
+
+    flat: dict[str, str] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            flat.update(flat_recipe(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return flat
+
+
+class Jsonl(Logger):
+    """metrics.jsonl in the run directory: one JSON line per epoch and split (always on)."""
+
+    contract = 1
+    # The trainer itself writes metrics.jsonl for every run: it is part of the run directory
+    # (Run.metrics, `--resume` and `compare` read it), so there is nothing to switch on or off
+    # here; naming it in a recipe ([log.jsonl]) changes nothing.
+
+
+class Csv(Logger):
+    """metrics.csv in the run directory: a row per epoch and split, a column per figure (head.metric, lr, ...)."""
+
+    contract = 1
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
+        # made again from metrics.jsonl each epoch: a resumed run's file is right without any state
+        records = MetricsLog(trainer.run_dir / "metrics.jsonl").records()
+        rows, columns = [], {"epoch": None, "split": None}
+        for record in records:
+            row = {k: v for k, v in record.items() if k != "heads"}
+            for head, metrics in (record.get("heads") or {}).items():
+                row.update({f"{head}.{metric}": value for metric, value in metrics.items()})
+            columns.update(dict.fromkeys(row))
+            rows.append(row)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(trainer.run_dir / "metrics.csv", text.getvalue())
+
+
+class TensorBoard(Logger):
+    """TensorBoard event files in the run directory: per epoch each split's metrics, lr and samples/s; the pictures; the recipe."""
+
+    contract = 1
+    requires = ("tensorboard",)
+    install = 'pip install "digitsum[tensorboard]"'
+
+    class Params(Params):
+        images: bool = Field(True, description="add the run's pictures (curves.png, samples.png) as images when it ends")
+
+    def __init__(self, params: Params) -> None:
+        super().__init__(params)
+        self.writer = None
+        # importing it takes more than a second: done before training, in the background
+        self._warm = in_background(lambda: importlib.import_module("torch.utils.tensorboard"), "digitsum-tensorboard-import")
+
+    def on_start(self, trainer: Trainer) -> None:
+        self._warm.join()
+        from torch.utils.tensorboard import SummaryWriter
+
+        # The run directory is the event folder, so `tensorboard --logdir runs` names each run by
+        # its directory. A resumed run writes a new event file there, whose purge step makes
+        # TensorBoard drop what an interrupted run had logged past its last checkpoint: steps
+        # (epochs) continue, one run.
+        purge = trainer.epochs_done + 1 if trainer.resumed else None
+        self.writer = SummaryWriter(log_dir=str(trainer.run_dir), purge_step=purge)
+        if not trainer.resumed:
+            recipe = (trainer.run_dir / "recipe.toml").read_text(encoding="utf-8")
+            # four spaces: a code block in TensorBoard's markdown
+            self.writer.add_text("recipe", "\n".join("    " + line for line in recipe.splitlines()), global_step=0)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
+        wall = time.time()
+        for tag, value in scalars(trainer, train, test).items():
+            self.writer.add_scalar(tag, value, global_step=epoch, walltime=wall)
+        self.writer.flush()  # `tensorboard` shows each epoch as soon as it ends
+
+    def on_end(self, trainer: Trainer, summary: dict) -> None:
+        if self.params.images:
+            import numpy as np
+            from PIL import Image
+
+            for name in PICTURES:
+                path = trainer.run_dir / name
+                if path.exists():
+                    with Image.open(path) as image:
+                        pixels = np.asarray(image.convert("RGB"))
+                    self.writer.add_image(Path(name).stem, pixels, global_step=trainer.epochs_done, dataformats="HWC")
+        self._close()
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class MLflow(Logger):
+    """An MLflow run: the resolved recipe as params, each epoch's figures as metrics, the run directory as artifacts."""
+
+    contract = 1
+    requires = ("mlflow",)
+    install = 'pip install "digitsum[mlflow]"'
+
+    class Params(Params):
+        tracking_uri: str | None = Field(
+            None,
+            description="where MLflow keeps runs: a database URL, a folder or a server; default: MLflow's own "
+            "($MLFLOW_TRACKING_URI, else mlflow.db and mlruns/ in the working folder)",
+        )
+        experiment: str = Field("digitsum", min_length=1, description="the MLflow experiment the run belongs to")
+        run_name: str | None = Field(None, description="the MLflow run's name; default: the recipe and the run directory's name")
+        artifacts: bool = Field(True, description="copy the run directory's files to the MLflow run when training ends")
+
+    def __init__(self, params: Params) -> None:
+        super().__init__(params)
+        self.client: Any = None
+        self.run_id: str | None = None
+        self.tracking_uri: str | None = None  # resolved when the run starts, kept for --resume
+        # importing MLflow and opening its store take seconds (creating a new store, more):
+        # done before training, in the background; MLflow keeps the opened store for on_start
+        self._warm = in_background(self._open_store, "digitsum-mlflow-open")
+
+    def _open_store(self) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(self.params.tracking_uri or mlflow.get_tracking_uri()).get_experiment_by_name(self.params.experiment)
+
+    def on_start(self, trainer: Trainer) -> None:
+        self._warm.join()
+        import mlflow
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        # resolved once, then kept in the checkpoint: a resumed run goes to the same store even
+        # from another working folder or with another $MLFLOW_TRACKING_URI
+        self.tracking_uri = self.tracking_uri or self.params.tracking_uri or mlflow.get_tracking_uri()
+        self.client = MlflowClient(self.tracking_uri)
+        if self.run_id is not None:  # a resumed run: the same MLflow run goes on
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
+        experiment = self.client.get_experiment_by_name(self.params.experiment)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.params.experiment)
+        name = self.params.run_name or f"{trainer.recipe.name} {trainer.run_dir.name}"
+        tags = {"digitsum.run_dir": str(trainer.run_dir.resolve()), "digitsum.recipe": trainer.recipe.name}
+        self.run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        params = [Param(k, v[:6000]) for k, v in flat_recipe(trainer.recipe.to_dict()).items()]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call
+            self.client.log_batch(self.run_id, params=params[start : start + 100])
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(tag, value, now, epoch) for tag, value in scalars(trainer, train, test).items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def on_end(self, trainer: Trainer, summary: dict) -> None:
+        if self.params.artifacts:
+            self.client.log_artifacts(self.run_id, str(trainer.run_dir))
+        self.client.set_terminated(self.run_id, status="FINISHED" if trainer.finished else "KILLED")
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        if self.client is not None and self.run_id is not None:
+            self.client.set_terminated(self.run_id, status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "tracking_uri": self.tracking_uri} if self.run_id else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("run_id")
+        self.tracking_uri = state.get("tracking_uri")
