@@ -121,15 +121,15 @@ def doctor(
 @app.command("eval")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="run directory", show_default=False)],
-    split: Annotated[str, typer.Option("--split", help="test or train")] = "test",
+    split: Annotated[str, typer.Option("--split", help="test, train, or val (a run that held one out)")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Evaluate a run directory's checkpoint and print the metrics of every head."""
     from .api import load_run
 
     loaded = load_run(run_dir)
-    if split not in loaded.generator.splits:
-        raise UserError(f"--split {split!r}: {did_you_mean(split, loaded.generator.splits, 'splits')}")
+    if split not in loaded.generator.split_names():
+        raise UserError(f"--split {split!r}: {did_you_mean(split, loaded.generator.split_names(), 'splits')}")
     epoch, step = len(loaded.history), int(loaded.summary.get("position", {}).get("step", 0))
     result = {"run": str(run_dir), "recipe": loaded.recipe.name, "split": split, "epoch": epoch, "step": step,
               "heads": loaded.evaluate(split)}  # fmt: skip

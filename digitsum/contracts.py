@@ -105,6 +105,14 @@ class Generator(Component):
     comes from the ``rng`` it is given, so that the engine controls reproducibility: train
     batches get a fresh stream every epoch, the test split the same stream every time.
 
+    The splits are ``train`` and ``test``, and ``val`` when a recipe holds out a validation
+    split (``data.val`` > 0, ``self.data.val`` here): ``size("val")`` and ``draw("val", ...)``
+    must then give samples that ``draw("train", ...)`` never uses. A generator that reads a
+    split's samples from ``self.data.mnist(split)`` has this for free (the context holds the
+    samples out); one with data of its own splits them with ``self.data.holdout(n)``. A
+    generator whose ``size("val")`` raises (or is 0) cannot serve ``data.val``: the run is
+    refused before training with a message saying so.
+
     :meth:`encode` prepares a user's raw inputs the way ``draw`` prepares its own; a generator
     whose ``draw`` ends by calling ``encode`` on raw inputs keeps the two from drifting apart.
     """
@@ -125,6 +133,13 @@ class Generator(Component):
     def size(self, split: str) -> int:
         """Number of samples in one epoch of ``split``."""
         raise NotImplementedError
+
+    def split_names(self) -> tuple[str, ...]:
+        """The splits this generator draws here: ``splits``, and ``val`` when the recipe holds
+        a validation split out (``data.val`` > 0)."""
+        names = tuple(type(self).splits)
+        held_out = getattr(self.data, "val", 0)  # a DataContext; getattr: one made by hand before `val` existed
+        return (*names, "val") if held_out and "val" not in names else names
 
     def draw(self, split: str, index: Tensor, rng: torch.Generator) -> Batch:
         """The batch for the samples ``index`` (int64, on the data device) of ``split``."""

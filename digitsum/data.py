@@ -136,18 +136,51 @@ def load_mnist(root: Path, split: str, device: torch.device, download: bool = Tr
 
 @dataclass
 class DataContext:
-    """What a generator may load data from: a root folder and the device to put it on.
+    """What a generator may load data from: a root folder, the device to put it on, and the
+    validation split held out of the training data.
 
     Each source is loaded once and cached, so generators can ask for it freely.
+
+    ``val`` samples of MNIST's training split (``data.val`` in a recipe; 0: none) are held out
+    as a validation split, chosen by ``seed`` (the recipe's): ``mnist("train")`` holds the
+    others only, ``mnist("val")`` the held-out ones, so a generator that draws a split's
+    samples from ``mnist(split)`` gives a validation split that training never sees. A
+    generator with data of its own holds out the same way with :meth:`holdout`.
     """
 
     root: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     download: bool = True
+    val: int = 0
+    seed: int = 0
     _cache: dict[str, DigitSet] = field(default_factory=dict, repr=False)
 
     def mnist(self, split: str) -> DigitSet:
-        """The MNIST ``split`` ("train" or "test") as uint8 images and int64 labels."""
+        """The MNIST ``split`` ("train", "test", or "val" when ``val`` > 0) as uint8 images and
+        int64 labels; "train" without the held-out validation samples."""
         if split not in self._cache:
-            self._cache[split] = load_mnist(self.root, split, self.device, self.download)
+            if split not in ("train", "test", "val"):
+                raise UserError(f"MNIST has no split {split!r}: train, test, or val (data.val > 0)")
+            if split == "test" or (split == "train" and not self.val):
+                self._cache[split] = load_mnist(self.root, split, self.device, self.download)
+            else:
+                full = load_mnist(self.root, "train", self.device, self.download)
+                train_index, val_index = self.holdout(len(full), "MNIST's training split")
+                index = val_index if split == "val" else train_index
+                self._cache[split] = DigitSet(full.images[index.to(self.device)], full.labels[index.to(self.device)])
         return self._cache[split]
+
+    def holdout(self, n: int, what: str = "the training split") -> tuple[Tensor, Tensor]:
+        """Of ``n`` training samples, the indices kept for training and the ``val`` held out.
+
+        Both sorted int64 CPU tensors, disjoint, together ``0..n-1``; the same for the same
+        ``seed``, ``val`` and ``n``. ``what`` names the data in the error when ``val`` >= ``n``.
+        """
+        if self.val <= 0:
+            raise UserError("there is no validation split: set data.val to the number of training samples to hold out")
+        if self.val >= n:
+            raise UserError(f"data.val = {self.val} leaves no training samples: {what} has {n}")
+        from .engine.batches import make_rng, stream_seed
+
+        order = torch.randperm(n, generator=make_rng(torch.device("cpu"), stream_seed(self.seed, "holdout", n)))
+        return order[self.val :].sort().values, order[: self.val].sort().values

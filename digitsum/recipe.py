@@ -50,6 +50,10 @@ class DataSection(_Section):
     batch_size: int = Field(128, ge=1, le=65536, description="samples per training step")
     root: str | None = Field(None, description="MNIST folder; default $DIGITSUM_DATA or the user cache")
     download: bool = Field(True, description="download MNIST when it is missing")
+    val: int = Field(
+        0, ge=0, le=10**9,
+        description="training samples held out as a validation split 'val' (chosen by the seed, never trained on); 0: none",
+    )
 
 
 class BackboneSection(_Section):

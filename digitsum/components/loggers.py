@@ -24,7 +24,7 @@ from ..engine.rundir import MetricsLog, write_text
 if TYPE_CHECKING:
     from ..engine.train import Trainer
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 #: Figures of the training split besides the heads' metrics, as metrics.jsonl records them.
 EPOCH_FIGURES = ("lr", "samples_per_s", "seconds")
 #: The pictures the Pictures callback writes into every run directory at its end.
@@ -50,9 +50,11 @@ def in_background(work: Callable[[], object], name: str) -> threading.Thread:
 
 def scalars(trainer: Trainer, train: dict, test: dict) -> dict[str, float]:
     """One epoch's figures under the names TensorBoard and MLflow show: ``test/digit/accuracy``,
-    ``train/sum/loss``, ..., and ``train/lr``, ``train/samples_per_s``, ``train/seconds``."""
+    ``train/sum/loss``, ``val/...`` (a run holding a validation split out), ..., and
+    ``train/lr``, ``train/samples_per_s``, ``train/seconds``."""
+    val = trainer.history[-1].get("val", {}) if trainer.history else {}
     values = {f"{split}/{head}/{metric}": float(value)
-              for split, heads in zip(SPLITS, (train, test)) for head, metrics in heads.items()
+              for split, heads in zip(SPLITS, (train, val, test)) for head, metrics in heads.items()
               for metric, value in metrics.items()}  # fmt: skip
     values.update({f"train/{k}": float(trainer.epoch_record[k]) for k in EPOCH_FIGURES if k in trainer.epoch_record})
     return values

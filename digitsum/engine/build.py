@@ -50,10 +50,11 @@ def pick_device(name: str | torch.device, key: str = "train.device") -> torch.de
 
 def data_context(recipe: Recipe, device: torch.device) -> DataContext:
     """Where the recipe's generator loads MNIST from (``data.root``, else $DIGITSUM_DATA or
-    the user cache) and the device it puts it on."""
+    the user cache), the device it puts it on, and the validation split it holds out
+    (``data.val`` samples, chosen by the recipe's seed)."""
     section = recipe.data.section
     root = Path(section.root).expanduser() if section.root else default_root()
-    return DataContext(root, device, section.download)
+    return DataContext(root, device, section.download, val=section.val, seed=recipe.seed)
 
 
 def build_model(recipe: Recipe) -> DigitModel:

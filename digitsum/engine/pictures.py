@@ -67,9 +67,11 @@ def save_figure(figure: Figure, path: Path) -> None:
 
 
 def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> Figure:
-    """Loss and primary metric per head per epoch, train (running mean, dashed) and test.
+    """Loss and primary metric per head per epoch, train (running mean, dashed), val (dotted,
+    when held out) and test.
 
-    ``history``: one ``{"epoch", "train": {head: metrics}, "test": {head: metrics}}`` per epoch.
+    ``history``: one ``{"epoch", "train": {head: metrics}, "test": {head: metrics}}`` per epoch
+    (and ``"val"`` in a run that holds a validation split out).
     """
     heads = list(primary)
     figure = new_figure(figsize=(4 * len(heads), 6))
@@ -78,7 +80,9 @@ def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> 
     for column, head in enumerate(heads):
         for row, metric in enumerate(("loss", primary[head])):
             ax = axes[row][column]
-            for split, style in (("train", "--"), ("test", "-")):
+            for split, style in (("train", "--"), ("val", ":"), ("test", "-")):
+                if any(split not in entry for entry in history):
+                    continue  # val: only in runs that hold a validation split out
                 values = [entry[split].get(head, {}).get(metric) for entry in history]
                 ax.plot(epochs, values, style, marker="o", label=split)
             ax.set_title(f"{head}: {metric}")

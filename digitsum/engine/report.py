@@ -88,11 +88,15 @@ class ConsoleReporter(Callback):
         table.add_column("head")
         table.add_column("metric")
         table.add_column("train (running)", justify="right")
+        val = summary["metrics"].get("val")
+        if val is not None:
+            table.add_column("val", justify="right")
         table.add_column("test", justify="right")
         train, test = summary["metrics"]["train"], summary["metrics"]["test"]
         for head, values in test.items():
             for metric, value in values.items():
-                table.add_row(head, metric, _fmt(train.get(head, {}).get(metric)), _fmt(value))
+                shown = [_fmt(val.get(head, {}).get(metric))] if val is not None else []
+                table.add_row(head, metric, _fmt(train.get(head, {}).get(metric)), *shown, _fmt(value))
         self.console.print(table)
 
 

@@ -73,11 +73,13 @@ class Run:
     # -- using it ----------------------------------------------------------------------------------
 
     def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
-        """Per-head mean loss and metrics over a whole split (``test`` or ``train``), as training reports them."""
+        """Per-head mean loss and metrics over a whole split (``test``, ``train``, or ``val`` when
+        the recipe holds one out), as training reports them."""
         from .train import evaluate
 
-        if split not in self.generator.splits:
-            raise UserError(f"no split '{split}' — {did_you_mean(split, self.generator.splits, 'splits')}")
+        splits = self.generator.split_names()
+        if split not in splits:
+            raise UserError(f"no split '{split}' — {did_you_mean(split, splits, 'splits')}")
         return evaluate(self.model, self.generator, split, self.recipe.seed, self.device)
 
     def predict(self, *, preprocess: bool = True, top: int = 3, **inputs: Any):

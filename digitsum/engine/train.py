@@ -126,6 +126,29 @@ def provenance(device: torch.device) -> dict[str, str]:
     return info
 
 
+def check_val_split(recipe: Recipe, generator: Generator) -> int:
+    """The size of the validation split ``data.val`` asks for; a UserError, before anything is
+    written, when the recipe's generator cannot give one (one written before validation splits
+    existed, whose ``size`` knows train and test only)."""
+    asked = recipe.data.section.val
+    name = f"dataset generator '{recipe.data.section.type}'"
+    try:
+        size = generator.size("val")
+    except UserError:
+        raise  # the data say why (e.g. data.val larger than the training split)
+    except Exception as e:
+        reason = f"its size('val') raised {type(e).__name__}: {e}"
+    else:
+        if isinstance(size, int) and size > 0:
+            return size
+        reason = f"its size('val') is {size!r}"
+    raise UserError(
+        f"data.val = {asked}: {name} gives no validation split ({reason}). A generator gives one by drawing "
+        "its 'val' samples from DataContext.mnist('val') or DataContext.holdout() (docs/plugins.md); "
+        "or set data.val = 0"
+    )
+
+
 class Trainer:
     """One recipe's model, data, optimizer and schedule, and the loop that trains them."""
 
@@ -157,6 +180,10 @@ class Trainer:
         with blame_components(recipe):  # loads and checks the data, before anything is written
             self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
             self.generator.size("test")
+        #: whether a validation split is held out (``data.val`` > 0) and evaluated after each epoch
+        self.validates = recipe.data.section.val > 0
+        if self.validates:
+            check_val_split(recipe, self.generator)
         self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
         self.history: list[dict[str, Any]] = []
         #: the last trained epoch's figures as metrics.jsonl records them (samples, seconds,
@@ -335,11 +362,15 @@ class Trainer:
             if self.step < self.steps_per_epoch:  # stopped part-way: keep the place, evaluate nothing
                 self.save_checkpoint()
                 break
+            val = self.evaluate("val") if self.validates else None
             test = self.evaluate("test")
             self.epoch_record = train
-            self.history.append({"epoch": epoch, "train": train["heads"], "test": test})
+            # "val" only when held out: a run without one writes exactly what it always did
+            self.history.append({"epoch": epoch, "train": train["heads"], **({"val": val} if val is not None else {}), "test": test})
             if log is not None:
                 log.append({"epoch": epoch, "split": "train", **train})
+                if val is not None:
+                    log.append({"epoch": epoch, "split": "val", "heads": val})
                 log.append({"epoch": epoch, "split": "test", "heads": test})
             self.epochs_done = epoch
             self.rewind_epoch()
@@ -359,14 +390,15 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """What summary.json says of the run so far: recipe, seed, device, epochs, the last
-        epoch's train and test metrics, seconds."""
+        epoch's train, val (when held out) and test metrics, seconds."""
+        last = self.history[-1] if self.history else {}
         summary = {
             "format": RUN_FORMAT,
             "recipe": self.recipe.name,
             "seed": self.recipe.seed,
             "device": str(self.device),
             "epochs": len(self.history),
-            "metrics": {"train": self.history[-1]["train"], "test": self.history[-1]["test"]} if self.history else {},
+            "metrics": {split: last[split] for split in ("train", "val", "test") if split in last},
             "seconds": round(self.seconds_before + time.perf_counter() - self._fit_started, 3),
         }
         if self.world.active:
