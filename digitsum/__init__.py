@@ -3,7 +3,7 @@
 Two public faces, both importable from here and loaded on first use (importing digitsum, and
 ``digitsum --help``, import no torch):
 
-- the library (``digitsum.train``, ``load_run``, ``load_recipe``, ``doctor``, ``build``,
+- the library (``digitsum.train``, ``load_run``, ``load_recipe``, ``doctor``, ``build``, ``sweep``,
   ``Run``; see docs/api.md);
 - the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
@@ -18,6 +18,8 @@ _PUBLIC = {
     "load_recipe": "api",
     "doctor": "api",
     "build": "api",
+    "sweep": "api",
+    "SweepResult": "engine.sweep",
     "Run": "engine.run",
     "Recipe": "recipe",
     "Callback": "engine.callbacks",

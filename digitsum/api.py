@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .engine.callbacks import Callback
     from .engine.doctor import Report
     from .engine.run import Run
+    from .engine.sweep import SweepResult
     from .recipe import Recipe
 
 #: What names a recipe: a path to a TOML file, a built-in or plugin recipe name, a recipe
@@ -117,6 +118,42 @@ def build(recipe: RecipeLike, device: str | torch.device | None = None, override
     from .engine.build import build as make
 
     return make(load_recipe(recipe, overrides), device)
+
+
+def sweep(
+    recipe: RecipeLike,
+    params: Sequence[str],
+    trials: int,
+    *,
+    workers: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
+    metric: str | None = None,
+    direction: str | None = None,
+    overrides: Overrides = (),
+    out: str | Path | None = None,
+    val: int | None = None,
+    pruner: str = "median",
+    prune_startup: int = 5,
+    quiet: bool = False,
+) -> SweepResult:
+    """Search a recipe's hyper-parameters with Optuna, as ``digitsum sweep`` does (docs/sweeps.md).
+
+    ``params`` are ``"KEY=SPACE"`` strings (``"train.optimizer.lr=loguniform:1e-4:1e-2"``,
+    ``"backbone.type=choice:concat,film"``, ``"data.batch_size=int:32:512:log"``). Trials are
+    chosen on a validation split held out of the training data (``val`` samples, default the
+    recipe's ``data.val`` or 5000), never on the test split; each is a run directory under
+    ``out`` (default ``sweeps/<study>``). The study is kept in ``storage`` (default a journal
+    file in the sweep directory; any Optuna URL), so calling this again continues it, and
+    ``workers`` processes (or other machines on one storage) share it. Needs
+    ``pip install "digitsum[sweep]"``. Returns the trials, the best one and the files written
+    (``best.toml``, plots): see :class:`~digitsum.engine.sweep.SweepResult`.
+    """
+    from .engine.sweep import sweep as search
+
+    return search(recipe, params, trials, workers=workers, storage=storage, study=study, metric=metric,
+                  direction=direction, overrides=overrides, out=out, val=val, pruner=pruner,
+                  prune_startup=prune_startup, quiet=quiet)  # fmt: skip
 
 
 def _as_run(outcome) -> Run | None:

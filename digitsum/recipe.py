@@ -504,9 +504,10 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
 Overrides = Sequence[str] | Mapping[str, Any]
 
 
-def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[Problem]) -> _Document:
+def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[Problem], grid_flag: str = "--grid") -> _Document:
     """Every override in one document, in order (the grid's last), each key remembering the
-    override it came from: ``--set KEY=VALUE``, ``--grid KEY=VALUE`` or ``overrides['KEY']``."""
+    override it came from: ``--set KEY=VALUE``, ``--grid KEY=VALUE`` (``grid_flag``: the
+    option that gave it, e.g. ``--param``) or ``overrides['KEY']``."""
     items: list[tuple[str, KeyPath, Any]] = []
 
     def parsed(flag: str, text: str) -> None:
@@ -529,7 +530,7 @@ def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[
         for text in [overrides] if isinstance(overrides, str) else overrides:
             parsed("--set", text)
     for text in grid:
-        parsed("--grid", text)
+        parsed(grid_flag, text)
     gathered = _Document()
     for label, path, value in items:
         source = Source(label)
@@ -690,7 +691,7 @@ def recipe_document(source: str | os.PathLike[str] | Mapping[str, Any], override
 
 
 def _read_source(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides, grid: Sequence[str],
-                 problems: list[Problem]) -> tuple[_Document, str, str]:  # fmt: skip
+                 problems: list[Problem], grid_flag: str = "--grid") -> tuple[_Document, str, str]:  # fmt: skip
     """The merged document, its label (a path or ``<dict>``) and its default name."""
     from .catalog import resolve_recipe
 
@@ -702,7 +703,7 @@ def _read_source(source: str | os.PathLike[str] | Mapping[str, Any], overrides: 
         path = resolve_recipe(source)
         label, default_name = str(path), path.stem
         doc = _load_file(path, problems)
-    gathered = _gather_overrides(overrides, grid, problems)
+    gathered = _gather_overrides(overrides, grid, problems, grid_flag)
     # Overrides are laid over the files together: a `type` among them replaces only the table the
     # files gave, never a key given beside it (--set heads.x.target=... --grid heads.x.type=...).
     _merge(doc, gathered.data, _Merge(lambda p: gathered.source_of(p, label), problems, overriding=True))
@@ -710,7 +711,7 @@ def _read_source(source: str | os.PathLike[str] | Mapping[str, Any], overrides: 
 
 
 def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
-                *, grid: Sequence[str] = (), require_loggers: bool = True) -> Recipe:  # fmt: skip
+                *, grid: Sequence[str] = (), require_loggers: bool = True, grid_flag: str = "--grid") -> Recipe:  # fmt: skip
     """Read, merge, override and validate a recipe; raise one RecipeError listing every problem.
 
     ``source`` is a path, a shipped recipe's name (``original``, ``dist:name``; see
@@ -720,13 +721,14 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
     ``overrides`` are ``"key=value"`` strings as ``--set`` takes them, or a mapping of dotted keys
     to Python values (``{"train.epochs": 1}``, problems labelled ``overrides['train.epochs']``).
     ``grid`` holds ``"key=value"`` strings applied after them and labelled ``--grid key=value``
-    (``digitsum compare`` passes each grid combination there). ``heads.<name> = false`` (or the
+    (``digitsum compare`` passes each grid combination there; ``grid_flag`` names the option in
+    problems, e.g. ``--param`` for a sweep's values). ``heads.<name> = false`` (or the
     value ``False``) removes an inherited head, ``log.<name> = false`` an inherited logger.
     ``require_loggers=False`` accepts loggers whose library is not installed (reading a run back
     to evaluate or predict needs none of them; a run refuses them when it starts).
     """
     problems: list[Problem] = []
-    doc, fallback, default_name = _read_source(source, overrides, grid, problems)
+    doc, fallback, default_name = _read_source(source, overrides, grid, problems, grid_flag)
     raw = doc.data
 
     for key in raw:
