@@ -1,0 +1,234 @@
+"""`digitsum sweep`: search spaces, the objective on the val split, workers, resuming, pruning."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from digitsum.engine.sweep import Space, default_direction, open_storage, parse_space, parse_spaces
+from digitsum.errors import RecipeError, UserError
+
+from .conftest import RECIPES
+
+optuna = pytest.importorskip("optuna")
+
+ORIGINAL = str(RECIPES / "original.toml")
+LR = "train.optimizer.lr=loguniform:1e-4:3e-2"
+
+
+def _tiny(tiny_root, epochs: int = 2) -> dict:
+    return {"train.epochs": epochs, "data.batch_size": 64, "data.root": str(tiny_root), "data.download": False, "train.device": "cpu"}
+
+
+# -- spaces ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("train.optimizer.lr=loguniform:1e-4:1e-2", Space("train.optimizer.lr", "loguniform", 1e-4, 1e-2)),
+        ("train.optimizer.weight_decay=uniform:0:0.1", Space("train.optimizer.weight_decay", "uniform", 0.0, 0.1)),
+        ("data.batch_size=int:32:512:log", Space("data.batch_size", "int", 32, 512, True)),
+        ("train.epochs=int:1:4", Space("train.epochs", "int", 1, 4)),
+        ("backbone.type=choice:concat,film,embedding", Space("backbone.type", "choice", choices=("concat", "film", "embedding"))),
+        ("data.normalize=choice:true,false", Space("data.normalize", "choice", choices=(True, False))),
+        ("data.batch_size = choice: 32, 64", Space("data.batch_size", "choice", choices=(32, 64))),
+    ],
+)
+def test_spaces_parse(text, expected):
+    assert parse_space(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train.optimizer.lr", "expected KEY=SPACE"),
+        ("=uniform:0:1", "expected KEY=SPACE"),
+        ("train.optimizer.lr=loguniorm:1e-4:1e-2", "did you mean 'loguniform'"),
+        ("train.optimizer.lr=normal:0:1", "unknown space 'normal'"),
+        ("train.optimizer.lr=loguniform:1e-2:1e-4", "LOW must be below HIGH"),
+        ("train.optimizer.lr=loguniform:0:1e-2", "a log scale needs LOW > 0"),
+        ("train.optimizer.lr=uniform:a:1", "LOW 'a' is not a number"),
+        ("train.optimizer.lr=uniform:0:inf", "not a finite number"),
+        ("train.optimizer.lr=uniform:0:1:2", "expected uniform:LOW:HIGH"),
+        ("data.batch_size=int:32:64.5", "HIGH '64.5' is not an integer"),
+        ("data.batch_size=int:32:512:lin", "can only be 'log'"),
+        ("data.batch_size=int:0:512:log", "a log scale needs LOW > 0"),
+        ("backbone.type=choice:", "choice needs values"),
+        ("backbone.type=choice:concat,,film", "choice needs values"),
+        ("backbone.type=choice:film,film", "given twice"),
+        ("train.lr=loguniform:1e-4:1e-2", "--param train.optimizer.lr=loguniform:1e-4:1e-2"),
+    ],
+)
+def test_space_errors(text, message):
+    with pytest.raises(UserError, match=None) as error:
+        parse_space(text)
+    assert message in error.value.message
+
+
+def test_a_key_given_twice_or_none():
+    with pytest.raises(UserError, match="given twice"):
+        parse_spaces([LR, "train.optimizer.lr=uniform:0.1:0.2"])
+    with pytest.raises(UserError, match="at least one --param"):
+        parse_spaces([])
+
+
+def test_default_direction():
+    assert default_direction("accuracy") == "maximize"
+    assert default_direction("rounded_accuracy") == "maximize"
+    assert default_direction("loss") == "minimize"
+
+
+def test_keys_and_values_are_checked_against_the_recipe(tiny_root, tmp_path):
+    import digitsum
+
+    with pytest.raises(RecipeError) as error:
+        digitsum.sweep(ORIGINAL, ["train.optimizer.lrr=loguniform:1e-4:1e-2"], 2, out=tmp_path / "s", overrides=_tiny(tiny_root), val=100)
+    text = str(error.value)
+    assert "--param train.optimizer.lrr" in text and "did you mean 'lr'" in text
+    with pytest.raises(RecipeError) as error:  # an end of the space the component refuses
+        digitsum.sweep(ORIGINAL, ["train.optimizer.weight_decay=uniform:-1:0.1"], 2, out=tmp_path / "s", overrides=_tiny(tiny_root), val=100)
+    assert "train.optimizer.weight_decay" in str(error.value)
+    with pytest.raises(RecipeError, match="did you mean 'film'"):
+        digitsum.sweep(ORIGINAL, ["backbone.type=choice:concat,flim"], 2, out=tmp_path / "s", overrides=_tiny(tiny_root), val=100)
+    assert not (tmp_path / "s").exists()  # nothing was started
+
+
+def test_metric_and_direction_errors(tiny_root, tmp_path):
+    import digitsum
+
+    for metric, message in (("digt.accuracy", "did you mean 'digit'"), ("digit.acuracy", "did you mean 'accuracy'"), ("digit", "HEAD.METRIC")):
+        with pytest.raises(UserError) as error:
+            digitsum.sweep(ORIGINAL, [LR], 2, metric=metric, out=tmp_path / "s", overrides=_tiny(tiny_root), val=100)
+        assert message in error.value.message
+    with pytest.raises(UserError, match="max or min"):
+        digitsum.sweep(ORIGINAL, [LR], 2, direction="up", out=tmp_path / "s", overrides=_tiny(tiny_root), val=100)
+    with pytest.raises(UserError, match="leaves no training samples"):
+        digitsum.sweep(ORIGINAL, [LR], 2, out=tmp_path / "s", overrides=_tiny(tiny_root))  # 5000 of 512
+
+
+def test_the_cli_refuses_the_old_key_and_a_missing_optuna(cli, tiny_data, monkeypatch):
+    result = cli("sweep", ORIGINAL, "--param", "train.lr=loguniform:1e-4:1e-2", "--trials", "2")
+    assert result.code == 2 and "train.optimizer.lr" in result.err
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
+    result = cli("sweep", ORIGINAL, "--param", LR, "--trials", "2")
+    assert result.code == 2
+    assert 'pip install "digitsum[sweep]"' in result.err and "Traceback" not in result.err
+
+
+def test_help_imports_neither_torch_nor_optuna():
+    code = ("import sys\nfrom digitsum.cli import app\n"
+            "try:\n    app(['sweep', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'optuna') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--param" in out and "--workers" in out
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+# -- sweeps ----------------------------------------------------------------------------------------
+
+
+def _trials(storage: str, name: str = "original"):
+    return optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(deepcopy=False)
+
+
+def test_two_workers_run_four_trials_on_one_storage(tiny_root, tmp_path):
+    import digitsum
+
+    out = tmp_path / "s"
+    result = digitsum.sweep(ORIGINAL, [LR, "data.batch_size=choice:32,64"], 4, workers=2, out=out,
+                            overrides=_tiny(tiny_root, epochs=1), val=100, quiet=True)  # fmt: skip
+    trials = _trials(result.storage)
+    assert len(trials) == 4 and sum(result.counts().values()) == 4
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # two processes shared the study
+    assert result.storage == f"journal:{out.resolve() / 'study.journal'}"
+    for trial in trials:
+        run_dir = out / f"trial-{trial.number:04d}"
+        record = json.loads((run_dir / "trial.json").read_text())
+        assert record["params"] == trial.params
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert "val" in summary["metrics"] and summary["recipe"] == "original"
+        assert trial.user_attrs["test"] == summary["metrics"]["test"]["digit"]["accuracy"]
+    # chosen on val alone: the best trial has the highest val figure, whatever its test figure
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert result.best.number == best.number and result.best.value == best.value
+    assert sorted(p.name for p in result.plots) == ["history.png", "importances.png"]
+    assert all(p.stat().st_size > 1000 for p in result.plots)
+    saved = json.loads((out / "sweep.json").read_text())
+    assert saved["best"]["number"] == best.number and saved["metric"] == "val digit.accuracy"
+
+
+def test_best_recipe_runs(tiny_root, tmp_path, cli):
+    import digitsum
+
+    out = tmp_path / "s"
+    result = digitsum.sweep(ORIGINAL, [LR], 2, out=out, overrides=_tiny(tiny_root, epochs=1), val=100, quiet=True)
+    text = result.best_recipe.read_text()
+    recipe = digitsum.load_recipe(result.best_recipe)
+    assert recipe.optimizer.params.lr == pytest.approx(result.best.params["train.optimizer.lr"])
+    assert recipe.data.section.val == 0  # the recipe's own: trained on the whole training split
+    assert text.startswith("# The best trial")
+    run = cli("run", str(result.best_recipe), "--out", str(tmp_path / "best"), "--no-preflight")
+    assert run.code == 0, run.err
+    assert json.loads((tmp_path / "best" / "summary.json").read_text())["recipe"] == "original-best"
+
+
+def test_an_interrupted_sweep_continues(tiny_root, tmp_path):
+    """Started again with the same storage, a sweep goes on counting: finished trials are not
+    run again, and a trial left running by a process that is gone is run again with its values."""
+    import digitsum
+
+    out = tmp_path / "s"
+    overrides = _tiny(tiny_root, epochs=1)
+    first = digitsum.sweep(ORIGINAL, [LR], 2, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    assert [t.number for t in first.trials] == [0, 1]
+    stamps = {n: (out / f"trial-{n:04d}" / "summary.json").stat().st_mtime_ns for n in (0, 1)}
+    # a trial a killed worker left running: its process is gone
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    study = optuna.load_study(study_name="original", storage=open_storage(first.storage))
+    killed = study.ask()
+    killed.set_user_attr("host", socket.gethostname())
+    killed.set_user_attr("pid", gone.pid)
+    lr = killed.suggest_float("train.optimizer.lr", 1e-4, 3e-2, log=True)
+
+    again = digitsum.sweep(ORIGINAL, [LR], 4, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    states = {row.number: row.state for row in again.trials}
+    assert states == {0: "complete", 1: "complete", 2: "interrupted", 3: "complete", 4: "complete"}
+    assert any("trial 2 was left running by process" in note for note in again.notes)
+    retry = _trials(again.storage)[3]
+    assert retry.user_attrs["retry_of"] == 2 and retry.params["train.optimizer.lr"] == lr
+    assert {n: (out / f"trial-{n:04d}" / "summary.json").stat().st_mtime_ns for n in (0, 1)} == stamps  # not rerun
+
+    # the same study with other settings is refused
+    with pytest.raises(UserError, match="was started with another params"):
+        digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-3:3e-2"], 5, out=out, overrides=overrides, val=100, quiet=True)
+
+
+def test_a_hopeless_trial_is_pruned(tiny_root, tmp_path):
+    """With the median pruner, a trial whose val metric after an epoch is below the median of
+    the trials before it stops there; its run directory says so."""
+    import digitsum
+
+    out = tmp_path / "s"
+    storage = f"journal:{tmp_path / 'study.journal'}"
+    study = optuna.create_study(study_name="original", storage=open_storage(storage), direction="maximize")
+    study.enqueue_trial({"train.optimizer.lr": 1e-2})
+    study.enqueue_trial({"train.optimizer.lr": 1e-7})  # far too small to learn anything in an epoch
+    result = digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-7:3e-2"], 2, storage=storage, out=out,
+                            overrides=_tiny(tiny_root, epochs=3), val=100, quiet=True, prune_startup=1)  # fmt: skip
+    assert [row.state for row in result.trials] == ["complete", "pruned"]
+    pruned = out / "trial-0001"
+    summary = json.loads((pruned / "summary.json").read_text())
+    assert summary["stopped"].startswith("pruned by the sweep after epoch 1")
+    assert summary["epochs"] == 1
+    assert json.loads((pruned / "trial.json").read_text())["state"] == "pruned"
+    assert result.best.number == 0
