@@ -26,7 +26,7 @@ import math
 import os
 import socket
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,20 +362,21 @@ def _say(settings: _Settings, text: str) -> None:
         print(text, flush=True)
 
 
-def _work(settings: _Settings) -> None:
-    """One worker: ask the study for trials and run them until it holds ``trials`` of them."""
+def _work(settings: _Settings) -> bool:
+    """One worker: ask the study for trials and run them until it holds ``trials`` of them.
+    True when a trial was interrupted (Ctrl-C, SIGTERM): the worker stops there."""
     optuna = _require_optuna()
     study = _make_study(optuna, settings, open_storage(settings.storage))
     sweep_dir = Path(settings.sweep_dir)
     while True:
         with _lock(sweep_dir):
             if sum(_counted(t, optuna) for t in study.get_trials(deepcopy=False)) >= settings.trials:
-                return
+                return False
             trial = study.ask()
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
         if not _run_trial(study, trial, settings, optuna):
-            return  # interrupted: stop asking
+            return True  # interrupted: stop asking
 
 
 def _run_trial(study: Any, trial: Any, settings: _Settings, optuna: Any) -> bool:
@@ -459,10 +460,11 @@ def _worker_main(settings: _Settings) -> None:
     import sys
 
     try:
-        _work(settings)
+        if _work(settings):
+            sys.exit(130)  # interrupted: the parent says how to continue
     except UserError as e:
         print(f"error: {e.message}", file=sys.stderr, flush=True)
-        sys.exit(e.exit_code if hasattr(e, "exit_code") else 2)
+        sys.exit(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -611,7 +613,7 @@ def sweep(
     interrupted = False
     try:
         if workers == 1:
-            _work(settings)
+            interrupted = _work(settings)
         else:
             interrupted = _run_workers(settings, workers)
     except KeyboardInterrupt:
