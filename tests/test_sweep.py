@@ -188,9 +188,9 @@ def test_an_interrupted_sweep_continues(tiny_root, tmp_path):
 
     out = tmp_path / "s"
     overrides = _tiny(tiny_root, epochs=1)
-    first = digitsum.sweep(ORIGINAL, [LR], 2, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
-    assert [t.number for t in first.trials] == [0, 1]
-    stamps = {n: (out / f"trial-{n:04d}" / "summary.json").stat().st_mtime_ns for n in (0, 1)}
+    first = digitsum.sweep(ORIGINAL, [LR], 1, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    assert [t.number for t in first.trials] == [0]
+    stamp = (out / "trial-0000" / "summary.json").stat().st_mtime_ns
     # a trial a killed worker left running: its process is gone
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -198,19 +198,22 @@ def test_an_interrupted_sweep_continues(tiny_root, tmp_path):
     killed = study.ask()
     killed.set_user_attr("host", socket.gethostname())
     killed.set_user_attr("pid", gone.pid)
+    killed.set_user_attr("run_dir", str(out / "trial-0001"))
+    (out / "trial-0001").mkdir()
     lr = killed.suggest_float("train.optimizer.lr", 1e-4, 3e-2, log=True)
 
-    again = digitsum.sweep(ORIGINAL, [LR], 4, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    again = digitsum.sweep(ORIGINAL, [LR], 2, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
     states = {row.number: row.state for row in again.trials}
-    assert states == {0: "complete", 1: "complete", 2: "interrupted", 3: "complete", 4: "complete"}
-    assert any("trial 2 was left running by process" in note for note in again.notes)
-    retry = _trials(again.storage)[3]
-    assert retry.user_attrs["retry_of"] == 2 and retry.params["train.optimizer.lr"] == lr
-    assert {n: (out / f"trial-{n:04d}" / "summary.json").stat().st_mtime_ns for n in (0, 1)} == stamps  # not rerun
+    assert states == {0: "complete", 1: "interrupted", 2: "complete"}
+    assert any("trial 1 was left running by process" in note for note in again.notes)
+    assert json.loads((out / "trial-0001" / "trial.json").read_text())["state"] == "interrupted"
+    retry = _trials(again.storage)[2]
+    assert retry.user_attrs["retry_of"] == 1 and retry.params["train.optimizer.lr"] == lr
+    assert (out / "trial-0000" / "summary.json").stat().st_mtime_ns == stamp  # not run again
 
     # the same study with other settings is refused
     with pytest.raises(UserError, match="was started with another params"):
-        digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-3:3e-2"], 5, out=out, overrides=overrides, val=100, quiet=True)
+        digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-3:3e-2"], 3, out=out, overrides=overrides, val=100, quiet=True)
 
 
 def test_a_hopeless_trial_is_pruned(tiny_root, tmp_path):
@@ -232,3 +235,46 @@ def test_a_hopeless_trial_is_pruned(tiny_root, tmp_path):
     assert summary["epochs"] == 1
     assert json.loads((pruned / "trial.json").read_text())["state"] == "pruned"
     assert result.best.number == 0
+
+
+def test_a_killed_sweep_continues_where_it_stopped(tiny_root, tmp_path):
+    """SIGKILL to every process of a running sweep, then the same sweep again: the trials done
+    stay done, the one cut off is run again, and the study ends with the trials asked for."""
+    import os
+    import signal
+    import time
+
+    import digitsum
+
+    out = tmp_path / "s"
+    overrides = _tiny(tiny_root, epochs=2)
+    args = [sys.executable, "-m", "digitsum", "sweep", ORIGINAL, "--param", LR, "--trials", "2", "--val", "100",
+            "--pruner", "none", "--out", str(out), *(x for k, v in overrides.items() for x in ("--set", f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower()}"))]  # fmt: skip
+    process = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    storage = f"journal:{out.resolve() / 'study.journal'}"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            assert process.poll() is None, process.stderr.read().decode()
+            if (out / "study.journal").exists():
+                trials = _trials(storage)
+                if any(t.state.name == "COMPLETE" for t in trials) and any(t.state.name == "RUNNING" for t in trials):
+                    break
+        else:
+            pytest.fail("the sweep finished no trial in two minutes")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    before = {t.number: t.state.name for t in _trials(storage)}
+    assert "RUNNING" in before.values()
+
+    result = digitsum.sweep(ORIGINAL, [LR], 2, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    done = [n for n, state in before.items() if state == "COMPLETE"]
+    cut = [n for n, state in before.items() if state == "RUNNING"]
+    rows = {row.number: row for row in result.trials}
+    assert all(rows[n].state == "complete" for n in done)
+    assert all(rows[n].state == "interrupted" for n in cut)
+    retried = {t.user_attrs.get("retry_of") for t in _trials(storage)}
+    assert set(cut) <= retried
+    assert result.counts()["complete"] == 2  # the trials asked for, the cut-off ones not counted

@@ -669,6 +669,10 @@ def _recover(study: Any, optuna: Any) -> list[str]:
             storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
             storage.set_trial_state_values(trial._trial_id, states.FAIL)
             notes.append(f"trial {trial.number} was left running by process {pid}, which is gone: marked failed")
+            run_dir = trial.user_attrs.get("run_dir")
+            if run_dir:  # its run directory says so too (it is run again in a new one)
+                _write_trial(Path(run_dir), {"study": study.study_name, "trial": trial.number, "params": dict(trial.params),
+                                             "state": "interrupted", "reason": f"its process ({pid}) was gone when the sweep started again"})  # fmt: skip
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for trial in trials:
@@ -810,8 +814,13 @@ def _importance_figure(study: Any, optuna: Any, result: SweepResult) -> Any:
     when the finished trials cannot say (fewer than two, or values that never varied)."""
     from .pictures import new_figure
 
+    import warnings
+
     try:
-        importances = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings(record=True) as caught:  # Optuna warns of too few trials: a note, not noise
+            warnings.simplefilter("always")
+            importances = optuna.importance.get_param_importances(study)
+        result.notes.extend(f"parameter importances: {w.message}" for w in caught)
     except Exception as e:  # too few trials, one value only, an evaluator's library missing
         result.notes.append(f"no parameter importances: {' '.join(str(e).split()) or type(e).__name__}")
         return None
