@@ -227,7 +227,7 @@ def test_a_hopeless_trial_is_pruned(tiny_root, tmp_path):
     study.enqueue_trial({"train.optimizer.lr": 1e-2})
     study.enqueue_trial({"train.optimizer.lr": 1e-7})  # far too small to learn anything in an epoch
     result = digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-7:3e-2"], 2, storage=storage, out=out,
-                            overrides=_tiny(tiny_root, epochs=3), val=100, quiet=True, prune_startup=1)  # fmt: skip
+                            overrides=_tiny(tiny_root, epochs=2), val=100, quiet=True, prune_startup=1)  # fmt: skip
     assert [row.state for row in result.trials] == ["complete", "pruned"]
     pruned = out / "trial-0001"
     summary = json.loads((pruned / "summary.json").read_text())

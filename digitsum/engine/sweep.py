@@ -586,9 +586,9 @@ def sweep(
 
     study_name = study or loaded.name
     sweep_dir = Path(out) if out is not None else Path("sweeps") / study_name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(sweep_dir)
-    opened = open_storage(url)
+    opened = open_storage(url)  # first: a storage that cannot be opened leaves no sweep directory behind
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     settings_attr = {"recipe": _strip_local(base_recipe.to_dict()), "params": [str(s) for s in spaces],
                      "metric": f"{head}.{metric_name}"}  # fmt: skip
     made = optuna.create_study(storage=opened, study_name=study_name, direction=direction, load_if_exists=True)
@@ -599,10 +599,15 @@ def sweep(
     if earlier is None:
         made.set_user_attr("digitsum", settings_attr)
     elif earlier != settings_attr:
-        what = [k for k in settings_attr if settings_attr[k] != earlier.get(k)]
-        raise UserError(f"study {study_name!r} in {url} was started with another {' and '.join(what)}: "
-                        f"{', '.join(earlier['params']) if 'params' in what else earlier.get('metric') if 'metric' in what else 'recipe'}; "
-                        "continue it with the same recipe, --set and --param, or start another with --study NAME")  # fmt: skip
+        differ = []
+        if earlier.get("params") != settings_attr["params"]:
+            differ.append(f"params ({' '.join(earlier.get('params', []))})")
+        if earlier.get("metric") != settings_attr["metric"]:
+            differ.append(f"metric ({earlier.get('metric')})")
+        if earlier.get("recipe") != settings_attr["recipe"]:
+            differ.append("recipe (the recipe, --set or --val)")
+        raise UserError(f"study {study_name!r} in {url} was started with another {' and another '.join(differ)}: "
+                        "continue it with the same recipe, --set, --val and --param, or start another with --study NAME")  # fmt: skip
     notes = _recover(made, optuna)
 
     threads = 0
