@@ -144,3 +144,15 @@ def test_a_generator_without_val_is_refused_only_when_val_is_asked(tiny_root, tm
         assert not (tmp_path / "val").exists() or not any((tmp_path / "val").iterdir())
     finally:
         registry.remove("old_gen_for_val")
+
+
+def test_loggers_report_the_val_split_when_there_is_one():
+    from types import SimpleNamespace
+
+    from digitsum.components.loggers import scalars
+
+    train, val, test = {"digit": {"accuracy": 0.5}}, {"digit": {"accuracy": 0.6}}, {"digit": {"accuracy": 0.7}}
+    with_val = SimpleNamespace(history=[{"epoch": 1, "train": train, "val": val, "test": test}], epoch_record={})
+    assert scalars(with_val, train, test) == {"train/digit/accuracy": 0.5, "val/digit/accuracy": 0.6, "test/digit/accuracy": 0.7}
+    without = SimpleNamespace(history=[{"epoch": 1, "train": train, "test": test}], epoch_record={})
+    assert scalars(without, train, test) == {"train/digit/accuracy": 0.5, "test/digit/accuracy": 0.7}
