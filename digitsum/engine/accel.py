@@ -27,6 +27,9 @@ class Acceleration:
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False
     compile: bool = False
+    #: torch.compile's mode: None for its default, "reduce-overhead" (CUDA graphs: one launch
+    #: replays a whole step's kernels) or "max-autotune"
+    compile_mode: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @contextlib.contextmanager
@@ -49,8 +52,10 @@ class Acceleration:
         return {k: _channels_last(v) for k, v in batch.items()}
 
     def compiled(self, module: nn.Module) -> nn.Module:
-        """``torch.compile(module)`` when asked; the module itself otherwise."""
-        return torch.compile(module) if self.compile else module
+        """``torch.compile(module, mode=compile_mode)`` when asked; the module itself otherwise."""
+        if not self.compile:
+            return module
+        return torch.compile(module, mode=self.compile_mode) if self.compile_mode else torch.compile(module)
 
 
 def _channels_last(value: Tensor) -> Tensor:
@@ -85,6 +90,7 @@ def plan(train: TrainSection, device: torch.device) -> Acceleration:
             acc.notes.append("train.compile ignored: torch.compile needs the triton package, which is not installed")
         else:
             acc.compile = True
+            acc.compile_mode = train.compile if isinstance(train.compile, str) else None
     return acc
 
 

@@ -112,3 +112,23 @@ def test_default_threads_are_the_usable_cores(tiny_data, tmp_path, threads_resto
     torch.set_num_threads(1)  # whatever the process had, 0 means one per usable core
     trainer = Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=0"]), tmp_path)
     assert trainer.threads == torch.get_num_threads() == usable_cores()
+
+
+@pytest.mark.parametrize("value, mode", [(True, None), ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune")])
+def test_compile_mode_reaches_torch_compile_on_cuda(monkeypatch, value, mode):
+    # no GPU here: CUDA and triton are faked, torch.compile recorded
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    acc = plan(TrainSection(compile=value), torch.device("cuda"))
+    assert acc.compile and acc.compile_mode == mode and acc.notes == []
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **options: calls.append(options) or module)
+    model = torch.nn.Linear(2, 2)
+    assert acc.compiled(model) is model
+    assert calls == [{"mode": mode} if mode else {}]
+
+
+def test_unknown_compile_mode_is_a_recipe_error(tiny_data):
+    with pytest.raises(UserError, match="train.compile"):
+        load_recipe(RECIPES / "original.toml", ["train.compile='fastest'"])
