@@ -130,6 +130,15 @@ def print_table(table: dict) -> bool:
     return ok
 
 
+def read_table(path: Path, names: list[str]) -> dict:
+    """The recorded table at ``path``, without records of recipes no longer built in."""
+    if path == METRICS_FILE:
+        table = recorded_metrics()
+    else:
+        table = json.loads(path.read_text()) if path.is_file() else {}
+    return {k: v for k, v in table.items() if k in names}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", "--only", dest="recipes", nargs="+", metavar="NAME",
@@ -142,18 +151,18 @@ def main() -> None:
     unknown = sorted(set(args.recipes or []) - set(names))
     if unknown:
         sys.exit(f"not built-in recipes: {', '.join(unknown)} (built-ins: {', '.join(names)})")
-    table = recorded_metrics() if args.table == METRICS_FILE else {}
-    if args.table != METRICS_FILE and args.table.is_file():
-        table = json.loads(args.table.read_text())
-    table = {k: v for k, v in table.items() if k in names}  # records of removed recipes go
     if not args.show:
         with tempfile.TemporaryDirectory(prefix="digitsum-record-") as workdir:
             for name in args.recipes or names:
                 print(f"training {name} on seeds {' '.join(map(str, args.seeds))} ...", flush=True)
-                table[name] = record(name, args.seeds, Path(workdir))
-                write_json(args.table, dict(sorted(table.items())))  # after each: an interrupted run keeps what it has
+                entry = record(name, args.seeds, Path(workdir))
+                # merged into the table as it is now on disk (another recording may have added to
+                # it meanwhile), after each recipe: an interrupted run keeps what it has
+                table = read_table(args.table, names)
+                table[name] = entry
+                write_json(args.table, dict(sorted(table.items())))
         print(f"wrote {args.table}")
-    held = print_table(table)
+    held = print_table(read_table(args.table, names))
     print("every bar holds on every seed" if held else "some bar is missed, or some record is stale (above)")
 
 
