@@ -16,6 +16,7 @@ sides alike; the load average printed with each figure says how busy it was.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -86,18 +87,20 @@ def main() -> None:
         print("note: DIGITSUM_DATA is not set; digitsum looks for MNIST in its cache folder", file=sys.stderr)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"{cores} usable cores; load average {os.getloadavg()[0]:.1f} at the start; "
-          f"`digitsum run {args.recipe} --set train.epochs={args.epochs}`, median of {args.rounds}")  # fmt: skip
+          f"`digitsum run {args.recipe} --set train.epochs={args.epochs}`, median of {args.rounds}", flush=True)  # fmt: skip
     variants = [DEFAULT, *(CAUSES if args.causes else [])]
     times: dict[tuple[str, bool], list[float]] = {}
     loads: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory(prefix="digitsum-busy-") as workdir:
         for _ in range(args.rounds):
             for variant in variants:  # interleaved: a busy spell of the machine hits every setting alike
-                loads[False].append(os.getloadavg()[0])
-                times.setdefault((variant.label, False), []).append(run_once(args.recipe, args.epochs, variant, Path(workdir)))
-                with Competitor():
-                    loads[True].append(os.getloadavg()[0])
-                    times.setdefault((variant.label, True), []).append(run_once(args.recipe, args.epochs, variant, Path(workdir)))
+                for busy in (False, True):
+                    with Competitor() if busy else contextlib.nullcontext():
+                        loads[busy].append(os.getloadavg()[0])
+                        seconds = run_once(args.recipe, args.epochs, variant, Path(workdir))
+                    times.setdefault((variant.label, busy), []).append(seconds)
+                    print(f"  {variant.label}, {'busy' if busy else 'quiet'}: {seconds:.1f} s "
+                          f"(load average {loads[busy][-1]:.1f})", flush=True)  # fmt: skip
     print(f"{'setting':<38} {'quiet s':>8} {'busy s':>8} {'busy/quiet':>10}")
     for variant in variants:
         quiet = statistics.median(times[(variant.label, False)])

@@ -13,7 +13,7 @@ digitsum runs ``--runs`` times (default 3) and the medians are reported; the not
 takes minutes, ``--notebook-runs`` times (default 1). All in one run, so the ratio compares
 like with like on a shared machine.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/time_to_accuracy.py [--recipe original] [--runs 3]
+    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/time_to_accuracy.py [--recipe speedrun] [--runs 3]
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def seconds(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="original", help="recipe name or path (default original)")
+    parser.add_argument("--recipe", default="speedrun", help="recipe name or path (default speedrun)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key")
     parser.add_argument("--digit", type=float, default=0.990, help="digit test accuracy to reach (default 0.990)")
     parser.add_argument("--sum", type=float, default=0.988, help="sum test accuracy to reach (default 0.988)")
