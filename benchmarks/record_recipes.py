@@ -72,7 +72,7 @@ def train_seed(name: str, seed: int, workdir: Path) -> dict:
     return summary
 
 
-def summarise(name: str, summaries: list[dict], primary: dict[str, str], load: float) -> dict:
+def summarise(name: str, summaries: list[dict], primary: dict[str, str], load: float, jobs: int = 1) -> dict:
     """One recipe's record from its runs (one summary per seed)."""
     test = {}
     for head, metric in primary.items():
@@ -85,23 +85,29 @@ def summarise(name: str, summaries: list[dict], primary: dict[str, str], load: f
         "test": test,
         "seconds": round(statistics.mean(s["seconds"] for s in summaries), 1),
         "measured": time.strftime("%Y-%m-%d"),
-        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, device {device}, load average {load:.1f} at the start",
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, device {device}, load average {load:.1f} at the start"
+        + (f", {jobs} seeds at once" if jobs > 1 else ""),
         "settings": settings_digest(recipe_document(name)),
     }
 
 
-def record(name: str, seeds: list[int], workdir: Path) -> dict:
-    """Train ``name`` as shipped on every seed; its record for the table."""
+def record(name: str, seeds: list[int], workdir: Path, jobs: int = 1) -> dict:
+    """Train ``name`` as shipped on every seed, ``jobs`` seeds at a time; its record for the table."""
+    from concurrent.futures import ThreadPoolExecutor
+
     recipe = load_recipe(name)
     primary = {head: choice.cls.primary_metric for head, choice in recipe.heads.items()}
     load = os.getloadavg()[0]  # other people's work on a shared machine slows a run: say how busy it was
-    summaries = []
-    for seed in seeds:
+
+    def one(seed: int) -> dict:
         summary = train_seed(name, seed, workdir)
-        summaries.append(summary)
         shown = ", ".join(f"{h} {summary['metrics']['test'][h][m]:.4f}" for h, m in primary.items())
         print(f"  {name} seed {seed}: {shown} ({summary['seconds']:.0f} s)", flush=True)
-    return summarise(name, summaries, primary, load)
+        return summary
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        summaries = list(pool.map(one, seeds))  # in seed order, whichever finishes first
+    return summarise(name, summaries, primary, load, jobs)
 
 
 def verdicts(name: str, entry: dict) -> list[tuple[str, float, float, float | None, bool | None]]:
@@ -144,6 +150,8 @@ def main() -> None:
     parser.add_argument("--recipes", "--only", dest="recipes", nargs="+", metavar="NAME",
                         help="record these recipes only, merging into the table (the other records are kept)")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS, help="seeds to train (default 0 1 2 3 4)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds trained at once (default 1; their seconds then measure a shared machine)")  # fmt: skip
     parser.add_argument("--table", type=Path, default=METRICS_FILE, help=f"the table to write (default {METRICS_FILE})")
     parser.add_argument("--show", action="store_true", help="print the recorded table against the bars, train nothing")
     args = parser.parse_args()
@@ -155,7 +163,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="digitsum-record-") as workdir:
             for name in args.recipes or names:
                 print(f"training {name} on seeds {' '.join(map(str, args.seeds))} ...", flush=True)
-                entry = record(name, args.seeds, Path(workdir))
+                entry = record(name, args.seeds, Path(workdir), args.jobs)
                 # merged into the table as it is now on disk (another recording may have added to
                 # it meanwhile), after each recipe: an interrupted run keeps what it has
                 table = read_table(args.table, names)
