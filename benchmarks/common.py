@@ -12,7 +12,11 @@ import platform
 import time
 from pathlib import Path
 
-import torch
+from digitsum.threads import prefer_passive_waiting
+
+prefer_passive_waiting()  # as `digitsum run` does, before torch is imported (see digitsum/threads.py)
+
+import torch  # noqa: E402
 
 from digitsum.data import default_root
 from digitsum.engine.batches import train_batches

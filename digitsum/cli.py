@@ -418,6 +418,9 @@ def new_plugin(
 
 def main() -> None:
     """Console entry point: user errors end in a short message and exit code 2."""
+    from .threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before anything imports torch: libgomp reads it once (see threads.py)
     try:
         app()  # click handles its own usage errors (exit 2); ours come through here
     except UserError as e:

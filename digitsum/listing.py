@@ -257,9 +257,21 @@ def metrics_text(row: dict[str, Any]) -> str:
     record = row.get("metrics")
     if not record:
         return "— (recorded for other settings)" if row.get("metrics_stale") else "—"
-    lines = [f"{head} {metric} {value:.4f}" for head, values in record.get("test", {}).items() for metric, value in values.items()]
-    lines.append(f"{record.get('epochs', '?')} epochs, {record.get('seconds', 0):.0f} s")
+    lines = [f"{head} {metric} {_mean_min(value)}" for head, values in record.get("test", {}).items() for metric, value in values.items()]
+    seeds = record.get("seeds")
+    over = f"mean (min) of {len(seeds)} seeds, " if seeds and len(seeds) > 1 else ""
+    lines.append(f"{over}{record.get('epochs', '?')} epochs, {record.get('seconds', 0):.0f} s")
     return "\n".join(lines)
+
+
+def _mean_min(value: Any) -> str:
+    """A recorded metric: ``{"mean", "min", "seeds"}`` over several seeds as "mean (min)", or one
+    seed's number (tables recorded before seeds were)."""
+    if isinstance(value, dict):
+        if len(value.get("seeds", [])) > 1:
+            return f"{value['mean']:.4f} ({value['min']:.4f})"
+        return f"{value['mean']:.4f}"
+    return f"{value:.4f}"
 
 
 def render_recipes(rows: list[dict[str, Any]], console) -> None:

@@ -218,6 +218,19 @@ def test_list_recipes_table(cli, metrics_table, monkeypatch):
     assert "classify" not in result.out  # recipes only
 
 
+def test_list_recipes_shows_mean_and_min_over_seeds(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    path = tmp_path / "metrics.json"
+    digit = {"accuracy": {"mean": 0.99, "min": 0.985, "seeds": [0.985, 0.995]}}
+    record = {"seeds": [0, 1], "epochs": 6, "test": {"digit": digit}, "seconds": 17.4, "measured": "2000-01-01",
+              "machine": "test", "settings": settings_digest(recipe_document("original"))}  # fmt: skip
+    path.write_text(json.dumps({"original": record}))
+    monkeypatch.setattr(catalog, "METRICS_FILE", path)
+    result = cli("list", "recipes")
+    assert result.code == 0, result.err
+    assert "digit accuracy 0.9900 (0.9850)" in result.out and "mean (min) of 2 seeds, 6 epochs, 17 s" in result.out
+
+
 def test_list_shows_a_plugins_recipes(cli, install):
     install("digitsum-fake", {"tiny": plugin_recipe("tiny", "one epoch of original")})
     rows = {r["name"]: r for r in json.loads(cli("list", "recipes", "--json").out)}
@@ -307,10 +320,18 @@ def test_the_copy_api_refuses_an_unknown_name(tmp_path):
 
 
 def test_the_shipped_metrics_table_is_well_formed():
-    """Whatever benchmarks/record_recipes.py last wrote: records of built-ins, each complete."""
+    """Whatever benchmarks/record_recipes.py last wrote: records of built-ins, each complete;
+    a metric is the mean and min over the seeds (or, in a record made before seeds were, one number)."""
     table = json.loads(catalog.METRICS_FILE.read_text())
     assert set(table) <= set(BUILTINS)
     for name, record in table.items():
-        assert set(record) == {"seed", "epochs", "test", "seconds", "measured", "machine", "settings"}, name
+        seeded = "seeds" in record
+        assert set(record) == {"seeds" if seeded else "seed", "epochs", "test", "seconds", "measured", "machine", "settings"}, name
         assert record["test"] and all(len(metrics) == 1 for metrics in record["test"].values()), name  # the primary metric
-        assert all(0 <= value <= 1 for metrics in record["test"].values() for value in metrics.values()), name
+        for metrics in record["test"].values():
+            for value in metrics.values():
+                if seeded:
+                    assert len(value["seeds"]) == len(record["seeds"]) and min(value["seeds"]) == value["min"], name
+                    assert value["min"] <= value["mean"] <= max(value["seeds"]), name
+                    value = value["mean"]
+                assert 0 <= value <= 1, name

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,24 @@ def test_digitsum_data_overrides_the_cache_folder(tmp_path, monkeypatch):
 
     monkeypatch.setenv("DIGITSUM_DATA", str(tmp_path / "mnist"))
     assert default_root() == tmp_path / "mnist"
+
+
+def test_reads_the_idx_files_exactly_without_torchvision(tmp_path, monkeypatch):
+    # torchvision is only for downloading: reading must work (and be fast) without it
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    root = write_tiny_mnist(tmp_path, n_train=5, n_test=3)
+    images = np.arange(5 * 28 * 28, dtype=np.int64).reshape(5, 28, 28) % 251
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    write_idx(raw(root), images.astype(np.uint8))
+    write_idx(raw(root, which=1), labels)
+    digits = load_mnist(root, "train", CPU)
+    assert torch.equal(digits.images, torch.from_numpy(images.astype(np.uint8)))
+    assert digits.labels.tolist() == [3, 1, 4, 1, 5]
+
+
+def test_empty_split_loads(tmp_path):
+    root = write_tiny_mnist(tmp_path, n_train=5, n_test=3)
+    write_idx(raw(root, "test"), np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(raw(root, "test", 1), np.zeros(0, dtype=np.uint8))
+    assert len(load_mnist(root, "test", CPU)) == 0

@@ -13,9 +13,8 @@ from digitsum.recipe import TrainSection, load_recipe
 
 from ..conftest import RECIPES, TINY
 
-GPU_SWITCHES = {
+GPU_SWITCHES = {  # used on CUDA only: ignored on the CPU, with a note
     "train.precision='bf16'": "train.precision",
-    "train.channels_last=true": "train.channels_last",
     "train.compile=true": "train.compile",
 }
 
@@ -50,6 +49,21 @@ def test_gpu_switch_is_ignored_on_cpu_with_a_note(override, key):
     assert len(acc.notes) == 1 and key in acc.notes[0] and "ignored on cpu" in acc.notes[0]
 
 
+def test_channels_last_is_used_on_cpu_without_a_note():
+    acc = plan(TrainSection(channels_last=True), torch.device("cpu"))
+    assert acc.channels_last and acc.notes == []
+
+
+def test_channels_last_trains_the_same_as_contiguous(tiny_data, tmp_path):
+    # a memory layout, not a different computation: the same losses to float tolerance
+    histories = []
+    for flag in ("false", "true"):
+        trainer = Trainer(load_recipe(RECIPES / "original.toml", ["train.epochs=1", "data.batch_size=64", f"train.channels_last={flag}"]), tmp_path / flag)
+        trainer.fit()
+        histories.append(trainer.history[-1]["test"]["sum"]["loss"])
+    assert histories[0] == pytest.approx(histories[1], rel=1e-3)
+
+
 def test_default_switches_need_no_note():
     assert plan(TrainSection(), torch.device("cpu")).notes == []
 
@@ -61,7 +75,7 @@ def test_run_with_every_gpu_switch_on_cpu_trains_and_prints_the_notes(cli, tiny_
     for key in GPU_SWITCHES.values():
         assert f"note: {key}" in result.out
     resolved = load_recipe(tmp_path / "run" / "recipe.toml").train
-    assert (resolved.precision, resolved.channels_last, resolved.compile) == ("bf16", True, True)
+    assert (resolved.precision, resolved.compile) == ("bf16", True)
 
 
 def test_unknown_precision_is_a_recipe_error(tiny_data):
@@ -89,3 +103,32 @@ def test_autocast_runs_forward_in_the_chosen_precision():
         assert layer(torch.rand(3, 4)).dtype == torch.bfloat16
     with Acceleration(torch.device("cpu")).autocast():
         assert layer(torch.rand(3, 4)).dtype == torch.float32
+
+
+def test_default_threads_are_the_usable_cores(tiny_data, tmp_path, threads_restored, monkeypatch):
+    from digitsum.threads import usable_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(1)  # whatever the process had, 0 means one per usable core
+    trainer = Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=0"]), tmp_path)
+    assert trainer.threads == torch.get_num_threads() == usable_cores()
+
+
+@pytest.mark.parametrize("value, mode", [(True, None), ("reduce-overhead", "reduce-overhead"), ("max-autotune", "max-autotune")])
+def test_compile_mode_reaches_torch_compile_on_cuda(monkeypatch, value, mode):
+    # no GPU here: CUDA and triton are faked, torch.compile recorded
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    acc = plan(TrainSection(compile=value), torch.device("cuda"))
+    assert acc.compile and acc.compile_mode == mode and acc.notes == []
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda module, **options: calls.append(options) or module)
+    model = torch.nn.Linear(2, 2)
+    assert acc.compiled(model) is model
+    assert calls == [{"mode": mode} if mode else {}]
+
+
+def test_unknown_compile_mode_is_a_recipe_error(tiny_data):
+    with pytest.raises(UserError, match="train.compile"):
+        load_recipe(RECIPES / "original.toml", ["train.compile='fastest'"])
