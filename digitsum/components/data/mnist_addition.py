@@ -13,6 +13,18 @@ from ...data import mnist_pixels
 from ..digits import add_digits
 
 
+def shift_images(x: Tensor, most: int, rng: torch.Generator) -> Tensor:
+    """Images ``[B, 1, H, W]`` each moved by a random ``(dy, dx)`` in ``[-most, most]``, the
+    border filled with 0 (black); one vectorised gather, all randomness from ``rng``."""
+    b, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (most, most, most, most))
+    dy, dx = (torch.randint(0, 2 * most + 1, (2, b), generator=rng, device=x.device))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None].expand(b, h, w)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :].expand(b, h, w)
+    flat = rows * (w + 2 * most) + cols
+    return padded.flatten(1).gather(1, flat.flatten(1)).view(b, 1, h, w)
+
+
 class MnistAddition(Generator):
     """Two N-digit numbers, one MNIST image per digit; target: their sum's N + 1 digits.
 
@@ -28,6 +40,10 @@ class MnistAddition(Generator):
     60000 / (2N) examples, the test set 10000 / (2N); the same for every run and every epoch.
     ``pairing = "redrawn"`` draws 2N random training images per example at every step instead
     (the test pairs stay fixed): not the benchmark's setting, report it apart.
+
+    ``shift`` augments the training images (never the test split, never ``encode``): each is
+    moved by a random whole number of pixels, up to ``shift`` in each direction, the uncovered
+    border black. The labels stay the sums only.
     """
 
     class Params(Params):
@@ -41,6 +57,7 @@ class MnistAddition(Generator):
             "fixed", description="fixed: each image used once, groups fixed by pairing_seed (the benchmark); redrawn: new training groups every step"
         )
         pairing_seed: int = Field(0, ge=0, description="seed of the shuffle that groups the images into examples")
+        shift: int = Field(0, ge=0, le=4, description="training augmentation: each training image moved by up to this many pixels (0: none)")
         normalize: bool = Field(True, description="standardise pixels with MNIST's mean and std")
 
     @classmethod
@@ -79,7 +96,10 @@ class MnistAddition(Generator):
         else:
             images = self._groups(split)[index]
         labels = digits.labels[images]  # [B, 2N]
-        pixels = mnist_pixels(digits.images[images.flatten()]).view(len(index), 2 * n, 1, 28, 28)
+        pixels = mnist_pixels(digits.images[images.flatten()])
+        if split == "train" and self.params.shift:
+            pixels = shift_images(pixels, self.params.shift, rng)
+        pixels = pixels.view(len(index), 2 * n, 1, 28, 28)
         raw = {"a": pixels[:, :n], "b": pixels[:, n:]}
         return {**self.encode(raw), "sum": add_digits(labels[:, :n], labels[:, n:]), "digits": labels}
 
