@@ -107,17 +107,17 @@ def most_probable_sum(log_a: Tensor, log_b: Tensor) -> Tensor:
     scores, _ = _by_carry(pair, index.expand(batch, n, 2, 2, base).reshape(batch, n, 2, 2 * base))
     scores = scores.view(batch, n, 2, 2, base)
     best, digit = scores.max(dim=-1)  # [B, N, c_in, c_out]: best sum digit for each carry pair
-    delta = torch.tensor([0.0, IMPOSSIBLE], device=log_a.device).expand(batch, 2)
+    delta = torch.full_like(best[:, 0, 0], IMPOSSIBLE)  # [B, carry]: no carry into the units
+    delta[:, 0] = 0.0
     back = []
     for i in range(n):
         step = delta[:, :, None] + best[:, i]  # [B, c_in, c_out]
         delta, came_from = step.max(dim=1)
         back.append(came_from)
     c = delta.argmax(dim=1)  # the last carry: the sum's leading digit
-    rows = torch.arange(batch, device=log_a.device)
     out = [c]
-    for i in range(n - 1, -1, -1):
-        c_in = back[i][rows, c]
-        out.append(digit[rows, i, c_in, c])
+    for i in range(n - 1, -1, -1):  # gathers, not arange(batch): an exported model keeps the batch size free
+        c_in = back[i].gather(1, c[:, None]).squeeze(1)
+        out.append(digit[:, i].flatten(1).gather(1, (2 * c_in + c)[:, None]).squeeze(1))
         c = c_in
     return torch.stack(out, dim=1)  # leading digit first

@@ -156,7 +156,9 @@ class Predictions(Mapping[str, HeadPredictions]):
         return "\n".join(lines)
 
 
-def _number(value: int | float) -> str:
+def _number(value: int | float | list[int]) -> str:
+    if isinstance(value, list):  # a Digits prediction: its digits, most significant first
+        return "".join(str(d) for d in value)
     return str(value) if isinstance(value, int) else f"{value:.4g}"
 
 

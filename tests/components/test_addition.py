@@ -185,17 +185,61 @@ def test_digit_cnn_refuses_a_number_input():
     assert "no use for the input(s) number" in e.value.message
 
 
-# -- learning from sums alone ---------------------------------------------------------------------
+# -- learning from sums alone, and what the engine does with a trained model -------------------------
 
 
-def test_a_sum_only_run_on_tiny_data_learns_the_digits(tmp_path, tiny_root):
+@pytest.fixture(scope="module")
+def tiny_addition_run(tmp_path_factory, tiny_root):
+    """add-1 trained on the tiny data (256 pairs), on sums alone (a few seconds)."""
     import digitsum
 
-    overrides = [f"data.root='{tiny_root}'", "data.download=false", "train.device='cpu'", "train.epochs=6",
+    overrides = [f"data.root='{tiny_root}'", "data.download=false", "train.device='cpu'", "train.epochs=8",
                  "data.batch_size=16", "backbone.conv_channels=[8, 16]", "backbone.hidden=32", "train.optimizer.lr=3e-3"]  # fmt: skip
-    run = digitsum.train("add-1", tmp_path / "run", overrides=overrides, progress=False)
-    test = run.summary["metrics"]["test"]
+    out = tmp_path_factory.mktemp("addition") / "run"
+    digitsum.train("add-1", out, overrides=overrides, progress=False)
+    return digitsum.load_run(out)
+
+
+def test_a_sum_only_run_on_tiny_data_learns_the_digits(tiny_addition_run):
+    test = tiny_addition_run.summary["metrics"]["test"]
     # the digits were never a label (weight 0, a measured target): chance is 10 %
     assert test["digits"]["accuracy"] > 0.5, test
     assert test["sum"]["accuracy"] > 0.3, test
-    assert (tmp_path / "run" / "samples.png").is_file()
+    assert (tiny_addition_run.run_dir / "samples.png").is_file()
+
+
+def test_prediction_takes_sequences_of_images_and_gives_the_sums_digits(tiny_addition_run, tiny_root):
+    run = tiny_addition_run
+    digits = run.generator.data.mnist("test")
+    images = [digits.images[i].numpy() for i in range(4)]
+    one = run.predict(a=[images[0]], b=[images[1]], preprocess=False)
+    assert not one.batched and one.batch_size == 1
+    total = one["sum"].value(0)
+    assert isinstance(total, list) and len(total) == 2 and all(0 <= d <= 9 for d in total)
+    assert one["sum"].probability(0) is None  # digits, not one class: no class probabilities
+    assert len(one["digits"].value(0)) == 2
+    assert f"sum: {''.join(map(str, total))}" in repr(one)
+    many = run.predict(a=[[images[0]], [images[2]]], b=[[images[1]], [images[3]]], preprocess=False)
+    assert many.batched and many.batch_size == 2 and many["sum"].value(0) == total
+    with pytest.raises(UserError, match="input 'a' takes 1 image"):
+        run.predict(a=[images[0], images[1]], b=[images[1]], preprocess=False)
+
+
+def test_the_samples_figure_captions_digit_targets(tiny_addition_run):
+    from digitsum.engine.pictures import format_value
+
+    assert format_value(torch.tensor([0, 1, 7])) == "017" and format_value(torch.tensor(7)) == "7"
+    assert format_value(torch.arange(20) % 10) == "01234567890…"
+    figure = tiny_addition_run.samples(count=4)
+    captions = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert len(captions) == 4 and all(c.splitlines()[1].startswith("sum ") for c in captions)
+
+
+def test_export_describes_sequence_inputs(tiny_addition_run, tmp_path):
+    exported = tiny_addition_run.export("torchscript", tmp_path / "model.pt")
+    import json
+
+    sidecar = json.loads(exported.sidecar.read_text())
+    inputs = {row["name"]: row for row in sidecar["inputs"]}
+    assert inputs["a"]["kind"] == "images" and inputs["a"]["shape"] == ["batch", 1, 1, 28, 28]
+    assert exported.max_difference <= exported.tolerance

@@ -69,6 +69,5 @@ class DigitCNN(Fusion):
         # every image of the batch in one pass: [B, K, 1, 28, 28] -> [B * K, 1, 28, 28]
         parts = [batch[n] if batch[n].dim() == 5 else batch[n].unsqueeze(1) for n in self.images]
         x = torch.cat(parts, dim=1)
-        b, k = x.shape[:2]
         logits = self.classifier(self.cnn(x.flatten(0, 1)))
-        return logits.view(b, k * self.params.classes)
+        return logits.view(-1, self.count * self.params.classes)  # -1: an exported model keeps the batch size free

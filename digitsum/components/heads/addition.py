@@ -54,7 +54,8 @@ class Addition(Head):
 
     def forward(self, features: Tensor) -> Tensor:
         """Log-probabilities ``[B, 2N, base]`` of each image's digit (float32 at least)."""
-        return features.float().view(len(features), 2 * self.n, self.base).log_softmax(dim=-1)
+        # -1, not len(features): an exported (traced) model keeps the batch size free
+        return features.float().view(-1, 2 * self.n, self.base).log_softmax(dim=-1)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return -sum_log_likelihood(output[:, : self.n], output[:, self.n :], target).mean()

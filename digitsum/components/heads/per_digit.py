@@ -42,7 +42,7 @@ class PerDigit(Head):
 
     def forward(self, features: Tensor) -> Tensor:
         """Logits ``[B, K, base]``."""
-        return features.view(len(features), self.length, self.base)
+        return features.view(-1, self.length, self.base)  # -1: an exported model keeps the batch size free
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(output.flatten(0, 1), target.flatten(), label_smoothing=self.params.label_smoothing)
