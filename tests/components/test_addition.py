@@ -193,10 +193,11 @@ def tiny_addition_run(tmp_path_factory, tiny_root):
     """add-1 trained on the tiny data (256 pairs), on sums alone (a few seconds)."""
     import digitsum
 
-    overrides = [f"data.root='{tiny_root}'", "data.download=false", "train.device='cpu'", "train.epochs=8",
-                 "data.batch_size=16", "backbone.conv_channels=[8, 16]", "backbone.hidden=32", "train.optimizer.lr=3e-3"]  # fmt: skip
+    overrides = [f"data.root='{tiny_root}'", "data.download=false", "train.device='cpu'", "train.epochs=5",
+                 "data.batch_size=16", "backbone.conv_channels=[8, 16]", "backbone.hidden=32", "train.optimizer.lr=3e-3",
+                 "train.threads=1"]  # one thread: two fight each other on a busy machine  # fmt: skip
     out = tmp_path_factory.mktemp("addition") / "run"
-    digitsum.train("add-1", out, overrides=overrides, progress=False)
+    digitsum.train("add-1", out, overrides=overrides, progress=False, preflight=False)
     return digitsum.load_run(out)
 
 
