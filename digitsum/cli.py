@@ -184,9 +184,10 @@ def _predict_inputs(items: list[str], generator) -> tuple[dict, list[str]]:
     """``["image=a.png", "number=3"]`` -> inputs for :func:`predict` and a label per sample.
 
     Image inputs take file paths, categorical ones whole numbers; a name given several times
-    makes a batch (names given once are repeated over it).
+    makes a batch (names given once are repeated over it). An Images input (a sequence of
+    images) is given once per image, in order: its paths make one sample's sequence.
     """
-    from .contracts import Categorical
+    from .contracts import Categorical, Images
     from .engine.predict import describe_input
 
     specs = generator.interface(generator.params).inputs
@@ -208,9 +209,13 @@ def _predict_inputs(items: list[str], generator) -> tuple[dict, list[str]]:
     missing = [name for name in specs if name not in values]
     if missing:
         raise UserError("missing " + ", ".join(f"--input {n}=..." for n in missing) + f" ({describe_input(specs[missing[0]])})")
-    size = max(len(v) for v in values.values())
+    sequences = {name: values.pop(name) for name in list(values) if isinstance(specs[name], Images)}
+    size = max((len(v) for v in values.values()), default=1)
     inputs = {name: (v[0] if len(v) == 1 else v) for name, v in values.items()}  # a single value serves every sample
     labels = [" ".join(f"{name}={v[i] if len(v) > 1 else v[0]}" for name, v in values.items()) for i in range(size)]
+    for name, paths in sequences.items():  # one sequence, the same for every sample
+        inputs[name] = paths
+        labels = [f"{label} {name}={','.join(paths)}".strip() for label in labels]
     return inputs, labels
 
 

@@ -65,7 +65,41 @@ class Classes:
     classes: int
 
 
-Spec = Union[Image, Categorical, Classes]
+@dataclass(frozen=True)
+class Images:
+    """A sequence of ``count`` images: a float tensor ``[B, count, channels, height, width]``.
+
+    Each ``x[:, k]`` is an image as :class:`Image` describes it (prepared the same way: the
+    default ``Generator.encode`` standardises every image of the sequence). For inputs made of
+    several images of the same kind, e.g. the digits of a number, most significant first.
+    """
+
+    count: int
+    channels: int = 1
+    height: int = 28
+    width: int = 28
+
+    @property
+    def image(self) -> Image:
+        """The spec of one image of the sequence."""
+        return Image(self.channels, self.height, self.width)
+
+
+@dataclass(frozen=True)
+class Digits:
+    """An int64 target tensor ``[B, length]``: a number written as ``length`` digits in ``base``.
+
+    The digits are **most significant first**, as numbers are written: ``x[:, 0]`` is the
+    leading digit, ``x[:, -1]`` the units; leading zeros pad every number to ``length``. For
+    targets too large for a class index (the sum of two 100-digit numbers has 101 digits), or
+    several digits predicted together (the digits of a sequence of images, in its order).
+    """
+
+    length: int
+    base: int = 10
+
+
+Spec = Union[Image, Categorical, Classes, Images, Digits]
 
 
 class Params(BaseModel):
@@ -90,10 +124,17 @@ class Component:
 
 @dataclass(frozen=True)
 class Interface:
-    """What a generator feeds the model (``inputs``) and asks of it (``targets``)."""
+    """What a generator feeds the model (``inputs``) and asks of it (``targets``).
+
+    ``measured`` names targets that are measured but never trained on: a head bound to one
+    must have weight 0 (the recipe is refused otherwise), so its metrics report what the model
+    learnt without that label ever reaching the loss (e.g. the digits of a task supervised by
+    their sum alone).
+    """
 
     inputs: Mapping[str, Spec]
     targets: Mapping[str, Spec]
+    measured: frozenset[str] = frozenset()
 
 
 class Generator(Component):
@@ -153,6 +194,7 @@ class Generator(Component):
         * an ``Image`` input: float pixels in ``[0, 1]``, ``[B, channels, height, width]``, a
           light digit on a dark ground (MNIST's convention and format: ``digitsum.images``
           turns a photo or a scan into it; ``mnist_pixels`` turns MNIST's uint8 images into it);
+        * an ``Images`` input: the same per image, ``[B, count, channels, height, width]``;
         * a ``Categorical`` input: int64 ``[B]`` with values in ``[0, classes)``.
 
         Returns the declared inputs only (no targets), on the device of the raw ones, and
@@ -174,7 +216,7 @@ class Generator(Component):
             if name not in inputs:
                 raise KeyError(f"encode() needs the raw input {name!r} (declared: {', '.join(interface.inputs)})")
             value = inputs[name]
-            if isinstance(spec, Image):
+            if isinstance(spec, (Image, Images)):
                 x = value.float()
                 # out of place: the caller's tensor is never modified
                 batch[name] = (x - MNIST_MEAN) / MNIST_STD if standardise else x.clone()
@@ -225,6 +267,17 @@ class Head(Component, nn.Module):
         self.params = params
         self.target = target
 
+    @classmethod
+    def features_for(cls, params: Params, target: Spec) -> int | None:
+        """How many features this head reads for ``target``, when it needs an exact number.
+
+        None (the default): any number, the head maps them itself (e.g. a linear layer). A head
+        that reads the backbone's features as they are (e.g. per-image digit logits, ``[B,
+        images * classes]``) returns their number; the model is refused at build time, with
+        both numbers, when the backbone gives another.
+        """
+        return None
+
     def forward(self, features: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -237,7 +290,8 @@ class Head(Component, nn.Module):
         return {}
 
     def predict(self, output: Tensor) -> Tensor:
-        """The prediction per sample, comparable with the target (for captions)."""
+        """The prediction per sample, comparable with the target (for captions): ``[B]`` for a
+        ``Classes`` target, ``[B, length]`` for a ``Digits`` one."""
         return output.argmax(dim=1)
 
     def probabilities(self, output: Tensor) -> Tensor | None:

@@ -666,6 +666,16 @@ def _check_wiring(recipe_parts: dict[str, Any], doc: _Document, fallback: str, p
             problems.append(
                 Problem(where, f"heads.{name}", f"head '{head.section.type}' cannot predict target '{head.section.target}': {reason}")
             )
+        measured = getattr(interface, "measured", frozenset())
+        if head.section.target in measured and head.section.weight != 0:
+            problems.append(
+                Problem(
+                    str(doc.source_of(("heads", name, "weight"), where)),
+                    f"heads.{name}.weight",
+                    f"target '{head.section.target}' of {generator} is measured only, never trained on "
+                    f"(see its parameters); heads.{name} must have weight 0, not {_fmt_value(head.section.weight)}",
+                )
+            )
 
 
 def _fitting_fusions(inputs: Mapping[str, Any]) -> list[str]:

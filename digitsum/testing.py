@@ -89,6 +89,22 @@ def _default_inputs():
     return {"image": Image(1, 28, 28), "number": Categorical(10)}
 
 
+def _fallback_inputs():
+    """What a fusion that refuses the default inputs is checked against instead: the first of
+    these it accepts (two images; two sequences of three images)."""
+    from .contracts import Image, Images
+
+    return [{"image_a": Image(1, 28, 28), "image_b": Image(1, 28, 28)}, {"a": Images(3), "b": Images(3)}]
+
+
+def _fallback_targets():
+    """What a head that refuses the default ``Classes(10)`` target is checked against instead:
+    the first of these it accepts (a 3-digit number: the sum of two 2-digit ones)."""
+    from .contracts import Digits
+
+    return [Digits(3)]
+
+
 def _common_problems(cls: type, base: type, params):
     """Contract version, docstring and Params checks shared by every kind; returns (problems, params)."""
     import json
@@ -129,7 +145,7 @@ def _common_problems(cls: type, base: type, params):
 def _tensor_problems(name: str, value, spec, batch_size: int) -> list[str]:
     import torch
 
-    from .contracts import Categorical, Classes, Image
+    from .contracts import Categorical, Classes, Digits, Image, Images
 
     if not isinstance(value, torch.Tensor):
         return [f"'{name}' is a {type(value).__name__}, not a tensor"]
@@ -141,13 +157,24 @@ def _tensor_problems(name: str, value, spec, batch_size: int) -> list[str]:
             return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: float {shape}"]
         if not torch.isfinite(value).all():
             return [f"'{name}' holds NaN or infinite values"]
+    elif isinstance(spec, Images):
+        shape = (batch_size, spec.count, spec.channels, spec.height, spec.width)
+        if tuple(value.shape) != shape or not value.is_floating_point():
+            return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: float {shape}"]
+        if not torch.isfinite(value).all():
+            return [f"'{name}' holds NaN or infinite values"]
+    elif isinstance(spec, Digits):
+        if tuple(value.shape) != (batch_size, spec.length) or value.dtype != torch.int64:
+            return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: int64 ({batch_size}, {spec.length})"]
+        if value.numel() and (int(value.min()) < 0 or int(value.max()) >= spec.base):
+            return [f"'{name}' holds digits outside [0, {spec.base}) (min {int(value.min())}, max {int(value.max())})"]
     elif isinstance(spec, (Categorical, Classes)):
         if tuple(value.shape) != (batch_size,) or value.dtype != torch.int64:
             return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: int64 ({batch_size},)"]
         if len(value) and (int(value.min()) < 0 or int(value.max()) >= spec.classes):
             return [f"'{name}' holds values outside [0, {spec.classes}) (min {int(value.min())}, max {int(value.max())})"]
     else:
-        return [f"'{name}' is declared as {spec!r}, which is not a digitsum spec (Image, Categorical, Classes)"]
+        return [f"'{name}' is declared as {spec!r}, which is not a digitsum spec (Image, Images, Categorical, Classes, Digits)"]
     return []
 
 
@@ -172,7 +199,7 @@ def check_generator(cls: type, params=None, *, root: Path | None = None) -> None
 
     import torch
 
-    from .contracts import Categorical, Classes, Generator, Image, Interface
+    from .contracts import Categorical, Classes, Digits, Generator, Image, Images, Interface
     from .data import DataContext
 
     problems, params = _common_problems(cls, Generator, params)
@@ -183,8 +210,10 @@ def check_generator(cls: type, params=None, *, root: Path | None = None) -> None
         raise ConformanceError(f"generator {cls.__name__}", problems + ["interface(params) must return a digitsum.Interface"])
     if not interface.inputs or not interface.targets:
         problems.append("it must declare at least one input and one target")
-    problems += [f"input '{n}' must be Image or Categorical, not {s!r}" for n, s in interface.inputs.items() if not isinstance(s, (Image, Categorical))]
-    problems += [f"target '{n}' must be Classes, not {s!r}" for n, s in interface.targets.items() if not isinstance(s, Classes)]
+    problems += [f"input '{n}' must be Image, Images or Categorical, not {s!r}" for n, s in interface.inputs.items() if not isinstance(s, (Image, Images, Categorical))]
+    problems += [f"target '{n}' must be Classes or Digits, not {s!r}" for n, s in interface.targets.items() if not isinstance(s, (Classes, Digits))]
+    measured = getattr(interface, "measured", frozenset())
+    problems += [f"measured target '{n}' is not among its targets" for n in sorted(set(measured) - set(interface.targets))]
     problems += [f"'{n}' is both an input and a target" for n in set(interface.inputs) & set(interface.targets)]
     specs = {**interface.inputs, **interface.targets}
 
@@ -228,21 +257,26 @@ ENCODE_TOLERANCE = 0.25
 
 def raw_inputs(inputs, images, seed: int = 0):
     """Raw inputs for ``Generator.encode``: ``images`` (uint8 ``[B, 28, 28]``, e.g. MNIST's) as
-    float pixels in [0, 1] resized to each Image spec, and random values for each Categorical."""
+    float pixels in [0, 1] resized to each Image spec, and random values for each Categorical.
+    An Images input of ``count`` images gets ``images`` rolled by 0, 1, ... places along the batch:
+    ``count`` different images per sample."""
     import torch
     import torch.nn.functional as F
 
-    from .contracts import Image
+    from .contracts import Image, Images
     from .data import mnist_pixels
 
     rng = _seeded(seed)
     raw = {}
     for name, spec in inputs.items():
-        if isinstance(spec, Image):
+        if isinstance(spec, (Image, Images)):
             x = mnist_pixels(images)
             if x.shape[-2:] != (spec.height, spec.width):
                 x = F.interpolate(x, size=(spec.height, spec.width), mode="bilinear", antialias=True).clamp_(0, 1)
-            raw[name] = x.expand(-1, spec.channels, -1, -1).contiguous()
+            x = x.expand(-1, spec.channels, -1, -1)
+            if isinstance(spec, Images):
+                x = torch.stack([x.roll(k, dims=0) for k in range(spec.count)], dim=1)
+            raw[name] = x.contiguous()
         else:
             raw[name] = torch.randint(0, spec.classes, (len(images),), generator=rng)
     return raw
@@ -262,7 +296,7 @@ def _encode_problems(generator, interface) -> list[str]:
     arguments, and images prepared as draw prepares them."""
     import torch
 
-    from .contracts import Image
+    from .contracts import Image, Images
 
     split = "test" if "test" in type(generator).splits else type(generator).splits[0]
     digits = generator.data.mnist(split)
@@ -290,7 +324,7 @@ def _encode_problems(generator, interface) -> list[str]:
             continue
         if not (isinstance(again, dict) and name in again and torch.equal(first[name], again[name])):
             problems.append(f"encode() gives another '{name}' for the same raw inputs: keep randomness in draw()")
-        if isinstance(spec, Image):
+        if isinstance(spec, (Image, Images)):
             drawn = generator.draw(split, index, _seeded(0))[name]
             bg_draw, ink_draw = _image_levels(drawn)
             bg_enc, ink_enc = _image_levels(first[name])
@@ -318,13 +352,15 @@ def random_batch(inputs, batch_size: int = 4, seed: int = 0):
     """A batch of random tensors matching ``inputs`` (name -> spec), for testing fusions."""
     import torch
 
-    from .contracts import Image
+    from .contracts import Image, Images
 
     rng = _seeded(seed)
     batch = {}
     for name, spec in inputs.items():
         if isinstance(spec, Image):
             batch[name] = torch.randn(batch_size, spec.channels, spec.height, spec.width, generator=rng)
+        elif isinstance(spec, Images):
+            batch[name] = torch.randn(batch_size, spec.count, spec.channels, spec.height, spec.width, generator=rng)
         else:
             batch[name] = torch.randint(0, spec.classes, (batch_size,), generator=rng)
     return batch
@@ -353,7 +389,9 @@ def _same_init(cls: type, *args) -> bool:
 
 @_reporting_crashes("fusion")
 def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) -> None:
-    """Check a Fusion against its contract on random inputs (by default an MNIST image and a number 0-9).
+    """Check a Fusion against its contract on random inputs (by default an MNIST image and a number
+    0-9; for a fusion that refuses those, the first of two images, or two sequences of three
+    images, that it accepts).
 
     Checks: Params, ``check`` (accepts ``inputs``; returns reasons rather than raising for
     inputs it cannot use), ``out_features``, the same initialisation under the same seed, a
@@ -364,10 +402,13 @@ def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) ->
 
     from .contracts import Fusion
 
-    inputs = dict(inputs or _default_inputs())
     problems, params = _common_problems(cls, Fusion, params)
     if params is None:
         raise ConformanceError(f"fusion {getattr(cls, '__name__', cls)}", problems)
+    if inputs is None:
+        candidates = [_default_inputs(), *_fallback_inputs()]
+        inputs = next((c for c in candidates if isinstance(cls.check(params, c), list) and not cls.check(params, c)), candidates[0])
+    inputs = dict(inputs)
     reasons = cls.check(params, inputs)
     if reasons:
         raise ConformanceError(f"fusion {cls.__name__}", problems + [f"check() refuses {inputs}: {reasons}; pass inputs= it can use"])
@@ -400,7 +441,12 @@ def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) ->
 
 @_reporting_crashes("head")
 def check_head(cls: type, params=None, *, target=None, in_features: int = 16, batch_size: int = 8) -> None:
-    """Check a Head against its contract on random features (by default for a 10-class target).
+    """Check a Head against its contract on random features (by default for a 10-class target;
+    for a head that refuses it, a ``Digits(3)`` target).
+
+    ``in_features`` is the head's ``features_for(params, target)`` when it names a number.
+    A ``Digits`` target gets random digits as labels (some may be numbers the head finds
+    impossible, e.g. a sum of two 2-digit numbers above 199: its loss must stay finite).
 
     Checks: Params, ``check`` (accepts ``target``; returns reasons rather than raising for a
     target it cannot predict), the same initialisation under the same seed, ``forward`` on
@@ -410,12 +456,19 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
     """
     import torch
 
-    from .contracts import Classes, Head, Image
+    from .contracts import Classes, Digits, Head, Image
 
-    target = target or Classes(10)
     problems, params = _common_problems(cls, Head, params)
     if params is None:
         raise ConformanceError(f"head {getattr(cls, '__name__', cls)}", problems)
+    if target is None:
+        candidates = [Classes(10), *_fallback_targets()]
+        target = next((c for c in candidates if isinstance(cls.check(params, c), list) and not cls.check(params, c)), candidates[0])
+    needed = cls.features_for(params, target)
+    if needed is not None:
+        if not isinstance(needed, int) or needed < 1:
+            raise ConformanceError(f"head {cls.__name__}", problems + [f"features_for() = {needed!r}, expected None or a positive int"])
+        in_features = needed
     reasons = cls.check(params, target)
     if reasons:
         raise ConformanceError(f"head {cls.__name__}", problems + [f"check() refuses {target}: {reasons}; pass target= it can predict"])
@@ -426,7 +479,10 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
     torch.manual_seed(0)
     head = cls(params, in_features, target)
     features = torch.randn(batch_size, in_features, generator=_seeded(0), requires_grad=True)
-    labels = torch.randint(0, target.classes, (batch_size,), generator=_seeded(1))
+    if isinstance(target, Digits):
+        labels = torch.randint(0, target.base, (batch_size, target.length), generator=_seeded(1))
+    else:
+        labels = torch.randint(0, target.classes, (batch_size,), generator=_seeded(1))
     output = head(features)
     loss = head.loss(output, labels)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not torch.isfinite(loss):
@@ -792,7 +848,8 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
 
     The tiny data (:func:`write_tiny_mnist`, 2048 training samples) are learnable, so one epoch
     in batches of 32 shows whether the recipe trains. It fails (ConformanceError, every problem
-    listed) when a loss is not finite, when a head has weight 0 (it is never trained), or when a
+    listed) when a loss is not finite, when a head has weight 0 (it is never trained; unless its target is one
+    the generator marks measured only), or when a
     head's test loss after the epoch is not at least 5 % (:data:`MIN_LOSS_FALL`) below the same
     model's test loss before training: what a learning rate far too small or a loss that cannot
     fall (softmax fed to cross-entropy) give. ``digitsum doctor`` measures why. ``overrides`` (``--set`` style) apply after the tiny settings. The run directory and
@@ -829,7 +886,10 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
     if not losses or not all(math.isfinite(v) for v in losses.values()):
         raise ConformanceError(f"recipe {path}", [f"training gave losses {losses}"])
     problems = []
+    measured = getattr(recipe.interface(), "measured", frozenset())
     for name, choice in recipe.heads.items():
+        if choice.section.weight == 0 and choice.section.target in measured:
+            continue  # measured only, by the generator's design: it reports, it is not trained
         if choice.section.weight == 0:
             problems.append(f"heads.{name} has weight 0: it is never trained (give it a weight > 0)")
             continue

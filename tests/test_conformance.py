@@ -29,11 +29,15 @@ def test_every_builtin_conforms(entry, request, monkeypatch):
 # -- check_recipe: a recipe must learn on the tiny data --------------------------------------------
 
 HEALTHY_RECIPES = sorted(p for p in RECIPES.glob("*.toml") if p.stem != "notebook")
+#: Recipes whose examples use so many images that check_recipe's 2048 tiny training images make
+#: a handful of them (N = 15: 68 examples, 3 steps; N = 100: 10, 1 step): checked with shorter
+#: numbers, the rest of the recipe as shipped.
+TINY_OVERRIDES = {"add-15": ["data.n=2"], "add-100": ["data.n=2"]}
 
 
 @pytest.mark.parametrize("recipe", HEALTHY_RECIPES, ids=lambda p: p.stem)
 def test_every_builtin_recipe_learns_on_tiny_data(recipe, tmp_path):
-    summary = check_recipe(recipe, tmp_path)
+    summary = check_recipe(recipe, tmp_path, TINY_OVERRIDES.get(recipe.stem, ()))
     assert summary["epochs"] == 1 and (tmp_path / "run" / "summary.json").is_file()
 
 

@@ -64,6 +64,14 @@ def build_model(recipe: Recipe) -> DigitModel:
     heads, bindings = {}, {}
     for name, choice in recipe.heads.items():
         target = interface.targets[choice.section.target]
+        needed = choice.cls.features_for(choice.params, target)
+        if needed is not None and needed != backbone.out_features:
+            raise UserError(
+                f"heads.{name}: head '{choice.section.type}' reads {needed} features for target "
+                f"'{choice.section.target}' ({target}), but backbone '{recipe.backbone.section.type}' "
+                f"gives {backbone.out_features}: use a backbone whose features it can read (e.g. per-image "
+                "logits: digit_cnn)"
+            )
         heads[name] = choice.cls(choice.params, backbone.out_features, target)
         bindings[name] = Binding(choice.section.target, choice.section.weight)
     return DigitModel(backbone, heads, bindings)

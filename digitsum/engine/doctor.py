@@ -372,11 +372,19 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
     findings: list[Finding] = []
     model, batch = probe.model, _slice(probe.sample, 128)
     outputs = model(batch)
-    total = model.total_loss(model.losses(outputs, batch))
+    losses = model.losses(outputs, batch)
+    total = model.total_loss(losses)
     total = total if isinstance(total, Tensor) else torch.tensor(float(total))
+    measured = getattr(probe.interface, "measured", frozenset())
     for head in model.heads:
-        weight, norm = probe.weight_of(head), _grad_norm(total, list(model.heads[head].parameters()))
+        weight, params = probe.weight_of(head), list(model.heads[head].parameters())
+        if params:
+            norm = _grad_norm(total, params)
+        else:  # a head without parameters (it reads the backbone's features as they are): its loss's gradient at the backbone
+            norm = _grad_norm(weight * losses[head], list(model.backbone.parameters()))
         figures = {"weight": weight, "grad_norm": norm}
+        if weight == 0 and probe.target_of(head) in measured:
+            continue  # the generator marks its target measured only: weight 0 is required, not a mistake
         if weight == 0:
             findings.append(Finding("loss_weights", "error", f"heads.{head} is never trained: its loss weight is 0",
                 f"heads.{head}.weight = 0; gradient reaching its parameters from the total loss: {_fmt(norm)}",

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
-from ..contracts import Categorical, Generator, Image, Spec
+from ..contracts import Categorical, Generator, Image, Images, Spec
 from ..errors import UserError, did_you_mean
 from .. import mnist_format
 from ..mnist_format import MNIST_BOX, MNIST_CENTRE, MNIST_SIZE
@@ -226,10 +226,12 @@ def random_inputs(specs: Mapping[str, Spec], batch: int, seed: int = 0) -> list[
     for spec in specs.values():
         if isinstance(spec, Image):
             tensors.append(torch.rand(batch, spec.channels, spec.height, spec.width, generator=rng))
+        elif isinstance(spec, Images):
+            tensors.append(torch.rand(batch, spec.count, spec.channels, spec.height, spec.width, generator=rng))
         elif isinstance(spec, Categorical):
             tensors.append(torch.randint(0, spec.classes, (batch,), generator=rng))
         else:
-            raise UserError(f"cannot export an input of kind {spec}: only Image and Categorical inputs are known")
+            raise UserError(f"cannot export an input of kind {spec}: only Image, Images and Categorical inputs are known")
     return tensors
 
 
@@ -374,6 +376,10 @@ def describe_inputs(specs: Mapping[str, Spec]) -> list[dict[str, Any]]:
             rows.append({"name": name, "position": position, "kind": "image", "dtype": "float32",
                          "shape": ["batch", spec.channels, spec.height, spec.width],
                          "range": [0.0, 1.0], "description": pixels})  # fmt: skip
+        elif isinstance(spec, Images):
+            rows.append({"name": name, "position": position, "kind": "images", "dtype": "float32",
+                         "shape": ["batch", spec.count, spec.channels, spec.height, spec.width], "count": spec.count,
+                         "range": [0.0, 1.0], "description": f"{spec.count} images in order, each with {pixels}"})  # fmt: skip
         else:
             rows.append({"name": name, "position": position, "kind": "categorical", "dtype": "int64",
                          "shape": ["batch"], "range": [0, spec.classes - 1], "classes": spec.classes,
@@ -386,7 +392,7 @@ def describe_preprocessing(specs: Mapping[str, Spec], code: Path | None = None) 
     (``code``: the copied :mod:`digitsum.mnist_format` file, how to call it), in words
     (``summary``, ``image_steps``: the module's own description of its steps, ``parameters``:
     its settings) and as data per image input (``images``)."""
-    images = {name: spec for name, spec in specs.items() if isinstance(spec, Image)}
+    images = {name: spec for name, spec in specs.items() if isinstance(spec, (Image, Images))}
     # the geometry mnist_format gives an image of this size (MNIST's, scaled with the field)
     geometry = {
         name: {"channels": s.channels, "size": [s.height, s.width], "pixel_range": [0.0, 1.0],
@@ -497,7 +503,7 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     require_exporter(fmt)
     path = _target_path(run.run_dir, fmt, out, force)
     specs = dict(run.recipe.interface().inputs)
-    code = preprocess_path(path) if any(isinstance(spec, Image) for spec in specs.values()) else None
+    code = preprocess_path(path) if any(isinstance(spec, (Image, Images)) for spec in specs.values()) else None
     if code is not None:
         _check_preprocess_target(code, force)
     inputs, heads = list(specs), list(run.model.heads)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ..contracts import Generator, Image
+from ..contracts import Generator, Image, Images
 from .batches import eval_batches
 from .callbacks import Callback
 from .rundir import atomic_write
@@ -94,10 +94,34 @@ def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> 
     return figure
 
 
+#: At most this many images of an ``Images`` input (a sequence) are drawn per sample.
+SEQUENCE_SHOWN = 4
+#: Captions show at most this many characters of a value (a long number is cut, with "…").
+CAPTION_CHARS = 12
+
+
+def _sample_images(value: Tensor) -> list[Tensor]:
+    """One sample's images as ``[H, W]`` pictures: an ``Image`` input ``[C, H, W]`` gives one, an
+    ``Images`` input ``[K, C, H, W]`` its first :data:`SEQUENCE_SHOWN`."""
+    value = value.detach().float().cpu()
+    return [value[0]] if value.dim() == 3 else [x[0] for x in value[:SEQUENCE_SHOWN]]
+
+
+def format_value(value: Tensor) -> str:
+    """A target or a prediction of one sample as a caption shows it: a class index as a number,
+    a ``Digits`` value ``[length]`` as its digits (most significant first), cut to
+    :data:`CAPTION_CHARS` characters."""
+    if value.dim() == 0:
+        return str(int(value))
+    text = "".join(str(int(d)) for d in value.flatten())
+    return text if len(text) <= CAPTION_CHARS else text[: CAPTION_CHARS - 1] + "…"
+
+
 def image_row(batch: dict[str, Tensor], image_names: list[str], i: int) -> Tensor:
     """Sample ``i``'s images side by side, as one ``[H, W_total]`` grey picture, a bright
-    two-pixel bar between them so that two digits never read as one."""
-    images = [batch[name][i, 0].detach().float().cpu() for name in image_names]
+    two-pixel bar between them so that two digits never read as one (of a sequence input,
+    its first :data:`SEQUENCE_SHOWN` images)."""
+    images = [image for name in image_names for image in _sample_images(batch[name][i])]
     bar = torch.full((images[0].shape[0], 2), max(float(x.max()) for x in images))
     parts = [images[0]]
     for image in images[1:]:
@@ -110,7 +134,7 @@ def samples_figure(model: DigitModel, generator: Generator, seed: int, device: t
                    title: str, count: int = SAMPLES) -> Figure:  # fmt: skip
     """The first test samples: their images, targets and predictions; wrong ones in red."""
     inputs = generator.interface(generator.params).inputs
-    image_names = [name for name, spec in inputs.items() if isinstance(spec, Image)]
+    image_names = [name for name, spec in inputs.items() if isinstance(spec, (Image, Images))]
     batch = next(eval_batches(generator, "test", seed, device))
     batch = {name: value[:count] for name, value in batch.items()}
     was_training = model.training
@@ -120,7 +144,8 @@ def samples_figure(model: DigitModel, generator: Generator, seed: int, device: t
     predictions = {name: model.heads[name].predict(out).cpu() for name, out in outputs.items()}
     count = len(next(iter(batch.values())))
     rows = -(-count // SAMPLE_COLUMNS)
-    width = 1.6 * max(1, len(image_names))
+    shown = sum(min(getattr(inputs[name], "count", 1), SEQUENCE_SHOWN) for name in image_names)
+    width = 1.6 * max(1, shown)
     figure = new_figure(figsize=(width * SAMPLE_COLUMNS, 2.2 * rows))
     axes = figure.subplots(rows, SAMPLE_COLUMNS, squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -134,10 +159,11 @@ def samples_figure(model: DigitModel, generator: Generator, seed: int, device: t
         if caption:
             lines.append(caption)
         for head, prediction in predictions.items():
-            target = int(batch[model.bindings[head].target][i])
-            guess = int(prediction[i])
-            wrong |= guess != target
-            lines.append(f"{head} {guess}" + ("" if guess == target else f" ≠ {target}"))
+            target = batch[model.bindings[head].target][i].cpu()
+            guess = prediction[i]
+            same = torch.equal(guess.to(target.dtype), target)
+            wrong |= not same
+            lines.append(f"{head} {format_value(guess)}" + ("" if same else f" ≠ {format_value(target)}"))
         ax.set_title("\n".join(lines), fontsize=8, color=WRONG_COLOR if wrong else RIGHT_COLOR)
         if wrong:  # a red frame, visible at a glance in a full grid
             ax.axis("on")

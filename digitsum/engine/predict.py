@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..contracts import Categorical, Generator, Image, Spec
+from ..contracts import Categorical, Generator, Image, Images, Spec
 from ..errors import UserError, did_you_mean
 from .model import DigitModel
 
@@ -43,13 +43,17 @@ class HeadPredictions:
     def __len__(self) -> int:
         return len(self.prediction)
 
-    def value(self, i: int = 0) -> int | float:
-        """Sample ``i``'s prediction as a Python number."""
-        return self.prediction[i].item()
+    def value(self, i: int = 0) -> int | float | list[int]:
+        """Sample ``i``'s prediction as a Python number; for a ``Digits`` target, its list of
+        digits, most significant first."""
+        value = self.prediction[i]
+        return value.tolist() if value.dim() else value.item()
 
     def probability(self, i: int = 0) -> float | None:
         """The probability of sample ``i``'s predicted class, or None without probabilities."""
         if self.probabilities is None:
+            return None
+        if self.prediction[i].dim():
             return None
         predicted = self.prediction[i].item()
         if not float(predicted).is_integer() or not 0 <= predicted < self.probabilities.shape[1]:
@@ -152,7 +156,9 @@ class Predictions(Mapping[str, HeadPredictions]):
         return "\n".join(lines)
 
 
-def _number(value: int | float) -> str:
+def _number(value: int | float | list[int]) -> str:
+    if isinstance(value, list):  # a Digits prediction: its digits, most significant first
+        return "".join(str(d) for d in value)
     return str(value) if isinstance(value, int) else f"{value:.4g}"
 
 
@@ -163,7 +169,30 @@ def describe_input(spec: Spec) -> str:
         return f"an image (the model sees it {kind}, {spec.height}x{spec.width})"
     if isinstance(spec, Categorical):
         return f"an integer from 0 to {spec.classes - 1}"
+    if isinstance(spec, Images):
+        return f"{spec.count} image(s) in order, each {describe_input(spec.image)}"
     return repr(spec)
+
+
+def image_sequence_batch(value: Any, spec: Images, *, preprocess: bool = True, name: str = "images") -> tuple[Tensor, bool]:
+    """An ``Images`` input -> (float ``[B, count, C, H, W]``, whether it was a batch).
+
+    One sample is a sequence of ``count`` images in any form :func:`digitsum.images.image_batch`
+    takes (e.g. a list of paths); a batch is a list (or tuple) of such sequences, each a list or
+    tuple. A sequence of another length is a UserError naming the input.
+    """
+    from ..images import image_batch
+
+    many = isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, (list, tuple)) for v in value)
+    samples = value if many else [value]
+    stacked = []
+    for k, sample in enumerate(samples):
+        images, _ = image_batch(sample, spec.image, preprocess=preprocess, name=name)
+        if len(images) != spec.count:
+            which = f" (sample {k})" if many else ""
+            raise UserError(f"input '{name}'{which} takes {spec.count} image(s) in order, got {len(images)}")
+        stacked.append(images)
+    return torch.stack(stacked), many
 
 
 def _check_names(inputs: Mapping[str, Any], specs: Mapping[str, Spec]) -> None:
@@ -228,6 +257,8 @@ def raw_batch(generator: Generator, inputs: Mapping[str, Any], *, preprocess: bo
     for name, spec in specs.items():
         if isinstance(spec, Image):
             raw[name], batched[name] = image_batch(inputs[name], spec, preprocess=preprocess, name=name)
+        elif isinstance(spec, Images):
+            raw[name], batched[name] = image_sequence_batch(inputs[name], spec, preprocess=preprocess, name=name)
         elif isinstance(spec, Categorical):
             raw[name], batched[name] = categorical_batch(inputs[name], spec, name)
         else:  # pragma: no cover - check_generator refuses other input specs

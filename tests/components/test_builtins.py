@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitsum.contracts import Categorical, Classes, Image
+from digitsum.contracts import Categorical, Classes, Digits, Image, Images
 from digitsum.data import DataContext
 from digitsum.engine.batches import make_rng
 from digitsum.errors import RecipeError
@@ -36,10 +36,20 @@ def test_generator_batches_match_the_declared_interface(name, tiny_root):
         value = batch[key]
         if isinstance(spec, Image):
             assert value.shape == (8, spec.channels, spec.height, spec.width) and value.is_floating_point(), key
+        elif isinstance(spec, Images):
+            assert value.shape == (8, spec.count, spec.channels, spec.height, spec.width) and value.is_floating_point(), key
+        elif isinstance(spec, Digits):
+            assert value.shape == (8, spec.length) and value.dtype == torch.int64, key
+            assert 0 <= int(value.min()) and int(value.max()) < spec.base, key
         else:
             assert value.shape == (8,) and value.dtype == torch.int64, key
             assert 0 <= int(value.min()) and int(value.max()) < spec.classes, key
     assert isinstance(gen.describe(batch, 0), str)
+
+
+#: Generators whose test draws use no randomness at all (their examples are fixed, as a
+#: benchmark's are: mnist_addition's groups of images come from its pairing_seed).
+FIXED_TEST_DRAWS = {"mnist_addition"}
 
 
 @pytest.mark.parametrize("name", GENERATORS)
@@ -48,8 +58,8 @@ def test_generator_draws_are_fixed_by_the_rng_seed(name, tiny_root):
     _, b = draw(name, tiny_root, seed=3, split="test")
     _, c = draw(name, tiny_root, seed=4, split="test")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # every built-in draws something at random (a number, a partner, noise)
-    assert not all(torch.equal(a[k], c[k]) for k in a)
+    # every other built-in draws something at random (a number, a partner, noise)
+    assert all(torch.equal(a[k], c[k]) for k in a) == (name in FIXED_TEST_DRAWS)
 
 
 def test_two_images_targets_are_the_partners_labels(tiny_root):
@@ -120,6 +130,8 @@ def test_the_inputs_reach_the_features(tiny_root):
     torch.manual_seed(0)
     for name in FUSIONS:
         cls = fusions.get(name)
+        if cls.check(cls.Params(), inputs):
+            continue  # it refuses these inputs (digit_cnn: images only)
         model = cls(cls.Params(), inputs)
         if name == "film":  # FiLM starts as the identity; give it some conditioning first
             for layer in model.film:
@@ -154,7 +166,9 @@ def test_every_head_has_a_finite_loss_that_decreases_on_a_tiny_problem(name):
     features = torch.randn(256, 16)
     target = (features[:, :4].sum(dim=1) * 3 + 9).round().clamp(0, 18).long()  # learnable from features
     cls = heads.get(name)
-    assert not cls.check(cls.Params(), target_spec)
+    if cls.check(cls.Params(), target_spec):
+        assert cls.check(cls.Params(), Digits(3)) == [], f"{name} predicts neither classes nor digits"
+        pytest.skip(f"{name} predicts Digits targets only (tests/components/test_addition.py)")
     head = cls(cls.Params(), 16, target_spec)
     optimizer = torch.optim.Adam(head.parameters(), lr=0.05)
     first = head.loss(head(features), target)

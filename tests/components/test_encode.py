@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitsum.contracts import Generator, Image
+from digitsum.contracts import Generator, Image, Images
 from digitsum.data import DataContext, mnist_pixels
 from digitsum.engine.batches import make_rng
 from digitsum.registry import datasets
@@ -33,7 +33,7 @@ def test_encode_returns_the_declared_inputs_only_and_leaves_its_arguments(name, 
     assert set(encoded) == set(inputs)
     assert all(torch.equal(raw[k], kept[k]) for k in raw)
     for key, spec in inputs.items():
-        if isinstance(spec, Image):
+        if isinstance(spec, (Image, Images)):
             if cls.encode is not Generator.encode:
                 continue  # its own preparation: compared with its draw by check_generator
             expected = (raw[key] - 0.1307) / 0.3081 if normalize else raw[key]

@@ -1,0 +1,73 @@
+"""A digit classifier applied to every image alone: the backbone of tasks with structure on top."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from pydantic import Field, field_validator
+from torch import Tensor, nn
+
+from ...contracts import Batch, Fusion, Image, Images, Params, Spec
+from .common import MNIST_IMAGE, ConvFeatures, _sizes_in_range
+
+
+def _image_count(spec: Spec) -> int:
+    return spec.count if isinstance(spec, Images) else 1
+
+
+class DigitCNN(Fusion):
+    """One CNN shared by every image, classifying each alone; features: each image's digit logits.
+
+    Reads every ``Image`` and ``Images`` input (1x28x28), in the generator's order, each
+    sequence's images in theirs: K images in all. Each goes through the same CNN (5x5 conv ->
+    ReLU -> 2x2 max-pool per entry of ``conv_channels``, a ReLU layer of ``hidden`` units,
+    dropout, then ``classes`` logits); the features are the K logit vectors side by side,
+    ``[B, K * classes]``. Heads that know what the digits mean (e.g. ``addition``,
+    ``per_digit``) read them as ``[B, K, classes]``. No image sees another: the model can only
+    learn what each digit is.
+    """
+
+    class Params(Params):
+        conv_channels: list[int] = Field([32, 64], min_length=1, max_length=2, description="output channels of each 5x5 conv block")
+        hidden: int = Field(128, ge=0, le=4096, description="units of the ReLU layer before the logits (0: none)")
+        dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the logits, in training only")
+        classes: int = Field(10, ge=2, le=1000, description="classes per image (logits per image)")
+
+        _check_sizes = field_validator("conv_channels")(_sizes_in_range)
+
+    @classmethod
+    def check(cls, params: Params, inputs: Mapping[str, Spec]) -> list[str]:
+        images = {n: s for n, s in inputs.items() if isinstance(s, (Image, Images))}
+        others = [n for n in inputs if n not in images]
+        problems = []
+        if not images:
+            problems.append("it needs at least one image input (Image or Images)")
+        if others:
+            problems.append(f"it classifies each image alone, and has no use for the input(s) {', '.join(others)}")
+        if any((s.image if isinstance(s, Images) else s) != MNIST_IMAGE for s in images.values()):
+            problems.append("its CNN reads 1x28x28 images")
+        return problems
+
+    def __init__(self, params: Params, inputs: Mapping[str, Spec]) -> None:
+        super().__init__(params, inputs)
+        self.images = [n for n, s in inputs.items() if isinstance(s, (Image, Images))]
+        self.count = sum(_image_count(inputs[n]) for n in self.images)
+        self.cnn = ConvFeatures(1, params.conv_channels)
+        layers: list[nn.Module] = []
+        width = self.cnn.out_features
+        if params.hidden:
+            layers += [nn.Linear(width, params.hidden), nn.ReLU()]
+            width = params.hidden
+        if params.dropout:
+            layers.append(nn.Dropout(params.dropout))
+        layers.append(nn.Linear(width, params.classes))
+        self.classifier = nn.Sequential(*layers)
+        self.out_features = self.count * params.classes
+
+    def forward(self, batch: Batch) -> Tensor:
+        # every image of the batch in one pass: [B, K, 1, 28, 28] -> [B * K, 1, 28, 28]
+        parts = [batch[n] if batch[n].dim() == 5 else batch[n].unsqueeze(1) for n in self.images]
+        x = torch.cat(parts, dim=1)
+        logits = self.classifier(self.cnn(x.flatten(0, 1)))
+        return logits.view(-1, self.count * self.params.classes)  # -1: an exported model keeps the batch size free

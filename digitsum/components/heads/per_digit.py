@@ -1,0 +1,56 @@
+"""Per-image classification: one digit per image, read from per-image logits."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from ...contracts import Digits, Head, Params, Spec
+
+
+class PerDigit(Head):
+    """Each image's digit from its logits (``digit_cnn``'s features); cross-entropy; digit accuracy.
+
+    For a ``Digits(K)`` target, the digits of K images in the backbone's order, it reads the
+    features as ``[B, K, base]`` logits. ``accuracy`` is the share of the K digits right, so its
+    mean over a split is the digit accuracy; ``all_right`` the share of samples with every digit
+    right. Bound to a measured target (weight 0) it reports what a model trained on something
+    else (a sum) learnt of the digits, without training on them.
+    """
+
+    class Params(Params):
+        label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
+
+    @classmethod
+    def check(cls, params: Params, target: Spec) -> list[str]:
+        return [] if isinstance(target, Digits) else [f"it needs a Digits target (one digit per image), not {target}"]
+
+    @classmethod
+    def features_for(cls, params: Params, target: Digits) -> int:
+        return target.length * target.base
+
+    def __init__(self, params: Params, in_features: int, target: Digits) -> None:
+        super().__init__(params, in_features, target)
+        needed = self.features_for(params, target)
+        if in_features != needed:
+            raise ValueError(
+                f"the per_digit head reads {needed} features (logits of {target.length} images, "
+                f"{target.base} each); the backbone gives {in_features}"
+            )
+        self.length, self.base = target.length, target.base
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Logits ``[B, K, base]``."""
+        return features.view(-1, self.length, self.base)  # -1: an exported model keeps the batch size free
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output.flatten(0, 1), target.flatten(), label_smoothing=self.params.label_smoothing)
+
+    def predict(self, output: Tensor) -> Tensor:
+        """The most probable digit of each image, ``[B, K]``."""
+        return output.argmax(dim=-1)
+
+    def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        right = self.predict(output) == target
+        return {"accuracy": right.float().mean(dim=1), "all_right": right.all(dim=1).float()}
