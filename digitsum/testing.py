@@ -801,6 +801,7 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
     import math
 
     from .engine.callbacks import Callback
+    from .engine.progress import fell
     from .engine.runner import start
     from .engine.watch import doctor_command
     from .recipe import load_recipe
@@ -834,7 +835,7 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
             problems.append(f"heads.{name} has weight 0: it is never trained (give it a weight > 0)")
             continue
         before, after, metric = untrained.test[name]["loss"], metrics["test"][name]["loss"], choice.cls.primary_metric
-        if not after <= before - MIN_LOSS_FALL * abs(before):
+        if not fell(before, after, MIN_LOSS_FALL):
             problems.append(
                 f"heads.{name} did not learn: test loss {before:.4f} untrained, {after:.4f} after one epoch "
                 f"({'fell' if after < before else 'rose'} {abs(before - after) / (abs(before) or 1):.1%}, "
