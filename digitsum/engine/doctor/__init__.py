@@ -92,11 +92,15 @@ def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
 
 
 def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool | None = None,
-             budget: float | None = None) -> Report:  # fmt: skip
+             budget: float | None = None, tune: bool = False) -> Report:  # fmt: skip
     """Run ``checks`` (default: every built-in and plugin check) on ``probe`` without disturbing
     the global random state or the model; then, when a head does not learn, try every proposed
     fix (:func:`digitsum.engine.doctor.remedies.verify`). ``verify`` defaults to whether the
-    short run is among the checks; ``budget`` (seconds) stops trying further fixes after it."""
+    short run is among the checks; ``budget`` (seconds) stops trying further fixes after it.
+    ``tune`` (what ``--repair`` asks for): on a recipe whose heads all learn, settings reset to
+    their defaults are tried too and kept when they raise held-out skill
+    (:func:`digitsum.engine.doctor.remedies.tune`)."""
+    from .remedies import tune as tune_settings
     from .remedies import verify as verify_fixes
 
     started = time.perf_counter()
@@ -122,6 +126,9 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
                 findings += added
             except Exception as e:  # the fixes could not be tried: say so, keep the findings
                 findings.append(Finding("fixes", "warning", f"the fixes could not be tried: {type(e).__name__}", str(e)))
+        if tune and not repair and not any(f.severity == "error" for f in findings):
+            added, repair = tune_settings(probe, None if budget is None else started + budget)
+            findings += added
         probe.model.train(was_training)
         probe.model.zero_grad(set_to_none=True)
     order = {s: i for i, s in enumerate(SEVERITIES)}
@@ -129,7 +136,7 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
     return Report(probe.recipe.name, findings, time.perf_counter() - started, names, repair, code)
 
 
-def doctor(recipe: Recipe, checks: Sequence[str] | None = None) -> Report:
+def doctor(recipe: Recipe, checks: Sequence[str] | None = None, *, tune: bool = False) -> Report:
     """Build ``recipe`` on the CPU and run the checks: what ``digitsum doctor`` does.
 
     One thread: on these small models and batches, several threads mostly wait for each other,
@@ -138,6 +145,6 @@ def doctor(recipe: Recipe, checks: Sequence[str] | None = None) -> Report:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return diagnose(Probe.from_recipe(recipe), checks)
+        return diagnose(Probe.from_recipe(recipe), checks, tune=tune)
     finally:
         torch.set_num_threads(threads)

@@ -236,7 +236,8 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     figures = {"steps": steps, "base": base.after, "chance": base.chance, "tried": tried_rows,
                "combined": [c.label for c in combined],
                "combined_after": current.trace.after if current.trace is not None else None,
-               "rounds": [{"change": c.label, "after": t.after} for c, t in rounds]}  # fmt: skip
+               "rounds": [{"change": c.label, "after": t.after, "skill": _mean(t, heads)} for c, t in rounds],
+               "combined_skill": _mean(current.trace, heads) if current.trace is not None else None}  # fmt: skip
     still = [h for h in stalled if h not in restores(current.trace, heads)] if combined else stalled
     if not combined:
         out = Finding("fixes", "error", f"no single change restores learning of {', '.join(stalled)}",
@@ -261,3 +262,56 @@ def _describe(base: RunTrace, trace: RunTrace | None, heads: list[str]) -> str:
     if trace is None:
         return "failed"
     return ", ".join(f"{h} {pct(base.after[h])} -> {pct(trace.after[h])}" for h in heads)
+
+
+#: Tuning (``--repair`` only) keeps a setting reset when it raises the held-out skill by this much
+#: over a run as long as the short run's; at most this many settings.
+TUNE_GAIN, TUNE_KEEP = 0.02, 3
+
+
+def tune(probe: Probe, deadline: float | None = None) -> tuple[list[Finding], dict[str, Any]]:
+    """For ``--repair``, on a recipe whose heads learn: each setting that differs from its
+    component's default (and the lr ten times lower or higher) is tried on top of the recipe over
+    a run as long as the short run (the recipe's own schedule, compressed); the one that raises
+    the heads' held-out skill most is kept, then the others tried again, while one helps by
+    ``TUNE_GAIN``. What a short run can measure only: a change whose benefit shows after
+    thousands of steps is not found here."""
+    from .checks.training import short_run_steps
+
+    steps = short_run_steps(probe.batch_size)
+    heads = _goal_heads(probe)
+    base = _run(probe, steps)
+    pool = setting_changes(probe)
+    kept: list[Change] = []
+    current = base
+    tried: list[dict[str, Any]] = []
+    while pool and len(kept) < TUNE_KEEP and not (deadline is not None and time.perf_counter() > deadline):
+        best: tuple[float, Change, RunTrace] | None = None
+        learning_now = {h for h, ok in current.learning().items() if ok}
+        for change in pool:
+            try:
+                trace = _run(_apply(probe, kept + [change]), steps)
+            except Exception:
+                continue
+            gain = _mean(trace, heads) - _mean(current, heads)
+            tried.append({"change": change.label, "on_top_of": [c.label for c in kept], "skill": _mean(trace, heads), "gain": gain})
+            if not trace.finite or not learning_now <= {h for h, ok in trace.learning().items() if ok}:
+                continue
+            if gain >= TUNE_GAIN and (best is None or gain > best[0]):
+                best = (gain, change, trace)
+        if best is None:
+            break
+        kept.append(best[1])
+        current = best[2]
+        pool = [c for c in pool if c is not best[1] and not set(c.keys) & set(best[1].keys)]
+    keys = {k: v for c in kept for k, v in c.keys.items()}
+    figures = {"steps": steps, "base_skill": _mean(base, heads), "skill": _mean(current, heads), "tried": tried,
+               "kept": [c.label for c in kept]}  # fmt: skip
+    if not kept:
+        return [Finding("tuning", "info", "no setting reset raises held-out skill", f"tried over {steps} steps: "
+                        + "; ".join(f"{t['change']} {t['gain']:+.3f}" for t in tried), figures=figures)], {}  # fmt: skip
+    return [Finding("tuning", "info", f"tuned: {', '.join(c.label for c in kept)}",
+                    f"held-out skill (1 - log-loss / the best constant guess's) over {steps} steps: {_mean(base, heads):.3f} -> "
+                    f"{_mean(current, heads):.3f}; accuracy {_describe(base, current, heads)}; tried: "
+                    + "; ".join(f"{t['change']} {t['gain']:+.3f}" for t in tried),
+                    fix="written by --repair", keys=sorted(keys), figures=figures)], keys  # fmt: skip
