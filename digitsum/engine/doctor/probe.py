@@ -70,6 +70,11 @@ class Probe:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(recipe.seed)
             model = build_model(recipe)
+        # the same weights as this probe's model where the change keeps their shapes (it was built
+        # from the same seed; a model handed to the probe may have been changed since)
+        mine, theirs = self.model.state_dict(), model.state_dict()
+        if mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine):
+            model.load_state_dict(mine)
         return type(self)(recipe, self.generator, model.to(self.device), self.device)
 
     @cached_property
@@ -187,6 +192,7 @@ def log_losses(probe: Probe, model: DigitModel, batch: Batch) -> dict[str, float
             picked = p.float().gather(1, target.long()[:, None]).squeeze(1)
             value = float(-picked.clamp_min(1e-12).log().mean())
             result[head] = value if math.isfinite(value) else None
+            result[f"{head}:argmax"] = float((p.argmax(dim=1) == target).float().mean())
         return result
     finally:
         model.train(was)
@@ -251,6 +257,10 @@ class RunTrace:
     def _beats_entropy(self, head: str) -> bool:
         nll = self.nll.get(head)
         return nll is not None and head in self.entropy and nll < self.entropy[head] - NLL_MARGIN
+
+    def probability_accuracy(self, head: str) -> float | None:
+        """Held-out accuracy of the argmax of the head's ``probabilities`` (None without them)."""
+        return self.nll.get(f"{head}:argmax")
 
     def skill(self, head: str) -> float:
         """How far the head got from the best constant guess towards perfect, on held-out samples:

@@ -177,6 +177,8 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         if not pool or current.trace is None or (deadline is not None and time.perf_counter() > deadline):
             break
         learning_now = set(restores(current.trace, heads))
+        if learning_now >= set(heads):
+            break  # every head learns: nothing left to restore (tuning is --repair's, see tune())
         now = rank(current.trace)
         better = []
         for change in pool:
@@ -189,7 +191,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
             learning = set(restores(a.trace, heads))
             if any(current.trace.after[h] - a.trace.after[h] > DROP for h in heads if h in learning_now and h not in learning):
                 continue  # a head that learned is back at chance
-            if len(learning) > len(learning_now) or _mean(a.trace, heads) - now[1] >= IMPROVES:
+            if len(learning) > len(learning_now):  # a head the others left at chance now learns
                 better.append((rank(a.trace), change, a))
         if not better:
             break
@@ -251,7 +253,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         f"verified fix: {together}" if not still else f"the verified changes restore only part: {', '.join(still)} still at chance",
         measured + f"; with {together}: {result}; tried alone: {lines}",
         "each change was tried alone on the same batches and initialisation; those that restored a stalled head were combined, "
-        "then the others tried on top of them, round by round, and the best kept while it raised held-out accuracy",
+        "then, while a head stays at chance, the others tried on top of them, round by round, and the best kept when it restores one",
         ("digitsum doctor RECIPE --repair FIXED.toml writes " + ", ".join(f"{k} = {_show(v)}" for k, v in repair.items()) if repair else "")
         + (("; in code: " if repair else "in code: ") + "; ".join(code) if code else ""),
         sorted(repair), figures)  # fmt: skip

@@ -132,8 +132,14 @@ def check_short_run(probe: Probe) -> list[Finding]:
 
 
 def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], name: str) -> list[Finding]:
+    """Each trained head read through its metric on held-out samples, its loss against its floor.
+
+    A head learns when its held-out accuracy (``predict``) beats the best constant guess. When it
+    does not, its own probabilities tell a loss/predict mismatch (their argmax is right, predict
+    is not) from slow learning (its held-out log-loss beats the best constant distribution's)
+    from no learning at all."""
     findings = []
-    learning = trace.learning()
+    n = len(next(iter(probe.held_out.values())))
     for head in probe.trained_heads():
         losses = trace.head_losses[head]
         if not len(losses):
@@ -142,21 +148,27 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
         first, last = float(losses[:window].mean()), float(losses[-window:].mean())
         floor = floors[head]
         loss_fell = fell(first, last, LOSS_FALL, floor)
+        by_argmax = trace.probability_accuracy(head)
         figures = {"before": trace.before[head], "after": trace.after[head], "chance": trace.chance[head],
-                   "loss_first": first, "loss_last": last, "floor": floor, "fell": fraction_fallen(first, last, floor)}  # fmt: skip
+                   "loss_first": first, "loss_last": last, "floor": floor, "fell": fraction_fallen(first, last, floor),
+                   "log_loss": trace.nll.get(head), "best_constant_log_loss": trace.entropy.get(head), "argmax_accuracy": by_argmax}  # fmt: skip
         measured = (f"heads.{head} over {name}: held-out accuracy {pct(trace.before[head])} -> {pct(trace.after[head])} "
                     f"(best constant guess {pct(trace.chance[head])}); loss {fmt(first)} -> {fmt(last)}, "
                     f"{pct(max(0.0, fraction_fallen(first, last, floor)))} of the way to its floor {fmt(floor)}")  # fmt: skip
-        if learning[head] and loss_fell:
-            findings.append(Finding("learning", "info", f"heads.{head} learns", measured, figures=figures))
-        elif learning[head]:
-            findings.append(Finding("learning", "info", f"heads.{head} learns; its loss falls little (its floor is {fmt(floor)})", measured,
-                                    figures=figures))  # fmt: skip
-        elif loss_fell:
-            findings.append(Finding("learning", "error", f"heads.{head}: the loss falls but the accuracy stays at chance", measured,
-                f"heads.{head}'s loss is lowered without predicting its target: the loss does not fit the target (it rewards "
-                "something else), or predict() does not read the output the way the loss trains it",
-                f"check heads.{head}'s loss against its predict() ({type(probe.model.heads[head]).__name__})", [], figures))  # fmt: skip
+        if trace.nll.get(head) is not None:
+            measured += f"; held-out log-loss {fmt(trace.nll[head])} (best constant {fmt(trace.entropy[head])})"
+        if learns(trace.after[head], trace.chance[head], n):
+            title = f"heads.{head} learns" if loss_fell else f"heads.{head} learns; its loss falls little (its floor is {fmt(floor)})"
+            findings.append(Finding("learning", "info", title, measured, figures=figures))
+        elif by_argmax is not None and learns(by_argmax, trace.chance[head], n):
+            findings.append(Finding("learning", "error", f"heads.{head}: the loss falls but the accuracy stays at chance",
+                measured + f"; the argmax of its own probabilities is right on {pct(by_argmax)}",
+                f"heads.{head}'s loss trains its output, but predict() does not read that output the way the loss trains it "
+                "(an offset, a different order, another output)", f"make heads.{head}'s predict() agree with its loss "
+                f"({type(probe.model.heads[head]).__module__}.{type(probe.model.heads[head]).__name__})", [], figures))  # fmt: skip
+        elif trace.learning().get(head):
+            findings.append(Finding("learning", "info", f"heads.{head} learns slowly: its log-loss beats a constant guess, its accuracy not yet",
+                                    measured, figures=figures))  # fmt: skip
         else:
             findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured,
                 "a head that learns beats the best constant guess on held-out samples within a few hundred steps",

@@ -147,7 +147,8 @@ def check_input_use(probe: Probe) -> list[Finding]:
             use = "the outputs are bit-identical when it is shuffled across the batch, at initialisation" if never_read else \
                 f"shuffling it across the batch changes {pct(after[head])} of heads.{head}'s predictions after {trace.steps} steps"
             backbone = type(probe.model.backbone).__name__
-            severity = "warning" if learning.get(head, False) else "error"
+            # never read at all: the head cannot reach its target, whatever it learns from the rest
+            severity = "error" if never_read or not learning.get(head, False) else "warning"
             findings.append(Finding("input_use", severity, f"heads.{head} needs input '{name}', which the backbone ({probe.recipe.backbone.section.type}) ignores",
                 "; ".join(t for t in (dep_text, use) if t), f"heads.{head} cannot predict its target without '{name}'",
                 f"make backbone {backbone} ({type(probe.model.backbone).__module__}) use input '{name}' in its forward", [], figures))  # fmt: skip
