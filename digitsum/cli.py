@@ -304,28 +304,38 @@ def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 @app.command("list")
 def list_(
-    kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions, heads, optimizers, schedules, loggers or recipes (default: all)", show_default=False)] = None,
+    kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions, heads, optimizers, schedules, loggers, recipes or checks (default: all)", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown of the components, as in docs/components.md")] = False,
 ) -> None:
     """List the registered components (origin, summary, parameters) and the shipped recipes
     (origin, description, test metrics measured at their shipped settings)."""
     from .catalog import describe_recipes
-    from .listing import cached_components, list_kind, render_markdown, render_recipes, render_tables
+    from .listing import cached_components, describe_checks, list_kind, render_markdown, render_recipes, render_tables
 
     wanted = list_kind(kind)
-    if markdown and wanted == "recipes":
-        raise UserError("--markdown writes the components' reference (docs/components.md); list recipes without it")
-    rows = cached_components(wanted) if wanted != "recipes" else []
+    if markdown and wanted in ("recipes", "checks"):
+        raise UserError(f"--markdown writes the components' reference (docs/components.md); list {wanted} without it")
+    rows = cached_components(wanted) if wanted not in ("recipes", "checks") else []
     recipes = describe_recipes() if wanted in (None, "recipes") and not markdown else []
+    checks = describe_checks() if wanted in (None, "checks") and not markdown else []
     if as_json:
-        print(json.dumps(rows + recipes, indent=2))
+        print(json.dumps(rows + recipes + checks, indent=2))
     elif markdown:
         print(render_markdown(rows), end="")
     else:
         render_tables(rows, console)
         if recipes:
             render_recipes(recipes, console)
+        if checks:
+            from rich.table import Table
+
+            table = Table(title="doctor checks (digitsum doctor; plugins add theirs in [digitsum.checks])")
+            for column in ("check", "origin", "what it measures"):
+                table.add_column(column)
+            for row in checks:
+                table.add_row(row["name"], row["origin"], row["summary"])
+            console.print(table)
 
 
 @app.command()

@@ -285,3 +285,12 @@ def test_a_plugin_check_runs_beside_the_built_in_ones(tiny_data, monkeypatch):
     assert [f.title for f in report.findings if f.check == "my_check"] == ["a plugin looked"]
     with pytest.raises(Exception, match="unknown check"):
         diagnose(probe_for(), ["no_such_check"], verify=False)
+
+
+def test_digitsum_list_checks_names_every_built_in_check(cli):
+    from digitsum.engine.doctor import CHECKS
+    from digitsum.listing import DOCTOR_CHECKS
+
+    assert list(DOCTOR_CHECKS) == list(CHECKS)
+    result = cli("list", "checks", "--json")
+    assert result.code == 0 and [r["name"] for r in json.loads(result.out)][: len(CHECKS)] == list(CHECKS)
