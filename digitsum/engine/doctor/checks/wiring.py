@@ -134,7 +134,8 @@ def check_input_use(probe: Probe) -> list[Finding]:
             target = sample[probe.target_of(head)]
             if isinstance(spec, Categorical):
                 dep, mi, null = depends(x, target, probe.recipe.seed)
-                ignored = never_read or (responsive[head] and after[head] < 0.01)
+                # the trained model is evidence only for a head that learned something from the rest
+                ignored = never_read or (responsive[head] and learning.get(head, False) and after[head] < 0.01)
             else:
                 # an image's link to a target is not measured: only a model that never reads it
                 # at all (bit-identical outputs) is flagged, whatever it learns
