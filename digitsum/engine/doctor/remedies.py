@@ -131,15 +131,18 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     restore learning (what ``--repair`` writes) and the code changes verified the same way.
     """
     heads = _goal_heads(probe)
+    # fixes proposed for an error (a double softmax, say) are tried even when every head learns:
+    # kept when they raise held-out skill; settings merely off their defaults only restore
+    proposed = [c for f in findings if f.severity == "error" for c in f.candidates]
     diagnosed = probe.cache.get("short_run")
-    if diagnosed is not None:  # the short run is the diagnosis: nothing to fix when every head learned in it
+    if diagnosed is not None and not proposed:  # the short run is the diagnosis: nothing to fix when every head learned in it
         trace = diagnosed[0]
         if trace.finite and all(trace.learning().values()):
             return [], {}, []
     steps = verify_steps(probe.batch_size)
     base = _run(probe, steps)
     stalled = [h for h, ok in base.learning().items() if not ok]
-    if not stalled and base.finite:
+    if not stalled and base.finite and not proposed:
         return [], {}, []
     candidates: list[Change] = []
     seen: set[str] = set()
@@ -163,7 +166,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
 
     name = f"{steps} steps"
     alone = []
-    for change in candidates:
+    for change in candidates if stalled or not base.finite else []:
         if deadline is not None and time.perf_counter() > deadline:
             break
         alone.append(attempt([change]))
@@ -208,6 +211,23 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         current = a
         pool = [c for c in pool if c is not change]  # the others again, on top of the new combination
 
+    # the errors' own fixes left out so far, on top: kept when they raise held-out skill
+    for change in proposed:
+        if change in combined or current.trace is None or (deadline is not None and time.perf_counter() > deadline):
+            continue
+        if set(change.keys) & {k for x in combined for k in x.keys}:
+            continue
+        a = attempt(combined + [change])
+        if a.trace is None:
+            continue
+        rounds.append((change, a.trace))
+        keeps = set(restores(current.trace, heads)) <= set(restores(a.trace, heads))
+        if keeps and _mean(a.trace, heads) - _mean(current.trace, heads) >= IMPROVES:
+            combined.append(change)
+            current = a
+            if not any(x.change is change for x in alone):
+                alone.append(Attempt(change, a.trace))
+
     # what each finding proposed, and what it measured
     def row(a: Attempt) -> dict[str, Any]:
         if a.trace is None:
@@ -229,6 +249,8 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
                 finding.fix = f"{what} — verified: with only this change, {_describe(base, a.trace, gain)} after {name}"
                 if finding.severity == "warning":
                     finding.severity = "error"  # measured to be a cause of the stall
+            elif change in combined and not stalled:
+                finding.fix = f"{change.code or 'set ' + change.label} — verified: held-out accuracy {_describe(base, a.trace, heads)} after {name}"
             elif change in combined:
                 finding.fix = f"{change.code or 'set ' + change.label} — verified together with the other fixes (alone it restores no head)"
             else:
@@ -248,6 +270,8 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
                "rounds": [{"change": c.label, "after": t.after, "skill": _mean(t, heads)} for c, t in rounds],
                "combined_skill": _mean(current.trace, heads) if current.trace is not None else None}  # fmt: skip
     still = [h for h in stalled if h not in restores(current.trace, heads)] if combined else stalled
+    if not combined and not stalled:
+        return [], {}, []  # every head learns, and no proposed fix measurably helps: nothing to recommend
     if not combined:
         out = Finding("fixes", "error", f"no single change restores learning of {', '.join(stalled)}",
             measured + f"; tried alone ({', '.join(heads)} after): {lines or 'nothing to try'}",
