@@ -21,7 +21,7 @@ from .loss import loss_floor
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
 SHORT_RUN_SAMPLES, SHORT_RUN_STEPS = (12_000, (60, 400))
 #: The one-batch overfit: batch size and step budget; when the recipe's optimizer fails, a sane
-#: one (Adam at 1e-3) says whether the model can fit it at all.
+#: one (Adam at 1e-3, twice the steps) says whether the model can fit it at all.
 OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
 #: Dead units (output 0 on every probe sample and position). A layer is "dead" at DEAD_ERROR. Healthy
 #: networks reach far more dead units than one would guess: after the short run, `original` has up
@@ -292,7 +292,7 @@ def check_overfit(probe: Probe) -> list[Finding]:
         return [Finding("overfit", "info", f"fits one batch of {OVERFIT_BATCH} in {step} steps",
                         f"{what}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}", figures=figures)]  # fmt: skip
     measured = f"after {OVERFIT_STEPS} steps of {what} on one batch of {OVERFIT_BATCH}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}"
-    sane_step, sane_fit, _, sane_last = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR))
+    sane_step, sane_fit, _, sane_last = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR), 2 * OVERFIT_STEPS)
     figures.update(sane_steps=sane_step, sane_fit=sane_fit)
     sane_fits = ", ".join(f"{h} {pct(v)}" for h, v in sane_fit.items())
     if sane_step is not None:
@@ -301,6 +301,6 @@ def check_overfit(probe: Probe) -> list[Finding]:
             "a model that cannot memorise 32 samples cannot learn the task: the optimizer's settings are to blame",
             "see the fixes tried below", [], figures)]  # fmt: skip
     return [Finding("overfit", "error", f"cannot fit one batch of {OVERFIT_BATCH}, even with Adam at lr {SANE_ADAM_LR:g}",
-        measured + f"; {OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {fmt(sane_last)}",
+        measured + f"; {2 * OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {fmt(sane_last)}",
         "a model that cannot memorise 32 samples is broken: loss, outputs, wiring or targets",
         "fix the error-level findings above first", [], figures)]  # fmt: skip
