@@ -294,3 +294,16 @@ def test_digitsum_list_checks_names_every_built_in_check(cli):
     assert list(DOCTOR_CHECKS) == list(CHECKS)
     result = cli("list", "checks", "--json")
     assert result.code == 0 and [r["name"] for r in json.loads(result.out)][: len(CHECKS)] == list(CHECKS)
+
+
+def test_a_code_fix_stand_in_survives_the_copies_training_makes(tiny_data):
+    from digitsum.engine.doctor.emulate import logits_from_probabilities
+    from digitsum.engine.doctor.probe import fresh_copy
+
+    probe = probe_for('heads.sum.output="probabilities"')
+    twin = fresh_copy(logits_from_probabilities("sum")(probe).model)  # deep-copied, as every short run does
+    batch = {k: v[:4] for k, v in probe.sample.items()}
+    with torch.no_grad():
+        out = twin(batch)["sum"]
+    assert torch.allclose(out.exp().sum(dim=1), torch.ones(4), atol=1e-5)  # log-probabilities: logits
+    assert twin.heads["sum"].predict(out).shape == (4,)

@@ -57,6 +57,8 @@ class _LogOfOutput(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name == "inner" or name.startswith("__"):  # mid-copy (deepcopy), before `inner` exists
+                raise
             return getattr(self.inner, name)
 
 
