@@ -107,15 +107,18 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     return load(run_dir, device)
 
 
-def doctor(recipe: RecipeLike, overrides: Overrides = ()) -> Report:
+def doctor(recipe: RecipeLike, overrides: Overrides = (), *, tune: bool = False) -> Report:
     """Diagnose a recipe (``digitsum doctor``): measured checks on a few batches, on the CPU.
 
     The :class:`~digitsum.engine.doctor.Report` holds the findings as data (``report.findings``,
-    ``report.healthy``, ``report.to_dict()``).
+    ``report.healthy``, ``report.to_dict()``) and the recipe changes verified to restore
+    learning (``report.repair``: dotted keys to values). ``tune=True`` (what ``--repair`` does
+    on a recipe that learns) also tries settings reset to their defaults and keeps those that
+    raise held-out skill.
     """
     from .engine.doctor import doctor as diagnose
 
-    return diagnose(load_recipe(recipe, overrides))
+    return diagnose(load_recipe(recipe, overrides), tune=tune)
 
 
 def build(recipe: RecipeLike, device: str | torch.device | None = None, overrides: Overrides = ()) -> Built:

@@ -101,21 +101,68 @@ def doctor(
     recipe: RecipeArg,
     set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    repair: Annotated[Optional[Path], typer.Option("--repair", help="write the recipe with the verified fixes to this file, rerun the doctor on it, print the diff", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="let --repair write over the recipe given")] = False,
 ) -> None:
     """Explain a loss that does not decrease: measured checks on a few batches (CPU, seconds).
 
-    Exit code 0 when healthy, 1 when a check finds an error, 2 for a bad recipe or data.
+    Every fix is tried on a short run before it is recommended. Exit code 0 when healthy (after
+    --repair: when the repaired recipe is), 1 when a check finds an error, 2 for a bad recipe or data.
     """
     from .api import doctor as diagnose
     from .engine.doctor import render_report
 
     report = diagnose(recipe, set_ or [])
-    if as_json:
+    if as_json and repair is None:
         print(json.dumps(report.to_dict(), indent=2))
-    else:
+    elif not as_json:
         render_report(report, console)
+    if repair is not None:
+        report = _repair(recipe, set_ or [], report, repair, overwrite, as_json)
     if not report.healthy:
         raise typer.Exit(1)
+
+
+def _repair(recipe, overrides, report, out: Path, overwrite: bool, as_json: bool):
+    """Write the verified recipe fixes to ``out``, rerun the doctor on it, print the diff."""
+    from rich.markup import escape
+
+    from .api import doctor as diagnose
+    from .engine.doctor import render_report
+    from .engine.doctor.repair import write_repaired
+
+    if not report.repair:
+        message = "no recipe change was verified to restore learning: nothing written"
+        if report.code_causes:
+            message += "; the causes are in code: " + "; ".join(report.code_causes)
+        if as_json:
+            print(json.dumps({"before": report.to_dict(), "written": None, "message": message}, indent=2))
+        else:
+            err_console.print(f"[yellow]--repair:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        return report
+    # the repaired recipe is diagnosed again; fixes verified on it (a cause the first causes hid)
+    # are added, a few rounds at most
+    # The repaired recipe is diagnosed again with tuning: on a recipe that now learns, settings
+    # reset to their defaults are kept when a run as long as the short run measures them to help;
+    # a cause the first ones hid would show here too. Then the final recipe is diagnosed plainly.
+    applied = dict(report.repair)
+    diff = write_repaired(recipe, overrides, applied, out, overwrite)
+    fixed = diagnose(out, tune=True)
+    extra = {k: v for k, v in fixed.repair.items() if applied.get(k) != v}
+    if extra:
+        applied.update(extra)
+        diff = write_repaired(recipe, overrides, applied, out, overwrite)
+        fixed = diagnose(out)
+    if as_json:
+        print(json.dumps({"before": report.to_dict(), "written": str(out), "diff": diff, "after": fixed.to_dict()}, indent=2))
+        return fixed
+    console.print(f"\n[bold]wrote {escape(str(out))}[/] with the verified fixes:", highlight=False)
+    console.print(diff.rstrip(), highlight=False, markup=False)
+    if report.code_causes:
+        console.print("not patched (causes in code): " + "; ".join(report.code_causes), highlight=False, markup=False)
+    console.print(f"\nthe doctor on {out}:", highlight=False, markup=False)
+    render_report(fixed, console)
+    return fixed
 
 
 @app.command("eval")
@@ -262,28 +309,38 @@ def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
 
 @app.command("list")
 def list_(
-    kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions, heads, optimizers, schedules, loggers or recipes (default: all)", show_default=False)] = None,
+    kind: Annotated[Optional[str], typer.Argument(help="datasets, fusions, heads, optimizers, schedules, loggers, recipes or checks (default: all)", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown of the components, as in docs/components.md")] = False,
 ) -> None:
     """List the registered components (origin, summary, parameters) and the shipped recipes
     (origin, description, test metrics measured at their shipped settings)."""
     from .catalog import describe_recipes
-    from .listing import cached_components, list_kind, render_markdown, render_recipes, render_tables
+    from .listing import cached_components, describe_checks, list_kind, render_markdown, render_recipes, render_tables
 
     wanted = list_kind(kind)
-    if markdown and wanted == "recipes":
-        raise UserError("--markdown writes the components' reference (docs/components.md); list recipes without it")
-    rows = cached_components(wanted) if wanted != "recipes" else []
+    if markdown and wanted in ("recipes", "checks"):
+        raise UserError(f"--markdown writes the components' reference (docs/components.md); list {wanted} without it")
+    rows = cached_components(wanted) if wanted not in ("recipes", "checks") else []
     recipes = describe_recipes() if wanted in (None, "recipes") and not markdown else []
+    checks = describe_checks() if wanted in (None, "checks") and not markdown else []
     if as_json:
-        print(json.dumps(rows + recipes, indent=2))
+        print(json.dumps(rows + recipes + checks, indent=2))
     elif markdown:
         print(render_markdown(rows), end="")
     else:
         render_tables(rows, console)
         if recipes:
             render_recipes(recipes, console)
+        if checks:
+            from rich.table import Table
+
+            table = Table(title="doctor checks (digitsum doctor; plugins add theirs in [digitsum.checks])")
+            for column in ("check", "origin", "what it measures"):
+                table.add_column(column)
+            for row in checks:
+                table.add_row(row["name"], row["origin"], row["summary"])
+            console.print(table)
 
 
 @app.command()

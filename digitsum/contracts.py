@@ -248,14 +248,31 @@ class Fusion(Component, nn.Module):
         raise NotImplementedError
 
 
+#: How a head's output is read, declared by ``Head.output_kind``:
+#:
+#: * ``"class_logits"`` (the default): ``[B, classes]`` scores, one per class of the target,
+#:   ``predict`` is their argmax and the loss is cross-entropy-like (a uniform guess costs
+#:   ln(classes)). ``digitsum doctor`` applies its logits checks (width, loss at init against
+#:   ln(classes), double softmax) to these heads only.
+#: * ``"value"``: one real number per sample, ``[B]`` (a regression).
+#: * ``"other"``: anything else (K-1 ordinal thresholds, one distribution per digit position, ...).
+#:
+#: Heads of the last two kinds are judged through their ``predict``, ``probabilities`` and metrics
+#: only; ``digitsum.testing.check_head`` checks the declaration against the output.
+OUTPUT_KINDS = ("class_logits", "value", "other")
+
+
 class Head(Component, nn.Module):
     """Maps features to an output for one target; owns its loss and metrics.
 
     ``metrics`` returns per-sample values (shape ``[B]``); the engine averages them over a
     split. ``primary_metric`` names the one shown in tables and compared across runs.
+    ``output_kind`` declares how the output is read (see :data:`OUTPUT_KINDS`); the default,
+    ``"class_logits"``, is ``[B, classes]`` logits.
     """
 
     primary_metric: ClassVar[str] = "accuracy"
+    output_kind: ClassVar[str] = "class_logits"
 
     @classmethod
     def check(cls, params: Params, target: Spec) -> list[str]:

@@ -13,8 +13,36 @@ from .paths import user_cache_dir
 from .errors import UserError, did_you_mean
 from .registry import KIND_LABELS, KIND_PLURALS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
 
-#: What `digitsum list` lists: the component kinds, then the shipped recipes.
-LIST_KINDS = [*REGISTRIES, "recipes"]
+#: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
+LIST_KINDS = [*REGISTRIES, "recipes", "checks"]
+
+#: The doctor's built-in checks (digitsum.engine.doctor.CHECKS, same order; a test keeps the two
+#: equal), described here so that listing them imports no torch.
+DOCTOR_CHECKS = {
+    "data": "input ranges and standardisation, label ranges, head widths, class balance",
+    "pairing": "targets are a function of the inputs: the same samples drawn twice",
+    "loss_at_init": "each head's loss before training (against ln(classes) for class-logits heads)",
+    "double_softmax": "probabilities fed to a loss that applies softmax again",
+    "loss_weights": "zero loss weights, heads no gradient reaches, heads whose loss never reaches the backbone",
+    "loss_floor": "the lowest loss each head can reach under its settings",
+    "batch_independence": "a sample's output does not depend on the other samples of its batch",
+    "learnability": "a few hundred samples memorised but fresh ones at chance: targets that do not belong to their inputs",
+    "short_run": "a short run at the peak lr: each head's held-out metric, dead ReLUs, gradient norms, the loss against its floor",
+    "input_use": "constant inputs; inputs a target depends on that the model ignores",
+    "overfit": "one batch of 32 memorised",
+}
+
+
+def describe_checks() -> list[dict[str, Any]]:
+    """The doctor's checks: the built-in ones, then those plugins ship (entry-point group
+    ``digitsum.checks``, read without importing them)."""
+    from importlib.metadata import entry_points
+
+    rows = [{"kind": "checks", "name": name, "origin": "digitsum", "summary": text} for name, text in DOCTOR_CHECKS.items()]
+    for ep in entry_points(group="digitsum.checks"):
+        dist = getattr(ep, "dist", None)
+        rows.append({"kind": "checks", "name": ep.name, "origin": dist.name if dist is not None else "plugin", "summary": ep.value})
+    return rows
 _LABELS = {**KIND_LABELS, "recipes": "recipe"}
 
 
@@ -30,6 +58,8 @@ def list_kind(kind: str | None) -> str | None:
         return None
     if kind.lower() in ("recipes", "recipe"):
         return "recipes"
+    if kind.lower() in ("checks", "check"):
+        return "checks"
     try:
         return registry_for(kind).kind
     except UserError:

@@ -506,8 +506,33 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
         if not isinstance(prediction, torch.Tensor) or prediction.shape[:1] != (batch_size,):
             problems.append(f"predict(output) must give one prediction per sample ({batch_size})")
         problems += _probabilities_problems(head.probabilities(output), batch_size, getattr(target, "classes", None))
+        problems += _output_kind_problems(cls, head, output, batch_size, getattr(target, "classes", None))
     if problems:
         raise ConformanceError(f"head {cls.__name__}", problems)
+
+
+def _output_kind_problems(cls: type, head, output, batch_size: int, classes: int | None) -> list[str]:
+    """The head's declared ``output_kind`` against what it outputs and predicts."""
+    import torch
+
+    from .contracts import OUTPUT_KINDS
+
+    kind = getattr(cls, "output_kind", "class_logits")
+    if kind not in OUTPUT_KINDS:
+        return [f"output_kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}"]
+    if kind == "class_logits":
+        shape = (batch_size, classes)
+        if not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
+            found = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            return [f"output_kind 'class_logits' (the default) declares outputs of shape {shape}, got {found}: "
+                    "declare output_kind = 'value' or 'other' for another shape"]  # fmt: skip
+        if not torch.equal(head.predict(output), output.argmax(dim=1)):
+            return ["output_kind 'class_logits' (the default) declares predict() = argmax of the outputs, and it is not: "
+                    "declare output_kind = 'other'"]  # fmt: skip
+    if kind == "value" and (not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size,)):
+        found = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        return [f"output_kind 'value' declares one number per sample, shape ({batch_size},), got {found}"]
+    return []
 
 
 def _probabilities_problems(probabilities, batch_size: int, classes: int | None) -> list[str]:
@@ -858,6 +883,7 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
     import math
 
     from .engine.callbacks import Callback
+    from .engine.progress import fell
     from .engine.runner import start
     from .engine.watch import doctor_command
     from .recipe import load_recipe
@@ -894,7 +920,7 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
             problems.append(f"heads.{name} has weight 0: it is never trained (give it a weight > 0)")
             continue
         before, after, metric = untrained.test[name]["loss"], metrics["test"][name]["loss"], choice.cls.primary_metric
-        if not after <= before - MIN_LOSS_FALL * abs(before):
+        if not fell(before, after, MIN_LOSS_FALL):
             problems.append(
                 f"heads.{name} did not learn: test loss {before:.4f} untrained, {after:.4f} after one epoch "
                 f"({'fell' if after < before else 'rose'} {abs(before - after) / (abs(before) or 1):.1%}, "

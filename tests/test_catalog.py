@@ -201,7 +201,7 @@ def test_list_recipes_json(cli, metrics_table):
 def test_list_shows_recipes_among_the_kinds(cli):
     result = cli("list", "--json")
     kinds = {r["kind"] for r in json.loads(result.out)}
-    assert kinds == {"datasets", "fusions", "heads", "optimizers", "schedules", "loggers", "recipes"}
+    assert kinds == {"datasets", "fusions", "heads", "optimizers", "schedules", "loggers", "recipes", "checks"}
     table = cli("list")
     assert table.code == 0 and "recipes" in table.out and "two-images" in table.out and "classify" in table.out
 
@@ -239,7 +239,7 @@ def test_list_shows_a_plugins_recipes(cli, install):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["list", "recpes"], "unknown kind 'recpes' — did you mean 'recipes'? (valid: datasets, fusions, heads, loggers, optimizers, recipes, schedules)"),
+    (["list", "recpes"], "unknown kind 'recpes' — did you mean 'recipes'? (valid: checks, datasets, fusions, heads, loggers, optimizers, recipes, schedules)"),
     (["list", "recipes", "--markdown"], "--markdown writes the components' reference"),
 ])  # fmt: skip
 def test_list_errors(cli, args, message):

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..contracts import Classes
 from .doctor import PREFLIGHT, Probe, Report, diagnose
+from .progress import fell
 from .batches import eval_batches
 from .callbacks import Callback
 from .train import Trainer
@@ -61,7 +62,7 @@ class Preflight(_Warner):
 
     def on_start(self, trainer: Trainer) -> None:
         probe = Probe(trainer.recipe, trainer.generator, trainer.model, trainer.device)
-        self.report = diagnose(probe, PREFLIGHT)
+        self.report = diagnose(probe, PREFLIGHT, verify=False)
         for finding in self.report.findings:
             if finding.severity != "info":
                 self.warn(f"preflight: {finding.title} ({finding.fix})" if finding.fix else f"preflight: {finding.title}")
@@ -123,7 +124,7 @@ class Watch(_Warner):
             return
         window = max(1, len(self.readings) // 5)
         first, recent = sum(self.readings[:window]) / window, sum(self.readings[-window:]) / window
-        if recent >= NEAR_CHANCE * self.uniform and recent > (1 - EARLY_FALL) * first:
+        if recent >= NEAR_CHANCE * self.uniform and not fell(first, recent, EARLY_FALL):
             self.warned.add("near_chance")
             self.warn(f"after {step + 1} steps the loss is {recent:.4f} ({first:.4f} at the start), "
                       f"{100 * recent / self.uniform:.0f} % of a uniform guess's {self.uniform:.4f}: "
@@ -133,7 +134,7 @@ class Watch(_Warner):
         # The epoch's mean of the back-propagated loss: the model's own weighting of the heads'
         # mean losses (a weighted sum, so the mean of the per-step totals).
         loss = float(trainer.model.total_loss({name: values["loss"] for name, values in train.items()}))
-        if self.epoch_losses and "flat" not in self.warned and loss > self.epoch_losses[-1] * (1 - MIN_EPOCH_FALL):
+        if self.epoch_losses and "flat" not in self.warned and not fell(self.epoch_losses[-1], loss, MIN_EPOCH_FALL):
             self.warned.add("flat")
             self.warn(f"the training loss stopped falling: {self.epoch_losses[-1]:.4f} in epoch {epoch - 1}, {loss:.4f} in epoch {epoch}")
         self.epoch_losses.append(loss)

@@ -27,6 +27,8 @@ class Addition(Head):
     of sums whose every digit is right; ``digit_match`` the share of sum digits right.
     """
 
+    output_kind = "other"  # one distribution per digit position, not [B, classes] logits
+
     class Params(Params):
         prediction: Literal["argmax", "viterbi"] = Field(
             "argmax", description="argmax: add the most probable digits exactly; viterbi: most probable sum digits and carries"

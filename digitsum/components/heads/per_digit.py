@@ -19,6 +19,8 @@ class PerDigit(Head):
     else (a sum) learnt of the digits, without training on them.
     """
 
+    output_kind = "other"  # one distribution per digit position, not [B, classes] logits
+
     class Params(Params):
         label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
 

@@ -20,6 +20,7 @@ class Regress(Head):
         hidden: int = Field(0, ge=0, le=4096, description="units of a ReLU hidden layer before the output (0: none)")
 
     primary_metric = "rounded_accuracy"
+    output_kind = "value"
 
     @classmethod
     def check(cls, params: Params, target: Spec) -> list[str]:

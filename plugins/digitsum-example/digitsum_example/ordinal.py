@@ -20,6 +20,7 @@ class Ordinal(Head):
 
     contract = 1
     primary_metric = "accuracy"
+    output_kind = "other"  # K-1 threshold logits, not [B, classes]: judged through predict and metrics
 
     class Params(Params):
         hidden: int = Field(0, ge=0, le=4096, description="width of a hidden layer before the thresholds (0: none)")

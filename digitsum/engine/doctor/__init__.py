@@ -1,0 +1,150 @@
+"""Why does the loss not decrease? Measured checks on a recipe, in seconds.
+
+The package: :mod:`.findings` (what a check returns), :mod:`.probe` (what checks share, and the
+short training runs they measure with), one module per family of checks under :mod:`.checks`
+(data, loss, training, wiring), :mod:`.remedies` (every proposed fix tried before it is
+recommended), :mod:`.repair` (``--repair``) and :mod:`.render` (the report for people).
+
+Each check is a function ``check(probe) -> list[Finding]``. Nothing here knows a component,
+input or target by name: inputs and targets come from the generator's interface, heads from
+the recipe, layers from the model's modules. A plugin ships checks for its own components in
+the entry-point group ``digitsum.checks`` (see docs/plugins.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ...recipe import Recipe
+from .checks.data import check_data, check_learnability, check_pairing
+from .checks.loss import check_double_softmax, check_loss_at_init, check_loss_floor, check_loss_weights
+from .checks.training import check_overfit, check_short_run, dead_relu_findings, short_run_steps
+from .checks.wiring import check_batch_independence, check_input_use
+from .findings import SEVERITIES, Change, Finding, Report, Severity
+from .probe import SAMPLE, Probe, fresh_copy
+from .render import render_report
+
+__all__ = ["CHECKS", "PREFLIGHT", "Change", "Finding", "Probe", "Report", "SAMPLE", "SEVERITIES", "Severity", "all_checks",
+           "dead_relu_findings", "diagnose", "doctor", "fresh_copy", "render_report", "short_run_steps"]  # fmt: skip
+
+Check = Callable[[Probe], list[Finding]]
+
+#: Every built-in check, in the order they run and are shown; the preflight runs the fast ones.
+CHECKS: dict[str, Check] = {
+    "data": check_data,
+    "pairing": check_pairing,
+    "loss_at_init": check_loss_at_init,
+    "double_softmax": check_double_softmax,
+    "loss_weights": check_loss_weights,
+    "loss_floor": check_loss_floor,
+    "batch_independence": check_batch_independence,
+    "learnability": check_learnability,
+    "short_run": check_short_run,
+    "input_use": check_input_use,
+    "overfit": check_overfit,
+}
+PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights")
+#: Entry-point group of checks a plugin ships: name = check name, value = ``module:function``.
+CHECKS_GROUP = "digitsum.checks"
+
+
+def plugin_checks() -> dict[str, Check]:
+    """Checks installed plugins ship (entry-point group ``digitsum.checks``), by name. A check
+    that cannot be imported becomes a check that reports so (an error finding), not a crash."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, Check] = {}
+    for ep in entry_points(group=CHECKS_GROUP):
+        if ep.name in CHECKS or ep.name in found:
+            continue
+        try:
+            found[ep.name] = ep.load()
+        except Exception as e:  # a broken plugin is reported, the doctor goes on
+            message = f"{type(e).__name__}: {e}"
+
+            def broken(probe: Probe, _name: str = ep.name, _value: str = ep.value, _message: str = message) -> list[Finding]:
+                return [Finding(_name, "error", f"plugin check '{_name}' cannot be loaded", f"{_value}: {_message}",
+                                "the plugin's entry point names something that does not import", "fix or uninstall the plugin")]  # fmt: skip
+
+            found[ep.name] = broken
+    return found
+
+
+def all_checks() -> dict[str, Check]:
+    """The built-in checks, then the plugins' (in entry-point order)."""
+    return {**CHECKS, **plugin_checks()}
+
+
+def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
+    """One check; a check that crashes on a broken model is itself a finding, not a traceback."""
+    from ...errors import UserError
+
+    try:
+        return list(check(probe))
+    except UserError:
+        raise
+    except Exception as e:  # the model or a plugin failed under the check: that is the diagnosis
+        return [Finding(name, "error", f"the {name} check could not run: {type(e).__name__}", str(e).strip().splitlines()[0] if str(e).strip() else repr(e),
+                        "the model, its loss or the data fail on a plain training step", "fix the error above; `digitsum run` would fail the same way")]  # fmt: skip
+
+
+def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool | None = None,
+             budget: float | None = None, tune: bool = False) -> Report:  # fmt: skip
+    """Run ``checks`` (default: every built-in and plugin check) on ``probe`` without disturbing
+    the global random state or the model; then, when a head does not learn, try every proposed
+    fix (:func:`digitsum.engine.doctor.remedies.verify`). ``verify`` defaults to whether the
+    short run is among the checks; ``budget`` (seconds) stops trying further fixes after it.
+    ``tune`` (what ``--repair`` asks for): on a recipe whose heads all learn, settings reset to
+    their defaults are tried too and kept when they raise held-out skill
+    (:func:`digitsum.engine.doctor.remedies.tune`)."""
+    from .remedies import tune as tune_settings
+    from .remedies import verify as verify_fixes
+
+    started = time.perf_counter()
+    available = all_checks()
+    names = list(available) if checks is None else list(checks)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        from ...errors import UserError, did_you_mean
+
+        raise UserError(f"unknown check {unknown[0]!r}: {did_you_mean(unknown[0], list(available), 'checks')}")
+    findings: list[Finding] = []
+    repair: dict = {}
+    code: list[str] = []
+    devices = [probe.device] if probe.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        was_training = probe.model.training
+        probe.model.train()
+        for name in names:
+            findings += _run_check(name, available[name], probe)
+        if verify if verify is not None else "short_run" in names:
+            try:
+                added, repair, code = verify_fixes(probe, findings, None if budget is None else started + budget)
+                findings += added
+            except Exception as e:  # the fixes could not be tried: say so, keep the findings
+                findings.append(Finding("fixes", "warning", f"the fixes could not be tried: {type(e).__name__}", str(e)))
+        if tune and not repair and not any(f.severity == "error" for f in findings):
+            added, repair = tune_settings(probe, None if budget is None else started + budget)
+            findings += added
+        probe.model.train(was_training)
+        probe.model.zero_grad(set_to_none=True)
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    findings.sort(key=lambda f: order[f.severity])  # stable: within a severity, check order
+    return Report(probe.recipe.name, findings, time.perf_counter() - started, names, repair, code)
+
+
+def doctor(recipe: Recipe, checks: Sequence[str] | None = None, *, tune: bool = False) -> Report:
+    """Build ``recipe`` on the CPU and run the checks: what ``digitsum doctor`` does.
+
+    One thread: on these small models and batches, several threads mostly wait for each other,
+    and on a shared machine they can be many times slower (see docs/doctor.md).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return diagnose(Probe.from_recipe(recipe), checks, tune=tune)
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,198 @@
+"""Data checks: input statistics and ranges, label ranges, class balance, pairing, and whether
+the targets can be learned from the inputs at all (held-out learnability)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ....contracts import Categorical, Classes, Image
+from .. import emulate
+from ..findings import Change, Finding, fmt, pct
+from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, slice_batch
+
+#: One class of a K-class target "dominates" above this share: half-way from uniform (1/K) to
+#: always (1). 55 % for 10 classes; 75 % for 2 (a 2-class target at 54 % is balanced enough).
+def dominated_share(classes: int) -> float:
+    return 0.5 + 0.5 / max(classes, 1)
+
+
+def check_data(probe: Probe) -> list[Finding]:
+    """Input ranges and statistics, label ranges against head sizes, class balance."""
+    findings: list[Finding] = []
+    batch = probe.sample
+    for name, spec in probe.interface.inputs.items():
+        x = batch[name]
+        if isinstance(spec, Image):
+            findings += _image_stats(probe, name, x.float())
+        elif isinstance(spec, Categorical):
+            findings += _range_finding("input", name, x, spec.classes, "the fusion one-hots it with that many classes")
+    with torch.no_grad():
+        outputs = probe.model(slice_batch(batch, 64))
+    for target, spec in probe.interface.targets.items():
+        if not isinstance(spec, Classes):
+            continue
+        y = batch[target]
+        findings += _range_finding("target", target, y, spec.classes, "the loss indexes the head's outputs with it")
+        for head in (h for h in probe.model.heads if probe.target_of(h) == target):
+            findings += _width_finding(probe, head, outputs[head], spec.classes, target)
+        if y.numel():
+            findings.append(_balance(target, y, spec.classes))
+    return findings
+
+
+def _argmax_like(probe: Probe, head: str, width: int) -> bool:
+    """Whether the head's ``predict`` reads its output as one score per class (argmax): a
+    one-hot output row at position j is predicted as j. An ordinal head (K-1 thresholds) is not."""
+    rows = torch.eye(width) * 10
+    with torch.no_grad():
+        try:
+            predicted = probe.model.heads[head].predict(rows)
+        except Exception:  # a head whose predict needs another shape: not argmax over this one
+            return False
+    return predicted.shape == (width,) and bool((predicted.cpu() == torch.arange(width)).all())
+
+
+def _width_finding(probe: Probe, head: str, output: Tensor, classes: int, target: str) -> list[Finding]:
+    """A head with fewer outputs than classes, when its declaration and its ``predict`` both say
+    it scores one output per class (then classes above its width cannot be predicted)."""
+    if output.dim() != 2 or output.shape[1] >= classes or probe.output_kind(head) != "class_logits":
+        return []
+    width = output.shape[1]
+    if not _argmax_like(probe, head, width):
+        return []  # judged through its predict and metrics, not through its output's width
+    return [Finding("data", "error", f"heads.{head} has {width} outputs for {classes} classes",
+                    f"target '{target}' has {classes} classes; heads.{head} outputs {width} values per sample and predicts their argmax",
+                    "labels above the head's size cannot be predicted", "bind the head to a target of its size",
+                    [f"heads.{head}.target"], {"outputs": width, "classes": classes})]  # fmt: skip
+
+
+def _image_stats(probe: Probe, name: str, x: Tensor) -> list[Finding]:
+    lo, hi, mean, std = float(x.min()), float(x.max()), float(x.mean()), float(x.std())
+    figures = {"min": lo, "max": hi, "mean": mean, "std": std}
+    measured = f"input '{name}': min {fmt(lo)}, max {fmt(hi)}, mean {fmt(mean)}, std {fmt(std)} over {len(x)} samples"
+    if not math.isfinite(mean + std):
+        return [Finding("data", "error", f"input '{name}' holds NaN or inf", measured, "every loss becomes NaN", "", [], figures)]
+    if abs(mean) > 0.5 or not 0.5 <= std <= 2.0:
+        key = "data.normalize" if probe.data_param("normalize") and getattr(probe.recipe.data.params, "normalize") is False else ""
+        fix = f"set {key} = true" if key else f"standardise input '{name}' in the generator: (x - {fmt(mean)}) / {fmt(std)}"
+        change = (Change(f"{key} = true", {key: True}) if key else
+                  Change(f"input '{name}' standardised", emulate=emulate.standardised_input(name, mean, std), code=fix))  # fmt: skip
+        return [Finding("data", "warning", f"input '{name}' is not standardised", measured + " (standardised: mean 0, std 1)",
+                        "unscaled inputs make the first layers' gradients and a good learning rate depend on the pixel scale",
+                        fix, [key] if key else [], figures, candidates=[change])]  # fmt: skip
+    return [Finding("data", "info", f"input '{name}' is standardised", measured, figures=figures)]
+
+
+def _range_finding(kind: str, name: str, values: Tensor, classes: int, why: str) -> list[Finding]:
+    if not values.numel():
+        return []
+    lo, hi = int(values.min()), int(values.max())
+    if 0 <= lo and hi < classes:
+        return []
+    return [Finding("data", "error", f"{kind} '{name}' holds values outside 0..{classes - 1}",
+                    f"{kind} '{name}' ranges over {lo}..{hi} but declares {classes} classes", why,
+                    "fix the generator's declared classes or its values", [], {"min": lo, "max": hi, "classes": classes})]  # fmt: skip
+
+
+def _balance(target: str, y: Tensor, classes: int) -> Finding:
+    counts = torch.bincount(y.clamp(0, classes - 1), minlength=classes).float()
+    share = counts / counts.sum()
+    majority, seen = float(share.max()), int((counts > 0).sum())
+    limit = dominated_share(classes)
+    figures = {"majority_share": majority, "classes_seen": seen, "classes": classes, "samples": len(y), "limit": limit}
+    measured = f"target '{target}': most frequent class {pct(majority)} of {len(y)} samples (uniform {pct(1 / classes)}), {seen} of {classes} classes seen"
+    if seen <= 1 or majority > limit:
+        return Finding("data", "warning", f"target '{target}' is dominated by one class", measured + f" (dominated above {pct(limit)})",
+                       "a constant prediction scores well: accuracy says little, and the head may learn nothing else",
+                       "check the generator's targets", [], figures)  # fmt: skip
+    return Finding("data", "info", f"target '{target}' class balance", measured, figures=figures)
+
+
+def check_pairing(probe: Probe) -> list[Finding]:
+    """Targets must be a function of the inputs: draw the same samples twice, compare."""
+    from ...batches import make_rng, stream_seed
+
+    n = min(batch_len(probe.sample), SAMPLE)
+    index = torch.arange(n, device=probe.device) % probe.generator.size("train")
+    draw = lambda s: probe.generator.draw("train", index, make_rng(probe.device, stream_seed(probe.recipe.seed, "pairing", s)))  # noqa: E731
+    a, a_again, b = draw(0), draw(0), draw(1)
+    if any(not torch.equal(a[k], a_again[k]) for k in a):
+        return [Finding("pairing", "warning", "batches are not reproducible from their random stream",
+            "the same samples drawn twice with the same stream differ",
+            "the generator draws randomness it was not given: runs cannot be replayed and pairings cannot be checked",
+            "draw every random value from the rng passed to draw()")]  # fmt: skip
+    same_inputs = torch.ones(n, dtype=torch.bool, device=probe.device)
+    for name in probe.interface.inputs:
+        same_inputs &= (a[name] == b[name]).reshape(n, -1).all(dim=1)
+    checked = int(same_inputs.sum())
+    if not checked:
+        return [Finding("pairing", "info", "pairing not checked", f"no sample of {n} drawn twice got identical inputs")]
+    mismatched = torch.zeros(n, dtype=torch.bool, device=probe.device)
+    for name in probe.interface.targets:
+        mismatched |= (a[name] != b[name]).reshape(n, -1).any(dim=1)
+    bad = int((mismatched & same_inputs).sum())
+    figures = {"samples_with_same_inputs": checked, "with_different_targets": bad}
+    measured = f"{checked} samples drawn twice got identical inputs; {bad} of them got different targets"
+    if bad:
+        return [Finding("pairing", "error", "targets are not a function of the inputs", measured,
+                        "mispaired targets cannot be learned: the loss stays at chance",
+                        "make the generator compute targets from the inputs it returns", [], figures)]  # fmt: skip
+    return [Finding("pairing", "info", "inputs and targets are paired", measured, figures=figures)]
+
+
+#: Learnability: fit this many training samples with Adam at LEARN_LR (a sane optimizer: the data are
+#: under test here, not the recipe's settings) for up to this many steps, in batches of 64; a head
+#: "fits" them when it predicts FITS of them (random labels take far longer to memorise).
+LEARN_SAMPLES, LEARN_STEPS, LEARN_BATCH, FITS, LEARN_LR = 128, 250, 64, 0.5, 3e-3
+
+
+def check_learnability(probe: Probe) -> list[Finding]:
+    """Fit a few hundred training samples, then score fresh ones: a head that memorises its
+    training samples but stays at chance on held-out ones has targets that do not belong to
+    their inputs (labels of other samples, a target computed from something not given)."""
+    heads = list(probe.model.heads)
+    if not heads:
+        return []
+    train = slice_batch(probe.sample, LEARN_SAMPLES)
+    n = batch_len(train)
+    model = fresh_copy(probe.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARN_LR)
+    order = torch.Generator().manual_seed(probe.recipe.seed)
+    fit: dict[str, float] = {}
+    for step in range(LEARN_STEPS):
+        index = torch.randint(0, n, (min(LEARN_BATCH, n),), generator=order).to(probe.device)
+        batch = {k: v[index] for k, v in train.items()}
+        losses = model.losses(model(batch), batch)
+        loss = sum(losses.values())  # every head, whatever its weight: the data are under test
+        optimizer.zero_grad(set_to_none=True)
+        if isinstance(loss, Tensor) and loss.requires_grad and torch.isfinite(loss):
+            loss.backward()
+            optimizer.step()
+        if (step + 1) % 50 == 0:
+            fit = scores(probe, model, train)
+            if all(v >= FITS for v in fit.values()):
+                break
+    held = scores(probe, model, probe.held_out)
+    # A compositional target (a sum) may not generalise from a hundred samples even when it is
+    # right: the short run (thousands of samples) says whether the head learns; only a head that
+    # does not, yet memorises its samples, has targets that do not belong to its inputs.
+    from .training import trace_of
+
+    learning = trace_of(probe)[0].learning()
+    findings = []
+    for head in heads:
+        chance = probe.chance(head)
+        figures = {"train_fit": fit.get(head, 0.0), "held_out": held[head], "chance": chance, "samples": n}
+        measured = (f"heads.{head} after fitting {n} training samples (Adam at {LEARN_LR:g}, {step + 1} steps): {pct(fit.get(head, 0.0))} of them, "
+                    f"{pct(held[head])} of {batch_len(probe.held_out)} held-out samples (best constant guess {pct(chance)})")  # fmt: skip
+        if fit.get(head, 0.0) >= FITS and not learns(held[head], chance, batch_len(probe.held_out)) and not learning.get(head, False):
+            findings.append(Finding("learnability", "error", f"heads.{head} memorises its training samples but predicts fresh ones at chance",
+                measured, f"target '{probe.target_of(head)}' does not belong to its inputs: it was paired with another sample's "
+                "inputs, or computed from something the model is not given", "make the generator compute each target from the inputs "
+                "it returns for the same sample (look for a shifted or shuffled index)", [], figures))  # fmt: skip
+        else:
+            findings.append(Finding("learnability", "info", f"heads.{head}: held-out check", measured, figures=figures))
+    return findings

@@ -1,0 +1,211 @@
+"""Loss checks: the loss at initialisation, a double softmax, loss weights and the gradient each
+head sends back, and the lowest loss each head can reach under its settings (its floor)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import emulate
+from ..findings import Change, Finding, fmt
+from ..probe import Probe, batch_len, slice_batch
+
+
+def check_loss_at_init(probe: Probe) -> list[Finding]:
+    """Each head's loss before training; against ln(classes), the loss of a uniform guess, only
+    for heads that declare class logits (a cross-entropy-like loss)."""
+    findings: list[Finding] = []
+    batch = slice_batch(probe.sample, 512)
+    with torch.no_grad():
+        outputs = probe.model(batch)
+        losses = probe.model.losses(outputs, batch)
+    for head, loss in losses.items():
+        value, classes = float(loss), probe.classes_of(head)
+        figures: dict = {"loss": value}
+        if not math.isfinite(value):
+            findings.append(Finding("loss_at_init", "error", f"heads.{head}: loss is {value} before training",
+                f"loss at initialisation on {batch_len(batch)} samples: {value}", "a NaN loss trains nothing",
+                "check the inputs' range and the head's loss", [], figures))  # fmt: skip
+            continue
+        if classes is None or not probe.logits_head(head, outputs[head]):
+            findings.append(Finding("loss_at_init", "info", f"heads.{head}: loss at init {fmt(value)}",
+                                    f"heads.{head}: {fmt(value)} at initialisation (output kind '{probe.output_kind(head)}': "
+                                    "no uniform-guess loss to compare with)", figures=figures))  # fmt: skip
+            continue
+        expected = math.log(classes)
+        figures.update(expected=expected, ratio=value / expected)
+        measured = f"heads.{head}: {fmt(value)} at initialisation; ln {classes} = {fmt(expected)} (a uniform guess)"
+        if value > 1.5 * expected:
+            findings.append(Finding("loss_at_init", "warning", f"heads.{head} starts confidently wrong", measured,
+                "outputs at init are far from uniform: large initial logits slow training down and hint at a scale problem",
+                "standardise inputs, or scale down the head's initial weights", [], figures))  # fmt: skip
+        else:
+            findings.append(Finding("loss_at_init", "info", f"heads.{head} starts near ln {classes}", measured, figures=figures))
+    return findings
+
+
+def _is_probability(output: Tensor) -> bool:
+    return output.dim() == 2 and output.shape[1] > 1 and bool(output.min() >= 0) and bool(((output.sum(1) - 1).abs() < 1e-4).all())
+
+
+def grad_norm(value: Tensor, params: Sequence[Tensor]) -> float:
+    params = [p for p in params if p.requires_grad]
+    if not params or not isinstance(value, Tensor) or not value.requires_grad:
+        return 0.0
+    grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+    return float(torch.sqrt(sum((g.pow(2).sum() for g in grads if g is not None), torch.tensor(0.0))))
+
+
+def check_double_softmax(probe: Probe) -> list[Finding]:
+    """Outputs that are already probabilities, fed to a loss that applies log-softmax again."""
+    findings: list[Finding] = []
+    model, batch = probe.model, slice_batch(probe.sample, 256)
+    outputs = model(batch)
+    for head, output in outputs.items():
+        classes = probe.classes_of(head)
+        if classes is None or probe.output_kind(head) != "class_logits" or not _is_probability(output.detach()):
+            continue
+        if output.shape[1] != classes:
+            continue
+        target = batch[probe.target_of(head)]
+        loss_fn = model.heads[head].loss
+        floor = float(loss_fn(F.one_hot(target, classes).to(output.dtype), target))  # a perfect, certain prediction
+        start = float(loss_fn(output.detach(), target))
+        if floor < 0.05 * math.log(classes):
+            findings.append(Finding("double_softmax", "info", f"heads.{head} outputs probabilities and its loss takes them as such",
+                                    f"loss of a perfect prediction: {fmt(floor)}", figures={"floor": floor}))  # fmt: skip
+            continue
+        # what the same outputs would give if the loss took their log (= cross-entropy on the logits)
+        as_logits = F.nll_loss(output.clamp_min(1e-12).log(), target)
+        head_params, body_params = list(model.heads[head].parameters()), list(model.backbone.parameters())
+        loss = loss_fn(output, target)
+        g_head, g_head_ok = grad_norm(loss, head_params), grad_norm(as_logits, head_params)
+        g_body, g_body_ok = grad_norm(loss, body_params), grad_norm(as_logits, body_params)
+        ratio = g_head_ok / g_head if g_head > 0 else float("nan")
+        figures = {"loss_at_init": start, "loss_floor": floor, "ln_classes": math.log(classes),
+                   "grad_norm_head": g_head, "grad_norm_head_with_logits": g_head_ok,
+                   "grad_norm_backbone": g_body, "grad_norm_backbone_with_logits": g_body_ok, "shrink": ratio}  # fmt: skip
+        key = f"heads.{head}.output" if probe.head_param(head, "output") else ""
+        fix = f'set {key} = "logits"' if key else f"make heads.{head} return logits: its loss applies softmax itself"
+        change = (Change(f'{key} = "logits"', {key: "logits"}) if key else
+                  Change(f"heads.{head} returning logits", emulate=emulate.logits_from_probabilities(head), code=fix))  # fmt: skip
+        findings.append(Finding("double_softmax", "error", f"heads.{head}: softmax applied twice (probabilities into a log-softmax loss)",
+            f"outputs are non-negative and every row sums to 1; the lowest loss this head can reach is {fmt(floor)} "
+            f"(a perfect, certain prediction) against {fmt(start)} now (ln {classes} = {fmt(math.log(classes))}); "
+            f"gradients reaching the head are {ratio:.1f}x smaller than with logits "
+            f"({fmt(g_head)} vs {fmt(g_head_ok)}; backbone {fmt(g_body)} vs {fmt(g_body_ok)})",
+            "the loss treats probabilities as logits and applies softmax again: its floor is ln(1 + (K-1)/e) "
+            "instead of 0, and the gradients shrink, so the head barely learns", fix, [key] if key else [], figures,
+            candidates=[change]))  # fmt: skip
+    model.zero_grad(set_to_none=True)
+    return findings
+
+
+def check_loss_weights(probe: Probe) -> list[Finding]:
+    """Heads whose loss weight is zero, heads no gradient reaches, heads whose loss never reaches
+    the backbone (a detached input), targets no trained head reads."""
+    findings: list[Finding] = []
+    model, batch = probe.model, slice_batch(probe.sample, 128)
+    outputs = model(batch)
+    losses = model.losses(outputs, batch)
+    total = model.total_loss(losses)
+    total = total if isinstance(total, Tensor) else torch.tensor(float(total))
+    body = [p for p in model.backbone.parameters() if p.requires_grad]
+    measured = getattr(probe.interface, "measured", frozenset())
+    for head in model.heads:
+        weight, norm = probe.weight_of(head), grad_norm(total, list(model.heads[head].parameters()))
+        figures = {"weight": weight, "grad_norm": norm}
+        if weight == 0 and probe.target_of(head) in measured:
+            continue  # the generator marks its target measured only: weight 0 is required, not a mistake
+        if weight == 0:
+            key = f"heads.{head}.weight"
+            findings.append(Finding("loss_weights", "error", f"heads.{head} is never trained: its loss weight is 0",
+                f"heads.{head}.weight = 0; gradient reaching its parameters from the total loss: {fmt(norm)}",
+                f"its loss is computed and reported but not back-propagated: heads.{head} stays at chance whatever else is fixed",
+                f"set {key} = 1.0, or remove the head", [key], figures, candidates=[Change(f"{key} = 1.0", {key: 1.0})]))  # fmt: skip
+            continue
+        if norm == 0 and list(model.heads[head].parameters()):
+            findings.append(Finding("loss_weights", "error", f"no gradient reaches heads.{head}",
+                f"heads.{head}.weight = {weight}; gradient reaching its parameters: 0", "the head cannot learn",
+                "check that the head's loss depends on its output (no detach, no integer ops)", [], figures))  # fmt: skip
+            continue
+        to_body = grad_norm(losses[head], body) if body else float("nan")
+        figures["grad_norm_backbone"] = to_body
+        if body and to_body == 0:
+            findings.append(Finding("loss_weights", "error", f"heads.{head}'s loss sends no gradient to the backbone",
+                f"gradient of heads.{head}'s loss reaching backbone ({type(model.backbone).__name__}) parameters: 0 "
+                f"(its own parameters: {fmt(norm)})",
+                "the backbone never learns the features this head needs: its input is detached (or computed without "
+                "autograd) inside the head", f"remove the detach() / no_grad() from heads.{head}'s forward "
+                f"({type(model.heads[head]).__module__}.{type(model.heads[head]).__name__})", [], figures))  # fmt: skip
+    trained_targets = {probe.target_of(h) for h in probe.trained_heads()}
+    for target in probe.interface.targets:
+        if target not in trained_targets and not any(probe.target_of(h) == target for h in model.heads):
+            findings.append(Finding("loss_weights", "info", f"target '{target}' is not predicted",
+                                    f"the generator makes target '{target}' and no head is bound to it",
+                                    fix=f'add [heads.<name>] with target = "{target}" to learn it'))  # fmt: skip
+    model.zero_grad(set_to_none=True)
+    return findings
+
+
+#: The floor: each head's loss minimised over free outputs (its settings fixed, the network out of
+#: the way) with Adam at 0.1 for this many steps on 256 samples, from the outputs at init.
+FLOOR_STEPS = 300
+
+
+def loss_floor(probe: Probe, head: str) -> float | None:
+    """The lowest loss ``head`` can reach under its settings: its loss minimised over free
+    outputs of the shape it gives (label smoothing, say, keeps it above 0). None when the loss
+    does not depend differentiably on the output. Cached on the probe."""
+    key = f"floor:{head}"
+    if key in probe.cache:
+        return probe.cache[key]
+    batch = slice_batch(probe.sample, 256)
+    with torch.no_grad():
+        output = probe.model(batch)[head].detach().float().clone()
+    target = batch[probe.target_of(head)]
+    loss_fn = probe.model.heads[head].loss
+    free = output.requires_grad_(True)
+    optimizer = torch.optim.Adam([free], lr=0.1)
+    best = None
+    try:
+        for _ in range(FLOOR_STEPS):
+            loss = loss_fn(free, target)
+            if not loss.requires_grad or not torch.isfinite(loss):
+                break
+            value = float(loss.detach())
+            best = value if best is None else min(best, value)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    except Exception:
+        best = None
+    probe.cache[key] = best
+    return best
+
+
+def check_loss_floor(probe: Probe) -> list[Finding]:
+    """Each head's lowest reachable loss: a settings-raised floor is reported (the trend and the
+    metrics are read against it)."""
+    findings = []
+    batch = slice_batch(probe.sample, 256)
+    with torch.no_grad():
+        losses = {h: float(v) for h, v in probe.model.losses(probe.model(batch), batch).items()}
+    for head in probe.model.heads:
+        floor = loss_floor(probe, head)
+        if floor is None or not math.isfinite(losses[head]):
+            continue
+        start = losses[head]
+        figures = {"floor": floor, "at_init": start}
+        measured = f"heads.{head}: lowest loss over free outputs {fmt(floor)}, at initialisation {fmt(start)}"
+        if start > 0 and floor > 0.25 * start:
+            findings.append(Finding("loss_floor", "info", f"heads.{head}'s settings raise its lowest reachable loss to {fmt(floor)}",
+                measured + f" ({100 * floor / start:.0f} % of it): its loss cannot fall far; its metric says whether it learns",
+                figures=figures))  # fmt: skip
+        else:
+            findings.append(Finding("loss_floor", "info", f"heads.{head} can lower its loss to {fmt(floor)}", measured, figures=figures))
+    return findings

@@ -1,0 +1,306 @@
+"""Training checks on a short run: dead ReLUs (at initialisation or killed by training), gradient
+norms, the loss read against its floor, each head's metric on held-out samples; the one-batch
+overfit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ....contracts import Batch
+from ...progress import fell, fraction_fallen
+from .. import emulate
+from ..findings import Change, Finding, fmt, pct
+from ..probe import Probe, RunTrace, fresh_copy, learns, scores, short_run, slice_batch
+from .loss import loss_floor
+
+#: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
+SHORT_RUN_SAMPLES, SHORT_RUN_STEPS = (12_000, (60, 400))
+#: The one-batch overfit: batch size and step budget; when the recipe's optimizer fails, a sane
+#: one (Adam at 1e-3, twice the steps) says whether the model can fit it at all.
+OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
+#: Dead units (output 0 on every probe sample and position). A layer is "dead" at DEAD_ERROR. Healthy
+#: networks reach far more dead units than one would guess: after the short run, `original` has up
+#: to 34 % of a layer dead, the example plugin's `product` 42 %, both training to 98-99 %: a network
+#: that learns is warned only from DEAD_WARNING on.
+DEAD_WARNING, DEAD_ERROR = 0.8, 0.5
+#: Over the short run the total loss must fall by at least this share of the way to its floor.
+LOSS_FALL = 0.2
+#: The recipe key of the learning rate.
+LR_KEY = "train.optimizer.lr"
+
+
+def short_run_steps(batch_size: int) -> int:
+    lo, hi = SHORT_RUN_STEPS
+    return max(lo, min(hi, SHORT_RUN_SAMPLES // batch_size))
+
+
+class ReluProbe:
+    """Records which units of every ``nn.ReLU`` ever fire on a probe batch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.labels, self.feeds = _relu_labels(model)
+        self.fired: dict[str, Tensor] = {}
+        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Tensor) -> None:
+            alive = (output > 0).transpose(0, 1).reshape(output.shape[1], -1).any(dim=1) if output.dim() > 1 else (output > 0)
+            self.fired[name] = self.fired[name] | alive if name in self.fired else alive
+
+        return hook
+
+    @torch.no_grad()
+    def dead_fractions(self, model: nn.Module, batch: Batch) -> dict[str, float]:
+        self.fired.clear()
+        model(batch)
+        return {self.labels[name]: 1.0 - float(alive.float().mean()) for name, alive in self.fired.items()}
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _relu_labels(model: nn.Module) -> tuple[dict[str, str], dict[str, str]]:
+    """Name each ReLU after the layer feeding it when it follows one in a Sequential; and map
+    each label to that layer's module path."""
+    labels, feeds = {}, {}
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for i, (name, child) in enumerate(children):
+                if isinstance(child, nn.ReLU) and i > 0:
+                    prev_name, prev = children[i - 1]
+                    size = getattr(prev, "out_channels", None) or getattr(prev, "out_features", None)
+                    what = f"{type(prev).__name__}, {size} {'channels' if hasattr(prev, 'out_channels') else 'units'}"
+                    where = f"{path}.{prev_name}" if path else prev_name
+                    labels[f"{path}.{name}" if path else name] = f"{where} ({what})"
+                    feeds[f"{where} ({what})"] = where
+    for path, module in model.named_modules():
+        if isinstance(module, nn.ReLU):
+            labels.setdefault(path, path)
+    return labels, feeds
+
+
+def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float], dict[str, str]]:
+    """The probe's short run (run once, shared by the checks that read it): its trace, the dead
+    fraction of every ReLU layer before and after, and each layer label's module path."""
+    if "short_run" not in probe.cache:
+        steps = short_run_steps(probe.batch_size)
+        model = fresh_copy(probe.model)
+        relus, batch = ReluProbe(model), slice_batch(probe.sample, 1024)
+        before = relus.dead_fractions(model, batch)
+        relus.close()
+        trace = short_run(probe, steps, grad_norms=True, keep_model=True)
+        relus = ReluProbe(trace.model)
+        after = relus.dead_fractions(trace.model, batch)
+        relus.close()
+        probe.cache["short_run"] = (trace, before, after, relus.feeds)
+    return probe.cache["short_run"]
+
+
+def _floors(probe: Probe) -> dict[str, float]:
+    return {h: (loss_floor(probe, h) or 0.0) for h in probe.model.heads}
+
+
+def run_name(probe: Probe, trace: RunTrace) -> str:
+    return f"{trace.steps} steps of {probe.recipe.optimizer.section.type} at lr {fmt(probe.recipe.optimizer.params.lr)}"
+
+
+def check_short_run(probe: Probe) -> list[Finding]:
+    """Train a copy for a few hundred steps at the recipe's peak lr: each head's held-out
+    metric and loss against its floor, dead ReLUs, gradient norms, the loss trend."""
+    trace, before, after, feeds = trace_of(probe)
+    if not trace.steps:
+        return []
+    name = run_name(probe, trace)
+    floors = _floors(probe)
+    learning = trace.learning()
+    trained = probe.trained_heads()
+    stalled = [h for h in trained if not learning[h]]
+    findings = _learning_findings(probe, trace, floors, name)
+    findings += dead_relu_findings(before, after, name, probe.recipe.optimizer.params.lr, not stalled, feeds)
+    layers = set(trace.grad_norms)
+    untrained = {n for n in layers if any(n == f"heads.{h}" or n.startswith(f"heads.{h}.") for h in probe.model.heads if probe.weight_of(h) == 0)}
+    findings += _gradient_findings(trace.grad_norms, layers - untrained, name)
+    floor_total = sum(probe.weight_of(h) * floors[h] for h in trained)
+    return findings + _trend_findings(trace.losses, name, floor_total, not stalled)
+
+
+def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], name: str) -> list[Finding]:
+    """Each trained head read through its metric on held-out samples, its loss against its floor.
+
+    A head learns when its held-out accuracy (``predict``) beats the best constant guess. When it
+    does not, its own probabilities tell a loss/predict mismatch (their argmax is right, predict
+    is not) from slow learning (its held-out log-loss beats the best constant distribution's)
+    from no learning at all."""
+    findings = []
+    n = len(next(iter(probe.held_out.values())))
+    for head in probe.trained_heads():
+        losses = trace.head_losses[head]
+        if not len(losses):
+            continue
+        window = max(1, len(losses) // 10)
+        first, last = float(losses[:window].mean()), float(losses[-window:].mean())
+        floor = floors[head]
+        loss_fell = fell(first, last, LOSS_FALL, floor)
+        by_argmax = trace.probability_accuracy(head)
+        figures = {"before": trace.before[head], "after": trace.after[head], "chance": trace.chance[head],
+                   "loss_first": first, "loss_last": last, "floor": floor, "fell": fraction_fallen(first, last, floor),
+                   "log_loss": trace.nll.get(head), "best_constant_log_loss": trace.entropy.get(head), "argmax_accuracy": by_argmax}  # fmt: skip
+        measured = (f"heads.{head} over {name}: held-out accuracy {pct(trace.before[head])} -> {pct(trace.after[head])} "
+                    f"(best constant guess {pct(trace.chance[head])}); loss {fmt(first)} -> {fmt(last)}, "
+                    f"{pct(max(0.0, fraction_fallen(first, last, floor)))} of the way to its floor {fmt(floor)}")  # fmt: skip
+        if trace.nll.get(head) is not None:
+            measured += f"; held-out log-loss {fmt(trace.nll[head])} (best constant {fmt(trace.entropy[head])})"
+        if learns(trace.after[head], trace.chance[head], n):
+            title = f"heads.{head} learns" if loss_fell else f"heads.{head} learns; its loss falls little (its floor is {fmt(floor)})"
+            findings.append(Finding("learning", "info", title, measured, figures=figures))
+        elif by_argmax is not None and learns(by_argmax, trace.chance[head], n):
+            findings.append(Finding("learning", "error", f"heads.{head}: the loss falls but the accuracy stays at chance",
+                measured + f"; the argmax of its own probabilities is right on {pct(by_argmax)}",
+                f"heads.{head}'s loss trains its output, but predict() does not read that output the way the loss trains it "
+                "(an offset, a different order, another output)", f"make heads.{head}'s predict() agree with its loss "
+                f"({type(probe.model.heads[head]).__module__}.{type(probe.model.heads[head]).__name__})", [], figures))  # fmt: skip
+        elif trace.learning().get(head):
+            findings.append(Finding("learning", "info", f"heads.{head} learns slowly: its log-loss beats a constant guess, its accuracy not yet",
+                                    measured, figures=figures))  # fmt: skip
+        else:
+            findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured,
+                "a head that learns beats the best constant guess on held-out samples within a few hundred steps",
+                "see the fixes tried below", [], figures))  # fmt: skip
+    return findings
+
+
+def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: str, lr: float, learning: bool,
+                       feeds: dict[str, str] | None = None) -> list[Finding]:  # fmt: skip
+    """Dead at initialisation (a layer ≥ DEAD_ERROR dead before any step) is told apart from
+    killed by training (≥ 10 points more dead after the run); either is an error when learning
+    stalls, and proposes the change that would undo it (re-initialisation; a lower lr)."""
+    if not after:
+        return [Finding("dead_relu", "info", "no nn.ReLU modules to watch", "the model has no nn.ReLU modules")]
+    feeds = feeds or {}
+    rows = "; ".join(f"{layer} {pct(before.get(layer, 0.0))} -> {pct(after[layer])}" for layer in after)
+    figures = {"dead_before": before, "dead_after": after, "lr": lr}
+    measured = f"units that never fire on 1024 samples, at init -> after {run}: {rows}"
+    at_init = {layer: d for layer, d in before.items() if d >= DEAD_ERROR}
+    killed = {layer: d for layer, d in after.items() if d - before.get(layer, 0.0) >= 0.1 and d >= DEAD_ERROR}
+    worst = max(after.values())
+    if at_init and not learning:
+        modules = [feeds[layer] for layer in at_init if layer in feeds]
+        rows = ", ".join(f"{layer} {pct(d)}" for layer, d in at_init.items())
+        return [Finding("dead_relu", "error", f"units are dead at initialisation: {rows}", measured,
+            "a unit that never fires before the first step gets no gradient and never recovers: no learning rate helps; "
+            "the layer's initialisation (a large negative bias, say) or its inputs' scale kill it",
+            f"initialise {', '.join(modules) or 'these layers'} with its default initialisation (no constant bias)", [], figures,
+            candidates=[Change(f"{', '.join(modules)} re-initialised (default init)", emulate=emulate.reinitialised(modules),
+                               code=f"the initialisation of {', '.join(modules)}")] if modules else [])]  # fmt: skip
+    if killed and not learning:
+        lower = lr / 10
+        return [Finding("dead_relu", "error", f"training at lr {fmt(lr)} kills ReLUs: up to {pct(max(killed.values()))} of a layer's units dead",
+            measured, "alive at initialisation, dead after training: a dead unit outputs 0 for every input and gets no gradient, "
+            "it never recovers, and the layers before it stop learning", "see the fixes tried below", [LR_KEY], figures,
+            candidates=[Change(f"{LR_KEY} = {fmt(lower)}", {LR_KEY: lower})])]  # fmt: skip
+    if worst >= DEAD_WARNING:
+        return [Finding("dead_relu", "warning", f"up to {pct(worst)} of a layer's ReLU units are dead" + (" (the heads still learn)" if learning else ""),
+                        measured, "dead units waste capacity and pass no gradient", "check the inputs' scale and the init; "
+                        "a lower learning rate if training killed them", [], figures)]  # fmt: skip
+    return [Finding("dead_relu", "info", f"ReLUs alive enough (at most {pct(worst)} of a layer dead)", measured, figures=figures)]
+
+
+def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str) -> list[Finding]:
+    median = {name: float(n.median()) for name, n in norms.items()}
+    late = {name: float(n[-max(1, len(n) // 10):].mean()) for name, n in norms.items()}
+    figures = {"median": median, "last_10pct": late}
+    rows = "; ".join(f"{name or 'model'} {fmt(median[name])}" for name in norms)
+    measured = f"median gradient norm per layer over {run}: {rows}"
+    if not all(math.isfinite(v) for v in median.values()) or not all(math.isfinite(v) for v in late.values()):
+        return [Finding("grad_norm", "error", "gradients became NaN or inf", measured, "a non-finite step ruins every weight",
+                        "see the fixes tried below; check the inputs and the loss", [], figures)]  # fmt: skip
+    top = max((median[n] for n in trained), default=0.0)
+    silent = [n for n in norms if n in trained and (late[n] == 0.0 or (top > 0 and late[n] < 1e-4 * top))]
+    if silent:
+        return [Finding("grad_norm", "warning", f"gradients vanish in {', '.join(silent)}",
+            measured + "; late in the run: " + ", ".join(f"{n} {fmt(late[n])}" for n in silent),
+            "layers without gradient stop learning (dead units upstream, or a saturated output)",
+            "look at the dead-ReLU and double-softmax findings", [], figures)]  # fmt: skip
+    if top > 1e3:
+        return [Finding("grad_norm", "warning", "gradients explode", measured, "huge steps make training unstable",
+                        "standardise the inputs; see the learning rate findings", [], figures)]  # fmt: skip
+    return [Finding("grad_norm", "info", "gradient norms in range", measured, figures=figures)]
+
+
+def _trend_findings(totals: Tensor, run: str, floor: float, learning: bool) -> list[Finding]:
+    window = max(1, len(totals) // 10)
+    first, last = float(totals[:window].mean()), float(totals[-window:].mean())
+    figures = {"first": first, "last": last, "steps": len(totals), "floor": floor}
+    measured = f"total loss over {run}: {fmt(first)} (first {window} steps) -> {fmt(last)} (last {window}); lowest reachable {fmt(floor)}"
+    if not math.isfinite(last) or not torch.isfinite(totals).all():
+        return [Finding("loss_trend", "error", "the loss became NaN or inf", measured, "nothing trains after a NaN",
+                        "see the fixes tried below", [], figures)]  # fmt: skip
+    if not fell(first, last, LOSS_FALL, floor):
+        share = fraction_fallen(first, last, floor)
+        title = f"the loss hardly falls ({pct(share)} of the way to its floor)" if last < first else "the loss does not fall"
+        if learning:
+            return [Finding("loss_trend", "info", title + ", but every trained head learns", measured, figures=figures)]
+        return [Finding("loss_trend", "warning", title, measured,
+                        f"a model that learns lowers its training loss by more than {pct(LOSS_FALL)} of the way to its floor in a few hundred steps",
+                        "see the other findings: they say why", [], figures)]  # fmt: skip
+    return [Finding("loss_trend", "info", f"the loss falls ({pct(fraction_fallen(first, last, floor))} of the way to its floor)", measured, figures=figures)]
+
+
+def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer],
+             steps: int = OVERFIT_STEPS) -> tuple[int | None, dict[str, float], float, float]:  # fmt: skip
+    """Train a fresh copy on one batch; return the step at which every trained head predicts it all."""
+    model = fresh_copy(probe.model)
+    optimizer = optimizer_of(model)
+    heads, first, fit, last = probe.trained_heads(), None, {}, float("nan")
+    for step in range(1, steps + 1):
+        loss = model.total_loss(model.losses(model(batch), batch))
+        first = float(loss.detach()) if first is None else first
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 0 or step == steps:
+            fit = {h: v for h, v in scores(probe, model, batch).items() if h in heads}
+            with torch.no_grad():
+                last = float(model.total_loss(model.losses(model(batch), batch)))
+            if all(v >= 0.99 for v in fit.values()):
+                return step, fit, first, last
+    return None, fit, first if first is not None else float("nan"), last
+
+
+def check_overfit(probe: Probe) -> list[Finding]:
+    """A model that works fits one small batch exactly within a few dozen steps."""
+    from ...train import make_optimizer
+
+    heads = probe.trained_heads()
+    if not heads:
+        return []
+    batch = slice_batch(probe.sample, OVERFIT_BATCH)
+    recipe = probe.recipe
+    step, fit, first, last = _overfit(probe, batch, lambda m: make_optimizer(recipe, m))
+    fits = ", ".join(f"{h} {pct(v)}" for h, v in fit.items())
+    lr = recipe.optimizer.params.lr
+    what = f"{recipe.optimizer.section.type} at lr {fmt(lr)}"
+    figures: dict[str, Any] = {"steps": step, "fit": fit, "loss_first": first, "loss_last": last}
+    if step is not None:
+        return [Finding("overfit", "info", f"fits one batch of {OVERFIT_BATCH} in {step} steps",
+                        f"{what}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}", figures=figures)]  # fmt: skip
+    measured = f"after {OVERFIT_STEPS} steps of {what} on one batch of {OVERFIT_BATCH}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}"
+    sane_step, sane_fit, _, sane_last = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR), 2 * OVERFIT_STEPS)
+    figures.update(sane_steps=sane_step, sane_fit=sane_fit)
+    sane_fits = ", ".join(f"{h} {pct(v)}" for h, v in sane_fit.items())
+    if sane_step is not None:
+        return [Finding("overfit", "error", f"cannot fit one batch with {what}; Adam at {SANE_ADAM_LR:g} can",
+            measured + f"; Adam at lr {SANE_ADAM_LR:g} fits it in {sane_step} steps",
+            "a model that cannot memorise 32 samples cannot learn the task: the optimizer's settings are to blame",
+            "see the fixes tried below", [], figures)]  # fmt: skip
+    return [Finding("overfit", "error", f"cannot fit one batch of {OVERFIT_BATCH}, even with Adam at lr {SANE_ADAM_LR:g}",
+        measured + f"; {2 * OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {fmt(sane_last)}",
+        "a model that cannot memorise 32 samples is broken: loss, outputs, wiring or targets",
+        "fix the error-level findings above first", [], figures)]  # fmt: skip

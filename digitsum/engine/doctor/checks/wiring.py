@@ -1,0 +1,162 @@
+"""Wiring checks: whether each sample's output depends on its own inputs only (batch
+independence), and whether the model reads each input a target depends on (input use)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ....contracts import Categorical
+from ..findings import Finding, fmt, pct
+from ..probe import Probe, batch_len, slice_batch
+from .training import trace_of
+
+#: Batch independence: a sample's output changes by more than this (relative to its size) when
+#: only the other samples of its batch change.
+MIXING_TOLERANCE = 1e-4
+
+
+def _relative_change(a: Tensor, b: Tensor) -> float:
+    return float((a - b).abs().max() / a.abs().max().clamp_min(1e-6))
+
+
+@torch.no_grad()
+def check_batch_independence(probe: Probe) -> list[Finding]:
+    """The output of sample i must not depend on sample j (Karpathy's "use backprop to chart
+    dependencies", by replacement): in eval mode, replace every other sample of a batch and
+    compare the first sample's features and outputs."""
+    held = probe.held_out
+    if batch_len(held) < 32:
+        return []
+    a = slice_batch(held, 16)
+    b = {k: torch.cat([v[:1], v[16:31]]) for k, v in held.items()}  # sample 0 kept, the 15 others replaced
+    model = probe.model
+    was = model.training
+    model.eval()
+    try:
+        fa, fb = model.backbone(a), model.backbone(b)
+        oa, ob = model(a), model(b)
+    finally:
+        model.train(was)
+    feature_change = _relative_change(fa[:1], fb[:1])
+    head_change = {h: _relative_change(oa[h][:1].float(), ob[h][:1].float()) for h in oa}
+    figures = {"backbone": feature_change, "heads": head_change}
+    measured = (f"sample 0's change when the 15 other samples of its batch are replaced (eval mode): backbone features "
+                f"{fmt(feature_change)}, " + ", ".join(f"heads.{h} {fmt(c)}" for h, c in head_change.items()) + " (relative)")  # fmt: skip
+    culprit = None
+    if not math.isfinite(feature_change) or feature_change > MIXING_TOLERANCE:
+        culprit = f"backbone ({type(model.backbone).__name__})"
+    else:
+        mixing = [h for h, c in head_change.items() if not math.isfinite(c) or c > MIXING_TOLERANCE]
+        if mixing:
+            culprit = ", ".join(f"heads.{h} ({type(model.heads[h]).__name__})" for h in mixing)
+    if culprit:
+        return [Finding("batch_independence", "error", f"a sample's output depends on the other samples of its batch: {culprit}", measured,
+            "statistics over the batch (a mean, a softmax or a sort across dim 0, a reshape mixing samples) leak other "
+            "samples into each output: predictions change with the company a sample keeps, and in eval mode they should not",
+            f"reduce over the sample's own dimensions in {culprit}, never over dim 0", [], figures)]  # fmt: skip
+    return [Finding("batch_independence", "info", "each sample's output depends on its own inputs only", measured, figures=figures)]
+
+
+def _mutual_information(x: Tensor, y: Tensor) -> float:
+    """Plug-in mutual information (nats) of two integer vectors."""
+    x, y = x.long().flatten(), y.long().flatten()
+    _, xi = torch.unique(x, return_inverse=True)
+    _, yi = torch.unique(y, return_inverse=True)
+    joint = torch.zeros(int(xi.max()) + 1, int(yi.max()) + 1)
+    joint.index_put_((xi, yi), torch.ones(len(x)), accumulate=True)
+    joint /= joint.sum()
+    px, py = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    nz = joint > 0
+    return float((joint[nz] * (joint[nz] / (px @ py)[nz]).log()).sum())
+
+
+def depends(x: Tensor, y: Tensor, seed: int = 0) -> tuple[bool, float, float]:
+    """Whether target ``y`` depends on categorical input ``x``, measured: their mutual information
+    against the most the same vectors give with ``x`` shuffled (5 shuffles)."""
+    mi = _mutual_information(x, y)
+    g = torch.Generator().manual_seed(seed)
+    null = max(_mutual_information(x[torch.randperm(len(x), generator=g)], y) for _ in range(5))
+    return mi > max(3 * null, 0.02), mi, null
+
+
+@torch.no_grad()
+def _prediction_change(probe: Probe, model, batch, name: str) -> dict[str, float]:
+    """Share of each head's predictions that change when input ``name`` is rolled across the batch."""
+    was = model.training
+    model.eval()
+    try:
+        out = model(batch)
+        rolled = {**batch, name: batch[name].roll(1, dims=0)}
+        out_r = model(rolled)
+        result = {}
+        for h in out:
+            p, q = model.heads[h].predict(out[h]), model.heads[h].predict(out_r[h])
+            result[h] = float((p.reshape(len(p), -1) != q.reshape(len(q), -1)).any(dim=1).float().mean())
+        exact = {h: bool(torch.equal(out[h], out_r[h])) for h in out}
+        return {**result, **{f"{h}:exact": e for h, e in exact.items()}}
+    finally:
+        model.train(was)
+
+
+def check_input_use(probe: Probe) -> list[Finding]:
+    """Inputs with no variation carry no information; an input that a head's target depends on
+    (measured on the data) and that the model ignores (its outputs do not change when the input
+    is shuffled across the batch, at initialisation or after the short run) is an error naming
+    the backbone."""
+    findings: list[Finding] = []
+    sample, held = probe.sample, slice_batch(probe.held_out, 512)
+    trace = trace_of(probe)[0]
+    learning = trace.learning()
+    n = batch_len(sample)
+    trained_model = trace.model if trace.model is not None else probe.model
+    varying = [name for name in probe.interface.inputs if not (n > 1 and bool((sample[name] == sample[name][:1]).all()))]
+    changes = {name: _prediction_change(probe, trained_model, held, name) for name in varying}
+    # a head whose predictions no input moves has collapsed (a constant output): that says
+    # nothing about which input it ignores
+    responsive = {h: any(changes[name][h] >= 0.01 for name in varying) for h in probe.model.heads}
+    for name, spec in probe.interface.inputs.items():
+        x = sample[name]
+        if n > 1 and bool((x == x[:1]).all()):
+            stalled = [h for h in probe.trained_heads() if not learning[h]]
+            findings.append(Finding("input_use", "error" if stalled else "warning", f"input '{name}' is constant: it carries no information",
+                f"input '{name}' has the same value in all {n} samples" + (f"; not learning: {', '.join(f'heads.{h}' for h in stalled)}" if stalled else ""),
+                "a constant input cannot tell samples apart: a target computed from the real value cannot be learned",
+                f"make the generator return the varying value of '{name}' (the one its targets are computed from)", [],
+                {"constant": True}))  # fmt: skip
+            continue
+        at_init = _prediction_change(probe, probe.model, held, name)
+        after = changes[name]
+        # bit-identical outputs after the short run: the backbone never reads it (at initialisation
+        # a zero-initialised modulation, film's, is legitimately deaf to it)
+        never_read = all(changes[name][f"{h}:exact"] for h in probe.model.heads) if name in changes else all(at_init[f"{h}:exact"] for h in probe.model.heads)
+        for head in probe.model.heads:
+            target = sample[probe.target_of(head)]
+            if isinstance(spec, Categorical):
+                dep, mi, null = depends(x, target, probe.recipe.seed)
+                # only a backbone that never reads it (bit-identical outputs) is flagged: after a
+                # short run a head that reads an input slowly (film on tiny data) can look deaf to it
+                ignored = never_read
+            else:
+                # an image's link to a target is not measured: only a model that never reads it
+                # at all (bit-identical outputs) is flagged, whatever it learns
+                dep, mi, null = True, float("nan"), float("nan")
+                ignored = never_read
+            if not (dep and ignored):
+                continue
+            figures = {"mutual_information": mi, "shuffled": null, "changed_after": after[head], "never_read": never_read}
+            dep_text = f"target '{probe.target_of(head)}' depends on it (mutual information {fmt(mi)} nats, {fmt(null)} shuffled)" if isinstance(spec, Categorical) else ""
+            use = f"the outputs are bit-identical when it is shuffled across the batch, after {trace.steps} steps" if never_read else \
+                f"shuffling it across the batch changes {pct(after[head])} of heads.{head}'s predictions after {trace.steps} steps"
+            backbone = type(probe.model.backbone).__name__
+            # never read at all: the head cannot reach its target, whatever it learns from the rest
+            severity = "error" if never_read or not learning.get(head, False) else "warning"
+            findings.append(Finding("input_use", severity, f"heads.{head} needs input '{name}', which the backbone ({probe.recipe.backbone.section.type}) ignores",
+                "; ".join(t for t in (dep_text, use) if t), f"heads.{head} cannot predict its target without '{name}'",
+                f"make backbone {backbone} ({type(probe.model.backbone).__module__}) use input '{name}' in its forward", [], figures))  # fmt: skip
+    if not findings:
+        findings.append(Finding("input_use", "info", "every input varies and the model reads it",
+                                f"inputs: {', '.join(probe.interface.inputs)}"))  # fmt: skip
+    return findings

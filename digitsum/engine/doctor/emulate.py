@@ -1,0 +1,90 @@
+"""Stand-ins for code fixes, so that a cause in code can be measured like a recipe change.
+
+Each function takes a probe and returns a new probe whose generator or model behaves as if the
+code were fixed (the original probe is left as it is). The doctor never patches code; it uses
+these to say, with numbers, that fixing the code would restore learning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ...contracts import Batch
+from .probe import Probe, fresh_copy
+
+
+class _AlteredGenerator:
+    """Delegates to a generator and alters each batch it draws."""
+
+    def __init__(self, inner, alter: Callable[[Batch], Batch]) -> None:
+        self.inner, self.alter = inner, alter
+        self.splits = getattr(inner, "splits", ("train", "test"))
+
+    def size(self, split: str) -> int:
+        return self.inner.size(split)
+
+    def draw(self, split: str, index: Tensor, rng: torch.Generator) -> Batch:
+        return self.alter(self.inner.draw(split, index, rng))
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+def standardised_input(name: str, mean: float, std: float) -> Callable[[Probe], Probe]:
+    """The generator's input ``name`` standardised with the measured mean and std."""
+
+    def emulate(probe: Probe) -> Probe:
+        alter = lambda b: {**b, name: (b[name].float() - mean) / (std or 1.0)}  # noqa: E731
+        return Probe(probe.recipe, _AlteredGenerator(probe.generator, alter), probe.model, probe.device)
+
+    return emulate
+
+
+class _LogOfOutput(nn.Module):
+    """A head whose output is the log of the wrapped head's (probabilities become logits)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.inner(features).clamp_min(1e-12).log()
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "inner" or name.startswith("__"):  # mid-copy (deepcopy), before `inner` exists
+                raise
+            return getattr(self.inner, name)
+
+
+def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
+    """The head returns the log of its probabilities: logits whose softmax is its output."""
+
+    def emulate(probe: Probe) -> Probe:
+        model = fresh_copy(probe.model)
+        model.heads[head] = _LogOfOutput(model.heads[head])
+        return Probe(probe.recipe, probe.generator, model, probe.device)
+
+    return emulate
+
+
+def reinitialised(layers: list[str]) -> Callable[[Probe], Probe]:
+    """The named modules re-initialised with their class's own default initialisation."""
+
+    def emulate(probe: Probe) -> Probe:
+        model = fresh_copy(probe.model)
+        modules = dict(model.named_modules())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(probe.recipe.seed)
+            for name in layers:
+                module = modules.get(name)
+                if isinstance(module, nn.Module) and hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        return Probe(probe.recipe, probe.generator, model, probe.device)
+
+    return emulate

@@ -1,0 +1,354 @@
+"""The probe: what the checks share (recipe, generator, model at init, batches), and the short
+training runs they measure with.
+
+A :class:`Probe` holds the recipe, its generator, its model at initialisation (the run's own
+init: same seed) and batches drawn on demand. Checks that train work on copies of the model,
+so a probe can be handed the model a run is about to train (the preflight does).
+:func:`short_run` trains a copy for a given number of steps at the recipe's optimizer and peak
+learning rate and measures each head on held-out samples through its own ``predict``: the one
+yardstick of "it learns" for every check and every verified fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ...contracts import Batch, Classes, Generator
+from ...recipe import Recipe
+from ..batches import EVAL_BATCH, make_rng, stream_seed, train_batches
+from ..build import build, build_model
+from ..model import DigitModel
+from ..train import make_optimizer
+
+#: Samples drawn for data statistics and activation probes: enough for stable figures, fast on a CPU.
+SAMPLE = 2048
+#: Held-out samples each head is scored on after a short run (the test split's first batch).
+HELD_OUT = 1000
+#: A head learns when its held-out accuracy (``predict == target``) beats the best constant guess
+#: by more than chance could explain: LEARN_SIGMAS standard errors of that guess's accuracy on
+#: the held-out samples (about 4 points on 1000 samples at 10 %), and LEARN_MIN_POINTS at least.
+LEARN_SIGMAS, LEARN_MIN_POINTS = 4.0, 0.03
+
+
+class Probe:
+    """What the checks share: recipe, generator, model at init, and batches drawn on demand."""
+
+    def __init__(self, recipe: Recipe, generator: Generator, model: DigitModel, device: torch.device) -> None:
+        self.recipe, self.generator, self.model, self.device = recipe, generator, model, device
+        self.interface = recipe.interface()
+        self.batch_size = recipe.data.section.batch_size
+        self.cache: dict[str, Any] = {}  # results checks share (the short run's, say), by name
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> Probe:
+        """Build the recipe on the CPU exactly as ``digitsum run`` would (same seed, same init)."""
+        cpu_recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
+        built = build(cpu_recipe)
+        built.generator.size("train")  # loads the data: a missing data set is a user error here, not in a check
+        return cls(cpu_recipe, built.generator, built.model, built.device)
+
+    def variant(self, keys: dict[str, Any]) -> Probe:
+        """The probe of this recipe with ``keys`` set (dotted recipe keys), built the same way.
+
+        The generator is reused when no ``data.`` key changes (no second load of the data); the
+        model is built from the recipe's seed, so it starts where this one started.
+        """
+        from ...recipe import load_recipe
+
+        recipe = load_recipe(self.recipe.to_dict(), dict(keys))
+        recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
+        if any(k.startswith("data.") for k in keys):
+            return Probe.from_recipe(recipe)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe.seed)
+            model = build_model(recipe)
+        # the same weights as this probe's model where the change keeps their shapes (it was built
+        # from the same seed; a model handed to the probe may have been changed since)
+        mine, theirs = self.model.state_dict(), model.state_dict()
+        if mine.keys() == theirs.keys() and all(mine[k].shape == theirs[k].shape for k in mine):
+            model.load_state_dict(mine)
+        return type(self)(recipe, self.generator, model.to(self.device), self.device)
+
+    @cached_property
+    def sample(self) -> Batch:
+        """``SAMPLE`` training samples at random positions, drawn with a fixed stream."""
+        n = self.generator.size("train")
+        order = torch.randperm(n, generator=make_rng(torch.device("cpu"), stream_seed(self.recipe.seed, "doctor")))
+        index = order[: min(SAMPLE, n)].to(self.device)
+        return self.generator.draw("train", index, make_rng(self.device, stream_seed(self.recipe.seed, "doctor", 1)))
+
+    @cached_property
+    def held_out(self) -> Batch:
+        """Samples no training step of the probe sees: the test split's (the training split's
+        last ones when the generator has no test split)."""
+        split = "test" if "test" in getattr(self.generator, "splits", ("train", "test")) else "train"
+        n = self.generator.size(split)
+        count = min(HELD_OUT, n if split == "test" else max(1, n // 10))
+        start = n - count if split == "train" else 0
+        index = torch.arange(start, start + count, device=self.device)
+        return self.generator.draw(split, index, make_rng(self.device, stream_seed(self.recipe.seed, "doctor", "held_out")))
+
+    def train_batches(self, steps: int) -> list[Batch]:
+        """The first ``steps`` training batches of the run (epochs repeat when the split is small)."""
+        cached = self.cache.get("batches")
+        if cached is not None and len(cached) >= steps:
+            return cached[:steps]
+        batches: list[Batch] = []
+        epoch = 1
+        while len(batches) < steps:
+            before = len(batches)
+            for batch in train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device):
+                batches.append(batch)
+                if len(batches) == steps:
+                    break
+            if len(batches) == before:
+                break  # an empty split: nothing to draw
+            epoch += 1
+        self.cache["batches"] = batches
+        return batches
+
+    def target_of(self, head: str) -> str:
+        return self.model.bindings[head].target
+
+    def weight_of(self, head: str) -> float:
+        return self.model.bindings[head].weight
+
+    def classes_of(self, head: str) -> int | None:
+        spec = self.interface.targets.get(self.target_of(head))
+        return spec.classes if isinstance(spec, Classes) else None
+
+    def output_kind(self, head: str) -> str:
+        """How the head declares its output (``Head.output_kind``): ``class_logits`` heads give
+        ``[B, classes]`` logits to a cross-entropy-like loss; any other kind is judged through
+        its ``predict`` and metrics only."""
+        return getattr(self.model.heads[head], "output_kind", "class_logits")
+
+    def logits_head(self, head: str, output: Tensor | None = None) -> bool:
+        """Whether the head is judged as ``[B, classes]`` logits: declared so, and shaped so."""
+        classes = self.classes_of(head)
+        if self.output_kind(head) != "class_logits" or classes is None:
+            return False
+        return output is None or (output.dim() == 2 and output.shape[1] == classes)
+
+    def trained_heads(self) -> list[str]:
+        return [name for name in self.model.heads if self.weight_of(name) > 0]
+
+    def head_param(self, head: str, name: str) -> bool:
+        """Whether the head's component has a parameter called ``name`` (to name the recipe key)."""
+        return name in type(self.recipe.heads[head].params).model_fields
+
+    def data_param(self, name: str) -> bool:
+        return name in type(self.recipe.data.params).model_fields
+
+    def chance(self, head: str) -> float:
+        """The held-out accuracy of always guessing the target's most frequent value."""
+        y = self.held_out[self.target_of(head)].reshape(len(self.held_out[self.target_of(head)]), -1)
+        _, counts = torch.unique(y, dim=0, return_counts=True)
+        return float(counts.max()) / len(y)
+
+
+def fresh_copy(model: DigitModel) -> DigitModel:
+    """A copy to train, so that checks leave the model they were given untouched."""
+    twin = copy.deepcopy(model)
+    twin.train()
+    return twin
+
+
+def slice_batch(batch: Batch, n: int) -> Batch:
+    return {k: v[:n] for k, v in batch.items()}
+
+
+def batch_len(batch: Batch) -> int:
+    return len(next(iter(batch.values())))
+
+
+@torch.no_grad()
+def log_losses(probe: Probe, model: DigitModel, batch: Batch) -> dict[str, float | None]:
+    """Each head's held-out log-loss (mean -ln p of the true class) through its own
+    ``probabilities``: one yardstick across changes of loss settings, and far more sensitive
+    than accuracy early in training. None for a head that gives no class probabilities."""
+    was = model.training
+    model.eval()
+    try:
+        outputs = model(batch)
+        result: dict[str, float | None] = {}
+        for head, out in outputs.items():
+            target = batch[probe.target_of(head)]
+            try:
+                p = model.heads[head].probabilities(out)
+            except Exception:
+                p = None
+            if p is None or p.dim() != 2 or p.shape[0] != len(target) or target.dim() != 1 or int(target.max()) >= p.shape[1]:
+                result[head] = None
+                continue
+            picked = p.float().gather(1, target.long()[:, None]).squeeze(1)
+            value = float(-picked.clamp_min(1e-12).log().mean())
+            result[head] = value if math.isfinite(value) else None
+            result[f"{head}:argmax"] = float((p.argmax(dim=1) == target).float().mean())
+        return result
+    finally:
+        model.train(was)
+
+
+def entropy_of(values: Tensor) -> float:
+    """The log-loss of the best constant distribution: the entropy of the values' frequencies."""
+    _, counts = torch.unique(values.reshape(len(values), -1), dim=0, return_counts=True)
+    share = counts.float() / len(values)
+    return float(-(share * share.log()).sum())
+
+
+#: A head also learns when its held-out log-loss beats the best constant distribution's (the
+#: targets' entropy) by this many nats: about 3 standard errors of a mean log-loss on 1000 samples.
+NLL_MARGIN = 0.1
+
+
+@torch.no_grad()
+def scores(probe: Probe, model: DigitModel, batch: Batch) -> dict[str, float]:
+    """Each head's accuracy on ``batch`` through its own ``predict`` (any output shape)."""
+    was = model.training
+    model.eval()
+    try:
+        outputs = model(batch)
+        result = {}
+        for head, out in outputs.items():
+            target = batch[probe.target_of(head)]
+            predicted = model.heads[head].predict(out)
+            same = (predicted.reshape(len(target), -1) == target.reshape(len(target), -1)).all(dim=1)
+            result[head] = float(same.float().mean())
+        return result
+    finally:
+        model.train(was)
+
+
+def learns(score: float, chance: float, n: int = HELD_OUT) -> bool:
+    """Held-out accuracy on ``n`` samples clearly above the best constant guess's ``chance``."""
+    se = math.sqrt(max(chance * (1 - chance), 1e-4) / max(n, 1))
+    return math.isfinite(score) and score >= chance + max(LEARN_MIN_POINTS, LEARN_SIGMAS * se)
+
+
+@dataclass
+class RunTrace:
+    """What a short run measured."""
+
+    steps: int
+    losses: Tensor  # [steps] total loss before each step
+    head_losses: dict[str, Tensor]  # per head, [steps]
+    before: dict[str, float]  # held-out accuracy per head before training
+    after: dict[str, float]  # and after
+    chance: dict[str, float]
+    model: DigitModel | None = None
+    grad_norms: dict[str, Tensor] = field(default_factory=dict)  # per layer, [steps]
+    nll: dict[str, float | None] = field(default_factory=dict)  # held-out log-loss per head after the run
+    entropy: dict[str, float] = field(default_factory=dict)  # the best constant distribution's log-loss
+
+    def learning(self) -> dict[str, bool]:
+        """A head learns when its held-out accuracy, or its held-out log-loss, beats the best
+        constant guess by more than noise."""
+        return {h: learns(self.after[h], self.chance[h]) or self._beats_entropy(h) for h in self.after}
+
+    def _beats_entropy(self, head: str) -> bool:
+        nll = self.nll.get(head)
+        return nll is not None and head in self.entropy and nll < self.entropy[head] - NLL_MARGIN
+
+    def probability_accuracy(self, head: str) -> float | None:
+        """Held-out accuracy of the argmax of the head's ``probabilities`` (None without them)."""
+        return self.nll.get(f"{head}:argmax")
+
+    def skill(self, head: str) -> float:
+        """How far the head got from the best constant guess towards perfect, on held-out samples:
+        by log-loss when the head gives probabilities, else by accuracy. Comparable across changes."""
+        nll = self.nll.get(head)
+        if nll is not None and self.entropy.get(head, 0) > 0:
+            return 1.0 - nll / self.entropy[head]
+        chance = self.chance[head]
+        return (self.after[head] - chance) / max(1e-6, 1 - chance)
+
+    @property
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.losses).all()) if len(self.losses) else True
+
+    def describe(self, heads: Iterable[str] | None = None) -> str:
+        heads = list(self.after if heads is None else heads)
+        return ", ".join(f"{h} {pct_str(self.before[h])} -> {pct_str(self.after[h])}" for h in heads)
+
+
+def pct_str(x: float) -> str:
+    return f"{100 * x:.0f} %" if math.isfinite(x) else str(x)
+
+
+def layer_params(model: nn.Module) -> dict[str, list[Tensor]]:
+    """Trainable parameters grouped by the module that owns them."""
+    layers: dict[str, list[Tensor]] = {}
+    for path, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own:
+            layers[path] = own
+    return layers
+
+
+def norm_of_grads(params: list[Tensor]) -> Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.sqrt(sum(g.pow(2).sum() for g in grads)) if grads else torch.zeros((), device=params[0].device)
+
+
+def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+              grad_norms: bool = False, keep_model: bool = False, scheduled: bool = False) -> RunTrace:  # fmt: skip
+    """Train a fresh copy of the probe's model for ``steps`` batches of the run, at the recipe's
+    optimizer and its peak lr held constant (a schedule reaches it at some point; if that rate
+    kills the network, it does so then), and score every head on held-out samples before and after.
+    ``scheduled``: the recipe's schedule instead, compressed to the ``steps`` of the run.
+
+    The same batches, in the same order, for every call on one probe: runs with one change each
+    differ in that change only. Stops early on a non-finite loss.
+    """
+    model = fresh_copy(probe.model)
+    optimizer = optimizer_of(model) if optimizer_of else make_optimizer(probe.recipe, model)
+    held_out = probe.held_out
+    before = scores(probe, model, held_out)
+    scheduler = None
+    if scheduled:
+        from ..train import make_scheduler
+
+        scheduler = make_scheduler(probe.recipe, optimizer, steps)
+    layers = layer_params(model) if grad_norms else {}
+    totals: list[Tensor] = []
+    per_head: dict[str, list[Tensor]] = {h: [] for h in model.heads}
+    norms: list[Tensor] = []
+    for batch in probe.train_batches(steps):
+        losses = model.losses(model(batch), batch)
+        loss = model.total_loss(losses)
+        if not isinstance(loss, Tensor):
+            loss = torch.tensor(float(loss))
+        for h, value in losses.items():
+            per_head[h].append(value.detach())
+        totals.append(loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+        if grad_norms:
+            norms.append(torch.stack([norm_of_grads(layers[name]) for name in layers]))
+        if not torch.isfinite(loss.detach()):
+            break
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    after = scores(probe, model, held_out)
+    stacked = torch.stack(norms).T if norms else None
+    return RunTrace(
+        steps=len(totals),
+        losses=torch.stack(totals) if totals else torch.zeros(0),
+        head_losses={h: torch.stack(v) if v else torch.zeros(0) for h, v in per_head.items()},
+        before=before, after=after, chance={h: probe.chance(h) for h in model.heads},
+        model=model if keep_model else None,
+        nll=log_losses(probe, model, held_out),
+        entropy={h: entropy_of(held_out[probe.target_of(h)]) for h in model.heads},
+        grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
+    )  # fmt: skip

@@ -1,0 +1,350 @@
+"""Verify before recommending: every change the doctor would propose is tried first.
+
+When a head does not learn in the short run, each candidate change — those the checks proposed
+(a head's output switched to logits, a zero weight raised, a dead layer re-initialised, the lr
+lowered, ...) and every recipe setting that differs from its component's default (betas, weight
+decay, label smoothing, momentum, normalisation, the schedule), each reset alone — gets the same
+short run with only that change. A change is recommended only when it measurably restores
+learning (a head that stayed at chance beats the best constant guess on held-out samples), and
+the finding says before/after. Changes that help are then combined and measured together; then
+the ones left are tried on top of that, one round at a time, and kept while they raise the
+held-out accuracy clearly (what makes a repaired recipe train well, not just train).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .findings import Change, Finding, fmt, pct
+from .probe import Probe, RunTrace, short_run
+
+#: Training samples each verification run sees (at the recipe's batch size), and its step bounds.
+VERIFY_SAMPLES, VERIFY_STEPS = 8000, (60, 200)
+#: A change that leaves every head learning is kept in the improvement rounds when it raises the
+#: mean held-out accuracy by this much and lowers no head's by more.
+IMPROVES = 0.02
+#: ... unless a head that learned falls back to chance, losing more than DROP (a head slowed down
+#: early by another that now trains beside it is not harm: the mean says whether the change helps).
+DROP = 0.15
+#: Improvement rounds at most (each tries only the changes that improved in the round before).
+ROUNDS = 3
+#: Settings never reset: where the data are, how long and where the run trains, what is logged.
+NOT_LEVERS = {"data.root", "data.download", "data.batch_size", "data.type", "backbone.type", "train.optimizer.type"}
+
+
+def verify_steps(batch_size: int) -> int:
+    lo, hi = VERIFY_STEPS
+    return max(lo, min(hi, VERIFY_SAMPLES // batch_size))
+
+
+def _run(probe: Probe, steps: int, scheduled: bool = False) -> RunTrace:
+    """A verification run: ``steps`` batches at the recipe's optimizer and its peak lr held
+    constant, as the short run that found the stall (a fix that restores learning there holds
+    under the harshest part of any schedule); ``scheduled``: the recipe's schedule compressed
+    to the run instead (tuning). Scored on held-out samples."""
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(probe.recipe.seed)
+        return short_run(probe, steps, scheduled=scheduled)
+
+
+def _default_of(params: Any, name: str) -> Any:
+    field = type(params).model_fields[name]
+    return None if field.is_required() else field.get_default(call_default_factory=True)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def setting_changes(probe: Probe) -> list[Change]:
+    """Every recipe setting that differs from its component's default, reset alone; and the
+    learning rate ten times lower or higher (towards the optimizer's default)."""
+    recipe = probe.recipe
+    changes: list[Change] = []
+    tables: list[tuple[str, Any, Any]] = [("data", recipe.data.params, None), ("train.optimizer", recipe.optimizer.params, None),
+                                          ("train.schedule", recipe.schedule.params, recipe.schedule.section)]  # fmt: skip
+    tables += [(f"heads.{h}", c.params, c.section) for h, c in recipe.heads.items()]
+    for prefix, params, section in tables:
+        for name in type(params).model_fields:
+            key = f"{prefix}.{name}"
+            if key in NOT_LEVERS or name == "lr":
+                continue
+            default, value = _default_of(params, name), getattr(params, name)
+            if default is not None and _plain(default) != _plain(value):
+                changes.append(Change(f"{key} = {_show(default)} (default; now {_show(value)})", {key: _plain(default)}))
+        if section is not None and "weight" in type(section).model_fields and section.weight == 0:
+            changes.append(Change(f"{prefix}.weight = 1.0", {f"{prefix}.weight": 1.0}))
+    schedule_default = type(recipe.schedule.section).model_fields["type"].get_default()
+    if recipe.schedule.section.type != schedule_default:
+        changes.append(Change(f'train.schedule.type = "{schedule_default}" (default; now "{recipe.schedule.section.type}")',
+                              {"train.schedule.type": schedule_default}))  # fmt: skip
+    lr, default_lr = recipe.optimizer.params.lr, _default_of(recipe.optimizer.params, "lr")
+    for factor in (0.1, 10.0) if default_lr is None else ((0.1,) if lr > default_lr else (10.0,) if lr < default_lr else ()):
+        changes.append(Change(f"train.optimizer.lr = {fmt(lr * factor)} (now {fmt(lr)})", {"train.optimizer.lr": lr * factor}))
+    if default_lr is not None and not any(math.isclose(default_lr, lr * f) for f in (0.1, 10.0, 1.0)):
+        changes.append(Change(f"train.optimizer.lr = {fmt(default_lr)} (default; now {fmt(lr)})", {"train.optimizer.lr": default_lr}))
+    return changes
+
+
+def _show(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(_plain(value)).replace("True", "true").replace("False", "false")
+
+
+def _apply(probe: Probe, changes: list[Change]) -> Probe:
+    keys: dict[str, Any] = {}
+    for change in changes:
+        keys.update(change.keys if change.emulate is None else {})
+    variant = probe.variant(keys) if keys else probe
+    for change in changes:
+        if change.emulate is not None:
+            variant = change.emulate(variant)
+    return variant
+
+
+@dataclass
+class Attempt:
+    change: Change
+    trace: RunTrace | None
+    error: str = ""
+
+
+def _goal_heads(probe: Probe) -> list[str]:
+    return list(probe.model.heads)
+
+
+def _mean(trace: RunTrace, heads: list[str]) -> float:
+    """The mean skill of the heads (see :meth:`RunTrace.skill`): held-out log-loss against the
+    best constant distribution's, or accuracy where a head gives no probabilities."""
+    return sum(trace.skill(h) for h in heads) / max(1, len(heads))
+
+
+def verify(probe: Probe, findings: list[Finding], deadline: float | None = None) -> tuple[list[Finding], dict[str, Any], list[str]]:
+    """Try each candidate change on the short run; mark findings' fixes with what was measured.
+
+    Returns the findings added (the summary of what was tried), the recipe keys verified to
+    restore learning (what ``--repair`` writes) and the code changes verified the same way.
+    """
+    heads = _goal_heads(probe)
+    # fixes proposed for an error (a double softmax, say) are tried even when every head learns:
+    # kept when they raise held-out skill; settings merely off their defaults only restore
+    proposed = [c for f in findings if f.severity == "error" for c in f.candidates]
+    diagnosed = probe.cache.get("short_run")
+    if diagnosed is not None and not proposed:  # the short run is the diagnosis: nothing to fix when every head learned in it
+        trace = diagnosed[0]
+        if trace.finite and all(trace.learning().values()):
+            return [], {}, []
+    steps = verify_steps(probe.batch_size)
+    base = _run(probe, steps)
+    stalled = [h for h, ok in base.learning().items() if not ok]
+    if not stalled and base.finite and not proposed:
+        return [], {}, []
+    candidates: list[Change] = []
+    seen: set[str] = set()
+    for change in [c for f in findings if f.severity != "info" for c in f.candidates] + setting_changes(probe):
+        key = repr(sorted(change.keys.items())) if change.emulate is None else change.label
+        if key not in seen:
+            seen.add(key)
+            candidates.append(change)
+
+    def attempt(changes: list[Change]) -> Attempt:
+        try:
+            return Attempt(changes[-1], _run(_apply(probe, changes), steps))
+        except Exception as e:  # a change the recipe refuses, or a model that fails with it
+            return Attempt(changes[-1], None, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+
+    def restores(trace: RunTrace | None, of: list[str]) -> list[str]:
+        if trace is None or not trace.finite:
+            return []
+        learning = trace.learning()
+        return [h for h in of if learning[h]]
+
+    name = f"{steps} steps"
+    alone = []
+    for change in candidates if stalled or not base.finite else []:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        alone.append(attempt([change]))
+    helping = [a for a in alone if restores(a.trace, stalled) and not [h for h in heads if h not in stalled and h not in restores(a.trace, heads)]]
+    # one change per recipe key: the best of those that help (two learning rates, say)
+    chosen: list[Attempt] = []
+    for a in sorted(helping, key=lambda a: -_mean(a.trace, heads)):
+        if not any(set(a.change.keys) & set(c.change.keys) for c in chosen):
+            chosen.append(a)
+    combined = [a.change for a in chosen]
+    current = attempt(combined) if len(combined) > 1 else (chosen[0] if chosen else Attempt(Change("nothing"), base))
+    rounds: list[tuple[Change, RunTrace]] = []
+    pool = [a.change for a in alone if a.change not in combined and a.trace is not None]
+    def rank(trace: RunTrace) -> tuple[int, float]:
+        return len(restores(trace, heads)), _mean(trace, heads)
+
+    for _ in range(ROUNDS):
+        if not pool or current.trace is None or (deadline is not None and time.perf_counter() > deadline):
+            break
+        learning_now = set(restores(current.trace, heads))
+        if learning_now >= set(heads):
+            break  # every head learns: nothing left to restore (tuning is --repair's, see tune())
+        now = rank(current.trace)
+        better = []
+        for change in pool:
+            if set(change.keys) & {k for x in combined for k in x.keys}:
+                continue
+            a = attempt(combined + [change])
+            if a.trace is None:
+                continue
+            rounds.append((change, a.trace))
+            learning = set(restores(a.trace, heads))
+            if any(current.trace.after[h] - a.trace.after[h] > DROP for h in heads if h in learning_now and h not in learning):
+                continue  # a head that learned is back at chance
+            if len(learning) > len(learning_now):  # a head the others left at chance now learns
+                better.append((rank(a.trace), change, a))
+        if not better:
+            break
+        better.sort(key=lambda x: x[0], reverse=True)
+        _, change, a = better[0]
+        combined.append(change)
+        current = a
+        pool = [c for c in pool if c is not change]  # the others again, on top of the new combination
+
+    # the errors' own fixes left out so far, on top: kept when they raise held-out skill
+    for change in proposed:
+        if change in combined or current.trace is None or (deadline is not None and time.perf_counter() > deadline):
+            continue
+        if set(change.keys) & {k for x in combined for k in x.keys}:
+            continue
+        a = attempt(combined + [change])
+        if a.trace is None:
+            continue
+        rounds.append((change, a.trace))
+        keeps = set(restores(current.trace, heads)) <= set(restores(a.trace, heads))
+        if keeps and _mean(a.trace, heads) - _mean(current.trace, heads) >= IMPROVES:
+            combined.append(change)
+            current = a
+            if not any(x.change is change for x in alone):
+                alone.append(Attempt(change, a.trace))
+
+    # what each finding proposed, and what it measured
+    def row(a: Attempt) -> dict[str, Any]:
+        if a.trace is None:
+            return {"change": a.change.label, "keys": a.change.keys, "code": a.change.code, "error": a.error, "restores": []}
+        return {"change": a.change.label, "keys": a.change.keys, "code": a.change.code,
+                "before": {h: base.after[h] for h in heads}, "after": {h: a.trace.after[h] for h in heads},
+                "restores": restores(a.trace, stalled)}  # fmt: skip
+
+    by_change = {id(a.change): a for a in alone}
+    for finding in findings:
+        for change in finding.candidates:
+            a = next((x for x in alone if x.change == change or x.change.label == change.label), None)
+            if a is None:
+                continue
+            finding.tried.append(row(a))
+            gain = restores(a.trace, stalled)
+            if gain:
+                what = change.code or f"set {change.label}"
+                finding.fix = f"{what} — verified: with only this change, {_describe(base, a.trace, gain)} after {name}"
+                if finding.severity == "warning":
+                    finding.severity = "error"  # measured to be a cause of the stall
+            elif change in combined and not stalled:
+                finding.fix = f"{change.code or 'set ' + change.label} — verified: held-out accuracy {_describe(base, a.trace, heads)} after {name}"
+            elif change in combined:
+                finding.fix = f"{change.code or 'set ' + change.label} — verified together with the other fixes (alone it restores no head)"
+            else:
+                finding.fix = (f"tried {change.label}: alone it restores no head ({_describe(base, a.trace, heads) if a.trace else a.error}); "
+                               "see the fixes below")  # fmt: skip
+    del by_change
+    repair = {k: v for c in combined if c.emulate is None for k, v in c.keys.items()}
+    code = [c.code or c.label for c in combined if c.emulate is not None]
+    tried_rows = [row(a) for a in alone]
+    measured = f"held-out accuracy after {name} at the recipe's settings: " + ", ".join(
+        f"{h} {pct(base.after[h])} (best constant guess {pct(base.chance[h])})" for h in heads)
+    lines = "; ".join(f"{r['change']}: {', '.join(pct(r['after'][h]) for h in heads) if 'after' in r else r['error']}"
+                      + (f" (restores {', '.join(r['restores'])})" if r["restores"] else "") for r in tried_rows)  # fmt: skip
+    figures = {"steps": steps, "base": base.after, "chance": base.chance, "tried": tried_rows,
+               "combined": [c.label for c in combined],
+               "combined_after": current.trace.after if current.trace is not None else None,
+               "rounds": [{"change": c.label, "after": t.after, "skill": _mean(t, heads)} for c, t in rounds],
+               "combined_skill": _mean(current.trace, heads) if current.trace is not None else None}  # fmt: skip
+    still = [h for h in stalled if h not in restores(current.trace, heads)] if combined else stalled
+    if not combined and not stalled:
+        return [], {}, []  # every head learns, and no proposed fix measurably helps: nothing to recommend
+    if not combined:
+        out = Finding("fixes", "error", f"no single change restores learning of {', '.join(stalled)}",
+            measured + f"; tried alone ({', '.join(heads)} after): {lines or 'nothing to try'}",
+            "each change was tried with the same batches and initialisation; none made a stalled head beat the best constant guess",
+            "the cause is in code or in the data (see the error findings), or needs several changes at once", [], figures)  # fmt: skip
+        return [out], {}, []
+    together = ", ".join(c.label for c in combined)
+    result = _describe(base, current.trace, heads)
+    out = Finding("fixes", "error" if still else "info",
+        f"verified fix: {together}" if not still else f"the verified changes restore only part: {', '.join(still)} still at chance",
+        measured + f"; with {together}: {result}; tried alone: {lines}",
+        "each change was tried alone on the same batches and initialisation; those that restored a stalled head were combined, "
+        "then, while a head stays at chance, the others tried on top of them, round by round, and the best kept when it restores one",
+        ("digitsum doctor RECIPE --repair FIXED.toml writes " + ", ".join(f"{k} = {_show(v)}" for k, v in repair.items()) if repair else "")
+        + (("; in code: " if repair else "in code: ") + "; ".join(code) if code else ""),
+        sorted(repair), figures)  # fmt: skip
+    return [out], repair, code
+
+
+def _describe(base: RunTrace, trace: RunTrace | None, heads: list[str]) -> str:
+    if trace is None:
+        return "failed"
+    return ", ".join(f"{h} {pct(base.after[h])} -> {pct(trace.after[h])}" for h in heads)
+
+
+#: Tuning (``--repair`` only) keeps a setting reset when it raises the held-out skill by this much
+#: over a run as long as the short run's; at most this many settings.
+TUNE_GAIN, TUNE_KEEP = 0.02, 3
+
+
+def tune(probe: Probe, deadline: float | None = None) -> tuple[list[Finding], dict[str, Any]]:
+    """For ``--repair``, on a recipe whose heads learn: each setting that differs from its
+    component's default (and the lr ten times lower or higher) is tried on top of the recipe over
+    a run as long as the short run (the recipe's own schedule, compressed); the one that raises
+    the heads' held-out skill most is kept, then the others tried again, while one helps by
+    ``TUNE_GAIN``. What a short run can measure only: a change whose benefit shows after
+    thousands of steps is not found here."""
+    from .checks.training import short_run_steps
+
+    steps = short_run_steps(probe.batch_size)
+    heads = _goal_heads(probe)
+    base = _run(probe, steps, scheduled=True)
+    pool = setting_changes(probe)
+    kept: list[Change] = []
+    current = base
+    tried: list[dict[str, Any]] = []
+    while pool and len(kept) < TUNE_KEEP and not (deadline is not None and time.perf_counter() > deadline):
+        best: tuple[float, Change, RunTrace] | None = None
+        learning_now = {h for h, ok in current.learning().items() if ok}
+        for change in pool:
+            try:
+                trace = _run(_apply(probe, kept + [change]), steps, scheduled=True)
+            except Exception:
+                continue
+            gain = _mean(trace, heads) - _mean(current, heads)
+            tried.append({"change": change.label, "on_top_of": [c.label for c in kept], "skill": _mean(trace, heads), "gain": gain})
+            if not trace.finite or not learning_now <= {h for h, ok in trace.learning().items() if ok}:
+                continue
+            if gain >= TUNE_GAIN and (best is None or gain > best[0]):
+                best = (gain, change, trace)
+        if best is None:
+            break
+        kept.append(best[1])
+        current = best[2]
+        pool = [c for c in pool if c is not best[1] and not set(c.keys) & set(best[1].keys)]
+    keys = {k: v for c in kept for k, v in c.keys.items()}
+    figures = {"steps": steps, "base_skill": _mean(base, heads), "skill": _mean(current, heads), "tried": tried,
+               "kept": [c.label for c in kept]}  # fmt: skip
+    if not kept:
+        return [Finding("tuning", "info", "no setting reset raises held-out skill", f"tried over {steps} steps: "
+                        + "; ".join(f"{t['change']} {t['gain']:+.3f}" for t in tried), figures=figures)], {}  # fmt: skip
+    return [Finding("tuning", "info", f"tuned: {', '.join(c.label for c in kept)}",
+                    f"held-out skill (1 - log-loss / the best constant guess's) over {steps} steps: {_mean(base, heads):.3f} -> "
+                    f"{_mean(current, heads):.3f}; accuracy {_describe(base, current, heads)}; tried: "
+                    + "; ".join(f"{t['change']} {t['gain']:+.3f}" for t in tried),
+                    fix="written by --repair", keys=sorted(keys), figures=figures)], keys  # fmt: skip

@@ -1,0 +1,74 @@
+"""``digitsum doctor RECIPE --repair OUT.toml``: the recipe with the verified fixes applied.
+
+Only recipe keys are written, and only those the doctor measured to restore learning
+(``Report.repair``); causes in code are named by the report, never patched. The recipe is
+written as its document (``extends`` and ``--set`` overrides applied, no defaults filled in),
+atomically (a temporary file beside it, then renamed), and never over the input unless asked.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...errors import UserError
+
+
+def _set(doc: dict[str, Any], key: str, value: Any) -> None:
+    node = doc
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def repaired_document(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The recipe document as written (``extends`` and overrides applied) and the same with the
+    ``repair`` keys set."""
+    from ...recipe import recipe_document
+
+    doc = recipe_document(source, list(overrides))
+    fixed = copy.deepcopy(doc)
+    for key, value in repair.items():
+        _set(fixed, key, value)
+    return doc, fixed
+
+
+def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any], out: Path,
+                   overwrite: bool = False) -> str:  # fmt: skip
+    """Write the repaired recipe to ``out`` atomically; return the diff (unified, TOML) between
+    the recipe as it was and as written. Refuses to write over the input recipe unless
+    ``overwrite``, and refuses a folder or a path whose folder does not exist."""
+    import tomli_w
+
+    from ...catalog import resolve_recipe
+
+    out = Path(out)
+    try:
+        source_path = resolve_recipe(source).resolve()
+    except Exception:
+        source_path = None
+    if source_path is not None and out.resolve() == source_path and not overwrite:
+        raise UserError(f"--repair {out}: that is the recipe being diagnosed; write the repaired recipe elsewhere, or add --overwrite")
+    if out.is_dir():
+        raise UserError(f"--repair {out}: is a folder; give a file name such as fixed.toml")
+    if not out.parent.resolve().is_dir():
+        raise UserError(f"--repair {out}: folder {out.parent} does not exist")
+    doc, fixed = repaired_document(source, overrides, repair)
+    before, after = tomli_w.dumps(doc), tomli_w.dumps(fixed)
+    header = f"# {out.name}: written by `digitsum doctor {source} --repair` with the fixes it verified:\n" + "".join(
+        f"#   {k} = {v!r}\n" for k, v in repair.items())
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent.resolve())
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(header + after)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"{source}", f"{out}"))

@@ -1,0 +1,309 @@
+"""The doctor's second edition: fixes verified before they are recommended, the new checks (each
+beside a healthy control), heads judged by their own declaration, --repair, plugin checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from digitsum.components.fusions.concat import Concat
+from digitsum.components.heads.classify import Classify
+from digitsum.contracts import Classes, Head, Params
+from digitsum.engine.doctor import Probe, diagnose
+from digitsum.engine.doctor.checks.data import dominated_share
+from digitsum.engine.doctor.probe import learns
+from digitsum.engine.progress import fell
+from digitsum.recipe import load_recipe
+from digitsum.registry import fusions, heads
+from digitsum.testing import ConformanceError, check_head
+
+from ..conftest import RECIPES
+from .test_doctor import one_thread, with_generator  # noqa: F401  (one_thread: autouse fixture)
+
+
+def probe_for(*overrides: str, recipe: str = "original.toml") -> Probe:
+    return Probe.from_recipe(load_recipe(RECIPES / recipe, list(overrides)))
+
+
+def found(probe: Probe, *checks: str, verify: bool = False):
+    return diagnose(probe, list(checks), verify=verify).findings
+
+
+def of(findings, check: str, severity: str | None = None) -> list:
+    return [f for f in findings if f.check == check and (severity is None or f.severity == severity)]
+
+
+# -- one definition of "the loss fell" --------------------------------------------------------
+
+
+@pytest.mark.parametrize("before, after, share, floor, expected", [
+    (2.0, 1.5, 0.2, 0.0, True), (2.0, 1.7, 0.2, 0.0, False),   # 25 % and 15 % of the way to 0
+    (2.2, 2.15, 0.2, 2.0, True),                               # a raised floor: 25 % of the way to 2.0
+    (2.0, float("nan"), 0.2, 0.0, False), (1.0, 1.0, 0.05, 1.0, True),
+])  # fmt: skip
+def test_the_loss_fell_is_read_against_its_floor(before, after, share, floor, expected):
+    assert fell(before, after, share, floor) is expected
+
+
+def test_chance_and_dominance_thresholds():
+    assert learns(0.20, 0.10) and not learns(0.12, 0.10)
+    assert dominated_share(2) == 0.75 and 0.54 < dominated_share(2) and abs(dominated_share(10) - 0.55) < 1e-9
+
+
+# -- learnability: labels that belong to other samples ---------------------------------------
+
+
+def _rolled(batch, rng):
+    return {**batch, "digit": batch["digit"].roll(1), "sum": batch["sum"].roll(1)}
+
+
+def test_labels_shifted_to_another_sample_are_found_by_the_held_out_check(tiny_data):
+    errors = of(found(with_generator(probe_for(), _rolled), "learnability"), "learnability", "error")
+    assert {e.title.split()[0] for e in errors} >= {"heads.digit"}
+    digit = next(e for e in errors if e.title.startswith("heads.digit"))
+    assert digit.figures["train_fit"] >= 0.5 and digit.figures["held_out"] < digit.figures["chance"] + 0.1
+    assert not of(found(probe_for(), "learnability"), "learnability", "error")  # control
+
+
+# -- input use --------------------------------------------------------------------------------
+
+
+class IgnoresNumber(Concat):
+    """Concat whose forward never reads the number (a planted bug)."""
+
+    def forward(self, batch):
+        return super().forward({**batch, "number": torch.zeros_like(batch["number"])})
+
+
+@pytest.fixture
+def ignoring_backbone():
+    fusions.register("ignores_number")(IgnoresNumber)
+    yield "ignores_number"
+    fusions.remove("ignores_number")
+
+
+def test_an_input_the_backbone_ignores_is_an_error_naming_it(tiny_data, ignoring_backbone):
+    probe = probe_for(f'backbone.type="{ignoring_backbone}"')
+    (error,) = of(found(probe, "input_use"), "input_use", "error")
+    assert "heads.sum" in error.title and "'number'" in error.title and "IgnoresNumber" in error.fix
+    assert error.figures["never_read"] and error.figures["mutual_information"] > 0.1
+    assert not of(found(probe_for(), "input_use"), "input_use", "error")  # control: concat reads it
+
+
+def test_a_constant_input_carries_no_information(tiny_data):
+    def constant(batch, rng):
+        return {**batch, "number": torch.zeros_like(batch["number"])}
+
+    (finding,) = [f for f in found(with_generator(probe_for(), constant), "input_use") if "constant" in f.title]
+    assert "'number'" in finding.title and finding.severity in ("warning", "error")
+
+
+# -- batch independence -----------------------------------------------------------------------
+
+
+class MixesBatch(Concat):
+    """Concat that subtracts the batch mean from its features (a planted bug)."""
+
+    def forward(self, batch):
+        features = super().forward(batch)
+        return features - features.mean(dim=0, keepdim=True)
+
+
+def test_an_output_that_depends_on_other_samples_is_an_error(tiny_data):
+    fusions.register("mixes_batch")(MixesBatch)
+    try:
+        (error,) = of(found(probe_for('backbone.type="mixes_batch"'), "batch_independence"), "batch_independence", "error")
+        assert "MixesBatch" in error.title and error.figures["backbone"] > 1e-3
+    finally:
+        fusions.remove("mixes_batch")
+    (fine,) = found(probe_for(), "batch_independence")
+    assert fine.severity == "info" and fine.figures["backbone"] == 0.0
+
+
+# -- loss floor and metric --------------------------------------------------------------------
+
+
+def test_label_smoothing_raises_the_floor_and_a_learning_head_is_not_an_error(tiny_data):
+    findings = found(probe_for("heads.digit.label_smoothing=0.9"), "loss_floor", "short_run")
+    (floor,) = [f for f in of(findings, "loss_floor") if "heads.digit" in f.title]
+    assert floor.figures["floor"] > 1.5  # smoothing 0.9 over 10 classes: the entropy of its target
+    (digit,) = [f for f in of(findings, "learning") if f.title.startswith("heads.digit")]
+    assert digit.severity == "info" and digit.figures["after"] > digit.figures["chance"] + 0.1
+    assert not [f for f in findings if f.severity == "error"]
+
+
+class OffByOne(Classify):
+    """Cross-entropy trains the logits, but predict reads the next class: loss falls, accuracy at chance."""
+
+    def predict(self, output):
+        return (output.argmax(dim=1) + 1) % output.shape[1]
+
+    def metrics(self, output, target):
+        return {"accuracy": (self.predict(output) == target).float()}
+
+
+def test_a_loss_that_falls_while_the_metric_stays_at_chance_is_flagged(tiny_data):
+    heads.register("off_by_one")(OffByOne)
+    try:
+        findings = found(probe_for('heads.digit={type="off_by_one", target="digit"}'), "short_run")
+    finally:
+        heads.remove("off_by_one")
+    (error,) = [f for f in of(findings, "learning", "error") if "heads.digit" in f.title]
+    assert "loss falls but the accuracy stays at chance" in error.title
+
+
+# -- heads declare how they are judged ----------------------------------------------------------
+
+
+class Thresholds(Head):
+    """A plugin-style ordinal head: K-1 cumulative logits for K ordered classes."""
+
+    output_kind = "other"
+
+    class Params(Params):
+        pass
+
+    def __init__(self, params, in_features: int, target: Classes) -> None:
+        super().__init__(params, in_features, target)
+        self.score = nn.Sequential(nn.Linear(in_features, 64), nn.ReLU(), nn.Linear(64, 1))
+        self.cuts = nn.Parameter(torch.linspace(-1, 1, target.classes - 1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.score(features) - self.cuts
+
+    def loss(self, output, target):
+        above = (target[:, None] > torch.arange(output.shape[1], device=target.device)).to(output.dtype)
+        return F.binary_cross_entropy_with_logits(output, above)
+
+    def predict(self, output):
+        return (output > 0).sum(dim=1)
+
+    def metrics(self, output, target):
+        return {"accuracy": (self.predict(output) == target).float()}
+
+    def probabilities(self, output):
+        above = torch.sigmoid(output.float()).cummin(dim=1).values
+        ones = torch.ones_like(above[:, :1])
+        cumulative = torch.cat([ones, above, torch.zeros_like(ones)], dim=1)
+        return cumulative[:, :-1] - cumulative[:, 1:]
+
+
+class Undeclared(Thresholds):
+    output_kind = "class_logits"
+
+
+def test_an_ordinal_head_is_judged_through_its_predict_not_its_width(tiny_data):
+    heads.register("thresholds")(Thresholds)
+    try:
+        report = diagnose(probe_for('heads.digit={type="thresholds", target="digit"}'), ["data", "loss_at_init", "double_softmax", "loss_floor", "short_run"], verify=False)
+    finally:
+        heads.remove("thresholds")
+    assert report.healthy, [f.title for f in report.errors]
+    (init,) = [f for f in report.findings if f.check == "loss_at_init" and "heads.digit" in f.title]
+    assert "ln" not in init.title and init.figures.get("expected") is None  # no ln(10) for a BCE head
+    (learns_too,) = [f for f in report.findings if f.check == "learning" and f.title.startswith("heads.digit")]
+    assert learns_too.severity == "info"
+
+
+def test_the_conformance_suite_checks_the_output_declaration():
+    check_head(Thresholds)  # declared 'other': K-1 outputs are fine
+    with pytest.raises(ConformanceError, match="class_logits"):
+        check_head(Undeclared)  # declared (by default) [B, classes] logits, and it is not
+
+
+# -- verify before recommending ---------------------------------------------------------------
+
+
+def test_a_fix_is_recommended_only_after_it_restores_learning(tiny_data):
+    report = diagnose(probe_for('heads.sum.output="probabilities"', "heads.digit.weight=0"), ["double_softmax", "loss_weights", "short_run"])
+    (weight,) = of(report.findings, "loss_weights", "error")
+    assert "verified" in weight.fix and weight.tried and weight.tried[0]["restores"] == ["digit"]
+    assert report.repair.get("heads.digit.weight") == 1.0
+    (summary,) = of(report.findings, "fixes")
+    assert summary.figures["tried"] and all("after" in row or "error" in row for row in summary.figures["tried"])
+
+
+def test_dead_at_initialisation_is_told_apart_and_not_answered_with_a_lower_lr(tiny_data):
+    probe = probe_for()
+    with torch.no_grad():
+        probe.model.backbone.mlp[-2].bias.fill_(-100.0)  # the last hidden layer never fires
+    report = diagnose(probe, ["short_run"])
+    (dead,) = of(report.findings, "dead_relu", "error")
+    assert "dead at initialisation" in dead.title and "lr" not in dead.fix.split("—")[0]
+    assert "backbone.mlp.2" in dead.fix and "verified" in dead.fix
+    assert report.code_causes and "train.optimizer.lr" not in report.repair
+
+
+def test_when_no_change_helps_the_doctor_says_what_it_tried(tiny_data):
+    report = diagnose(with_generator(probe_for(), _rolled), ["short_run"])
+    (summary,) = of(report.findings, "fixes")
+    assert summary.severity == "error" and summary.title.startswith("no single change restores learning")
+    assert len(summary.figures["tried"]) >= 2 and not report.repair
+
+
+# -- --repair -----------------------------------------------------------------------------------
+
+
+def test_repair_writes_the_verified_fixes_and_rediagnoses(cli, tiny_data, tmp_path):
+    source = tmp_path / "broken.toml"
+    source.write_text((RECIPES / "original.toml").read_text().replace('type = "classify"\ntarget = "sum"', 'type = "classify"\ntarget = "sum"\noutput = "probabilities"'))
+    out = tmp_path / "fixed.toml"
+    result = cli("doctor", source, "--repair", out)
+    assert out.exists(), result.out + result.err
+    written = out.read_text()
+    assert 'output = "logits"' in written and '-output = "probabilities"' in result.out
+    assert result.code == 0 and "the doctor on" in result.out
+    assert load_recipe(out).heads["sum"].params.output == "logits"
+    refused = cli("doctor", source, "--repair", source)
+    assert refused.code == 2 and "--overwrite" in refused.err and "probabilities" in source.read_text()
+
+
+def test_repair_on_a_healthy_recipe_writes_nothing_unverified(cli, tiny_data, tmp_path):
+    out = tmp_path / "same.toml"
+    result = cli("doctor", RECIPES / "original.toml", "--repair", out, "--json")
+    document = json.loads(result.out)
+    assert result.code == 0
+    assert document["written"] is None or set(document["before"]["repair"]) <= set(load_recipe(out).to_dict())
+
+
+# -- checks from plugins ----------------------------------------------------------------------
+
+
+def test_a_plugin_check_runs_beside_the_built_in_ones(tiny_data, monkeypatch):
+    from digitsum.engine import doctor as doctor_package
+    from digitsum.engine.doctor import Finding
+
+    def my_check(probe):
+        return [Finding("my_check", "warning", "a plugin looked", f"{len(probe.model.heads)} heads")]
+
+    monkeypatch.setattr(doctor_package, "plugin_checks", lambda: {"my_check": my_check})
+    report = diagnose(probe_for(), ["pairing", "my_check"], verify=False)
+    assert [f.title for f in report.findings if f.check == "my_check"] == ["a plugin looked"]
+    with pytest.raises(Exception, match="unknown check"):
+        diagnose(probe_for(), ["no_such_check"], verify=False)
+
+
+def test_digitsum_list_checks_names_every_built_in_check(cli):
+    from digitsum.engine.doctor import CHECKS
+    from digitsum.listing import DOCTOR_CHECKS
+
+    assert list(DOCTOR_CHECKS) == list(CHECKS)
+    result = cli("list", "checks", "--json")
+    assert result.code == 0 and [r["name"] for r in json.loads(result.out)][: len(CHECKS)] == list(CHECKS)
+
+
+def test_a_code_fix_stand_in_survives_the_copies_training_makes(tiny_data):
+    from digitsum.engine.doctor.emulate import logits_from_probabilities
+    from digitsum.engine.doctor.probe import fresh_copy
+
+    probe = probe_for('heads.sum.output="probabilities"')
+    twin = fresh_copy(logits_from_probabilities("sum")(probe).model)  # deep-copied, as every short run does
+    batch = {k: v[:4] for k, v in probe.sample.items()}
+    with torch.no_grad():
+        out = twin(batch)["sum"]
+    assert torch.allclose(out.exp().sum(dim=1), torch.ones(4), atol=1e-5)  # log-probabilities: logits
+    assert twin.heads["sum"].predict(out).shape == (4,)
