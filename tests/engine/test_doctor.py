@@ -191,6 +191,17 @@ def test_a_healthy_level_of_dead_units_does_not_warn():
     assert dead.severity == "info"
 
 
+@pytest.mark.parametrize("learning, severity", [(True, "info"), (False, "error")])
+def test_many_dead_units_are_a_finding_only_when_a_head_does_not_learn(learning, severity):
+    from digitsum.engine.doctor import dead_relu_findings
+
+    # add-4's digit_cnn: 81 % of a conv layer silent after the short run, 99.3 % digits after training;
+    # dead alike at init and after (not killed by training), so only the level speaks
+    before, after = {"cnn.3 (Conv2d, 32 channels)": 0.0}, {"cnn.3 (Conv2d, 32 channels)": 0.05, "fc (Linear, 8 units)": 0.85}
+    (dead,) = dead_relu_findings(before | {"fc (Linear, 8 units)": 0.85}, after, "a short run", 4e-3, learning)
+    assert dead.severity == severity
+
+
 def test_a_dead_layer_stops_the_gradient_upstream(tiny_data):
     probe = probe_for()
     with torch.no_grad():

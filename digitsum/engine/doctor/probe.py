@@ -32,6 +32,20 @@ from ..train import make_optimizer
 SAMPLE = 2048
 #: Held-out samples each head is scored on after a short run (the test split's first batch).
 HELD_OUT = 1000
+#: Checks that compare samples (learnability, input use) judge nothing on fewer than this many
+#: training or held-out samples: a split that small (a tiny data set, MNIST addition at large N)
+#: cannot tell memorising from learning, and shuffling one sample across its batch changes nothing.
+MIN_JUDGED = 32
+
+
+def too_few(check: str, probe: "Probe", *counts: int):
+    """An info finding when fewer than MIN_JUDGED samples are there to judge by, else None."""
+    from .findings import Finding
+
+    if min(counts) >= MIN_JUDGED:
+        return None
+    return Finding(check, "info", f"too few samples to judge ({min(counts)}; {MIN_JUDGED} needed)",
+                   f"{counts[0]} training and {counts[-1]} held-out samples drawn from {probe.recipe.data.section.type}")  # fmt: skip
 #: A head learns when its held-out accuracy (``predict == target``) beats the best constant guess
 #: by more than chance could explain: LEARN_SIGMAS standard errors of that guess's accuracy on
 #: the held-out samples (about 4 points on 1000 samples at 10 %), and LEARN_MIN_POINTS at least.

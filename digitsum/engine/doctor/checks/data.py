@@ -11,7 +11,7 @@ from torch import Tensor
 from ....contracts import Categorical, Classes, Image
 from .. import emulate
 from ..findings import Change, Finding, fmt, pct
-from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, slice_batch
+from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, slice_batch, too_few
 
 #: One class of a K-class target "dominates" above this share: half-way from uniform (1/K) to
 #: always (1). 55 % for 10 classes; 75 % for 2 (a 2-class target at 54 % is balanced enough).
@@ -158,6 +158,8 @@ def check_learnability(probe: Probe) -> list[Finding]:
         return []
     train = slice_batch(probe.sample, LEARN_SAMPLES)
     n = batch_len(train)
+    if (few := too_few("learnability", probe, n, batch_len(probe.held_out))) is not None:
+        return [few]
     model = fresh_copy(probe.model)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARN_LR)
     order = torch.Generator().manual_seed(probe.recipe.seed)

@@ -159,17 +159,31 @@ FLOOR_STEPS = 300
 
 def loss_floor(probe: Probe, head: str) -> float | None:
     """The lowest loss ``head`` can reach under its settings: its loss minimised over free
-    outputs of the shape it gives (label smoothing, say, keeps it above 0). None when the loss
+    outputs of the shape it gives (label smoothing, say, keeps it above 0) — for a head whose
+    output is not class logits, over free features into the head, since its forward may bound
+    what it can output. None when the loss
     does not depend differentiably on the output. Cached on the probe."""
     key = f"floor:{head}"
     if key in probe.cache:
         return probe.cache[key]
     batch = slice_batch(probe.sample, 256)
-    with torch.no_grad():
-        output = probe.model(batch)[head].detach().float().clone()
+    module = probe.model.heads[head]
     target = batch[probe.target_of(head)]
-    loss_fn = probe.model.heads[head].loss
-    free = output.requires_grad_(True)
+    if getattr(module, "output_kind", "class_logits") == "class_logits":
+        # logits are free: any [B, classes] is reachable, so the floor is the loss's own
+        with torch.no_grad():
+            free = probe.model(batch)[head].detach().float().clone()
+        loss_fn = module.loss
+    else:
+        # another output may be constrained by the head itself (normalised, bounded): its
+        # reachable outputs are those of its forward, so the features it reads are the free part
+        with torch.no_grad():
+            free = probe.model.backbone(batch).detach().float().clone()
+
+        def loss_fn(features: Tensor, target: Tensor) -> Tensor:
+            return module.loss(module(features), target)
+
+    free.requires_grad_(True)
     optimizer = torch.optim.Adam([free], lr=0.1)
     best = None
     try:
@@ -184,6 +198,7 @@ def loss_floor(probe: Probe, head: str) -> float | None:
             optimizer.step()
     except Exception:
         best = None
+    probe.model.zero_grad(set_to_none=True)
     probe.cache[key] = best
     return best
 

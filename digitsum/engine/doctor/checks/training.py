@@ -15,7 +15,7 @@ from ....contracts import Batch
 from ...progress import fell, fraction_fallen
 from .. import emulate
 from ..findings import Change, Finding, fmt, pct
-from ..probe import Probe, RunTrace, fresh_copy, learns, scores, short_run, slice_batch
+from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, scores, short_run, slice_batch, too_few
 from .loss import loss_floor
 
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
@@ -26,7 +26,9 @@ OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
 #: Dead units (output 0 on every probe sample and position). A layer is "dead" at DEAD_ERROR. Healthy
 #: networks reach far more dead units than one would guess: after the short run, `original` has up
 #: to 34 % of a layer dead, the example plugin's `product` 42 %, both training to 98-99 %: a network
-#: that learns is warned only from DEAD_WARNING on.
+#: that learns is never warned (add-4's digit_cnn ends the short run with 81 % of a conv layer
+#: silent and trains to 99.3 % digits): from DEAD_WARNING on the level is noted (info); a
+#: network that does not learn with a layer dead at init or killed by training gets an error.
 DEAD_WARNING, DEAD_ERROR = 0.8, 0.5
 #: Over the short run the total loss must fall by at least this share of the way to its floor.
 LOSS_FALL = 0.2
@@ -140,6 +142,8 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
     from no learning at all."""
     findings = []
     n = len(next(iter(probe.held_out.values())))
+    if (few := too_few("learning", probe, batch_len(probe.sample), n)) is not None:
+        return [few]
     for head in probe.trained_heads():
         losses = trace.head_losses[head]
         if not len(losses):
@@ -206,9 +210,11 @@ def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: s
             "it never recovers, and the layers before it stop learning", "see the fixes tried below", [LR_KEY], figures,
             candidates=[Change(f"{LR_KEY} = {fmt(lower)}", {LR_KEY: lower})])]  # fmt: skip
     if worst >= DEAD_WARNING:
-        return [Finding("dead_relu", "warning", f"up to {pct(worst)} of a layer's ReLU units are dead" + (" (the heads still learn)" if learning else ""),
-                        measured, "dead units waste capacity and pass no gradient", "check the inputs' scale and the init; "
-                        "a lower learning rate if training killed them", [], figures)]  # fmt: skip
+        # measured on shipped recipes that train to 99 %: digit_cnn's second conv ends a short run
+        # with 81 % of its channels silent. While every head learns (here, or the errors above
+        # would have fired) that is unused capacity, not a fault
+        return [Finding("dead_relu", "info", f"up to {pct(worst)} of a layer's ReLU units are dead; every head learns (capacity unused)",
+                        measured, figures=figures)]  # fmt: skip
     return [Finding("dead_relu", "info", f"ReLUs alive enough (at most {pct(worst)} of a layer dead)", measured, figures=figures)]
 
 

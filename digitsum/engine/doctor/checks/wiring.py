@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ....contracts import Categorical
 from ..findings import Finding, fmt, pct
-from ..probe import Probe, batch_len, slice_batch
+from ..probe import Probe, batch_len, slice_batch, too_few
 from .training import trace_of
 
 #: Batch independence: a sample's output changes by more than this (relative to its size) when
@@ -111,6 +111,8 @@ def check_input_use(probe: Probe) -> list[Finding]:
     trace = trace_of(probe)[0]
     learning = trace.learning()
     n = batch_len(sample)
+    if (few := too_few("input_use", probe, n, batch_len(held))) is not None:
+        return [few]
     trained_model = trace.model if trace.model is not None else probe.model
     varying = [name for name in probe.interface.inputs if not (n > 1 and bool((sample[name] == sample[name][:1]).all()))]
     changes = {name: _prediction_change(probe, trained_model, held, name) for name in varying}
