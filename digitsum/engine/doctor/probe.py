@@ -21,11 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...contracts import Batch, Classes, Generator
+from ...contracts import Batch, Classes, Generator, Image, Images
 from ...recipe import Recipe
 from ..batches import EVAL_BATCH, make_rng, stream_seed, train_batches
 from ..build import build, build_model
 from ..model import DigitModel
+from ..progress import fell
 from ..train import make_optimizer
 
 #: Samples drawn for data statistics and activation probes: enough for stable figures, fast on a CPU.
@@ -92,11 +93,31 @@ class Probe:
         return type(self)(recipe, self.generator, model.to(self.device), self.device)
 
     @cached_property
+    def images_per_sample(self) -> float:
+        """How many 28×28 images' worth of pixels one sample's inputs hold (at least 1): a sample
+        of MNIST addition at N = 100 holds 200 images, and the probe draws that many times fewer
+        samples, so every check costs about what it costs on one image per sample."""
+        pixels = 0
+        for spec in self.interface.inputs.values():
+            if isinstance(spec, (Image, Images)):
+                pixels += getattr(spec, "count", 1) * spec.channels * spec.height * spec.width
+        return max(1.0, pixels / (28 * 28))
+
+    def scaled(self, count: int) -> int:
+        """``count`` samples of one image each, as samples of this generator (never under MIN_JUDGED)."""
+        return max(MIN_JUDGED, int(count / self.images_per_sample))
+
+    def batch_of(self, count: int) -> int:
+        """A training batch of ``count`` one-image samples, as samples of this generator (at least 1)."""
+        return max(1, int(count / self.images_per_sample))
+
+    @cached_property
     def sample(self) -> Batch:
-        """``SAMPLE`` training samples at random positions, drawn with a fixed stream."""
+        """``SAMPLE`` training samples at random positions (fewer for samples of many images:
+        :meth:`scaled`), drawn with a fixed stream."""
         n = self.generator.size("train")
         order = torch.randperm(n, generator=make_rng(torch.device("cpu"), stream_seed(self.recipe.seed, "doctor")))
-        index = order[: min(SAMPLE, n)].to(self.device)
+        index = order[: min(self.scaled(SAMPLE), n)].to(self.device)
         return self.generator.draw("train", index, make_rng(self.device, stream_seed(self.recipe.seed, "doctor", 1)))
 
     @cached_property
@@ -105,7 +126,7 @@ class Probe:
         last ones when the generator has no test split)."""
         split = "test" if "test" in getattr(self.generator, "splits", ("train", "test")) else "train"
         n = self.generator.size(split)
-        count = min(HELD_OUT, n if split == "test" else max(1, n // 10))
+        count = min(self.scaled(HELD_OUT), n if split == "test" else max(1, n // 10))
         start = n - count if split == "train" else 0
         index = torch.arange(start, start + count, device=self.device)
         return self.generator.draw(split, index, make_rng(self.device, stream_seed(self.recipe.seed, "doctor", "held_out")))
@@ -212,6 +233,17 @@ def log_losses(probe: Probe, model: DigitModel, batch: Batch) -> dict[str, float
         model.train(was)
 
 
+def held_losses(model: DigitModel, batch: Batch) -> dict[str, float]:
+    """Each head's own loss on ``batch`` in eval mode."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {h: float(v) for h, v in model.losses(model(batch), batch).items()}
+    finally:
+        model.train(was)
+
+
 def entropy_of(values: Tensor) -> float:
     """The log-loss of the best constant distribution: the entropy of the values' frequencies."""
     _, counts = torch.unique(values.reshape(len(values), -1), dim=0, return_counts=True)
@@ -222,6 +254,8 @@ def entropy_of(values: Tensor) -> float:
 #: A head also learns when its held-out log-loss beats the best constant distribution's (the
 #: targets' entropy) by this many nats: about 3 standard errors of a mean log-loss on 1000 samples.
 NLL_MARGIN = 0.1
+#: A head without class probabilities learns when its own held-out loss falls by this share.
+HELD_LOSS_FALL = 0.2
 
 
 @torch.no_grad()
@@ -261,12 +295,22 @@ class RunTrace:
     model: DigitModel | None = None
     grad_norms: dict[str, Tensor] = field(default_factory=dict)  # per layer, [steps]
     nll: dict[str, float | None] = field(default_factory=dict)  # held-out log-loss per head after the run
+    held_loss: dict[str, tuple[float, float]] = field(default_factory=dict)  # each head's own loss on held-out samples, before and after
     entropy: dict[str, float] = field(default_factory=dict)  # the best constant distribution's log-loss
 
     def learning(self) -> dict[str, bool]:
         """A head learns when its held-out accuracy, or its held-out log-loss, beats the best
         constant guess by more than noise."""
-        return {h: learns(self.after[h], self.chance[h]) or self._beats_entropy(h) for h in self.after}
+        return {h: learns(self.after[h], self.chance[h]) or self._beats_entropy(h) or self._own_loss_fell(h) for h in self.after}
+
+    def _own_loss_fell(self, head: str) -> bool:
+        """For a head with no class probabilities only (a sum of 101 digits is right only once
+        nearly every digit is, long after a short run): its own loss on held-out samples fell
+        by HELD_LOSS_FALL of the way to 0, so what it learns carries over to unseen samples."""
+        if self.nll.get(head) is not None or head not in self.held_loss:
+            return False
+        before, after = self.held_loss[head]
+        return before > 0 and fell(before, after, HELD_LOSS_FALL)
 
     def _beats_entropy(self, head: str) -> bool:
         nll = self.nll.get(head)
@@ -327,6 +371,7 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
     optimizer = optimizer_of(model) if optimizer_of else make_optimizer(probe.recipe, model)
     held_out = probe.held_out
     before = scores(probe, model, held_out)
+    loss_before = held_losses(model, held_out)
     scheduler = None
     if scheduled:
         from ..train import make_scheduler
@@ -363,6 +408,7 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
         before=before, after=after, chance={h: probe.chance(h) for h in model.heads},
         model=model if keep_model else None,
         nll=log_losses(probe, model, held_out),
+        held_loss={h: (loss_before[h], v) for h, v in held_losses(model, held_out).items()},
         entropy={h: entropy_of(held_out[probe.target_of(h)]) for h in model.heads},
         grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
     )  # fmt: skip

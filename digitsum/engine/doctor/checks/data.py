@@ -165,7 +165,7 @@ def check_learnability(probe: Probe) -> list[Finding]:
     order = torch.Generator().manual_seed(probe.recipe.seed)
     fit: dict[str, float] = {}
     for step in range(LEARN_STEPS):
-        index = torch.randint(0, n, (min(LEARN_BATCH, n),), generator=order).to(probe.device)
+        index = torch.randint(0, n, (min(probe.batch_of(LEARN_BATCH), n),), generator=order).to(probe.device)
         batch = {k: v[index] for k, v in train.items()}
         losses = model.losses(model(batch), batch)
         loss = sum(losses.values())  # every head, whatever its weight: the data are under test

@@ -287,7 +287,8 @@ def check_overfit(probe: Probe) -> list[Finding]:
     heads = probe.trained_heads()
     if not heads:
         return []
-    batch = slice_batch(probe.sample, OVERFIT_BATCH)
+    size = probe.batch_of(OVERFIT_BATCH)
+    batch = slice_batch(probe.sample, size)
     recipe = probe.recipe
     step, fit, first, last = _overfit(probe, batch, lambda m: make_optimizer(recipe, m))
     fits = ", ".join(f"{h} {pct(v)}" for h, v in fit.items())
@@ -295,9 +296,9 @@ def check_overfit(probe: Probe) -> list[Finding]:
     what = f"{recipe.optimizer.section.type} at lr {fmt(lr)}"
     figures: dict[str, Any] = {"steps": step, "fit": fit, "loss_first": first, "loss_last": last}
     if step is not None:
-        return [Finding("overfit", "info", f"fits one batch of {OVERFIT_BATCH} in {step} steps",
+        return [Finding("overfit", "info", f"fits one batch of {size} in {step} steps",
                         f"{what}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}", figures=figures)]  # fmt: skip
-    measured = f"after {OVERFIT_STEPS} steps of {what} on one batch of {OVERFIT_BATCH}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}"
+    measured = f"after {OVERFIT_STEPS} steps of {what} on one batch of {size}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}"
     sane_step, sane_fit, _, sane_last = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR), 2 * OVERFIT_STEPS)
     figures.update(sane_steps=sane_step, sane_fit=sane_fit)
     sane_fits = ", ".join(f"{h} {pct(v)}" for h, v in sane_fit.items())
@@ -306,7 +307,7 @@ def check_overfit(probe: Probe) -> list[Finding]:
             measured + f"; Adam at lr {SANE_ADAM_LR:g} fits it in {sane_step} steps",
             "a model that cannot memorise 32 samples cannot learn the task: the optimizer's settings are to blame",
             "see the fixes tried below", [], figures)]  # fmt: skip
-    return [Finding("overfit", "error", f"cannot fit one batch of {OVERFIT_BATCH}, even with Adam at lr {SANE_ADAM_LR:g}",
+    return [Finding("overfit", "error", f"cannot fit one batch of {size}, even with Adam at lr {SANE_ADAM_LR:g}",
         measured + f"; {2 * OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {fmt(sane_last)}",
         "a model that cannot memorise 32 samples is broken: loss, outputs, wiring or targets",
         "fix the error-level findings above first", [], figures)]  # fmt: skip
