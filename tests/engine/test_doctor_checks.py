@@ -307,3 +307,31 @@ def test_a_code_fix_stand_in_survives_the_copies_training_makes(tiny_data):
         out = twin(batch)["sum"]
     assert torch.allclose(out.exp().sum(dim=1), torch.ones(4), atol=1e-5)  # log-probabilities: logits
     assert twin.heads["sum"].predict(out).shape == (4,)
+
+
+# --- samples of many images; heads judged by their own held-out loss ---------------------------
+
+
+@pytest.mark.parametrize("held_loss, learns", [((230.0, 39.0), True), ((230.0, 220.0), False)])
+def test_a_head_without_probabilities_learns_when_its_held_out_loss_falls(held_loss, learns):
+    from digitsum.engine.doctor.probe import RunTrace
+
+    # a 101-digit sum: accuracy 0 after a short run whatever happens; its own loss tells
+    trace = RunTrace(steps=400, losses=torch.zeros(400), head_losses={}, before={"sum": 0.0}, after={"sum": 0.0},
+                     chance={"sum": 0.03}, nll={"sum": None}, held_loss={"sum": held_loss})  # fmt: skip
+    assert trace.learning() == {"sum": learns}
+    # a head with class probabilities is judged by them, not by its loss
+    with_probs = RunTrace(steps=400, losses=torch.zeros(400), head_losses={}, before={"d": 0.1}, after={"d": 0.1},
+                          chance={"d": 0.1}, nll={"d": 2.3}, entropy={"d": 2.3}, held_loss={"d": (10.0, 1.0)})  # fmt: skip
+    assert with_probs.learning() == {"d": False}
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_the_probe_draws_fewer_samples_of_many_images(tiny_data, n):
+    from digitsum.engine.doctor.probe import MIN_JUDGED, SAMPLE
+
+    probe = Probe.from_recipe(load_recipe("add-1", [f"data.n={n}"]))
+    assert probe.images_per_sample == 2 * n
+    size = len(next(iter(probe.sample.values())))
+    assert size == min(max(MIN_JUDGED, int(SAMPLE / (2 * n))), probe.generator.size("train"))
+    assert probe.batch_of(32) == max(1, 32 // (2 * n))

@@ -171,7 +171,12 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                 "(an offset, a different order, another output)", f"make heads.{head}'s predict() agree with its loss "
                 f"({type(probe.model.heads[head]).__module__}.{type(probe.model.heads[head]).__name__})", [], figures))  # fmt: skip
         elif trace.learning().get(head):
-            findings.append(Finding("learning", "info", f"heads.{head} learns slowly: its log-loss beats a constant guess, its accuracy not yet",
+            if trace.nll.get(head) is None and head in trace.held_loss:
+                held_before, held_after = trace.held_loss[head]
+                why = f"its own loss on held-out samples falls ({fmt(held_before)} -> {fmt(held_after)})"
+            else:
+                why = "its log-loss beats a constant guess"
+            findings.append(Finding("learning", "info", f"heads.{head} learns slowly: {why}, its accuracy not yet",
                                     measured, figures=figures))  # fmt: skip
         else:
             findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured,
