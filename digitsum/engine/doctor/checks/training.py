@@ -32,6 +32,8 @@ OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
 DEAD_WARNING, DEAD_ERROR = 0.8, 0.5
 #: Over the short run the total loss must fall by at least this share of the way to its floor.
 LOSS_FALL = 0.2
+#: A head at chance whose training loss fell is judged again on a run this many times longer.
+SLOW_HORIZON = 5
 #: The recipe key of the learning rate.
 LR_KEY = "train.optimizer.lr"
 
@@ -98,11 +100,31 @@ def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float]
         before = relus.dead_fractions(model, batch)
         relus.close()
         trace = short_run(probe, steps, grad_norms=True, keep_model=True)
+        if _slow_but_moving(probe, trace):
+            # a head at chance whose training loss still fell: judge it on a longer run rather
+            # than call it broken (an ordinal head over 82 products is at chance after 93 steps
+            # of the example plugin's recipe, 22 % after its first epoch: chance is 16 %)
+            trace = short_run(probe, steps * SLOW_HORIZON, grad_norms=True, keep_model=True)
         relus = ReluProbe(trace.model)
         after = relus.dead_fractions(trace.model, batch)
         relus.close()
         probe.cache["short_run"] = (trace, before, after, relus.feeds)
     return probe.cache["short_run"]
+
+
+def _slow_but_moving(probe: Probe, trace: RunTrace) -> bool:
+    """Whether some trained head is not learning on held-out samples yet while its training loss
+    fell at least LOSS_FALL of the way to its floor: the run may just be too short for it."""
+    learning = trace.learning()
+    for head in probe.trained_heads():
+        losses = trace.head_losses.get(head)
+        if learning.get(head, True) or losses is None or len(losses) < 2:
+            continue
+        window = max(1, len(losses) // 10)
+        first, last = float(losses[:window].mean()), float(losses[-window:].mean())
+        if fell(first, last, LOSS_FALL, loss_floor(probe, head) or 0.0):
+            return True
+    return False
 
 
 def _floors(probe: Probe) -> dict[str, float]:
@@ -304,6 +326,12 @@ def check_overfit(probe: Probe) -> list[Finding]:
         return [Finding("overfit", "info", f"fits one batch of {size} in {step} steps",
                         f"{what}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}", figures=figures)]  # fmt: skip
     measured = f"after {OVERFIT_STEPS} steps of {what} on one batch of {size}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}"
+    trace = trace_of(probe)[0]
+    if trace.steps and all(trace.learning().get(h, False) for h in heads):
+        # held-out learning is stronger evidence of a working model than memorising one batch
+        # exactly: a head that must set 81 thresholds right per sample (ordinal) is slow at that
+        return [Finding("overfit", "info", f"does not memorise one batch of {size} in {OVERFIT_STEPS} steps, but every head learns on held-out samples",
+                        measured + f" (the short run: {run_name(probe, trace)})", figures=figures)]  # fmt: skip
     sane_step, sane_fit, _, sane_last = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR), 2 * OVERFIT_STEPS)
     figures.update(sane_steps=sane_step, sane_fit=sane_fit)
     sane_fits = ", ".join(f"{h} {pct(v)}" for h, v in sane_fit.items())
