@@ -209,7 +209,10 @@ def test_a_head_whose_probabilities_break_the_contract_is_caught(cls, expected):
 @pytest.mark.parametrize("name", heads.names())
 @pytest.mark.parametrize("classes", [2, 19])
 def test_every_builtin_head_gives_probabilities_or_none(name, classes):
-    check_head(heads.get(name), target=Classes(classes))
+    cls, target = heads.get(name), Classes(classes)
+    if cls.check(cls.Params(), target):  # e.g. addition: a Digits target only (tests/components/test_addition.py)
+        pytest.skip(f"{name} refuses {target}")
+    check_head(cls, target=target)
 
 
 def test_classify_probabilities_are_the_softmax_of_logits_and_never_a_second_softmax():
