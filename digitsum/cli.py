@@ -335,7 +335,7 @@ def list_(
         if checks:
             from rich.table import Table
 
-            table = Table(title="doctor checks (digitsum doctor; plugins add theirs in [digitsum.checks])")
+            table = Table(title="doctor checks (digitsum doctor; plugins add theirs by the entry-point group digitsum.checks)")
             for column in ("check", "origin", "what it measures"):
                 table.add_column(column)
             for row in checks:

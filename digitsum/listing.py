@@ -38,10 +38,16 @@ def describe_checks() -> list[dict[str, Any]]:
     ``digitsum.checks``, read without importing them)."""
     from importlib.metadata import entry_points
 
-    rows = [{"kind": "checks", "name": name, "origin": "digitsum", "summary": text} for name, text in DOCTOR_CHECKS.items()]
+    from . import __version__
+
+    # the same keys as every other row of `digitsum list --json` (kind, name, origin, distribution)
+    rows = [{"kind": "checks", "name": name, "origin": "built-in", "distribution": "digitsum", "version": __version__,
+             "summary": text} for name, text in DOCTOR_CHECKS.items()]  # fmt: skip
     for ep in entry_points(group="digitsum.checks"):
         dist = getattr(ep, "dist", None)
-        rows.append({"kind": "checks", "name": ep.name, "origin": dist.name if dist is not None else "plugin", "summary": ep.value})
+        name, version = (dist.name, dist.version) if dist is not None else ("plugin", "")
+        rows.append({"kind": "checks", "name": ep.name, "origin": f"{name} {version}".strip(), "distribution": name,
+                     "version": version, "entry_point": ep.value, "summary": ep.value})  # fmt: skip
     return rows
 _LABELS = {**KIND_LABELS, "recipes": "recipe"}
 
