@@ -28,6 +28,7 @@ from ..build import build, build_model
 from ..model import DigitModel
 from ..progress import fell
 from ..train import make_optimizer
+from .findings import Finding
 
 #: Samples drawn for data statistics and activation probes: enough for stable figures, fast on a CPU.
 SAMPLE = 2048
@@ -39,14 +40,14 @@ HELD_OUT = 1000
 MIN_JUDGED = 32
 
 
-def too_few(check: str, probe: "Probe", *counts: int):
+def too_few(check: str, probe: Probe, *counts: int) -> Finding | None:
     """An info finding when fewer than MIN_JUDGED samples are there to judge by, else None."""
-    from .findings import Finding
-
     if min(counts) >= MIN_JUDGED:
         return None
     return Finding(check, "info", f"too few samples to judge ({min(counts)}; {MIN_JUDGED} needed)",
                    f"{counts[0]} training and {counts[-1]} held-out samples drawn from {probe.recipe.data.section.type}")  # fmt: skip
+
+
 #: A head learns when its held-out accuracy (``predict == target``) beats the best constant guess
 #: by more than chance could explain: LEARN_SIGMAS standard errors of that guess's accuracy on
 #: the held-out samples (about 4 points on 1000 samples at 10 %), and LEARN_MIN_POINTS at least.

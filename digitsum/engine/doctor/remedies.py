@@ -156,21 +156,19 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         try:
             return Attempt(changes[-1], _run(_apply(probe, changes), steps))
         except Exception as e:  # a change the recipe refuses, or a model that fails with it
-            return Attempt(changes[-1], None, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return Attempt(changes[-1], None, f"{type(e).__name__}: {first}")
 
-    def restores(trace: RunTrace | None, of: list[str]) -> list[str]:
-        if trace is None or not trace.finite:
-            return []
-        learning = trace.learning()
-        return [h for h in of if learning[h]]
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
 
     name = f"{steps} steps"
     alone = []
     for change in candidates if stalled or not base.finite else []:
-        if deadline is not None and time.perf_counter() > deadline:
+        if out_of_time():
             break
         alone.append(attempt([change]))
-    helping = [a for a in alone if restores(a.trace, stalled) and not [h for h in heads if h not in stalled and h not in restores(a.trace, heads)]]
+    helping = [a for a in alone if _restores(a.trace, stalled) and set(heads) - set(stalled) <= set(_restores(a.trace, heads))]
     # one change per recipe key: the best of those that help (two learning rates, say)
     chosen: list[Attempt] = []
     for a in sorted(helping, key=lambda a: -_mean(a.trace, heads)):
@@ -179,87 +177,63 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     combined = [a.change for a in chosen]
     current = attempt(combined) if len(combined) > 1 else (chosen[0] if chosen else Attempt(Change("nothing"), base))
     rounds: list[tuple[Change, RunTrace]] = []
-    pool = [a.change for a in alone if a.change not in combined and a.trace is not None]
-    def rank(trace: RunTrace) -> tuple[int, float]:
-        return len(restores(trace, heads)), _mean(trace, heads)
 
+    def on_top(change: Change) -> Attempt | None:
+        """``change`` measured on top of the combination so far (recorded in ``rounds``); None
+        when time is up, it touches a key the combination sets, or the run fails."""
+        if out_of_time() or set(change.keys) & {k for x in combined for k in x.keys}:
+            return None
+        a = attempt(combined + [change])
+        if a.trace is not None:
+            rounds.append((change, a.trace))
+        return a if a.trace is not None else None
+
+    def rank(trace: RunTrace) -> tuple[int, float]:
+        return len(_restores(trace, heads)), _mean(trace, heads)
+
+    # while a head stays at chance: the other changes on top, round by round; the best that
+    # restores one more head is kept
+    pool = [a.change for a in alone if a.change not in combined and a.trace is not None]
     for _ in range(ROUNDS):
-        if not pool or current.trace is None or (deadline is not None and time.perf_counter() > deadline):
+        if not pool or current.trace is None or out_of_time():
             break
-        learning_now = set(restores(current.trace, heads))
+        learning_now = set(_restores(current.trace, heads))
         if learning_now >= set(heads):
             break  # every head learns: nothing left to restore (tuning is --repair's, see tune())
-        now = rank(current.trace)
         better = []
         for change in pool:
-            if set(change.keys) & {k for x in combined for k in x.keys}:
+            a = on_top(change)
+            if a is None:
                 continue
-            a = attempt(combined + [change])
-            if a.trace is None:
-                continue
-            rounds.append((change, a.trace))
-            learning = set(restores(a.trace, heads))
-            if any(current.trace.after[h] - a.trace.after[h] > DROP for h in heads if h in learning_now and h not in learning):
+            learning = set(_restores(a.trace, heads))
+            if any(current.trace.after[h] - a.trace.after[h] > DROP for h in learning_now - learning):
                 continue  # a head that learned is back at chance
             if len(learning) > len(learning_now):  # a head the others left at chance now learns
                 better.append((rank(a.trace), change, a))
         if not better:
             break
-        better.sort(key=lambda x: x[0], reverse=True)
-        _, change, a = better[0]
+        _, change, current = max(better, key=lambda x: x[0])
         combined.append(change)
-        current = a
         pool = [c for c in pool if c is not change]  # the others again, on top of the new combination
 
     # the errors' own fixes left out so far, on top: kept when they raise held-out skill
     for change in proposed:
-        if change in combined or current.trace is None or (deadline is not None and time.perf_counter() > deadline):
+        if change in combined or current.trace is None:
             continue
-        if set(change.keys) & {k for x in combined for k in x.keys}:
+        a = on_top(change)
+        if a is None:
             continue
-        a = attempt(combined + [change])
-        if a.trace is None:
-            continue
-        rounds.append((change, a.trace))
-        keeps = set(restores(current.trace, heads)) <= set(restores(a.trace, heads))
+        keeps = set(_restores(current.trace, heads)) <= set(_restores(a.trace, heads))
         if keeps and _mean(a.trace, heads) - _mean(current.trace, heads) >= IMPROVES:
             combined.append(change)
             current = a
             if not any(x.change is change for x in alone):
                 alone.append(Attempt(change, a.trace))
 
-    # what each finding proposed, and what it measured
-    def row(a: Attempt) -> dict[str, Any]:
-        if a.trace is None:
-            return {"change": a.change.label, "keys": a.change.keys, "code": a.change.code, "error": a.error, "restores": []}
-        return {"change": a.change.label, "keys": a.change.keys, "code": a.change.code,
-                "before": {h: base.after[h] for h in heads}, "after": {h: a.trace.after[h] for h in heads},
-                "restores": restores(a.trace, stalled)}  # fmt: skip
-
-    by_change = {id(a.change): a for a in alone}
-    for finding in findings:
-        for change in finding.candidates:
-            a = next((x for x in alone if x.change == change or x.change.label == change.label), None)
-            if a is None:
-                continue
-            finding.tried.append(row(a))
-            gain = restores(a.trace, stalled)
-            if gain:
-                what = change.code or f"set {change.label}"
-                finding.fix = f"{what} — verified: with only this change, {_describe(base, a.trace, gain)} after {name}"
-                if finding.severity == "warning":
-                    finding.severity = "error"  # measured to be a cause of the stall
-            elif change in combined and not stalled:
-                finding.fix = f"{change.code or 'set ' + change.label} — verified: held-out accuracy {_describe(base, a.trace, heads)} after {name}"
-            elif change in combined:
-                finding.fix = f"{change.code or 'set ' + change.label} — verified together with the other fixes (alone it restores no head)"
-            else:
-                finding.fix = (f"tried {change.label}: alone it restores no head ({_describe(base, a.trace, heads) if a.trace else a.error}); "
-                               "see the fixes below")  # fmt: skip
-    del by_change
+    _annotate(findings, alone, combined, base, stalled, heads, name)
     repair = {k: v for c in combined if c.emulate is None for k, v in c.keys.items()}
     code = [c.code or c.label for c in combined if c.emulate is not None]
-    tried_rows = [row(a) for a in alone]
+    tried_rows = [_row(a, base, heads, stalled) for a in alone]
     measured = f"held-out accuracy after {name} at the recipe's settings: " + ", ".join(
         f"{h} {pct(base.after[h])} (best constant guess {pct(base.chance[h])})" for h in heads)
     lines = "; ".join(f"{r['change']}: {', '.join(pct(r['after'][h]) for h in heads) if 'after' in r else r['error']}"
@@ -269,7 +243,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
                "combined_after": current.trace.after if current.trace is not None else None,
                "rounds": [{"change": c.label, "after": t.after, "skill": _mean(t, heads)} for c, t in rounds],
                "combined_skill": _mean(current.trace, heads) if current.trace is not None else None}  # fmt: skip
-    still = [h for h in stalled if h not in restores(current.trace, heads)] if combined else stalled
+    still = [h for h in stalled if h not in _restores(current.trace, heads)] if combined else stalled
     if not combined and not stalled:
         return [], {}, []  # every head learns, and no proposed fix measurably helps: nothing to recommend
     if not combined:
@@ -289,6 +263,48 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         + (("; in code: " if repair else "in code: ") + "; ".join(code) if code else ""),
         sorted(repair), figures)  # fmt: skip
     return [out], repair, code
+
+
+def _restores(trace: RunTrace | None, of: list[str]) -> list[str]:
+    """The heads of ``of`` that learn in ``trace`` (none when it failed or diverged)."""
+    if trace is None or not trace.finite:
+        return []
+    learning = trace.learning()
+    return [h for h in of if learning[h]]
+
+
+def _row(a: Attempt, base: RunTrace, heads: list[str], stalled: list[str]) -> dict[str, Any]:
+    """What one change measured, as the findings' ``tried`` rows and the figures record it."""
+    if a.trace is None:
+        return {"change": a.change.label, "keys": a.change.keys, "code": a.change.code, "error": a.error, "restores": []}
+    return {"change": a.change.label, "keys": a.change.keys, "code": a.change.code,
+            "before": {h: base.after[h] for h in heads}, "after": {h: a.trace.after[h] for h in heads},
+            "restores": _restores(a.trace, stalled)}  # fmt: skip
+
+
+def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Change], base: RunTrace,
+              stalled: list[str], heads: list[str], name: str) -> None:
+    """Each finding's candidates get what they measured; its fix says so (and an unverified
+    warning whose change restores a head becomes an error: measured to be a cause)."""
+    for finding in findings:
+        for change in finding.candidates:
+            a = next((x for x in alone if x.change == change or x.change.label == change.label), None)
+            if a is None:
+                continue
+            finding.tried.append(_row(a, base, heads, stalled))
+            gain = _restores(a.trace, stalled)
+            what = change.code or f"set {change.label}"
+            if gain:
+                finding.fix = f"{what} — verified: with only this change, {_describe(base, a.trace, gain)} after {name}"
+                if finding.severity == "warning":
+                    finding.severity = "error"
+            elif change in combined and not stalled:
+                finding.fix = f"{what} — verified: held-out accuracy {_describe(base, a.trace, heads)} after {name}"
+            elif change in combined:
+                finding.fix = f"{what} — verified together with the other fixes (alone it restores no head)"
+            else:
+                finding.fix = (f"tried {change.label}: alone it restores no head ({_describe(base, a.trace, heads) if a.trace else a.error}); "
+                               "see the fixes below")  # fmt: skip
 
 
 def _describe(base: RunTrace, trace: RunTrace | None, heads: list[str]) -> str:
