@@ -65,27 +65,30 @@ class _AdamParams(Params):
         return value
 
 
-class Adam(Optimizer):
-    """Adam; weight decay here is an L2 penalty added to the gradient (use adamw to decouple it)."""
+class _AdamFamily(Optimizer):
+    """Adam and AdamW differ only in how their weight decay acts: the torch class says which."""
 
     contract = 1
+    torch_class: type[torch.optim.Optimizer]
+
+    def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        p = self.params
+        return fused_if_possible(self.torch_class, parameters, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay)
+
+
+class Adam(_AdamFamily):
+    """Adam; weight decay here is an L2 penalty added to the gradient (use adamw to decouple it)."""
+
+    torch_class = torch.optim.Adam
 
     class Params(_AdamParams):
         weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty added to the gradient")
 
-    def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
-        p = self.params
-        return fused_if_possible(torch.optim.Adam, parameters, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay)
 
-
-class AdamW(Optimizer):
+class AdamW(_AdamFamily):
     """Adam with decoupled weight decay (Loshchilov & Hutter): the weights shrink by lr x weight_decay per step."""
 
-    contract = 1
+    torch_class = torch.optim.AdamW
 
     class Params(_AdamParams):
         weight_decay: float = Field(0.0, ge=0, le=1, description="decoupled weight decay")
-
-    def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
-        p = self.params
-        return fused_if_possible(torch.optim.AdamW, parameters, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay)
