@@ -281,6 +281,9 @@ class Head(Component, nn.Module):
 
     def __init__(self, params: Params, in_features: int, target: Spec) -> None:
         nn.Module.__init__(self)
+        needed = type(self).features_for(params, target)
+        if needed is not None and in_features != needed:
+            raise ValueError(f"{type(self).__name__} reads {needed} features for {target}; it was given {in_features}")
         self.params = params
         self.target = target
 
@@ -291,7 +294,8 @@ class Head(Component, nn.Module):
         None (the default): any number, the head maps them itself (e.g. a linear layer). A head
         that reads the backbone's features as they are (e.g. per-image digit logits, ``[B,
         images * classes]``) returns their number; the model is refused at build time, with
-        both numbers, when the backbone gives another.
+        both numbers, when the backbone gives another (and ``Head.__init__`` refuses any other
+        ``in_features``).
         """
         return None
 
