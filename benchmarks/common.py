@@ -12,9 +12,9 @@ import platform
 import time
 from pathlib import Path
 
-from digitsum.threads import prefer_passive_waiting
+from digitsum.threads import note_start
 
-prefer_passive_waiting()  # as `digitsum run` does, before torch is imported (see digitsum/threads.py)
+note_start()  # as `digitsum run` does, before torch is imported (see digitsum/threads.py)
 
 import torch  # noqa: E402
 

@@ -438,9 +438,10 @@ def _print_sweep(result) -> None:
     table = Table(title=f"best trials by val {result.metric} ({'higher' if result.direction == 'maximize' else 'lower'} is better; test only reported)")
     for column in ("trial", "val", "test", "epochs", *keys):
         table.add_column(column, justify="left" if column in keys else "right")
-    for row in ranked[:5]:
+    shown = ranked[:5] + [r for r in ranked[5:] if r.baseline]  # the baseline always, to compare with
+    for row in shown:
         test = "" if row.test is None else f"{row.test:.4f}"
-        table.add_row(str(row.number), f"{row.value:.4f}", test, str(row.epochs or ""),
+        table.add_row(f"{row.number} (baseline)" if row.baseline else str(row.number), f"{row.value:.4f}", test, str(row.epochs or ""),
                       *(f"{row.params.get(k):.4g}" if isinstance(row.params.get(k), float) else str(row.params.get(k)) for k in keys))  # fmt: skip
     console.print(table)
     if result.best_recipe:
@@ -480,9 +481,9 @@ def new_plugin(
 
 def main() -> None:
     """Console entry point: user errors end in a short message and exit code 2."""
-    from .threads import prefer_passive_waiting
+    from .threads import note_start
 
-    prefer_passive_waiting()  # before anything imports torch: libgomp reads it once (see threads.py)
+    note_start()  # before anything heavy: what other work keeps the cores busy meanwhile (see threads.py)
     try:
         app()  # click handles its own usage errors (exit 2); ours come through here
     except UserError as e:

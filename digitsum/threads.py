@@ -1,43 +1,37 @@
-"""How many CPU threads a run uses by default, and how they wait: decided without torch.
+"""How many CPU threads a run uses by default: one per usable core that other work leaves free.
 
-torch runs its CPU operations on an OpenMP (libgomp) thread pool. A small convnet's operations
-are short and each ends in a barrier; by default an idle OpenMP thread *spins* there for a while
-before it sleeps. On a quiet machine that is harmless. When another process holds a core, a
-spinning thread burns the time slice its partner needs to finish, and every step crawls —
-measured on a 2-core machine beside other jobs: 443 samples/s with two spinning threads, 4 524
-with one thread, 5 146 with two threads that sleep instead (``OMP_WAIT_POLICY=PASSIVE``;
-see docs/performance.md). libgomp reads its wait policy once, when torch is imported, so
-:func:`prefer_passive_waiting` must run before that: the CLI calls it first thing, and so do
-``digitsum.train`` and ``digitsum.resume`` (too late, and harmless, when the caller imported
-torch already).
+torch runs its CPU operations on an OpenMP thread pool. A small convnet's operations are short
+and each ends in a barrier, where an idle thread spins for a while before it sleeps. On a quiet
+machine one thread per core is fastest, and the spinning is what makes it fast (measured on this
+project's 2-core machine: 15 000 samples/s with two threads, 11 000 with two threads told to
+sleep at once, ``OMP_WAIT_POLICY=PASSIVE``, 10 000 with one). When another process holds a
+core, the thread that shares it with that process arrives late at every barrier and the whole
+step waits for it: two threads beside one busy process gave 4 500 samples/s, one thread 10 000
+(docs/performance.md, ``benchmarks/busy_machine.py``).
 
-This module imports no torch: the CLI calls it before anything heavy is loaded.
+So ``train.threads = 0`` counts the cores in the process's CPU affinity and leaves out those
+that other processes kept busy while this one started: :func:`note_start` reads the machine's
+CPU counters first thing (the CLI calls it before importing anything heavy; so do
+``digitsum.train`` and ``digitsum.resume``), and :func:`busy_cores` reads them again when the
+threads are set, after torch's import and the data's loading — a window of a second or more,
+with this process's own CPU time taken out. Decided once, before the first step: the thread
+count changes the last bits of a result, so it never changes during a run (and a resumed run
+keeps the count its checkpoint was trained with).
+
+This module imports no torch.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import time
 
-#: Environment variables that already say how OpenMP threads wait: if one is set, digitsum
-#: leaves the choice to it.
-WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+#: A core counts as taken by other work when that work used at least this share of it.
+TAKEN = 0.6
+#: The shortest window :func:`busy_cores` measures over (it waits out the rest, idle).
+MIN_WINDOW = 0.25
 
-
-def prefer_passive_waiting(environ: dict[str, str] | None = None) -> bool:
-    """Ask OpenMP threads to sleep rather than spin while they wait (``OMP_WAIT_POLICY=PASSIVE``),
-    unless the environment already sets a wait policy (:data:`WAIT_VARIABLES`).
-
-    Returns whether it takes effect: torch not imported yet, and no policy set by the user.
-    ``environ`` defaults to ``os.environ`` (tests pass a dict).
-    """
-    env = os.environ if environ is None else environ
-    if any(name in env for name in WAIT_VARIABLES):
-        return False
-    if environ is None and "torch" in sys.modules:
-        return False  # libgomp has read its settings already: changing them now does nothing
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
+_start: tuple[float, float, float] | None = None  # wall, machine busy CPU seconds, own CPU seconds
 
 
 def usable_cores() -> int:
@@ -49,16 +43,68 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_threads(cores: int, local_ranks: int = 1, omp_num_threads: str | None = None) -> int:
+def _machine_busy_seconds(stat: str = "/proc/stat") -> float | None:
+    """CPU seconds spent busy (not idle, not waiting for I/O) since boot, summed over the cores
+    this process may use; None where the kernel does not say (not Linux)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        text = open(stat).read()
+    except (AttributeError, OSError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = 0
+    for line in text.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+        busy += sum(values) - values[3] - values[4]
+    return busy / tick
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def note_start() -> None:
+    """Read the CPU counters: the start of the window :func:`busy_cores` measures over."""
+    global _start
+    machine = _machine_busy_seconds()
+    _start = None if machine is None else (time.perf_counter(), machine, _own_seconds())
+
+
+def busy_cores() -> float:
+    """Cores' worth of CPU time that other processes used since :func:`note_start` (0.0 where it
+    cannot be measured). A window shorter than :data:`MIN_WINDOW` is waited out first."""
+    if _start is None:
+        note_start()
+        if _start is None:
+            return 0.0
+    wall, machine, own = _start
+    elapsed = time.perf_counter() - wall
+    if elapsed < MIN_WINDOW:
+        time.sleep(MIN_WINDOW - elapsed)
+    now_machine = _machine_busy_seconds()
+    if now_machine is None:
+        return 0.0
+    others = (now_machine - machine) - (_own_seconds() - own)
+    return max(0.0, others / (time.perf_counter() - wall))
+
+
+def default_threads(cores: int, local_ranks: int = 1, omp_num_threads: str | None = None, busy: float = 0.0) -> int:
     """The intra-op thread count of ``train.threads = 0``.
 
     ``cores``: the usable cores (:func:`usable_cores`); ``local_ranks``: processes of one
     data-parallel run on this machine, which share the cores; ``omp_num_threads``: the value of
-    ``$OMP_NUM_THREADS`` if set, which wins (torchrun sets it to 1 unless the user did).
+    ``$OMP_NUM_THREADS`` if set, which wins (torchrun sets it to 1 unless the user did);
+    ``busy``: cores' worth of other work (:func:`busy_cores`): each core it takes up to
+    :data:`TAKEN` or more is left to it.
     """
     if omp_num_threads:
         try:
             return max(1, int(omp_num_threads.split(",")[0]))
         except ValueError:
             pass  # a malformed value: libgomp ignores it too
-    return max(1, cores // max(1, local_ranks))
+    taken = int(busy + (1 - TAKEN))
+    return max(1, (cores - taken) // max(1, local_ranks))

@@ -94,18 +94,27 @@ def plan(train: TrainSection, device: torch.device) -> Acceleration:
     return acc
 
 
-def configure_threads(threads: int, local_ranks: int = 1) -> int:
+def configure_threads(threads: int, local_ranks: int = 1) -> tuple[int, str | None]:
     """Set torch's intra-op threads: ``threads`` when > 0, else :func:`~digitsum.threads.default_threads`
-    (the cores this process may use, split between the local ranks of a torchrun run, unless
-    ``OMP_NUM_THREADS`` says otherwise). Returns the count in use.
+    (the cores this process may use, less those other processes keep busy, split between the
+    local ranks of a torchrun run, unless ``OMP_NUM_THREADS`` says otherwise).
 
-    The default counts the cores in the process's CPU affinity, not ``os.cpu_count()``; how the
-    threads wait (sleeping, not spinning, so that a busy machine does not stall them) is set
-    before torch is imported, by :func:`~digitsum.threads.prefer_passive_waiting`.
+    Returns the count in use, and a note when other work made it smaller than the cores.
     """
-    from ..threads import default_threads, usable_cores
+    from ..threads import busy_cores, default_threads, usable_cores
 
-    count = threads if threads > 0 else default_threads(usable_cores(), local_ranks, os.environ.get("OMP_NUM_THREADS"))
+    note = None
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if threads > 0:
+        count = threads
+    else:
+        cores = usable_cores()
+        # under torchrun the other busy processes are this run's own ranks: only a quiet count splits
+        busy = busy_cores() if local_ranks == 1 and not omp else 0.0
+        count = default_threads(cores, local_ranks, omp, busy)
+        if count < default_threads(cores, local_ranks, omp):
+            note = (f"{count} thread{'s' if count > 1 else ''} for {cores} cores: other processes kept "
+                    f"{busy:.1f} cores busy as this run started (train.threads sets a count)")  # fmt: skip
     if count != torch.get_num_threads():
         torch.set_num_threads(count)
-    return torch.get_num_threads()
+    return torch.get_num_threads(), note

@@ -165,9 +165,9 @@ class Trainer:
         self.world = distributed.current()
         self.device = distributed.rank_device(self.world, pick_device(recipe.train.device))
         distributed.start(self.world, self.device)
-        self.threads = configure_threads(recipe.train.threads, self.world.local_size)
+        self.threads, threads_note = configure_threads(recipe.train.threads, self.world.local_size)
         self.accel = plan(recipe.train, self.device)
-        self.notes = list(self.accel.notes)  # shown by the console reporter
+        self.notes = list(self.accel.notes) + ([threads_note] if threads_note else [])  # shown by the console reporter
         built = build(recipe, self.device)
         torch.manual_seed(recipe.seed)  # what draws outside the data streams (dropout) starts from
 
@@ -287,6 +287,7 @@ class Trainer:
             "epoch_seconds": time.perf_counter() - self._epoch_started if in_epoch else 0.0,
             "seconds": self.seconds_before + time.perf_counter() - self._fit_started,
             "recipe": self.recipe.to_dict(),
+            "threads": self.threads,  # a resume keeps it: the count changes a result's last bits
             "callbacks": dict(zip(callback_keys(self.callbacks), (c.state_dict() for c in self.callbacks))),
         }
 
@@ -313,6 +314,8 @@ class Trainer:
         for key, callback in zip(callback_keys(self.callbacks), self.callbacks):
             if key in saved:
                 callback.load_state_dict(saved[key])
+        if self.recipe.train.threads == 0 and state.get("threads") and self.device.type == "cpu":
+            self.threads, _ = configure_threads(int(state["threads"]))  # as trained so far, whatever the load now
         self.epochs_done, self.step, self.history = epoch, step, list(state["history"])
         self.epoch_seconds, self.seconds_before = float(state["epoch_seconds"]), float(state["seconds"])
         self.resumed = True
