@@ -174,3 +174,15 @@ def test_mlflow_keeps_one_run_with_params_metrics_and_artifacts(logged_run, mlfl
         assert sorted((m.step, m.value) for m in history) == points, tag  # each epoch once, the very values
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"recipe.toml", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "metrics.csv"} <= artifacts
+
+
+def test_an_mlflow_store_that_fails_stops_the_run_after_its_first_epoch(tiny_root, tmp_path):
+    """The MLflow logger talks to its store in the background; a store that cannot be used
+    still stops the run at its first epoch's end (not after its last), with a user error that
+    names the logger and the store."""
+    pytest.importorskip("mlflow")
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 3, 64, "log.mlflow.tracking_uri='nosuchscheme://nowhere'"))
+    with pytest.raises(UserError, match="log.mlflow: MLflow cannot use the tracking store 'nosuchscheme://nowhere'"):
+        start(recipe, tmp_path / "run", progress=False, preflight=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "nosuchscheme" in summary["failed"] and summary["position"]["epoch"] <= 1
