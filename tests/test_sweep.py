@@ -181,6 +181,34 @@ def test_best_recipe_runs(tiny_root, tmp_path, cli):
     assert json.loads((tmp_path / "best" / "summary.json").read_text())["recipe"] == "original-best"
 
 
+def test_the_first_trial_is_the_recipe_as_it_is(tiny_root, tmp_path, cli):
+    """A new study starts from the recipe's own values (a baseline to beat); a study that goes
+    on gets no second one; a recipe whose value lies outside a space gets none, and says so."""
+    import digitsum
+
+    overrides = _tiny(tiny_root, epochs=1)
+    first = digitsum.sweep(ORIGINAL, [LR, "data.batch_size=choice:32,64"], 1, out=tmp_path / "a", overrides=overrides,
+                           val=100, quiet=True, pruner="none")  # fmt: skip
+    (trial,) = _trials(first.storage)
+    assert trial.params == {"train.optimizer.lr": 4e-3, "data.batch_size": 64}  # original's lr, the overridden batch size
+    assert first.trials[0].baseline and any("the baseline" in note for note in first.notes)
+    again = digitsum.sweep(ORIGINAL, [LR, "data.batch_size=choice:32,64"], 2, out=tmp_path / "a", overrides=overrides,
+                           val=100, quiet=True, pruner="none")  # fmt: skip
+    assert [row.baseline for row in again.trials] == [True, False]
+
+    outside = digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-2:3e-2"], 1, out=tmp_path / "b",
+                             overrides=overrides, val=100, quiet=True)  # fmt: skip
+    assert not outside.trials[0].baseline and 1e-2 <= outside.trials[0].params["train.optimizer.lr"] <= 3e-2
+    assert any("no baseline trial" in note and "train.optimizer.lr = 0.004" in note for note in outside.notes)
+
+
+def test_spaces_say_what_they_contain():
+    assert Space("x", "loguniform", 1e-4, 1e-2).contains(1e-3) and not Space("x", "loguniform", 1e-4, 1e-2).contains(0.1)
+    assert Space("x", "int", 32, 512).contains(64) and not Space("x", "int", 32, 512).contains(64.5)
+    assert Space("x", "choice", choices=("a", "b")).contains("a") and not Space("x", "choice", choices=("a", "b")).contains("c")
+    assert not Space("x", "uniform", 0, 1).contains(True) and not Space("x", "uniform", 0, 1).contains("0.5")
+
+
 def test_an_interrupted_sweep_continues(tiny_root, tmp_path):
     """Started again with the same storage, a sweep goes on counting: finished trials are not
     run again, and a trial left running by a process that is gone is run again with its values."""

@@ -26,12 +26,15 @@ import math
 import os
 import socket
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from ..recipe import Overrides, Recipe
 
 #: Samples held out as the validation split when the recipe holds none out (``data.val = 0``).
 DEFAULT_VAL = 5000
@@ -69,6 +72,16 @@ class Space:
         if self.kind == "int":
             return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.kind == "loguniform")
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this space can suggest."""
+        if self.kind == "choice":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and value != int(value):
+            return False
+        return float(self.low) <= value <= float(self.high)
 
     def examples(self) -> list[Any]:
         """Values checked against the recipe before a sweep starts: both ends, or every choice."""
@@ -483,6 +496,7 @@ class TrialRow:
     epochs: int | None
     params: dict[str, Any]
     run_dir: str | None
+    baseline: bool = False  # the recipe as it is (its own values of the swept keys)
 
 
 @dataclass
@@ -522,7 +536,7 @@ def _strip_local(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def sweep(
-    recipe: Any,
+    recipe: Recipe | str | Path | Mapping[str, Any],
     params: Sequence[str],
     trials: int,
     *,
@@ -531,7 +545,7 @@ def sweep(
     study: str | None = None,
     metric: str | None = None,
     direction: str | None = None,
-    overrides: Any = (),
+    overrides: Overrides = (),
     out: str | Path | None = None,
     val: int | None = None,
     pruner: str = "median",
@@ -609,6 +623,7 @@ def sweep(
         raise UserError(f"study {study_name!r} in {url} was started with another {' and another '.join(differ)}: "
                         "continue it with the same recipe, --set, --val and --param, or start another with --study NAME")  # fmt: skip
     notes = _recover(made, optuna)
+    notes += _enqueue_baseline(made, base_recipe.to_dict(), spaces)
 
     threads = 0
     if workers > 1 and base_recipe.train.threads == 0:
@@ -687,6 +702,27 @@ def _recover(study: Any, optuna: Any) -> list[str]:
     return notes
 
 
+def _enqueue_baseline(study: Any, recipe: dict[str, Any], spaces: Sequence[Space]) -> list[str]:
+    """A new study's first trial is the recipe as it is: its own value of every swept key, when
+    each lies in its space. The sweep then finds a recipe at least as good, on the val split, as
+    the one it started from — or says that it found none better. Returns what was done, as notes."""
+    if study.get_trials(deepcopy=False):
+        return []  # a study that goes on: its baseline (if any) is queued or done already
+    values, outside = {}, []
+    for space in spaces:
+        value: Any = recipe
+        for part in space.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None or not space.contains(value):
+            outside.append(f"{space.key} = {value!r}")
+        else:
+            values[space.key] = value
+    if outside:
+        return [f"no baseline trial: the recipe's own {', '.join(outside)} lie outside the searched space"]
+    study.enqueue_trial(values, user_attrs={"baseline": True})
+    return [f"trial 0 is the recipe as it is ({', '.join(f'{k} = {v}' for k, v in values.items())}): the baseline"]
+
+
 def _run_workers(settings: _Settings, workers: int) -> bool:
     """Run ``workers`` worker processes on the study until they end; True when interrupted.
 
@@ -739,7 +775,7 @@ def _row(trial: Any) -> TrialRow:
     if state == "pruned" and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
     return TrialRow(trial.number, state, value, trial.user_attrs.get("test"), trial.user_attrs.get("epochs"),
-                    dict(trial.params), trial.user_attrs.get("run_dir"))  # fmt: skip
+                    dict(trial.params), trial.user_attrs.get("run_dir"), bool(trial.user_attrs.get("baseline")))  # fmt: skip
 
 
 def _result(optuna: Any, study_name: str, url: str, sweep_dir: Path, head: str, metric: str, direction: str,
