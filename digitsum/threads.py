@@ -3,11 +3,11 @@
 torch runs its CPU operations on an OpenMP thread pool. A small convnet's operations are short
 and each ends in a barrier, where an idle thread spins for a while before it sleeps. On a quiet
 machine one thread per core is fastest, and the spinning is what makes it fast (measured on this
-project's 2-core machine: 15 000 samples/s with two threads, 11 000 with two threads told to
-sleep at once, ``OMP_WAIT_POLICY=PASSIVE``, 10 000 with one). When another process holds a
-core, the thread that shares it with that process arrives late at every barrier and the whole
-step waits for it: two threads beside one busy process gave 4 500 samples/s, one thread 10 000
-(docs/performance.md, ``benchmarks/busy_machine.py``).
+project's 2-core machine, ``benchmarks/wait_policy.py``: 12 400 samples/s with two threads,
+9 400 with two threads told to sleep at once, ``OMP_WAIT_POLICY=PASSIVE``, 9 200 with one).
+When another process holds a core, the thread that shares it with that process arrives late
+at every barrier and the whole step waits for it: two threads beside one busy process gave
+4 200 samples/s, one thread 9 300 (docs/performance.md).
 
 So ``train.threads = 0`` counts the cores in the process's CPU affinity and leaves out those
 that other processes kept busy while this one started: :func:`note_start` reads the machine's
