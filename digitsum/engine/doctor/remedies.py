@@ -37,9 +37,13 @@ ROUNDS = 3
 NOT_LEVERS = {"data.root", "data.download", "data.batch_size", "data.type", "backbone.type", "train.optimizer.type"}
 
 
-def verify_steps(batch_size: int) -> int:
+def verify_steps(probe: Probe) -> int:
+    """Steps of a verification run: VERIFY_SAMPLES one-image samples' worth (see short_run_steps)."""
+    from .checks.training import SHORT_RUN_MIN_SAMPLES
+
     lo, hi = VERIFY_STEPS
-    return max(lo, min(hi, VERIFY_SAMPLES // batch_size))
+    images = VERIFY_SAMPLES / (probe.batch_size * probe.images_per_sample)
+    return max(lo, min(hi, int(max(images, SHORT_RUN_MIN_SAMPLES / probe.batch_size))))
 
 
 def _run(probe: Probe, steps: int, scheduled: bool = False) -> RunTrace:
@@ -139,7 +143,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         trace = diagnosed[0]
         if trace.finite and all(trace.learning().values()):
             return [], {}, []
-    steps = verify_steps(probe.batch_size)
+    steps = verify_steps(probe)
     base = _run(probe, steps)
     stalled = [h for h, ok in base.learning().items() if not ok]
     if not stalled and base.finite and not proposed:
@@ -327,7 +331,7 @@ def tune(probe: Probe, deadline: float | None = None) -> tuple[list[Finding], di
     thousands of steps is not found here."""
     from .checks.training import short_run_steps
 
-    steps = short_run_steps(probe.batch_size)
+    steps = short_run_steps(probe)
     heads = _goal_heads(probe)
     base = _run(probe, steps, scheduled=True)
     pool = setting_changes(probe)

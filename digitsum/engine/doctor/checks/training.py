@@ -20,6 +20,8 @@ from .loss import loss_floor
 
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
 SHORT_RUN_SAMPLES, SHORT_RUN_STEPS = (12_000, (60, 400))
+#: ... and the fewest samples it trains on, however many images each holds.
+SHORT_RUN_MIN_SAMPLES = 1600
 #: The one-batch overfit: batch size and step budget; when the recipe's optimizer fails, a sane
 #: one (Adam at 1e-3, twice the steps) says whether the model can fit it at all.
 OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
@@ -38,9 +40,14 @@ SLOW_HORIZON = 5
 LR_KEY = "train.optimizer.lr"
 
 
-def short_run_steps(batch_size: int) -> int:
+def short_run_steps(probe: Probe) -> int:
+    """Steps of the short run: SHORT_RUN_SAMPLES one-image samples' worth at the recipe's batch
+    size (a batch of 16 samples of 8 images each counts as 128), but never fewer than
+    SHORT_RUN_MIN_SAMPLES samples (a sample of 200 images still carries one label); within
+    SHORT_RUN_STEPS."""
     lo, hi = SHORT_RUN_STEPS
-    return max(lo, min(hi, SHORT_RUN_SAMPLES // batch_size))
+    images = SHORT_RUN_SAMPLES / (probe.batch_size * probe.images_per_sample)
+    return max(lo, min(hi, int(max(images, SHORT_RUN_MIN_SAMPLES / probe.batch_size))))
 
 
 class ReluProbe:
@@ -94,7 +101,7 @@ def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float]
     """The probe's short run (run once, shared by the checks that read it): its trace, the dead
     fraction of every ReLU layer before and after, and each layer label's module path."""
     if "short_run" not in probe.cache:
-        steps = short_run_steps(probe.batch_size)
+        steps = short_run_steps(probe)
         model = fresh_copy(probe.model)
         relus, batch = ReluProbe(model), slice_batch(probe.sample, 1024)
         before = relus.dead_fractions(model, batch)
