@@ -35,7 +35,8 @@ PICTURES = ("curves.png", "samples.png")
 
 class Background:
     """A logger's slow work (importing its library, talking to its store), done in order on one
-    daemon thread so that training never waits for it: the hooks only queue their calls.
+    daemon thread so that training never waits for it. Started when the logger is made, it
+    imports and opens while the run loads its data; the hooks only queue their calls.
     :meth:`wait` returns when everything queued is done, and raises the first error any of it
     raised (work queued after an error is skipped: it would fail the same way)."""
 
@@ -210,15 +211,15 @@ class MLflow(Logger):
         self.run_id: str | None = None
         self.tracking_uri: str | None = None  # resolved when the run starts, kept for --resume
         # Importing MLflow and opening its store take seconds, and each call to a store is a
-        # database transaction: all of it runs on a thread of its own, in order, from on_start
-        # on (not sooner: importing beside the run's own start-up, which imports too, makes
-        # both wait on Python's import lock); training waits only at the end, in on_end.
+        # database transaction: all of it runs on a thread of its own, in order, from now on;
+        # training waits only at the end (on_end), for what is still queued then.
         self._work = Background("digitsum-mlflow")
         self._opened: tuple[str, Any] | None = None
+        self._work.submit(self._warm_up)
         self._started = threading.Event()  # the MLflow run exists: its id can be checkpointed
 
     def _client_for(self, uri: str) -> Any:
-        """A client of the store at ``uri``, opened once."""
+        """A client of the store at ``uri``, opened once (the warm-up's, when the store is the same)."""
         if self._opened is None or self._opened[0] != uri:
             from mlflow.exceptions import MlflowException
             from mlflow.tracking import MlflowClient
@@ -232,6 +233,11 @@ class MLflow(Logger):
                                 "(set log.mlflow.tracking_uri, or $MLFLOW_TRACKING_URI)") from None  # fmt: skip
             self._opened = (uri, client)
         return self._opened[1]
+
+    def _warm_up(self) -> None:
+        import mlflow
+
+        self._client_for(self.params.tracking_uri or mlflow.get_tracking_uri())
 
     def on_start(self, trainer: Trainer) -> None:
         name = self.params.run_name or f"{trainer.recipe.name} {trainer.run_dir.name}"
