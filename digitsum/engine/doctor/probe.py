@@ -38,6 +38,8 @@ HELD_OUT = 1000
 #: training or held-out samples: a split that small (a tiny data set, MNIST addition at large N)
 #: cannot tell memorising from learning, and shuffling one sample across its batch changes nothing.
 MIN_JUDGED = 32
+#: The fewest samples a short training run sees, however many images each holds (steps_for).
+MIN_RUN_SAMPLES = 1600
 
 
 def too_few(check: str, probe: Probe, *counts: int) -> Finding | None:
@@ -103,6 +105,14 @@ class Probe:
             if isinstance(spec, (Image, Images)):
                 pixels += getattr(spec, "count", 1) * spec.channels * spec.height * spec.width
         return max(1.0, pixels / (28 * 28))
+
+    def steps_for(self, images: int, bounds: tuple[int, int]) -> int:
+        """Training steps at the recipe's batch size for ``images`` one-image samples' worth (a
+        batch of 16 samples of 8 images each counts as 128), never fewer than MIN_RUN_SAMPLES
+        samples (a sample of 200 images still carries one label), within ``bounds``."""
+        lo, hi = bounds
+        steps = max(images / (self.batch_size * self.images_per_sample), MIN_RUN_SAMPLES / self.batch_size)
+        return max(lo, min(hi, int(steps)))
 
     def scaled(self, count: int) -> int:
         """``count`` samples of one image each, as samples of this generator (never under MIN_JUDGED)."""

@@ -38,12 +38,8 @@ NOT_LEVERS = {"data.root", "data.download", "data.batch_size", "data.type", "bac
 
 
 def verify_steps(probe: Probe) -> int:
-    """Steps of a verification run: VERIFY_SAMPLES one-image samples' worth (see short_run_steps)."""
-    from .checks.training import SHORT_RUN_MIN_SAMPLES
-
-    lo, hi = VERIFY_STEPS
-    images = VERIFY_SAMPLES / (probe.batch_size * probe.images_per_sample)
-    return max(lo, min(hi, int(max(images, SHORT_RUN_MIN_SAMPLES / probe.batch_size))))
+    """Steps of a verification run: VERIFY_SAMPLES images' worth (:meth:`Probe.steps_for`)."""
+    return probe.steps_for(VERIFY_SAMPLES, VERIFY_STEPS)
 
 
 def _run(probe: Probe, steps: int, scheduled: bool = False) -> RunTrace:

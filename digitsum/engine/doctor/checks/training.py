@@ -20,8 +20,6 @@ from .loss import loss_floor
 
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
 SHORT_RUN_SAMPLES, SHORT_RUN_STEPS = (12_000, (60, 400))
-#: ... and the fewest samples it trains on, however many images each holds.
-SHORT_RUN_MIN_SAMPLES = 1600
 #: The one-batch overfit: batch size and step budget; when the recipe's optimizer fails, a sane
 #: one (Adam at 1e-3, twice the steps) says whether the model can fit it at all.
 OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
@@ -41,13 +39,8 @@ LR_KEY = "train.optimizer.lr"
 
 
 def short_run_steps(probe: Probe) -> int:
-    """Steps of the short run: SHORT_RUN_SAMPLES one-image samples' worth at the recipe's batch
-    size (a batch of 16 samples of 8 images each counts as 128), but never fewer than
-    SHORT_RUN_MIN_SAMPLES samples (a sample of 200 images still carries one label); within
-    SHORT_RUN_STEPS."""
-    lo, hi = SHORT_RUN_STEPS
-    images = SHORT_RUN_SAMPLES / (probe.batch_size * probe.images_per_sample)
-    return max(lo, min(hi, int(max(images, SHORT_RUN_MIN_SAMPLES / probe.batch_size))))
+    """Steps of the short run: SHORT_RUN_SAMPLES images' worth (:meth:`Probe.steps_for`)."""
+    return probe.steps_for(SHORT_RUN_SAMPLES, SHORT_RUN_STEPS)
 
 
 class ReluProbe:
