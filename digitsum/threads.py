@@ -48,7 +48,8 @@ def _machine_busy_seconds(stat: str = "/proc/stat") -> float | None:
     this process may use; None where the kernel does not say (not Linux)."""
     try:
         cpus = os.sched_getaffinity(0)
-        text = open(stat).read()
+        with open(stat) as file:
+            text = file.read()
     except (AttributeError, OSError):
         return None
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
