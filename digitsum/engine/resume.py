@@ -43,9 +43,10 @@ def open_run(run_dir: Path) -> SavedRun:
     recipe = load_recipe(recipe_path, require_loggers=False)  # format first: a newer run's recipe may not validate here
     if checkpoint is not None:
         saved = checkpoint["recipe"]
-        if legacy_train(saved.get("train")):
-            # a checkpoint of an older digitsum holds its recipe in the old spelling of [train]: read
-            # as it trained, with every default written, as recipe.toml is
+        if legacy_train(saved.get("train")) or recipe_differences(recipe.to_dict(), saved):
+            # A checkpoint of an older digitsum may spell [train] the old way, or lack a key added
+            # since (with its default, it trains as it did): read it as recipe.toml is read, with
+            # every default written, before comparing.
             try:
                 saved = load_recipe(upgrade_resolved(saved), require_loggers=False).to_dict()
             except UserError as e:

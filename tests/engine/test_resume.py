@@ -95,3 +95,35 @@ def test_checkpoint_every_n_steps_writes_mid_epoch_checkpoints(tiny_root, tmp_pa
     train(tiny_root, tmp_path, "train.checkpoint_every=5", callbacks=[Watch(0, 0)], epochs=2)
     # 8 steps an epoch: global steps 5, 10 and 15 are mid-epoch, 8 is epoch 1's end (1, 0)
     assert sorted(set(seen)) == [(0, 5), (1, 0), (1, 2), (1, 7)]
+
+
+def test_a_checkpoint_without_a_key_added_since_resumes_with_its_default(tiny_root, tmp_path, reference):
+    # a run of an older digitsum: its recipe.toml and checkpoint lack data.shift (added with
+    # default 0, which draws exactly what the older code drew)
+    import tomli_w
+    import tomllib
+
+    from digitsum.engine.checkpoint import save_checkpoint
+
+    train(tiny_root, tmp_path, callbacks=[StopAt(2, 3)], epochs=3)
+    doc = tomllib.loads((tmp_path / "recipe.toml").read_text())
+    del doc["data"]["shift"]
+    (tmp_path / "recipe.toml").write_text(tomli_w.dumps(doc))
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["recipe"]["data"]["shift"]
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+
+    resume_trainer(tmp_path).fit()
+    assert outcome(tmp_path) == outcome(reference[0])
+
+
+def test_a_checkpoint_of_another_recipe_is_still_refused(tiny_root, tmp_path):
+    from digitsum.engine.checkpoint import save_checkpoint
+    from digitsum.errors import UserError
+
+    train(tiny_root, tmp_path, callbacks=[StopAt(1, 3)], epochs=3)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state["recipe"]["data"]["shift"] = 2
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    with pytest.raises(UserError, match="different recipe.*data.shift is 0 in the recipe but 2 in the checkpoint"):
+        resume_trainer(tmp_path)
