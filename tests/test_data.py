@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from digitsum.data import MNIST_FILES, DataContext, load_mnist
+from digitsum.data import MNIST_FILES, DataContext, load_mnist, shift_images
 from digitsum.errors import UserError
 from digitsum.testing import write_idx, write_tiny_mnist
 
@@ -139,3 +139,30 @@ def test_empty_split_loads(tmp_path):
     write_idx(raw(root, "test"), np.zeros((0, 28, 28), dtype=np.uint8))
     write_idx(raw(root, "test", 1), np.zeros(0, dtype=np.uint8))
     assert len(load_mnist(root, "test", CPU)) == 0
+
+
+def _translated(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``image [H, W]`` moved down ``dy`` and right ``dx`` pixels, the uncovered border 0."""
+    h, w = image.shape
+    out = torch.zeros_like(image)
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)]
+    return out
+
+
+@pytest.mark.parametrize("most", [1, 2, 4])
+def test_shift_images_moves_each_image_by_at_most_most_pixels_with_a_black_border(most):
+    images = torch.rand(64, 1, 12, 12) + 0.1  # no zero pixel: a border that was filled shows
+    shifted = shift_images(images, most, torch.Generator().manual_seed(0))
+    moves = set()
+    for original, moved in zip(images[:, 0], shifted[:, 0]):
+        found = [(dy, dx) for dy in range(-most, most + 1) for dx in range(-most, most + 1)
+                 if torch.equal(_translated(original, dy, dx), moved)]  # fmt: skip
+        assert len(found) == 1, "each image is one translation of itself, within the range"
+        moves.add(found[0])
+    assert len(moves) > 1, "the moves are drawn per image"
+
+
+def test_shift_images_is_fixed_by_the_generator_seed():
+    images = torch.rand(16, 1, 8, 8)
+    a, b, c = (shift_images(images, 2, torch.Generator().manual_seed(s)) for s in (1, 1, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)

@@ -223,3 +223,20 @@ def test_regress_outputs_one_value_per_sample_starting_mid_range(hidden):
     assert out.shape == (5,)
     assert torch.allclose(out, torch.full((5,), 9.0))  # (19 - 1) / 2: the middle of the range
     assert sum(p.numel() for p in head.parameters()) == (5 if hidden == 0 else 4 * 8 + 8 + 8 + 1)
+
+
+SHIFTING = [name for name in GENERATORS if "shift" in datasets.get(name).Params.model_fields]
+
+
+@pytest.mark.parametrize("name", SHIFTING)
+def test_shift_moves_training_images_only_and_0_changes_nothing(name, tiny_root):
+    cls = datasets.get(name)
+    images = [key for key, spec in cls.interface(cls.Params()).inputs.items() if isinstance(spec, (Image, Images))]
+    for split in ("train", "test"):
+        _, plain = draw(name, tiny_root, split=split, seed=5)
+        _, unshifted = draw(name, tiny_root, split=split, seed=5, shift=0)
+        _, shifted = draw(name, tiny_root, split=split, seed=5, shift=2)
+        assert all(torch.equal(plain[k], unshifted[k]) for k in plain), "shift = 0 is the generator as it was"
+        same_images = all(torch.equal(plain[k], shifted[k]) for k in images)
+        assert same_images == (split == "test"), f"{split}: images moved only in training"
+        assert all(torch.equal(plain[k], shifted[k]) for k in plain if k not in images), "labels and other inputs unchanged"

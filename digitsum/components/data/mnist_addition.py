@@ -9,20 +9,8 @@ from pydantic import Field
 from torch import Tensor
 
 from ...contracts import Batch, Digits, Generator, Images, Interface, Params
-from ...data import mnist_pixels
+from ...data import mnist_pixels, shift_images
 from ..digits import add_digits
-
-
-def shift_images(x: Tensor, most: int, rng: torch.Generator) -> Tensor:
-    """Images ``[B, 1, H, W]`` each moved by a random ``(dy, dx)`` in ``[-most, most]``, the
-    border filled with 0 (black); one vectorised gather, all randomness from ``rng``."""
-    b, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (most, most, most, most))
-    dy, dx = (torch.randint(0, 2 * most + 1, (2, b), generator=rng, device=x.device))
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None].expand(b, h, w)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :].expand(b, h, w)
-    flat = rows * (w + 2 * most) + cols
-    return padded.flatten(1).gather(1, flat.flatten(1)).view(b, 1, h, w)
 
 
 class MnistAddition(Generator):

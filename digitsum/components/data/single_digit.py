@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ...contracts import Batch, Categorical, Classes, Generator, Image, Interface, Params
-from ...data import mnist_pixels
+from ...data import mnist_pixels, shift_images
 
 __all__ = ["SingleDigit", "mnist_pixels"]  # mnist_pixels: still importable from here, as it used to be
 
@@ -19,11 +19,16 @@ class SingleDigit(Generator):
     :meth:`corrupt` may change them (subclasses add noise there), and ``encode`` (the default:
     standardised unless ``normalize = false``) prepares them, exactly as it prepares a user's
     image at prediction time. Its inputs and targets depend on ``numbers``: see ``interface``.
+
+    ``shift`` augments the training images (never the test or validation split, never
+    ``encode``): each is moved by a random whole number of pixels, up to ``shift`` in each
+    direction, the uncovered border black, before ``corrupt``.
     """
 
     class Params(Params):
         normalize: bool = Field(True, description="standardise pixels with MNIST's mean and std")
         numbers: int = Field(10, ge=1, le=1000, description="the number input is drawn from 0..numbers-1")
+        shift: int = Field(0, ge=0, le=4, description="training augmentation: each training image moved by up to this many pixels (0: none)")
 
     # No `inputs`/`targets` class attributes: they depend on `numbers`, so only
     # interface(params) can say them.
@@ -45,7 +50,10 @@ class SingleDigit(Generator):
         # the number is drawn before any corruption: the order of draws from rng is part of
         # what a seed reproduces
         number = torch.randint(0, self.params.numbers, labels.shape, generator=rng, device=labels.device)
-        image = self.corrupt(mnist_pixels(digits.images[index]), rng)
+        image = mnist_pixels(digits.images[index])
+        if split == "train" and self.params.shift:
+            image = shift_images(image, self.params.shift, rng)
+        image = self.corrupt(image, rng)
         return {**self.encode({"image": image, "number": number}), "digit": labels, "sum": labels + number}
 
     def corrupt(self, images: Tensor, rng: torch.Generator) -> Tensor:
