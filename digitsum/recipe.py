@@ -101,7 +101,7 @@ class TrainSection(_Section):
         0, ge=0, le=10**9, description="also checkpoint every N steps (0: only at each epoch's end)"
     )
     threads: int = Field(0, ge=0, le=1024, description="CPU threads for tensor ops; 0: one per usable core (split between torchrun ranks)")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision on CUDA (ignored elsewhere)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision on CUDA, and on CPUs with bf16 instructions (ignored elsewhere)")
     channels_last: bool = Field(False, description="channels-last memory format on CUDA and CPU (ignored elsewhere)")
     compile: bool | Literal["reduce-overhead", "max-autotune"] = Field(
         False, description="torch.compile the model on CUDA (ignored elsewhere); 'reduce-overhead': with CUDA graphs"

@@ -1,7 +1,10 @@
 """Hardware switches of ``[train]``: threads, bf16 mixed precision, channels_last, torch.compile.
 
-bf16 and compile pay off on CUDA only (channels_last on the CPU too); elsewhere they are ignored, and the run says so in a
-note rather than failing (a recipe written for a GPU machine still runs on a laptop).
+compile pays off on CUDA only; bf16 on CUDA and on CPUs whose instructions do bf16 arithmetic
+(AVX512-BF16, AMX: oneDNN's bf16 convolutions; measured on 2 AMD EPYC cores, a training step of
+the original network at batch size 256 took a quarter less time); channels_last on CUDA and the
+CPU. Elsewhere a switch is ignored, and the run says so in a note rather than failing (a recipe
+written for a GPU machine still runs on a laptop).
 """
 
 from __future__ import annotations
@@ -70,8 +73,13 @@ def plan(train: TrainSection, device: torch.device) -> Acceleration:
     cuda = device.type == "cuda"
     where = f"on {device.type}"
     if train.precision == "bf16":
-        if not cuda:
-            acc.notes.append(f"train.precision = 'bf16' ignored {where}: mixed precision is used on CUDA only")
+        if device.type == "cpu":
+            if cpu_has_bf16():
+                acc.autocast_dtype = torch.bfloat16
+            else:
+                acc.notes.append("train.precision = 'bf16' ignored: this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+        elif not cuda:
+            acc.notes.append(f"train.precision = 'bf16' ignored {where}: mixed precision is used on CUDA and CPU only")
         elif not torch.cuda.is_bf16_supported():
             acc.notes.append(f"train.precision = 'bf16' ignored: {torch.cuda.get_device_name(device)} has no bf16 support")
         else:
@@ -92,6 +100,11 @@ def plan(train: TrainSection, device: torch.device) -> Acceleration:
             acc.compile = True
             acc.compile_mode = train.compile if isinstance(train.compile, str) else None
     return acc
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); without, bf16 is emulated and slower."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def configure_threads(threads: int, local_ranks: int = 1) -> tuple[int, str | None]:

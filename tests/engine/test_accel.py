@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from digitsum.engine import accel
 from digitsum.engine.accel import Acceleration, plan
 from digitsum.engine.build import pick_device
 from digitsum.engine.train import Trainer
@@ -14,7 +15,6 @@ from digitsum.recipe import TrainSection, load_recipe
 from ..conftest import RECIPES, TINY
 
 GPU_SWITCHES = {  # used on CUDA only: ignored on the CPU, with a note
-    "train.precision='bf16'": "train.precision",
     "train.compile=true": "train.compile",
 }
 
@@ -68,14 +68,44 @@ def test_default_switches_need_no_note():
     assert plan(TrainSection(), torch.device("cpu")).notes == []
 
 
-def test_run_with_every_gpu_switch_on_cpu_trains_and_prints_the_notes(cli, tiny_data, tmp_path):
-    switches = [arg for override in GPU_SWITCHES for arg in ("--set", override)]
+def test_run_with_every_gpu_switch_on_cpu_trains_and_prints_the_notes(cli, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: False)  # a CPU without bf16 ignores bf16 too
+    switches = [arg for override in [*GPU_SWITCHES, "train.precision='bf16'"] for arg in ("--set", override)]
     result = cli("run", RECIPES / "original.toml", *TINY, *switches, "--set", "train.device='cpu'", "--out", tmp_path / "run")
     assert result.code == 0, result.err
-    for key in GPU_SWITCHES.values():
+    for key in [*GPU_SWITCHES.values(), "train.precision"]:
         assert f"note: {key}" in result.out
     resolved = load_recipe(tmp_path / "run" / "recipe.toml").train
     assert (resolved.precision, resolved.compile) == ("bf16", True)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_is_used_on_a_cpu_with_bf16_instructions_and_ignored_with_a_note_elsewhere(monkeypatch, native):
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: native)
+    acc = plan(TrainSection(precision="bf16"), torch.device("cpu"))
+    if native:
+        assert acc.autocast_dtype == torch.bfloat16 and acc.notes == []
+    else:
+        assert acc.autocast_dtype is None
+        assert len(acc.notes) == 1 and "train.precision" in acc.notes[0] and "no bf16 instructions" in acc.notes[0]
+
+
+def test_bf16_is_ignored_on_mps_with_a_note():
+    acc = plan(TrainSection(precision="bf16"), torch.device("mps"))
+    assert acc.autocast_dtype is None and len(acc.notes) == 1 and "ignored on mps" in acc.notes[0]
+
+
+def test_bf16_training_on_the_cpu_keeps_float32_weights_and_trains_as_fp32_does(tiny_data, tmp_path, monkeypatch):
+    # where the CPU lacks bf16 instructions oneDNN emulates them: slower, the same arithmetic
+    monkeypatch.setattr(accel, "cpu_has_bf16", lambda: True)
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(load_recipe(RECIPES / "original.toml", ["train.epochs=1", "data.batch_size=64", f"train.precision='{precision}'"]), tmp_path / precision)
+        trainer.fit()
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters()), "autocast keeps the weights in float32"
+        losses[precision] = trainer.history[-1]["test"]["sum"]["loss"]
+    assert trainer.accel.autocast_dtype == torch.bfloat16
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=5e-2)  # bf16 keeps 8 bits of mantissa
 
 
 def test_unknown_precision_is_a_recipe_error(tiny_data):
