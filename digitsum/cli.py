@@ -480,7 +480,8 @@ def new_plugin(
 
 
 def main() -> None:
-    """Console entry point: user errors end in a short message and exit code 2."""
+    """The command line, run in this process (tests call it): user errors end in a short message
+    and exit code 2."""
     from .threads import note_start
 
     note_start()  # before anything heavy: what other work keeps the cores busy meanwhile (see threads.py)
@@ -494,3 +495,16 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C outside training (loading data, say): nothing was written
         err_console.print("interrupted", highlight=False)
         sys.exit(130)
+
+
+def entry_point() -> None:
+    """The ``digitsum`` executable (and ``python -m digitsum``): :func:`main` in a process of its
+    own, whose garbage collector is paused while the command starts and frozen as it exits
+    (see digitsum/collector.py: about a second less start-up and exit)."""
+    from . import collector
+
+    collector.pause()
+    try:
+        main()
+    finally:
+        collector.exiting()

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import __version__
+from .. import __version__, collector
 from ..contracts import Generator
 from ..errors import UserError
 from ..recipe import Recipe
@@ -356,6 +356,7 @@ class Trainer:
                 log.keep_epochs(self.epochs_done)
             else:
                 write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
+        collector.setup_done()  # the command line's start-up is over (see digitsum/collector.py)
         self._emit("on_start")
         for epoch in range(self.epochs_done + 1, self.epochs + 1):
             self._emit("on_epoch_start", epoch)
