@@ -335,3 +335,34 @@ def test_the_probe_draws_fewer_samples_of_many_images(tiny_data, n):
     size = len(next(iter(probe.sample.values())))
     assert size == min(max(MIN_JUDGED, int(SAMPLE / (2 * n))), probe.generator.size("train"))
     assert probe.batch_of(32) == max(1, 32 // (2 * n))
+
+
+@pytest.mark.parametrize("order", ["conv-relu-pool", "conv-pool-relu", "conv-norm-relu"])
+def test_a_relu_is_named_after_the_layer_whose_units_it_reads(order):
+    from digitsum.engine.doctor.checks.training import ReluProbe
+
+    between = {"conv-relu-pool": [], "conv-pool-relu": [nn.MaxPool2d(2)], "conv-norm-relu": [nn.BatchNorm2d(4)]}[order]
+    flat = 4 if order == "conv-pool-relu" else 36  # 8x8 -> conv 6x6 -> pooled once or twice
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), *between, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(flat, 5), nn.ReLU())
+    relus = ReluProbe(model)
+    dead = relus.dead_fractions(model, torch.randn(8, 1, 8, 8))
+    relus.close()
+    assert set(dead) == {"0 (Conv2d, 4 channels)", f"{4 + len(between)} (Linear, 5 units)"}
+    assert relus.feeds == {"0 (Conv2d, 4 channels)": "0", f"{4 + len(between)} (Linear, 5 units)": f"{4 + len(between)}"}
+
+
+def test_the_shared_cnn_computes_conv_relu_maxpool():
+    from digitsum.components.fusions.common import ConvFeatures
+
+    torch.manual_seed(0)
+    cnn = ConvFeatures(1, [6, 12])
+    x = torch.randn(4, 1, 28, 28)
+    convs = [m for m in cnn.modules() if isinstance(m, nn.Conv2d)]
+    expected = x
+    for conv in convs:
+        expected = F.max_pool2d(F.relu(conv(expected)), 2)
+    assert torch.equal(cnn(x), expected.flatten(1))
+    scale, shift = torch.rand(4, 6) + 0.5, torch.randn(4, 6)
+    modulated = F.max_pool2d(F.relu(convs[0](x) * scale[:, :, None, None] + shift[:, :, None, None]), 2)
+    modulated = F.max_pool2d(F.relu(convs[1](modulated)), 2)
+    assert torch.equal(cnn(x, [(scale, shift), (torch.ones(4, 12), torch.zeros(4, 12))]), modulated.flatten(1))

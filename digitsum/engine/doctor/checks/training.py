@@ -69,21 +69,35 @@ class ReluProbe:
             handle.remove()
 
 
+def _feeding_layer(before: list[tuple[str, nn.Module]]) -> tuple[str, nn.Module] | None:
+    """The layer whose units a ReLU reads: the last one before it with channels or features,
+    past those in between that have neither (a max-pool changes no unit's death); None if
+    another ReLU or nothing comes first."""
+    for name, child in reversed(before):
+        if isinstance(child, nn.ReLU):
+            return None
+        if hasattr(child, "out_channels") or hasattr(child, "out_features"):
+            return name, child
+    return None
+
+
 def _relu_labels(model: nn.Module) -> tuple[dict[str, str], dict[str, str]]:
-    """Name each ReLU after the layer feeding it when it follows one in a Sequential; and map
-    each label to that layer's module path."""
+    """Name each ReLU after the layer feeding it (:func:`_feeding_layer`) when it has one in
+    its Sequential; and map each label to that layer's module path."""
     labels, feeds = {}, {}
     for path, module in model.named_modules():
         if isinstance(module, nn.Sequential):
             children = list(module.named_children())
             for i, (name, child) in enumerate(children):
-                if isinstance(child, nn.ReLU) and i > 0:
-                    prev_name, prev = children[i - 1]
-                    size = getattr(prev, "out_channels", None) or getattr(prev, "out_features", None)
-                    what = f"{type(prev).__name__}, {size} {'channels' if hasattr(prev, 'out_channels') else 'units'}"
-                    where = f"{path}.{prev_name}" if path else prev_name
-                    labels[f"{path}.{name}" if path else name] = f"{where} ({what})"
-                    feeds[f"{where} ({what})"] = where
+                feeding = _feeding_layer(children[:i]) if isinstance(child, nn.ReLU) else None
+                if feeding is None:
+                    continue
+                prev_name, prev = feeding
+                size = getattr(prev, "out_channels", None) or getattr(prev, "out_features", None)
+                what = f"{type(prev).__name__}, {size} {'channels' if hasattr(prev, 'out_channels') else 'units'}"
+                where = f"{path}.{prev_name}" if path else prev_name
+                labels[f"{path}.{name}" if path else name] = f"{where} ({what})"
+                feeds[f"{where} ({what})"] = where
     for path, module in model.named_modules():
         if isinstance(module, nn.ReLU):
             labels.setdefault(path, path)
