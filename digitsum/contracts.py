@@ -218,8 +218,9 @@ class Generator(Component):
             value = inputs[name]
             if isinstance(spec, (Image, Images)):
                 x = value.float()
-                # out of place: the caller's tensor is never modified
-                batch[name] = (x - MNIST_MEAN) / MNIST_STD if standardise else x.clone()
+                # out of place: the caller's tensor is never modified (sub makes the new tensor
+                # the division then works in)
+                batch[name] = torch.sub(x, MNIST_MEAN).div_(MNIST_STD) if standardise else x.clone()
             else:
                 batch[name] = value.long()
         return batch

@@ -50,10 +50,10 @@ class SingleDigit(Generator):
         # the number is drawn before any corruption: the order of draws from rng is part of
         # what a seed reproduces
         number = torch.randint(0, self.params.numbers, labels.shape, generator=rng, device=labels.device)
-        image = mnist_pixels(digits.images[index])
+        images = digits.images[index].unsqueeze(1)
         if split == "train" and self.params.shift:
-            image = shift_images(image, self.params.shift, rng)
-        image = self.corrupt(image, rng)
+            images = shift_images(images, self.params.shift, rng)  # on the uint8 images: a quarter of the bytes to move
+        image = self.corrupt(mnist_pixels(images.squeeze(1)), rng)
         return {**self.encode({"image": image, "number": number}), "digit": labels, "sum": labels + number}
 
     def corrupt(self, images: Tensor, rng: torch.Generator) -> Tensor:
