@@ -53,6 +53,14 @@ def test_a_paused_collector_is_on_while_training(tiny_data, tmp_path, restored_c
     assert seen and all(seen)
 
 
+def test_a_paused_collector_is_on_while_the_doctor_checks(tiny_data, restored_collector):
+    from digitsum.engine.doctor import Probe
+
+    collector.pause()
+    Probe.from_recipe(load_recipe(RECIPES / "original.toml"))
+    assert gc.isenabled()
+
+
 def test_exiting_freezes_everything_and_leaves_the_collector_on(restored_collector):
     gc.unfreeze()
     collector.pause()
