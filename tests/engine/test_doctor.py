@@ -134,6 +134,19 @@ def test_double_softmax_is_an_error_with_its_floor_and_gradient_shrink(tiny_data
     assert not findings(probe_for(), "double_softmax")  # control: logits
 
 
+def test_a_head_that_softmaxes_whatever_its_output_key_says_needs_its_code_changed(tiny_data):
+    # a plugin head built on classify: `output` says "logits" (the default), forward softmaxes anyway,
+    # so setting the key would change nothing: the candidate is the code, emulated
+    probe = probe_for()
+    head = probe.model.heads["sum"]
+    forward = head.forward
+    head.forward = lambda features: forward(features).softmax(dim=1)
+    (error,) = findings(probe, "double_softmax", "error")
+    assert error.keys == [] and "return logits" in error.fix
+    (candidate,) = error.candidates
+    assert candidate.code == error.fix and candidate.emulate is not None
+
+
 def test_zero_weight_heads_are_an_error_and_measured(tiny_data):
     (error,) = findings(probe_for("heads.digit.weight=0"), "loss_weights", "error")
     assert error.keys == ["heads.digit.weight"] and error.figures["grad_norm"] == 0

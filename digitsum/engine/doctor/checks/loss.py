@@ -89,7 +89,10 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
         figures = {"loss_at_init": start, "loss_floor": floor, "ln_classes": math.log(classes),
                    "grad_norm_head": g_head, "grad_norm_head_with_logits": g_head_ok,
                    "grad_norm_backbone": g_body, "grad_norm_backbone_with_logits": g_body_ok, "shrink": ratio}  # fmt: skip
-        key = f"heads.{head}.output" if probe.head_param(head, "output") else ""
+        # The recipe key is the fix only where it asks for probabilities: a head whose `output`
+        # already says "logits" (a plugin head that softmaxes whatever it is told) needs its code changed.
+        asked = getattr(probe.recipe.heads[head].params, "output", None) if probe.head_param(head, "output") else None
+        key = f"heads.{head}.output" if asked not in (None, "logits") else ""
         fix = f'set {key} = "logits"' if key else f"make heads.{head} return logits: its loss applies softmax itself"
         change = (Change(f'{key} = "logits"', {key: "logits"}) if key else
                   Change(f"heads.{head} returning logits", emulate=emulate.logits_from_probabilities(head), code=fix))  # fmt: skip
