@@ -102,6 +102,19 @@ def test_a_constant_input_carries_no_information(tiny_data):
     assert "'number'" in finding.title and finding.severity in ("warning", "error")
 
 
+def test_a_constant_input_the_targets_are_computed_from_is_an_error(tiny_data):
+    def constant(batch, rng):  # the sum stays digit + the number drawn, which the model never sees
+        return {**batch, "number": torch.zeros_like(batch["number"])}
+
+    def consistent(batch, rng):  # the sum follows the constant number: nothing is hidden
+        return {**batch, "number": torch.zeros_like(batch["number"]), "sum": batch["digit"].clone()}
+
+    (bad,) = [f for f in found(with_generator(probe_for(), constant), "input_use") if "constant" in f.title]
+    assert bad.severity == "error" and "different targets from identical inputs" in bad.measured
+    (plain,) = [f for f in found(with_generator(probe_for(), consistent), "input_use") if "constant" in f.title]
+    assert "different targets" not in plain.measured
+
+
 # -- batch independence -----------------------------------------------------------------------
 
 

@@ -111,29 +111,43 @@ def _balance(target: str, y: Tensor, classes: int) -> Finding:
     return Finding("data", "info", f"target '{target}' class balance", measured, figures=figures)
 
 
+def pairing_counts(probe: Probe) -> tuple[int, int] | None:
+    """Draw the same training samples twice, with two random streams: how many got identical
+    inputs, and how many of those got different targets (targets that are not a function of the
+    inputs). None when the same stream does not reproduce the same batch. Measured once per
+    probe (``check_pairing`` and ``check_input_use`` both read it)."""
+    if "pairing" not in probe.cache:
+        from ...batches import make_rng, stream_seed
+
+        n = min(batch_len(probe.sample), SAMPLE)
+        index = torch.arange(n, device=probe.device) % probe.generator.size("train")
+        draw = lambda s: probe.generator.draw("train", index, make_rng(probe.device, stream_seed(probe.recipe.seed, "pairing", s)))  # noqa: E731
+        a, a_again, b = draw(0), draw(0), draw(1)
+        if any(not torch.equal(a[k], a_again[k]) for k in a):
+            probe.cache["pairing"] = None
+        else:
+            same_inputs = torch.ones(n, dtype=torch.bool, device=probe.device)
+            for name in probe.interface.inputs:
+                same_inputs &= (a[name] == b[name]).reshape(n, -1).all(dim=1)
+            mismatched = torch.zeros(n, dtype=torch.bool, device=probe.device)
+            for name in probe.interface.targets:
+                mismatched |= (a[name] != b[name]).reshape(n, -1).any(dim=1)
+            probe.cache["pairing"] = (int(same_inputs.sum()), int((mismatched & same_inputs).sum()))
+    return probe.cache["pairing"]
+
+
 def check_pairing(probe: Probe) -> list[Finding]:
     """Targets must be a function of the inputs: draw the same samples twice, compare."""
-    from ...batches import make_rng, stream_seed
-
+    counts = pairing_counts(probe)
     n = min(batch_len(probe.sample), SAMPLE)
-    index = torch.arange(n, device=probe.device) % probe.generator.size("train")
-    draw = lambda s: probe.generator.draw("train", index, make_rng(probe.device, stream_seed(probe.recipe.seed, "pairing", s)))  # noqa: E731
-    a, a_again, b = draw(0), draw(0), draw(1)
-    if any(not torch.equal(a[k], a_again[k]) for k in a):
+    if counts is None:
         return [Finding("pairing", "warning", "batches are not reproducible from their random stream",
             "the same samples drawn twice with the same stream differ",
             "the generator draws randomness it was not given: runs cannot be replayed and pairings cannot be checked",
             "draw every random value from the rng passed to draw()")]  # fmt: skip
-    same_inputs = torch.ones(n, dtype=torch.bool, device=probe.device)
-    for name in probe.interface.inputs:
-        same_inputs &= (a[name] == b[name]).reshape(n, -1).all(dim=1)
-    checked = int(same_inputs.sum())
+    checked, bad = counts
     if not checked:
         return [Finding("pairing", "info", "pairing not checked", f"no sample of {n} drawn twice got identical inputs")]
-    mismatched = torch.zeros(n, dtype=torch.bool, device=probe.device)
-    for name in probe.interface.targets:
-        mismatched |= (a[name] != b[name]).reshape(n, -1).any(dim=1)
-    bad = int((mismatched & same_inputs).sum())
     figures = {"samples_with_same_inputs": checked, "with_different_targets": bad}
     measured = f"{checked} samples drawn twice got identical inputs; {bad} of them got different targets"
     if bad:

@@ -11,6 +11,7 @@ from torch import Tensor
 from ....contracts import Categorical
 from ..findings import Finding, fmt, pct
 from ..probe import Probe, batch_len, slice_batch, too_few
+from .data import pairing_counts
 from .training import trace_of
 
 #: Batch independence: a sample's output changes by more than this (relative to its size) when
@@ -123,8 +124,13 @@ def check_input_use(probe: Probe) -> list[Finding]:
         x = sample[name]
         if n > 1 and bool((x == x[:1]).all()):
             stalled = [h for h in probe.trained_heads() if not learning[h]]
-            findings.append(Finding("input_use", "error" if stalled else "warning", f"input '{name}' is constant: it carries no information",
-                f"input '{name}' has the same value in all {n} samples" + (f"; not learning: {', '.join(f'heads.{h}' for h in stalled)}" if stalled else ""),
+            # the same samples drawn twice get different targets from the same (constant) inputs:
+            # the targets are computed from a value the generator does not return
+            unpaired = (pairing_counts(probe) or (0, 0))[1]
+            why = ([f"not learning: {', '.join(f'heads.{h}' for h in stalled)}"] if stalled else []) + (
+                [f"{unpaired} samples drawn twice got different targets from identical inputs"] if unpaired else [])
+            findings.append(Finding("input_use", "error" if stalled or unpaired else "warning", f"input '{name}' is constant: it carries no information",
+                f"input '{name}' has the same value in all {n} samples" + "".join(f"; {w}" for w in why),
                 "a constant input cannot tell samples apart: a target computed from the real value cannot be learned",
                 f"make the generator return the varying value of '{name}' (the one its targets are computed from)", [],
                 {"constant": True}))  # fmt: skip
