@@ -34,7 +34,7 @@ def pause() -> None:
 
 def setup_done() -> None:
     """Freeze what exists now and turn the collector back on, if :func:`pause` turned it off;
-    otherwise nothing. Called when training starts and when a command ends."""
+    otherwise nothing. Called when training starts, and when the doctor's probe is built."""
     global _paused
     if _paused:
         gc.freeze()

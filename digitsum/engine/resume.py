@@ -42,8 +42,8 @@ def open_run(run_dir: Path) -> SavedRun:
         _check_summary_format(run_dir / "summary.json")
     recipe = load_recipe(recipe_path, require_loggers=False)  # format first: a newer run's recipe may not validate here
     if checkpoint is not None:
-        saved = checkpoint["recipe"]
-        if legacy_train(saved.get("train")) or recipe_differences(recipe.to_dict(), saved):
+        saved, current = checkpoint["recipe"], recipe.to_dict()
+        if legacy_train(saved.get("train")) or recipe_differences(current, saved):
             # A checkpoint of an older digitsum may spell [train] the old way, or lack a key added
             # since (with its default, it trains as it did): read it as recipe.toml is read, with
             # every default written, before comparing.
@@ -51,10 +51,10 @@ def open_run(run_dir: Path) -> SavedRun:
                 saved = load_recipe(upgrade_resolved(saved), require_loggers=False).to_dict()
             except UserError as e:
                 raise UserError(f"{checkpoint_path} holds a recipe this digitsum cannot read: {e.message}") from None
-        if recipe_differences(recipe.to_dict(), saved):
+        if recipe_differences(current, saved):
             raise UserError(
                 f"{checkpoint_path} was written by a different recipe than {recipe_path}: "
-                + describe_differences(recipe.to_dict(), saved)
+                + describe_differences(current, saved)
             )
     return SavedRun(run_dir, recipe, checkpoint)
 

@@ -189,10 +189,6 @@ class Probe:
     def trained_heads(self) -> list[str]:
         return [name for name in self.model.heads if self.weight_of(name) > 0]
 
-    def head_param(self, head: str, name: str) -> bool:
-        """Whether the head's component has a parameter called ``name`` (to name the recipe key)."""
-        return name in type(self.recipe.heads[head].params).model_fields
-
     def data_param(self, name: str) -> bool:
         return name in type(self.recipe.data.params).model_fields
 

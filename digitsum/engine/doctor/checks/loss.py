@@ -91,7 +91,7 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
                    "grad_norm_backbone": g_body, "grad_norm_backbone_with_logits": g_body_ok, "shrink": ratio}  # fmt: skip
         # The recipe key is the fix only where it asks for probabilities: a head whose `output`
         # already says "logits" (a plugin head that softmaxes whatever it is told) needs its code changed.
-        asked = getattr(probe.recipe.heads[head].params, "output", None) if probe.head_param(head, "output") else None
+        asked = getattr(probe.recipe.heads[head].params, "output", None)
         key = f"heads.{head}.output" if asked not in (None, "logits") else ""
         fix = f'set {key} = "logits"' if key else f"make heads.{head} return logits: its loss applies softmax itself"
         change = (Change(f'{key} = "logits"', {key: "logits"}) if key else
