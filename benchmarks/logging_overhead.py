@@ -4,7 +4,8 @@ Each configuration is `digitsum run RECIPE --set ... --out DIR` in a fresh inter
 user runs it, so the times include what a logger adds anywhere: importing its library, opening
 its store, writing per epoch, copying artifacts at the end. The configurations are interleaved
 round by round (none, tensorboard, mlflow, both, none, ...), so that a machine whose load
-changes disturbs them alike; each is reported by its median over the rounds, with the training
+changes disturbs them alike; each is reported by its median over the rounds and by the median
+of its per-round ratio to the run without loggers ("paired"), with the training
 loop's own time (summary.json's seconds) and the CPU time the command used (user + system, all
 its threads) beside its wall time: on a machine other processes share, the CPU time says best
 what the loggers themselves cost, as it counts only this process's work. The MLflow store (SQLite,
@@ -84,10 +85,14 @@ def main() -> None:
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
     base = [statistics.median(p[i] for p in times["none"]) for i in range(3)]
     print(f"\n{args.recipe} {' '.join(args.overrides)}: medians of {args.rounds} interleaved rounds")
-    print(f"{'loggers':<12} {'wall s':>8} {'ratio':>7} {'training s':>11} {'ratio':>7} {'CPU s':>8} {'ratio':>7}")
+    print(f"{'loggers':<12} {'wall s':>8} {'ratio':>7} {'paired':>7} {'training s':>11} {'ratio':>7} {'CPU s':>8} {'ratio':>7}")
     for name, points in times.items():
         wall, trained, cpu = (statistics.median(p[i] for p in points) for i in range(3))
-        print(f"{name:<12} {wall:8.2f} {wall / base[0]:7.3f} {trained:11.2f} {trained / base[1]:7.3f} {cpu:8.2f} {cpu / base[2]:7.3f}")
+        # each round's wall time over the same round's run without loggers: the machine's
+        # drift from round to round (±15 % here) cancels out
+        paired = statistics.median(p[0] / n[0] for p, n in zip(points, times["none"]))
+        print(f"{name:<12} {wall:8.2f} {wall / base[0]:7.3f} {paired:7.3f} {trained:11.2f} {trained / base[1]:7.3f} "
+              f"{cpu:8.2f} {cpu / base[2]:7.3f}")  # fmt: skip
     print(f"load average after: {load()}")
 
 

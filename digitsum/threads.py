@@ -14,7 +14,7 @@ that other processes kept busy while this one started: :func:`note_start` reads 
 CPU counters first thing (the CLI calls it before importing anything heavy; so do
 ``digitsum.train`` and ``digitsum.resume``), and :func:`busy_cores` reads them again when the
 threads are set, after torch's import and the data's loading — a window of a second or more,
-with this process's own CPU time taken out. Decided once, before the first step: the thread
+with this process's own CPU time (and its helpers': a logger's sidecar) taken out. Decided once, before the first step: the thread
 count changes the last bits of a result, so it never changes during a run (and a resumed run
 keeps the count its checkpoint was trained with).
 
@@ -63,9 +63,30 @@ def _machine_busy_seconds(stat: str = "/proc/stat") -> float | None:
     return busy / tick
 
 
-def _own_seconds() -> float:
+#: Processes this one started to work for it (a logger's sidecar): their CPU time is the run's own.
+_helpers: set[int] = set()
+
+
+def count_as_own(pid: int) -> None:
+    """Count the CPU time of the process ``pid``, started by this one to work for it, as this
+    process's own: a logger's sidecar importing its library while the run starts is not another
+    process's work that should cost the run a thread."""
+    _helpers.add(pid)
+
+
+def _own_seconds(proc: str = "/proc") -> float:
+    """CPU seconds of this process and of its helpers (:func:`count_as_own`) while they live."""
     times = os.times()
-    return times.user + times.system
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    helpers = 0
+    for pid in list(_helpers):
+        try:
+            with open(f"{proc}/{pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()  # after "pid (name)": a name may hold spaces
+            helpers += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            _helpers.discard(pid)  # ended (or no /proc here)
+    return times.user + times.system + helpers / tick
 
 
 def note_start() -> None:

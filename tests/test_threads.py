@@ -79,3 +79,20 @@ def test_without_cpu_counters_nothing_is_busy(monkeypatch):
     monkeypatch.setattr(threads, "_machine_busy_seconds", lambda stat="/proc/stat": None)
     note_start()
     assert busy_cores() == 0.0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the CPU counters are Linux's")
+def test_a_helper_process_counts_as_own_work():
+    """A logger's sidecar importing its library while the run starts must not cost the run a
+    thread: the process it counts as its own is left out of the busy cores."""
+    helper = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        threads.count_as_own(helper.pid)
+        note_start()
+        time.sleep(0.7)
+        busy = busy_cores()
+    finally:
+        helper.kill()
+        helper.wait()
+    assert busy < threads.TAKEN  # counted as another's, it would take a whole core

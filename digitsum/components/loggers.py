@@ -8,12 +8,9 @@ a recipe that names one, imports neither (a missing one is reported by ``Logger.
 from __future__ import annotations
 
 import csv
-import importlib
 import io
-import queue
-import threading
 import time
-from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +18,7 @@ from pydantic import Field
 
 from ..contracts import Logger, Params
 from ..engine.rundir import MetricsLog, write_text
-from ..errors import UserError
+from ..sidecar import Sidecar
 
 if TYPE_CHECKING:
     from ..engine.train import Trainer
@@ -31,45 +28,6 @@ SPLITS = ("train", "val", "test")
 EPOCH_FIGURES = ("lr", "samples_per_s", "seconds")
 #: The pictures the Pictures callback writes into every run directory at its end.
 PICTURES = ("curves.png", "samples.png")
-
-
-class Background:
-    """A logger's slow work (importing its library, talking to its store), done in order on one
-    daemon thread so that training never waits for it. Started when the logger is made, it
-    imports and opens while the run loads its data; the hooks only queue their calls.
-    :meth:`wait` returns when everything queued is done, and raises the first error any of it
-    raised (work queued after an error is skipped: it would fail the same way)."""
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.Queue[tuple[Callable[[], object] | None, threading.Event | None]] = queue.Queue()
-        self._error: BaseException | None = None
-        threading.Thread(target=self._loop, name=name, daemon=True).start()
-
-    def submit(self, work: Callable[[], object]) -> None:
-        self._queue.put((work, None))
-
-    def wait(self) -> None:
-        done = threading.Event()
-        self._queue.put((None, done))
-        done.wait()
-        self.check()
-
-    def check(self) -> None:
-        """Raise the error the work raised so far, if any, without waiting."""
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _loop(self) -> None:
-        while True:
-            work, done = self._queue.get()
-            if done is not None:
-                done.set()
-            elif self._error is None:
-                try:
-                    work()
-                except Exception as e:  # raised again by wait(), in the hook that waits
-                    self._error = e
 
 
 def scalars(trainer: Trainer, train: dict, test: dict) -> dict[str, float]:
@@ -141,12 +99,8 @@ class TensorBoard(Logger):
     def __init__(self, params: Params) -> None:
         super().__init__(params)
         self.writer = None
-        # importing it takes more than a second: done before training, in the background
-        self._warm = Background("digitsum-tensorboard-import")
-        self._warm.submit(lambda: importlib.import_module("torch.utils.tensorboard"))
 
     def on_start(self, trainer: Trainer) -> None:
-        self._warm.wait()
         from torch.utils.tensorboard import SummaryWriter
 
         # The run directory is the event folder, so `tensorboard --logdir runs` names each run by
@@ -207,98 +161,35 @@ class MLflow(Logger):
 
     def __init__(self, params: Params) -> None:
         super().__init__(params)
-        self.client: Any = None
-        self.run_id: str | None = None
-        self.tracking_uri: str | None = None  # resolved when the run starts, kept for --resume
-        # Importing MLflow and opening its store take seconds, and each call to a store is a
-        # database transaction: all of it runs on a thread of its own, in order, from now on;
-        # training waits only at the end (on_end), for what is still queued then.
-        self._work = Background("digitsum-mlflow")
-        self._opened: tuple[str, Any] | None = None
-        self._work.submit(self._warm_up)
-        self._started = threading.Event()  # the MLflow run exists: its id can be checkpointed
-
-    def _client_for(self, uri: str) -> Any:
-        """A client of the store at ``uri``, opened once (the warm-up's, when the store is the same)."""
-        if self._opened is None or self._opened[0] != uri:
-            from mlflow.exceptions import MlflowException
-            from mlflow.tracking import MlflowClient
-
-            try:
-                client = MlflowClient(uri)
-                client.get_experiment_by_name(self.params.experiment)  # opens the store (creates it if new)
-            except MlflowException as e:  # a URI MLflow does not know, a store it cannot open: the user's to fix
-                detail = " ".join(str(e.message if hasattr(e, "message") else e).split())
-                raise UserError(f"log.mlflow: MLflow cannot use the tracking store {uri!r}: {detail[:300]} "
-                                "(set log.mlflow.tracking_uri, or $MLFLOW_TRACKING_URI)") from None  # fmt: skip
-            self._opened = (uri, client)
-        return self._opened[1]
-
-    def _warm_up(self) -> None:
-        import mlflow
-
-        self._client_for(self.params.tracking_uri or mlflow.get_tracking_uri())
+        # Importing MLflow and opening its store take seconds of Python work, and each call to
+        # a store is a database transaction: all of it runs in a process of its own, from now
+        # on, overlapping the run's start-up; training waits only at the end, for the last calls.
+        self.store = Sidecar("digitsum.components.mlflow_store:MLflowStore", "log.mlflow",
+                             experiment=params.experiment, tracking_uri=params.tracking_uri)  # fmt: skip
+        self.resumed: dict[str, str] | None = None  # the MLflow run a resumed run goes on with
+        self.started: Future | None = None  # answers the run's id and store (see state_dict)
 
     def on_start(self, trainer: Trainer) -> None:
         name = self.params.run_name or f"{trainer.recipe.name} {trainer.run_dir.name}"
         tags = {"digitsum.run_dir": str(trainer.run_dir.resolve()), "digitsum.recipe": trainer.recipe.name}
-        recipe = flat_recipe(trainer.recipe.to_dict())
-        self._work.submit(lambda: self._start(name, tags, recipe))
-
-    def _start(self, name: str, tags: dict[str, str], recipe: dict[str, str]) -> None:
-        from mlflow.entities import Param
-
-        try:
-            import mlflow
-
-            # resolved once, then kept in the checkpoint: a resumed run goes to the same store
-            # even from another working folder or with another $MLFLOW_TRACKING_URI
-            self.tracking_uri = self.tracking_uri or self.params.tracking_uri or mlflow.get_tracking_uri()
-            self.client = self._client_for(self.tracking_uri)
-            if self.run_id is not None:  # a resumed run: the same MLflow run goes on
-                self.client.update_run(self.run_id, status="RUNNING")
-                return
-            experiment = self.client.get_experiment_by_name(self.params.experiment)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.params.experiment)
-            self.run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-        finally:
-            self._started.set()
-        params = [Param(k, v[:6000]) for k, v in recipe.items()]
-        for start in range(0, len(params), 100):  # MLflow takes at most 100 params per call
-            self.client.log_batch(self.run_id, params=params[start : start + 100])
+        self.started = self.store.call("start", name, tags, flat_recipe(trainer.recipe.to_dict()), self.resumed)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
-        self._work.check()  # a store that failed stops the run now, not after its last epoch
-        now, figures = int(time.time() * 1000), scalars(trainer, train, test)
-
-        def log() -> None:
-            from mlflow.entities import Metric
-
-            self.client.log_batch(self.run_id, metrics=[Metric(tag, value, now, epoch) for tag, value in figures.items()])
-
-        self._work.submit(log)
+        self.store.check()  # a store that failed stops the run now, not after its last epoch
+        self.store.call("metrics", epoch, scalars(trainer, train, test), int(time.time() * 1000))
 
     def on_end(self, trainer: Trainer, summary: dict) -> None:
-        run_dir, status = str(trainer.run_dir), "FINISHED" if trainer.finished else "KILLED"
-
-        def end() -> None:
-            if self.params.artifacts:
-                self.client.log_artifacts(self.run_id, run_dir)
-            self.client.set_terminated(self.run_id, status=status)
-
-        self._work.submit(end)
-        self._work.wait()
+        artifacts = str(trainer.run_dir) if self.params.artifacts else None
+        self.store.call("end", "FINISHED" if trainer.finished else "KILLED", artifacts)
+        self.store.close()
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
-        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
-        self._work.submit(lambda: self.client.set_terminated(self.run_id, status=status) if self.run_id else None)
-        self._work.wait()
+        self.store.call("end", "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", None)
+        self.store.close()
 
     def state_dict(self) -> dict[str, Any]:
-        while not self._started.wait(timeout=0.05):  # a checkpoint names the MLflow run: it must exist
-            self._work.check()  # ... unless opening the store failed (then the start never comes)
-        return {"run_id": self.run_id, "tracking_uri": self.tracking_uri} if self.run_id else {}
+        # a checkpoint names the MLflow run, so the run must exist: wait for it (or for why not)
+        return self.started.result() if self.started is not None else dict(self.resumed or {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.run_id = state.get("run_id")
-        self.tracking_uri = state.get("tracking_uri")
+        self.resumed = dict(state) if state.get("run_id") else None
