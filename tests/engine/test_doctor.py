@@ -23,7 +23,7 @@ BROKEN_ON_PURPOSE = {"notebook.toml"}
 @pytest.fixture(autouse=True)
 def one_thread():
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what `digitsum doctor` does; much faster on a shared machine
+    torch.set_num_threads(1)  # tiny batches gain nothing from more, and a shared CI machine loses much
     yield
     torch.set_num_threads(threads)
 

@@ -379,3 +379,20 @@ def test_the_shared_cnn_computes_conv_relu_maxpool():
     modulated = F.max_pool2d(F.relu(convs[0](x) * scale[:, :, None, None] + shift[:, :, None, None]), 2)
     modulated = F.max_pool2d(F.relu(convs[1](modulated)), 2)
     assert torch.equal(cnn(x, [(scale, shift), (torch.ones(4, 12), torch.zeros(4, 12))]), modulated.flatten(1))
+
+
+def test_the_doctors_training_runs_draw_the_same_dropout_masks_whatever_ran_before(tiny_data):
+    """add-1 has dropout: unseeded, its short run (and the verdicts on it) changed with whatever
+    had drawn from torch's random stream before, so `digitsum doctor add-100` judged differently
+    from the command line and from the API."""
+    from digitsum.engine.doctor.probe import short_run
+
+    probe = Probe.from_recipe(load_recipe("add-1", ["data.n=1", "data.batch_size=8"]))
+    assert any(isinstance(m, nn.Dropout) for m in probe.model.modules())
+    first = short_run(probe, 12)
+    torch.rand(3)  # some other work draws from the stream
+    again = short_run(probe, 12)
+    assert torch.equal(first.losses, again.losses)
+    overfit = [f.measured for f in found(probe, "overfit")]
+    torch.rand(3)
+    assert [f.measured for f in found(probe, "overfit")] == overfit

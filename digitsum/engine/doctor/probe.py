@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -199,6 +200,17 @@ class Probe:
         return float(counts.max()) / len(y)
 
 
+@contextmanager
+def seeded(probe: Probe, name: str) -> Iterator[None]:
+    """torch's random stream fixed by the recipe's seed and ``name`` inside the block, and put
+    back after it. A check that trains a model (whose dropout draws from that stream) gives the
+    same result on every call and in every process, whatever ran before it: unseeded, the
+    doctor's verdict on a recipe with dropout could change from one run of it to the next."""
+    with torch.random.fork_rng(devices=[probe.device] if probe.device.type == "cuda" else []):
+        torch.manual_seed(stream_seed(probe.recipe.seed, "doctor", name))
+        yield
+
+
 def fresh_copy(model: DigitModel) -> DigitModel:
     """A copy to train, so that checks leave the model they were given untouched."""
     twin = copy.deepcopy(model)
@@ -373,51 +385,53 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
     kills the network, it does so then), and score every head on held-out samples before and after.
     ``scheduled``: the recipe's schedule instead, compressed to the ``steps`` of the run.
 
-    The same batches, in the same order, for every call on one probe: runs with one change each
-    differ in that change only. Stops early on a non-finite loss.
+    The same batches, in the same order, and the same random draws inside the model (dropout),
+    for every call on one probe and in every process: runs with one change each differ in that
+    change only. Stops early on a non-finite loss.
     """
-    model = fresh_copy(probe.model)
-    optimizer = optimizer_of(model) if optimizer_of else make_optimizer(probe.recipe, model)
-    held_out = probe.held_out
-    before = scores(probe, model, held_out)
-    loss_before = held_losses(model, held_out)
-    scheduler = None
-    if scheduled:
-        from ..train import make_scheduler
+    with seeded(probe, "short_run"):  # dropout's masks: the same in every short run
+        model = fresh_copy(probe.model)
+        optimizer = optimizer_of(model) if optimizer_of else make_optimizer(probe.recipe, model)
+        held_out = probe.held_out
+        before = scores(probe, model, held_out)
+        loss_before = held_losses(model, held_out)
+        scheduler = None
+        if scheduled:
+            from ..train import make_scheduler
 
-        scheduler = make_scheduler(probe.recipe, optimizer, steps)
-    layers = layer_params(model) if grad_norms else {}
-    totals: list[Tensor] = []
-    per_head: dict[str, list[Tensor]] = {h: [] for h in model.heads}
-    norms: list[Tensor] = []
-    for batch in probe.train_batches(steps):
-        losses = model.losses(model(batch), batch)
-        loss = model.total_loss(losses)
-        if not isinstance(loss, Tensor):
-            loss = torch.tensor(float(loss))
-        for h, value in losses.items():
-            per_head[h].append(value.detach())
-        totals.append(loss.detach())
-        optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-        if grad_norms:
-            norms.append(torch.stack([norm_of_grads(layers[name]) for name in layers]))
-        if not torch.isfinite(loss.detach()):
-            break
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-    after = scores(probe, model, held_out)
-    stacked = torch.stack(norms).T if norms else None
-    return RunTrace(
-        steps=len(totals),
-        losses=torch.stack(totals) if totals else torch.zeros(0),
-        head_losses={h: torch.stack(v) if v else torch.zeros(0) for h, v in per_head.items()},
-        before=before, after=after, chance={h: probe.chance(h) for h in model.heads},
-        model=model if keep_model else None,
-        nll=log_losses(probe, model, held_out),
-        held_loss={h: (loss_before[h], v) for h, v in held_losses(model, held_out).items()},
-        entropy={h: entropy_of(held_out[probe.target_of(h)]) for h in model.heads},
-        grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
-    )  # fmt: skip
+            scheduler = make_scheduler(probe.recipe, optimizer, steps)
+        layers = layer_params(model) if grad_norms else {}
+        totals: list[Tensor] = []
+        per_head: dict[str, list[Tensor]] = {h: [] for h in model.heads}
+        norms: list[Tensor] = []
+        for batch in probe.train_batches(steps):
+            losses = model.losses(model(batch), batch)
+            loss = model.total_loss(losses)
+            if not isinstance(loss, Tensor):
+                loss = torch.tensor(float(loss))
+            for h, value in losses.items():
+                per_head[h].append(value.detach())
+            totals.append(loss.detach())
+            optimizer.zero_grad(set_to_none=True)
+            if loss.requires_grad:
+                loss.backward()
+            if grad_norms:
+                norms.append(torch.stack([norm_of_grads(layers[name]) for name in layers]))
+            if not torch.isfinite(loss.detach()):
+                break
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        after = scores(probe, model, held_out)
+        stacked = torch.stack(norms).T if norms else None
+        return RunTrace(
+            steps=len(totals),
+            losses=torch.stack(totals) if totals else torch.zeros(0),
+            head_losses={h: torch.stack(v) if v else torch.zeros(0) for h, v in per_head.items()},
+            before=before, after=after, chance={h: probe.chance(h) for h in model.heads},
+            model=model if keep_model else None,
+            nll=log_losses(probe, model, held_out),
+            held_loss={h: (loss_before[h], v) for h, v in held_losses(model, held_out).items()},
+            entropy={h: entropy_of(held_out[probe.target_of(h)]) for h in model.heads},
+            grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
+        )  # fmt: skip

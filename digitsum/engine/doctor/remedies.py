@@ -47,10 +47,7 @@ def _run(probe: Probe, steps: int, scheduled: bool = False) -> RunTrace:
     constant, as the short run that found the stall (a fix that restores learning there holds
     under the harshest part of any schedule); ``scheduled``: the recipe's schedule compressed
     to the run instead (tuning). Scored on held-out samples."""
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(probe.recipe.seed)
-        return short_run(probe, steps, scheduled=scheduled)
+    return short_run(probe, steps, scheduled=scheduled)  # seeded as every short run is
 
 
 def _default_of(params: Any, name: str) -> Any:

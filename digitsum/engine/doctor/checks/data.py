@@ -11,7 +11,7 @@ from torch import Tensor
 from ....contracts import Categorical, Classes, Image
 from .. import emulate
 from ..findings import Change, Finding, fmt, pct
-from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, slice_batch, too_few
+from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, seeded, slice_batch, too_few
 
 #: One class of a K-class target "dominates" above this share: half-way from uniform (1/K) to
 #: always (1). 55 % for 10 classes; 75 % for 2 (a 2-class target at 54 % is balanced enough).
@@ -159,7 +159,8 @@ def check_pairing(probe: Probe) -> list[Finding]:
 
 #: Learnability: fit this many training samples with Adam at LEARN_LR (a sane optimizer: the data are
 #: under test here, not the recipe's settings) for up to this many steps, in batches of 64; a head
-#: "fits" them when it predicts FITS of them (random labels take far longer to memorise).
+#: "fits" them when it predicts FITS of them (random labels take far longer to memorise). Samples of many
+#: images take fewer steps: the budget is LEARN_STEPS batches of LEARN_BATCH images' worth.
 LEARN_SAMPLES, LEARN_STEPS, LEARN_BATCH, FITS, LEARN_LR = 128, 250, 64, 0.5, 3e-3
 
 
@@ -178,19 +179,24 @@ def check_learnability(probe: Probe) -> list[Finding]:
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARN_LR)
     order = torch.Generator().manual_seed(probe.recipe.seed)
     fit: dict[str, float] = {}
-    for step in range(LEARN_STEPS):
-        index = torch.randint(0, n, (min(probe.batch_of(LEARN_BATCH), n),), generator=order).to(probe.device)
-        batch = {k: v[index] for k, v in train.items()}
-        losses = model.losses(model(batch), batch)
-        loss = sum(losses.values())  # every head, whatever its weight: the data are under test
-        optimizer.zero_grad(set_to_none=True)
-        if isinstance(loss, Tensor) and loss.requires_grad and torch.isfinite(loss):
-            loss.backward()
-            optimizer.step()
-        if (step + 1) % 50 == 0:
-            fit = scores(probe, model, train)
-            if all(v >= FITS for v in fit.values()):
-                break
+    batch_size = min(probe.batch_of(LEARN_BATCH), n)
+    # LEARN_STEPS batches of LEARN_BATCH images' worth: a batch of one sample of 200 images (add-100)
+    # is three such batches, so it takes a third of the steps
+    steps = max(1, min(LEARN_STEPS, int(LEARN_STEPS * LEARN_BATCH / (batch_size * probe.images_per_sample))))
+    with seeded(probe, "learnability"):  # dropout's masks
+        for step in range(steps):
+            index = torch.randint(0, n, (batch_size,), generator=order).to(probe.device)
+            batch = {k: v[index] for k, v in train.items()}
+            losses = model.losses(model(batch), batch)
+            loss = sum(losses.values())  # every head, whatever its weight: the data are under test
+            optimizer.zero_grad(set_to_none=True)
+            if isinstance(loss, Tensor) and loss.requires_grad and torch.isfinite(loss):
+                loss.backward()
+                optimizer.step()
+            if (step + 1) % 50 == 0 or step + 1 == steps:
+                fit = scores(probe, model, train)
+                if all(v >= FITS for v in fit.values()):
+                    break
     held = scores(probe, model, probe.held_out)
     # A compositional target (a sum) may not generalise from a hundred samples even when it is
     # right: the short run (thousands of samples) says whether the head learns; only a head that

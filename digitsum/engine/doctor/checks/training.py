@@ -15,7 +15,7 @@ from ....contracts import Batch
 from ...progress import fell, fraction_fallen
 from .. import emulate
 from ..findings import Change, Finding, fmt, pct
-from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, scores, short_run, slice_batch, too_few
+from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, scores, seeded, short_run, slice_batch, too_few
 from .loss import loss_floor
 
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
@@ -303,6 +303,12 @@ def _trend_findings(totals: Tensor, run: str, floor: float, learning: bool) -> l
 def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer],
              steps: int = OVERFIT_STEPS) -> tuple[int | None, dict[str, float], float, float]:  # fmt: skip
     """Train a fresh copy on one batch; return the step at which every trained head predicts it all."""
+    with seeded(probe, "overfit"):
+        return _fit_one_batch(probe, batch, optimizer_of, steps)
+
+
+def _fit_one_batch(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer],
+                   steps: int) -> tuple[int | None, dict[str, float], float, float]:  # fmt: skip
     model = fresh_copy(probe.model)
     optimizer = optimizer_of(model)
     heads, first, fit, last = probe.trained_heads(), None, {}, float("nan")
