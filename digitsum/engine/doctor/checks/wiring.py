@@ -84,20 +84,25 @@ def depends(x: Tensor, y: Tensor, seed: int = 0) -> tuple[bool, float, float]:
 
 
 @torch.no_grad()
-def _prediction_change(probe: Probe, model, batch, name: str) -> dict[str, float]:
-    """Share of each head's predictions that change when input ``name`` is rolled across the batch."""
+@torch.no_grad()
+def _prediction_changes(model, batch, names: list[str]) -> dict[str, dict[str, float]]:
+    """Per input in ``names``: the share of each head's predictions that change when that input
+    is rolled across the batch, and whether each head's outputs stay bit-identical
+    (``"<head>:exact"``). The unrolled outputs are computed once for all of them."""
     was = model.training
     model.eval()
     try:
         out = model(batch)
-        rolled = {**batch, name: batch[name].roll(1, dims=0)}
-        out_r = model(rolled)
-        result = {}
-        for h in out:
-            p, q = model.heads[h].predict(out[h]), model.heads[h].predict(out_r[h])
-            result[h] = float((p.reshape(len(p), -1) != q.reshape(len(q), -1)).any(dim=1).float().mean())
-        exact = {h: bool(torch.equal(out[h], out_r[h])) for h in out}
-        return {**result, **{f"{h}:exact": e for h, e in exact.items()}}
+        changes = {}
+        for name in names:
+            out_r = model({**batch, name: batch[name].roll(1, dims=0)})
+            result: dict[str, float] = {}
+            for h in out:
+                p, q = model.heads[h].predict(out[h]), model.heads[h].predict(out_r[h])
+                result[h] = float((p.reshape(len(p), -1) != q.reshape(len(q), -1)).any(dim=1).float().mean())
+                result[f"{h}:exact"] = bool(torch.equal(out[h], out_r[h]))
+            changes[name] = result
+        return changes
     finally:
         model.train(was)
 
@@ -105,8 +110,7 @@ def _prediction_change(probe: Probe, model, batch, name: str) -> dict[str, float
 def check_input_use(probe: Probe) -> list[Finding]:
     """Inputs with no variation carry no information; an input that a head's target depends on
     (measured on the data) and that the model ignores (its outputs do not change when the input
-    is shuffled across the batch, at initialisation or after the short run) is an error naming
-    the backbone."""
+    is shuffled across the batch after the short run) is an error naming the backbone."""
     findings: list[Finding] = []
     sample, held = probe.sample, slice_batch(probe.held_out, 512)
     trace = trace_of(probe)[0]
@@ -116,7 +120,7 @@ def check_input_use(probe: Probe) -> list[Finding]:
         return [few]
     trained_model = trace.model if trace.model is not None else probe.model
     varying = [name for name in probe.interface.inputs if not (n > 1 and bool((sample[name] == sample[name][:1]).all()))]
-    changes = {name: _prediction_change(probe, trained_model, held, name) for name in varying}
+    changes = _prediction_changes(trained_model, held, varying)
     # a head whose predictions no input moves has collapsed (a constant output): that says
     # nothing about which input it ignores
     responsive = {h: any(changes[name][h] >= 0.01 for name in varying) for h in probe.model.heads}
@@ -135,11 +139,10 @@ def check_input_use(probe: Probe) -> list[Finding]:
                 f"make the generator return the varying value of '{name}' (the one its targets are computed from)", [],
                 {"constant": True}))  # fmt: skip
             continue
-        at_init = _prediction_change(probe, probe.model, held, name)
         after = changes[name]
         # bit-identical outputs after the short run: the backbone never reads it (at initialisation
-        # a zero-initialised modulation, film's, is legitimately deaf to it)
-        never_read = all(changes[name][f"{h}:exact"] for h in probe.model.heads) if name in changes else all(at_init[f"{h}:exact"] for h in probe.model.heads)
+        # a zero-initialised modulation, film's, is legitimately deaf to it, so that is not asked)
+        never_read = all(after[f"{h}:exact"] for h in probe.model.heads)
         for head in probe.model.heads:
             target = sample[probe.target_of(head)]
             if isinstance(spec, Categorical):
