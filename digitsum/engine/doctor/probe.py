@@ -227,14 +227,27 @@ def batch_len(batch: Batch) -> int:
 
 
 @torch.no_grad()
-def log_losses(probe: Probe, model: DigitModel, batch: Batch) -> dict[str, float | None]:
-    """Each head's held-out log-loss (mean -ln p of the true class) through its own
-    ``probabilities``: one yardstick across changes of loss settings, and far more sensitive
-    than accuracy early in training. None for a head that gives no class probabilities."""
+def eval_outputs(model: DigitModel, batch: Batch) -> dict[str, Tensor]:
+    """The model's outputs on ``batch`` in eval mode (the mode it had is put back): computed once,
+    they serve :func:`scores`, :func:`log_losses` and :func:`held_losses` alike."""
     was = model.training
     model.eval()
     try:
-        outputs = model(batch)
+        return model(batch)
+    finally:
+        model.train(was)
+
+
+@torch.no_grad()
+def log_losses(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str, Tensor] | None = None) -> dict[str, float | None]:
+    """Each head's held-out log-loss (mean -ln p of the true class) through its own
+    ``probabilities``: one yardstick across changes of loss settings, and far more sensitive
+    than accuracy early in training. None for a head that gives no class probabilities.
+    ``outputs``: the model's on ``batch`` (:func:`eval_outputs`), when already computed."""
+    was = model.training
+    model.eval()
+    try:
+        outputs = eval_outputs(model, batch) if outputs is None else outputs
         result: dict[str, float | None] = {}
         for head, out in outputs.items():
             target = batch[probe.target_of(head)]
@@ -254,13 +267,14 @@ def log_losses(probe: Probe, model: DigitModel, batch: Batch) -> dict[str, float
         model.train(was)
 
 
-def held_losses(model: DigitModel, batch: Batch) -> dict[str, float]:
-    """Each head's own loss on ``batch`` in eval mode."""
+def held_losses(model: DigitModel, batch: Batch, outputs: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """Each head's own loss on ``batch`` in eval mode (``outputs``: as for :func:`log_losses`)."""
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return {h: float(v) for h, v in model.losses(model(batch), batch).items()}
+            outputs = eval_outputs(model, batch) if outputs is None else outputs
+            return {h: float(v) for h, v in model.losses(outputs, batch).items()}
     finally:
         model.train(was)
 
@@ -280,12 +294,13 @@ HELD_LOSS_FALL = 0.2
 
 
 @torch.no_grad()
-def scores(probe: Probe, model: DigitModel, batch: Batch) -> dict[str, float]:
-    """Each head's accuracy on ``batch`` through its own ``predict`` (any output shape)."""
+def scores(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """Each head's accuracy on ``batch`` through its own ``predict`` (any output shape;
+    ``outputs``: as for :func:`log_losses`)."""
     was = model.training
     model.eval()
     try:
-        outputs = model(batch)
+        outputs = eval_outputs(model, batch) if outputs is None else outputs
         result = {}
         for head, out in outputs.items():
             target = batch[probe.target_of(head)]
@@ -393,8 +408,9 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
         model = fresh_copy(probe.model)
         optimizer = optimizer_of(model) if optimizer_of else make_optimizer(probe.recipe, model)
         held_out = probe.held_out
-        before = scores(probe, model, held_out)
-        loss_before = held_losses(model, held_out)
+        outputs = eval_outputs(model, held_out)  # one forward for every figure at the start
+        before = scores(probe, model, held_out, outputs)
+        loss_before = held_losses(model, held_out, outputs)
         scheduler = None
         if scheduled:
             from ..train import make_scheduler
@@ -422,7 +438,8 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-        after = scores(probe, model, held_out)
+        outputs = eval_outputs(model, held_out)  # ... and at the end
+        after = scores(probe, model, held_out, outputs)
         stacked = torch.stack(norms).T if norms else None
         return RunTrace(
             steps=len(totals),
@@ -430,8 +447,8 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
             head_losses={h: torch.stack(v) if v else torch.zeros(0) for h, v in per_head.items()},
             before=before, after=after, chance={h: probe.chance(h) for h in model.heads},
             model=model if keep_model else None,
-            nll=log_losses(probe, model, held_out),
-            held_loss={h: (loss_before[h], v) for h, v in held_losses(model, held_out).items()},
+            nll=log_losses(probe, model, held_out, outputs),
+            held_loss={h: (loss_before[h], v) for h, v in held_losses(model, held_out, outputs).items()},
             entropy={h: entropy_of(held_out[probe.target_of(h)]) for h in model.heads},
             grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
         )  # fmt: skip
