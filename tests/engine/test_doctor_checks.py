@@ -396,3 +396,13 @@ def test_the_doctors_training_runs_draw_the_same_dropout_masks_whatever_ran_befo
     overfit = [f.measured for f in found(probe, "overfit")]
     torch.rand(3)
     assert [f.measured for f in found(probe, "overfit")] == overfit
+
+
+def test_the_whole_report_is_the_same_whatever_drew_from_torchs_stream_before(tiny_data):
+    """Checks that run the model at initialisation in training mode (dropout) report the same
+    figures whether the doctor is called from the command line or after other work."""
+    probe = Probe.from_recipe(load_recipe("add-1", ["data.n=1", "data.batch_size=8"]))
+    checks = ["loss_at_init", "double_softmax", "loss_floor"]
+    first = [f.measured for f in found(probe, *checks)]
+    torch.rand(7)
+    assert [f.measured for f in found(probe, *checks)] == first

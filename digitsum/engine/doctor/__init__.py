@@ -24,7 +24,7 @@ from .checks.loss import check_double_softmax, check_loss_at_init, check_loss_fl
 from .checks.training import check_overfit, check_short_run, dead_relu_findings, short_run_steps
 from .checks.wiring import check_batch_independence, check_input_use
 from .findings import SEVERITIES, Change, Finding, Report, Severity
-from .probe import SAMPLE, Probe, fresh_copy
+from .probe import SAMPLE, Probe, fresh_copy, seeded
 from .render import render_report
 
 __all__ = ["CHECKS", "PREFLIGHT", "Change", "Finding", "Probe", "Report", "SAMPLE", "SEVERITIES", "Severity", "all_checks",
@@ -114,8 +114,9 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
     findings: list[Finding] = []
     repair: dict = {}
     code: list[str] = []
-    devices = [probe.device] if probe.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    # every check's random draws (dropout in a forward at initialisation, say) from a stream the
+    # recipe's seed fixes: the same report whoever calls, whatever drew from torch's stream before
+    with seeded(probe, "checks"):
         was_training = probe.model.training
         probe.model.train()
         for name in names:
