@@ -80,13 +80,19 @@ class Sidecar:
         future: Future = Future()
         with self._lock:
             self._next_id += 1
-            self._pending[self._next_id] = future
-            line = json.dumps({"id": self._next_id, "method": method, "args": args})
+            call_id = self._next_id
+            self._pending[call_id] = future
+            line = json.dumps({"id": call_id, "method": method, "args": args})
         try:
             self._process.stdin.write(line + "\n")
             self._process.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            pass  # the child is gone: the reader fails every pending call with why
+        except (BrokenPipeError, OSError, ValueError):  # closed, or the child is gone
+            # answered now: the reader may have finished already, and a call left pending would
+            # make close() wait forever (on_exception after on_end's close, say)
+            with self._lock:
+                unanswered = self._pending.pop(call_id, None) is not None
+            if unanswered:
+                future.set_exception(SidecarError(f"{self.name}: its process has ended; the call was not made"))
         return future
 
     def _read(self) -> None:

@@ -122,3 +122,15 @@ def test_the_mlflow_store_runs_without_torch():
 
     code = "import sys, digitsum.components.mlflow_store; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_a_call_after_close_fails_at_once_and_a_second_close_returns(target):
+    """A logger's on_exception may follow its own on_end (a later callback failed): its last
+    call must fail, not leave close() waiting for an answer that never comes."""
+    sidecar = Sidecar(target, "tally", start=0)
+    assert sidecar.call("add", 1).result(timeout=30) == 1
+    sidecar.close()
+    late = sidecar.call("add", 1)
+    with pytest.raises(SidecarError, match="tally: its process has ended"):
+        late.result(timeout=5)
+    sidecar.close()  # returns: nothing pending
