@@ -14,9 +14,9 @@ that other processes kept busy while this one started: :func:`note_start` reads 
 CPU counters first thing (the CLI calls it before importing anything heavy; so do
 ``digitsum.train`` and ``digitsum.resume``), and :func:`busy_cores` reads them again when the
 threads are set, after torch's import and the data's loading — a window of a second or more,
-with this process's own CPU time (and its helpers': a logger's sidecar) taken out. Decided once, before the first step: the thread
-count changes the last bits of a result, so it never changes during a run (and a resumed run
-keeps the count its checkpoint was trained with).
+with this process's own CPU time (and its helpers': a logger's sidecar) taken out. Decided
+once, before the first step: the thread count changes the last bits of a result, so it never
+changes during a run (and a resumed run keeps the count its checkpoint was trained with).
 
 This module imports no torch.
 """

@@ -21,9 +21,8 @@ class MLflowStore:
         import mlflow
 
         self.experiment = experiment
-        self.default_uri = tracking_uri or mlflow.get_tracking_uri()
         self._opened: tuple[str, Any] | None = None
-        self.client = self._client_for(self.default_uri)
+        self.client = self._client_for(tracking_uri or mlflow.get_tracking_uri())
         self.run_id: str | None = None
 
     def _client_for(self, uri: str) -> Any:

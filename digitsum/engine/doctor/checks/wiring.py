@@ -84,7 +84,6 @@ def depends(x: Tensor, y: Tensor, seed: int = 0) -> tuple[bool, float, float]:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def _prediction_changes(model, batch, names: list[str]) -> dict[str, dict[str, float]]:
     """Per input in ``names``: the share of each head's predictions that change when that input
     is rolled across the batch, and whether each head's outputs stay bit-identical
