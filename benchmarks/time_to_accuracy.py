@@ -5,7 +5,9 @@ evaluation at or above the target (default digit ≥ 0.990 and sum ≥ 0.988), e
 waits for included: Python and torch imports, reading MNIST, every evaluation. digitsum is run
 exactly as a user runs it (`python -m digitsum run RECIPE --out DIR`) and timed by watching its
 metrics.jsonl as it is written; the whole command's wall time (pictures and exit included) is
-reported too. The notebook (benchmarks/notebook_pipeline.py: per-sample Dataset + DataLoader,
+reported too, with the share of the machine's CPU time its hypervisor took meanwhile
+(benchmarks/steal.py: on a shared cloud machine, a slow run beside a high steal share was slowed
+from outside). The notebook (benchmarks/notebook_pipeline.py: per-sample Dataset + DataLoader,
 batch size 32, Adam 1e-3, bugs fixed) runs in a fresh process as well, evaluated after each
 epoch, until it reaches the target or ``--notebook-epochs``.
 
@@ -28,6 +30,8 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from steal import cpu_ticks, describe, steal_share
 
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
@@ -71,6 +75,7 @@ def digitsum_run(recipe: str, overrides: list[str], target: Mapping[str, float],
     """One whole `digitsum run`: seconds to the target (None if never), seconds of the whole
     command, the epoch that reached it and the last test accuracies."""
     out = workdir / f"run-{time.monotonic_ns()}"
+    ticks = cpu_ticks()
     command = [sys.executable, "-m", "digitsum", "run", recipe, "--out", str(out), *[a for s in overrides for a in ("--set", s)]]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -90,7 +95,8 @@ def digitsum_run(recipe: str, overrides: list[str], target: Mapping[str, float],
         sys.exit(f"{' '.join(command)} failed (exit {process.returncode}):\n{process.stderr.read()[-2000:]}")
     tests = [r for r in read_records(out / "metrics.jsonl") if r.get("split") == "test"]
     last = {head: values["accuracy"] for head, values in tests[-1]["heads"].items()} if tests else {}
-    return {"to_target": to_target, "epoch": epoch, "whole": whole, "epochs": len(tests), "last": last}
+    return {"to_target": to_target, "epoch": epoch, "whole": whole, "epochs": len(tests), "last": last,
+            "steal": steal_share(ticks, cpu_ticks())}  # fmt: skip
 
 
 def notebook_child(epochs: int, device: str) -> None:
@@ -156,7 +162,7 @@ def main() -> None:
             ours.append(run)
             last = " ".join(f"{h} {v:.4f}" for h, v in run["last"].items())
             print(f"  digitsum run {i + 1}: target {seconds(run['to_target'])} (epoch {run['epoch']}), "
-                  f"whole command {run['whole']:.1f} s, {run['epochs']} epochs, last test {last}", flush=True)  # fmt: skip
+                  f"whole command {run['whole']:.1f} s, {run['epochs']} epochs, last test {last}, {describe(run['steal'])}", flush=True)  # fmt: skip
     theirs = []
     for i in range(args.notebook_runs):
         print(f"  notebook run {i + 1}:", flush=True)

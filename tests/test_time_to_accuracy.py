@@ -1,14 +1,19 @@
-"""benchmarks/time_to_accuracy.py's target logic: which evaluation first reaches the target."""
+"""benchmarks/time_to_accuracy.py's target logic: which evaluation first reaches the target;
+benchmarks/steal.py's reading of the hypervisor's share."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
+sys.path.insert(0, str(PATH.parent))  # as when the script runs: its neighbours import by name
+import steal  # noqa: E402
+
 spec = importlib.util.spec_from_file_location("time_to_accuracy", PATH)
 tta = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tta)
@@ -52,3 +57,22 @@ def test_read_records_skips_a_line_being_written(tmp_path):
     path.write_text(json.dumps(evaluation(1, 0.98, 0.97)) + "\n" + '{"epoch": 2, "spl')
     assert tta.read_records(path) == [evaluation(1, 0.98, 0.97)]
     assert tta.read_records(tmp_path / "missing.jsonl") == []
+
+
+def test_steal_share_is_read_from_proc_stat_between_two_readings(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(steal, "PROC_STAT", stat)
+    #                user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 0 50 800 0 0 0 50 10 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    before = steal.cpu_ticks()
+    stat.write_text("cpu  400 0 100 1300 0 0 0 200 30 0\n")
+    after = steal.cpu_ticks()
+    assert before == (50, 1000) and after == (200, 2000)
+    assert steal.steal_share(before, after) == pytest.approx(0.15)
+    assert steal.describe(0.15) == "steal 15 %"
+
+
+def test_steal_share_is_unknown_without_proc_stat(tmp_path, monkeypatch):
+    monkeypatch.setattr(steal, "PROC_STAT", tmp_path / "missing")
+    assert steal.cpu_ticks() is None
+    assert steal.steal_share(None, (1, 2)) is None and steal.describe(None) == "steal n/a"
