@@ -240,3 +240,28 @@ def test_shift_moves_training_images_only_and_0_changes_nothing(name, tiny_root)
         same_images = all(torch.equal(plain[k], shifted[k]) for k in images)
         assert same_images == (split == "test"), f"{split}: images moved only in training"
         assert all(torch.equal(plain[k], shifted[k]) for k in plain if k not in images), "labels and other inputs unchanged"
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+def test_shared_cnn_in_channels_last_computes_what_contiguous_weights_compute(modulated):
+    """ConvFeatures keeps its weights channels-last for speed: the same features and gradients
+    as the contiguous layout (float rounding apart), with and without FiLM's modulation."""
+    from digitsum.components.fusions.common import ConvFeatures
+
+    torch.manual_seed(0)
+    fast = ConvFeatures(1, [6, 12])
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    plain = ConvFeatures(1, [6, 12]).to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(fast.state_dict())
+    assert all(p.is_contiguous() for p in plain.parameters())
+    images = torch.rand(5, 1, 28, 28)
+    modulation = [(torch.rand(5, c) + 0.5, torch.rand(5, c)) for c in (6, 12)] if modulated else None
+    outputs = []
+    for cnn in (fast, plain):
+        x = images.clone().requires_grad_()
+        features = cnn(x, modulation)
+        features.square().sum().backward()
+        outputs.append((features, x.grad))
+    assert outputs[0][0].shape == (5, 12 * 4 * 4)
+    torch.testing.assert_close(outputs[0][0], outputs[1][0])
+    torch.testing.assert_close(outputs[0][1], outputs[1][1])

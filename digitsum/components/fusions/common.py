@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
@@ -22,6 +23,11 @@ class ConvFeatures(nn.Module):
 
     ``modulation`` (one ``(scale, shift)`` pair of ``[B, channels]`` tensors per block) is
     applied to each conv's output before its ReLU: what FiLM conditioning needs.
+
+    The conv weights are channels-last (whatever ``train.channels_last`` says), so the convs
+    and the max-pools after them run in that layout: ATen's max-pool is several times faster
+    there on the CPU (docs/performance.md). The features are the same; ``flatten`` gives them
+    in the usual channel-major order.
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], size: int = 28) -> None:
@@ -30,7 +36,7 @@ class ConvFeatures(nn.Module):
         for out in channels:
             layers += [nn.Conv2d(in_channels, out, kernel_size=5), nn.MaxPool2d(2), nn.ReLU()]
             in_channels, size = out, (size - 4) // 2
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.channels = list(channels)
         self.out_features = in_channels * size * size
 
