@@ -240,6 +240,41 @@ def test_a_fix_is_recommended_only_after_it_restores_learning(tiny_data):
     assert summary.figures["tried"] and all("after" in row or "error" in row for row in summary.figures["tried"])
 
 
+def _times_255(batch, rng):
+    return {**batch, "image": (batch["image"] * 0.3081 + 0.1307) * 255}  # pixels 0..255, unstandardised
+
+
+def test_a_warnings_fix_is_tried_while_every_head_learns_and_kept_when_it_helps(tiny_data):
+    # every head learns at these settings; standardising the input is measured anyway
+    unscaled = with_generator(probe_for('train.schedule.type="constant"', "train.optimizer.lr=0.01"), _times_255)
+    report = diagnose(unscaled, ["data", "short_run"])
+    (scale,) = of(report.findings, "data", "warning")
+    assert "verified" in scale.fix and scale.tried
+    assert any("standardise input 'image'" in cause for cause in report.code_causes)
+    healthy = diagnose(probe_for('train.schedule.type="constant"', "train.optimizer.lr=0.01"), ["data", "short_run"])
+    assert not of(healthy.findings, "data", "warning") and not healthy.code_causes
+
+
+def test_changes_that_do_worse_together_than_the_best_alone_are_not_combined(tiny_data, monkeypatch):
+    from digitsum.engine.doctor import remedies
+    from digitsum.engine.doctor.probe import RunTrace
+
+    lr, decay = 0.02, 0.5
+    # held-out accuracy by which of the two changed: each alone restores both heads, together worse
+    accuracy = {(False, False): 0.1, (True, False): 0.9, (False, True): 0.8, (True, True): 0.5}
+
+    def measured(probe, steps, scheduled=False):
+        params = probe.recipe.optimizer.params
+        after = accuracy[(params.lr != lr, params.weight_decay != decay)]
+        names = list(probe.model.heads)
+        return RunTrace(steps, torch.ones(steps), {h: torch.ones(steps) for h in names},
+                        dict.fromkeys(names, 0.1), dict.fromkeys(names, after), dict.fromkeys(names, 0.1))  # fmt: skip
+
+    monkeypatch.setattr(remedies, "_run", measured)
+    _, repair, _ = remedies.verify(probe_for(f"train.optimizer.lr={lr}", f"train.optimizer.weight_decay={decay}"), [])
+    assert set(repair) == {"train.optimizer.lr"}
+
+
 def test_dead_at_initialisation_is_told_apart_and_not_answered_with_a_lower_lr(tiny_data):
     probe = probe_for()
     with torch.no_grad():

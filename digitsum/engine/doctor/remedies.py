@@ -128,9 +128,10 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     restore learning (what ``--repair`` writes) and the code changes verified the same way.
     """
     heads = _goal_heads(probe)
-    # fixes proposed for an error (a double softmax, say) are tried even when every head learns:
-    # kept when they raise held-out skill; settings merely off their defaults only restore
-    proposed = [c for f in findings if f.severity == "error" for c in f.candidates]
+    # fixes proposed for an error or a warning (a double softmax, unscaled inputs) are tried even
+    # when every head learns: kept when they raise held-out skill; settings merely off their
+    # defaults only restore
+    proposed = [c for f in findings if f.severity in ("error", "warning") for c in f.candidates]
     diagnosed = probe.cache.get("short_run")
     if diagnosed is not None and not proposed:  # the short run is the diagnosis: nothing to fix when every head learned in it
         trace = diagnosed[0]
@@ -159,6 +160,9 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     def out_of_time() -> bool:
         return deadline is not None and time.perf_counter() > deadline
 
+    def rank(trace: RunTrace) -> tuple[int, float]:
+        return len(_restores(trace, heads)), _mean(trace, heads)
+
     name = f"{steps} steps"
     alone = []
     for change in candidates if stalled or not base.finite else []:
@@ -174,6 +178,11 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     combined = [a.change for a in chosen]
     current = attempt(combined) if len(combined) > 1 else (chosen[0] if chosen else Attempt(Change("nothing"), base))
     rounds: list[tuple[Change, RunTrace]] = []
+    best = max(chosen, key=lambda a: rank(a.trace)) if chosen else None
+    if len(combined) > 1 and (current.trace is None or rank(current.trace) < rank(best.trace)):
+        # together they do worse than the best of them alone (two changes that each make up for
+        # the same cause, say): that one alone; the others may still join in the rounds below
+        combined, current = [best.change], best
 
     def on_top(change: Change) -> Attempt | None:
         """``change`` measured on top of the combination so far (recorded in ``rounds``); None
@@ -184,9 +193,6 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         if a.trace is not None:
             rounds.append((change, a.trace))
         return a if a.trace is not None else None
-
-    def rank(trace: RunTrace) -> tuple[int, float]:
-        return len(_restores(trace, heads)), _mean(trace, heads)
 
     # while a head stays at chance: the other changes on top, round by round; the best that
     # restores one more head is kept
