@@ -10,8 +10,9 @@ loop's own time (summary.json's seconds) and the CPU time the command used (user
 its threads) beside its wall time: on a machine other processes share, the CPU time says best
 what the loggers themselves cost, as it counts only this process's work. The MLflow store (SQLite,
 in a temporary folder) is created by an untimed run first: creating one is a one-time cost,
-reported apart. The load average is printed before and after: on a shared machine, read the
-figures with it.
+reported apart. The load average is printed before and after, and each run's share of the
+machine's CPU its hypervisor took (benchmarks/steal.py): on a shared machine, read the figures
+with them.
 
     DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/logging_overhead.py --set train.epochs=2
 """
@@ -29,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from steal import cpu_ticks, describe, steal_share
+
 CONFIGURATIONS = {
     "none": [],
     "tensorboard": ["log.tensorboard=true"],
@@ -37,11 +40,12 @@ CONFIGURATIONS = {
 }
 
 
-def run(recipe: str, overrides: list[str], out: Path, env: dict[str, str]) -> tuple[float, float, float]:
-    """Wall seconds of the whole command, the training's own seconds (summary.json), and the CPU
-    seconds (user + system) the command used."""
+def run(recipe: str, overrides: list[str], out: Path, env: dict[str, str]) -> tuple[float, float, float, float | None]:
+    """Wall seconds of the whole command, the training's own seconds (summary.json), the CPU
+    seconds (user + system) the command used, and the hypervisor's steal share meanwhile."""
     sets = [arg for o in overrides for arg in ("--set", o)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ticks = cpu_ticks()
     started = time.perf_counter()
     # in the temporary folder: MLflow keeps artifacts in ./mlruns of the working folder
     result = subprocess.run([sys.executable, "-m", "digitsum", "run", recipe, *sets, "--out", str(out)],
@@ -51,7 +55,7 @@ def run(recipe: str, overrides: list[str], out: Path, env: dict[str, str]) -> tu
     if result.returncode != 0:
         raise SystemExit(f"digitsum run failed ({result.returncode}):\n{result.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, json.loads((out / "summary.json").read_text())["seconds"], cpu
+    return wall, json.loads((out / "summary.json").read_text())["seconds"], cpu, steal_share(ticks, cpu_ticks())
 
 
 def load() -> str:
@@ -76,13 +80,13 @@ def main() -> None:
             started = time.perf_counter()
             run(args.recipe, [*args.overrides, "log.mlflow=true", "train.epochs=1"], work / "store", env)
             print(f"creating the MLflow store (untimed warm-up run, 1 epoch): {time.perf_counter() - started:.1f} s wall", flush=True)
-        times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in wanted}
+        times: dict[str, list[tuple[float, float, float, float | None]]] = {name: [] for name in wanted}
         for round_ in range(1, args.rounds + 1):
             for name, sets in wanted.items():
                 times[name].append(run(args.recipe, [*args.overrides, *sets], work / f"{name}-{round_}", env))
-                wall, trained, cpu = times[name][-1]
+                wall, trained, cpu, stolen = times[name][-1]
                 print(f"  round {round_} {name:<12} {wall:7.2f} s wall, {trained:7.2f} s training, {cpu:7.2f} s CPU "
-                      f"(load {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
+                      f"(load {os.getloadavg()[0]:.2f}, {describe(stolen)})", flush=True)  # fmt: skip
     base = [statistics.median(p[i] for p in times["none"]) for i in range(3)]
     print(f"\n{args.recipe} {' '.join(args.overrides)}: medians of {args.rounds} interleaved rounds")
     print(f"{'loggers':<12} {'wall s':>8} {'ratio':>7} {'paired':>7} {'training s':>11} {'ratio':>7} {'CPU s':>8} {'ratio':>7}")

@@ -67,6 +67,8 @@ def run(
     Ctrl-C or SIGTERM stops after the current step and keeps a checkpoint; again, at once.
     Under torchrun, every rank trains its slice; rank 0 alone prints and writes.
     """
+    if recipe is not None or resume is not None:
+        _warm_up_loggers(resume / "recipe.toml" if resume is not None else recipe, [] if resume is not None else set_ or [])
     from .engine import runner
     from .engine.distributed import current
     from .recipe import load_recipe
@@ -94,6 +96,23 @@ def run(
     if outcome.failure:
         err_console.print(f"[bold red]error:[/] {outcome.failure}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _warm_up_loggers(source: str | Path, overrides: list[str]) -> None:
+    """Start the sidecars of the loggers the recipe names now, before torch is imported (see
+    digitsum/sidecar.py, ``warm_up_loggers``). Only a head start: a recipe that cannot be read
+    is reported by its validation, a moment later, and rank 0 alone logs under torchrun."""
+    import os
+
+    from .recipe import recipe_document
+    from .sidecar import warm_up_loggers
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    try:
+        warm_up_loggers(recipe_document(source, overrides))
+    except Exception:  # noqa: BLE001 - the same error is raised, with its message, by load_recipe
+        return
 
 
 @app.command()

@@ -12,7 +12,10 @@ each call is one line of JSON that the run writes and goes on::
     store.close()                              # waits for every call, then ends the process
 
 The object is ``target(**kwargs)`` (``"module:Class"``), made in the child as soon as the
-sidecar starts. Its module is all the child imports, so it must not import torch; its methods
+sidecar starts. A process that knows early it will need one can start its child sooner with
+:func:`warm_up` (``digitsum run`` does, for the loggers its recipe names, before it imports
+torch): the child imports the target's module at once, and the first Sidecar of a target in that
+module takes the child over. Its module is all the child imports, so it must not import torch; its methods
 take and return JSON values. A :class:`UserError` raised there is raised here as the same
 UserError; anything else as a :class:`SidecarError` carrying the child's traceback. After an
 error the child skips the calls that follow (they would fail the same way) and answers each with
@@ -28,8 +31,15 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
+from collections.abc import Mapping
+
 from . import threads
 from .errors import UserError
+
+#: The sidecar targets of the built-in loggers, by logger type (see :func:`warm_up_loggers`).
+LOGGER_TARGETS = {"mlflow": "digitsum.components.mlflow_store:MLflowStore"}
+#: Children started by :func:`warm_up` that no Sidecar has taken over yet, by the module they import.
+_warm: dict[str, subprocess.Popen] = {}
 
 
 class SidecarError(RuntimeError):
@@ -46,11 +56,7 @@ class Sidecar:
         self._pending: dict[int, Future] = {}
         self._next_id = 0
         self._error: BaseException | None = None
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "digitsum.sidecar"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
-        )  # fmt: skip
-        threads.count_as_own(self._process.pid)  # its start-up is the run's own work, not a busy machine's
+        self._process = _warm.pop(_module_of(target), None) or _spawn()
         threading.Thread(target=self._read, name=f"digitsum-sidecar-{name}", daemon=True).start()
         self.made = self._send(None, [target, kwargs])
 
@@ -123,6 +129,45 @@ class Sidecar:
         return SidecarError(f"{self.name}: {answer['error']}\n{answer.get('traceback', '')}".rstrip())
 
 
+def warm_up(target: str) -> None:
+    """Start the child process of a later ``Sidecar(target, ...)`` now, and let it import
+    ``target``'s module while this process does other work. Once per module; an error there
+    (the library missing, say) is raised by the Sidecar that takes the child over, as usual.
+    A child no Sidecar takes over ends when this process does (its pipe closes)."""
+    module = _module_of(target)
+    if module not in _warm:
+        _warm[module] = _spawn(module)
+
+
+def warm_up_loggers(document: Mapping[str, Any]) -> None:
+    """:func:`warm_up` the sidecars of the built-in loggers a recipe document names (``[log.<name>]``,
+    its ``type`` or else its name), before the run imports torch: importing MLflow (a second and
+    more of Python work) then runs on the core the run's own start-up leaves idle, not beside
+    training's threads. Anything unexpected in the document is left to the recipe's validation."""
+    tables = document.get("log")
+    for name, table in tables.items() if isinstance(tables, Mapping) else ():
+        if table is False:
+            continue
+        kind = table.get("type", name) if isinstance(table, Mapping) else name
+        target = LOGGER_TARGETS.get(kind) if isinstance(kind, str) else None
+        if target is not None:
+            warm_up(target)
+
+
+def _module_of(target: str) -> str:
+    return target.partition(":")[0]
+
+
+def _spawn(preload: str | None = None) -> subprocess.Popen:
+    """A child serving one object (:func:`_serve`); ``preload``: a module it imports at once."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digitsum.sidecar", *([preload] if preload else [])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8",
+    )  # fmt: skip
+    threads.count_as_own(process.pid)  # its start-up is the run's own work, not a busy machine's
+    return process
+
+
 def _serve() -> None:
     """The child's side: make the object, then answer each call, in order, until the pipe closes."""
     import gc
@@ -142,6 +187,11 @@ def _serve() -> None:
     gc.disable()  # a short-lived process: the collector's passes would only slow its imports
     channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # anything the object prints goes to standard error, not into the answers
+    if len(sys.argv) > 1:  # warmed up: import the target's module before the first request
+        try:
+            importlib.import_module(sys.argv[1])
+        except Exception:  # raised again, with its traceback, where the object is made
+            pass
     target, failure = None, None
     for line in sys.stdin:
         request = json.loads(line)

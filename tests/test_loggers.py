@@ -176,6 +176,25 @@ def test_mlflow_keeps_one_run_with_params_metrics_and_artifacts(logged_run, mlfl
     assert {"recipe.toml", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "metrics.csv"} <= artifacts
 
 
+def test_digitsum_run_logs_to_mlflow_through_the_sidecar_it_warmed_up(cli, tiny_root, tmp_path, mlflow_uri, monkeypatch):
+    """The command line starts the MLflow sidecar before it imports torch; the logger takes it over."""
+    from mlflow.tracking import MlflowClient
+
+    from digitsum import sidecar as sidecars
+
+    warmed, real = [], sidecars.warm_up
+    monkeypatch.setattr(sidecars, "warm_up", lambda target: (warmed.append(target), real(target)))
+    run_dir = tmp_path / "run"
+    sets = tiny_args(tiny_root, 1, 64, f"log.mlflow.tracking_uri='{mlflow_uri}'", "log.mlflow.experiment='tests'")
+    result = cli("run", "original", *[a for s in sets for a in ("--set", s)], "--out", run_dir)
+    assert result.code == 0, result.err
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("tests")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`digitsum.run_dir` = '{run_dir.resolve()}'")
+    assert run.info.status == "FINISHED" and "test/sum/accuracy" in run.data.metrics
+    assert warmed == [sidecars.LOGGER_TARGETS["mlflow"]] and not sidecars._warm  # started early, then taken over
+
+
 def test_an_mlflow_store_that_fails_stops_the_run_after_its_first_epoch(tiny_root, tmp_path):
     """The MLflow logger talks to its store in the background; a store that cannot be used
     still stops the run at its first epoch's end (not after its last), with a user error that

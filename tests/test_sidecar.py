@@ -1,5 +1,5 @@
 """The sidecar process (digitsum/sidecar.py): calls in order, answers, errors relayed, a dying or
-interrupted child, nothing imported beyond the target's module."""
+interrupted child, nothing imported beyond the target's module, a child warmed up ahead."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import textwrap
 
 import pytest
 
+from digitsum import sidecar as sidecars
 from digitsum.errors import UserError
-from digitsum.sidecar import Sidecar, SidecarError
+from digitsum.sidecar import LOGGER_TARGETS, Sidecar, SidecarError, warm_up, warm_up_loggers
 
 TARGET = '''
 import os, sys
@@ -134,3 +135,39 @@ def test_a_call_after_close_fails_at_once_and_a_second_close_returns(target):
     with pytest.raises(SidecarError, match="tally: its process has ended"):
         late.result(timeout=5)
     sidecar.close()  # returns: nothing pending
+
+
+def test_a_warmed_up_child_is_taken_over_by_the_first_sidecar_of_its_module(target):
+    warm_up(target)
+    warm = sidecars._warm["tally_target"]
+    first = Sidecar(target, "tally", start=1)
+    assert first.call("pid").result(timeout=30) == warm.pid and "tally_target" not in sidecars._warm
+    assert first.call("add", 2).result(timeout=30) == 3
+    first.close()
+    second = Sidecar(target, "tally", start=0)  # none warm any more: a child of its own
+    assert second.call("pid").result(timeout=30) != warm.pid
+    second.close()
+
+
+def test_a_warmed_up_module_that_does_not_import_fails_where_the_object_is_made():
+    warm_up("no_such_module_for_digitsum:Thing")
+    sidecar = Sidecar("no_such_module_for_digitsum:Thing", "broken")
+    with pytest.raises(SidecarError, match="ModuleNotFoundError"):
+        sidecar.made.result(timeout=30)
+    with pytest.raises(SidecarError, match="ModuleNotFoundError"):
+        sidecar.close()
+
+
+@pytest.mark.parametrize("document, warmed", [
+    ({"log": {"mlflow": True}}, ["mlflow"]),
+    ({"log": {"tracking": {"type": "mlflow", "experiment": "x"}}}, ["mlflow"]),
+    ({"log": {"mlflow": False}}, []),
+    ({"log": {"tensorboard": True, "csv": {}}}, []),
+    ({"log": "not a table"}, []),
+    ({}, []),
+])  # fmt: skip
+def test_the_sidecars_of_the_built_in_loggers_a_recipe_names_are_warmed_up(document, warmed, monkeypatch):
+    started = []
+    monkeypatch.setattr(sidecars, "warm_up", started.append)
+    warm_up_loggers(document)
+    assert started == [LOGGER_TARGETS[kind] for kind in warmed]

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..contracts import Logger, Params
 from ..engine.rundir import MetricsLog, write_text
-from ..sidecar import Sidecar
+from ..sidecar import LOGGER_TARGETS, Sidecar
 
 if TYPE_CHECKING:
     from ..engine.train import Trainer
@@ -162,9 +162,10 @@ class MLflow(Logger):
     def __init__(self, params: Params) -> None:
         super().__init__(params)
         # Importing MLflow and opening its store take seconds of Python work, and each call to
-        # a store is a database transaction: all of it runs in a process of its own, from now
-        # on, overlapping the run's start-up; training waits only at the end, for the last calls.
-        self.store = Sidecar("digitsum.components.mlflow_store:MLflowStore", "log.mlflow",
+        # a store is a database transaction: all of it runs in a process of its own, overlapping
+        # the run's start-up (`digitsum run` starts that process before it imports torch:
+        # sidecar.warm_up_loggers); training waits only at the end, for the last calls.
+        self.store = Sidecar(LOGGER_TARGETS["mlflow"], "log.mlflow",
                              experiment=params.experiment, tracking_uri=params.tracking_uri)  # fmt: skip
         self.resumed: dict[str, str] | None = None  # the MLflow run a resumed run goes on with
         self.started: Future | None = None  # answers the run's id and store (see state_dict)

@@ -1,14 +1,27 @@
 """The MLflow logger's side that talks to MLflow: it runs in a sidecar process (digitsum/sidecar.py).
 
 Importing MLflow and opening its store take seconds of Python work; here they overlap the run's
-start-up on another core instead of slowing it. This module imports MLflow and digitsum's errors
-only (never torch), and every method takes and returns JSON values.
+start-up on another core instead of slowing it. This module imports MLflow, at once (so that a
+sidecar warmed up before the run imports torch imports it then: ``digitsum.sidecar.warm_up``),
+and digitsum's errors only, never torch; every method takes and returns JSON values. Only a
+sidecar imports it, once the run has checked that MLflow is installed.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+try:  # the default store's backend (SQLite through SQLAlchemy and Alembic: 385 modules, 0.6 s),
+    # imported with the rest while the run starts, not when the store opens beside training
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+except ImportError:  # another MLflow layout: imported when a store needs it
+    pass
 
 from ..errors import UserError
 
@@ -18,8 +31,6 @@ class MLflowStore:
     the sidecar starts, then started, given metrics per epoch, and ended."""
 
     def __init__(self, experiment: str, tracking_uri: str | None) -> None:
-        import mlflow
-
         self.experiment = experiment
         self._opened: tuple[str, Any] | None = None
         self.client = self._client_for(tracking_uri or mlflow.get_tracking_uri())
@@ -28,9 +39,6 @@ class MLflowStore:
     def _client_for(self, uri: str) -> Any:
         """A client of the store at ``uri``, opened once (the first one's, when the store is the same)."""
         if self._opened is None or self._opened[0] != uri:
-            from mlflow.exceptions import MlflowException
-            from mlflow.tracking import MlflowClient
-
             try:
                 client = MlflowClient(uri)
                 client.get_experiment_by_name(self.experiment)  # opens the store (creates it if new)
@@ -44,8 +52,6 @@ class MLflowStore:
     def start(self, name: str, tags: dict[str, str], params: dict[str, str], resumed: dict[str, str] | None) -> dict[str, str]:
         """Create the MLflow run, or go on with a resumed one (``resumed``: what :meth:`start`
         returned then); returns the run's id and store, which the run's checkpoints keep."""
-        from mlflow.entities import Param
-
         if resumed:
             # the store the run began in, even from another working folder or $MLFLOW_TRACKING_URI
             self.client = self._client_for(resumed["tracking_uri"])
@@ -62,8 +68,6 @@ class MLflowStore:
 
     def metrics(self, epoch: int, figures: dict[str, float], wall_ms: int) -> None:
         """One epoch's figures, at step ``epoch``."""
-        from mlflow.entities import Metric
-
         self.client.log_batch(self.run_id, metrics=[Metric(tag, value, wall_ms, epoch) for tag, value in figures.items()])
 
     def end(self, status: str, artifacts: str | None) -> None:
