@@ -104,13 +104,13 @@ def _warm_up_loggers(source: str | Path, overrides: list[str]) -> None:
     is reported by its validation, a moment later, and rank 0 alone logs under torchrun."""
     import os
 
-    from .recipe import recipe_document
+    from .recipe import logger_types, recipe_document
     from .sidecar import warm_up_loggers
 
     if os.environ.get("RANK", "0") != "0":
         return
     try:
-        warm_up_loggers(recipe_document(source, overrides))
+        warm_up_loggers(logger_types(recipe_document(source, overrides)).values())
     except Exception:  # noqa: BLE001 - the same error is raised, with its message, by load_recipe
         return
 

@@ -815,6 +815,29 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
     )
 
 
+def _logger_table(name: str, value: Any) -> Any:
+    """A ``[log.<name>]`` value as the table it stands for: ``true`` is the logger with its
+    defaults, and ``type`` defaults to the table's name."""
+    if value is True:
+        value = {}
+    if isinstance(value, dict) and "type" not in value:
+        value = {"type": name, **value}
+    return value
+
+
+def logger_types(document: Mapping[str, Any]) -> dict[str, str]:
+    """The loggers a recipe document (:func:`recipe_document`) names, ``[log.<name>]`` -> its
+    type, read as validation reads them but not validated (nothing imported): what is not a
+    table of loggers is left out, for validation to report."""
+    tables = document.get("log")
+    types: dict[str, str] = {}
+    for name, value in tables.items() if isinstance(tables, dict) else ():
+        table = _logger_table(name, value)
+        if isinstance(table, dict) and isinstance(table.get("type"), str):
+            types[name] = table["type"]
+    return types
+
+
 def _validate_loggers(table: Any, doc: _Document, fallback: str, problems: list[Problem], available: bool = True) -> dict[str, Choice]:
     """``[log.<name>]`` tables (``log.<name> = true``: the logger with its defaults); a logger
     whose library is not installed is a problem naming what installs it."""
@@ -824,11 +847,7 @@ def _validate_loggers(table: Any, doc: _Document, fallback: str, problems: list[
     chosen: dict[str, Choice] = {}
     for name, value in table.items():
         path = ("log", name)
-        if value is True:
-            value = {}
-        if isinstance(value, dict) and "type" not in value:
-            value = {"type": name, **value}
-        choice = _validate_component(loggers, LogSection, value, path, doc, fallback, problems)
+        choice = _validate_component(loggers, LogSection, _logger_table(name, value), path, doc, fallback, problems)
         if choice is None:
             continue
         reason = choice.cls.unavailable() if available else None

@@ -31,7 +31,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 
 from . import threads
 from .errors import UserError
@@ -139,17 +139,13 @@ def warm_up(target: str) -> None:
         _warm[module] = _spawn(module)
 
 
-def warm_up_loggers(document: Mapping[str, Any]) -> None:
-    """:func:`warm_up` the sidecars of the built-in loggers a recipe document names (``[log.<name>]``,
-    its ``type`` or else its name), before the run imports torch: importing MLflow (a second and
-    more of Python work) then runs on the core the run's own start-up leaves idle, not beside
-    training's threads. Anything unexpected in the document is left to the recipe's validation."""
-    tables = document.get("log")
-    for name, table in tables.items() if isinstance(tables, Mapping) else ():
-        if table is False:
-            continue
-        kind = table.get("type", name) if isinstance(table, Mapping) else name
-        target = LOGGER_TARGETS.get(kind) if isinstance(kind, str) else None
+def warm_up_loggers(types: Iterable[str]) -> None:
+    """:func:`warm_up` the sidecars of the built-in loggers among ``types`` (a recipe's, from
+    ``recipe.logger_types``), before the run imports torch: importing MLflow (a second and more
+    of Python work) then runs on the core the run's own start-up leaves idle, not beside
+    training's threads. Other types have no sidecar to warm up."""
+    for kind in types:
+        target = LOGGER_TARGETS.get(kind)
         if target is not None:
             warm_up(target)
 

@@ -12,6 +12,7 @@ import pytest
 
 from digitsum import sidecar as sidecars
 from digitsum.errors import UserError
+from digitsum.recipe import logger_types
 from digitsum.sidecar import LOGGER_TARGETS, Sidecar, SidecarError, warm_up, warm_up_loggers
 
 TARGET = '''
@@ -169,5 +170,5 @@ def test_a_warmed_up_module_that_does_not_import_fails_where_the_object_is_made(
 def test_the_sidecars_of_the_built_in_loggers_a_recipe_names_are_warmed_up(document, warmed, monkeypatch):
     started = []
     monkeypatch.setattr(sidecars, "warm_up", started.append)
-    warm_up_loggers(document)
+    warm_up_loggers(logger_types(document).values())
     assert started == [LOGGER_TARGETS[kind] for kind in warmed]
