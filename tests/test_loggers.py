@@ -4,6 +4,7 @@ read back with their own readers — across an interrupted and resumed run."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,7 @@ def test_tensorboard_shows_one_run_whose_epochs_continue(logged_run):
     assert {"curves", "samples"} <= set(tags["images"])
     image = events.Images("curves")[-1]
     assert image.step == 2 and image.width > 100 and image.height > 100
+    assert image.encoded_image_string == (logged_run / "curves.png").read_bytes()  # the very picture of the run
     (text,) = events.Tensors("recipe/text_summary")
     assert b'name = "original"' in text.tensor_proto.string_val[0] and b"[train.optimizer]" in text.tensor_proto.string_val[0]
 
@@ -205,3 +207,33 @@ def test_an_mlflow_store_that_fails_stops_the_run_after_its_first_epoch(tiny_roo
         start(recipe, tmp_path / "run", progress=False, preflight=False)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "nosuchscheme" in summary["failed"] and summary["position"]["epoch"] <= 1
+
+
+def test_a_checkpoint_taken_before_mlflow_answered_resumes_the_same_mlflow_run(tiny_root, tmp_path, mlflow_uri, monkeypatch):
+    """A checkpoint never waits for the MLflow store: until it has created the run, the
+    checkpoint names the run by its key, and a resume finds the run by that tag."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from digitsum.components import loggers as builtin_loggers
+
+    real_call = builtin_loggers.Sidecar.call
+
+    def start_not_yet_answered(self, method, *args):
+        answer = real_call(self, method, *args)
+        return Future() if method == "start" else answer  # the store works on; the logger has not heard back
+
+    monkeypatch.setattr(builtin_loggers.Sidecar, "call", start_not_yet_answered)
+    run_dir = tmp_path / "run"
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 2, 64, f"log.mlflow.tracking_uri='{mlflow_uri}'", "log.mlflow.experiment='tests'"))
+    assert not start(recipe, run_dir, callbacks=[StopAt(1, 2)], progress=False, preflight=False).trainer.finished
+    (kept,) = [s for s in torch.load(run_dir / "checkpoint.pt", weights_only=False)["callbacks"].values() if "run_key" in s]
+    assert set(kept) == {"run_key"}  # taken before the store answered
+
+    monkeypatch.setattr(builtin_loggers.Sidecar, "call", real_call)
+    assert resume(run_dir, progress=False).trainer.finished
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("tests")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`digitsum.run_dir` = '{run_dir.resolve()}'")
+    assert run.info.status == "FINISHED" and run.data.tags["digitsum.run_key"] == kept["run_key"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test/sum/accuracy")] == [1, 2]

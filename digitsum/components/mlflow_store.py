@@ -25,6 +25,9 @@ except ImportError:  # another MLflow layout: imported when a store needs it
 
 from ..errors import UserError
 
+#: The tag naming an MLflow run by the key its digitsum run keeps in its checkpoints.
+RUN_KEY = "digitsum.run_key"
+
 
 class MLflowStore:
     """One MLflow run in a tracking store: made (MLflow imported, the store opened) as soon as
@@ -50,21 +53,40 @@ class MLflowStore:
         return self._opened[1]
 
     def start(self, name: str, tags: dict[str, str], params: dict[str, str], resumed: dict[str, str] | None) -> dict[str, str]:
-        """Create the MLflow run, or go on with a resumed one (``resumed``: what :meth:`start`
-        returned then); returns the run's id and store, which the run's checkpoints keep."""
-        if resumed:
+        """Create the MLflow run, or go on with a resumed one; returns the run's id, store and
+        key (``tags["digitsum.run_key"]``), which the run's checkpoints keep.
+
+        ``resumed``: what a checkpoint kept: what :meth:`start` returned, or only the key where
+        the checkpoint was taken before the store had answered; the run is then found by its
+        key, and made anew if it never reached the store.
+        """
+        key = tags.get(RUN_KEY)
+        if resumed and resumed.get("run_id"):
             # the store the run began in, even from another working folder or $MLFLOW_TRACKING_URI
             self.client = self._client_for(resumed["tracking_uri"])
             self.run_id = resumed["run_id"]
+        elif resumed:
+            self.run_id = self._run_with_key(resumed["run_key"])
+        if self.run_id is not None:
             self.client.update_run(self.run_id, status="RUNNING")
-            return resumed
-        experiment = self.client.get_experiment_by_name(self.experiment)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
-        self.run_id = self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            return {"run_id": self.run_id, "tracking_uri": self._opened[0], "run_key": key}
+        self.run_id = self.client.create_run(self._experiment_id(), run_name=name, tags=tags).info.run_id
         listed = [Param(k, v[:6000]) for k, v in params.items()]
         for first in range(0, len(listed), 100):  # MLflow takes at most 100 params per call
             self.client.log_batch(self.run_id, params=listed[first : first + 100])
-        return {"run_id": self.run_id, "tracking_uri": self._opened[0]}
+        return {"run_id": self.run_id, "tracking_uri": self._opened[0], "run_key": key}
+
+    def _experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        return experiment.experiment_id if experiment else self.client.create_experiment(self.experiment)
+
+    def _run_with_key(self, key: str) -> str | None:
+        """The id of the run tagged with ``key`` in this store's experiment, or None."""
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return None
+        found = self.client.search_runs([experiment.experiment_id], filter_string=f"tags.`{RUN_KEY}` = '{key}'", max_results=1)
+        return found[0].info.run_id if found else None
 
     def metrics(self, epoch: int, figures: dict[str, float], wall_ms: int) -> None:
         """One epoch's figures, at step ``epoch``."""
