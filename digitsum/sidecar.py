@@ -37,7 +37,10 @@ from . import threads
 from .errors import UserError
 
 #: The sidecar targets of the built-in loggers, by logger type (see :func:`warm_up_loggers`).
-LOGGER_TARGETS = {"mlflow": "digitsum.components.mlflow_store:MLflowStore"}
+LOGGER_TARGETS = {
+    "mlflow": "digitsum.components.mlflow_store:MLflowStore",
+    "tensorboard": "digitsum.components.tensorboard_events:EventWriter",
+}
 #: Children started by :func:`warm_up` that no Sidecar has taken over yet, by the module they import.
 _warm: dict[str, subprocess.Popen] = {}
 

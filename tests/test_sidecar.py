@@ -117,12 +117,15 @@ def test_ctrl_c_leaves_the_child_to_answer_the_last_calls(target):
     sidecar.close()
 
 
-def test_the_mlflow_store_runs_without_torch():
-    """The MLflow logger's sidecar imports its module alone: importing torch there would cost the
-    run the second the sidecar is meant to save."""
+@pytest.mark.parametrize("kind", sorted(LOGGER_TARGETS))
+def test_a_loggers_sidecar_runs_without_torch(kind):
+    """A logger's sidecar imports its module alone: importing torch there would cost the run
+    the second the sidecar is meant to save."""
     import subprocess
 
-    code = "import sys, digitsum.components.mlflow_store; print('torch' in sys.modules)"
+    pytest.importorskip(kind)
+    module = LOGGER_TARGETS[kind].partition(":")[0]
+    code = f"import sys, {module}; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
@@ -163,7 +166,8 @@ def test_a_warmed_up_module_that_does_not_import_fails_where_the_object_is_made(
     ({"log": {"mlflow": True}}, ["mlflow"]),
     ({"log": {"tracking": {"type": "mlflow", "experiment": "x"}}}, ["mlflow"]),
     ({"log": {"mlflow": False}}, []),
-    ({"log": {"tensorboard": True, "csv": {}}}, []),
+    ({"log": {"tensorboard": True, "csv": {}}}, ["tensorboard"]),
+    ({"log": {"csv": {}, "jsonl": True}}, []),
     ({"log": "not a table"}, []),
     ({}, []),
 ])  # fmt: skip

@@ -98,54 +98,40 @@ class TensorBoard(Logger):
 
     def __init__(self, params: Params) -> None:
         super().__init__(params)
-        self.writer = None
+        # TensorBoard's import and every event's writing run in a process of their own
+        # (components/tensorboard_events.py), beside the run's start-up and training, as MLflow's do
+        self.events = Sidecar(LOGGER_TARGETS["tensorboard"], "log.tensorboard")
 
     def on_start(self, trainer: Trainer) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         # The run directory is the event folder, so `tensorboard --logdir runs` names each run by
         # its directory. A resumed run writes a new event file there, whose purge step makes
         # TensorBoard drop what an interrupted run had logged past its last checkpoint: steps
         # (epochs) continue, one run.
         purge = trainer.epochs_done + 1 if trainer.resumed else None
-        self.writer = SummaryWriter(log_dir=str(trainer.run_dir), purge_step=purge)
+        self.events.call("open", str(trainer.run_dir), purge)
         if not trainer.resumed:
             recipe = (trainer.run_dir / "recipe.toml").read_text(encoding="utf-8")
             # four spaces: a code block in TensorBoard's markdown
-            self.writer.add_text("recipe", "\n".join("    " + line for line in recipe.splitlines()), global_step=0)
+            self.events.call("text", "recipe", "\n".join("    " + line for line in recipe.splitlines()), 0)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
-        wall = time.time()
-        for tag, value in scalars(trainer, train, test).items():
-            self.writer.add_scalar(tag, value, global_step=epoch, walltime=wall)
-        self.writer.flush()  # `tensorboard` shows each epoch as soon as it ends
+        self.events.check()  # an event file that cannot be written stops the run now, not after its last epoch
+        self.events.call("scalars", scalars(trainer, train, test), epoch, time.time())
 
     def on_end(self, trainer: Trainer, summary: dict) -> None:
         if self.params.images:
             for name in PICTURES:
                 path = trainer.run_dir / name
                 if path.exists():
-                    self._add_png(Path(name).stem, path, trainer.epochs_done)
+                    self.events.call("png", Path(name).stem, str(path), trainer.epochs_done)
         self._close()
-
-    def _add_png(self, tag: str, path: Path, step: int) -> None:
-        """The PNG file as TensorBoard's image summary, its bytes as they are: ``add_image``
-        would decode and encode it again (a tenth of a second for the two pictures)."""
-        from PIL import Image
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
-        with Image.open(path) as image:  # reads the header only
-            (width, height), channels = image.size, len(image.getbands())
-        picture = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=path.read_bytes())
-        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), global_step=step)
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         self._close()
 
     def _close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        self.events.call("close")
+        self.events.close()
 
 
 class MLflow(Logger):
