@@ -41,6 +41,8 @@ LOGGER_TARGETS = {
     "mlflow": "digitsum.components.mlflow_store:MLflowStore",
     "tensorboard": "digitsum.components.tensorboard_events:EventWriter",
 }
+#: The sidecar target that draws a run's pictures (engine/pictures.py, ``Pictures``).
+PAINTER = "digitsum.engine.figures:Painter"
 #: Children started by :func:`warm_up` that no Sidecar has taken over yet, by the module they import.
 _warm: dict[str, subprocess.Popen] = {}
 
@@ -140,6 +142,11 @@ def warm_up(target: str) -> None:
     module = _module_of(target)
     if module not in _warm:
         _warm[module] = _spawn(module)
+
+
+def is_warm(target: str) -> bool:
+    """Whether :func:`warm_up` started a child for ``target``'s module that no Sidecar has taken over yet."""
+    return _module_of(target) in _warm
 
 
 def warm_up_loggers(types: Iterable[str]) -> None:

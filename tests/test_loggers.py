@@ -194,7 +194,8 @@ def test_digitsum_run_logs_to_mlflow_through_the_sidecar_it_warmed_up(cli, tiny_
     experiment = client.get_experiment_by_name("tests")
     (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`digitsum.run_dir` = '{run_dir.resolve()}'")
     assert run.info.status == "FINISHED" and "test/sum/accuracy" in run.data.metrics
-    assert warmed == [sidecars.LOGGER_TARGETS["mlflow"]] and not sidecars._warm  # started early, then taken over
+    assert warmed == [sidecars.PAINTER, sidecars.LOGGER_TARGETS["mlflow"]]
+    assert not sidecars._warm  # started early, then taken over: by the pictures and by the logger
 
 
 def test_an_mlflow_store_that_fails_stops_the_run_after_its_first_epoch(tiny_root, tmp_path):

@@ -171,7 +171,7 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
 
 def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
     """Grouped bars: each head's test primary metric per variant; a black tick: after epoch 1."""
-    from .pictures import new_figure, save_figure
+    from .figures import new_figure, save_figure
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     heads = list(dict.fromkeys(r["head"] for r in rows))

@@ -1,27 +1,24 @@
 """Pictures of a run: learning curves and a grid of test samples with their predictions.
 
-Figures are plain matplotlib :class:`~matplotlib.figure.Figure` objects made without pyplot:
-nothing here changes matplotlib's backend or global state, so a notebook shows them inline
-(they render themselves as PNG) and a script can save them. The :class:`Pictures` callback,
-among every run's default callbacks, writes ``curves.png`` and ``samples.png`` into the run
-directory (atomically) when training ends. matplotlib is imported only here.
+The figures are drawn by engine/figures.py from plain data; this module makes that data from a
+model (its predictions on the first test samples). The :class:`Pictures` callback, among every
+run's default callbacks, writes ``curves.png`` and ``samples.png`` into the run directory
+(atomically) when training ends: in a painter sidecar where ``digitsum run`` started one, in
+this process otherwise.
 """
 
 from __future__ import annotations
 
-import functools
-import io
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from ..contracts import Generator, Image, Images
+from ..sidecar import PAINTER, Sidecar, is_warm
 from .batches import eval_batches
 from .callbacks import Callback
-from .rundir import atomic_write
+from .figures import curves_figure, samples_grid, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,73 +29,6 @@ if TYPE_CHECKING:
 #: How many test samples samples.png shows.
 SAMPLES = 24
 SAMPLE_COLUMNS = 6
-WRONG_COLOR, RIGHT_COLOR = "#d62728", "#1a1a1a"
-
-
-@functools.cache
-def _picture_class() -> type:
-    from matplotlib.figure import Figure
-
-    class Picture(Figure):
-        """A figure that shows itself inline in Jupyter, whatever matplotlib's backend."""
-
-        def _repr_png_(self) -> bytes:
-            return figure_png(self)
-
-    return Picture
-
-
-def new_figure(**options: Any) -> Figure:
-    """A matplotlib figure that shows itself inline in Jupyter (as PNG), made without pyplot."""
-    return _picture_class()(**options)
-
-
-def figure_png(figure: Figure) -> bytes:
-    """The figure as PNG bytes, drawn once: each figure lays itself out when it is made (fixed
-    margins, or ``tight_layout``), since ``bbox_inches="tight"`` would draw it twice."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def save_figure(figure: Figure, path: Path) -> None:
-    """Write a figure as PNG through :func:`atomic_write`."""
-    data = figure_png(figure)
-    atomic_write(path, lambda f: f.write(data))
-
-
-def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> Figure:
-    """Loss and primary metric per head per epoch, train (running mean, dashed), val (dotted,
-    when held out) and test.
-
-    ``history``: one ``{"epoch", "train": {head: metrics}, "test": {head: metrics}}`` per epoch
-    (and ``"val"`` in a run that holds a validation split out).
-    """
-    heads = list(primary)
-    figure = new_figure(figsize=(4 * len(heads), 6))
-    axes = figure.subplots(2, len(heads), squeeze=False)
-    epochs = [row["epoch"] for row in history]
-    for column, head in enumerate(heads):
-        for row, metric in enumerate(("loss", primary[head])):
-            ax = axes[row][column]
-            for split, style in (("train", "--"), ("val", ":"), ("test", "-")):
-                if any(split not in entry for entry in history):
-                    continue  # val: only in runs that hold a validation split out
-                values = [entry[split].get(head, {}).get(metric) for entry in history]
-                ax.plot(epochs, values, style, marker="o", label=split)
-            ax.set_title(f"{head}: {metric}")
-            ax.set_xlabel("epoch")
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.grid(alpha=0.3)
-            ax.legend()
-    # fixed margins, in inches, for tick labels, titles and the x label: tight_layout would
-    # draw the figure once more to measure them (about a third of the picture's time)
-    width, height = figure.get_size_inches()
-    figure.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.35 / height,
-                           wspace=0.7 / 4, hspace=0.75 / 2.4)  # fmt: skip
-    return figure
-
-
 #: At most this many images of an ``Images`` input (a sequence) are drawn per sample.
 SEQUENCE_SHOWN = 4
 #: Captions show at most this many characters of a value (a long number is cut, with "…").
@@ -135,9 +65,10 @@ def image_row(batch: dict[str, Tensor], image_names: list[str], i: int) -> Tenso
 
 
 @torch.no_grad()
-def samples_figure(model: DigitModel, generator: Generator, seed: int, device: torch.device,
-                   title: str, count: int = SAMPLES) -> Figure:  # fmt: skip
-    """The first test samples: their images, targets and predictions; wrong ones in red."""
+def samples_grid_data(model: DigitModel, generator: Generator, seed: int, device: torch.device,
+                      title: str, count: int = SAMPLES) -> dict[str, Any]:  # fmt: skip
+    """The first test samples as :func:`figures.samples_grid` draws them (plain data): their
+    images, targets and predictions, wrong ones marked."""
     inputs = generator.interface(generator.params).inputs
     image_names = [name for name, spec in inputs.items() if isinstance(spec, (Image, Images))]
     batch = next(eval_batches(generator, "test", seed, device))
@@ -148,17 +79,9 @@ def samples_figure(model: DigitModel, generator: Generator, seed: int, device: t
     model.train(was_training)
     predictions = {name: model.heads[name].predict(out).cpu() for name, out in outputs.items()}
     count = len(next(iter(batch.values())))
-    rows = -(-count // SAMPLE_COLUMNS)
     shown = sum(min(getattr(inputs[name], "count", 1), SEQUENCE_SHOWN) for name in image_names)
-    width = 1.6 * max(1, shown)
-    figure = new_figure(figsize=(width * SAMPLE_COLUMNS, 2.2 * rows))
-    axes = figure.subplots(rows, SAMPLE_COLUMNS, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= count:
-            continue
-        if image_names:
-            ax.imshow(image_row(batch, image_names, i).numpy(), cmap="gray")
+    cells = []
+    for i in range(count):
         lines, wrong = [], False
         caption = generator.describe(batch, i)
         if caption:
@@ -169,22 +92,16 @@ def samples_figure(model: DigitModel, generator: Generator, seed: int, device: t
             same = torch.equal(guess.to(target.dtype), target)
             wrong |= not same
             lines.append(f"{head} {format_value(guess)}" + ("" if same else f" ≠ {format_value(target)}"))
-        ax.set_title("\n".join(lines), fontsize=8, color=WRONG_COLOR if wrong else RIGHT_COLOR)
-        if wrong:  # a red frame, visible at a glance in a full grid
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_edgecolor(WRONG_COLOR)
-                spine.set_linewidth(2.5)
-    figure.suptitle(f"{title}: first {count} test samples (prediction ≠ target in red)", fontsize=10)
-    # fixed margins, in inches: the suptitle on top, each image's caption (up to three lines)
-    # above it; tight_layout would draw the figure once more to measure them
-    width, height = figure.get_size_inches()
-    caption = 0.16 * (1 + len(predictions)) + 0.1
-    figure.subplots_adjust(left=0.1 / width, right=1 - 0.1 / width, bottom=0.1 / height,
-                           top=1 - (0.3 + caption) / height, hspace=caption / (height / rows - caption))  # fmt: skip
-    return figure
+        image = image_row(batch, image_names, i).tolist() if image_names else None
+        cells.append({"image": image, "lines": lines, "wrong": wrong})
+    return {"title": title, "columns": SAMPLE_COLUMNS, "cell_width": 1.6 * max(1, shown),
+            "caption_lines": 1 + len(predictions), "cells": cells}  # fmt: skip
+
+
+def samples_figure(model: DigitModel, generator: Generator, seed: int, device: torch.device,
+                   title: str, count: int = SAMPLES) -> Figure:  # fmt: skip
+    """The first test samples: their images, targets and predictions; wrong ones in red."""
+    return samples_grid(samples_grid_data(model, generator, seed, device, title, count))
 
 
 def primary_metrics(recipe) -> dict[str, str]:
@@ -193,12 +110,37 @@ def primary_metrics(recipe) -> dict[str, str]:
 
 
 class Pictures(Callback):
-    """Writes ``curves.png`` and ``samples.png`` into the run directory when training ends."""
+    """Writes ``curves.png`` and ``samples.png`` into the run directory when training ends.
+
+    Drawn by a painter sidecar where one was warmed up (``digitsum run`` starts it before it
+    imports torch, so matplotlib's import overlaps the run's start-up), in this process
+    otherwise (the Python API, tests). Either way the files are written when ``on_end``
+    returns: the loggers after this callback upload them.
+    """
+
+    def __init__(self) -> None:
+        self.painter = Sidecar(PAINTER, "pictures") if is_warm(PAINTER) else None
 
     def on_end(self, trainer: Trainer, summary: dict) -> None:
         if not trainer.history:
+            self._close()
             return  # nothing was evaluated: no curve to draw, no trained model to show
         recipe = trainer.recipe
-        save_figure(curves_figure(trainer.history, primary_metrics(recipe)), trainer.run_dir / "curves.png")
-        figure = samples_figure(trainer.model, trainer.generator, recipe.seed, trainer.device, recipe.name)
-        save_figure(figure, trainer.run_dir / "samples.png")
+        history, primary = trainer.history, primary_metrics(recipe)
+        curves, samples = trainer.run_dir / "curves.png", trainer.run_dir / "samples.png"
+        grid = samples_grid_data(trainer.model, trainer.generator, recipe.seed, trainer.device, recipe.name)
+        if self.painter is None:
+            save_figure(curves_figure(history, primary), curves)
+            save_figure(samples_grid(grid), samples)
+            return
+        self.painter.call("curves", history, primary, str(curves))
+        self.painter.call("samples", grid, str(samples))
+        self._close()
+
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.painter is not None:
+            painter, self.painter = self.painter, None
+            painter.close()  # waits for the pictures; raises the first error drawing them

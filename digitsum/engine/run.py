@@ -110,7 +110,8 @@ class Run:
 
     def curves(self) -> Figure:
         """Loss and primary metric per head and epoch, train and test (shown inline in a notebook)."""
-        from .pictures import curves_figure, primary_metrics
+        from .figures import curves_figure
+        from .pictures import primary_metrics
 
         return curves_figure(self.history, primary_metrics(self.recipe))
 

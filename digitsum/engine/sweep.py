@@ -790,7 +790,7 @@ def _result(optuna: Any, study_name: str, url: str, sweep_dir: Path, head: str, 
 
 def _write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, own_val: int) -> None:
     """best.toml, sweep.json and the plots, from the study as it stands."""
-    from .pictures import save_figure
+    from .figures import save_figure
     from .rundir import write_json, write_text
     from ..recipe import load_recipe
 
@@ -822,7 +822,7 @@ def _write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, ow
 
 def _history_figure(result: SweepResult) -> Any:
     """The val metric of every trial by trial number (pruned ones at their last report), and the best so far."""
-    from .pictures import new_figure
+    from .figures import new_figure
 
     shown = [r for r in result.trials if r.value is not None]
     if not shown:
@@ -853,7 +853,7 @@ def _history_figure(result: SweepResult) -> Any:
 def _importance_figure(study: Any, optuna: Any, result: SweepResult) -> Any:
     """Optuna's parameter importances (its default evaluator) as a bar chart; None, with a note,
     when the finished trials cannot say (fewer than two, or values that never varied)."""
-    from .pictures import new_figure
+    from .figures import new_figure
 
     import warnings
 

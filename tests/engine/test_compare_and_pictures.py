@@ -44,6 +44,23 @@ def test_every_run_dir_gets_curves_and_samples_pictures(name, tiny_data, tmp_pat
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_the_command_lines_painter_draws_the_pictures_the_run_api_draws(cli, tiny_data, tmp_path):
+    """`digitsum run` draws a run's pictures in the painter sidecar it starts before importing
+    torch; they are the very pictures drawn in the run's own process."""
+    from digitsum import load_run, sidecar
+    from digitsum.engine.figures import save_figure
+
+    run_dir = tmp_path / "run"
+    result = cli("run", str(RECIPES / "original.toml"), "--set", "train.epochs=1", "--set", "data.batch_size=64", "--out", run_dir)
+    assert result.code == 0, result.err
+    assert not sidecar._warm  # the painter started early was taken over by the run's Pictures
+    run = load_run(run_dir)
+    save_figure(run.curves(), tmp_path / "curves.png")
+    save_figure(run.samples(), tmp_path / "samples.png")
+    for name in ("curves.png", "samples.png"):
+        assert (run_dir / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
 def test_split_values_keeps_brackets_and_quotes_whole():
     assert split_values("concat, film") == ["concat", "film"]
     assert split_values("[6,12],[8,16]") == ["[6,12]", "[8,16]"]

@@ -1,0 +1,135 @@
+"""Figures drawn from plain data, with matplotlib and without torch: learning curves, a grid of
+samples, and the :class:`Painter` that draws a run's pictures in a sidecar process.
+
+Figures are plain matplotlib :class:`~matplotlib.figure.Figure` objects made without pyplot:
+nothing here changes matplotlib's backend or global state, so a notebook shows them inline
+(they render themselves as PNG) and a script can save them. engine/pictures.py turns a model's
+predictions into the data drawn here. This module imports matplotlib at once (a sidecar warmed
+up before a run imports torch imports it then: ``digitsum.sidecar.warm_up``) and never torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib  # noqa: F401 - imported here, at once: see the docstring
+from matplotlib.figure import Figure
+
+from .rundir import atomic_write
+
+WRONG_COLOR, RIGHT_COLOR = "#d62728", "#1a1a1a"
+
+
+@functools.cache
+def _picture_class() -> type:
+    class Picture(Figure):
+        """A figure that shows itself inline in Jupyter, whatever matplotlib's backend."""
+
+        def _repr_png_(self) -> bytes:
+            return figure_png(self)
+
+    return Picture
+
+
+def new_figure(**options: Any) -> Figure:
+    """A matplotlib figure that shows itself inline in Jupyter (as PNG), made without pyplot."""
+    return _picture_class()(**options)
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes, drawn once: each figure lays itself out when it is made (fixed
+    margins, or ``tight_layout``), since ``bbox_inches="tight"`` would draw it twice."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    """Write a figure as PNG through :func:`atomic_write`."""
+    data = figure_png(figure)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> Figure:
+    """Loss and primary metric per head per epoch, train (running mean, dashed), val (dotted,
+    when held out) and test.
+
+    ``history``: one ``{"epoch", "train": {head: metrics}, "test": {head: metrics}}`` per epoch
+    (and ``"val"`` in a run that holds a validation split out).
+    """
+    heads = list(primary)
+    figure = new_figure(figsize=(4 * len(heads), 6))
+    axes = figure.subplots(2, len(heads), squeeze=False)
+    epochs = [row["epoch"] for row in history]
+    for column, head in enumerate(heads):
+        for row, metric in enumerate(("loss", primary[head])):
+            ax = axes[row][column]
+            for split, style in (("train", "--"), ("val", ":"), ("test", "-")):
+                if any(split not in entry for entry in history):
+                    continue  # val: only in runs that hold a validation split out
+                values = [entry[split].get(head, {}).get(metric) for entry in history]
+                ax.plot(epochs, values, style, marker="o", label=split)
+            ax.set_title(f"{head}: {metric}")
+            ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            ax.legend()
+    # fixed margins, in inches, for tick labels, titles and the x label: tight_layout would
+    # draw the figure once more to measure them (about a third of the picture's time)
+    width, height = figure.get_size_inches()
+    figure.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.35 / height,
+                           wspace=0.7 / 4, hspace=0.75 / 2.4)  # fmt: skip
+    return figure
+
+
+def samples_grid(grid: Mapping[str, Any]) -> Figure:
+    """A grid of samples, each its images side by side and a caption above, red where a
+    prediction is wrong. ``grid`` holds plain data (``pictures.samples_grid_data`` makes it from
+    a model): ``title``, ``columns``, ``cell_width`` (inches) and ``cells``, each with
+    ``image`` (rows of grey values, or None), ``lines`` (the caption) and ``wrong``."""
+    import numpy as np
+
+    cells, columns = grid["cells"], grid["columns"]
+    count = len(cells)
+    rows = -(-count // columns)
+    figure = new_figure(figsize=(grid["cell_width"] * columns, 2.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= count:
+            continue
+        cell = cells[i]
+        if cell["image"] is not None:
+            ax.imshow(np.asarray(cell["image"], dtype=np.float32), cmap="gray")
+        ax.set_title("\n".join(cell["lines"]), fontsize=8, color=WRONG_COLOR if cell["wrong"] else RIGHT_COLOR)
+        if cell["wrong"]:  # a red frame, visible at a glance in a full grid
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(WRONG_COLOR)
+                spine.set_linewidth(2.5)
+    figure.suptitle(f"{grid['title']}: first {count} test samples (prediction ≠ target in red)", fontsize=10)
+    # fixed margins, in inches: the suptitle on top, each image's caption (up to three lines)
+    # above it; tight_layout would draw the figure once more to measure them
+    width, height = figure.get_size_inches()
+    caption = 0.16 * grid["caption_lines"] + 0.1
+    figure.subplots_adjust(left=0.1 / width, right=1 - 0.1 / width, bottom=0.1 / height,
+                           top=1 - (0.3 + caption) / height, hspace=caption / (height / rows - caption))  # fmt: skip
+    return figure
+
+
+class Painter:
+    """Draws a run's pictures into files: the target of the sidecar (digitsum/sidecar.py) that
+    ``digitsum run`` starts before it imports torch, so that matplotlib's import (a third of a
+    second) runs on the core the run's start-up leaves idle, not after training."""
+
+    def curves(self, history: list[dict[str, Any]], primary: dict[str, str], path: str) -> None:
+        save_figure(curves_figure(history, primary), Path(path))
+
+    def samples(self, grid: dict[str, Any], path: str) -> None:
+        save_figure(samples_grid(grid), Path(path))
