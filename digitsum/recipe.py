@@ -100,6 +100,9 @@ class TrainSection(_Section):
     checkpoint_every: int = Field(
         0, ge=0, le=10**9, description="also checkpoint every N steps (0: only at each epoch's end)"
     )
+    eval_every: int = Field(
+        1, ge=1, le=1000, description="evaluate the val and test splits after every Nth epoch, and always after the last"
+    )
     threads: int = Field(0, ge=0, le=1024, description="CPU threads for tensor ops; 0: one per usable core (split between torchrun ranks)")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision on CUDA, and on CPUs with bf16 instructions (ignored elsewhere)")
     channels_last: bool = Field(False, description="channels-last memory format on CUDA and CPU (ignored elsewhere)")

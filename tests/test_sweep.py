@@ -306,3 +306,21 @@ def test_a_killed_sweep_continues_where_it_stopped(tiny_root, tmp_path):
     retried = {t.user_attrs.get("retry_of") for t in _trials(storage)}
     assert set(cut) <= retried
     assert result.counts()["complete"] == 2  # the trials asked for, the cut-off ones not counted
+
+
+def test_a_sweep_of_runs_evaluated_every_other_epoch_prunes_on_the_epochs_evaluated(tiny_root, tmp_path):
+    """train.eval_every = 2: the val metric exists after epochs 2 and 4 only; the trials report
+    those, and a hopeless one is pruned after epoch 2, not failed for a missing figure."""
+    import digitsum
+
+    out = tmp_path / "s"
+    storage = f"journal:{tmp_path / 'study.journal'}"
+    study = optuna.create_study(study_name="original", storage=open_storage(storage), direction="maximize")
+    study.enqueue_trial({"train.optimizer.lr": 1e-2})
+    study.enqueue_trial({"train.optimizer.lr": 1e-7})
+    overrides = {**_tiny(tiny_root, epochs=4), "train.eval_every": 2}
+    result = digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-7:3e-2"], 2, storage=storage, out=out,
+                            overrides=overrides, val=100, quiet=True, prune_startup=1)  # fmt: skip
+    assert [row.state for row in result.trials] == ["complete", "pruned"]
+    assert json.loads((out / "trial-0001" / "summary.json").read_text())["stopped"].startswith("pruned by the sweep after epoch 2")
+    assert result.trials[0].test is not None  # the best trial's test figure, from its last evaluation

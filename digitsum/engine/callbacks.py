@@ -48,7 +48,11 @@ class Callback:
         total, a detached tensor on the device (``float(loss)`` waits for the device: now and then only)."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
-        """Epoch ``epoch`` is trained and evaluated: per-head train (running) and test metrics."""
+        """Epoch ``epoch`` is trained and evaluated: per-head train (running) and test metrics.
+
+        ``test`` is empty after an epoch that ``train.eval_every`` leaves unevaluated (the last
+        epoch always is); ``trainer.history[-1]`` holds ``"val"`` and ``"test"`` only when evaluated.
+        """
 
     def on_end(self, trainer: Trainer, summary: dict) -> None:
         """Training ended normally (finished, or stopped by a request); ``summary`` is summary.json."""

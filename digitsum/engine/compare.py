@@ -105,7 +105,7 @@ def result_rows(variant: Variant, summary: dict[str, Any], history: list[dict[st
     for head, choice in variant.recipe.heads.items():
         metric = choice.cls.primary_metric
         test = summary["metrics"].get("test", {}).get(head, {})
-        first = history[0]["test"].get(head, {}) if history else {}
+        first = history[0].get("test", {}).get(head, {}) if history else {}  # none when epoch 1 was not evaluated
         rows.append(
             {
                 "variant": variant.label,

@@ -56,7 +56,7 @@ def save_figure(figure: Figure, path: Path) -> None:
 
 def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> Figure:
     """Loss and primary metric per head per epoch, train (running mean, dashed), val (dotted,
-    when held out) and test.
+    when held out) and test (each where evaluated).
 
     ``history``: one ``{"epoch", "train": {head: metrics}, "test": {head: metrics}}`` per epoch
     (and ``"val"`` in a run that holds a validation split out).
@@ -64,15 +64,16 @@ def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> 
     heads = list(primary)
     figure = new_figure(figsize=(4 * len(heads), 6))
     axes = figure.subplots(2, len(heads), squeeze=False)
-    epochs = [row["epoch"] for row in history]
     for column, head in enumerate(heads):
         for row, metric in enumerate(("loss", primary[head])):
             ax = axes[row][column]
             for split, style in (("train", "--"), ("val", ":"), ("test", "-")):
-                if any(split not in entry for entry in history):
-                    continue  # val: only in runs that hold a validation split out
-                values = [entry[split].get(head, {}).get(metric) for entry in history]
-                ax.plot(epochs, values, style, marker="o", label=split)
+                # val: only in runs that hold a validation split out; val and test: only after
+                # the epochs evaluated (train.eval_every)
+                shown = [entry for entry in history if split in entry]
+                if shown:
+                    values = [entry[split].get(head, {}).get(metric) for entry in shown]
+                    ax.plot([entry["epoch"] for entry in shown], values, style, marker="o", label=split)
             ax.set_title(f"{head}: {metric}")
             ax.set_xlabel("epoch")
             ax.xaxis.get_major_locator().set_params(integer=True)

@@ -66,13 +66,13 @@ class ConsoleReporter(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
         parts = [f"{head} {self.primary[head]} {values[self.primary[head]]:.4f}" for head, values in test.items()]
+        shown = f"test: {' · '.join(parts)}" if test else "not evaluated (train.eval_every)"
         if self.progress is not None:
             self.progress.stop()
-            self.console.print(f"  test: {' · '.join(parts)}")
+            self.console.print(f"  {shown}")
         else:
             seconds = time.perf_counter() - self.started
-            self.console.print(f"{self.epoch_label}: loss {self.loss:.4f} · {self.speed:,.0f} samples/s · {seconds:.1f} s · "
-                               f"test: {' · '.join(parts)}")  # fmt: skip
+            self.console.print(f"{self.epoch_label}: loss {self.loss:.4f} · {self.speed:,.0f} samples/s · {seconds:.1f} s · {shown}")
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         if self.progress is not None:

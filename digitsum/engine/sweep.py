@@ -307,7 +307,9 @@ def _pruning_callback(trial: Any, head: str, metric: str) -> Any:
             self.pruned_after: int | None = None
 
         def on_epoch_end(self, trainer: Any, epoch: int, train: dict, test: dict) -> None:
-            val = trainer.history[-1].get("val", {}).get(head, {})
+            if "val" not in trainer.history[-1]:
+                return  # an epoch not evaluated (train.eval_every): nothing to report
+            val = trainer.history[-1]["val"].get(head, {})
             if metric not in val:
                 raise UserError(f"the sweep's metric {head}.{metric} is not among the val figures of head {head!r}: {', '.join(val)}")
             value = float(val[metric])
@@ -424,7 +426,7 @@ def _run_trial(study: Any, trial: Any, settings: _Settings, optuna: Any) -> bool
             return False
         raise
     history = outcome.trainer.history
-    test = history[-1]["test"].get(settings.head, {}).get(settings.metric) if history else None
+    test = outcome.summary["metrics"].get("test", {}).get(settings.head, {}).get(settings.metric)
     trial.set_user_attr("epochs", len(history))
     if test is not None:
         trial.set_user_attr("test", float(test))

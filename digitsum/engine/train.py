@@ -267,6 +267,11 @@ class Trainer:
         with self.accel.autocast():
             return evaluate(self.model, self.generator, split, self.recipe.seed, self.device, self.world)
 
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the val and test splits are evaluated after ``epoch``: every
+        ``train.eval_every``-th epoch and the last one."""
+        return epoch % self.recipe.train.eval_every == 0 or epoch == self.epochs
+
     @property
     def finished(self) -> bool:
         return self.epochs_done == self.epochs
@@ -366,20 +371,22 @@ class Trainer:
             if self.step < self.steps_per_epoch:  # stopped part-way: keep the place, evaluate nothing
                 self.save_checkpoint()
                 break
-            val = self.evaluate("val") if self.validates else None
-            test = self.evaluate("test")
+            evaluated = self.evaluates_after(epoch)
+            val = self.evaluate("val") if self.validates and evaluated else None
+            test = self.evaluate("test") if evaluated else None
             self.epoch_record = train
-            # "val" only when held out: a run without one writes exactly what it always did
-            self.history.append({"epoch": epoch, "train": train["heads"], **({"val": val} if val is not None else {}), "test": test})
+            # "val" only when held out, "val" and "test" only after the epochs evaluated
+            # (train.eval_every): a run that evaluates every epoch writes what it always did
+            evaluations = {**({"val": val} if val is not None else {}), **({"test": test} if test is not None else {})}
+            self.history.append({"epoch": epoch, "train": train["heads"], **evaluations})
             if log is not None:
                 log.append({"epoch": epoch, "split": "train", **train})
-                if val is not None:
-                    log.append({"epoch": epoch, "split": "val", "heads": val})
-                log.append({"epoch": epoch, "split": "test", "heads": test})
+                for split, heads in evaluations.items():
+                    log.append({"epoch": epoch, "split": split, "heads": heads})
             self.epochs_done = epoch
             self.rewind_epoch()
             self.save_checkpoint()
-            self._emit("on_epoch_end", epoch, train["heads"], test)
+            self._emit("on_epoch_end", epoch, train["heads"], test or {})
             if self._stop_now():
                 break
         summary = self.summary()
@@ -394,15 +401,17 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """What summary.json says of the run so far: recipe, seed, device, epochs, the last
-        epoch's train, val (when held out) and test metrics, seconds."""
-        last = self.history[-1] if self.history else {}
+        epoch's train metrics, the latest val (when held out) and test metrics, seconds."""
+        last = dict(self.history[-1]) if self.history else {}
+        for split in ("val", "test"):  # a run stopped after an epoch not evaluated: the latest evaluation's
+            last[split] = next((entry[split] for entry in reversed(self.history) if split in entry), None)
         summary = {
             "format": RUN_FORMAT,
             "recipe": self.recipe.name,
             "seed": self.recipe.seed,
             "device": str(self.device),
             "epochs": len(self.history),
-            "metrics": {split: last[split] for split in ("train", "val", "test") if split in last},
+            "metrics": {split: last[split] for split in ("train", "val", "test") if last.get(split) is not None},
             "seconds": round(self.seconds_before + time.perf_counter() - self._fit_started, 3),
         }
         if self.world.active:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from digitsum.engine.batches import eval_batches, train_batches
+from digitsum.engine.callbacks import Callback
 from ..runs import fit
 from digitsum.recipe import load_recipe
 from digitsum.testing import write_tiny_mnist
@@ -83,3 +84,40 @@ def test_every_schedule_runs_any_number_of_steps(tiny_data, schedule, total_step
         scheduler.step()
     lr = scheduler.get_last_lr()[0]
     assert 0 <= lr <= recipe.optimizer.params.lr and lr == lr  # finite, never above the recipe's peak
+
+
+class TestsSeen(Callback):
+    """Records the test figures each on_epoch_end hands the callbacks; stops after ``stop_after``."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.seen: list[dict] = []
+        self.stop_after = stop_after
+
+    def on_epoch_end(self, trainer, epoch, train, test) -> None:
+        self.seen.append(test)
+        if epoch == self.stop_after:
+            trainer.request_stop("stopped by test")
+
+
+def test_eval_every_evaluates_every_nth_and_the_last_epoch_and_trains_the_same(tiny_data, tmp_path):
+    args = ["train.epochs=3", "data.batch_size=64"]
+    every = fit(load_recipe(RECIPES / "original.toml", args), tmp_path / "every")
+    seen = TestsSeen()
+    sparse = fit(load_recipe(RECIPES / "original.toml", [*args, "train.eval_every=2"]), tmp_path / "sparse", [seen])
+    lines = [json.loads(line) for line in (tmp_path / "sparse" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["split"]) for r in lines] == [(1, "train"), (2, "train"), (2, "test"), (3, "train"), (3, "test")]
+    assert [bool(test) for test in seen.seen] == [False, True, True]  # callbacks get {} after an epoch not evaluated
+    # evaluating draws nothing from training's random streams: the same model, the same figures
+    assert sparse["metrics"] == every["metrics"]
+    weights = [torch.load(tmp_path / run / "checkpoint.pt", weights_only=True)["model"] for run in ("every", "sparse")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert (tmp_path / "sparse" / "curves.png").stat().st_size > 0
+
+
+def test_a_run_stopped_after_an_epoch_not_evaluated_reports_its_latest_evaluation(tiny_data, tmp_path):
+    recipe = load_recipe(RECIPES / "original.toml", ["train.epochs=4", "data.batch_size=64", "train.eval_every=2"])
+    summary = fit(recipe, tmp_path, [TestsSeen(stop_after=3)])
+    history = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["history"]
+    assert [sorted(entry) for entry in history] == [["epoch", "train"], ["epoch", "test", "train"], ["epoch", "train"]]
+    assert summary["epochs"] == 3 and summary["metrics"]["test"] == history[1]["test"]
+    assert summary["metrics"]["train"] == history[2]["train"]
