@@ -95,7 +95,7 @@ def digitsum_run(recipe: str, overrides: list[str], target: Mapping[str, float],
         sys.exit(f"{' '.join(command)} failed (exit {process.returncode}):\n{process.stderr.read()[-2000:]}")
     tests = [r for r in read_records(out / "metrics.jsonl") if r.get("split") == "test"]
     last = {head: values["accuracy"] for head, values in tests[-1]["heads"].items()} if tests else {}
-    return {"to_target": to_target, "epoch": epoch, "whole": whole, "epochs": len(tests), "last": last,
+    return {"to_target": to_target, "epoch": epoch, "whole": whole, "evaluations": len(tests), "last": last,
             "steal": steal_share(ticks, cpu_ticks())}  # fmt: skip
 
 
@@ -162,7 +162,7 @@ def main() -> None:
             ours.append(run)
             last = " ".join(f"{h} {v:.4f}" for h, v in run["last"].items())
             print(f"  digitsum run {i + 1}: target {seconds(run['to_target'])} (epoch {run['epoch']}), "
-                  f"whole command {run['whole']:.1f} s, {run['epochs']} epochs, last test {last}, {describe(run['steal'])}", flush=True)  # fmt: skip
+                  f"whole command {run['whole']:.1f} s, {run['evaluations']} test evaluations, last test {last}, {describe(run['steal'])}", flush=True)  # fmt: skip
     theirs = []
     for i in range(args.notebook_runs):
         print(f"  notebook run {i + 1}:", flush=True)

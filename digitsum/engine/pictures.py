@@ -124,7 +124,7 @@ class Pictures(Callback):
     def on_end(self, trainer: Trainer, summary: dict) -> None:
         if not trainer.history:
             self._close()
-            return  # nothing was evaluated: no curve to draw, no trained model to show
+            return  # no epoch completed: no curve to draw, no trained model to show
         recipe = trainer.recipe
         history, primary = trainer.history, primary_metrics(recipe)
         curves, samples = trainer.run_dir / "curves.png", trainer.run_dir / "samples.png"
