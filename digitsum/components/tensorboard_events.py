@@ -1,6 +1,6 @@
 """The TensorBoard logger's side that writes event files: it runs in a sidecar process (digitsum/sidecar.py).
 
-TensorBoard's writer and protocol buffers take a tenth of a second to import, and writing an
+TensorBoard's writer and protocol buffers take about 0.2 s to import, and writing an
 event is Python work: here both happen on the core the run leaves idle, not beside training.
 This module imports TensorBoard (never torch), at once, so that a sidecar warmed up before the
 run imports torch imports it then (``digitsum.sidecar.warm_up``); every method takes JSON values.
