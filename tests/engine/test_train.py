@@ -16,7 +16,9 @@ from ..conftest import RECIPES
 
 @pytest.fixture
 def recipe(tiny_data):
-    return load_recipe(RECIPES / "original.toml", ["train.epochs=2", "data.batch_size=64", "train.optimizer.lr=5e-3"])
+    # one thread: tests that compare two runs bit for bit must not depend on the default
+    # count, which follows the machine's load (threads.py)
+    return load_recipe(RECIPES / "original.toml", ["train.epochs=2", "data.batch_size=64", "train.optimizer.lr=5e-3", "train.threads=1"])
 
 
 def test_run_writes_the_run_directory(recipe, tmp_path):
@@ -41,7 +43,7 @@ def test_every_head_learns_on_learnable_data(tmp_path):
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tiny_data, tmp_path):
-    args = ["train.epochs=1", "data.batch_size=64"]
+    args = ["train.epochs=1", "data.batch_size=64", "train.threads=1"]  # one thread: see the recipe fixture
     a = fit(load_recipe(RECIPES / "original.toml", args), tmp_path / "a")
     b = fit(load_recipe(RECIPES / "original.toml", args), tmp_path / "b")
     c = fit(load_recipe(RECIPES / "original.toml", args + ["seed=1"]), tmp_path / "c")

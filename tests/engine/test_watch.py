@@ -42,7 +42,7 @@ def test_preflight_warns_on_faulty_heads_and_not_on_healthy_ones(tiny_root, tmp_
 
 
 def test_preflight_does_not_change_the_run(tiny_root, tmp_path):
-    recipe = recipe_for(tiny_root, "train.epochs=1")
+    recipe = recipe_for(tiny_root, "train.epochs=1", "train.threads=1")  # bit for bit: not the load-dependent default count
     plain = fit(recipe, tmp_path / "plain")
     checked = fit(recipe, tmp_path / "checked", [Preflight()])
     assert plain["metrics"] == checked["metrics"]
