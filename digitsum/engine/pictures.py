@@ -4,7 +4,8 @@ The figures are drawn by engine/figures.py from plain data; this module makes th
 model (its predictions on the first test samples). The :class:`Pictures` callback, among every
 run's default callbacks, writes ``curves.png`` and ``samples.png`` into the run directory
 (atomically) when training ends: in a painter sidecar where ``digitsum run`` started one, in
-this process otherwise.
+this process otherwise. engine/figures.py (and matplotlib with it) is imported only where this
+process draws: importing it here would put matplotlib's import back into every run's start-up.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from ..contracts import Generator, Image, Images
 from ..sidecar import PAINTER, Sidecar, is_warm
 from .batches import eval_batches
 from .callbacks import Callback
-from .figures import curves_figure, samples_grid, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -101,6 +101,8 @@ def samples_grid_data(model: DigitModel, generator: Generator, seed: int, device
 def samples_figure(model: DigitModel, generator: Generator, seed: int, device: torch.device,
                    title: str, count: int = SAMPLES) -> Figure:  # fmt: skip
     """The first test samples: their images, targets and predictions; wrong ones in red."""
+    from .figures import samples_grid
+
     return samples_grid(samples_grid_data(model, generator, seed, device, title, count))
 
 
@@ -130,6 +132,8 @@ class Pictures(Callback):
         curves, samples = trainer.run_dir / "curves.png", trainer.run_dir / "samples.png"
         grid = samples_grid_data(trainer.model, trainer.generator, recipe.seed, trainer.device, recipe.name)
         if self.painter is None:
+            from .figures import curves_figure, samples_grid, save_figure
+
             save_figure(curves_figure(history, primary), curves)
             save_figure(samples_grid(grid), samples)
             return

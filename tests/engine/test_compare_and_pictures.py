@@ -61,6 +61,16 @@ def test_the_command_lines_painter_draws_the_pictures_the_run_api_draws(cli, tin
         assert (run_dir / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
 
+def test_a_run_imports_matplotlib_only_where_it_draws():
+    """The run's own process imports the pictures callback at start-up; matplotlib is imported
+    by the painter sidecar (or by the first figure drawn in this process), not then."""
+    import subprocess
+    import sys
+
+    code = "import sys, digitsum.engine.runner, digitsum.engine.pictures; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_split_values_keeps_brackets_and_quotes_whole():
     assert split_values("concat, film") == ["concat", "film"]
     assert split_values("[6,12],[8,16]") == ["[6,12]", "[8,16]"]
