@@ -185,6 +185,64 @@ def test_a_too_high_learning_rate_kills_relus(tiny_data):
     assert "Conv2d" in " ".join(dead.figures["dead_after"])  # layers named after what feeds the ReLU
 
 
+def _dies_without_warm_up(monkeypatch) -> list[bool]:
+    """Make every short run not warmed up end as a network its peak lr killed at initialisation
+    (each head held out where it started); record which kind of run each call asked for."""
+    from digitsum.engine.doctor.checks import training
+
+    real, warmed_calls = training.short_run, []
+
+    def short_run(probe, steps, **options):
+        warmed_calls.append(options.get("warmed", False))
+        trace = real(probe, steps, **options)
+        if options.get("warmed"):
+            return trace
+        return replace(trace, after=dict(trace.before), nll={h: None for h in trace.nll}, held_loss={})
+
+    monkeypatch.setattr(training, "short_run", short_run)
+    return warmed_calls
+
+
+def test_a_peak_lr_that_kills_only_from_initialisation_is_judged_after_the_warm_up(tiny_data, monkeypatch):
+    warmed_calls = _dies_without_warm_up(monkeypatch)
+    found = by_check(probe_for(), "short_run")  # original: a one-cycle schedule, which warms up
+    assert warmed_calls[-1] is True and not any(warmed_calls[:-1])
+    assert {f.severity for f in found["learning"]} == {"info"}
+    assert all("reached through the recipe's warm-up" in f.measured for f in found["learning"])
+    assert found["dead_relu"][0].severity == "info"
+
+
+def test_without_a_warm_up_a_peak_lr_that_kills_stays_an_error(tiny_data, monkeypatch):
+    warmed_calls = _dies_without_warm_up(monkeypatch)
+    found = by_check(probe_for('train.schedule.type="constant"'), "short_run")
+    assert warmed_calls and not any(warmed_calls)  # no warm-up to try
+    assert "error" in {f.severity for f in found["learning"]}
+
+
+def test_a_warm_up_does_not_rescue_a_rate_that_kills_anyway(tiny_data):
+    found = by_check(probe_for("train.optimizer.lr=0.5"), "short_run")  # one-cycle up to 0.5
+    assert "error" in {f.severity for f in found["learning"]}
+    assert found["dead_relu"][0].severity == "error"
+
+
+def test_the_warmed_short_run_rises_with_the_schedule_then_holds_its_peak(tiny_data):
+    from digitsum.engine.doctor.probe import short_run
+    from digitsum.engine.train import make_optimizer
+
+    probe, rates = probe_for(), []
+
+    def recording(model):
+        optimizer = make_optimizer(probe.recipe, model)
+        optimizer.register_step_pre_hook(lambda opt, args, kwargs: rates.append(opt.param_groups[0]["lr"]))
+        return optimizer
+
+    short_run(probe, 40, optimizer_of=recording, warmed=True)
+    peak = probe.recipe.optimizer.params.lr
+    assert rates[0] < 0.1 * peak  # one-cycle starts at lr / 25
+    assert rates == sorted(rates) and rates[-1] == pytest.approx(peak)
+    assert rates.index(max(rates)) < len(rates) // 2  # reached within the warm-up, then held
+
+
 @pytest.mark.parametrize("learning, severity", [(False, "error"), (True, "info")])
 def test_killed_relus_are_an_error_only_when_learning_stalls(learning, severity):
     from digitsum.engine.doctor import dead_relu_findings

@@ -333,6 +333,7 @@ class RunTrace:
     nll: dict[str, float | None] = field(default_factory=dict)  # held-out log-loss per head after the run
     held_loss: dict[str, tuple[float, float]] = field(default_factory=dict)  # each head's own loss on held-out samples, before and after
     entropy: dict[str, float] = field(default_factory=dict)  # the best constant distribution's log-loss
+    warmed: bool = False  # the lr rose through the recipe's warm-up before it was held at its peak
 
     def learning(self) -> dict[str, bool]:
         """A head learns when its held-out accuracy, or its held-out log-loss, beats the best
@@ -393,12 +394,25 @@ def norm_of_grads(params: list[Tensor]) -> Tensor:
     return torch.sqrt(sum(g.pow(2).sum() for g in grads)) if grads else torch.zeros((), device=params[0].device)
 
 
+def schedule_warms_up(probe: Probe, steps: int) -> bool:
+    """Whether the recipe's schedule, compressed to ``steps``, starts below its peak lr: a
+    warm-up (one-cycle's rise, a plugin's ramp) leads the network up to the peak."""
+    from ..train import make_optimizer, make_scheduler
+
+    optimizer = make_optimizer(probe.recipe, fresh_copy(probe.model))
+    make_scheduler(probe.recipe, optimizer, steps)
+    return any(group["lr"] < 0.5 * probe.recipe.optimizer.params.lr for group in optimizer.param_groups)
+
+
 def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
-              grad_norms: bool = False, keep_model: bool = False, scheduled: bool = False) -> RunTrace:  # fmt: skip
+              grad_norms: bool = False, keep_model: bool = False, scheduled: bool = False,
+              warmed: bool = False) -> RunTrace:  # fmt: skip
     """Train a fresh copy of the probe's model for ``steps`` batches of the run, at the recipe's
     optimizer and its peak lr held constant (a schedule reaches it at some point; if that rate
     kills the network, it does so then), and score every head on held-out samples before and after.
     ``scheduled``: the recipe's schedule instead, compressed to the ``steps`` of the run.
+    ``warmed``: that compressed schedule while it rises, then its peak held to the end: the
+    network meets the peak as the recipe's warm-up brings it there, and stays at it.
 
     The same batches, in the same order, and the same random draws inside the model (dropout),
     for every call on one probe and in every process: runs with one change each differ in that
@@ -412,10 +426,11 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
         before = scores(probe, model, held_out, outputs)
         loss_before = held_losses(model, held_out, outputs)
         scheduler = None
-        if scheduled:
+        if scheduled or warmed:
             from ..train import make_scheduler
 
             scheduler = make_scheduler(probe.recipe, optimizer, steps)
+        highest = [group["lr"] for group in optimizer.param_groups]
         layers = layer_params(model) if grad_norms else {}
         totals: list[Tensor] = []
         per_head: dict[str, list[Tensor]] = {h: [] for h in model.heads}
@@ -438,6 +453,9 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if warmed:  # past the peak, hold it: no annealing to hide a rate that kills
+                for i, group in enumerate(optimizer.param_groups):
+                    highest[i] = group["lr"] = max(highest[i], group["lr"])
         outputs = eval_outputs(model, held_out)  # ... and at the end
         after = scores(probe, model, held_out, outputs)
         stacked = torch.stack(norms).T if norms else None
@@ -451,4 +469,5 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
             held_loss={h: (loss_before[h], v) for h, v in held_losses(model, held_out, outputs).items()},
             entropy={h: entropy_of(held_out[probe.target_of(h)]) for h in model.heads},
             grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
+            warmed=warmed,
         )  # fmt: skip

@@ -15,7 +15,7 @@ from ....contracts import Batch
 from ...progress import fell, fraction_fallen
 from .. import emulate
 from ..findings import Change, Finding, fmt, pct
-from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, scores, seeded, short_run, slice_batch, too_few
+from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, schedule_warms_up, scores, seeded, short_run, slice_batch, too_few
 from .loss import loss_floor
 
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
@@ -118,12 +118,25 @@ def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float]
             # a head at chance whose training loss still fell: judge it on a longer run rather
             # than call it broken (an ordinal head over 82 products is at chance after 93 steps
             # of the example plugin's recipe, 22 % after its first epoch: chance is 16 %)
-            trace = short_run(probe, steps * SLOW_HORIZON, grad_norms=True, keep_model=True)
+            steps *= SLOW_HORIZON
+            trace = short_run(probe, steps, grad_norms=True, keep_model=True)
+        if not _all_learn(probe, trace) and schedule_warms_up(probe, steps):
+            # the peak lr from initialisation killed it, but the recipe never trains so: judge it
+            # on the run that rises to the peak as its warm-up does (speedrun's peak of 0.015
+            # kills seed 0's network from initialisation; after the warm-up it trains to 99 %)
+            warmed = short_run(probe, steps, grad_norms=True, keep_model=True, warmed=True)
+            if _all_learn(probe, warmed):
+                trace = warmed
         relus = ReluProbe(trace.model)
         after = relus.dead_fractions(trace.model, batch)
         relus.close()
         probe.cache["short_run"] = (trace, before, after, relus.feeds)
     return probe.cache["short_run"]
+
+
+def _all_learn(probe: Probe, trace: RunTrace) -> bool:
+    learning = trace.learning()
+    return all(learning.get(head, True) for head in probe.trained_heads())
 
 
 def _slow_but_moving(probe: Probe, trace: RunTrace) -> bool:
@@ -146,7 +159,8 @@ def _floors(probe: Probe) -> dict[str, float]:
 
 
 def run_name(probe: Probe, trace: RunTrace) -> str:
-    return f"{trace.steps} steps of {probe.recipe.optimizer.section.type} at lr {fmt(probe.recipe.optimizer.params.lr)}"
+    warm_up = ", reached through the recipe's warm-up" if trace.warmed else ""
+    return f"{trace.steps} steps of {probe.recipe.optimizer.section.type} at lr {fmt(probe.recipe.optimizer.params.lr)}{warm_up}"
 
 
 def check_short_run(probe: Probe) -> list[Finding]:
