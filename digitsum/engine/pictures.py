@@ -128,17 +128,17 @@ class Pictures(Callback):
             self._close()
             return  # no epoch completed: no curve to draw, no trained model to show
         recipe = trainer.recipe
-        history, primary = trainer.history, primary_metrics(recipe)
-        curves, samples = trainer.run_dir / "curves.png", trainer.run_dir / "samples.png"
-        grid = samples_grid_data(trainer.model, trainer.generator, recipe.seed, trainer.device, recipe.name)
-        if self.painter is None:
-            from .figures import curves_figure, samples_grid, save_figure
+        if self.painter is not None:
+            draw = self.painter.call  # returns at once: the sidecar draws meanwhile
+        else:
+            from .figures import Painter
 
-            save_figure(curves_figure(history, primary), curves)
-            save_figure(samples_grid(grid), samples)
-            return
-        self.painter.call("curves", history, primary, str(curves))
-        self.painter.call("samples", grid, str(samples))
+            painter = Painter()
+            draw = lambda method, *args: getattr(painter, method)(*args)  # noqa: E731 - the sidecar's call, in this process
+        # the curves first: a sidecar draws them while this process computes the samples' predictions
+        draw("curves", trainer.history, primary_metrics(recipe), str(trainer.run_dir / "curves.png"))
+        grid = samples_grid_data(trainer.model, trainer.generator, recipe.seed, trainer.device, recipe.name)
+        draw("samples", grid, str(trainer.run_dir / "samples.png"))
         self._close()
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
