@@ -131,8 +131,8 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     # -- the output folder ---------------------------------------------------------------------
     "out-is-a-file": (lambda e: ["run", RECIPES / "original.toml", *tiny(e), "--out", e.recipe("x", "file.txt")], ["file.txt is a file"]),
     "out-under-a-file": (lambda e: ["run", RECIPES / "original.toml", *tiny(e), "--out", e.recipe("x", "file.txt") / "run"], ["cannot write the run directory", "file.txt/run"]),
-    "out-not-empty": (lambda e: ["run", RECIPES / "original.toml", *tiny(e), "--out", e.data], ["already exists and is not empty"]),
-    "out-not-a-run-even-with-force": (lambda e: ["run", RECIPES / "original.toml", *tiny(e), "--out", e.data, "--force"], ["not empty", "replaces only run directories"]),
+    "out-not-empty": (lambda e: ["run", RECIPES / "original.toml", *tiny(e), "--out", e.data], ["already exists and is not a run directory digitsum made"]),
+    "out-not-a-run-even-with-force": (lambda e: ["run", RECIPES / "original.toml", *tiny(e), "--out", e.data, "--force"], ["not a run directory digitsum made", "replaces nothing it did not write"]),
     "out-finished-run": (lambda e: ["run", RECIPES / "original.toml", *tiny(e), "--out", e.finished], ["holds a finished run", "--force"]),
     "out-unfinished-run": (lambda e: ["run", RECIPES / "original.toml", *tiny(e), "--out", e.stopped], ["holds an unfinished run", "--resume"]),
     # -- resume and eval -----------------------------------------------------------------------

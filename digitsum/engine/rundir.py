@@ -63,6 +63,13 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+#: The marker digitsum writes into every folder it makes a run in, and alone writes: ``--force``
+#: replaces a folder only when it carries one, and removes only the files the marker claims.
+MARKER = ".digitsum-run"
+#: What a run always writes, claimed by the marker from the start.
+OWN_FILES = (*RUN_FILES, "curves.png", "samples.png")
+
+
 def run_status(path: Path) -> str | None:
     """``"finished"`` or ``"unfinished"`` for a run directory, ``None`` for any other folder.
 
@@ -79,9 +86,56 @@ def run_status(path: Path) -> str | None:
     return "finished" if done else "unfinished"
 
 
+def _marker(path: Path) -> dict[str, Any] | None:
+    """The ownership marker of ``path`` as written by digitsum, or None (absent, a link, foreign)."""
+    marker = path / MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("written_by") != "digitsum" or not isinstance(data.get("outputs"), list):
+        return None
+    return data
+
+
+def owned(path: Path) -> bool:
+    """Whether ``path`` is a folder digitsum made a run in (it carries digitsum's marker)."""
+    return path.is_dir() and not path.is_symlink() and _marker(path) is not None
+
+
+def record_outputs(run_dir: Path) -> None:
+    """Claim, in the marker, every entry of ``run_dir`` that was not there when digitsum took the
+    folder: what the run and its loggers wrote. Called at each checkpoint and at the end."""
+    data = _marker(run_dir)
+    if data is None:
+        return
+    foreign = set(data.get("foreign", []))
+    outputs = set(data["outputs"]) | {p.name for p in run_dir.iterdir() if p.name not in foreign and p.name != MARKER}
+    if outputs != set(data["outputs"]):
+        write_json(run_dir / MARKER, {**data, "outputs": sorted(outputs)})
+
+
+def _clear(path: Path) -> None:
+    """Remove what digitsum wrote into the run directory ``path`` and nothing else."""
+    data = _marker(path)
+    assert data is not None
+    names = {*OWN_FILES, *(n for n in data["outputs"] if isinstance(n, str))} - set(data.get("foreign", []))
+    for name in names:
+        if not name or "/" in name or name in (".", ".."):
+            continue  # a marker edited by hand names only entries of this folder
+        child = path / name
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        elif child.exists() or child.is_symlink():
+            child.unlink()
+    remove_temporary_files(path)
+
+
 def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
     """``out`` exactly, or ``runs/<recipe>/<timestamp>/``: a folder that is new, empty, or (with
-    ``force``) a run directory to replace. Writes nothing."""
+    ``force``) a run directory digitsum made, to replace. Writes nothing."""
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = Path("runs") / recipe_name / stamp
@@ -91,11 +145,13 @@ def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False
             path = Path("runs") / recipe_name / f"{stamp}-{suffix}"
         return path
     path = Path(out)
+    if path.is_symlink():
+        raise UserError(f"output folder {path} is a symbolic link; choose another --out")
     if path.exists() and not path.is_dir():
         raise UserError(f"output folder {path} is a file; choose another --out")
     if not path.exists() or not any(path.iterdir()):
         return path
-    status = run_status(path)
+    status = run_status(path) if owned(path) else None
     if force and status is not None:
         return path
     if status == "finished":
@@ -105,20 +161,23 @@ def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False
             f"{path} holds an unfinished run; continue it with: digitsum run --resume {path}\n"
             "or pass --force to start it over"
         )
-    hint = " (--force replaces only run directories)" if force else ""
-    raise UserError(f"output folder {path} already exists and is not empty; choose another --out{hint}")
+    raise UserError(
+        f"output folder {path} already exists and is not a run directory digitsum made; choose another "
+        "--out (a new or empty folder). digitsum replaces nothing it did not write"
+    )
 
 
 def prepare_run_dir(path: Path) -> Path:
-    """Create ``path`` (emptying it first if it holds a run) and check that it is writable."""
+    """Create ``path`` (first removing what digitsum wrote there, if it holds a run digitsum made),
+    mark it as digitsum's and check that it is writable."""
+    from .. import __version__
+
     try:
-        if run_status(path) is not None:
-            for child in path.iterdir():
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        if owned(path) and run_status(path) is not None:
+            _clear(path)
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        foreign = sorted(p.name for p in path.iterdir() if p.name != MARKER)
+        write_json(path / MARKER, {"written_by": "digitsum", "version": __version__, "foreign": foreign, "outputs": []})
     except OSError as e:
         raise UserError(f"cannot write the run directory {path}: {e.strerror or e}") from None
     return path
@@ -126,7 +185,7 @@ def prepare_run_dir(path: Path) -> Path:
 
 def create_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
     """``out`` exactly, or ``runs/<recipe>/<timestamp>/``; never an existing non-empty folder,
-    except a run directory replaced with ``force``."""
+    except a run directory digitsum made, replaced with ``force``."""
     return prepare_run_dir(choose_run_dir(recipe_name, out, force))
 
 

@@ -31,7 +31,7 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .component_errors import blame_components
 from .distributed import World
 from .model import DigitModel
-from .rundir import RUN_FORMAT, MetricsLog, write_json, write_text
+from .rundir import RUN_FORMAT, MetricsLog, record_outputs, write_json, write_text
 
 
 @dataclass
@@ -330,6 +330,7 @@ class Trainer:
         state = self.state_dict()
         if self.world.is_main:
             save_checkpoint(self.run_dir / "checkpoint.pt", state)
+            record_outputs(self.run_dir)
 
     def fit(self) -> dict[str, Any]:
         """Train every epoch, evaluating and checkpointing after each; write the run directory.
@@ -396,6 +397,8 @@ class Trainer:
         if self.world.is_main:
             write_json(self.run_dir / "summary.json", summary)
         self._emit("on_end", summary)
+        if self.world.is_main:
+            record_outputs(self.run_dir)  # what the callbacks wrote at the end too
         distributed.barrier(self.world)
         return summary
 

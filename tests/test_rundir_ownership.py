@@ -1,0 +1,88 @@
+"""``--force`` replaces only run directories digitsum made, and only the files digitsum wrote there."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from digitsum.errors import UserError
+from digitsum.engine.rundir import MARKER, choose_run_dir, create_run_dir, record_outputs
+
+from .conftest import RECIPES
+
+TINY = ["--set", "train.epochs=1", "--set", "data.batch_size=64"]
+
+
+def home_like(folder: Path) -> Path:
+    """A folder of a user's own files that happens to hold a recipe.toml (``digitsum cp`` made it)."""
+    (folder / ".ssh").mkdir(parents=True)
+    (folder / ".ssh" / "id_ed25519").write_text("secret")
+    (folder / "Documents").mkdir()
+    (folder / "Documents" / "thesis.tex").write_text("chapter 1")
+    shutil.copy(RECIPES / "original.toml", folder / "recipe.toml")
+    (folder / "summary.json").write_text("{}")  # even a summary: it is still not digitsum's folder
+    return folder
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_force_never_deletes_a_folder_digitsum_did_not_make(cli, tiny_data, tmp_path):
+    home = home_like(tmp_path / "home")
+    before = tree(home)
+    result = cli("run", home / "recipe.toml", *TINY, "--out", home, "--force")
+    assert result.code == 2
+    assert "not a run directory digitsum made" in result.err and "--force" not in result.err
+    assert tree(home) == before
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_foreign_folder_is_refused_without_recommending_force(tmp_path, force):
+    home = home_like(tmp_path / "home")
+    with pytest.raises(UserError) as refused:
+        choose_run_dir("original", home, force=force)
+    assert "--force" not in str(refused.value)
+
+
+def test_force_replaces_a_run_and_keeps_the_users_own_files(cli, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    first = cli("run", RECIPES / "original.toml", *TINY, "--out", out)
+    assert first.code == 0, first.err
+    claimed = json.loads((out / MARKER).read_text())["outputs"]
+    assert {"recipe.toml", "checkpoint.pt", "summary.json", "metrics.jsonl"} <= set(claimed)
+    (out / "notes.txt").write_text("my notes on this run")  # added by the user afterwards
+    (out / "stale-by-digitsum.txt").write_text("x")
+    marker = json.loads((out / MARKER).read_text())
+    (out / MARKER).write_text(json.dumps({**marker, "outputs": [*marker["outputs"], "stale-by-digitsum.txt"]}))
+
+    second = cli("run", RECIPES / "original.toml", *TINY, "--set", "seed=1", "--out", out, "--force")
+    assert second.code == 0, second.err
+    assert (out / "notes.txt").read_text() == "my notes on this run"
+    assert not (out / "stale-by-digitsum.txt").exists()
+    assert json.loads((out / "summary.json").read_text())["seed"] == 1
+    assert "notes.txt" not in json.loads((out / MARKER).read_text())["outputs"]
+
+
+def test_a_marker_cannot_send_the_removal_outside_the_folder(tmp_path):
+    out = create_run_dir("original", tmp_path / "run")
+    (out / "recipe.toml").write_text("name = 'x'\n")
+    (out / "summary.json").write_text("{}")
+    outside = tmp_path / "keep"
+    outside.mkdir()
+    (outside / "file").write_text("mine")
+    marker = json.loads((out / MARKER).read_text())
+    (out / MARKER).write_text(json.dumps({**marker, "outputs": ["../keep", "/", ".."]}))
+    create_run_dir("original", out, force=True)
+    assert (outside / "file").read_text() == "mine"
+
+
+def test_what_a_run_writes_is_claimed(tmp_path):
+    out = create_run_dir("original", tmp_path / "run")
+    assert json.loads((out / MARKER).read_text())["outputs"] == []
+    (out / "metrics.csv").write_text("a,b\n")  # a logger's file
+    record_outputs(out)
+    assert json.loads((out / MARKER).read_text())["outputs"] == ["metrics.csv"]
