@@ -170,17 +170,22 @@ def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False
 def prepare_run_dir(path: Path) -> Path:
     """Create ``path`` (first removing what digitsum wrote there, if it holds a run digitsum made),
     mark it as digitsum's and check that it is writable."""
-    from .. import __version__
-
     try:
         if owned(path) and run_status(path) is not None:
             _clear(path)
         path.mkdir(parents=True, exist_ok=True)
-        foreign = sorted(p.name for p in path.iterdir() if p.name != MARKER)
-        write_json(path / MARKER, {"written_by": "digitsum", "version": __version__, "foreign": foreign, "outputs": []})
+        mark(path)
     except OSError as e:
         raise UserError(f"cannot write the run directory {path}: {e.strerror or e}") from None
     return path
+
+
+def mark(path: Path) -> None:
+    """Write digitsum's marker into the existing folder ``path``, noting what was there before."""
+    from .. import __version__
+
+    foreign = sorted(p.name for p in path.iterdir() if p.name != MARKER)
+    write_json(path / MARKER, {"written_by": "digitsum", "version": __version__, "foreign": foreign, "outputs": []})
 
 
 def create_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:

@@ -31,7 +31,7 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .component_errors import blame_components
 from .distributed import World
 from .model import DigitModel
-from .rundir import RUN_FORMAT, MetricsLog, record_outputs, write_json, write_text
+from .rundir import RUN_FORMAT, MetricsLog, mark, owned, record_outputs, write_json, write_text
 
 
 @dataclass
@@ -361,6 +361,8 @@ class Trainer:
             if self.resumed:
                 log.keep_epochs(self.epochs_done)
             else:
+                if not owned(self.run_dir):
+                    mark(self.run_dir)  # a Trainer given a folder directly: the run is digitsum's all the same
                 write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
         collector.setup_done()  # the command line's start-up is over (see digitsum/collector.py)
         self._emit("on_start")
