@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from digitsum.data import default_root
 from digitsum.engine.batches import train_batches
-from digitsum.engine.callbacks import Callback
+from digitsum.callbacks import Callback
 from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
 

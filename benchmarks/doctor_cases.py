@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     components()
-    from digitsum.engine.doctor import doctor
+    from digitsum.diagnosis import doctor
     from digitsum.recipe import load_recipe
 
     rows = []

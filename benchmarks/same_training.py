@@ -63,7 +63,7 @@ def record(name: str, recipe: str, overrides: dict, root: Path, work: Path) -> d
     import torch
 
     import digitsum
-    from digitsum.engine.callbacks import Callback
+    from digitsum.callbacks import Callback
 
     class Trace(Callback):
         """Learning rate, momentum and betas of every step; the optimizer's hyper-parameters at the end."""

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     import torch
 
     from .engine.build import Built
-    from .engine.callbacks import Callback
-    from .engine.doctor import Report
-    from .engine.run import Run
-    from .engine.sweep import SweepResult
+    from .callbacks import Callback
+    from .diagnosis import Report
+    from .run import Run
+    from .sweeps import SweepResult
     from .recipe import Recipe
 
 #: What names a recipe: a path to a TOML file, a built-in or plugin recipe name, a recipe
@@ -70,7 +70,7 @@ def train(
       ``runs/<recipe>/<timestamp>/`` under the current folder;
     - ``progress``: a progress bar per epoch and a table at the end; warnings of the preflight
       and the watch are printed too (with ``progress=False`` they are kept, silent);
-    - ``callbacks``: your own :class:`~digitsum.engine.callbacks.Callback` objects, called after
+    - ``callbacks``: your own :class:`~digitsum.callbacks.Callback` objects, called after
       the built-in ones;
     - ``preflight``: the quick checks before the first epoch.
 
@@ -102,7 +102,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: Sequence[Ca
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """A run directory read back: recipe, metrics, summary, and the model from its last
     checkpoint in eval mode on ``device``; ready to ``evaluate``, ``predict``, plot."""
-    from .engine.run import load_run as load
+    from .run import load_run as load
 
     return load(run_dir, device)
 
@@ -110,13 +110,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
 def doctor(recipe: RecipeLike, overrides: Overrides = (), *, tune: bool = False) -> Report:
     """Diagnose a recipe (``digitsum doctor``): measured checks on a few batches, on the CPU.
 
-    The :class:`~digitsum.engine.doctor.Report` holds the findings as data (``report.findings``,
+    The :class:`~digitsum.diagnosis.Report` holds the findings as data (``report.findings``,
     ``report.healthy``, ``report.to_dict()``) and the recipe changes verified to restore
     learning (``report.repair``: dotted keys to values). ``tune=True`` (what ``--repair`` does
     on a recipe that learns) also tries settings reset to their defaults and keeps those that
     raise held-out skill.
     """
-    from .engine.doctor import doctor as diagnose
+    from .diagnosis import doctor as diagnose
 
     return diagnose(load_recipe(recipe, overrides), tune=tune)
 
@@ -156,9 +156,9 @@ def sweep(
     file in the sweep directory; any Optuna URL), so calling this again continues it, and
     ``workers`` processes (or other machines on one storage) share it. Needs
     ``pip install "digitsum[sweep]"``. Returns the trials, the best one and the files written
-    (``best.toml``, plots): see :class:`~digitsum.engine.sweep.SweepResult`.
+    (``best.toml``, plots): see :class:`~digitsum.sweeps.SweepResult`.
     """
-    from .engine.sweep import sweep as search
+    from .sweeps import sweep as search
 
     return search(recipe, params, trials, workers=workers, storage=storage, study=study, metric=metric,
                   direction=direction, overrides=overrides, out=out, val=val, pruner=pruner,
@@ -166,7 +166,7 @@ def sweep(
 
 
 def _as_run(outcome) -> Run | None:
-    from .engine.run import Run
+    from .run import Run
 
     trainer = outcome.trainer
     if trainer.run_dir is None:

@@ -131,7 +131,7 @@ def doctor(
     --repair: when the repaired recipe is), 1 when a check finds an error, 2 for a bad recipe or data.
     """
     from .api import doctor as diagnose
-    from .engine.doctor import render_report
+    from .diagnosis import render_report
 
     report = diagnose(recipe, set_ or [])
     if as_json and repair is None:
@@ -149,8 +149,8 @@ def _repair(recipe, overrides, report, out: Path, overwrite: bool, as_json: bool
     from rich.markup import escape
 
     from .api import doctor as diagnose
-    from .engine.doctor import render_report
-    from .engine.doctor.repair import write_repaired
+    from .diagnosis import render_report
+    from .diagnosis.repair import write_repaired
 
     if not report.repair:
         message = "no recipe change was verified to restore learning: nothing written"
@@ -256,7 +256,7 @@ def _predict_inputs(items: list[str], generator) -> tuple[dict, list[str]]:
     images) is given once per image, in order: its paths make one sample's sequence.
     """
     from .contracts import Categorical, Images
-    from .engine.predict import describe_input
+    from .predict import describe_input
 
     specs = generator.interface(generator.params).inputs
     values: dict[str, list] = {}
@@ -305,7 +305,7 @@ def export(
     as int64) and returns each head's output and its prediction. It is checked against PyTorch
     on 256 test samples before anything is written: exit 1 if they differ by more than 1e-4.
     """
-    from .engine.export import check_format, format_for, require_exporter
+    from .export import check_format, format_for, require_exporter
 
     fmt = check_format(format_) if format_ is not None else format_for(out)
     require_exporter(fmt)  # before loading the run: a missing package is known at once
@@ -395,7 +395,7 @@ def compare(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="compare directory (default runs/compare/<timestamp>)")] = None,
 ) -> None:
     """Train several recipes, or one recipe over a grid of values, and compare them in one table."""
-    from .engine.compare import plan_variants, render_table, run_compare
+    from .compare import plan_variants, render_table, run_compare
     from .engine.rundir import create_run_dir
 
     variants = plan_variants(recipes, grid or [], set_ or [])

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from .data import MNIST_MEAN, MNIST_STD, DataContext
-from .engine.callbacks import Callback
+from .callbacks import Callback
 
 #: Version of these contracts. A component declares the version it was written for in
 #: ``contract``; digitsum refuses one written for a version it does not speak.
@@ -320,7 +320,7 @@ class Head(Component, nn.Module):
         """Per-class probabilities ``[B, classes]`` of ``output``, or None.
 
         A head that predicts classes returns, for each sample, one probability per class of
-        its target (non-negative, each row summing to 1); ``digitsum.engine.predict`` shows
+        its target (non-negative, each row summing to 1); ``digitsum.predict`` shows
         them and the most likely classes. The default, None, is for heads that give no
         probabilities (e.g. a regression).
         """

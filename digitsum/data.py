@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .errors import UserError
 from .paths import user_cache_dir
+from .seeding import make_rng, stream_seed
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -208,7 +209,5 @@ class DataContext:
             raise UserError("there is no validation split: set data.val to the number of training samples to hold out")
         if self.val >= n:
             raise UserError(f"data.val = {self.val} leaves no training samples: {what} has {n}")
-        from .engine.batches import make_rng, stream_seed
-
         order = torch.randperm(n, generator=make_rng(torch.device("cpu"), stream_seed(self.seed, "holdout", n)))
         return order[self.val :].sort().values, order[: self.val].sort().values

@@ -16,7 +16,7 @@ from .registry import KIND_LABELS, KIND_PLURALS, REGISTRIES, Entry, PluginError,
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
 LIST_KINDS = [*REGISTRIES, "recipes", "checks"]
 
-#: The doctor's built-in checks (digitsum.engine.doctor.CHECKS, same order; a test keeps the two
+#: The doctor's built-in checks (digitsum.diagnosis.CHECKS, same order; a test keeps the two
 #: equal), described here so that listing them imports no torch.
 DOCTOR_CHECKS = {
     "data": "input ranges and standardisation, label ranges, head widths, class balance",

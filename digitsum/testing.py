@@ -760,7 +760,7 @@ def check_logger(cls: type, params=None, *, workdir: str | Path | None = None) -
     import tempfile
 
     from .contracts import Logger
-    from .engine.callbacks import Callback
+    from .callbacks import Callback
     from .engine.runner import resume, start
     from .recipe import load_recipe
 
@@ -882,10 +882,10 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
     """
     import math
 
-    from .engine.callbacks import Callback
+    from .callbacks import Callback
     from .engine.progress import fell
     from .engine.runner import start
-    from .engine.watch import doctor_command
+    from .diagnosis.watch import doctor_command
     from .recipe import load_recipe
 
     class Untrained(Callback):

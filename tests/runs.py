@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from digitsum.engine.callbacks import Callback
+from digitsum.callbacks import Callback
 from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
 

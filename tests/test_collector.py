@@ -7,7 +7,7 @@ import gc
 import pytest
 
 from digitsum import collector
-from digitsum.engine.callbacks import Callback
+from digitsum.callbacks import Callback
 from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
 
@@ -54,7 +54,7 @@ def test_a_paused_collector_is_on_while_training(tiny_data, tmp_path, restored_c
 
 
 def test_a_paused_collector_is_on_while_the_doctor_checks(tiny_data, restored_collector):
-    from digitsum.engine.doctor import Probe
+    from digitsum.diagnosis import Probe
 
     collector.pause()
     Probe.from_recipe(load_recipe(RECIPES / "original.toml"))

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from digitsum.engine.sweep import Space, default_direction, open_storage, parse_space, parse_spaces
+from digitsum.sweeps import Space, default_direction, open_storage, parse_space, parse_spaces
 from digitsum.errors import RecipeError, UserError
 
 from .conftest import RECIPES

@@ -1,35 +1,22 @@
 """Data order: which samples each step sees, and the random stream each batch is drawn with.
 
-Every random draw is a function of ``(seed, split, epoch, step)``: a run is reproducible on the
-same machine, the test split sees the same pairings at every evaluation, and any batch can be
-recomputed without replaying the ones before it (what exact resume and data-parallel slicing need).
+Every batch's draws come from the stream ``(seed, split, epoch, step)`` (``digitsum.seeding``):
+the test split sees the same pairings at every evaluation, and any batch can be recomputed
+without replaying the ones before it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from ..contracts import Generator
+from ..seeding import make_rng, stream_seed
 
 #: Samples per evaluation batch. Fixed, so the test pairings depend on the seed alone.
 EVAL_BATCH = 1000
-
-
-def stream_seed(seed: int, *parts: object) -> int:
-    """A 63-bit seed for one random stream, e.g. ``(seed, "train", epoch, step)``."""
-    key = "/".join(map(str, (seed, *parts))).encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1
-
-
-def make_rng(device: torch.device, seed: int) -> torch.Generator:
-    """A torch generator on ``device`` seeded with ``seed``."""
-    rng = torch.Generator(device=device)
-    rng.manual_seed(seed)
-    return rng
 
 
 def train_batches(

@@ -18,7 +18,7 @@ from torch import Tensor
 from ..contracts import Generator, Image, Images
 from ..sidecar import PAINTER, Sidecar, is_warm
 from .batches import eval_batches
-from .callbacks import Callback
+from ..callbacks import Callback
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

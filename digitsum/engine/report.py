@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor
 
-from .callbacks import Callback
+from ..callbacks import Callback
 from .train import Trainer
 
 

@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..recipe import Recipe, legacy_train, load_recipe, upgrade_resolved
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
 from .rundir import remove_temporary_files, run_status
-from .callbacks import Callback
+from ..callbacks import Callback
 from .train import Trainer
 
 

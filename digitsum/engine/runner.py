@@ -17,11 +17,11 @@ from typing import Any
 from ..errors import UserError
 from ..recipe import Recipe
 from . import distributed
-from .callbacks import Callback
+from ..callbacks import Callback
 from .interrupt import Interruption, stop_on_signals
 from .rundir import choose_run_dir, prepare_run_dir
 from .train import Trainer
-from .watch import Preflight, Watch, doctor_command
+from ..diagnosis.watch import Preflight, Watch, doctor_command
 
 
 @dataclass

@@ -26,7 +26,7 @@ from . import distributed
 from .accel import configure_threads, plan
 from .batches import eval_batches, train_batches
 from .build import build, pick_device
-from .callbacks import Callback, callback_keys
+from ..callbacks import Callback, callback_keys
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .component_errors import blame_components
 from .distributed import World

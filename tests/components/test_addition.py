@@ -12,7 +12,7 @@ import torch
 from digitsum.components.digits import IMPOSSIBLE, add_digits, argmax_sum, most_probable_sum, sum_log_likelihood
 from digitsum.contracts import Digits, Images
 from digitsum.data import DataContext
-from digitsum.engine.batches import make_rng
+from digitsum.seeding import make_rng
 from digitsum.engine.build import build_model
 from digitsum.errors import RecipeError, UserError
 from digitsum.recipe import load_recipe

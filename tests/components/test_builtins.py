@@ -8,7 +8,7 @@ import torch
 
 from digitsum.contracts import Categorical, Classes, Digits, Image, Images
 from digitsum.data import DataContext
-from digitsum.engine.batches import make_rng
+from digitsum.seeding import make_rng
 from digitsum.errors import RecipeError
 from digitsum.recipe import load_recipe
 from digitsum.registry import datasets, fusions, heads

@@ -7,7 +7,7 @@ import torch
 
 from digitsum.contracts import Generator, Image, Images
 from digitsum.data import DataContext, mnist_pixels
-from digitsum.engine.batches import make_rng
+from digitsum.seeding import make_rng
 from digitsum.registry import datasets
 from digitsum.testing import raw_inputs
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from digitsum.engine import distributed
-from digitsum.engine.callbacks import Callback
+from digitsum.callbacks import Callback
 from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
 

@@ -11,7 +11,7 @@ import torch
 
 from digitsum.components.data.single_digit import SingleDigit
 from digitsum.components.heads.classify import Classify
-from digitsum.engine.callbacks import Callback
+from digitsum.callbacks import Callback
 from digitsum.engine.component_errors import ComponentError
 from digitsum.engine.runner import start
 from digitsum.engine.train import Trainer

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from digitsum.engine.doctor import CHECKS, Probe, diagnose, doctor
+from digitsum.diagnosis import CHECKS, Probe, diagnose, doctor
 from digitsum.recipe import load_recipe
 
 from ..conftest import RECIPES
@@ -188,7 +188,7 @@ def test_a_too_high_learning_rate_kills_relus(tiny_data):
 def _dies_without_warm_up(monkeypatch) -> list[bool]:
     """Make every short run not warmed up end as a network its peak lr killed at initialisation
     (each head held out where it started); record which kind of run each call asked for."""
-    from digitsum.engine.doctor.checks import training
+    from digitsum.diagnosis.checks import training
 
     real, warmed_calls = training.short_run, []
 
@@ -226,7 +226,7 @@ def test_a_warm_up_does_not_rescue_a_rate_that_kills_anyway(tiny_data):
 
 
 def test_the_warmed_short_run_rises_with_the_schedule_then_holds_its_peak(tiny_data):
-    from digitsum.engine.doctor.probe import short_run
+    from digitsum.diagnosis.probe import short_run
     from digitsum.engine.train import make_optimizer
 
     probe, rates = probe_for(), []
@@ -245,7 +245,7 @@ def test_the_warmed_short_run_rises_with_the_schedule_then_holds_its_peak(tiny_d
 
 @pytest.mark.parametrize("learning, severity", [(False, "error"), (True, "info")])
 def test_killed_relus_are_an_error_only_when_learning_stalls(learning, severity):
-    from digitsum.engine.doctor import dead_relu_findings
+    from digitsum.diagnosis import dead_relu_findings
 
     before, after = {"mlp.0 (Linear, 60 units)": 0.1}, {"mlp.0 (Linear, 60 units)": 0.6}
     (dead,) = dead_relu_findings(before, after, "a short run", 4e-3, learning)
@@ -255,7 +255,7 @@ def test_killed_relus_are_an_error_only_when_learning_stalls(learning, severity)
 
 
 def test_a_healthy_level_of_dead_units_does_not_warn():
-    from digitsum.engine.doctor import dead_relu_findings
+    from digitsum.diagnosis import dead_relu_findings
 
     before, after = {"mlp.0 (Linear, 60 units)": 0.1}, {"mlp.0 (Linear, 60 units)": 0.42}  # a healthy plugin network's level
     (dead,) = dead_relu_findings(before, after, "a short run", 4e-3, True)
@@ -264,7 +264,7 @@ def test_a_healthy_level_of_dead_units_does_not_warn():
 
 @pytest.mark.parametrize("learning, severity", [(True, "info"), (False, "error")])
 def test_many_dead_units_are_a_finding_only_when_a_head_does_not_learn(learning, severity):
-    from digitsum.engine.doctor import dead_relu_findings
+    from digitsum.diagnosis import dead_relu_findings
 
     # add-4's digit_cnn: 81 % of a conv layer silent after the short run, 99.3 % digits after training;
     # dead alike at init and after (not killed by training), so only the level speaks

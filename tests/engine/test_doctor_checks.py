@@ -13,9 +13,9 @@ from torch import Tensor, nn
 from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
 from digitsum.contracts import Classes, Head, Params
-from digitsum.engine.doctor import Probe, diagnose
-from digitsum.engine.doctor.checks.data import dominated_share
-from digitsum.engine.doctor.probe import learns
+from digitsum.diagnosis import Probe, diagnose
+from digitsum.diagnosis.checks.data import dominated_share
+from digitsum.diagnosis.probe import learns
 from digitsum.engine.progress import fell
 from digitsum.recipe import load_recipe
 from digitsum.registry import fusions, heads
@@ -256,8 +256,8 @@ def test_a_warnings_fix_is_tried_while_every_head_learns_and_kept_when_it_helps(
 
 
 def test_changes_that_do_worse_together_than_the_best_alone_are_not_combined(tiny_data, monkeypatch):
-    from digitsum.engine.doctor import remedies
-    from digitsum.engine.doctor.probe import RunTrace
+    from digitsum.diagnosis import remedies
+    from digitsum.diagnosis.probe import RunTrace
 
     lr, decay = 0.02, 0.5
     # held-out accuracy by which of the two changed: each alone restores both heads, together worse
@@ -323,7 +323,7 @@ def test_repair_on_a_healthy_recipe_writes_nothing_unverified(cli, tiny_data, tm
 
 def test_a_plugin_check_runs_beside_the_built_in_ones(tiny_data, monkeypatch):
     from digitsum.engine import doctor as doctor_package
-    from digitsum.engine.doctor import Finding
+    from digitsum.diagnosis import Finding
 
     def my_check(probe):
         return [Finding("my_check", "warning", "a plugin looked", f"{len(probe.model.heads)} heads")]
@@ -336,7 +336,7 @@ def test_a_plugin_check_runs_beside_the_built_in_ones(tiny_data, monkeypatch):
 
 
 def test_digitsum_list_checks_names_every_built_in_check(cli):
-    from digitsum.engine.doctor import CHECKS
+    from digitsum.diagnosis import CHECKS
     from digitsum.listing import DOCTOR_CHECKS
 
     assert list(DOCTOR_CHECKS) == list(CHECKS)
@@ -345,8 +345,8 @@ def test_digitsum_list_checks_names_every_built_in_check(cli):
 
 
 def test_a_code_fix_stand_in_survives_the_copies_training_makes(tiny_data):
-    from digitsum.engine.doctor.emulate import logits_from_probabilities
-    from digitsum.engine.doctor.probe import fresh_copy
+    from digitsum.diagnosis.emulate import logits_from_probabilities
+    from digitsum.diagnosis.probe import fresh_copy
 
     probe = probe_for('heads.sum.output="probabilities"')
     twin = fresh_copy(logits_from_probabilities("sum")(probe).model)  # deep-copied, as every short run does
@@ -362,7 +362,7 @@ def test_a_code_fix_stand_in_survives_the_copies_training_makes(tiny_data):
 
 @pytest.mark.parametrize("held_loss, learns", [((230.0, 39.0), True), ((230.0, 220.0), False)])
 def test_a_head_without_probabilities_learns_when_its_held_out_loss_falls(held_loss, learns):
-    from digitsum.engine.doctor.probe import RunTrace
+    from digitsum.diagnosis.probe import RunTrace
 
     # a 101-digit sum: accuracy 0 after a short run whatever happens; its own loss tells
     trace = RunTrace(steps=400, losses=torch.zeros(400), head_losses={}, before={"sum": 0.0}, after={"sum": 0.0},
@@ -376,7 +376,7 @@ def test_a_head_without_probabilities_learns_when_its_held_out_loss_falls(held_l
 
 @pytest.mark.parametrize("n", [1, 4])
 def test_the_probe_draws_fewer_samples_of_many_images(tiny_data, n):
-    from digitsum.engine.doctor.probe import MIN_JUDGED, SAMPLE
+    from digitsum.diagnosis.probe import MIN_JUDGED, SAMPLE
 
     probe = Probe.from_recipe(load_recipe("add-1", [f"data.n={n}"]))
     assert probe.images_per_sample == 2 * n
@@ -387,7 +387,7 @@ def test_the_probe_draws_fewer_samples_of_many_images(tiny_data, n):
 
 @pytest.mark.parametrize("order", ["conv-relu-pool", "conv-pool-relu", "conv-norm-relu"])
 def test_a_relu_is_named_after_the_layer_whose_units_it_reads(order):
-    from digitsum.engine.doctor.checks.training import ReluProbe
+    from digitsum.diagnosis.checks.training import ReluProbe
 
     between = {"conv-relu-pool": [], "conv-pool-relu": [nn.MaxPool2d(2)], "conv-norm-relu": [nn.BatchNorm2d(4)]}[order]
     flat = 4 if order == "conv-pool-relu" else 36  # 8x8 -> conv 6x6 -> pooled once or twice
@@ -420,7 +420,7 @@ def test_the_doctors_training_runs_draw_the_same_dropout_masks_whatever_ran_befo
     """add-1 has dropout: unseeded, its short run (and the verdicts on it) changed with whatever
     had drawn from torch's random stream before, so `digitsum doctor add-100` judged differently
     from the command line and from the API."""
-    from digitsum.engine.doctor.probe import short_run
+    from digitsum.diagnosis.probe import short_run
 
     probe = Probe.from_recipe(load_recipe("add-1", ["data.n=1", "data.batch_size=8"]))
     assert any(isinstance(m, nn.Dropout) for m in probe.model.modules())

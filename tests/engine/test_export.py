@@ -16,8 +16,8 @@ from digitsum.contracts import Image, Images
 from digitsum.data import load_mnist
 from digitsum.engine import export as export_module
 from digitsum.engine.batches import eval_batches
-from digitsum.engine.export import ExportFailed, ExportMismatch, preprocess_path, sidecar_path
-from digitsum.engine.run import Run
+from digitsum.export import ExportFailed, ExportMismatch, preprocess_path, sidecar_path
+from digitsum.run import Run
 from digitsum.registry import datasets, fusions, heads
 
 from ..conftest import RECIPES

@@ -1,4 +1,4 @@
-"""digitsum.engine.predict: a trained model on a user's own inputs."""
+"""digitsum.predict: a trained model on a user's own inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from digitsum.engine.build import build
-from digitsum.engine.predict import Predictions, predict
+from digitsum.predict import Predictions, predict
 from digitsum.errors import UserError
 from digitsum.recipe import load_recipe
 

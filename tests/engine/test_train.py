@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from digitsum.engine.batches import eval_batches, train_batches
-from digitsum.engine.callbacks import Callback
+from digitsum.callbacks import Callback
 from ..runs import fit
 from digitsum.recipe import load_recipe
 from digitsum.testing import write_tiny_mnist

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from digitsum.components.heads.classify import Classify
-from digitsum.engine.callbacks import Callback
+from digitsum.callbacks import Callback
 from ..runs import fit
-from digitsum.engine.watch import Preflight, Watch, doctor_command
+from digitsum.diagnosis.watch import Preflight, Watch, doctor_command
 from digitsum.recipe import load_recipe
 from digitsum.registry import heads
 from digitsum.testing import write_tiny_mnist

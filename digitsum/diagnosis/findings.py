@@ -40,7 +40,7 @@ class Finding:
 
     ``candidates`` are the changes the check suspects would help; the doctor tries each one
     (a short run with only that change) before it recommends it, and ``tried`` records every
-    attempt with its measured before/after (see :mod:`digitsum.engine.doctor.remedies`).
+    attempt with its measured before/after (see :mod:`digitsum.diagnosis.remedies`).
     """
 
     check: str

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from ....contracts import Categorical, Classes, Image
+from ...contracts import Categorical, Classes, Image
 from .. import emulate
 from ..findings import Change, Finding, fmt, pct
 from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, seeded, slice_batch, too_few
@@ -117,7 +117,7 @@ def pairing_counts(probe: Probe) -> tuple[int, int] | None:
     inputs). None when the same stream does not reproduce the same batch. Measured once per
     probe (``check_pairing`` and ``check_input_use`` both read it)."""
     if "pairing" not in probe.cache:
-        from ...batches import make_rng, stream_seed
+        from ...seeding import make_rng, stream_seed
 
         n = min(batch_len(probe.sample), SAMPLE)
         index = torch.arange(n, device=probe.device) % probe.generator.size("train")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ...contracts import Batch
+from ..contracts import Batch
 from .probe import Probe, fresh_copy
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from .train import Trainer
+    from .engine.train import Trainer
 
 
 class Callback:

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..contracts import Categorical, Generator, Image, Images, Spec
-from ..errors import UserError, did_you_mean
-from .model import DigitModel
+from .contracts import Categorical, Generator, Image, Images, Spec
+from .errors import UserError, did_you_mean
+from .engine.model import DigitModel
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def image_sequence_batch(value: Any, spec: Images, *, preprocess: bool = True, n
     takes (e.g. a list of paths); a batch is a list (or tuple) of such sequences, each a list or
     tuple. A sequence of another length is a UserError naming the input.
     """
-    from ..images import image_batch
+    from .images import image_batch
 
     many = isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, (list, tuple)) for v in value)
     samples = value if many else [value]
@@ -248,7 +248,7 @@ def raw_batch(generator: Generator, inputs: Mapping[str, Any], *, preprocess: bo
     batch sizes agree: a single value is repeated to the batch's size, two batches of
     different sizes are an error.
     """
-    from ..images import image_batch
+    from .images import image_batch
 
     specs = type(generator).interface(generator.params).inputs
     _check_names(inputs, specs)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..recipe import Recipe, load_recipe, parse_override
-from .rundir import write_json, write_text
+from .errors import UserError
+from .recipe import Recipe, load_recipe, parse_override
+from .engine.rundir import write_json, write_text
 from .callbacks import Callback
-from .interrupt import Interruption
+from .engine.interrupt import Interruption
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def run_compare(
 
     Ctrl-C stops the variant in training (checkpointed, resumable) and the comparison with it.
     """
-    from .runner import start
+    from .engine.runner import start
 
     rows: list[dict[str, Any]] = []
     for number, variant in enumerate(variants, start=1):
@@ -171,7 +171,7 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
 
 def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
     """Grouped bars: each head's test primary metric per variant; a black tick: after epoch 1."""
-    from .figures import new_figure, save_figure
+    from .engine.figures import new_figure, save_figure
 
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     heads = list(dict.fromkeys(r["head"] for r in rows))

@@ -22,14 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ... import collector
-from ...contracts import Batch, Classes, Generator, Image, Images
-from ...recipe import Recipe
-from ..batches import EVAL_BATCH, make_rng, stream_seed, train_batches
-from ..build import build, build_model
-from ..model import DigitModel
-from ..progress import fell
-from ..train import make_optimizer
+from .. import collector
+from ..contracts import Batch, Classes, Generator, Image, Images
+from ..recipe import Recipe
+from ..engine.batches import EVAL_BATCH, train_batches
+from ..seeding import make_rng, stream_seed
+from ..engine.build import build, build_model
+from ..engine.model import DigitModel
+from ..engine.progress import fell
+from ..engine.train import make_optimizer
 from .findings import Finding
 
 #: Samples drawn for data statistics and activation probes: enough for stable figures, fast on a CPU.
@@ -82,7 +83,7 @@ class Probe:
         The generator is reused when no ``data.`` key changes (no second load of the data); the
         model is built from the recipe's seed, so it starts where this one started.
         """
-        from ...recipe import load_recipe
+        from ..recipe import load_recipe
 
         recipe = load_recipe(self.recipe.to_dict(), dict(keys))
         recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
@@ -397,7 +398,7 @@ def norm_of_grads(params: list[Tensor]) -> Tensor:
 def schedule_warms_up(probe: Probe, steps: int) -> bool:
     """Whether the recipe's schedule, compressed to ``steps``, starts below its peak lr: a
     warm-up (one-cycle's rise, a plugin's ramp) leads the network up to the peak."""
-    from ..train import make_optimizer, make_scheduler
+    from ..engine.train import make_optimizer, make_scheduler
 
     optimizer = make_optimizer(probe.recipe, fresh_copy(probe.model))
     make_scheduler(probe.recipe, optimizer, steps)
@@ -427,7 +428,7 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
         loss_before = held_losses(model, held_out, outputs)
         scheduler = None
         if scheduled or warmed:
-            from ..train import make_scheduler
+            from ..engine.train import make_scheduler
 
             scheduler = make_scheduler(probe.recipe, optimizer, steps)
         highest = [group["lr"] for group in optimizer.param_groups]

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..contracts import Generator
-from ..errors import UserError, did_you_mean
-from ..recipe import Recipe
-from .build import build
-from .model import DigitModel
-from .resume import open_run
-from .rundir import MetricsLog
+from .contracts import Generator
+from .errors import UserError, did_you_mean
+from .recipe import Recipe
+from .engine.build import build
+from .engine.model import DigitModel
+from .engine.resume import open_run
+from .engine.rundir import MetricsLog
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -75,7 +75,7 @@ class Run:
     def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
         """Per-head mean loss and metrics over a whole split (``test``, ``train``, or ``val`` when
         the recipe holds one out), as training reports them."""
-        from .train import evaluate
+        from .engine.train import evaluate
 
         splits = self.generator.split_names()
         if split not in splits:
@@ -89,7 +89,7 @@ class Run:
         images, or uint8/float arrays or tensors (one image, or a batch: a list or a leading
         batch axis), numbers as ints (or a list/array). Images of any size and either polarity
         are brought to MNIST's format first (``preprocess=False``: they already are). Returns
-        :class:`~digitsum.engine.predict.Predictions`: per head, the predictions and, for
+        :class:`~digitsum.predict.Predictions`: per head, the predictions and, for
         classifiers, the probabilities and the ``top`` most probable classes.
         """
         from .predict import predict
@@ -102,7 +102,7 @@ class Run:
         The file takes the generator's raw inputs (images as float32 pixels in [0, 1], light on
         dark; numbers as int64) and returns each head's output and ``<head>_prediction``; it is
         checked against this model before it is written. ``out`` defaults to ``model.onnx`` or
-        ``model.pt`` in the run directory; see :func:`~digitsum.engine.export.export_run`.
+        ``model.pt`` in the run directory; see :func:`~digitsum.export.export_run`.
         """
         from .export import export_run
 
@@ -110,14 +110,14 @@ class Run:
 
     def curves(self) -> Figure:
         """Loss and primary metric per head and epoch, train and test (shown inline in a notebook)."""
-        from .figures import curves_figure
-        from .pictures import primary_metrics
+        from .engine.figures import curves_figure
+        from .engine.pictures import primary_metrics
 
         return curves_figure(self.history, primary_metrics(self.recipe))
 
     def samples(self, count: int = 24) -> Figure:
         """The first ``count`` test samples with each head's prediction; wrong ones in red."""
-        from .pictures import samples_figure
+        from .engine.pictures import samples_figure
 
         return samples_figure(self.model, self.generator, self.recipe.seed, self.device, self.recipe.name, count)
 

@@ -1,6 +1,6 @@
 """Checks around ``digitsum run``: a preflight before the first epoch, a watch during training.
 
-Both are :class:`~digitsum.engine.callbacks.Callback`s and only warn, except on a NaN/inf loss,
+Both are :class:`~digitsum.callbacks.Callback`s and only warn, except on a NaN/inf loss,
 where the watch stops the run as failed (the last good checkpoint stays). Every warning
 points at ``digitsum doctor``, which measures why.
 """
@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 
 from ..contracts import Classes
-from .doctor import PREFLIGHT, Probe, Report, diagnose
-from .progress import fell
-from .batches import eval_batches
-from .callbacks import Callback
-from .train import Trainer
+from . import PREFLIGHT, Probe, Report, diagnose
+from ..engine.progress import fell
+from ..engine.batches import eval_batches
+from ..callbacks import Callback
+from ..engine.train import Trainer
 
 #: The watch reads the loss about this many times an epoch (each read waits for the device).
 READS_PER_EPOCH = 100

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from ....contracts import Categorical
+from ...contracts import Categorical
 from ..findings import Finding, fmt, pct
 from ..probe import Probe, batch_len, slice_batch, too_few
 from .data import pairing_counts

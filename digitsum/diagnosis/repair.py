@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import UserError
+from ..errors import UserError
 
 
 def _set(doc: dict[str, Any], key: str, value: Any) -> None:
@@ -30,7 +30,7 @@ def _set(doc: dict[str, Any], key: str, value: Any) -> None:
 def repaired_document(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any]) -> tuple[dict, dict]:
     """The recipe document as written (``extends`` and overrides applied) and the same with the
     ``repair`` keys set."""
-    from ...recipe import recipe_document
+    from ..recipe import recipe_document
 
     doc = recipe_document(source, list(overrides))
     fixed = copy.deepcopy(doc)
@@ -46,7 +46,7 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
     ``overwrite``, and refuses a folder or a path whose folder does not exist."""
     import tomli_w
 
-    from ...catalog import resolve_recipe
+    from ..catalog import resolve_recipe
 
     out = Path(out)
     try:

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UserError, did_you_mean
+from .errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
-    from ..recipe import Overrides, Recipe
+    from .recipe import Overrides, Recipe
 
 #: Samples held out as the validation split when the recipe holds none out (``data.val = 0``).
 DEFAULT_VAL = 5000
@@ -126,7 +126,7 @@ def parse_space(text: str) -> Space:
     """``"train.optimizer.lr=loguniform:1e-4:1e-2"`` -> a :class:`Space`; a UserError saying
     what is wrong (and what would fit) otherwise. The key is checked against a recipe by
     :func:`check_spaces`, not here."""
-    from ..recipe import MOVED_TRAIN_KEYS, _override_key
+    from .recipe import MOVED_TRAIN_KEYS, _override_key
 
     where = f"--param {text!r}"
     key, sep, spec = text.partition("=")
@@ -189,7 +189,7 @@ def check_spaces(recipe: Any, overrides: Any, spaces: Sequence[Space]) -> None:
     """Load the recipe with every end (or choice) of every space, as ``--param KEY=VALUE``: an
     unknown key or a value its component refuses is the recipe's own error (did-you-mean
     included), before any trial runs."""
-    from ..recipe import load_recipe
+    from .recipe import load_recipe
 
     for space in spaces:
         for value in space.examples():
@@ -240,8 +240,8 @@ def _head_metrics(recipe: Any, head: str) -> list[str]:
     """The metrics a head reports (``loss`` and those of ``Head.metrics``), measured on two samples."""
     import torch
 
-    from .batches import make_rng
-    from .build import build
+    from .seeding import make_rng
+    from .engine.build import build
 
     built = build(recipe, "cpu")
     batch = built.generator.draw("test", torch.arange(2), make_rng(torch.device("cpu"), 0))
@@ -397,8 +397,8 @@ def _work(settings: _Settings) -> bool:
 def _run_trial(study: Any, trial: Any, settings: _Settings, optuna: Any) -> bool:
     """Train one trial into its run directory and tell Optuna how it went; False when it was
     interrupted (Ctrl-C, SIGTERM): the trial is marked failed-by-interruption, to be run again."""
-    from . import runner
-    from ..recipe import load_recipe
+    from .engine import runner
+    from .recipe import load_recipe
 
     states = optuna.trial.TrialState
     values = {space.key: space.suggest(trial) for space in settings.spaces}
@@ -459,7 +459,7 @@ def _run_trial(study: Any, trial: Any, settings: _Settings, optuna: Any) -> bool
 def _write_trial(run_dir: Path, record: dict[str, Any]) -> None:
     if not run_dir.is_dir():
         return  # the run failed before writing anything
-    from .rundir import write_json
+    from .engine.rundir import write_json
 
     write_json(run_dir / "trial.json", record)
 
@@ -577,7 +577,7 @@ def sweep(
     whole training split), ``history.png``, ``importances.png`` and ``sweep.json``.
     """
     optuna = _require_optuna()
-    from ..recipe import Recipe, load_recipe
+    from .recipe import Recipe, load_recipe
 
     if isinstance(recipe, Recipe):
         recipe = recipe.to_dict()
@@ -647,8 +647,8 @@ def sweep(
 
 def _check_val(recipe: Any) -> None:
     """The recipe's generator gives the validation split (a UserError before any trial otherwise)."""
-    from .build import build
-    from .train import check_val_split
+    from .engine.build import build
+    from .engine.train import check_val_split
 
     check_val_split(recipe, build(recipe, "cpu").generator)
 
@@ -792,9 +792,9 @@ def _result(optuna: Any, study_name: str, url: str, sweep_dir: Path, head: str, 
 
 def _write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, own_val: int) -> None:
     """best.toml, sweep.json and the plots, from the study as it stands."""
-    from .figures import save_figure
-    from .rundir import write_json, write_text
-    from ..recipe import load_recipe
+    from .engine.figures import save_figure
+    from .engine.rundir import write_json, write_text
+    from .recipe import load_recipe
 
     sweep_dir = result.sweep_dir
     best = result.best
@@ -824,7 +824,7 @@ def _write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, ow
 
 def _history_figure(result: SweepResult) -> Any:
     """The val metric of every trial by trial number (pruned ones at their last report), and the best so far."""
-    from .figures import new_figure
+    from .engine.figures import new_figure
 
     shown = [r for r in result.trials if r.value is not None]
     if not shown:
@@ -855,7 +855,7 @@ def _history_figure(result: SweepResult) -> Any:
 def _importance_figure(study: Any, optuna: Any, result: SweepResult) -> Any:
     """Optuna's parameter importances (its default evaluator) as a bar chart; None, with a note,
     when the finished trials cannot say (fewer than two, or values that never varied)."""
-    from .figures import new_figure
+    from .engine.figures import new_figure
 
     import warnings
 

@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .. import __version__
-from ..contracts import Categorical, Generator, Image, Images, Spec
-from ..errors import UserError, did_you_mean
-from .. import mnist_format
-from ..mnist_format import MNIST_BOX, MNIST_CENTRE, MNIST_SIZE
-from .component_errors import blame_components
-from .rundir import atomic_write, write_json
+from . import __version__
+from .contracts import Categorical, Generator, Image, Images, Spec
+from .errors import UserError, did_you_mean
+from . import mnist_format
+from .mnist_format import MNIST_BOX, MNIST_CENTRE, MNIST_SIZE
+from .engine.component_errors import blame_components
+from .engine.rundir import atomic_write, write_json
 
 if TYPE_CHECKING:
     from .run import Run
@@ -254,7 +254,7 @@ def check_inputs(run: Run, specs: Mapping[str, Spec], count: int) -> tuple[list[
 
 
 def _mnist_test_images(run: Run, count: int) -> Tensor | None:
-    from ..data import load_mnist
+    from .data import load_mnist
 
     root = getattr(getattr(run.generator, "data", None), "root", None)
     if root is None:
@@ -439,8 +439,8 @@ _IN_MODEL = "the generator's encode is part of the model: give pixels in [0, 1],
 
 
 def _read_output(head: nn.Module, name: str, classes: int | None, shape: list[Any]) -> str:
-    from ..components.heads.classify import Classify
-    from ..components.heads.regress import Regress
+    from .components.heads.classify import Classify
+    from .components.heads.regress import Regress
 
     if isinstance(head, Classify):
         if head.params.output == "probabilities":

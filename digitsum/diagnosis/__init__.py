@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ...recipe import Recipe
+from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
 from .checks.loss import check_double_softmax, check_loss_at_init, check_loss_floor, check_loss_weights
 from .checks.training import check_overfit, check_short_run, dead_relu_findings, short_run_steps
@@ -80,7 +80,7 @@ def all_checks() -> dict[str, Check]:
 
 def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
     """One check; a check that crashes on a broken model is itself a finding, not a traceback."""
-    from ...errors import UserError
+    from ..errors import UserError
 
     try:
         return list(check(probe))
@@ -95,11 +95,11 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
              budget: float | None = None, tune: bool = False) -> Report:  # fmt: skip
     """Run ``checks`` (default: every built-in and plugin check) on ``probe`` without disturbing
     the global random state or the model; then, when a head does not learn, try every proposed
-    fix (:func:`digitsum.engine.doctor.remedies.verify`). ``verify`` defaults to whether the
+    fix (:func:`digitsum.diagnosis.remedies.verify`). ``verify`` defaults to whether the
     short run is among the checks; ``budget`` (seconds) stops trying further fixes after it.
     ``tune`` (what ``--repair`` asks for): on a recipe whose heads all learn, settings reset to
     their defaults are tried too and kept when they raise held-out skill
-    (:func:`digitsum.engine.doctor.remedies.tune`)."""
+    (:func:`digitsum.diagnosis.remedies.tune`)."""
     from .remedies import tune as tune_settings
     from .remedies import verify as verify_fixes
 
@@ -108,7 +108,7 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
     names = list(available) if checks is None else list(checks)
     unknown = [n for n in names if n not in available]
     if unknown:
-        from ...errors import UserError, did_you_mean
+        from ..errors import UserError, did_you_mean
 
         raise UserError(f"unknown check {unknown[0]!r}: {did_you_mean(unknown[0], list(available), 'checks')}")
     findings: list[Finding] = []
@@ -145,7 +145,7 @@ def doctor(recipe: Recipe, checks: Sequence[str] | None = None, *, tune: bool = 
     two threads took 2.9-3.8 s for ``original`` against 3.9-5.4 s with one, and a core another
     process keeps busy is left out, where a thread sharing it would stall every step.
     """
-    from ..accel import configure_threads
+    from ..engine.accel import configure_threads
 
     threads = torch.get_num_threads()
     configure_threads(recipe.train.threads)

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ....contracts import Batch
-from ...progress import fell, fraction_fallen
+from ...contracts import Batch
+from ...engine.progress import fell, fraction_fallen
 from .. import emulate
 from ..findings import Change, Finding, fmt, pct
 from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, schedule_warms_up, scores, seeded, short_run, slice_batch, too_few
@@ -343,7 +343,7 @@ def _fit_one_batch(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module
 
 def check_overfit(probe: Probe) -> list[Finding]:
     """A model that works fits one small batch exactly within a few dozen steps."""
-    from ...train import make_optimizer
+    from ...engine.train import make_optimizer
 
     heads = probe.trained_heads()
     if not heads:
