@@ -84,7 +84,10 @@ def train(
     from .engine import runner
 
     loaded = load_recipe(recipe, overrides)
-    outcome = runner.start(loaded, out, force=force, callbacks=callbacks, progress=progress, preflight=preflight)
+    from .diagnosis.preflight import Preflight
+
+    outcome = runner.start(loaded, out, force=force, callbacks=callbacks, progress=progress,
+                           preflight=Preflight if preflight else None)  # fmt: skip
     return _as_run(outcome)
 
 

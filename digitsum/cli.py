@@ -81,7 +81,9 @@ def run(
         raise UserError("give a recipe to train, or --resume RUN_DIR to continue a run")
     else:
         loaded = load_recipe(recipe, set_ or [])
-        outcome = runner.start(loaded, out, force=force, console=console, preflight=not no_preflight)
+        from .diagnosis.preflight import Preflight
+
+        outcome = runner.start(loaded, out, force=force, console=console, preflight=None if no_preflight else Preflight)
     if not current().is_main:
         return
     if outcome.interrupted:

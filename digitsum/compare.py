@@ -23,6 +23,7 @@ from .recipe import Recipe, load_recipe, parse_override
 from .engine.rundir import write_json, write_text
 from .callbacks import Callback
 from .engine.interrupt import Interruption
+from .diagnosis.preflight import Preflight
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def run_compare(
     rows: list[dict[str, Any]] = []
     for number, variant in enumerate(variants, start=1):
         run_dir = out_dir / f"{number:02d}-{slug(variant.label)}"
-        outcome = start(variant.recipe, run_dir, callbacks=callbacks(variant), console=console, progress=progress)
+        outcome = start(variant.recipe, run_dir, callbacks=callbacks(variant), console=console, progress=progress,
+                        preflight=Preflight)
         rows += result_rows(variant, outcome.summary, outcome.trainer.history, run_dir)
         write_results(rows, out_dir)  # after every variant: a stopped compare keeps what it has
         if outcome.interrupted:

@@ -412,7 +412,7 @@ def _run_trial(study: Any, trial: Any, settings: _Settings, optuna: Any) -> bool
     try:
         recipe = load_recipe(settings.base, overrides, grid_flag="--param")
         report = _pruning_callback(trial, settings.head, settings.metric)
-        outcome = runner.start(recipe, run_dir, force=True, callbacks=[report], progress=False, preflight=False)
+        outcome = runner.start(recipe, run_dir, force=True, callbacks=[report], progress=False)
     except BaseException as error:
         interrupted = isinstance(error, KeyboardInterrupt)
         reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"

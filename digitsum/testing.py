@@ -795,7 +795,7 @@ def check_logger(cls: type, params=None, *, workdir: str | Path | None = None) -
                                           "data.download=false", "train.device='cpu'"])  # fmt: skip
         run_dir = Path(tmp) / "run"
         logger = cls(params)
-        start(recipe, run_dir, callbacks=[logger, StopPartWay()], progress=False, preflight=False)
+        start(recipe, run_dir, callbacks=[logger, StopPartWay()], progress=False)
         state = logger.state_dict()
         if not isinstance(state, dict):
             problems.append(f"state_dict() returned {type(state).__name__}, not a dict")
@@ -885,7 +885,7 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
     from .callbacks import Callback
     from .engine.progress import fell
     from .engine.runner import start
-    from .diagnosis.watch import doctor_command
+    from .engine.watch import doctor_command
     from .recipe import load_recipe
 
     class Untrained(Callback):
@@ -903,7 +903,7 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=()) -> dict:
             "train.device='cpu'"]  # fmt: skip
     recipe = load_recipe(path, [*tiny, *overrides])
     untrained = Untrained()
-    outcome = start(recipe, workdir / "run", callbacks=[untrained], progress=False, preflight=False)
+    outcome = start(recipe, workdir / "run", callbacks=[untrained], progress=False)
     if outcome.failure:  # the watch stopped the run: a NaN or infinite loss
         raise ConformanceError(f"recipe {path}", [outcome.failure])
     summary = outcome.summary

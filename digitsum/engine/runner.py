@@ -9,7 +9,7 @@ says how to resume. The CLI and the Python API only parse their arguments and pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from ..callbacks import Callback
 from .interrupt import Interruption, stop_on_signals
 from .rundir import choose_run_dir, prepare_run_dir
 from .train import Trainer
-from ..diagnosis.watch import Preflight, Watch, doctor_command
+from .watch import Warner, Watch, doctor_command
 
 
 @dataclass
@@ -49,9 +49,15 @@ class Outcome:
         return bool(self.interruption.signum) and not self.trainer.finished
 
 
-def default_callbacks(console: Any, hint: str, *, progress: bool = True, preflight: bool = True) -> tuple[Watch, list[Callback]]:
+#: Makes the checks before the first epoch from the console and the doctor hint: the doctor's
+#: ``Preflight`` (``digitsum.diagnosis.preflight``), given by the caller so that the training
+#: core imports no doctor.
+PreflightFactory = Callable[[Any, str], Warner]
+
+
+def default_callbacks(console: Any, hint: str, *, progress: bool = True, preflight: PreflightFactory | None = None) -> tuple[Watch, list[Callback]]:
     """What every run reports and checks: progress (when ``progress``), the preflight (when
-    ``preflight``), the watch (returned too, to read its verdict) and the run directory's pictures.
+    given), the watch (returned too, to read its verdict) and the run directory's pictures.
 
     ``console`` is a rich console for progress and warnings; None keeps warnings in the
     callbacks' ``warnings`` lists only.
@@ -63,7 +69,7 @@ def default_callbacks(console: Any, hint: str, *, progress: bool = True, preflig
     watch = Watch(shown, hint)
     callbacks: list[Callback] = [ConsoleReporter(console)] if progress else []
     if preflight:
-        callbacks.append(Preflight(shown, hint))
+        callbacks.append(preflight(shown, hint))
     return watch, [*callbacks, watch, Pictures()]
 
 
@@ -88,7 +94,7 @@ def start(
     callbacks: Sequence[Callback] = (),
     console: Any = None,
     progress: bool = True,
-    preflight: bool = True,
+    preflight: PreflightFactory | None = None,
 ) -> Outcome:
     """Train ``recipe`` into a new run directory: ``out`` exactly (empty, new, or a run to
     replace with ``force``), or ``runs/<recipe>/<timestamp>/``.
@@ -112,7 +118,7 @@ def resume(run_dir: str | Path, *, callbacks: Sequence[Callback] = (), console: 
     run_dir = Path(run_dir)
     main_rank = distributed.current().is_main
     shown = _console(console, progress)
-    watch, defaults = default_callbacks(shown, _hint(run_dir), progress=progress, preflight=False)
+    watch, defaults = default_callbacks(shown, _hint(run_dir), progress=progress)
     trainer = _trainer(lambda: resume_trainer(run_dir, lambda recipe: [*defaults, *recipe_loggers(recipe, main_rank), *callbacks], writes=main_rank))
     if main_rank and shown is not None:
         shown.print(f"resuming {run_dir} at epoch {trainer.epochs_done + 1} step {trainer.step}", highlight=False)

@@ -11,7 +11,8 @@ import torch
 from digitsum.components.heads.classify import Classify
 from digitsum.callbacks import Callback
 from ..runs import fit
-from digitsum.diagnosis.watch import Preflight, Watch, doctor_command
+from digitsum.diagnosis.preflight import Preflight
+from digitsum.engine.watch import Watch, doctor_command
 from digitsum.recipe import load_recipe
 from digitsum.registry import heads
 from digitsum.testing import write_tiny_mnist

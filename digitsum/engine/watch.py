@@ -1,8 +1,8 @@
-"""Checks around ``digitsum run``: a preflight before the first epoch, a watch during training.
+"""The watch: a :class:`~digitsum.callbacks.Callback` that checks the loss during every run.
 
-Both are :class:`~digitsum.callbacks.Callback`s and only warn, except on a NaN/inf loss,
-where the watch stops the run as failed (the last good checkpoint stays). Every warning
-points at ``digitsum doctor``, which measures why.
+It only warns, except on a NaN/inf loss, where it stops the run as failed (the last good
+checkpoint stays). Every warning points at ``digitsum doctor``, which measures why; the doctor's
+own quick checks before the first epoch are ``digitsum.diagnosis.preflight``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import torch
 from torch import Tensor
 
 from ..contracts import Classes
-from . import PREFLIGHT, Probe, Report, diagnose
-from ..engine.progress import fell
-from ..engine.batches import eval_batches
+from .progress import fell
+from .batches import eval_batches
 from ..callbacks import Callback
-from ..engine.train import Trainer
+from .train import Trainer
 
 #: The watch reads the loss about this many times an epoch (each read waits for the device).
 READS_PER_EPOCH = 100
@@ -41,7 +40,9 @@ def doctor_command(recipe: Path | str, overrides: Sequence[str] = ()) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-class _Warner(Callback):
+class Warner(Callback):
+    """A callback that warns: printed on ``console`` (when given) with a pointer to the doctor, kept in ``warnings``."""
+
     def __init__(self, console: Any = None, hint: str = "digitsum doctor RECIPE") -> None:
         self.console, self.hint = console, hint
         self.warnings: list[str] = []
@@ -55,20 +56,7 @@ class _Warner(Callback):
                                highlight=False, soft_wrap=True)  # fmt: skip
 
 
-class Preflight(_Warner):
-    """Before the first epoch: loss at init, double softmax, zero-weight heads (a second or two)."""
-
-    report: Report | None = None
-
-    def on_start(self, trainer: Trainer) -> None:
-        probe = Probe(trainer.recipe, trainer.generator, trainer.model, trainer.device)
-        self.report = diagnose(probe, PREFLIGHT, verify=False)
-        for finding in self.report.findings:
-            if finding.severity != "info":
-                self.warn(f"preflight: {finding.title} ({finding.fix})" if finding.fix else f"preflight: {finding.title}")
-
-
-class Watch(_Warner):
+class Watch(Warner):
     """During training: a NaN/inf loss stops the run as failed; a loss that stays near a uniform
     guess, a loss that stops falling, or test accuracy at chance after an epoch warn (once each)."""
 
