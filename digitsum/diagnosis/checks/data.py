@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ...contracts import Categorical, Classes, Image
-from .. import emulate
+from ..emulate import standardised_input
 from ..findings import Change, Finding, fmt, pct
 from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, seeded, slice_batch, too_few
 
@@ -79,7 +79,7 @@ def _image_stats(probe: Probe, name: str, x: Tensor) -> list[Finding]:
         key = "data.normalize" if probe.data_param("normalize") and getattr(probe.recipe.data.params, "normalize") is False else ""
         fix = f"set {key} = true" if key else f"standardise input '{name}' in the generator: (x - {fmt(mean)}) / {fmt(std)}"
         change = (Change(f"{key} = true", {key: True}) if key else
-                  Change(f"input '{name}' standardised", emulate=emulate.standardised_input(name, mean, std), code=fix))  # fmt: skip
+                  Change(f"input '{name}' standardised", emulate=standardised_input(name, mean, std), code=fix))  # fmt: skip
         return [Finding("data", "warning", f"input '{name}' is not standardised", measured + " (standardised: mean 0, std 1)",
                         "unscaled inputs make the first layers' gradients and a good learning rate depend on the pixel scale",
                         fix, [key] if key else [], figures, candidates=[change])]  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import emulate
+from ..emulate import logits_from_probabilities
 from ..findings import Change, Finding, fmt
 from ..probe import Probe, batch_len, slice_batch
 
@@ -95,7 +95,7 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
         key = f"heads.{head}.output" if asked not in (None, "logits") else ""
         fix = f'set {key} = "logits"' if key else f"make heads.{head} return logits: its loss applies softmax itself"
         change = (Change(f'{key} = "logits"', {key: "logits"}) if key else
-                  Change(f"heads.{head} returning logits", emulate=emulate.logits_from_probabilities(head), code=fix))  # fmt: skip
+                  Change(f"heads.{head} returning logits", emulate=logits_from_probabilities(head), code=fix))  # fmt: skip
         findings.append(Finding("double_softmax", "error", f"heads.{head}: softmax applied twice (probabilities into a log-softmax loss)",
             f"outputs are non-negative and every row sums to 1; the lowest loss this head can reach is {fmt(floor)} "
             f"(a perfect, certain prediction) against {fmt(start)} now (ln {classes} = {fmt(math.log(classes))}); "

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ...contracts import Batch
 from ...engine.progress import fell, fraction_fallen
-from .. import emulate
+from ..emulate import reinitialised
 from ..findings import Change, Finding, fmt, pct
 from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, schedule_warms_up, scores, seeded, short_run, slice_batch, too_few
 from .loss import loss_floor
@@ -256,7 +256,7 @@ def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: s
             "a unit that never fires before the first step gets no gradient and never recovers: no learning rate helps; "
             "the layer's initialisation (a large negative bias, say) or its inputs' scale kill it",
             f"initialise {', '.join(modules) or 'these layers'} with its default initialisation (no constant bias)", [], figures,
-            candidates=[Change(f"{', '.join(modules)} re-initialised (default init)", emulate=emulate.reinitialised(modules),
+            candidates=[Change(f"{', '.join(modules)} re-initialised (default init)", emulate=reinitialised(modules),
                                code=f"the initialisation of {', '.join(modules)}")] if modules else [])]  # fmt: skip
     if killed and not learning:
         lower = lr / 10
