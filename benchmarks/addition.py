@@ -1,7 +1,7 @@
 """MNIST addition over seeds: each add-N recipe trained with seeds 0..k-1, the test accuracy of
 the sum (and the digit accuracy that emerges) as mean ± std, and the wall time per run.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/addition.py \\
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/addition.py \\
         [--recipes add-1 add-2 ...] [--seeds 5] [--jobs 2] [--out DIR] [--set KEY=VALUE ...]
 
 Each run is `nice -n 1 python -m digitsum run NAME --set seed=K --set train.threads=1 --out
@@ -51,7 +51,7 @@ def run_one(name: str, seed: int, out: Path, overrides: list[str]) -> dict:
         "train_s": summary["seconds"],
         "wall_s": round(wall, 1),
         "overrides": overrides,
-        "command": " ".join(command),
+        "command": " ".join("python" if a == sys.executable else a for a in command),  # no machine's path
     }
 
 
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the table of results.jsonl and run nothing")
     args = parser.parse_args()
     if not args.table and not os.environ.get("DIGITSUM_DATA"):
-        raise SystemExit("set DIGITSUM_DATA to the folder holding MNIST (e.g. DIGITSUM_DATA=/work/shared/data)")
+        raise SystemExit("set DIGITSUM_DATA to the folder holding MNIST/raw/")
     args.out.mkdir(parents=True, exist_ok=True)
     record = args.out / "results.jsonl"
     results = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []

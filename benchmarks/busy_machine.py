@@ -9,7 +9,7 @@ that explain it, each quiet and busy: one thread, two threads (what the default 
 machine; libgomp's own waiting: spin, then sleep), and two threads that sleep at once
 (``OMP_WAIT_POLICY=PASSIVE``: digitsum's default before it counted the busy cores).
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/busy_machine.py [--epochs 1] [--rounds 3] [--causes]
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/busy_machine.py [--epochs 1] [--rounds 3] [--causes]
 
 "Quiet" is only as quiet as the machine: on a shared machine other people's work loads both
 sides alike; the load average printed with each figure says how busy it was.

@@ -55,7 +55,7 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
 def data_root() -> Path:
     root = default_root()
     if not (root / "MNIST" / "raw").is_dir():
-        raise SystemExit(f"MNIST not found under {root}: set DIGITSUM_DATA (e.g. DIGITSUM_DATA=/work/shared/data)")
+        raise SystemExit(f"MNIST not found under {root}: set DIGITSUM_DATA (the folder holding MNIST/raw/)")
     return root
 
 

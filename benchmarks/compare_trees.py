@@ -3,8 +3,8 @@ from two source trees, alternated round by round (A B, B A, ...), so that a mach
 drifts from one hour to the next disturbs both alike. Prints each run's wall time and test
 figures, the medians, and the median of the per-round ratios (second tree over first).
 
-    git worktree add /tmp/before <commit>
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/compare_trees.py /tmp/before . speedrun --rounds 4
+    git worktree add ../before <commit>
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/compare_trees.py ../before . speedrun --rounds 4
 
 Each tree is put first on PYTHONPATH; the installed digitsum's entry points name the modules,
 which then load from that tree.

@@ -6,7 +6,7 @@ At each batch size, in one run, per 60 000 samples:
   notebook  the notebook's per-sample Dataset + DataLoader pipeline, bugs fixed
 and digitsum's data-pipeline overhead over the floor in percent.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/compute_floor.py [--rounds 3]
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/compute_floor.py [--rounds 3]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ What issue 12 asks of it: exit 0 and no warning on each, at most 30 s each on th
 Each recipe runs in a fresh process, one after another (so that the seconds are a quiet
 machine's when the machine is quiet); the load average and the hypervisor's steal share (benchmarks/steal.py) are printed with each.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/doctor_recipes.py [--only add-15 add-100] [--json out.json]
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/doctor_recipes.py [--only add-15 add-100] [--json out.json]
 """
 
 from __future__ import annotations

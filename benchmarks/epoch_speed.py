@@ -4,7 +4,7 @@ digitsum: ``Trainer.train_epoch`` on recipes/original.toml (batches drawn from t
 tensors). Notebook: its per-sample Dataset + DataLoader and training loop, bugs fixed
 (notebook_pipeline.py). Both train the same network with Adam; times are measured in one run.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/epoch_speed.py [--batch-size 32]
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/epoch_speed.py [--batch-size 32]
 """
 
 from __future__ import annotations

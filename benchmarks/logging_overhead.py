@@ -14,7 +14,7 @@ reported apart. The load average is printed before and after, and each run's sha
 machine's CPU its hypervisor took (benchmarks/steal.py): on a shared machine, read the figures
 with them.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/logging_overhead.py --set train.epochs=2
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/logging_overhead.py --set train.epochs=2
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Kept as the notebook wrote it — a per-sample ``Dataset`` over ``torchvision.datasets.MNIST``
 with ``ToTensor``, a Python ``random.randint`` and a NumPy one-hot per sample, a
 ``DataLoader`` with ``shuffle=True`` (no workers), ``.item()`` reads every step — except for
-the bugs that kept its loss from decreasing (see /work/shared/notebook.txt):
+the bugs that kept its loss from decreasing (the notebook digitsum grew out of, README.md):
 
 1. the network returns logits, and ``F.cross_entropy`` applies the log-softmax once;
 2. both losses are back-propagated (the notebook trained the sum head only);

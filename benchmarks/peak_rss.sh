@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Peak RSS and wall time of a whole `digitsum run` (GNU time), into a throw-away run directory.
-#   DIGITSUM_DATA=/work/shared/data benchmarks/peak_rss.sh [recipe] [--set ...]
+#   DIGITSUM_DATA=../shared/data benchmarks/peak_rss.sh [recipe] [--set ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 recipe=${1:-recipes/original.toml}

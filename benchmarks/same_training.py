@@ -6,10 +6,10 @@ Written to prove that a change to how recipes spell their training settings (opt
 schedules as components, issue 13) trains exactly as before: run it on the old code and on the
 new, then compare the two JSON files (``--compare A B``), which must be equal bit for bit.
 
-    git worktree add /tmp/old <parent commit>
-    PYTHONPATH=/tmp/old python benchmarks/same_training.py --out /tmp/old.json
-    python benchmarks/same_training.py --out /tmp/new.json
-    python benchmarks/same_training.py --compare /tmp/old.json /tmp/new.json
+    git worktree add ../old <parent commit>
+    PYTHONPATH=../old python benchmarks/same_training.py --out old.json
+    python benchmarks/same_training.py --out new.json
+    python benchmarks/same_training.py --compare old.json new.json
 
 Runs on both spellings of ``[train]``: the old flat keys (``train.optimizer = "sgd"``,
 ``train.lr``, ``train.momentum``, ``train.schedule``) and the component tables

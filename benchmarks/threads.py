@@ -5,7 +5,7 @@ batch size, interleaving the settings and keeping the best of several rounds so 
 machine penalises them alike. Inter-op threads are set once per process (``--interop``):
 compare two invocations.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/threads.py [--interop 1]
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/threads.py [--interop 1]
 """
 
 from __future__ import annotations

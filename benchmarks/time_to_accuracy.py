@@ -15,7 +15,7 @@ digitsum runs ``--runs`` times (default 3) and the medians are reported; the not
 takes minutes, ``--notebook-runs`` times (default 1). All in one run, so the ratio compares
 like with like on a shared machine.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/time_to_accuracy.py [--recipe speedrun] [--runs 3]
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/time_to_accuracy.py [--recipe speedrun] [--runs 3]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ samples after a warm-up, in samples/s. Settings are interleaved round by round s
 machine's jitter hits them alike; the busy condition starts one pure-Python busy loop (one
 core) for the duration of the setting's process.
 
-    DIGITSUM_DATA=/work/shared/data .venv/bin/python benchmarks/wait_policy.py [--rounds 3]
+    DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/wait_policy.py [--rounds 3]
 """
 
 from __future__ import annotations

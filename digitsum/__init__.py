@@ -4,7 +4,7 @@ Two public faces, both importable from here and loaded on first use (importing d
 ``digitsum --help``, import no torch):
 
 - the library (``digitsum.train``, ``load_run``, ``load_recipe``, ``doctor``, ``build``, ``sweep``,
-  ``Run``; see docs/api.md);
+  ``Run`` and the objects they return; see docs/api.md);
 - the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
 
@@ -24,6 +24,11 @@ _PUBLIC = {
     "Recipe": "recipe",
     "Callback": "callbacks",
     "Report": "diagnosis",
+    "Finding": "diagnosis",
+    "Built": "engine.build",
+    "Predictions": "predict",
+    "HeadPredictions": "predict",
+    "Exported": "export",
     "UserError": "errors",
     "RecipeError": "errors",
     "ComponentError": "engine.component_errors",
@@ -49,6 +54,10 @@ _PUBLIC = {
     "MNIST_MEAN": "data",
     "MNIST_STD": "data",
     "mnist_pixels": "data",
+    # what a plugin's doctor checks take and return (docs/plugins.md#checks-for-digitsum-doctor)
+    "Probe": "diagnosis",
+    "Change": "diagnosis",
+    "fresh_copy": "diagnosis",
 }
 
 __all__ = ["__version__", *_PUBLIC]
