@@ -14,7 +14,7 @@ import torch
 import digitsum
 from digitsum.contracts import Image, Images
 from digitsum.data import load_mnist
-from digitsum.engine import export as export_module
+from digitsum import export as export_module
 from digitsum.engine.batches import eval_batches
 from digitsum.export import ExportFailed, ExportMismatch, preprocess_path, sidecar_path
 from digitsum.run import Run
