@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from digitsum.errors import UserError
-from digitsum.engine.rundir import MARKER, choose_run_dir, create_run_dir, record_outputs
+from digitsum.engine.rundir import LOCK, MARKER, choose_run_dir, create_run_dir, record_outputs, unlock
 
 from .conftest import RECIPES
 
@@ -86,3 +86,50 @@ def test_what_a_run_writes_is_claimed(tmp_path):
     (out / "metrics.csv").write_text("a,b\n")  # a logger's file
     record_outputs(out)
     assert json.loads((out / MARKER).read_text())["outputs"] == ["metrics.csv"]
+
+
+HOLD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, b"pid 4242 on host elsewhere\\n")
+print("held", flush=True)
+sys.stdin.readline()  # holds the lock until the test closes our stdin
+"""
+
+
+@pytest.fixture
+def held(tmp_path):
+    """A run directory whose lock another process holds, until the test ends."""
+    import subprocess
+    import sys
+
+    out = create_run_dir("original", tmp_path / "run")
+    unlock(out)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out / LOCK)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    yield out
+    holder.stdin.close()
+    holder.wait(timeout=60)
+
+
+def test_a_second_writer_is_refused_naming_the_holder(held):
+    (held / "recipe.toml").write_text("name = 'x'\n")
+    (held / "summary.json").write_text("{}")
+    before = tree(held)
+    with pytest.raises(UserError, match="is being written by pid 4242 on host elsewhere"):
+        create_run_dir("original", held, force=True)
+    assert tree(held) == before  # refused before anything was removed
+
+
+def test_a_second_run_into_a_locked_folder_exits_2(cli, tiny_data, held):
+    (held / "recipe.toml").write_text("name = 'x'\n")
+    (held / "summary.json").write_text("{}")
+    result = cli("run", RECIPES / "original.toml", *TINY, "--out", held, "--force")
+    assert result.code == 2 and "is being written by pid 4242" in result.err
+
+
+def test_the_lock_is_released_when_a_run_ends(cli, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("run", RECIPES / "original.toml", *TINY, "--out", out).code == 0
+    assert cli("run", RECIPES / "original.toml", *TINY, "--out", out, "--force").code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -112,7 +113,7 @@ def record_outputs(run_dir: Path) -> None:
     if data is None:
         return
     foreign = set(data.get("foreign", []))
-    outputs = set(data["outputs"]) | {p.name for p in run_dir.iterdir() if p.name not in foreign and p.name != MARKER}
+    outputs = set(data["outputs"]) | {p.name for p in run_dir.iterdir() if p.name not in foreign and p.name not in (MARKER, LOCK)}
     if outputs != set(data["outputs"]):
         write_json(run_dir / MARKER, {**data, "outputs": sorted(outputs)})
 
@@ -167,13 +168,52 @@ def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False
     )
 
 
+#: The lock file of a run directory: held (``flock``) by the process writing the run, and
+#: naming it (pid and host) for the message a second writer gets.
+LOCK = ".digitsum-lock"
+_held: dict[Path, int] = {}  # run directory -> the open lock file's descriptor, in this process
+
+
+def lock(path: Path) -> None:
+    """Hold ``path``'s lock for this process until :func:`unlock` (or the process ends): a second
+    writer, in any process, is refused at once with a message naming the holder."""
+    key = path.resolve()
+    if key in _held:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise UserError(f"cannot lock the run directory {path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(f"{path} is being written by {holder}; wait for that run to end, or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+    _held[key] = fd
+
+
+def unlock(path: Path) -> None:
+    """Release the lock :func:`lock` took on ``path`` (the file stays, unlocked)."""
+    fd = _held.pop(path.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def prepare_run_dir(path: Path) -> Path:
     """Create ``path`` (first removing what digitsum wrote there, if it holds a run digitsum made),
-    mark it as digitsum's and check that it is writable."""
+    mark it as digitsum's, lock it for this process and check that it is writable."""
     try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock(path)
         if owned(path) and run_status(path) is not None:
             _clear(path)
-        path.mkdir(parents=True, exist_ok=True)
         mark(path)
     except OSError as e:
         raise UserError(f"cannot write the run directory {path}: {e.strerror or e}") from None
@@ -184,7 +224,7 @@ def mark(path: Path) -> None:
     """Write digitsum's marker into the existing folder ``path``, noting what was there before."""
     from .. import __version__
 
-    foreign = sorted(p.name for p in path.iterdir() if p.name != MARKER)
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in (MARKER, LOCK))
     write_json(path / MARKER, {"written_by": "digitsum", "version": __version__, "foreign": foreign, "outputs": []})
 
 

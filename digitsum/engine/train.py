@@ -31,7 +31,7 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .component_errors import blame_components
 from .distributed import World
 from .model import DigitModel
-from .rundir import RUN_FORMAT, MetricsLog, mark, owned, record_outputs, write_json, write_text
+from .rundir import RUN_FORMAT, MetricsLog, lock, mark, owned, record_outputs, unlock, write_json, write_text
 
 
 @dataclass
@@ -343,12 +343,19 @@ class Trainer:
         the failure (the last checkpoint stays as it was), and the exception goes on — as a
         :class:`~digitsum.engine.component_errors.ComponentError` when a component's code raised it.
         """
+        writes = self.world.is_main and self.run_dir is not None
+        if writes:  # one writer at a time: a second run or resume into this folder is refused
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            lock(self.run_dir)
         try:
             with blame_components(self.recipe):
                 return self._fit()
         except BaseException as error:
             self._record_failure(error)
             raise
+        finally:
+            if writes:
+                unlock(self.run_dir)
 
     def _fit(self) -> dict[str, Any]:
         self._fit_started = self._epoch_started = time.perf_counter()
@@ -356,7 +363,6 @@ class Trainer:
         if self.world.is_main and self.run_dir is None:
             raise ValueError("Trainer.fit writes a run directory: give the Trainer one (run_dir)")
         if self.world.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             log = MetricsLog(self.run_dir / "metrics.jsonl")
             if self.resumed:
                 log.keep_epochs(self.epochs_done)
