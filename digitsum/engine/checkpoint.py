@@ -68,6 +68,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         # digitsum writes zip archives only; refusing anything else also keeps torch's legacy
         # (raw pickle) reader out of reach.
         raise UserError(f"{path} is not a digitsum checkpoint: it is empty, truncated or another kind of file")
+    _check_inflated_size(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler and the zip reader raise many types; all mean the same
@@ -88,9 +89,70 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     ]
     if not problems and (state["epoch"] < 0 or state["step"] < 0):
         problems.append("epoch and step must not be negative")
+    if not problems:
+        problems = _deep_problems(state)
     if problems:
         raise UserError(f"{path} is not a valid digitsum checkpoint: {'; '.join(problems)}")
     return state
+
+
+#: The most threads a checkpoint may record (libgomp crashes on absurd counts).
+MAX_THREADS = 1024
+
+
+def _check_inflated_size(path: Path) -> None:
+    """Refuse an archive that inflates far beyond its size: ``torch.save`` stores its members
+    uncompressed, so a member compressed much smaller than it unpacks to was not written by digitsum
+    (a zip bomb would otherwise take the memory it names before anything is checked)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load's own reading says what is wrong
+    if unpacked > 4 * path.stat().st_size + (1 << 20):
+        raise UserError(f"{path} is not a digitsum checkpoint: its {path.stat().st_size} bytes unpack to {unpacked} "
+                        "(digitsum stores checkpoints uncompressed)")  # fmt: skip
+
+
+def _metrics_problem(value: Any, where: str) -> str | None:
+    """What is wrong with one split's metrics, ``{head: {metric: number}}``, or None."""
+    if not isinstance(value, dict) or not all(
+        isinstance(head, str) and isinstance(metrics, dict)
+        and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in metrics.items())
+        for head, metrics in value.items()
+    ):  # fmt: skip
+        return f"{where} should map each head to its metrics' numbers"
+    return None
+
+
+def _deep_problems(state: dict[str, Any]) -> list[str]:
+    """The fields' insides: what resuming reads from them after the top level was checked."""
+    problems = []
+    for number, entry in enumerate(state["history"]):
+        where = f"'history' entry {number}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("epoch"), int) or isinstance(entry.get("epoch"), bool):
+            problems.append(f"{where} should be a table with an integer 'epoch'")
+            continue
+        problems += [p for split in ("train", "val", "test") if split in entry or split == "train"
+                     for p in [_metrics_problem(entry.get(split), f"{where}'s '{split}'")] if p]  # fmt: skip
+    tally = state["tally"]
+    count = tally.get("count")
+    sums = tally.get("sums")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0 or not isinstance(sums, dict) or not all(
+        isinstance(values, dict) and all(isinstance(v, torch.Tensor) for v in values.values()) for values in sums.values()
+    ):  # fmt: skip
+        problems.append("'tally' should hold a 'count' of samples and the heads' 'sums' as tensors")
+    if not isinstance(state["rng"].get("cpu"), torch.Tensor):
+        problems.append("'rng' should hold the CPU generator's state as a tensor")
+    threads = state.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS):
+        problems.append(f"'threads' should be an integer from 1 to {MAX_THREADS}")
+    callbacks = state.get("callbacks")
+    if callbacks is not None and (not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values())):
+        problems.append("'callbacks' should map each callback to its state table")
+    return problems
 
 
 def check_format(found: Any, where: Path) -> None:

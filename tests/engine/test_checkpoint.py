@@ -97,3 +97,45 @@ def test_recipe_differences_ignore_where_a_run_executes():
 def test_load_checkpoint_refuses_a_missing_file(tmp_path):
     with pytest.raises(UserError, match="stopped before its first checkpoint"):
         load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def _crafted(finished: Path, tmp_path: Path, change) -> Path:
+    """A copy of a real checkpoint with one field changed by ``change(state)``."""
+    state = torch.load(finished / "checkpoint.pt", weights_only=True)
+    change(state)
+    path = tmp_path / "checkpoint.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda s: s.update(threads=100_000), "'threads' should be an integer from 1 to 1024"),
+    (lambda s: s.update(threads="4"), "'threads' should be an integer"),
+    (lambda s: s.update(callbacks={"Watch": [1, 2]}), "'callbacks' should map each callback"),
+    (lambda s: s.update(callbacks=["x"]), "'callbacks' should map each callback"),
+    (lambda s: s["history"].append("epoch 3"), "should be a table with an integer 'epoch'"),
+    (lambda s: s["history"].append({"epoch": 2, "train": {"digit": {"loss": "low"}}}), "'s 'train' should map each head"),
+    (lambda s: s["history"].append({"epoch": 2, "train": {}, "test": [0.9]}), "'s 'test' should map each head"),
+    (lambda s: s["tally"].update(count=-3), "'tally' should hold"),
+    (lambda s: s["tally"].update(sums={"digit": {"loss": 1.5}}), "'tally' should hold"),
+    (lambda s: s["rng"].update(cpu=[1, 2, 3]), "'rng' should hold"),
+])  # fmt: skip
+def test_fields_are_checked_inside_before_any_work(finished, tmp_path, change, said):
+    path = _crafted(finished, tmp_path, change)
+    with pytest.raises(UserError, match="is not a valid digitsum checkpoint") as refused:
+        load_checkpoint(path)
+    assert said in str(refused.value)
+
+
+def test_an_archive_that_inflates_far_beyond_its_size_is_refused(finished, tmp_path):
+    import zipfile
+
+    path = tmp_path / "checkpoint.pt"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (64 << 20))  # 64 MiB of zeros in about 64 KiB
+    with pytest.raises(UserError, match="unpack to 67108864"):
+        load_checkpoint(path)
+
+
+def test_a_real_checkpoint_passes_the_deep_checks(finished):
+    assert load_checkpoint(finished / "checkpoint.pt")["history"]
