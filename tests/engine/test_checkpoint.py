@@ -138,4 +138,4 @@ def test_an_archive_that_inflates_far_beyond_its_size_is_refused(finished, tmp_p
 
 
 def test_a_real_checkpoint_passes_the_deep_checks(finished):
-    assert load_checkpoint(finished / "checkpoint.pt")["history"]
+    assert isinstance(load_checkpoint(finished / "checkpoint.pt")["history"], list)
