@@ -9,6 +9,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from ..engine.rundir import write_json, write_text
 from .storage import open_storage, redact
 
 
@@ -71,15 +72,13 @@ def read_result(optuna: Any, study_name: str, url: str, sweep_dir: Path, head: s
     study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     rows = [_row(t) for t in study.get_trials(deepcopy=False)]
     found = SweepResult(sweep_dir, study_name, redact(url), f"{head}.{metric}", direction, rows, None, None, [], notes, interrupted)
-    ranked = found.ranked()
-    found.best = ranked[0] if ranked else None
+    found.best = next(iter(found.ranked()), None)
     return found
 
 
 def write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, own_val: int) -> None:
     """best.toml, sweep.json and the plots, from the study as it stands."""
     from ..engine.figures import save_figure
-    from ..engine.rundir import write_json, write_text
     from ..recipe import load_recipe
 
     sweep_dir, best = result.sweep_dir, result.best

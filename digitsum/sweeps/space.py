@@ -47,13 +47,6 @@ class Space:
             return False
         return float(self.low) <= value <= float(self.high)
 
-    def examples(self) -> list[Any]:
-        """Values checked against the recipe before a sweep starts: both ends, or every choice."""
-        if self.kind == "choice":
-            return list(self.choices)
-        number = int if self.kind == "int" else float
-        return [number(self.low), number(self.high)]
-
     def __str__(self) -> str:
         if self.kind == "choice":
             return f"{self.key}=choice:{','.join(map(str, self.choices))}"
@@ -138,7 +131,7 @@ def parse_spaces(texts: Sequence[str]) -> list[Space]:
 
 
 def check_spaces(recipe: Any, overrides: Any, spaces: Sequence[Space]) -> None:
-    """Load the recipe with every end (or choice) of every space, as ``--param KEY=VALUE``: an
+    """Load the recipe with every choice (or both ends) of every space, as ``--param KEY=VALUE``: an
     unknown key or a value its component refuses is the recipe's own error (did-you-mean
     included), before any trial runs."""
     import tomli_w
@@ -146,6 +139,6 @@ def check_spaces(recipe: Any, overrides: Any, spaces: Sequence[Space]) -> None:
     from ..recipe import load_recipe
 
     for space in spaces:
-        for value in space.examples():
+        for value in space.choices or (space.low, space.high):
             text = tomli_w.dumps({"v": value}).partition("=")[2].strip()  # the value as TOML, as --set reads it
             load_recipe(recipe, overrides, grid=[f"{space.key}={text}"], grid_flag="--param")

@@ -89,8 +89,5 @@ def lock(sweep_dir: Path) -> Iterator[None]:
         yield
         return
     with open(sweep_dir / ".ask.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed, whatever happens
+        yield

@@ -1,6 +1,5 @@
-"""One trial: a normal run directory (``<sweep>/trial-0003/``) trained through the one training
-path, its val metric reported to Optuna after each epoch (a pruned trial stops there), and its
-``trial.json`` saying how it ended."""
+"""One trial: a run directory (``<sweep>/trial-0003/``) trained through the one training path, its
+val metric reported to Optuna after each epoch (pruned: it stops), its ``trial.json``."""
 
 from __future__ import annotations
 
@@ -8,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine.rundir import write_json
 from ..errors import UserError
 from .space import Space
 
@@ -28,11 +28,6 @@ class Settings:
     pruner: str = "median"
     prune_startup: int = 5
     quiet: bool = False
-
-    def say(self, text: str) -> None:
-        """A line for the user, unless the sweep is quiet."""
-        if not self.quiet:
-            print(text, flush=True)
 
 
 def pruning_callback(trial: Any, head: str, metric: str) -> Any:
@@ -83,7 +78,8 @@ def run_trial(study: Any, trial: Any, settings: Settings, optuna: Any) -> bool:
             trial.set_user_attr("interrupted", True)
         study.tell(trial, told) if isinstance(told, float) else study.tell(trial, state=told)
         write_trial(run_dir, {**record, "state": state, **fields})
-        settings.say(f"trial {trial.number}: {line}")
+        if not settings.quiet:
+            print(f"trial {trial.number}: {line}", flush=True)
         return not interrupted
 
     try:
@@ -116,8 +112,6 @@ def run_trial(study: Any, trial: Any, settings: Settings, optuna: Any) -> bool:
 def write_trial(run_dir: Path, record: dict[str, Any]) -> None:
     """``trial.json`` in a trial's run directory (none when the run failed before making it)."""
     if run_dir.is_dir():
-        from ..engine.rundir import write_json
-
         write_json(run_dir / "trial.json", record)
 
 

@@ -1,5 +1,5 @@
-"""Workers: processes asking the study for trials and running them, Ctrl-C and SIGTERM passed on
-to them, and the recovery of trials that a killed process left running."""
+"""Workers: processes asking the study for trials and running them, the signals passed on to them,
+and the recovery of trials that a killed process left running."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ _INTERRUPTED = (130, -2, -15)
 def make_study(optuna: Any, settings: Settings, storage: Any) -> Any:
     """The study as a worker uses it: the pruner and the sampler are not stored with a study,
     each worker makes its own."""
-    median = settings.pruner == "median"
-    chosen = optuna.pruners.MedianPruner(n_startup_trials=settings.prune_startup, n_warmup_steps=0) if median else optuna.pruners.NopPruner()
+    pruners = optuna.pruners
+    chosen = pruners.MedianPruner(n_startup_trials=settings.prune_startup) if settings.pruner == "median" else pruners.NopPruner()
     # TPE once a third of the trials (at least 2, at most Optuna's 10) sampled the space at random
     sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, settings.trials // 3)))
     return optuna.load_study(study_name=settings.study, storage=storage, pruner=chosen, sampler=sampler)
@@ -102,11 +102,9 @@ def run_workers(settings: Settings, workers: int) -> bool:
 
 def _alive(pid: Any) -> bool:
     """Whether a process with this id runs on this machine."""
-    if not isinstance(pid, int):
-        return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        os.kill(pid, 0)  # signal 0: sends nothing, only asks
+    except (TypeError, ProcessLookupError):  # no pid recorded, or no such process
         return False
     except PermissionError:  # someone else's process: alive
         pass
