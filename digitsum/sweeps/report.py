@@ -3,6 +3,7 @@ trial's recipe), ``sweep.json`` and the figures (``history.png``, ``importances.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -140,8 +141,6 @@ def _history_figure(result: SweepResult, study: Any, optuna: Any) -> Any:
 def _importance_figure(result: SweepResult, study: Any, optuna: Any) -> Any:
     """Optuna's parameter importances (its default evaluator) as a bar chart; None, with a note,
     when the finished trials cannot say (fewer than two, or values that never varied)."""
-    import warnings
-
     try:
         with warnings.catch_warnings(record=True) as caught:  # Optuna warns of too few trials: a note, not noise
             warnings.simplefilter("always")

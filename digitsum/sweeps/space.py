@@ -104,10 +104,8 @@ def parse_space(text: str) -> Space:
         return Space(key, kind, choices=choices)
     parts = rest.split(":")
     log = kind == "int" and len(parts) == 3
-    if log:
-        if parts[2] != "log":
-            raise UserError(f"{where}: the third part of int:LOW:HIGH:log can only be 'log' (got {parts[2]!r})")
-        parts = parts[:2]
+    if log and (third := parts.pop()) != "log":
+        raise UserError(f"{where}: the third part of int:LOW:HIGH:log can only be 'log' (got {third!r})")
     if len(parts) != 2:
         raise UserError(f"{where}: expected {'int:LOW:HIGH[:log]' if kind == 'int' else f'{kind}:LOW:HIGH'}")
     low, high = (_bound(p, name, where, kind) for p, name in zip(parts, ("LOW", "HIGH")))
