@@ -324,3 +324,67 @@ def test_a_sweep_of_runs_evaluated_every_other_epoch_prunes_on_the_epochs_evalua
     assert [row.state for row in result.trials] == ["complete", "pruned"]
     assert json.loads((out / "trial-0001" / "summary.json").read_text())["stopped"].startswith("pruned by the sweep after epoch 2")
     assert result.trials[0].test is not None  # the best trial's test figure, from its last evaluation
+
+
+# -- a folder's study, a storage's password ---------------------------------------------------------
+
+
+def test_a_second_study_in_one_folder_is_refused(tiny_root, tmp_path, cli):
+    """Another study's trials, best.toml and sweep.json are not replaced: a second study name in
+    a sweep folder is refused (exit 2), the first one's files untouched; the first goes on."""
+    import digitsum
+
+    out = tmp_path / "s"
+    overrides = _tiny(tiny_root, epochs=1)
+    digitsum.sweep(ORIGINAL, [LR], 1, study="first", out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "best.toml", out / "sweep.json", out / "trial-0000" / "summary.json")}
+    sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower()}")]
+    result = cli("sweep", ORIGINAL, "--param", LR, "--trials", "1", "--val", "100", "--study", "second", "--out", str(out), *sets)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "holds the sweep of study 'first'" in result.err and "--study first" in result.err
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "best.toml", out / "sweep.json", out / "trial-0000" / "summary.json")} == before
+    assert json.loads((out / "sweep.json").read_text())["study"] == "first"
+    again = digitsum.sweep(ORIGINAL, [LR], 2, study="first", out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    assert [row.number for row in again.trials] == [0, 1]
+
+
+def test_a_folder_of_an_older_sweep_is_claimed_by_its_sweep_json(tmp_path):
+    from digitsum.sweeps.storage import claim
+
+    (tmp_path / "sweep.json").write_text(json.dumps({"study": "old"}))
+    with pytest.raises(UserError, match="holds the sweep of study 'old'"):
+        claim(tmp_path, "new")
+    claim(tmp_path, "old")  # the same study goes on, and the folder is marked as its own
+    with pytest.raises(UserError, match="holds the sweep of study 'old'"):
+        claim(tmp_path, "new")
+
+
+def test_a_storage_password_is_never_shown_or_written(tiny_root, tmp_path, monkeypatch):
+    import digitsum
+    from digitsum.sweeps import redact
+
+    url = "postgresql://sweeper:s3cr3t@127.0.0.1:1/digitsum_sweeps"
+    assert redact(url) == "postgresql://sweeper:***@127.0.0.1:1/digitsum_sweeps"
+    assert redact("journal:/a/b.journal") == "journal:/a/b.journal" and redact("sqlite:///x.db") == "sqlite:///x.db"
+    overrides = _tiny(tiny_root, epochs=1)
+    with pytest.raises(UserError) as error:  # no driver, or no server: either way the URL is shown without it
+        digitsum.sweep(ORIGINAL, [LR], 1, storage=url, out=tmp_path / "x", overrides=overrides, val=100, quiet=True)
+    assert "s3cr3t" not in error.value.message and "sweeper:***@127.0.0.1" in error.value.message
+
+    # a database that opens: best.toml, sweep.json and the result name it without its password
+    journal = f"journal:{tmp_path / 'db.journal'}"
+
+    class Database(optuna.storages.RDBStorage):  # the URL's database, played by a journal file
+        def __new__(cls, given, **kwargs):
+            return open_storage(journal)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Database)
+    out = tmp_path / "s"
+    result = digitsum.sweep(ORIGINAL, [LR], 1, storage=url, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    assert result.storage == redact(url)
+    for written in (out / "best.toml", out / "sweep.json"):
+        text = written.read_text()
+        assert "s3cr3t" not in text and "sweeper:***@127.0.0.1" in text
+    with pytest.raises(UserError) as error:  # the study refusing other settings names the storage too
+        digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-3:3e-2"], 1, storage=url, out=out, overrides=overrides, val=100)
+    assert "s3cr3t" not in error.value.message and "sweeper:***@" in error.value.message

@@ -1,0 +1,226 @@
+"""Hyper-parameter sweeps on Optuna: ``digitsum sweep`` and :func:`digitsum.sweep` (docs/sweeps.md).
+
+A sweep is an Optuna study whose trials are run directories trained on the recipe with the
+trial's values and a validation split held out (``data.val``), chosen on a val metric, never a
+test one. Workers and machines share the study's storage (default ``study.journal`` in the sweep
+directory); starting again continues it, rerunning the trials a killed process left behind.
+
+By job: ``space`` (``KEY=SPACE``), ``storage`` (storages, the lock, a folder's study), ``trial``,
+``workers`` (processes, signals, crash recovery), ``report`` (results, files); here, :func:`sweep`
+itself. Optuna is imported when a sweep starts, never at import time (the extra
+``pip install "digitsum[sweep]"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UserError, did_you_mean
+from .report import SweepResult, TrialRow, read_result, write_outputs
+from .space import Space, check_spaces, parse_space, parse_spaces
+from .storage import claim, default_storage, open_storage, redact, require_optuna
+from .trial import Settings
+from .workers import recover, run_workers, work
+
+__all__ = ["DEFAULT_VAL", "Space", "SweepResult", "TrialRow", "default_direction", "open_storage", "parse_space", "parse_spaces", "redact", "sweep"]
+
+if TYPE_CHECKING:
+    from ..recipe import Overrides, Recipe
+
+#: Samples held out as the validation split when the recipe holds none out (``data.val = 0``).
+DEFAULT_VAL = 5000
+#: Metrics for which lower is better when ``direction`` is not given (else higher is better).
+_LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
+#: Keys of the sweep's settings that may differ between machines sharing one study.
+_LOCAL_KEYS = (("data", "root"), ("data", "download"), ("train", "device"), ("train", "threads"))
+
+
+def sweep(
+    recipe: Recipe | str | Path | Mapping[str, Any],
+    params: Sequence[str],
+    trials: int,
+    *,
+    workers: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
+    metric: str | None = None,
+    direction: str | None = None,
+    overrides: Overrides = (),
+    out: str | Path | None = None,
+    val: int | None = None,
+    pruner: str = "median",
+    prune_startup: int = 5,
+    quiet: bool = False,
+) -> SweepResult:
+    """Search hyper-parameters of a recipe with Optuna (``digitsum sweep``); see docs/sweeps.md.
+
+    - ``params``: ``"KEY=SPACE"`` strings, SPACE one of ``loguniform:LOW:HIGH``,
+      ``uniform:LOW:HIGH``, ``int:LOW:HIGH[:log]``, ``choice:A,B,C``;
+    - ``trials``: how many trials the study holds when the sweep ends (counting those of
+      earlier starts and of other workers: done, pruned, or failed by themselves);
+    - ``workers``: processes on this machine running trials of the study together;
+    - ``storage``: an Optuna storage URL or ``journal:PATH`` (default: ``study.journal`` in
+      the sweep directory); ``study``: its name (default: the recipe's name);
+    - ``metric``: ``HEAD.METRIC`` on the val split (default: the first head's primary metric),
+      ``direction``: ``max`` or ``min`` (default: min for losses and errors, else max);
+    - ``overrides``: laid over the recipe for every trial, as ``--set``;
+    - ``val``: samples held out as the validation split (default: the recipe's ``data.val``,
+      or :data:`DEFAULT_VAL` when it has none);
+    - ``out``: the sweep directory (default ``sweeps/<study>``); trials are run directories in it;
+    - ``pruner``: ``median`` (a trial whose val metric after an epoch is worse than the median
+      of earlier trials at that epoch stops there, once ``prune_startup`` trials are done) or ``none``.
+
+    Writes, in the sweep directory: the trials' run directories, ``best.toml`` (the best trial's
+    recipe, with the recipe's own ``data.val``: ``digitsum run best.toml`` trains it on the
+    whole training split), ``history.png``, ``importances.png`` and ``sweep.json``.
+    """
+    optuna = require_optuna()
+    from ..recipe import Recipe, load_recipe
+
+    if isinstance(recipe, Recipe):
+        recipe = recipe.to_dict()
+    spaces = parse_spaces(params)
+    if trials < 1:
+        raise UserError(f"--trials {trials}: at least 1")
+    if workers < 1:
+        raise UserError(f"--workers {workers}: at least 1")
+    if pruner not in ("median", "none"):
+        raise UserError(f"--pruner {pruner!r}: {did_you_mean(pruner, ('median', 'none'), 'pruners')}")
+    if prune_startup < 0:
+        raise UserError(f"--prune-startup {prune_startup}: 0 or more")
+    loaded = load_recipe(recipe, overrides)
+    own_val = loaded.data.section.val
+    held_out = val if val is not None else (own_val or DEFAULT_VAL)
+    if held_out < 1:
+        raise UserError(f"--val {held_out}: a sweep chooses on a validation split; hold out at least one sample")
+    base_recipe = load_recipe(loaded.to_dict(), {"data.val": held_out})
+    check_spaces(base_recipe.to_dict(), (), spaces)
+    head, metric_name, direction = _objective(base_recipe, metric, direction)
+    _check_val(base_recipe)
+
+    study_name = study or loaded.name
+    sweep_dir = Path(out) if out is not None else Path("sweeps") / study_name
+    url = storage or default_storage(sweep_dir)
+    opened = open_storage(url)  # first: a storage that cannot be opened leaves no sweep directory behind
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    claim(sweep_dir, study_name)  # one study per folder: another's trials and best.toml are not replaced
+    settings_attr = {"recipe": _strip_local(base_recipe.to_dict()), "params": [str(s) for s in spaces],
+                     "metric": f"{head}.{metric_name}"}  # fmt: skip
+    made = optuna.create_study(storage=opened, study_name=study_name, direction=direction, load_if_exists=True)
+    if made.direction.name.lower() != direction:
+        raise UserError(f"study {study_name!r} in {redact(url)} {made.direction.name.lower()}s its metric; this sweep would {direction} it: "
+                        "give the same --direction, or another --study")  # fmt: skip
+    earlier = made.user_attrs.get("digitsum")
+    if earlier is None:
+        made.set_user_attr("digitsum", settings_attr)
+    elif earlier != settings_attr:
+        differ = []
+        if earlier.get("params") != settings_attr["params"]:
+            differ.append(f"params ({' '.join(earlier.get('params', []))})")
+        if earlier.get("metric") != settings_attr["metric"]:
+            differ.append(f"metric ({earlier.get('metric')})")
+        if earlier.get("recipe") != settings_attr["recipe"]:
+            differ.append("recipe (the recipe, --set or --val)")
+        raise UserError(f"study {study_name!r} in {redact(url)} was started with another {' and another '.join(differ)}: "
+                        "continue it with the same recipe, --set, --val and --param, or start another with --study NAME")  # fmt: skip
+    notes = recover(made, optuna)
+    notes += _enqueue_baseline(made, base_recipe.to_dict(), spaces)
+
+    threads = 0
+    if workers > 1 and base_recipe.train.threads == 0:
+        threads = max(1, (os.cpu_count() or 1) // workers)  # one share of the cores per worker, not all of them each
+    settings = Settings(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
+                         trials, threads, pruner, prune_startup, quiet)  # fmt: skip
+    interrupted = False
+    try:
+        if workers == 1:
+            interrupted = work(settings)
+        else:
+            interrupted = run_workers(settings, workers)
+    except KeyboardInterrupt:
+        interrupted = True
+    result = read_result(optuna, study_name, url, sweep_dir, head, metric_name, direction, notes, interrupted)
+    write_outputs(result, optuna, opened, base_recipe, own_val)
+    return result
+
+
+def _check_val(recipe: Any) -> None:
+    """The recipe's generator gives the validation split (a UserError before any trial otherwise)."""
+    from ..engine.build import build
+    from ..engine.train import check_val_split
+
+    check_val_split(recipe, build(recipe, "cpu").generator)
+
+
+def default_direction(metric: str) -> str:
+    """``minimize`` for losses and errors, ``maximize`` for everything else (accuracies)."""
+    return "minimize" if any(metric.endswith(word) for word in _LOWER_IS_BETTER) else "maximize"
+
+
+def _objective(recipe: Any, metric: str | None, direction: str | None) -> tuple[str, str, str]:
+    """The head, metric and direction of a ``HEAD.METRIC`` (default: the first head's primary
+    metric), checked against the recipe's heads and the metrics the head reports."""
+    heads = recipe.heads
+    if metric is None:
+        head = next(iter(heads))
+        name = heads[head].cls.primary_metric
+    else:
+        head, sep, name = metric.partition(".")
+        if not sep or not name:
+            raise UserError(f"--metric {metric!r}: expected HEAD.METRIC, e.g. {next(iter(heads))}.accuracy")
+        if head not in heads:
+            raise UserError(f"--metric {metric!r}: no head {head!r} — {did_you_mean(head, heads, 'heads')}")
+        known = _head_metrics(recipe, head)
+        if name not in known:
+            raise UserError(f"--metric {metric!r}: head {head!r} reports no {name!r} — {did_you_mean(name, known, 'metrics')}")
+    words = {None: default_direction(name), "max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
+    if direction not in words:
+        raise UserError(f"--direction {direction!r}: max or min")
+    return head, name, words[direction]
+
+
+def _head_metrics(recipe: Any, head: str) -> list[str]:
+    """The metrics a head reports (``loss`` and those of ``Head.metrics``), measured on two samples."""
+    import torch
+
+    from ..engine.build import build
+    from ..seeding import make_rng
+
+    built = build(recipe, "cpu")
+    batch = built.generator.draw("test", torch.arange(2), make_rng(torch.device("cpu"), 0))
+    with torch.no_grad():
+        outputs = built.model(batch)
+        metrics = built.model.heads[head].metrics(outputs[head], batch[built.model.bindings[head].target])
+    return ["loss", *metrics]
+
+
+def _enqueue_baseline(study: Any, recipe: dict[str, Any], spaces: Sequence[Space]) -> list[str]:
+    """A new study's first trial is the recipe as it is: its own value of every swept key, when
+    each lies in its space. The sweep then finds a recipe at least as good, on the val split, as
+    the one it started from — or says that it found none better. Returns what was done, as notes."""
+    if study.get_trials(deepcopy=False):
+        return []  # a study that goes on: its baseline (if any) is queued or done already
+    values, outside = {}, []
+    for space in spaces:
+        value: Any = recipe
+        for part in space.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None or not space.contains(value):
+            outside.append(f"{space.key} = {value!r}")
+        else:
+            values[space.key] = value
+    if outside:
+        return [f"no baseline trial: the recipe's own {', '.join(outside)} lie outside the searched space"]
+    study.enqueue_trial(values, user_attrs={"baseline": True})
+    return [f"trial 0 is the recipe as it is ({', '.join(f'{k} = {v}' for k, v in values.items())}): the baseline"]
+
+
+def _strip_local(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = json.loads(json.dumps(doc))
+    for table, key in _LOCAL_KEYS:
+        doc.get(table, {}).pop(key, None)
+    return doc

@@ -1,0 +1,93 @@
+"""Where a study lives and who may write where: Optuna storages (journal files, database URLs,
+their passwords kept out of every message and file), the lock workers ask for trials under, and
+the one study a sweep folder belongs to."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+#: The file naming the study a sweep folder belongs to (its trials, best.toml, sweep.json).
+MARKER = ".digitsum-sweep"
+#: ``user:password@`` in a URL (``postgresql://sweeper:secret@host/db``).
+_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
+
+
+def require_optuna() -> Any:
+    """Optuna, imported (quietly) on first use: a UserError naming the extra when it is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is None:
+        raise UserError('digitsum sweep needs optuna, which is not installed: pip install "digitsum[sweep]"')
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it hidden: ``user:password@`` -> ``user:***@``."""
+    return _PASSWORD.sub(r"\1:***@", text)
+
+
+def default_storage(sweep_dir: Path) -> str:
+    """The storage of a sweep given no ``--storage``: a journal file in its directory."""
+    return f"journal:{Path(sweep_dir).resolve() / 'study.journal'}"
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage for ``url``: ``journal:PATH`` (or a path ending ``.journal``) is a
+    journal file several processes share (on one machine, or on shared storage); anything else
+    is an RDB URL (``sqlite:///study.db``, ``postgresql://user:pass@host/db``)."""
+    optuna = require_optuna()
+    where = f"--storage {redact(url)!r}"
+    if url.startswith("journal:") or url.endswith(".journal"):
+        path = Path(url.removeprefix("journal:")).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # JournalFileBackend since optuna 4.0, JournalFileStorage before
+        backend = getattr(optuna.storages.journal, "JournalFileBackend", None) or optuna.storages.JournalFileStorage
+        return optuna.storages.JournalStorage(backend(str(path)))
+    if "://" not in url:
+        raise UserError(f"{where}: an Optuna storage URL (sqlite:///PATH, postgresql://...) or journal:PATH")
+    try:
+        return optuna.storages.RDBStorage(url)
+    except ImportError as e:  # a database driver missing, e.g. psycopg2 for postgresql://
+        raise UserError(f"{where} needs a database driver that is not installed: {redact(str(e))}") from None
+    except Exception as e:  # a database that cannot be reached: the user's setup, not a bug
+        raise UserError(f"{where}: cannot open the study's database: {type(e).__name__}: {redact(str(e))}") from None
+
+
+def claim(sweep_dir: Path, study: str) -> None:
+    """Make ``sweep_dir`` the folder of ``study``: refused when it holds another study's sweep
+    (its ``trial-NNNN``, ``best.toml`` and ``sweep.json`` would be replaced), found by the
+    marker, or by the ``sweep.json`` of a sweep made before there was one."""
+    marker = sweep_dir / MARKER
+    owner = None
+    for path in (marker, sweep_dir / "sweep.json"):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            owner = json.loads(path.read_text()).get("study")
+            break
+    if owner is not None and owner != study:
+        raise UserError(f"{sweep_dir} holds the sweep of study {owner!r} (its trials, best.toml and sweep.json): "
+                        f"continue that one with --study {owner}, or give study {study!r} another --out")  # fmt: skip
+    marker.write_text(json.dumps({"study": study}) + "\n")
+
+
+@contextlib.contextmanager
+def lock(sweep_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the sweep directory while a worker counts trials and asks for one, so
+    that workers on one machine never start more than ``trials`` (a no-op where there is no flock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(sweep_dir / ".ask.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed, whatever happens
+        yield

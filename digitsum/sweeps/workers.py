@@ -1,0 +1,137 @@
+"""Workers: processes asking the study for trials and running them, the signals passed on to them,
+and the recovery of trials that a killed process left running."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .storage import lock, open_storage, require_optuna
+from .trial import Settings, run_trial, write_trial
+
+#: Exit codes of a worker that was interrupted (130 its own, -2 SIGINT, -15 SIGTERM).
+_INTERRUPTED = (130, -2, -15)
+
+
+def make_study(optuna: Any, settings: Settings, storage: Any) -> Any:
+    """The study as a worker uses it: the pruner and the sampler are not stored with a study,
+    each worker makes its own."""
+    pruners = optuna.pruners
+    chosen = pruners.MedianPruner(n_startup_trials=settings.prune_startup) if settings.pruner == "median" else pruners.NopPruner()
+    # TPE once a third of the trials (at least 2, at most Optuna's 10) sampled the space at random
+    sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, settings.trials // 3)))
+    return optuna.load_study(study_name=settings.study, storage=storage, pruner=chosen, sampler=sampler)
+
+
+def work(settings: Settings) -> bool:
+    """One worker: ask the study for trials and run them until it holds ``trials`` of them.
+    True when a trial was interrupted (Ctrl-C, SIGTERM): the worker stops there."""
+    optuna = require_optuna()
+    study = make_study(optuna, settings, open_storage(settings.storage))
+    states = optuna.trial.TrialState
+    while True:
+        with lock(Path(settings.sweep_dir)):
+            # the trials that count: done, pruned, running, or failed by themselves (one failed
+            # because its process was interrupted or killed is run again instead)
+            counted = [t for t in study.get_trials(deepcopy=False) if t.state in (states.COMPLETE, states.PRUNED, states.RUNNING)
+                       or (t.state == states.FAIL and not t.user_attrs.get("interrupted"))]  # fmt: skip
+            if len(counted) >= settings.trials:
+                return False
+            trial = study.ask()
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+        if not run_trial(study, trial, settings, optuna):
+            return True  # interrupted: stop asking
+
+
+def _worker_main(settings: Settings) -> None:
+    """A worker process's entry: one worker, its errors as one line (exit 2) rather than a traceback."""
+    try:
+        if work(settings):
+            sys.exit(130)  # interrupted: the parent says how to continue
+    except UserError as e:
+        print(f"error: {e.message}", file=sys.stderr, flush=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run_workers(settings: Settings, workers: int) -> bool:
+    """Run ``workers`` worker processes on the study until they end; True when interrupted.
+
+    Ctrl-C reaches the workers too (one process group): each stops its trial with a checkpoint
+    and marks it interrupted; SIGTERM sent to this process alone is passed on to them.
+    """
+    import multiprocessing
+    import signal
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch state
+    processes = [context.Process(target=_worker_main, args=(settings,), name=f"digitsum-sweep-{i}") for i in range(workers)]
+    for process in processes:
+        process.start()
+
+    def forward(signum: int, frame: Any) -> None:
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    interrupted = False
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        interrupted = True
+        for process in processes:
+            process.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    codes = [p.exitcode for p in processes]
+    interrupted = interrupted or any(c in _INTERRUPTED for c in codes)
+    failed = [c for c in codes if c != 0 and c not in _INTERRUPTED]
+    if failed and not interrupted:
+        raise UserError(f"{len(failed)} of {workers} sweep workers failed (exit codes {', '.join(map(str, failed))}): "
+                        "their errors are above; run the sweep again to continue the study")  # fmt: skip
+    return interrupted
+
+
+def _alive(pid: Any) -> bool:
+    """Whether a process with this id runs on this machine."""
+    try:
+        os.kill(pid, 0)  # signal 0: sends nothing, only asks
+    except (TypeError, ProcessLookupError):  # no pid recorded, or no such process
+        return False
+    except PermissionError:  # someone else's process: alive
+        pass
+    return True
+
+
+def recover(study: Any, optuna: Any) -> list[str]:
+    """Trials this machine was running when its processes died (killed, power cut) are marked
+    failed-by-interruption; every such trial not yet retried is queued to run again with its
+    values. Returns what was done, as notes."""
+    states = optuna.trial.TrialState
+    storage = study._storage  # Optuna's own way to change a trial that no live process holds
+    host, notes = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") == host and not _alive(pid):
+            storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+            storage.set_trial_state_values(trial._trial_id, states.FAIL)
+            notes.append(f"trial {trial.number} was left running by process {pid}, which is gone: marked failed")
+            run_dir = trial.user_attrs.get("run_dir")
+            if run_dir:  # its run directory says so too (it is run again in a new one)
+                write_trial(Path(run_dir), {"study": study.study_name, "trial": trial.number, "params": dict(trial.params),
+                                            "state": "interrupted", "reason": f"its process ({pid}) was gone when the sweep started again"})  # fmt: skip
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for trial in trials:
+        if trial.state == states.FAIL and trial.user_attrs.get("interrupted") and trial.number not in retried:
+            study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+            notes.append(f"trial {trial.number} was interrupted: queued to run again with its values")
+    return notes
