@@ -43,11 +43,14 @@ def write_tiny_mnist(root: Path, n_train: int = 512, n_test: int = 256, seed: in
     return Path(root)
 
 
+def tiny_overrides(root: Path, batch_size: int) -> list[str]:
+    """The ``--set`` overrides that train one epoch on the CPU on tiny MNIST data under ``root``."""
+    return ["train.epochs=1", f"data.batch_size={batch_size}", f"data.root={str(root)!r}", "data.download=false", "train.device='cpu'"]
+
+
 def seeded(seed: int) -> torch.Generator:
     """A CPU random generator seeded with ``seed``."""
-    rng = torch.Generator()
-    rng.manual_seed(seed)
-    return rng
+    return torch.Generator().manual_seed(seed)
 
 
 def image_shape(spec: Image | Images) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from ..engine.runner import start
 from ..engine.watch import doctor_command
 from ..recipe import load_recipe
 from .conformance import ConformanceError
-from .fixtures import write_tiny_mnist
+from .fixtures import tiny_overrides, write_tiny_mnist
 
 #: check_recipe trains, by default, one epoch of this many tiny samples in batches of this size
 #: (64 steps): enough for every head of the built-in and example recipes to show it learns.
@@ -49,9 +49,7 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=(), *, steps: 
     """
     workdir = Path(workdir)
     root = write_tiny_mnist(workdir / "mnist", n_train=steps * RECIPE_CHECK_BATCH)
-    tiny = ["train.epochs=1", f"data.batch_size={RECIPE_CHECK_BATCH}", f"data.root={str(root)!r}", "data.download=false",
-            "train.device='cpu'"]  # fmt: skip
-    recipe = load_recipe(path, [*tiny, *overrides])
+    recipe = load_recipe(path, [*tiny_overrides(root, RECIPE_CHECK_BATCH), *overrides])
     untrained = Untrained()
     outcome = start(recipe, workdir / "run", callbacks=[untrained], progress=False, preflight=False)
     if outcome.failure:  # the watch stopped the run: a NaN or infinite loss

@@ -1,22 +1,13 @@
-"""The conformance suite: one check per kind of component, and the check for any component or
-for every component a distribution registers.
-
-Plugin authors call these from their own pytest files::
-
-    from digitsum.testing import check_component, check_distribution, check_recipe
-
-    def test_my_fusion_conforms():
-        check_component(MyFusion)
-
-Each check raises ConformanceError (an AssertionError) listing every problem it found.
-"""
+"""The conformance suite plugins' tests call (docs/plugins.md): one check per kind of component
+(each raises ConformanceError, an AssertionError, listing every problem it found), the check for
+any component and the check for every component a distribution registers."""
 
 from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
 from ...discovery import canonical_name
 from ...registry import REGISTRIES
 from ._common import ConformanceError
 from .fusion import check_fusion
-from .generator import ENCODE_TOLERANCE, check_generator
+from .generator import check_generator
 from .head import check_head
 from .logger import check_logger
 from .optimizer import check_optimizer

@@ -1,10 +1,11 @@
 """What the conformance checks share: the error and its list of problems, the checks every kind
 of component must pass, and the small training problem optimizers and schedules are run on."""
 
+import copy
 import functools
 import io
 import json
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 from pydantic import ValidationError
@@ -57,9 +58,11 @@ def reporting_crashes(kind: str):
     return decorate
 
 
-def checked_params(problems: Problems, cls, base: type, params):
+def common_checks(kind: str, cls, base: type, params) -> tuple[Problems, Any]:
     """The checks every kind shares (subclass, contract version, docstring, Params); returns the
-    params to check with (``Params()`` unless given) or fails when there are none."""
+    problems found and the params to check with (``Params()`` unless given), or fails when there
+    are none."""
+    problems = Problems(kind, cls)
     if not (isinstance(cls, type) and issubclass(cls, base)):
         problems.fail(f"{cls!r} is not a subclass of digitsum.{base.__name__}")
     if getattr(cls, "contract", None) != CONTRACT_VERSION:
@@ -85,13 +88,21 @@ def checked_params(problems: Problems, cls, base: type, params):
             params = cls.Params()
         except ValidationError as e:
             problems.fail(f"Params() is not valid with its defaults ({e.error_count()} error(s)); pass params= to the check")
-    return params
+    return problems, params
 
 
-def first_accepted(cls, params, candidates: list):
-    """The first of ``candidates`` (inputs or targets) that ``cls.check`` accepts, else the first."""
-    accepted = (c for c in candidates if isinstance(cls.check(params, c), list) and not cls.check(params, c))
-    return next(accepted, candidates[0])
+def accepted(problems: Problems, cls, params, given, candidates: list, option: str, can: str, other):
+    """What a fusion (inputs) or head (target) is checked on: ``given``, or the first of
+    ``candidates`` that ``cls.check`` accepts (else the first); fails when ``check`` refuses it,
+    and notes a ``check`` that does not answer ``other`` with a list of reasons."""
+    if given is None:
+        given = next((c for c in candidates if isinstance(cls.check(params, c), list) and not cls.check(params, c)), candidates[0])
+    reasons = cls.check(params, given)
+    if reasons:
+        problems.fail(f"check() refuses {given}: {reasons}; pass {option}= it can {can}")
+    if not isinstance(cls.check(params, other), list):
+        problems.append(f"check(params, {option}) must return a list of reasons (empty when it can {can})")
+    return given
 
 
 def shape_of(value) -> str:
@@ -157,6 +168,25 @@ def train_steps(model, optimizer, x, y, steps: int, scheduler=None) -> list[floa
     return losses
 
 
-def same_weights(a: nn.Module, b: nn.Module) -> bool:
-    """Whether two models hold exactly the same parameters."""
-    return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+def resume_problems(build, before: int, after: int, differs: str) -> list[str]:
+    """Whether a run on :func:`toy_model` resumes exactly. ``build(model)`` gives its optimizer and
+    scheduler (or None); the run trains ``before`` steps, then a run built anew on a copy of its
+    model is given its state dicts as read back from a checkpoint: both train ``after`` more
+    steps, with the same learning rates and weights, or the problem is ``differs``."""
+    model, x, y = toy_model()
+    optimizer, scheduler = build(model)
+    train_steps(model, optimizer, x, y, before, scheduler)
+    state = copy.deepcopy({"optimizer": optimizer.state_dict(), "scheduler": None if scheduler is None else scheduler.state_dict()})
+    problems = weights_only_problem("its state_dict", state)
+    other = copy.deepcopy(model)
+    other_optimizer, other_scheduler = build(other)
+    other_optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        other_scheduler.load_state_dict(state["scheduler"])
+    rates = []
+    for _ in range(after):
+        train_steps(model, optimizer, x, y, 1, scheduler)
+        train_steps(other, other_optimizer, x, y, 1, other_scheduler)
+        rates.append((optimizer.param_groups[0]["lr"], other_optimizer.param_groups[0]["lr"]))
+    same = all(a == b for a, b in rates) and all(torch.equal(p, q) for p, q in zip(model.parameters(), other.parameters()))
+    return problems + ([] if same else [differs])

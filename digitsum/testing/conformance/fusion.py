@@ -4,7 +4,7 @@ import torch
 
 from ...contracts import Categorical, Fusion, Image, Images
 from ..fixtures import random_batch
-from ._common import Problems, built_reproducibly, checked_params, first_accepted, grad_problems, reporting_crashes, shape_of
+from ._common import accepted, built_reproducibly, common_checks, grad_problems, reporting_crashes, shape_of
 
 #: What a fusion is checked against unless told otherwise: the notebook's task first, then, for a
 #: fusion that refuses it, the first of these it accepts (two images; two sequences of three images).
@@ -26,14 +26,9 @@ def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) ->
     forward pass on the CPU giving finite float ``[B, out_features]``, the same output twice
     in eval mode, and a backward pass reaching its parameters.
     """
-    problems = Problems("fusion", cls)
-    params = checked_params(problems, cls, Fusion, params)
-    inputs = dict(first_accepted(cls, params, CANDIDATE_INPUTS) if inputs is None else inputs)
-    reasons = cls.check(params, inputs)
-    if reasons:
-        problems.fail(f"check() refuses {inputs}: {reasons}; pass inputs= it can use")
-    if not isinstance(cls.check(params, {}), list):
-        problems.append("check(params, inputs) must return a list of reasons (empty when it can serve them)")
+    problems, params = common_checks("fusion", cls, Fusion, params)
+    candidates = [dict(c) for c in CANDIDATE_INPUTS]  # copies: check() is the plugin's code
+    inputs = dict(accepted(problems, cls, params, None if inputs is None else dict(inputs), candidates, "inputs", "serve them", {}))
     fusion = built_reproducibly(problems, cls, params, inputs)
     out_features = getattr(fusion, "out_features", None)
     if not isinstance(out_features, int) or out_features < 1:

@@ -8,7 +8,7 @@ import torch
 from ...contracts import Categorical, Classes, Digits, Generator, Image, Images, Interface
 from ...data import DataContext
 from ..fixtures import image_shape, raw_inputs, seeded, write_tiny_mnist
-from ._common import Problems, checked_params, reporting_crashes
+from ._common import common_checks, reporting_crashes
 
 #: How far encode's background and ink levels may be from draw's, as a fraction of draw's
 #: ink-to-background range. Measured: a standardisation missing from encode (or added to it)
@@ -34,8 +34,7 @@ def check_generator(cls: type, params=None, *, root: Path | None = None) -> None
     of the ink-to-background range: robust to the noise a generator adds in ``draw``).
     ``root``: a folder with MNIST; by default tiny data are written to a temporary folder.
     """
-    problems = Problems("generator", cls)
-    params = checked_params(problems, cls, Generator, params)
+    problems, params = common_checks("generator", cls, Generator, params)
     interface = cls.interface(params)
     if not isinstance(interface, Interface):
         problems.fail("interface(params) must return a digitsum.Interface")
@@ -85,23 +84,20 @@ def tensor_problems(name: str, value, spec, batch_size: int) -> list[str]:
     if value.device.type != "cpu":
         return [f"'{name}' is on {value.device}, not on the data device (cpu)"]
     if isinstance(spec, (Image, Images)):
-        shape = (batch_size, *image_shape(spec))
-        if tuple(value.shape) != shape or not value.is_floating_point():
-            return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: float {shape}"]
-        if not torch.isfinite(value).all():
-            return [f"'{name}' holds NaN or infinite values"]
+        want, shape, high = "float", (batch_size, *image_shape(spec)), None
     elif isinstance(spec, Digits):
-        if tuple(value.shape) != (batch_size, spec.length) or value.dtype != torch.int64:
-            return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: int64 ({batch_size}, {spec.length})"]
-        if value.numel() and (int(value.min()) < 0 or int(value.max()) >= spec.base):
-            return [f"'{name}' holds digits outside [0, {spec.base}) (min {int(value.min())}, max {int(value.max())})"]
+        want, shape, high = "int64", (batch_size, spec.length), spec.base
     elif isinstance(spec, (Categorical, Classes)):
-        if tuple(value.shape) != (batch_size,) or value.dtype != torch.int64:
-            return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: int64 ({batch_size},)"]
-        if len(value) and (int(value.min()) < 0 or int(value.max()) >= spec.classes):
-            return [f"'{name}' holds values outside [0, {spec.classes}) (min {int(value.min())}, max {int(value.max())})"]
+        want, shape, high = "int64", (batch_size,), spec.classes
     else:
         return [f"'{name}' is declared as {spec!r}, which is not a digitsum spec (Image, Images, Categorical, Classes, Digits)"]
+    if tuple(value.shape) != shape or not (value.is_floating_point() if high is None else value.dtype == torch.int64):
+        return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: {want} {shape}"]
+    if high is None:
+        return [] if torch.isfinite(value).all() else [f"'{name}' holds NaN or infinite values"]
+    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= high):
+        what = "digits" if isinstance(spec, Digits) else "values"
+        return [f"'{name}' holds {what} outside [0, {high}) (min {int(value.min())}, max {int(value.max())})"]
     return []
 
 

@@ -4,7 +4,7 @@ import torch
 
 from ...contracts import OUTPUT_KINDS, Classes, Digits, Head, Image
 from ..fixtures import seeded
-from ._common import Problems, built_reproducibly, checked_params, first_accepted, grad_problems, reporting_crashes, shape_of
+from ._common import accepted, built_reproducibly, common_checks, grad_problems, reporting_crashes, shape_of
 
 #: What a head is checked against unless told otherwise: ten classes, then, for a head that
 #: refuses them, the first of these it accepts (a 3-digit number: the sum of two 2-digit ones).
@@ -26,20 +26,13 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
     head's parameters, per-sample ``metrics`` including ``primary_metric``, ``predict``, and
     ``probabilities``: None, or ``[B, classes]``, finite, non-negative, each row summing to 1.
     """
-    problems = Problems("head", cls)
-    params = checked_params(problems, cls, Head, params)
-    if target is None:
-        target = first_accepted(cls, params, CANDIDATE_TARGETS)
+    problems, params = common_checks("head", cls, Head, params)
+    target = accepted(problems, cls, params, target, CANDIDATE_TARGETS, "target", "predict it", Image())
     needed = cls.features_for(params, target)
     if needed is not None:
         if not isinstance(needed, int) or needed < 1:
             problems.fail(f"features_for() = {needed!r}, expected None or a positive int")
         in_features = needed
-    reasons = cls.check(params, target)
-    if reasons:
-        problems.fail(f"check() refuses {target}: {reasons}; pass target= it can predict")
-    if not isinstance(cls.check(params, Image()), list):
-        problems.append("check(params, target) must return a list of reasons (empty when it can predict it)")
     head = built_reproducibly(problems, cls, params, in_features, target)
     features = torch.randn(batch_size, in_features, generator=seeded(0), requires_grad=True)
     high, shape = (target.base, (batch_size, target.length)) if isinstance(target, Digits) else (target.classes, (batch_size,))

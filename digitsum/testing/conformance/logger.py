@@ -8,8 +8,8 @@ from ...contracts import Logger
 from ...engine.callbacks import Callback
 from ...engine.runner import resume, start
 from ...recipe import load_recipe
-from ..fixtures import write_tiny_mnist
-from ._common import Problems, checked_params, reporting_crashes, weights_only_problem
+from ..fixtures import tiny_overrides, write_tiny_mnist
+from ._common import common_checks, reporting_crashes, weights_only_problem
 
 
 class StopPartWay(Callback):
@@ -34,8 +34,7 @@ def check_logger(cls: type, params=None, *, workdir: str | Path | None = None) -
     the new instance's ``load_state_dict``. A logger whose library is not installed cannot be
     checked (the error says what to install).
     """
-    problems = Problems("logger", cls)
-    params = checked_params(problems, cls, Logger, params)
+    problems, params = common_checks("logger", cls, Logger, params)
     if not (isinstance(cls.requires, tuple) and all(isinstance(m, str) for m in cls.requires)):
         problems.append(f"requires = {cls.requires!r}: a tuple of module names")
     if not isinstance(cls.install, str) or (cls.requires and not cls.install):
@@ -57,9 +56,7 @@ def check_logger(cls: type, params=None, *, workdir: str | Path | None = None) -
     workdir.mkdir(parents=True, exist_ok=True)
     run_dir = workdir / "run"
     with contextlib.chdir(workdir):
-        root = write_tiny_mnist(workdir / "mnist")
-        recipe = load_recipe("original", ["train.epochs=1", "data.batch_size=128", f"data.root={str(root)!r}",
-                                          "data.download=false", "train.device='cpu'"])  # fmt: skip
+        recipe = load_recipe("original", tiny_overrides(write_tiny_mnist(workdir / "mnist"), batch_size=128))
         logger = cls(params)
         start(recipe, run_dir, callbacks=[logger, StopPartWay()], progress=False, preflight=False)
         state = logger.state_dict()

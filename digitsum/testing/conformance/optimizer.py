@@ -1,12 +1,11 @@
 """The conformance check of an Optimizer, on a small MLP fitting a fixed regression."""
 
-import copy
 import math
 
 import torch
 
 from ...contracts import Optimizer
-from ._common import Problems, checked_params, reporting_crashes, same_weights, toy_model, train_steps, weights_only_problem
+from ._common import common_checks, reporting_crashes, resume_problems, toy_model, train_steps
 
 
 @reporting_crashes("optimizer")
@@ -20,8 +19,7 @@ def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
     ``state_dict`` (as read back from a checkpoint with ``weights_only=True``), continues with
     the very same weights as the first.
     """
-    problems = Problems("optimizer", cls)
-    params = checked_params(problems, cls, Optimizer, params)
+    problems, params = common_checks("optimizer", cls, Optimizer, params)
     lr = getattr(params, "lr", None)
     if "lr" not in cls.Params.model_fields or not isinstance(lr, float):
         problems.fail("Params needs a float field `lr`: the learning rate, the peak of every schedule")
@@ -46,19 +44,9 @@ def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
     again, x, y = toy_model()
     again[2].bias.requires_grad_(False)
     train_steps(again, cls(params).build(list(again.parameters())), x, y, steps)
-    if not same_weights(model, again):
+    if not all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters())):
         problems.append("the same steps from the same start gave other weights")
     # resume: the state after 5 steps, read back as a checkpoint is, into a new optimizer
-    first, x, y = toy_model()
-    opt_first = cls(params).build(list(first.parameters()))
-    train_steps(first, opt_first, x, y, 5)
-    state = copy.deepcopy(opt_first.state_dict())
-    problems += weights_only_problem("its state_dict", state)
-    second = copy.deepcopy(first)
-    opt_second = cls(params).build(list(second.parameters()))
-    opt_second.load_state_dict(state)
-    train_steps(first, opt_first, x, y, 5)
-    train_steps(second, opt_second, x, y, 5)
-    if not same_weights(first, second):
-        problems.append("an optimizer given another's state_dict does not continue as it does: resumed runs would differ")
+    problems += resume_problems(lambda model: (cls(params).build(list(model.parameters())), None), 5, 5,
+                                "an optimizer given another's state_dict does not continue as it does: resumed runs would differ")  # fmt: skip
     problems.raise_any()

@@ -1,12 +1,11 @@
 """The conformance check of a Schedule, on SGD with momentum and on Adam."""
 
-import copy
 import math
 
 import torch
 
 from ...contracts import Schedule
-from ._common import Problems, checked_params, reporting_crashes, toy_model, train_steps, weights_only_problem
+from ._common import common_checks, reporting_crashes, resume_problems, toy_model, train_steps
 
 #: What a schedule may change besides the learning rate only when its parameters ask for it.
 HYPER_PARAMETERS = ("momentum", "betas", "weight_decay", "dampening", "nesterov", "eps")
@@ -30,8 +29,7 @@ def check_schedule(cls: type, params=None, *, total_steps: int = 100) -> None:
     one's ``state_dict`` (as read back from a checkpoint) part-way gives the same learning
     rates to the end.
     """
-    problems = Problems("schedule", cls)
-    checked = checked_params(problems, cls, Schedule, params)
+    problems, checked = common_checks("schedule", cls, Schedule, params)
     for name, make in OPTIMIZERS.items():
         for steps in sorted({1, 3, 10, total_steps}):
             model, x, y = toy_model()
@@ -55,23 +53,10 @@ def check_schedule(cls: type, params=None, *, total_steps: int = 100) -> None:
                 problems.append(f"{name}, {steps} steps: with its default parameters it changed {what}: a schedule changes "
                                 "only the learning rate unless its parameters ask for more")  # fmt: skip
     # resume part-way, from state dicts read back as a checkpoint is
-    model, x, y = toy_model()
-    optimizer = OPTIMIZERS["SGD"](list(model.parameters()))
-    scheduler = cls(checked).build(optimizer, total_steps)
-    train_steps(model, optimizer, x, y, total_steps // 3, scheduler)
-    state = copy.deepcopy({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
-    problems += weights_only_problem("its state_dict", state["scheduler"])
-    other_model = copy.deepcopy(model)
-    other_optimizer = OPTIMIZERS["SGD"](list(other_model.parameters()))
-    other = cls(checked).build(other_optimizer, total_steps)
-    other_optimizer.load_state_dict(state["optimizer"])
-    other.load_state_dict(state["scheduler"])
-    first, second = [], []
-    for _ in range(total_steps - total_steps // 3):
-        train_steps(model, optimizer, x, y, 1, scheduler)
-        train_steps(other_model, other_optimizer, x, y, 1, other)
-        first.append(optimizer.param_groups[0]["lr"])
-        second.append(other_optimizer.param_groups[0]["lr"])
-    if first != second:
-        problems.append("a scheduler given another's state_dict part-way gives other learning rates: resumed runs would differ")
+    def build(model):
+        optimizer = OPTIMIZERS["SGD"](list(model.parameters()))
+        return optimizer, cls(checked).build(optimizer, total_steps)
+
+    problems += resume_problems(build, total_steps // 3, total_steps - total_steps // 3,
+                                "a scheduler given another's state_dict part-way gives other learning rates: resumed runs would differ")  # fmt: skip
     problems.raise_any()
