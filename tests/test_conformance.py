@@ -18,12 +18,15 @@ BUILTINS = [entry for registry in REGISTRIES.values() for entry in registry.entr
 
 
 @pytest.mark.parametrize("entry", BUILTINS, ids=lambda e: f"{e.kind}:{e.name}")
-def test_every_builtin_conforms(entry, request, monkeypatch):
-    if entry.kind == "loggers" and entry.load().unavailable():
+def test_every_builtin_conforms(entry, request, monkeypatch, tmp_path):
+    if entry.kind != "loggers":
+        return check_component(entry.load())
+    if entry.load().unavailable():
         pytest.skip(f"logger '{entry.name}' {entry.load().unavailable()}")
     if entry.name == "mlflow":  # MLflow's default store is $MLFLOW_TRACKING_URI: a shared one, made once
         monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("mlflow_uri"))
-    check_component(entry.load())
+    run_dir = check_component(entry.load(), workdir=tmp_path)  # a logger's check returns its run, to read back
+    assert run_dir == tmp_path / "run" and (run_dir / "summary.json").is_file()
 
 
 # -- check_recipe: a recipe must learn on the tiny data --------------------------------------------
@@ -67,15 +70,20 @@ def test_a_recipe_that_does_not_learn_fails(tmp_path, overrides, failing):
     assert hint.startswith("`digitsum doctor ") and all(o in hint for o in overrides)
 
 
-def test_the_loss_must_fall_by_the_margin(tmp_path, monkeypatch):
-    import digitsum.testing
-
+def test_the_loss_must_fall_by_the_margin(tmp_path):
     # The original recipe's digit head's loss falls about 99 % on the tiny data, its sum head's 15-19 %.
-    monkeypatch.setattr(digitsum.testing, "MIN_LOSS_FALL", 0.5)
     with pytest.raises(ConformanceError) as e:
-        check_recipe(RECIPES / "original.toml", tmp_path)
+        check_recipe(RECIPES / "original.toml", tmp_path, min_fall=0.5)
     (problem, _hint) = e.value.problems
     assert problem.startswith("heads.sum did not learn: test loss ") and "needs to fall 50%" in problem
+    assert "after 64 steps of 32 (1 epoch of 2048 tiny training images)" in problem  # what ran, by default
+
+
+def test_the_budget_is_a_setting_and_the_message_says_what_ran(tmp_path):
+    with pytest.raises(ConformanceError) as e:  # no loss falls all the way to 0 in 4 steps
+        check_recipe(RECIPES / "original.toml", tmp_path, steps=4, min_fall=1.0)
+    *heads, _hint = e.value.problems
+    assert len(heads) == 2 and all("after 4 steps of 32 (1 epoch of 128 tiny training images)" in p for p in heads)
 
 
 class NanLoss(Classify):

@@ -1,0 +1,58 @@
+"""The conformance suite plugins' tests call (docs/plugins.md): one check per kind of component
+(each raises ConformanceError, an AssertionError, listing every problem it found), the check for
+any component and the check for every component a distribution registers."""
+
+from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
+from ...discovery import canonical_name
+from ...registry import REGISTRIES
+from ._common import ConformanceError
+from .fusion import check_fusion
+from .generator import check_generator
+from .head import check_head
+from .logger import check_logger
+from .optimizer import check_optimizer
+from .schedule import check_schedule
+
+CHECKS = {Generator: check_generator, Fusion: check_fusion, Head: check_head, Optimizer: check_optimizer,
+          Schedule: check_schedule, Logger: check_logger}  # fmt: skip
+
+
+def check_component(cls: type, params=None, **options):
+    """Run the check for ``cls``'s kind: :func:`check_generator`, :func:`check_fusion`,
+    :func:`check_head`, :func:`check_optimizer`, :func:`check_schedule` or :func:`check_logger`;
+    returns what it returns."""
+    for base, check in CHECKS.items():
+        if isinstance(cls, type) and issubclass(cls, base):
+            return check(cls, params, **options)
+    raise ConformanceError(repr(cls), ["it is not a subclass of digitsum.Generator, Fusion, Head, Optimizer, Schedule or Logger"])
+
+
+def components_of(distribution: str) -> list[tuple[str, str, type]]:
+    """``(kind, name, class)`` of every component ``distribution`` registers (it must be installed)."""
+    found = [
+        (entry.kind, entry.name, entry.load())
+        for registry in REGISTRIES.values()
+        for entry in registry.entries()
+        if canonical_name(entry.origin.distribution or "") == canonical_name(distribution)
+    ]
+    if not found:
+        raise ConformanceError(
+            f"distribution {distribution}",
+            ["it registers no components: is it installed (pip install -e .) with entry points in "
+             "[project.entry-points.\"digitsum.<kind>\"]?"],
+        )  # fmt: skip
+    return found
+
+
+def check_distribution(distribution: str) -> list[str]:
+    """Load every component ``distribution`` registers and check each; returns their names.
+
+    Components that need parameters or other inputs than the defaults are better checked one
+    by one with :func:`check_component` and its options.
+    """
+    checked = []
+    for kind, name, cls in components_of(distribution):
+        check_component(cls)
+        checked.append(f"{kind}:{name}")
+    return checked
+

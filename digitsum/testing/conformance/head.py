@@ -1,0 +1,103 @@
+"""The conformance check of a Head, on random features."""
+
+import torch
+
+from ...contracts import OUTPUT_KINDS, Classes, Digits, Head, Image
+from ..fixtures import seeded
+from ._common import accepted, built_reproducibly, common_checks, grad_problems, reporting_crashes, shape_of
+
+#: What a head is checked against unless told otherwise: ten classes, then, for a head that
+#: refuses them, the first of these it accepts (a 3-digit number: the sum of two 2-digit ones).
+CANDIDATE_TARGETS = [Classes(10), Digits(3)]
+
+
+@reporting_crashes("head")
+def check_head(cls: type, params=None, *, target=None, in_features: int = 16, batch_size: int = 8) -> None:
+    """Check a Head against its contract on random features (by default for a 10-class target;
+    for a head that refuses it, a ``Digits(3)`` target).
+
+    ``in_features`` is the head's ``features_for(params, target)`` when it names a number.
+    A ``Digits`` target gets random digits as labels (some may be numbers the head finds
+    impossible, e.g. a sum of two 2-digit numbers above 199: its loss must stay finite).
+
+    Checks: Params, ``check`` (accepts ``target``; returns reasons rather than raising for a
+    target it cannot predict), the same initialisation under the same seed, ``forward`` on
+    ``[B, in_features]``, a finite scalar ``loss`` whose gradient reaches the features and the
+    head's parameters, per-sample ``metrics`` including ``primary_metric``, ``predict``, and
+    ``probabilities``: None, or ``[B, classes]``, finite, non-negative, each row summing to 1.
+    """
+    problems, params = common_checks("head", cls, Head, params)
+    target = accepted(problems, cls, params, target, CANDIDATE_TARGETS, "target", "predict it", Image())
+    needed = cls.features_for(params, target)
+    if needed is not None:
+        if not isinstance(needed, int) or needed < 1:
+            problems.fail(f"features_for() = {needed!r}, expected None or a positive int")
+        in_features = needed
+    head = built_reproducibly(problems, cls, params, in_features, target)
+    features = torch.randn(batch_size, in_features, generator=seeded(0), requires_grad=True)
+    high, shape = (target.base, (batch_size, target.length)) if isinstance(target, Digits) else (target.classes, (batch_size,))
+    labels = torch.randint(0, high, shape, generator=seeded(1))
+    output = head(features)
+    loss = head.loss(output, labels)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not torch.isfinite(loss):
+        problems.append(f"loss(output, target) must be a finite scalar tensor, got {loss!r}")
+    else:
+        loss.backward()
+        if features.grad is None or not torch.isfinite(features.grad).all():
+            problems.append("the loss's gradient does not reach the features (or is not finite)")
+        problems += grad_problems(head, "loss.backward()")
+    with torch.no_grad():
+        metrics = head.metrics(output, labels)
+        if not isinstance(metrics, dict):
+            problems.append("metrics() must return a dict of per-sample tensors")
+            metrics = {}
+        for name, value in metrics.items():
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch_size,):
+                problems.append(f"metric '{name}' must be a per-sample tensor of shape ({batch_size},)")
+        if cls.primary_metric not in metrics:
+            problems.append(f"primary_metric '{cls.primary_metric}' is not among its metrics {sorted(metrics)}")
+        prediction = head.predict(output)
+        if not isinstance(prediction, torch.Tensor) or prediction.shape[:1] != (batch_size,):
+            problems.append(f"predict(output) must give one prediction per sample ({batch_size})")
+        classes = getattr(target, "classes", None)
+        problems += probabilities_problems(head.probabilities(output), batch_size, classes)
+        problems += output_kind_problems(cls, head, output, batch_size, classes)
+    problems.raise_any()
+
+
+def output_kind_problems(cls: type, head, output, batch_size: int, classes: int | None) -> list[str]:
+    """The head's declared ``output_kind`` against what it outputs and predicts."""
+    kind = getattr(cls, "output_kind", "class_logits")
+    if kind not in OUTPUT_KINDS:
+        return [f"output_kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}"]
+    if kind == "class_logits":
+        shape = (batch_size, classes)
+        if not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
+            return [f"output_kind 'class_logits' (the default) declares outputs of shape {shape}, got {shape_of(output)}: "
+                    "declare output_kind = 'value' or 'other' for another shape"]  # fmt: skip
+        if not torch.equal(head.predict(output), output.argmax(dim=1)):
+            return ["output_kind 'class_logits' (the default) declares predict() = argmax of the outputs, and it is not: "
+                    "declare output_kind = 'other'"]  # fmt: skip
+    if kind == "value" and (not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size,)):
+        return [f"output_kind 'value' declares one number per sample, shape ({batch_size},), got {shape_of(output)}"]
+    return []
+
+
+def probabilities_problems(probabilities, batch_size: int, classes: int | None) -> list[str]:
+    """``probabilities``: None, or one finite row of class probabilities per sample."""
+    if probabilities is None:
+        return []
+    shape = (batch_size, classes)
+    if not isinstance(probabilities, torch.Tensor) or tuple(probabilities.shape) != shape or not probabilities.is_floating_point():
+        found = f"{probabilities.dtype} {tuple(probabilities.shape)}" if isinstance(probabilities, torch.Tensor) else type(probabilities).__name__
+        return [f"probabilities(output) gave {found}, expected None or float {shape} (one row of class probabilities per sample)"]
+    p = probabilities.double()
+    if not torch.isfinite(p).all():
+        return ["probabilities(output) holds NaN or infinite values"]
+    problems = []
+    if float(p.min()) < -1e-6:
+        problems.append(f"probabilities(output) holds negative values (min {float(p.min()):.3g})")
+    worst = float((p.sum(dim=1) - 1).abs().max())
+    if worst > 1e-4:
+        problems.append(f"probabilities(output) rows do not sum to 1 (off by up to {worst:.3g})")
+    return problems
