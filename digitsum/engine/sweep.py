@@ -43,8 +43,6 @@ SPACE_KINDS = ("loguniform", "uniform", "int", "choice")
 INSTALL = 'pip install "digitsum[sweep]"'
 #: Metrics for which lower is better when ``direction`` is not given (else higher is better).
 _LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
-#: Keys of the sweep's settings that may differ between machines sharing one study.
-_LOCAL_KEYS = (("data", "root"), ("data", "download"), ("train", "device"), ("train", "threads"))
 
 
 # -- search spaces ------------------------------------------------------------------------------------
@@ -531,8 +529,10 @@ class SweepResult:
 
 
 def _strip_local(doc: dict[str, Any]) -> dict[str, Any]:
+    from ..recipe import MACHINE_LOCAL_KEYS  # keys that may differ between machines sharing one study
+
     doc = json.loads(json.dumps(doc))
-    for table, key in _LOCAL_KEYS:
+    for table, key in (k.split(".") for k in MACHINE_LOCAL_KEYS):
         doc.get(table, {}).pop(key, None)
     return doc
 
@@ -612,6 +612,8 @@ def sweep(
         raise UserError(f"study {study_name!r} in {url} {made.direction.name.lower()}s its metric; this sweep would {direction} it: "
                         "give the same --direction, or another --study")  # fmt: skip
     earlier = made.user_attrs.get("digitsum")
+    if isinstance(earlier, dict) and isinstance(earlier.get("recipe"), dict):  # a study begun by an older digitsum kept more keys
+        earlier = {**earlier, "recipe": _strip_local(earlier["recipe"])}
     if earlier is None:
         made.set_user_attr("digitsum", settings_attr)
     elif earlier != settings_attr:
