@@ -80,6 +80,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
 
 
 def fmt_value(value: Any) -> str:
+    """A value as problems quote it: its repr, cut at 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -87,17 +88,21 @@ def fmt_value(value: Any) -> str:
 # -- merging documents, remembering where each key came from -------------------------------------
 
 
+def _deepest(path: KeyPath, known: Mapping[KeyPath, Any]) -> Any:
+    """What ``known`` holds for the deepest prefix of ``path`` it has, or None."""
+    return next((known[path[:end]] for end in range(len(path), 0, -1) if path[:end] in known), None)
+
+
 @dataclass
 class Document:
+    """A merged recipe document and the source of each of its keys."""
+
     data: dict[str, Any] = field(default_factory=dict)
     sources: dict[KeyPath, Source] = field(default_factory=dict)
 
     def source_of(self, path: KeyPath, fallback: str) -> Source:
         """The source of the deepest known prefix of ``path``."""
-        for end in range(len(path), 0, -1):
-            if path[:end] in self.sources:
-                return self.sources[path[:end]]
-        return Source(fallback)
+        return _deepest(path, self.sources) or Source(fallback)
 
 
 #: Tables of one component each (``[data]``, ``[train.optimizer]``, ...), and those that cannot be removed.
@@ -244,17 +249,11 @@ def load_file(path: Path, problems: list[Problem], chain: tuple[Path, ...] = ())
     """The recipe file at ``path`` with its ``extends`` chain merged under it."""
     raw, lines = _read_toml(path)
 
-    def source_of(key: KeyPath) -> Source:
-        for end in range(len(key), 0, -1):
-            if key[:end] in lines:
-                return Source(str(path), lines[key[:end]])
-        return Source(str(path))
-
-    return merged_document(raw, source_of, path.parent, problems, chain + (path.resolve(),))
+    return merged_document(raw, lambda key: Source(str(path), _deepest(key, lines)), path.parent, problems, chain + (path.resolve(),))
 
 
 def merged_document(raw: dict[str, Any], source_of: Callable[[KeyPath], Source], folder: Path | None,
-              problems: list[Problem], chain: tuple[Path, ...]) -> Document:  # fmt: skip
+                    problems: list[Problem], chain: tuple[Path, ...]) -> Document:  # fmt: skip
     """``raw`` merged over the document its ``extends`` names (relative to ``folder``, else a name)."""
     doc = Document()
     if isinstance(raw.get("provenance"), dict) and legacy_train(raw.get("train")):

@@ -103,6 +103,11 @@ class TrainSection(_Section):
         return value
 
 
+#: The fixed keys of each kind's component table, by kind (:data:`digitsum.kinds.KINDS`); the
+#: component's own parameters sit beside them.
+SECTIONS: dict[str, type[_Section]] = {"datasets": DataSection, "fusions": BackboneSection, "heads": HeadSection,
+                                       "optimizers": OptimizerSection, "schedules": ScheduleSection, "loggers": LogSection}  # fmt: skip
+
 TOP_LEVEL = {
     "name": "name of the recipe (default: the file name)",
     "description": "one line on what the recipe is for",
