@@ -33,6 +33,8 @@ from typing import Any
 
 from .discovery import BUILTIN_DISTRIBUTION, canonical_name
 from .errors import UserError, did_you_mean
+from .files import atomic_write
+from .kinds import RECIPES
 from .registry import plugin_distributions
 
 #: Test metrics of the built-in recipes at their shipped settings, written by
@@ -99,7 +101,7 @@ def _entries(refused: bool) -> list[RecipeEntry]:
         if bool(dist.refused) != refused:
             continue
         for ep in dist.entry_points:
-            if ep.kind != "recipes":
+            if ep.kind != RECIPES:
                 continue
             try:
                 path, error = locate(ep.value, ep.name), None
@@ -205,8 +207,6 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
     ``dest/<name>.toml``. An existing file is replaced only with ``force``; the copy is written
     atomically. Returns the path written.
     """
-    from .engine.rundir import atomic_write  # imports no torch
-
     entry = find_recipe(name)
     target = Path(dest)
     if target.is_dir() or os.fspath(dest).endswith(("/", os.sep)):
@@ -249,52 +249,3 @@ def recorded_metrics() -> dict[str, dict[str, Any]]:
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in table.items() if isinstance(v, dict)} if isinstance(table, dict) else {}
-
-
-def describe_recipes() -> list[dict[str, Any]]:
-    """Every shipped recipe: name, origin, description, file, and the test metrics recorded for
-    its shipped settings (``None`` when none are, or when the recipe changed since)."""
-    from .recipe import recipe_document  # pydantic, no torch
-
-    metrics = recorded_metrics()
-    rows = []
-    for entry in recipe_entries():
-        row: dict[str, Any] = {
-            "kind": "recipes",
-            "name": entry.name,
-            "origin": entry.origin,
-            "distribution": entry.distribution,
-            "version": entry.version,
-            "entry_point": entry.value,
-            "path": str(entry.path) if entry.path else None,
-            "description": "",
-            "metrics": None,
-        }
-        rows.append(row)
-        if entry.error:
-            row["error"] = entry.error
-            continue
-        try:
-            document = recipe_document(entry.path)  # type: ignore[arg-type]
-        except UserError as e:
-            row["error"] = e.message
-            continue
-        description = document.get("description", "")
-        row["description"] = description if isinstance(description, str) else ""
-        record = metrics.get(entry.name) if entry.builtin else None
-        if record is not None:
-            if record.get("settings") == settings_digest(document):
-                row["metrics"] = record
-            else:
-                row["metrics_stale"] = True  # measured for settings the recipe no longer has
-    return rows
-
-
-def recipe_failures() -> list[tuple[str, str, str, str]]:
-    """(distribution, version, what, reason) for each shipped recipe whose file cannot be located."""
-    return [
-        (e.distribution, e.version, f"recipe '{e.name}' ({e.value})", e.error)
-        for e in recipe_entries()
-        if e.error
-    ]
-

@@ -48,7 +48,7 @@ def _main(
     from .discovery import strict_from_env
 
     if strict_plugins or strict_from_env():
-        from .registry import require_all_plugins
+        from .listing import require_all_plugins
 
         require_all_plugins()
 
@@ -338,8 +338,7 @@ def list_(
 ) -> None:
     """List the registered components (origin, summary, parameters) and the shipped recipes
     (origin, description, test metrics measured at their shipped settings)."""
-    from .catalog import describe_recipes
-    from .listing import cached_components, describe_checks, list_kind, render_markdown, render_recipes, render_tables
+    from .listing import cached_components, describe_checks, describe_recipes, list_kind, render_markdown, render_recipes, render_tables
 
     wanted = list_kind(kind)
     if markdown and wanted in ("recipes", "checks"):

@@ -1,6 +1,5 @@
 """Finding plugin distributions: which installed distributions declare digitsum entry points
-(components in ``digitsum.datasets``/``fusions``/``heads``/``optimizers``/``schedules``/``loggers``,
-recipes in ``digitsum.recipes``),
+(components in the group of their kind, ``digitsum.<kind>``, recipes in ``digitsum.recipes``),
 which of them the user allows, and a fingerprint of them all.
 
 Each distribution is read on its own, so that one with broken metadata is reported (with its
@@ -27,16 +26,15 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from .kinds import KINDS, RECIPES
+
 BUILTIN_DISTRIBUTION = "digitsum"
-#: Entry-point group per component kind.
-GROUPS = {kind: f"digitsum.{kind}" for kind in ("datasets", "fusions", "heads", "optimizers", "schedules", "loggers")}
-#: Entry-point group of recipes: name = recipe name, value = the folder holding the recipe as a
-#: dotted path from its package (``digitsum_example.recipes``), whose ``<name>.toml`` it is, or
-#: ``folder:stem`` for ``<stem>.toml``. Found without importing the package. (An entry point's value
-#: must look like ``module:object`` — setuptools refuses anything else — hence no file path.)
-RECIPE_GROUP = "digitsum.recipes"
-#: Every group digitsum reads, by kind: the component kinds and ``recipes``.
-ENTRY_POINT_GROUPS = {**GROUPS, "recipes": RECIPE_GROUP}
+#: Every group digitsum reads, by kind: the component kinds (:mod:`digitsum.kinds`) and ``recipes``,
+#: whose entry points are valued with the folder holding the recipe as a dotted path from its
+#: package (``digitsum_example.recipes``: its ``<name>.toml``; ``folder:stem``: ``<stem>.toml``),
+#: found without importing the package. (An entry point's value must look like ``module:object``
+#: — setuptools refuses anything else — hence no file path.)
+ENTRY_POINT_GROUPS = {**{name: kind.group for name, kind in KINDS.items()}, RECIPES: f"digitsum.{RECIPES}"}
 
 STRICT_ENV = "DIGITSUM_STRICT_PLUGINS"
 ALLOW_ENV = "DIGITSUM_PLUGINS_ALLOW"
@@ -141,11 +139,11 @@ def _read_distribution(dist: metadata.Distribution) -> PluginDistribution | None
 
 
 def _entry_point_problem(ep: metadata.EntryPoint, kind: str) -> str | None:
-    what = "a recipe name" if kind == "recipes" else "a component name"
+    what = "a recipe name" if kind == RECIPES else "a component name"
     if not _COMPONENT_NAME.match(ep.name) or ":" in ep.name:
         return f"{what} is letters, digits, '_', '-' or '.', without ':'"
     value = ep.value.replace(" ", "")
-    if kind == "recipes":
+    if kind == RECIPES:
         if not _RECIPE_REFERENCE.match(value):
             return "the value must be 'package.folder' (holding <name>.toml) or 'package.folder:stem' (holding <stem>.toml)"
     elif not _OBJECT_REFERENCE.match(value):

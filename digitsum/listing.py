@@ -1,20 +1,24 @@
 """Describing registered components, shipped recipes and plugins, for `digitsum list`,
-`digitsum plugins` and the generated docs."""
+`digitsum plugins`, strict plugin loading and the generated docs."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from . import __version__, discovery
-from .paths import user_cache_dir
+from .catalog import locate, recipe_entries, recorded_metrics, settings_digest
 from .errors import UserError, did_you_mean
-from .registry import KIND_LABELS, KIND_PLURALS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
+from .files import write_json
+from .kinds import KINDS, RECIPES
+from .paths import user_cache_dir
+from .registry import REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
 
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
-LIST_KINDS = [*REGISTRIES, "recipes", "checks"]
+LIST_KINDS = [*KINDS, RECIPES, "checks"]
 
 #: The doctor's built-in checks (digitsum.diagnosis.CHECKS, same order; a test keeps the two
 #: equal), described here so that listing them imports no torch.
@@ -38,8 +42,6 @@ def describe_checks() -> list[dict[str, Any]]:
     ``digitsum.checks``, read without importing them)."""
     from importlib.metadata import entry_points
 
-    from . import __version__
-
     # the same keys as every other row of `digitsum list --json` (kind, name, origin, distribution)
     rows = [{"kind": "checks", "name": name, "origin": "built-in", "distribution": "digitsum", "version": __version__,
              "summary": text} for name, text in DOCTOR_CHECKS.items()]  # fmt: skip
@@ -49,21 +51,18 @@ def describe_checks() -> list[dict[str, Any]]:
         rows.append({"kind": "checks", "name": ep.name, "origin": f"{name} {version}".strip(), "distribution": name,
                      "version": version, "entry_point": ep.value, "summary": ep.value})  # fmt: skip
     return rows
-_LABELS = {**KIND_LABELS, "recipes": "recipe"}
 
 
-#: The recipe table each kind of component is chosen in.
-RECIPE_TABLES = {"datasets": "[data]", "fusions": "[backbone]", "heads": "[heads.<name>]", "optimizers": "[train.optimizer]",
-                 "schedules": "[train.schedule]", "loggers": "[log.<name>]"}  # fmt: skip
+_LABELS = {**{name: kind.label for name, kind in KINDS.items()}, RECIPES: "recipe"}
 
 
 def list_kind(kind: str | None) -> str | None:
-    """A component kind (``datasets``, ``fusions``, ``heads``, ``optimizers``, ``schedules``,
-    ``loggers``) or ``recipes``, for any of their names; None for all."""
+    """A component kind (:data:`digitsum.kinds.KINDS`), ``recipes`` or ``checks``, for any of
+    their words; None for all."""
     if kind is None:
         return None
     if kind.lower() in ("recipes", "recipe"):
-        return "recipes"
+        return RECIPES
     if kind.lower() in ("checks", "check"):
         return "checks"
     try:
@@ -114,6 +113,45 @@ def describe_components(kind: str | None = None) -> list[dict[str, Any]]:
     return [describe_entry(entry) for registry in registries for entry in registry.entries()]
 
 
+def describe_recipes() -> list[dict[str, Any]]:
+    """Every shipped recipe: name, origin, description, file, and the test metrics recorded for
+    its shipped settings (``None`` when none are, or when the recipe changed since)."""
+    from .recipe import recipe_document  # pydantic, no torch: only when recipes are listed
+
+    metrics = recorded_metrics()
+    rows = []
+    for entry in recipe_entries():
+        row: dict[str, Any] = {
+            "kind": RECIPES,
+            "name": entry.name,
+            "origin": entry.origin,
+            "distribution": entry.distribution,
+            "version": entry.version,
+            "entry_point": entry.value,
+            "path": str(entry.path) if entry.path else None,
+            "description": "",
+            "metrics": None,
+        }
+        rows.append(row)
+        if entry.error:
+            row["error"] = entry.error
+            continue
+        try:
+            document = recipe_document(entry.path)  # type: ignore[arg-type]
+        except UserError as e:
+            row["error"] = e.message
+            continue
+        description = document.get("description", "")
+        row["description"] = description if isinstance(description, str) else ""
+        record = metrics.get(entry.name) if entry.builtin else None
+        if record is not None:
+            if record.get("settings") == settings_digest(document):
+                row["metrics"] = record
+            else:
+                row["metrics_stale"] = True  # measured for settings the recipe no longer has
+    return rows
+
+
 # -- the listing cache ---------------------------------------------------------------------------
 #
 # Describing components imports them, and with them torch: about a second and a half. Their
@@ -145,8 +183,6 @@ def _read_cache(path: Path) -> list[dict[str, Any]] | None:
 
 
 def _write_cache(path: Path, rows: list[dict[str, Any]]) -> None:
-    from .engine.rundir import write_json
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"format": CACHE_FORMAT, "rows": rows})
@@ -190,7 +226,7 @@ def plugin_report() -> list[dict[str, Any]]:
             "recipes": [],
         }
         for ep in dist.entry_points:
-            if ep.kind == "recipes":
+            if ep.kind == RECIPES:
                 row["recipes"].append(_recipe_report(ep))
                 continue
             component = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
@@ -214,14 +250,55 @@ def plugin_report() -> list[dict[str, Any]]:
 
 
 def _recipe_report(ep: discovery.PluginEntryPoint) -> dict[str, Any]:
-    from .catalog import locate
-
     recipe: dict[str, Any] = {"name": ep.name, "entry_point": ep.value}
     try:
         recipe["path"] = str(locate(ep.value, ep.name))
     except LookupError as e:
         recipe["error"] = str(e)
     return recipe
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """Something of one plugin distribution that cannot be used, and why."""
+
+    distribution: str
+    version: str
+    what: str  # "fusion 'gated' (module:Class)", "recipe 'x' (package.folder)" or "its metadata"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}: {self.what}: {self.reason}"
+
+
+def load_all() -> list[PluginFailure]:
+    """Import and check every component of every allowed distribution, and locate every recipe
+    file it ships (:func:`plugin_report`); what failed, and why. Distributions refused by the
+    allow/deny lists are not loaded and are not failures."""
+    failures = []
+    for row in plugin_report():
+        def failed(what: str, reason: str, row: dict[str, Any] = row) -> None:
+            failures.append(PluginFailure(row["distribution"], row["version"], what, reason))
+
+        if row["status"] == "failed" and row["reason"]:
+            failed("its metadata", row["reason"])
+        for problem in row["problems"]:
+            failed("its metadata", problem)
+        for c in row["components"] + ([] if row["reason"] else row["recipes"]):
+            if "error" in c:
+                failed(f"{_LABELS[c.get('kind', RECIPES)]} '{c['name']}' ({c['entry_point']})", c["error"])
+    return failures
+
+
+def require_all_plugins() -> None:
+    """Strict mode: raise a PluginError naming every plugin failure (see :func:`load_all`)."""
+    failures = load_all()
+    if failures:
+        lines = "\n".join(f"  {f}" for f in failures)
+        raise PluginError(
+            f"strict plugin loading ({discovery.STRICT_ENV} or --strict-plugins): "
+            f"{len(failures)} plugin failure(s)\n{lines}"
+        )
 
 
 def render_plugins(report: list[dict[str, Any]], console) -> None:
@@ -236,7 +313,7 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
     for row in report:
         names = "\n".join(
             f"{_LABELS[kind]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
-            for kind, c in [(c["kind"], c) for c in row["components"]] + [("recipes", r) for r in row.get("recipes", [])]
+            for kind, c in [(c["kind"], c) for c in row["components"]] + [(RECIPES, r) for r in row.get("recipes", [])]
         )
         status = row["status"] + (" (built-in)" if row["builtin"] else "")
         table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
@@ -249,7 +326,7 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
             console.print(f"[red]{escape(where)}[/]: {escape(problem)}", highlight=False)
         for c in row["components"]:
             if "error" in c:
-                what = f"{KIND_LABELS[c['kind']]} '{c['name']}' ({c['entry_point']})"
+                what = f"{_LABELS[c['kind']]} '{c['name']}' ({c['entry_point']})"
                 console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(c['error'])}", highlight=False)
         for r in row.get("recipes", []):
             if "error" in r:
@@ -274,7 +351,7 @@ def render_tables(rows: list[dict[str, Any]], console) -> None:
         kind_rows = [r for r in rows if r["kind"] == kind]
         if not kind_rows:
             continue
-        table = Table(title=KIND_PLURALS[kind], title_justify="left", show_lines=True)
+        table = Table(title=KINDS[kind].plural, title_justify="left", show_lines=True)
         for column in ("name", "origin", "summary", "parameters"):
             table.add_column(column)
         for row in kind_rows:
@@ -352,8 +429,6 @@ def _md(text: Any) -> str:
 
 def _toml_value(value: Any) -> str:
     """A default as it would be written in a recipe (JSON and TOML agree on these values)."""
-    import json
-
     return "(none)" if value is None else json.dumps(value)
 
 
@@ -364,8 +439,8 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
         kind_rows = [r for r in rows if r["kind"] == kind]
         if not kind_rows:
             continue
-        lines.append(f"## {KIND_PLURALS[kind].capitalize()}\n")
-        lines.append(f"Chosen in `{RECIPE_TABLES[kind]}`. {_KIND_NOTES.get(kind, '')}".rstrip() + "\n")
+        lines.append(f"## {KINDS[kind].plural.capitalize()}\n")
+        lines.append(f"Chosen in `{KINDS[kind].recipe_table}`. {_KIND_NOTES.get(kind, '')}".rstrip() + "\n")
         for row in kind_rows:
             lines.append(f"### `{row['name']}`\n")
             if "error" in row:

@@ -4,8 +4,7 @@ learning-rate schedules and loggers.
 Components arrive in two ways, and both end in :meth:`Registry.add`:
 
 * **entry points** — a distribution (digitsum itself included) declares one entry point per
-  component in the group of its kind (``digitsum.datasets``, ``digitsum.fusions``,
-  ``digitsum.heads``, ``digitsum.optimizers``, ``digitsum.schedules``, ``digitsum.loggers``),
+  component in the group of its kind (``digitsum.fusions``, ...: :mod:`digitsum.kinds`),
   named after the component, valued ``module:Class``. Names are read from
   package metadata without importing anything; a component is imported when first used, so
   one broken component fails alone;
@@ -25,6 +24,7 @@ from typing import Any
 from . import discovery
 from .discovery import BUILTIN_DISTRIBUTION, PluginDistribution, canonical_name
 from .errors import UserError, did_you_mean
+from .kinds import KINDS, kind_named
 
 
 class PluginError(UserError):
@@ -79,7 +79,7 @@ class Entry:
                     self._obj = obj
         if self.error is not None:
             raise PluginError(
-                f"{KIND_LABELS[self.kind]} '{self.name}' from {self.origin} "
+                f"{KINDS[self.kind].label} '{self.name}' from {self.origin} "
                 f"({self.origin.value}) cannot be used: {self.error}"
             )
         return self._obj
@@ -89,7 +89,7 @@ def _contract_problem(kind: str, obj: Any) -> str | None:
     """Why ``obj`` is not a valid component of ``kind``, or None when it is."""
     from . import contracts  # components import torch anyway; the registry itself does not
 
-    base = BASE_CLASSES[kind](contracts)
+    base = getattr(contracts, KINDS[kind].contract)
     if not (isinstance(obj, type) and issubclass(obj, base)):
         return f"{obj!r} is not a subclass of digitsum.{base.__name__}"
     params = getattr(obj, "Params", None)
@@ -109,7 +109,8 @@ class Registry:
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.group = f"digitsum.{kind}"
+        self.label = KINDS[kind].label
+        self.group = KINDS[kind].group
         self._entries: dict[str, list[Entry]] = {}
         self._discovered = False
 
@@ -134,7 +135,7 @@ class Registry:
                 return  # a plugin module that also decorates the class its entry point names
             if entry.origin.distribution is None or other.origin.distribution is None:
                 raise PluginError(
-                    f"{KIND_LABELS[self.kind]} '{entry.name}' is registered twice: "
+                    f"{self.label} '{entry.name}' is registered twice: "
                     f"by {other.origin} ({other.origin.value}) and by {entry.origin} "
                     f"({entry.origin.value}); rename one of them"
                 )
@@ -184,13 +185,13 @@ class Registry:
         if not candidates:
             refused = self._refused_provider(bare, dist)
             if refused:
-                raise UserError(f"{KIND_LABELS[self.kind]} '{name}' comes from {refused}")
-            hint = did_you_mean(bare, self._entries, KIND_PLURALS[self.kind])
-            raise UserError(f"unknown {KIND_LABELS[self.kind]} '{name}' — {hint}")
+                raise UserError(f"{self.label} '{name}' comes from {refused}")
+            hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
+            raise UserError(f"unknown {self.label} '{name}' — {hint}")
         if len(candidates) > 1:
             both = ", ".join(f"'{e.qualified_name}' ({e.origin})" for e in candidates)
             raise UserError(
-                f"{KIND_LABELS[self.kind]} '{name}' is defined by more than one plugin: {both}; "
+                f"{self.label} '{name}' is defined by more than one plugin: {both}; "
                 "name the one you want in the qualified form"
             )
         return candidates[0]
@@ -223,93 +224,22 @@ def plugin_distributions() -> list[PluginDistribution]:
     return _SCAN
 
 
-@dataclass(frozen=True)
-class PluginFailure:
-    """Something of one plugin distribution that cannot be used, and why."""
-
-    distribution: str
-    version: str
-    what: str  # "fusion 'gated' (module:Class)" or "its metadata"
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.distribution} {self.version}: {self.what}: {self.reason}"
-
-
-def load_all() -> list[PluginFailure]:
-    """Import and check every component of every allowed distribution, and locate every recipe
-    file it ships; what failed, and why.
-
-    Distributions refused by the allow/deny lists are not loaded and are not failures.
-    """
-    failures = []
-    for dist in plugin_distributions():
-        if dist.refused and not dist.disabled:
-            failures.append(PluginFailure(dist.name, dist.version, "its metadata", dist.refused))
-        for problem in dist.problems:
-            failures.append(PluginFailure(dist.name, dist.version, "its metadata", problem))
-    for registry in REGISTRIES.values():
-        for entry in registry.entries():
-            try:
-                entry.load()
-            except PluginError:
-                what = f"{KIND_LABELS[entry.kind]} '{entry.name}' ({entry.origin.value})"
-                failures.append(
-                    PluginFailure(entry.origin.distribution or "local", entry.origin.version or "", what, entry.error or "")
-                )
-    from .catalog import recipe_failures  # the catalog reads this module's scan
-
-    failures += [PluginFailure(*failure) for failure in recipe_failures()]
-    return failures
-
-
-def require_all_plugins() -> None:
-    """Strict mode: raise a PluginError naming every plugin failure (see :func:`load_all`)."""
-    failures = load_all()
-    if failures:
-        lines = "\n".join(f"  {f}" for f in failures)
-        raise PluginError(
-            f"strict plugin loading ({discovery.STRICT_ENV} or --strict-plugins): "
-            f"{len(failures)} plugin failure(s)\n{lines}"
-        )
-
-
-KIND_LABELS = {"datasets": "dataset generator", "fusions": "fusion", "heads": "head", "optimizers": "optimizer",
-               "schedules": "learning-rate schedule", "loggers": "logger"}  # fmt: skip
-KIND_PLURALS = {"datasets": "dataset generators", "fusions": "fusions", "heads": "heads", "optimizers": "optimizers",
-                "schedules": "learning-rate schedules", "loggers": "loggers"}  # fmt: skip
-#: The contract class of each kind (from the contracts module, which imports torch: looked up late).
-BASE_CLASSES = {
-    "datasets": lambda c: c.Generator, "fusions": lambda c: c.Fusion, "heads": lambda c: c.Head,
-    "optimizers": lambda c: c.Optimizer, "schedules": lambda c: c.Schedule, "loggers": lambda c: c.Logger,
-}  # fmt: skip
-_KIND_ALIASES = {
-    "datasets": "datasets", "dataset": "datasets", "generators": "datasets", "generator": "datasets",
-    "fusions": "fusions", "fusion": "fusions", "backbones": "fusions", "backbone": "fusions",
-    "heads": "heads", "head": "heads",
-    "optimizers": "optimizers", "optimizer": "optimizers", "optimisers": "optimizers", "optimiser": "optimizers",
-    "schedules": "schedules", "schedule": "schedules", "schedulers": "schedules", "scheduler": "schedules",
-    "loggers": "loggers", "logger": "loggers",
-}  # fmt: skip
-
-datasets = Registry("datasets")
-fusions = Registry("fusions")
-heads = Registry("heads")
-optimizers = Registry("optimizers")
-schedules = Registry("schedules")
-loggers = Registry("loggers")
-REGISTRIES: dict[str, Registry] = {"datasets": datasets, "fusions": fusions, "heads": heads, "optimizers": optimizers,
-                                   "schedules": schedules, "loggers": loggers}  # fmt: skip
+#: One registry per kind of component (:data:`digitsum.kinds.KINDS`), by kind name.
+REGISTRIES: dict[str, Registry] = {name: Registry(name) for name in KINDS}
+datasets, fusions, heads, optimizers, schedules, loggers = REGISTRIES.values()  # in KINDS' order
+#: The label of each kind, by kind name ("dataset generator", ...).
+KIND_LABELS = {name: kind.label for name, kind in KINDS.items()}
 
 
 def registry_for(kind: str) -> Registry:
-    """The registry for a kind, by any of its names (``fusion``, ``backbones``, ...)."""
-    key = _KIND_ALIASES.get(kind.lower())
-    if key is None:
+    """The registry for a kind, by any of its words (``fusion``, ``backbones``, ...)."""
+    found = kind_named(kind)
+    if found is None:
         import difflib
 
-        close = {_KIND_ALIASES[a] for a in difflib.get_close_matches(kind.lower(), _KIND_ALIASES, n=3, cutoff=0.5)}
+        words = {word: k.name for k in KINDS.values() for word in k.words()}
+        close = {words[w] for w in difflib.get_close_matches(kind.lower(), words, n=3, cutoff=0.5)}
         valid = ", ".join(REGISTRIES)
         hint = f"did you mean {' or '.join(repr(c) for c in sorted(close))}? (valid: {valid})" if close else f"valid: {valid}"
         raise UserError(f"unknown kind '{kind}' — {hint}")
-    return REGISTRIES[key]
+    return REGISTRIES[found.name]

@@ -22,14 +22,16 @@ from string import Template
 from . import __version__
 from .discovery import canonical_name
 from .errors import UserError
-from .registry import KIND_LABELS, registry_for
+from .kinds import KINDS as ALL_KINDS
+from .registry import registry_for
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*$")
-KINDS = ("datasets", "fusions", "heads")
-#: What a recipe uses for a kind the plugin does not provide.
+#: The kinds a plugin can be scaffolded with (a template each, ``_package_/<contract>.py.tmpl``),
+#: and the built-in a recipe uses for a kind the plugin does not provide.
 _BUILTIN_FALLBACK = {"datasets": "single_digit", "fusions": "concat", "heads": "classify"}
-_MODULES = {"datasets": "generator", "fusions": "fusion", "heads": "head"}
-_SUFFIXES = {"datasets": ("data", "Data"), "fusions": ("fusion", "Fusion"), "heads": ("head", "Head")}
+KINDS = tuple(_BUILTIN_FALLBACK)
+#: The module of each kind's component in the plugin package: ``generator``, ``fusion``, ``head``.
+_MODULES = {k: ALL_KINDS[k].contract.lower() for k in KINDS}
 #: How a scaffolded plugin is installed: editable, with its `test` extra (pytest) for its tests.
 INSTALL_COMMAND = 'pip install -e ".[test]"'
 
@@ -66,16 +68,16 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
     from .contracts import CONTRACT_VERSION
 
     short, camel, package = names["short"], names["camel"], names["package"]
-    components = {k: (f"{short}_{_SUFFIXES[k][0]}", f"{camel}{_SUFFIXES[k][1]}") for k in kinds}
+    components = {k: (f"{short}_{ALL_KINDS[k].word}", f"{camel}{ALL_KINDS[k].word.capitalize()}") for k in kinds}
     groups = "".join(
-        f'[project.entry-points."digitsum.{kind}"]\n{n} = "{package}.{_MODULES[kind]}:{cls}"\n\n'
+        f'[project.entry-points."{ALL_KINDS[kind].group}"]\n{n} = "{package}.{_MODULES[kind]}:{cls}"\n\n'
         for kind, (n, cls) in components.items()
     )
     data_type = components["datasets"][0] if "datasets" in kinds else _BUILTIN_FALLBACK["datasets"]
     second_target = "compare" if "datasets" in kinds else "sum"
     head_type = components["heads"][0] if "heads" in kinds else _BUILTIN_FALLBACK["heads"]
     heads = "".join(f'\n[heads.{t}]\ntype = "{head_type}"\ntarget = "{t}"\n' for t in ("digit", second_target))
-    listed = ", ".join(f"{KIND_LABELS[k]} '{n}'" for k, (n, _) in components.items())
+    listed = ", ".join(f"{ALL_KINDS[k].label} '{n}'" for k, (n, _) in components.items())
     return {
         **names,
         "contract": str(CONTRACT_VERSION),
@@ -84,7 +86,7 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
         "component_list": listed,
         "component_table": "\n".join(
             ["| kind | name | class |", "|---|---|---|"]
-            + [f"| {KIND_LABELS[k]} | `{n}` | `{package}.{_MODULES[k]}.{c}` |" for k, (n, c) in components.items()]
+            + [f"| {ALL_KINDS[k].label} | `{n}` | `{package}.{_MODULES[k]}.{c}` |" for k, (n, c) in components.items()]
         ),
         "entry_points": groups.rstrip("\n") + "\n",
         "data_type": data_type,

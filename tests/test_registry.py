@@ -115,3 +115,25 @@ def test_kinds_have_friendly_aliases(alias, kind):
 def test_unknown_kind_is_a_user_error():
     with pytest.raises(UserError, match="unknown kind 'fusinos'"):
         registry_for("fusinos")
+
+
+def test_one_table_of_kinds_feeds_registries_groups_and_recipe_sections():
+    from digitsum import contracts
+    from digitsum.discovery import ENTRY_POINT_GROUPS
+    from digitsum.kinds import KINDS, kind_named
+    from digitsum.recipe.schema import SECTIONS
+
+    assert list(REGISTRIES) == list(KINDS) == list(SECTIONS)
+    for name, kind in KINDS.items():
+        assert REGISTRIES[name].group == ENTRY_POINT_GROUPS[name] == f"digitsum.{name}"
+        assert isinstance(getattr(contracts, kind.contract), type)
+        assert all(kind_named(word) is kind for word in kind.words())
+
+
+def test_machine_local_keys_are_recipe_keys():
+    from digitsum.recipe import MACHINE_LOCAL_KEYS, DataSection, TrainSection
+
+    sections = {"data": DataSection, "train": TrainSection}
+    for key in MACHINE_LOCAL_KEYS:
+        table, name = key.split(".")
+        assert name in sections[table].model_fields, key

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ...recipe import MACHINE_LOCAL_KEYS
 from .findings import Change, Finding, fmt, pct
 from .probe import Probe, RunTrace, short_run
 
@@ -33,8 +34,8 @@ IMPROVES = 0.02
 DROP = 0.15
 #: Improvement rounds at most (each tries only the changes that improved in the round before).
 ROUNDS = 3
-#: Settings never reset: where the data are, how long and where the run trains, what is logged.
-NOT_LEVERS = {"data.root", "data.download", "data.batch_size", "data.type", "backbone.type", "train.optimizer.type"}
+#: Settings never reset: the machine-local ones (where the data are, where the run trains), the batch size, the components.
+NOT_LEVERS = MACHINE_LOCAL_KEYS | {"data.batch_size", "data.type", "backbone.type", "train.optimizer.type"}
 
 
 def verify_steps(probe: Probe) -> int:

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..recipe import MACHINE_LOCAL_KEYS
 from .rundir import RUN_FORMAT, atomic_write
 
-#: Recipe keys that say where and how a run executes, not what it computes: they may differ
-#: between a checkpoint and the recipe it is resumed or evaluated with.
-RUNTIME_KEYS = frozenset({"data.root", "data.download", "train.device", "train.checkpoint_every"})
+#: Recipe keys that may differ between a checkpoint and the recipe it is resumed or evaluated with.
+RUNTIME_KEYS = MACHINE_LOCAL_KEYS
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _FIELDS: dict[str, type | tuple[type, ...]] = {

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import os
 import socket
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..errors import UserError
+from ..files import atomic_write, write_json, write_text  # noqa: F401  (the run's writers; imported from here by the engine)
 
 #: Version of the run-directory layout, recorded in summary.json and checkpoint.pt and checked
 #: on reading. 2: checkpoints hold the position within an epoch, RNG states and running tallies.
@@ -20,49 +19,6 @@ RUN_FORMAT = 2
 
 #: The files a run writes; ``--force`` replaces a folder only when it looks like a run.
 RUN_FILES = ("recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json")
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it over.
-
-    Either the old file or the whole new one is there afterwards, whatever happens meanwhile
-    (a full disk, a signal): a failed write leaves no temporary file and raises a UserError.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes it owner-only; the file should look like any other
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous version, if any, is intact") from None
-        raise
-
-
-def _file_mode(path: Path) -> int:
-    """The mode a new file gets from ``open`` (0o666 less the umask), or the replaced file's own."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
 
 #: The marker digitsum writes into every folder it makes a run in, and alone writes: ``--force``
 #: replaces a folder only when it carries one, and removes only the files the marker claims.

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError, did_you_mean
+from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
 from .space import Space, check_spaces, parse_space, parse_spaces
 from .storage import claim, default_storage, open_storage, redact, require_optuna
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 DEFAULT_VAL = 5000
 #: Metrics for which lower is better when ``direction`` is not given (else higher is better).
 _LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
-#: Keys of the sweep's settings that may differ between machines sharing one study.
-_LOCAL_KEYS = (("data", "root"), ("data", "download"), ("train", "device"), ("train", "threads"))
 
 
 def sweep(
@@ -115,6 +114,8 @@ def sweep(
         raise UserError(f"study {study_name!r} in {redact(url)} {made.direction.name.lower()}s its metric; this sweep would {direction} it: "
                         "give the same --direction, or another --study")  # fmt: skip
     earlier = made.user_attrs.get("digitsum")
+    if isinstance(earlier, dict) and isinstance(earlier.get("recipe"), dict):  # a study begun by an older digitsum kept more keys
+        earlier = {**earlier, "recipe": _strip_local(earlier["recipe"])}
     if earlier is None:
         made.set_user_attr("digitsum", settings_attr)
     elif earlier != settings_attr:
@@ -221,6 +222,6 @@ def _enqueue_baseline(study: Any, recipe: dict[str, Any], spaces: Sequence[Space
 
 def _strip_local(doc: dict[str, Any]) -> dict[str, Any]:
     doc = json.loads(json.dumps(doc))
-    for table, key in _LOCAL_KEYS:
+    for table, key in (k.split(".") for k in MACHINE_LOCAL_KEYS):  # may differ between machines sharing one study
         doc.get(table, {}).pop(key, None)
     return doc

@@ -1,0 +1,309 @@
+"""Reading recipe documents: TOML with the line of every key, and ``extends`` chains merged.
+
+A document remembers where each key came from (:class:`Source`: a file and line, or an
+override), so that a problem found later, in validation, still points at the line that caused
+it. Merging: tables merge, the child wins; a component table whose ``type`` changes is replaced
+whole (parameters belong to a type); ``heads.<name> = false`` removes an inherited head.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..catalog import resolve_recipe
+from ..errors import Problem, RecipeError, UserError, did_you_mean
+from ..kinds import KINDS
+from .legacy import legacy_train, upgrade_train
+from .schema import KeyPath
+
+# -- reading TOML with positions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a key came from: a file and line, or a command-line override."""
+
+    label: str  # a path, "<dict>", "--set a.b=c", "--grid a.b=c" or "overrides['a.b']"
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.label}:{self.line}" if self.line else self.label
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+
+
+def _split_key(text: str) -> KeyPath:
+    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", text)
+    return tuple(p.strip("\"'") for p in parts)
+
+
+def _line_index(text: str) -> dict[KeyPath, int]:
+    """Line number of every table header and key assignment (best effort, not a parser)."""
+    lines: dict[KeyPath, int] = {}
+    table: KeyPath = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _HEADER.match(line):
+            table = _split_key(header.group(1))
+            lines.setdefault(table, number)
+        elif key := _KEY.match(line):
+            lines.setdefault(table + _split_key(key.group(1)), number)
+    return lines
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"recipe not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder; give the path of a recipe .toml file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; a recipe is a TOML file") from None
+    except OSError as e:
+        raise UserError(f"cannot read recipe {path}: {e.strerror or e}") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        # tomllib (3.11) puts the position in the message: "... (at line 3, column 7)"
+        message = str(e)
+        position = re.search(r"\(at line (\d+), column \d+\)$", message)
+        where = f"{path}:{position.group(1)}" if position else str(path)
+        raise RecipeError(str(path), [Problem(where, "", f"invalid TOML: {message}")]) from None
+    return doc, _line_index(text)
+
+
+def fmt_value(value: Any) -> str:
+    """A value as problems quote it: its repr, cut at 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# -- merging documents, remembering where each key came from -------------------------------------
+
+
+def _deepest(path: KeyPath, known: Mapping[KeyPath, Any]) -> Any:
+    """What ``known`` holds for the deepest prefix of ``path`` it has, or None."""
+    return next((known[path[:end]] for end in range(len(path), 0, -1) if path[:end] in known), None)
+
+
+@dataclass
+class Document:
+    """A merged recipe document and the source of each of its keys."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    sources: dict[KeyPath, Source] = field(default_factory=dict)
+
+    def source_of(self, path: KeyPath, fallback: str) -> Source:
+        """The source of the deepest known prefix of ``path``."""
+        return _deepest(path, self.sources) or Source(fallback)
+
+
+#: Tables of one component each (``[data]``, ``[train.optimizer]``, ...), and those that cannot be removed.
+_COMPONENT_TABLES = {k.table for k in KINDS.values() if not k.named}
+_REQUIRED_TABLES = {*_COMPONENT_TABLES, ("heads",), ("train",)}
+#: Tables of named components, one per name: ``[heads.<name>]`` and ``[log.<name>]``.
+_NAMED_TABLES = tuple(k.table[0] for k in KINDS.values() if k.named)
+
+
+def _is_component_table(path: KeyPath) -> bool:
+    return path in _COMPONENT_TABLES or _is_named(path)
+
+
+def _is_named(path: KeyPath) -> bool:
+    """A head's or a logger's table: the ones ``= false`` removes."""
+    return len(path) == 2 and path[0] in _NAMED_TABLES
+
+
+@dataclass
+class Merge:
+    """How one document is merged over another.
+
+    ``layered``: merged over what it inherits (a child over its parent, the overrides over the
+    files): a component table whose ``type`` changes is replaced whole, ``heads.<name> = false``
+    removes an inherited head, and a new key goes where the child writes it. Not layered: the
+    overrides gathered among themselves, every key kept (``false`` too, removing only when the
+    gathered overrides are laid over the files).
+    """
+
+    source_of: Callable[[KeyPath], Source]
+    problems: list[Problem]
+    layered: bool = True
+    overriding: bool = False  # laying overrides over files: a scalar is not made a table
+
+
+def merge(base: Document, data: Mapping[str, Any], how: Merge, prefix: KeyPath = ()) -> None:
+    """Merge ``data`` into ``base`` at ``prefix``; tables merge, everything else replaces."""
+    target = base.data
+    for key in prefix:
+        target = target[key]
+    inherited = list(target)
+    for key, value in data.items():
+        path = prefix + (key,)
+        old = target.get(key)
+        if how.layered and value is False and (_is_named(path) or path in _REQUIRED_TABLES or isinstance(old, dict)):
+            _remove(base, target, inherited, path, how)
+            continue
+        if how.overriding and isinstance(value, dict) and old is not None and not isinstance(old, dict):
+            leaf = path
+            while isinstance(value, dict) and value:
+                first = next(iter(value))
+                leaf, value = leaf + (first,), value[first]
+            where = str(how.source_of(leaf))
+            how.problems.append(Problem(where, ".".join(leaf), f"'{'.'.join(path)}' is not a table"))
+            continue
+        replace_component = (
+            how.layered
+            and _is_component_table(path)
+            and isinstance(old, dict)
+            and isinstance(value, dict)
+            and "type" in value
+            and value["type"] != old.get("type")
+        )
+        if isinstance(old, dict) and isinstance(value, dict) and not replace_component:
+            base.sources.setdefault(path, how.source_of(path))
+            merge(base, value, how, path)
+            continue
+        if replace_component or isinstance(old, dict):
+            _forget_sources(base, path)
+        if how.layered and isinstance(value, dict) and not replace_component:
+            target[key] = {}  # a new table: merged key by key, so that `heads.<name> = false` is seen
+            base.sources[path] = how.source_of(path)
+            merge(base, value, how, path)
+            continue
+        target[key] = _copy(value)
+        base.sources[path] = how.source_of(path)
+        if isinstance(value, dict):
+            _record_sources(base, value, how.source_of, path)
+    if how.layered:
+        _place_new_keys(target, inherited, data)
+
+
+def _remove(base: Document, target: dict[str, Any], inherited: list[str], path: KeyPath, how: Merge) -> None:
+    """``heads.<name> = false`` (or ``log.<name> = false``): drop an inherited head (logger);
+    any other table cannot be removed."""
+    key = ".".join(path)
+    where = str(how.source_of(path))
+    if not _is_named(path):
+        how.problems.append(
+            Problem(where, key, "cannot be removed: `= false` removes only a head or a logger (heads.<name> = false, "
+                    "log.<name> = false); every other table is needed, or has defaults")
+        )  # fmt: skip
+    elif path[-1] not in inherited or path[-1] not in target:
+        what = "head" if path[0] == "heads" else "logger"
+        hint = did_you_mean(path[-1], inherited, f"{what}s") if inherited else "nothing is inherited here"
+        how.problems.append(Problem(where, key, f"there is no inherited {what} '{path[-1]}' to remove — {hint}"))
+    else:
+        del target[path[-1]]
+        _forget_sources(base, path)
+
+
+def _place_new_keys(target: dict[str, Any], inherited: list[str], data: Mapping[str, Any]) -> None:
+    """Put keys that ``data`` added where it writes them: before the next inherited key it
+    lists after them, else at the end (so a child's new heads can come before ``sum``)."""
+    order = [k for k in inherited if k in target]
+    pending: list[str] = []
+    for key in data:
+        if key not in target:
+            continue  # removed
+        if key not in inherited:
+            pending.append(key)
+        elif pending:
+            at = order.index(key)
+            order[at:at] = pending
+            pending = []
+    order += pending
+    if list(target) != order:
+        items = [(k, target[k]) for k in order]
+        target.clear()
+        target.update(items)
+
+
+def _forget_sources(base: Document, path: KeyPath) -> None:
+    for stale in [p for p in base.sources if p[: len(path)] == path]:
+        del base.sources[stale]
+
+
+def _record_sources(base: Document, data: Mapping[str, Any], source_of, prefix: KeyPath) -> None:
+    for key, value in data.items():
+        base.sources[prefix + (key,)] = source_of(prefix + (key,))
+        if isinstance(value, dict):
+            _record_sources(base, value, source_of, prefix + (key,))
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(v) for v in value]
+    return value
+
+
+def load_file(path: Path, problems: list[Problem], chain: tuple[Path, ...] = ()) -> Document:
+    """The recipe file at ``path`` with its ``extends`` chain merged under it."""
+    raw, lines = _read_toml(path)
+
+    return merged_document(raw, lambda key: Source(str(path), _deepest(key, lines)), path.parent, problems, chain + (path.resolve(),))
+
+
+def merged_document(raw: dict[str, Any], source_of: Callable[[KeyPath], Source], folder: Path | None,
+                    problems: list[Problem], chain: tuple[Path, ...]) -> Document:  # fmt: skip
+    """``raw`` merged over the document its ``extends`` names (relative to ``folder``, else a name)."""
+    doc = Document()
+    if isinstance(raw.get("provenance"), dict) and legacy_train(raw.get("train")):
+        # a run directory's recipe.toml written by an older digitsum: read as the run trained
+        raw["train"] = upgrade_train(raw["train"])
+    parent = raw.pop("extends", None)
+    if parent is not None:
+        doc = _parent(parent, str(source_of(("extends",))), folder, problems, chain)
+    merge(doc, raw, Merge(source_of, problems))
+    return doc
+
+
+def _parent(parent: Any, where: str, folder: Path | None, problems: list[Problem], chain: tuple[Path, ...]) -> Document:
+    if not isinstance(parent, str) or not parent.strip() or "\0" in parent:
+        problems.append(Problem(where, "extends", f"must be a recipe name or a path to a recipe (got {fmt_value(parent)})"))
+        return Document()
+    try:
+        path = resolve_recipe(parent, folder, what="parent recipe")
+    except UserError as e:
+        problems.append(Problem(where, "extends", e.message))
+        return Document()
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in chain + (path.resolve(),))
+        problems.append(Problem(where, "extends", f"extends itself in a cycle: {cycle}"))
+        return Document()
+    try:
+        return load_file(path, problems, chain)
+    except RecipeError as e:
+        problems.extend(e.problems)
+    except UserError as e:
+        problems.append(Problem(where, "extends", e.message))
+    return Document()
+
+
+def python_document(source: Mapping[str, Any], label: str, problems: list[Problem]) -> dict[str, Any]:
+    """A recipe given as Python data, copied (the caller's dict is never changed); keys must be strings."""
+
+    def copy(value: Any, path: KeyPath) -> Any:
+        if isinstance(value, Mapping):
+            copied = {}
+            for key, item in value.items():
+                if isinstance(key, str):
+                    copied[key] = copy(item, path + (key,))
+                else:  # TOML's keys are strings, and so are a recipe's
+                    problems.append(Problem(label, ".".join(path), f"has a key that is not a string: {key!r}"))
+            return copied
+        if isinstance(value, (list, tuple)):
+            return [copy(item, path) for item in value]
+        return value
+
+    return copy(source, ())
+
+

@@ -1,0 +1,120 @@
+"""Overrides: the ``--set KEY=VALUE`` grammar, and laying overrides over the recipe files.
+
+Values parse as TOML, else they are a plain string; a mapping of dotted keys to Python values
+works the same way. The overrides are gathered into one document first, each key remembering
+the override it came from, then merged over the files as a child over its parent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..catalog import resolve_recipe
+from ..errors import Problem, RecipeError, UserError
+from .document import Document, Merge, Source, load_file, merge, merged_document, python_document
+from .schema import KeyPath
+
+# -- overrides ---------------------------------------------------------------------------------------
+
+
+_OVERRIDE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _override_key(text: str) -> KeyPath | None:
+    path = tuple(part.strip() for part in text.split("."))
+    return path if all(_OVERRIDE_KEY.fullmatch(p) for p in path) else None
+
+
+def parse_override(text: str) -> tuple[KeyPath, Any]:
+    """``"train.lr=1e-3"`` -> ``(("train", "lr"), 0.001)``; a value that is not TOML is a string."""
+    key, sep, value = text.partition("=")
+    path = _override_key(key)
+    if not sep or path is None:
+        raise UserError(
+            f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. --set train.epochs=1"
+        )
+    value = value.strip()
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return path, parsed
+
+
+#: What may override a recipe: ``"key=value"`` strings (as ``--set`` takes them), or a mapping of
+#: dotted keys to Python values (``{"train.epochs": 1, "heads.digit": False}``).
+Overrides = Sequence[str] | Mapping[str, Any]
+
+
+def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[Problem], grid_flag: str = "--grid") -> Document:
+    """Every override in one document, in order (the grid's last), each key remembering the
+    override it came from: ``--set KEY=VALUE``, ``--grid KEY=VALUE`` (``grid_flag``: the
+    option that gave it, e.g. ``--param``) or ``overrides['KEY']``."""
+    items: list[tuple[str, KeyPath, Any]] = []
+
+    def parsed(flag: str, text: str) -> None:
+        try:
+            path, value = parse_override(text)
+        except UserError as e:
+            problems.append(Problem(flag, "", e.message.removeprefix("--set ")))
+        else:
+            items.append((f"{flag} {text}", path, value))
+
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            label = f"overrides[{key!r}]"
+            path = _override_key(key) if isinstance(key, str) else None
+            if path is None:
+                problems.append(Problem(label, "", "expected a dotted key of letters, digits, '_' and '-', e.g. 'train.epochs'"))
+            else:
+                items.append((label, path, value))
+    else:
+        for text in [overrides] if isinstance(overrides, str) else overrides:
+            parsed("--set", text)
+    for text in grid:
+        parsed(grid_flag, text)
+    gathered = Document()
+    for label, path, value in items:
+        source = Source(label)
+        merge(gathered, _nest(path, value), Merge(lambda _, s=source: s, problems, layered=False))
+    return gathered
+
+
+def _nest(path: KeyPath, value: Any) -> dict[str, Any]:
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def recipe_document(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
+                    *, grid: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """The recipe document as written, ``extends`` and overrides applied, not validated and
+    without defaults (nothing imported: no component, no torch). Raises a RecipeError when the
+    document cannot be put together (bad TOML, a missing parent, a bad override)."""
+    problems: list[Problem] = []
+    doc, label, _ = read_source(source, overrides, grid, problems)
+    if problems:
+        raise RecipeError(label, problems)
+    return doc.data
+
+
+def read_source(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides, grid: Sequence[str],
+                 problems: list[Problem], grid_flag: str = "--grid") -> tuple[Document, str, str]:  # fmt: skip
+    """The merged document, its label (a path or ``<dict>``) and its default name."""
+    if isinstance(source, Mapping):
+        label, default_name = "<dict>", "recipe"
+        raw = python_document(source, label, problems)
+        doc = merged_document(raw, lambda _: Source(label), None, problems, ())  # extends: from the working folder
+    else:
+        path = resolve_recipe(source)
+        label, default_name = str(path), path.stem
+        doc = load_file(path, problems)
+    gathered = _gather_overrides(overrides, grid, problems, grid_flag)
+    # Overrides are laid over the files together: a `type` among them replaces only the table the
+    # files gave, never a key given beside it (--set heads.x.target=... --grid heads.x.type=...).
+    merge(doc, gathered.data, Merge(lambda p: gathered.source_of(p, label), problems, overriding=True))
+    return doc, label, default_name

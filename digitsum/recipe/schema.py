@@ -1,0 +1,195 @@
+"""The recipe's schema: the fixed sections as pydantic models, and the validated :class:`Recipe`.
+
+A component table (``[data]``, ``[backbone]``, ``[heads.<name>]``, ...) is split in two when it
+is validated: the keys of its section model here (``type``, ``batch_size``, ...) and the
+component's own parameters, validated by the ``Params`` of the component ``type`` names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+KeyPath = tuple[str, ...]
+
+#: Recipe keys that say where and on what a run executes on this machine, not what it computes:
+#: they may differ between a checkpoint and the recipe it is resumed or evaluated with, and
+#: between the machines sharing one sweep; the doctor never proposes to change them.
+MACHINE_LOCAL_KEYS = frozenset({"data.root", "data.download", "train.device", "train.threads", "train.checkpoint_every"})
+
+# -- fixed sections -------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Section):
+    """``[data]``: which generator, how big a batch, where MNIST lives."""
+
+    type: str = Field(description="dataset generator, see `digitsum list datasets`")
+    batch_size: int = Field(128, ge=1, le=65536, description="samples per training step")
+    root: str | None = Field(None, description="MNIST folder; default $DIGITSUM_DATA or the user cache")
+    download: bool = Field(True, description="download MNIST when it is missing")
+    val: int = Field(
+        0, ge=0, le=10**9,
+        description="training samples held out as a validation split 'val' (chosen by the seed, never trained on); 0: none",
+    )
+
+
+class BackboneSection(_Section):
+    """``[backbone]``: which fusion backbone."""
+
+    type: str = Field(description="fusion backbone, see `digitsum list fusions`")
+
+
+class HeadSection(_Section):
+    """``[heads.<name>]``: one output, bound to one target of the generator."""
+
+    type: str = Field("classify", description="head, see `digitsum list heads`")
+    target: str = Field(description="the generator target this head predicts")
+    weight: float = Field(1.0, ge=0, le=1e6, description="weight of this head's loss in the total")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class OptimizerSection(_Section):
+    """``[train.optimizer]``: which optimizer; its parameters (``lr``, ...) beside ``type``."""
+
+    type: str = Field("adam", description="optimizer, see `digitsum list optimizers`")
+
+
+class ScheduleSection(_Section):
+    """``[train.schedule]``: which learning-rate schedule; its parameters beside ``type``."""
+
+    type: str = Field("onecycle", description="learning-rate schedule, see `digitsum list schedules`")
+
+
+class LogSection(_Section):
+    """``[log.<name>]``: one logger; ``type`` defaults to the table's name (``[log.tensorboard]``)."""
+
+    type: str = Field(description="logger, see `digitsum list loggers`")
+
+
+class TrainSection(_Section):
+    """``[train]``: optimisation. The optimizer and the schedule are component tables of their
+    own, ``[train.optimizer]`` and ``[train.schedule]`` (validated apart: see :class:`Recipe`)."""
+
+    epochs: int = Field(4, ge=1, le=1000, description="passes over the training split")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N or mps")
+    checkpoint_every: int = Field(
+        0, ge=0, le=10**9, description="also checkpoint every N steps (0: only at each epoch's end)"
+    )
+    eval_every: int = Field(
+        1, ge=1, le=1000, description="evaluate the val and test splits after every Nth epoch, and always after the last"
+    )
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads for tensor ops; 0: one per usable core (split between torchrun ranks)")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: mixed precision on CUDA, and on CPUs with bf16 instructions (ignored elsewhere)")
+    channels_last: bool = Field(False, description="channels-last memory format on CUDA and CPU (ignored elsewhere)")
+    compile: bool | Literal["reduce-overhead", "max-autotune"] = Field(
+        False, description="torch.compile the model on CUDA (ignored elsewhere); 'reduce-overhead': with CUDA graphs"
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+#: The fixed keys of each kind's component table, by kind (:data:`digitsum.kinds.KINDS`); the
+#: component's own parameters sit beside them.
+SECTIONS: dict[str, type[_Section]] = {"datasets": DataSection, "fusions": BackboneSection, "heads": HeadSection,
+                                       "optimizers": OptimizerSection, "schedules": ScheduleSection, "loggers": LogSection}  # fmt: skip
+
+TOP_LEVEL = {
+    "name": "name of the recipe (default: the file name)",
+    "description": "one line on what the recipe is for",
+    "seed": "seed for initialisation, data order and test pairings",
+    "extends": "a parent recipe: a path relative to this file, or a recipe name",
+    "data": "dataset generator table",
+    "backbone": "fusion backbone table",
+    "heads": "one table per head",
+    "train": "optimisation table",
+    "log": "one table per logger, [log.<name>]",
+    "provenance": "versions that made a resolved recipe",
+}
+
+
+# -- the validated recipe ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A component picked by a recipe table: its section, its class and its validated params."""
+
+    section: Any
+    cls: type
+    params: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return _without_none({**self.section.model_dump(), **self.params.model_dump(mode="json")})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe: everything the engine needs, nothing left to check.
+
+    ``optimizer`` and ``schedule`` are the component tables ``[train.optimizer]`` and
+    ``[train.schedule]`` (``recipe.optimizer.params.lr`` is the peak learning rate); ``train``
+    holds the rest of ``[train]``; ``log`` the loggers by table name (``[log.<name>]``).
+    """
+
+    name: str
+    description: str
+    seed: int
+    data: Choice
+    backbone: Choice
+    heads: dict[str, Choice]
+    train: TrainSection
+    optimizer: Choice
+    schedule: Choice
+    log: dict[str, Choice] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved document: defaults filled in, ``extends`` and overrides applied."""
+        doc: dict[str, Any] = {"name": self.name}
+        if self.description:
+            doc["description"] = self.description
+        doc["seed"] = self.seed
+        doc["data"] = self.data.to_dict()
+        doc["backbone"] = self.backbone.to_dict()
+        doc["heads"] = {name: head.to_dict() for name, head in self.heads.items()}
+        doc["train"] = {**self.train.model_dump(), "optimizer": self.optimizer.to_dict(), "schedule": self.schedule.to_dict()}
+        if self.log:
+            # `type` is written only where it is not the table's name: [log.tensorboard], not type = "tensorboard" again
+            doc["log"] = {name: {k: v for k, v in c.to_dict().items() if not (k == "type" and v == name)} for name, c in self.log.items()}
+        return doc
+
+    def to_toml(self, provenance: Mapping[str, Any] | None = None) -> str:
+        import tomli_w
+
+        doc = self.to_dict()
+        if provenance:
+            doc["provenance"] = dict(provenance)
+        return tomli_w.dumps(doc)
+
+    def interface(self):  # -> contracts.Interface (kept lazy: contracts import torch)
+        return self.data.cls.interface(self.data.params)
+
+
+
+
+def _without_none(value: Any) -> Any:
+    """TOML has no null: drop None values (they mean 'the default')."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value

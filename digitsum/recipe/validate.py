@@ -1,0 +1,231 @@
+"""Validating a recipe: every fixed section, every component table against its component's
+``Params``, and the wiring between them, with every problem collected into one RecipeError."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import Problem, RecipeError, UserError, did_you_mean
+from ..kinds import KINDS
+from ..registry import REGISTRIES, fusions
+from .document import Document, fmt_value
+from .legacy import legacy_problems
+from .overrides import Overrides, read_source
+from .schema import SECTIONS, TOP_LEVEL, Choice, KeyPath, Recipe, TrainSection
+
+
+@dataclass
+class _Check:
+    """One recipe's validation: the merged document, the label of its problems, and the problems found."""
+
+    doc: Document
+    fallback: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def where(self, path: KeyPath) -> str:
+        return str(self.doc.source_of(path, self.fallback))
+
+    def problem(self, path: KeyPath, message: str, where: str | None = None) -> None:
+        self.problems.append(Problem(where or self.where(path), ".".join(path), message))
+
+    def table(self, data: Any, path: KeyPath) -> bool:
+        """Whether ``data`` is a table; a problem when not."""
+        if not isinstance(data, dict):
+            self.problem(path, f"must be a table (got {fmt_value(data)})")
+        return isinstance(data, dict)
+
+    def pydantic(self, error: ValidationError, prefix: KeyPath, valid_keys: Sequence[str], suffix: str = "") -> None:
+        for item in error.errors():
+            if item["type"] == "extra_forbidden":
+                message = f"unknown key — {did_you_mean(str(item['loc'][-1]), valid_keys, 'keys')}"
+            elif item["type"] == "missing":
+                message = "is required but missing"
+            else:
+                message = (item["msg"][0].lower() + item["msg"][1:]).removeprefix("value error, ")
+                message = f"{message} (got {fmt_value(item['input'])})"
+            self.problem(prefix + tuple(str(p) for p in item["loc"]), message + suffix)
+
+    def section(self, model: type[BaseModel], data: Any, prefix: KeyPath, tables: Sequence[str] = ()) -> Any:
+        """A fixed table validated, or None; ``tables``: its sub-tables, validated elsewhere (valid keys for did-you-mean)."""
+        if not self.table(data, prefix):
+            return None
+        try:
+            return model.model_validate(data)
+        except ValidationError as e:
+            self.pydantic(e, prefix, [*model.model_fields, *tables])
+            return None
+
+    def component(self, kind: str, data: Any, prefix: KeyPath | None = None) -> Choice | None:
+        """A component table of ``kind`` split into its fixed keys and the component's own parameters."""
+        prefix = prefix or KINDS[kind].table
+        model = SECTIONS[kind]
+        if not self.table(data, prefix):
+            return None
+        section = self.section(model, {k: v for k, v in data.items() if k in model.model_fields}, prefix)
+        if section is None:
+            return None
+        try:
+            cls = REGISTRIES[kind].get(section.type)
+        except UserError as e:  # an unknown name, or a plugin that fails to load (PluginError)
+            self.problem(prefix + ("type",), e.message)
+            return None
+        try:
+            return Choice(section, cls, cls.Params.model_validate({k: v for k, v in data.items() if k not in model.model_fields}))
+        except ValidationError as e:
+            self.pydantic(e, prefix, [*model.model_fields, *cls.Params.model_fields], f" [{KINDS[kind].label} '{section.type}']")
+            return None
+
+    def wiring(self, data: Choice | None, backbone: Choice | None, heads: Mapping[str, Choice | None]) -> None:
+        """Heads bound to targets the generator produces, a backbone that can use its inputs."""
+        if data is None:
+            return
+        interface = data.cls.interface(data.params)
+        generator = f"{KINDS['datasets'].label} '{data.section.type}'"
+        for reason in backbone.cls.check(backbone.params, interface.inputs) if backbone else ():
+            fitting = _fitting_fusions(interface.inputs)
+            self.problem(("backbone", "type"), f"fusion '{backbone.section.type}' cannot use the inputs of {generator} "
+                         f"({', '.join(interface.inputs) or 'none'}): {reason}"
+                         + (f" — fusions that fit: {', '.join(fitting)}" if fitting else ""))  # fmt: skip
+        for name, head in heads.items():
+            if head is None:
+                continue
+            target, where = head.section.target, self.where(("heads", name, "target"))
+            spec = interface.targets.get(target)
+            if spec is None:
+                self.problem(("heads", name, "target"), f"{generator} has no target '{target}' — "
+                             + did_you_mean(target, interface.targets, "targets"))  # fmt: skip
+                continue
+            for reason in head.cls.check(head.params, spec):
+                self.problem(("heads", name), f"head '{head.section.type}' cannot predict target '{target}': {reason}", where)
+            if target in getattr(interface, "measured", frozenset()) and head.section.weight != 0:
+                self.problem(("heads", name, "weight"), f"target '{target}' of {generator} is measured only, never trained on "
+                             f"(see its parameters); heads.{name} must have weight 0, not {fmt_value(head.section.weight)}",
+                             str(self.doc.source_of(("heads", name, "weight"), where)))  # fmt: skip
+
+
+def _fitting_fusions(inputs: Mapping[str, Any]) -> list[str]:
+    fitting = []
+    for entry in fusions.entries():
+        try:
+            cls = entry.load()
+            if not cls.check(cls.Params(), inputs):
+                fitting.append(entry.name)
+        except Exception:  # a broken or param-requiring plugin is simply not suggested
+            continue
+    return fitting
+
+
+def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
+                *, grid: Sequence[str] = (), require_loggers: bool = True, grid_flag: str = "--grid") -> Recipe:  # fmt: skip
+    """Read, merge, override and validate a recipe; raise one RecipeError listing every problem.
+
+    ``source`` is a path, a shipped recipe's name (``original``, ``dist:name``; see
+    :func:`digitsum.catalog.resolve_recipe`), or a recipe document as Python data (a dict as
+    ``tomllib`` would read it, problems labelled ``<dict>``, its ``extends`` resolved from the
+    working folder or by name, its name ``recipe`` unless it or its parent gives one).
+    ``overrides`` are ``"key=value"`` strings as ``--set`` takes them, or a mapping of dotted keys
+    to Python values (``{"train.epochs": 1}``, problems labelled ``overrides['train.epochs']``).
+    ``grid`` holds ``"key=value"`` strings applied after them and labelled ``--grid key=value``
+    (``digitsum compare`` passes each grid combination there; ``grid_flag`` names the option in
+    problems, e.g. ``--param`` for a sweep's values). ``heads.<name> = false`` (or the
+    value ``False``) removes an inherited head, ``log.<name> = false`` an inherited logger.
+    ``require_loggers=False`` accepts loggers whose library is not installed (reading a run back
+    to evaluate or predict needs none of them; a run refuses them when it starts).
+    """
+    problems: list[Problem] = []
+    doc, fallback, default_name = read_source(source, overrides, grid, problems, grid_flag)
+    check, raw = _Check(doc, fallback, problems), doc.data
+
+    for key in raw:
+        if key not in TOP_LEVEL:
+            check.problem((key,), f"unknown key — {did_you_mean(key, TOP_LEVEL, 'keys')}")
+    parent_failed = any(p.key == "extends" for p in problems)  # its tables are missing because of that, not twice
+    for key in ("data", "backbone", "heads"):
+        if key not in raw and not parent_failed:
+            check.problem((key,), f"is required but missing: add a [{key}] table ({TOP_LEVEL[key]})", fallback)
+
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        check.problem(("name",), f"must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit (got {fmt_value(name)})")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        check.problem(("description",), "must be a string")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        check.problem(("seed",), f"must be an integer from 0 to 2**63-1 (got {fmt_value(seed)})")
+
+    data = check.component("datasets", raw["data"]) if "data" in raw else None
+    backbone = check.component("fusions", raw["backbone"]) if "backbone" in raw else None
+    heads: dict[str, Choice | None] = {}
+    if "heads" in raw:
+        if not isinstance(raw["heads"], dict) or not raw["heads"]:
+            check.problem(("heads",), "needs at least one [heads.<name>] table")
+        else:
+            heads = {name: check.component("heads", value, ("heads", name)) for name, value in raw["heads"].items()}
+    train = optimizer = schedule = None
+    if check.table(train_table := raw.get("train", {}), ("train",)):
+        rest = dict(train_table)
+        problems.extend(legacy_problems(rest, doc, fallback))  # and takes the moved keys out of `rest`
+        optimizer_table, schedule_table = rest.pop("optimizer", {}), rest.pop("schedule", {})
+        train = check.section(TrainSection, rest, ("train",), tables=("optimizer", "schedule"))
+        optimizer = check.component("optimizers", optimizer_table)
+        schedule = check.component("schedules", schedule_table)
+    log = _validate_loggers(raw.get("log", {}), check, require_loggers)
+    # [provenance] is written into every resolved recipe (run directories); read back, it is
+    # informative only: accepted when it is a table, never used.
+    if not isinstance(raw.get("provenance", {}), dict):
+        check.problem(("provenance",), "must be a table")
+
+    check.wiring(data, backbone, heads)
+    if problems:
+        raise RecipeError(fallback, problems)
+    return Recipe(name=name, description=description, seed=seed, data=data, backbone=backbone, heads=heads,  # type: ignore[arg-type]
+                  train=train, optimizer=optimizer, schedule=schedule, log=log)  # fmt: skip
+
+
+def _logger_table(name: str, value: Any) -> Any:
+    """A ``[log.<name>]`` value as the table it stands for: ``true`` is the logger with its
+    defaults, and ``type`` defaults to the table's name."""
+    if value is True:
+        value = {}
+    if isinstance(value, dict) and "type" not in value:
+        value = {"type": name, **value}
+    return value
+
+
+def logger_types(document: Mapping[str, Any]) -> dict[str, str]:
+    """The loggers a recipe document (:func:`recipe_document`) names, ``[log.<name>]`` -> its
+    type, read as validation reads them but not validated (nothing imported): what is not a
+    table of loggers is left out, for validation to report."""
+    tables = document.get("log")
+    types: dict[str, str] = {}
+    for name, value in tables.items() if isinstance(tables, dict) else ():
+        table = _logger_table(name, value)
+        if isinstance(table, dict) and isinstance(table.get("type"), str):
+            types[name] = table["type"]
+    return types
+
+
+def _validate_loggers(table: Any, check: _Check, available: bool = True) -> dict[str, Choice]:
+    """``[log.<name>]`` tables (``log.<name> = true``: the logger with its defaults); a logger
+    whose library is not installed is a problem naming what installs it."""
+    if not isinstance(table, dict):
+        check.problem(("log",), f"must be a table of loggers, [log.<name>] (got {fmt_value(table)})")
+        return {}
+    chosen: dict[str, Choice] = {}
+    for name, value in table.items():
+        choice = check.component("loggers", _logger_table(name, value), ("log", name))
+        reason = choice.cls.unavailable() if choice and available else None
+        if reason:
+            check.problem(("log", name), f"logger '{choice.section.type}' {reason}")  # type: ignore[union-attr]
+        elif choice is not None:
+            chosen[name] = choice
+    return chosen
+
+
