@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ...recipe import MACHINE_LOCAL_KEYS
+from ..recipe import MACHINE_LOCAL_KEYS
 from .findings import Change, Finding, fmt, pct
 from .probe import Probe, RunTrace, short_run
 
