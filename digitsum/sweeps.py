@@ -537,40 +537,56 @@ def _strip_local(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def sweep(
-    recipe: Recipe | str | Path | Mapping[str, Any],
-    params: Sequence[str],
-    trials: int,
-    *,
-    workers: int = 1,
-    storage: str | None = None,
-    study: str | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
-    overrides: Overrides = (),
-    out: str | Path | None = None,
-    val: int | None = None,
-    pruner: str = "median",
-    prune_startup: int = 5,
-    quiet: bool = False,
-) -> SweepResult:
-    """Search hyper-parameters of a recipe with Optuna (``digitsum sweep``); see docs/sweeps.md.
+@dataclass(frozen=True)
+class SweepSettings:
+    """How a sweep runs: ``digitsum sweep``'s options and :func:`digitsum.sweep`'s keywords.
 
-    - ``params``: ``"KEY=SPACE"`` strings, SPACE one of ``loguniform:LOW:HIGH``,
-      ``uniform:LOW:HIGH``, ``int:LOW:HIGH[:log]``, ``choice:A,B,C``;
-    - ``trials``: how many trials the study holds when the sweep ends (counting those of
-      earlier starts and of other workers: done, pruned, or failed by themselves);
     - ``workers``: processes on this machine running trials of the study together;
     - ``storage``: an Optuna storage URL or ``journal:PATH`` (default: ``study.journal`` in
       the sweep directory); ``study``: its name (default: the recipe's name);
     - ``metric``: ``HEAD.METRIC`` on the val split (default: the first head's primary metric),
       ``direction``: ``max`` or ``min`` (default: min for losses and errors, else max);
     - ``overrides``: laid over the recipe for every trial, as ``--set``;
+    - ``out``: the sweep directory (default ``sweeps/<study>``); trials are run directories in it;
     - ``val``: samples held out as the validation split (default: the recipe's ``data.val``,
       or :data:`DEFAULT_VAL` when it has none);
-    - ``out``: the sweep directory (default ``sweeps/<study>``); trials are run directories in it;
     - ``pruner``: ``median`` (a trial whose val metric after an epoch is worse than the median
-      of earlier trials at that epoch stops there, once ``prune_startup`` trials are done) or ``none``.
+      of earlier trials at that epoch stops there, once ``prune_startup`` trials are done) or ``none``;
+    - ``quiet``: no progress display for the trials.
+
+    Values that cannot work are a UserError when the settings are made.
+    """
+
+    workers: int = 1
+    storage: str | None = None
+    study: str | None = None
+    metric: str | None = None
+    direction: str | None = None
+    overrides: Overrides = ()
+    out: str | Path | None = None
+    val: int | None = None
+    pruner: str = "median"
+    prune_startup: int = 5
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise UserError(f"--workers {self.workers}: at least 1")
+        if self.pruner not in ("median", "none"):
+            raise UserError(f"--pruner {self.pruner!r}: {did_you_mean(self.pruner, ('median', 'none'), 'pruners')}")
+        if self.prune_startup < 0:
+            raise UserError(f"--prune-startup {self.prune_startup}: 0 or more")
+
+
+def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str], trials: int,
+          settings: SweepSettings = SweepSettings()) -> SweepResult:  # fmt: skip
+    """Search hyper-parameters of a recipe with Optuna (``digitsum sweep``); see docs/sweeps.md.
+
+    - ``params``: ``"KEY=SPACE"`` strings, SPACE one of ``loguniform:LOW:HIGH``,
+      ``uniform:LOW:HIGH``, ``int:LOW:HIGH[:log]``, ``choice:A,B,C``;
+    - ``trials``: how many trials the study holds when the sweep ends (counting those of
+      earlier starts and of other workers: done, pruned, or failed by themselves);
+    - ``settings``: the rest, :class:`SweepSettings`.
 
     Writes, in the sweep directory: the trials' run directories, ``best.toml`` (the best trial's
     recipe, with the recipe's own ``data.val``: ``digitsum run best.toml`` trains it on the
@@ -584,25 +600,19 @@ def sweep(
     spaces = parse_spaces(params)
     if trials < 1:
         raise UserError(f"--trials {trials}: at least 1")
-    if workers < 1:
-        raise UserError(f"--workers {workers}: at least 1")
-    if pruner not in ("median", "none"):
-        raise UserError(f"--pruner {pruner!r}: {did_you_mean(pruner, ('median', 'none'), 'pruners')}")
-    if prune_startup < 0:
-        raise UserError(f"--prune-startup {prune_startup}: 0 or more")
-    loaded = load_recipe(recipe, overrides)
+    loaded = load_recipe(recipe, settings.overrides)
     own_val = loaded.data.section.val
-    held_out = val if val is not None else (own_val or DEFAULT_VAL)
+    held_out = settings.val if settings.val is not None else (own_val or DEFAULT_VAL)
     if held_out < 1:
         raise UserError(f"--val {held_out}: a sweep chooses on a validation split; hold out at least one sample")
     base_recipe = load_recipe(loaded.to_dict(), {"data.val": held_out})
     check_spaces(base_recipe.to_dict(), (), spaces)
-    head, metric_name, direction = _objective(base_recipe, metric, direction)
+    head, metric_name, direction = _objective(base_recipe, settings.metric, settings.direction)
     _check_val(base_recipe)
 
-    study_name = study or loaded.name
-    sweep_dir = Path(out) if out is not None else Path("sweeps") / study_name
-    url = storage or default_storage(sweep_dir)
+    study_name = settings.study or loaded.name
+    sweep_dir = Path(settings.out) if settings.out is not None else Path("sweeps") / study_name
+    url = settings.storage or default_storage(sweep_dir)
     opened = open_storage(url)  # first: a storage that cannot be opened leaves no sweep directory behind
     sweep_dir.mkdir(parents=True, exist_ok=True)
     settings_attr = {"recipe": _strip_local(base_recipe.to_dict()), "params": [str(s) for s in spaces],
@@ -628,16 +638,16 @@ def sweep(
     notes += _enqueue_baseline(made, base_recipe.to_dict(), spaces)
 
     threads = 0
-    if workers > 1 and base_recipe.train.threads == 0:
-        threads = max(1, (os.cpu_count() or 1) // workers)  # one share of the cores per worker, not all of them each
-    settings = _Settings(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
-                         trials, threads, pruner, prune_startup, quiet)  # fmt: skip
+    if settings.workers > 1 and base_recipe.train.threads == 0:
+        threads = max(1, (os.cpu_count() or 1) // settings.workers)  # one share of the cores per worker, not all of them each
+    work = _Settings(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
+                     trials, threads, settings.pruner, settings.prune_startup, settings.quiet)  # fmt: skip
     interrupted = False
     try:
-        if workers == 1:
-            interrupted = _work(settings)
+        if settings.workers == 1:
+            interrupted = _work(work)
         else:
-            interrupted = _run_workers(settings, workers)
+            interrupted = _run_workers(work, settings.workers)
     except KeyboardInterrupt:
         interrupted = True
     result = _result(optuna, study_name, url, sweep_dir, head, metric_name, direction, notes, interrupted)
