@@ -152,7 +152,7 @@ def sweep(recipe: RecipeLike, params: Sequence[str], trials: int, *, settings: S
     return search(recipe, params, trials, replace(settings or SweepSettings(), **options))
 
 
-def compare_recipes(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: Sequence[str] = (),
+def compare_recipes(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: Overrides = (),
                     out: str | Path | None = None, *, progress: bool = True) -> Comparison:  # fmt: skip
     """Train several recipes, or one over a grid of values, and compare them (``digitsum compare``).
 

@@ -95,7 +95,7 @@ def entry_point() -> None:
         collector.exiting()
 
 
-# Each command module registers its commands on the app (they import what is above), in the
-# order ``digitsum --help`` lists them.
-for _module in ("run", "doctor", "eval", "predict", "export", "show", "list", "cp", "compare", "sweep", "plugins"):
+# Each module registers its commands on the app (they import what is above), in the order
+# ``digitsum --help`` lists them: run, doctor, eval, predict, export, show, list, cp, compare...
+for _module in ("run", "doctor", "trained", "recipes", "compare", "sweep", "plugins"):
     import_module(f"{__name__}.{_module}")

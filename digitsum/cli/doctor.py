@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from . import JsonOpt, RecipeArg, SetOpt, app, console, err_console, print_json
+from . import JsonOpt, RecipeArg, SetOpt, app, console, err_console, print_json, say
 
 
 @app.command()
@@ -67,9 +67,9 @@ def _repair(recipe, overrides, report, out: Path, overwrite: bool, as_json: bool
         print_json({"before": report.to_dict(), "written": str(out), "diff": diff, "after": fixed.to_dict()})
         return fixed
     console.print(f"\n[bold]wrote {escape(str(out))}[/] with the verified fixes:", highlight=False)
-    console.print(diff.rstrip(), highlight=False, markup=False)
+    say(diff.rstrip())
     if report.code_causes:
-        console.print("not patched (causes in code): " + "; ".join(report.code_causes), highlight=False, markup=False)
-    console.print(f"\nthe doctor on {out}:", highlight=False, markup=False)
+        say("not patched (causes in code): " + "; ".join(report.code_causes))
+    say(f"\nthe doctor on {out}:")
     render_report(fixed, console)
     return fixed

@@ -1,4 +1,5 @@
-"""``digitsum predict``: a trained run on your own inputs, given as ``--input NAME=VALUE``."""
+"""Commands on a trained run directory: ``eval``, ``predict`` (your own inputs, as ``--input
+NAME=VALUE``) and ``export`` (ONNX or TorchScript, checked against PyTorch)."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -6,7 +7,36 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UserError, did_you_mean
-from . import JsonOpt, app, print_json, say
+from . import JsonOpt, app, console, print_json, say
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="run directory", show_default=False)],
+    split: Annotated[str, typer.Option("--split", help="test, train, or val (a run that held one out)")] = "test",
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a run directory's checkpoint and print the metrics of every head."""
+    import digitsum
+
+    loaded = digitsum.load_run(run_dir)
+    if split not in loaded.generator.split_names():
+        raise UserError(f"--split {split!r}: {did_you_mean(split, loaded.generator.split_names(), 'splits')}")
+    epoch, step = len(loaded.history), int(loaded.summary.get("position", {}).get("step", 0))
+    heads = loaded.evaluate(split)
+    if as_json:
+        print_json({"run": str(run_dir), "recipe": loaded.recipe.name, "split": split, "epoch": epoch, "step": step, "heads": heads})
+        return
+    from rich.table import Table
+
+    where = f"epoch {epoch}" + (f" + {step} steps" if step else "")
+    table = Table(title=f"{loaded.recipe.name} ({where}) on the {split} split")
+    for column in ("head", "metric", "value"):
+        table.add_column(column, justify="right" if column == "value" else "left")
+    for head, values in heads.items():
+        for metric, value in values.items():
+            table.add_row(head, metric, f"{value:.4f}")
+    console.print(table)
 
 
 @app.command()
@@ -77,3 +107,33 @@ def _parse_inputs(items: list[str], generator: Any) -> tuple[dict[str, Any], lis
         inputs[name] = paths
         labels = [f"{label} {name}={','.join(paths)}".strip() for label in labels]
     return inputs, labels
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="run directory", show_default=False)],
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help="onnx or torchscript (default: torchscript for an --out ending in .pt, else onnx)", show_default=False),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="model file (default RUN_DIR/model.onnx or RUN_DIR/model.pt); its sidecar is FILE.json", show_default=False)
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing model file and its sidecar")] = False,
+) -> None:
+    """Export a run's model to ONNX or TorchScript, with a JSON sidecar saying how to use it.
+
+    The model takes raw inputs (images as float32 pixels in [0, 1], light digit on dark; numbers
+    as int64) and returns each head's output and its prediction. It is checked against PyTorch
+    on 256 test samples before anything is written: exit 1 if they differ by more than 1e-4.
+    """
+    import digitsum
+    from ..export import check_format, format_for, require_exporter
+
+    fmt = check_format(format_) if format_ is not None else format_for(out)
+    require_exporter(fmt)  # before loading the run: a missing package is known at once
+    result = digitsum.load_run(run_dir).export(fmt, out, force=force)
+    say(f"checked on {result.source}, in batches of {result.samples}, 1 and 7: largest absolute difference from PyTorch per output")
+    for name, difference in result.differences.items():
+        say(f"  {name:<24} {difference:.3g}")
+    say(f"wrote {result.path} and {result.sidecar}")
