@@ -4,7 +4,11 @@ Two public faces, both importable from here and loaded on first use (importing d
 ``digitsum --help``, import no torch):
 
 - the library (``digitsum.train``, ``load_run``, ``load_recipe``, ``doctor``, ``build``, ``sweep``,
+<<<<<<< HEAD
   ``Run`` and the objects they return; see docs/api.md);
+=======
+  ``compare_recipes``, ``Run``...; see docs/api.md);
+>>>>>>> cli
 - the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
 
@@ -19,7 +23,12 @@ _PUBLIC = {
     "doctor": "api",
     "build": "api",
     "sweep": "api",
+    "compare_recipes": "api",
+    "copy_recipe": "api",
+    "list_components": "api",
+    "SweepSettings": "sweeps",
     "SweepResult": "sweeps",
+    "Comparison": "compare",
     "Run": "run",
     "Recipe": "recipe",
     "Callback": "callbacks",

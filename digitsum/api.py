@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, Union
 if TYPE_CHECKING:
     import torch
 
-    from .engine.build import Built
     from .callbacks import Callback
+    from .compare import Comparison
     from .diagnosis import Report
-    from .run import Run
-    from .sweeps import SweepResult
+    from .engine.build import Built
     from .recipe import Recipe
+    from .run import Run
+    from .sweeps import SweepResult, SweepSettings
 
 #: What names a recipe: a path to a TOML file, a built-in or plugin recipe name, a recipe
 #: document as a dict, or a loaded Recipe.
@@ -132,40 +133,74 @@ def build(recipe: RecipeLike, device: str | torch.device | None = None, override
     return make(load_recipe(recipe, overrides), device)
 
 
-def sweep(
-    recipe: RecipeLike,
-    params: Sequence[str],
-    trials: int,
-    *,
-    workers: int = 1,
-    storage: str | None = None,
-    study: str | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
-    overrides: Overrides = (),
-    out: str | Path | None = None,
-    val: int | None = None,
-    pruner: str = "median",
-    prune_startup: int = 5,
-    quiet: bool = False,
-) -> SweepResult:
+def sweep(recipe: RecipeLike, params: Sequence[str], trials: int, *, settings: SweepSettings | None = None,
+          **options: Any) -> SweepResult:  # fmt: skip
     """Search a recipe's hyper-parameters with Optuna, as ``digitsum sweep`` does (docs/sweeps.md).
 
     ``params`` are ``"KEY=SPACE"`` strings (``"train.optimizer.lr=loguniform:1e-4:1e-2"``,
-    ``"backbone.type=choice:concat,film"``, ``"data.batch_size=int:32:512:log"``). Trials are
-    chosen on a validation split held out of the training data (``val`` samples, default the
-    recipe's ``data.val`` or 5000), never on the test split; each is a run directory under
-    ``out`` (default ``sweeps/<study>``). The study is kept in ``storage`` (default a journal
-    file in the sweep directory; any Optuna URL), so calling this again continues it, and
-    ``workers`` processes (or other machines on one storage) share it. Needs
+    ``"backbone.type=choice:concat,film"``, ``"data.batch_size=int:32:512:log"``); the study
+    ends holding ``trials`` trials. How it runs — ``workers``, ``storage``, ``study``,
+    ``metric``, ``direction``, ``overrides``, ``out``, ``val``, ``pruner``, ``prune_startup``,
+    ``quiet`` — is a :class:`~digitsum.sweeps.SweepSettings`, given as ``settings`` or as
+    keywords (which win over ``settings``). Trials are chosen on a validation split held out
+    of the training data, never on the test split; each is a run directory under the sweep
+    directory, and calling this again with the same storage continues the study. Needs
     ``pip install "digitsum[sweep]"``. Returns the trials, the best one and the files written
     (``best.toml``, plots): see :class:`~digitsum.sweeps.SweepResult`.
     """
-    from .sweeps import sweep as search
+    from dataclasses import replace
 
-    return search(recipe, params, trials, workers=workers, storage=storage, study=study, metric=metric,
-                  direction=direction, overrides=overrides, out=out, val=val, pruner=pruner,
-                  prune_startup=prune_startup, quiet=quiet)  # fmt: skip
+    from .sweeps import SweepSettings, sweep as search
+
+    return search(recipe, params, trials, replace(settings or SweepSettings(), **options))
+
+
+def compare_recipes(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: Overrides = (),
+                    out: str | Path | None = None, *, progress: bool = True) -> Comparison:  # fmt: skip
+    """Train several recipes, or one over a grid of values, and compare them (``digitsum compare``).
+
+    ``grid`` items are ``"KEY=V1,V2,..."`` (one variant per value; several items: every
+    combination); ``overrides`` apply to every variant. Every variant is validated before the
+    first trains; each is a run directory in ``out`` (default ``runs/compare/<timestamp>/``),
+    which also gets ``compare.json``, ``compare.csv`` and ``compare.png``. Returns the
+    :class:`~digitsum.compare.Comparison`: a row per variant and head, the compare directory,
+    and the interruption if Ctrl-C stopped it (the variants compared so far are kept).
+    """
+    from .compare import plan_variants, run_compare
+    from .engine.rundir import create_run_dir
+
+    variants = plan_variants(recipes, grid, overrides)
+    out_dir = create_run_dir("compare", out)
+    console = None
+    if progress:
+        from rich.console import Console
+
+        console = Console()
+        console.print(f"comparing {len(variants)} variants: {', '.join(v.label for v in variants)}")
+    return run_compare(variants, out_dir, console=console, progress=progress)
+
+
+def copy_recipe(name: str, dest: str | Path, *, force: bool = False) -> Path:
+    """Copy a shipped recipe, comments and all, to ``dest`` (a file, or a folder: then
+    ``dest/<name>.toml``) to edit it (``digitsum cp``); an existing file is replaced only with
+    ``force``. Returns the path written."""
+    from .catalog import copy_recipe as copy
+
+    return copy(name, dest, force)
+
+
+def list_components(kind: str | None = None) -> list[dict[str, Any]]:
+    """What ``digitsum list --json`` prints: a dict per registered component (``kind``,
+    ``name``, ``origin``, ``distribution``, ``version``, ``summary``, ``params``...), then per
+    shipped recipe (with its recorded test metrics) and per doctor check. ``kind``: one kind
+    (``heads``, ``recipes``, ``checks``..., any of their names); None for all."""
+    from .catalog import describe_recipes
+    from .listing import cached_components, describe_checks, list_kind
+
+    wanted = list_kind(kind)
+    rows = cached_components(wanted) if wanted not in ("recipes", "checks") else []
+    recipes = describe_recipes() if wanted in (None, "recipes") else []
+    return rows + recipes + (describe_checks() if wanted in (None, "checks") else [])
 
 
 def _as_run(outcome) -> Run | None:
@@ -174,5 +209,7 @@ def _as_run(outcome) -> Run | None:
     trainer = outcome.trainer
     if trainer.run_dir is None:
         return None
-    return Run(trainer.run_dir, trainer.recipe, trainer.model, trainer.generator, trainer.device,
-               list(trainer.history), outcome.summary)  # fmt: skip
+    run = Run(trainer.run_dir, trainer.recipe, trainer.model, trainer.generator, trainer.device,
+              list(trainer.history), outcome.summary)  # fmt: skip
+    run.failure, run.interrupted_by = outcome.failure, outcome.interruption.signum if outcome.interrupted else None
+    return run

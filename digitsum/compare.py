@@ -125,10 +125,12 @@ def result_rows(variant: Variant, summary: dict[str, Any], history: list[dict[st
 
 @dataclass
 class Comparison:
-    """The result rows (one per variant and head) and, if Ctrl-C stopped it, the interruption."""
+    """The result rows (one per variant and head), the compare directory and, if Ctrl-C stopped
+    it, the interruption."""
 
     rows: list[dict[str, Any]]
     interruption: Interruption | None = None
+    out_dir: Path | None = None
 
 
 def run_compare(
@@ -153,9 +155,9 @@ def run_compare(
         rows += result_rows(variant, outcome.summary, outcome.trainer.history, run_dir)
         write_results(rows, out_dir)  # after every variant: a stopped compare keeps what it has
         if outcome.interrupted:
-            return Comparison(rows, outcome.interruption)
+            return Comparison(rows, outcome.interruption, out_dir)
     plot_compare(rows, out_dir / "compare.png")
-    return Comparison(rows)
+    return Comparison(rows, out_dir=out_dir)
 
 
 CSV_COLUMNS = ["variant", "recipe", "head", "metric", "test", "first_epoch", "epochs", "seconds", "run_dir"]

@@ -34,8 +34,14 @@ class Run:
     - ``summary``: summary.json (``{}`` if the run never wrote one);
     - ``metrics``: one flat dict per epoch and split, e.g. ``{"epoch": 1, "split": "test",
       "digit.loss": 0.04, "digit.accuracy": 0.987, ...}`` (``pandas.DataFrame(run.metrics)``);
-    - ``run_dir``: the run directory.
+    - ``run_dir``: the run directory;
+    - ``failure`` and ``interrupted_by``, as :func:`digitsum.train` or :func:`digitsum.resume`
+      saw the run end (None on a run read back): why the watch stopped it as failed (a NaN
+      loss), and the signal (``signal.SIGINT``...) that stopped it before its last epoch.
     """
+
+    failure: str | None = None
+    interrupted_by: int | None = None
 
     def __init__(self, run_dir: Path, recipe: Recipe, model: DigitModel, generator: Generator,
                  device: torch.device, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:  # fmt: skip

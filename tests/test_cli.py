@@ -95,3 +95,27 @@ def test_default_run_dir_is_under_runs_recipe_timestamp(tiny_root, tmp_path):
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "runs" / "original").iterdir()
     assert (run_dir / "summary.json").is_file()
+
+
+def test_the_commands_call_the_public_api(cli, tmp_path):
+    """list --json is digitsum.list_components; cp is digitsum.copy_recipe; a kind that is not
+    a component has no Markdown reference."""
+    import digitsum
+
+    assert json.loads(cli("list", "heads", "--json").out) == digitsum.list_components("head")
+    written = digitsum.copy_recipe("original", f"{tmp_path}/configs/")  # a trailing slash: a folder
+    assert written == tmp_path / "configs" / "original.toml" and digitsum.load_recipe(written).name == "original"
+    refused = cli("list", "recipe", "--markdown")
+    assert refused.code == 2 and "list recipes without it" in refused.err
+
+
+def test_sweep_settings_are_one_validated_object():
+    import pytest
+
+    import digitsum
+
+    settings = digitsum.SweepSettings(workers=2, overrides=["train.epochs=1"])
+    assert settings.workers == 2 and settings.pruner == "median" and settings.prune_startup == 5
+    for bad, message in [({"workers": 0}, "--workers 0"), ({"pruner": "medain"}, "median"), ({"prune_startup": -1}, "--prune-startup")]:
+        with pytest.raises(digitsum.UserError, match=message):
+            digitsum.SweepSettings(**bad)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
 from .space import Space, check_spaces, parse_space, parse_spaces
 from .storage import claim, default_storage, open_storage, redact, require_optuna
-from .trial import Settings
+from .trial import Plan
 from .workers import recover, run_workers, work
 
 __all__ = ["DEFAULT_VAL", "Space", "SweepResult", "TrialRow", "default_direction", "open_storage", "parse_space", "parse_spaces", "redact", "sweep"]
@@ -38,40 +39,56 @@ DEFAULT_VAL = 5000
 _LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
 
 
-def sweep(
-    recipe: Recipe | str | Path | Mapping[str, Any],
-    params: Sequence[str],
-    trials: int,
-    *,
-    workers: int = 1,
-    storage: str | None = None,
-    study: str | None = None,
-    metric: str | None = None,
-    direction: str | None = None,
-    overrides: Overrides = (),
-    out: str | Path | None = None,
-    val: int | None = None,
-    pruner: str = "median",
-    prune_startup: int = 5,
-    quiet: bool = False,
-) -> SweepResult:
-    """Search hyper-parameters of a recipe with Optuna (``digitsum sweep``); see docs/sweeps.md.
+@dataclass(frozen=True)
+class SweepSettings:
+    """How a sweep runs: ``digitsum sweep``'s options and :func:`digitsum.sweep`'s keywords.
 
-    - ``params``: ``"KEY=SPACE"`` strings, SPACE one of ``loguniform:LOW:HIGH``,
-      ``uniform:LOW:HIGH``, ``int:LOW:HIGH[:log]``, ``choice:A,B,C``;
-    - ``trials``: how many trials the study holds when the sweep ends (counting those of
-      earlier starts and of other workers: done, pruned, or failed by themselves);
     - ``workers``: processes on this machine running trials of the study together;
     - ``storage``: an Optuna storage URL or ``journal:PATH`` (default: ``study.journal`` in
       the sweep directory); ``study``: its name (default: the recipe's name);
     - ``metric``: ``HEAD.METRIC`` on the val split (default: the first head's primary metric),
       ``direction``: ``max`` or ``min`` (default: min for losses and errors, else max);
     - ``overrides``: laid over the recipe for every trial, as ``--set``;
+    - ``out``: the sweep directory (default ``sweeps/<study>``); trials are run directories in it;
     - ``val``: samples held out as the validation split (default: the recipe's ``data.val``,
       or :data:`DEFAULT_VAL` when it has none);
-    - ``out``: the sweep directory (default ``sweeps/<study>``); trials are run directories in it;
     - ``pruner``: ``median`` (a trial whose val metric after an epoch is worse than the median
-      of earlier trials at that epoch stops there, once ``prune_startup`` trials are done) or ``none``.
+      of earlier trials at that epoch stops there, once ``prune_startup`` trials are done) or ``none``;
+    - ``quiet``: no progress display for the trials.
+
+    Values that cannot work are a UserError when the settings are made.
+    """
+
+    workers: int = 1
+    storage: str | None = None
+    study: str | None = None
+    metric: str | None = None
+    direction: str | None = None
+    overrides: Overrides = ()
+    out: str | Path | None = None
+    val: int | None = None
+    pruner: str = "median"
+    prune_startup: int = 5
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise UserError(f"--workers {self.workers}: at least 1")
+        if self.pruner not in ("median", "none"):
+            raise UserError(f"--pruner {self.pruner!r}: {did_you_mean(self.pruner, ('median', 'none'), 'pruners')}")
+        if self.prune_startup < 0:
+            raise UserError(f"--prune-startup {self.prune_startup}: 0 or more")
+
+
+def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str], trials: int,
+          settings: SweepSettings = SweepSettings()) -> SweepResult:  # fmt: skip
+    """Search hyper-parameters of a recipe with Optuna (``digitsum sweep``); see docs/sweeps.md.
+
+    - ``params``: ``"KEY=SPACE"`` strings, SPACE one of ``loguniform:LOW:HIGH``,
+      ``uniform:LOW:HIGH``, ``int:LOW:HIGH[:log]``, ``choice:A,B,C``;
+    - ``trials``: how many trials the study holds when the sweep ends (counting those of
+      earlier starts and of other workers: done, pruned, or failed by themselves);
+    - ``settings``: the rest, :class:`SweepSettings`.
 
     Writes, in the sweep directory: the trials' run directories, ``best.toml`` (the best trial's
     recipe, with the recipe's own ``data.val``: ``digitsum run best.toml`` trains it on the
@@ -85,25 +102,19 @@ def sweep(
     spaces = parse_spaces(params)
     if trials < 1:
         raise UserError(f"--trials {trials}: at least 1")
-    if workers < 1:
-        raise UserError(f"--workers {workers}: at least 1")
-    if pruner not in ("median", "none"):
-        raise UserError(f"--pruner {pruner!r}: {did_you_mean(pruner, ('median', 'none'), 'pruners')}")
-    if prune_startup < 0:
-        raise UserError(f"--prune-startup {prune_startup}: 0 or more")
-    loaded = load_recipe(recipe, overrides)
+    loaded = load_recipe(recipe, settings.overrides)
     own_val = loaded.data.section.val
-    held_out = val if val is not None else (own_val or DEFAULT_VAL)
+    held_out = settings.val if settings.val is not None else (own_val or DEFAULT_VAL)
     if held_out < 1:
         raise UserError(f"--val {held_out}: a sweep chooses on a validation split; hold out at least one sample")
     base_recipe = load_recipe(loaded.to_dict(), {"data.val": held_out})
     check_spaces(base_recipe.to_dict(), (), spaces)
-    head, metric_name, direction = _objective(base_recipe, metric, direction)
+    head, metric_name, direction = _objective(base_recipe, settings.metric, settings.direction)
     _check_val(base_recipe)
 
-    study_name = study or loaded.name
-    sweep_dir = Path(out) if out is not None else Path("sweeps") / study_name
-    url = storage or default_storage(sweep_dir)
+    study_name = settings.study or loaded.name
+    sweep_dir = Path(settings.out) if settings.out is not None else Path("sweeps") / study_name
+    url = settings.storage or default_storage(sweep_dir)
     opened = open_storage(url)  # first: a storage that cannot be opened leaves no sweep directory behind
     sweep_dir.mkdir(parents=True, exist_ok=True)
     claim(sweep_dir, study_name)  # one study per folder: another's trials and best.toml are not replaced
@@ -132,16 +143,16 @@ def sweep(
     notes += _enqueue_baseline(made, base_recipe.to_dict(), spaces)
 
     threads = 0
-    if workers > 1 and base_recipe.train.threads == 0:
-        threads = max(1, (os.cpu_count() or 1) // workers)  # one share of the cores per worker, not all of them each
-    settings = Settings(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
-                         trials, threads, pruner, prune_startup, quiet)  # fmt: skip
+    if settings.workers > 1 and base_recipe.train.threads == 0:
+        threads = max(1, (os.cpu_count() or 1) // settings.workers)  # one share of the cores per worker, not all of them each
+    plan = Plan(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
+                trials, threads, settings.pruner, settings.prune_startup, settings.quiet)  # fmt: skip
     interrupted = False
     try:
-        if workers == 1:
-            interrupted = work(settings)
+        if settings.workers == 1:
+            interrupted = work(plan)
         else:
-            interrupted = run_workers(settings, workers)
+            interrupted = run_workers(plan, settings.workers)
     except KeyboardInterrupt:
         interrupted = True
     result = read_result(optuna, study_name, url, sweep_dir, head, metric_name, direction, notes, interrupted)

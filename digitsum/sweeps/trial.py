@@ -13,7 +13,7 @@ from .space import Space
 
 
 @dataclass
-class Settings:
+class Plan:
     """What every worker needs to run trials of one sweep (picklable: sent to worker processes)."""
 
     base: dict[str, Any]  # the resolved recipe the trials start from (val on, --set applied)
@@ -56,19 +56,19 @@ def pruning_callback(trial: Any, head: str, metric: str) -> Any:
     return ReportToOptuna()
 
 
-def run_trial(study: Any, trial: Any, settings: Settings, optuna: Any) -> bool:
+def run_trial(study: Any, trial: Any, plan: Plan, optuna: Any) -> bool:
     """Train one trial into its run directory and tell Optuna how it went; False when it was
     interrupted (Ctrl-C, SIGTERM): the trial is marked failed-by-interruption, to be run again."""
     from ..engine import runner
     from ..recipe import load_recipe
 
     fail = optuna.trial.TrialState.FAIL
-    values = {space.key: space.suggest(trial) for space in settings.spaces}
-    run_dir = Path(settings.sweep_dir) / f"trial-{trial.number:04d}"
+    values = {space.key: space.suggest(trial) for space in plan.spaces}
+    run_dir = Path(plan.sweep_dir) / f"trial-{trial.number:04d}"
     trial.set_user_attr("run_dir", str(run_dir))
-    overrides = {**values, "train.threads": settings.threads} if settings.threads else dict(values)
-    objective = f"{settings.head}.{settings.metric}"
-    record = {"study": settings.study, "trial": trial.number, "params": values, "metric": f"val {objective}"}
+    overrides = {**values, "train.threads": plan.threads} if plan.threads else dict(values)
+    objective = f"{plan.head}.{plan.metric}"
+    record = {"study": plan.study, "trial": trial.number, "params": values, "metric": f"val {objective}"}
 
     def finish(state: str, told: Any, line: str, interrupted: bool = False, **fields: Any) -> bool:
         """Tell Optuna (a value, or a state), write trial.json, say ``line``; False when interrupted."""
@@ -78,13 +78,13 @@ def run_trial(study: Any, trial: Any, settings: Settings, optuna: Any) -> bool:
             trial.set_user_attr("interrupted", True)
         study.tell(trial, told) if isinstance(told, float) else study.tell(trial, state=told)
         write_trial(run_dir, {**record, "state": state, **fields})
-        if not settings.quiet:
+        if not plan.quiet:
             print(f"trial {trial.number}: {line}", flush=True)
         return not interrupted
 
     try:
-        recipe = load_recipe(settings.base, overrides, grid_flag="--param")
-        report = pruning_callback(trial, settings.head, settings.metric)
+        recipe = load_recipe(plan.base, overrides, grid_flag="--param")
+        report = pruning_callback(trial, plan.head, plan.metric)
         outcome = runner.start(recipe, run_dir, force=True, callbacks=[report], progress=False)
     except BaseException as error:
         reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
@@ -92,7 +92,7 @@ def run_trial(study: Any, trial: Any, settings: Settings, optuna: Any) -> bool:
             raise
         return False
     epochs = len(outcome.trainer.history)
-    test = outcome.summary["metrics"].get("test", {}).get(settings.head, {}).get(settings.metric)
+    test = outcome.summary["metrics"].get("test", {}).get(plan.head, {}).get(plan.metric)
     trial.set_user_attr("epochs", epochs)
     if test is not None:
         trial.set_user_attr("test", float(test))

@@ -11,47 +11,47 @@ from typing import Any
 
 from ..errors import UserError
 from .storage import lock, open_storage, require_optuna
-from .trial import Settings, run_trial, write_trial
+from .trial import Plan, run_trial, write_trial
 
 #: Exit codes of a worker that was interrupted (130 its own, -2 SIGINT, -15 SIGTERM).
 _INTERRUPTED = (130, -2, -15)
 
 
-def make_study(optuna: Any, settings: Settings, storage: Any) -> Any:
+def make_study(optuna: Any, plan: Plan, storage: Any) -> Any:
     """The study as a worker uses it: the pruner and the sampler are not stored with a study,
     each worker makes its own."""
     pruners = optuna.pruners
-    chosen = pruners.MedianPruner(n_startup_trials=settings.prune_startup) if settings.pruner == "median" else pruners.NopPruner()
+    chosen = pruners.MedianPruner(n_startup_trials=plan.prune_startup) if plan.pruner == "median" else pruners.NopPruner()
     # TPE once a third of the trials (at least 2, at most Optuna's 10) sampled the space at random
-    sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, settings.trials // 3)))
-    return optuna.load_study(study_name=settings.study, storage=storage, pruner=chosen, sampler=sampler)
+    sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, plan.trials // 3)))
+    return optuna.load_study(study_name=plan.study, storage=storage, pruner=chosen, sampler=sampler)
 
 
-def work(settings: Settings) -> bool:
+def work(plan: Plan) -> bool:
     """One worker: ask the study for trials and run them until it holds ``trials`` of them.
     True when a trial was interrupted (Ctrl-C, SIGTERM): the worker stops there."""
     optuna = require_optuna()
-    study = make_study(optuna, settings, open_storage(settings.storage))
+    study = make_study(optuna, plan, open_storage(plan.storage))
     states = optuna.trial.TrialState
     while True:
-        with lock(Path(settings.sweep_dir)):
+        with lock(Path(plan.sweep_dir)):
             # the trials that count: done, pruned, running, or failed by themselves (one failed
             # because its process was interrupted or killed is run again instead)
             counted = [t for t in study.get_trials(deepcopy=False) if t.state in (states.COMPLETE, states.PRUNED, states.RUNNING)
                        or (t.state == states.FAIL and not t.user_attrs.get("interrupted"))]  # fmt: skip
-            if len(counted) >= settings.trials:
+            if len(counted) >= plan.trials:
                 return False
             trial = study.ask()
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
-        if not run_trial(study, trial, settings, optuna):
+        if not run_trial(study, trial, plan, optuna):
             return True  # interrupted: stop asking
 
 
-def _worker_main(settings: Settings) -> None:
+def _worker_main(plan: Plan) -> None:
     """A worker process's entry: one worker, its errors as one line (exit 2) rather than a traceback."""
     try:
-        if work(settings):
+        if work(plan):
             sys.exit(130)  # interrupted: the parent says how to continue
     except UserError as e:
         print(f"error: {e.message}", file=sys.stderr, flush=True)
@@ -60,7 +60,7 @@ def _worker_main(settings: Settings) -> None:
         sys.exit(130)
 
 
-def run_workers(settings: Settings, workers: int) -> bool:
+def run_workers(plan: Plan, workers: int) -> bool:
     """Run ``workers`` worker processes on the study until they end; True when interrupted.
 
     Ctrl-C reaches the workers too (one process group): each stops its trial with a checkpoint
@@ -70,7 +70,7 @@ def run_workers(settings: Settings, workers: int) -> bool:
     import signal
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch state
-    processes = [context.Process(target=_worker_main, args=(settings,), name=f"digitsum-sweep-{i}") for i in range(workers)]
+    processes = [context.Process(target=_worker_main, args=(plan,), name=f"digitsum-sweep-{i}") for i in range(workers)]
     for process in processes:
         process.start()
 

@@ -1,0 +1,101 @@
+"""The command line: each command parses its arguments, calls the library's public API
+(``digitsum.train``, ``digitsum.sweep``...) and prints; one module per command. Heavy imports
+happen inside the commands: ``digitsum --help`` imports no torch."""
+
+import json
+import sys
+from importlib import import_module
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from .. import __version__
+from ..errors import UserError
+
+app = typer.Typer(
+    name="digitsum",
+    help="Train and compare multi-input, multi-output digit models from TOML recipes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+RecipeArg = Annotated[str, typer.Argument(help="recipe: a TOML file, or a recipe name (digitsum list recipes)", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a recipe key, e.g. --set train.epochs=1 (repeatable)", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def print_json(data: Any) -> None:
+    """``--json`` output: indented, on stdout, nothing else."""
+    print(json.dumps(data, indent=2))
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """A plain line: no rich markup or highlighting (paths and messages may hold brackets), not wrapped."""
+    (err_console if err else console).print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"digitsum {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False,
+    strict_plugins: Annotated[
+        bool, typer.Option("--strict-plugins", help="fail (exit 2) if any plugin fails to load; also DIGITSUM_STRICT_PLUGINS=1")
+    ] = False,
+) -> None:
+    """Train and compare multi-input, multi-output digit models from TOML recipes."""
+    from ..discovery import strict_from_env
+
+    if strict_plugins or strict_from_env():
+        from ..registry import require_all_plugins
+
+        require_all_plugins()
+
+
+def main() -> None:
+    """The command line, run in this process (tests call it): user errors end in a short message
+    and exit code 2."""
+    from ..threads import note_start
+
+    note_start()  # before anything heavy: what other work keeps the cores busy meanwhile (see threads.py)
+    try:
+        app()  # click handles its own usage errors (exit 2); ours come through here
+    except UserError as e:
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C outside training (loading data, say): nothing was written
+        err_console.print("interrupted", highlight=False)
+        sys.exit(130)
+
+
+def entry_point() -> None:
+    """The ``digitsum`` executable (and ``python -m digitsum``): :func:`main` in a process of its
+    own, whose garbage collector is paused while the command starts and frozen as it exits
+    (see digitsum/collector.py: about a second less start-up and exit)."""
+    from .. import collector
+
+    collector.pause()
+    try:
+        main()
+    finally:
+        collector.exiting()
+
+
+# Each module registers its commands on the app (they import what is above), in the order
+# ``digitsum --help`` lists them: run, doctor, eval, predict, export, show, list, cp, compare...
+for _module in ("run", "doctor", "trained", "recipes", "compare", "sweep", "plugins"):
+    import_module(f"{__name__}.{_module}")
