@@ -7,7 +7,7 @@ Two public faces, both importable from here and loaded on first use (importing d
 <<<<<<< HEAD
   ``Run`` and the objects they return; see docs/api.md);
 =======
-  ``compare_recipes``, ``Run``...; see docs/api.md);
+  ``compare``, ``Run``...; see docs/api.md);
 >>>>>>> cli
 - the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
@@ -23,12 +23,12 @@ _PUBLIC = {
     "doctor": "api",
     "build": "api",
     "sweep": "api",
-    "compare_recipes": "api",
+    "compare": "api",
     "copy_recipe": "api",
     "list_components": "api",
     "SweepSettings": "sweeps",
     "SweepResult": "sweeps",
-    "Comparison": "compare",
+    "Comparison": "comparison",
     "Run": "run",
     "Recipe": "recipe",
     "Callback": "callbacks",

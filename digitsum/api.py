@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from .callbacks import Callback
-    from .compare import Comparison
+    from .comparison import Comparison
     from .diagnosis import Report
     from .engine.build import Built
     from .recipe import Recipe
@@ -155,18 +155,18 @@ def sweep(recipe: RecipeLike, params: Sequence[str], trials: int, *, settings: S
     return search(recipe, params, trials, replace(settings or SweepSettings(), **options))
 
 
-def compare_recipes(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: Overrides = (),
-                    out: str | Path | None = None, *, progress: bool = True) -> Comparison:  # fmt: skip
+def compare(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: Overrides = (),
+            out: str | Path | None = None, *, progress: bool = True) -> Comparison:  # fmt: skip
     """Train several recipes, or one over a grid of values, and compare them (``digitsum compare``).
 
     ``grid`` items are ``"KEY=V1,V2,..."`` (one variant per value; several items: every
     combination); ``overrides`` apply to every variant. Every variant is validated before the
     first trains; each is a run directory in ``out`` (default ``runs/compare/<timestamp>/``),
     which also gets ``compare.json``, ``compare.csv`` and ``compare.png``. Returns the
-    :class:`~digitsum.compare.Comparison`: a row per variant and head, the compare directory,
+    :class:`~digitsum.comparison.Comparison`: a row per variant and head, the compare directory,
     and the interruption if Ctrl-C stopped it (the variants compared so far are kept).
     """
-    from .compare import plan_variants, run_compare
+    from .comparison import plan_variants, run_compare
     from .engine.rundir import create_run_dir
 
     variants = plan_variants(recipes, grid, overrides)
@@ -194,7 +194,7 @@ def list_components(kind: str | None = None) -> list[dict[str, Any]]:
     ``name``, ``origin``, ``distribution``, ``version``, ``summary``, ``params``...), then per
     shipped recipe (with its recorded test metrics) and per doctor check. ``kind``: one kind
     (``heads``, ``recipes``, ``checks``..., any of their names); None for all."""
-    from .catalog import describe_recipes
+    from .listing import describe_recipes
     from .listing import cached_components, describe_checks, list_kind
 
     wanted = list_kind(kind)

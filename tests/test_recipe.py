@@ -8,7 +8,7 @@ import tomli_w
 from hypothesis import assume, given
 
 from digitsum.catalog import find_recipe, recipe_names
-from digitsum.compare import plan_variants
+from digitsum.comparison import plan_variants
 from digitsum.errors import RecipeError, UserError, did_you_mean
 from digitsum.recipe import TrainSection, load_recipe, parse_override, recipe_document
 from digitsum.registry import fusions

@@ -21,9 +21,9 @@ def compare(
 ) -> None:
     """Train several recipes, or one recipe over a grid of values, and compare them in one table."""
     import digitsum
-    from ..compare import render_table
+    from ..comparison import render_table
 
-    comparison = digitsum.compare_recipes(recipes, grid or [], set_ or [], out)
+    comparison = digitsum.compare(recipes, grid or [], set_ or [], out)
     render_table(comparison.rows, console)
     if comparison.interruption is not None:
         say(f"interrupted: {comparison.out_dir} holds the variants compared so far", err=True)

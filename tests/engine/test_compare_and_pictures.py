@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from digitsum.compare import parse_grid, plan_variants, split_values
+from digitsum.comparison import parse_grid, plan_variants, split_values
 from digitsum.engine.train import Trainer
 from ..runs import fit
 from digitsum.errors import RecipeError, UserError
