@@ -322,7 +322,7 @@ def test_repair_on_a_healthy_recipe_writes_nothing_unverified(cli, tiny_data, tm
 
 
 def test_a_plugin_check_runs_beside_the_built_in_ones(tiny_data, monkeypatch):
-    from digitsum.engine import doctor as doctor_package
+    from digitsum import diagnosis as doctor_package
     from digitsum.diagnosis import Finding
 
     def my_check(probe):
