@@ -57,6 +57,7 @@ _PUBLIC = {
     "Images": "contracts",
     "Interface": "contracts",
     "Params": "contracts",
+    "PredictionSpace": "contracts",
     "Spec": "contracts",
     "DataContext": "data",
     "DigitSet": "data",

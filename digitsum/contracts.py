@@ -24,9 +24,9 @@ table in a recipe. A batch is a plain ``dict[str, Tensor]`` holding inputs and t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -263,13 +263,60 @@ class Fusion(Component, nn.Module):
 OUTPUT_KINDS = ("class_logits", "value", "other")
 
 
+@dataclass(frozen=True)
+class PredictionSpace:
+    """What a head's ``predict`` returns and how it relates to the head's target, declared by
+    :meth:`Head.prediction_space`: export's sidecar, ``digitsum.predict`` and ``digitsum doctor``
+    read a head's predictions through it, never through the head's class.
+
+    * ``classes``: predictions are integers ``0 .. classes - 1`` (None: real values);
+    * ``length``: None, one prediction per sample (``[B]``); else that many (``[B, length]``:
+      one per digit, most significant first, as a ``Digits`` target holds them);
+    * ``relation``: ``"target"``, a prediction is a value of the target (its class, its
+      digits); ``"rounded"``, a real-valued output rounded and clamped to the target's classes
+      (a regression); ``"derived"``, a value ``derive`` computes from the target (the parity of
+      a sum): ``derive(target)`` is what a right prediction equals;
+    * ``labels``: a name per class, for people (None: the integers are the names);
+    * ``meaning``: what a prediction is, in words (``""``: the target's predicted value);
+    * ``output``: how to read the head's raw output, in words (``""``: logits over the classes
+      for a ``class_logits`` head, a generic sentence for any other).
+    """
+
+    classes: int | None
+    length: int | None = None
+    relation: Literal["target", "rounded", "derived"] = "target"
+    derive: Callable[[Tensor], Tensor] | None = None
+    labels: tuple[str, ...] | None = None
+    meaning: str = ""
+    output: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.relation == "derived") != (self.derive is not None):
+            raise ValueError("a PredictionSpace gives derive exactly when its relation is 'derived'")
+        if self.labels is not None and len(self.labels) != self.classes:
+            raise ValueError(f"{len(self.labels)} labels for {self.classes} classes")
+
+    @classmethod
+    def of(cls, target: Spec) -> PredictionSpace:
+        """The default: the target's own values (a ``Classes`` target's classes, a ``Digits``
+        target's digits)."""
+        if isinstance(target, Digits):
+            return cls(target.base, target.length)
+        return cls(getattr(target, "classes", None))
+
+    def expected(self, target: Tensor) -> Tensor:
+        """What right predictions equal for these target values (the target itself unless derived)."""
+        return self.derive(target) if self.derive is not None else target
+
+
 class Head(Component, nn.Module):
     """Maps features to an output for one target; owns its loss and metrics.
 
     ``metrics`` returns per-sample values (shape ``[B]``); the engine averages them over a
     split. ``primary_metric`` names the one shown in tables and compared across runs.
     ``output_kind`` declares how the output is read (see :data:`OUTPUT_KINDS`); the default,
-    ``"class_logits"``, is ``[B, classes]`` logits.
+    ``"class_logits"``, is ``[B, classes]`` logits. :meth:`prediction_space` declares what
+    ``predict`` returns.
     """
 
     primary_metric: ClassVar[str] = "accuracy"
@@ -316,11 +363,20 @@ class Head(Component, nn.Module):
         ``Classes`` target, ``[B, length]`` for a ``Digits`` one."""
         return output.argmax(dim=1)
 
+    def prediction_space(self) -> PredictionSpace:
+        """What :meth:`predict` returns and how it relates to the target (:class:`PredictionSpace`).
+
+        The default, :meth:`PredictionSpace.of` the target: its own classes or digits. A head
+        that predicts something else (a value derived from its target, a regression rounded to
+        its classes) returns its own declaration.
+        """
+        return PredictionSpace.of(self.target)
+
     def probabilities(self, output: Tensor) -> Tensor | None:
         """Per-class probabilities ``[B, classes]`` of ``output``, or None.
 
         A head that predicts classes returns, for each sample, one probability per class of
-        its target (non-negative, each row summing to 1); ``digitsum.predict`` shows
+        its prediction space (non-negative, each row summing to 1); ``digitsum.predict`` shows
         them and the most likely classes. The default, None, is for heads that give no
         probabilities (e.g. a regression).
         """

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .contracts import Categorical, Generator, Image, Images, Spec
+from .contracts import Categorical, Generator, Head, Image, Images, Spec
 from .errors import UserError, did_you_mean
 from .engine.model import DigitModel
 
@@ -25,7 +25,10 @@ from .engine.model import DigitModel
 class HeadPredictions:
     """What one head predicts for a batch of ``B`` samples (tensors on the CPU).
 
-    ``prediction``: ``[B]``, the head's own ``predict`` (class indices for the built-in heads).
+    ``prediction``: ``[B]`` (``[B, length]`` per digit), the head's own ``predict``, in the
+    prediction space the head declares (``Head.prediction_space``): ``classes``, how many
+    classes it predicts (None: real values), and ``labels``, their names when it gives them
+    (the parity of a sum: 2 classes, whatever its target's).
     ``probabilities``: ``[B, classes]`` or None when the head gives none (e.g. ``regress``).
     ``top_classes`` / ``top_probabilities``: ``[B, k]``, the ``k`` most likely classes, most
     likely first (None without probabilities). The top class is the prediction for heads that
@@ -39,6 +42,8 @@ class HeadPredictions:
     probabilities: Tensor | None = None
     top_classes: Tensor | None = None
     top_probabilities: Tensor | None = None
+    classes: int | None = None
+    labels: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.prediction)
@@ -48,6 +53,12 @@ class HeadPredictions:
         digits, most significant first."""
         value = self.prediction[i]
         return value.tolist() if value.dim() else value.item()
+
+    def label(self, i: int = 0) -> str | None:
+        """The name of sample ``i``'s predicted class, when the head names its classes."""
+        value = self.value(i)
+        named = self.labels is not None and isinstance(value, int) and 0 <= value < len(self.labels)
+        return self.labels[value] if named else None
 
     def probability(self, i: int = 0) -> float | None:
         """The probability of sample ``i``'s predicted class, or None without probabilities."""
@@ -66,22 +77,30 @@ class HeadPredictions:
             return []
         return [(int(c), float(p)) for c, p in zip(self.top_classes[i], self.top_probabilities[i])]
 
+    def _top(self, i: int) -> list[dict[str, Any]]:
+        named = self.labels is not None
+        return [{"class": c, "probability": p} | ({"label": self.labels[c]} if named else {}) for c, p in self.top(i)]
+
     def sample(self, i: int = 0) -> dict[str, Any]:
-        """Sample ``i`` as JSON-ready data: target, prediction, its probability, the top classes."""
+        """Sample ``i`` as JSON-ready data: target, prediction (and its ``label`` when the head
+        names its classes), its probability, the top classes."""
+        named = {"label": self.label(i)} if self.labels is not None else {}
         return {
             "target": self.target,
             "prediction": self.value(i),
+            **named,
             "probability": self.probability(i),
-            "top": [{"class": c, "probability": p} for c, p in self.top(i)],
+            "top": self._top(i),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """The whole batch as JSON-ready lists (``probabilities`` and ``top`` None without probabilities)."""
-        top = None
-        if self.top_classes is not None:
-            top = [[{"class": c, "probability": p} for c, p in self.top(i)] for i in range(len(self))]
+        """The whole batch as JSON-ready lists (``probabilities`` and ``top`` None without
+        probabilities), with the head's ``classes`` and their ``labels`` (None: unnamed)."""
+        top = None if self.top_classes is None else [self._top(i) for i in range(len(self))]
         return {
             "target": self.target,
+            "classes": self.classes,
+            "labels": None if self.labels is None else list(self.labels),
             "prediction": self.prediction.tolist(),
             "probabilities": None if self.probabilities is None else self.probabilities.tolist(),
             "top": top,
@@ -140,7 +159,7 @@ class Predictions(Mapping[str, HeadPredictions]):
         for i in range(shown):
             parts = []
             for name, head in self._heads.items():
-                text = f"{name}: {_number(head.value(i))}"
+                text = f"{name}: {head.label(i) or _number(head.value(i))}"
                 p = head.probability(i)
                 if p is not None:
                     text += f" ({p:.1%})"
@@ -331,7 +350,8 @@ def predict(
 
 
 def _head_predictions(name: str, model: DigitModel, output: Tensor, top: int) -> HeadPredictions:
-    head: nn.Module = model.heads[name]
+    head: Head = model.heads[name]
+    space = head.prediction_space()
     prediction = head.predict(output).detach().cpu()
     probabilities = head.probabilities(output)
     top_classes = top_probabilities = None
@@ -339,5 +359,6 @@ def _head_predictions(name: str, model: DigitModel, output: Tensor, top: int) ->
         probabilities = probabilities.detach().float().cpu()
         k = min(top, probabilities.shape[1])
         top_probabilities, top_classes = probabilities.topk(k, dim=1)
-    return HeadPredictions(name, model.bindings[name].target, prediction, probabilities, top_classes, top_probabilities)
+    return HeadPredictions(name, model.bindings[name].target, prediction, probabilities, top_classes, top_probabilities,
+                           space.classes, space.labels)  # fmt: skip
 

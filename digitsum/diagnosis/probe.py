@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import collector
-from ..contracts import Batch, Classes, Generator, Image, Images
+from ..contracts import Batch, Generator, Image, Images
 from ..recipe import Recipe
 from ..engine.batches import EVAL_BATCH, train_batches
 from ..seeding import make_rng, stream_seed
@@ -172,8 +172,15 @@ class Probe:
         return self.model.bindings[head].weight
 
     def classes_of(self, head: str) -> int | None:
-        spec = self.interface.targets.get(self.target_of(head))
-        return spec.classes if isinstance(spec, Classes) else None
+        """How many classes the head predicts, one per sample, as it declares them
+        (``Head.prediction_space``: the parity of a sum has 2); None for another prediction."""
+        space = self.model.heads[head].prediction_space()
+        return space.classes if space.length is None else None
+
+    def expected(self, head: str, batch: Batch) -> Tensor:
+        """What the head's right predictions on ``batch`` equal: its target, or the value its
+        declared prediction space derives from it (``PredictionSpace.expected``)."""
+        return self.model.heads[head].prediction_space().expected(batch[self.target_of(head)])
 
     def output_kind(self, head: str) -> str:
         """How the head declares its output (``Head.output_kind``): ``class_logits`` heads give
@@ -195,8 +202,9 @@ class Probe:
         return name in type(self.recipe.data.params).model_fields
 
     def chance(self, head: str) -> float:
-        """The held-out accuracy of always guessing the target's most frequent value."""
-        y = self.held_out[self.target_of(head)].reshape(len(self.held_out[self.target_of(head)]), -1)
+        """The held-out accuracy of always guessing the most frequent right prediction."""
+        y = self.expected(head, self.held_out)
+        y = y.reshape(len(y), -1)
         _, counts = torch.unique(y, dim=0, return_counts=True)
         return float(counts.max()) / len(y)
 
@@ -251,7 +259,7 @@ def log_losses(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str,
         outputs = eval_outputs(model, batch) if outputs is None else outputs
         result: dict[str, float | None] = {}
         for head, out in outputs.items():
-            target = batch[probe.target_of(head)]
+            target = probe.expected(head, batch)
             try:
                 p = model.heads[head].probabilities(out)
             except Exception:
@@ -304,7 +312,7 @@ def scores(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str, Ten
         outputs = eval_outputs(model, batch) if outputs is None else outputs
         result = {}
         for head, out in outputs.items():
-            target = batch[probe.target_of(head)]
+            target = probe.expected(head, batch)
             predicted = model.heads[head].predict(out)
             same = (predicted.reshape(len(target), -1) == target.reshape(len(target), -1)).all(dim=1)
             result[head] = float(same.float().mean())
@@ -468,7 +476,7 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
             model=model if keep_model else None,
             nll=log_losses(probe, model, held_out, outputs),
             held_loss={h: (loss_before[h], v) for h, v in held_losses(model, held_out, outputs).items()},
-            entropy={h: entropy_of(held_out[probe.target_of(h)]) for h in model.heads},
+            entropy={h: entropy_of(probe.expected(h, held_out)) for h in model.heads},
             grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
             warmed=warmed,
         )  # fmt: skip

@@ -78,6 +78,8 @@ def samples_grid_data(model: DigitModel, generator: Generator, seed: int, device
     outputs = model(batch)
     model.train(was_training)
     predictions = {name: model.heads[name].predict(out).cpu() for name, out in outputs.items()}
+    # what a right prediction equals: the target, or what the head's declared space derives from it
+    expected = {name: model.heads[name].prediction_space().expected(batch[model.bindings[name].target]).cpu() for name in outputs}
     count = len(next(iter(batch.values())))
     shown = sum(min(getattr(inputs[name], "count", 1), SEQUENCE_SHOWN) for name in image_names)
     cells = []
@@ -87,7 +89,7 @@ def samples_grid_data(model: DigitModel, generator: Generator, seed: int, device
         if caption:
             lines.append(caption)
         for head, prediction in predictions.items():
-            target = batch[model.bindings[head].target][i].cpu()
+            target = expected[head][i]
             guess = prediction[i]
             same = torch.equal(guess.to(target.dtype), target)
             wrong |= not same

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..contracts import Classes
 from .progress import fell
 from .batches import eval_batches
 from ..callbacks import Callback
@@ -140,29 +139,30 @@ class Watch(Warner):
 
 
 def _uniform_guess_loss(trainer: Trainer) -> float | None:
-    """The weighted total loss of a uniform guess (sum of weight x ln classes); None when some
-    trained head has no class target to compare with."""
-    targets = trainer.recipe.interface().targets
+    """The weighted total loss of a uniform guess (sum of weight x ln classes, the classes each
+    head declares it predicts); None when some trained head predicts no classes to compare with."""
     total = 0.0
-    for binding in trainer.model.bindings.values():
+    for name, binding in trainer.model.bindings.items():
         if binding.weight == 0:
             continue
-        spec = targets[binding.target]
-        if not isinstance(spec, Classes):
+        space = trainer.model.heads[name].prediction_space()
+        if space.classes is None or space.length is not None:
             return None
-        total += binding.weight * math.log(spec.classes)
+        total += binding.weight * math.log(space.classes)
     return total or None
 
 
 @torch.no_grad()
 def _best_constant_accuracy(trainer: Trainer) -> dict[str, float]:
     """Per head whose primary metric is accuracy: the test accuracy of always guessing the most
-    frequent class of its target (chance, for imbalanced targets such as a sum)."""
-    targets = trainer.recipe.interface().targets
-    heads = {name: binding.target for name, binding in trainer.model.bindings.items()
-             if trainer.model.heads[name].primary_metric == "accuracy" and isinstance(targets[binding.target], Classes)}  # fmt: skip
-    counts = {t: torch.zeros(targets[t].classes, device=trainer.device) for t in set(heads.values())}
+    frequent right prediction (chance, for imbalanced targets such as a sum): the most frequent
+    class of its target, or of what its declared prediction space derives from it."""
+    model = trainer.model
+    spaces = {name: head.prediction_space() for name, head in model.heads.items() if head.primary_metric == "accuracy"}
+    spaces = {name: space for name, space in spaces.items() if space.classes is not None and space.length is None}
+    counts = {name: torch.zeros(space.classes, device=trainer.device) for name, space in spaces.items()}
     for batch in eval_batches(trainer.generator, "test", trainer.recipe.seed, trainer.device):
-        for target, count in counts.items():
-            count += torch.bincount(batch[target].clamp(0, len(count) - 1), minlength=len(count)).float()
-    return {head: float(counts[t].max() / counts[t].sum().clamp_min(1)) for head, t in heads.items()}
+        for name, count in counts.items():
+            right = spaces[name].expected(batch[model.bindings[name].target])
+            count += torch.bincount(right.clamp(0, len(count) - 1), minlength=len(count)).float()
+    return {name: float(count.max() / count.sum().clamp_min(1)) for name, count in counts.items()}

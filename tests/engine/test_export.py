@@ -298,13 +298,13 @@ def test_missing_onnx_packages_name_the_extra(trained, monkeypatch, cli, tmp_pat
 
 def test_a_mismatch_fails_and_writes_nothing(tmp_path, tiny_root, monkeypatch, cli):
     run = built_run(tmp_path, tiny_root, "original.toml")
-    real = export_module._runner
+    real = export_module.formats.runner
 
     def off_by_a_little(fmt, data, outputs):
         run_it, runtime = real(fmt, data, outputs)
         return (lambda inputs: {k: v + 1e-3 if v.is_floating_point() else v for k, v in run_it(inputs).items()}), runtime
 
-    monkeypatch.setattr(export_module, "_runner", off_by_a_little)
+    monkeypatch.setattr(export_module.formats, "runner", off_by_a_little)
     with pytest.raises(ExportMismatch, match=r"largest absolute differences digit 0\.001.*tolerance 0\.0001\); nothing was written") as caught:
         run.export("torchscript")
     assert caught.value.exit_code == 1

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from torch import Tensor
 
-from ...contracts import Digits, Head, Params, Spec
+from ...contracts import Digits, Head, Params, PredictionSpace, Spec
 from ..digits import argmax_sum, most_probable_sum, sum_log_likelihood
 
 
@@ -60,6 +60,12 @@ class Addition(Head):
         """The predicted sum ``[B, N + 1]``, most significant first."""
         a, b = output[:, : self.n].detach(), output[:, self.n :].detach()
         return most_probable_sum(a, b) if self.params.prediction == "viterbi" else argmax_sum(a, b)
+
+    def prediction_space(self) -> PredictionSpace:
+        """The sum's N + 1 digits, most significant first (the target's own)."""
+        return PredictionSpace(self.base, self.n + 1, meaning="the digits of the sum, most significant first",
+                               output=f"log-probabilities [batch, {2 * self.n}, {self.base}] of each image's digit, "
+                                      f"the first {self.n} images one number's, the next {self.n} the other's")  # fmt: skip
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
         right = self.predict(output) == target

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ...contracts import Classes, Head, Params, Spec
+from ...contracts import Classes, Head, Params, PredictionSpace, Spec
 
 
 class Classify(Head):
@@ -45,6 +45,12 @@ class Classify(Head):
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
         return {"accuracy": (output.argmax(dim=1) == target).float()}
+
+    def prediction_space(self) -> PredictionSpace:
+        """The target's classes; with ``output = "probabilities"`` the output already is their softmax."""
+        c = self.target.classes
+        probabilities = f"probabilities over the {c} classes (softmax already applied); argmax over axis 1 is the class"
+        return PredictionSpace(c, output=probabilities if self.params.output == "probabilities" else "")
 
     def probabilities(self, output: Tensor) -> Tensor:
         """The softmax of the logits; with ``output = "probabilities"`` the output already is it."""

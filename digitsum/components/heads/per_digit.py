@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from ...contracts import Digits, Head, Params, Spec
+from ...contracts import Digits, Head, Params, PredictionSpace, Spec
 
 
 class PerDigit(Head):
@@ -46,6 +46,11 @@ class PerDigit(Head):
     def predict(self, output: Tensor) -> Tensor:
         """The most probable digit of each image, ``[B, K]``."""
         return output.argmax(dim=-1)
+
+    def prediction_space(self) -> PredictionSpace:
+        """A digit per image: the target's digits, in the backbone's order."""
+        return PredictionSpace(self.base, self.length, meaning="the digit of each image, in the backbone's order",
+                               output=f"logits [batch, {self.length}, {self.base}]: argmax over the last axis is each image's digit")  # fmt: skip
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
         right = self.predict(output) == target

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ...contracts import Classes, Head, Params, Spec
+from ...contracts import Classes, Head, Params, PredictionSpace, Spec
 
 
 class Regress(Head):
@@ -53,6 +53,12 @@ class Regress(Head):
     def predict(self, output: Tensor) -> Tensor:
         """The nearest valid value: rounded and clamped to the target's range."""
         return output.detach().round().clamp(0, self.target.classes - 1).long()
+
+    def prediction_space(self) -> PredictionSpace:
+        """The target's classes, reached by rounding the one real number the head outputs."""
+        c = self.target.classes
+        return PredictionSpace(c, relation="rounded", output="one real number per sample, the target's value: "
+                               f"round it and clamp it to [0, {c - 1}] for the class")  # fmt: skip
 
     def probabilities(self, output: Tensor) -> None:
         """None: a regression gives one value, not a distribution over the classes."""

@@ -37,7 +37,7 @@ def check_data(probe: Probe) -> list[Finding]:
         y = batch[target]
         findings += _range_finding("target", target, y, spec.classes, "the loss indexes the head's outputs with it")
         for head in (h for h in probe.model.heads if probe.target_of(h) == target):
-            findings += _width_finding(probe, head, outputs[head], spec.classes, target)
+            findings += _width_finding(probe, head, outputs[head], probe.classes_of(head), target)
         if y.numel():
             findings.append(_balance(target, y, spec.classes))
     return findings
@@ -55,16 +55,17 @@ def _argmax_like(probe: Probe, head: str, width: int) -> bool:
     return predicted.shape == (width,) and bool((predicted.cpu() == torch.arange(width)).all())
 
 
-def _width_finding(probe: Probe, head: str, output: Tensor, classes: int, target: str) -> list[Finding]:
-    """A head with fewer outputs than classes, when its declaration and its ``predict`` both say
-    it scores one output per class (then classes above its width cannot be predicted)."""
-    if output.dim() != 2 or output.shape[1] >= classes or probe.output_kind(head) != "class_logits":
+def _width_finding(probe: Probe, head: str, output: Tensor, classes: int | None, target: str) -> list[Finding]:
+    """A head with fewer outputs than the classes it declares it predicts, when its declaration
+    and its ``predict`` both say it scores one output per class (then classes above its width
+    cannot be predicted)."""
+    if classes is None or output.dim() != 2 or output.shape[1] >= classes or probe.output_kind(head) != "class_logits":
         return []
     width = output.shape[1]
     if not _argmax_like(probe, head, width):
         return []  # judged through its predict and metrics, not through its output's width
     return [Finding("data", "error", f"heads.{head} has {width} outputs for {classes} classes",
-                    f"target '{target}' has {classes} classes; heads.{head} outputs {width} values per sample and predicts their argmax",
+                    f"heads.{head} predicts {classes} classes of target '{target}'; it outputs {width} values per sample and predicts their argmax",
                     "labels above the head's size cannot be predicted", "bind the head to a target of its size",
                     [f"heads.{head}.target"], {"outputs": width, "classes": classes})]  # fmt: skip
 

@@ -71,16 +71,17 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
             continue
         if output.shape[1] != classes:
             continue
-        target = batch[probe.target_of(head)]
+        target = batch[probe.target_of(head)]  # what the loss takes; what it predicts is `expected`
+        expected = probe.expected(head, batch)
         loss_fn = model.heads[head].loss
-        floor = float(loss_fn(F.one_hot(target, classes).to(output.dtype), target))  # a perfect, certain prediction
+        floor = float(loss_fn(F.one_hot(expected, classes).to(output.dtype), target))  # a perfect, certain prediction
         start = float(loss_fn(output.detach(), target))
         if floor < 0.05 * math.log(classes):
             findings.append(Finding("double_softmax", "info", f"heads.{head} outputs probabilities and its loss takes them as such",
                                     f"loss of a perfect prediction: {fmt(floor)}", figures={"floor": floor}))  # fmt: skip
             continue
         # what the same outputs would give if the loss took their log (= cross-entropy on the logits)
-        as_logits = F.nll_loss(output.clamp_min(1e-12).log(), target)
+        as_logits = F.nll_loss(output.clamp_min(1e-12).log(), expected)
         head_params, body_params = list(model.heads[head].parameters()), list(model.backbone.parameters())
         loss = loss_fn(output, target)
         g_head, g_head_ok = grad_norm(loss, head_params), grad_norm(as_logits, head_params)

@@ -1,0 +1,152 @@
+"""Export a trained run for use outside digitsum: an ONNX or TorchScript file and a JSON sidecar.
+
+The exported model takes each of the generator's inputs *raw*, by name (ONNX) or in the
+generator's order (TorchScript): images as float32 ``[batch, C, H, W]`` pixels in [0, 1], a
+light digit on a dark ground (MNIST's format), categoricals as int64 ``[batch]``; the
+generator's ``encode`` is part of the graph. It returns, per head, the head's raw output (named
+after the head) and ``<head>_prediction``, the head's own ``predict`` of it. Probabilities are
+not exported (an ordinal head's way to them has no ONNX translation): the sidecar
+(:mod:`.sidecar`) says how to read each output, as the head declares it, and for a model with
+image inputs :mod:`digitsum.mnist_format` is copied beside the file. Nothing is written unless
+the file reproduces PyTorch's outputs (:mod:`.formats`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .. import __version__
+from ..contracts import Image, Images
+from ..errors import UserError
+from ..engine.component_errors import blame_components
+from ..engine.rundir import atomic_write, write_json
+from . import formats
+from .formats import (CHECK_BATCHES, FORMATS, ONNX_OPSET, SAMPLES, TOLERANCE, ExportFailed, ExportMismatch, ExportModule,
+                      check_format, check_inputs, differences, format_for, random_inputs, require_exporter)  # fmt: skip
+from .sidecar import (SIDECAR_FORMAT, check_preprocess_target, describe_inputs, describe_outputs, describe_preprocessing,
+                      preprocess_code, preprocess_path, sidecar_path)  # fmt: skip
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+__all__ = ["FORMATS", "ONNX_OPSET", "SIDECAR_FORMAT", "ExportFailed", "ExportMismatch", "Exported", "check_format",
+           "describe_preprocessing", "export_run", "format_for", "preprocess_path", "require_exporter", "sidecar_path"]
+
+#: The batch size the model is traced with: not 1, which the exporter would specialise.
+_TRACE_BATCH = 3
+
+
+@dataclass
+class Exported:
+    """What :func:`export_run` wrote and the check it made before writing.
+
+    ``differences``: per output, the largest absolute difference from PyTorch's output over
+    the check's samples and batch sizes.
+    """
+
+    path: Path
+    sidecar: Path
+    format: str
+    samples: int
+    source: str
+    differences: dict[str, float] = field(default_factory=dict)
+    tolerance: float = TOLERANCE
+    #: the copy of digitsum/mnist_format.py next to the model (None: the model takes no images)
+    preprocess: Path | None = None
+
+    @property
+    def max_difference(self) -> float:
+        return max(self.differences.values(), default=0.0)
+
+
+def _target_path(run_dir: Path, fmt: str, out: str | Path | None, force: bool) -> Path:
+    path = Path(out) if out is not None else run_dir / FORMATS[fmt]
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give --out a file name, e.g. {path / FORMATS[fmt]}")
+    taken = [p for p in (path, sidecar_path(path)) if p.exists()]
+    if taken and not force:
+        raise UserError(f"{taken[0]} already exists; pass --force to overwrite it, or choose another --out")
+    return path
+
+
+def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, force: bool = False,
+               samples: int = SAMPLES, tolerance: float = TOLERANCE) -> Exported:  # fmt: skip
+    """Export a trained run's model to ``fmt`` (``"onnx"`` or ``"torchscript"``) with a JSON sidecar.
+
+    ``out``: the model file (default ``RUN_DIR/model.onnx`` or ``RUN_DIR/model.pt``); the
+    sidecar is ``out`` with ``.json`` appended; for a model with image inputs, the preprocessing
+    code (a copy of :mod:`digitsum.mnist_format`) is :func:`preprocess_path` of ``out``. An
+    existing file is kept unless ``force`` (a preprocess file holding the same code is rewritten).
+    Before writing, the exported model runs on ``samples`` raw inputs (MNIST test images when
+    they are on disk) and its outputs are compared with PyTorch's: a largest absolute difference
+    above ``tolerance`` raises :class:`ExportMismatch` (exit 1) and writes nothing. Every file
+    is written atomically (a temporary file in the same folder, renamed), the sidecar last.
+    """
+    fmt = check_format(fmt)
+    require_exporter(fmt)
+    path = _target_path(run.run_dir, fmt, out, force)
+    specs = dict(run.recipe.interface().inputs)
+    code = preprocess_path(path) if any(isinstance(spec, (Image, Images)) for spec in specs.values()) else None
+    if code is not None:
+        check_preprocess_target(code, force)
+    inputs = list(specs)
+    outputs = formats.output_names(inputs, list(run.model.heads))
+    # a CPU copy in eval mode: the file runs anywhere, and the run's own model is left alone
+    module = ExportModule(copy.deepcopy(run.model).cpu().eval(), run.generator, inputs).eval()
+    example = tuple(random_inputs(specs, _TRACE_BATCH))
+    with blame_components(run.recipe), torch.no_grad():
+        results = module(*example)  # a component that fails eagerly is named, not the exporter
+    shapes = {name: (["batch", *t.shape[1:]], str(t.dtype).removeprefix("torch.")) for name, t in results.items()}
+    metadata = {"digitsum_version": __version__, "recipe": run.recipe.name, "sidecar": sidecar_path(path).name}
+
+    started = time.perf_counter()
+    if fmt == "onnx":
+        data = formats.export_onnx(module, example, outputs, metadata)
+    else:
+        data = formats.export_torchscript(module, example, metadata)
+    export_seconds = time.perf_counter() - started
+    run_exported, runtime = formats.runner(fmt, data, outputs)
+    check, source = check_inputs(run, specs, samples)
+    found = differences(run_exported, module, check, outputs)
+    result = Exported(path, sidecar_path(path), fmt, samples, source, found, tolerance, code)
+    if not result.max_difference <= tolerance:
+        shown = ", ".join(f"{n} {d:.3g}" for n, d in found.items())
+        raise ExportMismatch(
+            f"the exported {fmt} model does not reproduce PyTorch's outputs on {source}: largest absolute "
+            f"differences {shown} (tolerance {tolerance:g}); nothing was written"
+        )
+
+    summary = run.summary or {}
+    sidecar = {
+        "format": "digitsum-export",
+        "format_version": SIDECAR_FORMAT,
+        "digitsum_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": formats.describe_model(fmt, path.name, inputs),
+        "run_dir": str(run.run_dir.resolve()),
+        "recipe_name": run.recipe.name,
+        "recipe": run.recipe.to_dict(),
+        "inputs": describe_inputs(specs),
+        "preprocessing": describe_preprocessing(specs, code),
+        "outputs": describe_outputs(run, shapes),
+        "metrics": {"split": "test", "epochs": summary.get("epochs", len(run.history)), "status": run.status,
+                    "heads": summary.get("metrics", {}).get("test", {})},  # fmt: skip
+        "verification": {"samples": samples, "source": source, "batch_sizes": [samples, *CHECK_BATCHES],
+                         "runtime": runtime, "tolerance": tolerance, "max_abs_difference": found,
+                         "export_seconds": round(export_seconds, 2)},  # fmt: skip
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {path.parent}: {e.strerror or e}") from None
+    atomic_write(path, lambda f: f.write(data))
+    if code is not None:
+        atomic_write(code, lambda f: f.write(preprocess_code()))
+    write_json(result.sidecar, sidecar)
+    return result
