@@ -23,7 +23,7 @@ def compare(
     import digitsum
     from ..comparison import render_table
 
-    comparison = digitsum.comparison(recipes, grid or [], set_ or [], out)
+    comparison = digitsum.compare(recipes, grid or [], set_ or [], out)
     render_table(comparison.rows, console)
     if comparison.interruption is not None:
         say(f"interrupted: {comparison.out_dir} holds the variants compared so far", err=True)
