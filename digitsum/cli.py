@@ -67,8 +67,6 @@ def run(
     Ctrl-C or SIGTERM stops after the current step and keeps a checkpoint; again, at once.
     Under torchrun, every rank trains its slice; rank 0 alone prints and writes.
     """
-    if recipe is not None or resume is not None:
-        _warm_up_sidecars(resume / "recipe.toml" if resume is not None else recipe, [] if resume is not None else set_ or [])
     from .engine import runner
     from .engine.distributed import current
     from .recipe import load_recipe
@@ -96,25 +94,6 @@ def run(
     if outcome.failure:
         err_console.print(f"[bold red]error:[/] {outcome.failure}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-
-
-def _warm_up_sidecars(source: str | Path, overrides: list[str]) -> None:
-    """Start the sidecars of the run's pictures and of the loggers the recipe names now, before
-    torch is imported (see digitsum/sidecar.py, ``warm_up``): their imports run on the core the
-    run's start-up leaves idle. Only a head start: a recipe that cannot be read is reported by
-    its validation, a moment later, and rank 0 alone draws and logs under torchrun."""
-    import os
-
-    from .recipe import logger_types, recipe_document
-    from .sidecar import PAINTER, warm_up, warm_up_loggers
-
-    if os.environ.get("RANK", "0") != "0":
-        return
-    warm_up(PAINTER)
-    try:
-        warm_up_loggers(logger_types(recipe_document(source, overrides)).values())
-    except Exception:  # noqa: BLE001 - the same error is raised, with its message, by load_recipe
-        return
 
 
 @app.command()
@@ -503,9 +482,6 @@ def new_plugin(
 def main() -> None:
     """The command line, run in this process (tests call it): user errors end in a short message
     and exit code 2."""
-    from .threads import note_start
-
-    note_start()  # before anything heavy: what other work keeps the cores busy meanwhile (see threads.py)
     try:
         app()  # click handles its own usage errors (exit 2); ours come through here
     except UserError as e:
@@ -519,13 +495,5 @@ def main() -> None:
 
 
 def entry_point() -> None:
-    """The ``digitsum`` executable (and ``python -m digitsum``): :func:`main` in a process of its
-    own, whose garbage collector is paused while the command starts and frozen as it exits
-    (see digitsum/collector.py: about a second less start-up and exit)."""
-    from . import collector
-
-    collector.pause()
-    try:
-        main()
-    finally:
-        collector.exiting()
+    """The ``digitsum`` executable (and ``python -m digitsum``): :func:`main`."""
+    main()
