@@ -12,11 +12,7 @@ import platform
 import time
 from pathlib import Path
 
-from digitsum.threads import note_start
-
-note_start()  # as `digitsum run` does, before torch is imported (see digitsum/threads.py)
-
-import torch  # noqa: E402
+import torch
 
 from digitsum.data import default_root
 from digitsum.engine.batches import train_batches

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from digitsum.catalog import METRICS_FILE, recipe_entries, recorded_metrics, settings_digest
-from digitsum.engine.rundir import write_json
+from digitsum.files import write_json
 from digitsum.recipe import load_recipe, recipe_document
 
 #: The test metric each seed of a shipped recipe must reach, per head (issue 15).

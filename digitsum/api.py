@@ -79,9 +79,6 @@ def train(
     the returned run's ``status`` is ``"stopped"``, and :func:`resume` continues it. Under
     torchrun, ranks other than 0 return None.
     """
-    from .threads import note_start
-
-    note_start()  # what other work keeps the cores busy while the run starts (see threads.py)
     from .engine import runner
 
     loaded = load_recipe(recipe, overrides)
@@ -95,9 +92,6 @@ def train(
 def resume(run_dir: str | Path, *, progress: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
     """Continue an interrupted run from its last checkpoint, exactly where it stopped
     (``digitsum run --resume``); return the trained :class:`Run`."""
-    from .threads import note_start
-
-    note_start()
     from .engine import runner
 
     return _as_run(runner.resume(run_dir, callbacks=callbacks, progress=progress))

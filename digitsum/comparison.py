@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import UserError
 from .recipe import Recipe, load_recipe, parse_override
-from .engine.rundir import write_json, write_text
+from .files import write_json, write_text
 from .callbacks import Callback
 from .engine.interrupt import Interruption
 from .diagnosis.preflight import Preflight

@@ -54,3 +54,43 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` to ``path`` as indented JSON, atomically."""
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON line per epoch and split.
+
+    Each append rewrites the (small) file atomically, so a full disk or a kill never leaves
+    half a line.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def records(self) -> list[dict[str, Any]]:
+        """The whole records in the file (a torn or foreign line is skipped)."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._write(self.records() + [record])
+
+    def keep_epochs(self, epochs: int) -> None:
+        """Drop the records of epochs after ``epochs`` (a resumed run logs them again)."""
+        records = self.records()
+        kept = [r for r in records if isinstance(r.get("epoch"), int) and r["epoch"] <= epochs]
+        if kept != records or (self.path.exists() and not kept):
+            self._write(kept)
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))

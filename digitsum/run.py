@@ -17,7 +17,7 @@ from .recipe import Recipe
 from .engine.build import build
 from .engine.model import DigitModel
 from .engine.resume import open_run
-from .engine.rundir import MetricsLog
+from .files import MetricsLog
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -380,7 +380,7 @@ def test_full_disk_leaves_every_file_whole(cli, tiny_data, tmp_path, name, nth, 
 def test_files_digitsum_writes_get_the_usual_permissions(tmp_path):
     import os
 
-    from digitsum.engine.rundir import write_text
+    from digitsum.files import write_text
 
     old = os.umask(0o022)
     try:

@@ -4,7 +4,7 @@ read back with their own readers — across an interrupted and resumed run."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future
+import socket
 from pathlib import Path
 
 import pytest
@@ -154,9 +154,18 @@ def test_tensorboard_shows_one_run_whose_epochs_continue(logged_run):
     assert {"curves", "samples"} <= set(tags["images"])
     image = events.Images("curves")[-1]
     assert image.step == 2 and image.width > 100 and image.height > 100
-    assert image.encoded_image_string == (logged_run / "curves.png").read_bytes()  # the very picture of the run
+    assert png_pixels(image.encoded_image_string) == png_pixels((logged_run / "curves.png").read_bytes())  # the very picture of the run
     (text,) = events.Tensors("recipe/text_summary")
     assert b'name = "original"' in text.tensor_proto.string_val[0] and b"[train.optimizer]" in text.tensor_proto.string_val[0]
+
+
+def png_pixels(data: bytes) -> tuple[tuple[int, int], str, bytes]:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size, image.mode, image.tobytes()
 
 
 def test_mlflow_keeps_one_run_with_params_metrics_and_artifacts(logged_run, mlflow_uri):
@@ -178,14 +187,9 @@ def test_mlflow_keeps_one_run_with_params_metrics_and_artifacts(logged_run, mlfl
     assert {"recipe.toml", "metrics.jsonl", "summary.json", "checkpoint.pt", "curves.png", "metrics.csv"} <= artifacts
 
 
-def test_digitsum_run_logs_to_mlflow_through_the_sidecar_it_warmed_up(cli, tiny_root, tmp_path, mlflow_uri, monkeypatch):
-    """The command line starts the MLflow sidecar before it imports torch; the logger takes it over."""
+def test_digitsum_run_logs_to_mlflow(cli, tiny_root, tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
-    from digitsum import sidecar as sidecars
-
-    warmed, real = [], sidecars.warm_up
-    monkeypatch.setattr(sidecars, "warm_up", lambda target: (warmed.append(target), real(target)))
     run_dir = tmp_path / "run"
     sets = tiny_args(tiny_root, 1, 64, f"log.mlflow.tracking_uri='{mlflow_uri}'", "log.mlflow.experiment='tests'")
     result = cli("run", "original", *[a for s in sets for a in ("--set", s)], "--out", run_dir)
@@ -194,14 +198,11 @@ def test_digitsum_run_logs_to_mlflow_through_the_sidecar_it_warmed_up(cli, tiny_
     experiment = client.get_experiment_by_name("tests")
     (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`digitsum.run_dir` = '{run_dir.resolve()}'")
     assert run.info.status == "FINISHED" and "test/sum/accuracy" in run.data.metrics
-    assert warmed == [sidecars.PAINTER, sidecars.LOGGER_TARGETS["mlflow"]]
-    assert not sidecars._warm  # started early, then taken over: by the pictures and by the logger
 
 
-def test_an_mlflow_store_that_fails_stops_the_run_after_its_first_epoch(tiny_root, tmp_path):
-    """The MLflow logger talks to its store in the background; a store that cannot be used
-    still stops the run at its first epoch's end (not after its last), with a user error that
-    names the logger and the store."""
+def test_an_mlflow_store_that_fails_stops_the_run_before_it_trains(tiny_root, tmp_path):
+    """A store that cannot be used stops the run as it starts, with a user error that names
+    the logger and the store."""
     pytest.importorskip("mlflow")
     recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 3, 64, "log.mlflow.tracking_uri='nosuchscheme://nowhere'"))
     with pytest.raises(UserError, match="log.mlflow: MLflow cannot use the tracking store 'nosuchscheme://nowhere'"):
@@ -210,28 +211,31 @@ def test_an_mlflow_store_that_fails_stops_the_run_after_its_first_epoch(tiny_roo
     assert "nosuchscheme" in summary["failed"] and summary["position"]["epoch"] <= 1
 
 
-def test_a_checkpoint_taken_before_mlflow_answered_resumes_the_same_mlflow_run(tiny_root, tmp_path, mlflow_uri, monkeypatch):
-    """A checkpoint never waits for the MLflow store: until it has created the run, the
-    checkpoint names the run by its key, and a resume finds the run by that tag."""
+def test_an_unreachable_mlflow_server_is_refused_at_once(tiny_root, tmp_path):
+    """MLflow retries a server for minutes; a run refuses one that accepts no connection as it starts."""
+    pytest.importorskip("mlflow")
+    with socket.socket() as free:  # a port nothing listens on once closed
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, f"log.mlflow.tracking_uri='http://127.0.0.1:{port}'"))
+    with pytest.raises(UserError, match=f"log.mlflow: cannot reach the MLflow tracking server 'http://127.0.0.1:{port}'"):
+        start(recipe, tmp_path / "run", progress=False, preflight=False)
+
+
+def test_a_checkpoint_naming_the_mlflow_run_by_its_key_alone_resumes_the_same_mlflow_run(tiny_root, tmp_path, mlflow_uri):
+    """A checkpoint of an earlier digitsum may name its MLflow run by the key only (taken before
+    the store had answered); a resume finds the run by that tag."""
     import torch
     from mlflow.tracking import MlflowClient
 
-    from digitsum.components import loggers as builtin_loggers
-
-    real_call = builtin_loggers.Sidecar.call
-
-    def start_not_yet_answered(self, method, *args):
-        answer = real_call(self, method, *args)
-        return Future() if method == "start" else answer  # the store works on; the logger has not heard back
-
-    monkeypatch.setattr(builtin_loggers.Sidecar, "call", start_not_yet_answered)
     run_dir = tmp_path / "run"
     recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 2, 64, f"log.mlflow.tracking_uri='{mlflow_uri}'", "log.mlflow.experiment='tests'"))
     assert not start(recipe, run_dir, callbacks=[StopAt(1, 2)], progress=False, preflight=False).trainer.finished
-    (kept,) = [s for s in torch.load(run_dir / "checkpoint.pt", weights_only=False)["callbacks"].values() if "run_key" in s]
-    assert set(kept) == {"run_key"}  # taken before the store answered
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    (name,) = [n for n, s in state["callbacks"].items() if "run_key" in s]
+    kept = state["callbacks"][name] = {"run_key": state["callbacks"][name]["run_key"]}
+    torch.save(state, run_dir / "checkpoint.pt")
 
-    monkeypatch.setattr(builtin_loggers.Sidecar, "call", real_call)
     assert resume(run_dir, progress=False).trainer.finished
     client = MlflowClient(mlflow_uri)
     experiment = client.get_experiment_by_name("tests")

@@ -1,41 +1,38 @@
-"""The default thread count (digitsum/threads.py): one per usable core that other work leaves free."""
+"""The default thread count (``train.threads = 0``, engine/accel.py): one per usable core,
+whatever else the machine is doing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
-from digitsum import threads
-from digitsum.threads import busy_cores, default_threads, note_start, usable_cores
+from digitsum.engine.accel import default_threads, usable_cores
+from digitsum.recipe import load_recipe
+
+from .conftest import RECIPES
+from .runs import tiny_args
 
 
 @pytest.mark.parametrize(
-    ("cores", "ranks", "omp", "busy", "expected"),
+    ("cores", "ranks", "omp", "expected"),
     [
-        (2, 1, None, 0.0, 2),  # one thread per usable core
-        (1, 1, None, 0.0, 1),
-        (8, 2, None, 0.0, 4),  # torchrun: the cores split between the local ranks
-        (2, 4, None, 0.0, 1),  # never fewer than one
-        (8, 1, "3", 0.0, 3),  # OMP_NUM_THREADS wins
-        (8, 1, "3", 5.0, 3),  # ... over the load too
-        (8, 2, "1", 0.0, 1),  # what torchrun sets
-        (8, 1, "4,2", 0.0, 4),  # a nested list: the outer level counts
-        (2, 1, "lots", 0.0, 2),  # malformed: ignored, as libgomp does
-        (2, 1, "0", 0.0, 1),
-        (2, 1, None, 0.3, 2),  # a little background work takes no core
-        (2, 1, None, 0.6, 1),  # one busy process takes one
-        (2, 1, None, 1.0, 1),
-        (2, 1, None, 7.5, 1),  # a crowded machine: still one thread
-        (16, 1, None, 1.0, 15),
-        (16, 2, None, 2.0, 7),
+        (2, 1, None, 2),  # one thread per usable core
+        (1, 1, None, 1),
+        (8, 2, None, 4),  # torchrun: the cores split between the local ranks
+        (2, 4, None, 1),  # never fewer than one
+        (8, 1, "3", 3),  # OMP_NUM_THREADS wins
+        (8, 2, "1", 1),  # what torchrun sets
+        (8, 1, "4,2", 4),  # a nested list: the outer level counts
+        (2, 1, "lots", 2),  # malformed: ignored, as libgomp does
+        (2, 1, "0", 1),
     ],
 )
-def test_default_threads(cores, ranks, omp, busy, expected):
-    assert default_threads(cores, ranks, omp, busy) == expected
+def test_default_threads(cores, ranks, omp, expected):
+    assert default_threads(cores, ranks, omp) == expected
 
 
 def test_usable_cores_follow_the_affinity():
@@ -43,56 +40,43 @@ def test_usable_cores_follow_the_affinity():
     assert usable_cores() == expected
 
 
-def test_own_work_is_not_counted_as_other_work():
-    note_start()
-    time.sleep(0.5)
-    idle = busy_cores()  # whatever else the machine does
-    note_start()
-    deadline = time.perf_counter() + 0.5
-    while time.perf_counter() < deadline:  # this process busy, on one core
-        pass
-    assert busy_cores() < idle + 0.5  # counted, it would add a whole core
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the CPU counters are Linux's")
-def test_a_busy_process_beside_is_counted():
-    other = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+@pytest.fixture
+def busy_process():
+    """A pure-Python busy loop (one core, all the time), running once the fixture yields."""
+    busy = subprocess.Popen([sys.executable, "-c", "print('ready', flush=True)\nwhile True: pass"], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.3)  # it has started
-        note_start()
-        time.sleep(0.7)
-        busy = busy_cores()
+        assert busy.stdout.readline().strip() == "ready"
+        yield busy
     finally:
-        other.kill()
-        other.wait()
-    assert busy >= threads.TAKEN  # one process busy all the window (the other core is idle)
+        busy.kill()
+        busy.wait()
 
 
-def test_without_a_start_the_window_is_waited_out(monkeypatch):
-    monkeypatch.setattr(threads, "_start", None)
-    started = time.perf_counter()
-    busy_cores()
-    assert time.perf_counter() - started >= threads.MIN_WINDOW * 0.9
+def test_the_default_does_not_follow_the_load(busy_process):
+    quiet = default_threads(usable_cores())
+    assert busy_process.poll() is None  # the competing process is running
+    assert default_threads(usable_cores()) == quiet == usable_cores()
 
 
-def test_without_cpu_counters_nothing_is_busy(monkeypatch):
-    monkeypatch.setattr(threads, "_machine_busy_seconds", lambda stat="/proc/stat": None)
-    note_start()
-    assert busy_cores() == 0.0
+def _trained_heads(root, out) -> list[dict]:
+    from digitsum.engine.runner import start
+
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(root, 1, 64, "train.threads=0"))
+    start(recipe, out, progress=False, preflight=False)
+    return [json.loads(line)["heads"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the CPU counters are Linux's")
-def test_a_helper_process_counts_as_own_work():
-    """A logger's sidecar importing its library while the run starts must not cost the run a
-    thread: the process it counts as its own is left out of the busy cores."""
-    helper = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)
-        threads.count_as_own(helper.pid)
-        note_start()
-        time.sleep(0.7)
-        busy = busy_cores()
-    finally:
-        helper.kill()
-        helper.wait()
-    assert busy < threads.TAKEN  # counted as another's, it would take a whole core
+@pytest.fixture
+def quiet_run(tiny_root, tmp_path, monkeypatch):
+    """``original``'s metrics after one tiny epoch with the default threads, trained before any
+    busy process starts; torch's thread count is put back afterwards."""
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    yield _trained_heads(tiny_root, tmp_path / "quiet")
+    torch.set_num_threads(before)
+
+
+def test_the_same_recipe_and_seed_give_the_same_bits_beside_a_busy_process(quiet_run, busy_process, tiny_root, tmp_path):
+    assert _trained_heads(tiny_root, tmp_path / "busy") == quiet_run  # every metric, to the last bit

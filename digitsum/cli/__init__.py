@@ -65,11 +65,8 @@ def _main(
 
 
 def main() -> None:
-    """The command line, run in this process (tests call it): user errors end in a short message
-    and exit code 2."""
-    from ..threads import note_start
-
-    note_start()  # before anything heavy: what other work keeps the cores busy meanwhile (see threads.py)
+    """The ``digitsum`` executable (and ``python -m digitsum``; tests call it too): user errors
+    end in a short message and exit code 2."""
     try:
         app()  # click handles its own usage errors (exit 2); ours come through here
     except UserError as e:
@@ -80,19 +77,6 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C outside training (loading data, say): nothing was written
         err_console.print("interrupted", highlight=False)
         sys.exit(130)
-
-
-def entry_point() -> None:
-    """The ``digitsum`` executable (and ``python -m digitsum``): :func:`main` in a process of its
-    own, whose garbage collector is paused while the command starts and frozen as it exits
-    (see digitsum/collector.py: about a second less start-up and exit)."""
-    from .. import collector
-
-    collector.pause()
-    try:
-        main()
-    finally:
-        collector.exiting()
 
 
 # Each module registers its commands on the app (they import what is above), in the order

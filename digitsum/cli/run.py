@@ -24,8 +24,6 @@ def run(
     Ctrl-C or SIGTERM stops after the current step and keeps a checkpoint; again, at once.
     Under torchrun, every rank trains its slice; rank 0 alone prints and writes.
     """
-    if recipe is not None or resume is not None:
-        _warm_up_sidecars(resume / "recipe.toml" if resume is not None else recipe, [] if resume is not None else set_ or [])
     import digitsum
 
     if resume is not None:
@@ -47,22 +45,3 @@ def run(
     if trained.failure:
         err_console.print(f"[bold red]error:[/] {trained.failure}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-
-
-def _warm_up_sidecars(source: str | Path, overrides: list[str]) -> None:
-    """Start the sidecars of the run's pictures and of the loggers the recipe names now, before
-    torch is imported (see digitsum/sidecar.py, ``warm_up``): their imports run on the core the
-    run's start-up leaves idle. Only a head start: a recipe that cannot be read is reported by
-    its validation, a moment later, and rank 0 alone draws and logs under torchrun."""
-    import os
-
-    from ..recipe import logger_types, recipe_document
-    from ..sidecar import PAINTER, warm_up, warm_up_loggers
-
-    if os.environ.get("RANK", "0") != "0":
-        return
-    warm_up(PAINTER)
-    try:
-        warm_up_loggers(logger_types(recipe_document(source, overrides)).values())
-    except Exception:  # noqa: BLE001 - the same error is raised, with its message, by load_recipe
-        return

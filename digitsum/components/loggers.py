@@ -1,24 +1,26 @@
 """Built-in loggers: metrics.jsonl (always on), a CSV file, TensorBoard and MLflow.
 
-Each is a callback built from a ``[log.<name>]`` table of a recipe. The libraries of
-TensorBoard and MLflow are imported inside the hooks, never here: listing loggers, or loading
-a recipe that names one, imports neither (a missing one is reported by ``Logger.unavailable``).
+Each is a callback built from a ``[log.<name>]`` table of a recipe, and runs in the run's own
+process on its library's public API (``torch.utils.tensorboard.SummaryWriter``, MLflow's
+``MlflowClient``). The libraries of TensorBoard and MLflow are imported inside the hooks, never
+here: listing loggers, or loading a recipe that names one, imports neither (a missing one is
+reported by ``Logger.unavailable``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import time
-from concurrent.futures import Future
-from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from ..contracts import Logger, Params
-from ..engine.rundir import MetricsLog, write_text
-from ..sidecar import LOGGER_TARGETS, Sidecar
+from ..files import MetricsLog, write_text
+from ..errors import UserError
 
 if TYPE_CHECKING:
     from ..engine.train import Trainer
@@ -98,40 +100,48 @@ class TensorBoard(Logger):
 
     def __init__(self, params: Params) -> None:
         super().__init__(params)
-        # TensorBoard's import and every event's writing run in a process of their own
-        # (components/tensorboard_events.py), beside the run's start-up and training, as MLflow's do
-        self.events = Sidecar(LOGGER_TARGETS["tensorboard"], "log.tensorboard")
+        self.writer: Any = None  # a SummaryWriter, from on_start
 
     def on_start(self, trainer: Trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
         # The run directory is the event folder, so `tensorboard --logdir runs` names each run by
         # its directory. A resumed run writes a new event file there, whose purge step makes
         # TensorBoard drop what an interrupted run had logged past its last checkpoint: steps
         # (epochs) continue, one run.
         purge = trainer.epochs_done + 1 if trainer.resumed else None
-        self.events.call("open", str(trainer.run_dir), purge)
+        self.writer = SummaryWriter(str(trainer.run_dir), purge_step=purge)
         if not trainer.resumed:
             recipe = (trainer.run_dir / "recipe.toml").read_text(encoding="utf-8")
             # four spaces: a code block in TensorBoard's markdown
-            self.events.call("text", "recipe", "\n".join("    " + line for line in recipe.splitlines()), 0)
+            self.writer.add_text("recipe", "\n".join("    " + line for line in recipe.splitlines()), 0)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
-        self.events.check()  # an event file that cannot be written stops the run now, not after its last epoch
-        self.events.call("scalars", scalars(trainer, train, test), epoch, time.time())
+        now = time.time()
+        for tag, value in scalars(trainer, train, test).items():
+            self.writer.add_scalar(tag, value, epoch, walltime=now)
+        self.writer.flush()  # `tensorboard` shows each epoch as it ends
 
     def on_end(self, trainer: Trainer, summary: dict) -> None:
         if self.params.images:
+            import numpy as np
+            from PIL import Image
+
             for name in PICTURES:
                 path = trainer.run_dir / name
                 if path.exists():
-                    self.events.call("png", Path(name).stem, str(path), trainer.epochs_done)
+                    with Image.open(path) as picture:  # uint8 pixels: added without any rounding
+                        pixels = np.asarray(picture)
+                    self.writer.add_image(name.removesuffix(".png"), pixels, trainer.epochs_done, dataformats="HWC")
         self._close()
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
         self._close()
 
     def _close(self) -> None:
-        self.events.call("close")
-        self.events.close()
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            writer.close()
 
 
 class MLflow(Logger):
@@ -140,6 +150,8 @@ class MLflow(Logger):
     contract = 1
     requires = ("mlflow",)
     install = 'pip install "digitsum[mlflow]"'
+    #: How long to wait for a tracking server to accept a connection before the run is refused.
+    CONNECT_SECONDS = 10.0
 
     class Params(Params):
         tracking_uri: str | None = Field(
@@ -153,51 +165,110 @@ class MLflow(Logger):
 
     def __init__(self, params: Params) -> None:
         super().__init__(params)
-        # Importing MLflow and opening its store take seconds of Python work, and each call to
-        # a store is a database transaction: all of it runs in a process of its own, overlapping
-        # the run's start-up (`digitsum run` starts that process before it imports torch:
-        # sidecar.warm_up_loggers); training waits only at the end, for the last calls.
-        self.store = Sidecar(LOGGER_TARGETS["mlflow"], "log.mlflow",
-                             experiment=params.experiment, tracking_uri=params.tracking_uri)  # fmt: skip
-        self.resumed: dict[str, str] | None = None  # the MLflow run a resumed run goes on with
-        self.started: Future | None = None  # answers the run's id and store (see state_dict)
-        self.key: str | None = None  # names the MLflow run before the store has answered (state_dict)
+        self.client: Any = None  # an MlflowClient of the store, from on_start
+        self.uri: str | None = None  # the store's tracking URI
+        self.run_id: str | None = None
+        self.key: str | None = None  # the tag ``digitsum.run_key``: names the MLflow run in checkpoints
+        self.resumed: dict[str, str] | None = None  # what a resumed run's checkpoint kept (state_dict)
 
     def on_start(self, trainer: Trainer) -> None:
         import uuid
 
-        name = self.params.run_name or f"{trainer.recipe.name} {trainer.run_dir.name}"
-        self.key = (self.resumed or {}).get("run_key") or uuid.uuid4().hex
-        tags = {"digitsum.run_dir": str(trainer.run_dir.resolve()), "digitsum.recipe": trainer.recipe.name,
-                "digitsum.run_key": self.key}  # fmt: skip
-        self.started = self.store.call("start", name, tags, flat_recipe(trainer.recipe.to_dict()), self.resumed)
+        from mlflow.entities import Param
+
+        resumed = self.resumed or {}
+        self.key = resumed.get("run_key") or uuid.uuid4().hex
+        # a resumed run goes on in the store it began in, even from another working folder or $MLFLOW_TRACKING_URI
+        self._open(resumed.get("tracking_uri") or self.params.tracking_uri)
+        with self._store():
+            # a checkpoint of an older digitsum may name the run by its key alone
+            self.run_id = resumed.get("run_id") or (self._run_with_key(self.key) if resumed else None)
+            if self.run_id is not None:
+                self.client.update_run(self.run_id, status="RUNNING")
+                return
+            name = self.params.run_name or f"{trainer.recipe.name} {trainer.run_dir.name}"
+            tags = {"digitsum.run_dir": str(trainer.run_dir.resolve()), "digitsum.recipe": trainer.recipe.name,
+                    "digitsum.run_key": self.key}  # fmt: skip
+            self.run_id = self.client.create_run(self._experiment_id(), run_name=name, tags=tags).info.run_id
+            params = [Param(k, v[:6000]) for k, v in flat_recipe(trainer.recipe.to_dict()).items()]
+            for first in range(0, len(params), 100):  # MLflow takes at most 100 params per call
+                self.client.log_batch(self.run_id, params=params[first : first + 100])
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
-        # an unusable store (it fails as it opens) stops the run at its first epoch's end, not
-        # after its last: the store opens while the run starts, so this rarely waits
-        self.store.made.exception()
-        self.store.check()
-        self.store.call("metrics", epoch, scalars(trainer, train, test), int(time.time() * 1000))
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        with self._store():
+            self.client.log_batch(self.run_id, metrics=[Metric(tag, value, now, epoch) for tag, value in scalars(trainer, train, test).items()])
 
     def on_end(self, trainer: Trainer, summary: dict) -> None:
-        artifacts = str(trainer.run_dir) if self.params.artifacts else None
-        self.store.call("end", "FINISHED" if trainer.finished else "KILLED", artifacts)
-        self.store.close()
+        with self._store():
+            if self.params.artifacts:
+                self.client.log_artifacts(self.run_id, str(trainer.run_dir))
+            self._end("FINISHED" if trainer.finished else "KILLED")
 
     def on_exception(self, trainer: Trainer, error: BaseException) -> None:
-        self.store.call("end", "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED", None)
-        self.store.close()
+        if self.run_id is not None:  # the run started (the store answered)
+            self._end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
 
     def state_dict(self) -> dict[str, Any]:
-        # A checkpoint names the MLflow run, and never waits for it: the store works at the
-        # lowest priority beside training, and the first epoch's checkpoint would otherwise wait
-        # for it to create the run (half a second of a two-epoch run). Until the store has
-        # answered, the run's key names it: a resume finds the MLflow run by that tag.
-        if self.started is not None and self.started.done() and self.started.exception() is None:
-            return self.started.result()
-        if self.resumed:
-            return dict(self.resumed)
+        if self.run_id is not None:
+            return {"run_id": self.run_id, "tracking_uri": self.uri, "run_key": self.key}
         return {"run_key": self.key} if self.key else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.resumed = dict(state) if state.get("run_id") or state.get("run_key") else None
+
+    def _open(self, uri: str | None) -> None:
+        """Open the store at ``uri`` (MLflow's default where None); a UserError if it cannot be used."""
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or mlflow.get_tracking_uri()
+        _reach(self.uri, self.CONNECT_SECONDS)
+        with self._store(f"MLflow cannot use the tracking store {self.uri!r}", "(set log.mlflow.tracking_uri, or $MLFLOW_TRACKING_URI)"):
+            self.client = MlflowClient(self.uri)
+            self.client.get_experiment_by_name(self.params.experiment)  # opens the store (creates it if new)
+
+    @contextlib.contextmanager
+    def _store(self, what: str = "the MLflow store failed", hint: str = "") -> Iterator[None]:
+        """MLflow's errors (a store it cannot open, a server that went away) as a UserError naming the logger."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as e:
+            detail = " ".join(str(getattr(e, "message", e)).split())
+            raise UserError(f"log.mlflow: {what}: {detail[:300]} {hint}".rstrip()) from None
+
+    def _experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.params.experiment)
+        return experiment.experiment_id if experiment else self.client.create_experiment(self.params.experiment)
+
+    def _run_with_key(self, key: str) -> str | None:
+        """The id of the run tagged with ``key`` in the experiment, or None."""
+        experiment = self.client.get_experiment_by_name(self.params.experiment)
+        if experiment is None:
+            return None
+        found = self.client.search_runs([experiment.experiment_id], filter_string=f"tags.`digitsum.run_key` = '{key}'", max_results=1)
+        return found[0].info.run_id if found else None
+
+    def _end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status, end_time=int(time.time() * 1000))
+
+
+def _reach(uri: str, seconds: float) -> None:
+    """Refuse, within ``seconds``, a tracking server (an http(s) URI) that accepts no connection:
+    MLflow itself would retry for minutes. Other stores (a folder, a database) are MLflow's to open."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=seconds).close()
+    except OSError as e:
+        raise UserError(f"log.mlflow: cannot reach the MLflow tracking server {uri!r}: {e.strerror or e} "
+                        "(start it, or set log.mlflow.tracking_uri, or $MLFLOW_TRACKING_URI)") from None  # fmt: skip

@@ -140,10 +140,9 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
 def doctor(recipe: Recipe, checks: Sequence[str] | None = None, *, tune: bool = False) -> Report:
     """Build ``recipe`` on the CPU and run the checks: what ``digitsum doctor`` does.
 
-    The threads a run of the recipe would use (``train.threads``; by default the usable cores
-    less those other processes keep busy: threads.py), put back afterwards: on a quiet machine
-    two threads took 2.9-3.8 s for ``original`` against 3.9-5.4 s with one, and a core another
-    process keeps busy is left out, where a thread sharing it would stall every step.
+    The threads a run of the recipe would use (``train.threads``; by default one per usable
+    core: accel.default_threads), put back afterwards: on a quiet machine two threads took
+    2.9-3.8 s for ``original`` against 3.9-5.4 s with one.
     """
     from ..engine.accel import configure_threads
 

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import collector
 from ..contracts import Batch, Generator, Image, Images
 from ..recipe import Recipe
 from ..engine.batches import EVAL_BATCH, train_batches
@@ -74,7 +73,6 @@ class Probe:
         cpu_recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
         built = build(cpu_recipe)
         built.generator.size("train")  # loads the data: a missing data set is a user error here, not in a check
-        collector.setup_done()  # the command line's start-up is over: the checks' garbage is collected as usual
         return cls(cpu_recipe, built.generator, built.model, built.device)
 
     def variant(self, keys: dict[str, Any]) -> Probe:

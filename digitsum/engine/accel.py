@@ -107,27 +107,35 @@ def cpu_has_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def configure_threads(threads: int, local_ranks: int = 1) -> tuple[int, str | None]:
-    """Set torch's intra-op threads: ``threads`` when > 0, else :func:`~digitsum.threads.default_threads`
-    (the cores this process may use, less those other processes keep busy, split between the
-    local ranks of a torchrun run, unless ``OMP_NUM_THREADS`` says otherwise).
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, cgroup cpusets), which
+    ``os.cpu_count()`` ignores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
 
-    Returns the count in use, and a note when other work made it smaller than the cores.
+
+def default_threads(cores: int, local_ranks: int = 1, omp_num_threads: str | None = None) -> int:
+    """The intra-op thread count of ``train.threads = 0``: one per usable core, split between
+    the ``local_ranks`` processes of a torchrun run on this machine; ``$OMP_NUM_THREADS``
+    (``omp_num_threads``), when set, wins (torchrun sets it to 1 unless the user did).
+
+    It depends on the machine only, never on its load: the count changes the last bits of a
+    result, and the same recipe and seed on the same machine must give the same bits.
     """
-    from ..threads import busy_cores, default_threads, usable_cores
+    if omp_num_threads:
+        try:
+            return max(1, int(omp_num_threads.split(",")[0]))
+        except ValueError:
+            pass  # a malformed value: libgomp ignores it too
+    return max(1, cores // max(1, local_ranks))
 
-    note = None
-    omp = os.environ.get("OMP_NUM_THREADS")
-    if threads > 0:
-        count = threads
-    else:
-        cores = usable_cores()
-        # under torchrun the other busy processes are this run's own ranks: only a quiet count splits
-        busy = busy_cores() if local_ranks == 1 and not omp else 0.0
-        count = default_threads(cores, local_ranks, omp, busy)
-        if count < default_threads(cores, local_ranks, omp):
-            note = (f"{count} thread{'s' if count > 1 else ''} for {cores} cores: other processes kept "
-                    f"{busy:.1f} cores busy as this run started (train.threads sets a count)")  # fmt: skip
+
+def configure_threads(threads: int, local_ranks: int = 1) -> int:
+    """Set torch's intra-op threads to ``threads`` when > 0, else to :func:`default_threads`;
+    return the count in use."""
+    count = threads or default_threads(usable_cores(), local_ranks, os.environ.get("OMP_NUM_THREADS"))
     if count != torch.get_num_threads():
         torch.set_num_threads(count)
-    return torch.get_num_threads(), note
+    return torch.get_num_threads()

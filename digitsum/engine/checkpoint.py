@@ -28,7 +28,8 @@ import torch
 
 from ..errors import UserError
 from ..recipe import MACHINE_LOCAL_KEYS
-from .rundir import RUN_FORMAT, atomic_write
+from .rundir import RUN_FORMAT
+from ..files import atomic_write
 
 #: Recipe keys that may differ between a checkpoint and the recipe it is resumed or evaluated with.
 RUNTIME_KEYS = MACHINE_LOCAL_KEYS

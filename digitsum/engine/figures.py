@@ -1,11 +1,10 @@
-"""Figures drawn from plain data, with matplotlib and without torch: learning curves, a grid of
-samples, and the :class:`Painter` that draws a run's pictures in a sidecar process.
+"""Figures drawn from plain data, with matplotlib and without torch: learning curves and a grid
+of samples.
 
 Figures are plain matplotlib :class:`~matplotlib.figure.Figure` objects made without pyplot:
 nothing here changes matplotlib's backend or global state, so a notebook shows them inline
 (they render themselves as PNG) and a script can save them. engine/pictures.py turns a model's
-predictions into the data drawn here. This module imports matplotlib at once (a sidecar warmed
-up before a run imports torch imports it then: ``digitsum.sidecar.warm_up``) and never torch.
+predictions into the data drawn here.
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib  # noqa: F401 - imported here, at once: see the docstring
 from matplotlib.figure import Figure
 
-from .rundir import atomic_write
+from ..files import atomic_write
 
 WRONG_COLOR, RIGHT_COLOR = "#d62728", "#1a1a1a"
 
@@ -91,7 +89,7 @@ def samples_grid(grid: Mapping[str, Any]) -> Figure:
     """A grid of samples, each its images side by side and a caption above, red where a
     prediction is wrong. ``grid`` holds plain data (``pictures.samples_grid_data`` makes it from
     a model): ``title``, ``columns``, ``cell_width`` (inches) and ``cells``, each with
-    ``image`` (rows of grey values, or None), ``lines`` (the caption) and ``wrong``."""
+    ``image`` (a 2-D array of grey values, or None), ``lines`` (the caption) and ``wrong``."""
     import numpy as np
 
     cells, columns = grid["cells"], grid["columns"]
@@ -122,15 +120,3 @@ def samples_grid(grid: Mapping[str, Any]) -> Figure:
     figure.subplots_adjust(left=0.1 / width, right=1 - 0.1 / width, bottom=0.1 / height,
                            top=1 - (0.3 + caption) / height, hspace=caption / (height / rows - caption))  # fmt: skip
     return figure
-
-
-class Painter:
-    """Draws a run's pictures into files: the target of the sidecar (digitsum/sidecar.py) that
-    ``digitsum run`` starts before it imports torch, so that matplotlib's import (a third of a
-    second) runs on the core the run's start-up leaves idle, not after training."""
-
-    def curves(self, history: list[dict[str, Any]], primary: dict[str, str], path: str) -> None:
-        save_figure(curves_figure(history, primary), Path(path))
-
-    def samples(self, grid: dict[str, Any], path: str) -> None:
-        save_figure(samples_grid(grid), Path(path))

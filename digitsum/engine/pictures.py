@@ -3,9 +3,8 @@
 The figures are drawn by engine/figures.py from plain data; this module makes that data from a
 model (its predictions on the first test samples). The :class:`Pictures` callback, among every
 run's default callbacks, writes ``curves.png`` and ``samples.png`` into the run directory
-(atomically) when training ends: in a painter sidecar where ``digitsum run`` started one, in
-this process otherwise. engine/figures.py (and matplotlib with it) is imported only where this
-process draws: importing it here would put matplotlib's import back into every run's start-up.
+(atomically) when training ends. engine/figures.py (and matplotlib with it) is imported only
+when a picture is drawn, so that matplotlib's import stays out of every run's start-up.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import torch
 from torch import Tensor
 
 from ..contracts import Generator, Image, Images
-from ..sidecar import PAINTER, Sidecar, is_warm
 from .batches import eval_batches
 from ..callbacks import Callback
 
@@ -94,7 +92,7 @@ def samples_grid_data(model: DigitModel, generator: Generator, seed: int, device
             same = torch.equal(guess.to(target.dtype), target)
             wrong |= not same
             lines.append(f"{head} {format_value(guess)}" + ("" if same else f" ≠ {format_value(target)}"))
-        image = image_row(batch, image_names, i).tolist() if image_names else None
+        image = image_row(batch, image_names, i).numpy() if image_names else None
         cells.append({"image": image, "lines": lines, "wrong": wrong})
     return {"title": title, "columns": SAMPLE_COLUMNS, "cell_width": 1.6 * max(1, shown),
             "caption_lines": 1 + len(predictions), "cells": cells}  # fmt: skip
@@ -114,39 +112,15 @@ def primary_metrics(recipe) -> dict[str, str]:
 
 
 class Pictures(Callback):
-    """Writes ``curves.png`` and ``samples.png`` into the run directory when training ends.
-
-    Drawn by a painter sidecar where one was warmed up (``digitsum run`` starts it before it
-    imports torch, so matplotlib's import overlaps the run's start-up), in this process
-    otherwise (the Python API, tests). Either way the files are written when ``on_end``
-    returns: the loggers after this callback upload them.
-    """
-
-    def __init__(self) -> None:
-        self.painter = Sidecar(PAINTER, "pictures") if is_warm(PAINTER) else None
+    """Writes ``curves.png`` and ``samples.png`` into the run directory when training ends
+    (before the loggers' ``on_end``, which upload them)."""
 
     def on_end(self, trainer: Trainer, summary: dict) -> None:
         if not trainer.history:
-            self._close()
             return  # no epoch completed: no curve to draw, no trained model to show
+        from .figures import curves_figure, save_figure
+
         recipe = trainer.recipe
-        if self.painter is not None:
-            draw = self.painter.call  # returns at once: the sidecar draws meanwhile
-        else:
-            from .figures import Painter
-
-            painter = Painter()
-            draw = lambda method, *args: getattr(painter, method)(*args)  # noqa: E731 - the sidecar's call, in this process
-        # the curves first: a sidecar draws them while this process computes the samples' predictions
-        draw("curves", trainer.history, primary_metrics(recipe), str(trainer.run_dir / "curves.png"))
-        grid = samples_grid_data(trainer.model, trainer.generator, recipe.seed, trainer.device, recipe.name)
-        draw("samples", grid, str(trainer.run_dir / "samples.png"))
-        self._close()
-
-    def on_exception(self, trainer: Trainer, error: BaseException) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        if self.painter is not None:
-            painter, self.painter = self.painter, None
-            painter.close()  # waits for the pictures; raises the first error drawing them
+        save_figure(curves_figure(trainer.history, primary_metrics(recipe)), trainer.run_dir / "curves.png")
+        save_figure(samples_figure(trainer.model, trainer.generator, recipe.seed, trainer.device, recipe.name),
+                    trainer.run_dir / "samples.png")  # fmt: skip

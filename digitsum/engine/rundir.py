@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import atomic_write, write_json, write_text  # noqa: F401  (the run's writers; imported from here by the engine)
+from ..files import write_json
 
 #: Version of the run-directory layout, recorded in summary.json and checkpoint.pt and checked
 #: on reading. 2: checkpoints hold the position within an epoch, RNG states and running tallies.
@@ -195,43 +195,3 @@ def remove_temporary_files(run_dir: Path) -> None:
     for name in RUN_FILES:
         for stale in run_dir.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON line per epoch and split.
-
-    Each append rewrites the (small) file atomically, so a full disk or a kill never leaves
-    half a line.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def records(self) -> list[dict[str, Any]]:
-        """The whole records in the file (a torn or foreign line is skipped)."""
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        records = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
-
-    def append(self, record: dict[str, Any]) -> None:
-        self._write(self.records() + [record])
-
-    def keep_epochs(self, epochs: int) -> None:
-        """Drop the records of epochs after ``epochs`` (a resumed run logs them again)."""
-        records = self.records()
-        kept = [r for r in records if isinstance(r.get("epoch"), int) and r["epoch"] <= epochs]
-        if kept != records or (self.path.exists() and not kept):
-            self._write(kept)
-
-    def _write(self, records: list[dict[str, Any]]) -> None:
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import __version__, collector
+from .. import __version__
 from ..contracts import Generator
 from ..errors import UserError
 from ..recipe import Recipe
@@ -31,7 +31,8 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .component_errors import blame_components
 from .distributed import World
 from .model import DigitModel
-from .rundir import RUN_FORMAT, MetricsLog, lock, mark, owned, record_outputs, unlock, write_json, write_text
+from .rundir import RUN_FORMAT, lock, mark, owned, record_outputs, unlock
+from ..files import MetricsLog, write_json, write_text
 
 
 @dataclass
@@ -165,9 +166,9 @@ class Trainer:
         self.world = distributed.current()
         self.device = distributed.rank_device(self.world, pick_device(recipe.train.device))
         distributed.start(self.world, self.device)
-        self.threads, threads_note = configure_threads(recipe.train.threads, self.world.local_size)
+        self.threads = configure_threads(recipe.train.threads, self.world.local_size)
         self.accel = plan(recipe.train, self.device)
-        self.notes = list(self.accel.notes) + ([threads_note] if threads_note else [])  # shown by the console reporter
+        self.notes = list(self.accel.notes)  # shown by the console reporter
         built = build(recipe, self.device)
         torch.manual_seed(recipe.seed)  # what draws outside the data streams (dropout) starts from
 
@@ -320,7 +321,9 @@ class Trainer:
             if key in saved:
                 callback.load_state_dict(saved[key])
         if self.recipe.train.threads == 0 and state.get("threads") and self.device.type == "cpu":
-            self.threads, _ = configure_threads(int(state["threads"]))  # as trained so far, whatever the load now
+            # as trained so far: a checkpoint moved from another machine (or written by a digitsum
+            # whose default followed the load) resumes bit-identically
+            self.threads = configure_threads(int(state["threads"]))
         self.epochs_done, self.step, self.history = epoch, step, list(state["history"])
         self.epoch_seconds, self.seconds_before = float(state["epoch_seconds"]), float(state["seconds"])
         self.resumed = True
@@ -370,7 +373,6 @@ class Trainer:
                 if not owned(self.run_dir):
                     mark(self.run_dir)  # a Trainer given a folder directly: the run is digitsum's all the same
                 write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
-        collector.setup_done()  # the command line's start-up is over (see digitsum/collector.py)
         self._emit("on_start")
         for epoch in range(self.epochs_done + 1, self.epochs + 1):
             self._emit("on_epoch_start", epoch)

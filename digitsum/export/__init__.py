@@ -25,7 +25,7 @@ from .. import __version__
 from ..contracts import Image, Images
 from ..errors import UserError
 from ..engine.component_errors import blame_components
-from ..engine.rundir import atomic_write, write_json
+from ..files import atomic_write, write_json
 from . import formats
 from .formats import (CHECK_BATCHES, FORMATS, ONNX_OPSET, SAMPLES, TOLERANCE, ExportFailed, ExportMismatch, ExportModule,
                       check_format, check_inputs, differences, format_for, random_inputs, require_exporter)  # fmt: skip

@@ -22,10 +22,10 @@ from .legacy import MOVED_TRAIN_KEYS, legacy_train, upgrade_resolved, upgrade_tr
 from .overrides import Overrides, _override_key, parse_override, recipe_document
 from .schema import (MACHINE_LOCAL_KEYS, BackboneSection, Choice, DataSection, HeadSection, KeyPath, LogSection,
                      OptimizerSection, Recipe, ScheduleSection, TrainSection)  # fmt: skip
-from .validate import load_recipe, logger_types
+from .validate import load_recipe
 
 __all__ = [
     "MACHINE_LOCAL_KEYS", "MOVED_TRAIN_KEYS", "BackboneSection", "Choice", "DataSection", "HeadSection", "KeyPath",
     "LogSection", "OptimizerSection", "Overrides", "Recipe", "ScheduleSection", "Source", "TrainSection", "_override_key",
-    "legacy_train", "load_recipe", "logger_types", "parse_override", "recipe_document", "upgrade_resolved", "upgrade_train",
+    "legacy_train", "load_recipe", "parse_override", "recipe_document", "upgrade_resolved", "upgrade_train",
 ]  # fmt: skip

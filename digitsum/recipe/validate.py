@@ -199,19 +199,6 @@ def _logger_table(name: str, value: Any) -> Any:
     return value
 
 
-def logger_types(document: Mapping[str, Any]) -> dict[str, str]:
-    """The loggers a recipe document (:func:`recipe_document`) names, ``[log.<name>]`` -> its
-    type, read as validation reads them but not validated (nothing imported): what is not a
-    table of loggers is left out, for validation to report."""
-    tables = document.get("log")
-    types: dict[str, str] = {}
-    for name, value in tables.items() if isinstance(tables, dict) else ():
-        table = _logger_table(name, value)
-        if isinstance(table, dict) and isinstance(table.get("type"), str):
-            types[name] = table["type"]
-    return types
-
-
 def _validate_loggers(table: Any, check: _Check, available: bool = True) -> dict[str, Choice]:
     """``[log.<name>]`` tables (``log.<name> = true``: the logger with its defaults); a logger
     whose library is not installed is a problem naming what installs it."""

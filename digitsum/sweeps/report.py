@@ -10,7 +10,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from ..engine.rundir import write_json, write_text
+from ..files import write_json, write_text
 from .storage import open_storage, redact
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.rundir import write_json
+from ..files import write_json
 from ..errors import UserError
 from .space import Space
 

@@ -136,39 +136,23 @@ def test_autocast_runs_forward_in_the_chosen_precision():
 
 
 def test_default_threads_are_the_usable_cores(tiny_data, tmp_path, threads_restored, monkeypatch):
-    from digitsum import threads
-
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)  # a quiet machine
     torch.set_num_threads(1)  # whatever the process had, 0 means one per usable core
     trainer = Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=0"]), tmp_path)
-    assert trainer.threads == torch.get_num_threads() == threads.usable_cores()
+    assert trainer.threads == torch.get_num_threads() == accel.usable_cores()
     assert not any("thread" in note for note in trainer.notes)
-
-
-def test_a_core_kept_busy_by_other_work_is_left_to_it(tiny_data, tmp_path, threads_restored, monkeypatch):
-    from digitsum import threads
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
-    monkeypatch.setattr(threads, "busy_cores", lambda: 1.0)
-    trainer = Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=0"]), tmp_path)
-    assert trainer.threads == torch.get_num_threads() == 3
-    assert any("3 threads for 4 cores" in note and "train.threads" in note for note in trainer.notes)
     # an explicit count is taken as it is
     assert Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=2"]), tmp_path).threads == 2
 
 
 def test_a_resume_keeps_the_thread_count_it_trained_with(tiny_data, tmp_path, threads_restored, monkeypatch):
-    from digitsum import threads
-
+    """A checkpoint moved to a machine with more cores resumes with the count it trained with."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(threads, "busy_cores", lambda: 1.0)  # busy when it started: one thread
+    monkeypatch.setattr(accel, "usable_cores", lambda: 1)
     first = Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=0"]), tmp_path)
     state = first.state_dict()
     assert state["threads"] == 1
-    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)  # quiet when it resumes
+    monkeypatch.setattr(accel, "usable_cores", lambda: 2)  # resumed elsewhere
     again = Trainer(load_recipe(RECIPES / "original.toml", ["train.threads=0"]), tmp_path)
     assert again.threads == 2
     again.load_state_dict(state)

@@ -44,16 +44,14 @@ def test_every_run_dir_gets_curves_and_samples_pictures(name, tiny_data, tmp_pat
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_the_command_lines_painter_draws_the_pictures_the_run_api_draws(cli, tiny_data, tmp_path):
-    """`digitsum run` draws a run's pictures in the painter sidecar it starts before importing
-    torch; they are the very pictures drawn in the run's own process."""
-    from digitsum import load_run, sidecar
+def test_the_command_line_draws_the_pictures_the_run_api_draws(cli, tiny_data, tmp_path):
+    """`digitsum run`'s pictures are the very pictures a run read back draws."""
+    from digitsum import load_run
     from digitsum.engine.figures import save_figure
 
     run_dir = tmp_path / "run"
     result = cli("run", str(RECIPES / "original.toml"), "--set", "train.epochs=1", "--set", "data.batch_size=64", "--out", run_dir)
     assert result.code == 0, result.err
-    assert not sidecar._warm  # the painter started early was taken over by the run's Pictures
     run = load_run(run_dir)
     save_figure(run.curves(), tmp_path / "curves.png")
     save_figure(run.samples(), tmp_path / "samples.png")
@@ -62,8 +60,8 @@ def test_the_command_lines_painter_draws_the_pictures_the_run_api_draws(cli, tin
 
 
 def test_a_run_imports_matplotlib_only_where_it_draws():
-    """The run's own process imports the pictures callback at start-up; matplotlib is imported
-    by the painter sidecar (or by the first figure drawn in this process), not then."""
+    """The run's process imports the pictures callback at start-up; matplotlib is imported by
+    the first figure drawn, not then."""
     import subprocess
     import sys
 

@@ -16,8 +16,7 @@ from ..conftest import RECIPES
 
 @pytest.fixture
 def recipe(tiny_data):
-    # one thread: tests that compare two runs bit for bit must not depend on the default
-    # count, which follows the machine's load (threads.py)
+    # one thread: tiny batches gain nothing from more, and a machine shared with other work loses much
     return load_recipe(RECIPES / "original.toml", ["train.epochs=2", "data.batch_size=64", "train.optimizer.lr=5e-3", "train.threads=1"])
 
 

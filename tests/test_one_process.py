@@ -1,0 +1,69 @@
+"""`digitsum run` is one process: no child processes of its own, nothing imported from the
+working folder, and a user's error ends in its message alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digitsum.callbacks import Callback
+from digitsum.engine.runner import start
+from digitsum.recipe import load_recipe
+
+from .conftest import RECIPES
+from .runs import tiny_args
+
+DIGITSUM = Path(sys.executable).with_name("digitsum")  # the console script a user's shell runs
+#: Modules named like standard ones, planted in the working folder: imported, each would leave a mark and exit.
+PLANTED = ("json", "os", "subprocess", "random", "csv", "signal", "tomllib", "logging", "threading", "numbers")
+
+
+def digitsum(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    if not DIGITSUM.exists():
+        pytest.skip("no digitsum console script beside this interpreter")
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([str(DIGITSUM), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_modules_in_the_working_folder_are_never_imported(tiny_root, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in PLANTED:
+        (work / f"{name}.py").write_text(f"open({str(work / (name + '.imported'))!r}, 'w').close()\nraise SystemExit(7)\n")
+    sets = [a for s in tiny_args(tiny_root, 1, 64, "log.tensorboard=true", "log.csv=true") for a in ("--set", s)]
+    ran = digitsum("run", "original", *sets, "--out", "run", cwd=work)
+    assert ran.returncode == 0, ran.stderr
+    assert (work / "run" / "samples.png").is_file()
+    listed = digitsum("list", cwd=work)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(p.name for p in work.glob("*.imported")) == []
+
+
+def test_a_run_whose_data_are_missing_prints_its_error_only(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ran = digitsum("run", "original", "--set", f"data.root='{empty}'", "--set", "data.download=false", "--out", "run", cwd=tmp_path)
+    assert ran.returncode == 2
+    assert "MNIST is not available" in ran.stderr and "train-images-idx3-ubyte" in ran.stderr
+    assert "Traceback" not in ran.stderr and "BrokenPipeError" not in ran.stderr
+
+
+class Children(Callback):
+    """Records this process's child processes when the run ends (after the pictures are drawn)."""
+
+    def on_end(self, trainer, summary) -> None:
+        tasks = Path("/proc/self/task")
+        self.pids = [pid for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux's /proc lists a process's children")
+def test_a_run_starts_no_child_process(tiny_root, tmp_path):
+    children = Children()
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, "log.tensorboard=true"))
+    start(recipe, tmp_path / "run", callbacks=[children], progress=False, preflight=False)
+    assert children.pids == []
