@@ -57,13 +57,6 @@ def plugin_names(name: str) -> dict[str, str]:
     return {"dist": name, "package": package, "short": short, "camel": camel}
 
 
-def _kinds(requested: Sequence[str] | None) -> list[str]:
-    if not requested:
-        return list(KINDS)
-    kinds = {registry_for(k).kind for k in requested}
-    return [k for k in KINDS if k in kinds]
-
-
 def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
     from .contracts import CONTRACT_VERSION
 
@@ -73,10 +66,9 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
         f'[project.entry-points."{ALL_KINDS[kind].group}"]\n{n} = "{package}.{_MODULES[kind]}:{cls}"\n\n'
         for kind, (n, cls) in components.items()
     )
-    data_type = components["datasets"][0] if "datasets" in kinds else _BUILTIN_FALLBACK["datasets"]
+    types = {k: components[k][0] if k in kinds else builtin for k, builtin in _BUILTIN_FALLBACK.items()}
     second_target = "compare" if "datasets" in kinds else "sum"
-    head_type = components["heads"][0] if "heads" in kinds else _BUILTIN_FALLBACK["heads"]
-    heads = "".join(f'\n[heads.{t}]\ntype = "{head_type}"\ntarget = "{t}"\n' for t in ("digit", second_target))
+    heads = "".join(f'\n[heads.{t}]\ntype = "{types["heads"]}"\ntarget = "{t}"\n' for t in ("digit", second_target))
     listed = ", ".join(f"{ALL_KINDS[k].label} '{n}'" for k, (n, _) in components.items())
     return {
         **names,
@@ -89,8 +81,8 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
             + [f"| {ALL_KINDS[k].label} | `{n}` | `{package}.{_MODULES[k]}.{c}` |" for k, (n, c) in components.items()]
         ),
         "entry_points": groups.rstrip("\n") + "\n",
-        "data_type": data_type,
-        "backbone_type": components["fusions"][0] if "fusions" in kinds else _BUILTIN_FALLBACK["fusions"],
+        "data_type": types["datasets"],
+        "backbone_type": types["fusions"],
         "heads": heads,
         "imports": "".join(f"from {package}.{_MODULES[k]} import {c}\n" for k, (_, c) in components.items()),
         "classes": ", ".join(c for _, c in components.values()),
@@ -123,7 +115,8 @@ def scaffold_plugin(name: str, directory: str | Path | None = None, kinds: Seque
     for the others. The target must not exist or be an empty folder.
     """
     names = plugin_names(name)
-    chosen = _kinds(kinds)
+    requested = {registry_for(k).kind for k in kinds or KINDS}
+    chosen = [k for k in KINDS if k in requested]
     target = Path(directory) if directory is not None else Path(name)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} already exists and is not empty; choose another --dir")
