@@ -172,15 +172,12 @@ def merge(base: Document, data: Mapping[str, Any], how: Merge, prefix: KeyPath =
             continue
         if replace_component or isinstance(old, dict):
             _forget_sources(base, path)
-        if how.layered and isinstance(value, dict) and not replace_component:
-            target[key] = {}  # a new table: merged key by key, so that `heads.<name> = false` is seen
-            base.sources[path] = how.source_of(path)
-            merge(base, value, how, path)
-            continue
-        target[key] = _copy(value)
         base.sources[path] = how.source_of(path)
         if isinstance(value, dict):
-            _record_sources(base, value, how.source_of, path)
+            target[key] = {}  # a new (or replaced) table: merged key by key, so that `heads.<name> = false` is seen
+            merge(base, value, how, path)
+        else:
+            target[key] = _copy(value)
     if how.layered:
         _place_new_keys(target, inherited, data)
 
@@ -228,13 +225,6 @@ def _place_new_keys(target: dict[str, Any], inherited: list[str], data: Mapping[
 def _forget_sources(base: Document, path: KeyPath) -> None:
     for stale in [p for p in base.sources if p[: len(path)] == path]:
         del base.sources[stale]
-
-
-def _record_sources(base: Document, data: Mapping[str, Any], source_of, prefix: KeyPath) -> None:
-    for key, value in data.items():
-        base.sources[prefix + (key,)] = source_of(prefix + (key,))
-        if isinstance(value, dict):
-            _record_sources(base, value, source_of, prefix + (key,))
 
 
 def _copy(value: Any) -> Any:
