@@ -1,18 +1,9 @@
-"""Finding plugin distributions: which installed distributions declare digitsum entry points
-(components in the group of their kind, ``digitsum.<kind>``, recipes in ``digitsum.recipes``),
-which of them the user allows, and a fingerprint of them all.
+"""Finding plugin distributions: which installed distributions declare digitsum entry points,
+which of them the allow/deny lists let in (docs/plugins.md), and a fingerprint of them all.
 
 Each distribution is read on its own, so that one with broken metadata is reported (with its
 name, version and the reason) instead of hiding every other plugin. Nothing here imports a
 plugin, or torch: reading entry points needs package metadata only.
-
-Environment variables (the CLI's ``--strict-plugins`` sets the first):
-
-* ``DIGITSUM_STRICT_PLUGINS=1`` — any plugin failure is fatal (exit 2), for CI;
-* ``DIGITSUM_PLUGINS_ALLOW=dist-a,dist-b`` — load plugins from these distributions only;
-* ``DIGITSUM_PLUGINS_DENY=dist-c`` — never load plugins from these distributions.
-
-The built-in distribution ``digitsum`` is always loaded, whatever the lists say.
 """
 
 from __future__ import annotations

@@ -153,13 +153,7 @@ def describe_recipes() -> list[dict[str, Any]]:
     return rows
 
 
-# -- the listing cache ---------------------------------------------------------------------------
-#
-# Describing components imports them, and with them torch: about a second and a half. Their
-# descriptions depend only on the installed plugin distributions and their code, so they are
-# kept per fingerprint of those (see discovery.fingerprint) and `digitsum list` answers from
-# the cache without importing torch. A listing with a broken component is never cached: the
-# fix (installing a missing dependency, say) need not change the plugin's fingerprint.
+# -- the listing cache (docs/architecture.md: why, and what its key covers) -----------------------
 
 CACHE_FORMAT = 2  # 2: optimizers, schedules and loggers
 _CACHE_KEEP = 16  # cache files kept (several virtual environments can share one cache folder)
@@ -203,7 +197,7 @@ def cached_components(kind: str | None = None) -> list[dict[str, Any]]:
     rows = _read_cache(path)
     if rows is None:
         rows = describe_components()
-        if not any("error" in r for r in rows):
+        if not any("error" in r for r in rows):  # the fix of a broken one need not change the fingerprint
             _write_cache(path, rows)
     return [r for r in rows if wanted is None or r["kind"] == wanted]
 

@@ -238,8 +238,8 @@ def _copy(value: Any) -> Any:
 def load_file(path: Path, problems: list[Problem], chain: tuple[Path, ...] = ()) -> Document:
     """The recipe file at ``path`` with its ``extends`` chain merged under it."""
     raw, lines = _read_toml(path)
-
-    return merged_document(raw, lambda key: Source(str(path), _deepest(key, lines)), path.parent, problems, chain + (path.resolve(),))
+    return merged_document(raw, lambda key: Source(str(path), _deepest(key, lines)), path.parent, problems,
+                           chain + (path.resolve(),))  # fmt: skip
 
 
 def merged_document(raw: dict[str, Any], source_of: Callable[[KeyPath], Source], folder: Path | None,

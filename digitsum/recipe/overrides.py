@@ -18,9 +18,6 @@ from ..errors import Problem, RecipeError, UserError
 from .document import Document, Merge, Source, load_file, merge, merged_document, python_document
 from .schema import KeyPath
 
-# -- overrides ---------------------------------------------------------------------------------------
-
-
 _OVERRIDE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
