@@ -14,8 +14,9 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from string import Template
 
@@ -92,20 +93,13 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
     }
 
 
-def _templates() -> list[tuple[str, str]]:
-    """(relative path, text) of every template file."""
-    root = resources.files("digitsum") / "templates" / "plugin"
-    found: list[tuple[str, str]] = []
-
-    def walk(node, prefix: str) -> None:
-        for child in node.iterdir():
-            if child.is_dir():
-                walk(child, f"{prefix}{child.name}/")
-            elif child.name.endswith(".tmpl"):
-                found.append((f"{prefix}{child.name}", child.read_text(encoding="utf-8")))
-
-    walk(root, "")
-    return found
+def _templates(folder: Traversable | None = None, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(path relative to the plugin templates, text) of every template file under ``folder``."""
+    for child in (folder or resources.files("digitsum") / "templates" / "plugin").iterdir():
+        if child.is_dir():
+            yield from _templates(child, f"{prefix}{child.name}/")
+        elif child.name.endswith(".tmpl"):
+            yield f"{prefix}{child.name}", child.read_text(encoding="utf-8")
 
 
 def scaffold_plugin(name: str, directory: str | Path | None = None, kinds: Sequence[str] | None = None) -> Path:
