@@ -1,9 +1,7 @@
 """Reading recipe documents: TOML with the line of every key, and ``extends`` chains merged.
 
 A document remembers where each key came from (:class:`Source`: a file and line, or an
-override), so that a problem found later, in validation, still points at the line that caused
-it. Merging: tables merge, the child wins; a component table whose ``type`` changes is replaced
-whole (parameters belong to a type); ``heads.<name> = false`` removes an inherited head.
+override), so that a problem found later, in validation, still points at the line that caused it.
 """
 
 from __future__ import annotations
@@ -112,10 +110,6 @@ _REQUIRED_TABLES = {*_COMPONENT_TABLES, ("heads",), ("train",)}
 _NAMED_TABLES = tuple(k.table[0] for k in KINDS.values() if k.named)
 
 
-def _is_component_table(path: KeyPath) -> bool:
-    return path in _COMPONENT_TABLES or _is_named(path)
-
-
 def _is_named(path: KeyPath) -> bool:
     """A head's or a logger's table: the ones ``= false`` removes."""
     return len(path) == 2 and path[0] in _NAMED_TABLES
@@ -126,10 +120,10 @@ class Merge:
     """How one document is merged over another.
 
     ``layered``: merged over what it inherits (a child over its parent, the overrides over the
-    files): a component table whose ``type`` changes is replaced whole, ``heads.<name> = false``
-    removes an inherited head, and a new key goes where the child writes it. Not layered: the
-    overrides gathered among themselves, every key kept (``false`` too, removing only when the
-    gathered overrides are laid over the files).
+    files): a component table whose ``type`` changes is replaced whole (parameters belong to a
+    type), ``heads.<name> = false`` removes an inherited head, and a new key goes where the child
+    writes it. Not layered: the overrides gathered among themselves, every key kept (``false``
+    too, removing only when the gathered overrides are laid over the files).
     """
 
     source_of: Callable[[KeyPath], Source]
@@ -160,7 +154,7 @@ def merge(base: Document, data: Mapping[str, Any], how: Merge, prefix: KeyPath =
             continue
         replace_component = (
             how.layered
-            and _is_component_table(path)
+            and (path in _COMPONENT_TABLES or _is_named(path))
             and isinstance(old, dict)
             and isinstance(value, dict)
             and "type" in value
