@@ -4,11 +4,7 @@ Two public faces, both importable from here and loaded on first use (importing d
 ``digitsum --help``, import no torch):
 
 - the library (``digitsum.train``, ``load_run``, ``load_recipe``, ``doctor``, ``build``, ``sweep``,
-<<<<<<< HEAD
-  ``Run`` and the objects they return; see docs/api.md);
-=======
-  ``compare``, ``Run``...; see docs/api.md);
->>>>>>> cli
+  ``compare``, ``Run`` and the objects they return; see docs/api.md);
 - the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
 

@@ -1,22 +1,8 @@
 """The recipe catalog: recipes shipped inside distributions, found by name.
 
-digitsum's built-in recipes and a plugin's are declared the same way, one entry point per
-recipe in the group ``digitsum.recipes``: the name is the recipe's name, the value is the
-folder holding it, as a dotted path from the package; the file is ``<name>.toml`` there, or
-``<stem>.toml`` with ``folder:stem`` (entry-point values must look like ``module:object``:
-setuptools refuses a file path)::
-
-    [project.entry-points."digitsum.recipes"]
-    product = "digitsum_example.recipes"            # digitsum_example/recipes/product.toml
-    product-big = "digitsum_example.recipes:big"    # digitsum_example/recipes/big.toml
-
-The file is located with :func:`importlib.util.find_spec`, which finds a package (installed,
-editable or on ``PYTHONPATH``) without importing it: listing recipes imports no plugin and no
-torch. The plugin allow/deny lists apply to recipes as to components (:mod:`digitsum.discovery`).
-
-A recipe argument — ``digitsum run ARG``, ``extends = "ARG"``, ``load_recipe(ARG)`` — is resolved
-by :func:`resolve_recipe`: an existing file first, then a built-in recipe's name, then a plugin
-recipe's name (``distribution:name`` picks one when several distributions ship that name).
+Each is one entry point in the group ``digitsum.recipes``, valued with the folder holding it as a
+dotted path from its package (``package.folder`` for ``<name>.toml``, ``package.folder:stem`` for
+``<stem>.toml``; see docs/plugins.md). Listing them imports no plugin and no torch.
 """
 
 from __future__ import annotations
@@ -35,7 +21,7 @@ from .discovery import BUILTIN_DISTRIBUTION, canonical_name
 from .errors import UserError, did_you_mean
 from .files import atomic_write
 from .kinds import RECIPES
-from .registry import plugin_distributions
+from .registry import plugin_distributions, refused_provider
 
 #: Test metrics of the built-in recipes at their shipped settings, written by
 #: ``benchmarks/record_recipes.py`` (recipe name -> record), shipped as package data.
@@ -95,10 +81,14 @@ def locate(value: str, name: str) -> Path:
     raise LookupError(f"no {filename} in {where}; is it declared as package data?")
 
 
-def _entries(refused: bool) -> list[RecipeEntry]:
+def recipe_entries() -> list[RecipeEntry]:
+    """Every recipe of the built-in and the allowed plugin distributions, built-ins first.
+
+    Entries whose file cannot be located are included, with their ``error``.
+    """
     entries = []
     for dist in plugin_distributions():
-        if bool(dist.refused) != refused:
+        if dist.refused:
             continue
         for ep in dist.entry_points:
             if ep.kind != RECIPES:
@@ -109,14 +99,6 @@ def _entries(refused: bool) -> list[RecipeEntry]:
                 path, error = None, str(e)
             entries.append(RecipeEntry(ep.name, ep.value, dist.name, dist.version, path, error))
     return entries
-
-
-def recipe_entries() -> list[RecipeEntry]:
-    """Every recipe of the built-in and the allowed plugin distributions, built-ins first.
-
-    Entries whose file cannot be located are included, with their ``error``.
-    """
-    return _entries(refused=False)
 
 
 def recipe_names() -> list[str]:
@@ -139,7 +121,7 @@ def find_recipe(name: str) -> RecipeEntry:
     if builtin:
         found = builtin[:1]  # a built-in name wins over plugins' recipes of that name
     if not found:
-        refused = _refused_provider(bare, dist)
+        refused = refused_provider(RECIPES, bare, dist)
         if refused:
             raise UserError(f"recipe '{name}' comes from {refused}")
         choices = [e.qualified_name for e in entries] if dist else [e.name for e in entries]
@@ -153,14 +135,6 @@ def find_recipe(name: str) -> RecipeEntry:
     if entry.error:
         raise UserError(f"recipe '{name}' from {entry.origin} ({entry.value}) cannot be used: {entry.error}")
     return entry
-
-
-def _refused_provider(name: str, dist: str) -> str | None:
-    for entry in _entries(refused=True):
-        if entry.name == name and (not dist or canonical_name(dist) == canonical_name(entry.distribution)):
-            reason = next(d.refused for d in plugin_distributions() if d.name == entry.distribution)
-            return f"plugin {entry.distribution} {entry.version}, which is not loaded: {reason}"
-    return None
 
 
 def looks_like_name(text: str) -> bool:

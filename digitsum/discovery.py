@@ -1,18 +1,9 @@
-"""Finding plugin distributions: which installed distributions declare digitsum entry points
-(components in the group of their kind, ``digitsum.<kind>``, recipes in ``digitsum.recipes``),
-which of them the user allows, and a fingerprint of them all.
+"""Finding plugin distributions: which installed distributions declare digitsum entry points,
+which of them the allow/deny lists let in (docs/plugins.md), and a fingerprint of them all.
 
 Each distribution is read on its own, so that one with broken metadata is reported (with its
 name, version and the reason) instead of hiding every other plugin. Nothing here imports a
 plugin, or torch: reading entry points needs package metadata only.
-
-Environment variables (the CLI's ``--strict-plugins`` sets the first):
-
-* ``DIGITSUM_STRICT_PLUGINS=1`` — any plugin failure is fatal (exit 2), for CI;
-* ``DIGITSUM_PLUGINS_ALLOW=dist-a,dist-b`` — load plugins from these distributions only;
-* ``DIGITSUM_PLUGINS_DENY=dist-c`` — never load plugins from these distributions.
-
-The built-in distribution ``digitsum`` is always loaded, whatever the lists say.
 """
 
 from __future__ import annotations
@@ -29,11 +20,8 @@ from pathlib import Path
 from .kinds import KINDS, RECIPES
 
 BUILTIN_DISTRIBUTION = "digitsum"
-#: Every group digitsum reads, by kind: the component kinds (:mod:`digitsum.kinds`) and ``recipes``,
-#: whose entry points are valued with the folder holding the recipe as a dotted path from its
-#: package (``digitsum_example.recipes``: its ``<name>.toml``; ``folder:stem``: ``<stem>.toml``),
-#: found without importing the package. (An entry point's value must look like ``module:object``
-#: — setuptools refuses anything else — hence no file path.)
+#: Every group digitsum reads, by kind: the component kinds (:mod:`digitsum.kinds`) and ``recipes``
+#: (:mod:`digitsum.catalog`).
 ENTRY_POINT_GROUPS = {**{name: kind.group for name, kind in KINDS.items()}, RECIPES: f"digitsum.{RECIPES}"}
 
 STRICT_ENV = "DIGITSUM_STRICT_PLUGINS"
@@ -59,27 +47,16 @@ def strict_from_env() -> bool:
     return os.environ.get(STRICT_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Which plugin distributions may be loaded (from the environment, see the module doc)."""
-
-    allow: frozenset[str] = frozenset()  # empty: every distribution
-    deny: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_env(cls) -> Policy:
-        return cls(frozenset(_env_list(ALLOW_ENV)), frozenset(_env_list(DENY_ENV)))
-
-    def refusal(self, distribution: str) -> str | None:
-        """Why ``distribution`` is not loaded, or None when it is."""
-        name = canonical_name(distribution)
-        if name == BUILTIN_DISTRIBUTION:
-            return None
-        if name in self.deny:
-            return f"disabled by {DENY_ENV}"
-        if self.allow and name not in self.allow:
-            return f"not in {ALLOW_ENV}"
+def _refusal(distribution: str, allow: set[str], deny: set[str]) -> str | None:
+    """Why the allow/deny lists refuse ``distribution`` (an empty ``allow``: every one), or None."""
+    name = canonical_name(distribution)
+    if name == BUILTIN_DISTRIBUTION:
         return None
+    if name in deny:
+        return f"disabled by {DENY_ENV}"
+    if allow and name not in allow:
+        return f"not in {ALLOW_ENV}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -151,13 +128,14 @@ def _entry_point_problem(ep: metadata.EntryPoint, kind: str) -> str | None:
     return None
 
 
-def scan(policy: Policy | None = None) -> list[PluginDistribution]:
-    """Every installed distribution declaring digitsum entry points, the built-in one first.
+def scan() -> list[PluginDistribution]:
+    """Every installed distribution declaring digitsum entry points, the built-in one first,
+    each refused by the allow/deny lists of the environment saying so.
 
     A distribution found twice on the path (e.g. installed, and again through PYTHONPATH) is
     taken once, from where Python would import it: the first occurrence.
     """
-    policy = policy or Policy.from_env()
+    allow, deny = _env_list(ALLOW_ENV), _env_list(DENY_ENV)
     seen: set[str] = set()
     found: list[PluginDistribution] = []
     for dist in metadata.distributions():
@@ -176,7 +154,7 @@ def scan(policy: Policy | None = None) -> list[PluginDistribution]:
             plugin = PluginDistribution(key, "?", "", refused=f"its metadata cannot be read: {type(e).__name__}: {e}")
         if plugin is None:
             continue
-        plugin.refused = plugin.refused or policy.refusal(plugin.name)
+        plugin.refused = plugin.refused or _refusal(plugin.name, allow, deny)
         found.append(plugin)
     found.sort(key=lambda p: (not p.builtin, canonical_name(p.name)))
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from .errors import UserError, did_you_mean
 from .files import write_json
 from .kinds import KINDS, RECIPES
 from .paths import user_cache_dir
-from .registry import REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
+from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
 
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
 LIST_KINDS = [*KINDS, RECIPES, "checks"]
@@ -53,7 +54,7 @@ def describe_checks() -> list[dict[str, Any]]:
     return rows
 
 
-_LABELS = {**{name: kind.label for name, kind in KINDS.items()}, RECIPES: "recipe"}
+_LABELS = {**KIND_LABELS, RECIPES: "recipe"}
 
 
 def list_kind(kind: str | None) -> str | None:
@@ -152,13 +153,7 @@ def describe_recipes() -> list[dict[str, Any]]:
     return rows
 
 
-# -- the listing cache ---------------------------------------------------------------------------
-#
-# Describing components imports them, and with them torch: about a second and a half. Their
-# descriptions depend only on the installed plugin distributions and their code, so they are
-# kept per fingerprint of those (see discovery.fingerprint) and `digitsum list` answers from
-# the cache without importing torch. A listing with a broken component is never cached: the
-# fix (installing a missing dependency, say) need not change the plugin's fingerprint.
+# -- the listing cache (docs/architecture.md: why, and what its key covers) -----------------------
 
 CACHE_FORMAT = 2  # 2: optimizers, schedules and loggers
 _CACHE_KEEP = 16  # cache files kept (several virtual environments can share one cache folder)
@@ -202,7 +197,7 @@ def cached_components(kind: str | None = None) -> list[dict[str, Any]]:
     rows = _read_cache(path)
     if rows is None:
         rows = describe_components()
-        if not any("error" in r for r in rows):
+        if not any("error" in r for r in rows):  # the fix of a broken one need not change the fingerprint
             _write_cache(path, rows)
     return [r for r in rows if wanted is None or r["kind"] == wanted]
 
@@ -271,22 +266,23 @@ class PluginFailure:
         return f"{self.distribution} {self.version}: {self.what}: {self.reason}"
 
 
+def _failed_parts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(what, error) for each component and recipe of a :func:`plugin_report` row that failed."""
+    for part in row["components"] + row["recipes"]:
+        if "error" in part:
+            yield f"{_LABELS[part.get('kind', RECIPES)]} '{part['name']}' ({part['entry_point']})", part["error"]
+
+
 def load_all() -> list[PluginFailure]:
     """Import and check every component of every allowed distribution, and locate every recipe
     file it ships (:func:`plugin_report`); what failed, and why. Distributions refused by the
     allow/deny lists are not loaded and are not failures."""
     failures = []
     for row in plugin_report():
-        def failed(what: str, reason: str, row: dict[str, Any] = row) -> None:
+        metadata = ([row["reason"]] if row["status"] == "failed" and row["reason"] else []) + row["problems"]
+        parts = [] if row["reason"] else list(_failed_parts(row))  # a refused distribution's parts are not used
+        for what, reason in [("its metadata", problem) for problem in metadata] + parts:
             failures.append(PluginFailure(row["distribution"], row["version"], what, reason))
-
-        if row["status"] == "failed" and row["reason"]:
-            failed("its metadata", row["reason"])
-        for problem in row["problems"]:
-            failed("its metadata", problem)
-        for c in row["components"] + ([] if row["reason"] else row["recipes"]):
-            if "error" in c:
-                failed(f"{_LABELS[c.get('kind', RECIPES)]} '{c['name']}' ({c['entry_point']})", c["error"])
     return failures
 
 
@@ -306,14 +302,13 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="plugin distributions", title_justify="left", show_lines=True)
-    for column in ("distribution", "version", "status", "components"):
-        table.add_column(column)
+    table = Table("distribution", "version", "status", "components", title="plugin distributions", title_justify="left",
+                  show_lines=True)  # fmt: skip
     colour = {"ok": "green", "failed": "red", "disabled": "yellow"}
     for row in report:
         names = "\n".join(
-            f"{_LABELS[kind]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
-            for kind, c in [(c["kind"], c) for c in row["components"]] + [(RECIPES, r) for r in row.get("recipes", [])]
+            f"{_LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
+            for c in row["components"] + row["recipes"]
         )
         status = row["status"] + (" (built-in)" if row["builtin"] else "")
         table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
@@ -324,14 +319,8 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
             console.print(f"{escape(where)}: {escape(row['reason'])}", highlight=False)
         for problem in row["problems"]:
             console.print(f"[red]{escape(where)}[/]: {escape(problem)}", highlight=False)
-        for c in row["components"]:
-            if "error" in c:
-                what = f"{_LABELS[c['kind']]} '{c['name']}' ({c['entry_point']})"
-                console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(c['error'])}", highlight=False)
-        for r in row.get("recipes", []):
-            if "error" in r:
-                what = f"recipe '{r['name']}' ({r['entry_point']})"
-                console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(r['error'])}", highlight=False)
+        for what, error in _failed_parts(row):
+            console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(error)}", highlight=False)
 
 
 def _params_text(params: list[dict[str, Any]]) -> str:
@@ -351,9 +340,8 @@ def render_tables(rows: list[dict[str, Any]], console) -> None:
         kind_rows = [r for r in rows if r["kind"] == kind]
         if not kind_rows:
             continue
-        table = Table(title=KINDS[kind].plural, title_justify="left", show_lines=True)
-        for column in ("name", "origin", "summary", "parameters"):
-            table.add_column(column)
+        table = Table("name", "origin", "summary", "parameters", title=KINDS[kind].plural, title_justify="left",
+                      show_lines=True)  # fmt: skip
         for row in kind_rows:
             if "error" in row:
                 table.add_row(row["name"], row["origin"], f"[red]failed to load: {escape(row['error'])}[/]", "")
@@ -392,9 +380,8 @@ def render_recipes(rows: list[dict[str, Any]], console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="recipes", title_justify="left", show_lines=True)
-    for column in ("name", "origin", "description", "test (shipped settings)"):
-        table.add_column(column)
+    table = Table("name", "origin", "description", "test (shipped settings)", title="recipes", title_justify="left",
+                  show_lines=True)  # fmt: skip
     for row in rows:
         if "error" in row:
             table.add_row(row["name"], row["origin"], f"[red]cannot be used: {escape(row['error'])}[/]", "")

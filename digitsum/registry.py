@@ -1,17 +1,9 @@
-"""Registries of components: dataset generators, fusion backbones, heads, optimizers,
-learning-rate schedules and loggers.
+"""Registries of components, one per kind (:mod:`digitsum.kinds`).
 
-Components arrive in two ways, and both end in :meth:`Registry.add`:
-
-* **entry points** — a distribution (digitsum itself included) declares one entry point per
-  component in the group of its kind (``digitsum.fusions``, ...: :mod:`digitsum.kinds`),
-  named after the component, valued ``module:Class``. Names are read from
-  package metadata without importing anything; a component is imported when first used, so
-  one broken component fails alone;
-* **the decorator** — ``@fusions.register("name")`` registers a class defined in the running
-  process (a script, a notebook, a test).
-
-This module imports neither torch nor any component: ``digitsum --help`` stays fast.
+Both ways in end in :meth:`Registry.add`: entry points (names read from package metadata, each
+component imported on first use, so one broken component fails alone) and the decorator
+``@fusions.register("name")`` for a class defined in the running process. This module imports
+neither torch nor any component: ``digitsum --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -183,7 +175,7 @@ class Registry:
         if dist:
             candidates = [e for e in candidates if canonical_name(e.origin.distribution or "") == canonical_name(dist)]
         if not candidates:
-            refused = self._refused_provider(bare, dist)
+            refused = refused_provider(self.kind, bare, dist)
             if refused:
                 raise UserError(f"{self.label} '{name}' comes from {refused}")
             hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
@@ -195,14 +187,6 @@ class Registry:
                 "name the one you want in the qualified form"
             )
         return candidates[0]
-
-    def _refused_provider(self, name: str, dist: str) -> str | None:
-        """'plugin X 1.0, which is disabled by ...' when a refused distribution declares ``name``."""
-        for d in plugin_distributions():
-            if d.refused and (not dist or canonical_name(dist) == canonical_name(d.name)):
-                if any(ep.kind == self.kind and ep.name == name for ep in d.entry_points):
-                    return f"plugin {d.name} {d.version}, which is not loaded: {d.refused}"
-        return None
 
     def get(self, name: str) -> Any:
         """The component class for ``name``, loaded and checked."""
@@ -222,6 +206,16 @@ def plugin_distributions() -> list[PluginDistribution]:
     if _SCAN is None:
         _SCAN = discovery.scan()
     return _SCAN
+
+
+def refused_provider(kind: str, name: str, dist: str) -> str | None:
+    """'plugin X 1.0, which is not loaded: ...' when a refused distribution (``dist``, if given)
+    declares ``name`` in ``kind`` (a component kind or ``recipes``); None when none does."""
+    for d in plugin_distributions():
+        if d.refused and (not dist or canonical_name(dist) == canonical_name(d.name)):
+            if any(ep.kind == kind and ep.name == name for ep in d.entry_points):
+                return f"plugin {d.name} {d.version}, which is not loaded: {d.refused}"
+    return None
 
 
 #: One registry per kind of component (:data:`digitsum.kinds.KINDS`), by kind name.

@@ -14,8 +14,9 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from string import Template
 
@@ -57,13 +58,6 @@ def plugin_names(name: str) -> dict[str, str]:
     return {"dist": name, "package": package, "short": short, "camel": camel}
 
 
-def _kinds(requested: Sequence[str] | None) -> list[str]:
-    if not requested:
-        return list(KINDS)
-    kinds = {registry_for(k).kind for k in requested}
-    return [k for k in KINDS if k in kinds]
-
-
 def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
     from .contracts import CONTRACT_VERSION
 
@@ -73,10 +67,9 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
         f'[project.entry-points."{ALL_KINDS[kind].group}"]\n{n} = "{package}.{_MODULES[kind]}:{cls}"\n\n'
         for kind, (n, cls) in components.items()
     )
-    data_type = components["datasets"][0] if "datasets" in kinds else _BUILTIN_FALLBACK["datasets"]
+    types = {k: components[k][0] if k in kinds else builtin for k, builtin in _BUILTIN_FALLBACK.items()}
     second_target = "compare" if "datasets" in kinds else "sum"
-    head_type = components["heads"][0] if "heads" in kinds else _BUILTIN_FALLBACK["heads"]
-    heads = "".join(f'\n[heads.{t}]\ntype = "{head_type}"\ntarget = "{t}"\n' for t in ("digit", second_target))
+    heads = "".join(f'\n[heads.{t}]\ntype = "{types["heads"]}"\ntarget = "{t}"\n' for t in ("digit", second_target))
     listed = ", ".join(f"{ALL_KINDS[k].label} '{n}'" for k, (n, _) in components.items())
     return {
         **names,
@@ -89,8 +82,8 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
             + [f"| {ALL_KINDS[k].label} | `{n}` | `{package}.{_MODULES[k]}.{c}` |" for k, (n, c) in components.items()]
         ),
         "entry_points": groups.rstrip("\n") + "\n",
-        "data_type": data_type,
-        "backbone_type": components["fusions"][0] if "fusions" in kinds else _BUILTIN_FALLBACK["fusions"],
+        "data_type": types["datasets"],
+        "backbone_type": types["fusions"],
         "heads": heads,
         "imports": "".join(f"from {package}.{_MODULES[k]} import {c}\n" for k, (_, c) in components.items()),
         "classes": ", ".join(c for _, c in components.values()),
@@ -100,20 +93,13 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
     }
 
 
-def _templates() -> list[tuple[str, str]]:
-    """(relative path, text) of every template file."""
-    root = resources.files("digitsum") / "templates" / "plugin"
-    found: list[tuple[str, str]] = []
-
-    def walk(node, prefix: str) -> None:
-        for child in node.iterdir():
-            if child.is_dir():
-                walk(child, f"{prefix}{child.name}/")
-            elif child.name.endswith(".tmpl"):
-                found.append((f"{prefix}{child.name}", child.read_text(encoding="utf-8")))
-
-    walk(root, "")
-    return found
+def _templates(folder: Traversable | None = None, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(path relative to the plugin templates, text) of every template file under ``folder``."""
+    for child in (folder or resources.files("digitsum") / "templates" / "plugin").iterdir():
+        if child.is_dir():
+            yield from _templates(child, f"{prefix}{child.name}/")
+        elif child.name.endswith(".tmpl"):
+            yield f"{prefix}{child.name}", child.read_text(encoding="utf-8")
 
 
 def scaffold_plugin(name: str, directory: str | Path | None = None, kinds: Sequence[str] | None = None) -> Path:
@@ -123,7 +109,8 @@ def scaffold_plugin(name: str, directory: str | Path | None = None, kinds: Seque
     for the others. The target must not exist or be an empty folder.
     """
     names = plugin_names(name)
-    chosen = _kinds(kinds)
+    requested = {registry_for(k).kind for k in kinds or KINDS}
+    chosen = [k for k in KINDS if k in requested]
     target = Path(directory) if directory is not None else Path(name)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} already exists and is not empty; choose another --dir")

@@ -1,8 +1,5 @@
-"""Random streams: every random draw of a run is a function of its seed and where it happens.
-
-A stream is named by parts, e.g. ``(seed, "train", epoch, step)``: a run is reproducible on the
-same machine, and any draw can be recomputed without replaying the ones before it (what exact
-resume and data-parallel slicing need).
+"""Random streams: every random draw of a run is a function of its seed and where it happens,
+so that any draw can be recomputed without replaying the ones before it (docs/architecture.md).
 """
 
 from __future__ import annotations

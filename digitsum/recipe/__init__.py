@@ -1,20 +1,9 @@
 """Recipes: TOML documents that pick components by name, validated all at once.
 
-Loading a recipe goes through four steps, and every problem found on the way is collected
-so that the user sees all of them in one message (:class:`~digitsum.errors.RecipeError`):
-
-1. find the recipe (a path, or a shipped recipe's name: :mod:`digitsum.catalog`), read it and
-   its ``extends`` chain (each parent a path relative to its child, or a name), merging tables
-   (:mod:`.document`);
-2. gather the overrides (``--set key=value``, a mapping of Python values, grid values) and lay
-   them over the files together (:mod:`.overrides`);
-3. validate the fixed sections (:mod:`.schema`) with pydantic, and each component table with
-   the ``Params`` of the component its ``type`` names (:mod:`.validate`);
-4. check the wiring: heads bound to targets the generator produces, a backbone that can use
-   the generator's inputs.
-
-Every problem names its source file and line (or the override that caused it), the key path,
-and what would fit. Old spellings are known to :mod:`.legacy` alone.
+A recipe is read with its ``extends`` chain (:mod:`.document`), the overrides are laid over it
+(:mod:`.overrides`), then its fixed sections (:mod:`.schema`), its component tables and their
+wiring are validated (:mod:`.validate`). Every problem found on the way is collected into one
+:class:`~digitsum.errors.RecipeError`. Old spellings are known to :mod:`.legacy` alone.
 """
 
 from .document import Source

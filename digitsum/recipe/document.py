@@ -1,9 +1,7 @@
 """Reading recipe documents: TOML with the line of every key, and ``extends`` chains merged.
 
 A document remembers where each key came from (:class:`Source`: a file and line, or an
-override), so that a problem found later, in validation, still points at the line that caused
-it. Merging: tables merge, the child wins; a component table whose ``type`` changes is replaced
-whole (parameters belong to a type); ``heads.<name> = false`` removes an inherited head.
+override), so that a problem found later, in validation, still points at the line that caused it.
 """
 
 from __future__ import annotations
@@ -112,10 +110,6 @@ _REQUIRED_TABLES = {*_COMPONENT_TABLES, ("heads",), ("train",)}
 _NAMED_TABLES = tuple(k.table[0] for k in KINDS.values() if k.named)
 
 
-def _is_component_table(path: KeyPath) -> bool:
-    return path in _COMPONENT_TABLES or _is_named(path)
-
-
 def _is_named(path: KeyPath) -> bool:
     """A head's or a logger's table: the ones ``= false`` removes."""
     return len(path) == 2 and path[0] in _NAMED_TABLES
@@ -126,10 +120,10 @@ class Merge:
     """How one document is merged over another.
 
     ``layered``: merged over what it inherits (a child over its parent, the overrides over the
-    files): a component table whose ``type`` changes is replaced whole, ``heads.<name> = false``
-    removes an inherited head, and a new key goes where the child writes it. Not layered: the
-    overrides gathered among themselves, every key kept (``false`` too, removing only when the
-    gathered overrides are laid over the files).
+    files): a component table whose ``type`` changes is replaced whole (parameters belong to a
+    type), ``heads.<name> = false`` removes an inherited head, and a new key goes where the child
+    writes it. Not layered: the overrides gathered among themselves, every key kept (``false``
+    too, removing only when the gathered overrides are laid over the files).
     """
 
     source_of: Callable[[KeyPath], Source]
@@ -160,7 +154,7 @@ def merge(base: Document, data: Mapping[str, Any], how: Merge, prefix: KeyPath =
             continue
         replace_component = (
             how.layered
-            and _is_component_table(path)
+            and (path in _COMPONENT_TABLES or _is_named(path))
             and isinstance(old, dict)
             and isinstance(value, dict)
             and "type" in value
@@ -172,15 +166,12 @@ def merge(base: Document, data: Mapping[str, Any], how: Merge, prefix: KeyPath =
             continue
         if replace_component or isinstance(old, dict):
             _forget_sources(base, path)
-        if how.layered and isinstance(value, dict) and not replace_component:
-            target[key] = {}  # a new table: merged key by key, so that `heads.<name> = false` is seen
-            base.sources[path] = how.source_of(path)
-            merge(base, value, how, path)
-            continue
-        target[key] = _copy(value)
         base.sources[path] = how.source_of(path)
         if isinstance(value, dict):
-            _record_sources(base, value, how.source_of, path)
+            target[key] = {}  # a new (or replaced) table: merged key by key, so that `heads.<name> = false` is seen
+            merge(base, value, how, path)
+        else:
+            target[key] = _copy(value)
     if how.layered:
         _place_new_keys(target, inherited, data)
 
@@ -230,13 +221,6 @@ def _forget_sources(base: Document, path: KeyPath) -> None:
         del base.sources[stale]
 
 
-def _record_sources(base: Document, data: Mapping[str, Any], source_of, prefix: KeyPath) -> None:
-    for key, value in data.items():
-        base.sources[prefix + (key,)] = source_of(prefix + (key,))
-        if isinstance(value, dict):
-            _record_sources(base, value, source_of, prefix + (key,))
-
-
 def _copy(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _copy(v) for k, v in value.items()}
@@ -248,8 +232,8 @@ def _copy(value: Any) -> Any:
 def load_file(path: Path, problems: list[Problem], chain: tuple[Path, ...] = ()) -> Document:
     """The recipe file at ``path`` with its ``extends`` chain merged under it."""
     raw, lines = _read_toml(path)
-
-    return merged_document(raw, lambda key: Source(str(path), _deepest(key, lines)), path.parent, problems, chain + (path.resolve(),))
+    return merged_document(raw, lambda key: Source(str(path), _deepest(key, lines)), path.parent, problems,
+                           chain + (path.resolve(),))  # fmt: skip
 
 
 def merged_document(raw: dict[str, Any], source_of: Callable[[KeyPath], Source], folder: Path | None,

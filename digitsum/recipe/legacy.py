@@ -16,9 +16,6 @@ from ..errors import Problem
 if TYPE_CHECKING:
     from .document import Document
 
-# -- the spelling of [train] before optimizers and schedules were components (digitsum 0.1.0) ----------
-
-
 #: Keys of ``[train]`` that moved into ``[train.optimizer]``.
 MOVED_TRAIN_KEYS = ("lr", "weight_decay", "momentum")
 

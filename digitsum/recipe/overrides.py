@@ -18,9 +18,6 @@ from ..errors import Problem, RecipeError, UserError
 from .document import Document, Merge, Source, load_file, merge, merged_document, python_document
 from .schema import KeyPath
 
-# -- overrides ---------------------------------------------------------------------------------------
-
-
 _OVERRIDE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -90,13 +87,12 @@ def _nest(path: KeyPath, value: Any) -> dict[str, Any]:
     return value
 
 
-def recipe_document(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
-                    *, grid: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+def recipe_document(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = ()) -> dict[str, Any]:
     """The recipe document as written, ``extends`` and overrides applied, not validated and
     without defaults (nothing imported: no component, no torch). Raises a RecipeError when the
     document cannot be put together (bad TOML, a missing parent, a bad override)."""
     problems: list[Problem] = []
-    doc, label, _ = read_source(source, overrides, grid, problems)
+    doc, label, _ = read_source(source, overrides, (), problems)
     if problems:
         raise RecipeError(label, problems)
     return doc.data

@@ -184,8 +184,6 @@ class Recipe:
         return self.data.cls.interface(self.data.params)
 
 
-
-
 def _without_none(value: Any) -> Any:
     """TOML has no null: drop None values (they mean 'the default')."""
     if isinstance(value, dict):

@@ -189,25 +189,20 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
                   train=train, optimizer=optimizer, schedule=schedule, log=log)  # fmt: skip
 
 
-def _logger_table(name: str, value: Any) -> Any:
-    """A ``[log.<name>]`` value as the table it stands for: ``true`` is the logger with its
-    defaults, and ``type`` defaults to the table's name."""
-    if value is True:
-        value = {}
-    if isinstance(value, dict) and "type" not in value:
-        value = {"type": name, **value}
-    return value
-
-
 def _validate_loggers(table: Any, check: _Check, available: bool = True) -> dict[str, Choice]:
-    """``[log.<name>]`` tables (``log.<name> = true``: the logger with its defaults); a logger
-    whose library is not installed is a problem naming what installs it."""
+    """``[log.<name>]`` tables (``log.<name> = true``: the logger with its defaults; ``type``
+    defaults to the table's name); a logger whose library is not installed is a problem naming
+    what installs it."""
     if not isinstance(table, dict):
         check.problem(("log",), f"must be a table of loggers, [log.<name>] (got {fmt_value(table)})")
         return {}
     chosen: dict[str, Choice] = {}
     for name, value in table.items():
-        choice = check.component("loggers", _logger_table(name, value), ("log", name))
+        if value is True:
+            value = {}
+        if isinstance(value, dict) and "type" not in value:
+            value = {"type": name, **value}  # [log.tensorboard]
+        choice = check.component("loggers", value, ("log", name))
         reason = choice.cls.unavailable() if choice and available else None
         if reason:
             check.problem(("log", name), f"logger '{choice.section.type}' {reason}")  # type: ignore[union-attr]
