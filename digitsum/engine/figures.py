@@ -9,7 +9,6 @@ predictions into the data drawn here.
 
 from __future__ import annotations
 
-import functools
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,20 +21,16 @@ from ..files import atomic_write
 WRONG_COLOR, RIGHT_COLOR = "#d62728", "#1a1a1a"
 
 
-@functools.cache
-def _picture_class() -> type:
-    class Picture(Figure):
-        """A figure that shows itself inline in Jupyter, whatever matplotlib's backend."""
+class Picture(Figure):
+    """A figure that shows itself inline in Jupyter, whatever matplotlib's backend."""
 
-        def _repr_png_(self) -> bytes:
-            return figure_png(self)
-
-    return Picture
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
 
 
 def new_figure(**options: Any) -> Figure:
     """A matplotlib figure that shows itself inline in Jupyter (as PNG), made without pyplot."""
-    return _picture_class()(**options)
+    return Picture(**options)
 
 
 def figure_png(figure: Figure) -> bytes:
