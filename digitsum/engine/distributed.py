@@ -1,16 +1,9 @@
 """Data-parallel training on PyTorch's own engine: ``torchrun ... -m digitsum run RECIPE``.
 
-torchrun starts one process per rank and tells each its place through the environment
-(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``). Every rank
-builds the same model from the same seed and draws the same *global* batch for every step
-(draws are functions of ``(seed, epoch, step)``, see ``train.stream_seed``), then trains on
-its slice ``batch[rank::world_size]``; DistributedDataParallel averages the gradients, so a
-step equals the single-process step on the whole batch up to float rounding. Metric sums
-and counts are added up across ranks, so every rank reports the metrics of the whole split.
-Only rank 0 writes the run directory and prints.
-
-:func:`current` and :attr:`World.is_main` read the environment only (no torch), so the CLI can
-ask them before importing anything heavy.
+Every rank draws the same global batch for each step and trains on its slice of it; DDP averages
+the gradients, metric sums are added up across ranks, and rank 0 alone writes the run directory
+and prints (docs/scale-out.md). :func:`current` and :attr:`World.is_main` read the environment
+only (no torch), so the CLI can ask them before importing anything heavy.
 """
 
 from __future__ import annotations
