@@ -118,13 +118,9 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def all_reduce_sums(count: int, sums: dict[str, dict[str, Tensor]], world: World) -> int:
-    """Add ``count`` and every tensor of ``sums`` (in place) up across ranks; return the total count.
-
-    One collective for everything: the scalars travel packed in one tensor.
-    """
-    if not world.active:
-        return count
+def all_reduce_sums(count: int, sums: dict[str, dict[str, Tensor]]) -> int:
+    """Add ``count`` and every tensor of ``sums`` (in place) up across the ranks of a data-parallel
+    run; return the total count. One collective for everything: the scalars travel packed in one tensor."""
     import torch
     import torch.distributed as dist
 
@@ -139,10 +135,8 @@ def all_reduce_sums(count: int, sums: dict[str, dict[str, Tensor]], world: World
     return int(packed[-1].item())
 
 
-def agree_to_stop(world: World, reason: str | None, failed: bool, device: torch.device) -> tuple[str | None, bool]:
-    """Rank 0's stop decision, given to every rank (callbacks run on rank 0 only)."""
-    if not world.active:
-        return reason, failed
+def agree_to_stop(reason: str | None, failed: bool, device: torch.device) -> tuple[str | None, bool]:
+    """Rank 0's stop decision, given to every rank of a data-parallel run (callbacks run on rank 0 only)."""
     import torch
     import torch.distributed as dist
 

@@ -60,7 +60,7 @@ class Tally:
         if not world.active:
             return self
         sums = {head: dict(values) for head, values in self.sums.items()}
-        return Tally(distributed.all_reduce_sums(self.count, sums, world), sums)
+        return Tally(distributed.all_reduce_sums(self.count, sums), sums)
 
     def means(self) -> dict[str, dict[str, float]]:
         return {head: {k: float(v) / max(self.count, 1) for k, v in values.items()} for head, values in self.sums.items()}
@@ -226,7 +226,7 @@ class Trainer:
         if self.world.active:
             if step is not None and (step + 1) % distributed.STOP_CHECK_EVERY and step + 1 != self.steps_per_epoch:
                 return False
-            self.stop_reason, self.failed = distributed.agree_to_stop(self.world, self.stop_reason, self.failed, self.device)
+            self.stop_reason, self.failed = distributed.agree_to_stop(self.stop_reason, self.failed, self.device)
         return bool(self.stop_reason)
 
     def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
