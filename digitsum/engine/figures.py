@@ -1,10 +1,8 @@
 """Figures drawn from plain data, with matplotlib and without torch: learning curves and a grid
-of samples.
+of samples (engine/pictures.py makes the grid's data from a model's predictions).
 
-Figures are plain matplotlib :class:`~matplotlib.figure.Figure` objects made without pyplot:
-nothing here changes matplotlib's backend or global state, so a notebook shows them inline
-(they render themselves as PNG) and a script can save them. engine/pictures.py turns a model's
-predictions into the data drawn here.
+Figures are made without pyplot: nothing here changes matplotlib's backend or global state, so a
+notebook shows them inline (they render themselves as PNG) and a script can save them.
 """
 
 from __future__ import annotations
