@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..contracts import Batch
 from ..recipe import TrainSection
@@ -35,14 +34,11 @@ class Acceleration:
     compile_mode: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    @contextlib.contextmanager
-    def autocast(self) -> Iterator[None]:
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         """Mixed precision for forward and loss when bf16 is on; nothing otherwise."""
         if self.autocast_dtype is None:
-            yield
-            return
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            yield
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """Move the model's 4-D weights to channels_last when asked (in place; returns it)."""
@@ -52,19 +48,14 @@ class Acceleration:
         """Images (4-D float tensors) in channels_last when asked; everything else as is."""
         if not self.channels_last:
             return batch
-        return {k: _channels_last(v) for k, v in batch.items()}
+        return {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 and v.is_floating_point() else v
+                for k, v in batch.items()}  # fmt: skip
 
     def compiled(self, module: nn.Module) -> nn.Module:
         """``torch.compile(module, mode=compile_mode)`` when asked; the module itself otherwise."""
         if not self.compile:
             return module
         return torch.compile(module, mode=self.compile_mode) if self.compile_mode else torch.compile(module)
-
-
-def _channels_last(value: Tensor) -> Tensor:
-    if value.dim() == 4 and value.is_floating_point():
-        return value.contiguous(memory_format=torch.channels_last)
-    return value
 
 
 def plan(train: TrainSection, device: torch.device) -> Acceleration:

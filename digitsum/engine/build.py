@@ -1,10 +1,8 @@
 """Build what a recipe describes — its generator and its model — and nothing else.
 
-:func:`build` is the one way to turn a recipe into objects: the Trainer, the doctor, a loaded
-run (evaluate, predict, export) and the benchmarks all call it. It has no side effects: it
-writes nothing, leaves torch's global random state as it found it (the model is initialised
-from the recipe's seed on a forked stream), configures no threads and starts no processes.
-Data are loaded lazily, when the generator is first asked for them.
+:func:`build` is the one way to turn a recipe into objects (the Trainer, the doctor, a loaded run
+and the benchmarks call it). It writes nothing, leaves torch's global random state as it found it,
+configures no threads and starts no processes; data are loaded when the generator first needs them.
 """
 
 from __future__ import annotations
@@ -48,15 +46,6 @@ def pick_device(name: str | torch.device, key: str = "train.device") -> torch.de
         raise UserError(f"{key} = '{name}': unknown device; use auto, cpu, cuda, cuda:N or mps") from None
 
 
-def data_context(recipe: Recipe, device: torch.device) -> DataContext:
-    """Where the recipe's generator loads MNIST from (``data.root``, else $DIGITSUM_DATA or
-    the user cache), the device it puts it on, and the validation split it holds out
-    (``data.val`` samples, chosen by the recipe's seed)."""
-    section = recipe.data.section
-    root = Path(section.root).expanduser() if section.root else default_root()
-    return DataContext(root, device, section.download, val=section.val, seed=recipe.seed)
-
-
 def build_model(recipe: Recipe) -> DigitModel:
     """The model a recipe describes, on the CPU, initialised from torch's current random state."""
     interface = recipe.interface()
@@ -85,8 +74,11 @@ def build(recipe: Recipe, device: str | torch.device | None = None) -> Built:
     component's own code names the component (:class:`~digitsum.engine.component_errors.ComponentError`).
     """
     device = pick_device(recipe.train.device) if device is None else pick_device(device, "device")
+    section = recipe.data.section  # MNIST from data.root, else $DIGITSUM_DATA or the user cache
+    root = Path(section.root).expanduser() if section.root else default_root()
+    context = DataContext(root, device, section.download, val=section.val, seed=recipe.seed)
     with blame_components(recipe):
-        generator = recipe.data.cls(recipe.data.params, data_context(recipe, device))
+        generator = recipe.data.cls(recipe.data.params, context)
         with torch.random.fork_rng(devices=[]):  # the caller's random state stays untouched
             torch.manual_seed(recipe.seed)
             model = build_model(recipe)

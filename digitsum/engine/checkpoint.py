@@ -35,6 +35,7 @@ from ..files import atomic_write
 RUNTIME_KEYS = MACHINE_LOCAL_KEYS
 
 _ZIP_MAGIC = b"PK\x03\x04"
+_TYPE_NAMES = {int: "an integer", (int, float): "a number", dict: "a table", list: "a list"}
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "format": int,
     "epoch": int,
@@ -84,9 +85,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a digitsum checkpoint (it holds a {type(state).__name__}, not a dict)")
     check_format(state.get("format"), path)
     problems = [
-        f"'{key}' is missing" if key not in state else f"'{key}' should be {_type_name(kind)}"
+        f"'{key}' is missing" if key not in state else f"'{key}' should be {_TYPE_NAMES[kind]}"
         for key, kind in _FIELDS.items()
-        if key not in state or not isinstance(state[key], kind) or isinstance(state[key], bool)
+        if key not in state or not _is(state[key], kind)
     ]
     if not problems and (state["epoch"] < 0 or state["step"] < 0):
         problems.append("epoch and step must not be negative")
@@ -117,15 +118,18 @@ def _check_inflated_size(path: Path) -> None:
                         "(digitsum stores checkpoints uncompressed)")  # fmt: skip
 
 
-def _metrics_problem(value: Any, where: str) -> str | None:
-    """What is wrong with one split's metrics, ``{head: {metric: number}}``, or None."""
-    if not isinstance(value, dict) or not all(
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance``, except that a bool is not a number."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _is_metrics(value: Any) -> bool:
+    """Whether ``value`` is one split's metrics, ``{head: {metric: number}}``."""
+    return isinstance(value, dict) and all(
         isinstance(head, str) and isinstance(metrics, dict)
-        and all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in metrics.items())
+        and all(isinstance(k, str) and _is(v, (int, float)) for k, v in metrics.items())
         for head, metrics in value.items()
-    ):  # fmt: skip
-        return f"{where} should map each head to its metrics' numbers"
-    return None
+    )  # fmt: skip
 
 
 def _deep_problems(state: dict[str, Any]) -> list[str]:
@@ -133,22 +137,20 @@ def _deep_problems(state: dict[str, Any]) -> list[str]:
     problems = []
     for number, entry in enumerate(state["history"]):
         where = f"'history' entry {number}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("epoch"), int) or isinstance(entry.get("epoch"), bool):
+        if not isinstance(entry, dict) or not _is(entry.get("epoch"), int):
             problems.append(f"{where} should be a table with an integer 'epoch'")
             continue
-        problems += [p for split in ("train", "val", "test") if split in entry or split == "train"
-                     for p in [_metrics_problem(entry.get(split), f"{where}'s '{split}'")] if p]  # fmt: skip
-    tally = state["tally"]
-    count = tally.get("count")
-    sums = tally.get("sums")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0 or not isinstance(sums, dict) or not all(
+        problems += [f"{where}'s '{split}' should map each head to its metrics' numbers" for split in ("train", "val", "test")
+                     if (split in entry or split == "train") and not _is_metrics(entry.get(split))]  # fmt: skip
+    count, sums = state["tally"].get("count"), state["tally"].get("sums")
+    if not _is(count, int) or count < 0 or not isinstance(sums, dict) or not all(
         isinstance(values, dict) and all(isinstance(v, torch.Tensor) for v in values.values()) for values in sums.values()
     ):  # fmt: skip
         problems.append("'tally' should hold a 'count' of samples and the heads' 'sums' as tensors")
     if not isinstance(state["rng"].get("cpu"), torch.Tensor):
         problems.append("'rng' should hold the CPU generator's state as a tensor")
     threads = state.get("threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS):
+    if threads is not None and (not _is(threads, int) or not 1 <= threads <= MAX_THREADS):
         problems.append(f"'threads' should be an integer from 1 to {MAX_THREADS}")
     callbacks = state.get("callbacks")
     if callbacks is not None and (not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values())):
@@ -160,7 +162,7 @@ def check_format(found: Any, where: Path) -> None:
     """Refuse a run directory written in another format, saying which way it differs."""
     if found == RUN_FORMAT:
         return
-    if not isinstance(found, int) or isinstance(found, bool):
+    if not _is(found, int):
         raise UserError(f"{where} is not a digitsum run file: it records no run format")
     age = "a newer digitsum" if found > RUN_FORMAT else "an older digitsum"
     raise UserError(
@@ -204,11 +206,6 @@ def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", dict: "a table", list: "a list"}
-    return names[kind] if isinstance(kind, type) else "a number"
 
 
 def rng_state() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import FrameType
 
 from torch import nn
 
@@ -86,14 +86,6 @@ def _suspects(recipe: Recipe) -> list[_Suspect]:
     return suspects
 
 
-def _frames(tb: TracebackType | None) -> list[tuple[FrameType, int]]:
-    frames = []
-    while tb is not None:
-        frames.append((tb.tb_frame, tb.tb_lineno))
-        tb = tb.tb_next
-    return frames
-
-
 def _is_component_code(frame: FrameType, suspect: _Suspect) -> bool:
     """Whether a frame runs the component's own code (not torch's, not digitsum's core)."""
     path = Path(frame.f_code.co_filename).resolve()
@@ -118,7 +110,7 @@ def _owner(frame: FrameType, suspects: list[_Suspect]) -> _Suspect | None:
 def blame(error: BaseException, recipe: Recipe) -> ComponentError | None:
     """A :class:`ComponentError` for ``error`` if a component's method raised it, else None."""
     suspects = _suspects(recipe)
-    frames = _frames(error.__traceback__)
+    frames = list(traceback.walk_tb(error.__traceback__))
     for depth in range(len(frames) - 1, -1, -1):  # the innermost component method is to blame
         suspect = _owner(frames[depth][0], suspects)
         if suspect is not None:

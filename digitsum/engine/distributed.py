@@ -1,16 +1,9 @@
 """Data-parallel training on PyTorch's own engine: ``torchrun ... -m digitsum run RECIPE``.
 
-torchrun starts one process per rank and tells each its place through the environment
-(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``). Every rank
-builds the same model from the same seed and draws the same *global* batch for every step
-(draws are functions of ``(seed, epoch, step)``, see ``train.stream_seed``), then trains on
-its slice ``batch[rank::world_size]``; DistributedDataParallel averages the gradients, so a
-step equals the single-process step on the whole batch up to float rounding. Metric sums
-and counts are added up across ranks, so every rank reports the metrics of the whole split.
-Only rank 0 writes the run directory and prints.
-
-:func:`current` and :attr:`World.is_main` read the environment only (no torch), so the CLI can
-ask them before importing anything heavy.
+Every rank draws the same global batch for each step and trains on its slice of it; DDP averages
+the gradients, metric sums are added up across ranks, and rank 0 alone writes the run directory
+and prints (docs/scale-out.md). :func:`current` and :attr:`World.is_main` read the environment
+only (no torch), so the CLI can ask them before importing anything heavy.
 """
 
 from __future__ import annotations
@@ -125,13 +118,9 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def all_reduce_sums(count: int, sums: dict[str, dict[str, Tensor]], world: World) -> int:
-    """Add ``count`` and every tensor of ``sums`` (in place) up across ranks; return the total count.
-
-    One collective for everything: the scalars travel packed in one tensor.
-    """
-    if not world.active:
-        return count
+def all_reduce_sums(count: int, sums: dict[str, dict[str, Tensor]]) -> int:
+    """Add ``count`` and every tensor of ``sums`` (in place) up across the ranks of a data-parallel
+    run; return the total count. One collective for everything: the scalars travel packed in one tensor."""
     import torch
     import torch.distributed as dist
 
@@ -146,10 +135,8 @@ def all_reduce_sums(count: int, sums: dict[str, dict[str, Tensor]], world: World
     return int(packed[-1].item())
 
 
-def agree_to_stop(world: World, reason: str | None, failed: bool, device: torch.device) -> tuple[str | None, bool]:
-    """Rank 0's stop decision, given to every rank (callbacks run on rank 0 only)."""
-    if not world.active:
-        return reason, failed
+def agree_to_stop(reason: str | None, failed: bool, device: torch.device) -> tuple[str | None, bool]:
+    """Rank 0's stop decision, given to every rank of a data-parallel run (callbacks run on rank 0 only)."""
     import torch
     import torch.distributed as dist
 

@@ -1,15 +1,12 @@
 """Figures drawn from plain data, with matplotlib and without torch: learning curves and a grid
-of samples.
+of samples (engine/pictures.py makes the grid's data from a model's predictions).
 
-Figures are plain matplotlib :class:`~matplotlib.figure.Figure` objects made without pyplot:
-nothing here changes matplotlib's backend or global state, so a notebook shows them inline
-(they render themselves as PNG) and a script can save them. engine/pictures.py turns a model's
-predictions into the data drawn here.
+Figures are made without pyplot: nothing here changes matplotlib's backend or global state, so a
+notebook shows them inline (they render themselves as PNG) and a script can save them.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,20 +19,16 @@ from ..files import atomic_write
 WRONG_COLOR, RIGHT_COLOR = "#d62728", "#1a1a1a"
 
 
-@functools.cache
-def _picture_class() -> type:
-    class Picture(Figure):
-        """A figure that shows itself inline in Jupyter, whatever matplotlib's backend."""
+class Picture(Figure):
+    """A figure that shows itself inline in Jupyter, whatever matplotlib's backend."""
 
-        def _repr_png_(self) -> bytes:
-            return figure_png(self)
-
-    return Picture
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
 
 
 def new_figure(**options: Any) -> Figure:
     """A matplotlib figure that shows itself inline in Jupyter (as PNG), made without pyplot."""
-    return _picture_class()(**options)
+    return Picture(**options)
 
 
 def figure_png(figure: Figure) -> bytes:

@@ -1,10 +1,8 @@
-"""Pictures of a run: learning curves and a grid of test samples with their predictions.
+"""Pictures of a run: the data of its sample grid, made from a model's predictions on the first
+test samples, and the :class:`Pictures` callback that writes ``curves.png`` and ``samples.png``.
 
-The figures are drawn by engine/figures.py from plain data; this module makes that data from a
-model (its predictions on the first test samples). The :class:`Pictures` callback, among every
-run's default callbacks, writes ``curves.png`` and ``samples.png`` into the run directory
-(atomically) when training ends. engine/figures.py (and matplotlib with it) is imported only
-when a picture is drawn, so that matplotlib's import stays out of every run's start-up.
+engine/figures.py draws them; it (and matplotlib with it) is imported only when a picture is
+drawn, so that matplotlib's import stays out of every run's start-up.
 """
 
 from __future__ import annotations
@@ -33,13 +31,6 @@ SEQUENCE_SHOWN = 4
 CAPTION_CHARS = 12
 
 
-def _sample_images(value: Tensor) -> list[Tensor]:
-    """One sample's images as ``[H, W]`` pictures: an ``Image`` input ``[C, H, W]`` gives one, an
-    ``Images`` input ``[K, C, H, W]`` its first :data:`SEQUENCE_SHOWN`."""
-    value = value.detach().float().cpu()
-    return [value[0]] if value.dim() == 3 else [x[0] for x in value[:SEQUENCE_SHOWN]]
-
-
 def format_value(value: Tensor) -> str:
     """A target or a prediction of one sample as a caption shows it: a class index as a number,
     a ``Digits`` value ``[length]`` as its digits (most significant first), cut to
@@ -54,7 +45,10 @@ def image_row(batch: dict[str, Tensor], image_names: list[str], i: int) -> Tenso
     """Sample ``i``'s images side by side, as one ``[H, W_total]`` grey picture, a bright
     two-pixel bar between them so that two digits never read as one (of a sequence input,
     its first :data:`SEQUENCE_SHOWN` images)."""
-    images = [image for name in image_names for image in _sample_images(batch[name][i])]
+    images = []
+    for name in image_names:
+        value = batch[name][i].detach().float().cpu()  # an Image [C, H, W] or Images [K, C, H, W]
+        images += [value[0]] if value.dim() == 3 else [x[0] for x in value[:SEQUENCE_SHOWN]]
     bar = torch.full((images[0].shape[0], 2), max(float(x.max()) for x in images))
     parts = [images[0]]
     for image in images[1:]:

@@ -36,14 +36,13 @@ class ConsoleReporter(Callback):
         self.primary = {name: choice.cls.primary_metric for name, choice in recipe.heads.items()}
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        epochs, steps = trainer.epochs, trainer.steps_per_epoch
         self.started = self.shown_at = time.perf_counter()
         self.first_step = trainer.step  # a resumed epoch starts part-way
-        self.epoch_label = f"epoch {epoch}/{epochs}"
+        self.epoch_label = f"epoch {epoch}/{trainer.epochs}"
         if self.console.is_jupyter:
             return  # a live bar needs ipywidgets in Jupyter: a notebook gets one line per epoch instead
         self.progress = Progress(
-            TextColumn(f"epoch {epoch}/{epochs}"),
+            TextColumn(self.epoch_label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f} · {task.fields[speed]:,.0f} samples/s"),
@@ -52,7 +51,7 @@ class ConsoleReporter(Callback):
             transient=False,
         )
         self.progress.start()
-        self.task = self.progress.add_task("train", total=steps, completed=trainer.step, loss=float("nan"), speed=0.0)
+        self.task = self.progress.add_task("train", total=trainer.steps_per_epoch, completed=trainer.step, loss=float("nan"), speed=0.0)
 
     def on_step(self, trainer: Trainer, epoch: int, step: int, loss: Tensor) -> None:
         now = time.perf_counter()

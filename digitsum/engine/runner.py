@@ -2,9 +2,8 @@
 ``digitsum compare``.
 
 It chooses and prepares the run directory, adds the callbacks every run gets (progress, the
-preflight, the watch, the pictures, and the loggers its recipe names in ``[log.<name>]``), turns Ctrl-C and SIGTERM into a checkpointed stop, and
-says how to resume. The CLI and the Python API only parse their arguments and present the
-:class:`Outcome`.
+preflight, the watch, the pictures, and the loggers of ``[log.<name>]``), turns Ctrl-C and
+SIGTERM into a checkpointed stop, and says how to resume. The CLI and the API present the :class:`Outcome`.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class Tally:
         if not world.active:
             return self
         sums = {head: dict(values) for head, values in self.sums.items()}
-        return Tally(distributed.all_reduce_sums(self.count, sums, world), sums)
+        return Tally(distributed.all_reduce_sums(self.count, sums), sums)
 
     def means(self) -> dict[str, dict[str, float]]:
         return {head: {k: float(v) / max(self.count, 1) for k, v in values.items()} for head, values in self.sums.items()}
@@ -226,7 +226,7 @@ class Trainer:
         if self.world.active:
             if step is not None and (step + 1) % distributed.STOP_CHECK_EVERY and step + 1 != self.steps_per_epoch:
                 return False
-            self.stop_reason, self.failed = distributed.agree_to_stop(self.world, self.stop_reason, self.failed, self.device)
+            self.stop_reason, self.failed = distributed.agree_to_stop(self.stop_reason, self.failed, self.device)
         return bool(self.stop_reason)
 
     def train_step(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
@@ -363,9 +363,9 @@ class Trainer:
     def _fit(self) -> dict[str, Any]:
         self._fit_started = self._epoch_started = time.perf_counter()
         log = None
-        if self.world.is_main and self.run_dir is None:
-            raise ValueError("Trainer.fit writes a run directory: give the Trainer one (run_dir)")
         if self.world.is_main:
+            if self.run_dir is None:
+                raise ValueError("Trainer.fit writes a run directory: give the Trainer one (run_dir)")
             log = MetricsLog(self.run_dir / "metrics.jsonl")
             if self.resumed:
                 log.keep_epochs(self.epochs_done)
@@ -382,13 +382,10 @@ class Trainer:
             if self.step < self.steps_per_epoch:  # stopped part-way: keep the place, evaluate nothing
                 self.save_checkpoint()
                 break
-            evaluated = self.evaluates_after(epoch)
-            val = self.evaluate("val") if self.validates and evaluated else None
-            test = self.evaluate("test") if evaluated else None
             self.epoch_record = train
-            # "val" only when held out, "val" and "test" only after the epochs evaluated
-            # (train.eval_every): a run that evaluates every epoch writes what it always did
-            evaluations = {**({"val": val} if val is not None else {}), **({"test": test} if test is not None else {})}
+            # "val" only when held out, "val" and "test" only after the epochs evaluated (train.eval_every)
+            splits = ["val", "test"] if self.validates else ["test"]
+            evaluations = {split: self.evaluate(split) for split in splits} if self.evaluates_after(epoch) else {}
             self.history.append({"epoch": epoch, "train": train["heads"], **evaluations})
             if log is not None:
                 log.append({"epoch": epoch, "split": "train", **train})
@@ -397,7 +394,7 @@ class Trainer:
             self.epochs_done = epoch
             self.rewind_epoch()
             self.save_checkpoint()
-            self._emit("on_epoch_end", epoch, train["heads"], test or {})
+            self._emit("on_epoch_end", epoch, train["heads"], evaluations.get("test", {}))
             if self._stop_now():
                 break
         summary = self.summary()
@@ -415,16 +412,14 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """What summary.json says of the run so far: recipe, seed, device, epochs, the last
         epoch's train metrics, the latest val (when held out) and test metrics, seconds."""
-        last = dict(self.history[-1]) if self.history else {}
-        for split in ("val", "test"):  # a run stopped after an epoch not evaluated: the latest evaluation's
-            last[split] = next((entry[split] for entry in reversed(self.history) if split in entry), None)
+        latest = {split: entry[split] for entry in self.history for split in ("train", "val", "test") if split in entry}
         summary = {
             "format": RUN_FORMAT,
             "recipe": self.recipe.name,
             "seed": self.recipe.seed,
             "device": str(self.device),
             "epochs": len(self.history),
-            "metrics": {split: last[split] for split in ("train", "val", "test") if last.get(split) is not None},
+            "metrics": {split: latest[split] for split in ("train", "val", "test") if split in latest},
             "seconds": round(self.seconds_before + time.perf_counter() - self._fit_started, 3),
         }
         if self.world.active:
