@@ -85,7 +85,8 @@ def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
             assert ddp["metrics"][split][head]["accuracy"] == pytest.approx(values["accuracy"], abs=0.02), (split, head)
     # rank 0 alone writes: one line per epoch and split, no second writer's leftovers
     written = {p.name for p in (tmp_path / "ddp").iterdir()}
-    assert written == {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json", "curves.png", "samples.png", "metrics.csv"}
+    assert written == {"recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json", "curves.png", "samples.png", "metrics.csv",
+                       ".digitsum-run", ".digitsum-lock"}  # the marker and lock of the run directory, rank 0's alone
     lines = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 4
     assert len((tmp_path / "ddp" / "metrics.csv").read_text().splitlines()) == 1 + 4  # a header, a row per epoch and split
