@@ -12,10 +12,6 @@ from ...contracts import Batch, Fusion, Image, Images, Params, Spec
 from .common import MNIST_IMAGE, ConvFeatures, _sizes_in_range
 
 
-def _image_count(spec: Spec) -> int:
-    return spec.count if isinstance(spec, Images) else 1
-
-
 class DigitCNN(Fusion):
     """One CNN shared by every image, classifying each alone; features: each image's digit logits.
 
@@ -52,7 +48,7 @@ class DigitCNN(Fusion):
     def __init__(self, params: Params, inputs: Mapping[str, Spec]) -> None:
         super().__init__(params, inputs)
         self.images = [n for n, s in inputs.items() if isinstance(s, (Image, Images))]
-        self.count = sum(_image_count(inputs[n]) for n in self.images)
+        self.count = sum(inputs[n].count if isinstance(inputs[n], Images) else 1 for n in self.images)
         self.cnn = ConvFeatures(1, params.conv_channels)
         layers: list[nn.Module] = []
         width = self.cnn.out_features
