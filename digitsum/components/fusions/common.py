@@ -17,17 +17,12 @@ MNIST_IMAGE = Image(1, 28, 28)
 class ConvFeatures(nn.Module):
     """conv k5 -> ReLU -> max-pool 2, once per channel count; flattened.
 
-    Computed as conv -> max-pool -> ReLU: the same function (ReLU never reorders values, so
-    the max of the ReLUs is the ReLU of the max) and the same gradients, with the ReLU on a
-    quarter of the values (measured: 2-17 % faster training steps of the original network).
-
-    ``modulation`` (one ``(scale, shift)`` pair of ``[B, channels]`` tensors per block) is
-    applied to each conv's output before its ReLU: what FiLM conditioning needs.
-
-    The conv weights are channels-last (whatever ``train.channels_last`` says), so the convs
-    and the max-pools after them run in that layout: ATen's max-pool is several times faster
-    there on the CPU (docs/performance.md). The features are the same; ``flatten`` gives them
-    in the usual channel-major order.
+    Computed as conv -> max-pool -> ReLU: the same function and gradients (ReLU never reorders
+    values), with the ReLU on a quarter of the values (measured: 2-17 % faster training steps).
+    The weights are channels-last whatever ``train.channels_last`` says: ATen's max-pool is
+    several times faster in that layout on the CPU (docs/performance.md). ``modulation`` (a
+    ``(scale, shift)`` pair of ``[B, channels]`` tensors per block) is applied before each ReLU,
+    as FiLM conditions.
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], size: int = 28) -> None:
