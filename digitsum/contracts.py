@@ -430,13 +430,6 @@ def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:
         default = None if field.is_required() else _plain(field.get_default(call_default_factory=True))
         hint = field.annotation
         annotation = hint.__name__ if isinstance(hint, type) else str(hint)  # list[int], Literal[...]: in full
-        rows.append(
-            {
-                "name": name,
-                "type": annotation.replace("typing.", ""),
-                "default": default,
-                "required": field.is_required(),
-                "description": field.description or "",
-            }
-        )
+        rows.append({"name": name, "type": annotation.replace("typing.", ""), "default": default,
+                     "required": field.is_required(), "description": field.description or ""})
     return rows

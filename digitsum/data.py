@@ -67,9 +67,7 @@ class DigitSet:
 def default_root() -> Path:
     """``$DIGITSUM_DATA`` if set, else the per-user cache folder."""
     env = os.environ.get("DIGITSUM_DATA")
-    if env:
-        return Path(env).expanduser()
-    return user_cache_dir()
+    return Path(env).expanduser() if env else user_cache_dir()
 
 
 def _missing_files_message(root: Path, reason: str) -> str:

@@ -79,9 +79,6 @@ def _numpy(source: Any, label: str) -> Any:
     )
 
 
-# -- reading ------------------------------------------------------------------------------------
-
-
 def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
     """Any accepted image as float32 ``[H, W, C]`` in [0, 1], C = 1 (grey) or 3 (colour).
 
