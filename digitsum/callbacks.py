@@ -16,25 +16,13 @@ if TYPE_CHECKING:
 
 
 class Callback:
-    """Hooks into a training run; override what you need.
+    """Hooks into a training run; override what you need (the hooks: docs/api.md#callbacks).
 
-    Order of calls: ``on_start``; per epoch ``on_epoch_start``, ``on_step`` after every
-    training step, ``on_epoch_end`` after the epoch's evaluation; then ``on_end`` with the
-    summary. If training raises anything (a component's bug, a full disk, Ctrl-C pressed
-    twice), ``on_exception`` is called instead of ``on_end``, on every callback, so that a
-    callback can close what it opened (a live progress bar, a file); then the exception goes on.
-
-    Callbacks run on rank 0 only in a data-parallel (torchrun) run: the other ranks train
-    without them.
-
-    ``on_step`` runs every step: read tensors there only now and then (a read waits for the
-    GPU). A callback ends a run with ``trainer.request_stop(reason)`` (``failed=True`` when
-    the model is no longer good).
-
-    A callback that remembers something across epochs returns it from ``state_dict`` (plain
-    data: numbers, strings, lists, dicts, tensors); it is saved in every checkpoint and handed
-    back to ``load_state_dict`` when the run is resumed, so a resumed run behaves as if it had
-    never stopped.
+    If training raises anything (a component's bug, a full disk, Ctrl-C pressed twice),
+    ``on_exception`` is called instead of ``on_end``, on every callback, so that a callback can
+    close what it opened; then the exception goes on. Callbacks run on rank 0 only in a
+    data-parallel (torchrun) run. A callback ends a run with ``trainer.request_stop(reason)``
+    (``failed=True`` when the model is no longer good).
     """
 
     def on_start(self, trainer: Trainer) -> None:
@@ -61,7 +49,8 @@ class Callback:
         """Training raised ``error``: release what this callback holds. The error is raised again afterwards."""
 
     def state_dict(self) -> dict[str, Any]:
-        """What this callback needs to carry on after a resume; saved in every checkpoint."""
+        """What this callback needs to carry on after a resume (plain data: numbers, strings,
+        lists, dicts, tensors); saved in every checkpoint."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -7,15 +7,9 @@ Three kinds of component meet in a model:
 * a **Fusion** backbone maps the inputs of a batch to one feature vector per sample;
 * a **Head** maps those features to an output, and owns its loss and metrics.
 
-Three more say how a model is trained and what a run reports:
-
-* an **Optimizer** makes the torch optimizer that updates the model's parameters;
-* a **Schedule** makes the learning-rate scheduler stepped after every training step;
-* a **Logger** is a callback that reports a run somewhere (TensorBoard, MLflow, a file).
-
-For prediction on a user's own inputs, a generator also prepares raw inputs as it prepares its
-own (``Generator.encode``), and a head that predicts classes gives their probabilities
-(``Head.probabilities``). Both have defaults, so components written before them still work.
+Three more say how a model is trained and what a run reports: an **Optimizer** makes the torch
+optimizer, a **Schedule** the learning-rate scheduler stepped after every training step, and a
+**Logger** is a callback that reports a run somewhere (TensorBoard, MLflow, a file).
 
 Each component class has a ``Params`` pydantic model (``extra="forbid"``): its defaults and
 descriptions are its documentation (``digitsum list``), and it validates the component's
@@ -115,6 +109,9 @@ class Component:
     #: The contract version this component was written for.
     contract: ClassVar[int] = CONTRACT_VERSION
 
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
     @classmethod
     def summary(cls) -> str:
         """The first line of the class docstring: the one-line description in listings."""
@@ -126,10 +123,9 @@ class Component:
 class Interface:
     """What a generator feeds the model (``inputs``) and asks of it (``targets``).
 
-    ``measured`` names targets that are measured but never trained on: a head bound to one
-    must have weight 0 (the recipe is refused otherwise), so its metrics report what the model
-    learnt without that label ever reaching the loss (e.g. the digits of a task supervised by
-    their sum alone).
+    ``measured`` names targets that are measured but never trained on: a head bound to one must
+    have weight 0 (the recipe is refused otherwise), so its metrics report what the model learnt
+    without that label (e.g. the digits of a task supervised by their sum alone).
     """
 
     inputs: Mapping[str, Spec]
@@ -146,16 +142,10 @@ class Generator(Component):
     comes from the ``rng`` it is given, so that the engine controls reproducibility: train
     batches get a fresh stream every epoch, the test split the same stream every time.
 
-    The splits are ``train`` and ``test``, and ``val`` when a recipe holds out a validation
-    split (``data.val`` > 0, ``self.data.val`` here): ``size("val")`` and ``draw("val", ...)``
-    must then give samples that ``draw("train", ...)`` never uses. A generator that reads a
-    split's samples from ``self.data.mnist(split)`` has this for free (the context holds the
-    samples out); one with data of its own splits them with ``self.data.holdout(n)``. A
-    generator whose ``size("val")`` raises (or is 0) cannot serve ``data.val``: the run is
-    refused before training with a message saying so.
-
-    :meth:`encode` prepares a user's raw inputs the way ``draw`` prepares its own; a generator
-    whose ``draw`` ends by calling ``encode`` on raw inputs keeps the two from drifting apart.
+    With ``data.val`` > 0 the engine also asks for the split ``val``, whose samples
+    ``draw("train", ...)`` must never use: ``self.data.mnist(split)`` holds them out already,
+    data of the generator's own are split with ``self.data.holdout(n)``. A generator whose
+    ``size("val")`` raises (or is 0) is refused for such a recipe, before training.
     """
 
     inputs: ClassVar[Mapping[str, Spec]] = {}
@@ -168,7 +158,7 @@ class Generator(Component):
         return Interface(dict(cls.inputs), dict(cls.targets))
 
     def __init__(self, params: Params, data: DataContext) -> None:
-        self.params = params
+        super().__init__(params)
         self.data = data
 
     def size(self, split: str) -> int:
@@ -192,22 +182,21 @@ class Generator(Component):
         Raw inputs are what a user has at prediction time, one entry per declared input:
 
         * an ``Image`` input: float pixels in ``[0, 1]``, ``[B, channels, height, width]``, a
-          light digit on a dark ground (MNIST's convention and format: ``digitsum.images``
-          turns a photo or a scan into it; ``mnist_pixels`` turns MNIST's uint8 images into it);
+          light digit on a dark ground (MNIST's format: ``digitsum.images`` turns a photo or a
+          scan into it, ``mnist_pixels`` MNIST's uint8 images);
         * an ``Images`` input: the same per image, ``[B, count, channels, height, width]``;
         * a ``Categorical`` input: int64 ``[B]`` with values in ``[0, classes)``.
 
-        Returns the declared inputs only (no targets), on the device of the raw ones, and
-        leaves the raw tensors unchanged. Nothing random happens here: noise or augmentation
-        belongs to ``draw``, so that a prediction sees the input as it is. Nor does it load
-        data (``self.data``): prediction may run where the training data are not.
+        Returns the declared inputs only (no targets), on the raw ones' device, and leaves the
+        raw tensors unchanged; a missing one is a KeyError. Nothing random (noise and
+        augmentation belong to ``draw``) and no data loading: prediction may run where the
+        training data are not.
 
-        The default fits generators that prepare images the way MNIST is usually fed: each
-        image converted to float32 and standardised, ``(x - MNIST_MEAN) / MNIST_STD``, unless
-        the generator's params have a field ``normalize`` that is false (then the pixels stay
-        in ``[0, 1]``); each categorical converted to int64, values unchanged. A generator that
-        prepares its inputs otherwise (another scale, inverted, resized, embedded numbers)
-        overrides this method; ``digitsum.testing.check_generator`` compares it with ``draw``.
+        The default converts each image to float32 and standardises it, ``(x - MNIST_MEAN) /
+        MNIST_STD``, unless the params' field ``normalize`` is false (the pixels then stay in
+        ``[0, 1]``), and each categorical to int64. A generator that prepares its inputs
+        otherwise overrides it; a ``draw`` that ends by calling ``encode`` on raw inputs keeps
+        the two in step, and ``digitsum.testing.check_generator`` compares them.
         """
         interface = type(self).interface(self.params)
         standardise = getattr(self.params, "normalize", True) is not False
@@ -218,8 +207,7 @@ class Generator(Component):
             value = inputs[name]
             if isinstance(spec, (Image, Images)):
                 x = value.float()
-                # out of place: the caller's tensor is never modified (sub makes the new tensor
-                # the division then works in)
+                # out of place, the caller's tensor unchanged: sub makes the new tensor div_ works in
                 batch[name] = torch.sub(x, MNIST_MEAN).div_(MNIST_STD) if standardise else x.clone()
             else:
                 batch[name] = value.long()
@@ -251,31 +239,29 @@ class Fusion(Component, nn.Module):
 
 #: How a head's output is read, declared by ``Head.output_kind``:
 #:
-#: * ``"class_logits"`` (the default): ``[B, classes]`` scores, one per class of the target,
-#:   ``predict`` is their argmax and the loss is cross-entropy-like (a uniform guess costs
-#:   ln(classes)). ``digitsum doctor`` applies its logits checks (width, loss at init against
-#:   ln(classes), double softmax) to these heads only.
-#: * ``"value"``: one real number per sample, ``[B]`` (a regression).
+#: * ``"class_logits"`` (the default): ``[B, classes]`` scores whose argmax is ``predict``, with a
+#:   cross-entropy-like loss (ln(classes) for a uniform guess); only these heads get
+#:   ``digitsum doctor``'s logits checks (width, loss at init, double softmax);
+#: * ``"value"``: one real number per sample, ``[B]`` (a regression);
 #: * ``"other"``: anything else (K-1 ordinal thresholds, one distribution per digit position, ...).
 #:
-#: Heads of the last two kinds are judged through their ``predict``, ``probabilities`` and metrics
-#: only; ``digitsum.testing.check_head`` checks the declaration against the output.
+#: The last two are judged through ``predict``, ``probabilities`` and metrics only;
+#: ``digitsum.testing.check_head`` checks the declaration against the output.
 OUTPUT_KINDS = ("class_logits", "value", "other")
 
 
 @dataclass(frozen=True)
 class PredictionSpace:
-    """What a head's ``predict`` returns and how it relates to the head's target, declared by
-    :meth:`Head.prediction_space`: export's sidecar, ``digitsum.predict`` and ``digitsum doctor``
-    read a head's predictions through it, never through the head's class.
+    """What a head's ``predict`` returns and how it relates to the head's target
+    (:meth:`Head.prediction_space`): export, ``digitsum.predict`` and ``digitsum doctor`` read a
+    head's predictions through it, never through the head's class.
 
     * ``classes``: predictions are integers ``0 .. classes - 1`` (None: real values);
-    * ``length``: None, one prediction per sample (``[B]``); else that many (``[B, length]``:
-      one per digit, most significant first, as a ``Digits`` target holds them);
-    * ``relation``: ``"target"``, a prediction is a value of the target (its class, its
-      digits); ``"rounded"``, a real-valued output rounded and clamped to the target's classes
-      (a regression); ``"derived"``, a value ``derive`` computes from the target (the parity of
-      a sum): ``derive(target)`` is what a right prediction equals;
+    * ``length``: None, one prediction per sample (``[B]``); else ``[B, length]``, one per
+      digit, most significant first (as a ``Digits`` target);
+    * ``relation``: ``"target"``, a value of the target (its class, its digits); ``"rounded"``,
+      a real output rounded and clamped to the target's classes (a regression); ``"derived"``,
+      ``derive(target)`` is what a right prediction equals (the parity of a sum, say);
     * ``labels``: a name per class, for people (None: the integers are the names);
     * ``meaning``: what a prediction is, in words (``""``: the target's predicted value);
     * ``output``: how to read the head's raw output, in words (``""``: logits over the classes
@@ -298,8 +284,7 @@ class PredictionSpace:
 
     @classmethod
     def of(cls, target: Spec) -> PredictionSpace:
-        """The default: the target's own values (a ``Classes`` target's classes, a ``Digits``
-        target's digits)."""
+        """The default: the target's own values (its classes, or a ``Digits`` target's digits)."""
         if isinstance(target, Digits):
             return cls(target.base, target.length)
         return cls(getattr(target, "classes", None))
@@ -312,11 +297,8 @@ class PredictionSpace:
 class Head(Component, nn.Module):
     """Maps features to an output for one target; owns its loss and metrics.
 
-    ``metrics`` returns per-sample values (shape ``[B]``); the engine averages them over a
-    split. ``primary_metric`` names the one shown in tables and compared across runs.
-    ``output_kind`` declares how the output is read (see :data:`OUTPUT_KINDS`); the default,
-    ``"class_logits"``, is ``[B, classes]`` logits. :meth:`prediction_space` declares what
-    ``predict`` returns.
+    ``primary_metric`` names the metric shown in tables and compared across runs;
+    ``output_kind`` declares how the output is read (:data:`OUTPUT_KINDS`).
     """
 
     primary_metric: ClassVar[str] = "accuracy"
@@ -337,13 +319,11 @@ class Head(Component, nn.Module):
 
     @classmethod
     def features_for(cls, params: Params, target: Spec) -> int | None:
-        """How many features this head reads for ``target``, when it needs an exact number.
+        """How many features this head reads for ``target``; None (the default): any number.
 
-        None (the default): any number, the head maps them itself (e.g. a linear layer). A head
-        that reads the backbone's features as they are (e.g. per-image digit logits, ``[B,
-        images * classes]``) returns their number; the model is refused at build time, with
-        both numbers, when the backbone gives another (and ``Head.__init__`` refuses any other
-        ``in_features``).
+        A head that reads the backbone's features as they are (e.g. per-image digit logits,
+        ``[B, images * classes]``) returns their number: a backbone that gives another is refused
+        when the model is built, with both numbers (and ``Head.__init__`` refuses it too).
         """
         return None
 
@@ -355,7 +335,7 @@ class Head(Component, nn.Module):
         raise NotImplementedError
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """Per-sample metric values, each of shape ``[B]``."""
+        """Per-sample metric values, each of shape ``[B]``; the engine averages them over a split."""
         return {}
 
     def predict(self, output: Tensor) -> Tensor:
@@ -364,86 +344,58 @@ class Head(Component, nn.Module):
         return output.argmax(dim=1)
 
     def prediction_space(self) -> PredictionSpace:
-        """What :meth:`predict` returns and how it relates to the target (:class:`PredictionSpace`).
-
-        The default, :meth:`PredictionSpace.of` the target: its own classes or digits. A head
-        that predicts something else (a value derived from its target, a regression rounded to
-        its classes) returns its own declaration.
-        """
+        """What :meth:`predict` returns and how it relates to the target; the default,
+        :meth:`PredictionSpace.of` the target, suits a head predicting the target's own values."""
         return PredictionSpace.of(self.target)
 
     def probabilities(self, output: Tensor) -> Tensor | None:
-        """Per-class probabilities ``[B, classes]`` of ``output``, or None.
-
-        A head that predicts classes returns, for each sample, one probability per class of
-        its prediction space (non-negative, each row summing to 1); ``digitsum.predict`` shows
-        them and the most likely classes. The default, None, is for heads that give no
-        probabilities (e.g. a regression).
-        """
+        """Per-class probabilities ``[B, classes]`` of ``output`` over the prediction space's
+        classes (non-negative, each row summing to 1), or None (the default): no distribution,
+        as a regression gives."""
         return None
 
 
 class Optimizer(Component):
     """Makes the torch optimizer of a run (``[train.optimizer]`` in a recipe).
 
-    ``Params`` must have a field ``lr``: the learning rate, which is also the peak every
-    schedule scales (a schedule reads it from the optimizer's param groups when it is built).
-    :meth:`build` returns a ``torch.optim.Optimizer`` over exactly the parameters it is given,
-    one param group whose ``lr`` is ``params.lr``; its ``state_dict`` must hold everything a
-    resumed run needs to continue exactly (torch's optimizers do).
+    ``Params`` must have a field ``lr``: the learning rate, also the peak every schedule scales
+    (read from the optimizer's param groups when the schedule is built).
     """
 
-    def __init__(self, params: Params) -> None:
-        self.params = params
-
     def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
-        """The optimizer over ``parameters`` (all on one device)."""
+        """The optimizer over exactly ``parameters`` (all on one device), in one param group whose
+        ``lr`` is ``params.lr``; its ``state_dict`` must resume a run exactly (torch's do)."""
         raise NotImplementedError
 
 
 class Schedule(Component):
     """Makes the learning-rate scheduler of a run (``[train.schedule]`` in a recipe).
 
-    :meth:`build` gets the run's optimizer, already built, and the number of training steps
-    of the whole run; the scheduler it returns is stepped once after every optimizer step.
     The peak learning rate is the optimizer's own (each param group's ``lr`` when the schedule
-    is built): a schedule never raises the learning rate above it, accepts any number of steps
-    (one, too: a smoke test), and changes nothing but the learning rate — momentum, betas and
-    weight decay stay what the recipe set — unless its own parameters say so. Its
-    ``state_dict`` must resume exactly (torch's ``LRScheduler`` subclasses do).
+    is built): a schedule never goes above it, accepts any number of steps (one, too: a smoke
+    test), and changes nothing but the learning rate (not momentum, betas or weight decay)
+    unless its own parameters say so.
     """
 
-    def __init__(self, params: Params) -> None:
-        self.params = params
-
     def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-        """The scheduler for ``total_steps`` steps of ``optimizer``."""
+        """The scheduler for the run's ``total_steps`` steps of ``optimizer`` (already built),
+        stepped after every optimizer step; its ``state_dict`` must resume exactly (torch's do)."""
         raise NotImplementedError
 
 
 class Logger(Component, Callback):
     """Reports a run somewhere: a callback built from a ``[log.<name>]`` table of a recipe.
 
-    A logger sees the hooks every callback sees (``on_start``, ``on_epoch_end``, ``on_end``,
-    ``on_exception``, ...; ``trainer.run_dir`` is the run directory, ``trainer.recipe`` the
-    resolved recipe, ``trainer.epoch_record`` the last epoch's train figures: samples/s,
-    seconds, learning rate) and runs on rank 0 only under torchrun. What it needs to continue
-    a resumed run as the same run (an id given by a tracking server, say) it returns from
-    ``state_dict``: it is saved in every checkpoint and handed back on ``--resume``.
-
-    Import the logger's library inside its hooks, never at module level, and name it in
-    ``requires`` (import names) and how to install it in ``install``: a recipe asking for a
-    logger whose library is missing is refused when it is loaded, before any training, with
-    that instruction.
+    It has every hook of a ``digitsum.Callback`` and keeps in ``state_dict`` what a resumed run
+    needs to continue as the same run (a tracking server's id, say). Import the logger's library
+    inside its hooks, never at module level, and name it in ``requires``: a recipe naming a
+    logger whose library is missing is refused when it is loaded, with the ``install`` instruction.
     """
 
     #: Modules (import names) the logger needs; checked when a recipe naming it is loaded.
     requires: ClassVar[tuple[str, ...]] = ()
     #: What installs them, shown when one is missing, e.g. ``pip install "digitsum[tensorboard]"``.
     install: ClassVar[str] = ""
-
-    def __init__(self, params: Params) -> None:
-        self.params = params
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -478,13 +430,6 @@ def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:
         default = None if field.is_required() else _plain(field.get_default(call_default_factory=True))
         hint = field.annotation
         annotation = hint.__name__ if isinstance(hint, type) else str(hint)  # list[int], Literal[...]: in full
-        rows.append(
-            {
-                "name": name,
-                "type": annotation.replace("typing.", ""),
-                "default": default,
-                "required": field.is_required(),
-                "description": field.description or "",
-            }
-        )
+        rows.append({"name": name, "type": annotation.replace("typing.", ""), "default": default,
+                     "required": field.is_required(), "description": field.description or ""})
     return rows

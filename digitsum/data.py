@@ -8,6 +8,7 @@ cache folder. It holds torchvision's layout, ``<root>/MNIST/raw/<four IDX files>
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +67,7 @@ class DigitSet:
 def default_root() -> Path:
     """``$DIGITSUM_DATA`` if set, else the per-user cache folder."""
     env = os.environ.get("DIGITSUM_DATA")
-    if env:
-        return Path(env).expanduser()
-    return user_cache_dir()
+    return Path(env).expanduser() if env else user_cache_dir()
 
 
 def _missing_files_message(root: Path, reason: str) -> str:
@@ -79,38 +78,6 @@ def _missing_files_message(root: Path, reason: str) -> str:
         f"Put the four uncompressed IDX files here:\n{names}\n"
         "or point `data.root` in the recipe (or $DIGITSUM_DATA) at a folder that has them."
     )
-
-
-def _check_idx(path: Path, ndim: int) -> int:
-    """Check an IDX file's magic number and size against its header; return its item count."""
-    try:
-        with path.open("rb") as f:
-            header = f.read(4 + 4 * ndim)
-        size = path.stat().st_size
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    if len(header) < 4 + 4 * ndim:
-        raise UserError(f"{path} is truncated: {size} bytes is shorter than an IDX header")
-    magic = int.from_bytes(header[:4], "big")
-    if magic != _IDX_MAGIC[ndim]:
-        raise UserError(
-            f"{path} is not a uint8 IDX file with {ndim} dimension(s): magic number {magic}, "
-            f"expected {_IDX_MAGIC[ndim]}"
-        )
-    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = len(header)
-    count = 1
-    for d in dims:
-        count *= d
-    expected += count
-    if ndim == 3 and dims[1:] != [28, 28]:
-        raise UserError(f"{path} holds {dims[1]}x{dims[2]} images; MNIST images are 28x28")
-    if size != expected:
-        raise UserError(
-            f"{path} has {size} bytes but its header ({' x '.join(map(str, dims))}) "
-            f"needs {expected}: the file is truncated or corrupt"
-        )
-    return dims[0]
 
 
 def _ensure_mnist(root: Path, download: bool) -> None:
@@ -130,23 +97,40 @@ def _ensure_mnist(root: Path, download: bool) -> None:
 
 
 def read_idx(path: Path, ndim: int) -> Tensor:
-    """A checked uint8 IDX file (see :func:`_check_idx`) as a uint8 tensor of its shape, read
-    straight into memory.
+    """A uint8 IDX file as a uint8 tensor of its shape, its magic number and size checked against
+    its header (a :class:`UserError` saying what is wrong).
 
-    The IDX layout is already raw uint8 after a short header, so one ``numpy.fromfile`` is the
-    fastest load there is (about 10 ms for MNIST's 47 MB training images from the page cache,
-    the same as a ``.npy`` copy of them): no parsed cache is kept, and torchvision (2 s to import)
-    is not needed to read it.
+    The IDX layout is raw uint8 after a short header, so one ``numpy.fromfile`` is the fastest
+    load there is (about 10 ms for MNIST's 47 MB training images from the page cache, the same as
+    a ``.npy`` copy of them): no parsed cache is kept, and torchvision (2 s to import) is not
+    needed to read it.
     """
     import numpy as np
 
-    count = _check_idx(path, ndim)
     try:
-        flat = np.fromfile(path, dtype=np.uint8, offset=4 + 4 * ndim)
+        data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    shape = (count, 28, 28) if ndim == 3 else (count,)
-    return torch.from_numpy(flat.reshape(shape))
+    start = 4 + 4 * ndim
+    if len(data) < start:
+        raise UserError(f"{path} is truncated: {len(data)} bytes is shorter than an IDX header")
+    header = data[:start].tobytes()
+    magic = int.from_bytes(header[:4], "big")
+    if magic != _IDX_MAGIC[ndim]:
+        raise UserError(
+            f"{path} is not a uint8 IDX file with {ndim} dimension(s): magic number {magic}, "
+            f"expected {_IDX_MAGIC[ndim]}"
+        )
+    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if ndim == 3 and dims[1:] != [28, 28]:
+        raise UserError(f"{path} holds {dims[1]}x{dims[2]} images; MNIST images are 28x28")
+    expected = start + math.prod(dims)
+    if len(data) != expected:
+        raise UserError(
+            f"{path} has {len(data)} bytes but its header ({' x '.join(map(str, dims))}) "
+            f"needs {expected}: the file is truncated or corrupt"
+        )
+    return torch.from_numpy(data[start:].reshape(dims))
 
 
 def load_mnist(root: Path, split: str, device: torch.device, download: bool = True) -> DigitSet:
@@ -166,15 +150,12 @@ def load_mnist(root: Path, split: str, device: torch.device, download: bool = Tr
 @dataclass
 class DataContext:
     """What a generator may load data from: a root folder, the device to put it on, and the
-    validation split held out of the training data.
+    validation split held out of the training data. Each source is loaded once and cached, so
+    generators can ask for it freely.
 
-    Each source is loaded once and cached, so generators can ask for it freely.
-
-    ``val`` samples of MNIST's training split (``data.val`` in a recipe; 0: none) are held out
-    as a validation split, chosen by ``seed`` (the recipe's): ``mnist("train")`` holds the
-    others only, ``mnist("val")`` the held-out ones, so a generator that draws a split's
-    samples from ``mnist(split)`` gives a validation split that training never sees. A
-    generator with data of its own holds out the same way with :meth:`holdout`.
+    ``val`` samples of MNIST's training split (``data.val`` in a recipe; 0: none), chosen by
+    ``seed``, are held out: a generator that draws a split's samples from ``mnist(split)`` gives
+    a validation split that training never sees; one with data of its own uses :meth:`holdout`.
     """
 
     root: Path
@@ -195,8 +176,8 @@ class DataContext:
             else:
                 full = load_mnist(self.root, "train", self.device, self.download)
                 train_index, val_index = self.holdout(len(full), "MNIST's training split")
-                index = val_index if split == "val" else train_index
-                self._cache[split] = DigitSet(full.images[index.to(self.device)], full.labels[index.to(self.device)])
+                index = (val_index if split == "val" else train_index).to(self.device)
+                self._cache[split] = DigitSet(full.images[index], full.labels[index])
         return self._cache[split]
 
     def holdout(self, n: int, what: str = "the training split") -> tuple[Tensor, Tensor]:

@@ -1,19 +1,12 @@
 """A user's image in MNIST's format, for a trained model to predict on.
 
-The procedure — read the image as grey, find its ground (the border, or the sheet the digit
-is drawn on) and polarity, scale the ink to 1, drop clutter along the edge, scale the digit's
-bounding box into a 20x20 box and centre its mass on pixel 14 of 28, as MNIST was made — is
-:mod:`digitsum.mnist_format`, a module that needs only numpy and Pillow, so that ``digitsum
-export`` can copy it next to an exported model (its description has every step). This module
-adds what digitsum needs around it: torch tensors as input and output, a model's ``Image``
-spec (size and channels), batches, and :class:`UserError` naming the file (or the input) for
-an image that cannot be read or is blank.
-
-:func:`to_mnist` brings any image to the spec's format; :func:`as_image` converts an image
-already in MNIST's format without changing its pixels (``preprocess=False`` in prediction),
-and :func:`image_batch` takes one image or a batch in any of these forms. For an ``Image`` spec
-of another size the 20-pixel box and the centre scale with the field; for several channels
-the grey image is repeated.
+The procedure (read as grey, find the ground and the polarity, scale the ink to 1, drop clutter
+along the edge, scale the digit into a 20x20 box centred by mass on pixel 14 of 28, as MNIST was
+made) is :mod:`digitsum.mnist_format`, which needs only numpy and Pillow so that ``digitsum
+export`` can copy it next to an exported model. This module adds torch tensors, a model's
+``Image`` spec (other sizes scale the box and the centre with the field, several channels repeat
+the grey), batches, and :class:`UserError` naming the file (or the input) for an image that
+cannot be read or is blank.
 
 numpy and PIL are imported with this module, torch inside the functions: it is used only to predict.
 """
@@ -46,9 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover - this module imports no torch until used
     from .contracts import Image
 
 _T = TypeVar("_T")
-# channels of a [H, W, C] image, and of a [C, H, W] one (not 2: [2, H, W] is two grey images)
-_CHANNELS = mnist_format._CHANNELS
-_CHANNELS_FIRST = mnist_format._CHANNELS_FIRST
 
 
 def _spec(spec: Image | None) -> Image:
@@ -89,9 +79,6 @@ def _numpy(source: Any, label: str) -> Any:
     )
 
 
-# -- reading ------------------------------------------------------------------------------------
-
-
 def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
     """Any accepted image as float32 ``[H, W, C]`` in [0, 1], C = 1 (grey) or 3 (colour).
 
@@ -120,11 +107,9 @@ def to_mnist(source: Any, spec: Image | None = None, *, name: str | None = None)
     """A user's image -> float32 ``[channels, height, width]`` in [0, 1], in MNIST's format.
 
     ``source``: any form :func:`read_pixels` accepts (file path, PIL image, array, tensor);
-    ``spec``: the model's Image input (None: ``Image(1, 28, 28)``; other sizes scale the
-    20-pixel box and the centre with the field, several channels repeat the grey). A photo of a
-    dark digit on paper and a light digit on a dark ground give the same result; so do a sheet
-    on a desk and a digit in a frame (:mod:`digitsum.mnist_format` has the steps). Raises
-    :class:`UserError` naming the file (or ``name``) for an unreadable or blank image.
+    ``spec``: the model's Image input (None: ``Image(1, 28, 28)``). A dark digit on paper and a
+    light one on a dark ground give the same result. Raises :class:`UserError` naming the file
+    (or ``name``) for an unreadable or blank image.
     """
     import torch
 
@@ -194,7 +179,7 @@ def _split_batch(value: Any, spec: Image, name: str) -> tuple[Sequence[Any], boo
     ndim = len(shape)
     if ndim == 4:
         return [value[i] for i in range(shape[0])], True
-    if ndim == 3 and shape[0] not in (1, spec.channels) and shape[-1] not in _CHANNELS:
+    if ndim == 3 and shape[0] not in (1, spec.channels) and shape[-1] not in mnist_format._CHANNELS:
         return [value[i] for i in range(shape[0])], True
     if ndim in (2, 3):
         return [value], False

@@ -47,14 +47,12 @@ def pair_sum_log_probs(log_a: Tensor, log_b: Tensor) -> Tensor:
     return pairs.masked_fill(~valid, IMPOSSIBLE).logsumexp(dim=-1)
 
 
-def _by_carry(pair: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    """``pair[b, i, index[b, i, ...]]``, IMPOSSIBLE where ``index`` is outside ``pair``'s range;
-    also the validity mask."""
+def _by_carry(pair: Tensor, index: Tensor) -> Tensor:
+    """``pair[b, i, index[b, i, ...]]``, IMPOSSIBLE where ``index`` is outside ``pair``'s range."""
     width = pair.shape[-1]
     valid = (index >= 0) & (index < width)
-    shape = index.shape
-    flat = pair.gather(2, index.clamp(0, width - 1).flatten(2)).view(shape)
-    return flat.masked_fill(~valid, IMPOSSIBLE), valid
+    found = pair.gather(2, index.clamp(0, width - 1).flatten(2)).view(index.shape)
+    return found.masked_fill(~valid, IMPOSSIBLE)
 
 
 def sum_log_likelihood(log_a: Tensor, log_b: Tensor, total: Tensor) -> Tensor:
@@ -75,7 +73,7 @@ def sum_log_likelihood(log_a: Tensor, log_b: Tensor, total: Tensor) -> Tensor:
     carry = torch.arange(2, device=total.device)
     # the pair sum t that gives digit s with carry c_in in and c_out out: s + base·c_out - c_in
     index = digits[:, :n, None, None] + base * carry[None, None, None, :] - carry[None, None, :, None]
-    step, _ = _by_carry(pair, index)  # [B, N, c_in, c_out]
+    step = _by_carry(pair, index)  # [B, N, c_in, c_out]
     alpha = torch.tensor([0.0, IMPOSSIBLE], dtype=dtype, device=log_a.device).expand(batch, 2)
     for i in range(n):
         alpha = (alpha[:, :, None] + step[:, i]).logsumexp(dim=1).clamp_min(IMPOSSIBLE)
@@ -102,9 +100,8 @@ def most_probable_sum(log_a: Tensor, log_b: Tensor) -> Tensor:
     pair = pair_sum_log_probs(log_a.float(), log_b.float()).flip(1)  # units first
     carry = torch.arange(2, device=log_a.device)
     s = torch.arange(base, device=log_a.device)
-    index = s + base * carry[:, None, None] - carry[None, :, None]  # [c_out, c_in, s] -> reorder
-    index = index.permute(1, 0, 2)  # [c_in, c_out, s]
-    scores, _ = _by_carry(pair, index.expand(batch, n, 2, 2, base).reshape(batch, n, 2, 2 * base))
+    index = s + base * carry[None, :, None] - carry[:, None, None]  # [c_in, c_out, s]
+    scores = _by_carry(pair, index.expand(batch, n, 2, 2, base).reshape(batch, n, 2, 2 * base))
     scores = scores.view(batch, n, 2, 2, base)
     best, digit = scores.max(dim=-1)  # [B, N, c_in, c_out]: best sum digit for each carry pair
     delta = torch.full_like(best[:, 0, 0], IMPOSSIBLE)  # [B, carry]: no carry into the units

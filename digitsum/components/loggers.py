@@ -1,10 +1,7 @@
 """Built-in loggers: metrics.jsonl (always on), a CSV file, TensorBoard and MLflow.
 
-Each is a callback built from a ``[log.<name>]`` table of a recipe, and runs in the run's own
-process on its library's public API (``torch.utils.tensorboard.SummaryWriter``, MLflow's
-``MlflowClient``). The libraries of TensorBoard and MLflow are imported inside the hooks, never
-here: listing loggers, or loading a recipe that names one, imports neither (a missing one is
-reported by ``Logger.unavailable``).
+TensorBoard and MLflow run in the run's own process on their libraries' public APIs, imported
+inside the hooks: listing loggers, or loading a recipe that names one, imports neither.
 """
 
 from __future__ import annotations

@@ -17,21 +17,16 @@ class MnistAddition(Generator):
     """Two N-digit numbers, one MNIST image per digit; target: their sum's N + 1 digits.
 
     The benchmark of Manhaeve et al. (2018, N = 1) in its multi-digit form (DeepStochLog,
-    A-NeSI): inputs ``a`` and ``b``, each ``[B, N, 1, 28, 28]``, the digits of a number, most
+    A-NeSI): inputs ``a`` and ``b``, each ``[B, N, 1, 28, 28]``, a number's digits, most
     significant first; target ``sum``: ``Digits(N + 1)``, most significant first (the leading
-    digit is the last carry). Target ``digits``: the 2N digits shown (``a``'s, then ``b``'s), for
-    measuring what the model learnt; with ``supervision = "sum"`` (the benchmark) it is a
-    *measured* target, never trained on (a head bound to it must have weight 0).
+    digit is the last carry); target ``digits``: the 2N digits shown (``a``'s, then ``b``'s),
+    *measured* only (never trained on) with ``supervision = "sum"``, the benchmark's.
 
     Pairing as in the literature: each split's images are shuffled once (``pairing_seed``) and
-    cut into consecutive groups of 2N, so each image is used once and the training set has
-    60000 / (2N) examples, the test set 10000 / (2N); the same for every run and every epoch.
-    ``pairing = "redrawn"`` draws 2N random training images per example at every step instead
-    (the test pairs stay fixed): not the benchmark's setting, report it apart.
-
-    ``shift`` augments the training images (never the test split, never ``encode``): each is
-    moved by a random whole number of pixels, up to ``shift`` in each direction, the uncovered
-    border black. The labels stay the sums only.
+    cut into groups of 2N, each image used once: 60000 / (2N) training examples, 10000 / (2N)
+    test ones, the same for every run and epoch. ``pairing = "redrawn"`` draws new training
+    groups at every step instead: not the benchmark's setting, report it apart. ``shift``
+    augments the training images only (never the test split, never ``encode``).
     """
 
     class Params(Params):

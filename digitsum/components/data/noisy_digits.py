@@ -34,9 +34,8 @@ def corrupt(x: Tensor, rng: torch.Generator, sigma: float, salt_pepper: float, o
 class NoisyDigits(SingleDigit):
     """single_digit with every batch corrupted: Gaussian noise, salt-and-pepper, occlusion.
 
-    The corruption is a training condition, applied in ``draw`` only: ``encode`` (inherited
-    from single_digit) adds no noise, so a prediction sees the user's clean input, prepared
-    as the corrupted training images are (standardised unless ``normalize = false``).
+    The corruption is a training condition, in ``draw`` only: ``encode`` adds none, so a
+    prediction sees the user's clean input.
     """
 
     class Params(SingleDigit.Params):

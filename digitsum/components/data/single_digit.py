@@ -15,23 +15,15 @@ __all__ = ["SingleDigit", "mnist_pixels"]  # mnist_pixels: still importable from
 class SingleDigit(Generator):
     """An MNIST image and a random number 0-9; targets: the digit and digit + number.
 
-    ``draw`` goes through ``encode``: MNIST's uint8 images become raw pixels in [0, 1],
-    :meth:`corrupt` may change them (subclasses add noise there), and ``encode`` (the default:
-    standardised unless ``normalize = false``) prepares them, exactly as it prepares a user's
-    image at prediction time. Its inputs and targets depend on ``numbers``: see ``interface``.
-
-    ``shift`` augments the training images (never the test or validation split, never
-    ``encode``): each is moved by a random whole number of pixels, up to ``shift`` in each
-    direction, the uncovered border black, before ``corrupt``.
+    ``draw`` makes raw pixels in [0, 1], moves the training images by up to ``shift`` pixels,
+    lets :meth:`corrupt` change them (subclasses add noise there) and ends with ``encode``,
+    which prepares a user's image at prediction time the same way, without either step.
     """
 
     class Params(Params):
         normalize: bool = Field(True, description="standardise pixels with MNIST's mean and std")
         numbers: int = Field(10, ge=1, le=1000, description="the number input is drawn from 0..numbers-1")
         shift: int = Field(0, ge=0, le=4, description="training augmentation: each training image moved by up to this many pixels (0: none)")
-
-    # No `inputs`/`targets` class attributes: they depend on `numbers`, so only
-    # interface(params) can say them.
 
     @classmethod
     def interface(cls, params: Params) -> Interface:

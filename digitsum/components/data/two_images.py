@@ -11,11 +11,7 @@ from ...data import mnist_pixels
 
 
 class TwoImages(Generator):
-    """Two MNIST images; targets: each digit and their sum. Pairs are drawn afresh every epoch.
-
-    ``draw`` goes through ``encode`` (the default: standardised unless ``normalize = false``),
-    so a user's two images are prepared at prediction time exactly as the training pairs.
-    """
+    """Two MNIST images; targets: each digit and their sum. Pairs are drawn afresh every epoch."""
 
     class Params(Params):
         normalize: bool = Field(True, description="standardise pixels with MNIST's mean and std")

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from ...contracts import Categorical, Image, Params, Spec
+from ...contracts import Categorical, Fusion, Image, Params, Spec
 
 #: The image every built-in CNN reads.
 MNIST_IMAGE = Image(1, 28, 28)
@@ -17,17 +17,12 @@ MNIST_IMAGE = Image(1, 28, 28)
 class ConvFeatures(nn.Module):
     """conv k5 -> ReLU -> max-pool 2, once per channel count; flattened.
 
-    Computed as conv -> max-pool -> ReLU: the same function (ReLU never reorders values, so
-    the max of the ReLUs is the ReLU of the max) and the same gradients, with the ReLU on a
-    quarter of the values (measured: 2-17 % faster training steps of the original network).
-
-    ``modulation`` (one ``(scale, shift)`` pair of ``[B, channels]`` tensors per block) is
-    applied to each conv's output before its ReLU: what FiLM conditioning needs.
-
-    The conv weights are channels-last (whatever ``train.channels_last`` says), so the convs
-    and the max-pools after them run in that layout: ATen's max-pool is several times faster
-    there on the CPU (docs/performance.md). The features are the same; ``flatten`` gives them
-    in the usual channel-major order.
+    Computed as conv -> max-pool -> ReLU: the same function and gradients (ReLU never reorders
+    values), with the ReLU on a quarter of the values (measured: 2-17 % faster training steps).
+    The weights are channels-last whatever ``train.channels_last`` says: ATen's max-pool is
+    several times faster in that layout on the CPU (docs/performance.md). ``modulation`` (a
+    ``(scale, shift)`` pair of ``[B, channels]`` tensors per block) is applied before each ReLU,
+    as FiLM conditions.
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], size: int = 28) -> None:
@@ -49,14 +44,9 @@ class ConvFeatures(nn.Module):
         return x.flatten(1)
 
 
-def image_inputs(inputs: Mapping[str, Spec]) -> list[str]:
-    """Names of the ``Image`` inputs, in the generator's order."""
-    return [name for name, spec in inputs.items() if isinstance(spec, Image)]
-
-
-def categorical_inputs(inputs: Mapping[str, Spec]) -> list[str]:
-    """Names of the ``Categorical`` inputs, in the generator's order."""
-    return [name for name, spec in inputs.items() if isinstance(spec, Categorical)]
+def inputs_of(kind: type, inputs: Mapping[str, Spec]) -> list[str]:
+    """Names of the inputs whose spec is a ``kind`` (``Image``, ``Categorical``), in the generator's order."""
+    return [name for name, spec in inputs.items() if isinstance(spec, kind)]
 
 
 def mlp(in_features: int, hidden: Sequence[int]) -> nn.Sequential:
@@ -66,16 +56,6 @@ def mlp(in_features: int, hidden: Sequence[int]) -> nn.Sequential:
         layers += [nn.Linear(in_features, width), nn.ReLU()]
         in_features = width
     return nn.Sequential(*layers)
-
-
-def image_problems(inputs: Mapping[str, Spec]) -> list[str]:
-    """Why a backbone with the shared MNIST CNN cannot read these inputs (empty: it can)."""
-    images = [inputs[n] for n in image_inputs(inputs)]
-    if not images:
-        return ["it needs at least one image input"]
-    if any(s != MNIST_IMAGE for s in images):
-        return ["its CNN reads 1x28x28 images"]
-    return []
 
 
 def _sizes_in_range(value: list[int]) -> list[int]:
@@ -91,3 +71,29 @@ class CNNParams(Params):
     hidden: list[int] = Field([120, 60], min_length=1, max_length=8, description="widths of the fully connected layers")
 
     _check_sizes = field_validator("conv_channels", "hidden")(_sizes_in_range)
+
+
+class CNNFusion(Fusion):
+    """The part concat, embedding and film share: a CNN over each image, the numbers beside it.
+
+    Sets ``images`` (the Image inputs' names), ``numbers`` (each Categorical input's name -> its
+    classes), ``cnn`` and ``out_features``; a subclass adds how the numbers join and its ``mlp``.
+    """
+
+    Params = CNNParams
+
+    @classmethod
+    def check(cls, params: CNNParams, inputs: Mapping[str, Spec]) -> list[str]:
+        images = [inputs[n] for n in inputs_of(Image, inputs)]
+        if not images:
+            return ["it needs at least one image input"]
+        if any(s != MNIST_IMAGE for s in images):
+            return ["its CNN reads 1x28x28 images"]
+        return []
+
+    def __init__(self, params: CNNParams, inputs: Mapping[str, Spec]) -> None:
+        super().__init__(params, inputs)
+        self.images = inputs_of(Image, inputs)
+        self.numbers = {name: inputs[name].classes for name in inputs_of(Categorical, inputs)}
+        self.cnn = ConvFeatures(1, params.conv_channels)
+        self.out_features = params.hidden[-1]

@@ -8,28 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...contracts import Batch, Fusion, Spec
-from .common import CNNParams, ConvFeatures, categorical_inputs, image_inputs, image_problems, mlp
+from ...contracts import Batch, Spec
+from .common import CNNFusion, CNNParams, mlp
 
 
-class Concat(Fusion):
+class Concat(CNNFusion):
     """Shared CNN over each image, concatenated with each number one-hot, then an MLP."""
 
-    class Params(CNNParams):
-        pass
-
-    @classmethod
-    def check(cls, params: Params, inputs: Mapping[str, Spec]) -> list[str]:
-        return image_problems(inputs)
-
-    def __init__(self, params: Params, inputs: Mapping[str, Spec]) -> None:
+    def __init__(self, params: CNNParams, inputs: Mapping[str, Spec]) -> None:
         super().__init__(params, inputs)
-        self.images = image_inputs(inputs)
-        self.numbers = {name: inputs[name].classes for name in categorical_inputs(inputs)}
-        self.cnn = ConvFeatures(1, params.conv_channels)
         joined = self.cnn.out_features * len(self.images) + sum(self.numbers.values())
         self.mlp = mlp(joined, params.hidden)
-        self.out_features = params.hidden[-1]
 
     def forward(self, batch: Batch) -> Tensor:
         parts = [self.cnn(batch[name]) for name in self.images]

@@ -12,20 +12,13 @@ from ...contracts import Batch, Fusion, Image, Images, Params, Spec
 from .common import MNIST_IMAGE, ConvFeatures, _sizes_in_range
 
 
-def _image_count(spec: Spec) -> int:
-    return spec.count if isinstance(spec, Images) else 1
-
-
 class DigitCNN(Fusion):
     """One CNN shared by every image, classifying each alone; features: each image's digit logits.
 
-    Reads every ``Image`` and ``Images`` input (1x28x28), in the generator's order, each
-    sequence's images in theirs: K images in all. Each goes through the same CNN (5x5 conv ->
-    ReLU -> 2x2 max-pool per entry of ``conv_channels``, a ReLU layer of ``hidden`` units,
-    dropout, then ``classes`` logits); the features are the K logit vectors side by side,
-    ``[B, K * classes]``. Heads that know what the digits mean (e.g. ``addition``,
-    ``per_digit``) read them as ``[B, K, classes]``. No image sees another: the model can only
-    learn what each digit is.
+    Reads every ``Image`` and ``Images`` input (1x28x28) in the generator's order, each
+    sequence's images in theirs: K images in all. The features are the K logit vectors side by
+    side, ``[B, K * classes]``, which heads that know what the digits mean (``addition``,
+    ``per_digit``) read as ``[B, K, classes]``. No image sees another.
     """
 
     class Params(Params):
@@ -52,7 +45,7 @@ class DigitCNN(Fusion):
     def __init__(self, params: Params, inputs: Mapping[str, Spec]) -> None:
         super().__init__(params, inputs)
         self.images = [n for n, s in inputs.items() if isinstance(s, (Image, Images))]
-        self.count = sum(_image_count(inputs[n]) for n in self.images)
+        self.count = sum(inputs[n].count if isinstance(inputs[n], Images) else 1 for n in self.images)
         self.cnn = ConvFeatures(1, params.conv_channels)
         layers: list[nn.Module] = []
         width = self.cnn.out_features

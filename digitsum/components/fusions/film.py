@@ -8,28 +8,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...contracts import Batch, Fusion, Spec
-from .common import CNNParams, ConvFeatures, categorical_inputs, image_inputs, image_problems, mlp
+from ...contracts import Batch, Categorical, Spec
+from .common import CNNFusion, CNNParams, inputs_of, mlp
 
 
-class Film(Fusion):
+class Film(CNNFusion):
     """Shared CNN over each image; the numbers scale and shift every conv block's channels (FiLM); needs a number input."""
 
-    class Params(CNNParams):
-        pass
-
     @classmethod
-    def check(cls, params: Params, inputs: Mapping[str, Spec]) -> list[str]:
-        problems = image_problems(inputs)
-        if not categorical_inputs(inputs):
+    def check(cls, params: CNNParams, inputs: Mapping[str, Spec]) -> list[str]:
+        problems = super().check(params, inputs)
+        if not inputs_of(Categorical, inputs):
             problems.append("it conditions the images on a number input, and there is none")
         return problems
 
-    def __init__(self, params: Params, inputs: Mapping[str, Spec]) -> None:
+    def __init__(self, params: CNNParams, inputs: Mapping[str, Spec]) -> None:
         super().__init__(params, inputs)
-        self.images = image_inputs(inputs)
-        self.numbers = {name: inputs[name].classes for name in categorical_inputs(inputs)}
-        self.cnn = ConvFeatures(1, params.conv_channels)
         condition = sum(self.numbers.values())
         # One linear map per conv block from the numbers' one-hots to (scale, shift) per channel.
         self.film = nn.ModuleList(nn.Linear(condition, 2 * c) for c in params.conv_channels)
@@ -37,7 +31,6 @@ class Film(Fusion):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
         self.mlp = mlp(self.cnn.out_features * len(self.images), params.hidden)
-        self.out_features = params.hidden[-1]
 
     def modulation(self, batch: Batch) -> list[tuple[Tensor, Tensor]]:
         """``(scale, shift)`` per conv block, each ``[B, channels]``."""

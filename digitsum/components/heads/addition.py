@@ -15,16 +15,11 @@ class Addition(Head):
     """Sum of two numbers from their digits' logits; exact log-likelihood of the sum (carry recursion).
 
     Reads the backbone's features as per-image digit logits (``digit_cnn``'s): 2N images, the
-    first N the digits of one number, the next N the other's, most significant first. For a
-    ``Digits(N + 1)`` target (the sum, most significant first) its loss is ``-log P(sum)`` under
-    independent per-image digit distributions, exact: a forward recursion over the carry, units
-    first, in log space: O(N) small tensor ops over the whole batch
-    (``digitsum.components.digits.sum_log_likelihood``). No digit label is used.
-
-    It predicts the sum with ``prediction``: ``argmax`` adds the most probable digit of every
-    image exactly (what the literature reports); ``viterbi`` takes the most probable path of
-    sum digits and carries, each position's digit pairs marginalised. ``accuracy`` is the share
-    of sums whose every digit is right; ``digit_match`` the share of sum digits right.
+    first N one number's digits, the next N the other's, most significant first. For a
+    ``Digits(N + 1)`` sum its loss is ``-log P(sum)`` under independent per-image digit
+    distributions, exact, in O(N) small tensor ops (``digits.sum_log_likelihood``); no digit
+    label is used. ``accuracy`` is the share of sums whose every digit is right, ``digit_match``
+    the share of sum digits right.
     """
 
     output_kind = "other"  # one distribution per digit position, not [B, classes] logits

@@ -12,11 +12,10 @@ from ...contracts import Digits, Head, Params, PredictionSpace, Spec
 class PerDigit(Head):
     """Each image's digit from its logits (``digit_cnn``'s features); cross-entropy; digit accuracy.
 
-    For a ``Digits(K)`` target, the digits of K images in the backbone's order, it reads the
-    features as ``[B, K, base]`` logits. ``accuracy`` is the share of the K digits right, so its
-    mean over a split is the digit accuracy; ``all_right`` the share of samples with every digit
-    right. Bound to a measured target (weight 0) it reports what a model trained on something
-    else (a sum) learnt of the digits, without training on them.
+    Reads the features as ``[B, K, base]`` logits for a ``Digits(K)`` target, the digits of K
+    images in the backbone's order. ``accuracy`` is the share of the K digits right,
+    ``all_right`` the share of samples with every digit right. Bound to a measured target
+    (weight 0) it reports what a model trained on something else (a sum) learnt of the digits.
     """
 
     output_kind = "other"  # one distribution per digit position, not [B, classes] logits

@@ -59,7 +59,3 @@ class Regress(Head):
         c = self.target.classes
         return PredictionSpace(c, relation="rounded", output="one real number per sample, the target's value: "
                                f"round it and clamp it to [0, {c - 1}] for the class")  # fmt: skip
-
-    def probabilities(self, output: Tensor) -> None:
-        """None: a regression gives one value, not a distribution over the classes."""
-        return None
