@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,30 +108,34 @@ def read_idx(path: Path, ndim: int) -> Tensor:
     """
     import numpy as np
 
+    start = 4 + 4 * ndim
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
+            raise UserError(f"{path} is not a regular file")
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            header = file.read(start)
+            if len(header) < start:
+                raise UserError(f"{path} is truncated: {len(header)} bytes is shorter than an IDX header")
+            magic = int.from_bytes(header[:4], "big")
+            if magic != _IDX_MAGIC[ndim]:
+                raise UserError(
+                    f"{path} is not a uint8 IDX file with {ndim} dimension(s): magic number {magic}, "
+                    f"expected {_IDX_MAGIC[ndim]}"
+                )
+            dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+            if ndim == 3 and dims[1:] != [28, 28]:
+                raise UserError(f"{path} holds {dims[1]}x{dims[2]} images; MNIST images are 28x28")
+            expected = start + math.prod(dims)
+            if size != expected:  # checked before reading: a wrong file is never read whole
+                raise UserError(
+                    f"{path} has {size} bytes but its header ({' x '.join(map(str, dims))}) "
+                    f"needs {expected}: the file is truncated or corrupt"
+                )
+            data = np.fromfile(file, dtype=np.uint8)
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    start = 4 + 4 * ndim
-    if len(data) < start:
-        raise UserError(f"{path} is truncated: {len(data)} bytes is shorter than an IDX header")
-    header = data[:start].tobytes()
-    magic = int.from_bytes(header[:4], "big")
-    if magic != _IDX_MAGIC[ndim]:
-        raise UserError(
-            f"{path} is not a uint8 IDX file with {ndim} dimension(s): magic number {magic}, "
-            f"expected {_IDX_MAGIC[ndim]}"
-        )
-    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    if ndim == 3 and dims[1:] != [28, 28]:
-        raise UserError(f"{path} holds {dims[1]}x{dims[2]} images; MNIST images are 28x28")
-    expected = start + math.prod(dims)
-    if len(data) != expected:
-        raise UserError(
-            f"{path} has {len(data)} bytes but its header ({' x '.join(map(str, dims))}) "
-            f"needs {expected}: the file is truncated or corrupt"
-        )
-    return torch.from_numpy(data[start:].reshape(dims))
+    return torch.from_numpy(data.reshape(dims))
 
 
 def load_mnist(root: Path, split: str, device: torch.device, download: bool = True) -> DigitSet:

@@ -166,3 +166,15 @@ def test_shift_images_is_fixed_by_the_generator_seed():
     images = torch.rand(16, 1, 8, 8)
     a, b, c = (shift_images(images, 2, torch.Generator().manual_seed(s)) for s in (1, 1, 2))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_an_idx_path_that_is_no_regular_file_is_refused_without_reading(tmp_path):
+    import os
+
+    from digitsum.data import read_idx
+    from digitsum.errors import UserError
+
+    fifo = tmp_path / "train-images-idx3-ubyte"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(UserError, match="is not a regular file"):
+        read_idx(fifo, 3)
