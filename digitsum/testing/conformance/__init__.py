@@ -7,8 +7,8 @@ from ...discovery import canonical_name
 from ...registry import REGISTRIES
 from ._common import ConformanceError
 from .generator import check_generator
-from .logger import check_logger
 from .model_parts import check_fusion, check_head
+from .runs import check_logger
 from .training import check_optimizer, check_schedule
 
 CHECKS = {Generator: check_generator, Fusion: check_fusion, Head: check_head, Optimizer: check_optimizer,
