@@ -81,5 +81,5 @@ def main() -> None:
 
 # Each module registers its commands on the app (they import what is above), in the order
 # ``digitsum --help`` lists them: run, doctor, eval, predict, export, show, list, cp, compare...
-for _module in ("run", "doctor", "trained", "recipes", "experiments", "plugins"):
+for _module in ("training", "trained", "recipes", "experiments", "plugins"):
     import_module(f"{__name__}.{_module}")
