@@ -1,10 +1,7 @@
-"""Predict with a trained model on a user's own inputs.
-
-:func:`predict` takes raw values per input — images in any form :mod:`digitsum.images` reads,
-integers for categorical inputs — prepares them as the model's generator prepared its training
-batches (``Generator.encode``), runs the model and returns :class:`Predictions`: per head, the
-predicted value and, for heads that give them, class probabilities and the most likely classes.
-Loading a run's model and generator is the caller's business (``build_model`` and the recipe).
+"""Predict with a trained model on a user's own inputs: :func:`predict` reads raw values per
+input (images in any form :mod:`digitsum.images` reads, integers for categorical inputs), prepares
+them as the generator prepared its training batches (``Generator.encode``), runs the model and
+returns :class:`Predictions`.
 """
 
 from __future__ import annotations
@@ -62,9 +59,7 @@ class HeadPredictions:
 
     def probability(self, i: int = 0) -> float | None:
         """The probability of sample ``i``'s predicted class, or None without probabilities."""
-        if self.probabilities is None:
-            return None
-        if self.prediction[i].dim():
+        if self.probabilities is None or self.prediction[i].dim():
             return None
         predicted = self.prediction[i].item()
         if not float(predicted).is_integer() or not 0 <= predicted < self.probabilities.shape[1]:
@@ -297,15 +292,8 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
-def predict(
-    model: DigitModel,
-    generator: Generator,
-    inputs: Mapping[str, Any],
-    *,
-    device: torch.device | str,
-    preprocess: bool = True,
-    top: int = 3,
-) -> Predictions:
+def predict(model: DigitModel, generator: Generator, inputs: Mapping[str, Any], *, device: torch.device | str,
+            preprocess: bool = True, top: int = 3) -> Predictions:  # fmt: skip
     """Run ``model`` on a user's ``inputs``; return every head's predictions.
 
     ``inputs`` maps each of the generator's declared inputs to raw values:
