@@ -296,23 +296,14 @@ def predict(model: DigitModel, generator: Generator, inputs: Mapping[str, Any], 
             preprocess: bool = True, top: int = 3) -> Predictions:  # fmt: skip
     """Run ``model`` on a user's ``inputs``; return every head's predictions.
 
-    ``inputs`` maps each of the generator's declared inputs to raw values:
-
-    * an ``Image`` input: one image or a batch (a list of images, or an array/tensor with a
-      leading batch axis), each a file path, a PIL image, or a numpy array or torch tensor
-      (``[H, W]``, ``[H, W, C]`` or ``[C, H, W]``; uint8 0-255 or float 0-1). With
-      ``preprocess`` (the default) each is made into MNIST's format, as MNIST was made
-      (:func:`digitsum.images.to_mnist`: grey, light on dark, 20x20 box, centred by mass);
-      with ``preprocess=False`` images must already be in that format and the spec's size;
-    * a ``Categorical`` input: an int, a list of ints or an integer array/tensor, each in
-      ``[0, classes)``.
-
-    A single value is repeated to the size of the batches given with it; batch sizes must
-    agree. The raw inputs go through ``generator.encode`` (the training batches' preparation),
-    then the model runs on ``device`` (where the model must already be) in eval mode under
-    ``torch.no_grad``; the model's train/eval modes are restored afterwards. ``top``: how many
-    of the most likely classes to keep per sample (0: none). Wrong names, values or files raise
-    :class:`UserError`.
+    ``inputs`` maps each of the generator's declared inputs to raw values, as
+    :meth:`digitsum.run.Run.predict` takes them (docs/api.md): images, brought to MNIST's format
+    by :func:`digitsum.images.to_mnist` unless ``preprocess=False`` (then they must already be
+    in it, at the spec's size), and integers in ``[0, classes)``; a single value is repeated to
+    the size of the batches given with it, whose sizes must agree. They go through
+    ``generator.encode``, then the model runs on ``device`` (where it must already be) in eval
+    mode under ``torch.no_grad``, its modes restored afterwards. ``top``: the most likely
+    classes kept per sample (0: none). Wrong names, values or files raise :class:`UserError`.
     """
     if top < 0:
         raise UserError(f"top = {top}: give how many of the most likely classes to show (0 or more)")

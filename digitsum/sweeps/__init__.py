@@ -1,10 +1,5 @@
 """Hyper-parameter sweeps on Optuna: ``digitsum sweep`` and :func:`digitsum.sweep` (docs/sweeps.md).
 
-A sweep is an Optuna study whose trials are run directories trained on the recipe with the
-trial's values and a validation split held out (``data.val``), chosen on a val metric, never a
-test one. Workers and machines share the study's storage (default ``study.journal`` in the sweep
-directory); starting again continues it, rerunning the trials a killed process left behind.
-
 By job: ``space`` (``KEY=SPACE``), ``storage`` (storages, the lock, a folder's study), ``trials``
 (a trial, the worker processes, crash recovery), ``report`` (results, files); here, :func:`sweep`
 itself. Optuna is imported when a sweep starts, never at import time (the extra
