@@ -1,5 +1,5 @@
 """The command line: each command parses its arguments, calls the library's public API
-(``digitsum.train``, ``digitsum.sweep``...) and prints; one module per command. Heavy imports
+(``digitsum.train``, ``digitsum.sweep``...) and prints; a module per group of commands. Heavy imports
 happen inside the commands: ``digitsum --help`` imports no torch."""
 
 import json
