@@ -235,7 +235,7 @@ def categorical_batch(value: Any, spec: Categorical, name: str) -> tuple[Tensor,
         if bad:
             raise UserError(f"input '{name}' holds {bad[0]!r} ({type(bad[0]).__name__}): give integers ({valid})")
         values, batched = np.asarray([int(v) for v in value], dtype=np.int64), True
-    elif isinstance(value, np.ndarray) or isinstance(value, np.generic):
+    elif isinstance(value, (np.ndarray, np.generic)):
         array = np.asarray(value)
         if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
             raise UserError(f"input '{name}' has dtype {array.dtype}: give integers ({valid})")

@@ -138,12 +138,8 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
         threads = max(1, (os.cpu_count() or 1) // settings.workers)  # one share of the cores per worker, not all of them each
     plan = Plan(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
                 trials, threads, settings.pruner, settings.prune_startup, settings.quiet)  # fmt: skip
-    interrupted = False
     try:
-        if settings.workers == 1:
-            interrupted = work(plan)
-        else:
-            interrupted = run_workers(plan, settings.workers)
+        interrupted = work(plan) if settings.workers == 1 else run_workers(plan, settings.workers)
     except KeyboardInterrupt:
         interrupted = True
     result = read_result(optuna, study_name, url, sweep_dir, head, metric_name, direction, notes, interrupted)
