@@ -55,16 +55,8 @@ def load_recipe(source: RecipeLike, overrides: Overrides = ()) -> Recipe:
     return recipes.load_recipe(source, overrides)
 
 
-def train(
-    recipe: RecipeLike,
-    out: str | Path | None = None,
-    *,
-    overrides: Overrides = (),
-    progress: bool = True,
-    callbacks: Sequence[Callback] = (),
-    preflight: bool = True,
-    force: bool = False,
-) -> Run:
+def train(recipe: RecipeLike, out: str | Path | None = None, *, overrides: Overrides = (), progress: bool = True,
+          callbacks: Sequence[Callback] = (), preflight: bool = True, force: bool = False) -> Run:  # fmt: skip
     """Train a recipe exactly as ``digitsum run`` does and return the trained :class:`Run`.
 
     - ``out``: the run directory (new or empty; ``force`` replaces a run there); default
@@ -79,12 +71,10 @@ def train(
     the returned run's ``status`` is ``"stopped"``, and :func:`resume` continues it. Under
     torchrun, ranks other than 0 return None.
     """
+    from .diagnosis.preflight import Preflight
     from .engine import runner
 
-    loaded = load_recipe(recipe, overrides)
-    from .diagnosis.preflight import Preflight
-
-    outcome = runner.start(loaded, out, force=force, callbacks=callbacks, progress=progress,
+    outcome = runner.start(load_recipe(recipe, overrides), out, force=force, callbacks=callbacks, progress=progress,
                            preflight=Preflight if preflight else None)  # fmt: skip
     return _as_run(outcome)
 
@@ -188,8 +178,7 @@ def list_components(kind: str | None = None) -> list[dict[str, Any]]:
     ``name``, ``origin``, ``distribution``, ``version``, ``summary``, ``params``...), then per
     shipped recipe (with its recorded test metrics) and per doctor check. ``kind``: one kind
     (``heads``, ``recipes``, ``checks``..., any of their names); None for all."""
-    from .listing import describe_recipes
-    from .listing import cached_components, describe_checks, list_kind
+    from .listing import cached_components, describe_checks, describe_recipes, list_kind
 
     wanted = list_kind(kind)
     rows = cached_components(wanted) if wanted not in ("recipes", "checks") else []

@@ -13,7 +13,7 @@ import csv
 import io
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from typing import Any
 from .errors import UserError
 from .recipe import Recipe, load_recipe, parse_override
 from .files import write_json, write_text
-from .callbacks import Callback
 from .engine.interrupt import Interruption
 from .diagnosis.preflight import Preflight
 
@@ -133,14 +132,7 @@ class Comparison:
     out_dir: Path | None = None
 
 
-def run_compare(
-    variants: Sequence[Variant],
-    out_dir: Path,
-    *,
-    callbacks: Callable[[Variant], Sequence[Callback]] = lambda _: (),
-    console: Any = None,
-    progress: bool = True,
-) -> Comparison:
+def run_compare(variants: Sequence[Variant], out_dir: Path, *, console: Any = None, progress: bool = True) -> Comparison:
     """Train every variant into ``out_dir/<nn>-<label>/``; write and return the result rows.
 
     Ctrl-C stops the variant in training (checkpointed, resumable) and the comparison with it.
@@ -150,8 +142,7 @@ def run_compare(
     rows: list[dict[str, Any]] = []
     for number, variant in enumerate(variants, start=1):
         run_dir = out_dir / f"{number:02d}-{slug(variant.label)}"
-        outcome = start(variant.recipe, run_dir, callbacks=callbacks(variant), console=console, progress=progress,
-                        preflight=Preflight)
+        outcome = start(variant.recipe, run_dir, console=console, progress=progress, preflight=Preflight)
         rows += result_rows(variant, outcome.summary, outcome.trainer.history, run_dir)
         write_results(rows, out_dir)  # after every variant: a stopped compare keeps what it has
         if outcome.interrupted:

@@ -1,10 +1,7 @@
-"""Predict with a trained model on a user's own inputs.
-
-:func:`predict` takes raw values per input — images in any form :mod:`digitsum.images` reads,
-integers for categorical inputs — prepares them as the model's generator prepared its training
-batches (``Generator.encode``), runs the model and returns :class:`Predictions`: per head, the
-predicted value and, for heads that give them, class probabilities and the most likely classes.
-Loading a run's model and generator is the caller's business (``build_model`` and the recipe).
+"""Predict with a trained model on a user's own inputs: :func:`predict` reads raw values per
+input (images in any form :mod:`digitsum.images` reads, integers for categorical inputs), prepares
+them as the generator prepared its training batches (``Generator.encode``), runs the model and
+returns :class:`Predictions`.
 """
 
 from __future__ import annotations
@@ -62,9 +59,7 @@ class HeadPredictions:
 
     def probability(self, i: int = 0) -> float | None:
         """The probability of sample ``i``'s predicted class, or None without probabilities."""
-        if self.probabilities is None:
-            return None
-        if self.prediction[i].dim():
+        if self.probabilities is None or self.prediction[i].dim():
             return None
         predicted = self.prediction[i].item()
         if not float(predicted).is_integer() or not 0 <= predicted < self.probabilities.shape[1]:
@@ -240,7 +235,7 @@ def categorical_batch(value: Any, spec: Categorical, name: str) -> tuple[Tensor,
         if bad:
             raise UserError(f"input '{name}' holds {bad[0]!r} ({type(bad[0]).__name__}): give integers ({valid})")
         values, batched = np.asarray([int(v) for v in value], dtype=np.int64), True
-    elif isinstance(value, np.ndarray) or isinstance(value, np.generic):
+    elif isinstance(value, (np.ndarray, np.generic)):
         array = np.asarray(value)
         if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
             raise UserError(f"input '{name}' has dtype {array.dtype}: give integers ({valid})")
@@ -297,34 +292,18 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
-def predict(
-    model: DigitModel,
-    generator: Generator,
-    inputs: Mapping[str, Any],
-    *,
-    device: torch.device | str,
-    preprocess: bool = True,
-    top: int = 3,
-) -> Predictions:
+def predict(model: DigitModel, generator: Generator, inputs: Mapping[str, Any], *, device: torch.device | str,
+            preprocess: bool = True, top: int = 3) -> Predictions:  # fmt: skip
     """Run ``model`` on a user's ``inputs``; return every head's predictions.
 
-    ``inputs`` maps each of the generator's declared inputs to raw values:
-
-    * an ``Image`` input: one image or a batch (a list of images, or an array/tensor with a
-      leading batch axis), each a file path, a PIL image, or a numpy array or torch tensor
-      (``[H, W]``, ``[H, W, C]`` or ``[C, H, W]``; uint8 0-255 or float 0-1). With
-      ``preprocess`` (the default) each is made into MNIST's format, as MNIST was made
-      (:func:`digitsum.images.to_mnist`: grey, light on dark, 20x20 box, centred by mass);
-      with ``preprocess=False`` images must already be in that format and the spec's size;
-    * a ``Categorical`` input: an int, a list of ints or an integer array/tensor, each in
-      ``[0, classes)``.
-
-    A single value is repeated to the size of the batches given with it; batch sizes must
-    agree. The raw inputs go through ``generator.encode`` (the training batches' preparation),
-    then the model runs on ``device`` (where the model must already be) in eval mode under
-    ``torch.no_grad``; the model's train/eval modes are restored afterwards. ``top``: how many
-    of the most likely classes to keep per sample (0: none). Wrong names, values or files raise
-    :class:`UserError`.
+    ``inputs`` maps each of the generator's declared inputs to raw values, as
+    :meth:`digitsum.run.Run.predict` takes them (docs/api.md): images, brought to MNIST's format
+    by :func:`digitsum.images.to_mnist` unless ``preprocess=False`` (then they must already be
+    in it, at the spec's size), and integers in ``[0, classes)``; a single value is repeated to
+    the size of the batches given with it, whose sizes must agree. They go through
+    ``generator.encode``, then the model runs on ``device`` (where it must already be) in eval
+    mode under ``torch.no_grad``, its modes restored afterwards. ``top``: the most likely
+    classes kept per sample (0: none). Wrong names, values or files raise :class:`UserError`.
     """
     if top < 0:
         raise UserError(f"top = {top}: give how many of the most likely classes to show (0 or more)")

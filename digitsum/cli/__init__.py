@@ -1,5 +1,5 @@
 """The command line: each command parses its arguments, calls the library's public API
-(``digitsum.train``, ``digitsum.sweep``...) and prints; one module per command. Heavy imports
+(``digitsum.train``, ``digitsum.sweep``...) and prints; a module per group of commands. Heavy imports
 happen inside the commands: ``digitsum --help`` imports no torch."""
 
 import json
@@ -81,5 +81,5 @@ def main() -> None:
 
 # Each module registers its commands on the app (they import what is above), in the order
 # ``digitsum --help`` lists them: run, doctor, eval, predict, export, show, list, cp, compare...
-for _module in ("run", "doctor", "trained", "recipes", "compare", "sweep", "plugins"):
+for _module in ("training", "trained", "recipes", "experiments", "plugins"):
     import_module(f"{__name__}.{_module}")

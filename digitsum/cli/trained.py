@@ -91,11 +91,10 @@ def _parse_inputs(items: list[str], generator: Any) -> tuple[dict[str, Any], lis
             raise UserError(f"--input {item!r}: the recipe has no input '{name}' — {did_you_mean(name, specs, 'inputs')}")
         if isinstance(specs[name], Categorical):
             try:
-                values.setdefault(name, []).append(int(value))
+                value = int(value)
             except ValueError:
                 raise UserError(f"--input {item!r}: '{name}' takes a whole number ({describe_input(specs[name])})") from None
-        else:
-            values.setdefault(name, []).append(value)
+        values.setdefault(name, []).append(value)
     missing = [name for name in specs if name not in values]
     if missing:
         raise UserError("missing " + ", ".join(f"--input {n}=..." for n in missing) + f" ({describe_input(specs[missing[0]])})")

@@ -1,14 +1,8 @@
-"""Export a trained run for use outside digitsum: an ONNX or TorchScript file and a JSON sidecar.
-
-The exported model takes each of the generator's inputs *raw*, by name (ONNX) or in the
-generator's order (TorchScript): images as float32 ``[batch, C, H, W]`` pixels in [0, 1], a
-light digit on a dark ground (MNIST's format), categoricals as int64 ``[batch]``; the
-generator's ``encode`` is part of the graph. It returns, per head, the head's raw output (named
-after the head) and ``<head>_prediction``, the head's own ``predict`` of it. Probabilities are
-not exported (an ordinal head's way to them has no ONNX translation): the sidecar
-(:mod:`.sidecar`) says how to read each output, as the head declares it, and for a model with
-image inputs :mod:`digitsum.mnist_format` is copied beside the file. Nothing is written unless
-the file reproduces PyTorch's outputs (:mod:`.formats`).
+"""Export a trained run for use outside digitsum (docs/export.md): an ONNX or TorchScript file
+taking the generator's inputs raw, with the generator's ``encode`` in the graph; a JSON sidecar
+saying how to feed it and read each output (:mod:`.sidecar`); for image inputs, a copy of
+:mod:`digitsum.mnist_format` beside it. Nothing is written unless the file reproduces PyTorch's
+outputs (:mod:`.formats`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """Hyper-parameter sweeps on Optuna: ``digitsum sweep`` and :func:`digitsum.sweep` (docs/sweeps.md).
 
-A sweep is an Optuna study whose trials are run directories trained on the recipe with the
-trial's values and a validation split held out (``data.val``), chosen on a val metric, never a
-test one. Workers and machines share the study's storage (default ``study.journal`` in the sweep
-directory); starting again continues it, rerunning the trials a killed process left behind.
-
-By job: ``space`` (``KEY=SPACE``), ``storage`` (storages, the lock, a folder's study), ``trial``,
-``workers`` (processes, signals, crash recovery), ``report`` (results, files); here, :func:`sweep`
+By job: ``space`` (``KEY=SPACE``), ``storage`` (storages, the lock, a folder's study), ``trials``
+(a trial, the worker processes, crash recovery), ``report`` (results, files); here, :func:`sweep`
 itself. Optuna is imported when a sweep starts, never at import time (the extra
 ``pip install "digitsum[sweep]"``).
 """
@@ -25,8 +20,7 @@ from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
 from .space import Space, check_spaces, parse_space, parse_spaces
 from .storage import claim, default_storage, open_storage, redact, require_optuna
-from .trial import Plan
-from .workers import recover, run_workers, work
+from .trials import Plan, recover, run_workers, work
 
 __all__ = ["DEFAULT_VAL", "Space", "SweepResult", "TrialRow", "default_direction", "open_storage", "parse_space", "parse_spaces", "redact", "sweep"]
 
@@ -82,19 +76,16 @@ class SweepSettings:
 
 def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str], trials: int,
           settings: SweepSettings = SweepSettings()) -> SweepResult:  # fmt: skip
-    """Search hyper-parameters of a recipe with Optuna (``digitsum sweep``); see docs/sweeps.md.
-
-    - ``params``: ``"KEY=SPACE"`` strings, SPACE one of ``loguniform:LOW:HIGH``,
-      ``uniform:LOW:HIGH``, ``int:LOW:HIGH[:log]``, ``choice:A,B,C``;
-    - ``trials``: how many trials the study holds when the sweep ends (counting those of
-      earlier starts and of other workers: done, pruned, or failed by themselves);
-    - ``settings``: the rest, :class:`SweepSettings`.
+    """The sweep behind :func:`digitsum.sweep` and ``digitsum sweep`` (docs/sweeps.md): ``params``
+    are ``"KEY=SPACE"`` strings, ``trials`` how many trials the study holds when the sweep ends.
 
     Writes, in the sweep directory: the trials' run directories, ``best.toml`` (the best trial's
     recipe, with the recipe's own ``data.val``: ``digitsum run best.toml`` trains it on the
     whole training split), ``history.png``, ``importances.png`` and ``sweep.json``.
     """
     optuna = require_optuna()
+    from ..engine.build import build
+    from ..engine.train import check_val_split
     from ..recipe import Recipe, load_recipe
 
     if isinstance(recipe, Recipe):
@@ -110,7 +101,7 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     base_recipe = load_recipe(loaded.to_dict(), {"data.val": held_out})
     check_spaces(base_recipe.to_dict(), (), spaces)
     head, metric_name, direction = _objective(base_recipe, settings.metric, settings.direction)
-    _check_val(base_recipe)
+    check_val_split(base_recipe, build(base_recipe, "cpu").generator)  # a UserError before any trial
 
     study_name = settings.study or loaded.name
     sweep_dir = Path(settings.out) if settings.out is not None else Path("sweeps") / study_name
@@ -147,25 +138,13 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
         threads = max(1, (os.cpu_count() or 1) // settings.workers)  # one share of the cores per worker, not all of them each
     plan = Plan(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
                 trials, threads, settings.pruner, settings.prune_startup, settings.quiet)  # fmt: skip
-    interrupted = False
     try:
-        if settings.workers == 1:
-            interrupted = work(plan)
-        else:
-            interrupted = run_workers(plan, settings.workers)
+        interrupted = work(plan) if settings.workers == 1 else run_workers(plan, settings.workers)
     except KeyboardInterrupt:
         interrupted = True
     result = read_result(optuna, study_name, url, sweep_dir, head, metric_name, direction, notes, interrupted)
     write_outputs(result, optuna, opened, base_recipe, own_val)
     return result
-
-
-def _check_val(recipe: Any) -> None:
-    """The recipe's generator gives the validation split (a UserError before any trial otherwise)."""
-    from ..engine.build import build
-    from ..engine.train import check_val_split
-
-    check_val_split(recipe, build(recipe, "cpu").generator)
 
 
 def default_direction(metric: str) -> str:

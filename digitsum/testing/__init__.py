@@ -1,12 +1,12 @@
 """Helpers for testing digitsum and plugins without the network or the real MNIST: tiny data
 (:mod:`.fixtures`), the conformance suite, one check per kind of component (:mod:`.conformance`),
-and :func:`check_recipe`, which trains a recipe on the tiny data (docs/plugins.md)."""
+among them :func:`check_recipe`, which trains a recipe on the tiny data (docs/plugins.md)."""
 
 from .conformance import (ConformanceError, check_component, check_distribution, check_fusion, check_generator, check_head,
                           check_logger, check_optimizer, check_schedule, components_of)
 from .conformance.generator import ENCODE_TOLERANCE
+from .conformance.runs import MIN_LOSS_FALL, RECIPE_CHECK_BATCH, RECIPE_CHECK_SAMPLES, check_recipe
 from .fixtures import random_batch, raw_inputs, tiny_digit_images, write_idx, write_tiny_mnist
-from .recipe import MIN_LOSS_FALL, RECIPE_CHECK_BATCH, RECIPE_CHECK_SAMPLES, check_recipe
 
 __all__ = ["ENCODE_TOLERANCE", "MIN_LOSS_FALL", "RECIPE_CHECK_BATCH", "RECIPE_CHECK_SAMPLES", "ConformanceError",
            "check_component", "check_distribution", "check_fusion", "check_generator", "check_head", "check_logger",

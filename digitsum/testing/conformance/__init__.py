@@ -6,12 +6,10 @@ from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
 from ...discovery import canonical_name
 from ...registry import REGISTRIES
 from ._common import ConformanceError
-from .fusion import check_fusion
 from .generator import check_generator
-from .head import check_head
-from .logger import check_logger
-from .optimizer import check_optimizer
-from .schedule import check_schedule
+from .model_parts import check_fusion, check_head
+from .runs import check_logger
+from .training import check_optimizer, check_schedule
 
 CHECKS = {Generator: check_generator, Fusion: check_fusion, Head: check_head, Optimizer: check_optimizer,
           Schedule: check_schedule, Logger: check_logger}  # fmt: skip

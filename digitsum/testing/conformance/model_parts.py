@@ -1,10 +1,54 @@
-"""The conformance check of a Head, on random features."""
+"""The conformance checks of the model's parts, fusions and heads, on random tensors."""
 
 import torch
+from torch import nn
 
-from ...contracts import OUTPUT_KINDS, Classes, Digits, Head, Image
-from ..fixtures import seeded
-from ._common import accepted, built_reproducibly, common_checks, grad_problems, reporting_crashes, shape_of
+from ...contracts import OUTPUT_KINDS, Categorical, Classes, Digits, Fusion, Head, Image, Images
+from ..fixtures import random_batch, seeded
+from ._common import Problems, common_checks, reporting_crashes
+
+#: What a fusion is checked against unless told otherwise: the notebook's task first, then, for a
+#: fusion that refuses it, the first of these it accepts (two images; two sequences of three images).
+CANDIDATE_INPUTS = [
+    {"image": Image(1, 28, 28), "number": Categorical(10)},
+    {"image_a": Image(1, 28, 28), "image_b": Image(1, 28, 28)},
+    {"a": Images(3), "b": Images(3)},
+]
+
+
+@reporting_crashes("fusion")
+def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) -> None:
+    """Check a Fusion against its contract on random inputs (by default an MNIST image and a number
+    0-9; for a fusion that refuses those, the first of two images, or two sequences of three
+    images, that it accepts).
+
+    Checks: Params, ``check`` (accepts ``inputs``; returns reasons rather than raising for
+    inputs it cannot use), ``out_features``, the same initialisation under the same seed, a
+    forward pass on the CPU giving finite float ``[B, out_features]``, the same output twice
+    in eval mode, and a backward pass reaching its parameters.
+    """
+    problems, params = common_checks("fusion", cls, Fusion, params)
+    candidates = [dict(c) for c in CANDIDATE_INPUTS]  # copies: check() is the plugin's code
+    inputs = dict(accepted(problems, cls, params, None if inputs is None else dict(inputs), candidates, "inputs", "serve them", {}))
+    fusion = built_reproducibly(problems, cls, params, inputs)
+    out_features = getattr(fusion, "out_features", None)
+    if not isinstance(out_features, int) or out_features < 1:
+        problems.fail(f"out_features = {out_features!r}, expected a positive int")
+    batch = random_batch(inputs, batch_size)
+    output = fusion(batch)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size, out_features) or not output.is_floating_point():
+        problems.append(f"forward(batch) gave {shape_of(output)}, expected float ({batch_size}, {out_features})")
+    elif not torch.isfinite(output).all():
+        problems.append("forward(batch) gave NaN or infinite values")
+    else:
+        output.pow(2).mean().backward()
+        problems += grad_problems(fusion, "backward")
+        fusion.eval()
+        with torch.no_grad():
+            if not torch.equal(fusion(batch), fusion(batch)):
+                problems.append("forward(batch) in eval mode differs between two calls")
+    problems.raise_any()
+
 
 #: What a head is checked against unless told otherwise: ten classes, then, for a head that
 #: refuses them, the first of these it accepts (a 3-digit number: the sum of two 2-digit ones).
@@ -101,3 +145,49 @@ def probabilities_problems(probabilities, batch_size: int, classes: int | None) 
     if worst > 1e-4:
         problems.append(f"probabilities(output) rows do not sum to 1 (off by up to {worst:.3g})")
     return problems
+
+
+def accepted(problems: Problems, cls, params, given, candidates: list, option: str, can: str, other):
+    """What a fusion (inputs) or head (target) is checked on: ``given``, or the first of
+    ``candidates`` that ``cls.check`` accepts (else the first); fails when ``check`` refuses it,
+    and notes a ``check`` that does not answer ``other`` with a list of reasons."""
+    if given is None:
+        given = next((c for c in candidates if isinstance(cls.check(params, c), list) and not cls.check(params, c)), candidates[0])
+    reasons = cls.check(params, given)
+    if reasons:
+        problems.fail(f"check() refuses {given}: {reasons}; pass {option}= it can {can}")
+    if not isinstance(cls.check(params, other), list):
+        problems.append(f"check(params, {option}) must return a list of reasons (empty when it can {can})")
+    return given
+
+
+def shape_of(value) -> str:
+    """``value``'s shape when it is a tensor, else its type: for messages."""
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def shape_of(value) -> str:
+    """``value``'s shape when it is a tensor, else its type: for messages."""
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def built_reproducibly(problems: Problems, cls: type, *args):
+    """``cls(*args)`` built after ``torch.manual_seed(0)``; a problem when a second one built so
+    holds other weights."""
+    torch.manual_seed(0)
+    first = cls(*args)
+    torch.manual_seed(0)
+    a, b = first.state_dict(), cls(*args).state_dict()
+    if a.keys() != b.keys() or not all(torch.equal(a[k], b[k]) for k in a):
+        problems.append("two instances built after torch.manual_seed(0) differ: draw initial weights from torch's RNG")
+    return first
+
+
+def grad_problems(module: nn.Module, what: str) -> list[str]:
+    """Whether a backward pass reached ``module``'s parameters with finite gradients."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if params and all(p.grad is None for p in params):
+        return [f"{what}: no parameter received a gradient"]
+    if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params):
+        return [f"{what}: a gradient is NaN or infinite"]
+    return []

@@ -1,0 +1,157 @@
+"""The conformance checks of optimizers and schedules, on a small MLP fitting a fixed regression."""
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from ...contracts import Optimizer, Schedule
+from ..fixtures import seeded
+from ._common import common_checks, reporting_crashes, weights_only_problem
+
+@reporting_crashes("optimizer")
+def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
+    """Check an Optimizer against its contract on a small MLP fitting a fixed regression.
+
+    Checks: Params (and a float field ``lr``); ``build`` returns a ``torch.optim.Optimizer``
+    holding every parameter it was given exactly once, at ``params.lr``; ``steps`` steps lower
+    the loss; the same weights from the same start; a parameter without a gradient is left
+    alone; and resuming is exact: an optimizer built anew, given the first one's
+    ``state_dict`` (as read back from a checkpoint with ``weights_only=True``), continues with
+    the very same weights as the first.
+    """
+    problems, params = common_checks("optimizer", cls, Optimizer, params)
+    lr = getattr(params, "lr", None)
+    if "lr" not in cls.Params.model_fields or not isinstance(lr, float):
+        problems.fail("Params needs a float field `lr`: the learning rate, the peak of every schedule")
+    model, x, y = toy_model()
+    frozen = model[2].bias  # a parameter that gets no gradient: left alone
+    frozen.requires_grad_(False)
+    before = frozen.detach().clone()
+    parameters = list(model.parameters())
+    optimizer = cls(params).build(parameters)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        problems.fail(f"build() returned {type(optimizer).__name__}, not a torch.optim.Optimizer")
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    if len(held) != len(parameters) or {id(p) for p in held} != {id(p) for p in parameters}:
+        problems.append("build(parameters) must hold every parameter it is given, each once")
+    if any(group.get("lr") != lr for group in optimizer.param_groups):
+        problems.append(f"its param groups' lr {[g.get('lr') for g in optimizer.param_groups]} differ from params.lr = {lr}")
+    losses = train_steps(model, optimizer, x, y, steps)
+    if not all(map(math.isfinite, losses)) or not losses[-1] < losses[0]:
+        problems.append(f"{steps} steps at its default settings did not lower a small regression's loss ({losses[0]:.4g} -> {losses[-1]:.4g})")
+    if not torch.equal(frozen, before):
+        problems.append("it changed a parameter that had no gradient")
+    again, x, y = toy_model()
+    again[2].bias.requires_grad_(False)
+    train_steps(again, cls(params).build(list(again.parameters())), x, y, steps)
+    if not all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters())):
+        problems.append("the same steps from the same start gave other weights")
+    # resume: the state after 5 steps, read back as a checkpoint is, into a new optimizer
+    problems += resume_problems(lambda model: (cls(params).build(list(model.parameters())), None), 5, 5,
+                                "an optimizer given another's state_dict does not continue as it does: resumed runs would differ")  # fmt: skip
+    problems.raise_any()
+
+
+#: What a schedule may change besides the learning rate only when its parameters ask for it.
+HYPER_PARAMETERS = ("momentum", "betas", "weight_decay", "dampening", "nesterov", "eps")
+#: The optimizers' learning rate: the peak no rate a schedule gives may pass.
+PEAK = 0.1
+OPTIMIZERS = {
+    "SGD": lambda ps: torch.optim.SGD(ps, lr=PEAK, momentum=0.5, weight_decay=1e-4),
+    "Adam": lambda ps: torch.optim.Adam(ps, lr=PEAK, betas=(0.8, 0.99), weight_decay=1e-4),
+}
+
+
+@reporting_crashes("schedule")
+def check_schedule(cls: type, params=None, *, total_steps: int = 100) -> None:
+    """Check a Schedule against its contract, on SGD with momentum and on Adam.
+
+    Checks: Params; ``build`` works for runs of 1, 3, 10 and ``total_steps`` steps and returns a
+    scheduler (``step``, ``get_last_lr``, ``state_dict``, ``load_state_dict``); every learning
+    rate is finite, at least 0 and at most the optimizer's lr (the peak); with its default
+    parameters it changes nothing but the learning rate (momentum, betas, weight decay stay as
+    the optimizer was built); and resuming is exact: a scheduler built anew and given the first
+    one's ``state_dict`` (as read back from a checkpoint) part-way gives the same learning
+    rates to the end.
+    """
+    problems, checked = common_checks("schedule", cls, Schedule, params)
+    for name, make in OPTIMIZERS.items():
+        for steps in sorted({1, 3, 10, total_steps}):
+            model, x, y = toy_model()
+            optimizer = make(list(model.parameters()))
+            group = optimizer.param_groups[0]
+            hyper = {k: group[k] for k in HYPER_PARAMETERS if k in group}
+            scheduler = cls(checked).build(optimizer, steps)
+            missing = [m for m in ("step", "get_last_lr", "state_dict", "load_state_dict") if not callable(getattr(scheduler, m, None))]
+            if missing:
+                problems.fail(f"build() returned {type(scheduler).__name__}, without {', '.join(missing)}")
+            rates = [group["lr"]]
+            for _ in range(steps):
+                train_steps(model, optimizer, x, y, 1, scheduler)
+                rates.append(group["lr"])
+            bad = [r for r in rates if not (math.isfinite(r) and 0 <= r <= PEAK * (1 + 1e-9))]
+            if bad:
+                problems.append(f"{name}, {steps} steps: learning rates outside [0, the optimizer's lr {PEAK}]: {bad[:3]}")
+            changed = {k: (v, group[k]) for k, v in hyper.items() if group[k] != v}
+            if params is None and changed:
+                what = ", ".join(f"{k} from {a} to {b}" for k, (a, b) in changed.items())
+                problems.append(f"{name}, {steps} steps: with its default parameters it changed {what}: a schedule changes "
+                                "only the learning rate unless its parameters ask for more")  # fmt: skip
+    # resume part-way, from state dicts read back as a checkpoint is
+    def build(model):
+        optimizer = OPTIMIZERS["SGD"](list(model.parameters()))
+        return optimizer, cls(checked).build(optimizer, total_steps)
+
+    problems += resume_problems(build, total_steps // 3, total_steps - total_steps // 3,
+                                "a scheduler given another's state_dict part-way gives other learning rates: resumed runs would differ")  # fmt: skip
+    problems.raise_any()
+
+
+def toy_model(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small MLP and a fixed regression problem it can fit: what optimizers are checked on."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    rng = seeded(seed)
+    x = torch.randn(64, 4, generator=rng)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.1 * torch.randn(64, 1, generator=rng)
+    return model, x, y
+
+
+def train_steps(model, optimizer, x, y, steps: int, scheduler=None) -> list[float]:
+    """Train ``steps`` full-batch steps of mean squared error; the loss before each step."""
+    losses = []
+    for _ in range(steps):
+        loss = nn.functional.mse_loss(model(x), y)
+        losses.append(float(loss.detach()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return losses
+
+
+def resume_problems(build, before: int, after: int, differs: str) -> list[str]:
+    """Whether a run on :func:`toy_model` resumes exactly. ``build(model)`` gives its optimizer and
+    scheduler (or None); the run trains ``before`` steps, then a run built anew on a copy of its
+    model is given its state dicts as read back from a checkpoint: both train ``after`` more
+    steps, with the same learning rates and weights, or the problem is ``differs``."""
+    model, x, y = toy_model()
+    optimizer, scheduler = build(model)
+    train_steps(model, optimizer, x, y, before, scheduler)
+    state = copy.deepcopy({"optimizer": optimizer.state_dict(), "scheduler": None if scheduler is None else scheduler.state_dict()})
+    problems = weights_only_problem("its state_dict", state)
+    other = copy.deepcopy(model)
+    other_optimizer, other_scheduler = build(other)
+    other_optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        other_scheduler.load_state_dict(state["scheduler"])
+    rates = []
+    for _ in range(after):
+        train_steps(model, optimizer, x, y, 1, scheduler)
+        train_steps(other, other_optimizer, x, y, 1, other_scheduler)
+        rates.append((optimizer.param_groups[0]["lr"], other_optimizer.param_groups[0]["lr"]))
+    same = all(a == b for a, b in rates) and all(torch.equal(p, q) for p, q in zip(model.parameters(), other.parameters()))
+    return problems + ([] if same else [differs])
