@@ -119,6 +119,18 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "extends-not-a-path": (lambda e: run_recipe(e, e.recipe("extends = 3\n")), ["extends", "must be a recipe name or a path"]),
     "name-path-traversal": (lambda e: ["run", e.edit('name = "original"', 'name = "../../escape"')], ["name: must be 1-64 letters"]),
     "name-absolute-path": (lambda e: ["run", e.edit('name = "original"', 'name = "/tmp/escape"')], ["name: must be 1-64 letters"]),
+    # -- resource limits and names (issue 26): refused before anything recurses or allocates ------
+    "nested-arrays": (lambda e: run_recipe(e, e.recipe("x = " + "[" * 5000 + "]" * 5000 + "\n" + GOOD)), ["r.toml:1", "nested more than 32 levels"]),
+    "nested-inline-tables": (lambda e: run_recipe(e, e.recipe("x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n" + GOOD)), ["r.toml:1", "nested more than 32 levels"]),
+    "long-table-header": (lambda e: run_recipe(e, e.recipe(GOOD + "\n[" + ".".join(["t"] * 5000) + "]\n")), ["t.t.t.t", "nested more than 32 levels"]),
+    "long-key": (lambda e: run_recipe(e, e.recipe("k" * 10**6 + " = 1\n" + GOOD)), ["r.toml:1", "a key must be 1-128 printable characters"]),
+    "head-name-with-a-dot": (lambda e: run_recipe(e, e.recipe(GOOD + '\n[heads."a.b"]\ntarget = "sum"\n')), ["heads.'a.b'", "a head's name must be"]),
+    "head-name-empty": (lambda e: run_recipe(e, e.recipe(GOOD + '\n[heads.""]\ntarget = "sum"\n')), ["heads.''", "a head's name must be"]),
+    "head-name-escape-sequence": (lambda e: run_recipe(e, e.recipe(GOOD + '\n[heads."\\u001b[2J"]\ntarget = "sum"\n')), ["heads.'\\x1b[2J'", "a head's name must be"]),
+    "logger-name-with-a-dot": (lambda e: run_recipe(e, e.recipe(GOOD + '\n[log."a.b"]\ntype = "csv"\n')), ["log.'a.b'", "a logger's name must be"]),
+    "set-extends": (lambda e: good(e, "--set", "extends=film"), ["--set extends=film extends: cannot be overridden"]),
+    "set-deeply-nested-value": (lambda e: good(e, "--set", "x=" + "[" * 5000 + "]" * 5000), ["--set", "nested more than 32 levels"]),
+    "set-long-key-path": (lambda e: good(e, "--set", ".".join(["a"] * 500) + "=1"), ["--set", "nested more than 32 levels"]),
     # -- --set overrides ---------------------------------------------------------------------
     "set-name-traversal": (lambda e: ["run", RECIPES / "original.toml", "--set", "name=../../escape"], ["--set name=../../escape", "name: must be"]),
     "set-without-value": (lambda e: good(e, "--set", "train.optimizer.lr"), ["--set", "expected KEY=VALUE"]),
@@ -166,6 +178,22 @@ def _(e: Env) -> list:
 def _(e: Env) -> list:
     e.recipe('extends = "a.toml"\n', "b.toml")
     return run_recipe(e, e.recipe('extends = "b.toml"\n', "a.toml"))
+
+
+@case("recipe-50-mb", "big.toml is larger than 1 MiB")
+def _(e: Env) -> list:
+    with (e.tmp / "big.toml").open("w") as f:
+        f.write(GOOD + "\n# ")
+        f.truncate(50 << 20)  # sparse; read no further than the limit
+    return run_recipe(e, e.tmp / "big.toml")
+
+
+@case("extends-chain-of-400-files", "the chain of extends is longer than 32 files", "c399.toml -> ", "c367.toml")
+def _(e: Env) -> list:
+    e.recipe(GOOD, "c0.toml")
+    for i in range(1, 400):
+        e.recipe(f'extends = "c{i - 1}.toml"\n', f"c{i}.toml")  # read no further than c368
+    return run_recipe(e, e.tmp / "c399.toml")
 
 
 @case("idx-missing", "t10k-labels-idx1-ubyte", "download is off")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -119,3 +120,49 @@ set_texts = st.one_of(
 def test_any_set_value_is_accepted_or_refused_cleanly(overrides: list[str]) -> None:
     args = [arg for text in overrides for arg in ("--set", text)]
     check(*invoke("show", RECIPES / "original.toml", *args))
+
+
+# -- resource limits and names (issue 26) ----------------------------------------------------------
+
+nestings = st.builds(lambda depth, opener: (opener, depth), st.integers(0, 2000), st.sampled_from(["[", "{a = ", "t."]))
+
+
+def _nested(opener: str, depth: int) -> str:
+    if opener == "t.":
+        return "[train.optimizer." + ".".join(["t"] * max(depth, 1)) + "]\nx = 1\n"
+    closer = "]" if opener == "[" else "}"
+    return "[train.optimizer]\nx = " + opener * depth + "1" + closer * depth + "\n"
+
+
+@SETTINGS
+@given(nesting=nestings)
+def test_any_nesting_is_accepted_or_refused_cleanly(tmp_path: Path, nesting: tuple[str, int]) -> None:
+    opener, depth = nesting
+    doc = {k: v for k, v in BASE.items() if k != "train"}
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(doc) + _nested(opener, depth))
+    code, err = invoke("show", path)
+    check(code, err)
+    if depth > 40:  # x under train.optimizer: 3 levels more than the nesting itself
+        assert "nested more than 32 levels deep" in err
+
+
+@SETTINGS
+@given(name=st.text(max_size=80), table=st.sampled_from(["heads", "log"]))
+def test_a_head_or_logger_name_is_an_identifier_or_refused(tmp_path: Path, name: str, table: str) -> None:
+    doc = tomllib.loads(tomli_w.dumps(BASE))
+    doc.setdefault(table, {})[name] = {"target": "sum"} if table == "heads" else {"type": "csv"}
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8", errors="surrogatepass")
+    code, err = invoke("show", path)
+    check(code, err)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        assert code == 2 and "name must be 1-64 letters" in err and "\x1b" not in err
+
+
+@SETTINGS
+@given(path=st.lists(keys, min_size=1, max_size=60), nesting=nestings)
+def test_any_set_path_and_nesting_is_accepted_or_refused_cleanly(path: list[str], nesting: tuple[str, int]) -> None:
+    opener, depth = nesting
+    value = "1" if opener == "t." else opener * depth + "1" + ("]" if opener == "[" else "}") * depth
+    check(*invoke("show", RECIPES / "original.toml", "--set", ".".join(path) + "=" + value))

@@ -423,3 +423,123 @@ def test_a_dict_and_its_toml_file_load_alike(tmp_path, doc):
         except RecipeError as e:
             outcomes.append(sorted((p.key, p.message) for p in e.problems))
     assert outcomes[0] == outcomes[1]
+
+
+# -- resource limits and names (issue 26): refused before anything recurses or allocates ---------
+
+DEEP = 2000  # far past the limit and past Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("x = " + "[" * DEEP + "]" * DEEP, "r.toml:"),  # nested arrays
+        ("x = " + "{a = " * DEEP + "1" + "}" * DEEP, "r.toml:"),  # nested inline tables
+        ("[" + ".".join(["t"] * DEEP) + "]\nx = 1", "t.t.t.t"),  # a long table header
+        (".".join(["k"] * DEEP) + " = 1", "k.k.k.k"),  # a long dotted key
+    ],
+    ids=["arrays", "inline-tables", "header", "dotted-key"],
+)
+def test_deep_nesting_is_a_recipe_error_not_a_recursion_error(tmp_path, cli, extra, expected):
+    path = write(tmp_path, extra + "\n" + BASE) if not extra.startswith("[") else write(tmp_path, BASE + "\n" + extra)
+    with pytest.raises(RecipeError, match="nested more than 32 levels deep") as e:
+        load_recipe(path)
+    assert expected in str(e.value)
+    result = cli("show", path)
+    assert result.code == 2 and "Traceback" not in result.err and "nested more than 32" in result.err
+
+
+def test_a_nesting_within_the_limit_is_accepted(tmp_path):
+    momentum = "[" * 20 + "0.9" + "]" * 20
+    with pytest.raises(RecipeError) as e:  # accepted by the reader, refused by the schedule's own check
+        load_recipe(write(tmp_path, BASE + f"\n[train.schedule]\nmomentum = {momentum}\n"))
+    assert "nested" not in str(e.value)
+
+
+def test_a_long_key_is_refused_and_not_echoed_whole(tmp_path):
+    path = write(tmp_path, BASE.replace("seed = 3", "seed = 3\n" + "z" * 100_000 + " = 1"))
+    with pytest.raises(RecipeError, match="a key must be 1-128 printable characters") as e:
+        load_recipe(path)
+    assert "r.toml:3" in str(e.value) and len(str(e.value)) < 400
+
+
+def test_a_recipe_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    import time
+
+    path = tmp_path / "big.toml"
+    with path.open("w") as f:
+        f.write(BASE + "\n# ")
+        f.truncate(50 << 20)  # 50 MB (sparse: a NUL-filled comment)
+    start = time.monotonic()
+    with pytest.raises(UserError, match="larger than 1 MiB"):
+        load_recipe(path)
+    assert time.monotonic() - start < 2
+
+
+def test_a_long_extends_chain_is_refused_naming_it(tmp_path):
+    (tmp_path / "c0.toml").write_text(BASE)
+    for i in range(1, 40):
+        (tmp_path / f"c{i}.toml").write_text(f'extends = "c{i - 1}.toml"\n')
+    load_recipe(tmp_path / "c31.toml")  # 32 files: the limit
+    with pytest.raises(RecipeError, match="chain of extends is longer than 32 files") as e:
+        load_recipe(tmp_path / "c32.toml")
+    assert "c32.toml -> " in str(e.value) and " -> ... -> " in str(e.value) and "c0.toml" in str(e.value)
+    with pytest.raises(RecipeError, match="longer than 32 files"):
+        load_recipe(tmp_path / "c39.toml")
+
+
+@pytest.mark.parametrize("name", ["a.b", "", "\x1b[31mred", "a b", "x" * 65, "ü"])
+@pytest.mark.parametrize("table", ["heads", "log"])
+def test_names_of_heads_and_loggers_are_identifiers(tmp_path, cli, name, table):
+    quoted = name.replace("\x1b", "\\u001b")
+    body = 'target = "sum"' if table == "heads" else 'type = "csv"'
+    path = write(tmp_path, BASE + f'\n[{table}."{quoted}"]\n{body}\n')
+    what = "a head's" if table == "heads" else "a logger's"
+    with pytest.raises(RecipeError, match=f"{what} name must be 1-64 letters, digits, '_' or '-'") as e:
+        load_recipe(path)
+    assert f" {table}." in str(e.value) and "\x1b" not in str(e.value)
+    for command in ("show", "run"):
+        result = cli(command, path, "--out", tmp_path / "out") if command == "run" else cli(command, path)
+        assert result.code == 2 and f"{what} name" in result.err and "\x1b" not in result.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_names_from_a_dict_or_an_override_meet_the_same_rule():
+    with pytest.raises(RecipeError, match="a head's name must be"):
+        load_recipe({"extends": "original", "heads": {"a.b": {"target": "sum"}}})
+    with pytest.raises(RecipeError, match="a logger's name must be"):
+        load_recipe("original", {"log": {"": True}})
+
+
+def test_set_extends_is_refused_not_ignored():
+    for overrides in (["extends=film"], {"extends": "film"}, ["extends.x=1"]):
+        with pytest.raises(RecipeError, match="extends: cannot be overridden") as e:
+            load_recipe("original", overrides)
+        assert "digitsum run NAME" in str(e.value)
+    with pytest.raises(RecipeError, match="--grid extends=film extends: cannot be overridden"):
+        load_recipe("original", grid=["extends=film"])
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("x=" + "[" * DEEP + "]" * DEEP, "nested more than 32 levels deep"),
+        ("train.optimizer.x=" + "{a=" * 40 + "1" + "}" * 40, "nested more than 32 levels deep"),
+        (".".join(["a"] * 40) + "=1", "nested more than 32 levels deep"),
+        ("z" * 300 + "=1", "a key must be 1-128 printable characters"),
+    ],
+    ids=["deep-value", "deep-inline-table", "long-path", "long-key"],
+)
+def test_overrides_meet_the_same_limits(override, expected):
+    with pytest.raises(RecipeError, match=expected) as e:
+        load_recipe("original", [override])
+    assert len(str(e.value)) < 600  # the override is not echoed whole
+
+
+def test_a_cyclic_python_document_is_refused():
+    cyclic: dict = {"extends": "original"}
+    cyclic["train"] = cyclic
+    with pytest.raises(RecipeError, match="nested more than 32 levels deep"):
+        load_recipe(cyclic)
+    with pytest.raises(RecipeError, match="overrides\\['x'\\] x.train.train"):
+        load_recipe("original", {"x": cyclic})

@@ -7,6 +7,7 @@ override), so that a problem found later, in validation, still points at the lin
 from __future__ import annotations
 
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from ..catalog import resolve_recipe
 from ..errors import Problem, RecipeError, UserError, did_you_mean
 from ..kinds import KINDS
 from .legacy import legacy_train, upgrade_train
+from .limits import MAX_BYTES, MAX_EXTENDS, bracket_problem, document_problems
 from .schema import KeyPath
 
 # -- reading TOML with positions -----------------------------------------------------------------
@@ -33,7 +35,7 @@ class Source:
         return f"{self.label}:{self.line}" if self.line else self.label
 
 
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_HEADER = re.compile(r"^\s*\[\[?([^\]]+)\]\]?\s*(#.*)?$")  # greedy, no backtracking: linear on any line
 _KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
 
 
@@ -56,8 +58,17 @@ def _line_index(text: str) -> dict[KeyPath, int]:
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
+    """The document at ``path`` and the line of each key, within :mod:`.limits` (a FIFO or a
+    device is refused before it is opened, a file over the size limit before it is read)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise UserError(f"{path} is not a regular file; a recipe is a TOML file")
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)  # never more, whatever the file claims or grows to
+        if len(data) > MAX_BYTES:
+            raise UserError(f"{path} is larger than {MAX_BYTES >> 20} MiB, the most a recipe may be (a recipe is a few KiB)")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"recipe not found: {path}") from None
     except IsADirectoryError:
@@ -66,6 +77,8 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
         raise UserError(f"{path} is not UTF-8 text; a recipe is a TOML file") from None
     except OSError as e:
         raise UserError(f"cannot read recipe {path}: {e.strerror or e}") from None
+    if problem := bracket_problem(text, lambda line: f"{path}:{line}"):
+        raise RecipeError(str(path), [problem])
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -74,7 +87,10 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
         position = re.search(r"\(at line (\d+), column \d+\)$", message)
         where = f"{path}:{position.group(1)}" if position else str(path)
         raise RecipeError(str(path), [Problem(where, "", f"invalid TOML: {message}")]) from None
-    return doc, _line_index(text)
+    lines = _line_index(text)
+    if problems := document_problems(doc, lambda key: str(Source(str(path), _deepest(key, lines)))):
+        raise RecipeError(str(path), problems)
+    return doc, lines
 
 
 def fmt_value(value: Any) -> str:
@@ -263,6 +279,11 @@ def _parent(parent: Any, where: str, folder: Path | None, problems: list[Problem
         cycle = " -> ".join(str(p) for p in chain + (path.resolve(),))
         problems.append(Problem(where, "extends", f"extends itself in a cycle: {cycle}"))
         return Document()
+    if len(chain) >= MAX_EXTENDS:  # checked before the parent is read: a chain is never read past the limit
+        files = [str(p) for p in chain + (path.resolve(),)]
+        shown = " -> ".join(files[:3] + ["..."] + files[-3:])
+        problems.append(Problem(where, "extends", f"the chain of extends is longer than {MAX_EXTENDS} files: {shown}"))
+        return Document()
     try:
         return load_file(path, problems, chain)
     except RecipeError as e:
@@ -273,7 +294,10 @@ def _parent(parent: Any, where: str, folder: Path | None, problems: list[Problem
 
 
 def python_document(source: Mapping[str, Any], label: str, problems: list[Problem]) -> dict[str, Any]:
-    """A recipe given as Python data, copied (the caller's dict is never changed); keys must be strings."""
+    """A recipe given as Python data, copied (the caller's dict is never changed); keys must be
+    strings, and the document within :mod:`.limits` (else it is not copied: it may be cyclic)."""
+    if limits := document_problems(source, lambda _: label):
+        raise RecipeError(label, limits)
 
     def copy(value: Any, path: KeyPath) -> Any:
         if isinstance(value, Mapping):

@@ -16,6 +16,7 @@ from typing import Any
 from ..catalog import resolve_recipe
 from ..errors import Problem, RecipeError, UserError
 from .document import Document, Merge, Source, load_file, merge, merged_document, python_document
+from .limits import MAX_BYTES, bracket_problem, document_problems, show_text
 from .schema import KeyPath
 
 _OVERRIDE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -32,9 +33,13 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
     path = _override_key(key)
     if not sep or path is None:
         raise UserError(
-            f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. --set train.epochs=1"
+            f"--set {show_text(text)}: expected KEY=VALUE with a dotted key, e.g. --set train.epochs=1"
         )
     value = value.strip()
+    if len(text) > MAX_BYTES:
+        raise UserError(f"--set {show_text(text)}: longer than {MAX_BYTES // 1024} KiB, the most a recipe may hold")
+    if problem := bracket_problem(value, lambda _: ""):
+        raise UserError(f"--set {show_text(text)}: {problem.message}")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
@@ -59,11 +64,11 @@ def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[
         except UserError as e:
             problems.append(Problem(flag, "", e.message.removeprefix("--set ")))
         else:
-            items.append((f"{flag} {text}", path, value))
+            items.append((f"{flag} {show_text(text)}", path, value))
 
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
-            label = f"overrides[{key!r}]"
+            label = f"overrides[{show_text(repr(key))}]"
             path = _override_key(key) if isinstance(key, str) else None
             if path is None:
                 problems.append(Problem(label, "", "expected a dotted key of letters, digits, '_' and '-', e.g. 'train.epochs'"))
@@ -76,9 +81,23 @@ def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[
         parsed(grid_flag, text)
     gathered = Document()
     for label, path, value in items:
+        if path[0] == "extends":
+            problems.append(Problem(label, "extends", EXTENDS_OVERRIDE))
+            continue
+        if limits := document_problems(_nest(path, value), lambda _, where=label: where):
+            problems.extend(limits)
+            continue
         source = Source(label)
         merge(gathered, _nest(path, value), Merge(lambda _, s=source: s, problems, layered=False))
     return gathered
+
+
+#: ``--set extends=...`` is refused: the parents are read before the overrides, so it could not
+#: change them, and silently ignoring it would run another recipe than the one asked for.
+EXTENDS_OVERRIDE = (
+    "cannot be overridden: a recipe's parents are read before the overrides. To start from another recipe, "
+    "give its name as the recipe (digitsum run NAME --set ...), or write a recipe with extends = \"NAME\""
+)
 
 
 def _nest(path: KeyPath, value: Any) -> dict[str, Any]:
