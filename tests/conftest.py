@@ -77,14 +77,17 @@ class Result:
 @pytest.fixture
 def cli(capsys):
     """Run the digitsum CLI in-process, as the console script does; returns code and output."""
-    from digitsum.cli import main
+    from digitsum import cli as app
 
     def invoke(*args: str) -> Result:
+        # the consoles read COLUMNS once, when digitsum.cli is first imported: follow the test's own
+        width = int(os.environ.get("COLUMNS", "80"))
+        app.console.width = app.err_console.width = width
         old = sys.argv
         sys.argv = ["digitsum", *map(str, args)]
         code = 0
         try:
-            main()
+            app.main()
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         finally:
