@@ -207,7 +207,8 @@ class Registry:
                     f"({entry.origin.value}); rename one of them"
                 )
         # Two distributions defining one name are both kept: using the bare name is then an
-        # error naming both, and "distribution:name" picks one. Nothing else breaks.
+        # error naming both (unless one is built-in: it wins, with a warning), and
+        # "distribution:name" picks one. Nothing else breaks.
         existing.append(entry)
 
     def remove(self, name: str) -> None:
@@ -255,6 +256,10 @@ class Registry:
                 raise UserError(f"{self.label} '{name}' comes from {refused}")
             hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
             raise UserError(f"unknown {self.label} '{name}' — {hint}")
+        builtin = [e for e in candidates if e.origin.builtin]
+        if len(candidates) > 1 and builtin:
+            self._warn_shadowed(builtin[0], [e for e in candidates if not e.origin.builtin])
+            return builtin[0]
         if len(candidates) > 1:
             both = ", ".join(f"'{e.qualified_name}' ({e.origin})" for e in candidates)
             raise UserError(
@@ -262,6 +267,15 @@ class Registry:
                 "name the one you want in the qualified form"
             )
         return candidates[0]
+
+    def _warn_shadowed(self, builtin: Entry, plugins: list[Entry]) -> None:
+        """Say once that plugins' components named like a built-in one are not used under that name."""
+        if (self.kind, builtin.name) in _WARNED:
+            return
+        _WARNED.add((self.kind, builtin.name))
+        for e in plugins:
+            sys.stderr.write(f"warning: {e.origin} also defines {self.label} '{e.name}'; the built-in one is used, "
+                             f"the plugin's is '{e.qualified_name}'\n")  # fmt: skip
 
     def get(self, name: str) -> Any:
         """The component class for ``name``, loaded and checked."""
@@ -273,6 +287,7 @@ class Registry:
 
 
 _SCAN: list[PluginDistribution] | None = None
+_WARNED: set[tuple[str, str]] = set()  # (kind, name) of built-ins whose plugin namesakes were warned about
 
 
 def plugin_distributions() -> list[PluginDistribution]:

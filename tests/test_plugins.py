@@ -247,6 +247,9 @@ def hostile_sites(root: Path) -> list[Path]:
                           {f"hostile_{i}/__init__.py": source})  # fmt: skip
         for i, (how, source) in enumerate(HOSTILE_SOURCES.items())
     ]
+    # a namesake of a built-in component, under the built-in's own name
+    sites.append(fake_distribution(root / "namesake", "digitsum-namesake", "0.1",
+                                   {"digitsum.fusions": {"concat": "digitsum.components.fusions.film:Film"}}))  # fmt: skip
     return sites
 
 
@@ -275,3 +278,14 @@ def test_a_recipe_naming_an_exiting_plugin_fails_with_exit_2(tmp_path, tiny_root
     strict = digitsum("--strict-plugins", "list", site=sites)
     assert strict.returncode == 2 and "digitsum-exit 0.1" in strict.stderr and "digitsum-odd-base 0.1" in strict.stderr
 
+
+def test_built_in_recipes_run_beside_hostile_plugins_and_namesakes(tmp_path, tiny_root):
+    sites = hostile_sites(tmp_path)
+    run = digitsum("run", RECIPES / "original.toml", *TINY, "--out", tmp_path / "run", site=sites, env={"DIGITSUM_DATA": str(tiny_root)})
+    assert run.returncode == 0, run.stderr
+    assert "digitsum-namesake 0.1 also defines fusion 'concat'; the built-in one is used" in run.stderr
+    assert "'digitsum-namesake:concat'" in run.stderr
+    assert 'type = "concat"' in (tmp_path / "run" / "recipe.toml").read_text()
+    qualified = digitsum("show", RECIPES / "original.toml", "--set", "backbone.type=digitsum-namesake:concat", site=sites)
+    assert qualified.returncode == 0, qualified.stderr
+    assert 'type = "digitsum-namesake:concat"' in qualified.stdout

@@ -197,3 +197,17 @@ def test_a_slow_import_gets_a_note(capfd, monkeypatch):
     assert _plugin_entry(load).load() is _Tiny
     assert "note: importing fusion 'hostile' from digitsum-hostile 0.1… (still going)" in capfd.readouterr().err
 
+
+def test_a_plugin_namesake_of_a_builtin_leaves_the_builtin_in_use(capfd, monkeypatch):
+    monkeypatch.setattr(registry_module, "_WARNED", set())
+    registry = Registry("fusions")
+    registry._discovered = True
+    builtin = Entry("fusions", "tiny", Origin("digitsum.x:Tiny", "digitsum", "0.1.0"), _obj=_Tiny)
+    registry.add(builtin)
+    registry.add(_plugin_entry(lambda: _Tiny, "tiny"))
+    assert registry.entry("tiny") is builtin and registry.entry("tiny") is builtin
+    assert registry.entry("digitsum-hostile:tiny").origin.distribution == "digitsum-hostile"
+    err = capfd.readouterr().err
+    assert err.count("warning:") == 1  # once per name
+    assert "digitsum-hostile 0.1 also defines fusion 'tiny'; the built-in one is used" in err
+    assert "'digitsum-hostile:tiny'" in err
