@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -31,9 +32,30 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise UserError(f"cannot write {path}: {e.strerror or e}; the previous version, if any, is intact") from None
+        cause = _os_error(e, path.parent)
+        if cause is not None:
+            raise UserError(f"cannot write {path}: {cause.strerror or cause}; the previous version, if any, is intact") from None
         raise
+
+
+def _os_error(error: BaseException, folder: Path) -> OSError | None:
+    """The OS error behind a failed write: ``error`` itself, the OSError it wraps (``torch.save``
+    turns a full disk into ``RuntimeError: ... unexpected pos``, raised while handling it), or,
+    for a wrapper that lost it, ENOSPC when ``folder``'s file system has no space left."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(error, Exception):
+        return None  # KeyboardInterrupt, SystemExit: not a failed write
+    try:
+        full = os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else None
 
 
 def _file_mode(path: Path) -> int:

@@ -1,13 +1,19 @@
 """Registries of components, one per kind (:mod:`digitsum.kinds`).
 
 Both ways in end in :meth:`Registry.add`: entry points (names read from package metadata, each
-component imported on first use, so one broken component fails alone) and the decorator
+component imported on first use, under guard, so one broken or hostile component fails
+alone: see :func:`_isolated_import`) and the decorator
 ``@fusions.register("name")`` for a class defined in the running process. This module imports
 neither torch nor any component: ``digitsum --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -61,12 +67,16 @@ class Entry:
     def load(self) -> Any:
         """The component class, imported and checked against its contract."""
         if self._obj is None and self.error is None:
+            what = f"{KINDS[self.kind].label} '{self.name}' from {self.origin}"
             try:
-                obj = self._entry_point.load() if self._entry_point else None
-            except Exception as e:  # a plugin's import can fail in any way
-                self.error = f"{type(e).__name__}: {e}"
+                with _isolated_import(what, slow_note=not self.origin.builtin):
+                    obj = self._entry_point.load() if self._entry_point else None
+                    self.error = _contract_problem(self.kind, obj)  # its class attributes are its code too
+            except KeyboardInterrupt:  # the user's Ctrl-C: digitsum stops as anywhere else
+                raise
+            except BaseException as e:  # a plugin's import can fail in any way, sys.exit() included
+                self.error = _failure_text(e)
             else:
-                self.error = _contract_problem(self.kind, obj)
                 if self.error is None:
                     self._obj = obj
         if self.error is not None:
@@ -75,6 +85,71 @@ class Entry:
                 f"({self.origin.value}) cannot be used: {self.error}"
             )
         return self._obj
+
+
+#: Seconds a plugin's import may take before a note on stderr says that it is still going.
+SLOW_IMPORT_S = 5.0
+_SHOWN_OUTPUT = 2000  # characters of what an import printed shown in the note
+
+
+def _failure_text(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"it tried to end the program while being imported (SystemExit({error.code!r}))"
+    return f"{type(error).__name__}: {error}"
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"note: {text}\n")
+    sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _isolated_import(what: str, slow_note: bool) -> Iterator[None]:
+    """Import a component without letting its module speak on stdout (``digitsum list --json``
+    must stay JSON): whatever it prints, through ``sys.stdout`` or file descriptor 1, is shown
+    as a note on stderr instead. A note also says so when the import takes over
+    :data:`SLOW_IMPORT_S` seconds."""
+    timer = threading.Timer(SLOW_IMPORT_S, _note, [f"importing {what}… (still going)"])
+    timer.daemon = True
+    if slow_note:
+        timer.start()
+    captured, raw = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), _fd_redirected(1, raw):
+            yield
+    finally:  # a failed import's output is shown too: it may say why
+        timer.cancel()
+        printed = (captured.getvalue() + raw.getvalue()).strip()
+        if printed:
+            shown = "".join(c if c.isprintable() or c == "\n" else "?" for c in printed[:_SHOWN_OUTPUT])
+            _note(f"importing {what} printed (kept off stdout):\n{shown}")
+
+
+@contextlib.contextmanager
+def _fd_redirected(fd: int, text: io.StringIO) -> Iterator[None]:
+    """Send what is written to file descriptor ``fd`` meanwhile to ``text`` (on exit); a process
+    without that descriptor is left alone."""
+    import tempfile  # only once a component is imported: `digitsum --help` stays fast
+
+    for stream in {sys.stdout, sys.__stdout__}:
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = os.dup(fd)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.__stdout__.flush()  # its buffer holds what the import wrote through it
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            text.write(sink.read(4 * _SHOWN_OUTPUT).decode("utf-8", "replace"))
 
 
 def _contract_problem(kind: str, obj: Any) -> str | None:
@@ -132,7 +207,8 @@ class Registry:
                     f"({entry.origin.value}); rename one of them"
                 )
         # Two distributions defining one name are both kept: using the bare name is then an
-        # error naming both, and "distribution:name" picks one. Nothing else breaks.
+        # error naming both (unless one is built-in: it wins, with a warning), and
+        # "distribution:name" picks one. Nothing else breaks.
         existing.append(entry)
 
     def remove(self, name: str) -> None:
@@ -180,6 +256,10 @@ class Registry:
                 raise UserError(f"{self.label} '{name}' comes from {refused}")
             hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
             raise UserError(f"unknown {self.label} '{name}' — {hint}")
+        builtin = [e for e in candidates if e.origin.builtin]
+        if len(candidates) > 1 and builtin:
+            self._warn_shadowed(builtin[0], [e for e in candidates if not e.origin.builtin])
+            return builtin[0]
         if len(candidates) > 1:
             both = ", ".join(f"'{e.qualified_name}' ({e.origin})" for e in candidates)
             raise UserError(
@@ -187,6 +267,15 @@ class Registry:
                 "name the one you want in the qualified form"
             )
         return candidates[0]
+
+    def _warn_shadowed(self, builtin: Entry, plugins: list[Entry]) -> None:
+        """Say once that plugins' components named like a built-in one are not used under that name."""
+        if (self.kind, builtin.name) in _WARNED:
+            return
+        _WARNED.add((self.kind, builtin.name))
+        for e in plugins:
+            sys.stderr.write(f"warning: {e.origin} also defines {self.label} '{e.name}'; the built-in one is used, "
+                             f"the plugin's is '{e.qualified_name}'\n")  # fmt: skip
 
     def get(self, name: str) -> Any:
         """The component class for ``name``, loaded and checked."""
@@ -198,6 +287,7 @@ class Registry:
 
 
 _SCAN: list[PluginDistribution] | None = None
+_WARNED: set[tuple[str, str]] = set()  # (kind, name) of built-ins whose plugin namesakes were warned about
 
 
 def plugin_distributions() -> list[PluginDistribution]:

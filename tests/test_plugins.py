@@ -229,3 +229,63 @@ def test_malformed_entry_point_is_reported_not_fatal_unless_strict(tmp_path):
     assert digitsum("list", "heads", site=site).returncode == 0
     strict = digitsum("--strict-plugins", "list", site=site)
     assert strict.returncode == 2 and "digitsum-badmeta 1.0" in strict.stderr
+
+
+# -- hostile plugins: what a plugin's import does cannot end, corrupt or break digitsum ----------------
+
+HOSTILE_SOURCES = {
+    "exit": "raise SystemExit(0)\n",
+    "odd-base": "class Odd(BaseException):\n    pass\nraise Odd('not an Exception')\n",
+    "chatty": "import os\nprint('hello from a plugin')\nos.write(1, b'raw bytes\\n')\n"
+              "from digitsum.components.fusions.concat import Concat as Chatty\n",
+}
+
+
+def hostile_sites(root: Path) -> list[Path]:
+    sites = [
+        fake_distribution(root / how, f"digitsum-{how}", "0.1", {"digitsum.fusions": {f"{how.replace('-', '_')}_fusion": f"hostile_{i}:Chatty"}},
+                          {f"hostile_{i}/__init__.py": source})  # fmt: skip
+        for i, (how, source) in enumerate(HOSTILE_SOURCES.items())
+    ]
+    # a namesake of a built-in component, under the built-in's own name
+    sites.append(fake_distribution(root / "namesake", "digitsum-namesake", "0.1",
+                                   {"digitsum.fusions": {"concat": "digitsum.components.fusions.film:Film"}}))  # fmt: skip
+    return sites
+
+
+def test_hostile_imports_are_failed_components_and_stdout_stays_json(tmp_path):
+    sites = hostile_sites(tmp_path)
+    listed = digitsum("list", "--json", site=sites)
+    assert listed.returncode == 0, listed.stderr
+    rows = {(r["distribution"], r["name"]): r for r in json.loads(listed.stdout)}  # nothing but JSON on stdout
+    assert "SystemExit(0)" in rows[("digitsum-exit", "exit_fusion")]["error"]
+    assert "Odd: not an Exception" in rows[("digitsum-odd-base", "odd_base_fusion")]["error"]
+    assert "error" not in rows[("digitsum-chatty", "chatty_fusion")]
+    assert "importing fusion 'chatty_fusion' from digitsum-chatty 0.1 printed" in listed.stderr
+    assert "hello from a plugin" in listed.stderr and "raw bytes" in listed.stderr
+    report = {r["distribution"]: r for r in json.loads(digitsum("plugins", "--json", site=sites).stdout)}
+    assert report["digitsum-exit"]["status"] == report["digitsum-odd-base"]["status"] == "failed"
+    table = digitsum("plugins", site=sites)
+    assert table.returncode == 0 and "digitsum-exit 0.1: fusion 'exit_fusion' (hostile_0:Chatty) failed" in table.stdout
+
+
+def test_a_recipe_naming_an_exiting_plugin_fails_with_exit_2(tmp_path, tiny_root):
+    sites = hostile_sites(tmp_path)
+    result = digitsum("run", RECIPES / "original.toml", *TINY, "--set", "backbone.type=exit_fusion", "--out", tmp_path / "run",
+                      site=sites, env={"DIGITSUM_DATA": str(tiny_root)})  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "digitsum-exit 0.1" in result.stderr and "SystemExit(0)" in result.stderr
+    strict = digitsum("--strict-plugins", "list", site=sites)
+    assert strict.returncode == 2 and "digitsum-exit 0.1" in strict.stderr and "digitsum-odd-base 0.1" in strict.stderr
+
+
+def test_built_in_recipes_run_beside_hostile_plugins_and_namesakes(tmp_path, tiny_root):
+    sites = hostile_sites(tmp_path)
+    run = digitsum("run", RECIPES / "original.toml", *TINY, "--out", tmp_path / "run", site=sites, env={"DIGITSUM_DATA": str(tiny_root)})
+    assert run.returncode == 0, run.stderr
+    assert "digitsum-namesake 0.1 also defines fusion 'concat'; the built-in one is used" in run.stderr
+    assert "'digitsum-namesake:concat'" in run.stderr
+    assert 'type = "concat"' in (tmp_path / "run" / "recipe.toml").read_text()
+    qualified = digitsum("show", RECIPES / "original.toml", "--set", "backbone.type=digitsum-namesake:concat", site=sites)
+    assert qualified.returncode == 0, qualified.stderr
+    assert 'type = "digitsum-namesake:concat"' in qualified.stdout

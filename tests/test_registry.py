@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
+import time
+from types import SimpleNamespace
+
 import pytest
 
 from digitsum.contracts import Fusion, Params
+from digitsum import registry as registry_module
 from digitsum.errors import UserError
 from digitsum.registry import REGISTRIES, Entry, Origin, PluginError, Registry, fusions, registry_for
 
@@ -137,3 +142,72 @@ def test_machine_local_keys_are_recipe_keys():
     for key in MACHINE_LOCAL_KEYS:
         table, name = key.split(".")
         assert name in sections[table].model_fields, key
+
+
+# -- a plugin's import cannot end, corrupt or silently stall digitsum --------------------------------
+
+
+def _plugin_entry(load, name: str = "hostile") -> Entry:
+    """An entry of a plugin distribution whose import runs ``load``."""
+    return Entry("fusions", name, Origin("hostile:Fusion", "digitsum-hostile", "0.1"), _entry_point=SimpleNamespace(load=load))
+
+
+@pytest.mark.parametrize("error", [SystemExit(0), SystemExit("bye"), GeneratorExit(), BaseException("odd")])
+def test_an_import_ending_the_program_is_a_failed_component(error):
+    def load():
+        raise error
+
+    entry = _plugin_entry(load)
+    with pytest.raises(PluginError) as e:
+        entry.load()
+    assert "fusion 'hostile' from digitsum-hostile 0.1 (hostile:Fusion) cannot be used" in e.value.message
+    assert type(error).__name__ in e.value.message
+
+
+def test_ctrl_c_during_an_import_still_stops_digitsum():
+    def load():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _plugin_entry(load).load()
+
+
+def test_what_an_import_prints_goes_to_stderr_not_stdout(capfd):
+    def load():
+        print("chatty import")
+        os.write(1, b"written to fd 1\n")
+        return _Tiny
+
+    assert _plugin_entry(load).load() is _Tiny
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "note: importing fusion 'hostile' from digitsum-hostile 0.1 printed (kept off stdout)" in err
+    assert "chatty import" in err and "written to fd 1" in err
+    print("stdout works again")
+    assert capfd.readouterr().out == "stdout works again\n"
+
+
+def test_a_slow_import_gets_a_note(capfd, monkeypatch):
+    monkeypatch.setattr(registry_module, "SLOW_IMPORT_S", 0.1)
+
+    def load():
+        time.sleep(0.5)
+        return _Tiny
+
+    assert _plugin_entry(load).load() is _Tiny
+    assert "note: importing fusion 'hostile' from digitsum-hostile 0.1… (still going)" in capfd.readouterr().err
+
+
+def test_a_plugin_namesake_of_a_builtin_leaves_the_builtin_in_use(capfd, monkeypatch):
+    monkeypatch.setattr(registry_module, "_WARNED", set())
+    registry = Registry("fusions")
+    registry._discovered = True
+    builtin = Entry("fusions", "tiny", Origin("digitsum.x:Tiny", "digitsum", "0.1.0"), _obj=_Tiny)
+    registry.add(builtin)
+    registry.add(_plugin_entry(lambda: _Tiny, "tiny"))
+    assert registry.entry("tiny") is builtin and registry.entry("tiny") is builtin
+    assert registry.entry("digitsum-hostile:tiny").origin.distribution == "digitsum-hostile"
+    err = capfd.readouterr().err
+    assert err.count("warning:") == 1  # once per name
+    assert "digitsum-hostile 0.1 also defines fusion 'tiny'; the built-in one is used" in err
+    assert "'digitsum-hostile:tiny'" in err

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import io
+import json
 import os
 import pickle
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ import torch
 from digitsum.engine.checkpoint import describe_differences, load_checkpoint, recipe_differences
 from digitsum.errors import UserError
 
+from ..conftest import RECIPES
 from ..runs import StopAt, snapshot, train
 
 
@@ -139,3 +144,73 @@ def test_an_archive_that_inflates_far_beyond_its_size_is_refused(finished, tmp_p
 
 def test_a_real_checkpoint_passes_the_deep_checks(finished):
     assert isinstance(load_checkpoint(finished / "checkpoint.pt")["history"], list)
+
+
+# -- a full disk while torch.save writes ----------------------------------------------------------
+
+
+class FullDisk:
+    """A file whose disk fills after ``room`` bytes: the write fails with ENOSPC, as a real one does."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_torch_save_into_a_full_disk_is_reported_as_one(tmp_path):
+    from digitsum.files import atomic_write
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"the previous checkpoint")
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # what torch makes of it, unaided
+        torch.save({"w": torch.zeros(10_000)}, FullDisk(io.BytesIO(), 100))
+    with pytest.raises(UserError, match=f"cannot write {path}: No space left on device; the previous version"):
+        atomic_write(path, lambda f: torch.save({"w": torch.zeros(10_000)}, FullDisk(f, 100)))
+    assert path.read_bytes() == b"the previous checkpoint" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_wrapped_error_on_a_full_file_system_is_no_space_left(tmp_path, monkeypatch):
+    from digitsum.files import atomic_write
+
+    def fail(f):
+        raise RuntimeError("unexpected pos 64 vs 0")  # a wrapper that kept no OSError behind it
+
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # a disk with room: not an OS error
+        atomic_write(tmp_path / "x", fail)
+    monkeypatch.setattr(os, "statvfs", lambda folder: SimpleNamespace(f_bavail=0))
+    with pytest.raises(UserError, match="No space left on device"):
+        atomic_write(tmp_path / "x", fail)
+
+
+def test_disk_full_in_a_checkpoint_fails_cleanly_and_resumes(cli, tiny_data, tmp_path, monkeypatch):
+    import digitsum.engine.checkpoint as checkpoint
+
+    real, calls = checkpoint.atomic_write, []
+
+    def second_fills_the_disk(path, write):
+        calls.append(path)
+        real(path, (lambda f: write(FullDisk(f, 4096))) if len(calls) == 2 else write)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", second_fills_the_disk)
+    out = tmp_path / "run"
+    args = ["run", RECIPES / "original.toml", "--set", "train.epochs=2", "--set", "data.batch_size=64", "--out", out]
+    result = cli(*args)
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    message = " ".join(result.err.split())
+    assert f"cannot write {out / 'checkpoint.pt'}: No space left on device" in message
+    assert f"resume with: digitsum run --resume {out}" in message
+    failed = json.loads((out / "summary.json").read_text())["failed"]
+    assert "No space left on device" in failed and "unexpected pos" not in failed
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1 and not list(out.glob(".*.tmp"))
+    monkeypatch.setattr(checkpoint, "atomic_write", real)  # room again
+    resumed = cli("run", "--resume", out)
+    assert resumed.code == 0, resumed.err
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
