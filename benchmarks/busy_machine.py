@@ -7,7 +7,8 @@ The figure of merit is busy / quiet wall time (target ≤ 2.2×), and the defaul
 threads on the quiet machine (it must lose nothing there). ``--causes`` also times the settings
 that explain it, each quiet and busy: one thread, two threads (what the default picks on a quiet
 machine; libgomp's own waiting: spin, then sleep), and two threads that sleep at once
-(``OMP_WAIT_POLICY=PASSIVE``: digitsum's default before it counted the busy cores).
+(``OMP_WAIT_POLICY=PASSIVE``). The default is one thread per core whatever the load (a
+load-following count was tried and removed: it made results depend on the machine's load).
 
     DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/busy_machine.py [--epochs 1] [--rounds 3] [--causes]
 
