@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..files import write_text
 
 
 def _set(doc: dict[str, Any], key: str, value: Any) -> None:
@@ -48,19 +48,12 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
         raise UserError(f"--repair {out}: is a folder; give a file name such as fixed.toml")
     if not out.parent.resolve().is_dir():
         raise UserError(f"--repair {out}: folder {out.parent} does not exist")
-    doc = recipe_document(source, list(overrides))  # as written: `extends` and overrides applied
+    doc = recipe_document(source, list(overrides))
     fixed = copy.deepcopy(doc)
     for key, value in repair.items():
         _set(fixed, key, value)
     before, after = tomli_w.dumps(doc), tomli_w.dumps(fixed)
     header = f"# {out.name}: written by `digitsum doctor {source} --repair` with the fixes it verified:\n" + "".join(
         f"#   {k} = {v!r}\n" for k, v in repair.items())
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent.resolve())
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(header + after)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(out, header + after)
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"{source}", f"{out}"))
