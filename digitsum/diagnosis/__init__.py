@@ -1,14 +1,9 @@
-"""Why does the loss not decrease? Measured checks on a recipe, in seconds.
+"""Why does the loss not decrease? Measured checks on a recipe, in seconds (docs/doctor.md
+describes the package, module by module).
 
-The package: :mod:`.findings` (what a check returns), :mod:`.probe` (what checks share, and the
-short training runs they measure with), one module per family of checks under :mod:`.checks`
-(data, loss, training, wiring), :mod:`.remedies` (every proposed fix tried before it is
-recommended), :mod:`.repair` (``--repair``) and :mod:`.render` (the report for people).
-
-Each check is a function ``check(probe) -> list[Finding]``. Nothing here knows a component,
-input or target by name: inputs and targets come from the generator's interface, heads from
-the recipe, layers from the model's modules. A plugin ships checks for its own components in
-the entry-point group ``digitsum.checks`` (see docs/plugins.md).
+Each check is a function ``check(probe) -> list[Finding]``; nothing here knows a component, input
+or target by name. A plugin ships checks for its own components in the entry-point group
+``digitsum.checks`` (see docs/plugins.md).
 """
 
 from __future__ import annotations
@@ -138,12 +133,9 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
 
 
 def doctor(recipe: Recipe, checks: Sequence[str] | None = None, *, tune: bool = False) -> Report:
-    """Build ``recipe`` on the CPU and run the checks: what ``digitsum doctor`` does.
-
-    The threads a run of the recipe would use (``train.threads``; by default one per usable
-    core: accel.default_threads), put back afterwards: on a quiet machine two threads took
-    2.9-3.8 s for ``original`` against 3.9-5.4 s with one.
-    """
+    """Build ``recipe`` on the CPU and run the checks: what ``digitsum doctor`` does, on the
+    threads a run of the recipe would use (``train.threads``; measured in docs/doctor.md), put
+    back afterwards."""
     from ..engine.accel import configure_threads
 
     threads = torch.get_num_threads()

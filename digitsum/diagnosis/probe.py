@@ -1,12 +1,7 @@
 """The probe: what the checks share (recipe, generator, model at init, batches), and the short
-training runs they measure with.
-
-A :class:`Probe` holds the recipe, its generator, its model at initialisation (the run's own
-init: same seed) and batches drawn on demand. Checks that train work on copies of the model,
-so a probe can be handed the model a run is about to train (the preflight does).
-:func:`short_run` trains a copy for a given number of steps at the recipe's optimizer and peak
-learning rate and measures each head on held-out samples through its own ``predict``: the one
-yardstick of "it learns" for every check and every verified fix.
+training runs they measure with (:func:`short_run`: the one yardstick of "it learns" for every
+check and every verified fix). Checks that train work on copies of the model, so a probe can be
+handed the model a run is about to train (the preflight does).
 """
 
 from __future__ import annotations
