@@ -67,9 +67,7 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
     outputs = model(batch)
     for head, output in outputs.items():
         classes = probe.classes_of(head)
-        if classes is None or probe.output_kind(head) != "class_logits" or not _is_probability(output.detach()):
-            continue
-        if output.shape[1] != classes:
+        if classes is None or probe.output_kind(head) != "class_logits" or not _is_probability(output.detach()) or output.shape[1] != classes:
             continue
         target = batch[probe.target_of(head)]  # what the loss takes; what it predicts is `expected`
         expected = probe.expected(head, batch)
