@@ -1,23 +1,21 @@
-"""Why does the loss not decrease? Measured checks on a recipe, in seconds.
+"""Why does the loss not decrease? Measured checks on a recipe, in seconds (docs/doctor.md
+describes the package, module by module).
 
-The package: :mod:`.findings` (what a check returns), :mod:`.probe` (what checks share, and the
-short training runs they measure with), one module per family of checks under :mod:`.checks`
-(data, loss, training, wiring), :mod:`.remedies` (every proposed fix tried before it is
-recommended), :mod:`.repair` (``--repair``) and :mod:`.render` (the report for people).
-
-Each check is a function ``check(probe) -> list[Finding]``. Nothing here knows a component,
-input or target by name: inputs and targets come from the generator's interface, heads from
-the recipe, layers from the model's modules. A plugin ships checks for its own components in
-the entry-point group ``digitsum.checks`` (see docs/plugins.md).
+Each check is a function ``check(probe) -> list[Finding]``; nothing here knows a component, input
+or target by name. A plugin ships checks for its own components in the entry-point group
+``digitsum.checks`` (see docs/plugins.md).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 import torch
 
+from ..engine.accel import configure_threads
+from ..errors import UserError, did_you_mean
 from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
 from .checks.loss import check_double_softmax, check_loss_at_init, check_loss_floor, check_loss_weights
@@ -25,6 +23,8 @@ from .checks.training import check_overfit, check_short_run, dead_relu_findings,
 from .checks.wiring import check_batch_independence, check_input_use
 from .findings import SEVERITIES, Change, Finding, Report, Severity
 from .probe import SAMPLE, Probe, fresh_copy, seeded
+from .remedies import tune as tune_settings
+from .remedies import verify as verify_fixes
 from .render import render_report
 
 __all__ = ["CHECKS", "PREFLIGHT", "Change", "Finding", "Probe", "Report", "SAMPLE", "SEVERITIES", "Severity", "all_checks",
@@ -54,8 +54,6 @@ CHECKS_GROUP = "digitsum.checks"
 def plugin_checks() -> dict[str, Check]:
     """Checks installed plugins ship (entry-point group ``digitsum.checks``), by name. A check
     that cannot be imported becomes a check that reports so (an error finding), not a crash."""
-    from importlib.metadata import entry_points
-
     found: dict[str, Check] = {}
     for ep in entry_points(group=CHECKS_GROUP):
         if ep.name in CHECKS or ep.name in found:
@@ -80,8 +78,6 @@ def all_checks() -> dict[str, Check]:
 
 def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
     """One check; a check that crashes on a broken model is itself a finding, not a traceback."""
-    from ..errors import UserError
-
     try:
         return list(check(probe))
     except UserError:
@@ -100,16 +96,11 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
     ``tune`` (what ``--repair`` asks for): on a recipe whose heads all learn, settings reset to
     their defaults are tried too and kept when they raise held-out skill
     (:func:`digitsum.diagnosis.remedies.tune`)."""
-    from .remedies import tune as tune_settings
-    from .remedies import verify as verify_fixes
-
     started = time.perf_counter()
     available = all_checks()
     names = list(available) if checks is None else list(checks)
     unknown = [n for n in names if n not in available]
     if unknown:
-        from ..errors import UserError, did_you_mean
-
         raise UserError(f"unknown check {unknown[0]!r}: {did_you_mean(unknown[0], list(available), 'checks')}")
     findings: list[Finding] = []
     repair: dict = {}
@@ -138,14 +129,9 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
 
 
 def doctor(recipe: Recipe, checks: Sequence[str] | None = None, *, tune: bool = False) -> Report:
-    """Build ``recipe`` on the CPU and run the checks: what ``digitsum doctor`` does.
-
-    The threads a run of the recipe would use (``train.threads``; by default one per usable
-    core: accel.default_threads), put back afterwards: on a quiet machine two threads took
-    2.9-3.8 s for ``original`` against 3.9-5.4 s with one.
-    """
-    from ..engine.accel import configure_threads
-
+    """Build ``recipe`` on the CPU and run the checks: what ``digitsum doctor`` does, on the
+    threads a run of the recipe would use (``train.threads``; measured in docs/doctor.md), put
+    back afterwards."""
     threads = torch.get_num_threads()
     configure_threads(recipe.train.threads)
     try:

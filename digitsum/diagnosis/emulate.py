@@ -23,9 +23,6 @@ class _AlteredGenerator:
         self.inner, self.alter = inner, alter
         self.splits = getattr(inner, "splits", ("train", "test"))
 
-    def size(self, split: str) -> int:
-        return self.inner.size(split)
-
     def draw(self, split: str, index: Tensor, rng: torch.Generator) -> Batch:
         return self.alter(self.inner.draw(split, index, rng))
 

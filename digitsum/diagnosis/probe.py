@@ -1,19 +1,14 @@
 """The probe: what the checks share (recipe, generator, model at init, batches), and the short
-training runs they measure with.
-
-A :class:`Probe` holds the recipe, its generator, its model at initialisation (the run's own
-init: same seed) and batches drawn on demand. Checks that train work on copies of the model,
-so a probe can be handed the model a run is about to train (the preflight does).
-:func:`short_run` trains a copy for a given number of steps at the recipe's optimizer and peak
-learning rate and measures each head on held-out samples through its own ``predict``: the one
-yardstick of "it learns" for every check and every verified fix.
+training runs they measure with (:func:`short_run`: the one yardstick of "it learns" for every
+check and every verified fix). Checks that train work on copies of the model, so a probe can be
+handed the model a run is about to train (the preflight does).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -24,12 +19,12 @@ from torch import Tensor, nn
 
 from ..contracts import Batch, Generator, Image, Images
 from ..recipe import Recipe
-from ..engine.batches import EVAL_BATCH, train_batches
+from ..engine.batches import train_batches
 from ..seeding import make_rng, stream_seed
 from ..engine.build import build, build_model
 from ..engine.model import DigitModel
 from ..engine.progress import fell
-from ..engine.train import make_optimizer
+from ..engine.train import make_optimizer, make_scheduler
 from .findings import Finding
 
 #: Samples drawn for data statistics and activation probes: enough for stable figures, fast on a CPU.
@@ -233,29 +228,33 @@ def batch_len(batch: Batch) -> int:
     return len(next(iter(batch.values())))
 
 
-@torch.no_grad()
-def eval_outputs(model: DigitModel, batch: Batch) -> dict[str, Tensor]:
-    """The model's outputs on ``batch`` in eval mode (the mode it had is put back): computed once,
-    they serve :func:`scores`, :func:`log_losses` and :func:`held_losses` alike."""
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block, in the mode it had after it."""
     was = model.training
     model.eval()
     try:
-        return model(batch)
+        yield
     finally:
         model.train(was)
 
 
 @torch.no_grad()
-def log_losses(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str, Tensor] | None = None) -> dict[str, float | None]:
+def eval_outputs(model: DigitModel, batch: Batch) -> dict[str, Tensor]:
+    """The model's outputs on ``batch`` in eval mode: computed once, they serve :func:`scores`,
+    :func:`log_losses` and :func:`held_losses` alike."""
+    with evaluating(model):
+        return model(batch)
+
+
+@torch.no_grad()
+def log_losses(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str, Tensor]) -> dict[str, float | None]:
     """Each head's held-out log-loss (mean -ln p of the true class) through its own
     ``probabilities``: one yardstick across changes of loss settings, and far more sensitive
     than accuracy early in training. None for a head that gives no class probabilities.
-    ``outputs``: the model's on ``batch`` (:func:`eval_outputs`), when already computed."""
-    was = model.training
-    model.eval()
-    try:
-        outputs = eval_outputs(model, batch) if outputs is None else outputs
-        result: dict[str, float | None] = {}
+    ``outputs``: the model's on ``batch`` (:func:`eval_outputs`)."""
+    result: dict[str, float | None] = {}
+    with evaluating(model):
         for head, out in outputs.items():
             target = probe.expected(head, batch)
             try:
@@ -269,21 +268,14 @@ def log_losses(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str,
             value = float(-picked.clamp_min(1e-12).log().mean())
             result[head] = value if math.isfinite(value) else None
             result[f"{head}:argmax"] = float((p.argmax(dim=1) == target).float().mean())
-        return result
-    finally:
-        model.train(was)
+    return result
 
 
-def held_losses(model: DigitModel, batch: Batch, outputs: dict[str, Tensor] | None = None) -> dict[str, float]:
+@torch.no_grad()
+def held_losses(model: DigitModel, batch: Batch, outputs: dict[str, Tensor]) -> dict[str, float]:
     """Each head's own loss on ``batch`` in eval mode (``outputs``: as for :func:`log_losses`)."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            outputs = eval_outputs(model, batch) if outputs is None else outputs
-            return {h: float(v) for h, v in model.losses(outputs, batch).items()}
-    finally:
-        model.train(was)
+    with evaluating(model):
+        return {h: float(v) for h, v in model.losses(outputs, batch).items()}
 
 
 def entropy_of(values: Tensor) -> float:
@@ -303,20 +295,16 @@ HELD_LOSS_FALL = 0.2
 @torch.no_grad()
 def scores(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str, Tensor] | None = None) -> dict[str, float]:
     """Each head's accuracy on ``batch`` through its own ``predict`` (any output shape;
-    ``outputs``: as for :func:`log_losses`)."""
-    was = model.training
-    model.eval()
-    try:
-        outputs = eval_outputs(model, batch) if outputs is None else outputs
-        result = {}
+    ``outputs``: as for :func:`log_losses`, when already computed)."""
+    outputs = eval_outputs(model, batch) if outputs is None else outputs
+    result = {}
+    with evaluating(model):
         for head, out in outputs.items():
             target = probe.expected(head, batch)
             predicted = model.heads[head].predict(out)
             same = (predicted.reshape(len(target), -1) == target.reshape(len(target), -1)).all(dim=1)
             result[head] = float(same.float().mean())
-        return result
-    finally:
-        model.train(was)
+    return result
 
 
 def learns(score: float, chance: float, n: int = HELD_OUT) -> bool:
@@ -377,14 +365,6 @@ class RunTrace:
     def finite(self) -> bool:
         return bool(torch.isfinite(self.losses).all()) if len(self.losses) else True
 
-    def describe(self, heads: Iterable[str] | None = None) -> str:
-        heads = list(self.after if heads is None else heads)
-        return ", ".join(f"{h} {pct_str(self.before[h])} -> {pct_str(self.after[h])}" for h in heads)
-
-
-def pct_str(x: float) -> str:
-    return f"{100 * x:.0f} %" if math.isfinite(x) else str(x)
-
 
 def layer_params(model: nn.Module) -> dict[str, list[Tensor]]:
     """Trainable parameters grouped by the module that owns them."""
@@ -404,8 +384,6 @@ def norm_of_grads(params: list[Tensor]) -> Tensor:
 def schedule_warms_up(probe: Probe, steps: int) -> bool:
     """Whether the recipe's schedule, compressed to ``steps``, starts below its peak lr: a
     warm-up (one-cycle's rise, a plugin's ramp) leads the network up to the peak."""
-    from ..engine.train import make_optimizer, make_scheduler
-
     optimizer = make_optimizer(probe.recipe, fresh_copy(probe.model))
     make_scheduler(probe.recipe, optimizer, steps)
     return any(group["lr"] < 0.5 * probe.recipe.optimizer.params.lr for group in optimizer.param_groups)
@@ -432,11 +410,7 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
         outputs = eval_outputs(model, held_out)  # one forward for every figure at the start
         before = scores(probe, model, held_out, outputs)
         loss_before = held_losses(model, held_out, outputs)
-        scheduler = None
-        if scheduled or warmed:
-            from ..engine.train import make_scheduler
-
-            scheduler = make_scheduler(probe.recipe, optimizer, steps)
+        scheduler = make_scheduler(probe.recipe, optimizer, steps) if scheduled or warmed else None
         highest = [group["lr"] for group in optimizer.param_groups]
         layers = layer_params(model) if grad_norms else {}
         totals: list[Tensor] = []

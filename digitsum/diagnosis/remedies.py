@@ -1,14 +1,9 @@
 """Verify before recommending: every change the doctor would propose is tried first.
 
-When a head does not learn in the short run, each candidate change — those the checks proposed
-(a head's output switched to logits, a zero weight raised, a dead layer re-initialised, the lr
-lowered, ...) and every recipe setting that differs from its component's default (betas, weight
-decay, label smoothing, momentum, normalisation, the schedule), each reset alone — gets the same
-short run with only that change. A change is recommended only when it measurably restores
-learning (a head that stayed at chance beats the best constant guess on held-out samples), and
-the finding says before/after. Changes that help are then combined and measured together; then
-the ones left are tried on top of that, one round at a time, and kept while they raise the
-held-out accuracy clearly (what makes a repaired recipe train well, not just train).
+Each candidate change (those the checks proposed, and every recipe setting off its component's
+default, reset alone) gets the same short run with only that change, and is recommended only
+when it measurably restores learning; those that help are then combined, round by round. See
+docs/doctor.md, "Verify before recommending".
 """
 
 from __future__ import annotations
@@ -21,6 +16,7 @@ from typing import Any
 import torch
 
 from ..recipe import MACHINE_LOCAL_KEYS
+from .checks.training import short_run_steps
 from .findings import Change, Finding, fmt, pct
 from .probe import Probe, RunTrace, short_run
 
@@ -38,17 +34,14 @@ ROUNDS = 3
 NOT_LEVERS = MACHINE_LOCAL_KEYS | {"data.batch_size", "data.type", "backbone.type", "train.optimizer.type"}
 
 
-def verify_steps(probe: Probe) -> int:
-    """Steps of a verification run: VERIFY_SAMPLES images' worth (:meth:`Probe.steps_for`)."""
-    return probe.steps_for(VERIFY_SAMPLES, VERIFY_STEPS)
-
-
 def _run(probe: Probe, steps: int, scheduled: bool = False) -> RunTrace:
-    """A verification run: ``steps`` batches at the recipe's optimizer and its peak lr held
-    constant, as the short run that found the stall (a fix that restores learning there holds
-    under the harshest part of any schedule); ``scheduled``: the recipe's schedule compressed
-    to the run instead (tuning). Scored on held-out samples."""
-    return short_run(probe, steps, scheduled=scheduled)  # seeded as every short run is
+    """A verification run: :func:`short_run` at the recipe's peak lr held constant, as in the run
+    that found the stall; ``scheduled`` (tuning): the recipe's schedule compressed to the run."""
+    return short_run(probe, steps, scheduled=scheduled)
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.perf_counter() > deadline
 
 
 def _default_of(params: Any, name: str) -> Any:
@@ -90,14 +83,17 @@ def setting_changes(probe: Probe) -> list[Change]:
     return changes
 
 
+def _recipe_keys(changes: list[Change]) -> dict[str, Any]:
+    """The recipe keys the changes set (those with a stand-in for code set none)."""
+    return {k: v for c in changes if c.emulate is None for k, v in c.keys.items()}
+
+
 def _show(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else str(_plain(value)).replace("True", "true").replace("False", "false")
 
 
 def _apply(probe: Probe, changes: list[Change]) -> Probe:
-    keys: dict[str, Any] = {}
-    for change in changes:
-        keys.update(change.keys if change.emulate is None else {})
+    keys = _recipe_keys(changes)
     variant = probe.variant(keys) if keys else probe
     for change in changes:
         if change.emulate is not None:
@@ -112,10 +108,6 @@ class Attempt:
     error: str = ""
 
 
-def _goal_heads(probe: Probe) -> list[str]:
-    return list(probe.model.heads)
-
-
 def _mean(trace: RunTrace, heads: list[str]) -> float:
     """The mean skill of the heads (see :meth:`RunTrace.skill`): held-out log-loss against the
     best constant distribution's, or accuracy where a head gives no probabilities."""
@@ -128,7 +120,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     Returns the findings added (the summary of what was tried), the recipe keys verified to
     restore learning (what ``--repair`` writes) and the code changes verified the same way.
     """
-    heads = _goal_heads(probe)
+    heads = list(probe.model.heads)
     # fixes proposed for an error or a warning (a double softmax, unscaled inputs) are tried even
     # when every head learns: kept when they raise held-out skill; settings merely off their
     # defaults only restore
@@ -138,7 +130,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         trace = diagnosed[0]
         if trace.finite and all(trace.learning().values()):
             return [], {}, []
-    steps = verify_steps(probe)
+    steps = probe.steps_for(VERIFY_SAMPLES, VERIFY_STEPS)
     base = _run(probe, steps)
     stalled = [h for h, ok in base.learning().items() if not ok]
     if not stalled and base.finite and not proposed:
@@ -158,16 +150,13 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             return Attempt(changes[-1], None, f"{type(e).__name__}: {first}")
 
-    def out_of_time() -> bool:
-        return deadline is not None and time.perf_counter() > deadline
-
     def rank(trace: RunTrace) -> tuple[int, float]:
         return len(_restores(trace, heads)), _mean(trace, heads)
 
     name = f"{steps} steps"
     alone = []
     for change in candidates if stalled or not base.finite else []:
-        if out_of_time():
+        if _past(deadline):
             break
         alone.append(attempt([change]))
     helping = [a for a in alone if _restores(a.trace, stalled) and set(heads) - set(stalled) <= set(_restores(a.trace, heads))]
@@ -188,7 +177,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     def on_top(change: Change) -> Attempt | None:
         """``change`` measured on top of the combination so far (recorded in ``rounds``); None
         when time is up, it touches a key the combination sets, or the run fails."""
-        if out_of_time() or set(change.keys) & {k for x in combined for k in x.keys}:
+        if _past(deadline) or set(change.keys) & {k for x in combined for k in x.keys}:
             return None
         a = attempt(combined + [change])
         if a.trace is not None:
@@ -199,7 +188,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     # restores one more head is kept
     pool = [a.change for a in alone if a.change not in combined and a.trace is not None]
     for _ in range(ROUNDS):
-        if not pool or current.trace is None or out_of_time():
+        if not pool or current.trace is None or _past(deadline):
             break
         learning_now = set(_restores(current.trace, heads))
         if learning_now >= set(heads):
@@ -235,7 +224,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
                 alone.append(Attempt(change, a.trace))
 
     _annotate(findings, alone, combined, base, stalled, heads, name)
-    repair = {k: v for c in combined if c.emulate is None for k, v in c.keys.items()}
+    repair = _recipe_keys(combined)
     code = [c.code or c.label for c in combined if c.emulate is not None]
     tried_rows = [_row(a, base, heads, stalled) for a in alone]
     measured = f"held-out accuracy after {name} at the recipe's settings: " + ", ".join(
@@ -329,16 +318,14 @@ def tune(probe: Probe, deadline: float | None = None) -> tuple[list[Finding], di
     the heads' held-out skill most is kept, then the others tried again, while one helps by
     ``TUNE_GAIN``. What a short run can measure only: a change whose benefit shows after
     thousands of steps is not found here."""
-    from .checks.training import short_run_steps
-
     steps = short_run_steps(probe)
-    heads = _goal_heads(probe)
+    heads = list(probe.model.heads)
     base = _run(probe, steps, scheduled=True)
     pool = setting_changes(probe)
     kept: list[Change] = []
     current = base
     tried: list[dict[str, Any]] = []
-    while pool and len(kept) < TUNE_KEEP and not (deadline is not None and time.perf_counter() > deadline):
+    while pool and len(kept) < TUNE_KEEP and not _past(deadline):
         best: tuple[float, Change, RunTrace] | None = None
         learning_now = {h for h, ok in current.learning().items() if ok}
         for change in pool:
@@ -357,14 +344,13 @@ def tune(probe: Probe, deadline: float | None = None) -> tuple[list[Finding], di
         kept.append(best[1])
         current = best[2]
         pool = [c for c in pool if c is not best[1] and not set(c.keys) & set(best[1].keys)]
-    keys = {k: v for c in kept for k, v in c.keys.items()}
+    keys = _recipe_keys(kept)
     figures = {"steps": steps, "base_skill": _mean(base, heads), "skill": _mean(current, heads), "tried": tried,
                "kept": [c.label for c in kept]}  # fmt: skip
+    gains = "; ".join(f"{t['change']} {t['gain']:+.3f}" for t in tried)
     if not kept:
-        return [Finding("tuning", "info", "no setting reset raises held-out skill", f"tried over {steps} steps: "
-                        + "; ".join(f"{t['change']} {t['gain']:+.3f}" for t in tried), figures=figures)], {}  # fmt: skip
+        return [Finding("tuning", "info", "no setting reset raises held-out skill", f"tried over {steps} steps: {gains}", figures=figures)], {}
     return [Finding("tuning", "info", f"tuned: {', '.join(c.label for c in kept)}",
                     f"held-out skill (1 - log-loss / the best constant guess's) over {steps} steps: {_mean(base, heads):.3f} -> "
-                    f"{_mean(current, heads):.3f}; accuracy {_describe(base, current, heads)}; tried: "
-                    + "; ".join(f"{t['change']} {t['gain']:+.3f}" for t in tried),
+                    f"{_mean(current, heads):.3f}; accuracy {_describe(base, current, heads)}; tried: {gains}",
                     fix="written by --repair", keys=sorted(keys), figures=figures)], keys  # fmt: skip

@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..files import write_text
 
 
 def _set(doc: dict[str, Any], key: str, value: Any) -> None:
@@ -27,18 +27,6 @@ def _set(doc: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
-def repaired_document(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any]) -> tuple[dict, dict]:
-    """The recipe document as written (``extends`` and overrides applied) and the same with the
-    ``repair`` keys set."""
-    from ..recipe import recipe_document
-
-    doc = recipe_document(source, list(overrides))
-    fixed = copy.deepcopy(doc)
-    for key, value in repair.items():
-        _set(fixed, key, value)
-    return doc, fixed
-
-
 def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any], out: Path,
                    overwrite: bool = False) -> str:  # fmt: skip
     """Write the repaired recipe to ``out`` atomically; return the diff (unified, TOML) between
@@ -47,6 +35,7 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
     import tomli_w
 
     from ..catalog import resolve_recipe
+    from ..recipe import recipe_document
 
     out = Path(out)
     try:
@@ -59,16 +48,12 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
         raise UserError(f"--repair {out}: is a folder; give a file name such as fixed.toml")
     if not out.parent.resolve().is_dir():
         raise UserError(f"--repair {out}: folder {out.parent} does not exist")
-    doc, fixed = repaired_document(source, overrides, repair)
+    doc = recipe_document(source, list(overrides))
+    fixed = copy.deepcopy(doc)
+    for key, value in repair.items():
+        _set(fixed, key, value)
     before, after = tomli_w.dumps(doc), tomli_w.dumps(fixed)
     header = f"# {out.name}: written by `digitsum doctor {source} --repair` with the fixes it verified:\n" + "".join(
         f"#   {k} = {v!r}\n" for k, v in repair.items())
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent.resolve())
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(header + after)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(out, header + after)
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"{source}", f"{out}"))

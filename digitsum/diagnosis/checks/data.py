@@ -9,9 +9,11 @@ import torch
 from torch import Tensor
 
 from ...contracts import Categorical, Classes, Image
+from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
 from ..findings import Change, Finding, fmt, pct
 from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, seeded, slice_batch, too_few
+from .training import trace_of
 
 #: One class of a K-class target "dominates" above this share: half-way from uniform (1/K) to
 #: always (1). 55 % for 10 classes; 75 % for 2 (a 2-class target at 54 % is balanced enough).
@@ -118,8 +120,6 @@ def pairing_counts(probe: Probe) -> tuple[int, int] | None:
     inputs). None when the same stream does not reproduce the same batch. Measured once per
     probe (``check_pairing`` and ``check_input_use`` both read it)."""
     if "pairing" not in probe.cache:
-        from ...seeding import make_rng, stream_seed
-
         n = min(batch_len(probe.sample), SAMPLE)
         index = torch.arange(n, device=probe.device) % probe.generator.size("train")
         draw = lambda s: probe.generator.draw("train", index, make_rng(probe.device, stream_seed(probe.recipe.seed, "pairing", s)))  # noqa: E731
@@ -169,8 +169,9 @@ def check_learnability(probe: Probe) -> list[Finding]:
     """Fit a few hundred training samples, then score fresh ones: a head that memorises its
     training samples but stays at chance on held-out ones has targets that do not belong to
     their inputs (labels of other samples, a target computed from something not given). Not
-    fitted when every head learns in the short run: a head that learns on held-out samples
-    has targets that belong to its inputs."""
+    fitted when every head learns in the short run (thousands of samples, where a sum that
+    does not generalise from a hundred can): a head that learns on held-out samples has
+    targets that belong to its inputs."""
     heads = list(probe.model.heads)
     if not heads:
         return []
@@ -178,12 +179,6 @@ def check_learnability(probe: Probe) -> list[Finding]:
     n = batch_len(train)
     if (few := too_few("learnability", probe, n, batch_len(probe.held_out))) is not None:
         return [few]
-    # A compositional target (a sum) may not generalise from a hundred samples even when it is
-    # right: the short run (thousands of samples) says whether the head learns; only a head that
-    # does not, yet memorises its samples, has targets that do not belong to its inputs. So
-    # when every head learns there, the fit could not change the verdict: it is not run.
-    from .training import trace_of
-
     learning = trace_of(probe)[0].learning()
     if all(learning.get(head, False) for head in heads):
         return [Finding("learnability", "info", f"heads.{head}: its targets belong to its inputs",

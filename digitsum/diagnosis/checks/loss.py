@@ -67,9 +67,7 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
     outputs = model(batch)
     for head, output in outputs.items():
         classes = probe.classes_of(head)
-        if classes is None or probe.output_kind(head) != "class_logits" or not _is_probability(output.detach()):
-            continue
-        if output.shape[1] != classes:
+        if classes is None or probe.output_kind(head) != "class_logits" or not _is_probability(output.detach()) or output.shape[1] != classes:
             continue
         target = batch[probe.target_of(head)]  # what the loss takes; what it predicts is `expected`
         expected = probe.expected(head, batch)
@@ -146,9 +144,9 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
                 "the backbone never learns the features this head needs: its input is detached (or computed without "
                 "autograd) inside the head", f"remove the detach() / no_grad() from heads.{head}'s forward "
                 f"({type(model.heads[head]).__module__}.{type(model.heads[head]).__name__})", [], figures))  # fmt: skip
-    trained_targets = {probe.target_of(h) for h in probe.trained_heads()}
+    bound = {probe.target_of(h) for h in model.heads}
     for target in probe.interface.targets:
-        if target not in trained_targets and not any(probe.target_of(h) == target for h in model.heads):
+        if target not in bound:
             findings.append(Finding("loss_weights", "info", f"target '{target}' is not predicted",
                                     f"the generator makes target '{target}' and no head is bound to it",
                                     fix=f'add [heads.<name>] with target = "{target}" to learn it'))  # fmt: skip

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ...contracts import Batch
 from ...engine.progress import fell, fraction_fallen
+from ...engine.train import make_optimizer
 from ..emulate import reinitialised
 from ..findings import Change, Finding, fmt, pct
 from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, schedule_warms_up, scores, seeded, short_run, slice_batch, too_few
@@ -23,12 +24,11 @@ SHORT_RUN_SAMPLES, SHORT_RUN_STEPS = (12_000, (60, 400))
 #: The one-batch overfit: batch size and step budget; when the recipe's optimizer fails, a sane
 #: one (Adam at 1e-3, twice the steps) says whether the model can fit it at all.
 OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
-#: Dead units (output 0 on every probe sample and position). A layer is "dead" at DEAD_ERROR. Healthy
-#: networks reach far more dead units than one would guess: after the short run, `original` has up
-#: to 34 % of a layer dead, the example plugin's `product` 42 %, both training to 98-99 %: a network
-#: that learns is never warned (add-4's digit_cnn ends the short run with 81 % of a conv layer
-#: silent and trains to 99.3 % digits): from DEAD_WARNING on the level is noted (info); a
-#: network that does not learn with a layer dead at init or killed by training gets an error.
+#: Dead units (output 0 on every probe sample and position). A network that does not learn with a
+#: layer DEAD_ERROR dead at init or killed by training gets an error; one that learns is never
+#: warned, since healthy networks reach far more dead units than one would guess (`original` up
+#: to 34 % of a layer after the short run, add-4's digit_cnn 81 %, both training to 99 %): from
+#: DEAD_WARNING on, the level is noted (info).
 DEAD_WARNING, DEAD_ERROR = 0.8, 0.5
 #: Over the short run the total loss must fall by at least this share of the way to its floor.
 LOSS_FALL = 0.2
@@ -134,6 +134,12 @@ def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float]
     return probe.cache["short_run"]
 
 
+def _ends(losses: Tensor) -> tuple[float, float]:
+    """The mean loss over the first and over the last tenth of a run's steps."""
+    window = max(1, len(losses) // 10)
+    return float(losses[:window].mean()), float(losses[-window:].mean())
+
+
 def _all_learn(probe: Probe, trace: RunTrace) -> bool:
     learning = trace.learning()
     return all(learning.get(head, True) for head in probe.trained_heads())
@@ -147,15 +153,9 @@ def _slow_but_moving(probe: Probe, trace: RunTrace) -> bool:
         losses = trace.head_losses.get(head)
         if learning.get(head, True) or losses is None or len(losses) < 2:
             continue
-        window = max(1, len(losses) // 10)
-        first, last = float(losses[:window].mean()), float(losses[-window:].mean())
-        if fell(first, last, LOSS_FALL, loss_floor(probe, head) or 0.0):
+        if fell(*_ends(losses), LOSS_FALL, loss_floor(probe, head) or 0.0):
             return True
     return False
-
-
-def _floors(probe: Probe) -> dict[str, float]:
-    return {h: (loss_floor(probe, h) or 0.0) for h in probe.model.heads}
 
 
 def run_name(probe: Probe, trace: RunTrace) -> str:
@@ -170,7 +170,7 @@ def check_short_run(probe: Probe) -> list[Finding]:
     if not trace.steps:
         return []
     name = run_name(probe, trace)
-    floors = _floors(probe)
+    floors = {h: loss_floor(probe, h) or 0.0 for h in probe.model.heads}
     learning = trace.learning()
     trained = probe.trained_heads()
     stalled = [h for h in trained if not learning[h]]
@@ -198,8 +198,7 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
         losses = trace.head_losses[head]
         if not len(losses):
             continue
-        window = max(1, len(losses) // 10)
-        first, last = float(losses[:window].mean()), float(losses[-window:].mean())
+        first, last = _ends(losses)
         floor = floors[head]
         loss_fell = fell(first, last, LOSS_FALL, floor)
         by_argmax = trace.probability_accuracy(head)
@@ -264,10 +263,7 @@ def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: s
             measured, "alive at initialisation, dead after training: a dead unit outputs 0 for every input and gets no gradient, "
             "it never recovers, and the layers before it stop learning", "see the fixes tried below", [LR_KEY], figures,
             candidates=[Change(f"{LR_KEY} = {fmt(lower)}", {LR_KEY: lower})])]  # fmt: skip
-    if worst >= DEAD_WARNING:
-        # measured on shipped recipes that train to 99 %: digit_cnn's second conv ends a short run
-        # with 81 % of its channels silent. While every head learns (here, or the errors above
-        # would have fired) that is unused capacity, not a fault
+    if worst >= DEAD_WARNING:  # every head learns here (or the errors above would have fired)
         return [Finding("dead_relu", "info", f"up to {pct(worst)} of a layer's ReLU units are dead; every head learns (capacity unused)",
                         measured, figures=figures)]  # fmt: skip
     return [Finding("dead_relu", "info", f"ReLUs alive enough (at most {pct(worst)} of a layer dead)", measured, figures=figures)]
@@ -297,7 +293,7 @@ def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str) ->
 
 def _trend_findings(totals: Tensor, run: str, floor: float, learning: bool) -> list[Finding]:
     window = max(1, len(totals) // 10)
-    first, last = float(totals[:window].mean()), float(totals[-window:].mean())
+    first, last = _ends(totals)
     figures = {"first": first, "last": last, "steps": len(totals), "floor": floor}
     measured = f"total loss over {run}: {fmt(first)} (first {window} steps) -> {fmt(last)} (last {window}); lowest reachable {fmt(floor)}"
     if not math.isfinite(last) or not torch.isfinite(totals).all():
@@ -318,33 +314,26 @@ def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], tor
              steps: int = OVERFIT_STEPS) -> tuple[int | None, dict[str, float], float, float]:  # fmt: skip
     """Train a fresh copy on one batch; return the step at which every trained head predicts it all."""
     with seeded(probe, "overfit"):
-        return _fit_one_batch(probe, batch, optimizer_of, steps)
-
-
-def _fit_one_batch(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer],
-                   steps: int) -> tuple[int | None, dict[str, float], float, float]:  # fmt: skip
-    model = fresh_copy(probe.model)
-    optimizer = optimizer_of(model)
-    heads, first, fit, last = probe.trained_heads(), None, {}, float("nan")
-    for step in range(1, steps + 1):
-        loss = model.total_loss(model.losses(model(batch), batch))
-        first = float(loss.detach()) if first is None else first
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % 10 == 0 or step == steps:
-            fit = {h: v for h, v in scores(probe, model, batch).items() if h in heads}
-            with torch.no_grad():
-                last = float(model.total_loss(model.losses(model(batch), batch)))
-            if all(v >= 0.99 for v in fit.values()):
-                return step, fit, first, last
-    return None, fit, first if first is not None else float("nan"), last
+        model = fresh_copy(probe.model)
+        optimizer = optimizer_of(model)
+        heads, first, fit, last = probe.trained_heads(), None, {}, float("nan")
+        for step in range(1, steps + 1):
+            loss = model.total_loss(model.losses(model(batch), batch))
+            first = float(loss.detach()) if first is None else first
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step % 10 == 0 or step == steps:
+                fit = {h: v for h, v in scores(probe, model, batch).items() if h in heads}
+                with torch.no_grad():
+                    last = float(model.total_loss(model.losses(model(batch), batch)))
+                if all(v >= 0.99 for v in fit.values()):
+                    return step, fit, first, last
+        return None, fit, first if first is not None else float("nan"), last
 
 
 def check_overfit(probe: Probe) -> list[Finding]:
     """A model that works fits one small batch exactly within a few dozen steps."""
-    from ...engine.train import make_optimizer
-
     heads = probe.trained_heads()
     if not heads:
         return []

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from ...contracts import Categorical
-from ..findings import Finding, fmt, pct
-from ..probe import Probe, batch_len, slice_batch, too_few
+from ..findings import Finding, fmt
+from ..probe import Probe, batch_len, evaluating, slice_batch, too_few
 from .data import pairing_counts
 from .training import trace_of
 
@@ -34,13 +34,9 @@ def check_batch_independence(probe: Probe) -> list[Finding]:
     a = slice_batch(held, 16)
     b = {k: torch.cat([v[:1], v[16:31]]) for k, v in held.items()}  # sample 0 kept, the 15 others replaced
     model = probe.model
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         fa, fb = model.backbone(a), model.backbone(b)
         oa, ob = model(a), model(b)
-    finally:
-        model.train(was)
     feature_change = _relative_change(fa[:1], fb[:1])
     head_change = {h: _relative_change(oa[h][:1].float(), ob[h][:1].float()) for h in oa}
     figures = {"backbone": feature_change, "heads": head_change}
@@ -88,11 +84,9 @@ def _prediction_changes(model, batch, names: list[str]) -> dict[str, dict[str, f
     """Per input in ``names``: the share of each head's predictions that change when that input
     is rolled across the batch, and whether each head's outputs stay bit-identical
     (``"<head>:exact"``). The unrolled outputs are computed once for all of them."""
-    was = model.training
-    model.eval()
-    try:
+    changes = {}
+    with evaluating(model):
         out = model(batch)
-        changes = {}
         for name in names:
             out_r = model({**batch, name: batch[name].roll(1, dims=0)})
             result: dict[str, float] = {}
@@ -101,9 +95,7 @@ def _prediction_changes(model, batch, names: list[str]) -> dict[str, dict[str, f
                 result[h] = float((p.reshape(len(p), -1) != q.reshape(len(q), -1)).any(dim=1).float().mean())
                 result[f"{h}:exact"] = bool(torch.equal(out[h], out_r[h]))
             changes[name] = result
-        return changes
-    finally:
-        model.train(was)
+    return changes
 
 
 def check_input_use(probe: Probe) -> list[Finding]:
@@ -118,14 +110,11 @@ def check_input_use(probe: Probe) -> list[Finding]:
     if (few := too_few("input_use", probe, n, batch_len(held))) is not None:
         return [few]
     trained_model = trace.model if trace.model is not None else probe.model
-    varying = [name for name in probe.interface.inputs if not (n > 1 and bool((sample[name] == sample[name][:1]).all()))]
-    changes = _prediction_changes(trained_model, held, varying)
-    # a head whose predictions no input moves has collapsed (a constant output): that says
-    # nothing about which input it ignores
-    responsive = {h: any(changes[name][h] >= 0.01 for name in varying) for h in probe.model.heads}
+    constant = {name: n > 1 and bool((sample[name] == sample[name][:1]).all()) for name in probe.interface.inputs}
+    changes = _prediction_changes(trained_model, held, [name for name in constant if not constant[name]])
     for name, spec in probe.interface.inputs.items():
         x = sample[name]
-        if n > 1 and bool((x == x[:1]).all()):
+        if constant[name]:
             stalled = [h for h in probe.trained_heads() if not learning[h]]
             # the same samples drawn twice get different targets from the same (constant) inputs:
             # the targets are computed from a value the generator does not return
@@ -139,32 +128,24 @@ def check_input_use(probe: Probe) -> list[Finding]:
                 {"constant": True}))  # fmt: skip
             continue
         after = changes[name]
-        # bit-identical outputs after the short run: the backbone never reads it (at initialisation
-        # a zero-initialised modulation, film's, is legitimately deaf to it, so that is not asked)
-        never_read = all(after[f"{h}:exact"] for h in probe.model.heads)
+        # Only a backbone that never reads the input (bit-identical outputs after the short run) is
+        # flagged, an error whatever the head learns from the rest: at initialisation a
+        # zero-initialised modulation (film's) is legitimately deaf to it, and after a short run a
+        # head that reads it slowly (film on tiny data) can look deaf to it.
+        if not all(after[f"{h}:exact"] for h in probe.model.heads):
+            continue
         for head in probe.model.heads:
-            target = sample[probe.target_of(head)]
+            dep_text, mi, null = "", float("nan"), float("nan")  # an image's link to a target is not measured
             if isinstance(spec, Categorical):
-                dep, mi, null = depends(x, target, probe.recipe.seed)
-                # only a backbone that never reads it (bit-identical outputs) is flagged: after a
-                # short run a head that reads an input slowly (film on tiny data) can look deaf to it
-                ignored = never_read
-            else:
-                # an image's link to a target is not measured: only a model that never reads it
-                # at all (bit-identical outputs) is flagged, whatever it learns
-                dep, mi, null = True, float("nan"), float("nan")
-                ignored = never_read
-            if not (dep and ignored):
-                continue
-            figures = {"mutual_information": mi, "shuffled": null, "changed_after": after[head], "never_read": never_read}
-            dep_text = f"target '{probe.target_of(head)}' depends on it (mutual information {fmt(mi)} nats, {fmt(null)} shuffled)" if isinstance(spec, Categorical) else ""
-            use = f"the outputs are bit-identical when it is shuffled across the batch, after {trace.steps} steps" if never_read else \
-                f"shuffling it across the batch changes {pct(after[head])} of heads.{head}'s predictions after {trace.steps} steps"
+                dep, mi, null = depends(x, sample[probe.target_of(head)], probe.recipe.seed)
+                if not dep:
+                    continue
+                dep_text = f"target '{probe.target_of(head)}' depends on it (mutual information {fmt(mi)} nats, {fmt(null)} shuffled); "
+            figures = {"mutual_information": mi, "shuffled": null, "changed_after": after[head], "never_read": True}
             backbone = type(probe.model.backbone).__name__
-            # never read at all: the head cannot reach its target, whatever it learns from the rest
-            severity = "error" if never_read or not learning.get(head, False) else "warning"
-            findings.append(Finding("input_use", severity, f"heads.{head} needs input '{name}', which the backbone ({probe.recipe.backbone.section.type}) ignores",
-                "; ".join(t for t in (dep_text, use) if t), f"heads.{head} cannot predict its target without '{name}'",
+            findings.append(Finding("input_use", "error", f"heads.{head} needs input '{name}', which the backbone ({probe.recipe.backbone.section.type}) ignores",
+                dep_text + f"the outputs are bit-identical when it is shuffled across the batch, after {trace.steps} steps",
+                f"heads.{head} cannot predict its target without '{name}'",
                 f"make backbone {backbone} ({type(probe.model.backbone).__module__}) use input '{name}' in its forward", [], figures))  # fmt: skip
     if not findings:
         findings.append(Finding("input_use", "info", "every input varies and the model reads it",
