@@ -79,12 +79,14 @@ def train(recipe: RecipeLike, out: str | Path | None = None, *, overrides: Overr
     return _as_run(outcome)
 
 
-def resume(run_dir: str | Path, *, progress: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
+def resume(run_dir: str | Path, *, progress: bool = True, callbacks: Sequence[Callback] = (), overrides: Overrides = ()) -> Run:
     """Continue an interrupted run from its last checkpoint, exactly where it stopped
-    (``digitsum run --resume``); return the trained :class:`Run`."""
+    (``digitsum run --resume``); return the trained :class:`Run`. ``overrides`` may change
+    where it runs (``train.device``, ``train.threads``, ``train.checkpoint_every``,
+    ``data.root``, ``data.download``) and its loggers (``log.*``), nothing else."""
     from .engine import runner
 
-    return _as_run(runner.resume(run_dir, callbacks=callbacks, progress=progress))
+    return _as_run(runner.resume(run_dir, callbacks=callbacks, progress=progress, overrides=overrides))
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:

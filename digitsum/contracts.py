@@ -97,7 +97,12 @@ Spec = Union[Image, Categorical, Classes, Images, Digits]
 
 
 class Params(BaseModel):
-    """Base for every component's ``Params``: unknown keys are errors, never ignored."""
+    """Base for every component's ``Params``: unknown keys are errors, never ignored.
+
+    A recipe's table is validated with strict types, as JSON data (the same rule for every
+    component, see :func:`digitsum.recipe.validate.strict`): a bool is not a number, a string is
+    neither a number nor a bool; an integer fits a float field and an array a tuple or a list.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

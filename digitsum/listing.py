@@ -324,11 +324,12 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
 
 
 def _params_text(params: list[dict[str, Any]]) -> str:
-    parts = []
+    """One line a parameter, whole: its default as a recipe writes it, and its description."""
+    lines = []
     for p in params:
-        default = "required" if p["required"] else repr(p["default"])
-        parts.append(f"{p['name']}={default}")
-    return "\n".join(parts)
+        default = "(required)" if p["required"] else f"= {_toml_value(p['default'])}"
+        lines.append(f"  {p['name']} {default}" + (f" — {p['description']}" if p.get("description") else ""))
+    return "\n".join(["parameters:", *lines]) if lines else "parameters: none"
 
 
 def render_tables(rows: list[dict[str, Any]], console) -> None:
@@ -340,16 +341,19 @@ def render_tables(rows: list[dict[str, Any]], console) -> None:
         kind_rows = [r for r in rows if r["kind"] == kind]
         if not kind_rows:
             continue
-        table = Table("name", "origin", "summary", "parameters", title=KINDS[kind].plural, title_justify="left",
-                      show_lines=True)  # fmt: skip
+        # the parameters under the summary: folded onto more lines when they must be, never cut short
+        table = Table(title=KINDS[kind].plural, title_justify="left", show_lines=True)
+        table.add_column("name", overflow="fold")
+        table.add_column("origin", overflow="fold")
+        table.add_column("summary and parameters", overflow="fold", ratio=1)
         for row in kind_rows:
             if "error" in row:
-                table.add_row(row["name"], row["origin"], f"[red]failed to load: {escape(row['error'])}[/]", "")
+                table.add_row(row["name"], row["origin"], f"[red]failed to load: {escape(row['error'])}[/]")
                 continue
             summary = row["summary"]
             if "inputs" in row:
                 summary += f"\ninputs: {', '.join(row['inputs'])} · targets: {', '.join(row['targets'])}"
-            table.add_row(row["name"], row["origin"], escape(summary), escape(_params_text(row["params"])))
+            table.add_row(row["name"], row["origin"], escape(f"{summary}\n{_params_text(row['params'])}"))
         console.print(table)
 
 

@@ -28,9 +28,10 @@ def run(
     import digitsum
 
     if resume is not None:
-        if recipe is not None or set_ or out is not None or force:
-            raise UserError("--resume continues a run with its recorded recipe: give no RECIPE, --set, --out or --force with it")
-        trained = digitsum.resume(resume)
+        if recipe is not None or out is not None or force:
+            raise UserError("--resume continues a run with its recorded recipe: give no RECIPE, --out or --force with it "
+                            "(--set may change train.device, train.threads, data.root and the like, and log.*)")
+        trained = digitsum.resume(resume, overrides=set_ or [])
     elif recipe is None:
         raise UserError("give a recipe to train, or --resume RUN_DIR to continue a run")
     else:

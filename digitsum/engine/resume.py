@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..recipe import Recipe, legacy_train, load_recipe, upgrade_resolved
+from ..recipe import MACHINE_LOCAL_KEYS, Overrides, Recipe, legacy_train, load_recipe, upgrade_resolved
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
 from .rundir import remove_temporary_files, run_status
 from ..callbacks import Callback
@@ -25,9 +25,10 @@ class SavedRun:
     checkpoint: dict[str, Any] | None
 
 
-def open_run(run_dir: Path) -> SavedRun:
+def open_run(run_dir: Path, overrides: Overrides = ()) -> SavedRun:
     """Read a run directory's recipe.toml and checkpoint.pt safely; refuse a run directory of
-    another format, and a checkpoint whose recipe differs from recipe.toml."""
+    another format, and a checkpoint whose recipe differs from recipe.toml. ``overrides``
+    (``--set``) may change what :func:`resumable` allows only."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
@@ -43,7 +44,7 @@ def open_run(run_dir: Path) -> SavedRun:
     recipe = load_recipe(recipe_path, require_loggers=False)  # format first: a newer run's recipe may not validate here
     if checkpoint is not None:
         saved, current = checkpoint["recipe"], recipe.to_dict()
-        if legacy_train(saved.get("train")) or recipe_differences(current, saved):
+        if legacy_train(saved.get("train")) or _differences(current, saved):
             # A checkpoint of an older digitsum may spell [train] the old way, or lack a key added
             # since (with its default, it trains as it did): read it as recipe.toml is read, with
             # every default written, before comparing.
@@ -51,12 +52,51 @@ def open_run(run_dir: Path) -> SavedRun:
                 saved = load_recipe(upgrade_resolved(saved), require_loggers=False).to_dict()
             except UserError as e:
                 raise UserError(f"{checkpoint_path} holds a recipe this digitsum cannot read: {e.message}") from None
-        if recipe_differences(current, saved):
+        if _differences(current, saved):
             raise UserError(
                 f"{checkpoint_path} was written by a different recipe than {recipe_path}: "
                 + describe_differences(current, saved)
             )
+    if overrides:
+        recipe = _overridden(recipe, recipe_path, overrides)
     return SavedRun(run_dir, recipe, checkpoint)
+
+
+def resumable(key: str) -> bool:
+    """Whether a resumed run may take a different value for this dotted key: where and on what it
+    runs (:data:`MACHINE_LOCAL_KEYS`), and its loggers (``log.*``), which only observe what is
+    computed, and whose library, server or folder belongs to the machine."""
+    return key in MACHINE_LOCAL_KEYS or key == "log" or key.startswith("log.")
+
+
+def _differences(recipe: dict[str, Any], saved: dict[str, Any]) -> list[str]:
+    """What differs between two resolved recipes that a resumed run may not change."""
+    return [key for key in recipe_differences(recipe, saved) if not resumable(key)]
+
+
+def _overridden(recipe: Recipe, path: Path, overrides: Overrides) -> Recipe:
+    """The run's recipe with ``overrides`` applied; a UserError listing what they change besides
+    the machine-local keys and the loggers."""
+    changed = load_recipe(path, overrides, require_loggers=False)
+    ours, theirs = recipe.to_dict(), changed.to_dict()
+    refused = _differences(theirs, ours)
+    if refused:
+        shown = [f"{key} ({_at(ours, key)} -> {_at(theirs, key)})" for key in refused[:6]] + [f"and {len(refused) - 6} more"] * (len(refused) > 6)
+        raise UserError(
+            f"--resume continues the run's recorded recipe: --set (overrides) may change only "
+            f"{', '.join(sorted(MACHINE_LOCAL_KEYS))} and log.*, but these differ from {path}: {'; '.join(shown)}"
+        )
+    return changed
+
+
+def _at(doc: dict[str, Any], key: str) -> str:
+    """The value at a dotted key of a resolved recipe, as problems show it; ``absent`` when none."""
+    value: Any = doc
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return "absent"
+        value = value[part]
+    return repr(value)
 
 
 def _check_summary_format(path: Path) -> None:
@@ -70,13 +110,14 @@ def _check_summary_format(path: Path) -> None:
 
 
 def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] | Callable[[Recipe], Sequence[Callback]] = (),
-                   writes: bool = True) -> Trainer:  # fmt: skip
-    """A Trainer at the place a run directory's checkpoint left off (the start, without one).
+                   writes: bool = True, overrides: Overrides = ()) -> Trainer:  # fmt: skip
+    """A Trainer at the place a run directory's checkpoint left off (the start, without one),
+    with ``overrides`` of the keys :func:`resumable` allows.
 
     ``callbacks``: a list, or a function of the run's recipe giving one (its loggers depend on
     it). ``writes=False``: a torchrun rank other than 0, which reads the run directory only.
     """
-    saved = open_run(run_dir)
+    saved = open_run(run_dir, overrides)
     if callable(callbacks):
         callbacks = callbacks(saved.recipe)
     trainer = Trainer(saved.recipe, saved.run_dir if writes else None, callbacks)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..recipe import Recipe
+from ..recipe import Overrides, Recipe
 from . import distributed
 from ..callbacks import Callback
 from .interrupt import Interruption, stop_on_signals
@@ -110,15 +110,18 @@ def start(
     return _fit(trainer, watch)
 
 
-def resume(run_dir: str | Path, *, callbacks: Sequence[Callback] = (), console: Any = None, progress: bool = True) -> Outcome:
-    """Continue an interrupted (or failed) run from its last checkpoint, exactly where it stopped."""
+def resume(run_dir: str | Path, *, callbacks: Sequence[Callback] = (), console: Any = None, progress: bool = True,
+           overrides: Overrides = ()) -> Outcome:  # fmt: skip
+    """Continue an interrupted (or failed) run from its last checkpoint, exactly where it stopped;
+    ``overrides`` change machine-local keys and loggers only (:func:`.resume.resumable`)."""
     from .resume import resume_trainer
 
     run_dir = Path(run_dir)
     main_rank = distributed.current().is_main
     shown = _console(console, progress)
     watch, defaults = default_callbacks(shown, _hint(run_dir), progress=progress)
-    trainer = _trainer(lambda: resume_trainer(run_dir, lambda recipe: [*defaults, *recipe_loggers(recipe, main_rank), *callbacks], writes=main_rank))
+    trainer = _trainer(lambda: resume_trainer(run_dir, lambda recipe: [*defaults, *recipe_loggers(recipe, main_rank), *callbacks], writes=main_rank,
+                                                      overrides=overrides))  # fmt: skip
     if main_rank and shown is not None:
         shown.print(f"resuming {run_dir} at epoch {trainer.epochs_done + 1} step {trainer.step}", highlight=False)
     return _fit(trainer, watch)

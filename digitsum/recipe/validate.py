@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,38 @@ from .document import Document, fmt_value
 from .legacy import legacy_problems
 from .overrides import Overrides, read_source
 from .schema import SECTIONS, TOP_LEVEL, Choice, KeyPath, Recipe, TrainSection
+
+
+_SEQUENCE_TYPES = {"tuple_type", "set_type", "frozen_set_type"}
+
+
+def strict(model: type[BaseModel], data: Mapping[str, Any]) -> BaseModel:
+    """``data`` (a table as TOML or JSON reads it) validated by ``model`` with strict types, as
+    JSON data: a bool is not a number, a string not a number nor a bool, a float not an integer;
+    an integer is a float and an array a tuple or a list. The one rule for every fixed section
+    and every component's ``Params``, built-in or plugin."""
+    try:
+        text = json.dumps(data)
+    except (TypeError, ValueError):  # Python values from the API with no JSON form: strict as Python objects
+        return model.model_validate(data, strict=True)
+    try:
+        return model.model_validate_json(text, strict=True)
+    except ValidationError as e:
+        # A `mode="before"` validator hands on Python objects, which strict mode then takes as
+        # Python: its array meant for a tuple is refused. Only such errors: the other fields
+        # passed strictly, so the table is validated as before, its tuples from lists.
+        if any(i["type"] not in _SEQUENCE_TYPES or not isinstance(i["input"], list) for i in e.errors()):
+            raise
+        return model.model_validate(data)
+
+
+def _as_toml(value: Any) -> str:
+    """A value as a recipe would write it (``true``, ``"0.9"``), else as problems quote values."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return fmt_value(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass
@@ -48,7 +81,7 @@ class _Check:
                 message = "is required but missing"
             else:
                 message = (item["msg"][0].lower() + item["msg"][1:]).removeprefix("value error, ")
-                message = f"{message} (got {fmt_value(item['input'])})"
+                message = f"{message} (got {_as_toml(item['input'])})"
             self.problem(prefix + tuple(str(p) for p in item["loc"]), message + suffix)
 
     def section(self, model: type[BaseModel], data: Any, prefix: KeyPath, tables: Sequence[str] = ()) -> Any:
@@ -56,7 +89,7 @@ class _Check:
         if not self.table(data, prefix):
             return None
         try:
-            return model.model_validate(data)
+            return strict(model, data)
         except ValidationError as e:
             self.pydantic(e, prefix, [*model.model_fields, *tables])
             return None
@@ -76,7 +109,7 @@ class _Check:
             self.problem(prefix + ("type",), e.message)
             return None
         try:
-            return Choice(section, cls, cls.Params.model_validate({k: v for k, v in data.items() if k not in model.model_fields}))
+            return Choice(section, cls, strict(cls.Params, {k: v for k, v in data.items() if k not in model.model_fields}))
         except ValidationError as e:
             self.pydantic(e, prefix, [*model.model_fields, *cls.Params.model_fields], f" [{KINDS[kind].label} '{section.type}']")
             return None
