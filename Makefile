@@ -22,4 +22,4 @@ run: install
 	$(BIN)/digitsum run recipes/original.toml
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto

@@ -6,7 +6,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+# `make test` runs the suite in two worker processes (pytest-xdist), one per core: each works
+# with one thread, set before torch is imported (here, and in every process a test starts),
+# since two OpenMP pools of two threads on two cores wait on each other at every step.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
 
 from digitsum.testing import write_tiny_mnist
 
