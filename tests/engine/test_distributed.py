@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,15 @@ def test_world_size_without_torchrun_rendezvous_is_a_user_error(monkeypatch):
 
     with pytest.raises(UserError, match="torchrun"):
         distributed.start(World(rank=0, size=2), torch.device("cpu"))
+
+
+def _aborted_in_teardown(result: subprocess.CompletedProcess) -> bool:
+    """A rank that had finished its work (its JSON line is out) was aborted by the C++ runtime as
+    the process group was torn down ("terminate called without an active exception": gloo's worker
+    threads outliving the group at exit). Seen once in many runs, on a loaded machine, and not
+    reproduced on demand; it says nothing of the stop being tested, so such a run is retried once."""
+    finished = any(line.startswith("{") and '"steps"' in line for line in result.stdout.splitlines())
+    return finished and "terminate called without an active exception" in result.stderr
 
 
 def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -112,6 +122,9 @@ def test_a_stop_on_rank_0_stops_every_rank_at_one_step_and_resumes_exactly(tiny_
     env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("ddp_stop_script.py")
     result = _torchrun([str(script), str(RECIPES / "original.toml"), str(tmp_path / "run")], env)
+    if result.returncode != 0 and _aborted_in_teardown(result):  # once, on a busy machine: see below
+        shutil.rmtree(tmp_path / "run")
+        result = _torchrun([str(script), str(RECIPES / "original.toml"), str(tmp_path / "run")], env)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = sorted((json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"])
     assert [r["rank"] for r in ranks] == [0, 1]
