@@ -55,7 +55,7 @@ def doctor(
     set_: SetOpt = None,
     as_json: JsonOpt = False,
     repair: Annotated[Path | None, typer.Option("--repair", help="write the recipe with the verified fixes to this file, rerun the doctor on it, print the diff", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="let --repair write over the recipe given")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="let --repair write over an existing file it did not write (the recipe given too)")] = False,
 ) -> None:
     """Explain a loss that does not decrease: measured checks on a few batches (CPU, seconds).
 
@@ -64,7 +64,10 @@ def doctor(
     """
     import digitsum
     from ..diagnosis import render_report
+    from ..diagnosis.repair import check_target
 
+    if repair is not None:
+        check_target(recipe, repair, overwrite)  # before the doctor's seconds: a refused target costs nothing
     report = digitsum.doctor(recipe, set_ or [])
     if as_json and repair is None:
         print_json(report.to_dict())

@@ -27,15 +27,11 @@ def _set(doc: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
-def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any], out: Path,
-                   overwrite: bool = False) -> str:  # fmt: skip
-    """Write the repaired recipe to ``out`` atomically; return the diff (unified, TOML) between
-    the recipe as it was and as written. Refuses to write over the input recipe unless
-    ``overwrite``, and refuses a folder or a path whose folder does not exist."""
-    import tomli_w
-
+def check_target(source: str | os.PathLike[str], out: Path, overwrite: bool = False) -> Path:
+    """``out`` if ``--repair`` may write there (checked before the doctor runs, and again when it
+    writes): not the recipe being diagnosed nor a file the doctor did not write, unless
+    ``overwrite``; not a folder; in a folder that exists."""
     from ..catalog import resolve_recipe
-    from ..recipe import recipe_document
 
     out = Path(out)
     try:
@@ -46,14 +42,41 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
         raise UserError(f"--repair {out}: that is the recipe being diagnosed; write the repaired recipe elsewhere, or add --overwrite")
     if out.is_dir():
         raise UserError(f"--repair {out}: is a folder; give a file name such as fixed.toml")
+    if out.exists() and not overwrite and not _written_by_doctor(out):
+        raise UserError(f"--repair {out}: the file exists and the doctor did not write it; choose another file, or add --overwrite")
     if not out.parent.resolve().is_dir():
         raise UserError(f"--repair {out}: folder {out.parent} does not exist")
+    return out
+
+
+def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any], out: Path,
+                   overwrite: bool = False) -> str:  # fmt: skip
+    """Write the repaired recipe to ``out`` atomically; return the diff (unified, TOML) between
+    the recipe as it was and as written. Refuses to write over the input recipe unless
+    ``overwrite``, and refuses a folder or a path whose folder does not exist."""
+    import tomli_w
+
+    from ..recipe import recipe_document
+
+    out = check_target(source, out, overwrite)
     doc = recipe_document(source, list(overrides))
     fixed = copy.deepcopy(doc)
     for key, value in repair.items():
         _set(fixed, key, value)
     before, after = tomli_w.dumps(doc), tomli_w.dumps(fixed)
-    header = f"# {out.name}: written by `digitsum doctor {source} --repair` with the fixes it verified:\n" + "".join(
+    header = f"# {out.name}: {_HEADER} {source} --repair` with the fixes it verified:\n" + "".join(
         f"#   {k} = {v!r}\n" for k, v in repair.items())
     write_text(out, header + after)
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"{source}", f"{out}"))
+
+
+_HEADER = "written by `digitsum doctor"  # the first line of every recipe --repair writes
+
+
+def _written_by_doctor(path: Path) -> bool:
+    """Whether ``path`` is a recipe an earlier ``--repair`` wrote (its first line says so)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as file:
+            return _HEADER in file.readline(4096)
+    except OSError:
+        return False

@@ -19,6 +19,7 @@ from .. import __version__
 from ..contracts import Image, Images
 from ..errors import UserError
 from ..engine.component_errors import blame_components
+from ..engine.rundir import LOCK, MARKER, OWN_FILES
 from ..files import atomic_write, write_json
 from . import formats
 from .formats import (CHECK_BATCHES, FORMATS, ONNX_OPSET, SAMPLES, TOLERANCE, ExportFailed, ExportMismatch, ExportModule,
@@ -64,6 +65,9 @@ def _target_path(run_dir: Path, fmt: str, out: str | Path | None, force: bool) -
     if path.is_dir():
         raise UserError(f"{path} is a folder; give --out a file name, e.g. {path / FORMATS[fmt]}")
     taken = [p for p in (path, sidecar_path(path)) if p.exists()]
+    own = [p for p in taken if p.parent.resolve() == run_dir.resolve() and p.name in (*OWN_FILES, MARKER, LOCK)]
+    if own:  # --force replaces an export, never the run it was made from
+        raise UserError(f"{own[0]} is the run's own file, not an export; choose another --out")
     if taken and not force:
         raise UserError(f"{taken[0]} already exists; pass --force to overwrite it, or choose another --out")
     return path

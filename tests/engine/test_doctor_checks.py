@@ -441,3 +441,12 @@ def test_the_whole_report_is_the_same_whatever_drew_from_torchs_stream_before(ti
     first = [f.measured for f in found(probe, *checks)]
     torch.rand(7)
     assert [f.measured for f in found(probe, *checks)] == first
+
+
+def test_repair_never_writes_over_a_file_it_did_not_write(cli, tiny_data, tmp_path):
+    mine = tmp_path / "notes.toml"
+    mine.write_text("# my own notes\n")
+    refused = cli("doctor", RECIPES / "original.toml", "--repair", mine)
+    assert refused.code == 2 and "the doctor did not write it" in refused.err and "Traceback" not in refused.err
+    assert mine.read_text() == "# my own notes\n"
+    assert refused.out == ""  # refused before the doctor ran

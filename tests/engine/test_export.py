@@ -547,3 +547,15 @@ def test_without_image_inputs_there_is_no_preprocessing_code():
 
     described = export_module.describe_preprocessing({"number": Categorical(10)})
     assert "code" not in described and described["image_steps"] == [] and "No image inputs" in described["summary"]
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "recipe.toml", "summary.json"])
+def test_force_never_exports_over_the_runs_own_files(cli, tiny_run, tmp_path, name):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    before = (run_dir / name).read_bytes()
+    refused = cli("export", run_dir, "--format", "torchscript", "--out", run_dir / name, "--force")
+    assert refused.code == 2 and "is the run's own file" in refused.err
+    assert (run_dir / name).read_bytes() == before
