@@ -69,7 +69,7 @@ def record_outputs(run_dir: Path) -> None:
     if data is None:
         return
     foreign = set(data.get("foreign", []))
-    outputs = set(data["outputs"]) | {p.name for p in run_dir.iterdir() if p.name not in foreign and p.name not in (MARKER, LOCK)}
+    outputs = set(data["outputs"]) | (_entries(run_dir) - foreign)
     if outputs != set(data["outputs"]):
         write_json(run_dir / MARKER, {**data, "outputs": sorted(outputs)})
 
@@ -180,8 +180,12 @@ def mark(path: Path) -> None:
     """Write digitsum's marker into the existing folder ``path``, noting what was there before."""
     from .. import __version__
 
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in (MARKER, LOCK))
-    write_json(path / MARKER, {"written_by": "digitsum", "version": __version__, "foreign": foreign, "outputs": []})
+    write_json(path / MARKER, {"written_by": "digitsum", "version": __version__, "foreign": sorted(_entries(path)), "outputs": []})
+
+
+def _entries(path: Path) -> set[str]:
+    """The names in ``path`` other than digitsum's marker and lock."""
+    return {p.name for p in path.iterdir()} - {MARKER, LOCK}
 
 
 def create_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
