@@ -31,9 +31,6 @@ from ..recipe import MACHINE_LOCAL_KEYS
 from .rundir import RUN_FORMAT
 from ..files import atomic_write
 
-#: Recipe keys that may differ between a checkpoint and the recipe it is resumed or evaluated with.
-RUNTIME_KEYS = MACHINE_LOCAL_KEYS
-
 _ZIP_MAGIC = b"PK\x03\x04"
 _TYPE_NAMES = {int: "an integer", (int, float): "a number", dict: "a table", list: "a list"}
 _FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -172,12 +169,13 @@ def check_format(found: Any, where: Path) -> None:
 
 
 def recipe_differences(recipe: dict[str, Any], saved: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two resolved recipes (runtime keys aside)."""
+    """Dotted keys whose values differ between two resolved recipes, the machine-local keys aside
+    (where a run executes may differ between a checkpoint and the recipe it is resumed or evaluated with)."""
     ours, theirs = _flatten(recipe), _flatten(saved)
     return [
         key
         for key in sorted(set(ours) | set(theirs))
-        if key not in RUNTIME_KEYS and ours.get(key, _MISSING) != theirs.get(key, _MISSING)
+        if key not in MACHINE_LOCAL_KEYS and ours.get(key, _MISSING) != theirs.get(key, _MISSING)
     ]
 
 
