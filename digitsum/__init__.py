@@ -3,7 +3,7 @@
 Two public faces, both importable from here and loaded on first use (importing digitsum, and
 ``digitsum --help``, import no torch):
 
-- the library (``digitsum.train``, ``load_run``, ``load_recipe``, ``doctor``, ``build``, ``sweep``,
+- the library (``digitsum.train``, ``load``, ``load_run``, ``load_recipe``, ``doctor``, ``build``, ``sweep``,
   ``compare``, ``Run`` and the objects they return; see docs/api.md);
 - the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
@@ -15,6 +15,7 @@ _PUBLIC = {
     "train": "api",
     "resume": "api",
     "load_run": "api",
+    "load": "api",
     "load_recipe": "api",
     "doctor": "api",
     "build": "api",

@@ -9,6 +9,7 @@ started from Python is the same run, with the same checks, files and Ctrl-C hand
     run = digitsum.train("original", overrides={"train.epochs": 1})
     run.curves()                                   # inline in a notebook
     again = digitsum.load_run(run.run_dir)
+    zoo = digitsum.load("original")              # pretrained weights, no training
     again.predict(image="seven.png", number=3)
     digitsum.doctor("notebook").findings
 
@@ -95,6 +96,15 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     from .run import load_run as load
 
     return load(run_dir, device)
+
+
+def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A trained model ready to ``evaluate``, ``predict``, ``export``: a run directory, or a shipped
+    recipe's name with pretrained weights (``digitsum.load("original")``; see ``digitsum list
+    recipes``), verified against their record before use."""
+    from .run import load as load_any
+
+    return load_any(source, device)
 
 
 def doctor(recipe: RecipeLike, overrides: Overrides = (), *, tune: bool = False) -> Report:

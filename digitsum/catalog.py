@@ -56,14 +56,15 @@ class RecipeEntry:
         return f"{self.distribution}:{self.name}"
 
 
-def locate(value: str, name: str) -> Path:
+def locate(value: str, name: str, suffix: str = ".toml") -> Path:
     """The file of the recipe ``name`` declared as ``value`` (``package.folder`` holding
     ``<name>.toml``, or ``package.folder:stem`` holding ``<stem>.toml``), found without importing
-    the package. Raises LookupError saying why when the package or the file is not there.
+    the package; ``suffix=".json"`` finds a weights record the same way. Raises LookupError saying
+    why when the package or the file is not there.
     """
     folder, _, stem = value.replace(" ", "").partition(":")
     top, *subfolders = folder.split(".")
-    filename = f"{stem or name}.toml"
+    filename = f"{stem or name}{suffix}"
     try:
         spec = importlib.util.find_spec(top)  # a top-level name: finds, never imports
     except Exception as e:  # a broken finder on sys.meta_path, an odd sys.modules entry

@@ -63,6 +63,8 @@ KINDS: dict[str, Kind] = {
 
 #: Entry-point group of shipped recipes (:mod:`digitsum.catalog`); not a component kind.
 RECIPES = "recipes"
+#: Entry-point group of shipped recipes' pretrained weights (:mod:`digitsum.weights`); not a component kind.
+WEIGHTS = "weights"
 
 
 def kind_named(word: str) -> Kind | None:

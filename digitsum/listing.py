@@ -14,8 +14,9 @@ from . import __version__, discovery
 from .catalog import locate, recipe_entries, recorded_metrics, settings_digest
 from .errors import UserError, did_you_mean
 from .files import write_json
-from .kinds import KINDS, RECIPES
+from .kinds import KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
+from .weights import WeightsEntry, read_record, weights_entries
 from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
 
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
@@ -54,7 +55,7 @@ def describe_checks() -> list[dict[str, Any]]:
     return rows
 
 
-_LABELS = {**KIND_LABELS, RECIPES: "recipe"}
+_LABELS = {**KIND_LABELS, RECIPES: "recipe", WEIGHTS: "weights of"}
 
 
 def list_kind(kind: str | None) -> str | None:
@@ -120,6 +121,7 @@ def describe_recipes() -> list[dict[str, Any]]:
     from .recipe import recipe_document  # pydantic, no torch: only when recipes are listed
 
     metrics = recorded_metrics()
+    weights = {(discovery.canonical_name(w.distribution), w.name): w for w in weights_entries()}
     rows = []
     for entry in recipe_entries():
         row: dict[str, Any] = {
@@ -132,6 +134,7 @@ def describe_recipes() -> list[dict[str, Any]]:
             "path": str(entry.path) if entry.path else None,
             "description": "",
             "metrics": None,
+            "weights": None,
         }
         rows.append(row)
         if entry.error:
@@ -150,7 +153,23 @@ def describe_recipes() -> list[dict[str, Any]]:
                 row["metrics"] = record
             else:
                 row["metrics_stale"] = True  # measured for settings the recipe no longer has
+        shipped = weights.get((discovery.canonical_name(entry.distribution), entry.name))
+        if shipped is not None:
+            row["weights"] = _weights_summary(shipped, settings_digest(document))
     return rows
+
+
+def _weights_summary(entry: WeightsEntry, digest: str) -> dict[str, Any]:
+    """What a recipe row says of its weights: size, seed, test metrics, and whether they can be used."""
+    try:
+        record = entry.record()
+    except UserError as e:
+        return {"error": e.message}
+    summary: dict[str, Any] = {"bytes": record.bytes, "seed": record.seed, "epochs": record.epochs,
+                               "test": record.test, "remote": record.url is not None}  # fmt: skip
+    if record.settings != digest:
+        summary["error"] = "trained for other settings than the recipe has now"
+    return summary
 
 
 # -- the listing cache (docs/architecture.md: why, and what its key covers) -----------------------
@@ -219,10 +238,11 @@ def plugin_report() -> list[dict[str, Any]]:
             "problems": list(dist.problems),
             "components": [],
             "recipes": [],
+            "weights": [],
         }
         for ep in dist.entry_points:
-            if ep.kind == RECIPES:
-                row["recipes"].append(_recipe_report(ep))
+            if ep.kind in (RECIPES, WEIGHTS):
+                row[ep.kind].append(_file_report(ep))
                 continue
             component = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
             if not dist.refused:
@@ -235,7 +255,7 @@ def plugin_report() -> list[dict[str, Any]]:
                 except PluginError:
                     component["error"] = entry.error
             row["components"].append(component)
-        failed = dist.problems or any("error" in c for c in row["components"] + row["recipes"])
+        failed = dist.problems or any("error" in c for c in row["components"] + row["recipes"] + row["weights"])
         if dist.refused:
             row["status"] = "disabled" if dist.disabled else "failed"
         elif failed:
@@ -244,13 +264,19 @@ def plugin_report() -> list[dict[str, Any]]:
     return report
 
 
-def _recipe_report(ep: discovery.PluginEntryPoint) -> dict[str, Any]:
-    recipe: dict[str, Any] = {"name": ep.name, "entry_point": ep.value}
+def _file_report(ep: discovery.PluginEntryPoint) -> dict[str, Any]:
+    """A shipped recipe or weights record: where its file is, or why it cannot be used."""
+    part: dict[str, Any] = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
     try:
-        recipe["path"] = str(locate(ep.value, ep.name))
+        path = locate(ep.value, ep.name, ".toml" if ep.kind == RECIPES else ".json")
+        part["path"] = str(path)
+        if ep.kind == WEIGHTS:
+            read_record(path)
     except LookupError as e:
-        recipe["error"] = str(e)
-    return recipe
+        part["error"] = str(e)
+    except UserError as e:
+        part["error"] = e.message
+    return part
 
 
 @dataclass(frozen=True)
@@ -268,7 +294,7 @@ class PluginFailure:
 
 def _failed_parts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(what, error) for each component and recipe of a :func:`plugin_report` row that failed."""
-    for part in row["components"] + row["recipes"]:
+    for part in row["components"] + row["recipes"] + row["weights"]:
         if "error" in part:
             yield f"{_LABELS[part.get('kind', RECIPES)]} '{part['name']}' ({part['entry_point']})", part["error"]
 
@@ -308,7 +334,7 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
     for row in report:
         names = "\n".join(
             f"{_LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
-            for c in row["components"] + row["recipes"]
+            for c in row["components"] + row["recipes"] + row["weights"]
         )
         status = row["status"] + (" (built-in)" if row["builtin"] else "")
         table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
@@ -384,15 +410,33 @@ def render_recipes(rows: list[dict[str, Any]], console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table("name", "origin", "description", "test (shipped settings)", title="recipes", title_justify="left",
-                  show_lines=True)  # fmt: skip
+    table = Table("name", "origin", "description", "test (shipped settings)", "pretrained weights", title="recipes",
+                  title_justify="left", show_lines=True)  # fmt: skip
     for row in rows:
         if "error" in row:
-            table.add_row(row["name"], row["origin"], f"[red]cannot be used: {escape(row['error'])}[/]", "")
+            table.add_row(row["name"], row["origin"], f"[red]cannot be used: {escape(row['error'])}[/]", "", "")
             continue
-        table.add_row(row["name"], escape(row["origin"]), escape(row["description"]), escape(metrics_text(row)))
+        table.add_row(row["name"], escape(row["origin"]), escape(row["description"]), escape(metrics_text(row)),
+                      escape(weights_text(row)))  # fmt: skip
     console.print(table)
-    console.print("run one: digitsum run NAME · copy one to edit: digitsum cp NAME DEST.toml", highlight=False)
+    console.print("run one: digitsum run NAME · copy one to edit: digitsum cp NAME DEST.toml · "
+                  "use its weights: digitsum predict NAME -i ...", highlight=False)  # fmt: skip
+
+
+def weights_text(row: dict[str, Any]) -> str:
+    """A recipe row's weights: size and the test metrics they measure; "—" when it has none."""
+    weights = row.get("weights")
+    if not weights:
+        return "—"
+    if "error" in weights and "bytes" not in weights:
+        return f"cannot be used: {weights['error']}"
+    where = ", downloaded on first use" if weights["remote"] else ""
+    lines = [f"{weights['bytes'] / 1e6:.2f} MB{where}, seed {weights['seed']}"]
+    lines += [f"{head} {metric} {value:.4f}" for head, values in weights["test"].items() for metric, value in values.items()
+              if metric != "loss"]  # fmt: skip
+    if "error" in weights:
+        lines.append(f"cannot be used: {weights['error']}")
+    return "\n".join(lines)
 
 
 _MARKDOWN_INTRO = """\

@@ -1,6 +1,7 @@
 """A trained run as an object: its recipe, its model, its metrics — to evaluate, predict with,
 plot and export. ``digitsum.train()`` returns one; :func:`load_run` reads one back from its
-run directory.
+run directory, :func:`load_pretrained` makes one from a shipped recipe's weights, and
+:func:`load` does either.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from .contracts import Generator
 from .errors import UserError, did_you_mean
-from .recipe import Recipe
+from .recipe import Recipe, load_recipe
 from .engine.build import build
 from .engine.model import DigitModel
 from .engine.resume import open_run
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .export import Exported
+    from .weights import WeightsRecord
 
 
 class Run:
@@ -34,7 +36,9 @@ class Run:
     - ``summary``: summary.json (``{}`` if the run never wrote one);
     - ``metrics``: one flat dict per epoch and split, e.g. ``{"epoch": 1, "split": "test",
       "digit.loss": 0.04, "digit.accuracy": 0.987, ...}`` (``pandas.DataFrame(run.metrics)``);
-    - ``run_dir``: the run directory;
+    - ``run_dir``: the run directory (None for pretrained weights);
+    - ``weights``: the :class:`~digitsum.weights.WeightsRecord` of pretrained weights (None for a
+      run directory);
     - ``failure`` and ``interrupted_by``, as :func:`digitsum.train` or :func:`digitsum.resume`
       saw the run end (None on a run read back): why the watch stopped it as failed (a NaN
       loss), and the signal (``signal.SIGINT``...) that stopped it before its last epoch.
@@ -43,11 +47,18 @@ class Run:
     failure: str | None = None
     interrupted_by: int | None = None
 
-    def __init__(self, run_dir: Path, recipe: Recipe, model: DigitModel, generator: Generator,
-                 device: torch.device, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:  # fmt: skip
-        self.run_dir, self.recipe, self.model, self.generator, self.device = Path(run_dir), recipe, model, generator, device
-        self.history, self.summary = history, summary
+    def __init__(self, run_dir: Path | None, recipe: Recipe, model: DigitModel, generator: Generator,
+                 device: torch.device, history: list[dict[str, Any]], summary: dict[str, Any],
+                 weights: WeightsRecord | None = None) -> None:  # fmt: skip
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.recipe, self.model, self.generator, self.device = recipe, model, generator, device
+        self.history, self.summary, self.weights = history, summary, weights
         self.model.eval()
+
+    @property
+    def source(self) -> str:
+        """What it was read from: the run directory, or ``pretrained <recipe>``."""
+        return str(self.run_dir) if self.run_dir is not None else f"pretrained {self.recipe.name}"
 
     # -- what it is --------------------------------------------------------------------------------
 
@@ -73,7 +84,7 @@ class Run:
         test = self.summary.get("metrics", {}).get("test", {})
         primary = {name: choice.cls.primary_metric for name, choice in self.recipe.heads.items()}
         shown = ", ".join(f"{h} {m} {test[h][m]:.4f}" for h, m in primary.items() if m in test.get(h, {}))
-        return (f"Run({str(self.run_dir)!r}, recipe={self.recipe.name!r}, {self.status}, "
+        return (f"Run({self.source!r}, recipe={self.recipe.name!r}, {self.status}, "
                 f"epochs {len(self.history)}/{self.recipe.train.epochs}" + (f", test: {shown}" if shown else "") + ")")  # fmt: skip
 
     # -- using it ----------------------------------------------------------------------------------
@@ -108,7 +119,8 @@ class Run:
         The file takes the generator's raw inputs (images as float32 pixels in [0, 1], light on
         dark; numbers as int64) and returns each head's output and ``<head>_prediction``; it is
         checked against this model before it is written. ``out`` defaults to ``model.onnx`` or
-        ``model.pt`` in the run directory; see :func:`~digitsum.export.export_run`.
+        ``model.pt`` in the run directory (``<recipe>.onnx``, ``<recipe>.pt`` in the working folder
+        for pretrained weights); see :func:`~digitsum.export.export_run`.
         """
         from .export import export_run
 
@@ -147,6 +159,42 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         raise UserError(f"{saved.run_dir / 'checkpoint.pt'} does not fit the model its recipe builds: {detail}") from None
     return Run(saved.run_dir, saved.recipe, built.model, built.generator, built.device,
                list(saved.checkpoint["history"]), _read_summary(saved.run_dir))  # fmt: skip
+
+
+def load_pretrained(name: str, device: str | torch.device = "cpu", progress: bool = True) -> Run:
+    """The shipped recipe ``name`` (``original``, ``distribution:name``) with its pretrained weights,
+    as a :class:`Run` in eval mode on ``device``: ``run.weights`` is their record (test metrics,
+    seed, sha256...). The weights are verified against their record's sha256 and the recipe's
+    current settings before anything is loaded; remote ones are downloaded once into the user
+    cache (``progress``: a bar on stderr). A UserError names the recipes that have weights when
+    ``name`` has none."""
+    from .weights import load_weights
+
+    tensors, record, entry = load_weights(name, progress)
+    recipe = load_recipe(f"{entry.distribution}:{entry.name}", {"seed": record.seed})
+    built = build(recipe, device)
+    try:
+        built.model.load_state_dict(tensors)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:300]
+        raise UserError(f"the weights of '{name}' ({entry.path}) do not fit the model its recipe builds: {detail}") from None
+    summary = {"recipe": recipe.name, "seed": record.seed, "epochs": record.epochs, "metrics": {"test": record.test}}
+    return Run(None, recipe, built.model, built.generator, built.device, list(record.history), summary, record)
+
+
+def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A trained model by where it is: a run directory (:func:`load_run`), else a shipped
+    recipe's name with pretrained weights (:func:`load_pretrained`)."""
+    if Path(source).is_dir():
+        return load_run(source, device)
+    from .catalog import RecipeNotFound, looks_like_name
+
+    if not looks_like_name(str(source)):
+        raise UserError(f"{source} is neither a run directory nor the name of a recipe with pretrained weights")
+    try:
+        return load_pretrained(str(source), device)
+    except RecipeNotFound as e:
+        raise UserError(f"no run directory {source}, and {e.message}") from None
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Commands on a trained run directory: ``eval``, ``predict`` (your own inputs, as ``--input
-NAME=VALUE``) and ``export`` (ONNX or TorchScript, checked against PyTorch)."""
+"""Commands on a trained model — a run directory, or a shipped recipe's name for its pretrained
+weights: ``eval``, ``predict`` (your own inputs, as ``--input NAME=VALUE``) and ``export`` (ONNX
+or TorchScript, checked against PyTorch; or a run as pretrained weights)."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,23 +10,28 @@ import typer
 from ..errors import UserError, did_you_mean
 from . import JsonOpt, app, console, print_json, say
 
+#: The trained model a command works on.
+ModelArg = Annotated[str, typer.Argument(metavar="RUN", show_default=False,
+                     help="a run directory, or a recipe name for its pretrained weights (digitsum list recipes)")]  # fmt: skip
+
 
 @app.command("eval")
 def eval_(
-    run_dir: Annotated[Path, typer.Argument(help="run directory", show_default=False)],
+    run_dir: ModelArg,
     split: Annotated[str, typer.Option("--split", help="test, train, or val (a run that held one out)")] = "test",
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a run directory's checkpoint and print the metrics of every head."""
+    """Evaluate a trained model (a run's last checkpoint, or pretrained weights) and print the
+    metrics of every head."""
     import digitsum
 
-    loaded = digitsum.load_run(run_dir)
+    loaded = digitsum.load(run_dir)
     if split not in loaded.generator.split_names():
         raise UserError(f"--split {split!r}: {did_you_mean(split, loaded.generator.split_names(), 'splits')}")
     epoch, step = len(loaded.history), int(loaded.summary.get("position", {}).get("step", 0))
     heads = loaded.evaluate(split)
     if as_json:
-        print_json({"run": str(run_dir), "recipe": loaded.recipe.name, "split": split, "epoch": epoch, "step": step, "heads": heads})
+        print_json({"run": loaded.source, "recipe": loaded.recipe.name, "split": split, "epoch": epoch, "step": step, "heads": heads})
         return
     from rich.table import Table
 
@@ -41,7 +47,7 @@ def eval_(
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="a trained run directory", show_default=False)],
+    run_dir: ModelArg,
     input_: Annotated[
         list[str],
         typer.Option("--input", "-i", help="NAME=VALUE: an image file or a number per input of the recipe, e.g. "
@@ -52,15 +58,16 @@ def predict(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, auto ...")] = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
-    """Predict every head of a trained run on your own inputs: per head, the prediction and the
-    most probable classes. Images of any size and either polarity are brought to MNIST's format."""
+    """Predict every head of a trained model (a run, or pretrained weights) on your own inputs: per
+    head, the prediction and the most probable classes. Images of any size and either polarity
+    are brought to MNIST's format."""
     import digitsum
 
-    loaded = digitsum.load_run(run_dir, device)
+    loaded = digitsum.load(run_dir, device)
     inputs, labels = _parse_inputs(input_, loaded.generator)
     predictions = loaded.predict(preprocess=not no_preprocess, top=top, **inputs)
     if as_json:
-        print_json({"run": str(run_dir), "inputs": labels, "samples": predictions.samples()})
+        print_json({"run": loaded.source, "inputs": labels, "samples": predictions.samples()})
         return
     width = max(len(name) for name in predictions)
     for label, sample in zip(labels, predictions.samples()):
@@ -110,28 +117,38 @@ def _parse_inputs(items: list[str], generator: Any) -> tuple[dict[str, Any], lis
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="run directory", show_default=False)],
+    run_dir: ModelArg,
     format_: Annotated[
         str | None,
-        typer.Option("--format", "-f", help="onnx or torchscript (default: torchscript for an --out ending in .pt, else onnx)", show_default=False),
+        typer.Option("--format", "-f", help="onnx, torchscript, or safetensors (a run as its recipe's pretrained weights; "
+                     "default: torchscript for an --out ending in .pt, else onnx)", show_default=False),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="model file (default RUN_DIR/model.onnx or RUN_DIR/model.pt); its sidecar is FILE.json", show_default=False)
+        Path | None, typer.Option("--out", "-o", help="model file (default RUN_DIR/model.onnx or RUN_DIR/model.pt, "
+                                  "RECIPE.onnx for pretrained weights); its sidecar is FILE.json. For safetensors: the "
+                                  "folder to write RECIPE.safetensors and RECIPE.json in (default: here)", show_default=False)
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite an existing model file and its sidecar")] = False,
 ) -> None:
-    """Export a run's model to ONNX or TorchScript, with a JSON sidecar saying how to use it.
+    """Export a trained model to ONNX or TorchScript, with a JSON sidecar saying how to use it;
+    or a finished run of a shipped recipe as that recipe's pretrained weights (safetensors).
 
     The model takes raw inputs (images as float32 pixels in [0, 1], light digit on dark; numbers
     as int64) and returns each head's output and its prediction. It is checked against PyTorch
     on 256 test samples before anything is written: exit 1 if they differ by more than 1e-4.
     """
     import digitsum
-    from ..export import check_format, format_for, require_exporter
+    from ..export import WEIGHTS_FORMAT, check_format, format_for, require_exporter
 
     fmt = check_format(format_) if format_ is not None else format_for(out)
+    if fmt == WEIGHTS_FORMAT:
+        from ..export.pretrained import export_weights
+
+        written = export_weights(digitsum.load(run_dir), out, force=force)
+        say(f"wrote {written[0]} and its record {written[1]}")
+        return
     require_exporter(fmt)  # before loading the run: a missing package is known at once
-    result = digitsum.load_run(run_dir).export(fmt, out, force=force)
+    result = digitsum.load(run_dir).export(fmt, out, force=force)
     say(f"checked on {result.source}, in batches of {result.samples}, 1 and 7: largest absolute difference from PyTorch per output")
     for name, difference in result.differences.items():
         say(f"  {name:<24} {difference:.3g}")

@@ -23,7 +23,7 @@ from ..engine.rundir import LOCK, MARKER, OWN_FILES
 from ..files import atomic_write, write_json
 from . import formats
 from .formats import (CHECK_BATCHES, FORMATS, ONNX_OPSET, SAMPLES, TOLERANCE, ExportFailed, ExportMismatch, ExportModule,
-                      check_format, check_inputs, differences, format_for, random_inputs, require_exporter)  # fmt: skip
+                      check_format, check_inputs, differences, format_for, random_inputs, require_exporter, WEIGHTS_FORMAT)  # fmt: skip
 from .sidecar import (SIDECAR_FORMAT, check_preprocess_target, describe_inputs, describe_outputs, describe_preprocessing,
                       preprocess_code, preprocess_path, sidecar_path)  # fmt: skip
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..run import Run
 
 __all__ = ["FORMATS", "ONNX_OPSET", "SIDECAR_FORMAT", "ExportFailed", "ExportMismatch", "Exported", "check_format",
-           "describe_preprocessing", "export_run", "format_for", "preprocess_path", "require_exporter", "sidecar_path"]
+           "describe_preprocessing", "export_run", "format_for", "preprocess_path", "require_exporter", "sidecar_path", "WEIGHTS_FORMAT"]
 
 #: The batch size the model is traced with: not 1, which the exporter would specialise.
 _TRACE_BATCH = 3
@@ -60,12 +60,14 @@ class Exported:
         return max(self.differences.values(), default=0.0)
 
 
-def _target_path(run_dir: Path, fmt: str, out: str | Path | None, force: bool) -> Path:
-    path = Path(out) if out is not None else run_dir / FORMATS[fmt]
+def _target_path(run: Run, fmt: str, out: str | Path | None, force: bool) -> Path:
+    default = run.run_dir / FORMATS[fmt] if run.run_dir is not None else Path(run.recipe.name + Path(FORMATS[fmt]).suffix)
+    path = Path(out) if out is not None else default
     if path.is_dir():
-        raise UserError(f"{path} is a folder; give --out a file name, e.g. {path / FORMATS[fmt]}")
+        raise UserError(f"{path} is a folder; give --out a file name, e.g. {path / default.name}")
     taken = [p for p in (path, sidecar_path(path)) if p.exists()]
-    own = [p for p in taken if p.parent.resolve() == run_dir.resolve() and p.name in (*OWN_FILES, MARKER, LOCK)]
+    own = [p for p in taken if run.run_dir is not None and p.parent.resolve() == run.run_dir.resolve()
+           and p.name in (*OWN_FILES, MARKER, LOCK)]  # fmt: skip
     if own:  # --force replaces an export, never the run it was made from
         raise UserError(f"{own[0]} is the run's own file, not an export; choose another --out")
     if taken and not force:
@@ -88,7 +90,7 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     """
     fmt = check_format(fmt)
     require_exporter(fmt)
-    path = _target_path(run.run_dir, fmt, out, force)
+    path = _target_path(run, fmt, out, force)
     specs = dict(run.recipe.interface().inputs)
     code = preprocess_path(path) if any(isinstance(spec, (Image, Images)) for spec in specs.values()) else None
     if code is not None:
@@ -127,7 +129,8 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
         "digitsum_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": formats.describe_model(fmt, path.name, inputs),
-        "run_dir": str(run.run_dir.resolve()),
+        "run_dir": str(run.run_dir.resolve()) if run.run_dir is not None else None,
+        "weights": {"recipe": run.weights.recipe, "sha256": run.weights.sha256} if run.weights is not None else None,
         "recipe_name": run.recipe.name,
         "recipe": run.recipe.to_dict(),
         "inputs": describe_inputs(specs),

@@ -42,10 +42,14 @@ class ExportFailed(UserError):
     exit_code = 1
 
 
+#: The format of a run exported as its recipe's pretrained weights (:mod:`digitsum.export.pretrained`).
+WEIGHTS_FORMAT = "safetensors"
+
+
 def check_format(fmt: str) -> str:
     """``fmt`` if it names an export format, else a UserError listing them."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown export format '{fmt}' — {did_you_mean(fmt, FORMATS, 'formats')}")
+    if fmt not in (*FORMATS, WEIGHTS_FORMAT):
+        raise UserError(f"unknown export format '{fmt}' — {did_you_mean(fmt, [*FORMATS, WEIGHTS_FORMAT], 'formats')}")
     return fmt
 
 

@@ -1,0 +1,72 @@
+"""A run's model as its shipped recipe's pretrained weights (``digitsum export RUN --format
+safetensors``): ``<recipe>.safetensors`` and its record ``<recipe>.json``, the pair a
+distribution declares in its ``digitsum.weights`` entry points (:mod:`digitsum.weights`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import __version__
+from ..catalog import find_recipe, settings_digest
+from ..engine.checkpoint import describe_differences
+from ..errors import UserError
+from ..recipe import load_recipe, recipe_document
+from ..weights import FORMAT, WeightsRecord, sha256_of, write_record, write_tensors
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+
+def export_weights(run: Run, out: str | Path | None = None, *, force: bool = False) -> tuple[Path, Path]:
+    """Write a finished run of a shipped recipe, trained at its shipped settings (any seed), as
+    that recipe's weights: ``<recipe>.safetensors`` and ``<recipe>.json`` in the folder ``out``
+    (default: the working folder). Existing files are replaced only with ``force``. Returns the
+    two paths written, the record last."""
+    if run.run_dir is None:
+        raise UserError(f"{run.source} already is a set of pretrained weights; export a run directory")
+    if run.status != "finished":
+        raise UserError(f"{run.run_dir} is {run.status}: only a finished run's model is exported as weights")
+    entry = find_recipe(run.recipe.name)
+    shipped = load_recipe(f"{entry.distribution}:{entry.name}", {"seed": run.recipe.seed})
+    changed = describe_differences(shipped.to_dict(), run.recipe.to_dict())
+    if changed:
+        raise UserError(f"{run.run_dir} did not train recipe '{entry.name}' as {entry.origin} ships it, so its model is not "
+                        f"that recipe's weights: {changed.replace('in the checkpoint', 'in the run')}")  # fmt: skip
+    folder = Path(out) if out is not None else Path.cwd()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--out {folder} is a file; weights are written into a folder, as {entry.name}.safetensors and {entry.name}.json")
+    tensors_path, record_path = folder / f"{entry.name}.safetensors", folder / f"{entry.name}.json"
+    taken = [p for p in (tensors_path, record_path) if p.exists()]
+    if taken and not force:
+        raise UserError(f"{taken[0]} already exists; pass --force to overwrite it, or choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    digest = settings_digest(recipe_document(entry.path))  # type: ignore[arg-type]
+    state = run.model.state_dict()
+    write_tensors(tensors_path, state, {"format": FORMAT, "recipe": entry.name, "settings": digest,
+                                        "digitsum_version": __version__})  # fmt: skip
+    summary = run.summary
+    record = WeightsRecord(
+        recipe=entry.name,
+        settings=digest,
+        sha256=sha256_of(tensors_path),
+        bytes=tensors_path.stat().st_size,
+        file=tensors_path.name,
+        seed=run.recipe.seed,
+        epochs=len(run.history),
+        parameters=sum(p.numel() for p in run.model.parameters()),
+        test=summary.get("metrics", {}).get("test", {}),
+        history=list(run.history),
+        command=f"digitsum run {entry.name} --set seed={run.recipe.seed}",
+        digitsum_version=__version__,
+        trained=time.strftime("%Y-%m-%d", time.localtime(os.path.getmtime(run.run_dir / "summary.json"))),
+        seconds=float(summary.get("seconds", 0.0)),
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, device {summary.get('device', 'cpu')}",
+    )
+    write_record(record_path, record)
+    return tensors_path, record_path
