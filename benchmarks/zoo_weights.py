@@ -2,6 +2,7 @@
 
     DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/zoo_weights.py [--recipes NAME ...] [--from-runs DIR]
     DIGITSUM_DATA=../shared/data .venv/bin/python benchmarks/zoo_weights.py --check
+    .venv/bin/python benchmarks/zoo_weights.py --table    # the table of docs/api.md
 
 Making: each recipe is trained as shipped at seed 0 by `digitsum run NAME --set seed=0` in a
 fresh process (the path a user takes), or read from DIR/NAME/ with --from-runs, then written
@@ -66,6 +67,17 @@ def check(names: list[str]) -> int:
     return failures
 
 
+def table() -> str:
+    """The markdown table of the built-in weights that docs/api.md shows (a test keeps it true)."""
+    from digitsum.weights import read_record
+
+    rows = ["| recipe | size | test (seed 0) | epochs |", "|---|---|---|---|"]
+    for path in sorted(FOLDER.glob("*.json"), key=lambda p: p.stem):
+        record = read_record(path)
+        rows.append(f"| `{record.recipe}` | {record.bytes / 1e6:.2f} MB | {_metrics(record.test)} | {record.epochs} |")
+    return "\n".join(rows)
+
+
 def _sha256(name: str) -> str | None:
     try:
         return json.loads((FOLDER / f"{name}.json").read_text())["sha256"]
@@ -85,7 +97,11 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=builtin, choices=builtin, metavar="NAME")
     parser.add_argument("--from-runs", type=Path, help="read DIR/NAME/ instead of training")
     parser.add_argument("--check", action="store_true", help="evaluate the shipped weights against their records")
+    parser.add_argument("--table", action="store_true", help="print the markdown table of docs/api.md")
     args = parser.parse_args()
+    if args.table:
+        print(table())
+        return
     if args.check:
         sys.exit(1 if check(args.recipes) else 0)
     make(args.recipes, args.from_runs)

@@ -144,6 +144,10 @@ CLUTTER_MARGIN = 0.01
 #: mean of a block, PIL's ``reduce``): the digit ends up 20 pixels tall anyway, and a phone's
 #: 12-megapixel photo takes 0.5 s instead of 11 s (measured on 2 shared CPU cores).
 MAX_SIDE = 1024
+#: A file larger than this on its longer side is reduced as soon as it is decoded, before any
+#: array of it is made (a 13000 x 13000 PNG of 58 KB would otherwise take gigabytes); below
+#: it, only :data:`MAX_SIDE` applies. Camera photos (4032 x 3024) are far below it.
+MAX_DECODED_SIDE = 4096
 #: PIL resampling filter for the scaling (anti-aliased when shrinking).
 RESAMPLE = Image.Resampling.LANCZOS
 
@@ -203,9 +207,17 @@ def _open(path: Path, label: str) -> Image.Image:
         raise ImageError(f"{label}: no such file")
     if path.is_dir():
         raise ImageError(f"{label} is a directory, not an image file")
+    if not path.is_file():  # reading a FIFO or a device would wait, or never end
+        raise ImageError(f"{label} is not a regular file (a pipe, a socket or a device): give an image file")
     try:
         image = Image.open(path)
         image.load()
+        factor = math.ceil(max(image.size) / MAX_DECODED_SIDE)
+        if factor > 1:
+            try:
+                image = image.reduce(factor)
+            except ValueError:  # a mode reduce does not take (palette, 1-bit): as colour with alpha, the same grey
+                image = image.convert("RGBA").reduce(factor)
     except UnidentifiedImageError:
         raise ImageError(f"{label} is not an image (PIL cannot identify it)") from None
     except Image.DecompressionBombError as e:

@@ -234,6 +234,7 @@ def categorical_batch(value: Any, spec: Categorical, name: str) -> tuple[Tensor,
         bad = [v for v in value if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
         if bad:
             raise UserError(f"input '{name}' holds {bad[0]!r} ({type(bad[0]).__name__}): give integers ({valid})")
+        _check_range([int(v) for v in value], spec, name)  # before numpy: 10**20 does not fit an int64
         values, batched = np.asarray([int(v) for v in value], dtype=np.int64), True
     elif isinstance(value, (np.ndarray, np.generic)):
         array = np.asarray(value)
@@ -245,13 +246,19 @@ def categorical_batch(value: Any, spec: Categorical, name: str) -> tuple[Tensor,
             raise UserError(f"input '{name}' is an empty array: give integers ({valid})")
         values, batched = array.astype(np.int64).reshape(-1), array.ndim == 1
     elif isinstance(value, int) and not isinstance(value, bool):
+        _check_range([value], spec, name)
         values, batched = np.asarray([value], dtype=np.int64), False
     else:
         raise UserError(f"input '{name}' is {value!r} ({type(value).__name__}): give an integer, a list of integers or an integer array ({valid})")
-    outside = values[(values < 0) | (values >= spec.classes)]
-    if outside.size:
-        raise UserError(f"input '{name}' = {int(outside[0])} is out of range: {valid}")
+    _check_range(values.tolist(), spec, name)
     return torch.from_numpy(values), batched
+
+
+def _check_range(values: list[int], spec: Categorical, name: str) -> None:
+    outside = [v for v in values if not 0 <= v < spec.classes]
+    if outside:
+        shown = str(outside[0]) if len(str(outside[0])) <= 24 else f"{str(outside[0])[:12]}…({len(str(outside[0]))} digits)"
+        raise UserError(f"input '{name}' = {shown} is out of range: valid values are 0 to {spec.classes - 1}")
 
 
 def raw_batch(generator: Generator, inputs: Mapping[str, Any], *, preprocess: bool = True) -> tuple[dict[str, Tensor], bool]:

@@ -16,6 +16,7 @@ from .contracts import Generator
 from .errors import UserError, did_you_mean
 from .recipe import Recipe, load_recipe
 from .engine.build import build
+from .engine.checkpoint import is_metrics
 from .engine.model import DigitModel
 from .engine.resume import open_run
 from .files import MetricsLog
@@ -198,8 +199,18 @@ def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:
+    """summary.json, its fields of the wrong shape left out: a hand-edited or damaged summary
+    reads as one that says less (eval and export compute what they need from the checkpoint)."""
     try:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return summary if isinstance(summary, dict) else {}
+    if not isinstance(summary, dict):
+        return {}
+    shapes = {
+        "metrics": lambda v: isinstance(v, dict) and all(isinstance(k, str) and is_metrics(m) for k, m in v.items()),
+        "position": lambda v: isinstance(v, dict) and all(isinstance(n, int) and not isinstance(n, bool) for n in v.values()),
+        "epochs": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    }  # fmt: skip
+    return {key: value for key, value in summary.items() if key not in shapes or shapes[key](value)}

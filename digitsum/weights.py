@@ -378,6 +378,7 @@ def load_weights(name: str, progress: bool = True) -> tuple[dict[str, torch.Tens
     check_settings(record, entry)
     path = weights_file(entry, record, progress)
     metadata = file_metadata(path)
-    if metadata.get("recipe", record.recipe) != record.recipe or metadata.get("settings", record.settings) != record.settings:
-        raise UserError(f"{path} holds the weights of recipe '{metadata.get('recipe')}', not '{record.recipe}'; nothing was loaded")
+    if metadata.get("settings", record.settings) != record.settings:  # another recipe's tensors, recorded as these
+        raise UserError(f"{path} holds the weights of recipe '{metadata.get('recipe')}' (settings {metadata.get('settings')}), "
+                        f"not of '{record.recipe}' (settings {record.settings}); nothing was loaded")  # fmt: skip
     return read_tensors(path), record, entry

@@ -432,3 +432,13 @@ def test_the_module_run_as_a_script_shows_what_the_model_is_given(tmp_path):
     written = np.asarray(PILImage.open(tmp_path / "seven_mnist.png"))
     assert written.shape == (28, 28) and np.array_equal(written, np.round(mnist_of(seven()) * 255).astype(np.uint8))
     assert not (tmp_path / "blank_mnist.png").exists()
+
+
+def test_a_huge_file_is_reduced_as_it_is_decoded(tmp_path):
+    # 5000 x 4500 pixels in a few kB: arrays of its full size would take hundreds of MB
+    from digitsum.mnist_format import MAX_DECODED_SIDE, read_pixels
+
+    path = tmp_path / "huge.png"
+    PILImage.new("L", (5000, 4500), 255).save(path)
+    assert path.stat().st_size < 100_000
+    assert read_pixels(path).shape == (2250, 2500, 1) and max(read_pixels(path).shape) <= MAX_DECODED_SIDE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from PIL import Image, ImageDraw
@@ -49,12 +50,17 @@ def test_predict_json_matches_the_api(cli, tiny_run, seven):
         (["image={folder}", "number=1"], "is a directory"),
         (["image={text}", "number=1"], "is not an image"),
         (["image"], "expected NAME=VALUE"),
+        (["image={seven}", f"number={10**20}"], f"'number' = {10**20} is out of range"),
+        (["image={seven}", "image={seven}", "number=1", "number=2", "number=3"], "image 2 times, number 3 times"),
+        (["image={fifo}", "number=1"], "is not a regular file"),
     ],
 )
 def test_bad_inputs_exit_2_with_the_reason(cli, tiny_run, seven, tmp_path, inputs, message):
     (tmp_path / "text.png").write_text("not a picture")
     (tmp_path / "folder").mkdir()
-    paths = {"seven": seven, "missing": tmp_path / "missing.png", "folder": tmp_path / "folder", "text": tmp_path / "text.png"}
+    os.mkfifo(tmp_path / "fifo.png")  # reading it would wait for a writer forever
+    paths = {"seven": seven, "missing": tmp_path / "missing.png", "folder": tmp_path / "folder", "text": tmp_path / "text.png",
+             "fifo": tmp_path / "fifo.png"}  # fmt: skip
     args = [w for item in inputs for w in ("--input", item.format(**paths))]
     result = cli("predict", tiny_run.run_dir, *args)
     assert result.code == 2 and message in result.err and "Traceback" not in result.err
@@ -63,3 +69,16 @@ def test_bad_inputs_exit_2_with_the_reason(cli, tiny_run, seven, tmp_path, input
 def test_predict_on_something_that_is_not_a_run(cli, tmp_path):
     result = cli("predict", tmp_path, "--input", "number=1")
     assert result.code == 2 and "not a run directory" in result.err
+
+
+@pytest.mark.parametrize("summary", ['{"metrics": {"test": 5}, "epochs": "x", "position": []}', "[1, 2]", "{"])
+def test_a_damaged_summary_does_not_stop_eval_or_predict(cli, tiny_run, seven, tmp_path, summary, tiny_data):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, copy)
+    (copy / "summary.json").write_text(summary)
+    evaluated = cli("eval", copy, "--json")
+    assert evaluated.code == 0, evaluated.err
+    assert json.loads(evaluated.out)["heads"] == tiny_run.evaluate("test")
+    assert cli("predict", copy, "-i", f"image={seven}", "-i", "number=1").code == 0

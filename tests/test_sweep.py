@@ -388,3 +388,22 @@ def test_a_storage_password_is_never_shown_or_written(tiny_root, tmp_path, monke
     with pytest.raises(UserError) as error:  # the study refusing other settings names the storage too
         digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-3:3e-2"], 1, storage=url, out=out, overrides=overrides, val=100)
     assert "s3cr3t" not in error.value.message and "sweeper:***@" in error.value.message
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("sqlite:///:memory:", "a database in one process's memory"),
+    ("sqlite://", "a database in one process's memory"),
+    ("sqlite:///file:{tmp}/ro.db?mode=ro&uri=true", "attempt to write a readonly database"),
+    ("journal:{tmp}/missing.txt/study.journal", "--storage 'journal:"),
+])  # fmt: skip
+def test_a_storage_that_cannot_hold_the_study_is_a_clear_error(tiny_root, tmp_path, cli, storage, message):
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "ro.db").close()
+    (tmp_path / "missing.txt").write_text("a file where the journal's folder should be")
+    storage = storage.format(tmp=tmp_path)
+    result = cli("sweep", ORIGINAL, "--param", LR, "--trials", "1", "--val", "100", "--storage", storage,
+                 "--out", str(tmp_path / "s"), "--set", "train.epochs=1", "--set", f"data.root={str(tiny_root)!r}")  # fmt: skip
+    assert result.code == 2 and "Traceback" not in result.err
+    assert message in " ".join(result.err.split()) and "CREATE TABLE" not in result.err
+    assert not (tmp_path / "s").exists()  # nothing made before the storage was known to work

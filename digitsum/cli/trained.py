@@ -106,6 +106,10 @@ def _parse_inputs(items: list[str], generator: Any) -> tuple[dict[str, Any], lis
     if missing:
         raise UserError("missing " + ", ".join(f"--input {n}=..." for n in missing) + f" ({describe_input(specs[missing[0]])})")
     sequences = {name: values.pop(name) for name in list(values) if isinstance(specs[name], Images)}
+    counts = {name: len(v) for name, v in values.items() if len(v) > 1}
+    if len(set(counts.values())) > 1:
+        given = ", ".join(f"{name} {count} times" for name, count in counts.items())
+        raise UserError(f"--input {given}: give each input once (used for every sample) or the same number of times")
     size = max((len(v) for v in values.values()), default=1)
     inputs = {name: (v[0] if len(v) == 1 else v) for name, v in values.items()}  # a single value serves every sample
     labels = [" ".join(f"{name}={v[i] if len(v) > 1 else v[0]}" for name, v in values.items()) for i in range(size)]

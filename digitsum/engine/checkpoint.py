@@ -120,7 +120,7 @@ def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
     return isinstance(value, kind) and not isinstance(value, bool)
 
 
-def _is_metrics(value: Any) -> bool:
+def is_metrics(value: Any) -> bool:
     """Whether ``value`` is one split's metrics, ``{head: {metric: number}}``."""
     return isinstance(value, dict) and all(
         isinstance(head, str) and isinstance(metrics, dict)
@@ -138,7 +138,7 @@ def _deep_problems(state: dict[str, Any]) -> list[str]:
             problems.append(f"{where} should be a table with an integer 'epoch'")
             continue
         problems += [f"{where}'s '{split}' should map each head to its metrics' numbers" for split in ("train", "val", "test")
-                     if (split in entry or split == "train") and not _is_metrics(entry.get(split))]  # fmt: skip
+                     if (split in entry or split == "train") and not is_metrics(entry.get(split))]  # fmt: skip
     count, sums = state["tally"].get("count"), state["tally"].get("sums")
     if not _is(count, int) or count < 0 or not isinstance(sums, dict) or not all(
         isinstance(values, dict) and all(isinstance(v, torch.Tensor) for v in values.values()) for values in sums.values()

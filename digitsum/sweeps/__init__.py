@@ -19,7 +19,7 @@ from ..errors import UserError, did_you_mean
 from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
 from .space import Space, check_spaces, parse_space, parse_spaces
-from .storage import claim, default_storage, open_storage, redact, require_optuna
+from .storage import claim, default_storage, open_storage, redact, require_optuna, storage_access
 from .trials import Plan, recover, run_workers, work
 
 __all__ = ["DEFAULT_VAL", "Space", "SweepResult", "TrialRow", "default_direction", "open_storage", "parse_space", "parse_spaces", "redact", "sweep"]
@@ -111,7 +111,8 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     claim(sweep_dir, study_name)  # one study per folder: another's trials and best.toml are not replaced
     settings_attr = {"recipe": _strip_local(base_recipe.to_dict()), "params": [str(s) for s in spaces],
                      "metric": f"{head}.{metric_name}"}  # fmt: skip
-    made = optuna.create_study(storage=opened, study_name=study_name, direction=direction, load_if_exists=True)
+    with storage_access(url):
+        made = optuna.create_study(storage=opened, study_name=study_name, direction=direction, load_if_exists=True)
     if made.direction.name.lower() != direction:
         raise UserError(f"study {study_name!r} in {redact(url)} {made.direction.name.lower()}s its metric; this sweep would {direction} it: "
                         "give the same --direction, or another --study")  # fmt: skip
@@ -119,7 +120,8 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     if isinstance(earlier, dict) and isinstance(earlier.get("recipe"), dict):  # a study begun by an older digitsum kept more keys
         earlier = {**earlier, "recipe": _strip_local(earlier["recipe"])}
     if earlier is None:
-        made.set_user_attr("digitsum", settings_attr)
+        with storage_access(url):
+            made.set_user_attr("digitsum", settings_attr)
     elif earlier != settings_attr:
         differ = []
         if earlier.get("params") != settings_attr["params"]:

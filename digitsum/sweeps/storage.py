@@ -49,18 +49,23 @@ def open_storage(url: str) -> Any:
     where = f"--storage {redact(url)!r}"
     if url.startswith("journal:") or url.endswith(".journal"):
         path = Path(url.removeprefix("journal:")).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
         # JournalFileBackend since optuna 4.0, JournalFileStorage before
         backend = getattr(optuna.storages.journal, "JournalFileBackend", None) or optuna.storages.JournalFileStorage
-        return optuna.storages.JournalStorage(backend(str(path)))
+        with storage_access(url):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(backend(str(path)))
     if "://" not in url:
         raise UserError(f"{where}: an Optuna storage URL (sqlite:///PATH, postgresql://...) or journal:PATH")
+    if url.split("?")[0] in ("sqlite://", "sqlite:///:memory:"):
+        raise UserError(f"{where} is a database in one process's memory: the sweep's workers, its report and a later "
+                        "continuation could not see it. Give a file: sqlite:///sweep.db, or journal:PATH")  # fmt: skip
     try:
         return optuna.storages.RDBStorage(url)
     except ImportError as e:  # a database driver missing, e.g. psycopg2 for postgresql://
         raise UserError(f"{where} needs a database driver that is not installed: {redact(str(e))}") from None
     except Exception as e:  # a database that cannot be reached: the user's setup, not a bug
-        raise UserError(f"{where}: cannot open the study's database: {type(e).__name__}: {redact(str(e))}") from None
+        first = str(e).splitlines()[0] if str(e) else ""  # SQLAlchemy appends the SQL and a link
+        raise UserError(f"{where}: cannot open the study's database: {type(e).__name__}: {redact(first)}") from None
 
 
 def claim(sweep_dir: Path, study: str) -> None:
@@ -91,3 +96,20 @@ def lock(sweep_dir: Path) -> Iterator[None]:
     with open(sweep_dir / ".ask.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed, whatever happens
         yield
+
+
+@contextlib.contextmanager
+def storage_access(url: str) -> Iterator[None]:
+    """The storage's own failures (a read-only database or folder, a full disk, a lost server)
+    as a UserError naming the storage, its password left out."""
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as e:
+        raise UserError(f"--storage {redact(url)!r}: {e.strerror or e}{f': {e.filename}' if e.filename else ''}") from None
+    except Exception as e:
+        if not type(e).__module__.startswith(("sqlalchemy", "sqlite3", "optuna.storages")):
+            raise
+        detail = redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise UserError(f"--storage {redact(url)!r}: the study's storage failed: {detail}") from None
