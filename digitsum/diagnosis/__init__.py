@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 import torch
 
 from ..engine.accel import configure_threads
+from ..engine.component_errors import blame
 from ..errors import UserError, did_you_mean
 from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
@@ -77,14 +78,26 @@ def all_checks() -> dict[str, Check]:
 
 
 def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
-    """One check; a check that crashes on a broken model is itself a finding, not a traceback."""
+    """One check; a check that crashes is itself a finding, not a traceback, and names who
+    raised: a component of the recipe (then ``digitsum run`` fails the same way), a plugin's
+    check (a bug in that check, not in the recipe), or digitsum's own check."""
     try:
         return list(check(probe))
     except UserError:
         raise
-    except Exception as e:  # the model or a plugin failed under the check: that is the diagnosis
-        return [Finding(name, "error", f"the {name} check could not run: {type(e).__name__}", str(e).strip().splitlines()[0] if str(e).strip() else repr(e),
-                        "the model, its loss or the data fail on a plain training step", "fix the error above; `digitsum run` would fail the same way")]  # fmt: skip
+    except Exception as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        blamed = blame(e, probe.recipe)
+        if blamed is not None:  # the model, its loss or the data: that is the diagnosis
+            # a built-in component is not the one to change: what it was given (data, settings) is
+            fix = (f"{blamed.component}'s {blamed.method}() was given what it cannot take: see the other findings"
+                   if blamed.origin == "built-in" else f"fix {blamed.component}'s {blamed.method}() ({blamed.origin})")  # fmt: skip
+            return [Finding(name, "error", f"{blamed.component} from {blamed.origin} raised {type(e).__name__} in {blamed.method}()",
+                            text, f"the {name} check ran it as training does", f"{fix}; `digitsum run` would fail the same way")]  # fmt: skip
+        module = getattr(check, "__module__", "") or ""
+        author = "digitsum (a bug: please report it)" if module.startswith("digitsum.") else f"its author ({module})"
+        return [Finding(name, "error", f"the {name} check crashed: {type(e).__name__}", text,
+                        "a bug in the check itself: no component of the recipe raised it", f"the other checks ran; tell {author}")]  # fmt: skip
 
 
 def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,20 +70,31 @@ def _code_roots(cls: type) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(roots))
 
 
-def _suspects(recipe: Recipe) -> list[_Suspect]:
-    from ..registry import KIND_LABELS, datasets, fusions, heads
+def _suspects(recipe: Recipe, objects: Sequence[object] = ()) -> list[_Suspect]:
+    """Every component the recipe chooses, and ``objects`` (a run's callbacks) that are not digitsum's own."""
+    from ..registry import KIND_LABELS, REGISTRIES
 
-    chosen: list[tuple[str, Choice, object]] = [("datasets", recipe.data, datasets), ("fusions", recipe.backbone, fusions)]
-    chosen += [("heads", choice, heads) for choice in recipe.heads.values()]
+    chosen: list[tuple[str, Choice]] = [("datasets", recipe.data), ("fusions", recipe.backbone),
+                                        ("optimizers", recipe.optimizer), ("schedules", recipe.schedule)]  # fmt: skip
+    chosen += [("heads", choice) for choice in recipe.heads.values()]
+    chosen += [("loggers", choice) for choice in recipe.log.values()]
     suspects = []
-    for kind, choice, registry in chosen:
+    for kind, choice in chosen:
         name = choice.section.type
         try:
-            origin = str(registry.entry(name).origin)
+            origin = str(REGISTRIES[kind].entry(name).origin)
         except UserError:
-            origin = f"local ({choice.cls.__module__}:{choice.cls.__qualname__})"
+            origin = _local(choice.cls)
         suspects.append(_Suspect(f"{KIND_LABELS[kind]} '{name}'", choice.cls, origin, _code_roots(choice.cls)))
+    for obj in objects:
+        cls = type(obj)
+        if not any(issubclass(cls, s.cls) for s in suspects):
+            suspects.append(_Suspect(f"callback {cls.__qualname__}", cls, _local(cls), _code_roots(cls)))
     return suspects
+
+
+def _local(cls: type) -> str:
+    return f"local ({cls.__module__}:{cls.__qualname__})"
 
 
 def _is_component_code(frame: FrameType, suspect: _Suspect) -> bool:
@@ -107,9 +118,10 @@ def _owner(frame: FrameType, suspects: list[_Suspect]) -> _Suspect | None:
     return None
 
 
-def blame(error: BaseException, recipe: Recipe) -> ComponentError | None:
-    """A :class:`ComponentError` for ``error`` if a component's method raised it, else None."""
-    suspects = _suspects(recipe)
+def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = ()) -> ComponentError | None:
+    """A :class:`ComponentError` for ``error`` if a component's method (or one of ``objects``',
+    a run's callbacks) raised it, else None."""
+    suspects = _suspects(recipe, objects)
     frames = list(traceback.walk_tb(error.__traceback__))
     for depth in range(len(frames) - 1, -1, -1):  # the innermost component method is to blame
         suspect = _owner(frames[depth][0], suspects)
@@ -132,15 +144,16 @@ def blame(error: BaseException, recipe: Recipe) -> ComponentError | None:
 
 
 @contextmanager
-def blame_components(recipe: Recipe) -> Iterator[None]:
-    """Turn an exception raised by one of ``recipe``'s components into a :class:`ComponentError`;
-    leave user errors, interrupts and digitsum's own exceptions as they are."""
+def blame_components(recipe: Recipe, objects: Sequence[object] = ()) -> Iterator[None]:
+    """Turn an exception raised by one of ``recipe``'s components (or of ``objects``: a run's
+    callbacks) into a :class:`ComponentError`; leave user errors, interrupts and digitsum's own
+    exceptions as they are."""
     try:
         yield
     except UserError:
         raise
     except Exception as error:
-        blamed = blame(error, recipe)
+        blamed = blame(error, recipe, objects)
         if blamed is None:
             raise
         raise blamed from error

@@ -351,7 +351,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             lock(self.run_dir)
         try:
-            with blame_components(self.recipe):
+            with blame_components(self.recipe, self.callbacks):
                 return self._fit()
         except BaseException as error:
             self._record_failure(error)

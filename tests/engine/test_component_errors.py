@@ -16,7 +16,8 @@ from digitsum.engine.component_errors import ComponentError
 from digitsum.engine.runner import start
 from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
-from digitsum.registry import heads
+from digitsum.contracts import Logger
+from digitsum.registry import heads, loggers
 
 from ..conftest import RECIPES, TINY, fake_distribution, run_subprocess
 from ..runs import tiny_args
@@ -161,3 +162,40 @@ def test_callback_state_is_saved_in_checkpoints_and_restored_on_resume(tiny_root
     resumed = resume(tmp_path / "run", callbacks=[again], progress=False)
     assert resumed.trainer.finished and again.steps == 2 * resumed.trainer.steps_per_epoch
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["callbacks"]["Counts"] == {"steps": again.steps}
+
+
+class BrokenLogger(Logger):
+    """A logger whose epoch hook raises: a plugin's bug outside the model."""
+
+    contract = 1
+
+    def on_epoch_end(self, trainer, epoch, train, test) -> None:
+        explode(epoch)
+
+
+class BrokenCallback(Callback):
+    def on_epoch_end(self, trainer, epoch, train, test) -> None:
+        explode(epoch + 100)
+
+
+@pytest.fixture
+def broken_logger():
+    loggers.register("broken")(BrokenLogger)
+    yield "broken"
+    loggers.remove("broken")
+
+
+@pytest.mark.parametrize("who", ["logger", "callback"])
+def test_a_logger_or_callback_exception_names_it_and_the_run_records_it(tiny_root, tmp_path, broken_logger, who):
+    """Outside the model too: the logger of [log.<name>] or the callback object given to train."""
+    extra = ['log.mine={type="broken"}'] if who == "logger" else []
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 2, 64, *extra))
+    callbacks = [BrokenCallback()] if who == "callback" else []
+    with pytest.raises(ComponentError) as caught:
+        start(recipe, tmp_path / "run", callbacks=callbacks, progress=False, preflight=False)
+    error = caught.value
+    named = "logger 'broken'" if who == "logger" else "callback BrokenCallback"
+    assert error.component == named and error.method == "on_epoch_end" and "in explode" in error.message
+    assert "train.py" not in error.message and "callbacks.py" not in error.message
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert named in summary["failed"] and summary["position"]["epoch"] == 1  # the epoch's checkpoint was kept

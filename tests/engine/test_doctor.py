@@ -366,4 +366,20 @@ def test_a_check_that_crashes_on_a_broken_model_is_an_error_finding(tiny_data):
 
     report = diagnose(with_generator(probe_for(), too_big), ["data", "loss_at_init"])
     assert {f.check for f in report.errors} == {"data", "loss_at_init"}
-    assert any("could not run" in f.title for f in report.errors)
+    crashed = next(f for f in report.errors if f.check == "loss_at_init")
+    assert crashed.title == "head 'classify' from built-in raised IndexError in loss()"  # the component it ran, named
+    assert "see the other findings" in crashed.fix and "would fail the same way" in crashed.fix  # not: change a built-in
+
+
+def test_a_plugin_check_that_crashes_is_its_own_bug_not_the_recipes(tiny_data, monkeypatch):
+    from digitsum import diagnosis
+
+    def crashing(probe):
+        return [None][1]  # IndexError in the check's own code
+
+    monkeypatch.setitem(diagnosis.CHECKS, "crashing", crashing)
+    report = diagnose(probe_for(), ["crashing", "loss_at_init"])
+    [finding] = report.errors
+    assert finding.check == "crashing" and finding.title == "the crashing check crashed: IndexError"
+    assert "no component of the recipe raised it" in finding.why and __name__ in finding.fix
+    assert "would fail the same way" not in finding.fix
