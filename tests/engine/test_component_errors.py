@@ -199,3 +199,21 @@ def test_a_logger_or_callback_exception_names_it_and_the_run_records_it(tiny_roo
     assert "train.py" not in error.message and "callbacks.py" not in error.message
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert named in summary["failed"] and summary["position"]["epoch"] == 1  # the epoch's checkpoint was kept
+
+
+def test_a_run_stopped_by_a_broken_logger_resumes_after_the_fix(tiny_root, tmp_path, broken_logger):
+    from digitsum.engine.runner import resume
+
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 2, 64, 'log.mine={type="broken"}'))
+    with pytest.raises(ComponentError):
+        start(recipe, tmp_path / "run", progress=False, preflight=False)
+
+    class Fixed(BrokenLogger):
+        def on_epoch_end(self, trainer, epoch, train, test) -> None:
+            pass
+
+    loggers.remove("broken")
+    loggers.register("broken")(Fixed)  # the plugin's author fixed it; the fixture removes it after
+    outcome = resume(tmp_path / "run", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "failed" not in summary and summary["epochs"] == 2 and len(outcome.trainer.history) == 2
