@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .kinds import KINDS, RECIPES, WEIGHTS
+from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 
 BUILTIN_DISTRIBUTION = "digitsum"
 #: Every group digitsum reads, by kind: the component kinds (:mod:`digitsum.kinds`), ``recipes``
-#: (:mod:`digitsum.catalog`) and ``weights`` (:mod:`digitsum.weights`).
-ENTRY_POINT_GROUPS = {**{name: kind.group for name, kind in KINDS.items()}, **{k: f"digitsum.{k}" for k in (RECIPES, WEIGHTS)}}
+#: (:mod:`digitsum.catalog`), ``weights`` (:mod:`digitsum.weights`) and the doctor's ``checks``.
+ENTRY_POINT_GROUPS = {**{name: kind.group for name, kind in KINDS.items()},
+                      **{k: f"digitsum.{k}" for k in (RECIPES, WEIGHTS, CHECKS)}}  # fmt: skip
 
 STRICT_ENV = "DIGITSUM_STRICT_PLUGINS"
 ALLOW_ENV = "DIGITSUM_PLUGINS_ALLOW"
@@ -116,7 +117,7 @@ def _read_distribution(dist: metadata.Distribution) -> PluginDistribution | None
 
 
 def _entry_point_problem(ep: metadata.EntryPoint, kind: str) -> str | None:
-    what = "a recipe name" if kind in (RECIPES, WEIGHTS) else "a component name"
+    what = {RECIPES: "a recipe name", WEIGHTS: "a recipe name", CHECKS: "a check name"}.get(kind, "a component name")
     if not _COMPONENT_NAME.match(ep.name) or ":" in ep.name:
         return f"{what} is letters, digits, '_', '-' or '.', without ':'"
     value = ep.value.replace(" ", "")
@@ -125,7 +126,7 @@ def _entry_point_problem(ep: metadata.EntryPoint, kind: str) -> str | None:
         if not _RECIPE_REFERENCE.match(value):
             return f"the value must be 'package.folder' (holding <name>{suffix}) or 'package.folder:stem' (holding <stem>{suffix})"
     elif not _OBJECT_REFERENCE.match(value):
-        return "the value must be 'module:Class'"
+        return "the value must be 'module:function'" if kind == CHECKS else "the value must be 'module:Class'"
     return None
 
 

@@ -65,6 +65,8 @@ KINDS: dict[str, Kind] = {
 RECIPES = "recipes"
 #: Entry-point group of shipped recipes' pretrained weights (:mod:`digitsum.weights`); not a component kind.
 WEIGHTS = "weights"
+#: Entry-point group of the doctor's checks plugins ship (:mod:`digitsum.diagnosis`); not a component kind.
+CHECKS = "checks"
 
 
 def kind_named(word: str) -> Kind | None:

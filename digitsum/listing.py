@@ -14,13 +14,13 @@ from . import __version__, discovery
 from .catalog import locate, recipe_entries, recorded_metrics, settings_digest
 from .errors import UserError, did_you_mean
 from .files import write_json
-from .kinds import KINDS, RECIPES, WEIGHTS
+from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
 from .weights import WeightsEntry, read_record, weights_entries
-from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
+from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, load_entry_point, plugin_distributions, registry_for
 
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
-LIST_KINDS = [*KINDS, RECIPES, "checks"]
+LIST_KINDS = [*KINDS, RECIPES, CHECKS]
 
 #: The doctor's built-in checks (digitsum.diagnosis.CHECKS, same order; a test keeps the two
 #: equal), described here so that listing them imports no torch.
@@ -40,22 +40,20 @@ DOCTOR_CHECKS = {
 
 
 def describe_checks() -> list[dict[str, Any]]:
-    """The doctor's checks: the built-in ones, then those plugins ship (entry-point group
-    ``digitsum.checks``, read without importing them)."""
-    from importlib.metadata import entry_points
-
+    """The doctor's checks: the built-in ones, then those the allowed plugins ship (entry-point
+    group ``digitsum.checks``, read without importing them)."""
     # the same keys as every other row of `digitsum list --json` (kind, name, origin, distribution)
-    rows = [{"kind": "checks", "name": name, "origin": "built-in", "distribution": "digitsum", "version": __version__,
+    rows = [{"kind": CHECKS, "name": name, "origin": "built-in", "distribution": "digitsum", "version": __version__,
              "summary": text} for name, text in DOCTOR_CHECKS.items()]  # fmt: skip
-    for ep in entry_points(group="digitsum.checks"):
-        dist = getattr(ep, "dist", None)
-        name, version = (dist.name, dist.version) if dist is not None else ("plugin", "")
-        rows.append({"kind": "checks", "name": ep.name, "origin": f"{name} {version}".strip(), "distribution": name,
-                     "version": version, "entry_point": ep.value, "summary": ep.value})  # fmt: skip
+    for dist in plugin_distributions():
+        for ep in dist.entry_points if not dist.refused and not dist.builtin else ():
+            if ep.kind == CHECKS:
+                rows.append({"kind": CHECKS, "name": ep.name, "origin": f"{dist.name} {dist.version}", "distribution": dist.name,
+                             "version": dist.version, "entry_point": ep.value, "summary": ep.value})  # fmt: skip
     return rows
 
 
-_LABELS = {**KIND_LABELS, RECIPES: "recipe", WEIGHTS: "weights of"}
+_LABELS = {**KIND_LABELS, RECIPES: "recipe", WEIGHTS: "weights of", CHECKS: "doctor check"}
 
 
 def list_kind(kind: str | None) -> str | None:
@@ -66,7 +64,7 @@ def list_kind(kind: str | None) -> str | None:
     if kind.lower() in ("recipes", "recipe"):
         return RECIPES
     if kind.lower() in ("checks", "check"):
-        return "checks"
+        return CHECKS
     try:
         return registry_for(kind).kind
     except UserError:
@@ -239,10 +237,14 @@ def plugin_report() -> list[dict[str, Any]]:
             "components": [],
             "recipes": [],
             "weights": [],
+            "checks": [],
         }
         for ep in dist.entry_points:
             if ep.kind in (RECIPES, WEIGHTS):
                 row[ep.kind].append(_file_report(ep))
+                continue
+            if ep.kind == CHECKS:
+                row[CHECKS].append(_check_report(ep, dist) if not dist.refused else {"kind": CHECKS, "name": ep.name, "entry_point": ep.value})
                 continue
             component = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
             if not dist.refused:
@@ -255,13 +257,31 @@ def plugin_report() -> list[dict[str, Any]]:
                 except PluginError:
                     component["error"] = entry.error
             row["components"].append(component)
-        failed = dist.problems or any("error" in c for c in row["components"] + row["recipes"] + row["weights"])
+        failed = dist.problems or any("error" in c for c in _parts(row))
         if dist.refused:
             row["status"] = "disabled" if dist.disabled else "failed"
         elif failed:
             row["status"] = "failed"
         report.append(row)
     return report
+
+
+def _parts(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Everything a :func:`plugin_report` row's distribution ships: components, recipes, weights, checks."""
+    return row["components"] + row["recipes"] + row["weights"] + row["checks"]
+
+
+def _check_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribution) -> dict[str, Any]:
+    """A doctor check a plugin ships: whether it imports, and is a function of a probe."""
+    part: dict[str, Any] = {"kind": CHECKS, "name": ep.name, "entry_point": ep.value}
+    try:
+        check = load_entry_point(ep, f"doctor check '{ep.name}' from {dist.name} {dist.version}")
+    except PluginError as e:
+        part["error"] = e.message
+        return part
+    if not callable(check):
+        part["error"] = f"{ep.value} is a {type(check).__name__}, not a function taking a Probe"
+    return part
 
 
 def _file_report(ep: discovery.PluginEntryPoint) -> dict[str, Any]:
@@ -294,7 +314,7 @@ class PluginFailure:
 
 def _failed_parts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(what, error) for each component and recipe of a :func:`plugin_report` row that failed."""
-    for part in row["components"] + row["recipes"] + row["weights"]:
+    for part in _parts(row):
         if "error" in part:
             yield f"{_LABELS[part.get('kind', RECIPES)]} '{part['name']}' ({part['entry_point']})", part["error"]
 
@@ -334,7 +354,7 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
     for row in report:
         names = "\n".join(
             f"{_LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
-            for c in row["components"] + row["recipes"] + row["weights"]
+            for c in _parts(row)
         )
         status = row["status"] + (" (built-in)" if row["builtin"] else "")
         table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)

@@ -92,6 +92,18 @@ SLOW_IMPORT_S = 5.0
 _SHOWN_OUTPUT = 2000  # characters of what an import printed shown in the note
 
 
+def load_entry_point(ep: discovery.PluginEntryPoint, what: str) -> Any:
+    """The object a plugin's entry point names (a doctor check's function), imported as
+    components are (its output kept off stdout); a PluginError saying why it cannot be."""
+    try:
+        with _isolated_import(what, slow_note=True):
+            return ep.entry_point.load()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # a plugin's import can fail in any way, sys.exit() included
+        raise PluginError(f"{what} ({ep.value}) cannot be used: {_failure_text(e)}") from None
+
+
 def _failure_text(error: BaseException) -> str:
     if isinstance(error, SystemExit):
         return f"it tried to end the program while being imported (SystemExit({error.code!r}))"

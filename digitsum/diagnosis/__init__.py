@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
 
 import torch
 
+from .. import kinds
 from ..engine.accel import configure_threads
 from ..engine.component_errors import blame
 from ..errors import UserError, did_you_mean
+from ..registry import PluginError, load_entry_point, plugin_distributions
 from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
 from .checks.loss import check_double_softmax, check_loss_at_init, check_loss_floor, check_loss_weights
@@ -49,27 +50,31 @@ CHECKS: dict[str, Check] = {
 }
 PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights")
 #: Entry-point group of checks a plugin ships: name = check name, value = ``module:function``.
-CHECKS_GROUP = "digitsum.checks"
+CHECKS_GROUP = f"digitsum.{kinds.CHECKS}"
 
 
 def plugin_checks() -> dict[str, Check]:
-    """Checks installed plugins ship (entry-point group ``digitsum.checks``), by name. A check
-    that cannot be imported becomes a check that reports so (an error finding), not a crash."""
+    """Checks installed plugins ship (entry-point group ``digitsum.checks``; the allow and deny
+    lists apply, as to components), by name. A check that cannot be imported becomes a check that
+    reports so (an error finding), not a crash; a built-in check's name is the built-in's."""
     found: dict[str, Check] = {}
-    for ep in entry_points(group=CHECKS_GROUP):
-        if ep.name in CHECKS or ep.name in found:
-            continue
-        try:
-            found[ep.name] = ep.load()
-        except Exception as e:  # a broken plugin is reported, the doctor goes on
-            message = f"{type(e).__name__}: {e}"
-
-            def broken(probe: Probe, _name: str = ep.name, _value: str = ep.value, _message: str = message) -> list[Finding]:
-                return [Finding(_name, "error", f"plugin check '{_name}' cannot be loaded", f"{_value}: {_message}",
-                                "the plugin's entry point names something that does not import", "fix or uninstall the plugin")]  # fmt: skip
-
-            found[ep.name] = broken
+    for dist in plugin_distributions():
+        for ep in dist.entry_points if not dist.refused else ():
+            if ep.kind != kinds.CHECKS or ep.name in CHECKS or ep.name in found:
+                continue
+            try:
+                found[ep.name] = load_entry_point(ep, f"doctor check '{ep.name}' from {dist.name} {dist.version}")
+            except PluginError as e:  # a broken plugin is reported, the doctor goes on
+                found[ep.name] = _broken_check(ep.name, ep.value, e.message)
     return found
+
+
+def _broken_check(name: str, value: str, message: str) -> Check:
+    def broken(probe: Probe) -> list[Finding]:
+        return [Finding(name, "error", f"plugin check '{name}' cannot be loaded", message,
+                        "the plugin's entry point names something that does not import", "fix or uninstall the plugin")]  # fmt: skip
+
+    return broken
 
 
 def all_checks() -> dict[str, Check]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..listing import DOCTOR_CHECKS
 from ..recipe import MACHINE_LOCAL_KEYS
 from .checks.training import short_run_steps
 from .findings import Change, Finding, fmt, pct
@@ -289,7 +290,7 @@ def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Chan
             what = change.code or f"set {change.label}"
             if gain:
                 finding.fix = f"{what} — verified: with only this change, {_describe(base, a.trace, gain)} after {name}"
-                if finding.severity == "warning":
+                if finding.severity == "warning" and finding.check in DOCTOR_CHECKS:  # a plugin's severities are its own
                     finding.severity = "error"
             elif change in combined and not stalled:
                 finding.fix = f"{what} — verified: held-out accuracy {_describe(base, a.trace, heads)} after {name}"

@@ -450,3 +450,47 @@ def test_repair_never_writes_over_a_file_it_did_not_write(cli, tiny_data, tmp_pa
     assert refused.code == 2 and "the doctor did not write it" in refused.err and "Traceback" not in refused.err
     assert mine.read_text() == "# my own notes\n"
     assert refused.out == ""  # refused before the doctor ran
+
+
+CHECK_MODULE = '''
+from digitsum import Finding
+
+def look(probe):
+    return [Finding("look", "info", "the plugin looked", f"{len(probe.model.heads)} heads")]
+'''
+
+
+@pytest.fixture
+def check_plugin(tmp_path, monkeypatch):
+    """A distribution shipping a doctor check 'look' and a check 'gone' that does not import."""
+    import importlib
+
+    from digitsum import registry
+
+    from ..conftest import fake_distribution
+
+    site = fake_distribution(tmp_path / "site", "digitsum-looker", "2.0",
+                             {"digitsum.checks": {"look": "looker:look", "gone": "looker_missing:look"}},
+                             {"looker.py": CHECK_MODULE})  # fmt: skip
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    monkeypatch.setattr(registry, "_SCAN", None)
+    return site
+
+
+def test_a_plugins_checks_are_listed_run_and_denied_like_its_components(check_plugin, cli, tiny_data, monkeypatch):
+    from digitsum import registry
+    from digitsum.diagnosis import plugin_checks
+
+    plugins = cli("plugins", "--json")
+    row = next(r for r in json.loads(plugins.out) if r["distribution"] == "digitsum-looker")
+    assert [c["name"] for c in row["checks"]] == ["look", "gone"] and row["status"] == "failed"
+    assert "looker_missing" in row["checks"][1]["error"] and "error" not in row["checks"][0]
+    report = diagnose(probe_for(), ["pairing", "look", "gone"], verify=False)
+    assert [f.title for f in report.findings if f.check == "look"] == ["the plugin looked"]
+    assert [f.title for f in report.errors if f.check == "gone"] == ["plugin check 'gone' cannot be loaded"]
+    listed = json.loads(cli("list", "checks", "--json").out)
+    assert {"look", "gone"} <= {r["name"] for r in listed if r["distribution"] == "digitsum-looker"}
+    monkeypatch.setenv("DIGITSUM_PLUGINS_DENY", "digitsum-looker")
+    monkeypatch.setattr(registry, "_SCAN", None)
+    assert "look" not in plugin_checks()
