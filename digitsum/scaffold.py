@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -23,16 +24,80 @@ from string import Template
 from . import __version__
 from .discovery import canonical_name
 from .errors import UserError
+from .errors import did_you_mean
+from .kinds import CHECKS
 from .kinds import KINDS as ALL_KINDS
-from .registry import registry_for
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*$")
-#: The kinds a plugin can be scaffolded with (a template each, ``_package_/<contract>.py.tmpl``),
-#: and the built-in a recipe uses for a kind the plugin does not provide.
-_BUILTIN_FALLBACK = {"datasets": "single_digit", "fusions": "concat", "heads": "classify"}
-KINDS = tuple(_BUILTIN_FALLBACK)
-#: The module of each kind's component in the plugin package: ``generator``, ``fusion``, ``head``.
-_MODULES = {k: ALL_KINDS[k].contract.lower() for k in KINDS}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One thing a plugin can be scaffolded with: a component of a kind, or a doctor check.
+
+    Its code is ``_package_/<module>.py.tmpl``, its own tests (if any) ``tests/test_<module>.py.tmpl``;
+    both are left out when the part is. Its entry point is ``<short>_<word>`` in the group
+    ``digitsum.<group>``, valued ``<package>.<module>:<object>`` (the class ``<Short><Word>``, or
+    the function ``<short>_<word>`` for a check). In the shipped recipe, ``${<group>}`` is
+    ``own`` (formatted with the part's name) when the plugin has it, else ``builtin``.
+    """
+
+    group: str
+    label: str
+    word: str
+    module: str
+    words: frozenset[str]
+    builtin: str = ""
+    own: str = 'type = "{name}"'
+    function: bool = False
+    #: checked by the generated test_components.py's check_component (else by a test file of its own)
+    conformance: bool = True
+
+
+#: The recipe's table for a kind the plugin does not provide: digitsum's built-ins ("": none).
+_BUILTIN = {
+    "datasets": 'type = "single_digit"',
+    "fusions": 'type = "concat"',
+    "heads": 'type = "classify"',
+    "optimizers": 'type = "adam"\nlr = 2e-3',
+    "schedules": 'type = "onecycle"\nmomentum = [0.85, 0.95]  # Adam\'s beta1 cycled against the lr (0.95 -> 0.85 at the peak -> 0.95)',
+    "loggers": "",
+}
+#: What a part's own recipe table says where it is not ``type = "<name>"``.
+_OWN = {"loggers": "\n[log.{name}]  # the logger's type is the table's name; its parameters go here"}
+#: Parts with a test file of their own instead of a line in test_components.py.
+_OWN_TESTS = {"loggers"}
+
+#: Everything a plugin can be scaffolded with, in order: every component kind, then a doctor check.
+PARTS: dict[str, Part] = {
+    **{
+        name: Part(name, kind.label, kind.word, kind.contract.lower(), frozenset(kind.words()), _BUILTIN.get(name, ""),
+                   _OWN.get(name, Part.own), conformance=name not in _OWN_TESTS)
+        for name, kind in ALL_KINDS.items()
+    },
+    CHECKS: Part(CHECKS, "doctor check", "check", "check", frozenset({"check", "checks"}), own="", function=True, conformance=False),
+}  # fmt: skip
+KINDS = tuple(PARTS)
+
+
+def kind_words() -> str:
+    """What ``--kind`` accepts, for ``digitsum new-plugin --help``: each part's singular words."""
+    def singulars(part: Part) -> list[str]:
+        first = part.group.removesuffix("s")
+        return [first, *sorted(w for w in part.words - {first} if not (w.endswith("s") and w[:-1] in part.words))]
+
+    return ", ".join("/".join(singulars(part)) for part in PARTS.values())
+
+
+def part_named(word: str) -> str:
+    """The part (its group: ``fusions``, ``checks``) that ``word`` names; a UserError if none."""
+    words = {w: name for name, part in PARTS.items() for w in part.words}
+    try:
+        return words[word.lower()]
+    except KeyError:
+        raise UserError(f"unknown kind '{word}' — {did_you_mean(word.lower(), words)}") from None
+
+
 #: How a scaffolded plugin is installed: editable, with its `test` extra (pytest) for its tests.
 INSTALL_COMMAND = 'pip install -e ".[test]"'
 
@@ -58,19 +123,22 @@ def plugin_names(name: str) -> dict[str, str]:
     return {"dist": name, "package": package, "short": short, "camel": camel}
 
 
-def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
+def _context(names: dict[str, str], chosen: list[str]) -> dict[str, str]:
     from .contracts import CONTRACT_VERSION
 
     short, camel, package = names["short"], names["camel"], names["package"]
-    components = {k: (f"{short}_{ALL_KINDS[k].word}", f"{camel}{ALL_KINDS[k].word.capitalize()}") for k in kinds}
-    groups = "".join(
-        f'[project.entry-points."{ALL_KINDS[kind].group}"]\n{n} = "{package}.{_MODULES[kind]}:{cls}"\n\n'
-        for kind, (n, cls) in components.items()
+    # per part chosen: (its name, the object its entry point names)
+    objects = {}
+    for group in chosen:
+        part = PARTS[group]
+        name = f"{short}_{part.word}"
+        objects[group] = (name, name if part.function else f"{camel}{part.word.capitalize()}")
+    entry_points = "".join(
+        f'[project.entry-points."digitsum.{group}"]\n{name} = "{package}.{PARTS[group].module}:{obj}"\n\n'
+        for group, (name, obj) in objects.items()
     )
-    types = {k: components[k][0] if k in kinds else builtin for k, builtin in _BUILTIN_FALLBACK.items()}
-    second_target = "compare" if "datasets" in kinds else "sum"
-    heads = "".join(f'\n[heads.{t}]\ntype = "{types["heads"]}"\ntarget = "{t}"\n' for t in ("digit", second_target))
-    listed = ", ".join(f"{ALL_KINDS[k].label} '{n}'" for k, (n, _) in components.items())
+    conforming = [obj for group, (_, obj) in objects.items() if PARTS[group].conformance]
+    listed = ", ".join(f"{PARTS[g].label} '{name}'" for g, (name, _) in objects.items())
     return {
         **names,
         "contract": str(CONTRACT_VERSION),
@@ -78,18 +146,19 @@ def _context(names: dict[str, str], kinds: list[str]) -> dict[str, str]:
         "install": INSTALL_COMMAND,
         "component_list": listed,
         "component_table": "\n".join(
-            ["| kind | name | class |", "|---|---|---|"]
-            + [f"| {ALL_KINDS[k].label} | `{n}` | `{package}.{_MODULES[k]}.{c}` |" for k, (n, c) in components.items()]
+            ["| kind | name | code |", "|---|---|---|"]
+            + [f"| {PARTS[g].label} | `{name}` | `{package}.{PARTS[g].module}.{obj}` |" for g, (name, obj) in objects.items()]
         ),
-        "entry_points": groups.rstrip("\n") + "\n",
-        "data_type": types["datasets"],
-        "backbone_type": types["fusions"],
-        "heads": heads,
-        "imports": "".join(f"from {package}.{_MODULES[k]} import {c}\n" for k, (_, c) in components.items()),
-        "classes": ", ".join(c for _, c in components.values()),
-        "registered": ", ".join(f'("{k}", "{n}")' for k, (n, _) in components.items()),
-        **{f"{_MODULES[k]}_name": n for k, (n, _) in components.items()},
-        **{f"{_MODULES[k]}_class": c for k, (_, c) in components.items()},
+        "entry_points": entry_points.rstrip("\n") + "\n",
+        # the recipe: each part's table (its own, or a built-in's), a second head on the generator's other target
+        **{group: part.own.format(name=objects[group][0]) if group in objects else part.builtin for group, part in PARTS.items()},
+        "second_target": "compare" if "datasets" in objects else "sum",
+        "imports": "".join(f"from {package}.{PARTS[g].module} import {obj}\n" for g, (_, obj) in objects.items()
+                           if obj in conforming),  # fmt: skip
+        "classes": ", ".join(conforming),
+        "registered": ", ".join(f'("{g}", "{name}")' for g, (name, _) in [*objects.items(), ("recipes", (short, ""))]),
+        **{f"{PARTS[g].module}_name": name for g, (name, _) in objects.items()},
+        **{f"{PARTS[g].module}_class": obj for g, (_, obj) in objects.items()},
     }
 
 
@@ -105,17 +174,18 @@ def _templates(folder: Traversable | None = None, prefix: str = "") -> Iterator[
 def scaffold_plugin(name: str, directory: str | Path | None = None, kinds: Sequence[str] | None = None) -> Path:
     """Create plugin package ``name`` in ``directory`` (default ``./name``); return its path.
 
-    ``kinds``: which component kinds to include (default all three); the recipe uses built-ins
-    for the others. The target must not exist or be an empty folder.
+    ``kinds``: which parts to include, by any word for them (``fusion``, ``optimizers``,
+    ``check``; default all of :data:`PARTS`); the recipe uses built-ins for the component kinds
+    left out. The target must not exist or be an empty folder.
     """
     names = plugin_names(name)
-    requested = {registry_for(k).kind for k in kinds or KINDS}
+    requested = {part_named(k) for k in kinds or KINDS}
     chosen = [k for k in KINDS if k in requested]
     target = Path(directory) if directory is not None else Path(name)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} already exists and is not empty; choose another --dir")
     context = _context(names, chosen)
-    skipped = {f"_package_/{_MODULES[k]}.py.tmpl" for k in KINDS if k not in chosen}
+    skipped = {f"{folder}{PARTS[k].module}.py.tmpl" for k in KINDS if k not in chosen for folder in ("_package_/", "tests/test_")}
     parent = target.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from ..scaffold import kind_words
 from . import JsonOpt, app, console, print_json, say
 
 
@@ -25,10 +26,11 @@ def new_plugin(
     name: Annotated[str, typer.Argument(help="distribution name, e.g. digitsum-shapes", show_default=False)],
     directory: Annotated[Path | None, typer.Option("--dir", help="where to create it (default ./NAME); must not hold anything")] = None,
     kind: Annotated[
-        list[str] | None, typer.Option("--kind", "-k", help="only this kind: dataset, fusion or head (repeatable; default all)", show_default=False)
+        list[str] | None,
+        typer.Option("--kind", "-k", help=f"only this kind: {kind_words()} (a plural too; repeatable; default all)", show_default=False),
     ] = None,
 ) -> None:
-    """Create a plugin package: one component of each kind, a recipe, tests and a README."""
+    """Create a plugin package: one component of each kind and a doctor check, a recipe, tests and a README."""
     from ..scaffold import next_steps, scaffold_plugin
 
     created = scaffold_plugin(name, directory, kind)
