@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -12,6 +14,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+import digitsum
+from digitsum.kinds import KINDS
+from digitsum.scaffold import PARTS
 
 from .conftest import TINY, run_subprocess
 
@@ -43,7 +49,8 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
     listed = run_subprocess("list", "--json", env=env_for(paths))
     assert listed.returncode == 0, listed.stderr
     ours = {(r["kind"], r["name"]): r for r in json.loads(listed.stdout) if r["distribution"] == "digitsum-shapes"}
-    assert set(ours) == {("datasets", "shapes_data"), ("fusions", "shapes_fusion"), ("heads", "shapes_head"), ("recipes", "shapes")}
+    # every kind and the doctor check (a kind added to digitsum.kinds is scaffolded too), and the recipe
+    assert set(ours) == {(group, f"shapes_{part.word}") for group, part in PARTS.items()} | {("recipes", "shapes")}
     assert all(r["origin"] == "digitsum-shapes 0.1.0" and "error" not in r for r in ours.values())
 
     recipes = run_subprocess("list", "recipes", "--json", env=env_for(paths))
@@ -54,11 +61,17 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
                          env=env_for(paths, DIGITSUM_DATA=str(tiny_root)), cwd=tmp_path)  # by name, from another folder  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 1
+    recipe = (tmp_path / "run" / "recipe.toml").read_text()
+    assert 'type = "shapes_optimizer"' in recipe and 'type = "shapes_schedule"' in recipe  # its own, not adam/onecycle
+    logged = [json.loads(line) for line in (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1]  # its own logger wrote its file
 
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=plugin,
                            capture_output=True, text=True, env={**os.environ, **env_for(paths)}, timeout=600)  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-3000:]
-    assert "5 passed" in tests.stdout
+    # a conformance test per component (the logger: a file of its own), the entry points, the recipe, the check
+    assert re.search(r"^\d+ passed in ", tests.stdout.strip().splitlines()[-1]), tests.stdout[-3000:]  # none skipped
+    assert int(tests.stdout.strip().splitlines()[-1].split()[0]) == len(PARTS) + 2
 
 
 def test_the_hint_and_the_readme_install_the_test_extra_before_pytest(cli, tmp_path):
@@ -96,7 +109,7 @@ def test_the_scaffold_imports_only_digitsums_public_api(cli, tmp_path):
     private = {i for i in imports if i[1] != "digitsum" and not (i[1] == "digitsum.testing" and i[0].startswith("tests/"))}
     assert private == set()
     public = {name for _, module, name in imports if module == "digitsum"}
-    assert {"MNIST_MEAN", "MNIST_STD", "Generator", "Fusion", "Head"} <= public
+    assert {"MNIST_MEAN", "MNIST_STD", "Generator", "Fusion", "Head", "Optimizer", "Schedule", "Logger", "Finding", "Probe"} <= public
     assert all(hasattr(digitsum, name) and name in digitsum.__all__ for name in public)
 
 
@@ -111,6 +124,45 @@ def test_scaffold_with_one_kind_uses_builtins_for_the_rest(tmp_path):
     shown = run_subprocess("show", "gate", env=env_for(paths))
     assert shown.returncode == 0, shown.stderr
     assert 'type = "single_digit"' in shown.stdout and 'type = "gate_fusion"' in shown.stdout and 'type = "classify"' in shown.stdout
+
+
+@pytest.mark.parametrize("group", PARTS)
+def test_each_kind_alone_renders_and_imports(cli, tmp_path, monkeypatch, group):
+    """Rendered with --kind and imported only (the plugin of every kind above installs, trains and tests)."""
+    part = PARTS[group]
+    word = sorted(part.words)[0]  # any of the kind's words
+    dist = f"digitsum-only-{group}"
+    package = dist.replace("-", "_")
+    plugin = tmp_path / dist
+    assert cli("new-plugin", dist, "--dir", plugin, "--kind", word).code == 0
+    assert sorted(p.name for p in (plugin / package).iterdir()) == sorted(["__init__.py", f"{part.module}.py", "recipes"])
+    name = f"only_{group}_{part.word}"
+    entry_points = tomllib.loads((plugin / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert set(entry_points) == {f"digitsum.{group}", "digitsum.recipes"} and list(entry_points[f"digitsum.{group}"]) == [name]
+
+    # the recipe uses the part where it has a table, a built-in for every other kind
+    recipe = tomllib.loads((plugin / package / "recipes" / f"only_{group}.toml").read_text())
+    tables = {"datasets": recipe["data"], "fusions": recipe["backbone"], "heads": recipe["heads"]["digit"],
+              "optimizers": recipe["train"]["optimizer"], "schedules": recipe["train"]["schedule"]}  # fmt: skip
+    assert {g for g, table in tables.items() if table["type"] == name} == ({group} & set(tables))
+    assert ("log" in recipe) == (group == "loggers") and ((name in recipe["log"]) if "log" in recipe else True)
+
+    monkeypatch.syspath_prepend(str(plugin))
+    module_name, _, obj_name = entry_points[f"digitsum.{group}"][name].partition(":")
+    obj = getattr(importlib.import_module(module_name), obj_name)
+    contract = getattr(digitsum, KINDS[group].contract) if group in KINDS else None
+    assert issubclass(obj, contract) if contract else callable(obj)
+    for test_file in sorted((plugin / "tests").glob("test_*.py")):  # the generated tests import (not run: above)
+        spec = importlib.util.spec_from_file_location(f"{package}_{test_file.stem}", test_file)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_help_lists_every_kind(cli):
+    result = cli("new-plugin", "--help")
+    assert result.code == 0
+    shown = " ".join(result.out.split())
+    for part in PARTS.values():
+        assert all(w in shown for w in part.words if not (w.endswith("s") and w[:-1] in part.words)), part
 
 
 def test_existing_folder_is_refused_and_left_alone(cli, tmp_path):
