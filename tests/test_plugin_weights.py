@@ -108,6 +108,28 @@ def test_check_weights_wants_test_metrics_for_every_head(tmp_path):
     assert "the record has test metrics for head 'sun', which the recipe does not have" in checked.stderr
 
 
+def test_a_url_record_downloads_once_into_the_cache_and_checks_it(tmp_path, tiny_root):
+    site = weights_plugin(tmp_path / "site")
+    folder, cache = site / PACKAGE / "weights", tmp_path / "cache"
+    record = json.loads((folder / "tiny.json").read_text())  # as docs/plugins.md turns a file record into a url record
+    published = tmp_path / "published" / record.pop("file")
+    published.parent.mkdir()
+    (folder / published.name).rename(published)
+    record["url"] = published.as_uri()
+    (folder / "tiny.json").write_text(json.dumps(record, indent=2) + "\n")
+    env = {"DIGITSUM_DATA": str(tiny_root), "XDG_CACHE_HOME": str(cache)}
+    listed = {r["name"]: r for r in json.loads(digitsum("list", "recipes", "--json", site=site, env=env).stdout)}
+    assert listed["tiny"]["weights"]["remote"] is True
+    result = digitsum("eval", "tiny", site=site, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (cache / "digitsum" / "weights" / f"{record['sha256']}.safetensors").read_bytes() == published.read_bytes()
+    published.write_bytes(published.read_bytes()[:-1] + b"x")  # the published file changed
+    (cache / "digitsum" / "weights" / f"{record['sha256']}.safetensors").unlink()
+    refused = digitsum("eval", "tiny", site=site, env=env, cwd=tmp_path)
+    assert refused.returncode == 2 and "does not match its record" in " ".join(refused.stderr.split())
+    assert list((cache / "digitsum" / "weights").iterdir()) == []  # nothing half-written kept
+
+
 def test_a_tampered_weights_file_is_refused_naming_it(tmp_path, tiny_root):
     site = weights_plugin(tmp_path / "site")
     tensors = site / PACKAGE / "weights" / "tiny.safetensors"
