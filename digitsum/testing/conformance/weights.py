@@ -50,8 +50,7 @@ def check_weights(name: str, workdir: str | Path | None = None) -> Run:
     ``prediction_space``, ``probabilities``, per-sample ``metrics``); and the record's test
     metrics name every head of the recipe, each with every metric the head computes, finite.
     """
-    problems = Problems("weights", None)
-    problems.what = f"weights {name}"
+    problems = Problems("weights", name)  # "weights 'name'" in the message
     try:
         tensors, record, entry = load_weights(name, progress=False)
     except UserError as e:
