@@ -93,6 +93,23 @@ def test_example_plugin_recipe_is_listed_and_copied(example_site, tmp_path):
     assert {r["name"] for r in report["digitsum"]["recipes"]} >= {"original", "notebook"}
 
 
+def test_example_plugin_ships_weights_for_its_recipe(example_site, tiny_root, tmp_path):
+    # the wheel carries the record and the tensors (package data), declared in digitsum.weights
+    folder = example_site / "digitsum_example" / "weights"
+    record = json.loads((folder / "product.json").read_text())
+    assert (folder / record["file"]).stat().st_size == record["bytes"]
+    listed = digitsum("list", "recipes", "--json", site=example_site)
+    product = next(r for r in json.loads(listed.stdout) if r["name"] == "product")
+    assert product["weights"]["bytes"] == record["bytes"] and "error" not in product["weights"]
+    assert product["weights"]["test"] == record["test"] and set(record["test"]) == {"digit", "product"}
+    report = {r["distribution"]: r for r in json.loads(digitsum("plugins", "--json", site=example_site).stdout)}
+    (weights,) = report["digitsum-example"]["weights"]
+    assert weights["name"] == "product" and Path(weights["path"]) == folder / "product.json" and "error" not in weights
+    evaluated = digitsum("eval", "product", "--json", site=example_site, env={"DIGITSUM_DATA": str(tiny_root)}, cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr  # by name, no training: the shipped weights on the tiny data
+    assert set(json.loads(evaluated.stdout)["heads"]) == {"digit", "product"}
+
+
 def test_example_plugin_own_tests_pass(example_site, tmp_path):
     tests = shutil.copytree(EXAMPLE, tmp_path / "example", ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     result = subprocess.run(

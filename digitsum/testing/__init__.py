@@ -1,14 +1,15 @@
 """Helpers for testing digitsum and plugins without the network or the real MNIST: tiny data
 (:mod:`.fixtures`), the conformance suite, one check per kind of component (:mod:`.conformance`),
-among them :func:`check_recipe`, which trains a recipe on the tiny data (docs/plugins.md)."""
+among them :func:`check_recipe`, which trains a recipe on the tiny data, and :func:`check_weights`,
+which checks a shipped recipe's pretrained weights (docs/plugins.md)."""
 
 from .conformance import (ConformanceError, check_component, check_distribution, check_fusion, check_generator, check_head,
-                          check_logger, check_optimizer, check_schedule, components_of)
+                          check_logger, check_optimizer, check_schedule, check_weights, components_of, weights_of)
 from .conformance.generator import ENCODE_TOLERANCE
 from .conformance.runs import MIN_LOSS_FALL, RECIPE_CHECK_BATCH, RECIPE_CHECK_SAMPLES, check_recipe
 from .fixtures import random_batch, raw_inputs, tiny_digit_images, write_idx, write_tiny_mnist
 
 __all__ = ["ENCODE_TOLERANCE", "MIN_LOSS_FALL", "RECIPE_CHECK_BATCH", "RECIPE_CHECK_SAMPLES", "ConformanceError",
            "check_component", "check_distribution", "check_fusion", "check_generator", "check_head", "check_logger",
-           "check_optimizer", "check_recipe", "check_schedule", "components_of", "random_batch", "raw_inputs",
-           "tiny_digit_images", "write_idx", "write_tiny_mnist"]  # fmt: skip
+           "check_optimizer", "check_recipe", "check_schedule", "check_weights", "components_of", "random_batch",
+           "raw_inputs", "tiny_digit_images", "weights_of", "write_idx", "write_tiny_mnist"]  # fmt: skip

@@ -1,6 +1,7 @@
 """The conformance suite plugins' tests call (docs/plugins.md): one check per kind of component
 (each raises ConformanceError, an AssertionError, listing every problem it found), the check for
-any component and the check for every component a distribution registers."""
+any component, the check for every component a distribution registers, and the check of a
+shipped recipe's pretrained weights (:func:`check_weights`, one per :func:`weights_of` entry)."""
 
 from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
 from ...discovery import canonical_name
@@ -10,6 +11,7 @@ from .generator import check_generator
 from .model_parts import check_fusion, check_head
 from .runs import check_logger
 from .training import check_optimizer, check_schedule
+from .weights import check_weights, weights_of
 
 CHECKS = {Generator: check_generator, Fusion: check_fusion, Head: check_head, Optimizer: check_optimizer,
           Schedule: check_schedule, Logger: check_logger}  # fmt: skip

@@ -1,0 +1,147 @@
+"""The check of a distribution's pretrained weights (docs/plugins.md#shipping-weights): each
+weights entry loads by name as users load it, fits its recipe's model, runs on the tiny data and
+records test metrics for every head of its recipe."""
+
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ...discovery import canonical_name
+from ...engine.batches import eval_batches
+from ...engine.build import build
+from ...engine.train import evaluate
+from ...errors import UserError
+from ...recipe import load_recipe
+from ...run import Run, load_pretrained
+from ...weights import load_weights, weights_entries
+from ..fixtures import write_tiny_mnist
+from ._common import ConformanceError, Problems
+from .model_parts import output_kind_problems, probabilities_problems, shape_of
+
+
+def weights_of(distribution: str) -> list[str]:
+    """``distribution:recipe`` for every weights entry ``distribution`` declares in the group
+    ``digitsum.weights`` (it must be installed), for ``pytest.mark.parametrize``: one test per
+    entry. An entry whose record cannot be found is listed too, so that its check fails saying why."""
+    names = [f"{e.distribution}:{e.name}" for e in weights_entries()
+             if canonical_name(e.distribution) == canonical_name(distribution)]  # fmt: skip
+    if not names:
+        raise ConformanceError(
+            f"distribution {distribution}",
+            ["it declares no weights: is it installed (pip install -e .) with entry points in "
+             "[project.entry-points.\"digitsum.weights\"]?"],
+        )  # fmt: skip
+    return sorted(names)
+
+
+def check_weights(name: str, workdir: str | Path | None = None) -> Run:
+    """Check a shipped recipe's pretrained weights as a user gets them, by name; returns the
+    :class:`~digitsum.run.Run` :func:`~digitsum.run.load_pretrained` gave.
+
+    Checks: the weights load by name (``name``: ``recipe`` or ``distribution:recipe``) — record
+    valid, file found, its sha256 and size those of the record, the recipe's settings digest the
+    one they were trained with; the file holds exactly the tensors of the recipe's model, each of
+    its shape, all finite, and as many parameters as the record says; then the model, evaluated
+    on the test split of tiny generated MNIST data written under ``workdir`` (by default a new
+    temporary folder, which is kept), gives finite losses and metrics, and every head's outputs
+    on a batch have the shapes the head declares (``output_kind``, ``predict`` as its
+    ``prediction_space``, ``probabilities``, per-sample ``metrics``); and the record's test
+    metrics name every head of the recipe, each with every metric the head computes, finite.
+    """
+    problems = Problems("weights", name)  # "weights 'name'" in the message
+    try:
+        tensors, record, entry = load_weights(name, progress=False)
+    except UserError as e:
+        problems.fail(e.message)
+    qualified = f"{entry.distribution}:{entry.name}"
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="digitsum-check-weights-")).absolute()
+    root = write_tiny_mnist(workdir / "mnist")
+    tiny = {"seed": record.seed, "data.root": str(root), "data.download": False, "train.device": "cpu"}
+    try:
+        recipe = load_recipe(qualified, tiny, require_loggers=False)
+        built = build(recipe, "cpu")
+    except UserError as e:
+        problems.fail(f"its recipe does not build: {e.message}")
+
+    expected = built.model.state_dict()
+    missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+    if missing:
+        problems.append(f"the file lacks {len(missing)} tensor(s) of the recipe's model: {', '.join(missing[:8])}")
+    if unexpected:
+        problems.append(f"the file holds {len(unexpected)} tensor(s) the recipe's model does not have: {', '.join(unexpected[:8])}")
+    for key in sorted(expected.keys() & tensors.keys()):
+        if tuple(tensors[key].shape) != tuple(expected[key].shape):
+            problems.append(f"tensor '{key}' has shape {tuple(tensors[key].shape)}, the recipe's model {tuple(expected[key].shape)}")
+        elif tensors[key].is_floating_point() and not torch.isfinite(tensors[key]).all():
+            problems.append(f"tensor '{key}' holds NaN or infinite values")
+    parameters = sum(p.numel() for p in built.model.parameters())
+    if record.parameters != parameters:
+        problems.append(f"the record says {record.parameters} parameters, the recipe's model has {parameters}")
+    problems.raise_any()
+
+    try:
+        run = load_pretrained(name, "cpu", progress=False)  # the way users load them
+    except UserError as e:
+        problems.fail(f"load_pretrained({name!r}) refused them: {e.message}")
+    try:
+        measured = evaluate(run.model, built.generator, "test", record.seed, torch.device("cpu"))
+        problems += _output_problems(run, built.generator, record.seed)
+    except Exception as e:  # a component's own code: what the user would meet
+        problems.fail(f"the model raised {type(e).__name__} on the tiny data: {e}")
+    for head, values in measured.items():
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            problems.append(f"head '{head}' gives non-finite {bad} on the tiny data")
+    problems += _record_metric_problems(record.test, measured)
+    problems.raise_any()
+    return run
+
+
+def _output_problems(run: Run, generator, seed: int) -> list[str]:
+    """Each head's outputs on one tiny test batch against what the head declares."""
+    problems = []
+    batch = next(eval_batches(generator, "test", seed, torch.device("cpu")))
+    model = run.model.eval()
+    with torch.no_grad():
+        outputs = model(batch)
+    for name, head in model.heads.items():
+        output, target = outputs[name], batch[model.bindings[name].target]
+        size = len(target)
+        space = head.prediction_space()
+        label = f"head '{name}'"
+        if not isinstance(output, torch.Tensor) or output.shape[:1] != (size,):
+            problems.append(f"{label}: output of shape {shape_of(output)} for a batch of {size}")
+            continue
+        if output.is_floating_point() and not torch.isfinite(output).all():
+            problems.append(f"{label}: its output holds NaN or infinite values")
+        classes = space.classes if space.classes is not None else getattr(head.target, "classes", None)
+        problems += [f"{label}: {p}" for p in output_kind_problems(type(head), head, output, size, classes)]
+        prediction = head.predict(output)
+        shape = (size,) if space.length is None else (size, space.length)
+        if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != shape:
+            problems.append(f"{label}: predict() gives {shape_of(prediction)}, its prediction_space declares {shape}")
+        problems += [f"{label}: {p}" for p in probabilities_problems(head.probabilities(output), size, space.classes)]
+        for metric, value in head.metrics(output, target).items():
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (size,):
+                problems.append(f"{label}: metric '{metric}' of shape {shape_of(value)}, not per sample ({size},)")
+    return problems
+
+
+def _record_metric_problems(recorded: dict[str, dict[str, float]], measured: dict[str, dict[str, float]]) -> list[str]:
+    """The record's test metrics against the heads of the recipe and the metrics each computes."""
+    problems = []
+    for head, values in measured.items():
+        if head not in recorded:
+            problems.append(f"the record has no test metrics for head '{head}' of the recipe")
+            continue
+        absent = sorted(values.keys() - recorded[head].keys())
+        if absent:
+            problems.append(f"the record's test metrics of head '{head}' lack {', '.join(absent)}")
+        bad = {k: v for k, v in recorded[head].items() if not math.isfinite(v)}
+        if bad:
+            problems.append(f"the record's test metrics of head '{head}' are not finite: {bad}")
+    for head in sorted(recorded.keys() - measured.keys()):
+        problems.append(f"the record has test metrics for head '{head}', which the recipe does not have")
+    return problems
