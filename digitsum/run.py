@@ -172,7 +172,8 @@ def load_pretrained(name: str, device: str | torch.device = "cpu", progress: boo
     from .weights import load_weights
 
     tensors, record, entry = load_weights(name, progress)
-    recipe = load_recipe(f"{entry.distribution}:{entry.name}", {"seed": record.seed})
+    # its loggers' libraries are not needed to predict or evaluate
+    recipe = load_recipe(f"{entry.distribution}:{entry.name}", {"seed": record.seed}, require_loggers=False)
     built = build(recipe, device)
     try:
         built.model.load_state_dict(tensors)

@@ -32,7 +32,7 @@ def export_weights(run: Run, out: str | Path | None = None, *, force: bool = Fal
     if run.status != "finished":
         raise UserError(f"{run.run_dir} is {run.status}: only a finished run's model is exported as weights")
     entry = find_recipe(run.recipe.name)
-    shipped = load_recipe(f"{entry.distribution}:{entry.name}", {"seed": run.recipe.seed})
+    shipped = load_recipe(f"{entry.distribution}:{entry.name}", {"seed": run.recipe.seed}, require_loggers=False)
     changed = describe_differences(shipped.to_dict(), run.recipe.to_dict())
     if changed:
         raise UserError(f"{run.run_dir} did not train recipe '{entry.name}' as {entry.origin} ships it, so its model is not "

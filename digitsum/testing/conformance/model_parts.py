@@ -166,11 +166,6 @@ def shape_of(value) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
-def shape_of(value) -> str:
-    """``value``'s shape when it is a tensor, else its type: for messages."""
-    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
 def built_reproducibly(problems: Problems, cls: type, *args):
     """``cls(*args)`` built after ``torch.manual_seed(0)``; a problem when a second one built so
     holds other weights."""
