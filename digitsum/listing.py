@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Any
 
 from . import __version__, discovery
-from .catalog import locate, recipe_entries, recorded_metrics, settings_digest
+from .catalog import recipe_entries, recorded_metrics, settings_digest
 from .errors import UserError, did_you_mean
 from .files import write_json
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
-from .weights import WeightsEntry, read_record, weights_entries
-from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, load_entry_point, plugin_distributions, registry_for
+from .weights import WeightsEntry, weights_entries
+from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
 
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
 LIST_KINDS = [*KINDS, RECIPES, CHECKS]
@@ -53,7 +51,7 @@ def describe_checks() -> list[dict[str, Any]]:
     return rows
 
 
-_LABELS = {**KIND_LABELS, RECIPES: "recipe", WEIGHTS: "weights of", CHECKS: "doctor check"}
+LABELS = {**KIND_LABELS, RECIPES: "recipe", WEIGHTS: "weights of", CHECKS: "doctor check"}
 
 
 def list_kind(kind: str | None) -> str | None:
@@ -217,156 +215,6 @@ def cached_components(kind: str | None = None) -> list[dict[str, Any]]:
         if not any("error" in r for r in rows):  # the fix of a broken one need not change the fingerprint
             _write_cache(path, rows)
     return [r for r in rows if wanted is None or r["kind"] == wanted]
-
-
-# -- plugin distributions ---------------------------------------------------------------------------
-
-
-def plugin_report() -> list[dict[str, Any]]:
-    """Each distribution declaring components: version, status, components, failures (loading them)."""
-    report = []
-    for dist in plugin_distributions():
-        row: dict[str, Any] = {
-            "distribution": dist.name,
-            "version": dist.version,
-            "builtin": dist.builtin,
-            "location": dist.location,
-            "status": "ok",
-            "reason": dist.refused,
-            "problems": list(dist.problems),
-            "components": [],
-            "recipes": [],
-            "weights": [],
-            "checks": [],
-        }
-        for ep in dist.entry_points:
-            if ep.kind in (RECIPES, WEIGHTS):
-                row[ep.kind].append(_file_report(ep))
-                continue
-            if ep.kind == CHECKS:
-                row[CHECKS].append(_check_report(ep, dist) if not dist.refused else {"kind": CHECKS, "name": ep.name, "entry_point": ep.value})
-                continue
-            component = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
-            if not dist.refused:
-                entry = next(
-                    e for e in REGISTRIES[ep.kind].entries()
-                    if e.origin.distribution == dist.name and e.origin.value == ep.value
-                )  # fmt: skip
-                try:
-                    entry.load()
-                except PluginError:
-                    component["error"] = entry.error
-            row["components"].append(component)
-        failed = dist.problems or any("error" in c for c in _parts(row))
-        if dist.refused:
-            row["status"] = "disabled" if dist.disabled else "failed"
-        elif failed:
-            row["status"] = "failed"
-        report.append(row)
-    return report
-
-
-def _parts(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Everything a :func:`plugin_report` row's distribution ships: components, recipes, weights, checks."""
-    return row["components"] + row["recipes"] + row["weights"] + row["checks"]
-
-
-def _check_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribution) -> dict[str, Any]:
-    """A doctor check a plugin ships: whether it imports, and is a function of a probe."""
-    part: dict[str, Any] = {"kind": CHECKS, "name": ep.name, "entry_point": ep.value}
-    try:
-        check = load_entry_point(ep, f"doctor check '{ep.name}' from {dist.name} {dist.version}")
-    except PluginError as e:
-        part["error"] = e.message
-        return part
-    if not callable(check):
-        part["error"] = f"{ep.value} is a {type(check).__name__}, not a function taking a Probe"
-    return part
-
-
-def _file_report(ep: discovery.PluginEntryPoint) -> dict[str, Any]:
-    """A shipped recipe or weights record: where its file is, or why it cannot be used."""
-    part: dict[str, Any] = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
-    try:
-        path = locate(ep.value, ep.name, ".toml" if ep.kind == RECIPES else ".json")
-        part["path"] = str(path)
-        if ep.kind == WEIGHTS:
-            read_record(path)
-    except LookupError as e:
-        part["error"] = str(e)
-    except UserError as e:
-        part["error"] = e.message
-    return part
-
-
-@dataclass(frozen=True)
-class PluginFailure:
-    """Something of one plugin distribution that cannot be used, and why."""
-
-    distribution: str
-    version: str
-    what: str  # "fusion 'gated' (module:Class)", "recipe 'x' (package.folder)" or "its metadata"
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.distribution} {self.version}: {self.what}: {self.reason}"
-
-
-def _failed_parts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(what, error) for each component and recipe of a :func:`plugin_report` row that failed."""
-    for part in _parts(row):
-        if "error" in part:
-            yield f"{_LABELS[part.get('kind', RECIPES)]} '{part['name']}' ({part['entry_point']})", part["error"]
-
-
-def load_all() -> list[PluginFailure]:
-    """Import and check every component of every allowed distribution, and locate every recipe
-    file it ships (:func:`plugin_report`); what failed, and why. Distributions refused by the
-    allow/deny lists are not loaded and are not failures."""
-    failures = []
-    for row in plugin_report():
-        metadata = ([row["reason"]] if row["status"] == "failed" and row["reason"] else []) + row["problems"]
-        parts = [] if row["reason"] else list(_failed_parts(row))  # a refused distribution's parts are not used
-        for what, reason in [("its metadata", problem) for problem in metadata] + parts:
-            failures.append(PluginFailure(row["distribution"], row["version"], what, reason))
-    return failures
-
-
-def require_all_plugins() -> None:
-    """Strict mode: raise a PluginError naming every plugin failure (see :func:`load_all`)."""
-    failures = load_all()
-    if failures:
-        lines = "\n".join(f"  {f}" for f in failures)
-        raise PluginError(
-            f"strict plugin loading ({discovery.STRICT_ENV} or --strict-plugins): "
-            f"{len(failures)} plugin failure(s)\n{lines}"
-        )
-
-
-def render_plugins(report: list[dict[str, Any]], console) -> None:
-    """A table of plugin distributions, with each failure spelled out below it."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table("distribution", "version", "status", "components", title="plugin distributions", title_justify="left",
-                  show_lines=True)  # fmt: skip
-    colour = {"ok": "green", "failed": "red", "disabled": "yellow"}
-    for row in report:
-        names = "\n".join(
-            f"{_LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
-            for c in _parts(row)
-        )
-        status = row["status"] + (" (built-in)" if row["builtin"] else "")
-        table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
-    console.print(table)
-    for row in report:
-        where = f"{row['distribution']} {row['version']}"
-        if row["reason"]:
-            console.print(f"{escape(where)}: {escape(row['reason'])}", highlight=False)
-        for problem in row["problems"]:
-            console.print(f"[red]{escape(where)}[/]: {escape(problem)}", highlight=False)
-        for what, error in _failed_parts(row):
-            console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(error)}", highlight=False)
 
 
 def _params_text(params: list[dict[str, Any]]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from digitsum import catalog, listing, registry
+from digitsum import catalog, listing, plugin_report, registry
 from digitsum.catalog import copy_recipe, find_recipe, recipe_entries, resolve_recipe, settings_digest
 from digitsum.errors import UserError
 from digitsum.listing import describe_recipes
@@ -131,7 +131,7 @@ def test_a_declared_recipe_without_its_file_fails_alone(install):
     assert load_recipe("tiny").name == "tiny"
     rows = {r["name"]: r for r in describe_recipes()}
     assert rows["gone"]["error"] == entry.error and "error" not in rows["tiny"]
-    failures = listing.load_all()  # strict mode's list
+    failures = plugin_report.load_all()  # strict mode's list
     assert [str(f) for f in failures if "gone" in str(f)] == [f"digitsum-fake 1.0: recipe 'gone' (digitsum_fake.recipes): {entry.error}"]
 
 

@@ -59,7 +59,7 @@ def _main(
     from ..discovery import strict_from_env
 
     if strict_plugins or strict_from_env():
-        from ..listing import require_all_plugins
+        from ..plugin_report import require_all_plugins
 
         require_all_plugins()
 

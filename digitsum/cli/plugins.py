@@ -12,7 +12,7 @@ from . import JsonOpt, app, console, print_json, say
 @app.command()
 def plugins(as_json: JsonOpt = False) -> None:
     """List installed plugin distributions: versions, what each registers, load failures."""
-    from ..listing import plugin_report, render_plugins
+    from ..plugin_report import plugin_report, render_plugins
 
     report = plugin_report()
     if as_json:

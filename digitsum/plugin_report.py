@@ -1,0 +1,170 @@
+"""What each installed plugin distribution ships and whether it can be used: ``digitsum
+plugins`` (its table) and strict plugin loading (``--strict-plugins``: every failure raised).
+
+Its components are imported (each in isolation, see :mod:`digitsum.registry`), its recipe and
+weights files located, its doctor checks imported; a failure is reported with the reason,
+never raised, except by :func:`require_all_plugins`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import discovery
+from .catalog import locate
+from .errors import UserError
+from .kinds import CHECKS, RECIPES, WEIGHTS
+from .listing import LABELS
+from .registry import REGISTRIES, PluginError, load_entry_point, plugin_distributions
+from .weights import read_record
+
+
+def plugin_report() -> list[dict[str, Any]]:
+    """Each distribution declaring components: version, status, components, failures (loading them)."""
+    report = []
+    for dist in plugin_distributions():
+        row: dict[str, Any] = {
+            "distribution": dist.name,
+            "version": dist.version,
+            "builtin": dist.builtin,
+            "location": dist.location,
+            "status": "ok",
+            "reason": dist.refused,
+            "problems": list(dist.problems),
+            "components": [],
+            "recipes": [],
+            "weights": [],
+            "checks": [],
+        }
+        for ep in dist.entry_points:
+            if ep.kind in (RECIPES, WEIGHTS):
+                row[ep.kind].append(_file_report(ep))
+                continue
+            if ep.kind == CHECKS:
+                row[CHECKS].append(_check_report(ep, dist) if not dist.refused else {"kind": CHECKS, "name": ep.name, "entry_point": ep.value})
+                continue
+            component = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
+            if not dist.refused:
+                entry = next(
+                    e for e in REGISTRIES[ep.kind].entries()
+                    if e.origin.distribution == dist.name and e.origin.value == ep.value
+                )  # fmt: skip
+                try:
+                    entry.load()
+                except PluginError:
+                    component["error"] = entry.error
+            row["components"].append(component)
+        failed = dist.problems or any("error" in c for c in _parts(row))
+        if dist.refused:
+            row["status"] = "disabled" if dist.disabled else "failed"
+        elif failed:
+            row["status"] = "failed"
+        report.append(row)
+    return report
+
+
+def _parts(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Everything a :func:`plugin_report` row's distribution ships: components, recipes, weights, checks."""
+    return row["components"] + row["recipes"] + row["weights"] + row["checks"]
+
+
+def _check_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribution) -> dict[str, Any]:
+    """A doctor check a plugin ships: whether it imports, and is a function of a probe."""
+    part: dict[str, Any] = {"kind": CHECKS, "name": ep.name, "entry_point": ep.value}
+    try:
+        check = load_entry_point(ep, f"doctor check '{ep.name}' from {dist.name} {dist.version}")
+    except PluginError as e:
+        part["error"] = e.message
+        return part
+    if not callable(check):
+        part["error"] = f"{ep.value} is a {type(check).__name__}, not a function taking a Probe"
+    return part
+
+
+def _file_report(ep: discovery.PluginEntryPoint) -> dict[str, Any]:
+    """A shipped recipe or weights record: where its file is, or why it cannot be used."""
+    part: dict[str, Any] = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
+    try:
+        path = locate(ep.value, ep.name, ".toml" if ep.kind == RECIPES else ".json")
+        part["path"] = str(path)
+        if ep.kind == WEIGHTS:
+            read_record(path)
+    except LookupError as e:
+        part["error"] = str(e)
+    except UserError as e:
+        part["error"] = e.message
+    return part
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """Something of one plugin distribution that cannot be used, and why."""
+
+    distribution: str
+    version: str
+    what: str  # "fusion 'gated' (module:Class)", "recipe 'x' (package.folder)" or "its metadata"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.distribution} {self.version}: {self.what}: {self.reason}"
+
+
+def _failed_parts(row: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(what, error) for each component and recipe of a :func:`plugin_report` row that failed."""
+    for part in _parts(row):
+        if "error" in part:
+            yield f"{LABELS[part.get('kind', RECIPES)]} '{part['name']}' ({part['entry_point']})", part["error"]
+
+
+def load_all() -> list[PluginFailure]:
+    """Import and check every component of every allowed distribution, and locate every recipe
+    file it ships (:func:`plugin_report`); what failed, and why. Distributions refused by the
+    allow/deny lists are not loaded and are not failures."""
+    failures = []
+    for row in plugin_report():
+        metadata = ([row["reason"]] if row["status"] == "failed" and row["reason"] else []) + row["problems"]
+        parts = [] if row["reason"] else list(_failed_parts(row))  # a refused distribution's parts are not used
+        for what, reason in [("its metadata", problem) for problem in metadata] + parts:
+            failures.append(PluginFailure(row["distribution"], row["version"], what, reason))
+    return failures
+
+
+def require_all_plugins() -> None:
+    """Strict mode: raise a PluginError naming every plugin failure (see :func:`load_all`)."""
+    failures = load_all()
+    if failures:
+        lines = "\n".join(f"  {f}" for f in failures)
+        raise PluginError(
+            f"strict plugin loading ({discovery.STRICT_ENV} or --strict-plugins): "
+            f"{len(failures)} plugin failure(s)\n{lines}"
+        )
+
+
+def render_plugins(report: list[dict[str, Any]], console) -> None:
+    """A table of plugin distributions, with each failure spelled out below it."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("distribution", "version", "status", "components", title="plugin distributions", title_justify="left",
+                  show_lines=True)  # fmt: skip
+    colour = {"ok": "green", "failed": "red", "disabled": "yellow"}
+    for row in report:
+        names = "\n".join(
+            f"{LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
+            for c in _parts(row)
+        )
+        status = row["status"] + (" (built-in)" if row["builtin"] else "")
+        table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
+    console.print(table)
+    for row in report:
+        where = f"{row['distribution']} {row['version']}"
+        if row["reason"]:
+            console.print(f"{escape(where)}: {escape(row['reason'])}", highlight=False)
+        for problem in row["problems"]:
+            console.print(f"[red]{escape(where)}[/]: {escape(problem)}", highlight=False)
+        for what, error in _failed_parts(row):
+            console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(error)}", highlight=False)
+
+
