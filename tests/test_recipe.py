@@ -227,7 +227,7 @@ def test_an_unknown_name_suggests_the_closest(source, tmp_path, monkeypatch):
     with pytest.raises(UserError) as e:
         load_recipe(source)
     assert e.value.message.startswith(
-        f"recipe '{source}' not found: no such file, and no built-in or plugin recipe has that name — did you mean 'original'?"
+        f"recipe '{source}' not found: no such file, and no built-in or plugin recipe has that name — did you mean 'original'"  # the closest first
     )
 
 

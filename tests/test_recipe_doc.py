@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from digitsum.recipe import DataSection, HeadSection, OptimizerSection, ScheduleSection, TrainSection
+from digitsum.recipe import DataSection, HeadSection, InitSection, OptimizerSection, ScheduleSection, TrainSection
 
 from .conftest import REPO
 
 RECIPES_DOC = REPO / "docs" / "recipes.md"
 
 
-@pytest.mark.parametrize("section", [DataSection, HeadSection, TrainSection, OptimizerSection, ScheduleSection], ids=lambda s: s.__name__)
+@pytest.mark.parametrize("section", [DataSection, HeadSection, TrainSection, OptimizerSection, ScheduleSection, InitSection], ids=lambda s: s.__name__)
 def test_every_section_key_is_in_the_recipe_doc(section):
     text = RECIPES_DOC.read_text(encoding="utf-8")
     documented = set(re.findall(r"^#?\s*(\w+)\s*=", text, flags=re.MULTILINE))

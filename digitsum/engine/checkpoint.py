@@ -11,6 +11,7 @@ A checkpoint is a ``torch.save`` zip archive of plain data and tensors only:
 ``history``       per-epoch train and test metrics so far (for summary.json)
 ``epoch_seconds``, ``seconds``   time spent so far in the epoch in progress and in the run
 ``recipe``        the resolved recipe, as ``Recipe.to_dict()``
+``init``          what ``[init]`` loaded (optional; its ``frozen`` names stay frozen for ``freeze_epochs`` on resume)
 ``threads``       the CPU threads it trained with (optional; a resume with ``train.threads = 0`` keeps them)
 ``callbacks``     each callback's state (optional)
 

@@ -120,7 +120,8 @@ def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] | Callable[[Reci
     saved = open_run(run_dir, overrides)
     if callable(callbacks):
         callbacks = callbacks(saved.recipe)
-    trainer = Trainer(saved.recipe, saved.run_dir if writes else None, callbacks)
+    # the checkpoint gives the model: [init]'s weights are loaded only when there is none yet
+    trainer = Trainer(saved.recipe, saved.run_dir if writes else None, callbacks, initialise=saved.checkpoint is None)
     if saved.checkpoint is not None:
         trainer.load_state_dict(saved.checkpoint, saved.run_dir / "checkpoint.pt")
         if trainer.finished and run_status(saved.run_dir) == "finished":  # else only its summary is missing

@@ -23,8 +23,10 @@ RUN_FILES = ("recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json")
 #: The marker digitsum writes into every folder it makes a run in, and alone writes: ``--force``
 #: replaces a folder only when it carries one, and removes only the files the marker claims.
 MARKER = ".digitsum-run"
-#: What a run always writes, claimed by the marker from the start.
-OWN_FILES = (*RUN_FILES, "curves.png", "samples.png")
+#: What ``[init]`` loaded, skipped and newly initialised (a run that starts from weights).
+INIT_FILE = "init.json"
+#: What a run writes, claimed by the marker from the start.
+OWN_FILES = (*RUN_FILES, "curves.png", "samples.png", INIT_FILE)
 
 
 def run_status(path: Path) -> str | None:

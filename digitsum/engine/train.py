@@ -31,7 +31,8 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .component_errors import blame_components
 from .distributed import World
 from .model import DigitModel
-from .rundir import RUN_FORMAT, lock, mark, owned, record_outputs, unlock
+from .rundir import INIT_FILE, RUN_FORMAT, lock, mark, owned, record_outputs, unlock
+from .warmstart import InitReport, freeze, load_init
 from ..files import MetricsLog, write_json, write_text
 
 
@@ -153,12 +154,13 @@ def check_val_split(recipe: Recipe, generator: Generator) -> int:
 class Trainer:
     """One recipe's model, data, optimizer and schedule, and the loop that trains them."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path | None, callbacks: Sequence[Callback] = ()) -> None:
-        """Build the recipe and load its data; write nothing yet (``fit`` does).
+    def __init__(self, recipe: Recipe, run_dir: Path | None, callbacks: Sequence[Callback] = (), *, initialise: bool = True) -> None:
+        """Build the recipe, load the weights of its ``[init]`` and its data; write nothing yet (``fit`` does).
 
         ``run_dir`` None writes nothing: ranks other than 0 of a data-parallel run, or a trainer
         whose steps are driven by hand (the benchmarks time ``train_epoch``); ``fit`` on rank 0
-        needs a run directory.
+        needs a run directory. ``initialise=False``: a resumed run, whose checkpoint gives the
+        model (the weights of ``[init]`` are not read again).
         """
         self.recipe = recipe
         self.run_dir = run_dir
@@ -171,6 +173,15 @@ class Trainer:
         self.notes = list(self.accel.notes)  # shown by the console reporter
         built = build(recipe, self.device)
         torch.manual_seed(recipe.seed)  # what draws outside the data streams (dropout) starts from
+        #: what ``[init]`` loaded into the model (None without one; a resumed run's comes from its checkpoint)
+        self.init: InitReport | None = None
+        if recipe.init is not None and initialise:
+            if recipe.init.freeze_epochs and self.world.active:
+                raise UserError(f"init.freeze_epochs ({recipe.init.where}) is not supported under torchrun (DistributedDataParallel "
+                                "needs every parameter to train at every step); set it to 0 or run in one process")  # fmt: skip
+            self.init = load_init(built.model, recipe.init)
+            self.notes.extend(self.init.lines())
+        self._init_to_record = self.init is not None  # init.json is written by the run that loaded it
 
         self.generator = built.generator
         self.model = self.accel.prepare_model(built.model)
@@ -264,6 +275,12 @@ class Trainer:
                 "samples_per_s": round(tally.count / seconds, 1),
                 "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
 
+    def freeze_loaded(self, epoch: int) -> None:
+        """``init.freeze_epochs``: the parameters loaded from ``[init]`` stay frozen during the
+        first epochs, and train with the others from the next one on."""
+        if self.init is not None and self.init.frozen:
+            freeze(self.model, self.init.frozen, frozen=epoch <= self.init.freeze_epochs)
+
     def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
         with self.accel.autocast():
             return evaluate(self.model, self.generator, split, self.recipe.seed, self.device, self.world)
@@ -293,6 +310,7 @@ class Trainer:
             "epoch_seconds": time.perf_counter() - self._epoch_started if in_epoch else 0.0,
             "seconds": self.seconds_before + time.perf_counter() - self._fit_started,
             "recipe": self.recipe.to_dict(),
+            "init": self.init.to_dict() if self.init is not None else None,  # what the first epochs freeze
             "threads": self.threads,  # a resume keeps it: the count changes a result's last bits
             "callbacks": dict(zip(callback_keys(self.callbacks), (c.state_dict() for c in self.callbacks))),
         }
@@ -324,6 +342,8 @@ class Trainer:
             # as trained so far: a checkpoint moved from another machine (or written by a digitsum
             # whose default followed the load) resumes bit-identically
             self.threads = configure_threads(int(state["threads"]))
+        if state.get("init"):
+            self.init = InitReport.from_dict(state["init"])
         self.epochs_done, self.step, self.history = epoch, step, list(state["history"])
         self.epoch_seconds, self.seconds_before = float(state["epoch_seconds"]), float(state["seconds"])
         self.resumed = True
@@ -372,9 +392,15 @@ class Trainer:
             else:
                 if not owned(self.run_dir):
                     mark(self.run_dir)  # a Trainer given a folder directly: the run is digitsum's all the same
-                write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(provenance(self.device)))
+                made = provenance(self.device)
+                if self.init is not None:  # the bits the run started from: same recipe, seed and source, same run
+                    made["init_sha256"] = self.init.sha256
+                write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(made))
+            if self._init_to_record:
+                write_json(self.run_dir / INIT_FILE, self.init.to_dict())
         self._emit("on_start")
         for epoch in range(self.epochs_done + 1, self.epochs + 1):
+            self.freeze_loaded(epoch)
             self._emit("on_epoch_start", epoch)
             train = self.train_epoch(epoch)
             if self.failed:

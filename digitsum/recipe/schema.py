@@ -103,6 +103,32 @@ class TrainSection(_Section):
         return value
 
 
+class InitSection(_Section):
+    """``[init]``: start training from weights instead of a random initialisation."""
+
+    weights: str = Field(
+        min_length=1, max_length=4096,
+        description="a shipped recipe's name with weights, a run directory or a .safetensors file "
+                    "(a path relative to the recipe's folder)",
+    )
+    freeze_epochs: int = Field(0, ge=0, le=1000, description="keep the loaded parameters frozen for the first N epochs, then train everything")
+
+
+@dataclass(frozen=True)
+class Init:
+    """The validated ``[init]``: ``weights`` as resolved when the recipe was read (a shipped
+    recipe's name, or an absolute path: a run directory or a ``.safetensors`` file, ``is_path``),
+    and ``where``, the file and line that gave ``init.weights`` (for the messages of a run)."""
+
+    weights: str
+    is_path: bool
+    freeze_epochs: int
+    where: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights, "freeze_epochs": self.freeze_epochs}
+
+
 #: The fixed keys of each kind's component table, by kind (:data:`digitsum.kinds.KINDS`); the
 #: component's own parameters sit beside them.
 SECTIONS: dict[str, type[_Section]] = {"datasets": DataSection, "fusions": BackboneSection, "heads": HeadSection,
@@ -118,6 +144,7 @@ TOP_LEVEL = {
     "heads": "one table per head",
     "train": "optimisation table",
     "log": "one table per logger, [log.<name>]",
+    "init": "start from weights: [init] weights = a recipe name, a run directory or a .safetensors file",
     "provenance": "versions that made a resolved recipe",
 }
 
@@ -156,6 +183,7 @@ class Recipe:
     optimizer: Choice
     schedule: Choice
     log: dict[str, Choice] = field(default_factory=dict)
+    init: Init | None = None  # [init]: the weights training starts from (None: a random initialisation)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved document: defaults filled in, ``extends`` and overrides applied."""
@@ -167,6 +195,8 @@ class Recipe:
         doc["backbone"] = self.backbone.to_dict()
         doc["heads"] = {name: head.to_dict() for name, head in self.heads.items()}
         doc["train"] = {**self.train.model_dump(), "optimizer": self.optimizer.to_dict(), "schedule": self.schedule.to_dict()}
+        if self.init is not None:
+            doc["init"] = self.init.to_dict()
         if self.log:
             # `type` is written only where it is not the table's name: [log.tensorboard], not type = "tensorboard" again
             doc["log"] = {name: {k: v for k, v in c.to_dict().items() if not (k == "type" and v == name)} for name, c in self.log.items()}

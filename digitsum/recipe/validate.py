@@ -8,17 +8,19 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..catalog import looks_like_name
 from ..errors import Problem, RecipeError, UserError, did_you_mean
 from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
 from .document import Document, fmt_value
 from .legacy import legacy_problems
 from .overrides import Overrides, read_source
-from .schema import SECTIONS, TOP_LEVEL, Choice, KeyPath, Recipe, TrainSection
+from .schema import SECTIONS, TOP_LEVEL, Choice, Init, InitSection, KeyPath, Recipe, TrainSection
 
 
 _SEQUENCE_TYPES = {"tuple_type", "set_type", "frozen_set_type"}
@@ -210,6 +212,7 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
         optimizer = check.component("optimizers", optimizer_table)
         schedule = check.component("schedules", schedule_table)
     log = _validate_loggers(raw.get("log", {}), check, require_loggers)
+    init = _validate_init(raw["init"], check) if "init" in raw else None
     # [provenance] is written into every resolved recipe (run directories); read back, it is
     # informative only: accepted when it is a table, never used.
     if not isinstance(raw.get("provenance", {}), dict):
@@ -219,7 +222,29 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
     if problems:
         raise RecipeError(fallback, problems)
     return Recipe(name=name, description=description, seed=seed, data=data, backbone=backbone, heads=heads,  # type: ignore[arg-type]
-                  train=train, optimizer=optimizer, schedule=schedule, log=log)  # fmt: skip
+                  train=train, optimizer=optimizer, schedule=schedule, log=log, init=init)  # fmt: skip
+
+
+def _validate_init(table: Any, check: _Check) -> Init | None:
+    """``[init]``: the weights a run starts from. ``weights`` is a path when a file or folder of
+    that name exists relative to the recipe file that gives it (the working folder for ``--set``
+    and a dict), or when it cannot be a recipe's name (``runs/x``, ``w.safetensors``); otherwise a
+    shipped recipe's name. A path is kept absolute, so the resolved recipe of a run (its
+    recipe.toml) names the same source wherever it is replayed from. Whether the source exists and
+    fits the model is checked when a run starts (a run directory read back needs no source)."""
+    section = check.section(InitSection, table, ("init",))
+    if section is None:
+        return None
+    text, source = section.weights, check.doc.source_of(("init", "weights"), check.fallback)
+    if "\0" in text:
+        check.problem(("init", "weights"), "must be a recipe name or a path (got a NUL character)")
+        return None
+    on_disk = not source.label.startswith(("--", "<", "overrides[")) and Path(source.label).is_file()
+    folder = Path(source.label).parent if on_disk else Path.cwd()
+    candidate = folder / Path(text).expanduser()
+    is_path = candidate.exists() or not looks_like_name(text) or text.endswith(".safetensors")
+    weights = os.path.abspath(candidate) if is_path else text
+    return Init(weights, is_path, section.freeze_epochs, str(source))
 
 
 def _validate_loggers(table: Any, check: _Check, available: bool = True) -> dict[str, Choice]:
