@@ -332,7 +332,11 @@ def file_metadata(path: Path) -> dict[str, str]:
     except (ValueError, UnicodeDecodeError):
         raise UserError(f"{path} is not a safetensors weights file") from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return {k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {}
+    try:  # one key holding JSON: safetensors keeps a header's keys in no fixed order, and the file's sha256 must not vary
+        described = json.loads(metadata[FORMAT]) if isinstance(metadata, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return {}
+    return {k: v for k, v in described.items() if isinstance(v, str)} if isinstance(described, dict) else {}
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -350,10 +354,12 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write ``tensors`` to a safetensors file atomically, with ``metadata`` in its header."""
+    """Write ``tensors`` to a safetensors file atomically, with ``metadata`` in its header (as one
+    JSON text under the key ``digitsum-weights``: the same tensors give the same bytes)."""
     from safetensors.torch import save
 
-    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                metadata={FORMAT: json.dumps(metadata, sort_keys=True)})
     atomic_write(path, lambda f: f.write(data))
 
 

@@ -16,7 +16,7 @@ from ..catalog import find_recipe, settings_digest
 from ..engine.checkpoint import describe_differences
 from ..errors import UserError
 from ..recipe import load_recipe, recipe_document
-from ..weights import FORMAT, WeightsRecord, sha256_of, write_record, write_tensors
+from ..weights import WeightsRecord, sha256_of, write_record, write_tensors
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -48,8 +48,7 @@ def export_weights(run: Run, out: str | Path | None = None, *, force: bool = Fal
 
     digest = settings_digest(recipe_document(entry.path))  # type: ignore[arg-type]
     state = run.model.state_dict()
-    write_tensors(tensors_path, state, {"format": FORMAT, "recipe": entry.name, "settings": digest,
-                                        "digitsum_version": __version__})  # fmt: skip
+    write_tensors(tensors_path, state, {"recipe": entry.name, "settings": digest, "digitsum_version": __version__})
     summary = run.summary
     record = WeightsRecord(
         recipe=entry.name,
