@@ -494,3 +494,32 @@ def test_a_plugins_checks_are_listed_run_and_denied_like_its_components(check_pl
     monkeypatch.setenv("DIGITSUM_PLUGINS_DENY", "digitsum-looker")
     monkeypatch.setattr(registry, "_SCAN", None)
     assert "look" not in plugin_checks()
+
+
+def test_check_doctor_check_passes_a_good_check_and_names_what_a_bad_one_does(tmp_path):
+    from digitsum import Change, Finding
+    from digitsum.testing import ConformanceError, check_doctor_check
+
+    def good(probe):
+        return [Finding("good", "warning", "looked", "2 heads", keys=["train.optimizer.lr"],
+                        candidates=[Change("lower lr", keys={"train.optimizer.lr": 1e-3})])]  # fmt: skip
+
+    assert [f.title for f in check_doctor_check(good, "original", tmp_path / "a")] == ["looked"]
+
+    def bad(probe):
+        with torch.no_grad():
+            next(probe.model.parameters()).add_(1.0)  # trains the probe's own model
+        return [Finding("other", "fatal", "", "x", keys=["nosuch.key"]), "not a finding"]
+
+    with pytest.raises(ConformanceError) as caught:
+        check_doctor_check(bad, "original", tmp_path / "b")
+    message = str(caught.value)
+    for part in ("names the check 'other'", "severity 'fatal'", "title should be non-empty text",
+                 "['nosuch.key'] that are not recipe keys", "finding 1 is a str", "changed the probe's model"):
+        assert part in message, part
+
+    def crashes(probe):
+        raise KeyError("head")
+
+    with pytest.raises(ConformanceError, match="it raised KeyError"):
+        check_doctor_check(crashes, "original", tmp_path / "c")

@@ -7,6 +7,7 @@ from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
 from ...discovery import canonical_name
 from ...registry import REGISTRIES
 from ._common import ConformanceError
+from .checks import check_doctor_check, tiny_probe
 from .generator import check_generator
 from .model_parts import check_fusion, check_head
 from .runs import check_logger
