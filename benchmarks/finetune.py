@@ -5,7 +5,8 @@ pretrained weights (the recipe `noisy-from-original`, its [init]) or from a rand
 
 Each arm is trained through the CLI in a fresh process, as a user would:
 `digitsum run noisy-from-original --set train.epochs=1 --set seed=S` and
-`digitsum run noisy --set train.epochs=1 --set seed=S`, into a temporary folder; the script
+`digitsum run noisy --set train.epochs=1 --set seed=S`, and noisy with the fine-tuned recipe's own
+network (`--set "backbone.conv_channels=[6, 12]"`) from scratch, into a temporary folder; the script
 reads each run's summary.json and prints every head's test accuracy per seed, then the means.
 Changing train.epochs shortens the one-cycle schedule alike for both arms.
 """
@@ -22,13 +23,20 @@ import tempfile
 import time
 from pathlib import Path
 
-ARMS = {"fine-tuned": "noisy-from-original", "from scratch": "noisy"}
+#: arm -> (recipe, overrides). "same network" is noisy-from-original's own network (the original's
+#: narrower convolutions) from a random initialisation: the fine-tuning's gain alone.
+ARMS = {
+    "fine-tuned": ("noisy-from-original", []),
+    "from scratch": ("noisy", []),
+    "same network": ("noisy", ["backbone.conv_channels=[6, 12]"]),
+}
 
 
-def run(recipe: str, seed: int, epochs: int, out: Path) -> tuple[dict[str, float], float]:
+def run(recipe: str, overrides: list[str], seed: int, epochs: int, out: Path) -> tuple[dict[str, float], float]:
     started = time.perf_counter()
+    sets = [x for o in overrides for x in ("--set", o)]
     done = subprocess.run([sys.executable, "-m", "digitsum", "run", recipe, "--set", f"train.epochs={epochs}",
-                           "--set", f"seed={seed}", "--out", str(out)],
+                           "--set", f"seed={seed}", *sets, "--out", str(out)],
                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"})  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"digitsum run {recipe} (seed {seed}) failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -49,8 +57,8 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {arm: [] for arm in ARMS}
     with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:
-            for arm, recipe in ARMS.items():
-                accuracy, seconds = run(recipe, seed, args.epochs, Path(scratch, f"{recipe}-{seed}"))
+            for number, (arm, (recipe, overrides)) in enumerate(ARMS.items()):
+                accuracy, seconds = run(recipe, overrides, seed, args.epochs, Path(scratch, f"{number}-{seed}"))
                 results[arm].append(accuracy)
                 shown = " · ".join(f"{head} {value:.4f}" for head, value in accuracy.items())
                 print(f"seed {seed}  {arm:<12}  {shown}  ({seconds:.1f} s, whole command)", flush=True)
@@ -58,7 +66,8 @@ def main() -> None:
     for arm, runs in results.items():
         heads = runs[0].keys()
         shown = " · ".join(f"{head} {sum(r[head] for r in runs) / len(runs):.4f}" for head in heads)
-        print(f"  {arm:<12}  {shown}  ({ARMS[arm]})")
+        recipe, overrides = ARMS[arm]
+        print(f"  {arm:<12}  {shown}  ({' '.join([recipe, *(f'--set {o}' for o in overrides)])})")
 
 
 if __name__ == "__main__":
