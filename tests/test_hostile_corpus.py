@@ -388,6 +388,7 @@ add("checkpoint-model-extra-key", ev(lambda c: c.checkpoint(lambda s: s["model"]
 add("checkpoint-a-folder", ev(lambda c: ((c.run / "checkpoint.pt").unlink(), (c.run / "checkpoint.pt").mkdir())), "checkpoint.pt")
 add("checkpoint-symlink-dev-zero", ev(lambda c: ((c.run / "checkpoint.pt").unlink(), os.symlink("/dev/zero", c.run / "checkpoint.pt"))), "checkpoint.pt")
 add("checkpoint-symlink-loop", ev(lambda c: ((c.run / "checkpoint.pt").unlink(), os.symlink(c.run / "checkpoint.pt", c.run / "checkpoint.pt"))), "checkpoint.pt")
+add("checkpoint-a-fifo", ev(lambda c: ((c.run / "checkpoint.pt").unlink(), os.mkfifo(c.run / "checkpoint.pt"))), "checkpoint.pt")
 add("checkpoint-a-zip-bomb-name", ev(lambda c: (c.run / "checkpoint.pt").write_bytes(b"PK\x03\x04" + b"\x00" * 100)), "checkpoint.pt")
 add("recipe-toml-missing", ev(lambda c: (c.run / "recipe.toml").unlink()), "recipe.toml")
 add("recipe-toml-empty", ev(lambda c: (c.run / "recipe.toml").write_text("")), "recipe.toml")
