@@ -498,6 +498,7 @@ add("number-hex", lambda c: predict_args(c, c.image("one.png"), "0x3"), "number"
 add("number-underscore", lambda c: predict_args(c, c.image("one.png"), "1_0"), "number")
 add("number-arabic-indic-digit", lambda c: predict_args(c, c.image("one.png"), "\u0663"), codes=(0, 2))
 add("number-nan", lambda c: predict_args(c, c.image("one.png"), "nan"), "number")
+add("number-ten-thousand-digits", lambda c: predict_args(c, c.image("one.png"), "9" * 10000), "number")
 add("inputs-unequal-counts", lambda c: ["predict", c.run, "--input", f"image={c.image('one.png')}", "--input", f"image={c.image('one.png')}", "--input", "number=1", "--input", "number=2", "--input", "number=3"], "--input")
 
 # -- the environment and the data files --------------------------------------------------------------------
