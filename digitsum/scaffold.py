@@ -110,6 +110,8 @@ def scaffold_plugin(name: str, directory: str | Path | None = None, kinds: Seque
     """
     names = plugin_names(name)
     requested = {registry_for(k).kind for k in kinds or KINDS}
+    if requested - set(KINDS):
+        raise UserError(f"--kind {', '.join(sorted(requested - set(KINDS)))}: new-plugin makes {', '.join(KINDS)} (an empty plugin otherwise)")
     chosen = [k for k in KINDS if k in requested]
     target = Path(directory) if directory is not None else Path(name)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):

@@ -348,6 +348,7 @@ add("new-plugin-long-name", lambda c: ["new-plugin", "a" * 300, "--dir", c.tmp /
 add("new-plugin-unicode", lambda c: ["new-plugin", "digitsum-日本", "--dir", c.tmp / "p"])
 add("new-plugin-dir-not-empty", lambda c: (c.file("p/mine.txt", "mine"), ["new-plugin", "digitsum-x", "--dir", c.tmp / "p"])[1], "p")
 add("new-plugin-dir-is-a-file", lambda c: ["new-plugin", "digitsum-x", "--dir", c.file("f.txt", "mine")], "f.txt")
+add("new-plugin-unknown-kind", lambda c: ["new-plugin", "digitsum-x", "--dir", c.tmp / "p", "--kind", "optimizer"], "optimizer")
 add("plugins-json", lambda c: ["plugins", "--json"], codes=(0,))
 add("strict-plugins", lambda c: ["--strict-plugins", "list"], codes=(0, 2))
 
