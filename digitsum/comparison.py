@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from .recipe import Recipe, load_recipe, parse_override
 from .files import write_json, write_text
 from .engine.interrupt import Interruption
 from .diagnosis.preflight import Preflight
+
+#: The most variants one compare trains (each a whole run).
+MAX_VARIANTS = 1000
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ def plan_variants(recipes: Sequence[Path], grid: Sequence[str] = (), overrides: 
     if not recipes:
         raise UserError("compare needs at least one recipe")
     axes = parse_grid(grid)
+    count = len(recipes) * math.prod(len(values) for _, values in axes)
+    if count > MAX_VARIANTS:  # before making them: a typo in a --grid should not take minutes
+        sizes = " x ".join(str(n) for n in [len(recipes), *(len(values) for _, values in axes)] if n > 1)
+        raise UserError(f"--grid gives {count} variants ({sizes}); compare trains every one: give at most {MAX_VARIANTS}")
     combinations = list(itertools.product(*[[f"{key}={value}" for value in values] for key, values in axes]))
     if len(recipes) * len(combinations) < 2:
         raise UserError("compare needs at least two variants: give several recipes or a --grid with several values")

@@ -83,7 +83,11 @@ def _missing_files_message(root: Path, reason: str) -> str:
 
 def _ensure_mnist(root: Path, download: bool) -> None:
     raw = root / "MNIST" / "raw"
-    missing = [n for pair in MNIST_FILES.values() for n in pair if not (raw / n).is_file()]
+    try:
+        missing = [n for pair in MNIST_FILES.values() for n in pair if not (raw / n).is_file()]
+    except OSError as e:  # a root too long to look up, say (data.root, $DIGITSUM_DATA)
+        shown = str(root) if len(str(root)) <= 80 else f"{str(root)[:60]}…({len(str(root))} characters)"
+        raise UserError(f"data folder {shown}: {e.strerror or e}") from None
     if not missing:
         return
     if not download:

@@ -1,16 +1,21 @@
 """Property tests: any recipe document and any --set ends in exit 0 or exit 2 with a message,
-never a traceback (an exception escaping the CLI's error handling)."""
+never a traceback (an exception escaping the CLI's error handling); so do any field of a
+checkpoint (eval, --resume) and any input given to predict (API: a UserError or an answer)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import re
+import shutil
 import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
+import pytest
 import tomli_w
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -166,3 +171,99 @@ def test_any_set_path_and_nesting_is_accepted_or_refused_cleanly(path: list[str]
     opener, depth = nesting
     value = "1" if opener == "t." else opener * depth + "1" + ("]" if opener == "[" else "}") * depth
     check(*invoke("show", RECIPES / "original.toml", "--set", ".".join(path) + "=" + value))
+
+
+# -- checkpoint fields and predict inputs (issue 26) -------------------------------------------------------
+FAST = settings(max_examples=25, deadline=20_000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+tensors = st.builds(
+    lambda shape, dtype: torch.zeros(shape, dtype=dtype),
+    st.lists(st.integers(0, 4), max_size=3),
+    st.sampled_from([torch.float32, torch.float16, torch.int64, torch.uint8, torch.bool]),
+)
+json_ish = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=10), tensors),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def checkpoint_changes(draw) -> tuple[list[str], object]:
+    """A path to a field of a checkpoint (top level, or one level into a table) and a new value."""
+    top = draw(st.sampled_from(["format", "epoch", "step", "model", "optimizer", "scheduler", "rng", "tally",
+                                "history", "epoch_seconds", "seconds", "recipe", "new"]))  # fmt: skip
+    path = [top]
+    if top in ("model", "optimizer", "recipe", "tally") and draw(st.booleans()):
+        path.append(draw(st.sampled_from(["state", "param_groups", "train", "heads", "backbone.linear.weight", "x"])))
+    return path, draw(json_ish)
+
+
+@FAST
+@given(change=checkpoint_changes(), command=st.sampled_from(["eval", "resume"]))
+def test_any_checkpoint_field_is_accepted_or_refused_cleanly(tmp_path_factory, tiny_run, change, command) -> None:
+    run = tmp_path_factory.mktemp("run") / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    (run / "summary.json").unlink()  # --resume of a checkpoint at the last epoch: it writes the summary only
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    path, value = change
+    table = state
+    for key in path[:-1]:
+        table = table.setdefault(key, {}) if isinstance(table.get(key), dict) else table
+    table[path[-1]] = value
+    torch.save(state, run / "checkpoint.pt")
+    code, err = invoke(*(["eval", run] if command == "eval" else ["run", "--resume", run]))
+    assert code in (0, 1, 2), (code, err)
+    assert "Traceback" not in err
+    if code == 2:
+        assert err.strip()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_run):
+    import digitsum
+
+    return digitsum.load(tiny_run.run_dir)
+
+
+def _array(shape: list[int], dtype: type, fill: float) -> np.ndarray:
+    with np.errstate(all="ignore"):  # a fill that overflows the dtype is part of the point
+        return np.full(shape, fill).astype(dtype)
+
+
+arrays = st.builds(
+    _array,
+    st.lists(st.integers(0, 40), max_size=5),
+    st.sampled_from([np.uint8, np.float32, np.float64, np.int64, np.bool_, np.float16, np.complex64, object]),
+    st.one_of(st.integers(-300, 300), st.floats()),
+)
+images = st.one_of(
+    st.text(max_size=30).map(lambda t: f"/nonexistent/{t}"),
+    arrays,
+    st.lists(st.lists(st.integers(0, 255), max_size=30), max_size=30),
+    st.lists(arrays, max_size=3),
+    st.none(), st.integers(), st.binary(max_size=20),
+)  # fmt: skip
+numbers = st.one_of(
+    st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=10), st.booleans(), st.none(),
+    st.lists(st.integers(-(2**70), 2**70), max_size=5), arrays,
+)  # fmt: skip
+
+
+@FAST
+@given(image=images, number=numbers)
+def test_any_predict_input_succeeds_or_is_a_user_error(tiny_model, image, number) -> None:
+    from digitsum.errors import UserError
+
+    try:
+        tiny_model.predict(image=image, number=number)
+    except UserError as e:
+        assert e.message.strip()
+
+
+@FAST
+@given(image=st.one_of(st.text(max_size=30), st.sampled_from(["", "/", "/dev/null", ".", "-"])), numbers=st.lists(st.text(max_size=12), min_size=1, max_size=3))
+def test_any_predict_argument_is_accepted_or_refused_cleanly(tiny_run, image, numbers) -> None:
+    args = ["predict", tiny_run.run_dir, "--input", f"image={image}", *(a for n in numbers for a in ("--input", f"number={n}"))]
+    code, err = invoke(*args)
+    check(code, err)

@@ -2,6 +2,7 @@
 (``digitsum.train``, ``digitsum.sweep``...) and prints; a module per group of commands. Heavy imports
 happen inside the commands: ``digitsum --help`` imports no torch."""
 
+import errno
 import json
 import sys
 from importlib import import_module
@@ -74,6 +75,12 @@ def main() -> None:
 
         err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:  # a path the file system cannot even look up: the user's
+            raise
+        name = str(e.filename or "")
+        err_console.print(f"error: file name too long ({len(name)} characters): {name[:60]!r}…", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside training (loading data, say): nothing was written
         err_console.print("interrupted", highlight=False)
         sys.exit(130)

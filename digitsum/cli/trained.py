@@ -91,16 +91,17 @@ def _parse_inputs(items: list[str], generator: Any) -> tuple[dict[str, Any], lis
     values: dict[str, list] = {}
     for item in items:
         name, sep, value = item.partition("=")
+        shown = item if len(item) <= 80 else f"{item[:60]}…({len(item)} characters)"
         name, value = name.strip(), value.strip()
         if not sep or not name or not value:
-            raise UserError(f"--input {item!r}: expected NAME=VALUE, e.g. --input image=seven.png")
+            raise UserError(f"--input {shown!r}: expected NAME=VALUE, e.g. --input image=seven.png")
         if name not in specs:
-            raise UserError(f"--input {item!r}: the recipe has no input '{name}' — {did_you_mean(name, specs, 'inputs')}")
+            raise UserError(f"--input {shown!r}: the recipe has no input '{name}' — {did_you_mean(name, specs, 'inputs')}")
         if isinstance(specs[name], Categorical):
             try:
                 value = int(value)
             except ValueError:
-                raise UserError(f"--input {item!r}: '{name}' takes a whole number ({describe_input(specs[name])})") from None
+                raise UserError(f"--input {shown!r}: '{name}' takes a whole number ({describe_input(specs[name])})") from None
         values.setdefault(name, []).append(value)
     missing = [name for name in specs if name not in values]
     if missing:

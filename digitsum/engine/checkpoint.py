@@ -57,6 +57,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint safely and check its format and fields; raise UserError otherwise."""
+    if path.exists() and not path.is_file():  # a FIFO would block the open below forever
+        raise UserError(f"{path} is not a regular file; a checkpoint is the file torch.save writes")
     try:
         with path.open("rb") as f:
             magic = f.read(4)
