@@ -233,6 +233,8 @@ def _pil_array(image: Image.Image, label: str) -> np.ndarray:
     if mode in ("I", "F") or mode.startswith("I;16"):
         # 16/32-bit integer and float images: scaled by their bit depth, floats by their range
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ImageError(f"{label} holds NaN or infinite pixel values")
         if mode.startswith("I;16"):
             values = values / 65535.0
         elif mode == "I":
@@ -240,8 +242,6 @@ def _pil_array(image: Image.Image, label: str) -> np.ndarray:
         elif values.size and (values.min() < 0 or values.max() > 1):
             low, high = values.min(), values.max()
             values = (values - low) / (high - low) if high > low else np.zeros_like(values)
-        if not np.isfinite(values).all():
-            raise ImageError(f"{label} holds NaN or infinite pixel values")
         return np.clip(values, 0, 1).astype(np.float32)[..., None]
     transparent = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info)
     if mode in ("1", "L"):
