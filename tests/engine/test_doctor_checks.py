@@ -523,3 +523,17 @@ def test_check_doctor_check_passes_a_good_check_and_names_what_a_bad_one_does(tm
 
     with pytest.raises(ConformanceError, match="it raised KeyError"):
         check_doctor_check(crashes, "original", tmp_path / "c")
+
+
+# -- issue 29: never blame the wrong component -------------------------------------------------
+
+
+def test_an_optimizer_that_stalls_is_named_not_the_data(tiny_data):
+    """lr 1e-7 learns nothing: the reference optimizer on the same samples does, so the data are
+    not blamed; the learnability finding names the optimizer's keys instead."""
+    stalled = found(probe_for("train.optimizer.lr=1e-7", 'train.schedule.type="constant"'), "learnability")
+    assert not of(stalled, "learnability", "error")
+    warnings = of(stalled, "learnability", "warning")
+    assert warnings and all("train.optimizer.lr" in w.keys for w in warnings)
+    w = warnings[0]
+    assert learns(w.figures["held_out"], w.figures["chance"], 100) and w.figures["recipe_held_out"] < w.figures["held_out"]
