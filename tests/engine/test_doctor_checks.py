@@ -537,3 +537,23 @@ def test_an_optimizer_that_stalls_is_named_not_the_data(tiny_data):
     assert warnings and all("train.optimizer.lr" in w.keys for w in warnings)
     w = warnings[0]
     assert learns(w.figures["held_out"], w.figures["chance"], 100) and w.figures["recipe_held_out"] < w.figures["held_out"]
+
+
+class AllDead(Concat):
+    """Every hidden unit of the last layer dead from the start: the outputs never move (a stalled
+    network, whatever it reads)."""
+
+    def __init__(self, params, inputs):
+        super().__init__(params, inputs)
+        torch.nn.init.constant_(self.mlp[-2].bias, -1e4)
+
+
+def test_a_stalled_network_is_not_said_to_ignore_an_input(tiny_data):
+    fusions.register("all_dead")(AllDead)
+    try:
+        findings = found(probe_for('backbone.type="all_dead"'), "input_use")
+    finally:
+        fusions.remove("all_dead")
+    assert not of(findings, "input_use", "error")  # Concat reads both inputs: it is not to be changed
+    (stalled,) = [f for f in of(findings, "input_use") if f.figures.get("stalled")]
+    assert "stalled" in stalled.title and not any(stalled.figures["outputs_move"].values())

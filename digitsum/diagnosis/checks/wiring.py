@@ -98,6 +98,14 @@ def _prediction_changes(model, batch, names: list[str]) -> dict[str, dict[str, f
     return changes
 
 
+@torch.no_grad()
+def _outputs_move(model, batch) -> dict[str, bool]:
+    """Per head: whether its outputs differ at all between the samples of ``batch`` (eval mode)."""
+    with evaluating(model):
+        out = model(batch)
+    return {h: not torch.equal(o, o[:1].expand_as(o)) for h, o in out.items()}
+
+
 def check_input_use(probe: Probe) -> list[Finding]:
     """Inputs with no variation carry no information; an input that a head's target depends on
     (measured on the data) and that the model ignores (its outputs do not change when the input
@@ -112,6 +120,18 @@ def check_input_use(probe: Probe) -> list[Finding]:
     trained_model = trace.model if trace.model is not None else probe.model
     constant = {name: n > 1 and bool((sample[name] == sample[name][:1]).all()) for name in probe.interface.inputs}
     changes = _prediction_changes(trained_model, held, [name for name in constant if not constant[name]])
+    moving = _outputs_move(trained_model, held)
+    if changes and not any(moving.values()):
+        # every head gives every sample the same output: shuffling an input cannot change what
+        # nothing reads any more (weights decayed to zero, every ReLU dead). A stalled network,
+        # not one deaf to an input: the training findings say why it stalled.
+        names = [name for name in constant if not constant[name]]
+        findings.append(Finding("input_use", "info", "the trained network's outputs are the same for every sample: it is stalled, not deaf to an input",
+            f"after {trace.steps} steps every head's output is identical across {batch_len(held)} held-out samples, so shuffling "
+            f"{', '.join(repr(n) for n in names)} changes nothing", "a network whose outputs never move reads no input: whether the "
+            "backbone reads each one cannot be told here", "see the training findings (learning, dead_relu, fixes): they say why it stalled",
+            [], {"outputs_move": moving, "stalled": True}))  # fmt: skip
+        changes = {}
     for name, spec in probe.interface.inputs.items():
         x = sample[name]
         if constant[name]:
@@ -126,6 +146,8 @@ def check_input_use(probe: Probe) -> list[Finding]:
                 "a constant input cannot tell samples apart: a target computed from the real value cannot be learned",
                 f"make the generator return the varying value of '{name}' (the one its targets are computed from)", [],
                 {"constant": True}))  # fmt: skip
+            continue
+        if name not in changes:
             continue
         after = changes[name]
         # Only a backbone that never reads the input (bit-identical outputs after the short run) is
