@@ -557,3 +557,21 @@ def test_a_stalled_network_is_not_said_to_ignore_an_input(tiny_data):
     assert not of(findings, "input_use", "error")  # Concat reads both inputs: it is not to be changed
     (stalled,) = [f for f in of(findings, "input_use") if f.figures.get("stalled")]
     assert "stalled" in stalled.title and not any(stalled.figures["outputs_move"].values())
+
+
+def test_an_input_read_at_initialisation_that_training_silenced_is_not_blamed_on_the_backbone(tiny_data):
+    """Weight decay of 1 at lr 0.5 kills the image's path (its conv units), the number's survives:
+    the trained outputs still move, but not with the image. Concat reads the image (it did at
+    initialisation): no error against it."""
+    from digitsum.diagnosis.checks.training import trace_of
+    from digitsum.diagnosis.checks.wiring import check_input_use
+
+    probe = probe_for()
+    trace = trace_of(probe)[0]
+    with torch.no_grad():
+        for p in trace.model.backbone.cnn.parameters():
+            p.zero_()  # the image's path, dead after "training"
+    findings = check_input_use(probe)
+    assert not of(findings, "input_use", "error")
+    (silenced,) = [f for f in findings if f.figures.get("read_at_init")]
+    assert "'image'" in silenced.title

@@ -121,6 +121,9 @@ def check_input_use(probe: Probe) -> list[Finding]:
     constant = {name: n > 1 and bool((sample[name] == sample[name][:1]).all()) for name in probe.interface.inputs}
     changes = _prediction_changes(trained_model, held, [name for name in constant if not constant[name]])
     moving = _outputs_move(trained_model, held)
+    deaf_after = [n for n, c in changes.items() if all(c[f"{h}:exact"] for h in probe.model.heads)]
+    at_init = _prediction_changes(probe.model, held, deaf_after) if deaf_after and trained_model is not probe.model else {}
+    read_at_init = {n for n, c in at_init.items() if not all(c[f"{h}:exact"] for h in probe.model.heads)}
     if changes and not any(moving.values()):
         # every head gives every sample the same output: shuffling an input cannot change what
         # nothing reads any more (weights decayed to zero, every ReLU dead). A stalled network,
@@ -155,6 +158,15 @@ def check_input_use(probe: Probe) -> list[Finding]:
         # zero-initialised modulation (film's) is legitimately deaf to it, and after a short run a
         # head that reads it slowly (film on tiny data) can look deaf to it.
         if not all(after[f"{h}:exact"] for h in probe.model.heads):
+            continue
+        if name in read_at_init:
+            # the backbone read it at initialisation and training made the outputs deaf to it (its
+            # path died: weights decayed to nothing, ReLUs killed): the code reads it, training
+            # stalled; the training findings say why
+            findings.append(Finding("input_use", "info", f"the trained network no longer reads input '{name}'; it did at initialisation",
+                f"the outputs are bit-identical when '{name}' is shuffled across the batch after {trace.steps} steps, not at "
+                "initialisation", "the backbone reads it: training stalled the path it takes (see dead_relu, learning, fixes)",
+                figures={"read_at_init": True, "never_read": False}))  # fmt: skip
             continue
         for head in probe.model.heads:
             dep_text, mi, null = "", float("nan"), float("nan")  # an image's link to a target is not measured
