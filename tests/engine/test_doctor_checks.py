@@ -575,3 +575,21 @@ def test_an_input_read_at_initialisation_that_training_silenced_is_not_blamed_on
     assert not of(findings, "input_use", "error")
     (silenced,) = [f for f in findings if f.figures.get("read_at_init")]
     assert "'image'" in silenced.title
+
+
+def test_optimizer_candidates_form_a_family_from_an_lr_range_test(tiny_data):
+    from digitsum.diagnosis.remedies import lr_range, optimizer_changes
+
+    weak = probe_for('train.optimizer.type="sgd"', "train.optimizer.lr=1e-3", "train.optimizer.momentum=0",
+                     "train.optimizer.weight_decay=0", 'train.schedule.type="constant"')  # fmt: skip
+    test = lr_range(weak)
+    assert test["proposed"] is not None and test["proposed"] > 1e-2  # plain SGD at 1e-3 is far too slow
+    assert test["rates"] == sorted(test["rates"]) and test["lowest"] < test["start"]
+    changes, figures = optimizer_changes(weak)
+    keys = [c.keys for c in changes]
+    assert {"train.optimizer.lr"} in [set(k) for k in keys]
+    assert any(k.get("train.optimizer.momentum") == 0.9 and "train.optimizer.lr" in k for k in keys)
+    assert figures["lr_range"]["proposed"] == test["proposed"]
+    coupled, _ = optimizer_changes(probe_for('train.optimizer.type="adam"', "train.optimizer.weight_decay=1.0"))
+    assert {"train.optimizer.type": "adamw"} in [c.keys for c in coupled]
+    assert {"train.optimizer.weight_decay": 0.1} in [c.keys for c in coupled]
