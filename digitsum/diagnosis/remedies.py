@@ -73,6 +73,8 @@ def setting_changes(probe: Probe) -> list[Change]:
                 changes.append(Change(f"{key} = {_show(default)} (default; now {_show(value)})", {key: _plain(default)}))
         if section is not None and "weight" in type(section).model_fields and section.weight == 0:
             changes.append(Change(f"{prefix}.weight = 1.0", {f"{prefix}.weight": 1.0}))
+        elif section is not None and "weight" in type(section).model_fields and section.weight != 1.0:
+            changes.append(Change(f"{prefix}.weight = 1.0 (default; now {_show(section.weight)})", {f"{prefix}.weight": 1.0}))
     schedule_default = type(recipe.schedule.section).model_fields["type"].get_default()
     if recipe.schedule.section.type != schedule_default:
         changes.append(Change(f'train.schedule.type = "{schedule_default}" (default; now "{recipe.schedule.section.type}")',

@@ -593,3 +593,33 @@ def test_optimizer_candidates_form_a_family_from_an_lr_range_test(tiny_data):
     coupled, _ = optimizer_changes(probe_for('train.optimizer.type="adam"', "train.optimizer.weight_decay=1.0"))
     assert {"train.optimizer.type": "adamw"} in [c.keys for c in coupled]
     assert {"train.optimizer.weight_decay": 0.1} in [c.keys for c in coupled]
+
+
+def test_a_raised_floor_names_the_key_that_raises_it(tiny_data):
+    (floor,) = [f for f in found(probe_for("heads.sum.label_smoothing=0.9"), "loss_floor") if f.title.startswith("heads.sum")]
+    assert floor.severity == "info" and floor.keys == ["heads.sum.label_smoothing"]
+    assert floor.figures["raised_by"]["heads.sum.label_smoothing"]["floor"] < 0.5 * floor.figures["floor"]
+    assert "heads.sum.label_smoothing = 0.0" in floor.fix
+    plain = [f for f in found(probe_for(), "loss_floor") if f.title.startswith("heads.sum")]
+    assert not plain[0].keys  # control: nothing raises it
+
+
+class MseOnIndex(Classify):
+    """MSE of the class logits against the class index: the loss falls, the argmax stays at chance."""
+
+    class Params(Classify.Params):
+        pass
+
+    def loss(self, output, target):
+        return F.mse_loss(output, target.float()[:, None].expand_as(output))
+
+
+def test_a_loss_that_falls_while_the_metric_stays_at_chance_names_the_pair(tiny_data):
+    heads.register("mse_on_index")(MseOnIndex)
+    try:
+        findings = found(probe_for('heads.sum={type="mse_on_index", target="sum"}'), "short_run")
+    finally:
+        heads.remove("mse_on_index")
+    (error,) = [f for f in of(findings, "learning", "error") if f.title.startswith("heads.sum")]
+    assert "loss falls" in error.title and "MseOnIndex.loss" in error.title and "accuracy" in error.title
+    assert "MseOnIndex" in error.fix and error.figures["metric"] == "accuracy"
