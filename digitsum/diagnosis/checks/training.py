@@ -227,7 +227,9 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                 why = "its log-loss beats a constant guess"
             findings.append(Finding("learning", "info", f"heads.{head} learns slowly: {why}, its accuracy not yet",
                                     measured, figures=figures))  # fmt: skip
-        elif loss_fell and math.isfinite(last):
+        elif loss_fell and math.isfinite(last) and fell(float(losses[0]), last, LOSS_FALL, floor):
+            # fell from where it started, not only from a spike early in the run (lr 0.5 blows the
+            # loss up, then it settles back at a uniform guess's: that loss teaches nothing either)
             findings.append(_loss_metric_finding(probe, head, measured, figures))
         else:
             findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured,
