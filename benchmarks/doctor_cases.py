@@ -7,7 +7,7 @@ the warning-level cases), and *fixed* when the expected fix was verified (a reci
 `report.repair`, or a code cause among `report.code_causes`). Healthy controls must give no
 error and no warning. Needs real MNIST (DIGITSUM_DATA); run with `nice`, one thread:
 
-    DIGITSUM_DATA=../shared/data nice -n 10 python benchmarks/doctor_cases.py [--only NAME] [--json OUT]
+    DIGITSUM_DATA=../shared/data nice -n 10 python benchmarks/doctor_cases.py [--only NAME|bugs|healthy ...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -70,6 +70,16 @@ def components():
         def forward(self, features):
             return super().forward(features.detach())
 
+    class MseOnIndex(Classify):
+        """A plugin head trained with MSE of its class logits against the class index (a regression
+        loss on classification outputs): the loss falls, the argmax stays at chance."""
+
+        class Params(Classify.Params):
+            pass
+
+        def loss(self, output, target):
+            return torch.nn.functional.mse_loss(output, target.float()[:, None].expand_as(output))
+
     class Softmaxed(Classify):
         """A plugin head returning softmax probabilities into cross-entropy (no `output` key)."""
 
@@ -83,7 +93,7 @@ def components():
         datasets.register(name)(cls)
     for name, cls in {"ignores_number": IgnoresNumber, "dead_bias": DeadBias}.items():
         fusions.register(name)(cls)
-    for name, cls in {"detached": Detached, "softmaxed": Softmaxed}.items():
+    for name, cls in {"detached": Detached, "softmaxed": Softmaxed, "mse_on_index": MseOnIndex}.items():
         heads.register(name)(cls)
     sys.path.insert(0, str(REPO / "plugins" / "digitsum-example"))
     from digitsum_example.bilinear import Bilinear
@@ -97,12 +107,30 @@ def components():
 
 ORIGINAL, NOTEBOOK = REPO / "recipes" / "original.toml", REPO / "recipes" / "notebook.toml"
 CONSTANT = ['train.schedule.type="constant"']
-#: name: (recipe, overrides, expected check, expected fix: a recipe key or "code:<text in the cause>", severity)
+SGD = ['train.optimizer.type="sgd"', "train.optimizer.weight_decay=0", *CONSTANT]
+#: Checks whose error blames the data, the wiring or a component's code: in an optimizer- or
+#: loss-settings case any of them (unless it is the expected one) is a wrong first blame.
+BLAMES_ELSEWHERE = ("data", "pairing", "learnability", "input_use", "batch_independence", "double_softmax", "loss_weights")
+#: name: (recipe, overrides, expected check, expected fix, severity[, wrong]):
+#:   expected check: a check name, or "check~text" (a finding of that check whose title holds text);
+#:   expected fix: a recipe key prefix among report.repair, "code:<text in a code cause>", "key:<key>"
+#:   (among the named finding's keys), or None (naming is enough);
+#:   wrong: checks whose error in this case blames the wrong component (the case is then BAD).
 CASES = {
-    "lr_too_high": (ORIGINAL, ["train.optimizer.lr=0.5", *CONSTANT], "learning", "train.optimizer.lr", "error"),
-    "lr_too_low": (ORIGINAL, ["train.optimizer.lr=1e-7", *CONSTANT], "learning", "train.optimizer.lr", "error"),
-    "adam_betas": (ORIGINAL, ["train.optimizer.betas=[0.999, 0.9]", "train.optimizer.weight_decay=0", *CONSTANT], "learning", "train.optimizer.betas", "error"),
-    "weight_decay_huge": (ORIGINAL, ["train.optimizer.weight_decay=1.0", "train.optimizer.lr=0.5", *CONSTANT], "learning", "train.optimizer", "error"),
+    "lr_too_high": (ORIGINAL, ["train.optimizer.lr=0.5", *CONSTANT], "learning", "train.optimizer.lr", "error", BLAMES_ELSEWHERE),
+    "lr_too_low": (ORIGINAL, ["train.optimizer.lr=1e-7", *CONSTANT], "learning", "train.optimizer.lr", "error", BLAMES_ELSEWHERE),
+    "adam_betas": (ORIGINAL, ["train.optimizer.betas=[0.999, 0.9]", "train.optimizer.weight_decay=0", *CONSTANT], "learning", "train.optimizer.betas", "error", BLAMES_ELSEWHERE),
+    "weight_decay_huge": (ORIGINAL, ["train.optimizer.weight_decay=1.0", "train.optimizer.lr=0.5", *CONSTANT], "learning", "train.optimizer", "error", BLAMES_ELSEWHERE),
+    # issue 29: optimizer-family and loss-family cases, written before the doctor was changed for them
+    "adamw_lr_1e-6": (ORIGINAL, ["train.optimizer.lr=1e-6", *CONSTANT], "learning", "train.optimizer.lr", "error", BLAMES_ELSEWHERE),
+    "sgd_weak": (ORIGINAL, [*SGD, "train.optimizer.lr=1e-3", "train.optimizer.momentum=0"], "learning", "train.optimizer", "error", BLAMES_ELSEWHERE),
+    "sgd_lr_too_high": (ORIGINAL, [*SGD, "train.optimizer.lr=3.0", "train.optimizer.momentum=0.9"], "learning", "train.optimizer.lr", "error", BLAMES_ELSEWHERE),
+    "adam_coupled_wd": (ORIGINAL, ['train.optimizer.type="adam"', "train.optimizer.weight_decay=1.0", *CONSTANT], "learning", "train.optimizer.weight_decay", "error", BLAMES_ELSEWHERE),
+    "mse_on_class_index": (ORIGINAL, ['heads.sum={type="mse_on_index", target="sum"}'], "learning~loss", None, "error",
+                           ("data", "pairing", "learnability", "input_use", "batch_independence", "double_softmax")),
+    "label_smoothing_floor": (ORIGINAL, ["heads.sum.label_smoothing=0.99"], "loss_floor", "key:heads.sum.label_smoothing", "info", BLAMES_ELSEWHERE),
+    "sum_weight_dominates": (ORIGINAL, [*SGD, "train.optimizer.lr=0.05", "train.optimizer.momentum=0.9", "heads.sum.weight=1000"], "learning", "heads.sum.weight", "error",
+                             ("data", "pairing", "learnability", "input_use", "batch_independence", "double_softmax")),
     "probabilities_into_ce": (ORIGINAL, ['heads.sum.output="probabilities"'], "double_softmax", "heads.sum.output", "error"),
     "plugin_head_softmax": (ORIGINAL, ['heads.sum={type="softmaxed", target="sum"}'], "double_softmax", "code:logits", "error"),
     "zero_weight": (ORIGINAL, ["heads.digit.weight=0"], "loss_weights", "heads.digit.weight", "error"),
@@ -117,6 +145,8 @@ CASES = {
 HEALTHY = {p.stem: (p, []) for p in sorted((REPO / "recipes").glob("*.toml")) if p.stem != "notebook"}
 HEALTHY["product (example plugin)"] = (REPO / "plugins" / "digitsum-example" / "digitsum_example" / "recipes" / "product.toml", [])
 HEALTHY["label_smoothing_0.9"] = (ORIGINAL, ["heads.digit.label_smoothing=0.9"])
+HEALTHY["label_smoothing_0.1"] = (ORIGINAL, ["heads.digit.label_smoothing=0.1", "heads.sum.label_smoothing=0.1"])
+HEALTHY["sgd_momentum"] = (ORIGINAL, [*SGD, "train.optimizer.lr=0.05", "train.optimizer.momentum=0.9"])
 
 
 def main() -> None:
@@ -129,10 +159,12 @@ def main() -> None:
     from digitsum.recipe import load_recipe
 
     rows = []
-    for name, case in {**{k: ("bug", *v) for k, v in CASES.items()}, **{k: ("healthy", *v, None, None, None) for k, v in HEALTHY.items()}}.items():
-        if args.only and name not in args.only:
+    cases = {**{k: ("bug", *v, *(() if len(v) > 5 else ((),))) for k, v in CASES.items()},
+             **{k: ("healthy", *v, None, None, None, ()) for k, v in HEALTHY.items()}}
+    for name, case in cases.items():
+        if args.only and name not in args.only and not (name in HEALTHY and "healthy" in args.only) and not (name in CASES and "bugs" in args.only):
             continue
-        kind, path, overrides, check, fix, severity = case
+        kind, path, overrides, check, fix, severity, wrong = case
         started = time.perf_counter()
         cpu = time.process_time()
         report = doctor(load_recipe(path, overrides))
@@ -141,26 +173,37 @@ def main() -> None:
         if kind == "healthy":
             ok = not problems
             named = fixed = None
+            misblamed = []
         else:
-            named = any(f.check == check and f.severity == severity for f in report.findings)
+            check, _, text = check.partition("~")
+            hits = [f for f in report.findings if f.check == check and f.severity == severity and text in f.title]
+            named = bool(hits)
+            misblamed = [(f.check, f.title) for f in report.errors if f.check in wrong and f.check != check]
             if fix is None:
                 fixed = None
+            elif fix.startswith("key:"):
+                fixed = any(fix[4:] in f.keys for f in hits)
             elif fix.startswith("code:"):
                 fixed = any(fix[5:] in c for c in report.code_causes)
             else:
                 fixed = any(k.startswith(fix) for k in report.repair)
-            ok = named and fixed is not False
-        rows.append({"case": name, "kind": kind, "ok": ok, "named": named, "fix_verified": fixed, "repair": report.repair,
+            ok = named and fixed is not False and not misblamed
+        first = next((f"{f.check}: {f.title}" for f in report.errors), None)
+        rows.append({"case": name, "kind": kind, "ok": ok, "named": named, "fix_verified": fixed, "first_error": first,
+                     "misblamed": misblamed if kind == "bug" else None, "repair": report.repair,
                      "code_causes": report.code_causes, "problems": problems, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1)})
         print(f"{'ok ' if ok else 'BAD'} {name:26} {kind:7} named={named} fix={fixed} repair={report.repair} code={report.code_causes} "
               f"{seconds:.1f} s ({cpu:.1f} s CPU)", flush=True)
+        if kind == "bug":
+            print(f"       first error: {first}" + (f"; wrong blame: {misblamed}" if misblamed else ""), flush=True)
         if not ok:
             for p in problems:
                 print("      ", *p, flush=True)
     bugs = [r for r in rows if r["kind"] == "bug"]
     healthy = [r for r in rows if r["kind"] == "healthy"]
     print(f"bugs named with a working fix: {sum(r['ok'] for r in bugs)} of {len(bugs)}; healthy without warnings: "
-          f"{sum(r['ok'] for r in healthy)} of {len(healthy)}")
+          f"{sum(r['ok'] for r in healthy)} of {len(healthy)}; wrong blames in {sum(bool(r['misblamed']) for r in bugs)} bug cases; "
+          f"seconds per recipe: mean {sum(r['seconds'] for r in rows) / max(1, len(rows)):.1f}, max {max((r['seconds'] for r in rows), default=0):.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

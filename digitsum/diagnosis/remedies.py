@@ -18,8 +18,9 @@ import torch
 from ..listing import DOCTOR_CHECKS
 from ..recipe import MACHINE_LOCAL_KEYS
 from .checks.training import short_run_steps
+from ..engine.train import make_optimizer
 from .findings import Change, Finding, fmt, pct
-from .probe import Probe, RunTrace, short_run
+from .probe import Probe, RunTrace, fresh_copy, seeded, short_run
 
 #: Training samples each verification run sees (at the recipe's batch size), and its step bounds.
 VERIFY_SAMPLES, VERIFY_STEPS = 8000, (60, 200)
@@ -72,6 +73,8 @@ def setting_changes(probe: Probe) -> list[Change]:
                 changes.append(Change(f"{key} = {_show(default)} (default; now {_show(value)})", {key: _plain(default)}))
         if section is not None and "weight" in type(section).model_fields and section.weight == 0:
             changes.append(Change(f"{prefix}.weight = 1.0", {f"{prefix}.weight": 1.0}))
+        elif section is not None and "weight" in type(section).model_fields and section.weight != 1.0:
+            changes.append(Change(f"{prefix}.weight = 1.0 (default; now {_show(section.weight)})", {f"{prefix}.weight": 1.0}))
     schedule_default = type(recipe.schedule.section).model_fields["type"].get_default()
     if recipe.schedule.section.type != schedule_default:
         changes.append(Change(f'train.schedule.type = "{schedule_default}" (default; now "{recipe.schedule.section.type}")',
@@ -82,6 +85,84 @@ def setting_changes(probe: Probe) -> list[Change]:
     if default_lr is not None and not any(math.isclose(default_lr, lr * f) for f in (0.1, 10.0, 1.0)):
         changes.append(Change(f"train.optimizer.lr = {fmt(default_lr)} (default; now {fmt(lr)})", {"train.optimizer.lr": default_lr}))
     return changes
+
+
+#: The lr-range test (Smith, "Cyclical learning rates", 2017): RANGE_STEPS steps of the run whose
+#: learning rate rises geometrically from RANGE_LOW to RANGE_HIGH (the most a recipe accepts); the
+#: smoothed loss is read at each step, and the rate RANGE_BACKOFF below the one where it was lowest
+#: is proposed (the lowest point is already at the edge of divergence). Proposed only when the loss
+#: fell there by RANGE_FELL of its start: a loss that no rate moves says nothing about the rate.
+RANGE_STEPS, RANGE_LOW, RANGE_HIGH, RANGE_BACKOFF, RANGE_FELL = 100, 1e-6, 10.0, 10.0, 0.03
+#: An SGD below this momentum is also tried with MOMENTUM (at the rate its own range test proposes).
+LOW_MOMENTUM, MOMENTUM = 0.5, 0.9
+LR_KEY = "train.optimizer.lr"
+
+
+def lr_range(probe: Probe, steps: int = RANGE_STEPS) -> dict[str, Any]:
+    """The lr-range test with the recipe's optimizer on the run's first batches: the rates and the
+    smoothed loss at each step, the rate where the loss was lowest, and the rate proposed (None
+    when no rate lowered the loss by RANGE_FELL)."""
+    with seeded(probe, "lr_range"):
+        model = fresh_copy(probe.model)
+        optimizer = make_optimizer(probe.recipe, model)
+        rates, smoothed, average = [], [], 0.0
+        batches = probe.train_batches(steps)
+        for i, batch in enumerate(batches):
+            rate = RANGE_LOW * (RANGE_HIGH / RANGE_LOW) ** (i / max(1, len(batches) - 1))
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            loss = model.total_loss(model.losses(model(batch), batch))
+            value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+            if not math.isfinite(value):
+                break
+            average = 0.9 * average + 0.1 * value
+            rates.append(rate)
+            smoothed.append(average / (1 - 0.9 ** (i + 1)))
+            if i > 10 and smoothed[-1] > 4 * min(smoothed):
+                break  # diverging: higher rates only diverge faster
+            optimizer.zero_grad(set_to_none=True)
+            if isinstance(loss, torch.Tensor) and loss.requires_grad:
+                loss.backward()
+                optimizer.step()
+    if not smoothed:
+        return {"rates": [], "losses": [], "lowest_at": None, "proposed": None}
+    best = min(range(len(smoothed)), key=smoothed.__getitem__)
+    fell_enough = smoothed[best] < (1 - RANGE_FELL) * smoothed[0]
+    return {"rates": rates, "losses": smoothed, "lowest_at": rates[best], "start": smoothed[0], "lowest": smoothed[best],
+            "proposed": float(f"{rates[best] / RANGE_BACKOFF:.2g}") if fell_enough else None}  # fmt: skip
+
+
+def optimizer_changes(probe: Probe) -> tuple[list[Change], dict[str, Any]]:
+    """The optimizer's settings as a family, each to be verified like any change: the rate the
+    lr-range test proposes; for an SGD with little momentum, momentum MOMENTUM at the rate its own
+    range test proposes; for a weight decay, one ten times smaller and (Adam's, an L2 penalty in
+    the gradient) the same decay decoupled (AdamW). Returns the changes and the range tests' figures."""
+    recipe = probe.recipe
+    params, kind = recipe.optimizer.params, recipe.optimizer.section.type
+    fields = type(params).model_fields
+    lr = params.lr
+    changes: list[Change] = []
+    test = lr_range(probe)
+    figures: dict[str, Any] = {"lr_range": {k: test[k] for k in ("lowest_at", "proposed")}}
+    proposed = test["proposed"]
+    if proposed is not None and not 0.5 <= proposed / lr <= 2:
+        changes.append(Change(f"{LR_KEY} = {fmt(proposed)} (lr-range test: loss lowest at {fmt(test['lowest_at'])}; now {fmt(lr)})",
+                              {LR_KEY: proposed}))  # fmt: skip
+    if "momentum" in fields and getattr(params, "momentum", 1.0) < LOW_MOMENTUM:
+        keys: dict[str, Any] = {"train.optimizer.momentum": MOMENTUM}
+        with_momentum = lr_range(probe.variant(keys))
+        figures["lr_range_momentum"] = {k: with_momentum[k] for k in ("lowest_at", "proposed")}
+        if with_momentum["proposed"] is not None:
+            keys[LR_KEY] = with_momentum["proposed"]
+        changes.append(Change(f"train.optimizer.momentum = {MOMENTUM}" + (f", {LR_KEY} = {fmt(keys[LR_KEY])} (lr-range test with momentum)"
+                              if LR_KEY in keys else "") + f" (now momentum {fmt(params.momentum)}, lr {fmt(lr)})", keys))  # fmt: skip
+    decay = getattr(params, "weight_decay", 0.0) if "weight_decay" in fields else 0.0
+    if decay > 0:
+        changes.append(Change(f"train.optimizer.weight_decay = {fmt(decay / 10)} (now {fmt(decay)})", {"train.optimizer.weight_decay": decay / 10}))
+        if kind == "adam":
+            changes.append(Change(f'train.optimizer.type = "adamw" (weight decay {fmt(decay)} decoupled from the gradient; now "adam")',
+                                  {"train.optimizer.type": "adamw"}))  # fmt: skip
+    return changes, figures
 
 
 def _recipe_keys(changes: list[Change]) -> dict[str, Any]:
@@ -138,7 +219,11 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         return [], {}, []
     candidates: list[Change] = []
     seen: set[str] = set()
-    for change in [c for f in findings if f.severity != "info" for c in f.candidates] + setting_changes(probe):
+    family: list[Change] = []
+    family_figures: dict[str, Any] = {}
+    if stalled or not base.finite:  # the optimizer's settings as a family (lr-range test, momentum, weight decay)
+        family, family_figures = optimizer_changes(probe)
+    for change in [c for f in findings if f.severity != "info" for c in f.candidates] + setting_changes(probe) + family:
         key = repr(sorted(change.keys.items())) if change.emulate is None else change.label
         if key not in seen:
             seen.add(key)
@@ -236,7 +321,12 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
                "combined": [c.label for c in combined],
                "combined_after": current.trace.after if current.trace is not None else None,
                "rounds": [{"change": c.label, "after": t.after, "skill": _mean(t, heads)} for c, t in rounds],
-               "combined_skill": _mean(current.trace, heads) if current.trace is not None else None}  # fmt: skip
+               "combined_skill": _mean(current.trace, heads) if current.trace is not None else None, **family_figures}  # fmt: skip
+    if family_figures.get("lr_range"):
+        ranges = [f"{what}: loss lowest at lr {fmt(r['lowest_at']) if r['lowest_at'] else '-'}, proposed "
+                  f"{fmt(r['proposed']) if r['proposed'] else 'none (no rate lowers the loss)'}"
+                  for what, r in (("recipe's optimizer", family_figures["lr_range"]), (f"momentum {MOMENTUM}", family_figures.get("lr_range_momentum"))) if r]  # fmt: skip
+        measured += f"; lr-range test ({RANGE_STEPS} steps, lr {fmt(RANGE_LOW)} -> {fmt(RANGE_HIGH)}): " + "; ".join(ranges)
     still = [h for h in stalled if h not in _restores(current.trace, heads)] if combined else stalled
     if not combined and not stalled:
         return [], {}, []  # every head learns, and no proposed fix measurably helps: nothing to recommend

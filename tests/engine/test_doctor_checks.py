@@ -523,3 +523,103 @@ def test_check_doctor_check_passes_a_good_check_and_names_what_a_bad_one_does(tm
 
     with pytest.raises(ConformanceError, match="it raised KeyError"):
         check_doctor_check(crashes, "original", tmp_path / "c")
+
+
+# -- issue 29: never blame the wrong component -------------------------------------------------
+
+
+def test_an_optimizer_that_stalls_is_named_not_the_data(tiny_data):
+    """lr 1e-7 learns nothing: the reference optimizer on the same samples does, so the data are
+    not blamed; the learnability finding names the optimizer's keys instead."""
+    stalled = found(probe_for("train.optimizer.lr=1e-7", 'train.schedule.type="constant"'), "learnability")
+    assert not of(stalled, "learnability", "error")
+    warnings = of(stalled, "learnability", "warning")
+    assert warnings and all("train.optimizer.lr" in w.keys for w in warnings)
+    w = warnings[0]
+    assert learns(w.figures["held_out"], w.figures["chance"], 100) and w.figures["recipe_held_out"] < w.figures["held_out"]
+
+
+class AllDead(Concat):
+    """Every hidden unit of the last layer dead from the start: the outputs never move (a stalled
+    network, whatever it reads)."""
+
+    def __init__(self, params, inputs):
+        super().__init__(params, inputs)
+        torch.nn.init.constant_(self.mlp[-2].bias, -1e4)
+
+
+def test_a_stalled_network_is_not_said_to_ignore_an_input(tiny_data):
+    fusions.register("all_dead")(AllDead)
+    try:
+        findings = found(probe_for('backbone.type="all_dead"'), "input_use")
+    finally:
+        fusions.remove("all_dead")
+    assert not of(findings, "input_use", "error")  # Concat reads both inputs: it is not to be changed
+    (stalled,) = [f for f in of(findings, "input_use") if f.figures.get("stalled")]
+    assert "stalled" in stalled.title and not any(stalled.figures["outputs_move"].values())
+
+
+def test_an_input_read_at_initialisation_that_training_silenced_is_not_blamed_on_the_backbone(tiny_data):
+    """Weight decay of 1 at lr 0.5 kills the image's path (its conv units), the number's survives:
+    the trained outputs still move, but not with the image. Concat reads the image (it did at
+    initialisation): no error against it."""
+    from digitsum.diagnosis.checks.training import trace_of
+    from digitsum.diagnosis.checks.wiring import check_input_use
+
+    probe = probe_for()
+    trace = trace_of(probe)[0]
+    with torch.no_grad():
+        for p in trace.model.backbone.cnn.parameters():
+            p.zero_()  # the image's path, dead after "training"
+    findings = check_input_use(probe)
+    assert not of(findings, "input_use", "error")
+    (silenced,) = [f for f in findings if f.figures.get("read_at_init")]
+    assert "'image'" in silenced.title
+
+
+def test_optimizer_candidates_form_a_family_from_an_lr_range_test(tiny_data):
+    from digitsum.diagnosis.remedies import lr_range, optimizer_changes
+
+    weak = probe_for('train.optimizer.type="sgd"', "train.optimizer.lr=1e-3", "train.optimizer.momentum=0",
+                     "train.optimizer.weight_decay=0", 'train.schedule.type="constant"')  # fmt: skip
+    test = lr_range(weak)
+    assert test["proposed"] is not None and test["proposed"] > 1e-2  # plain SGD at 1e-3 is far too slow
+    assert test["rates"] == sorted(test["rates"]) and test["lowest"] < test["start"]
+    changes, figures = optimizer_changes(weak)
+    keys = [c.keys for c in changes]
+    assert {"train.optimizer.lr"} in [set(k) for k in keys]
+    assert any(k.get("train.optimizer.momentum") == 0.9 and "train.optimizer.lr" in k for k in keys)
+    assert figures["lr_range"]["proposed"] == test["proposed"]
+    coupled, _ = optimizer_changes(probe_for('train.optimizer.type="adam"', "train.optimizer.weight_decay=1.0"))
+    assert {"train.optimizer.type": "adamw"} in [c.keys for c in coupled]
+    assert {"train.optimizer.weight_decay": 0.1} in [c.keys for c in coupled]
+
+
+def test_a_raised_floor_names_the_key_that_raises_it(tiny_data):
+    (floor,) = [f for f in found(probe_for("heads.sum.label_smoothing=0.9"), "loss_floor") if f.title.startswith("heads.sum")]
+    assert floor.severity == "info" and floor.keys == ["heads.sum.label_smoothing"]
+    assert floor.figures["raised_by"]["heads.sum.label_smoothing"]["floor"] < 0.5 * floor.figures["floor"]
+    assert "heads.sum.label_smoothing = 0.0" in floor.fix
+    plain = [f for f in found(probe_for(), "loss_floor") if f.title.startswith("heads.sum")]
+    assert not plain[0].keys  # control: nothing raises it
+
+
+class MseOnIndex(Classify):
+    """MSE of the class logits against the class index: the loss falls, the argmax stays at chance."""
+
+    class Params(Classify.Params):
+        pass
+
+    def loss(self, output, target):
+        return F.mse_loss(output, target.float()[:, None].expand_as(output))
+
+
+def test_a_loss_that_falls_while_the_metric_stays_at_chance_names_the_pair(tiny_data):
+    heads.register("mse_on_index")(MseOnIndex)
+    try:
+        findings = found(probe_for('heads.sum={type="mse_on_index", target="sum"}'), "short_run")
+    finally:
+        heads.remove("mse_on_index")
+    (error,) = [f for f in of(findings, "learning", "error") if f.title.startswith("heads.sum")]
+    assert "loss falls" in error.title and "MseOnIndex.loss" in error.title and "accuracy" in error.title
+    assert "MseOnIndex" in error.fix and error.figures["metric"] == "accuracy"

@@ -161,6 +161,27 @@ FLOOR_STEPS = 300
 FLOOR_DONE = 0.01
 
 
+def _floor_raisers(probe: Probe, head: str, floor: float) -> dict[str, dict]:
+    """The head's settings off their defaults whose reset alone lowers its floor by more than
+    half: each measured on the probe with that one key reset (label smoothing, say)."""
+    params = probe.recipe.heads[head].params
+    found: dict[str, dict] = {}
+    for name, spec in type(params).model_fields.items():
+        if spec.is_required():
+            continue
+        default, value = spec.get_default(call_default_factory=True), getattr(params, name)
+        if default == value or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        key = f"heads.{head}.{name}"
+        try:
+            lower = loss_floor(probe.variant({key: default}), head)
+        except Exception:  # a reset the recipe refuses
+            continue
+        if lower is not None and lower < 0.5 * floor:
+            found[key] = {"value": value, "default": default, "floor": lower}
+    return found
+
+
 def loss_floor(probe: Probe, head: str) -> float | None:
     """The lowest loss ``head`` can reach under its settings: its loss minimised over free
     outputs of the shape it gives (label smoothing, say, keeps it above 0) — for a head whose
@@ -231,9 +252,17 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
         figures = {"floor": floor, "at_init": start}
         measured = f"heads.{head}: lowest loss over free outputs {fmt(floor)}, at initialisation {fmt(start)}"
         if start > 0 and floor > 0.25 * start:
-            findings.append(Finding("loss_floor", "info", f"heads.{head}'s settings raise its lowest reachable loss to {fmt(floor)}",
-                measured + f" ({100 * floor / start:.0f} % of it): its loss cannot fall far; its metric says whether it learns",
-                figures=figures))  # fmt: skip
+            raising = _floor_raisers(probe, head, floor)
+            figures["raised_by"] = raising
+            named = "; ".join(f"{k} = {v['value']} (at {v['default']} the floor is {fmt(v['floor'])})" for k, v in raising.items())
+            findings.append(Finding("loss_floor", "info",
+                f"heads.{head}'s settings raise its lowest reachable loss to {fmt(floor)}" + (f": {', '.join(raising)}" if raising else ""),
+                measured + f" ({100 * floor / start:.0f} % of it): its loss cannot fall far; its metric says whether it learns"
+                + (f"; raised by {named}" if named else ""),
+                "a raised floor is what these settings ask for (label smoothing keeps every class's probability up); "
+                "it also shrinks the gradient that teaches the head",
+                ("if the floor is not intended, set " + ", ".join(f"{k} = {v['default']}" for k, v in raising.items())) if raising else "",
+                sorted(raising), figures))  # fmt: skip
         else:
             findings.append(Finding("loss_floor", "info", f"heads.{head} can lower its loss to {fmt(floor)}", measured, figures=figures))
     return findings

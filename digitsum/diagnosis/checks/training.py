@@ -227,11 +227,38 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                 why = "its log-loss beats a constant guess"
             findings.append(Finding("learning", "info", f"heads.{head} learns slowly: {why}, its accuracy not yet",
                                     measured, figures=figures))  # fmt: skip
+        elif loss_fell and math.isfinite(last) and fell(float(losses[0]), last, LOSS_FALL, floor):
+            # fell from where it started, not only from a spike early in the run (lr 0.5 blows the
+            # loss up, then it settles back at a uniform guess's: that loss teaches nothing either)
+            findings.append(_loss_metric_finding(probe, head, measured, figures))
         else:
             findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured,
                 "a head that learns beats the best constant guess on held-out samples within a few hundred steps",
                 "see the fixes tried below", [], figures))  # fmt: skip
     return findings
+
+
+def _loss_metric_finding(probe: Probe, head: str, measured: str, figures: dict) -> Finding:
+    """A head whose training loss fell toward its floor while its held-out metric stays at chance:
+    the loss trains something its metric does not read (a regression loss on class logits, say)."""
+    module = probe.model.heads[head]
+    cls = type(module)
+    try:
+        batch = slice_batch(probe.held_out, 2)
+        with torch.no_grad():
+            metrics = sorted(module.metrics(probe.model(batch)[head], batch[probe.target_of(head)]))
+    except Exception:
+        metrics = []
+    metric = ", ".join(metrics) or "predict() == target"
+    pair = f"{cls.__name__}.loss and {cls.__name__}'s {metric}"
+    built_in = cls.__module__.startswith("digitsum.")
+    fix = (f"use a head whose loss trains what its metric reads (the recipe's heads.{head}.type)" if built_in
+           else f"make {cls.__module__}.{cls.__name__}.loss train what its metric ({metric}) reads: for class logits, "
+                "a classification loss (cross-entropy), not a regression on the class index")  # fmt: skip
+    return Finding("learning", "error", f"heads.{head}: its loss falls while its {metric} stays at chance ({pair} disagree)",
+                   measured, f"the training loss of heads.{head} fell toward its floor, yet on held-out samples its {metric} is no "
+                   "better than the best constant guess: what the loss rewards is not what the metric counts",
+                   fix, [f"heads.{head}.type"] if built_in else [], {**figures, "loss": f"{cls.__name__}.loss", "metric": metric})  # fmt: skip
 
 
 def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: str, lr: float, learning: bool,

@@ -98,6 +98,14 @@ def _prediction_changes(model, batch, names: list[str]) -> dict[str, dict[str, f
     return changes
 
 
+@torch.no_grad()
+def _outputs_move(model, batch) -> dict[str, bool]:
+    """Per head: whether its outputs differ at all between the samples of ``batch`` (eval mode)."""
+    with evaluating(model):
+        out = model(batch)
+    return {h: not torch.equal(o, o[:1].expand_as(o)) for h, o in out.items()}
+
+
 def check_input_use(probe: Probe) -> list[Finding]:
     """Inputs with no variation carry no information; an input that a head's target depends on
     (measured on the data) and that the model ignores (its outputs do not change when the input
@@ -112,6 +120,21 @@ def check_input_use(probe: Probe) -> list[Finding]:
     trained_model = trace.model if trace.model is not None else probe.model
     constant = {name: n > 1 and bool((sample[name] == sample[name][:1]).all()) for name in probe.interface.inputs}
     changes = _prediction_changes(trained_model, held, [name for name in constant if not constant[name]])
+    moving = _outputs_move(trained_model, held)
+    deaf_after = [n for n, c in changes.items() if all(c[f"{h}:exact"] for h in probe.model.heads)]
+    at_init = _prediction_changes(probe.model, held, deaf_after) if deaf_after and trained_model is not probe.model else {}
+    read_at_init = {n for n, c in at_init.items() if not all(c[f"{h}:exact"] for h in probe.model.heads)}
+    if changes and not any(moving.values()):
+        # every head gives every sample the same output: shuffling an input cannot change what
+        # nothing reads any more (weights decayed to zero, every ReLU dead). A stalled network,
+        # not one deaf to an input: the training findings say why it stalled.
+        names = [name for name in constant if not constant[name]]
+        findings.append(Finding("input_use", "info", "the trained network's outputs are the same for every sample: it is stalled, not deaf to an input",
+            f"after {trace.steps} steps every head's output is identical across {batch_len(held)} held-out samples, so shuffling "
+            f"{', '.join(repr(n) for n in names)} changes nothing", "a network whose outputs never move reads no input: whether the "
+            "backbone reads each one cannot be told here", "see the training findings (learning, dead_relu, fixes): they say why it stalled",
+            [], {"outputs_move": moving, "stalled": True}))  # fmt: skip
+        changes = {}
     for name, spec in probe.interface.inputs.items():
         x = sample[name]
         if constant[name]:
@@ -127,12 +150,23 @@ def check_input_use(probe: Probe) -> list[Finding]:
                 f"make the generator return the varying value of '{name}' (the one its targets are computed from)", [],
                 {"constant": True}))  # fmt: skip
             continue
+        if name not in changes:
+            continue
         after = changes[name]
         # Only a backbone that never reads the input (bit-identical outputs after the short run) is
         # flagged, an error whatever the head learns from the rest: at initialisation a
         # zero-initialised modulation (film's) is legitimately deaf to it, and after a short run a
         # head that reads it slowly (film on tiny data) can look deaf to it.
         if not all(after[f"{h}:exact"] for h in probe.model.heads):
+            continue
+        if name in read_at_init:
+            # the backbone read it at initialisation and training made the outputs deaf to it (its
+            # path died: weights decayed to nothing, ReLUs killed): the code reads it, training
+            # stalled; the training findings say why
+            findings.append(Finding("input_use", "info", f"the trained network no longer reads input '{name}'; it did at initialisation",
+                f"the outputs are bit-identical when '{name}' is shuffled across the batch after {trace.steps} steps, not at "
+                "initialisation", "the backbone reads it: training stalled the path it takes (see dead_relu, learning, fixes)",
+                figures={"read_at_init": True, "never_read": False}))  # fmt: skip
             continue
         for head in probe.model.heads:
             dep_text, mi, null = "", float("nan"), float("nan")  # an image's link to a target is not measured
