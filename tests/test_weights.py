@@ -192,3 +192,12 @@ def test_export_safetensors_refuses_a_run_of_changed_settings(tiny_run, tmp_path
     result = cli("export", tiny_run.run_dir, "--format", "safetensors", "--out", tmp_path / "w")
     assert result.code == 2 and "did not train recipe 'original' as built-in ships it" in " ".join(result.err.split())
     assert not (tmp_path / "w").exists()
+
+
+def test_the_table_of_weights_in_the_docs_is_the_records():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zoo_weights", RECIPES.parents[1] / "benchmarks" / "zoo_weights.py")
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
+    assert zoo.table() in (RECIPES.parents[1] / "docs" / "api.md").read_text()  # benchmarks/zoo_weights.py --table
