@@ -17,7 +17,7 @@ from digitsum.catalog import recipe_entries
 from digitsum.errors import UserError
 from digitsum.weights import cache_folder, read_record, weights_entries
 
-from .conftest import RECIPES, fake_distribution
+from .conftest import RECIPES, REPO, fake_distribution
 
 BUILTIN_WEIGHTS = RECIPES / "weights"
 BUILTIN_RECIPES = sorted(e.name for e in recipe_entries() if e.builtin)
@@ -197,7 +197,7 @@ def test_export_safetensors_refuses_a_run_of_changed_settings(tiny_run, tmp_path
 def test_the_table_of_weights_in_the_docs_is_the_records():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("zoo_weights", RECIPES.parents[1] / "benchmarks" / "zoo_weights.py")
+    spec = importlib.util.spec_from_file_location("zoo_weights", REPO / "benchmarks" / "zoo_weights.py")
     zoo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(zoo)
-    assert zoo.table() in (RECIPES.parents[1] / "docs" / "api.md").read_text()  # benchmarks/zoo_weights.py --table
+    assert zoo.table() in (REPO / "docs" / "api.md").read_text()  # benchmarks/zoo_weights.py --table
