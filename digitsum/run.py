@@ -93,12 +93,14 @@ class Run:
     def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
         """Per-head mean loss and metrics over a whole split (``test``, ``train``, or ``val`` when
         the recipe holds one out), as training reports them."""
+        from .engine.accel import plan
         from .engine.train import evaluate
 
         splits = self.generator.split_names()
         if split not in splits:
             raise UserError(f"no split '{split}' — {did_you_mean(split, splits, 'splits')}")
-        return evaluate(self.model, self.generator, split, self.recipe.seed, self.device)
+        with plan(self.recipe.train, self.device).autocast():  # in the precision it trained in: the same figures
+            return evaluate(self.model, self.generator, split, self.recipe.seed, self.device)
 
     def predict(self, *, preprocess: bool = True, top: int = 3, **inputs: Any):
         """Predict every head for raw inputs, e.g. ``run.predict(image="seven.png", number=3)``.

@@ -50,6 +50,21 @@ def test_evaluate_reproduces_the_recorded_test_metrics(trained):
     assert not again.model.training  # evaluating leaves the loaded model in eval mode
 
 
+def test_evaluate_reproduces_a_bf16_runs_metrics_exactly(tiny_root, tmp_path):
+    """Evaluated in the precision it trained in: on a CPU with bf16, in bf16 (elsewhere both are fp32)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    overrides = ["train.epochs=1", "data.batch_size=64", f"data.root='{tiny_root}'", "data.download=false",
+                 "train.precision='bf16'", "train.threads=1"]  # fmt: skip
+    try:
+        run = digitsum.train(RECIPES / "original.toml", tmp_path / "run", overrides=overrides, progress=False)
+        torch.set_num_threads(1)  # bit for bit: the one thread it trained and evaluated with
+        assert digitsum.load_run(run.run_dir).evaluate("test") == run.summary["metrics"]["test"]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_evaluate_refuses_an_unknown_split(trained):
     with pytest.raises(digitsum.UserError, match="no split 'tset' — did you mean 'test'"):
         trained.evaluate("tset")
