@@ -194,7 +194,7 @@ def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
     from .catalog import RecipeNotFound, looks_like_name
 
     if not looks_like_name(str(source)):
-        raise UserError(f"{source} is neither a run directory nor the name of a recipe with pretrained weights")
+        raise UserError(f"run directory not found: {source} (nor is it the name of a recipe with pretrained weights)")
     try:
         return load_pretrained(str(source), device)
     except RecipeNotFound as e:

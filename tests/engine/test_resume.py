@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from digitsum.engine.checkpoint import load_checkpoint
+from digitsum.engine.component_errors import ComponentError
 from digitsum.engine.resume import resume_trainer
 
 from ..runs import CrashAt, StopAt, outcome, train
@@ -41,7 +42,7 @@ def test_stop_and_resume_equals_uninterrupted_run(tiny_root, tmp_path, reference
 
 def test_crash_resumes_from_the_periodic_checkpoint(tiny_root, tmp_path, reference):
     # checkpoint every 3 steps: a crash at epoch 2 step 5 (global step 14) resumes from step 12
-    with pytest.raises(RuntimeError, match="killed"):
+    with pytest.raises(ComponentError, match="killed"):  # the test's callback plays the crash: named as a component
         train(tiny_root, tmp_path, "train.checkpoint_every=3", callbacks=[CrashAt(2, 5)], epochs=3)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert (state["epoch"], state["step"]) == (1, 4)
@@ -66,7 +67,7 @@ def test_epochs_logged_after_the_checkpoint_are_logged_once(tiny_root, tmp_path,
 
 
 def test_resume_without_a_checkpoint_starts_over(tiny_root, tmp_path, reference):
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ComponentError):
         train(tiny_root, tmp_path, callbacks=[CrashAt(1, 2)], epochs=3)
     assert not (tmp_path / "checkpoint.pt").exists() and (tmp_path / "recipe.toml").exists()
     resume_trainer(tmp_path).fit()
