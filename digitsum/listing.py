@@ -14,7 +14,7 @@ from .errors import UserError, did_you_mean
 from .files import write_json
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
-from .weights import WeightsEntry, weights_entries
+from .weights import WeightsEntry, verify, weights_entries
 from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
 
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
@@ -165,6 +165,11 @@ def _weights_summary(entry: WeightsEntry, digest: str) -> dict[str, Any]:
                                "test": record.test, "remote": record.url is not None}  # fmt: skip
     if record.settings != digest:
         summary["error"] = "trained for other settings than the recipe has now"
+    elif record.file is not None:  # a few MB at most: hashed, so that a damaged file shows here too
+        try:
+            verify(entry.path.parent / record.file, record)  # type: ignore[union-attr]
+        except (UserError, OSError):
+            summary["error"] = f"{record.file} is missing, or does not match its record (changed or damaged)"
     return summary
 
 
@@ -276,10 +281,11 @@ def _mean_min(value: Any) -> str:
 def render_recipes(rows: list[dict[str, Any]], console) -> None:
     """The shipped recipes as a rich table: name, origin, description, recorded test metrics."""
     from rich.markup import escape
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("name", "origin", "description", "test (shipped settings)", "pretrained weights", title="recipes",
-                  title_justify="left", show_lines=True)  # fmt: skip
+    # the name is never cut: it is what a reader copies into the next command
+    table = Table(Column("name", no_wrap=True), "origin", "description", "test (shipped settings)", "pretrained weights",
+                  title="recipes", title_justify="left", show_lines=True)  # fmt: skip
     for row in rows:
         if "error" in row:
             table.add_row(row["name"], row["origin"], f"[red]cannot be used: {escape(row['error'])}[/]", "", "")
@@ -300,8 +306,10 @@ def weights_text(row: dict[str, Any]) -> str:
         return f"cannot be used: {weights['error']}"
     where = ", downloaded on first use" if weights["remote"] else ""
     lines = [f"{weights['bytes'] / 1e6:.2f} MB{where}, seed {weights['seed']}"]
-    lines += [f"{head} {metric} {value:.4f}" for head, values in weights["test"].items() for metric, value in values.items()
-              if metric != "loss"]  # fmt: skip
+    for head, values in weights["test"].items():  # each head's first metric, its primary one (all in docs/api.md)
+        metric = next((m for m in values if m != "loss"), None)
+        if metric is not None:
+            lines.append(f"{head} {metric} {values[metric]:.4f}")
     if "error" in weights:
         lines.append(f"cannot be used: {weights['error']}")
     return "\n".join(lines)

@@ -138,7 +138,8 @@ def find_weights(name: str) -> WeightsEntry:
     if not ours:
         having = sorted({e.name for e in weights_entries()})
         hint = did_you_mean(name, having, "recipes with weights") if having else "no installed recipe has weights"
-        raise UserError(f"recipe '{name}' ({recipe.origin}) has no pretrained weights — {hint}")
+        raise UserError(f"recipe '{name}' ({recipe.origin}) has no pretrained weights — {hint}. A plugin ships its "
+                        "recipes' weights as docs/plugins.md#shipping-weights says")  # fmt: skip
     return ours[0]
 
 

@@ -43,6 +43,10 @@ def eval_(
         for metric, value in values.items():
             table.add_row(head, metric, f"{value:.4f}")
     console.print(table)
+    if loaded.weights is not None and split == "test":  # pretrained: say whether the record is reproduced
+        recorded = loaded.weights.test
+        same = all(f"{heads.get(h, {}).get(m, float('nan')):.4f}" == f"{v:.4f}" for h, vs in recorded.items() for m, v in vs.items())
+        say(f"the weights' recorded test metrics: {'reproduced' if same else 'NOT reproduced (another machine or data?)'}")
 
 
 @app.command()
@@ -157,4 +161,5 @@ def export(
     say(f"checked on {result.source}, in batches of {result.samples}, 1 and 7: largest absolute difference from PyTorch per output")
     for name, difference in result.differences.items():
         say(f"  {name:<24} {difference:.3g}")
-    say(f"wrote {result.path} and {result.sidecar}")
+    extra = f" and {result.preprocess}, the images' preprocessing" if result.preprocess is not None else ""
+    say(f"wrote {result.path}, {result.sidecar}{extra}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..catalog import find_recipe, settings_digest
+from ..catalog import RecipeNotFound, find_recipe, settings_digest
 from ..engine.checkpoint import describe_differences
 from ..errors import UserError
 from ..recipe import load_recipe, recipe_document
@@ -31,12 +31,18 @@ def export_weights(run: Run, out: str | Path | None = None, *, force: bool = Fal
         raise UserError(f"{run.source} already is a set of pretrained weights; export a run directory")
     if run.status != "finished":
         raise UserError(f"{run.run_dir} is {run.status}: only a finished run's model is exported as weights")
-    entry = find_recipe(run.recipe.name)
+    try:
+        entry = find_recipe(run.recipe.name)
+    except RecipeNotFound:
+        raise UserError(f"{run.run_dir} trained recipe '{run.recipe.name}', which no installed distribution ships: "
+                        "--format safetensors writes a shipped recipe's pretrained weights. To start another run from "
+                        f"this one, give the run directory itself as [init] weights = \"{run.run_dir}\"") from None
     shipped = load_recipe(f"{entry.distribution}:{entry.name}", {"seed": run.recipe.seed}, require_loggers=False)
     changed = describe_differences(shipped.to_dict(), run.recipe.to_dict())
     if changed:
         raise UserError(f"{run.run_dir} did not train recipe '{entry.name}' as {entry.origin} ships it, so its model is not "
-                        f"that recipe's weights: {changed.replace('in the checkpoint', 'in the run')}")  # fmt: skip
+                        f"that recipe's weights: {changed.replace('in the checkpoint', 'in the run')}. Train it as shipped: "
+                        f"digitsum run {entry.name} --set seed=0")  # fmt: skip
     folder = Path(out) if out is not None else Path.cwd()
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder} is a file; weights are written into a folder, as {entry.name}.safetensors and {entry.name}.json")

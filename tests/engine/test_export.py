@@ -339,7 +339,8 @@ def test_cli_exports_and_reports_the_differences(trained, cli, tmp_path):
     result = cli("export", trained.run_dir, "--out", out)
     assert result.code == 0, result.err
     assert "checked on 256 MNIST test images with random categoricals, in batches of 256, 1 and 7" in result.out
-    assert f"wrote {out} and {out}.json" in result.out
+    written = " ".join(result.out.split())
+    assert f"wrote {out}, {out}.json and {out.parent / 'digits_preprocess.py'}, the images' preprocessing" in written
     for name in ("digit", "digit_prediction", "sum", "sum_prediction"):
         line = next(line for line in result.out.splitlines() if line.split()[:1] == [name])
         assert float(line.split()[1]) <= TOLERANCE
