@@ -197,3 +197,17 @@ def test_bad_names_are_refused(cli, tmp_path, name, message):
 def test_unknown_kind_suggests_one(cli, tmp_path):
     result = cli("new-plugin", "digitsum-x", "--dir", tmp_path / "x", "--kind", "fusoin")
     assert result.code == 2 and "did you mean 'fusion" in result.err
+
+
+def test_the_scaffolds_head_gives_the_most_probable_classes(cli, tmp_path, monkeypatch):
+    """What `digitsum predict` shows beside each prediction: class probabilities, rows summing to 1."""
+    import torch
+
+    plugin = tmp_path / "digitsum-probable"
+    assert cli("new-plugin", "digitsum-probable", "--dir", plugin, "--kind", "head").code == 0
+    monkeypatch.syspath_prepend(str(plugin))
+    head_class = importlib.import_module("digitsum_probable.head").ProbableHead
+    head = head_class(head_class.Params(), 8, digitsum.Classes(3))
+    probabilities = head.probabilities(head(torch.randn(5, 8)))
+    assert probabilities is not None and probabilities.shape == (5, 3)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(5))
