@@ -139,3 +139,17 @@ def test_load_recipe_takes_names_dicts_and_recipes_with_overrides():
     assert document.name == "mine" and document.train.epochs == 2 and list(document.heads) == ["digit", "sum"]
     with pytest.raises(digitsum.RecipeError, match="did you mean 'epochs'"):
         digitsum.load_recipe("original", {"train.epoch": 3})
+
+
+def test_a_model_larger_than_the_memory_is_refused_before_it_is_allocated(tiny_data, cli, monkeypatch):
+    """Sizes each within its limit can still add up to more than the machine has: counted on the
+    meta device first, refused with exit 2 (here on a machine said to have 64 MiB)."""
+    from digitsum.engine import build as building
+
+    pages = {"SC_PHYS_PAGES": 16384, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(building.os, "sysconf", lambda name: pages[name])
+    result = cli("run", "original", "--set", "backbone.conv_channels=[512, 1024]", "--set", "train.epochs=1")
+    assert result.code == 2 and "Traceback" not in result.err
+    message = " ".join(result.err.split())
+    assert "parameters: training it needs about 2" in message and "more than the 64 MiB of this cpu" in message
+    assert digitsum.build("original").model is not None  # a model that fits is built as before

@@ -7,6 +7,7 @@ configures no threads and starts no processes; data are loaded when the generato
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,43 @@ def build(recipe: Recipe, device: str | torch.device | None = None) -> Built:
     context = DataContext(root, device, section.download, val=section.val, seed=recipe.seed)
     with blame_components(recipe):
         generator = recipe.data.cls(recipe.data.params, context)
+        check_memory(recipe, device)
         with torch.random.fork_rng(devices=[]):  # the caller's random state stays untouched
             torch.manual_seed(recipe.seed)
             model = build_model(recipe)
     return Built(recipe, generator, model.to(device), device)
+
+
+#: Bytes a parameter takes in training: its value, its gradient and two optimizer moments (Adam's), in fp32.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_memory(recipe: Recipe, device: torch.device) -> None:
+    """Refuse a model that cannot fit before any of it is allocated: each size may be within its
+    limit and the whole still need more memory than the device has. The model is built on the
+    meta device (shapes, no storage) to count its parameters; a component that cannot be built
+    there is not checked (its real build says what it needs)."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            parameters = sum(p.numel() for p in build_model(recipe).parameters())
+    except UserError:
+        raise
+    except Exception:
+        return
+    if device.type == "cuda":
+        memory = torch.cuda.get_device_properties(device).total_memory
+    elif device.type == "cpu" and hasattr(os, "sysconf"):
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    else:
+        return
+    needed = parameters * TRAINING_BYTES_PER_PARAMETER
+    if needed > memory:
+        raise UserError(
+            f"recipe '{recipe.name}' builds a model of {parameters:,} parameters: training it needs about "
+            f"{_size(needed)} (weights, gradients, optimizer state), more than the {_size(memory)} of this "
+            f"{device.type}; make its sizes smaller ([backbone], [heads.*])"
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.0f} MiB"
