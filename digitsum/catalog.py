@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .discovery import BUILTIN_DISTRIBUTION, canonical_name
 from .errors import UserError, did_you_mean
@@ -33,7 +33,8 @@ _NAME = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*:)?[A-Za-z0-9][A-Za-z0-9_.-]*
 
 @dataclass(frozen=True)
 class RecipeEntry:
-    """A recipe declared by a distribution's entry point, and the file it names."""
+    """A recipe declared by a distribution's entry point, and the file it names (for its weights'
+    record, the subclass :class:`digitsum.weights.WeightsEntry`)."""
 
     name: str
     value: str  # "package.folder" or "package.folder:stem"
@@ -82,24 +83,34 @@ def locate(value: str, name: str, suffix: str = ".toml") -> Path:
     raise LookupError(f"no {filename} in {where}; is it declared as package data?")
 
 
-def recipe_entries() -> list[RecipeEntry]:
-    """Every recipe of the built-in and the allowed plugin distributions, built-ins first.
+Entry = TypeVar("Entry", bound=RecipeEntry)
 
-    Entries whose file cannot be located are included, with their ``error``.
-    """
+
+def declared_files(kind: str, suffix: str, entry: type[Entry]) -> list[Entry]:
+    """Every file of entry-point group ``kind`` (``recipes``: ``.toml``; ``weights``: ``.json``
+    records) that the built-in and the allowed plugin distributions declare, built-ins first, each
+    located by :func:`locate`. Entries whose file cannot be located are included, with their ``error``."""
     entries = []
     for dist in plugin_distributions():
         if dist.refused:
             continue
         for ep in dist.entry_points:
-            if ep.kind != RECIPES:
+            if ep.kind != kind:
                 continue
             try:
-                path, error = locate(ep.value, ep.name), None
+                path, error = locate(ep.value, ep.name, suffix), None
             except LookupError as e:
                 path, error = None, str(e)
-            entries.append(RecipeEntry(ep.name, ep.value, dist.name, dist.version, path, error))
+            entries.append(entry(ep.name, ep.value, dist.name, dist.version, path, error))
     return entries
+
+
+def recipe_entries() -> list[RecipeEntry]:
+    """Every recipe of the built-in and the allowed plugin distributions, built-ins first.
+
+    Entries whose file cannot be located are included, with their ``error``.
+    """
+    return declared_files(RECIPES, ".toml", RecipeEntry)
 
 
 def recipe_names() -> list[str]:

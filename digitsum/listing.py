@@ -143,15 +143,16 @@ def describe_recipes() -> list[dict[str, Any]]:
             continue
         description = document.get("description", "")
         row["description"] = description if isinstance(description, str) else ""
+        digest = settings_digest(document)
         record = metrics.get(entry.name) if entry.builtin else None
         if record is not None:
-            if record.get("settings") == settings_digest(document):
+            if record.get("settings") == digest:
                 row["metrics"] = record
             else:
                 row["metrics_stale"] = True  # measured for settings the recipe no longer has
         shipped = weights.get((discovery.canonical_name(entry.distribution), entry.name))
         if shipped is not None:
-            row["weights"] = _weights_summary(shipped, settings_digest(document))
+            row["weights"] = _weights_summary(shipped, digest)
     return rows
 
 

@@ -30,13 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import find_recipe, locate, settings_digest
-from .discovery import BUILTIN_DISTRIBUTION, canonical_name
+from .catalog import RecipeEntry, declared_files, find_recipe, settings_digest
+from .discovery import canonical_name
 from .errors import UserError, did_you_mean
 from .files import atomic_write
 from .kinds import WEIGHTS
 from .paths import user_cache_dir
-from .registry import plugin_distributions
 
 if TYPE_CHECKING:
     import torch
@@ -86,23 +85,8 @@ class WeightsRecord:
 
 
 @dataclass(frozen=True)
-class WeightsEntry:
-    """A recipe's weights declared by a distribution's entry point, and its record's file."""
-
-    name: str
-    value: str
-    distribution: str
-    version: str
-    path: Path | None  # the record; None when it cannot be located (``error`` says why)
-    error: str | None = None
-
-    @property
-    def builtin(self) -> bool:
-        return canonical_name(self.distribution) == BUILTIN_DISTRIBUTION
-
-    @property
-    def origin(self) -> str:
-        return "built-in" if self.builtin else f"{self.distribution} {self.version}"
+class WeightsEntry(RecipeEntry):
+    """A recipe's weights declared by a distribution's entry point; ``path`` is their record's file."""
 
     def record(self) -> WeightsRecord:
         """The record, checked field by field; a UserError naming the file otherwise."""
@@ -113,19 +97,7 @@ class WeightsEntry:
 
 def weights_entries() -> list[WeightsEntry]:
     """Every recipe's weights declared by the built-in and the allowed plugin distributions."""
-    entries = []
-    for dist in plugin_distributions():
-        if dist.refused:
-            continue
-        for ep in dist.entry_points:
-            if ep.kind != WEIGHTS:
-                continue
-            try:
-                path, error = locate(ep.value, ep.name, ".json"), None
-            except LookupError as e:
-                path, error = None, str(e)
-            entries.append(WeightsEntry(ep.name, ep.value, dist.name, dist.version, path, error))
-    return entries
+    return declared_files(WEIGHTS, ".json", WeightsEntry)
 
 
 def find_weights(name: str) -> WeightsEntry:

@@ -4,6 +4,7 @@ beside a healthy control), heads judged by their own declaration, --repair, plug
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -23,6 +24,16 @@ from digitsum.testing import ConformanceError, check_head
 
 from ..conftest import RECIPES
 from .test_doctor import one_thread, with_generator  # noqa: F401  (one_thread: autouse fixture)
+
+
+@contextmanager
+def registered(registry, name: str, component: type):
+    """``component`` registered as ``name`` for the block, removed after it, whatever happens."""
+    registry.register(name)(component)
+    try:
+        yield
+    finally:
+        registry.remove(name)
 
 
 def probe_for(*overrides: str, recipe: str = "original.toml") -> Probe:
@@ -127,12 +138,9 @@ class MixesBatch(Concat):
 
 
 def test_an_output_that_depends_on_other_samples_is_an_error(tiny_data):
-    fusions.register("mixes_batch")(MixesBatch)
-    try:
+    with registered(fusions, "mixes_batch", MixesBatch):
         (error,) = of(found(probe_for('backbone.type="mixes_batch"'), "batch_independence"), "batch_independence", "error")
         assert "MixesBatch" in error.title and error.figures["backbone"] > 1e-3
-    finally:
-        fusions.remove("mixes_batch")
     (fine,) = found(probe_for(), "batch_independence")
     assert fine.severity == "info" and fine.figures["backbone"] == 0.0
 
@@ -160,11 +168,8 @@ class OffByOne(Classify):
 
 
 def test_a_loss_that_falls_while_the_metric_stays_at_chance_is_flagged(tiny_data):
-    heads.register("off_by_one")(OffByOne)
-    try:
+    with registered(heads, "off_by_one", OffByOne):
         findings = found(probe_for('heads.digit={type="off_by_one", target="digit"}'), "short_run")
-    finally:
-        heads.remove("off_by_one")
     (error,) = [f for f in of(findings, "learning", "error") if "heads.digit" in f.title]
     assert "loss falls but the accuracy stays at chance" in error.title
 
@@ -210,11 +215,8 @@ class Undeclared(Thresholds):
 
 
 def test_an_ordinal_head_is_judged_through_its_predict_not_its_width(tiny_data):
-    heads.register("thresholds")(Thresholds)
-    try:
+    with registered(heads, "thresholds", Thresholds):
         report = diagnose(probe_for('heads.digit={type="thresholds", target="digit"}'), ["data", "loss_at_init", "double_softmax", "loss_floor", "short_run"], verify=False)
-    finally:
-        heads.remove("thresholds")
     assert report.healthy, [f.title for f in report.errors]
     (init,) = [f for f in report.findings if f.check == "loss_at_init" and "heads.digit" in f.title]
     assert "ln" not in init.title and init.figures.get("expected") is None  # no ln(10) for a BCE head
@@ -549,11 +551,8 @@ class AllDead(Concat):
 
 
 def test_a_stalled_network_is_not_said_to_ignore_an_input(tiny_data):
-    fusions.register("all_dead")(AllDead)
-    try:
+    with registered(fusions, "all_dead", AllDead):
         findings = found(probe_for('backbone.type="all_dead"'), "input_use")
-    finally:
-        fusions.remove("all_dead")
     assert not of(findings, "input_use", "error")  # Concat reads both inputs: it is not to be changed
     (stalled,) = [f for f in of(findings, "input_use") if f.figures.get("stalled")]
     assert "stalled" in stalled.title and not any(stalled.figures["outputs_move"].values())
@@ -615,11 +614,8 @@ class MseOnIndex(Classify):
 
 
 def test_a_loss_that_falls_while_the_metric_stays_at_chance_names_the_pair(tiny_data):
-    heads.register("mse_on_index")(MseOnIndex)
-    try:
+    with registered(heads, "mse_on_index", MseOnIndex):
         findings = found(probe_for('heads.sum={type="mse_on_index", target="sum"}'), "short_run")
-    finally:
-        heads.remove("mse_on_index")
     (error,) = [f for f in of(findings, "learning", "error") if f.title.startswith("heads.sum")]
     assert "loss falls" in error.title and "MseOnIndex.loss" in error.title and "accuracy" in error.title
     assert "MseOnIndex" in error.fix and error.figures["metric"] == "accuracy"
