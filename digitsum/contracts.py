@@ -264,6 +264,8 @@ class PredictionSpace:
     * ``classes``: predictions are integers ``0 .. classes - 1`` (None: real values);
     * ``length``: None, one prediction per sample (``[B]``); else ``[B, length]``, one per
       digit, most significant first (as a ``Digits`` target);
+    * ``top``: 1, one class per sample; else ``[B, top]``, the ``top`` most probable classes,
+      most probable first, and a prediction is right when the expected value is among them;
     * ``relation``: ``"target"``, a value of the target (its class, its digits); ``"rounded"``,
       a real output rounded and clamped to the target's classes (a regression); ``"derived"``,
       ``derive(target)`` is what a right prediction equals (the parity of a sum, say);
@@ -275,6 +277,7 @@ class PredictionSpace:
 
     classes: int | None
     length: int | None = None
+    top: int = 1
     relation: Literal["target", "rounded", "derived"] = "target"
     derive: Callable[[Tensor], Tensor] | None = None
     labels: tuple[str, ...] | None = None
@@ -286,6 +289,8 @@ class PredictionSpace:
             raise ValueError("a PredictionSpace gives derive exactly when its relation is 'derived'")
         if self.labels is not None and len(self.labels) != self.classes:
             raise ValueError(f"{len(self.labels)} labels for {self.classes} classes")
+        if self.top != 1 and (self.classes is None or self.length is not None or not 1 < self.top <= self.classes):
+            raise ValueError(f"top={self.top} needs one class prediction per sample among at least {self.top} classes")
 
     @classmethod
     def of(cls, target: Spec) -> PredictionSpace:
@@ -297,6 +302,24 @@ class PredictionSpace:
     def expected(self, target: Tensor) -> Tensor:
         """What right predictions equal for these target values (the target itself unless derived)."""
         return self.derive(target) if self.derive is not None else target
+
+    def shape(self, size: int) -> tuple[int, ...]:
+        """The shape ``predict`` returns for ``size`` samples."""
+        return (size,) if self.length is None and self.top == 1 else (size, self.length or self.top)
+
+    def right(self, prediction: Tensor, expected: Tensor) -> Tensor:
+        """Per sample, whether ``prediction`` (from ``predict``) is right for ``expected`` (from
+        :meth:`expected`): equal in every place, or, for a top-k space, holding it."""
+        size = len(expected)
+        if self.top > 1:
+            return (prediction.reshape(size, -1) == expected.reshape(size, 1)).any(dim=1)
+        return (prediction.reshape(size, -1) == expected.reshape(size, -1)).all(dim=1)
+
+    def chance(self, expected: Tensor) -> float:
+        """The accuracy of always predicting the most frequent expected value(s) (for a top-k
+        space, the ``top`` most frequent ones) on these expected values."""
+        _, counts = torch.unique(expected.reshape(len(expected), -1), dim=0, return_counts=True)
+        return float(counts.sort(descending=True).values[: self.top].sum()) / max(len(expected), 1)
 
 
 class Head(Component, nn.Module):

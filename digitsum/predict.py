@@ -22,7 +22,8 @@ from .engine.model import DigitModel
 class HeadPredictions:
     """What one head predicts for a batch of ``B`` samples (tensors on the CPU).
 
-    ``prediction``: ``[B]`` (``[B, length]`` per digit), the head's own ``predict``, in the
+    ``prediction``: ``[B]`` (``[B, length]`` per digit, ``[B, top]`` for a head that predicts its
+    ``top`` most probable classes), the head's own ``predict``, in the
     prediction space the head declares (``Head.prediction_space``): ``classes``, how many
     classes it predicts (None: real values), and ``labels``, their names when it gives them
     (the parity of a sum: 2 classes, whatever its target's).
@@ -51,11 +52,15 @@ class HeadPredictions:
         value = self.prediction[i]
         return value.tolist() if value.dim() else value.item()
 
-    def label(self, i: int = 0) -> str | None:
-        """The name of sample ``i``'s predicted class, when the head names its classes."""
+    def label(self, i: int = 0) -> str | list[str] | None:
+        """The name of sample ``i``'s predicted class (a list of names for a top-k or per-digit
+        prediction), when the head names its classes."""
         value = self.value(i)
-        named = self.labels is not None and isinstance(value, int) and 0 <= value < len(self.labels)
-        return self.labels[value] if named else None
+        values = value if isinstance(value, list) else [value]
+        labels = self.labels
+        if labels is None or not all(isinstance(v, int) and 0 <= v < len(labels) for v in values):
+            return None
+        return [labels[v] for v in values] if isinstance(value, list) else labels[value]
 
     def probability(self, i: int = 0) -> float | None:
         """The probability of sample ``i``'s predicted class, or None without probabilities."""

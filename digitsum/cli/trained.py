@@ -78,7 +78,8 @@ def predict(
         say(label)
         for name, answer in sample.items():
             ranked = ", ".join(f"{t['class']} {100 * t['probability']:.1f} %" for t in answer["top"])
-            say(f"  {name:<{width}}  {answer['prediction']!s:>4}" + (f"   top: {ranked}" if ranked else ""))
+            shown = answer.get("label") or answer["prediction"]
+            say(f"  {name:<{width}}  {shown!s:>4}" + (f"   top: {ranked}" if ranked else ""))
 
 
 def _parse_inputs(items: list[str], generator: Any) -> tuple[dict[str, Any], list[str]]:

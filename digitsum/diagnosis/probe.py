@@ -195,11 +195,8 @@ class Probe:
         return name in type(self.recipe.data.params).model_fields
 
     def chance(self, head: str) -> float:
-        """The held-out accuracy of always guessing the most frequent right prediction."""
-        y = self.expected(head, self.held_out)
-        y = y.reshape(len(y), -1)
-        _, counts = torch.unique(y, dim=0, return_counts=True)
-        return float(counts.max()) / len(y)
+        """The held-out accuracy of always guessing the most frequent right prediction(s)."""
+        return self.model.heads[head].prediction_space().chance(self.expected(head, self.held_out))
 
 
 @contextmanager
@@ -300,10 +297,9 @@ def scores(probe: Probe, model: DigitModel, batch: Batch, outputs: dict[str, Ten
     result = {}
     with evaluating(model):
         for head, out in outputs.items():
-            target = probe.expected(head, batch)
-            predicted = model.heads[head].predict(out)
-            same = (predicted.reshape(len(target), -1) == target.reshape(len(target), -1)).all(dim=1)
-            result[head] = float(same.float().mean())
+            space = model.heads[head].prediction_space()
+            right = space.right(model.heads[head].predict(out), space.expected(batch[probe.target_of(head)]))
+            result[head] = float(right.float().mean())
     return result
 
 

@@ -71,7 +71,8 @@ def samples_grid_data(model: DigitModel, generator: Generator, seed: int, device
     model.train(was_training)
     predictions = {name: model.heads[name].predict(out).cpu() for name, out in outputs.items()}
     # what a right prediction equals: the target, or what the head's declared space derives from it
-    expected = {name: model.heads[name].prediction_space().expected(batch[model.bindings[name].target]).cpu() for name in outputs}
+    spaces = {name: model.heads[name].prediction_space() for name in outputs}
+    expected = {name: spaces[name].expected(batch[model.bindings[name].target]).cpu() for name in outputs}
     count = len(next(iter(batch.values())))
     shown = sum(min(getattr(inputs[name], "count", 1), SEQUENCE_SHOWN) for name in image_names)
     cells = []
@@ -83,7 +84,7 @@ def samples_grid_data(model: DigitModel, generator: Generator, seed: int, device
         for head, prediction in predictions.items():
             target = expected[head][i]
             guess = prediction[i]
-            same = torch.equal(guess.to(target.dtype), target)
+            same = bool(spaces[head].right(guess[None], target[None]))
             wrong |= not same
             lines.append(f"{head} {format_value(guess)}" + ("" if same else f" ≠ {format_value(target)}"))
         image = image_row(batch, image_names, i).numpy() if image_names else None

@@ -165,4 +165,5 @@ def _best_constant_accuracy(trainer: Trainer) -> dict[str, float]:
         for name, count in counts.items():
             right = spaces[name].expected(batch[model.bindings[name].target])
             count += torch.bincount(right.clamp(0, len(count) - 1), minlength=len(count)).float()
-    return {name: float(count.max() / count.sum().clamp_min(1)) for name, count in counts.items()}
+    # a top-k head's best constant guess is the k most frequent classes
+    return {name: float(count.sort(descending=True).values[: spaces[name].top].sum() / count.sum().clamp_min(1)) for name, count in counts.items()}

@@ -129,7 +129,9 @@ def _read_output(space: PredictionSpace, output_kind: str, name: str, shape: lis
 
 def _read_prediction(space: PredictionSpace, name: str, target: str) -> str:
     text = f"{space.meaning or f'the predicted value of {target!r}'} per sample (the head's own predict of '{name}')"
-    if space.classes is not None:
+    if space.classes is not None and space.top > 1:
+        text += f": the {space.top} most probable classes, most probable first, integers from 0 to {space.classes - 1}"
+    elif space.classes is not None:
         many = f"{space.length} integers" if space.length else "an integer"
         text += f": {many} from 0 to {space.classes - 1}" + (" each" if space.length else "")
     if space.labels:
@@ -149,7 +151,7 @@ def describe_outputs(run: Run, shapes: Mapping[str, tuple[list[Any], str]]) -> l
         for kind, output in (("output", name), ("prediction", f"{name}_prediction")):
             shape, dtype = shapes[output]
             rows.append({"name": output, "head": name, "kind": kind, "head_type": run.recipe.heads[name].section.type,
-                         "target": target, "relation": space.relation, "classes": space.classes, "length": space.length,
+                         "target": target, "relation": space.relation, "classes": space.classes, "length": space.length, "top": space.top,
                          "labels": None if space.labels is None else list(space.labels),
                          "dtype": dtype, "shape": shape, "read": reads[kind]})  # fmt: skip
     return rows

@@ -1,6 +1,7 @@
 """A head describes its own predictions (Head.prediction_space): export's sidecar, Run.predict
 and the doctor ask it, so a plugin head predicting something other than its target's classes
-(here: the parity of the sum) is described, reported and judged by its own declaration."""
+(here: the parity of the sum, and the two most probable digits) is described, reported and
+judged by its own declaration."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from digitsum.registry import heads
 from ..conftest import RECIPES
 
 PARITY = 'heads.sum={type="parity", target="sum"}'
+TOP2 = 'heads.digit={type="top2", target="digit"}'
 
 
 class Parity(Head):
@@ -49,6 +51,35 @@ class Parity(Head):
         return PredictionSpace(2, relation="derived", derive=lambda y: y % 2, labels=("even", "odd"), meaning="the parity of the sum")
 
 
+class Top2(Head):
+    """A plugin-style head that predicts its two most probable classes; right when either is."""
+
+    class Params(Params):
+        pass
+
+    def __init__(self, params, in_features: int, target: Classes) -> None:
+        super().__init__(params, in_features, target)
+        self.linear = nn.Linear(in_features, target.classes)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(features)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output, target)
+
+    def predict(self, output: Tensor) -> Tensor:
+        return output.topk(2, dim=1).indices
+
+    def metrics(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        return {"accuracy": (self.predict(output) == target[:, None]).any(dim=1).float()}
+
+    def probabilities(self, output: Tensor) -> Tensor:
+        return output.float().softmax(dim=1)
+
+    def prediction_space(self) -> PredictionSpace:
+        return PredictionSpace(self.target.classes, top=2, meaning="the two most probable digits")
+
+
 class Plain(Parity):
     """A plugin head that declares nothing: its space is its target's."""
 
@@ -58,14 +89,25 @@ class Plain(Parity):
 @pytest.fixture(scope="module", autouse=True)
 def parity_registered():
     heads.register("parity")(Parity)
+    heads.register("top2")(Top2)
     yield
     heads.remove("parity")
+    heads.remove("top2")
+
+
+def _train(tmp_path_factory, tiny_root, head: str) -> digitsum.Run:
+    overrides = [head, "train.epochs=1", "data.batch_size=64", f"data.root='{tiny_root}'", "data.download=false"]
+    return digitsum.train(RECIPES / "original.toml", tmp_path_factory.mktemp("space") / "run", overrides=overrides, progress=False)
 
 
 @pytest.fixture(scope="module")
 def parity_run(tmp_path_factory, tiny_root) -> digitsum.Run:
-    overrides = [PARITY, "train.epochs=1", "data.batch_size=64", f"data.root='{tiny_root}'", "data.download=false"]
-    return digitsum.train(RECIPES / "original.toml", tmp_path_factory.mktemp("parity") / "run", overrides=overrides, progress=False)
+    return _train(tmp_path_factory, tiny_root, PARITY)
+
+
+@pytest.fixture(scope="module")
+def top2_run(tmp_path_factory, tiny_root) -> digitsum.Run:
+    return _train(tmp_path_factory, tiny_root, TOP2)
 
 
 def test_the_default_space_is_the_targets_and_the_built_ins_declare_theirs():
@@ -82,6 +124,17 @@ def test_the_default_space_is_the_targets_and_the_built_ins_declare_theirs():
         PredictionSpace(2, relation="derived")
     with pytest.raises(ValueError, match="labels"):
         PredictionSpace(3, labels=("a", "b"))
+    with pytest.raises(ValueError, match="top=4"):
+        PredictionSpace(3, top=4)
+
+
+def test_a_top_k_space_is_right_when_the_expected_value_is_among_its_classes():
+    space = PredictionSpace(10, top=2)
+    assert space.shape(3) == (3, 2)
+    assert space.right(torch.tensor([[1, 7], [2, 3], [9, 0]]), torch.tensor([7, 4, 9])).tolist() == [True, False, True]
+    # the best constant guess of a top-2 prediction is the two most frequent values
+    assert space.chance(torch.tensor([1, 1, 1, 2, 2, 3, 4, 5])) == pytest.approx(5 / 8)
+    assert PredictionSpace(10).chance(torch.tensor([1, 1, 1, 2, 2, 3, 4, 5])) == pytest.approx(3 / 8)
 
 
 def test_export_describes_the_heads_own_classes(parity_run, tmp_path):
@@ -110,10 +163,40 @@ def test_run_predict_returns_parity_classes(parity_run, tiny_root):
     assert predictions["digit"].classes == 10 and "label" not in predictions.sample(0)["digit"]
 
 
-def test_the_doctor_judges_the_head_by_its_own_classes(tiny_data):
-    report = digitsum.doctor(RECIPES / "original.toml", [PARITY])
-    about_sum = [f for f in report.findings if "heads.sum" in f.title]
-    assert not [f.title for f in about_sum if f.severity != "info"], [(f.check, f.title) for f in about_sum]
+def test_export_describes_a_top_k_prediction(top2_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    exported = top2_run.export("onnx", tmp_path / "model.onnx")
+    outputs = {o["name"]: o for o in json.loads(exported.sidecar.read_text())["outputs"]}
+    digit = outputs["digit_prediction"]
+    assert (digit["classes"], digit["top"], digit["relation"], digit["shape"][1:]) == (10, 2, "target", [2])
+    assert "the two most probable digits" in digit["read"] and "the 2 most probable classes, most probable first" in digit["read"]
+
+
+def test_run_predict_returns_the_top_two_classes(top2_run, tiny_root):
+    from digitsum.data import load_mnist
+
+    images = load_mnist(tiny_root, "test", torch.device("cpu"), download=False).images[:4].numpy()
+    predictions = top2_run.predict(image=list(images), number=[0, 1, 2, 3], preprocess=False, top=2)
+    digit = predictions["digit"]
+    assert digit.prediction.shape == (4, 2) and digit.classes == 10
+    # the head's two classes are the two most probable ones, in order
+    assert torch.equal(digit.prediction, digit.top_classes)
+    assert predictions.sample(0)["digit"]["prediction"] == digit.top_classes[0].tolist()
+
+
+@pytest.mark.parametrize("head, name, expected_init", [(PARITY, "sum", 0.6931), (TOP2, "digit", 2.3026)], ids=["parity", "top2"])
+def test_the_doctor_judges_the_head_by_its_own_classes(tiny_data, head, name, expected_init):
+    report = digitsum.doctor(RECIPES / "original.toml", [head])
+    about = [f for f in report.findings if f"heads.{name}" in f.title]
+    assert not [f.title for f in about if f.severity != "info"], [(f.check, f.title) for f in about]
     assert not [f for f in report.findings if f.check == "overfit" and f.severity != "info"]
-    (init,) = [f for f in about_sum if f.check == "loss_at_init"]
-    assert init.figures["expected"] == pytest.approx(0.6931, abs=1e-3)  # ln 2, not ln 19
+    assert not report.errors, [(f.check, f.title) for f in report.errors]
+    (init,) = [f for f in about if f.check == "loss_at_init"]
+    assert init.figures["expected"] == pytest.approx(expected_init, abs=1e-3)  # ln of the head's own classes
+
+
+@pytest.mark.parametrize("head", [Parity, Top2])
+def test_heads_with_their_own_prediction_space_pass_the_conformance_suite(head):
+    from digitsum.testing import check_head
+
+    check_head(head, target=Classes(19) if head is Parity else Classes(10))

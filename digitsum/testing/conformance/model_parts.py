@@ -101,16 +101,19 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
         if cls.primary_metric not in metrics:
             problems.append(f"primary_metric '{cls.primary_metric}' is not among its metrics {sorted(metrics)}")
         prediction = head.predict(output)
-        if not isinstance(prediction, torch.Tensor) or prediction.shape[:1] != (batch_size,):
-            problems.append(f"predict(output) must give one prediction per sample ({batch_size})")
-        classes = getattr(target, "classes", None)
+        space = head.prediction_space()
+        if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != space.shape(batch_size):
+            problems.append(f"predict(output) gives {shape_of(prediction)}, its prediction_space declares {space.shape(batch_size)}")
+        # the classes the head predicts, as it declares them (the parity of a sum has 2)
+        classes = space.classes if space.classes is not None else getattr(target, "classes", None)
         problems += probabilities_problems(head.probabilities(output), batch_size, classes)
-        problems += output_kind_problems(cls, head, output, batch_size, classes)
+        problems += output_kind_problems(cls, head, output, batch_size, classes, space.top)
     problems.raise_any()
 
 
-def output_kind_problems(cls: type, head, output, batch_size: int, classes: int | None) -> list[str]:
-    """The head's declared ``output_kind`` against what it outputs and predicts."""
+def output_kind_problems(cls: type, head, output, batch_size: int, classes: int | None, top: int = 1) -> list[str]:
+    """The head's declared ``output_kind`` against what it outputs and predicts (``top``: the
+    classes per prediction its prediction space declares)."""
     kind = getattr(cls, "output_kind", "class_logits")
     if kind not in OUTPUT_KINDS:
         return [f"output_kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}"]
@@ -119,8 +122,10 @@ def output_kind_problems(cls: type, head, output, batch_size: int, classes: int 
         if not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
             return [f"output_kind 'class_logits' (the default) declares outputs of shape {shape}, got {shape_of(output)}: "
                     "declare output_kind = 'value' or 'other' for another shape"]  # fmt: skip
-        if not torch.equal(head.predict(output), output.argmax(dim=1)):
-            return ["output_kind 'class_logits' (the default) declares predict() = argmax of the outputs, and it is not: "
+        best = output.argmax(dim=1) if top == 1 else output.topk(top, dim=1).indices
+        if not torch.equal(head.predict(output), best):
+            rule = "argmax" if top == 1 else f"the top {top} classes"
+            return [f"output_kind 'class_logits' (the default) declares predict() = {rule} of the outputs, and it is not: "
                     "declare output_kind = 'other'"]  # fmt: skip
     if kind == "value" and (not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size,)):
         return [f"output_kind 'value' declares one number per sample, shape ({batch_size},), got {shape_of(output)}"]

@@ -117,9 +117,9 @@ def _output_problems(run: Run, generator, seed: int) -> list[str]:
         if output.is_floating_point() and not torch.isfinite(output).all():
             problems.append(f"{label}: its output holds NaN or infinite values")
         classes = space.classes if space.classes is not None else getattr(head.target, "classes", None)
-        problems += [f"{label}: {p}" for p in output_kind_problems(type(head), head, output, size, classes)]
+        problems += [f"{label}: {p}" for p in output_kind_problems(type(head), head, output, size, classes, space.top)]
         prediction = head.predict(output)
-        shape = (size,) if space.length is None else (size, space.length)
+        shape = space.shape(size)
         if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != shape:
             problems.append(f"{label}: predict() gives {shape_of(prediction)}, its prediction_space declares {shape}")
         problems += [f"{label}: {p}" for p in probabilities_problems(head.probabilities(output), size, space.classes)]
