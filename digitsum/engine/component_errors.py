@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from torch import nn
+from torch import Tensor, nn
 
+from ..contracts import Head
 from ..errors import UserError
 from ..recipe import Choice, Recipe
 
@@ -111,11 +112,36 @@ def _owner(frame: FrameType, suspects: list[_Suspect]) -> _Suspect | None:
         if name not in frame.f_code.co_varnames[: frame.f_code.co_argcount]:
             continue
         obj = frame.f_locals.get(name)
-        for suspect in suspects:
-            is_it = isinstance(obj, suspect.cls) or (isinstance(obj, type) and issubclass(obj, suspect.cls))
-            if is_it and _is_component_code(frame, suspect):
-                return suspect
+        mro = inspect.getmro(obj if isinstance(obj, type) else type(obj))
+        # the most derived match: a plugin head subclassing `classify` is itself, not `classify`
+        matches = [s for s in suspects if s.cls in mro and _is_component_code(frame, s)]
+        if matches:
+            return min(matches, key=lambda s: mro.index(s.cls))
     return None
+
+
+def _misshapen_output(frame: FrameType) -> str | None:
+    """When a head method that reads the head's output (``loss``, ``metrics``, ``predict``...)
+    was given an output of another shape than the head's ``output_kind`` declares, what
+    ``forward()`` returned against what it should have: then ``forward()`` made the fault that
+    the method only tripped on."""
+    code = frame.f_code
+    head, arguments = frame.f_locals.get("self"), code.co_varnames[1 : code.co_argcount]
+    output = frame.f_locals.get(arguments[0]) if arguments else None
+    if not isinstance(head, Head) or code.co_name == "forward" or not isinstance(output, Tensor) or output.dim() == 0:
+        return None
+    target = frame.f_locals.get(arguments[1]) if len(arguments) > 1 else None
+    size = len(target) if isinstance(target, Tensor) and target.dim() else len(output)
+    kind, space = getattr(head, "output_kind", "class_logits"), head.prediction_space()
+    if kind == "class_logits" and space.classes is not None and space.length is None:
+        declared = [size, space.classes]
+    elif kind == "value":
+        declared = [size]
+    else:
+        return None  # an 'other' output: its shape is the head's own business
+    if list(output.shape) == declared:
+        return None
+    return f"forward() returned an output of shape {list(output.shape)} where its output_kind '{kind}' declares {declared}"
 
 
 def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = ()) -> ComponentError | None:
@@ -135,9 +161,16 @@ def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = ()) 
     detail = "".join(traceback.format_list(stack)).rstrip()
     kind = type(error).__qualname__
     text = str(error).strip()
+    raised = f"{kind}{': ' + text if text else ''}"
+    misshapen = _misshapen_output(frames[depth][0])
+    if misshapen is not None:  # the method only tripped on what forward() made
+        message = (
+            f"{suspect.label} from {suspect.origin}: its {misshapen}; {method}() then raised:\n{detail}\n{raised}\n"
+            f"(a bug in that component's forward(), or its output_kind; the traceback shows its own frames only)"
+        )
+        return ComponentError(message, suspect.label, "forward", suspect.origin)
     message = (
-        f"{suspect.label} from {suspect.origin} raised {kind} in {method}():\n{detail}\n"
-        f"{kind}{': ' + text if text else ''}\n"
+        f"{suspect.label} from {suspect.origin} raised {kind} in {method}():\n{detail}\n{raised}\n"
         f"(a bug in that component's code; the traceback shows its own frames only)"
     )
     return ComponentError(message, suspect.label, method, suspect.origin)

@@ -78,6 +78,26 @@ def test_a_component_exception_names_the_component_and_method_with_its_own_frame
     assert "late_bomb" in summary["failed"] and summary["position"] == {"epoch": 0, "step": 3}
 
 
+class Narrow(Classify):
+    """A head whose forward drops its last class: the loss trips on it, forward made the fault."""
+
+    def forward(self, features):
+        return super().forward(features)[:, :-1]
+
+
+def test_a_heads_misshapen_output_is_blamed_on_its_forward_not_on_the_loss_that_trips(tiny_root, tmp_path):
+    heads.register("narrow")(Narrow)
+    try:
+        with pytest.raises(ComponentError) as caught:
+            start(bomb_recipe(tiny_root, "narrow"), tmp_path / "run", progress=False, preflight=False)
+    finally:
+        heads.remove("narrow")
+    error = caught.value
+    assert error.method == "forward" and error.component == "head 'narrow'"
+    assert "forward() returned an output of shape [64, 18] where its output_kind 'class_logits' declares [64, 19]" in error.message
+    assert "loss() then raised" in error.message
+
+
 def test_a_plugin_component_exception_names_its_distribution_and_exits_1(tiny_root, tmp_path):
     source = (
         "from digitsum.components.heads.classify import Classify\n"
