@@ -54,9 +54,16 @@ class Categorical:
 
 @dataclass(frozen=True)
 class Classes:
-    """An int64 target tensor of shape ``[B]`` holding class indices in ``[0, classes)``."""
+    """An int64 target tensor of shape ``[B]`` holding class indices in ``[0, classes)``;
+    ``labels``, a name per class for people (predict and export show them), when the integers
+    are not their own names (``Classes(3, labels=("less", "equal", "greater"))``)."""
 
     classes: int
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None and len(self.labels) != self.classes:
+            raise ValueError(f"{len(self.labels)} labels for {self.classes} classes")
 
 
 @dataclass(frozen=True)
@@ -294,10 +301,11 @@ class PredictionSpace:
 
     @classmethod
     def of(cls, target: Spec) -> PredictionSpace:
-        """The default: the target's own values (its classes, or a ``Digits`` target's digits)."""
+        """The default: the target's own values (its classes and their labels, or a ``Digits``
+        target's digits)."""
         if isinstance(target, Digits):
             return cls(target.base, target.length)
-        return cls(getattr(target, "classes", None))
+        return cls(getattr(target, "classes", None), labels=getattr(target, "labels", None))
 
     def expected(self, target: Tensor) -> Tensor:
         """What right predictions equal for these target values (the target itself unless derived)."""

@@ -66,6 +66,18 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
     logged = [json.loads(line) for line in (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logged] == [1]  # its own logger wrote its file
 
+    from PIL import Image, ImageDraw
+
+    paper = Image.new("L", (28, 28))
+    ImageDraw.Draw(paper).line([(14, 4), (14, 24)], fill=255, width=3)  # a one
+    paper.save(tmp_path / "one.png")
+    predicted = run_subprocess("predict", tmp_path / "run", "-i", f"image={tmp_path / 'one.png'}", "-i", "number=4", "--json",
+                               env=env_for(paths), cwd=tmp_path)  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr
+    (sample,) = json.loads(predicted.stdout)["samples"]
+    # the generator names its comparison's classes; predict shows them
+    assert sample["compare"]["label"] == ["less", "equal", "greater"][sample["compare"]["prediction"]]
+
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=plugin,
                            capture_output=True, text=True, env={**os.environ, **env_for(paths)}, timeout=600)  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-3000:]

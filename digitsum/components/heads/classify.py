@@ -50,7 +50,7 @@ class Classify(Head):
         """The target's classes; with ``output = "probabilities"`` the output already is their softmax."""
         c = self.target.classes
         probabilities = f"probabilities over the {c} classes (softmax already applied); argmax over axis 1 is the class"
-        return PredictionSpace(c, output=probabilities if self.params.output == "probabilities" else "")
+        return PredictionSpace(c, labels=self.target.labels, output=probabilities if self.params.output == "probabilities" else "")
 
     def probabilities(self, output: Tensor) -> Tensor:
         """The softmax of the logits; with ``output = "probabilities"`` the output already is it."""

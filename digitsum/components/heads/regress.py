@@ -57,5 +57,5 @@ class Regress(Head):
     def prediction_space(self) -> PredictionSpace:
         """The target's classes, reached by rounding the one real number the head outputs."""
         c = self.target.classes
-        return PredictionSpace(c, relation="rounded", output="one real number per sample, the target's value: "
+        return PredictionSpace(c, relation="rounded", labels=self.target.labels, output="one real number per sample, the target's value: "
                                f"round it and clamp it to [0, {c - 1}] for the class")  # fmt: skip
