@@ -52,7 +52,7 @@ class Categorical:
     classes: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Classes:
     """An int64 target tensor of shape ``[B]`` holding class indices in ``[0, classes)``;
     ``labels``, a name per class for people (predict and export show them), when the integers
@@ -64,6 +64,9 @@ class Classes:
     def __post_init__(self) -> None:
         if self.labels is not None and len(self.labels) != self.classes:
             raise ValueError(f"{len(self.labels)} labels for {self.classes} classes")
+
+    def __repr__(self) -> str:  # messages name the spec as it is written, without an unset default
+        return f"Classes(classes={self.classes}" + (f", labels={self.labels!r})" if self.labels is not None else ")")
 
 
 @dataclass(frozen=True)

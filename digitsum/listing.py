@@ -70,7 +70,7 @@ def list_kind(kind: str | None) -> str | None:
 
 
 def _spec_text(spec: Any) -> str:
-    fields = ", ".join(str(v) for v in vars(spec).values())
+    fields = ", ".join(str(v) for v in vars(spec).values() if v is not None)
     return f"{type(spec).__name__}({fields})"
 
 

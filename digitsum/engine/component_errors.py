@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import sys
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +71,10 @@ def _code_roots(cls: type) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(roots))
 
 
-def _suspects(recipe: Recipe, objects: Sequence[object] = ()) -> list[_Suspect]:
-    """Every component the recipe chooses, and ``objects`` (a run's callbacks) that are not digitsum's own."""
+def _suspects(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str, object] = {}) -> list[_Suspect]:
+    """Every component the recipe chooses; what they ``made`` (by kind: the torch optimizer an
+    optimizer component built runs the plugin's ``step``), under the component's name; and
+    ``objects`` (a run's callbacks) that are not digitsum's own."""
     from ..registry import KIND_LABELS, REGISTRIES
 
     chosen: list[tuple[str, Choice]] = [("datasets", recipe.data), ("fusions", recipe.backbone),
@@ -87,10 +89,13 @@ def _suspects(recipe: Recipe, objects: Sequence[object] = ()) -> list[_Suspect]:
         except UserError:
             origin = _local(choice.cls)
         suspects.append(_Suspect(f"{KIND_LABELS[kind]} '{name}'", choice.cls, origin, _code_roots(choice.cls)))
+        if made.get(kind) is not None:
+            cls = type(made[kind])
+            suspects.append(_Suspect(suspects[-1].label, cls, origin, _code_roots(cls)))
     for obj in objects:
         cls = type(obj)
         if not any(issubclass(cls, s.cls) for s in suspects):
-            suspects.append(_Suspect(f"callback {cls.__qualname__}", cls, _local(cls), _code_roots(cls)))
+            suspects.append(_Suspect(f"callback {cls.__name__}", cls, _local(cls), _code_roots(cls)))
     return suspects
 
 
@@ -144,10 +149,10 @@ def _misshapen_output(frame: FrameType) -> str | None:
     return f"forward() returned an output of shape {list(output.shape)} where its output_kind '{kind}' declares {declared}"
 
 
-def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = ()) -> ComponentError | None:
+def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str, object] = {}) -> ComponentError | None:
     """A :class:`ComponentError` for ``error`` if a component's method (or one of ``objects``',
-    a run's callbacks) raised it, else None."""
-    suspects = _suspects(recipe, objects)
+    a run's callbacks, or of what the components ``made``, by kind) raised it, else None."""
+    suspects = _suspects(recipe, objects, made)
     frames = list(traceback.walk_tb(error.__traceback__))
     for depth in range(len(frames) - 1, -1, -1):  # the innermost component method is to blame
         suspect = _owner(frames[depth][0], suspects)
@@ -177,16 +182,16 @@ def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = ()) 
 
 
 @contextmanager
-def blame_components(recipe: Recipe, objects: Sequence[object] = ()) -> Iterator[None]:
+def blame_components(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str, object] = {}) -> Iterator[None]:
     """Turn an exception raised by one of ``recipe``'s components (or of ``objects``: a run's
-    callbacks) into a :class:`ComponentError`; leave user errors, interrupts and digitsum's own
-    exceptions as they are."""
+    callbacks; or of what the components ``made``: ``{"optimizers": torch_optimizer, ...}``) into
+    a :class:`ComponentError`; leave user errors, interrupts and digitsum's own exceptions as they are."""
     try:
         yield
     except UserError:
         raise
     except Exception as error:
-        blamed = blame(error, recipe, objects)
+        blamed = blame(error, recipe, objects, made)
         if blamed is None:
             raise
         raise blamed from error

@@ -187,16 +187,16 @@ class Trainer:
         self.model = self.accel.prepare_model(built.model)
         # what a training step calls: DDP under torchrun, compiled when asked; self.model otherwise
         self.step_model = self.accel.compiled(distributed.wrap(self.model, self.world, self.device))
-        self.optimizer = make_optimizer(recipe, self.model)
         self.batch_size, self.epochs = recipe.data.section.batch_size, recipe.train.epochs
-        with blame_components(recipe):  # loads and checks the data, before anything is written
+        with blame_components(recipe):  # loads and checks the data, builds the optimizer: before anything is written
+            self.optimizer = make_optimizer(recipe, self.model)
             self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
             self.generator.size("test")
-        #: whether a validation split is held out (``data.val`` > 0) and evaluated after each epoch
-        self.validates = recipe.data.section.val > 0
-        if self.validates:
-            check_val_split(recipe, self.generator)
-        self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
+            #: whether a validation split is held out (``data.val`` > 0) and evaluated after each epoch
+            self.validates = recipe.data.section.val > 0
+            if self.validates:
+                check_val_split(recipe, self.generator)
+            self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
         self.history: list[dict[str, Any]] = []
         #: the last trained epoch's figures as metrics.jsonl records them (samples, seconds,
         #: samples_per_s, lr, heads), for callbacks and loggers; empty before the first epoch ends
@@ -371,7 +371,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             lock(self.run_dir)
         try:
-            with blame_components(self.recipe, self.callbacks):
+            made = {"optimizers": self.optimizer, "schedules": self.scheduler}  # their step() is the plugin's code too
+            with blame_components(self.recipe, self.callbacks, made):
                 return self._fit()
         except BaseException as error:
             self._record_failure(error)
