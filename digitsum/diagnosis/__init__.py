@@ -9,7 +9,9 @@ or target by name. A plugin ships checks for its own components in the entry-poi
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -53,6 +55,10 @@ PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights")
 CHECKS_GROUP = f"digitsum.{kinds.CHECKS}"
 
 
+#: where each plugin check came from ("digitsum-looker 2.0"), to name it when it crashes
+_CHECK_ORIGINS: dict[str, str] = {}
+
+
 def plugin_checks() -> dict[str, Check]:
     """Checks installed plugins ship (entry-point group ``digitsum.checks``; the allow and deny
     lists apply, as to components), by name. A check that cannot be imported becomes a check that
@@ -62,6 +68,7 @@ def plugin_checks() -> dict[str, Check]:
         for ep in dist.entry_points if not dist.refused else ():
             if ep.kind != kinds.CHECKS or ep.name in CHECKS or ep.name in found:
                 continue
+            _CHECK_ORIGINS[ep.name] = f"{dist.name} {dist.version}"
             try:
                 found[ep.name] = load_entry_point(ep, f"doctor check '{ep.name}' from {dist.name} {dist.version}")
             except PluginError as e:  # a broken plugin is reported, the doctor goes on
@@ -100,8 +107,15 @@ def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
             return [Finding(name, "error", f"{blamed.component} from {blamed.origin} raised {type(e).__name__} in {blamed.method}()",
                             text, f"the {name} check ran it as training does", f"{fix}; `digitsum run` would fail the same way")]  # fmt: skip
         module = getattr(check, "__module__", "") or ""
-        author = "digitsum (a bug: please report it)" if module.startswith("digitsum.") else f"its author ({module})"
-        return [Finding(name, "error", f"the {name} check crashed: {type(e).__name__}", text,
+        builtin = module.startswith("digitsum.")
+        origin = "digitsum" if builtin else _CHECK_ORIGINS.get(name, f"local ({module})")
+        author = "digitsum (a bug: please report it)" if builtin else f"the author of {origin}"
+        # the innermost frame of the check's own package: where its author looks
+        home = Path(getattr(getattr(check, "__code__", None), "co_filename", "") or ".").resolve().parent
+        frames = traceback.extract_tb(e.__traceback__)
+        where = next((f for f in reversed(frames) if Path(f.filename).resolve().is_relative_to(home)), frames[-1])
+        return [Finding(name, "error", f"doctor check '{name}' from {origin} raised {type(e).__name__} in {where.name}()",
+                        f"{text} ({Path(where.filename).name}, line {where.lineno})",
                         "a bug in the check itself: no component of the recipe raised it", f"the other checks ran; tell {author}")]  # fmt: skip
 
 

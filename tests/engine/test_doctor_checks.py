@@ -459,6 +459,10 @@ from digitsum import Finding
 
 def look(probe):
     return [Finding("look", "info", "the plugin looked", f"{len(probe.model.heads)} heads")]
+
+
+def crash(probe):
+    return {}["no such key"]
 '''
 
 
@@ -472,7 +476,7 @@ def check_plugin(tmp_path, monkeypatch):
     from ..conftest import fake_distribution
 
     site = fake_distribution(tmp_path / "site", "digitsum-looker", "2.0",
-                             {"digitsum.checks": {"look": "looker:look", "gone": "looker_missing:look"}},
+                             {"digitsum.checks": {"look": "looker:look", "gone": "looker_missing:look", "crash": "looker:crash"}},
                              {"looker.py": CHECK_MODULE})  # fmt: skip
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
@@ -486,11 +490,16 @@ def test_a_plugins_checks_are_listed_run_and_denied_like_its_components(check_pl
 
     plugins = cli("plugins", "--json")
     row = next(r for r in json.loads(plugins.out) if r["distribution"] == "digitsum-looker")
-    assert [c["name"] for c in row["checks"]] == ["look", "gone"] and row["status"] == "failed"
+    assert [c["name"] for c in row["checks"]] == ["look", "gone", "crash"] and row["status"] == "failed"
     assert "looker_missing" in row["checks"][1]["error"] and "error" not in row["checks"][0]
     report = diagnose(probe_for(), ["pairing", "look", "gone"], verify=False)
     assert [f.title for f in report.findings if f.check == "look"] == ["the plugin looked"]
     assert [f.title for f in report.errors if f.check == "gone"] == ["plugin check 'gone' cannot be loaded"]
+    # a check that raises is named with its distribution, version and function; the doctor exits 1
+    doctor = cli("doctor", "original")
+    assert doctor.code == 1 and "Traceback" not in doctor.err + doctor.out
+    assert "doctor check 'crash' from digitsum-looker 2.0 raised KeyError in crash()" in doctor.out, doctor.out
+    assert "looker.py, line 9" in doctor.out
     listed = json.loads(cli("list", "checks", "--json").out)
     assert {"look", "gone"} <= {r["name"] for r in listed if r["distribution"] == "digitsum-looker"}
     monkeypatch.setenv("DIGITSUM_PLUGINS_DENY", "digitsum-looker")
