@@ -126,7 +126,7 @@ CASES = {
     "sgd_weak": (ORIGINAL, [*SGD, "train.optimizer.lr=1e-3", "train.optimizer.momentum=0"], "learning", "train.optimizer", "error", BLAMES_ELSEWHERE),
     "sgd_lr_too_high": (ORIGINAL, [*SGD, "train.optimizer.lr=3.0", "train.optimizer.momentum=0.9"], "learning", "train.optimizer.lr", "error", BLAMES_ELSEWHERE),
     "adam_coupled_wd": (ORIGINAL, ['train.optimizer.type="adam"', "train.optimizer.weight_decay=1.0", *CONSTANT], "learning", "train.optimizer.weight_decay", "error", BLAMES_ELSEWHERE),
-    "mse_on_class_index": (ORIGINAL, ['heads.sum={type="mse_on_index", target="sum"}'], "learning~loss", None, "error",
+    "mse_on_class_index": (ORIGINAL, ['heads.sum={type="mse_on_index", target="sum"}'], "learning~loss", "code:cross-entropy", "error",
                            ("data", "pairing", "learnability", "input_use", "batch_independence", "double_softmax")),
     "label_smoothing_floor": (ORIGINAL, ["heads.sum.label_smoothing=0.99"], "loss_floor", "key:heads.sum.label_smoothing", "info", BLAMES_ELSEWHERE),
     "sum_weight_dominates": (ORIGINAL, [*SGD, "train.optimizer.lr=0.05", "train.optimizer.momentum=0.9", "heads.sum.weight=1000"], "learning", "heads.sum.weight", "error",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..contracts import Batch
@@ -65,6 +66,40 @@ def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
     def emulate(probe: Probe) -> Probe:
         model = fresh_copy(probe.model)
         model.heads[head] = _LogOfOutput(model.heads[head])
+        return Probe(probe.recipe, probe.generator, model, probe.device)
+
+    return emulate
+
+
+class _CrossEntropyLoss(nn.Module):
+    """A head whose loss is the cross-entropy of its class logits against what it should predict
+    (its prediction space's expected value); everything else is the wrapped head's."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.inner(features)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output.float(), self.inner.prediction_space().expected(target))
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "inner" or name.startswith("__"):  # mid-copy (deepcopy), before `inner` exists
+                raise
+            return getattr(self.inner, name)
+
+
+def cross_entropy_loss(head: str) -> Callable[[Probe], Probe]:
+    """The head trains its class logits with cross-entropy (as its accuracy reads them)."""
+
+    def emulate(probe: Probe) -> Probe:
+        model = fresh_copy(probe.model)
+        model.heads[head] = _CrossEntropyLoss(model.heads[head])
         return Probe(probe.recipe, probe.generator, model, probe.device)
 
     return emulate

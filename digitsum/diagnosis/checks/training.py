@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ...contracts import Batch
 from ...engine.progress import fell, fraction_fallen
 from ...engine.train import make_optimizer
-from ..emulate import reinitialised
+from ..emulate import cross_entropy_loss, reinitialised
 from ..findings import Change, Finding, fmt, pct
 from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, schedule_warms_up, scores, seeded, short_run, slice_batch, too_few
 from .loss import loss_floor
@@ -255,10 +255,15 @@ def _loss_metric_finding(probe: Probe, head: str, measured: str, figures: dict) 
     fix = (f"use a head whose loss trains what its metric reads (the recipe's heads.{head}.type)" if built_in
            else f"make {cls.__module__}.{cls.__name__}.loss train what its metric ({metric}) reads: for class logits, "
                 "a classification loss (cross-entropy), not a regression on the class index")  # fmt: skip
+    # measured, not assumed: the same head trained with cross-entropy on its logits (a plugin's code)
+    candidates = [] if built_in or not probe.logits_head(head) else [
+        Change(f"heads.{head} trained with cross-entropy on its logits", emulate=cross_entropy_loss(head),
+               code=f"{cls.__name__}.loss: a cross-entropy on the class logits")]  # fmt: skip
     return Finding("learning", "error", f"heads.{head}: its loss falls while its {metric} stays at chance ({pair} disagree)",
                    measured, f"the training loss of heads.{head} fell toward its floor, yet on held-out samples its {metric} is no "
                    "better than the best constant guess: what the loss rewards is not what the metric counts",
-                   fix, [f"heads.{head}.type"] if built_in else [], {**figures, "loss": f"{cls.__name__}.loss", "metric": metric})  # fmt: skip
+                   fix, [f"heads.{head}.type"] if built_in else [], {**figures, "loss": f"{cls.__name__}.loss", "metric": metric},
+                   candidates=candidates)  # fmt: skip
 
 
 def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: str, lr: float, learning: bool,
