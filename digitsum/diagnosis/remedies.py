@@ -208,20 +208,24 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     # defaults only restore
     proposed = [c for f in findings if f.severity in ("error", "warning") for c in f.candidates]
     diagnosed = probe.cache.get("short_run")
-    if diagnosed is not None and not proposed:  # the short run is the diagnosis: nothing to fix when every head learned in it
+    growing = diagnosed is not None and diagnosed[0].step_growth() is not None
+    if diagnosed is not None and not proposed and not growing:  # the short run is the diagnosis: nothing to fix when every head learned in it
         trace = diagnosed[0]
         if trace.finite and all(trace.learning().values()):
             return [], {}, []
     steps = probe.steps_for(VERIFY_SAMPLES, VERIFY_STEPS)
+    if growing:  # steps that grow show it only on a run as long as the one that found them
+        steps = max(steps, diagnosed[0].steps)
     base = _run(probe, steps)
     stalled = [h for h, ok in base.learning().items() if not ok]
-    if not stalled and base.finite and not proposed:
+    unstable = not base.finite or base.step_growth() is not None
+    if not stalled and not unstable and not proposed:
         return [], {}, []
     candidates: list[Change] = []
     seen: set[str] = set()
     family: list[Change] = []
     family_figures: dict[str, Any] = {}
-    if stalled or not base.finite:  # the optimizer's settings as a family (lr-range test, momentum, weight decay)
+    if stalled or unstable:  # the optimizer's settings as a family (lr-range test, momentum, weight decay)
         family, family_figures = optimizer_changes(probe)
     for change in [c for f in findings if f.severity != "info" for c in f.candidates] + setting_changes(probe) + family:
         key = repr(sorted(change.keys.items())) if change.emulate is None else change.label
@@ -241,11 +245,13 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
 
     name = f"{steps} steps"
     alone = []
-    for change in candidates if stalled or not base.finite else []:
+    for change in candidates if stalled or unstable else []:
         if _past(deadline):
             break
         alone.append(attempt([change]))
-    helping = [a for a in alone if _restores(a.trace, stalled) and set(heads) - set(stalled) <= set(_restores(a.trace, heads))]
+    helping = [a for a in alone if (_restores(a.trace, stalled) or not stalled) and set(heads) - set(stalled) <= set(_restores(a.trace, heads))]
+    if unstable:  # a change that leaves the steps growing (or the loss infinite) fixes nothing
+        helping = [a for a in helping if a.trace.step_growth() is None]
     # one change per recipe key: the best of those that help (two learning rates, say)
     chosen: list[Attempt] = []
     for a in sorted(helping, key=lambda a: -_mean(a.trace, heads)):

@@ -174,13 +174,30 @@ def check_short_run(probe: Probe) -> list[Finding]:
     learning = trace.learning()
     trained = probe.trained_heads()
     stalled = [h for h in trained if not learning[h]]
-    findings = _learning_findings(probe, trace, floors, name)
+    findings = _learning_findings(probe, trace, floors, name) + _step_growth_findings(probe, trace, name)
     findings += dead_relu_findings(before, after, name, probe.recipe.optimizer.params.lr, not stalled, feeds)
     layers = set(trace.grad_norms)
     untrained = {n for n in layers if any(n == f"heads.{h}" or n.startswith(f"heads.{h}.") for h in probe.model.heads if probe.weight_of(h) == 0)}
     findings += _gradient_findings(trace.grad_norms, layers - untrained, name)
     floor_total = sum(probe.weight_of(h) * floors[h] for h in trained)
     return findings + _trend_findings(trace.losses, name, floor_total, not stalled)
+
+
+def _step_growth_findings(probe: Probe, trace: RunTrace, name: str) -> list[Finding]:
+    """The optimizer's steps growing without bound (:meth:`RunTrace.step_growth`): the run
+    diverges later even when every head still learns in the short run."""
+    growth = trace.step_growth()
+    if growth is None:
+        return []
+    mid, end = growth
+    n = trace.steps
+    optimizer = probe.recipe.optimizer
+    return [Finding("learning", "error", f"the optimizer's steps grow without bound: {fmt(mid)} lr -> {fmt(end)} lr per step",
+        f"RMS change of the weights per step, in units of the lr, over {name}: steps {int(0.4 * n)}-{int(0.5 * n)} {fmt(mid)}, "
+        f"the last {n - int(0.9 * n)} steps {fmt(end)}",
+        f"steps that keep growing while the lr stays put diverge later in the run, whatever the short run's accuracy "
+        f"({optimizer.section.type}: an Adam whose beta1^2 >= beta2 does this; so does a rate past the edge of stability)",
+        "see the fixes tried below", ["train.optimizer"], {"step_mid": mid, "step_end": end, "steps": n})]  # fmt: skip
 
 
 def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], name: str) -> list[Finding]:
