@@ -380,6 +380,6 @@ def test_a_plugin_check_that_crashes_is_its_own_bug_not_the_recipes(tiny_data, m
     monkeypatch.setitem(diagnosis.CHECKS, "crashing", crashing)
     report = diagnose(probe_for(), ["crashing", "loss_at_init"])
     [finding] = report.errors
-    assert finding.check == "crashing" and finding.title == "the crashing check crashed: IndexError"
+    assert finding.check == "crashing" and finding.title == f"doctor check 'crashing' from local ({__name__}) raised IndexError in crashing()"
     assert "no component of the recipe raised it" in finding.why and __name__ in finding.fix
     assert "would fail the same way" not in finding.fix
