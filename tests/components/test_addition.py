@@ -244,3 +244,21 @@ def test_export_describes_sequence_inputs(tiny_addition_run, tmp_path):
     inputs = {row["name"]: row for row in sidecar["inputs"]}
     assert inputs["a"]["kind"] == "images" and inputs["a"]["shape"] == ["batch", 1, 1, 28, 28]
     assert exported.max_difference <= exported.tolerance
+
+
+def test_digit_cnn_test_shifts_average_log_probabilities_in_evaluation_only():
+    from digitsum.components.fusions.digit_cnn import DigitCNN
+
+    torch.manual_seed(0)
+    inputs = {"a": Images(2)}
+    plain = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16), inputs)
+    shifted = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16, test_shifts=1), inputs)
+    shifted.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 2, 1, 28, 28)
+    batch = {"a": x}
+    assert torch.equal(shifted.train()(batch), plain.train()(batch))  # training sees each image once
+    plain.eval(), shifted.eval()
+    views = [torch.roll(x, m, dims=(3, 4)) for m in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    expected = torch.stack([torch.log_softmax(plain({"a": v}).view(3, 2, 10), -1) for v in views]).mean(0)
+    assert torch.allclose(shifted(batch).view(3, 2, 10), expected, atol=1e-5)
+    assert not torch.allclose(shifted(batch), plain(batch))

@@ -26,6 +26,11 @@ class DigitCNN(Fusion):
         hidden: int = Field(128, ge=0, le=4096, description="units of the ReLU layer before the logits (0: none)")
         dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the logits, in training only")
         classes: int = Field(10, ge=2, le=1000, description="classes per image (logits per image)")
+        test_shifts: int = Field(
+            0, ge=0, le=4,
+            description="in evaluation only: each image's log-probabilities averaged over it and its copies moved by 1..this many "
+                        "pixels up, down, left and right (1 + 4 x this many views; 0: the image alone)",
+        )  # fmt: skip
 
         _check_sizes = field_validator("conv_channels")(_sizes_in_range)
 
@@ -61,6 +66,18 @@ class DigitCNN(Fusion):
     def forward(self, batch: Batch) -> Tensor:
         # every image of the batch in one pass: [B, K, 1, 28, 28] -> [B * K, 1, 28, 28]
         parts = [batch[n] if batch[n].dim() == 5 else batch[n].unsqueeze(1) for n in self.images]
-        x = torch.cat(parts, dim=1)
-        logits = self.classifier(self.cnn(x.flatten(0, 1)))
+        x = torch.cat(parts, dim=1).flatten(0, 1)
+        if self.training or not self.params.test_shifts:
+            logits = self.classifier(self.cnn(x))
+        else:
+            logits = self._averaged_over_shifts(x)
         return logits.view(-1, self.count * self.params.classes)  # -1: an exported model keeps the batch size free
+
+    def _averaged_over_shifts(self, x: Tensor) -> Tensor:
+        """Test-time augmentation: the mean log-probabilities of ``x`` ``[N, 1, 28, 28]`` and its
+        copies moved by 1..``test_shifts`` pixels along each axis. The digits' margins are blank,
+        so a roll moves a blank row around the edge: the same as filling with the background."""
+        moves = [(0, 0)] + [m for k in range(1, self.params.test_shifts + 1) for m in ((k, 0), (-k, 0), (0, k), (0, -k))]
+        views = torch.cat([torch.roll(x, shifts=m, dims=(2, 3)) for m in moves])
+        logits = self.classifier(self.cnn(views)).view(len(moves), len(x), -1)
+        return torch.log_softmax(logits.float(), dim=-1).mean(dim=0).to(logits.dtype)
