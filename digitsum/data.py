@@ -54,20 +54,6 @@ def shift_images(x: Tensor, most: int, rng: torch.Generator) -> Tensor:
     return padded.flatten(1).gather(1, (dy * wide + dx)[:, None] + grid).view(b, 1, h, w)
 
 
-def turn_images(x: Tensor, degrees: float, scale: float, rng: torch.Generator) -> Tensor:
-    """Float images ``[B, 1, H, W]`` (0 = black) each rotated by a random angle in
-    ``[-degrees, degrees]`` and scaled by a random factor in ``[1 - scale, 1 + scale]`` about
-    their centre, bilinear, the border filled with 0; all randomness from ``rng``."""
-    b = len(x)
-    angle = (torch.rand(b, generator=rng, device=x.device) * 2 - 1) * math.radians(degrees)
-    zoom = 1 + (torch.rand(b, generator=rng, device=x.device) * 2 - 1) * scale
-    cos, sin, zero = torch.cos(angle) / zoom, torch.sin(angle) / zoom, torch.zeros_like(angle)
-    # the grid maps each output pixel to where it is read: the inverse of the turn and the zoom
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = torch.nn.functional.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-
-
 @dataclass(frozen=True)
 class DigitSet:
     """Images ``[N, 28, 28]`` (uint8) and their labels ``[N]`` (int64), on one device."""

@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ...contracts import Batch, Digits, Generator, Images, Interface, Params
-from ...data import mnist_pixels, shift_images, turn_images
+from ...data import mnist_pixels, shift_images
 from ..digits import add_digits
 
 
@@ -41,8 +41,6 @@ class MnistAddition(Generator):
         )
         pairing_seed: int = Field(0, ge=0, description="seed of the shuffle that groups the images into examples")
         shift: int = Field(0, ge=0, le=4, description="training augmentation: each training image moved by up to this many pixels (0: none)")
-        rotate: float = Field(0.0, ge=0, le=45, description="training augmentation: each training image turned by up to this many degrees (0: none)")
-        scale: float = Field(0.0, ge=0, le=0.5, description="training augmentation: each training image scaled by a factor within 1 ± this (0: none)")
         normalize: bool = Field(True, description="standardise pixels with MNIST's mean and std")
 
     @classmethod
@@ -82,8 +80,6 @@ class MnistAddition(Generator):
             images = self._groups(split)[index]
         labels = digits.labels[images]  # [B, 2N]
         pixels = mnist_pixels(digits.images[images.flatten()])
-        if split == "train" and (self.params.rotate or self.params.scale):
-            pixels = turn_images(pixels, self.params.rotate, self.params.scale, rng)
         if split == "train" and self.params.shift:
             pixels = shift_images(pixels, self.params.shift, rng)
         pixels = pixels.view(len(index), 2 * n, 1, 28, 28)
