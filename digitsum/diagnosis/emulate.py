@@ -41,39 +41,8 @@ def standardised_input(name: str, mean: float, std: float) -> Callable[[Probe], 
     return emulate
 
 
-class _LogOfOutput(nn.Module):
-    """A head whose output is the log of the wrapped head's (probabilities become logits)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.inner(features).clamp_min(1e-12).log()
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "inner" or name.startswith("__"):  # mid-copy (deepcopy), before `inner` exists
-                raise
-            return getattr(self.inner, name)
-
-
-def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
-    """The head returns the log of its probabilities: logits whose softmax is its output."""
-
-    def emulate(probe: Probe) -> Probe:
-        model = fresh_copy(probe.model)
-        model.heads[head] = _LogOfOutput(model.heads[head])
-        return Probe(probe.recipe, probe.generator, model, probe.device)
-
-    return emulate
-
-
-class _CrossEntropyLoss(nn.Module):
-    """A head whose loss is the cross-entropy of its class logits against what it should predict
-    (its prediction space's expected value); everything else is the wrapped head's."""
+class _Altered(nn.Module):
+    """A head that is the wrapped head in everything its subclass does not redefine."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
@@ -82,9 +51,6 @@ class _CrossEntropyLoss(nn.Module):
     def forward(self, features: Tensor) -> Tensor:
         return self.inner(features)
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(output.float(), self.inner.prediction_space().expected(target))
-
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
@@ -94,15 +60,38 @@ class _CrossEntropyLoss(nn.Module):
             return getattr(self.inner, name)
 
 
-def cross_entropy_loss(head: str) -> Callable[[Probe], Probe]:
-    """The head trains its class logits with cross-entropy (as its accuracy reads them)."""
+class _LogOfOutput(_Altered):
+    """A head whose output is the log of the wrapped head's (probabilities become logits)."""
 
+    def forward(self, features: Tensor) -> Tensor:
+        return self.inner(features).clamp_min(1e-12).log()
+
+
+class _CrossEntropyLoss(_Altered):
+    """A head whose loss is the cross-entropy of its class logits against what it should predict
+    (its prediction space's expected value)."""
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output.float(), self.inner.prediction_space().expected(target))
+
+
+def _head_altered(head: str, altered: type[_Altered]) -> Callable[[Probe], Probe]:
     def emulate(probe: Probe) -> Probe:
         model = fresh_copy(probe.model)
-        model.heads[head] = _CrossEntropyLoss(model.heads[head])
+        model.heads[head] = altered(model.heads[head])
         return Probe(probe.recipe, probe.generator, model, probe.device)
 
     return emulate
+
+
+def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
+    """The head returns the log of its probabilities: logits whose softmax is its output."""
+    return _head_altered(head, _LogOfOutput)
+
+
+def cross_entropy_loss(head: str) -> Callable[[Probe], Probe]:
+    """The head trains its class logits with cross-entropy (as its accuracy reads them)."""
+    return _head_altered(head, _CrossEntropyLoss)
 
 
 def reinitialised(layers: list[str]) -> Callable[[Probe], Probe]:

@@ -56,13 +56,15 @@ class FaultyFusion(Concat):
         return super().forward(batch)
 
 
-def faulty_head(method: str) -> type[Classify]:
+def faulty(base: type, method: str) -> type:
+    """A subclass of ``base`` whose ``method`` raises while armed (named as its own method is)."""
+
     def hooked(self, *args):
         fault(method)
-        return getattr(Classify, method)(self, *args)
+        return getattr(base, method)(self, *args)
 
-    hooked.__code__ = hooked.__code__.replace(co_name=method)  # as a plugin's own method is named
-    return type(f"Faulty_{method}", (Classify,), {method: hooked})
+    hooked.__code__ = hooked.__code__.replace(co_name=method)
+    return type(f"Faulty_{method}", (base,), {method: hooked})
 
 
 class FaultyStepAdam(torch.optim.AdamW):
@@ -107,26 +109,17 @@ class FaultyScheduleStep(OneCycle):
         return built
 
 
-def faulty_logger(method: str) -> type[Jsonl]:
-    def hooked(self, *args):
-        fault(method)
-        return getattr(Jsonl, method)(self, *args)
-
-    hooked.__code__ = hooked.__code__.replace(co_name=method)  # as a plugin's own method is named
-    return type(f"Faulty_{method}", (Jsonl,), {method: hooked})
-
-
 #: (id, registry, component class, the recipe override choosing it, the method the report names)
 FAULTS = [
     ("generator-draw", "datasets", FaultyDraw, 'data.type="faulty"', "draw"),
     ("generator-describe", "datasets", FaultyDescribe, 'data.type="faulty"', "describe"),
     ("fusion-forward", "fusions", FaultyFusion, 'backbone.type="faulty"', "forward"),
-    *[(f"head-{m}", "heads", faulty_head(m), 'heads.sum={type="faulty", target="sum"}', m) for m in ("forward", "loss", "metrics", "predict")],
+    *[(f"head-{m}", "heads", faulty(Classify, m), 'heads.sum={type="faulty", target="sum"}', m) for m in ("forward", "loss", "metrics", "predict")],
     ("optimizer-build", "optimizers", FaultyOptimizerBuild, 'train.optimizer.type="faulty"', "build"),
     ("optimizer-step", "optimizers", FaultyOptimizerStep, 'train.optimizer.type="faulty"', "step"),
     ("schedule-build", "schedules", FaultySchedule, 'train.schedule.type="faulty"', "build"),
     ("schedule-step", "schedules", FaultyScheduleStep, 'train.schedule.type="faulty"', "step"),
-    *[(f"logger-{m}", "loggers", faulty_logger(m), 'log.faulty={type="faulty"}', m) for m in ("on_start", "on_epoch_end", "on_end")],
+    *[(f"logger-{m}", "loggers", faulty(Jsonl, m), 'log.faulty={type="faulty"}', m) for m in ("on_start", "on_epoch_end", "on_end")],
 ]
 
 
