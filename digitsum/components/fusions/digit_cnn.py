@@ -78,6 +78,9 @@ class DigitCNN(Fusion):
         copies moved by 1..``test_shifts`` pixels along each axis. The digits' margins are blank,
         so a roll moves a blank row around the edge: the same as filling with the background."""
         moves = [(0, 0)] + [m for k in range(1, self.params.test_shifts + 1) for m in ((k, 0), (-k, 0), (0, k), (0, -k))]
-        views = torch.cat([torch.roll(x, shifts=m, dims=(2, 3)) for m in moves])
-        logits = self.classifier(self.cnn(views)).view(len(moves), len(x), -1)
-        return torch.log_softmax(logits.float(), dim=-1).mean(dim=0).to(logits.dtype)
+        total = None
+        for move in moves:  # one view at a time: the memory of one evaluation, whatever the views
+            logits = self.classifier(self.cnn(torch.roll(x, shifts=move, dims=(2, 3))))
+            log_p = torch.log_softmax(logits.float(), dim=-1)
+            total = log_p if total is None else total + log_p
+        return (total / len(moves)).to(logits.dtype)
