@@ -315,6 +315,11 @@ def learns(score: float, chance: float, n: int = HELD_OUT) -> bool:
     return math.isfinite(score) and score >= chance + max(LEARN_MIN_POINTS, LEARN_SIGMAS * se)
 
 
+def _flat(parameters: list[Tensor]) -> Tensor:
+    """Every parameter's values in one vector (reshape: a channels-last weight does not view)."""
+    return torch.cat([p.detach().reshape(-1) for p in parameters])
+
+
 @dataclass
 class RunTrace:
     """What a short run measured."""
@@ -432,7 +437,6 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
         per_head: dict[str, list[Tensor]] = {h: [] for h in model.heads}
         norms: list[Tensor] = []
         trained = [p for p in model.parameters() if p.requires_grad]
-        count = max(1, sum(p.numel() for p in trained))
         sizes: list[Tensor] = []
         for batch in probe.train_batches(steps):
             losses = model.losses(model(batch), batch)
@@ -449,13 +453,13 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
                 norms.append(torch.stack([norm_of_grads(layers[name]) for name in layers]))
             if not torch.isfinite(loss.detach()):
                 break
-            was, rate = [p.detach().clone() for p in trained], optimizer.param_groups[0]["lr"]
+            with torch.no_grad():
+                was, rate = _flat(trained) if trained else None, optimizer.param_groups[0]["lr"]
             optimizer.step()
-            with torch.no_grad():  # how far the step moved the weights, in units of the lr
-                if not trained:
-                    continue
-                moved = torch.stack([(p - q).float().pow(2).sum() for p, q in zip(trained, was)]).sum().cpu()
-                sizes.append((moved / count).sqrt() / rate if rate > 0 else torch.tensor(float("nan")))
+            if was is not None:  # how far the step moved the weights: RMS per weight, in units of the lr
+                with torch.no_grad():
+                    moved = (_flat(trained) - was).float().pow(2).mean().sqrt()
+                sizes.append(moved / rate if rate > 0 else torch.full_like(moved, float("nan")))
             if scheduler is not None:
                 scheduler.step()
             if warmed:  # past the peak, hold it: no annealing to hide a rate that kills
@@ -475,5 +479,5 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
             entropy={h: entropy_of(probe.expected(h, held_out)) for h in model.heads},
             grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
             warmed=warmed,
-            step_sizes=torch.stack(sizes).cpu() if sizes else torch.zeros(0),
+            step_sizes=torch.stack(sizes).float().cpu() if sizes else torch.zeros(0),
         )  # fmt: skip

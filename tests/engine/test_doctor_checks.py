@@ -628,3 +628,27 @@ def test_a_loss_that_falls_while_the_metric_stays_at_chance_names_the_pair(tiny_
     (error,) = [f for f in of(findings, "learning", "error") if f.title.startswith("heads.sum")]
     assert "loss falls" in error.title and "MseOnIndex.loss" in error.title and "accuracy" in error.title
     assert "MseOnIndex" in error.fix and error.figures["metric"] == "accuracy"
+
+
+@pytest.mark.parametrize("sizes, grows", [
+    ([0.5] * 40 + [0.45] * 10 + [0.4] * 40 + [0.4] * 10, False),  # Adam as shipped: steps about steady
+    ([0.5] * 40 + [0.45] * 10 + [1.0] * 40 + [2.6] * 10, True),  # betas (0.999, 0.9): 0.45 -> 2.6 lr
+    ([0.01] * 40 + [0.02] * 10 + [0.05] * 40 + [0.08] * 10, False),  # growing, but far below one lr
+    ([0.5] * 40 + [0.9] * 10 + [1.5] * 40 + [1.6] * 10, False),  # above one lr, less than 3x the middle
+], ids=["steady", "growing", "small", "settling"])
+def test_steps_that_grow_without_bound_are_told_from_steady_ones(sizes, grows):
+    from digitsum.diagnosis.probe import RunTrace
+
+    trace = RunTrace(steps=len(sizes), losses=torch.ones(len(sizes)), head_losses={}, before={}, after={}, chance={},
+                     step_sizes=torch.tensor(sizes))  # fmt: skip
+    assert (trace.step_growth() is not None) == grows
+
+
+def test_the_short_run_measures_each_steps_size_in_lrs(tiny_data):
+    from digitsum.diagnosis.probe import short_run
+
+    trace = short_run(probe_for(), 40)
+    # AdamW moves each weight by about the lr or less: RMS 0 < size <= 1 lr
+    assert len(trace.step_sizes) == trace.steps == 40
+    assert bool((trace.step_sizes > 0).all()) and float(trace.step_sizes.max()) <= 1.0
+    assert trace.step_growth() is None
