@@ -60,7 +60,7 @@ def check(names: list[str]) -> int:
         run = digitsum.load(name)
         found = run.evaluate("test")
         recorded = run.weights.test
-        same = all(round(found[h][m], 4) == round(v, 4) for h, values in recorded.items() for m, v in values.items())
+        same = run.weights.reproduced_by(found)
         failures += not same
         print(f"{name}: {'same' if same else 'DIFFERENT'} — recorded {_metrics(recorded)}; "
               f"evaluated {_metrics(found)} ({time.perf_counter() - started:.0f} s)")  # fmt: skip

@@ -203,3 +203,12 @@ def test_the_table_of_weights_in_the_docs_is_the_records():
     zoo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(zoo)
     assert zoo.table() in (REPO / "docs" / "api.md").read_text()  # benchmarks/zoo_weights.py --table
+
+
+def test_a_record_is_reproduced_only_by_the_same_metrics_to_four_digits():
+    from digitsum.weights import WeightsRecord
+
+    record = WeightsRecord("r", "s" * 64, "0" * 64, 1, 0, 1, 1, {"digit": {"accuracy": 0.98761, "loss": 0.1}}, "cmd", "0.1.0")
+    assert record.reproduced_by({"digit": {"accuracy": 0.98764, "loss": 0.10001}})
+    assert not record.reproduced_by({"digit": {"accuracy": 0.9875, "loss": 0.1}})
+    assert not record.reproduced_by({"digit": {"loss": 0.1}})  # a recorded metric that is missing

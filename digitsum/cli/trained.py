@@ -44,8 +44,7 @@ def eval_(
             table.add_row(head, metric, f"{value:.4f}")
     console.print(table)
     if loaded.weights is not None and split == "test":  # pretrained: say whether the record is reproduced
-        recorded = loaded.weights.test
-        same = all(f"{heads.get(h, {}).get(m, float('nan')):.4f}" == f"{v:.4f}" for h, vs in recorded.items() for m, v in vs.items())
+        same = loaded.weights.reproduced_by(heads)
         say(f"the weights' recorded test metrics: {'reproduced' if same else 'NOT reproduced (another machine or data?)'}")
 
 
