@@ -265,6 +265,15 @@ class Fusion(Component, nn.Module):
 OUTPUT_KINDS = ("class_logits", "value", "other")
 
 
+def declared_output_shape(output_kind: str, size: int, classes: int | None) -> tuple[int, ...] | None:
+    """The output shape ``output_kind`` declares for ``size`` samples of ``classes`` classes:
+    ``(size, classes)`` for ``class_logits``, ``(size,)`` for ``value``; None when it declares
+    none (``other``, or class logits over classes unknown)."""
+    if output_kind == "class_logits":
+        return None if classes is None else (size, classes)
+    return (size,) if output_kind == "value" else None
+
+
 @dataclass(frozen=True)
 class PredictionSpace:
     """What a head's ``predict`` returns and how it relates to the head's target

@@ -21,7 +21,7 @@ from types import FrameType
 
 from torch import Tensor, nn
 
-from ..contracts import Head
+from ..contracts import Head, declared_output_shape
 from ..errors import UserError
 from ..recipe import Choice, Recipe
 
@@ -138,15 +138,10 @@ def _misshapen_output(frame: FrameType) -> str | None:
     target = frame.f_locals.get(arguments[1]) if len(arguments) > 1 else None
     size = len(target) if isinstance(target, Tensor) and target.dim() else len(output)
     kind, space = getattr(head, "output_kind", "class_logits"), head.prediction_space()
-    if kind == "class_logits" and space.classes is not None and space.length is None:
-        declared = [size, space.classes]
-    elif kind == "value":
-        declared = [size]
-    else:
+    declared = declared_output_shape(kind, size, space.classes if space.length is None else None)
+    if declared is None or tuple(output.shape) == declared:
         return None  # an 'other' output: its shape is the head's own business
-    if list(output.shape) == declared:
-        return None
-    return f"forward() returned an output of shape {list(output.shape)} where its output_kind '{kind}' declares {declared}"
+    return f"forward() returned an output of shape {list(output.shape)} where its output_kind '{kind}' declares {list(declared)}"
 
 
 def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str, object] = {}) -> ComponentError | None:

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ...contracts import OUTPUT_KINDS, Categorical, Classes, Digits, Fusion, Head, Image, Images
+from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
 from ..fixtures import random_batch, seeded
 from ._common import Problems, common_checks, reporting_crashes
 
@@ -117,17 +117,17 @@ def output_kind_problems(cls: type, head, output, batch_size: int, classes: int 
     kind = getattr(cls, "output_kind", "class_logits")
     if kind not in OUTPUT_KINDS:
         return [f"output_kind {kind!r} is not one of {', '.join(OUTPUT_KINDS)}"]
+    shape = declared_output_shape(kind, batch_size, classes)
     if kind == "class_logits":
-        shape = (batch_size, classes)
-        if not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
-            return [f"output_kind 'class_logits' (the default) declares outputs of shape {shape}, got {shape_of(output)}: "
+        if shape is None or not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
+            return [f"output_kind 'class_logits' (the default) declares outputs of shape {(batch_size, classes)}, got {shape_of(output)}: "
                     "declare output_kind = 'value' or 'other' for another shape"]  # fmt: skip
         best = output.argmax(dim=1) if top == 1 else output.topk(top, dim=1).indices
         if not torch.equal(head.predict(output), best):
             rule = "argmax" if top == 1 else f"the top {top} classes"
             return [f"output_kind 'class_logits' (the default) declares predict() = {rule} of the outputs, and it is not: "
                     "declare output_kind = 'other'"]  # fmt: skip
-    if kind == "value" and (not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size,)):
+    if kind == "value" and (not isinstance(output, torch.Tensor) or tuple(output.shape) != shape):
         return [f"output_kind 'value' declares one number per sample, shape ({batch_size},), got {shape_of(output)}"]
     return []
 
