@@ -55,10 +55,6 @@ PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights")
 CHECKS_GROUP = f"digitsum.{kinds.CHECKS}"
 
 
-#: where each plugin check came from ("digitsum-looker 2.0"), to name it when it crashes
-_CHECK_ORIGINS: dict[str, str] = {}
-
-
 def plugin_checks() -> dict[str, Check]:
     """Checks installed plugins ship (entry-point group ``digitsum.checks``; the allow and deny
     lists apply, as to components), by name. A check that cannot be imported becomes a check that
@@ -68,7 +64,6 @@ def plugin_checks() -> dict[str, Check]:
         for ep in dist.entry_points if not dist.refused else ():
             if ep.kind != kinds.CHECKS or ep.name in CHECKS or ep.name in found:
                 continue
-            _CHECK_ORIGINS[ep.name] = f"{dist.name} {dist.version}"
             try:
                 found[ep.name] = load_entry_point(ep, f"doctor check '{ep.name}' from {dist.name} {dist.version}")
             except PluginError as e:  # a broken plugin is reported, the doctor goes on
@@ -82,6 +77,14 @@ def _broken_check(name: str, value: str, message: str) -> Check:
                         "the plugin's entry point names something that does not import", "fix or uninstall the plugin")]  # fmt: skip
 
     return broken
+
+
+def _plugin_origin(name: str) -> str | None:
+    """The distribution and version that declares doctor check ``name`` ("digitsum-looker 2.0")."""
+    for dist in plugin_distributions():
+        if not dist.refused and any(ep.kind == kinds.CHECKS and ep.name == name for ep in dist.entry_points):
+            return f"{dist.name} {dist.version}"
+    return None
 
 
 def all_checks() -> dict[str, Check]:
@@ -108,7 +111,7 @@ def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
                             text, f"the {name} check ran it as training does", f"{fix}; `digitsum run` would fail the same way")]  # fmt: skip
         module = getattr(check, "__module__", "") or ""
         builtin = module.startswith("digitsum.")
-        origin = "digitsum" if builtin else _CHECK_ORIGINS.get(name, f"local ({module})")
+        origin = "digitsum" if builtin else _plugin_origin(name) or f"local ({module})"
         author = "digitsum (a bug: please report it)" if builtin else f"the author of {origin}"
         # the innermost frame of the check's own package: where its author looks
         home = Path(getattr(getattr(check, "__code__", None), "co_filename", "") or ".").resolve().parent
