@@ -316,7 +316,8 @@ def learns(score: float, chance: float, n: int = HELD_OUT) -> bool:
 
 
 def _flat(parameters: list[Tensor]) -> Tensor:
-    """Every parameter's values in one vector (reshape: a channels-last weight does not view)."""
+    """Every parameter's values in one new vector, outside autograd (reshape: a channels-last
+    weight does not view)."""
     return torch.cat([p.detach().reshape(-1) for p in parameters])
 
 
@@ -453,12 +454,10 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
                 norms.append(torch.stack([norm_of_grads(layers[name]) for name in layers]))
             if not torch.isfinite(loss.detach()):
                 break
-            with torch.no_grad():
-                was, rate = _flat(trained) if trained else None, optimizer.param_groups[0]["lr"]
+            was, rate = _flat(trained) if trained else None, optimizer.param_groups[0]["lr"]
             optimizer.step()
             if was is not None:  # how far the step moved the weights: RMS per weight, in units of the lr
-                with torch.no_grad():
-                    moved = (_flat(trained) - was).float().pow(2).mean().sqrt()
+                moved = (_flat(trained) - was).float().pow(2).mean().sqrt()
                 sizes.append(moved / rate if rate > 0 else torch.full_like(moved, float("nan")))
             if scheduler is not None:
                 scheduler.step()
