@@ -262,3 +262,20 @@ def test_digit_cnn_test_shifts_average_log_probabilities_in_evaluation_only():
     expected = torch.stack([torch.log_softmax(plain({"a": v}).view(3, 2, 10), -1) for v in views]).mean(0)
     assert torch.allclose(shifted(batch).view(3, 2, 10), expected, atol=1e-5)
     assert not torch.allclose(shifted(batch), plain(batch))
+
+
+def test_digit_cnn_zero_last_layer_reads_every_image_as_uniform_until_trained():
+    from digitsum.components.fusions.digit_cnn import DigitCNN
+
+    torch.manual_seed(0)
+    inputs = {"a": Images(2)}
+    model = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16, zero_last_layer=True), inputs)
+    batch = {"a": torch.randn(3, 2, 1, 28, 28)}
+    assert torch.equal(model(batch), torch.zeros(3, 20))  # equal logits: the uniform distribution
+    default = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16), inputs)
+    assert default(batch).abs().sum() > 0  # the random initialisation reads images unevenly
+    # the gradient reaches the hidden layers only through the last layer: one step moves it off zero
+    loss = -torch.log_softmax(model(batch).view(3, 2, 10), -1)[..., 3].mean()
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert model(batch).view(3, 2, 10).argmax(-1).eq(3).all()
