@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..errors import RecipeError
 from ..listing import DOCTOR_CHECKS
 from ..recipe import MACHINE_LOCAL_KEYS
 from .checks.training import short_run_steps
@@ -190,6 +191,19 @@ class Attempt:
     error: str = ""
 
 
+def try_changes(probe: Probe, changes: list[Change], steps: int) -> Attempt:
+    """A verification run of ``probe`` with ``changes``; a change the recipe refuses, or a model
+    that fails with it, is an attempt with the error's first line (a refused recipe's: the problem)."""
+    try:
+        return Attempt(changes[-1], _run(_apply(probe, changes), steps))
+    except RecipeError as e:  # its first line is only "<source>: 1 problem"; the problem says why
+        problem = e.problems[0]
+        return Attempt(changes[-1], None, f"refused: {problem.key + ': ' if problem.key else ''}{problem.message}")
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return Attempt(changes[-1], None, f"{type(e).__name__}: {first}")
+
+
 def _mean(trace: RunTrace, heads: list[str]) -> float:
     """The mean skill of the heads (see :meth:`RunTrace.skill`): held-out log-loss against the
     best constant distribution's, or accuracy where a head gives no probabilities."""
@@ -234,11 +248,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
             candidates.append(change)
 
     def attempt(changes: list[Change]) -> Attempt:
-        try:
-            return Attempt(changes[-1], _run(_apply(probe, changes), steps))
-        except Exception as e:  # a change the recipe refuses, or a model that fails with it
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            return Attempt(changes[-1], None, f"{type(e).__name__}: {first}")
+        return try_changes(probe, changes, steps)
 
     def rank(trace: RunTrace) -> tuple[int, float]:
         return len(_restores(trace, heads)), _mean(trace, heads)

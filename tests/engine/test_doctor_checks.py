@@ -652,3 +652,13 @@ def test_the_short_run_measures_each_steps_size_in_lrs(tiny_data):
     assert len(trace.step_sizes) == trace.steps == 40
     assert bool((trace.step_sizes > 0).all()) and float(trace.step_sizes.max()) <= 1.0
     assert trace.step_growth() is None
+
+
+def test_a_fix_the_recipe_refuses_is_reported_with_its_reason(tiny_data):
+    from digitsum.diagnosis.findings import Change
+    from digitsum.diagnosis.remedies import try_changes
+
+    attempt = try_changes(probe_for(), [Change("data.batch_size = 0", {"data.batch_size": 0})], steps=5)
+    assert attempt.trace is None
+    # the problem itself, not the error's header ("<dict>: 1 problem")
+    assert attempt.error.startswith("refused: data.batch_size: ") and "problem" not in attempt.error
