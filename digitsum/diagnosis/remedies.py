@@ -247,9 +247,6 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
             seen.add(key)
             candidates.append(change)
 
-    def attempt(changes: list[Change]) -> Attempt:
-        return try_changes(probe, changes, steps)
-
     def rank(trace: RunTrace) -> tuple[int, float]:
         return len(_restores(trace, heads)), _mean(trace, heads)
 
@@ -258,7 +255,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     for change in candidates if stalled or unstable else []:
         if _past(deadline):
             break
-        alone.append(attempt([change]))
+        alone.append(try_changes(probe, [change], steps))
     helping = [a for a in alone if (_restores(a.trace, stalled) or not stalled) and set(heads) - set(stalled) <= set(_restores(a.trace, heads))]
     if unstable:  # a change that leaves the steps growing (or the loss infinite) fixes nothing
         helping = [a for a in helping if a.trace.step_growth() is None]
@@ -268,7 +265,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         if not any(set(a.change.keys) & set(c.change.keys) for c in chosen):
             chosen.append(a)
     combined = [a.change for a in chosen]
-    current = attempt(combined) if len(combined) > 1 else (chosen[0] if chosen else Attempt(Change("nothing"), base))
+    current = try_changes(probe, combined, steps) if len(combined) > 1 else (chosen[0] if chosen else Attempt(Change("nothing"), base))
     rounds: list[tuple[Change, RunTrace]] = []
     best = max(chosen, key=lambda a: rank(a.trace)) if chosen else None
     if len(combined) > 1 and (current.trace is None or rank(current.trace) < rank(best.trace)):
@@ -281,7 +278,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         when time is up, it touches a key the combination sets, or the run fails."""
         if _past(deadline) or set(change.keys) & {k for x in combined for k in x.keys}:
             return None
-        a = attempt(combined + [change])
+        a = try_changes(probe, combined + [change], steps)
         if a.trace is not None:
             rounds.append((change, a.trace))
         return a if a.trace is not None else None
