@@ -83,7 +83,9 @@ class WeightsRecord:
     def reproduced_by(self, metrics: dict[str, dict[str, float]]) -> bool:
         """Whether test ``metrics`` (``Run.evaluate("test")``) equal the recorded ones to the four
         digits the record is read at; a recorded metric missing from ``metrics`` is not reproduced."""
-        found = lambda head, metric: metrics.get(head, {}).get(metric, float("nan"))  # noqa: E731
+        def found(head: str, metric: str) -> float:
+            return metrics.get(head, {}).get(metric, float("nan"))
+
         return all(f"{found(h, m):.4f}" == f"{v:.4f}" for h, values in self.test.items() for m, v in values.items())
 
     def to_dict(self) -> dict[str, Any]:
