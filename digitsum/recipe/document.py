@@ -18,7 +18,7 @@ from ..catalog import resolve_recipe
 from ..errors import Problem, RecipeError, UserError, did_you_mean
 from ..kinds import KINDS
 from .legacy import legacy_train, upgrade_train
-from .limits import MAX_BYTES, MAX_EXTENDS, bracket_problem, document_problems
+from .limits import MAX_BYTES, MAX_EXTENDS, NAMED_TABLES, bracket_problem, document_problems
 from .schema import KeyPath
 
 # -- reading TOML with positions -----------------------------------------------------------------
@@ -122,13 +122,11 @@ class Document:
 #: Tables of one component each (``[data]``, ``[train.optimizer]``, ...), and those that cannot be removed.
 _COMPONENT_TABLES = {k.table for k in KINDS.values() if not k.named}
 _REQUIRED_TABLES = {*_COMPONENT_TABLES, ("heads",), ("train",)}
-#: Tables of named components, one per name: ``[heads.<name>]`` and ``[log.<name>]``.
-_NAMED_TABLES = tuple(k.table[0] for k in KINDS.values() if k.named)
 
 
 def _is_named(path: KeyPath) -> bool:
     """A head's or a logger's table: the ones ``= false`` removes."""
-    return len(path) == 2 and path[0] in _NAMED_TABLES
+    return len(path) == 2 and path[0] in NAMED_TABLES
 
 
 @dataclass
@@ -203,7 +201,7 @@ def _remove(base: Document, target: dict[str, Any], inherited: list[str], path: 
                     "log.<name> = false); every other table is needed, or has defaults")
         )  # fmt: skip
     elif path[-1] not in inherited or path[-1] not in target:
-        what = "head" if path[0] == "heads" else "logger"
+        what = NAMED_TABLES[path[0]]
         hint = did_you_mean(path[-1], inherited, f"{what}s") if inherited else "nothing is inherited here"
         how.problems.append(Problem(where, key, f"there is no inherited {what} '{path[-1]}' to remove — {hint}"))
     else:
@@ -237,11 +235,19 @@ def _forget_sources(base: Document, path: KeyPath) -> None:
         del base.sources[stale]
 
 
-def _copy(value: Any) -> Any:
+def _copy(value: Any, bad_key: Callable[[KeyPath, Any], None] | None = None, path: KeyPath = ()) -> Any:
+    """A document copied, tuples as lists; with ``bad_key``, a key that is not a string is left
+    out and given to it with the path of its table (TOML's keys are strings, and so are a recipe's)."""
     if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
+        copied = {}
+        for key, item in value.items():
+            if bad_key is None or isinstance(key, str):
+                copied[key] = _copy(item, bad_key, path + (key,))
+            else:
+                bad_key(path, key)
+        return copied
     if isinstance(value, (list, tuple)):
-        return [_copy(v) for v in value]
+        return [_copy(item, bad_key, path) for item in value]
     return value
 
 
@@ -298,20 +304,6 @@ def python_document(source: Mapping[str, Any], label: str, problems: list[Proble
     strings, and the document within :mod:`.limits` (else it is not copied: it may be cyclic)."""
     if limits := document_problems(source, lambda _: label):
         raise RecipeError(label, limits)
-
-    def copy(value: Any, path: KeyPath) -> Any:
-        if isinstance(value, Mapping):
-            copied = {}
-            for key, item in value.items():
-                if isinstance(key, str):
-                    copied[key] = copy(item, path + (key,))
-                else:  # TOML's keys are strings, and so are a recipe's
-                    problems.append(Problem(label, ".".join(path), f"has a key that is not a string: {key!r}"))
-            return copied
-        if isinstance(value, (list, tuple)):
-            return [copy(item, path) for item in value]
-        return value
-
-    return copy(source, ())
+    return _copy(source, lambda path, key: problems.append(Problem(label, ".".join(path), f"has a key that is not a string: {key!r}")))
 
 

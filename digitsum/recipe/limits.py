@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import Problem
+from ..kinds import KINDS
 
 #: The largest recipe file read (the shipped ones are about 2 KiB).
 MAX_BYTES = 1 << 20
@@ -25,7 +26,8 @@ MAX_EXTENDS = 32
 
 #: What a head's or a logger's name may be: it becomes a metric's name, a column, a file name.
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-NAMED_TABLES = ("heads", "log")
+#: The tables of named components, one per name (``[heads.<name>]``), and what each holds.
+NAMED_TABLES = {k.table[0]: k.label for k in KINDS.values() if k.named}
 
 KeyPath = tuple[Any, ...]  # keys, and positions in lists
 
@@ -98,8 +100,7 @@ def _key_problem(path: KeyPath) -> str | None:
     if not isinstance(key, str):
         return None  # python_document reports keys that are not strings
     if len(path) == 2 and path[0] in NAMED_TABLES and not NAME.fullmatch(key):
-        what = "a head's" if path[0] == "heads" else "a logger's"
-        return f"{what} name must be 1-64 letters, digits, '_' or '-' (got {show_key(key)})"
+        return f"a {NAMED_TABLES[path[0]]}'s name must be 1-64 letters, digits, '_' or '-' (got {show_key(key)})"
     if not key or len(key) > MAX_KEY or not key.isprintable():
         return f"a key must be 1-{MAX_KEY} printable characters (got {show_key(key)}, {len(key)} characters)"
     return None
