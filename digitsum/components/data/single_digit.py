@@ -9,8 +9,6 @@ from torch import Tensor
 from ...contracts import Batch, Categorical, Classes, Generator, Image, Interface, Params
 from ...data import mnist_pixels, shift_images
 
-__all__ = ["SingleDigit", "mnist_pixels"]  # mnist_pixels: still importable from here, as it used to be
-
 
 class SingleDigit(Generator):
     """An MNIST image and a random number 0-9; targets: the digit and digit + number.
