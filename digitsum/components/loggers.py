@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,6 @@ def scalars(trainer: Trainer, train: dict, test: dict) -> dict[str, float]:
 
 def flat_recipe(doc: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """A resolved recipe as dotted keys and text values: ``{"train.optimizer.lr": "0.004", ...}``."""
-    import json
-
     flat: dict[str, str] = {}
     for key, value in doc.items():
         if isinstance(value, dict):
@@ -91,13 +90,10 @@ class TensorBoard(Logger):
     contract = 1
     requires = ("tensorboard",)
     install = 'pip install "digitsum[tensorboard]"'
+    writer: Any = None  # a SummaryWriter, from on_start
 
     class Params(Params):
         images: bool = Field(True, description="add the run's pictures (curves.png, samples.png) as images when it ends")
-
-    def __init__(self, params: Params) -> None:
-        super().__init__(params)
-        self.writer: Any = None  # a SummaryWriter, from on_start
 
     def on_start(self, trainer: Trainer) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -149,6 +145,11 @@ class MLflow(Logger):
     install = 'pip install "digitsum[mlflow]"'
     #: How long to wait for a tracking server to accept a connection before the run is refused.
     CONNECT_SECONDS = 10.0
+    client: Any = None  # an MlflowClient of the store, from on_start
+    uri: str | None = None  # the store's tracking URI
+    run_id: str | None = None
+    key: str | None = None  # the tag ``digitsum.run_key``: names the MLflow run in checkpoints
+    resumed: dict[str, str] | None = None  # what a resumed run's checkpoint kept (state_dict)
 
     class Params(Params):
         tracking_uri: str | None = Field(
@@ -159,14 +160,6 @@ class MLflow(Logger):
         experiment: str = Field("digitsum", min_length=1, description="the MLflow experiment the run belongs to")
         run_name: str | None = Field(None, description="the MLflow run's name; default: the recipe and the run directory's name")
         artifacts: bool = Field(True, description="copy the run directory's files to the MLflow run when training ends")
-
-    def __init__(self, params: Params) -> None:
-        super().__init__(params)
-        self.client: Any = None  # an MlflowClient of the store, from on_start
-        self.uri: str | None = None  # the store's tracking URI
-        self.run_id: str | None = None
-        self.key: str | None = None  # the tag ``digitsum.run_key``: names the MLflow run in checkpoints
-        self.resumed: dict[str, str] | None = None  # what a resumed run's checkpoint kept (state_dict)
 
     def on_start(self, trainer: Trainer) -> None:
         import uuid
