@@ -1,18 +1,10 @@
 """Pretrained weights: a shipped recipe's trained model, found by the recipe's name.
 
-Weights are two files in a package folder, declared by an entry point in the group
-``digitsum.weights`` exactly like a recipe (``name = "package.folder"``; built-ins and plugins
-alike, see docs/plugins.md):
-
-``<name>.json``          the record (:class:`WeightsRecord`): what the weights are, how they were made,
-                         what they measure, and the sha256 of the tensors' file
-``<name>.safetensors``   the tensors (no pickle: nothing in the file can run code), or, when the
-                         record has a ``url``, downloaded from there once into the user cache
-                         (``~/.cache/digitsum/weights/``) and verified before use
-
-A record is only used while its recipe still has the settings it was trained with
+Weights are a record, ``<name>.json`` (:class:`WeightsRecord`), and the ``.safetensors`` file it
+names next to it, or downloads once from its ``url`` into the user cache; they are declared like a
+recipe, in the entry-point group ``digitsum.weights`` (docs/plugins.md#shipping-weights). A record
+is only used while its recipe still has the settings it was trained with
 (:func:`~digitsum.catalog.settings_digest`), and a file only when its sha256 matches the record.
-``digitsum export RUN --format safetensors`` writes both files from a run (:mod:`digitsum.export`).
 Nothing here imports torch until tensors are read.
 """
 
@@ -23,10 +15,11 @@ import json
 import os
 import re
 import struct
+import sys
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,13 +118,12 @@ def find_weights(name: str) -> WeightsEntry:
 
 # -- records -----------------------------------------------------------------------------------------
 
-_RECORD_TYPES: dict[str, type | tuple[type, ...]] = {
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "recipe": str, "settings": str, "sha256": str, "bytes": int, "seed": int, "epochs": int, "parameters": int,
     "test": dict, "command": str, "digitsum_version": str,
-}  # fmt: skip
-_OPTIONAL_TYPES: dict[str, type | tuple[type, ...]] = {
     "file": str, "url": str, "history": list, "trained": str, "seconds": (int, float), "machine": str,
 }  # fmt: skip
+_REQUIRED = [f.name for f in fields(WeightsRecord) if f.default is MISSING and f.default_factory is MISSING]
 
 
 def read_record(path: Path) -> WeightsRecord:
@@ -147,15 +139,14 @@ def read_record(path: Path) -> WeightsRecord:
     if data.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} is a weights record of format version {data.get('format_version')!r}; "
                         f"this digitsum reads version {FORMAT_VERSION}")  # fmt: skip
-    problems = [f"'{key}' is missing" for key in _RECORD_TYPES if key not in data]
-    problems += [f"'{key}' should be {_type_name(kind)}" for key, kind in {**_RECORD_TYPES, **_OPTIONAL_TYPES}.items()
+    problems = [f"'{key}' is missing" for key in _REQUIRED if key not in data]
+    problems += [f"'{key}' should be {_type_name(kind)}" for key, kind in _FIELD_TYPES.items()
                  if key in data and not _is(data[key], kind)]  # fmt: skip
     if not problems:
         problems = _record_problems(data)
     if problems:
         raise UserError(f"weights record {path} is not valid: {'; '.join(problems)}")
-    known = {**_RECORD_TYPES, **_OPTIONAL_TYPES}
-    return WeightsRecord(**{k: v for k, v in data.items() if k in known})
+    return WeightsRecord(**{k: v for k, v in data.items() if k in _FIELD_TYPES})
 
 
 def _record_problems(data: dict[str, Any]) -> list[str]:
@@ -243,8 +234,6 @@ def sha256_of(path: Path) -> str:
 def download(url: str, dest: Path, record: WeightsRecord, progress: bool = True) -> None:
     """Fetch ``url`` into ``dest``, checking size and sha256 before the file takes its name: a
     failed, short, oversized or tampered download leaves nothing in the cache."""
-    import sys
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     digest, received = hashlib.sha256(), 0
@@ -279,8 +268,6 @@ class _ProgressBar:
         self.label, self.total, self.done, self.shown = label, total, 0, -1.0
 
     def advance(self, count: int) -> None:
-        import sys
-
         self.done += count
         now = time.monotonic()
         if now - self.shown >= 0.1 or self.done >= self.total:
@@ -292,8 +279,6 @@ class _ProgressBar:
             sys.stderr.flush()
 
     def close(self) -> None:
-        import sys
-
         sys.stderr.write("\n")
         sys.stderr.flush()
 
