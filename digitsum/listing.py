@@ -37,17 +37,20 @@ DOCTOR_CHECKS = {
 }
 
 
+def _row(kind: str, name: str, origin: str, distribution: str | None, version: str | None, **more: Any) -> dict[str, Any]:
+    """The keys every row of `digitsum list --json` starts with, then ``more``."""
+    return {"kind": kind, "name": name, "origin": origin, "distribution": distribution, "version": version, **more}
+
+
 def describe_checks() -> list[dict[str, Any]]:
     """The doctor's checks: the built-in ones, then those the allowed plugins ship (entry-point
     group ``digitsum.checks``, read without importing them)."""
-    # the same keys as every other row of `digitsum list --json` (kind, name, origin, distribution)
-    rows = [{"kind": CHECKS, "name": name, "origin": "built-in", "distribution": "digitsum", "version": __version__,
-             "summary": text} for name, text in DOCTOR_CHECKS.items()]  # fmt: skip
+    rows = [_row(CHECKS, name, "built-in", "digitsum", __version__, summary=text) for name, text in DOCTOR_CHECKS.items()]
     for dist in plugin_distributions():
         for ep in dist.entry_points if not dist.refused and not dist.builtin else ():
             if ep.kind == CHECKS:
-                rows.append({"kind": CHECKS, "name": ep.name, "origin": f"{dist.name} {dist.version}", "distribution": dist.name,
-                             "version": dist.version, "entry_point": ep.value, "summary": ep.value})  # fmt: skip
+                rows.append(_row(CHECKS, ep.name, f"{dist.name} {dist.version}", dist.name, dist.version,
+                                 entry_point=ep.value, summary=ep.value))  # fmt: skip
     return rows
 
 
@@ -78,14 +81,8 @@ def describe_entry(entry: Entry) -> dict[str, Any]:
     """Name, origin, summary and parameters of one component (loading it)."""
     from .contracts import params_schema
 
-    row: dict[str, Any] = {
-        "kind": entry.kind,
-        "name": entry.name,
-        "origin": str(entry.origin),
-        "distribution": entry.origin.distribution,
-        "version": entry.origin.version,
-        "entry_point": entry.origin.value,
-    }
+    origin = entry.origin
+    row = _row(entry.kind, entry.name, str(origin), origin.distribution, origin.version, entry_point=origin.value)
     try:
         cls = entry.load()
     except PluginError:
@@ -120,18 +117,8 @@ def describe_recipes() -> list[dict[str, Any]]:
     weights = {(discovery.canonical_name(w.distribution), w.name): w for w in weights_entries()}
     rows = []
     for entry in recipe_entries():
-        row: dict[str, Any] = {
-            "kind": RECIPES,
-            "name": entry.name,
-            "origin": entry.origin,
-            "distribution": entry.distribution,
-            "version": entry.version,
-            "entry_point": entry.value,
-            "path": str(entry.path) if entry.path else None,
-            "description": "",
-            "metrics": None,
-            "weights": None,
-        }
+        row = _row(RECIPES, entry.name, entry.origin, entry.distribution, entry.version, entry_point=entry.value,
+                   path=str(entry.path) if entry.path else None, description="", metrics=None, weights=None)  # fmt: skip
         rows.append(row)
         if entry.error:
             row["error"] = entry.error
