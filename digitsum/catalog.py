@@ -21,7 +21,7 @@ from .discovery import BUILTIN_DISTRIBUTION, canonical_name
 from .errors import UserError, did_you_mean
 from .files import atomic_write
 from .kinds import RECIPES
-from .registry import plugin_distributions, refused_provider
+from .registry import declared_entry_points, refused_provider
 
 #: Test metrics of the built-in recipes at their shipped settings, written by
 #: ``benchmarks/record_recipes.py`` (recipe name -> record), shipped as package data.
@@ -91,17 +91,12 @@ def declared_files(kind: str, suffix: str, entry: type[Entry]) -> list[Entry]:
     records) that the built-in and the allowed plugin distributions declare, built-ins first, each
     located by :func:`locate`. Entries whose file cannot be located are included, with their ``error``."""
     entries = []
-    for dist in plugin_distributions():
-        if dist.refused:
-            continue
-        for ep in dist.entry_points:
-            if ep.kind != kind:
-                continue
-            try:
-                path, error = locate(ep.value, ep.name, suffix), None
-            except LookupError as e:
-                path, error = None, str(e)
-            entries.append(entry(ep.name, ep.value, dist.name, dist.version, path, error))
+    for dist, ep in declared_entry_points(kind):
+        try:
+            path, error = locate(ep.value, ep.name, suffix), None
+        except LookupError as e:
+            path, error = None, str(e)
+        entries.append(entry(ep.name, ep.value, dist.name, dist.version, path, error))
     return entries
 
 

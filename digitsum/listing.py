@@ -15,7 +15,7 @@ from .files import write_json
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
 from .weights import WeightsEntry, verify, weights_entries
-from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, plugin_distributions, registry_for
+from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, declared_entry_points, plugin_distributions, registry_for
 
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
 LIST_KINDS = [*KINDS, RECIPES, CHECKS]
@@ -46,11 +46,10 @@ def describe_checks() -> list[dict[str, Any]]:
     """The doctor's checks: the built-in ones, then those the allowed plugins ship (entry-point
     group ``digitsum.checks``, read without importing them)."""
     rows = [_row(CHECKS, name, "built-in", "digitsum", __version__, summary=text) for name, text in DOCTOR_CHECKS.items()]
-    for dist in plugin_distributions():
-        for ep in dist.entry_points if not dist.refused and not dist.builtin else ():
-            if ep.kind == CHECKS:
-                rows.append(_row(CHECKS, ep.name, f"{dist.name} {dist.version}", dist.name, dist.version,
-                                 entry_point=ep.value, summary=ep.value))  # fmt: skip
+    for dist, ep in declared_entry_points(CHECKS):
+        if not dist.builtin:
+            rows.append(_row(CHECKS, ep.name, f"{dist.name} {dist.version}", dist.name, dist.version,
+                             entry_point=ep.value, summary=ep.value))  # fmt: skip
     return rows
 
 

@@ -232,13 +232,9 @@ class Registry:
         if self._discovered:
             return
         self._discovered = True
-        for dist in plugin_distributions():
-            if dist.refused:
-                continue
-            for ep in dist.entry_points:
-                if ep.kind == self.kind:
-                    origin = Origin(ep.value, dist.name, dist.version)
-                    self.add(Entry(self.kind, ep.name, origin, _entry_point=ep.entry_point))
+        for dist, ep in declared_entry_points(self.kind):
+            origin = Origin(ep.value, dist.name, dist.version)
+            self.add(Entry(self.kind, ep.name, origin, _entry_point=ep.entry_point))
 
     def has_local_entries(self) -> bool:
         """Whether anything was registered in this process (by the decorator)."""
@@ -308,6 +304,14 @@ def plugin_distributions() -> list[PluginDistribution]:
     if _SCAN is None:
         _SCAN = discovery.scan()
     return _SCAN
+
+
+def declared_entry_points(kind: str) -> Iterator[tuple[PluginDistribution, discovery.PluginEntryPoint]]:
+    """Each entry point of ``kind`` that an allowed distribution declares, with the distribution."""
+    for dist in plugin_distributions():
+        for ep in dist.entry_points if not dist.refused else ():
+            if ep.kind == kind:
+                yield dist, ep
 
 
 def refused_provider(kind: str, name: str, dist: str) -> str | None:
