@@ -56,10 +56,9 @@ def plugin_report() -> list[dict[str, Any]]:
                 except PluginError:
                     component["error"] = entry.error
             row["components"].append(component)
-        failed = dist.problems or any("error" in c for c in _parts(row))
         if dist.refused:
             row["status"] = "disabled" if dist.disabled else "failed"
-        elif failed:
+        elif dist.problems or any("error" in part for part in _parts(row)):
             row["status"] = "failed"
         report.append(row)
     return report
