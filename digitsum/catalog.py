@@ -101,10 +101,7 @@ def declared_files(kind: str, suffix: str, entry: type[Entry]) -> list[Entry]:
 
 
 def recipe_entries() -> list[RecipeEntry]:
-    """Every recipe of the built-in and the allowed plugin distributions, built-ins first.
-
-    Entries whose file cannot be located are included, with their ``error``.
-    """
+    """Every recipe of the built-in and the allowed plugin distributions (:func:`declared_files`)."""
     return declared_files(RECIPES, ".toml", RecipeEntry)
 
 
