@@ -1,8 +1,5 @@
 """Helpers for testing digitsum and plugins without the network or the real MNIST: tiny data
-(:mod:`.fixtures`), the conformance suite, one check per kind of component (:mod:`.conformance`),
-among them :func:`check_recipe`, which trains a recipe on the tiny data, :func:`check_weights`,
-which checks a shipped recipe's pretrained weights, and :func:`check_doctor_check`, which runs a
-doctor check on :func:`tiny_probe` (docs/plugins.md)."""
+(:mod:`.fixtures`) and the conformance suite (:mod:`.conformance`; docs/plugins.md)."""
 
 from .conformance import (ConformanceError, check_component, check_doctor_check, check_distribution, check_fusion, check_generator, check_head,
                           check_logger, check_optimizer, check_schedule, check_weights, components_of, tiny_probe, weights_of)

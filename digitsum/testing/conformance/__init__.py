@@ -1,7 +1,6 @@
-"""The conformance suite plugins' tests call (docs/plugins.md): one check per kind of component
-(each raises ConformanceError, an AssertionError, listing every problem it found), the check for
-any component, the check for every component a distribution registers, and the check of a
-shipped recipe's pretrained weights (:func:`check_weights`, one per :func:`weights_of` entry)."""
+"""The conformance suite plugins' tests call (docs/plugins.md): a check per kind of component, of
+a distribution's components and weights, of a doctor check; each raises ConformanceError (an
+AssertionError) listing every problem it found."""
 
 from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
 from ...discovery import canonical_name
@@ -19,8 +18,7 @@ CHECKS = {Generator: check_generator, Fusion: check_fusion, Head: check_head, Op
 
 
 def check_component(cls: type, params=None, **options):
-    """Run the check for ``cls``'s kind: :func:`check_generator`, :func:`check_fusion`,
-    :func:`check_head`, :func:`check_optimizer`, :func:`check_schedule` or :func:`check_logger`;
+    """Run the check for ``cls``'s kind (in :data:`CHECKS`) with ``params`` and ``options``;
     returns what it returns."""
     for base, check in CHECKS.items():
         if isinstance(cls, type) and issubclass(cls, base):

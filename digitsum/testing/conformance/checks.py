@@ -33,14 +33,10 @@ def check_doctor_check(check: Callable[[Probe], Any], recipe: str | Path | Recip
     """Run the doctor check ``check`` on :func:`tiny_probe` of ``recipe`` and check what it returns;
     returns its findings.
 
-    Checks: it returns a list of :class:`~digitsum.diagnosis.Finding` (an empty list is fine:
-    nothing found); each names the check (``name``, by default the function's name), has a
-    severity of ``error``, ``warning`` or ``info``, a title and what it measured as text; its
-    ``keys`` are recipe keys (dotted, their first part a table of the recipe) and its
-    ``candidates`` :class:`~digitsum.diagnosis.Change` objects; and the probe's model is
-    unchanged afterwards (a check trains a copy: ``fresh_copy(probe.model)``). Raises
-    :class:`~digitsum.testing.ConformanceError` listing every problem, or naming the exception
-    the check raised.
+    Checks that it returns well-formed findings naming the check (``name``, by default the
+    function's name) and recipe keys, and leaves the probe's model unchanged (docs/plugins.md).
+    Raises :class:`~digitsum.testing.ConformanceError` listing every problem, or naming the
+    exception the check raised.
     """
     name = name or getattr(check, "__name__", "check")
     problems = Problems("doctor check", check)

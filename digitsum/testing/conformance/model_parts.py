@@ -18,14 +18,9 @@ CANDIDATE_INPUTS = [
 
 @reporting_crashes("fusion")
 def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) -> None:
-    """Check a Fusion against its contract on random inputs (by default an MNIST image and a number
-    0-9; for a fusion that refuses those, the first of two images, or two sequences of three
-    images, that it accepts).
-
-    Checks: Params, ``check`` (accepts ``inputs``; returns reasons rather than raising for
-    inputs it cannot use), ``out_features``, the same initialisation under the same seed, a
-    forward pass on the CPU giving finite float ``[B, out_features]``, the same output twice
-    in eval mode, and a backward pass reaching its parameters.
+    """Check a Fusion against its contract on random ``inputs`` (by default the first of
+    :data:`CANDIDATE_INPUTS` it accepts): Params, ``check``, ``out_features``, a reproducible
+    initialisation, forward and backward passes (docs/plugins.md lists every check).
     """
     problems, params = common_checks("fusion", cls, Fusion, params)
     candidates = [dict(c) for c in CANDIDATE_INPUTS]  # copies: check() is the plugin's code
@@ -57,18 +52,12 @@ CANDIDATE_TARGETS = [Classes(10), Digits(3)]
 
 @reporting_crashes("head")
 def check_head(cls: type, params=None, *, target=None, in_features: int = 16, batch_size: int = 8) -> None:
-    """Check a Head against its contract on random features (by default for a 10-class target;
-    for a head that refuses it, a ``Digits(3)`` target).
-
-    ``in_features`` is the head's ``features_for(params, target)`` when it names a number.
-    A ``Digits`` target gets random digits as labels (some may be numbers the head finds
-    impossible, e.g. a sum of two 2-digit numbers above 199: its loss must stay finite).
-
-    Checks: Params, ``check`` (accepts ``target``; returns reasons rather than raising for a
-    target it cannot predict), the same initialisation under the same seed, ``forward`` on
-    ``[B, in_features]``, a finite scalar ``loss`` whose gradient reaches the features and the
-    head's parameters, per-sample ``metrics`` including ``primary_metric``, ``predict``, and
-    ``probabilities``: None, or ``[B, classes]``, finite, non-negative, each row summing to 1.
+    """Check a Head against its contract on random features for ``target`` (by default the first
+    of :data:`CANDIDATE_TARGETS` it accepts): Params, ``check``, a reproducible initialisation,
+    ``loss`` and its gradient, ``metrics``, ``predict`` and ``probabilities`` (docs/plugins.md
+    lists every check). ``in_features`` is the head's ``features_for(params, target)`` when it
+    names a number. A ``Digits`` target gets random digits as labels (some may be numbers the
+    head finds impossible, e.g. a sum of two 2-digit numbers above 199: its loss must stay finite).
     """
     problems, params = common_checks("head", cls, Head, params)
     target = accepted(problems, cls, params, target, CANDIDATE_TARGETS, "target", "predict it", Image())

@@ -39,14 +39,11 @@ def check_logger(cls: type, params=None, *, workdir: str | Path | None = None) -
     """Check a Logger against its contract by logging a real, tiny run that is interrupted and
     resumed; returns the run directory, for the caller to read back what the logger wrote.
 
-    Checks: Params; ``requires`` a tuple of module names and ``install`` a string; then, with
-    ``workdir`` as the working folder (by default a new temporary folder, which is kept),
-    ``original`` trains on tiny generated data (``workdir/mnist``) for one epoch of four steps
-    with the logger into ``workdir/run``, stopped after the second step (a checkpoint
-    part-way) and resumed with a new instance of it: no hook raises, and what ``state_dict``
-    returns survives a checkpoint (it is read back with ``weights_only=True``) and is handed to
-    the new instance's ``load_state_dict``. A logger whose library is not installed cannot be
-    checked (the error says what to install).
+    Checks Params, ``requires``, ``install``, and that the logger's hooks and ``state_dict``
+    survive a run of ``original`` on tiny data stopped part-way and resumed (docs/plugins.md).
+    ``workdir`` is the working folder (by default a new temporary folder, which is kept); the
+    run goes into ``workdir/run``. A logger whose library is not installed cannot be checked
+    (the error says what to install).
     """
     problems, params = common_checks("logger", cls, Logger, params)
     if not (isinstance(cls.requires, tuple) and all(isinstance(m, str) for m in cls.requires)):
@@ -101,16 +98,12 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=(), *, steps: 
                  min_fall: float = MIN_LOSS_FALL) -> dict:  # fmt: skip
     """Train a recipe for one epoch on tiny MNIST data on the CPU; fail unless every head learns.
 
-    The tiny data (:func:`write_tiny_mnist`) are learnable, so ``steps`` batches of
-    :data:`RECIPE_CHECK_BATCH` (one epoch of ``steps`` × 32 training images; fewer steps for a
-    generator that uses several images per sample) show whether the recipe trains. It fails
-    (ConformanceError, every problem listed) when a loss is not finite, when a head has weight 0
-    (it is never trained; unless its target is one the generator marks measured only), or when
-    a head's test loss after training is not at least ``min_fall`` (:data:`MIN_LOSS_FALL`, 5 %)
-    below the same model's test loss before training: what a learning rate far too small or a
-    loss that cannot fall (softmax fed to cross-entropy) give. ``digitsum doctor`` measures
-    why. ``overrides`` (``--set`` style) apply after the tiny settings. The run directory and
-    the data go under ``workdir`` (e.g. pytest's ``tmp_path``). Returns the run's summary.
+    One epoch of ``steps`` batches of :data:`RECIPE_CHECK_BATCH` learnable tiny images (fewer
+    steps for a generator that uses several images per sample). Raises ConformanceError, every
+    problem listed, when a loss is not finite, a head has weight 0 (unless its target is
+    measured only), or a head's test loss does not fall at least ``min_fall`` below the untrained
+    model's (docs/plugins.md). ``overrides`` (``--set`` style) apply after the tiny settings;
+    the run directory and the data go under ``workdir``. Returns the run's summary.
     """
     workdir = Path(workdir)
     root = write_tiny_mnist(workdir / "mnist", n_train=steps * RECIPE_CHECK_BATCH)

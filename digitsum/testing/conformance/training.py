@@ -12,14 +12,9 @@ from ._common import common_checks, reporting_crashes, weights_only_problem
 
 @reporting_crashes("optimizer")
 def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
-    """Check an Optimizer against its contract on a small MLP fitting a fixed regression.
-
-    Checks: Params (and a float field ``lr``); ``build`` returns a ``torch.optim.Optimizer``
-    holding every parameter it was given exactly once, at ``params.lr``; ``steps`` steps lower
-    the loss; the same weights from the same start; a parameter without a gradient is left
-    alone; and resuming is exact: an optimizer built anew, given the first one's
-    ``state_dict`` (as read back from a checkpoint with ``weights_only=True``), continues with
-    the very same weights as the first.
+    """Check an Optimizer against its contract on a small MLP fitting a fixed regression:
+    Params and a float field ``lr``, what ``build`` returns, ``steps`` steps lowering the loss,
+    reproducibly, and an exact resume from its ``state_dict`` (docs/plugins.md lists every check).
     """
     problems, params = common_checks("optimizer", cls, Optimizer, params)
     lr = getattr(params, "lr", None)
@@ -66,15 +61,10 @@ OPTIMIZERS = {
 
 @reporting_crashes("schedule")
 def check_schedule(cls: type, params=None, *, total_steps: int = 100) -> None:
-    """Check a Schedule against its contract, on SGD with momentum and on Adam.
-
-    Checks: Params; ``build`` works for runs of 1, 3, 10 and ``total_steps`` steps and returns a
-    scheduler (``step``, ``get_last_lr``, ``state_dict``, ``load_state_dict``); every learning
-    rate is finite, at least 0 and at most the optimizer's lr (the peak); with its default
-    parameters it changes nothing but the learning rate (momentum, betas, weight decay stay as
-    the optimizer was built); and resuming is exact: a scheduler built anew and given the first
-    one's ``state_dict`` (as read back from a checkpoint) part-way gives the same learning
-    rates to the end.
+    """Check a Schedule against its contract, on SGD with momentum and on Adam, for runs of 1,
+    3, 10 and ``total_steps`` steps: what ``build`` returns, learning rates in [0, the peak],
+    nothing else changed by default, and an exact resume from its ``state_dict`` part-way
+    (docs/plugins.md lists every check).
     """
     problems, checked = common_checks("schedule", cls, Schedule, params)
     for name, make in OPTIMIZERS.items():

@@ -37,18 +37,13 @@ def weights_of(distribution: str) -> list[str]:
 
 
 def check_weights(name: str, workdir: str | Path | None = None) -> Run:
-    """Check a shipped recipe's pretrained weights as a user gets them, by name; returns the
-    :class:`~digitsum.run.Run` :func:`~digitsum.run.load_pretrained` gave.
+    """Check a shipped recipe's pretrained weights as a user gets them, by name (``recipe`` or
+    ``distribution:recipe``); returns the :class:`~digitsum.run.Run`
+    :func:`~digitsum.run.load_pretrained` gave.
 
-    Checks: the weights load by name (``name``: ``recipe`` or ``distribution:recipe``) — record
-    valid, file found, its sha256 and size those of the record, the recipe's settings digest the
-    one they were trained with; the file holds exactly the tensors of the recipe's model, each of
-    its shape, all finite, and as many parameters as the record says; then the model, evaluated
-    on the test split of tiny generated MNIST data written under ``workdir`` (by default a new
-    temporary folder, which is kept), gives finite losses and metrics, and every head's outputs
-    on a batch have the shapes the head declares (``output_kind``, ``predict`` as its
-    ``prediction_space``, ``probabilities``, per-sample ``metrics``); and the record's test
-    metrics name every head of the recipe, each with every metric the head computes, finite.
+    Checks the record and the file against each other and the recipe's model, the model on the
+    test split of tiny MNIST data written under ``workdir`` (by default a new temporary folder,
+    which is kept), and the record's test metrics (docs/plugins.md lists every check).
     """
     problems = Problems("weights", name)  # "weights 'name'" in the message
     try:
