@@ -48,11 +48,6 @@ def tiny_overrides(root: Path, batch_size: int) -> list[str]:
     return ["train.epochs=1", f"data.batch_size={batch_size}", f"data.root={str(root)!r}", "data.download=false", "train.device='cpu'"]
 
 
-def seeded(seed: int) -> torch.Generator:
-    """A CPU random generator seeded with ``seed``."""
-    return torch.Generator().manual_seed(seed)
-
-
 def image_shape(spec: Image | Images) -> tuple[int, ...]:
     """One sample's shape for an Image (``C, H, W``) or Images (``count, C, H, W``) spec."""
     count = (spec.count,) if isinstance(spec, Images) else ()
@@ -61,7 +56,7 @@ def image_shape(spec: Image | Images) -> tuple[int, ...]:
 
 def random_batch(inputs, batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     """A batch of random tensors matching ``inputs`` (name -> spec), for testing fusions."""
-    rng = seeded(seed)
+    rng = torch.Generator().manual_seed(seed)
     return {
         name: torch.randn(batch_size, *image_shape(spec), generator=rng)
         if isinstance(spec, (Image, Images))
@@ -75,7 +70,7 @@ def raw_inputs(inputs, images, seed: int = 0) -> dict[str, torch.Tensor]:
     float pixels in [0, 1] resized to each Image spec, and random values for each Categorical.
     An Images input of ``count`` images gets ``images`` rolled by 0, 1, ... places along the batch:
     ``count`` different images per sample."""
-    rng = seeded(seed)
+    rng = torch.Generator().manual_seed(seed)
     raw = {}
     for name, spec in inputs.items():
         if isinstance(spec, (Image, Images)):

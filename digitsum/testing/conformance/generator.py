@@ -7,7 +7,7 @@ import torch
 
 from ...contracts import Categorical, Classes, Digits, Generator, Image, Images, Interface
 from ...data import DataContext
-from ..fixtures import image_shape, raw_inputs, seeded, write_tiny_mnist
+from ..fixtures import image_shape, raw_inputs, write_tiny_mnist
 from ._common import common_checks, reporting_crashes
 
 #: How far encode's background and ink levels may be from draw's, as a fraction of draw's
@@ -48,9 +48,9 @@ def check_generator(cls: type, params=None, *, root: Path | None = None) -> None
                 problems.append(f"size({split!r}) = {n!r}, expected a positive int")
                 continue
             for index in (torch.arange(min(n, 8)), torch.tensor([n - 1, 0, n // 2])):
-                first = generator.draw(split, index, seeded(0))
-                generator.draw(split, index, seeded(1))
-                again = generator.draw(split, index, seeded(0))
+                first = generator.draw(split, index, torch.Generator().manual_seed(0))
+                generator.draw(split, index, torch.Generator().manual_seed(1))
+                again = generator.draw(split, index, torch.Generator().manual_seed(0))
                 if not isinstance(first, dict):
                     problems.append(f"draw() returned a {type(first).__name__}, not a dict of tensors")
                     break
@@ -132,7 +132,7 @@ def encode_problems(generator, interface: Interface) -> list[str]:
         if not (isinstance(again, dict) and name in again and torch.equal(first[name], again[name])):
             problems.append(f"encode() gives another '{name}' for the same raw inputs: keep randomness in draw()")
         if isinstance(spec, (Image, Images)):
-            bg_draw, ink_draw = image_levels(generator.draw(split, index, seeded(0))[name])
+            bg_draw, ink_draw = image_levels(generator.draw(split, index, torch.Generator().manual_seed(0))[name])
             bg_enc, ink_enc = image_levels(first[name])
             scale = abs(ink_draw - bg_draw)
             if scale > 0 and max(abs(bg_enc - bg_draw), abs(ink_enc - ink_draw)) > ENCODE_TOLERANCE * scale:

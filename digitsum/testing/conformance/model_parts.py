@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
-from ..fixtures import random_batch, seeded
+from ..fixtures import random_batch
 from ._common import Problems, common_checks, reporting_crashes
 
 #: What a fusion is checked against unless told otherwise: the notebook's task first, then, for a
@@ -67,9 +67,9 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
             problems.fail(f"features_for() = {needed!r}, expected None or a positive int")
         in_features = needed
     head = built_reproducibly(problems, cls, params, in_features, target)
-    features = torch.randn(batch_size, in_features, generator=seeded(0), requires_grad=True)
+    features = torch.randn(batch_size, in_features, generator=torch.Generator().manual_seed(0), requires_grad=True)
     high, shape = (target.base, (batch_size, target.length)) if isinstance(target, Digits) else (target.classes, (batch_size,))
-    labels = torch.randint(0, high, shape, generator=seeded(1))
+    labels = torch.randint(0, high, shape, generator=torch.Generator().manual_seed(1))
     output = head(features)
     loss = head.loss(output, labels)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not torch.isfinite(loss):

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from ...contracts import Optimizer, Schedule
-from ..fixtures import seeded
 from ._common import common_checks, reporting_crashes, weights_only_problem
 
 @reporting_crashes("optimizer")
@@ -103,7 +102,7 @@ def toy_model(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A small MLP and a fixed regression problem it can fit: what optimizers are checked on."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
-    rng = seeded(seed)
+    rng = torch.Generator().manual_seed(seed)
     x = torch.randn(64, 4, generator=rng)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]]) + 0.1 * torch.randn(64, 1, generator=rng)
     return model, x, y
