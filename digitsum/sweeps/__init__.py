@@ -1,9 +1,6 @@
 """Hyper-parameter sweeps on Optuna: ``digitsum sweep`` and :func:`digitsum.sweep` (docs/sweeps.md).
 
-By job: ``space`` (``KEY=SPACE``), ``storage`` (storages, the lock, a folder's study), ``trials``
-(a trial, the worker processes, crash recovery), ``report`` (results, files); here, :func:`sweep`
-itself. Optuna is imported when a sweep starts, never at import time (the extra
-``pip install "digitsum[sweep]"``).
+Optuna is imported when a sweep starts, never at import time (the extra ``pip install "digitsum[sweep]"``).
 """
 
 from __future__ import annotations
@@ -35,35 +32,20 @@ _LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """How a sweep runs: ``digitsum sweep``'s options and :func:`digitsum.sweep`'s keywords.
+    """How a sweep runs: ``digitsum sweep``'s options and :func:`digitsum.sweep`'s keywords (docs/api.md#sweeps,
+    docs/sweeps.md). Values that cannot work are a UserError when the settings are made."""
 
-    - ``workers``: processes on this machine running trials of the study together;
-    - ``storage``: an Optuna storage URL or ``journal:PATH`` (default: ``study.journal`` in
-      the sweep directory); ``study``: its name (default: the recipe's name);
-    - ``metric``: ``HEAD.METRIC`` on the val split (default: the first head's primary metric),
-      ``direction``: ``max`` or ``min`` (default: min for losses and errors, else max);
-    - ``overrides``: laid over the recipe for every trial, as ``--set``;
-    - ``out``: the sweep directory (default ``sweeps/<study>``); trials are run directories in it;
-    - ``val``: samples held out as the validation split (default: the recipe's ``data.val``,
-      or :data:`DEFAULT_VAL` when it has none);
-    - ``pruner``: ``median`` (a trial whose val metric after an epoch is worse than the median
-      of earlier trials at that epoch stops there, once ``prune_startup`` trials are done) or ``none``;
-    - ``quiet``: no progress display for the trials.
-
-    Values that cannot work are a UserError when the settings are made.
-    """
-
-    workers: int = 1
-    storage: str | None = None
-    study: str | None = None
-    metric: str | None = None
-    direction: str | None = None
-    overrides: Overrides = ()
-    out: str | Path | None = None
-    val: int | None = None
-    pruner: str = "median"
-    prune_startup: int = 5
-    quiet: bool = False
+    workers: int = 1  # processes on this machine running trials of the study together
+    storage: str | None = None  # an Optuna storage URL or journal:PATH (default: study.journal in the sweep directory)
+    study: str | None = None  # the study's name (default: the recipe's name)
+    metric: str | None = None  # HEAD.METRIC on the val split (default: the first head's primary metric)
+    direction: str | None = None  # max or min (default: min for losses and errors, else max)
+    overrides: Overrides = ()  # laid over the recipe for every trial, as --set
+    out: str | Path | None = None  # the sweep directory (default sweeps/<study>); trials are run directories in it
+    val: int | None = None  # samples held out as the validation split (default: the recipe's data.val, else DEFAULT_VAL)
+    pruner: str = "median"  # or "none": a trial worse after an epoch than earlier trials' median there stops
+    prune_startup: int = 5  # trials done before the median pruner stops any
+    quiet: bool = False  # no progress display for the trials
 
     def __post_init__(self) -> None:
         if self.workers < 1:
