@@ -5,7 +5,7 @@ AssertionError) listing every problem it found."""
 from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
 from ...discovery import canonical_name
 from ...registry import REGISTRIES
-from ._common import ConformanceError
+from ._common import ConformanceError, nothing_declared
 from .checks import check_doctor_check, tiny_probe
 from .generator import check_generator
 from .model_parts import check_fusion, check_head
@@ -35,11 +35,7 @@ def components_of(distribution: str) -> list[tuple[str, str, type]]:
         if canonical_name(entry.origin.distribution or "") == canonical_name(distribution)
     ]
     if not found:
-        raise ConformanceError(
-            f"distribution {distribution}",
-            ["it registers no components: is it installed (pip install -e .) with entry points in "
-             "[project.entry-points.\"digitsum.<kind>\"]?"],
-        )  # fmt: skip
+        raise nothing_declared(distribution, "registers no components", "digitsum.<kind>")
     return found
 
 

@@ -20,6 +20,12 @@ class ConformanceError(AssertionError):
         super().__init__(f"{what} breaks the digitsum contract:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+def nothing_declared(distribution: str, what: str, group: str) -> ConformanceError:
+    """The error of a distribution that declares nothing in the entry-point ``group``: is it installed?"""
+    problem = f"it {what}: is it installed (pip install -e .) with entry points in [project.entry-points.\"{group}\"]?"
+    return ConformanceError(f"distribution {distribution}", [problem])
+
+
 class Problems(list):
     """The problems found so far with one component: a check appends to it as it goes."""
 

@@ -17,7 +17,7 @@ from ...recipe import load_recipe
 from ...run import Run, load_pretrained
 from ...weights import load_weights, weights_entries
 from ..fixtures import write_tiny_mnist
-from ._common import ConformanceError, Problems
+from ._common import Problems, nothing_declared
 from .model_parts import output_kind_problems, probabilities_problems, shape_of
 
 
@@ -28,11 +28,7 @@ def weights_of(distribution: str) -> list[str]:
     names = [f"{e.distribution}:{e.name}" for e in weights_entries()
              if canonical_name(e.distribution) == canonical_name(distribution)]  # fmt: skip
     if not names:
-        raise ConformanceError(
-            f"distribution {distribution}",
-            ["it declares no weights: is it installed (pip install -e .) with entry points in "
-             "[project.entry-points.\"digitsum.weights\"]?"],
-        )  # fmt: skip
+        raise nothing_declared(distribution, "declares no weights", "digitsum.weights")
     return sorted(names)
 
 
