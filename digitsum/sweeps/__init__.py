@@ -60,11 +60,8 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
           settings: SweepSettings = SweepSettings()) -> SweepResult:  # fmt: skip
     """The sweep behind :func:`digitsum.sweep` and ``digitsum sweep`` (docs/sweeps.md): ``params``
     are ``"KEY=SPACE"`` strings, ``trials`` how many trials the study holds when the sweep ends.
-
-    Writes, in the sweep directory: the trials' run directories, ``best.toml`` (the best trial's
-    recipe, with the recipe's own ``data.val``: ``digitsum run best.toml`` trains it on the
-    whole training split), ``history.png``, ``importances.png`` and ``sweep.json``.
-    """
+    Writes the trials' run directories, ``best.toml``, the figures and ``sweep.json`` in the sweep
+    directory."""
     optuna = require_optuna()
     from ..engine.build import build
     from ..engine.train import check_val_split

@@ -94,8 +94,7 @@ def write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, own
         result.best_recipe = sweep_dir / "best.toml"
         write_text(result.best_recipe, header + recipe.to_toml())
     study = optuna.load_study(study_name=result.study, storage=storage)
-    for name, draw in (("history.png", _history_figure), ("importances.png", _importance_figure)):
-        figure = draw(result, study, optuna)
+    for name, figure in (("history.png", _history_figure(result)), ("importances.png", _importance_figure(result, study, optuna))):
         if figure is not None:
             save_figure(figure, sweep_dir / name)
             result.plots.append(sweep_dir / name)
@@ -117,7 +116,7 @@ def _figure(result: SweepResult, height: float, title: str) -> tuple[Any, Any]:
     return figure, ax
 
 
-def _history_figure(result: SweepResult, study: Any, optuna: Any) -> Any:
+def _history_figure(result: SweepResult) -> Any:
     """The val metric of every trial by trial number (pruned ones at their last report), and the best so far."""
     shown = [r for r in result.trials if r.value is not None]
     if not shown:
