@@ -1,7 +1,5 @@
-"""Running a sweep's trials: one trial (a run directory, ``<sweep>/trial-0003/``, trained through
-the one training path, its val metric reported to Optuna after each epoch, its ``trial.json``),
-the worker processes asking the study for trials, the signals passed on to them, and the
-recovery of trials that a killed process left running."""
+"""Running a sweep's trials: one trial (a run directory, ``<sweep>/trial-0003/``), the worker
+processes asking the study for trials, and the recovery of trials a killed process left running."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""The check of a doctor check a plugin ships (docs/plugins.md#checks-for-digitsum-doctor): it
-runs on a probe of a recipe on the tiny data, returns well-formed findings whose keys are the
-recipe's, and leaves the probe's model as it found it."""
+"""The check of a doctor check a plugin ships (docs/plugins.md#checks-for-digitsum-doctor)."""
 
 from __future__ import annotations
 

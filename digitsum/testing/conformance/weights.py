@@ -1,6 +1,4 @@
-"""The check of a distribution's pretrained weights (docs/plugins.md#shipping-weights): each
-weights entry loads by name as users load it, fits its recipe's model, runs on the tiny data and
-records test metrics for every head of its recipe."""
+"""The check of a distribution's pretrained weights (docs/plugins.md#shipping-weights)."""
 
 import math
 import tempfile
