@@ -1,9 +1,4 @@
-"""Training and evaluation, top to bottom: the Trainer and its loop.
-
-What a run is made of comes from ``build.py``, the batches and their random streams from
-``batches.py``; everything that watches or reports a run is a callback (``callbacks.py``);
-choosing the run directory, the default callbacks and signal handling is ``runner.py``'s.
-"""
+"""Training and evaluation, top to bottom: the Trainer and its loop (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -275,20 +270,9 @@ class Trainer:
                 "samples_per_s": round(tally.count / seconds, 1),
                 "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
 
-    def freeze_loaded(self, epoch: int) -> None:
-        """``init.freeze_epochs``: the parameters loaded from ``[init]`` stay frozen during the
-        first epochs, and train with the others from the next one on."""
-        if self.init is not None and self.init.frozen:
-            freeze(self.model, self.init.frozen, frozen=epoch <= self.init.freeze_epochs)
-
     def evaluate(self, split: str = "test") -> dict[str, dict[str, float]]:
         with self.accel.autocast():
             return evaluate(self.model, self.generator, split, self.recipe.seed, self.device, self.world)
-
-    def evaluates_after(self, epoch: int) -> bool:
-        """Whether the val and test splits are evaluated after ``epoch``: every
-        ``train.eval_every``-th epoch and the last one."""
-        return epoch % self.recipe.train.eval_every == 0 or epoch == self.epochs
 
     @property
     def finished(self) -> bool:
@@ -401,7 +385,8 @@ class Trainer:
                 write_json(self.run_dir / INIT_FILE, self.init.to_dict())
         self._emit("on_start")
         for epoch in range(self.epochs_done + 1, self.epochs + 1):
-            self.freeze_loaded(epoch)
+            if self.init is not None and self.init.frozen:  # init.freeze_epochs: loaded parameters train later
+                freeze(self.model, self.init.frozen, frozen=epoch <= self.init.freeze_epochs)
             self._emit("on_epoch_start", epoch)
             train = self.train_epoch(epoch)
             if self.failed:
@@ -410,9 +395,10 @@ class Trainer:
                 self.save_checkpoint()
                 break
             self.epoch_record = train
-            # "val" only when held out, "val" and "test" only after the epochs evaluated (train.eval_every)
+            # "val" only when held out; "val" and "test" every train.eval_every-th epoch and the last
             splits = ["val", "test"] if self.validates else ["test"]
-            evaluations = {split: self.evaluate(split) for split in splits} if self.evaluates_after(epoch) else {}
+            evaluated = epoch % self.recipe.train.eval_every == 0 or epoch == self.epochs
+            evaluations = {split: self.evaluate(split) for split in splits} if evaluated else {}
             self.history.append({"epoch": epoch, "train": train["heads"], **evaluations})
             if log is not None:
                 log.append({"epoch": epoch, "split": "train", **train})
