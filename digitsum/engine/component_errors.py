@@ -1,12 +1,6 @@
 """Blaming the right component: an exception raised by a component's own code becomes a short
-report naming the component, where it comes from and the method that raised.
-
-A plugin head whose ``loss`` raises, a generator whose ``draw`` indexes out of range: the user
-needs to know which component failed, which distribution it came from (whom to tell), and the
-lines of *that component's* code that led there — not two screens of typer, torch and
-digitsum frames. Exceptions that no component raised are digitsum's own bugs and keep their
-full traceback.
-"""
+report naming the component, where it comes from (whom to tell) and the method that raised,
+with that component's frames only (docs/architecture.md, "When component code raises")."""
 
 from __future__ import annotations
 
@@ -164,14 +158,13 @@ def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = (), 
     raised = f"{kind}{': ' + text if text else ''}"
     misshapen = _misshapen_output(frames[depth][0])
     if misshapen is not None:  # the method only tripped on what forward() made
-        message = (
-            f"{suspect.label} from {suspect.origin}: its {misshapen}; {method}() then raised:\n{detail}\n{raised}\n"
-            f"(a bug in that component's forward(), or its output_kind; the traceback shows its own frames only)"
-        )
-        return ComponentError(message, suspect.label, "forward", suspect.origin)
+        what = f": its {misshapen}; {method}() then raised"
+        fault, method = "forward(), or its output_kind", "forward"  # blamed on forward()
+    else:
+        what, fault = f" raised {kind} in {method}()", "code"
     message = (
-        f"{suspect.label} from {suspect.origin} raised {kind} in {method}():\n{detail}\n{raised}\n"
-        f"(a bug in that component's code; the traceback shows its own frames only)"
+        f"{suspect.label} from {suspect.origin}{what}:\n{detail}\n{raised}\n"
+        f"(a bug in that component's {fault}; the traceback shows its own frames only)"
     )
     return ComponentError(message, suspect.label, method, suspect.origin)
 
