@@ -182,11 +182,13 @@ def recipe_differences(recipe: dict[str, Any], saved: dict[str, Any]) -> list[st
     ]
 
 
-def describe_differences(recipe: dict[str, Any], saved: dict[str, Any], limit: int = 6) -> str:
-    """``"train.lr is 0.001 in the recipe but 0.002 in the checkpoint; ..."``."""
+def describe_differences(recipe: dict[str, Any], saved: dict[str, Any], keys: list[str] | None = None, limit: int = 6,
+                         show: str = "{key} is {ours} in the recipe but {theirs} in the checkpoint") -> str:  # fmt: skip
+    """``"train.lr is 0.001 in the recipe but 0.002 in the checkpoint; ..."``: the first ``limit``
+    of ``keys`` (default: :func:`recipe_differences`), each worded by ``show``."""
     ours, theirs = _flatten(recipe), _flatten(saved)
-    keys = recipe_differences(recipe, saved)
-    parts = [f"{k} is {_show(ours.get(k, _MISSING))} in the recipe but {_show(theirs.get(k, _MISSING))} in the checkpoint" for k in keys[:limit]]
+    keys = recipe_differences(recipe, saved) if keys is None else keys
+    parts = [show.format(key=k, ours=_show(ours.get(k, _MISSING)), theirs=_show(theirs.get(k, _MISSING))) for k in keys[:limit]]
     if len(keys) > limit:
         parts.append(f"and {len(keys) - limit} more")
     return "; ".join(parts)

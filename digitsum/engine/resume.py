@@ -81,22 +81,12 @@ def _overridden(recipe: Recipe, path: Path, overrides: Overrides) -> Recipe:
     ours, theirs = recipe.to_dict(), changed.to_dict()
     refused = _differences(theirs, ours)
     if refused:
-        shown = [f"{key} ({_at(ours, key)} -> {_at(theirs, key)})" for key in refused[:6]] + [f"and {len(refused) - 6} more"] * (len(refused) > 6)
+        shown = describe_differences(ours, theirs, refused, show="{key} ({ours} -> {theirs})")
         raise UserError(
             f"--resume continues the run's recorded recipe: --set (overrides) may change only "
-            f"{', '.join(sorted(MACHINE_LOCAL_KEYS))} and log.*, but these differ from {path}: {'; '.join(shown)}"
+            f"{', '.join(sorted(MACHINE_LOCAL_KEYS))} and log.*, but these differ from {path}: {shown}"
         )
     return changed
-
-
-def _at(doc: dict[str, Any], key: str) -> str:
-    """The value at a dotted key of a resolved recipe, as problems show it; ``absent`` when none."""
-    value: Any = doc
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return "absent"
-        value = value[part]
-    return repr(value)
 
 
 def _check_summary_format(path: Path) -> None:

@@ -38,10 +38,10 @@ def export_weights(run: Run, out: str | Path | None = None, *, force: bool = Fal
                         "--format safetensors writes a shipped recipe's pretrained weights. To start another run from "
                         f"this one, give the run directory itself as [init] weights = \"{run.run_dir}\"") from None
     shipped = load_recipe(f"{entry.distribution}:{entry.name}", {"seed": run.recipe.seed}, require_loggers=False)
-    changed = describe_differences(shipped.to_dict(), run.recipe.to_dict())
+    changed = describe_differences(shipped.to_dict(), run.recipe.to_dict(), show="{key} is {ours} in the recipe but {theirs} in the run")
     if changed:
         raise UserError(f"{run.run_dir} did not train recipe '{entry.name}' as {entry.origin} ships it, so its model is not "
-                        f"that recipe's weights: {changed.replace('in the checkpoint', 'in the run')}. Train it as shipped: "
+                        f"that recipe's weights: {changed}. Train it as shipped: "
                         f"digitsum run {entry.name} --set seed=0")  # fmt: skip
     folder = Path(out) if out is not None else Path.cwd()
     if folder.exists() and not folder.is_dir():
