@@ -1,19 +1,9 @@
 """Checkpoints: written atomically, read without running anyone's code.
 
-A checkpoint is a ``torch.save`` zip archive of plain data and tensors only:
-
-``format``        run-directory format (:data:`~digitsum.engine.rundir.RUN_FORMAT`)
-``epoch``         epochs completed (evaluated and logged)
-``step``          steps completed of the next epoch (0 at an epoch's end)
-``model``, ``optimizer``, ``scheduler``   their state dicts
-``rng``           torch's global RNG states (CPU, and CUDA when used)
-``tally``         the running sums of the epoch in progress (``count``, ``sums``)
-``history``       per-epoch train and test metrics so far (for summary.json)
-``epoch_seconds``, ``seconds``   time spent so far in the epoch in progress and in the run
-``recipe``        the resolved recipe, as ``Recipe.to_dict()``
-``init``          what ``[init]`` loaded (optional; its ``frozen`` names stay frozen for ``freeze_epochs`` on resume)
-``threads``       the CPU threads it trained with (optional; a resume with ``train.threads = 0`` keeps them)
-``callbacks``     each callback's state (optional)
+A checkpoint is a ``torch.save`` zip archive of plain data and tensors only: the fields of
+docs/reliability.md's table (``_FIELDS`` below) and, optionally, ``init`` (what ``[init]`` loaded;
+its ``frozen`` names stay frozen for ``freeze_epochs`` on resume), ``threads`` (the CPU threads it
+trained with; a resume with ``train.threads = 0`` keeps them) and ``callbacks`` (each one's state).
 
 Loading uses ``torch.load(weights_only=True)``: a pickle that names any other Python object
 (a class, a function, ``os.system``) is refused before anything in it runs.
