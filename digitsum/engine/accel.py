@@ -53,9 +53,7 @@ class Acceleration:
 
     def compiled(self, module: nn.Module) -> nn.Module:
         """``torch.compile(module, mode=compile_mode)`` when asked; the module itself otherwise."""
-        if not self.compile:
-            return module
-        return torch.compile(module, mode=self.compile_mode) if self.compile_mode else torch.compile(module)
+        return torch.compile(module, mode=self.compile_mode) if self.compile else module
 
 
 def plan(train: TrainSection, device: torch.device) -> Acceleration:

@@ -1,9 +1,5 @@
-"""Data order: which samples each step sees, and the random stream each batch is drawn with.
-
-Every batch's draws come from the stream ``(seed, split, epoch, step)`` (``digitsum.seeding``):
-the test split sees the same pairings at every evaluation, and any batch can be recomputed
-without replaying the ones before it.
-"""
+"""Data order: which samples each step sees, and the random stream ``(seed, split, epoch, step)``
+each batch is drawn with (docs/architecture.md, "Data order and randomness")."""
 
 from __future__ import annotations
 

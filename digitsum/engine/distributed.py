@@ -1,9 +1,7 @@
-"""Data-parallel training on PyTorch's own engine: ``torchrun ... -m digitsum run RECIPE``.
+"""Data-parallel training on PyTorch's own engine: ``torchrun ... -m digitsum run RECIPE`` (docs/scale-out.md).
 
-Every rank draws the same global batch for each step and trains on its slice of it; DDP averages
-the gradients, metric sums are added up across ranks, and rank 0 alone writes the run directory
-and prints (docs/scale-out.md). :func:`current` and :attr:`World.is_main` read the environment
-only (no torch), so the CLI can ask them before importing anything heavy.
+:func:`current` and :attr:`World.is_main` read the environment only (no torch), so the CLI can
+ask them before importing anything heavy.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from rich.table import Table
 from torch import Tensor
 
 from ..callbacks import Callback
+from .pictures import primary_metrics
 from .train import Trainer
 
 
@@ -33,7 +34,7 @@ class ConsoleReporter(Callback):
         self.console.print(f"run directory: {run_dir}")
         for note in trainer.notes:
             self.console.print(f"note: {note}", highlight=False)
-        self.primary = {name: choice.cls.primary_metric for name, choice in recipe.heads.items()}
+        self.primary = primary_metrics(recipe)
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.started = self.shown_at = time.perf_counter()

@@ -30,11 +30,8 @@ OWN_FILES = (*RUN_FILES, "curves.png", "samples.png", INIT_FILE)
 
 
 def run_status(path: Path) -> str | None:
-    """``"finished"`` or ``"unfinished"`` for a run directory, ``None`` for any other folder.
-
-    Read from summary.json alone (no torch): a run is finished when its summary says it
-    was neither stopped nor failed.
-    """
+    """``"finished"`` or ``"unfinished"`` for a run directory, ``None`` for any other folder;
+    read from summary.json alone (no torch)."""
     if not (path / "recipe.toml").is_file():
         return None
     try:

@@ -1,10 +1,5 @@
-"""Running a recipe: the one code path behind ``digitsum run``, ``digitsum.train()`` and
-``digitsum compare``.
-
-It chooses and prepares the run directory, adds the callbacks every run gets (progress, the
-preflight, the watch, the pictures, and the loggers of ``[log.<name>]``), turns Ctrl-C and
-SIGTERM into a checkpointed stop, and says how to resume. The CLI and the API present the :class:`Outcome`.
-"""
+"""Running a recipe: the one code path behind every run (docs/architecture.md, "One path to
+train"). The CLI and the API present the :class:`Outcome`."""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
-"""Starting a run from weights (``[init]``): the source's tensors loaded into a freshly built
-model by name and shape, a report of what was loaded, skipped and newly initialised, and the
-freeze of the loaded parameters for the first ``init.freeze_epochs`` epochs.
+"""Starting a run from weights (``[init]``, docs/recipes.md): the source's tensors loaded into a
+freshly built model by name and shape, a report of what was loaded, skipped and newly
+initialised, and the freeze of the loaded parameters for the first ``init.freeze_epochs`` epochs.
 
-The source is a shipped recipe's name (its pretrained weights, verified by
-:func:`digitsum.weights.load_weights`), a run directory (its ``checkpoint.pt``, read without
-pickle's code) or a ``.safetensors`` file. Only a fresh run loads it: a resumed run continues
-from its own checkpoint, and keeps the report (with the names it freezes) in that checkpoint.
+Only a fresh run loads it: a resumed run continues from its own checkpoint, and keeps the report
+(with the names it freezes) in that checkpoint.
 """
 
 from __future__ import annotations
