@@ -53,7 +53,9 @@ class Acceleration:
 
     def compiled(self, module: nn.Module) -> nn.Module:
         """``torch.compile(module, mode=compile_mode)`` when asked; the module itself otherwise."""
-        return torch.compile(module, mode=self.compile_mode) if self.compile else module
+        if not self.compile:
+            return module
+        return torch.compile(module, mode=self.compile_mode) if self.compile_mode else torch.compile(module)
 
 
 def plan(train: TrainSection, device: torch.device) -> Acceleration:
