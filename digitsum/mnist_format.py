@@ -395,10 +395,12 @@ def _filled(part: np.ndarray) -> np.ndarray:
     return part | ~reaches_edge[labels]
 
 
-def _span(mask: np.ndarray) -> int:
-    """The longer side of a mask's bounding box, in pixels."""
+def _sides(mask: np.ndarray) -> tuple[int, int]:
+    """The height and width of a mask's bounding box, in pixels ((0, 0) for an empty mask)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(max(rows[-1] - rows[0], cols[-1] - cols[0])) + 1 if len(rows) else 0
+    if not len(rows):
+        return 0, 0
+    return int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1
 
 
 def _spans(labels: np.ndarray, count: int) -> np.ndarray:
@@ -462,12 +464,8 @@ def _pixel_noise(x: np.ndarray, mask: np.ndarray) -> float:
 
 def _fit_plane(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
     """The ground's level at every pixel, a plane fitted to the pixels of ``mask``; and the
-    ground's noise (the standard deviation of the pixels near the plane from it).
-
-    The plane is the level most of the pixels share, not their average: starting from their
-    median, it is refitted to the pixels within 3 noise levels of it (noise measured between
-    neighbours) until those stay the same, so that strokes reaching the border, or a desk along
-    part of it, do not pull it. A flat ground, MNIST's, gives its own level and no noise."""
+    ground's noise (the standard deviation of the pixels near the plane from it): step 2 of the
+    module's description. A flat ground, MNIST's, gives its own level and no noise."""
     h, w = x.shape
     ys, xs = np.nonzero(mask)
     values = x[mask]
@@ -493,9 +491,7 @@ def _border(area: np.ndarray, ring: int | None = None) -> np.ndarray:
     """The ring along the area's edge, ``ring`` pixels wide (None: the one the ground is measured
     on, BORDER_FRACTION of the area's shorter side, at least 1 pixel)."""
     if ring is None:
-        rows, cols = np.flatnonzero(area.any(axis=1)), np.flatnonzero(area.any(axis=0))
-        shorter = min(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
-        ring = max(1, int(round(BORDER_FRACTION * shorter)))
+        ring = max(1, int(round(BORDER_FRACTION * min(_sides(area)))))
     if area.all():  # the whole image: a rectangular ring (the common case, without a distance map)
         mask = np.zeros(area.shape, dtype=bool)
         mask[:ring], mask[-ring:], mask[:, :ring], mask[:, -ring:] = True, True, True, True
@@ -509,12 +505,6 @@ def _ink_level(v: np.ndarray) -> float:
     return float(np.percentile(v[v >= 0.5 * peak], 90)) if peak > 0 else 0.0
 
 
-def _scale(v: np.ndarray, ink: float, noise: float) -> np.ndarray:
-    """Ink to 1, the ground's noise (up to NOISE_SIGMAS of it) to 0."""
-    floor = min(0.5, NOISE_SIGMAS * noise / ink)
-    return np.clip((v / ink - floor) / (1.0 - floor), 0.0, 1.0)
-
-
 class _Level:
     """One look at the area: the ground, the polarity, the ink, its parts."""
 
@@ -525,19 +515,20 @@ class _Level:
         if -low > high:  # the ink is darker than the ground: a digit on paper
             v = -v
         self.area, self.v, self.noise = area, np.clip(v, 0.0, None), noise
+        self.least_noise = max(noise, QUANTUM_NOISE)  # what blank and specks are judged against
         self.measure(label)
 
     def measure(self, label: str) -> None:
-        """The ink level (or blank), the scaled pixels and the parts."""
+        """The ink level (or blank), the scaled pixels (ink to 1, the ground's noise, up to
+        NOISE_SIGMAS of it, to 0) and the parts."""
         ink = _ink_level(self.v)
-        noise = max(self.noise, QUANTUM_NOISE)
-        if ink < BLANK_SIGMAS * noise:
+        if ink < BLANK_SIGMAS * self.least_noise:
             raise ImageError(
                 f"{label} is blank: no digit stands out from its ground (ink {ink:.3f} above the ground, "
-                f"whose noise is {noise:.3f}; needs {BLANK_SIGMAS * noise:.3f})"
+                f"whose noise is {self.least_noise:.3f}; needs {BLANK_SIGMAS * self.least_noise:.3f})"
             )
-        self.ink = ink
-        self.scaled = _scale(self.v, ink, self.noise)
+        floor = min(0.5, NOISE_SIGMAS * self.noise / ink)
+        self.scaled = np.clip((self.v / ink - floor) / (1.0 - floor), 0.0, 1.0)
         self.strong = self.scaled > BOX_THRESHOLD
         self.parts, self.count = _components(self.strong)
 
@@ -547,7 +538,7 @@ class _Level:
         sqrt(2 ln N) sigma)."""
         peaks = np.zeros(self.count + 1)
         np.maximum.at(peaks, self.parts.ravel(), self.v.ravel())
-        return peaks[1:] <= max(self.noise, QUANTUM_NOISE) * math.sqrt(2 * math.log(max(int(self.area.sum()), 2)))
+        return peaks[1:] <= self.least_noise * math.sqrt(2 * math.log(max(int(self.area.sum()), 2)))
 
     def sheet(self) -> np.ndarray | None:
         """The largest part that is a sheet holding the digit (its holes filled), or None."""
@@ -562,8 +553,8 @@ class _Level:
                 continue
             pieces, count = _components(content)
             largest = pieces == 1 + int(np.argmax(np.bincount(pieces.ravel(), minlength=count + 1)[1:]))
-            span = _span(largest)
-            if span < SHEET_CONTENT_SPAN * _span(part) or _stroke_width(largest) > STROKE_WIDTH * span:
+            span = max(_sides(largest))
+            if span < SHEET_CONTENT_SPAN * max(_sides(part)) or _stroke_width(largest) > STROKE_WIDTH * span:
                 continue
             if filled.sum() < SHEET_HULL_FILL * _hull_area(filled):
                 continue
@@ -579,13 +570,11 @@ class _Level:
         index = np.arange(1, count + 1)
         specks = self.specks()
         if specks.all():
-            noise = max(self.noise, QUANTUM_NOISE)
-            raise ImageError(f"{label} is blank: only specks no brighter than its ground's noise ({noise:.3f}) reaches stand out")
+            raise ImageError(f"{label} is blank: only specks no brighter than its ground's noise ({self.least_noise:.3f}) reaches stand out")
         edge = _border(self.area, 1)
         contact = np.bincount(parts[edge], minlength=count + 1)[1:]
         spans = _spans(parts, count)
-        rows, cols = np.flatnonzero(self.area.any(axis=1)), np.flatnonzero(self.area.any(axis=0))
-        shorter = min(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+        shorter = min(_sides(self.area))
         inner = ~specks & (contact == 0)
         drop = specks.copy()
         if inner.any() and spans[inner].max() >= MIN_DIGIT_SPAN * shorter:
