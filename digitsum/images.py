@@ -1,12 +1,10 @@
 """A user's image in MNIST's format, for a trained model to predict on.
 
-The procedure (read as grey, find the ground and the polarity, scale the ink to 1, drop clutter
-along the edge, scale the digit into a 20x20 box centred by mass on pixel 14 of 28, as MNIST was
-made) is :mod:`digitsum.mnist_format`, which needs only numpy and Pillow so that ``digitsum
-export`` can copy it next to an exported model. This module adds torch tensors, a model's
-``Image`` spec (other sizes scale the box and the centre with the field, several channels repeat
-the grey), batches, and :class:`UserError` naming the file (or the input) for an image that
-cannot be read or is blank.
+The procedure is :mod:`digitsum.mnist_format` (numpy and Pillow only, so that ``digitsum export``
+can copy it next to an exported model). This module adds torch tensors, a model's ``Image`` spec
+(other sizes scale the box and the centre with the field, several channels repeat the grey),
+batches, and :class:`UserError` naming the file (or the input) for an image that cannot be read
+or is blank.
 
 numpy and PIL are imported with this module, torch inside the functions: it is used only to predict.
 """
@@ -22,16 +20,7 @@ from PIL import Image as PILImage
 
 from . import mnist_format
 from .errors import UserError
-from .mnist_format import (  # noqa: F401  (MNIST's geometry and the procedure's settings, as before)
-    BLANK_SIGMAS,
-    BORDER_FRACTION,
-    BOX_THRESHOLD,
-    MNIST_BOX,
-    MNIST_CENTRE,
-    MNIST_SIZE,
-    NOISE_SIGMAS,
-    QUANTUM_NOISE,
-)
+from .mnist_format import _label
 
 if TYPE_CHECKING:  # pragma: no cover - this module imports no torch until used
     import torch
@@ -47,13 +36,6 @@ def _spec(spec: Image | None) -> Image:
     return Image() if spec is None else spec
 
 
-def _label(source: Any, name: str | None) -> str:
-    """How an error names the image: its file, else the name the caller gave it."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return name or "the image"
-
-
 def _user_errors(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     """``call(*args, **kwargs)``, its :class:`~digitsum.mnist_format.ImageError` a :class:`UserError`
     (the message, which names the file or input, unchanged)."""
@@ -63,19 +45,20 @@ def _user_errors(call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         raise UserError(e.message) from None
 
 
-def _numpy(source: Any, label: str) -> Any:
-    """A torch tensor as a numpy array (on the CPU, floats as float32); anything else as it is."""
+def _numpy(source: Any, name: str | None) -> Any:
+    """A torch tensor as a numpy array (on the CPU, floats as float32); a path, a numpy array or
+    a PIL image as it is; anything else a UserError naming ``name``."""
     if type(source).__module__.startswith("torch"):
         import torch
 
         if not isinstance(source, torch.Tensor):
-            raise UserError(f"{label} is a {type(source).__name__}, not an image")
+            raise UserError(f"{_label(source, name)} is a {type(source).__name__}, not an image")
         tensor = source.detach().cpu()
         return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
     if isinstance(source, (str, os.PathLike, np.ndarray, PILImage.Image)):
         return source
     raise UserError(
-        f"{label} is a {type(source).__name__}: give a file path, a PIL image, a numpy array or a torch tensor"
+        f"{_label(source, name)} is a {type(source).__name__}: give a file path, a PIL image, a numpy array or a torch tensor"
     )
 
 
@@ -83,24 +66,15 @@ def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
     """Any accepted image as float32 ``[H, W, C]`` in [0, 1], C = 1 (grey) or 3 (colour).
 
     ``source``: what :func:`digitsum.mnist_format.read_pixels` reads (a file path, a PIL image,
-    a numpy array ``[H, W]``, ``[H, W, C]`` with C = 1 to 4 or ``[C, H, W]`` with C = 1, 3 or
-    4, of uint8, bools or floats in [0, 1]) or a torch tensor of those shapes. ``name`` names a
-    source that is not a file in error messages. Raises :class:`UserError` naming the file (or
-    ``name``) and what is wrong.
+    a numpy array), or a torch tensor of the same shapes. ``name`` names a source that is not a
+    file in error messages. Raises :class:`UserError` naming the file (or ``name``).
     """
-    return _user_errors(mnist_format.read_pixels, _numpy(source, _label(source, name)), name=name)
+    return _user_errors(mnist_format.read_pixels, _numpy(source, name), name=name)
 
 
 def read_grey(source: Any, *, name: str | None = None) -> np.ndarray:
     """Any accepted image (see :func:`read_pixels`) as grey float32 ``[H, W]`` in [0, 1]."""
-    return _user_errors(mnist_format.read_grey, _numpy(source, _label(source, name)), name=name)
-
-
-def normalize_digit(grey: np.ndarray, *, height: int = MNIST_SIZE, width: int = MNIST_SIZE, label: str = "the image") -> np.ndarray:
-    """Grey pixels ``[H, W]`` in [0, 1] -> float32 ``[height, width]`` in MNIST's format
-    (:func:`digitsum.mnist_format.normalize_digit`). Raises :class:`UserError` (naming
-    ``label``) for an image without ink."""
-    return _user_errors(mnist_format.normalize_digit, grey, height, width, name=label)
+    return _user_errors(mnist_format.read_grey, _numpy(source, name), name=name)
 
 
 def to_mnist(source: Any, spec: Image | None = None, *, name: str | None = None) -> torch.Tensor:
@@ -114,9 +88,7 @@ def to_mnist(source: Any, spec: Image | None = None, *, name: str | None = None)
     import torch
 
     spec = _spec(spec)
-    label = _label(source, name)
-    grey = read_grey(source, name=name)
-    field = normalize_digit(grey, height=spec.height, width=spec.width, label=label)
+    field = _user_errors(mnist_format.to_mnist_format, _numpy(source, name), spec.height, spec.width, name=name)
     return torch.from_numpy(field)[None].expand(spec.channels, -1, -1).contiguous()
 
 
