@@ -16,6 +16,7 @@ from torch import Tensor
 from .contracts import Categorical, Generator, Head, Image, Images, Spec
 from .errors import UserError, did_you_mean
 from .engine.model import DigitModel
+from .images import image_batch
 
 
 @dataclass(frozen=True)
@@ -200,8 +201,6 @@ def image_sequence_batch(value: Any, spec: Images, *, preprocess: bool = True, n
     takes (e.g. a list of paths); a batch is a list (or tuple) of such sequences, each a list or
     tuple. A sequence of another length is a UserError naming the input.
     """
-    from .images import image_batch
-
     many = isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, (list, tuple)) for v in value)
     samples = value if many else [value]
     stacked = []
@@ -239,8 +238,7 @@ def categorical_batch(value: Any, spec: Categorical, name: str) -> tuple[Tensor,
         bad = [v for v in value if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
         if bad:
             raise UserError(f"input '{name}' holds {bad[0]!r} ({type(bad[0]).__name__}): give integers ({valid})")
-        _check_range([int(v) for v in value], spec, name)  # before numpy: 10**20 does not fit an int64
-        values, batched = np.asarray([int(v) for v in value], dtype=np.int64), True
+        values, batched = [int(v) for v in value], True
     elif isinstance(value, (np.ndarray, np.generic)):
         array = np.asarray(value)
         if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
@@ -249,21 +247,16 @@ def categorical_batch(value: Any, spec: Categorical, name: str) -> tuple[Tensor,
             raise UserError(f"input '{name}' has shape {array.shape}: give one integer or a 1-D batch of them")
         if array.ndim == 1 and array.size == 0:
             raise UserError(f"input '{name}' is an empty array: give integers ({valid})")
-        values, batched = array.astype(np.int64).reshape(-1), array.ndim == 1
+        values, batched = array.astype(np.int64).reshape(-1).tolist(), array.ndim == 1
     elif isinstance(value, int) and not isinstance(value, bool):
-        _check_range([value], spec, name)
-        values, batched = np.asarray([value], dtype=np.int64), False
+        values, batched = [value], False
     else:
         raise UserError(f"input '{name}' is {value!r} ({type(value).__name__}): give an integer, a list of integers or an integer array ({valid})")
-    _check_range(values.tolist(), spec, name)
-    return torch.from_numpy(values), batched
-
-
-def _check_range(values: list[int], spec: Categorical, name: str) -> None:
-    outside = [v for v in values if not 0 <= v < spec.classes]
+    outside = [v for v in values if not 0 <= v < spec.classes]  # as Python ints: 10**20 does not fit an int64
     if outside:
         shown = str(outside[0]) if len(str(outside[0])) <= 24 else f"{str(outside[0])[:12]}…({len(str(outside[0]))} digits)"
-        raise UserError(f"input '{name}' = {shown} is out of range: valid values are 0 to {spec.classes - 1}")
+        raise UserError(f"input '{name}' = {shown} is out of range: {valid}")
+    return torch.tensor(values, dtype=torch.int64), batched
 
 
 def raw_batch(generator: Generator, inputs: Mapping[str, Any], *, preprocess: bool = True) -> tuple[dict[str, Tensor], bool]:
@@ -274,8 +267,6 @@ def raw_batch(generator: Generator, inputs: Mapping[str, Any], *, preprocess: bo
     batch sizes agree: a single value is repeated to the batch's size, two batches of
     different sizes are an error.
     """
-    from .images import image_batch
-
     specs = type(generator).interface(generator.params).inputs
     _check_names(inputs, specs)
     raw: dict[str, Tensor] = {}
