@@ -1,18 +1,8 @@
-"""digitsum as a library: the functions a script or a notebook calls.
+"""digitsum as a library: the functions a script or a notebook calls (docs/api.md).
 
 The command line is a thin layer over these (``digitsum run`` is :func:`train`, ``digitsum
 eval`` is :meth:`Run.evaluate`, ``digitsum predict`` is :meth:`Run.predict`...), so a run
-started from Python is the same run, with the same checks, files and Ctrl-C handling::
-
-    import digitsum
-
-    run = digitsum.train("original", overrides={"train.epochs": 1})
-    run.curves()                                   # inline in a notebook
-    again = digitsum.load_run(run.run_dir)
-    zoo = digitsum.load("original")              # pretrained weights, no training
-    again.predict(image="seven.png", number=3)
-    digitsum.doctor("notebook").findings
-
+started from Python is the same run, with the same checks, files and Ctrl-C handling.
 Everything here imports torch only when called.
 """
 
