@@ -64,15 +64,16 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
     axes = []
     for item in items:
         key, sep, values = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UserError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid backbone.type=concat,film")
-        parse_override(f"{key.strip()}=0")  # the same key rules as --set
+        parse_override(f"{key}=0")  # the same key rules as --set
         choices = split_values(values)
         if any(not v for v in choices):
             raise UserError(f"--grid {item!r}: an empty value; separate values with single commas")
-        if key.strip() in {k for k, _ in axes}:
-            raise UserError(f"--grid {key.strip()} is given twice; list all its values in one --grid")
-        axes.append((key.strip(), choices))
+        if key in {k for k, _ in axes}:
+            raise UserError(f"--grid {key} is given twice; list all its values in one --grid")
+        axes.append((key, choices))
     return axes
 
 
