@@ -590,11 +590,8 @@ def normalize_digit(grey: np.ndarray, height: int = MNIST_SIZE, width: int = MNI
                     name: str = "the image") -> np.ndarray:  # fmt: skip
     """Grey pixels ``[H, W]`` in [0, 1] -> float32 ``[height, width]`` in MNIST's format.
 
-    Light digit on a black ground, ground removed, ink scaled to 1, the digit's bounding box
-    scaled into a box of 20/28 of the field keeping its aspect ratio, its centre of mass on
-    pixel 14/28 of the field (rounded to a whole pixel, as MNIST's); a sheet the digit is drawn
-    on is found, and clutter along the edge dropped (see the module's description). Raises
-    :class:`ImageError` (naming ``name``) for an image without ink.
+    Steps 2 to 8 of the module's description. Raises :class:`ImageError` (naming ``name``) for
+    an image without ink.
     """
     x = np.asarray(grey, dtype=np.float64)
     factor = math.ceil(max(x.shape) / MAX_SIDE)
