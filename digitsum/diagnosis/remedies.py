@@ -18,7 +18,7 @@ import torch
 from ..errors import RecipeError
 from ..listing import DOCTOR_CHECKS
 from ..recipe import MACHINE_LOCAL_KEYS
-from .checks.training import short_run_steps
+from .checks.training import LR_KEY, short_run_steps
 from ..engine.train import make_optimizer
 from .findings import Change, Finding, fmt, pct
 from .probe import Probe, RunTrace, fresh_copy, seeded, short_run
@@ -35,12 +35,6 @@ DROP = 0.15
 ROUNDS = 3
 #: Settings never reset: the machine-local ones (where the data are, where the run trains), the batch size, the components.
 NOT_LEVERS = MACHINE_LOCAL_KEYS | {"data.batch_size", "data.type", "backbone.type", "train.optimizer.type"}
-
-
-def _run(probe: Probe, steps: int, scheduled: bool = False) -> RunTrace:
-    """A verification run: :func:`short_run` at the recipe's peak lr held constant, as in the run
-    that found the stall; ``scheduled`` (tuning): the recipe's schedule compressed to the run."""
-    return short_run(probe, steps, scheduled=scheduled)
 
 
 def _past(deadline: float | None) -> bool:
@@ -72,10 +66,9 @@ def setting_changes(probe: Probe) -> list[Change]:
             default, value = _default_of(params, name), getattr(params, name)
             if default is not None and _plain(default) != _plain(value):
                 changes.append(Change(f"{key} = {_show(default)} (default; now {_show(value)})", {key: _plain(default)}))
-        if section is not None and "weight" in type(section).model_fields and section.weight == 0:
-            changes.append(Change(f"{prefix}.weight = 1.0", {f"{prefix}.weight": 1.0}))
-        elif section is not None and "weight" in type(section).model_fields and section.weight != 1.0:
-            changes.append(Change(f"{prefix}.weight = 1.0 (default; now {_show(section.weight)})", {f"{prefix}.weight": 1.0}))
+        if section is not None and "weight" in type(section).model_fields and section.weight != 1.0:
+            now = "" if section.weight == 0 else f" (default; now {_show(section.weight)})"
+            changes.append(Change(f"{prefix}.weight = 1.0{now}", {f"{prefix}.weight": 1.0}))
     schedule_default = type(recipe.schedule.section).model_fields["type"].get_default()
     if recipe.schedule.section.type != schedule_default:
         changes.append(Change(f'train.schedule.type = "{schedule_default}" (default; now "{recipe.schedule.section.type}")',
@@ -96,7 +89,6 @@ def setting_changes(probe: Probe) -> list[Change]:
 RANGE_STEPS, RANGE_LOW, RANGE_HIGH, RANGE_BACKOFF, RANGE_FELL = 100, 1e-6, 10.0, 10.0, 0.03
 #: An SGD below this momentum is also tried with MOMENTUM (at the rate its own range test proposes).
 LOW_MOMENTUM, MOMENTUM = 0.5, 0.9
-LR_KEY = "train.optimizer.lr"
 
 
 def lr_range(probe: Probe, steps: int = RANGE_STEPS) -> dict[str, Any]:
@@ -195,7 +187,7 @@ def try_changes(probe: Probe, changes: list[Change], steps: int) -> Attempt:
     """A verification run of ``probe`` with ``changes``; a change the recipe refuses, or a model
     that fails with it, is an attempt with the error's first line (a refused recipe's: the problem)."""
     try:
-        return Attempt(changes[-1], _run(_apply(probe, changes), steps))
+        return Attempt(changes[-1], short_run(_apply(probe, changes), steps))
     except RecipeError as e:  # its first line is only "<source>: 1 problem"; the problem says why
         problem = e.problems[0]
         return Attempt(changes[-1], None, f"refused: {problem.key + ': ' if problem.key else ''}{problem.message}")
@@ -230,29 +222,23 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     steps = probe.steps_for(VERIFY_SAMPLES, VERIFY_STEPS)
     if growing:  # steps that grow show it only on a run as long as the one that found them
         steps = max(steps, diagnosed[0].steps)
-    base = _run(probe, steps)
+    base = short_run(probe, steps)  # at the recipe's peak lr held constant, as in the run that found the stall
     stalled = [h for h, ok in base.learning().items() if not ok]
     unstable = not base.finite or base.step_growth() is not None
     if not stalled and not unstable and not proposed:
         return [], {}, []
-    candidates: list[Change] = []
-    seen: set[str] = set()
-    family: list[Change] = []
-    family_figures: dict[str, Any] = {}
-    if stalled or unstable:  # the optimizer's settings as a family (lr-range test, momentum, weight decay)
-        family, family_figures = optimizer_changes(probe)
+    # the optimizer's settings as a family (lr-range test, momentum, weight decay)
+    family, family_figures = optimizer_changes(probe) if stalled or unstable else ([], {})
+    candidates: dict[str, Change] = {}  # by what they set: the first of equal changes
     for change in [c for f in findings if f.severity != "info" for c in f.candidates] + setting_changes(probe) + family:
-        key = repr(sorted(change.keys.items())) if change.emulate is None else change.label
-        if key not in seen:
-            seen.add(key)
-            candidates.append(change)
+        candidates.setdefault(repr(sorted(change.keys.items())) if change.emulate is None else change.label, change)
 
     def rank(trace: RunTrace) -> tuple[int, float]:
         return len(_restores(trace, heads)), _mean(trace, heads)
 
     name = f"{steps} steps"
     alone = []
-    for change in candidates if stalled or unstable else []:
+    for change in candidates.values() if stalled or unstable else []:
         if _past(deadline):
             break
         alone.append(try_changes(probe, [change], steps))
@@ -424,7 +410,7 @@ def tune(probe: Probe, deadline: float | None = None) -> tuple[list[Finding], di
     thousands of steps is not found here."""
     steps = short_run_steps(probe)
     heads = list(probe.model.heads)
-    base = _run(probe, steps, scheduled=True)
+    base = short_run(probe, steps, scheduled=True)
     pool = setting_changes(probe)
     kept: list[Change] = []
     current = base
@@ -434,7 +420,7 @@ def tune(probe: Probe, deadline: float | None = None) -> tuple[list[Finding], di
         learning_now = {h for h, ok in current.learning().items() if ok}
         for change in pool:
             try:
-                trace = _run(_apply(probe, kept + [change]), steps, scheduled=True)
+                trace = short_run(_apply(probe, kept + [change]), steps, scheduled=True)
             except Exception:
                 continue
             gain = _mean(trace, heads) - _mean(current, heads)

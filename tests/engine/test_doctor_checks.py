@@ -272,7 +272,7 @@ def test_changes_that_do_worse_together_than_the_best_alone_are_not_combined(tin
         return RunTrace(steps, torch.ones(steps), {h: torch.ones(steps) for h in names},
                         dict.fromkeys(names, 0.1), dict.fromkeys(names, after), dict.fromkeys(names, 0.1))  # fmt: skip
 
-    monkeypatch.setattr(remedies, "_run", measured)
+    monkeypatch.setattr(remedies, "short_run", measured)
     _, repair, _ = remedies.verify(probe_for(f"train.optimizer.lr={lr}", f"train.optimizer.weight_decay={decay}"), [])
     assert set(repair) == {"train.optimizer.lr"}
 
