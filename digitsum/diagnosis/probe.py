@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from itertools import islice
 from typing import Any
 
 import torch
@@ -31,9 +32,8 @@ from .findings import Finding
 SAMPLE = 2048
 #: Held-out samples each head is scored on after a short run (the test split's first batch).
 HELD_OUT = 1000
-#: Checks that compare samples (learnability, input use) judge nothing on fewer than this many
-#: training or held-out samples: a split that small (a tiny data set, MNIST addition at large N)
-#: cannot tell memorising from learning, and shuffling one sample across its batch changes nothing.
+#: Checks that compare samples judge nothing on fewer training or held-out samples than this: so
+#: small a split cannot tell memorising from learning.
 MIN_JUDGED = 32
 #: The fewest samples a short training run sees, however many images each holds (steps_for).
 MIN_RUN_SAMPLES = 1600
@@ -71,11 +71,8 @@ class Probe:
         return cls(cpu_recipe, built.generator, built.model, built.device)
 
     def variant(self, keys: dict[str, Any]) -> Probe:
-        """The probe of this recipe with ``keys`` set (dotted recipe keys), built the same way.
-
-        The generator is reused when no ``data.`` key changes (no second load of the data); the
-        model is built from the recipe's seed, so it starts where this one started.
-        """
+        """The probe of this recipe with ``keys`` set (dotted recipe keys), built the same way;
+        the generator is reused when no ``data.`` key changes (no second load of the data)."""
         from ..recipe import load_recipe
 
         recipe = load_recipe(self.recipe.to_dict(), dict(keys))
@@ -147,13 +144,11 @@ class Probe:
         batches: list[Batch] = []
         epoch = 1
         while len(batches) < steps:
-            before = len(batches)
-            for batch in train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device):
-                batches.append(batch)
-                if len(batches) == steps:
-                    break
-            if len(batches) == before:
+            epoch_batches = train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device)
+            drawn = list(islice(epoch_batches, steps - len(batches)))
+            if not drawn:
                 break  # an empty split: nothing to draw
+            batches += drawn
             epoch += 1
         self.cache["batches"] = batches
         return batches
@@ -191,9 +186,6 @@ class Probe:
     def trained_heads(self) -> list[str]:
         return [name for name in self.model.heads if self.weight_of(name) > 0]
 
-    def data_param(self, name: str) -> bool:
-        return name in type(self.recipe.data.params).model_fields
-
     def chance(self, head: str) -> float:
         """The held-out accuracy of always guessing the most frequent right prediction(s)."""
         return self.model.heads[head].prediction_space().chance(self.expected(head, self.held_out))
@@ -202,9 +194,8 @@ class Probe:
 @contextmanager
 def seeded(probe: Probe, name: str) -> Iterator[None]:
     """torch's random stream fixed by the recipe's seed and ``name`` inside the block, and put
-    back after it. A check that trains a model (whose dropout draws from that stream) gives the
-    same result on every call and in every process, whatever ran before it: unseeded, the
-    doctor's verdict on a recipe with dropout could change from one run of it to the next."""
+    back after it: a check that trains (dropout draws from that stream) gives the same verdict
+    on every call and in every process, whatever ran before it."""
     with torch.random.fork_rng(devices=[probe.device] if probe.device.type == "cuda" else []):
         torch.manual_seed(stream_seed(probe.recipe.seed, "doctor", name))
         yield
@@ -238,8 +229,8 @@ def evaluating(model: nn.Module) -> Iterator[None]:
 
 @torch.no_grad()
 def eval_outputs(model: DigitModel, batch: Batch) -> dict[str, Tensor]:
-    """The model's outputs on ``batch`` in eval mode: computed once, they serve :func:`scores`,
-    :func:`log_losses` and :func:`held_losses` alike."""
+    """The model's outputs on ``batch`` in eval mode, computed once for :func:`scores`,
+    :func:`log_losses` and :func:`held_losses`."""
     with evaluating(model):
         return model(batch)
 
@@ -286,10 +277,8 @@ def entropy_of(values: Tensor) -> float:
 #: targets' entropy) by this many nats: about 3 standard errors of a mean log-loss on 1000 samples.
 NLL_MARGIN = 0.1
 #: A run's steps grow without bound (RunTrace.step_growth) when their size at the end is above
-#: STEP_GROWTH_FLOOR lrs and STEP_GROWTH times their size around the middle. Measured on
-#: `original` (RMS parameter change per step / lr, steps 40-50 -> 90-100 of a constant-lr run):
-#: AdamW 0.19 -> 0.18, betas (0.999, 0.9) 0.46 -> 2.6 (then 117 at step 200, diverged), SGD with
-#: momentum 0.026 -> 0.017, lr 0.5 0.05 -> 0.02.
+#: STEP_GROWTH_FLOOR lrs and STEP_GROWTH times their size around the middle (measured in
+#: docs/doctor.md, "Steps that grow without bound").
 STEP_GROWTH_FLOOR, STEP_GROWTH = 1.0, 3.0
 #: A head without class probabilities learns when its own held-out loss falls by this share.
 HELD_LOSS_FALL = 0.2
@@ -342,8 +331,7 @@ class RunTrace:
     def step_growth(self) -> tuple[float, float] | None:
         """(mid, end) when the optimizer's steps grow without bound: the mean step, in units of
         the lr, over the last tenth of the run is above STEP_GROWTH_FLOOR and STEP_GROWTH times
-        the one around its middle (40-50 %); else None. Adam with beta1^2 >= beta2 does this long
-        before its loss shows it: its steps, bounded by about the lr otherwise, grow step by step."""
+        the one around its middle (40-50 %); else None. It shows long before the loss does."""
         n = len(self.step_sizes)
         if n < 40 or not torch.isfinite(self.step_sizes).all():
             return None
@@ -352,8 +340,8 @@ class RunTrace:
         return (mid, end) if end > STEP_GROWTH_FLOOR and end > STEP_GROWTH * mid else None
 
     def learning(self) -> dict[str, bool]:
-        """A head learns when its held-out accuracy, or its held-out log-loss, beats the best
-        constant guess by more than noise."""
+        """A head learns when its held-out accuracy, its held-out log-loss, or (without class
+        probabilities) its own held-out loss beats the best constant guess by more than noise."""
         return {h: learns(self.after[h], self.chance[h]) or self._beats_entropy(h) or self._own_loss_fell(h) for h in self.after}
 
     def _own_loss_fell(self, head: str) -> bool:
