@@ -51,8 +51,6 @@ CHECKS: dict[str, Check] = {
     "overfit": check_overfit,
 }
 PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights")
-#: Entry-point group of checks a plugin ships: name = check name, value = ``module:function``.
-CHECKS_GROUP = f"digitsum.{kinds.CHECKS}"
 
 
 def plugin_checks() -> dict[str, Check]:

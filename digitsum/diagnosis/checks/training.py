@@ -26,9 +26,7 @@ SHORT_RUN_SAMPLES, SHORT_RUN_STEPS = (12_000, (60, 400))
 OVERFIT_BATCH, OVERFIT_STEPS, SANE_ADAM_LR = 32, 150, 1e-3
 #: Dead units (output 0 on every probe sample and position). A network that does not learn with a
 #: layer DEAD_ERROR dead at init or killed by training gets an error; one that learns is never
-#: warned, since healthy networks reach far more dead units than one would guess (`original` up
-#: to 34 % of a layer after the short run, add-4's digit_cnn 81 %, both training to 99 %): from
-#: DEAD_WARNING on, the level is noted (info).
+#: warned (healthy networks reach 34-81 %, docs/doctor.md): from DEAD_WARNING on, it is an info.
 DEAD_WARNING, DEAD_ERROR = 0.8, 0.5
 #: Over the short run the total loss must fall by at least this share of the way to its floor.
 LOSS_FALL = 0.2
@@ -116,14 +114,12 @@ def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float]
         trace = short_run(probe, steps, grad_norms=True, keep_model=True)
         if _slow_but_moving(probe, trace):
             # a head at chance whose training loss still fell: judge it on a longer run rather
-            # than call it broken (an ordinal head over 82 products is at chance after 93 steps
-            # of the example plugin's recipe, 22 % after its first epoch: chance is 16 %)
+            # than call it broken (the example plugin's ordinal head is at chance after 93 steps)
             steps *= SLOW_HORIZON
             trace = short_run(probe, steps, grad_norms=True, keep_model=True)
         if not _all_learn(probe, trace) and schedule_warms_up(probe, steps):
             # the peak lr from initialisation killed it, but the recipe never trains so: judge it
-            # on the run that rises to the peak as its warm-up does (speedrun's peak of 0.015
-            # kills seed 0's network from initialisation; after the warm-up it trains to 99 %)
+            # on the run that rises to the peak as its warm-up does (docs/doctor.md: speedrun)
             warmed = short_run(probe, steps, grad_norms=True, keep_model=True, warmed=True)
             if _all_learn(probe, warmed):
                 trace = warmed
@@ -171,16 +167,14 @@ def check_short_run(probe: Probe) -> list[Finding]:
         return []
     name = run_name(probe, trace)
     floors = {h: loss_floor(probe, h) or 0.0 for h in probe.model.heads}
-    learning = trace.learning()
-    trained = probe.trained_heads()
-    stalled = [h for h in trained if not learning[h]]
+    all_learn = _all_learn(probe, trace)
     findings = _learning_findings(probe, trace, floors, name) + _step_growth_findings(probe, trace, name)
-    findings += dead_relu_findings(before, after, name, probe.recipe.optimizer.params.lr, not stalled, feeds)
+    findings += dead_relu_findings(before, after, name, probe.recipe.optimizer.params.lr, all_learn, feeds)
     layers = set(trace.grad_norms)
     untrained = {n for n in layers if any(n == f"heads.{h}" or n.startswith(f"heads.{h}.") for h in probe.model.heads if probe.weight_of(h) == 0)}
     findings += _gradient_findings(trace.grad_norms, layers - untrained, name)
-    floor_total = sum(probe.weight_of(h) * floors[h] for h in trained)
-    return findings + _trend_findings(trace.losses, name, floor_total, not stalled)
+    floor_total = sum(probe.weight_of(h) * floors[h] for h in probe.trained_heads())
+    return findings + _trend_findings(trace.losses, name, floor_total, all_learn)
 
 
 def _step_growth_findings(probe: Probe, trace: RunTrace, name: str) -> list[Finding]:
@@ -208,7 +202,7 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
     is not) from slow learning (its held-out log-loss beats the best constant distribution's)
     from no learning at all."""
     findings = []
-    n = len(next(iter(probe.held_out.values())))
+    n = batch_len(probe.held_out)
     if (few := too_few("learning", probe, batch_len(probe.sample), n)) is not None:
         return [few]
     for head in probe.trained_heads():

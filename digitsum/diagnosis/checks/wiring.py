@@ -119,7 +119,8 @@ def check_input_use(probe: Probe) -> list[Finding]:
         return [few]
     trained_model = trace.model if trace.model is not None else probe.model
     constant = {name: n > 1 and bool((sample[name] == sample[name][:1]).all()) for name in probe.interface.inputs}
-    changes = _prediction_changes(trained_model, held, [name for name in constant if not constant[name]])
+    varying = [name for name in constant if not constant[name]]
+    changes = _prediction_changes(trained_model, held, varying)
     moving = _outputs_move(trained_model, held)
     deaf_after = [n for n, c in changes.items() if all(c[f"{h}:exact"] for h in probe.model.heads)]
     at_init = _prediction_changes(probe.model, held, deaf_after) if deaf_after and trained_model is not probe.model else {}
@@ -128,10 +129,9 @@ def check_input_use(probe: Probe) -> list[Finding]:
         # every head gives every sample the same output: shuffling an input cannot change what
         # nothing reads any more (weights decayed to zero, every ReLU dead). A stalled network,
         # not one deaf to an input: the training findings say why it stalled.
-        names = [name for name in constant if not constant[name]]
         findings.append(Finding("input_use", "info", "the trained network's outputs are the same for every sample: it is stalled, not deaf to an input",
             f"after {trace.steps} steps every head's output is identical across {batch_len(held)} held-out samples, so shuffling "
-            f"{', '.join(repr(n) for n in names)} changes nothing", "a network whose outputs never move reads no input: whether the "
+            f"{', '.join(repr(n) for n in varying)} changes nothing", "a network whose outputs never move reads no input: whether the "
             "backbone reads each one cannot be told here", "see the training findings (learning, dead_relu, fixes): they say why it stalled",
             [], {"outputs_move": moving, "stalled": True}))  # fmt: skip
         changes = {}
