@@ -52,8 +52,7 @@ def check_target(source: str | os.PathLike[str], out: Path, overwrite: bool = Fa
 def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any], out: Path,
                    overwrite: bool = False) -> str:  # fmt: skip
     """Write the repaired recipe to ``out`` atomically; return the diff (unified, TOML) between
-    the recipe as it was and as written. Refuses to write over the input recipe unless
-    ``overwrite``, and refuses a folder or a path whose folder does not exist."""
+    the recipe as it was and as written. Raises UserError where :func:`check_target` refuses."""
     import tomli_w
 
     from ..recipe import recipe_document

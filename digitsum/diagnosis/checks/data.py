@@ -217,12 +217,9 @@ def _fit(probe: Probe, train: Batch, optimizer_of, heads: list[str], *, weighted
 def check_learnability(probe: Probe) -> list[Finding]:
     """Whether the targets of a head that does not learn in the short run belong to its inputs.
 
-    A reference optimizer fits GENERALISE_SAMPLES training samples and is scored on held-out ones:
-    a head it teaches has learnable targets, and when the recipe's optimizer on the same samples
-    does not teach it, the optimizer is named (a warning; its fixes are tried by remedies). Only
-    when the reference does not generalise but memorises LEARN_SAMPLES samples are the data
-    blamed: targets that do not belong to their inputs (labels of other samples, a target
-    computed from something not given). Not fitted when every head learns in the short run."""
+    A head the reference optimizer teaches from GENERALISE_SAMPLES has learnable targets (when the
+    recipe's optimizer, on the same samples, does not teach it, the optimizer is named); only when
+    the reference memorises LEARN_SAMPLES samples but learns nothing held out are the data blamed."""
     heads = list(probe.model.heads)
     if not heads:
         return []

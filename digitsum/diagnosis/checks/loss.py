@@ -194,7 +194,7 @@ def loss_floor(probe: Probe, head: str) -> float | None:
     batch = slice_batch(probe.sample, 256)
     module = probe.model.heads[head]
     target = batch[probe.target_of(head)]
-    if getattr(module, "output_kind", "class_logits") == "class_logits":
+    if probe.output_kind(head) == "class_logits":
         # logits are free: any [B, classes] is reachable, so the floor is the loss's own
         with torch.no_grad():
             free = probe.model(batch)[head].detach().float().clone()
@@ -209,10 +209,8 @@ def loss_floor(probe: Probe, head: str) -> float | None:
         def loss_fn(features: Tensor, target: Tensor) -> Tensor:
             return module.loss(module(features), target)
 
-        # Each step runs the head's forward here (add-100's exact inference over 101 digits: 20 ms),
-        # and what the floor is for reads it against the loss at the start: a floor above a quarter
-        # of it is "raised", and "how far the loss fell" is measured down to it. Below FLOOR_DONE of
-        # the start, more steps change neither, so they stop there: the floor is an upper bound.
+        # each step runs the head's forward (add-100's exact inference: 20 ms); below FLOOR_DONE of
+        # the start, more steps change nothing the floor is read for: there it is an upper bound
         cheap_enough = False
     free.requires_grad_(True)
     optimizer = torch.optim.Adam([free], lr=0.1)

@@ -195,12 +195,9 @@ def _step_growth_findings(probe: Probe, trace: RunTrace, name: str) -> list[Find
 
 
 def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], name: str) -> list[Finding]:
-    """Each trained head read through its metric on held-out samples, its loss against its floor.
-
-    A head learns when its held-out accuracy (``predict``) beats the best constant guess. When it
-    does not, its own probabilities tell a loss/predict mismatch (their argmax is right, predict
-    is not) from slow learning (its held-out log-loss beats the best constant distribution's)
-    from no learning at all."""
+    """Each trained head read through its metric on held-out samples, its loss against its floor;
+    a head at chance is told apart as a loss/predict mismatch (the argmax of its own probabilities
+    is right), slow learning (:meth:`RunTrace.learning`) or no learning at all."""
     findings = []
     n = batch_len(probe.held_out)
     if (few := too_few("learning", probe, batch_len(probe.sample), n)) is not None:
