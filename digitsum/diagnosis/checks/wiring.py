@@ -80,22 +80,23 @@ def depends(x: Tensor, y: Tensor, seed: int = 0) -> tuple[bool, float, float]:
 
 
 @torch.no_grad()
-def _prediction_changes(model, batch, names: list[str]) -> dict[str, dict[str, float]]:
+def _prediction_changes(model, batch, names: list[str]) -> tuple[dict[str, dict[str, float]], list[str]]:
     """Per input in ``names``: the share of each head's predictions that change when that input
-    is rolled across the batch, and whether each head's outputs stay bit-identical
-    (``"<head>:exact"``). The unrolled outputs are computed once for all of them."""
-    changes = {}
+    is rolled across the batch; and the inputs with which every head's outputs stay bit-identical
+    (deaf to them). The unrolled outputs are computed once for all of them."""
+    changes: dict[str, dict[str, float]] = {}
+    deaf: list[str] = []
     with evaluating(model):
         out = model(batch)
         for name in names:
             out_r = model({**batch, name: batch[name].roll(1, dims=0)})
-            result: dict[str, float] = {}
+            changes[name] = {}
             for h in out:
                 p, q = model.heads[h].predict(out[h]), model.heads[h].predict(out_r[h])
-                result[h] = float((p.reshape(len(p), -1) != q.reshape(len(q), -1)).any(dim=1).float().mean())
-                result[f"{h}:exact"] = bool(torch.equal(out[h], out_r[h]))
-            changes[name] = result
-    return changes
+                changes[name][h] = float((p.reshape(len(p), -1) != q.reshape(len(q), -1)).any(dim=1).float().mean())
+            if all(torch.equal(out[h], out_r[h]) for h in out):
+                deaf.append(name)
+    return changes, deaf
 
 
 @torch.no_grad()
@@ -120,11 +121,11 @@ def check_input_use(probe: Probe) -> list[Finding]:
     trained_model = trace.model if trace.model is not None else probe.model
     constant = {name: n > 1 and bool((sample[name] == sample[name][:1]).all()) for name in probe.interface.inputs}
     varying = [name for name in constant if not constant[name]]
-    changes = _prediction_changes(trained_model, held, varying)
+    changes, deaf_after = _prediction_changes(trained_model, held, varying)
     moving = _outputs_move(trained_model, held)
-    deaf_after = [n for n, c in changes.items() if all(c[f"{h}:exact"] for h in probe.model.heads)]
-    at_init = _prediction_changes(probe.model, held, deaf_after) if deaf_after and trained_model is not probe.model else {}
-    read_at_init = {n for n, c in at_init.items() if not all(c[f"{h}:exact"] for h in probe.model.heads)}
+    read_at_init: set[str] = set()
+    if deaf_after and trained_model is not probe.model:
+        read_at_init = set(deaf_after) - set(_prediction_changes(probe.model, held, deaf_after)[1])
     if changes and not any(moving.values()):
         # every head gives every sample the same output: shuffling an input cannot change what
         # nothing reads any more (weights decayed to zero, every ReLU dead). A stalled network,
@@ -157,7 +158,7 @@ def check_input_use(probe: Probe) -> list[Finding]:
         # flagged, an error whatever the head learns from the rest: at initialisation a
         # zero-initialised modulation (film's) is legitimately deaf to it, and after a short run a
         # head that reads it slowly (film on tiny data) can look deaf to it.
-        if not all(after[f"{h}:exact"] for h in probe.model.heads):
+        if name not in deaf_after:
             continue
         if name in read_at_init:
             # the backbone read it at initialisation and training made the outputs deaf to it (its
