@@ -116,6 +116,15 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def for_diagnosis(self) -> Params:
+        """These params with every field marked ``json_schema_extra={"evaluation_only": True}``
+        at its default: what the doctor builds. Such a field changes only how a trained model is
+        scored (test-time augmentation, say), never training; the doctor's many evaluations then
+        cost one forward pass each."""
+        updates = {name: field.get_default(call_default_factory=True) for name, field in type(self).model_fields.items()
+                   if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("evaluation_only")}
+        return self.model_copy(update=updates) if updates else self
+
 
 class Component:
     """What every registered component has in common."""

@@ -39,6 +39,14 @@ MIN_JUDGED = 32
 MIN_RUN_SAMPLES = 1600
 
 
+def for_diagnosis(recipe: Recipe) -> Recipe:
+    """The recipe whose model the doctor builds: the backbone's and heads' params marked
+    evaluation-only at their defaults (``Params.for_diagnosis``). The probe keeps the recipe as
+    given: what the doctor reports and repairs is the user's recipe."""
+    heads = {name: replace(head, params=head.params.for_diagnosis()) for name, head in recipe.heads.items()}
+    return replace(recipe, backbone=replace(recipe.backbone, params=recipe.backbone.params.for_diagnosis()), heads=heads)
+
+
 def too_few(check: str, probe: Probe, *counts: int) -> Finding | None:
     """An info finding when fewer than MIN_JUDGED samples are there to judge by, else None."""
     if min(counts) >= MIN_JUDGED:
@@ -64,9 +72,10 @@ class Probe:
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> Probe:
-        """Build the recipe on the CPU exactly as ``digitsum run`` would (same seed, same init)."""
+        """Build the recipe on the CPU as ``digitsum run`` would (same seed, same init), but for
+        evaluation-only params (:func:`for_diagnosis`)."""
         cpu_recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
-        built = build(cpu_recipe)
+        built = build(for_diagnosis(cpu_recipe))
         built.generator.size("train")  # loads the data: a missing data set is a user error here, not in a check
         return cls(cpu_recipe, built.generator, built.model, built.device)
 
@@ -81,7 +90,7 @@ class Probe:
             return Probe.from_recipe(recipe)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(recipe.seed)
-            model = build_model(recipe)
+            model = build_model(for_diagnosis(recipe))
         # the same weights as this probe's model where the change keeps their shapes (it was built
         # from the same seed; a model handed to the probe may have been changed since)
         mine, theirs = self.model.state_dict(), model.state_dict()

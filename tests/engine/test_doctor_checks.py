@@ -662,3 +662,31 @@ def test_a_fix_the_recipe_refuses_is_reported_with_its_reason(tiny_data):
     assert attempt.trace is None
     # the problem itself, not the error's header ("<dict>: 1 problem")
     assert attempt.error.startswith("refused: data.batch_size: ") and "problem" not in attempt.error
+
+
+def test_the_doctor_builds_without_evaluation_only_params_and_reports_on_the_recipe_as_given(tiny_data):
+    from pydantic import Field
+
+    class Scored(Params):
+        width: int = 8
+        views: int = Field(0, json_schema_extra={"evaluation_only": True})
+
+    assert Scored(width=4, views=3).for_diagnosis() == Scored(width=4, views=0)  # training params kept
+    assert Scored(width=4).for_diagnosis() == Scored(width=4)
+
+    recipe = load_recipe("add-1", ["data.n=1", "backbone.test_shifts=2"])
+    probe = Probe.from_recipe(recipe)
+    assert probe.model.backbone.params.test_shifts == 0  # one forward pass per evaluation, not 9
+    assert probe.recipe.backbone.params.test_shifts == 2  # what the doctor reports and repairs
+    variant = probe.variant({"train.optimizer.lr": 1e-3})
+    assert variant.model.backbone.params.test_shifts == 0
+    assert variant.recipe.backbone.params.test_shifts == 2
+    # the same initial weights as the run builds (the param changes no parameter)
+    assert all(torch.equal(a, b) for a, b in zip(probe.model.state_dict().values(), _built_as_a_run_builds(recipe).state_dict().values()))
+
+
+def _built_as_a_run_builds(recipe):
+    from digitsum.engine.build import build_model
+
+    torch.manual_seed(recipe.seed)
+    return build_model(recipe)

@@ -30,6 +30,7 @@ class DigitCNN(Fusion):
             0, ge=0, le=4,
             description="in evaluation only: each image's log-probabilities averaged over it and its copies moved by 1..this many "
                         "pixels up, down, left and right (1 + 4 x this many views; 0: the image alone)",
+            json_schema_extra={"evaluation_only": True},  # the doctor builds without it (Params.for_diagnosis)
         )  # fmt: skip
         zero_last_layer: bool = Field(
             False,
