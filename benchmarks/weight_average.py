@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args()
     overrides = [f"seed={args.seed}", *SETTINGS, *args.overrides]
-    epochs = int([o for o in overrides if o.startswith("train.epochs=")][-1].split("=")[1])
+    epochs = digitsum.load_recipe("add-100", overrides).train.epochs
     averages = Averages(epochs, max(1, epochs // 5))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
