@@ -8,8 +8,10 @@ Everything else is a bug in digitsum or a plugin and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 class UserError(Exception):
@@ -61,3 +63,21 @@ def did_you_mean(name: str, choices: Iterable[str], what: str = "") -> str:
         guesses = " or ".join(f"'{c}'" for c in close)
         return f"did you mean {guesses}? (valid: {valid})"
     return f"valid: {valid}"
+
+
+def recipe_text(value: Any) -> str:
+    """A value as a recipe would write it, for messages that tell the user what to write
+    (``true``, ``"0.9"``, ``[32, 64]``: JSON and TOML agree on these); its repr otherwise.
+
+    >>> recipe_text(True), recipe_text((32, 64)), recipe_text("adamw")
+    ('true', '[32, 64]', '"adamw"')
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def clipped(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``...`` when cut: a value quoted in a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

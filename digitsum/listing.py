@@ -10,7 +10,7 @@ from typing import Any
 
 from . import __version__, discovery
 from .catalog import recipe_entries, recorded_metrics, settings_digest
-from .errors import UserError, did_you_mean
+from .errors import UserError, did_you_mean, recipe_text
 from .files import write_json
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
@@ -213,7 +213,7 @@ def _params_text(params: list[dict[str, Any]]) -> str:
     """One line a parameter, whole: its default as a recipe writes it, and its description."""
     lines = []
     for p in params:
-        default = "(required)" if p["required"] else f"= {_toml_value(p['default'])}"
+        default = "(required)" if p["required"] else f"= {_default_text(p['default'])}"
         lines.append(f"  {p['name']} {default}" + (f" — {p['description']}" if p.get("description") else ""))
     return "\n".join(["parameters:", *lines]) if lines else "parameters: none"
 
@@ -325,9 +325,8 @@ def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _toml_value(value: Any) -> str:
-    """A default as it would be written in a recipe (JSON and TOML agree on these values)."""
-    return "(none)" if value is None else json.dumps(value)
+def _default_text(value: Any) -> str:
+    return "(none)" if value is None else recipe_text(value)
 
 
 def render_markdown(rows: list[dict[str, Any]]) -> str:
@@ -357,7 +356,7 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
             if row["params"]:
                 lines.append("| parameter | type | default | description |\n|---|---|---|---|")
                 for p in row["params"]:
-                    default = "required" if p["required"] else f"`{_toml_value(p['default'])}`"
+                    default = "required" if p["required"] else f"`{_default_text(p['default'])}`"
                     lines.append(f"| `{p['name']}` | {_md(p['type'])} | {default} | {_md(p['description'])} |")
                 lines.append("")
             else:

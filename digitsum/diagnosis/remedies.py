@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import RecipeError
+from ..errors import RecipeError, recipe_text
 from ..listing import DOCTOR_CHECKS
 from ..recipe import MACHINE_LOCAL_KEYS
 from .checks.training import LR_KEY, short_run_steps
@@ -65,9 +65,9 @@ def setting_changes(probe: Probe) -> list[Change]:
                 continue
             default, value = _default_of(params, name), getattr(params, name)
             if default is not None and _plain(default) != _plain(value):
-                changes.append(Change(f"{key} = {_show(default)} (default; now {_show(value)})", {key: _plain(default)}))
+                changes.append(Change(f"{key} = {recipe_text(default)} (default; now {recipe_text(value)})", {key: _plain(default)}))
         if section is not None and "weight" in type(section).model_fields and section.weight != 1.0:
-            now = "" if section.weight == 0 else f" (default; now {_show(section.weight)})"
+            now = "" if section.weight == 0 else f" (default; now {recipe_text(section.weight)})"
             changes.append(Change(f"{prefix}.weight = 1.0{now}", {f"{prefix}.weight": 1.0}))
     schedule_default = type(recipe.schedule.section).model_fields["type"].get_default()
     if recipe.schedule.section.type != schedule_default:
@@ -161,10 +161,6 @@ def optimizer_changes(probe: Probe) -> tuple[list[Change], dict[str, Any]]:
 def _recipe_keys(changes: list[Change]) -> dict[str, Any]:
     """The recipe keys the changes set (those with a stand-in for code set none)."""
     return {k: v for c in changes if c.emulate is None for k, v in c.keys.items()}
-
-
-def _show(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(_plain(value)).replace("True", "true").replace("False", "false")
 
 
 def _apply(probe: Probe, changes: list[Change]) -> Probe:
@@ -342,7 +338,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         measured + f"; with {together}: {result}; tried alone: {lines}",
         "each change was tried alone on the same batches and initialisation; those that restored a stalled head were combined, "
         "then, while a head stays at chance, the others tried on top of them, round by round, and the best kept when it restores one",
-        ("digitsum doctor RECIPE --repair FIXED.toml writes " + ", ".join(f"{k} = {_show(v)}" for k, v in repair.items()) if repair else "")
+        ("digitsum doctor RECIPE --repair FIXED.toml writes " + ", ".join(f"{k} = {recipe_text(v)}" for k, v in repair.items()) if repair else "")
         + (("; in code: " if repair else "in code: ") + "; ".join(code) if code else ""),
         sorted(repair), figures)  # fmt: skip
     return [out], repair, code

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import resolve_recipe
-from ..errors import Problem, RecipeError, UserError, did_you_mean
+from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean
 from ..kinds import KINDS
 from .legacy import legacy_train, upgrade_train
 from .limits import MAX_BYTES, MAX_EXTENDS, NAMED_TABLES, bracket_problem, document_problems
@@ -95,8 +95,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
 
 def fmt_value(value: Any) -> str:
     """A value as problems quote it: its repr, cut at 60 characters."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return clipped(repr(value))
 
 
 # -- merging documents, remembering where each key came from -------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Problem
+from ..errors import Problem, recipe_text
 
 if TYPE_CHECKING:
     from .document import Document
@@ -58,15 +58,6 @@ def upgrade_resolved(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "train": upgrade_train(doc["train"])}
 
 
-def _toml_text(value: Any) -> str:
-    import tomli_w
-
-    try:
-        return tomli_w.dumps({"v": value}).partition("=")[2].strip()
-    except TypeError:
-        return repr(value)
-
-
 def legacy_problems(train: dict[str, Any], doc: Document, fallback: str) -> list[Problem]:
     """The old spelling of ``[train]`` (``optimizer = "adamw"``, ``lr = ...``, ``schedule =
     "onecycle"``) is an error saying how to write it now; the keys are taken out of ``train``."""
@@ -74,7 +65,7 @@ def legacy_problems(train: dict[str, Any], doc: Document, fallback: str) -> list
     for key in MOVED_TRAIN_KEYS:
         if key not in train:
             continue
-        value = _toml_text(train.pop(key))
+        value = recipe_text(train.pop(key))
         where = str(doc.source_of(("train", key), fallback))
         what = "SGD's momentum" if key == "momentum" else f"`{key}`"
         problems.append(Problem(where, f"train.{key}", f"{what} belongs to the optimizer now: write {key} = {value} under "

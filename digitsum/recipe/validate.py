@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..catalog import looks_like_name
-from ..errors import Problem, RecipeError, UserError, did_you_mean
+from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, recipe_text
 from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
 from .document import Document, fmt_value
@@ -46,15 +46,6 @@ def strict(model: type[BaseModel], data: Mapping[str, Any]) -> BaseModel:
         return model.model_validate(data)
 
 
-def _as_toml(value: Any) -> str:
-    """A value as a recipe would write it (``true``, ``"0.9"``), else as problems quote values."""
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return fmt_value(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 @dataclass
 class _Check:
     """One recipe's validation: the merged document, the label of its problems, and the problems found."""
@@ -83,7 +74,7 @@ class _Check:
                 message = "is required but missing"
             else:
                 message = (item["msg"][0].lower() + item["msg"][1:]).removeprefix("value error, ")
-                message = f"{message} (got {_as_toml(item['input'])})"
+                message = f"{message} (got {clipped(recipe_text(item['input']))})"
             self.problem(prefix + tuple(str(p) for p in item["loc"]), message + suffix)
 
     def section(self, model: type[BaseModel], data: Any, prefix: KeyPath, tables: Sequence[str] = ()) -> Any:
