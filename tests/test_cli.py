@@ -119,3 +119,35 @@ def test_sweep_settings_are_one_validated_object():
     for bad, message in [({"workers": 0}, "--workers 0"), ({"pruner": "medain"}, "median"), ({"prune_startup": -1}, "--prune-startup")]:
         with pytest.raises(digitsum.UserError, match=message):
             digitsum.SweepSettings(**bad)
+
+
+def _path_options() -> list[tuple[str, str]]:
+    """(command, option) for every option of every command that takes a path."""
+    import typing
+    from pathlib import Path
+
+    import typer.main
+
+    from digitsum.cli import app
+
+    group = typer.main.get_command(app)
+    found = []
+    for name, command in group.commands.items():
+        hints = typing.get_type_hints(command.callback)
+        for param in command.params:
+            hint = hints.get(param.name)
+            if param.param_type_name == "option" and (hint is Path or Path in typing.get_args(hint)):
+                found.append((name, param.opts[0]))
+    return found
+
+
+def test_every_path_option_refuses_an_empty_path(cli, tmp_path, monkeypatch):
+    # `--out "$UNSET"` would otherwise mean the working folder: a run written into it
+    options = _path_options()
+    assert ("run", "--out") in options and len(options) >= 5
+    monkeypatch.chdir(tmp_path)
+    for command, option in options:
+        result = cli(command, option, "")
+        assert result.code == 2, (command, option, result.err)
+        assert "is empty" in result.err and "Traceback" not in result.err
+    assert list(tmp_path.iterdir()) == []

@@ -6,6 +6,7 @@ import errno
 import json
 import sys
 from importlib import import_module
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -30,6 +31,18 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override a recipe key, e.g. --set train.epochs=1 (repeatable)", show_default=False),
 ]
+def _path(text: str) -> Path:
+    if not text.strip():  # Path("") would mean the working folder
+        raise typer.BadParameter("is empty: give a path")
+    return Path(text)
+
+
+def path_flag(*names: str, **options: Any) -> Any:
+    """A ``typer.Option`` holding a path: an empty one (``--out "$UNSET"``) is a usage error (exit 2)."""
+    options.setdefault("metavar", "PATH")
+    return typer.Option(*names, parser=_path, **options)
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 

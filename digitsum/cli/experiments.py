@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import RecipeArg, SetOpt, app, console, say
+from . import RecipeArg, SetOpt, app, console, path_flag, say
 
 
 @app.command()
@@ -19,7 +19,7 @@ def compare(
         typer.Option("--grid", "-g", help="KEY=V1,V2,...: one variant per value, e.g. --grid backbone.type=concat,film (repeatable: all combinations)", show_default=False),
     ] = None,
     set_: SetOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="compare directory (default runs/compare/<timestamp>)")] = None,
+    out: Annotated[Path | None, path_flag("--out", "-o", help="compare directory (default runs/compare/<timestamp>)")] = None,
 ) -> None:
     """Train several recipes, or one recipe over a grid of values, and compare them in one table."""
     import digitsum
@@ -50,7 +50,7 @@ def sweep(
     pruner: Annotated[str, typer.Option("--pruner", help="median: stop a trial worse than the median after an epoch; none")] = "median",
     prune_startup: Annotated[int, typer.Option("--prune-startup", help="trials finished before the median pruner prunes")] = 5,
     set_: SetOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="sweep directory (default sweeps/<study>)")] = None,
+    out: Annotated[Path | None, path_flag("--out", "-o", help="sweep directory (default sweeps/<study>)")] = None,
 ) -> None:
     """Search hyper-parameters with Optuna, choosing on a validation split (docs/sweeps.md).
 

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from ..scaffold import kind_words
-from . import JsonOpt, app, console, print_json, say
+from . import JsonOpt, app, console, path_flag, print_json, say
 
 
 @app.command()
@@ -24,7 +24,7 @@ def plugins(as_json: JsonOpt = False) -> None:
 @app.command("new-plugin")
 def new_plugin(
     name: Annotated[str, typer.Argument(help="distribution name, e.g. digitsum-shapes", show_default=False)],
-    directory: Annotated[Path | None, typer.Option("--dir", help="where to create it (default ./NAME); must not hold anything")] = None,
+    directory: Annotated[Path | None, path_flag("--dir", help="where to create it (default ./NAME); must not hold anything")] = None,
     kind: Annotated[
         list[str] | None,
         typer.Option("--kind", "-k", help=f"only this kind: {kind_words()} (a plural too; repeatable; default all)", show_default=False),

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UserError, did_you_mean
-from . import JsonOpt, app, console, print_json, say
+from . import JsonOpt, app, console, path_flag, print_json, say
 
 #: The trained model a command works on.
 ModelArg = Annotated[str, typer.Argument(metavar="RUN", show_default=False,
@@ -133,7 +133,7 @@ def export(
                      "default: torchscript for an --out ending in .pt, else onnx)", show_default=False),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="model file (default RUN_DIR/model.onnx or RUN_DIR/model.pt, "
+        Path | None, path_flag("--out", "-o", help="model file (default RUN_DIR/model.onnx or RUN_DIR/model.pt, "
                                   "RECIPE.onnx for pretrained weights); its sidecar is FILE.json. For safetensors: the "
                                   "folder to write RECIPE.safetensors and RECIPE.json in (default: here)", show_default=False)
     ] = None,

@@ -8,16 +8,16 @@ from typing import Annotated
 import typer
 
 from ..errors import UserError
-from . import JsonOpt, RecipeArg, SetOpt, app, console, err_console, print_json, say
+from . import JsonOpt, RecipeArg, SetOpt, app, console, err_console, path_flag, print_json, say
 
 
 @app.command()
 def run(
     recipe: Annotated[str | None, typer.Argument(help="recipe: a TOML file, or a recipe name (digitsum list recipes)", show_default=False)] = None,
     set_: SetOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<recipe>/<timestamp>)")] = None,
+    out: Annotated[Path | None, path_flag("--out", "-o", help="run directory (default runs/<recipe>/<timestamp>)")] = None,
     no_preflight: Annotated[bool, typer.Option("--no-preflight", help="skip the quick checks before the first epoch")] = False,
-    resume: Annotated[Path | None, typer.Option("--resume", help="continue the run in this run directory", show_default=False)] = None,
+    resume: Annotated[Path | None, path_flag("--resume", help="continue the run in this run directory", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite the run directory given by --out")] = False,
 ) -> None:
     """Train a recipe and write its run directory, or continue an interrupted run (--resume).
@@ -54,7 +54,7 @@ def doctor(
     recipe: RecipeArg,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
-    repair: Annotated[Path | None, typer.Option("--repair", help="write the recipe with the verified fixes to this file, rerun the doctor on it, print the diff", show_default=False)] = None,
+    repair: Annotated[Path | None, path_flag("--repair", help="write the recipe with the verified fixes to this file, rerun the doctor on it, print the diff", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="let --repair write over an existing file it did not write (the recipe given too)")] = False,
 ) -> None:
     """Explain a loss that does not decrease: measured checks on a few batches (CPU, seconds).
