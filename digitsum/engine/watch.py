@@ -155,15 +155,13 @@ def _uniform_guess_loss(trainer: Trainer) -> float | None:
 @torch.no_grad()
 def _best_constant_accuracy(trainer: Trainer) -> dict[str, float]:
     """Per head whose primary metric is accuracy: the test accuracy of always guessing the most
-    frequent right prediction (chance, for imbalanced targets such as a sum): the most frequent
-    class of its target, or of what its declared prediction space derives from it."""
+    frequent right prediction(s) (:meth:`PredictionSpace.chance`; chance, for imbalanced targets
+    such as a sum)."""
     model = trainer.model
     spaces = {name: head.prediction_space() for name, head in model.heads.items() if head.primary_metric == "accuracy"}
     spaces = {name: space for name, space in spaces.items() if space.classes is not None and space.length is None}
-    counts = {name: torch.zeros(space.classes, device=trainer.device) for name, space in spaces.items()}
+    expected: dict[str, list[Tensor]] = {name: [] for name in spaces}
     for batch in eval_batches(trainer.generator, "test", trainer.recipe.seed, trainer.device):
-        for name, count in counts.items():
-            right = spaces[name].expected(batch[model.bindings[name].target])
-            count += torch.bincount(right.clamp(0, len(count) - 1), minlength=len(count)).float()
-    # a top-k head's best constant guess is the k most frequent classes
-    return {name: float(count.sort(descending=True).values[: spaces[name].top].sum() / count.sum().clamp_min(1)) for name, count in counts.items()}
+        for name, values in expected.items():
+            values.append(spaces[name].expected(batch[model.bindings[name].target]))
+    return {name: spaces[name].chance(torch.cat(values)) for name, values in expected.items() if values}
