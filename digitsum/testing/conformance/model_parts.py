@@ -79,25 +79,35 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
         if features.grad is None or not torch.isfinite(features.grad).all():
             problems.append("the loss's gradient does not reach the features (or is not finite)")
         problems += grad_problems(head, "loss.backward()")
+    problems += output_problems(head, output, labels)
+    problems.raise_any()
+
+
+def output_problems(head, output, labels) -> list[str]:
+    """A head's output on a batch against what the head declares: per-sample metrics holding its
+    ``primary_metric``, ``predict`` of the shape its prediction space gives, ``probabilities``
+    and its ``output_kind``. Shared by :func:`check_head` (random features) and the weights check
+    (a trained model on tiny data)."""
+    problems, size = [], len(labels)
     with torch.no_grad():
         metrics = head.metrics(output, labels)
         if not isinstance(metrics, dict):
             problems.append("metrics() must return a dict of per-sample tensors")
             metrics = {}
         for name, value in metrics.items():
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (batch_size,):
-                problems.append(f"metric '{name}' must be a per-sample tensor of shape ({batch_size},)")
-        if cls.primary_metric not in metrics:
-            problems.append(f"primary_metric '{cls.primary_metric}' is not among its metrics {sorted(metrics)}")
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (size,):
+                problems.append(f"metric '{name}' must be a per-sample tensor of shape ({size},), got {shape_of(value)}")
+        if type(head).primary_metric not in metrics:
+            problems.append(f"primary_metric '{type(head).primary_metric}' is not among its metrics {sorted(metrics)}")
         prediction = head.predict(output)
         space = head.prediction_space()
-        if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != space.shape(batch_size):
-            problems.append(f"predict(output) gives {shape_of(prediction)}, its prediction_space declares {space.shape(batch_size)}")
+        if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != space.shape(size):
+            problems.append(f"predict(output) gives {shape_of(prediction)}, its prediction_space declares {space.shape(size)}")
         # the classes the head predicts, as it declares them (the parity of a sum has 2)
-        classes = space.classes if space.classes is not None else getattr(target, "classes", None)
-        problems += probabilities_problems(head.probabilities(output), batch_size, classes)
-        problems += output_kind_problems(cls, head, output, batch_size, classes, space.top)
-    problems.raise_any()
+        classes = space.classes if space.classes is not None else getattr(head.target, "classes", None)
+        problems += probabilities_problems(head.probabilities(output), size, classes)
+        problems += output_kind_problems(type(head), head, output, size, classes, space.top)
+    return problems
 
 
 def output_kind_problems(cls: type, head, output, batch_size: int, classes: int | None, top: int = 1) -> list[str]:

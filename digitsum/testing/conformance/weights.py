@@ -16,7 +16,7 @@ from ...run import Run, load_pretrained
 from ...weights import load_weights, weights_entries
 from ..fixtures import write_tiny_mnist
 from ._common import Problems, nothing_declared
-from .model_parts import output_kind_problems, probabilities_problems, shape_of
+from .model_parts import output_problems, shape_of
 
 
 def weights_of(distribution: str) -> list[str]:
@@ -98,23 +98,13 @@ def _output_problems(run: Run, generator, seed: int) -> list[str]:
     for name, head in model.heads.items():
         output, target = outputs[name], batch[model.bindings[name].target]
         size = len(target)
-        space = head.prediction_space()
         label = f"head '{name}'"
         if not isinstance(output, torch.Tensor) or output.shape[:1] != (size,):
             problems.append(f"{label}: output of shape {shape_of(output)} for a batch of {size}")
             continue
         if output.is_floating_point() and not torch.isfinite(output).all():
             problems.append(f"{label}: its output holds NaN or infinite values")
-        classes = space.classes if space.classes is not None else getattr(head.target, "classes", None)
-        problems += [f"{label}: {p}" for p in output_kind_problems(type(head), head, output, size, classes, space.top)]
-        prediction = head.predict(output)
-        shape = space.shape(size)
-        if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != shape:
-            problems.append(f"{label}: predict() gives {shape_of(prediction)}, its prediction_space declares {shape}")
-        problems += [f"{label}: {p}" for p in probabilities_problems(head.probabilities(output), size, space.classes)]
-        for metric, value in head.metrics(output, target).items():
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (size,):
-                problems.append(f"{label}: metric '{metric}' of shape {shape_of(value)}, not per sample ({size},)")
+        problems += [f"{label}: {p}" for p in output_problems(head, output, target)]
     return problems
 
 
