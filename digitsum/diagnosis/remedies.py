@@ -17,7 +17,7 @@ import torch
 
 from ..errors import RecipeError, recipe_text
 from ..listing import DOCTOR_CHECKS
-from ..recipe import MACHINE_LOCAL_KEYS
+from ..recipe import MACHINE_LOCAL_KEYS, Recipe, load_recipe
 from .checks.training import LR_KEY, short_run_steps
 from ..engine.train import make_optimizer
 from .findings import Change, Finding, fmt, pct
@@ -51,8 +51,9 @@ def _plain(value: Any) -> Any:
 
 
 def setting_changes(probe: Probe) -> list[Change]:
-    """Every recipe setting that differs from its component's default, reset alone; and the
-    learning rate ten times lower or higher (towards the optimizer's default)."""
+    """Every recipe setting that differs from its component's default, reset alone, where the
+    recipe allows it (an addition recipe's measured-only ``digits`` head keeps weight 0); and
+    the learning rate ten times lower or higher (towards the optimizer's default)."""
     recipe = probe.recipe
     changes: list[Change] = []
     tables: list[tuple[str, Any, Any]] = [("data", recipe.data.params, None), ("train.optimizer", recipe.optimizer.params, None),
@@ -78,7 +79,16 @@ def setting_changes(probe: Probe) -> list[Change]:
         changes.append(Change(f"train.optimizer.lr = {fmt(lr * factor)} (now {fmt(lr)})", {"train.optimizer.lr": lr * factor}))
     if default_lr is not None and not any(math.isclose(default_lr, lr * f) for f in (0.1, 10.0, 1.0)):
         changes.append(Change(f"train.optimizer.lr = {fmt(default_lr)} (default; now {fmt(lr)})", {"train.optimizer.lr": default_lr}))
-    return changes
+    return [change for change in changes if _allowed(recipe, change)]
+
+
+def _allowed(recipe: Recipe, change: Change) -> bool:
+    """Whether the recipe with ``change`` loads: a reset the recipe refuses is no fix to try."""
+    try:
+        load_recipe(recipe.to_dict(), dict(change.keys))
+    except RecipeError:
+        return False
+    return True
 
 
 #: The lr-range test (Smith, "Cyclical learning rates", 2017): RANGE_STEPS steps of the run whose

@@ -33,19 +33,33 @@ _LOWER_IS_BETTER = ("loss", "error", "mae", "mse", "rmse")
 @dataclass(frozen=True)
 class SweepSettings:
     """How a sweep runs: ``digitsum sweep``'s options and :func:`digitsum.sweep`'s keywords (docs/api.md#sweeps,
-    docs/sweeps.md). Values that cannot work are a UserError when the settings are made."""
+    docs/sweeps.md). Values that cannot work are a UserError when the settings are made.
 
-    workers: int = 1  # processes on this machine running trials of the study together
-    storage: str | None = None  # an Optuna storage URL or journal:PATH (default: study.journal in the sweep directory)
-    study: str | None = None  # the study's name (default: the recipe's name)
-    metric: str | None = None  # HEAD.METRIC on the val split (default: the first head's primary metric)
-    direction: str | None = None  # max or min (default: min for losses and errors, else max)
-    overrides: Overrides = ()  # laid over the recipe for every trial, as --set
-    out: str | Path | None = None  # the sweep directory (default sweeps/<study>); trials are run directories in it
-    val: int | None = None  # samples held out as the validation split (default: the recipe's data.val, else DEFAULT_VAL)
-    pruner: str = "median"  # or "none": a trial worse after an epoch than earlier trials' median there stops
-    prune_startup: int = 5  # trials done before the median pruner stops any
-    quiet: bool = False  # no progress display for the trials
+    Attributes:
+        workers: processes on this machine running trials of the study together.
+        storage: an Optuna storage URL or journal:PATH (default: study.journal in the sweep directory).
+        study: the study's name (default: the recipe's name).
+        metric: HEAD.METRIC on the val split (default: the first head's primary metric).
+        direction: max or min (default: min for losses and errors, else max).
+        overrides: laid over the recipe for every trial, as --set.
+        out: the sweep directory (default sweeps/<study>); trials are run directories in it.
+        val: samples held out as the validation split (default: the recipe's data.val, else DEFAULT_VAL).
+        pruner: "median" (a trial worse after an epoch than earlier trials' median there stops) or "none".
+        prune_startup: trials done before the median pruner stops any.
+        quiet: no progress display for the trials.
+    """
+
+    workers: int = 1
+    storage: str | None = None
+    study: str | None = None
+    metric: str | None = None
+    direction: str | None = None
+    overrides: Overrides = ()
+    out: str | Path | None = None
+    val: int | None = None
+    pruner: str = "median"
+    prune_startup: int = 5
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -65,6 +65,11 @@ def _aborted_in_teardown(result: subprocess.CompletedProcess) -> bool:
     return "terminate called without an active exception" in result.stderr and "SIGABRT" in result.stderr
 
 
+#: the digitsum command beside this Python, as a user's torchrun starts it (docs/scale-out.md):
+#: not ``-m digitsum``, which would put the working folder first on the module path
+DIGITSUM = ["--no-python", str(Path(sys.executable).parent / "digitsum")]
+
+
 def _torchrun(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     """torchrun on localhost (a free port), killed with all its workers if it overruns."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
@@ -83,7 +88,7 @@ def test_torchrun_two_processes_match_one_process(tiny_data, tmp_path):
 
     env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
     sets = [arg for a in [*ARGS, "log.csv=true"] for arg in ("--set", a)]  # a logger: rank 0 alone logs
-    result = _torchrun(["-m", "digitsum", "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "ddp")], env)
+    result = _torchrun([*DIGITSUM, "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "ddp")], env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("wrote ") == 1  # rank 0 alone prints
 
@@ -135,10 +140,10 @@ def test_a_stop_on_rank_0_stops_every_rank_at_one_step_and_resumes_exactly(tiny_
     checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["step"]) == (0, distributed.STOP_CHECK_EVERY)
 
-    resumed = _torchrun(["-m", "digitsum", "run", "--resume", str(tmp_path / "run")], env)
+    resumed = _torchrun([*DIGITSUM, "run", "--resume", str(tmp_path / "run")], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     sets = [arg for a in STOP_SCRIPT_ARGS for arg in ("--set", a)]
-    whole = _torchrun(["-m", "digitsum", "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "whole")], env)
+    whole = _torchrun([*DIGITSUM, "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "whole")], env)
     assert whole.returncode == 0, whole.stderr[-3000:]
     resumed_summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     whole_summary = json.loads((tmp_path / "whole" / "summary.json").read_text())

@@ -686,3 +686,18 @@ def test_the_doctor_builds_without_evaluation_only_params_and_reports_on_the_rec
 
     run_model = build(recipe, "cpu").model
     assert all(torch.equal(a, b) for a, b in zip(probe.model.state_dict().values(), run_model.state_dict().values()))
+
+
+def test_the_settings_reset_as_fixes_are_ones_the_recipe_allows(tiny_data):
+    from digitsum.diagnosis.remedies import setting_changes
+    from digitsum.errors import RecipeError
+
+    probe = Probe.from_recipe(load_recipe("add-1", ["data.n=1", "data.batch_size=8"]))
+    changes = setting_changes(probe)
+    assert any("data.shift" in change.keys for change in changes)  # off its default, and allowed
+    assert not any("heads.digits.weight" in change.keys for change in changes)  # measured only: the generator refuses it
+    for change in changes:
+        try:
+            load_recipe(probe.recipe.to_dict(), dict(change.keys))
+        except RecipeError as e:
+            raise AssertionError(f"{change.label}: {e}") from None
