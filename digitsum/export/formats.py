@@ -221,22 +221,29 @@ def random_inputs(specs: Mapping[str, Spec], batch: int, seed: int = 0) -> list[
 def check_inputs(run: Run, specs: Mapping[str, Spec], count: int) -> tuple[list[Tensor], str]:
     """``count`` raw samples to check an export on, and where they come from.
 
-    Image inputs in MNIST's 1x28x28 format get MNIST test images, when they are on disk (never
-    downloaded for this); each further image input a shuffled copy of them. Otherwise, and for
-    categoricals, random values of the declared specs.
+    Image inputs in MNIST's 1x28x28 format, alone or in sequences (``Images``: the digits of a
+    number), get MNIST test images when they are on disk (never downloaded for this), in order
+    (repeated when a sequence needs more than the split holds); each further such input a
+    shuffled copy. Otherwise, and for categoricals, random values of the declared specs.
     """
     tensors = random_inputs(specs, count)
-    images = _mnist_test_images(run, count)
-    mnist = [i for i, spec in enumerate(specs.values()) if spec == Image(1, MNIST_SIZE, MNIST_SIZE)]
-    if images is None or not mnist:
+    digit = Image(1, MNIST_SIZE, MNIST_SIZE)
+    mnist = {i: spec.count if isinstance(spec, Images) else None for i, spec in enumerate(specs.values())
+             if (spec.image if isinstance(spec, Images) else spec) == digit}  # fmt: skip
+    images = _mnist_test_images(run) if mnist else None
+    if images is None:
         return tensors, f"{count} random inputs of the declared shapes (uniform pixels in [0, 1])"
     rng = torch.Generator().manual_seed(1)
-    for k, i in enumerate(mnist):
-        tensors[i] = images if k == 0 else images[torch.randperm(count, generator=rng)]
-    return tensors, f"{count} MNIST test images" + (" with random categoricals" if len(mnist) < len(specs) else "")
+    for k, (i, per) in enumerate(mnist.items()):
+        picks = torch.arange(count * (per or 1)) % len(images)
+        drawn = images[picks if k == 0 else picks[torch.randperm(len(picks), generator=rng)]]
+        tensors[i] = drawn if per is None else drawn.view(count, per, *drawn.shape[1:])
+    return tensors, f"{count} MNIST test {'samples' if any(mnist.values()) else 'images'}" + (
+        " with random categoricals" if len(mnist) < len(specs) else "")
 
 
-def _mnist_test_images(run: Run, count: int) -> Tensor | None:
+def _mnist_test_images(run: Run) -> Tensor | None:
+    """MNIST's test images ``[N, 1, 28, 28]`` in [0, 1], when they are under the run's data root."""
     from ..data import load_mnist
 
     root = getattr(getattr(run.generator, "data", None), "root", None)
@@ -244,7 +251,7 @@ def _mnist_test_images(run: Run, count: int) -> Tensor | None:
         digits = None if root is None else load_mnist(Path(root), "test", torch.device("cpu"), download=False)
     except UserError:
         return None
-    return None if digits is None or len(digits) < count else digits.images[:count].unsqueeze(1).float().div(255.0)
+    return None if digits is None or not len(digits) else digits.images.unsqueeze(1).float().div(255.0)
 
 
 def differences(run_exported: Runner, module: ExportModule, inputs: list[Tensor], outputs: list[str]) -> dict[str, float]:
