@@ -249,8 +249,8 @@ def metrics_text(row: dict[str, Any]) -> str:
     if not record:
         return "— (recorded for other settings)" if row.get("metrics_stale") else "—"
     lines = [f"{head} {metric} {_mean_min(value)}" for head, values in record.get("test", {}).items() for metric, value in values.items()]
-    seeds = record.get("seeds")
-    over = f"mean (min) of {len(seeds)} seeds, " if seeds and len(seeds) > 1 else ""
+    seeds = record.get("seeds") or ([record["seed"]] if "seed" in record else [])
+    over = f"mean (min) of {len(seeds)} seeds, " if len(seeds) > 1 else f"seed {seeds[0]}, " if seeds else ""
     lines.append(f"{over}{record.get('epochs', '?')} epochs, {record.get('seconds', 0):.0f} s")
     return "\n".join(lines)
 

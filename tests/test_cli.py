@@ -151,3 +151,12 @@ def test_every_path_option_refuses_an_empty_path(cli, tmp_path, monkeypatch):
         assert result.code == 2, (command, option, result.err)
         assert "is empty" in result.err and "Traceback" not in result.err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_list_recipes_says_which_seeds_its_figures_are_from():
+    from digitsum.listing import metrics_text
+
+    one = {"metrics": {"seed": 3, "epochs": 2, "seconds": 13.1, "test": {"sum": {"accuracy": 0.0897}}}}
+    assert metrics_text(one).splitlines() == ["sum accuracy 0.0897", "seed 3, 2 epochs, 13 s"]
+    five = {"metrics": {"seeds": [0, 1, 2, 3, 4], "epochs": 8, "seconds": 51, "test": {"sum": {"accuracy": {"mean": 0.99, "min": 0.989, "seeds": [0.99] * 5}}}}}
+    assert metrics_text(five).splitlines() == ["sum accuracy 0.9900 (0.9890)", "mean (min) of 5 seeds, 8 epochs, 51 s"]

@@ -102,8 +102,8 @@ def commands(page: Path) -> list[Command]:
                 tokens = tokens[1:]  # DIGITSUM_DATA=... before the command
             if tokens[:1] == ["digitsum"]:
                 found.append(Command(page.name, number, tokens[1:], comment))
-            elif "-m" in tokens and tokens[tokens.index("-m") + 1 : tokens.index("-m") + 2] == ["digitsum"]:
-                found.append(Command(page.name, number, tokens[tokens.index("-m") + 2 :], comment))  # torchrun
+            elif "--no-python" in tokens and tokens[tokens.index("--no-python") + 1 : tokens.index("--no-python") + 2] == ["digitsum"]:
+                found.append(Command(page.name, number, tokens[tokens.index("--no-python") + 2 :], comment))  # torchrun
     return found
 
 
@@ -189,4 +189,4 @@ def test_the_extraction_finds_the_commands():
     sweeps = commands(REPO / "docs" / "sweeps.md")
     assert any("--storage" in c.argv and c.argv[0] == "sweep" for c in sweeps)  # continuation lines
     scale_out = commands(REPO / "docs" / "scale-out.md")
-    assert scale_out and all(c.argv[0] == "run" for c in scale_out)  # torchrun ... -m digitsum run ...
+    assert scale_out and all(c.argv[0] == "run" for c in scale_out)  # torchrun ... --no-python digitsum run ...
