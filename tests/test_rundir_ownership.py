@@ -132,4 +132,5 @@ def test_a_second_run_into_a_locked_folder_exits_2(cli, tiny_data, held):
 def test_the_lock_is_released_when_a_run_ends(cli, tiny_data, tmp_path):
     out = tmp_path / "run"
     assert cli("run", RECIPES / "original.toml", *TINY, "--out", out).code == 0
+    assert (out / LOCK).read_text() == ""  # no holder named: nothing looks held
     assert cli("run", RECIPES / "original.toml", *TINY, "--out", out, "--force").code == 0

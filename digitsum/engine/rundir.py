@@ -155,9 +155,11 @@ def lock(path: Path) -> None:
 
 
 def unlock(path: Path) -> None:
-    """Release the lock :func:`lock` took on ``path`` (the file stays, unlocked)."""
+    """Release the lock :func:`lock` took on ``path``: the file stays, unlocked and emptied (it
+    named the holder; a process that ends without this leaves its name, and the lock released)."""
     fd = _held.pop(path.resolve(), None)
     if fd is not None:
+        os.ftruncate(fd, 0)
         os.close(fd)
 
 
