@@ -8,6 +8,7 @@ cache folder. It holds torchvision's layout, ``<root>/MNIST/raw/<four IDX files>
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import UserError
+from .errors import UserError, clipped
 from .paths import user_cache_dir
 from .seeding import make_rng, stream_seed
 
@@ -94,11 +95,16 @@ def _ensure_mnist(root: Path, download: bool) -> None:
         raise UserError(_missing_files_message(root, "download is off: data.download = false"))
     from torchvision.datasets import MNIST
 
+    made = [folder for folder in (raw, raw.parent, root) if not folder.exists()]  # deepest first
     try:
         MNIST(str(root), train=True, download=True)
         MNIST(str(root), train=False, download=True)
     except Exception as e:  # any failure to fetch is the same problem for the user
-        raise UserError(_missing_files_message(root, f"download failed: {e}")) from None
+        for folder in made:  # the folders the attempt created, when it left them empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        detail = clipped(" ".join(str(e).split()), 200)  # torchvision's message spans lines
+        raise UserError(_missing_files_message(root, f"download failed: {detail}")) from None
 
 
 def read_idx(path: Path, ndim: int) -> Tensor:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,12 +45,16 @@ def test_missing_files_without_download_name_all_four(tmp_path):
 def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
     import torchvision.datasets
 
-    def offline(*args, **kwargs):
-        raise RuntimeError("network is unreachable")
+    def offline(root, *args, **kwargs):  # as torchvision fails: its folders made, a message over lines
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://x, got:\n<urlopen error network is unreachable>\n")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
-    with pytest.raises(UserError, match="download failed: network is unreachable"):
-        load_mnist(tmp_path, "train", CPU, download=True)
+    (tmp_path / "mine").mkdir()  # the user's, beside: kept
+    with pytest.raises(UserError) as e:
+        load_mnist(tmp_path / "data", "train", CPU, download=True)
+    assert "download failed: Error downloading train-images-idx3-ubyte.gz: Tried https://x, got: <urlopen error network is unreachable>" in e.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no empty folders left behind
 
 
 def test_truncated_file(root):
