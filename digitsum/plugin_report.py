@@ -15,7 +15,7 @@ from typing import Any
 from . import discovery
 from .catalog import locate
 from .errors import UserError
-from .kinds import CHECKS, RECIPES, WEIGHTS
+from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .listing import LABELS
 from .registry import REGISTRIES, PluginError, load_entry_point, plugin_distributions
 from .weights import read_record
@@ -141,6 +141,13 @@ def require_all_plugins() -> None:
         )
 
 
+def _counted(kind: str, n: int) -> str:
+    """``n`` parts of ``kind`` in words: "4 fusions", "1 recipe", "weights of 16 recipes"."""
+    if kind == WEIGHTS:
+        return f"weights of {n} recipe{'s' * (n != 1)}"
+    return f"{n} {LABELS[kind] if n == 1 else KINDS[kind].plural if kind in KINDS else LABELS[kind] + 's'}"
+
+
 def render_plugins(report: list[dict[str, Any]], console) -> None:
     """A table of plugin distributions, with each failure spelled out below it."""
     from rich.markup import escape
@@ -150,10 +157,12 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
                   show_lines=True)  # fmt: skip
     colour = {"ok": "green", "failed": "red", "disabled": "yellow"}
     for row in report:
-        names = "\n".join(
-            f"{LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
-            for c in _parts(row)
-        )
+        parts = _parts(row)
+        if row["builtin"] and not any("error" in c for c in parts):  # counted: `digitsum list` shows them, plugins come first here
+            kinds = [c.get("kind", RECIPES) for c in parts]
+            names = "\n".join(_counted(k, kinds.count(k)) for k in dict.fromkeys(kinds))
+        else:
+            names = "\n".join(f"{LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "") for c in parts)
         status = row["status"] + (" (built-in)" if row["builtin"] else "")
         table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
     console.print(table)

@@ -160,3 +160,11 @@ def test_list_recipes_says_which_seeds_its_figures_are_from():
     assert metrics_text(one).splitlines() == ["sum accuracy 0.0897", "seed 3, 2 epochs, 13 s"]
     five = {"metrics": {"seeds": [0, 1, 2, 3, 4], "epochs": 8, "seconds": 51, "test": {"sum": {"accuracy": {"mean": 0.99, "min": 0.989, "seeds": [0.99] * 5}}}}}
     assert metrics_text(five).splitlines() == ["sum accuracy 0.9900 (0.9890)", "mean (min) of 5 seeds, 8 epochs, 51 s"]
+
+
+def test_plugins_counts_the_builtins_and_names_a_plugins_parts(cli):
+    from digitsum.registry import fusions
+
+    out = cli("plugins").out
+    assert f"{len(fusions.names())} fusions" in out  # digitsum's own row: counted, `digitsum list` names them
+    assert "fusion concat" not in out and "recipe original" not in out
