@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
-from digitsum.contracts import Classes, Fusion
+from digitsum.contracts import Classes, Fusion, Head, Params
 from digitsum.registry import REGISTRIES, heads
-from digitsum.testing import ConformanceError, check_component, check_generator, check_recipe
+from digitsum.testing import ConformanceError, check_component, check_generator, check_head, check_recipe
 
 from .conftest import RECIPES
 
@@ -68,6 +69,58 @@ def test_a_recipe_that_does_not_learn_fails(tmp_path, overrides, failing):
     *heads, hint = e.value.problems
     assert {p.partition(":")[0] for p in heads} == failing  # the head that learns is not blamed
     assert hint.startswith("`digitsum doctor ") and all(o in hint for o in overrides)
+    # the cause the preflight measures is named beside the head it stops, and only there
+    assert all(("softmax applied twice" in p) == (overrides is DOUBLE_SOFTMAX) for p in heads)
+
+
+class SoftmaxHead(Head):
+    """A head written as the notebook's: softmax in forward, cross-entropy (a log-softmax) in loss."""
+
+    class Params(Params):
+        pass
+
+    def __init__(self, params, in_features, target):
+        super().__init__(params, in_features, target)
+        self.linear = torch.nn.Linear(in_features, target.classes)
+
+    def forward(self, features):
+        return torch.softmax(self.linear(features), -1)
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target)
+
+    def metrics(self, output, target):
+        return {"accuracy": (output.argmax(1) == target).float()}
+
+
+class ProbabilitiesTakenAsSuch(SoftmaxHead):
+    """Probabilities out, and a loss that takes their log: no second softmax (the doctor agrees)."""
+
+    def loss(self, output, target):
+        return F.nll_loss(output.clamp_min(1e-12).log(), target)
+
+
+def test_a_head_that_returns_probabilities_to_a_log_softmax_loss_fails_saying_so():
+    with pytest.raises(ConformanceError) as e:
+        check_head(SoftmaxHead)
+    (problem,) = e.value.problems
+    assert "probabilities" in problem and "softmax" in problem
+    assert "return logits from forward()" in problem and "applies log-softmax" in problem
+    check_head(ProbabilitiesTakenAsSuch)  # the same output with a loss made for it passes
+
+
+@pytest.fixture
+def softmax_head():
+    heads.register("softmax_head")(SoftmaxHead)
+    yield "softmax_head"
+    heads.remove("softmax_head")
+
+
+def test_a_recipe_whose_head_softmaxes_twice_fails_naming_the_cause(tmp_path, softmax_head):
+    with pytest.raises(ConformanceError) as e:
+        check_recipe(RECIPES / "original.toml", tmp_path, [f'heads.sum={{type="{softmax_head}", target="sum"}}', *DOUBLE_SOFTMAX[2:]])
+    (sum_head,) = [p for p in e.value.problems if p.startswith("heads.sum")]
+    assert "did not learn" in sum_head and "softmax applied twice" in sum_head and "return logits" in sum_head
 
 
 def test_the_loss_must_fall_by_the_margin(tmp_path):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...contracts import Head
 from ..emulate import logits_from_probabilities
 from ..findings import Change, Finding, fmt
 from ..probe import Probe, batch_len, slice_batch
@@ -52,6 +54,34 @@ def _is_probability(output: Tensor) -> bool:
     return output.dim() == 2 and output.shape[1] > 1 and bool(output.min() >= 0) and bool(((output.sum(1) - 1).abs() < 1e-4).all())
 
 
+@dataclass(frozen=True)
+class ProbabilityOutput:
+    """A class-logits head's output that already holds probabilities, and what its loss makes of
+    them: ``floor``, its loss on a perfect, certain prediction (the one-hot rows of the right classes)."""
+
+    classes: int
+    floor: float
+
+    @property
+    def softmax_twice(self) -> bool:
+        """The loss applies (log-)softmax to the probabilities again: a perfect prediction still
+        costs ln(1 + (K-1)/e), not about 0, and the gradients shrink (the notebook's bug)."""
+        return self.floor >= 0.05 * math.log(self.classes)
+
+
+def probability_output(head: Head, output: Tensor, target: Tensor) -> ProbabilityOutput | None:
+    """Whether ``head``, declaring class logits, outputs probabilities over its classes instead
+    (non-negative rows summing to 1), measured with its own loss against ``target``; None when it
+    does not. The one test of a double softmax: the doctor's check and ``check_head`` share it."""
+    space = head.prediction_space()
+    classes = space.classes if space.length is None else None
+    output = output.detach()
+    if classes is None or getattr(head, "output_kind", "class_logits") != "class_logits" or not _is_probability(output) or output.shape[1] != classes:
+        return None
+    perfect = F.one_hot(space.expected(target), classes).to(output.dtype)
+    return ProbabilityOutput(classes, float(head.loss(perfect, target)))
+
+
 def grad_norm(value: Tensor, params: Sequence[Tensor]) -> float:
     params = [p for p in params if p.requires_grad]
     if not params or not isinstance(value, Tensor) or not value.requires_grad:
@@ -66,15 +96,13 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
     model, batch = probe.model, slice_batch(probe.sample, 256)
     outputs = model(batch)
     for head, output in outputs.items():
-        classes = probe.classes_of(head)
-        if classes is None or probe.output_kind(head) != "class_logits" or not _is_probability(output.detach()) or output.shape[1] != classes:
-            continue
         target = batch[probe.target_of(head)]  # what the loss takes; what it predicts is `expected`
-        expected = probe.expected(head, batch)
-        loss_fn = model.heads[head].loss
-        floor = float(loss_fn(F.one_hot(expected, classes).to(output.dtype), target))  # a perfect, certain prediction
+        found = probability_output(model.heads[head], output, target)
+        if found is None:
+            continue
+        classes, floor, expected, loss_fn = found.classes, found.floor, probe.expected(head, batch), model.heads[head].loss
         start = float(loss_fn(output.detach(), target))
-        if floor < 0.05 * math.log(classes):
+        if not found.softmax_twice:
             findings.append(Finding("double_softmax", "info", f"heads.{head} outputs probabilities and its loss takes them as such",
                                     f"loss of a perfect prediction: {fmt(floor)}", figures={"floor": floor}))  # fmt: skip
             continue

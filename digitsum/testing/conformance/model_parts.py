@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
+from ...diagnosis.checks.loss import probability_output
 from ..fixtures import random_batch
 from ._common import Problems, common_checks, reporting_crashes
 
@@ -107,7 +108,20 @@ def output_problems(head, output, labels) -> list[str]:
         classes = space.classes if space.classes is not None else getattr(head.target, "classes", None)
         problems += probabilities_problems(head.probabilities(output), size, classes)
         problems += output_kind_problems(type(head), head, output, size, classes, space.top)
+        problems += softmax_twice_problems(head, output, labels)
     return problems
+
+
+def softmax_twice_problems(head, output, labels) -> list[str]:
+    """A class-logits head whose output already is probabilities, which its loss softmaxes
+    again (the doctor's double-softmax test, :func:`~digitsum.diagnosis.checks.loss.probability_output`)."""
+    found = probability_output(head, output, labels)
+    if found is None or not found.softmax_twice:
+        return []
+    return [f"forward() returns probabilities (every row non-negative, summing to 1) and loss() applies softmax to them "
+            f"again: a perfect prediction still costs {found.floor:.3g} instead of about 0 and the gradients shrink, so the "
+            "head barely learns; return logits from forward() (the loss applies log-softmax, as F.cross_entropy does) "
+            "and give probabilities from probabilities()"]  # fmt: skip
 
 
 def output_kind_problems(cls: type, head, output, batch_size: int, classes: int | None, top: int = 1) -> list[str]:

@@ -3,11 +3,13 @@ resumed) and a recipe's (every head must learn within a small budget)."""
 
 import contextlib
 import math
+import re
 import tempfile
 from pathlib import Path
 
 from ...callbacks import Callback
 from ...contracts import Logger
+from ...diagnosis import PREFLIGHT, Finding, Probe, diagnose, fresh_copy
 from ...engine.progress import fell
 from ...engine.runner import resume, start
 from ...engine.watch import doctor_command
@@ -85,13 +87,27 @@ def check_logger(cls: type, params=None, *, workdir: str | Path | None = None) -
 
 
 class Untrained(Callback):
-    """The test metrics of the model as initialised, before its first step."""
+    """The test metrics of the model as initialised, before its first step, and a probe of that
+    model for the preflight to measure why a head did not learn (run only then: :meth:`causes`)."""
 
     def __init__(self) -> None:
         self.test: dict[str, dict[str, float]] = {}
+        self.probe: Probe | None = None
 
     def on_start(self, trainer) -> None:
         self.test = trainer.evaluate("test")
+        self.probe = Probe(trainer.recipe, trainer.generator, fresh_copy(trainer.model), trainer.device)
+
+    def causes(self) -> list[Finding]:
+        """The preflight's warnings and errors on the untrained model: what `digitsum run` would
+        have warned about (a double softmax, a head no gradient reaches, ...)."""
+        report = diagnose(self.probe, PREFLIGHT, verify=False)
+        return [f for f in report.findings if f.severity != "info"]
+
+
+def _about(finding: Finding, head: str) -> bool:
+    """Whether a finding is about ``head``: the doctor's per-head findings name it in their title."""
+    return re.search(rf"(?<![\w.-])heads\.{re.escape(head)}(?![\w-])", finding.title) is not None
 
 
 def check_recipe(path: str | Path, workdir: str | Path, overrides=(), *, steps: int = RECIPE_CHECK_SAMPLES // RECIPE_CHECK_BATCH,
@@ -121,6 +137,7 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=(), *, steps: 
     ran = (f"{epochs * trainer.steps_per_epoch} steps of {trainer.batch_size} "
            f"({epochs} epoch{'s' * (epochs != 1)} of {steps * RECIPE_CHECK_BATCH} tiny training images)")  # fmt: skip
     problems = []
+    causes: list[Finding] | None = None  # measured once, when a head did not learn
     measured = getattr(recipe.interface(), "measured", frozenset())
     for name, choice in recipe.heads.items():
         if choice.section.weight == 0 and choice.section.target in measured:
@@ -130,11 +147,13 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=(), *, steps: 
             continue
         before, after, metric = untrained.test[name]["loss"], metrics["test"][name]["loss"], choice.cls.primary_metric
         if not fell(before, after, min_fall):
+            causes = untrained.causes() if causes is None else causes
+            why = "".join(f"; the preflight finds {f.title}" + (f" ({f.fix})" if f.fix else "") for f in causes if _about(f, name))
             problems.append(
                 f"heads.{name} did not learn: test loss {before:.4f} untrained, {after:.4f} after {ran} "
                 f"({'fell' if after < before else 'rose'} {abs(before - after) / (abs(before) or 1):.1%}, "
                 f"needs to fall {min_fall:.0%}); {metric} "
-                f"{untrained.test[name][metric]:.3f} untrained, {metrics['test'][name][metric]:.3f} after"
+                f"{untrained.test[name][metric]:.3f} untrained, {metrics['test'][name][metric]:.3f} after{why}"
             )
     if problems:
         problems.append(f"`{doctor_command(path, overrides)}` measures why")
