@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -20,20 +22,20 @@ from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, declared_entr
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
 LIST_KINDS = [*KINDS, RECIPES, CHECKS]
 
-#: The doctor's built-in checks (digitsum.diagnosis.CHECKS, same order; a test keeps the two
-#: equal), described here so that listing them imports no torch.
+#: Where each of the doctor's built-in checks lives (digitsum.diagnosis.CHECKS, same order; a test
+#: keeps the two equal), as an entry point's value: listed like a plugin's check, importing no torch.
 DOCTOR_CHECKS = {
-    "data": "input ranges and standardisation, label ranges, head widths, class balance",
-    "pairing": "targets are a function of the inputs: the same samples drawn twice",
-    "loss_at_init": "each head's loss before training (against ln(classes) for class-logits heads)",
-    "double_softmax": "probabilities fed to a loss that applies softmax again",
-    "loss_weights": "zero loss weights, heads no gradient reaches, heads whose loss never reaches the backbone",
-    "loss_floor": "the lowest loss each head can reach under its settings",
-    "batch_independence": "a sample's output does not depend on the other samples of its batch",
-    "learnability": "a few hundred samples memorised but fresh ones at chance: targets that do not belong to their inputs",
-    "short_run": "a short run at the peak lr: each head's held-out metric, dead ReLUs, gradient norms, the loss against its floor",
-    "input_use": "constant inputs; inputs a target depends on that the model ignores",
-    "overfit": "one batch of 32 memorised",
+    "data": "digitsum.diagnosis.checks.data:check_data",
+    "pairing": "digitsum.diagnosis.checks.data:check_pairing",
+    "loss_at_init": "digitsum.diagnosis.checks.loss:check_loss_at_init",
+    "double_softmax": "digitsum.diagnosis.checks.loss:check_double_softmax",
+    "loss_weights": "digitsum.diagnosis.checks.loss:check_loss_weights",
+    "loss_floor": "digitsum.diagnosis.checks.loss:check_loss_floor",
+    "batch_independence": "digitsum.diagnosis.checks.wiring:check_batch_independence",
+    "learnability": "digitsum.diagnosis.checks.data:check_learnability",
+    "short_run": "digitsum.diagnosis.checks.training:check_short_run",
+    "input_use": "digitsum.diagnosis.checks.wiring:check_input_use",
+    "overfit": "digitsum.diagnosis.checks.training:check_overfit",
 }
 
 
@@ -45,12 +47,61 @@ def _row(kind: str, name: str, origin: str, distribution: str | None, version: s
 def describe_checks() -> list[dict[str, Any]]:
     """The doctor's checks: the built-in ones, then those the allowed plugins ship (entry-point
     group ``digitsum.checks``, read without importing them)."""
-    rows = [_row(CHECKS, name, "built-in", "digitsum", __version__, summary=text) for name, text in DOCTOR_CHECKS.items()]
+    rows = [_row(CHECKS, name, "built-in", "digitsum", __version__, entry_point=value, summary=function_summary(value))
+            for name, value in DOCTOR_CHECKS.items()]  # fmt: skip
     for dist, ep in declared_entry_points(CHECKS):
         if not dist.builtin:
             rows.append(_row(CHECKS, ep.name, f"{dist.name} {dist.version}", dist.name, dist.version,
-                             entry_point=ep.value, summary=ep.value))  # fmt: skip
+                             entry_point=ep.value, summary=function_summary(ep.value)))  # fmt: skip
     return rows
+
+
+def function_summary(value: str, hops: int = 3) -> str:
+    """The first line of the docstring of the function an entry point's ``value`` names
+    (``module:function``), as a component's summary is its class docstring's: read from the
+    module's source, importing nothing (a check's module imports torch). A name the module
+    imports (``from .checks import look``) is followed up to ``hops`` times; "" when the
+    source or the function cannot be found."""
+    module, _, name = value.replace(" ", "").partition(":")
+    path = _module_source(module)
+    if path is None or not name.isidentifier() or hops < 0:
+        return ""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    for node in reversed(tree.body):  # the last binding of the name is the one the module exports
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            doc = (ast.get_docstring(node) or "").strip()
+            return doc.splitlines()[0] if doc else ""
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+                    try:  # resolves `from .checks import look` by name, importing nothing
+                        source = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                    except (ImportError, ValueError):
+                        return ""
+                    return function_summary(f"{source}:{alias.name}", hops - 1)
+    return ""
+
+
+def _module_source(module: str) -> Path | None:
+    """The ``.py`` file of ``module``, located from its top-level package's spec (which imports nothing)."""
+    top, *inner = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top) if top.isidentifier() else None
+    except Exception:  # a broken finder on sys.meta_path, an odd sys.modules entry: no summary
+        return None
+    if spec is None:
+        return None
+    if not inner:
+        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    for root in spec.submodule_search_locations or []:
+        for candidate in (Path(root, *inner[:-1], f"{inner[-1]}.py"), Path(root, *inner, "__init__.py")):
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 LABELS = {**KIND_LABELS, RECIPES: "recipe", WEIGHTS: "weights of", CHECKS: "doctor check"}

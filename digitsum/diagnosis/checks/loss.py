@@ -18,8 +18,10 @@ from ..probe import Probe, batch_len, slice_batch
 
 
 def check_loss_at_init(probe: Probe) -> list[Finding]:
-    """Each head's loss before training; against ln(classes), the loss of a uniform guess, only
-    for heads that declare class logits (a cross-entropy-like loss)."""
+    """Each head's loss before training (against ln(classes) for class-logits heads).
+
+    ln(classes) is the loss of a uniform guess, for heads that declare class logits (a
+    cross-entropy-like loss)."""
     findings: list[Finding] = []
     batch = slice_batch(probe.sample, 512)
     with torch.no_grad():
@@ -136,8 +138,9 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
 
 
 def check_loss_weights(probe: Probe) -> list[Finding]:
-    """Heads whose loss weight is zero, heads no gradient reaches, heads whose loss never reaches
-    the backbone (a detached input), targets no trained head reads."""
+    """Zero loss weights, heads no gradient reaches, heads whose loss never reaches the backbone.
+
+    A loss that never reaches the backbone: a detached input. Also targets no trained head reads."""
     findings: list[Finding] = []
     model, batch = probe.model, slice_batch(probe.sample, 128)
     outputs = model(batch)
@@ -264,8 +267,9 @@ def loss_floor(probe: Probe, head: str) -> float | None:
 
 
 def check_loss_floor(probe: Probe) -> list[Finding]:
-    """Each head's lowest reachable loss: a settings-raised floor is reported (the trend and the
-    metrics are read against it)."""
+    """The lowest loss each head can reach under its settings.
+
+    A floor the settings raise is reported (the trend and the metrics are read against it)."""
     findings = []
     batch = slice_batch(probe.sample, 256)
     with torch.no_grad():

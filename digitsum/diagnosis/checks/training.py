@@ -160,7 +160,9 @@ def run_name(probe: Probe, trace: RunTrace) -> str:
 
 
 def check_short_run(probe: Probe) -> list[Finding]:
-    """Train a copy for a few hundred steps at the recipe's peak lr: each head's held-out
+    """A short run at the peak lr: each head's held-out metric, dead ReLUs, gradient norms, the loss against its floor.
+
+    Train a copy for a few hundred steps at the recipe's peak lr: each head's held-out
     metric and loss against its floor, dead ReLUs, gradient norms, the loss trend."""
     trace, before, after, feeds = trace_of(probe)
     if not trace.steps:

@@ -25,7 +25,9 @@ def _relative_change(a: Tensor, b: Tensor) -> float:
 
 @torch.no_grad()
 def check_batch_independence(probe: Probe) -> list[Finding]:
-    """The output of sample i must not depend on sample j (Karpathy's "use backprop to chart
+    """A sample's output does not depend on the other samples of its batch.
+
+    The output of sample i must not depend on sample j (Karpathy's "use backprop to chart
     dependencies", by replacement): in eval mode, replace every other sample of a batch and
     compare the first sample's features and outputs."""
     held = probe.held_out
@@ -108,7 +110,9 @@ def _outputs_move(model, batch) -> dict[str, bool]:
 
 
 def check_input_use(probe: Probe) -> list[Finding]:
-    """Inputs with no variation carry no information; an input that a head's target depends on
+    """Constant inputs; inputs a target depends on that the model ignores.
+
+    Inputs with no variation carry no information; an input that a head's target depends on
     (measured on the data) and that the model ignores (its outputs do not change when the input
     is shuffled across the batch after the short run) is an error naming the backbone."""
     findings: list[Finding] = []
