@@ -50,8 +50,6 @@ class Part:
     builtin: str = ""
     own: str = 'type = "{name}"'
     function: bool = False
-    #: checked by the generated test_components.py's check_component (else by a test file of its own)
-    conformance: bool = True
 
 
 #: The recipe's table for a kind the plugin does not provide: digitsum's built-ins ("": none).
@@ -65,17 +63,15 @@ _BUILTIN = {
 }
 #: What a part's own recipe table says where it is not ``type = "<name>"``.
 _OWN = {"loggers": "\n[log.{name}]  # the logger's type is the table's name; its parameters go here"}
-#: Parts with a test file of their own instead of a line in test_components.py.
-_OWN_TESTS = {"loggers"}
 
 #: Everything a plugin can be scaffolded with, in order: every component kind, then a doctor check.
 PARTS: dict[str, Part] = {
     **{
         name: Part(name, kind.label, kind.word, kind.contract.lower(), frozenset(kind.words()), _BUILTIN.get(name, ""),
-                   _OWN.get(name, Part.own), conformance=name not in _OWN_TESTS)
+                   _OWN.get(name, Part.own))
         for name, kind in ALL_KINDS.items()
     },
-    CHECKS: Part(CHECKS, "doctor check", "check", "check", frozenset({"check", "checks"}), own="", function=True, conformance=False),
+    CHECKS: Part(CHECKS, "doctor check", "check", "check", frozenset({"check", "checks"}), own="", function=True),
 }  # fmt: skip
 KINDS = tuple(PARTS)
 
@@ -137,7 +133,6 @@ def _context(names: dict[str, str], chosen: list[str]) -> dict[str, str]:
         f'[project.entry-points."digitsum.{group}"]\n{name} = "{package}.{PARTS[group].module}:{obj}"\n\n'
         for group, (name, obj) in objects.items()
     )
-    conforming = [obj for group, (_, obj) in objects.items() if PARTS[group].conformance]
     listed = ", ".join(f"{PARTS[g].label} '{name}'" for g, (name, _) in objects.items())
     return {
         **names,
@@ -153,10 +148,6 @@ def _context(names: dict[str, str], chosen: list[str]) -> dict[str, str]:
         # the recipe: each part's table (its own, or a built-in's), a second head on the generator's other target
         **{group: part.own.format(name=objects[group][0]) if group in objects else part.builtin for group, part in PARTS.items()},
         "second_target": "compare" if "datasets" in objects else "sum",
-        "imports": "".join(f"from {package}.{PARTS[g].module} import {obj}\n" for g, (_, obj) in objects.items()
-                           if obj in conforming),  # fmt: skip
-        "classes": ", ".join(conforming),
-        "registered": ", ".join(f'("{g}", "{name}")' for g, (name, _) in [*objects.items(), ("recipes", (short, ""))]),
         **{f"{PARTS[g].module}_name": name for g, (name, _) in objects.items()},
         **{f"{PARTS[g].module}_class": obj for g, (_, obj) in objects.items()},
     }

@@ -81,9 +81,49 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=plugin,
                            capture_output=True, text=True, env={**os.environ, **env_for(paths)}, timeout=600)  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-3000:]
-    # a conformance test per component (the logger: a file of its own), the entry points, the recipe, the check
+    # the entry points registered; a conformance test per entry point (each part and the recipe);
+    # the logger's file read back and the check's findings (test files of their own)
     assert re.search(r"^\d+ passed in ", tests.stdout.strip().splitlines()[-1]), tests.stdout[-3000:]  # none skipped
-    assert int(tests.stdout.strip().splitlines()[-1].split()[0]) == len(PARTS) + 2
+    assert int(tests.stdout.strip().splitlines()[-1].split()[0]) == 1 + len(PARTS) + 1 + 2
+
+
+SECOND_HEAD = '''
+
+class OtherHead(TwiceHead):
+    """The scaffold's head once more, under a name of its own."""
+'''
+
+
+def test_the_scaffolds_tests_cover_what_its_author_adds_with_no_edit(tmp_path):
+    """A second head and a second recipe declared in pyproject.toml are tested by the generated
+    tests as they stand; an entry point in a misspelt group fails them, naming it."""
+    plugin = tmp_path / "digitsum-twice"
+    assert run_subprocess("new-plugin", "digitsum-twice", "--dir", plugin, "--kind", "head").returncode == 0
+    with (plugin / "digitsum_twice" / "head.py").open("a") as f:
+        f.write(SECOND_HEAD)
+    recipes = plugin / "digitsum_twice" / "recipes"
+    (recipes / "other.toml").write_text((recipes / "twice.toml").read_text().replace('"twice_head"', '"other_head"')
+                                        .replace('name = "twice"', 'name = "other"'))  # fmt: skip
+    pyproject = plugin / "pyproject.toml"
+    text = pyproject.read_text()
+    text = text.replace('twice_head = "digitsum_twice.head:TwiceHead"\n',
+                        'twice_head = "digitsum_twice.head:TwiceHead"\nother_head = "digitsum_twice.head:OtherHead"\n')
+    pyproject.write_text(text.replace('twice = "digitsum_twice.recipes"\n', 'twice = "digitsum_twice.recipes"\nother = "digitsum_twice.recipes"\n'))
+
+    def generated_tests(site: str) -> subprocess.CompletedProcess:
+        paths = install_editable(plugin, tmp_path / site)
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "tests/test_components.py"],
+                              cwd=plugin, capture_output=True, text=True, env={**os.environ, **env_for(paths)}, timeout=600)  # fmt: skip
+
+    tests = generated_tests("site")
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    passed = set(re.findall(r"^PASSED \S+::(\S+)", tests.stdout, re.M))
+    assert passed == {"test_registered_through_entry_points", "test_conforms[heads:twice_head]", "test_conforms[heads:other_head]",
+                      "test_conforms[recipes:twice]", "test_conforms[recipes:other]"}  # fmt: skip
+
+    pyproject.write_text(pyproject.read_text() + '\n[project.entry-points."digitsum.head"]\nthird_head = "digitsum_twice.head:OtherHead"\n')
+    tests = generated_tests("site-misspelt")
+    assert tests.returncode == 1 and "[digitsum.head] third_head: digitsum does not list it" in tests.stdout, tests.stdout[-3000:]
 
 
 def test_the_hint_and_the_readme_install_the_test_extra_before_pytest(cli, tmp_path):
