@@ -199,6 +199,12 @@ def test_each_kind_alone_renders_and_imports(cli, tmp_path, monkeypatch, group):
     assert {g for g, table in tables.items() if table["type"] == name} == ({group} & set(tables))
     assert ("log" in recipe) == (group == "loggers") and ((name in recipe["log"]) if "log" in recipe else True)
 
+    # every file of the project it names (a comment pointing at tests/test_logger.py, say) is there
+    for path in plugin.rglob("*"):
+        if path.is_file():
+            named = set(re.findall(rf"(?<![\w/.])((?:tests|{package})/[\w/]+\.(?:py|toml))", path.read_text()))
+            assert {n for n in named if not (plugin / n).is_file()} == set(), path
+
     monkeypatch.syspath_prepend(str(plugin))
     module_name, _, obj_name = entry_points[f"digitsum.{group}"][name].partition(":")
     obj = getattr(importlib.import_module(module_name), obj_name)
