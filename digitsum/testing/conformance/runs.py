@@ -118,8 +118,10 @@ def check_recipe(path: str | Path, workdir: str | Path, overrides=(), *, steps: 
     steps for a generator that uses several images per sample). Raises ConformanceError, every
     problem listed, when a loss is not finite, a head has weight 0 (unless its target is
     measured only), or a head's test loss does not fall at least ``min_fall`` below the untrained
-    model's (docs/plugins.md). ``overrides`` (``--set`` style) apply after the tiny settings;
-    the run directory and the data go under ``workdir``. Returns the run's summary.
+    model's (docs/plugins.md); a head that did not learn is told what the preflight of ``digitsum
+    run`` finds about it on the untrained model (a double softmax, say). ``overrides`` (``--set``
+    style) apply after the tiny settings; the run directory and the data go under ``workdir``.
+    Returns the run's summary.
     """
     workdir = Path(workdir)
     root = write_tiny_mnist(workdir / "mnist", n_train=steps * RECIPE_CHECK_BATCH)
