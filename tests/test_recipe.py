@@ -543,3 +543,18 @@ def test_a_cyclic_python_document_is_refused():
         load_recipe(cyclic)
     with pytest.raises(RecipeError, match="overrides\\['x'\\] x.train.train"):
         load_recipe("original", {"x": cyclic})
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ('[head.digit]\ntarget = "digit"\n', 5, "head"),  # a misspelt table, only implied by its sub-table's header
+        ("[train.optimiser.x]\nlr = 1\n", 5, "train.optimiser"),  # nested, implied too
+        ("[backbone]\nextra.deep = 1\n", 6, "backbone.extra"),  # a dotted key implies its table
+        ("\n\nunknown = 1\n", 7, "unknown"),
+    ],
+)
+def test_unknown_tables_and_keys_carry_their_line(tmp_path, text, line, key):
+    path = write(tmp_path, 'extends = "original"\nname = "k2"\n\n\n' + text)
+    found = problems(path)
+    assert any(p.startswith(f"{path}:{line} {key}: unknown key") for p in found), found

@@ -45,15 +45,20 @@ def _split_key(text: str) -> KeyPath:
 
 
 def _line_index(text: str) -> dict[KeyPath, int]:
-    """Line number of every table header and key assignment (best effort, not a parser)."""
+    """Line number of every table header and key assignment (best effort, not a parser). A
+    table only implied (``head`` by ``[head.digit]``, ``extra`` by ``extra.deep = 1``) gets the
+    line that first implies it, so that a misspelt one is reported there too."""
     lines: dict[KeyPath, int] = {}
     table: KeyPath = ()
     for number, line in enumerate(text.splitlines(), start=1):
         if header := _HEADER.match(line):
-            table = _split_key(header.group(1))
-            lines.setdefault(table, number)
+            table = path = _split_key(header.group(1))
         elif key := _KEY.match(line):
-            lines.setdefault(table + _split_key(key.group(1)), number)
+            path = table + _split_key(key.group(1))
+        else:
+            continue
+        for end in range(1, len(path) + 1):
+            lines.setdefault(path[:end], number)
     return lines
 
 
