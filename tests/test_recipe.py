@@ -558,3 +558,14 @@ def test_unknown_tables_and_keys_carry_their_line(tmp_path, text, line, key):
     path = write(tmp_path, 'extends = "original"\nname = "k2"\n\n\n' + text)
     found = problems(path)
     assert any(p.startswith(f"{path}:{line} {key}: unknown key") for p in found), found
+
+
+def test_a_recipe_rebuilt_from_its_dict_names_itself_not_dict():
+    import digitsum
+
+    with pytest.raises(RecipeError) as e:
+        digitsum.load_recipe(digitsum.load_recipe("original"), {"train.epochs": 0})
+    assert str(e.value).startswith("recipe 'original': 1 problem") and "<dict>" not in str(e.value)
+    with pytest.raises(RecipeError) as e:
+        load_recipe({"extends": "original", "train": {"epochs": 0}}, label="mine")
+    assert e.value.problems[0].where == "mine"

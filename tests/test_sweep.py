@@ -98,6 +98,30 @@ def test_keys_and_values_are_checked_against_the_recipe(tiny_root, tmp_path):
     assert not (tmp_path / "s").exists()  # nothing was started
 
 
+@pytest.mark.parametrize(
+    "param, expected",
+    [
+        ("train.optimizer.lrr=loguniform:3e-4:3e-2",  # every value meets it: said once, at the --param as typed
+         "--param train.optimizer.lrr=loguniform:3e-4:3e-2 train.optimizer.lrr: unknown key — did you mean 'lr'?"),
+        ("train.optimizer.weight_decay=uniform:-1:0.1",  # one end refused: which, as typed, and why
+         "--param train.optimizer.weight_decay=uniform:-1:0.1 train.optimizer.weight_decay: the low end -1 is refused: "
+         "input should be greater than or equal to 0"),
+        ("data.batch_size=int:0:64", "--param data.batch_size=int:0:64 data.batch_size: the low end 0 is refused: "),
+        ("backbone.type=choice:concat,flim", "--param backbone.type=choice:concat,flim backbone.type: the choice flim is refused: "),
+        ("data.type=choice:single_digit,two_images",  # a problem elsewhere that the value causes says so
+         "heads.digit.target: with --param data.type=choice:single_digit,two_images (the choice two_images): "),
+    ],
+)
+def test_a_refused_param_is_named_as_typed_before_any_trial(cli, tmp_path, param, expected):
+    out = tmp_path / "s"
+    result = cli("sweep", ORIGINAL, "--param", param, "--trials", "3", "--out", out)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"error: sweep of {ORIGINAL}: 1 problem" in result.err  # the recipe it applies to, not <dict>
+    assert expected in result.err, result.err
+    assert "<dict>" not in result.err and "0.0003" not in result.err and "-1.0 " not in result.err
+    assert not out.exists()
+
+
 def test_metric_and_direction_errors(tiny_root, tmp_path):
     import digitsum
 

@@ -23,8 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: what a user typed is printed as typed (rich would turn uniform:-1:0.1 into uniform👎0.1)
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 RecipeArg = Annotated[str, typer.Argument(help="recipe: a TOML file, or a recipe name (digitsum list recipes)", show_default=False)]
 SetOpt = Annotated[

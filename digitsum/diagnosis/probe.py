@@ -84,7 +84,7 @@ class Probe:
         the generator is reused when no ``data.`` key changes (no second load of the data)."""
         from ..recipe import load_recipe
 
-        recipe = load_recipe(self.recipe.to_dict(), dict(keys))
+        recipe = load_recipe(self.recipe.to_dict(), dict(keys), label=f"recipe {self.recipe.name!r}")
         recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
         if any(k.startswith("data.") for k in keys):
             return Probe.from_recipe(recipe)

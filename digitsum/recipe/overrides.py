@@ -118,10 +118,10 @@ def recipe_document(source: str | os.PathLike[str] | Mapping[str, Any], override
 
 
 def read_source(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides, grid: Sequence[str],
-                 problems: list[Problem], grid_flag: str = "--grid") -> tuple[Document, str, str]:  # fmt: skip
-    """The merged document, its label (a path or ``<dict>``) and its default name."""
+                 problems: list[Problem], grid_flag: str = "--grid", label: str | None = None) -> tuple[Document, str, str]:  # fmt: skip
+    """The merged document, its label (a path, else ``label`` or ``<dict>`` for Python data) and its default name."""
     if isinstance(source, Mapping):
-        label, default_name = "<dict>", "recipe"
+        label, default_name = label or "<dict>", "recipe"
         raw = python_document(source, label, problems)
         doc = merged_document(raw, lambda _: Source(label), None, problems, ())  # extends: from the working folder
     else:

@@ -148,7 +148,8 @@ def _fitting_fusions(inputs: Mapping[str, Any]) -> list[str]:
 
 
 def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
-                *, grid: Sequence[str] = (), require_loggers: bool = True, grid_flag: str = "--grid") -> Recipe:  # fmt: skip
+                *, grid: Sequence[str] = (), require_loggers: bool = True, grid_flag: str = "--grid",
+                label: str | None = None) -> Recipe:  # fmt: skip
     """Read, merge, override and validate a recipe; raise one RecipeError listing every problem.
 
     ``source`` is a path, a shipped recipe's name (``original``, ``dist:name``; see
@@ -162,10 +163,12 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
     problems, e.g. ``--param`` for a sweep's values). ``heads.<name> = false`` (or the
     value ``False``) removes an inherited head, ``log.<name> = false`` an inherited logger.
     ``require_loggers=False`` accepts loggers whose library is not installed (reading a run back
-    to evaluate or predict needs none of them; a run refuses them when it starts).
+    to evaluate or predict needs none of them; a run refuses them when it starts). ``label``
+    replaces ``<dict>`` for Python data: a caller that rebuilds a recipe from its dict (a sweep's
+    trials) names where it came from (``sweep of recipes/original.toml``).
     """
     problems: list[Problem] = []
-    doc, fallback, default_name = read_source(source, overrides, grid, problems, grid_flag)
+    doc, fallback, default_name = read_source(source, overrides, grid, problems, grid_flag, label)
     check, raw = _Check(doc, fallback, problems), doc.data
 
     for key in raw:

@@ -87,12 +87,13 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     if trials < 1:
         raise UserError(f"--trials {trials}: at least 1")
     loaded = load_recipe(recipe, settings.overrides)
+    label = f"sweep of {_source_label(recipe, loaded.name)}"  # the recipe each problem below belongs to, not <dict>
     own_val = loaded.data.section.val
     held_out = settings.val if settings.val is not None else (own_val or DEFAULT_VAL)
     if held_out < 1:
         raise UserError(f"--val {held_out}: a sweep chooses on a validation split; hold out at least one sample")
-    base_recipe = load_recipe(loaded.to_dict(), {"data.val": held_out})
-    check_spaces(base_recipe.to_dict(), (), spaces)
+    base_recipe = load_recipe(loaded.to_dict(), {"data.val": held_out}, label=label)
+    check_spaces(base_recipe.to_dict(), (), spaces, label=label)
     head, metric_name, direction = _objective(base_recipe, settings.metric, settings.direction)
     check_val_split(base_recipe, build(base_recipe, "cpu").generator)  # a UserError before any trial
 
@@ -132,14 +133,21 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     if settings.workers > 1 and base_recipe.train.threads == 0:
         threads = max(1, (os.cpu_count() or 1) // settings.workers)  # one share of the cores per worker, not all of them each
     plan = Plan(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
-                trials, threads, settings.pruner, settings.prune_startup, settings.quiet)  # fmt: skip
+                trials, threads, settings.pruner, settings.prune_startup, settings.quiet, label)  # fmt: skip
     try:
         interrupted = work(plan) if settings.workers == 1 else run_workers(plan, settings.workers)
     except KeyboardInterrupt:
         interrupted = True
     result = read_result(optuna, study_name, url, sweep_dir, head, metric_name, direction, notes, interrupted)
-    write_outputs(result, optuna, opened, base_recipe, own_val)
+    write_outputs(result, optuna, opened, base_recipe, own_val, label)
     return result
+
+
+def _source_label(recipe: str | os.PathLike[str] | Mapping[str, Any], name: str) -> str:
+    """The recipe a sweep was given, as its problems name it: its file, else its name."""
+    from ..catalog import resolve_recipe
+
+    return str(resolve_recipe(recipe)) if isinstance(recipe, (str, os.PathLike)) else f"recipe {name!r}"
 
 
 def default_direction(metric: str) -> str:

@@ -77,8 +77,9 @@ def read_result(optuna: Any, study_name: str, url: str, sweep_dir: Path, head: s
     return found
 
 
-def write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, own_val: int) -> None:
-    """best.toml, sweep.json and the plots, from the study as it stands."""
+def write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, own_val: int, label: str = "<dict>") -> None:
+    """best.toml, sweep.json and the plots, from the study as it stands (``label``: what the
+    problems of ``base``, the recipe swept, would name)."""
     from ..engine.figures import save_figure
     from ..recipe import load_recipe
 
@@ -86,7 +87,7 @@ def write_outputs(result: SweepResult, optuna: Any, storage: Any, base: Any, own
     if best is not None:
         overrides = {**best.params, "data.val": own_val, "name": f"{base.name}-best",
                      "description": f"trial {best.number} of sweep {result.study}: val {result.metric} {best.value:.4f}"}  # fmt: skip
-        recipe = load_recipe(base.to_dict(), overrides, grid_flag="--param")
+        recipe = load_recipe(base.to_dict(), overrides, grid_flag="--param", label=label)
         header = (f"# The best trial ({best.number}) of the sweep {result.study!r} ({result.storage}):\n"
                   f"# val {result.metric} {best.value:.4f}" + (f", test {best.test:.4f}" if best.test is not None else "") + ".\n"
                   f"# data.val is the recipe's own ({own_val}): the sweep held samples out, this recipe trains on them.\n"

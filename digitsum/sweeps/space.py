@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError, did_you_mean
@@ -19,7 +19,9 @@ class Space:
     """One ``--param KEY=SPACE``: the recipe key and the values a trial may give it.
 
     ``kind`` is ``loguniform`` or ``uniform`` (floats in ``[low, high]``), ``int`` (integers in
-    ``[low, high]``, on a log scale when ``log``) or ``choice`` (one of ``choices``).
+    ``[low, high]``, on a log scale when ``log``) or ``choice`` (one of ``choices``). ``text`` is
+    the ``--param`` as the user typed it and ``typed`` the text of each end or choice, for messages
+    (``3e-4``, not the ``0.0003`` it reads as).
     """
 
     key: str
@@ -28,6 +30,8 @@ class Space:
     high: float | int | None = None
     log: bool = False
     choices: tuple[Any, ...] = ()
+    text: str = field(default="", compare=False, repr=False)
+    typed: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def suggest(self, trial: Any) -> Any:
         """The value of this key for an Optuna trial."""
@@ -46,6 +50,14 @@ class Space:
         if self.kind == "int" and value != int(value):
             return False
         return float(self.low) <= value <= float(self.high)
+
+    def edges(self) -> list[tuple[Any, str]]:
+        """The values a recipe is checked with before any trial — every choice, or both ends —
+        each with what a message calls it (``the low end -1``, ``the choice flim``)."""
+        values = self.choices or (self.low, self.high)
+        typed = self.typed or tuple(map(str, values))
+        names = [f"the choice {t}" for t in typed] if self.choices else [f"the low end {typed[0]}", f"the high end {typed[1]}"]
+        return list(zip(values, names))
 
     def __str__(self) -> str:
         if self.kind == "choice":
@@ -101,7 +113,7 @@ def parse_space(text: str) -> Space:
                 raise UserError(f"{where}: a choice must be a number, a boolean or a string (got {value!r})")
         if len(set(map(repr, choices))) != len(choices):
             raise UserError(f"{where}: a value is given twice")
-        return Space(key, kind, choices=choices)
+        return Space(key, kind, choices=choices, text=text, typed=tuple(values))
     parts = rest.split(":")
     log = kind == "int" and len(parts) == 3
     if log and (third := parts.pop()) != "log":
@@ -113,7 +125,7 @@ def parse_space(text: str) -> Space:
         raise UserError(f"{where}: LOW must be below HIGH (got {parts[0]} and {parts[1]})")
     if (kind == "loguniform" or log) and low <= 0:
         raise UserError(f"{where}: a log scale needs LOW > 0 (got {parts[0]})")
-    return Space(key, kind, low, high, log)
+    return Space(key, kind, low, high, log, text=text, typed=tuple(p.strip() for p in parts))
 
 
 def parse_spaces(texts: Sequence[str]) -> list[Space]:
@@ -128,15 +140,38 @@ def parse_spaces(texts: Sequence[str]) -> list[Space]:
     return spaces
 
 
-def check_spaces(recipe: Any, overrides: Any, spaces: Sequence[Space]) -> None:
-    """Load the recipe with every choice (or both ends) of every space, as ``--param KEY=VALUE``: an
-    unknown key or a value its component refuses is the recipe's own error (did-you-mean
-    included), before any trial runs."""
+def check_spaces(recipe: Any, overrides: Any, spaces: Sequence[Space], *, label: str | None = None) -> None:
+    """Load the recipe with every choice (or both ends) of every space, before any trial runs:
+    an unknown key or a value its component refuses is one RecipeError for them all, labelled
+    ``label`` (the recipe swept), each problem naming the ``--param`` as typed. A problem every
+    value meets (an unknown key) is said once; one that only some meet names them (``the low end
+    -1 is refused: ...``); one found elsewhere (a head the generator chosen cannot feed) says
+    which ``--param`` caused it."""
     import tomli_w
 
+    from ..errors import Problem, RecipeError
     from ..recipe import load_recipe
+    from ..recipe.limits import show_text
 
+    problems: list[Problem] = []
     for space in spaces:
-        for value in space.choices or (space.low, space.high):
+        param = f"--param {show_text(space.text or str(space))}"
+        edges = space.edges()
+        met: dict[tuple[str, str, str], list[str]] = {}  # a problem -> the values that meet it
+        for value, name in edges:
             text = tomli_w.dumps({"v": value}).partition("=")[2].strip()  # the value as TOML, as --set reads it
-            load_recipe(recipe, overrides, grid=[f"{space.key}={text}"], grid_flag="--param")
+            try:
+                load_recipe(recipe, overrides, grid=[f"{space.key}={text}"], grid_flag="--param", label=label)
+            except RecipeError as e:
+                for p in e.problems:
+                    where = param if p.where.startswith("--param ") else p.where
+                    met.setdefault((where, p.key, p.message), []).append(name)
+        for (where, key, message), names in met.items():
+            which = " and ".join(names) if len(names) < len(edges) else ""
+            if where != param:
+                message = f"with {param}{f' ({which})' if which else ''}: {message}"
+            elif which:
+                message = f"{which} {'is' if len(names) == 1 else 'are'} refused: {message}"
+            problems.append(Problem(where, key, message))
+    if problems:
+        raise RecipeError(label or "<dict>", problems)

@@ -35,6 +35,7 @@ class Plan:
     pruner: str = "median"
     prune_startup: int = 5
     quiet: bool = False
+    label: str = "<dict>"  # what the base recipe's problems name: "sweep of recipes/original.toml"
 
 
 def pruning_callback(trial: Any, head: str, metric: str) -> Any:
@@ -90,7 +91,7 @@ def run_trial(study: Any, trial: Any, plan: Plan, optuna: Any) -> bool:
         return not interrupted
 
     try:
-        recipe = load_recipe(plan.base, overrides, grid_flag="--param")
+        recipe = load_recipe(plan.base, overrides, grid_flag="--param", label=plan.label)
         report = pruning_callback(trial, plan.head, plan.metric)
         outcome = runner.start(recipe, run_dir, force=True, callbacks=[report], progress=False)
     except BaseException as error:
