@@ -384,7 +384,8 @@ def test_a_type_change_among_overrides_keeps_the_other_overrides(tmp_path):
     # the file's table is still replaced: its classify-only keys do not reach the regress head
     found = problems(write(tmp_path, BASE.replace('type = "classify"', 'type = "classify"\nlabel_smoothing = 0.1'), "s.toml"),
                      ["heads.digit.type=regress"])  # fmt: skip
-    assert found == ["--set heads.digit.type=regress heads.digit.target: is required but missing"]
+    assert len(found) == 1 and found[0].startswith("--set heads.digit.type=regress heads.digit.target: is required but missing — ")
+    assert "dropping the keys it had: label_smoothing, target" in found[0]
 
 
 def test_compare_grid_type_with_a_set_target():
@@ -569,3 +570,26 @@ def test_a_recipe_rebuilt_from_its_dict_names_itself_not_dict():
     with pytest.raises(RecipeError) as e:
         load_recipe({"extends": "original", "train": {"epochs": 0}}, label="mine")
     assert e.value.problems[0].where == "mine"
+
+
+def test_a_type_override_that_drops_a_required_key_says_so(tmp_path):
+    path = write(tmp_path, BASE.replace('[heads.sum]\ntarget = "sum"', '[heads.sum]\ntype = "regress"\ntarget = "sum"\nweight = 2.0'))
+    found = problems(path, ["heads.sum.type=classify"])
+    assert len(found) == 1, found
+    assert found[0].startswith("--set heads.sum.type=classify heads.sum.target: is required but missing — ")
+    assert "replaced [heads.sum] whole, dropping the keys it had: target, weight" in found[0]
+    assert "keep target with --set heads.sum.target=sum" in found[0]
+    # the same through a dict of overrides, and when the type change comes from a child recipe
+    found = problems(path, {"heads.sum.type": "classify"})
+    assert "keep target with overrides['heads.sum.target'] = 'sum'" in found[0], found
+    child = write(tmp_path, 'extends = "r.toml"\n\n[heads.sum]\ntype = "classify"\n', "child.toml")
+    found = problems(child)
+    assert found[0].startswith(f"{child}:3 heads.sum.target: is required but missing — {child}:4 changed heads.sum.type"), found
+    assert 'keep target by writing target = "sum" in [heads.sum] too' in found[0]
+
+
+def test_a_dropped_key_given_again_is_not_blamed_on_the_type_change(tmp_path):
+    path = write(tmp_path, BASE.replace('[heads.sum]\ntarget = "sum"', '[heads.sum]\ntype = "regress"\ntarget = "sum"'))
+    found = problems(path, ["heads.sum.type=classify", "heads.sum.target=summ"])
+    assert len(found) == 1 and "did you mean 'sum'" in found[0] and "replaced" not in found[0], found
+    load_recipe(path, ["heads.sum.type=classify", "heads.sum.target=sum"])  # kept: nothing to say

@@ -7,6 +7,7 @@ override), so that a problem found later, in validation, still points at the lin
 from __future__ import annotations
 
 import re
+import shlex
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import resolve_recipe
-from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean
+from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, recipe_text
 from ..kinds import KINDS
 from .legacy import legacy_train, upgrade_train
 from .limits import MAX_BYTES, MAX_EXTENDS, NAMED_TABLES, bracket_problem, document_problems
@@ -111,16 +112,64 @@ def _deepest(path: KeyPath, known: Mapping[KeyPath, Any]) -> Any:
     return next((known[path[:end]] for end in range(len(path), 0, -1) if path[:end] in known), None)
 
 
+@dataclass(frozen=True)
+class Replaced:
+    """A component table replaced whole because a later layer changed its ``type``: where that
+    ``type`` came from, and the keys (with their values) the table had and lost."""
+
+    by: Source
+    dropped: dict[str, Any]
+
+
 @dataclass
 class Document:
-    """A merged recipe document and the source of each of its keys."""
+    """A merged recipe document, the source of each of its keys, and the component tables a
+    change of ``type`` replaced (``replaced``: what each one lost)."""
 
     data: dict[str, Any] = field(default_factory=dict)
     sources: dict[KeyPath, Source] = field(default_factory=dict)
+    replaced: dict[KeyPath, Replaced] = field(default_factory=dict)
 
     def source_of(self, path: KeyPath, fallback: str) -> Source:
         """The source of the deepest known prefix of ``path``."""
         return _deepest(path, self.sources) or Source(fallback)
+
+    def dropped_note(self, path: KeyPath) -> str:
+        """Why the key at ``path`` is missing when a change of its table's ``type`` dropped it
+        (a table whose type changes is replaced whole): where the type changed, every key the
+        table lost, and how to keep this one; '' otherwise."""
+        table, key = path[:-1], path[-1]
+        replaced = self.replaced.get(table)
+        if replaced is None or key not in replaced.dropped or key in self._table(table):
+            return ""
+        name, value, by = ".".join(table), replaced.dropped[key], replaced.by
+        if by.label.startswith("--"):
+            keep = f"with {_set_arg(f'{name}.{key}', value)}"
+        elif by.label.startswith("overrides["):
+            keep = f"with overrides[{name + '.' + key!r}] = {value!r}"
+        else:
+            keep = f"by writing {key} = {recipe_text(value)} in [{name}] too"
+        changed = f"the override {by.label}" if by.label.startswith(("--", "overrides[")) else f"{by} changed {name}.type, which"
+        return (f" — {changed} replaced [{name}] whole, dropping the keys it had: {', '.join(replaced.dropped)} "
+                f"(a type's parameters are its own); keep {key} {keep}")
+
+    def _table(self, path: KeyPath) -> dict[str, Any]:
+        node: Any = self.data
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node if isinstance(node, dict) else {}
+
+
+def _set_arg(key: str, value: Any) -> str:
+    """``--set KEY=VALUE`` as a shell takes it: a string as a plain word where ``--set`` reads it
+    back unchanged (``sum``, not ``"sum"``), anything else as TOML; quoted when it needs to be."""
+    text = recipe_text(value)
+    if isinstance(value, str) and value.isprintable() and value == value.strip():
+        try:
+            tomllib.loads(f"v = {value}")
+        except tomllib.TOMLDecodeError:
+            text = value
+    return f"--set {shlex.quote(f'{key}={text}')}"
 
 
 #: Tables of one component each (``[data]``, ``[train.optimizer]``, ...), and those that cannot be removed.
@@ -184,6 +233,8 @@ def merge(base: Document, data: Mapping[str, Any], how: Merge, prefix: KeyPath =
             continue
         if replace_component or isinstance(old, dict):
             _forget_sources(base, path)
+        if replace_component and (dropped := {k: v for k, v in old.items() if k != "type" and k not in value}):
+            base.replaced[path] = Replaced(how.source_of(path + ("type",)), dropped)  # to explain a key found missing
         base.sources[path] = how.source_of(path)
         if isinstance(value, dict):
             target[key] = {}  # a new (or replaced) table: merged key by key, so that `heads.<name> = false` is seen
@@ -235,8 +286,10 @@ def _place_new_keys(target: dict[str, Any], inherited: list[str], data: Mapping[
 
 
 def _forget_sources(base: Document, path: KeyPath) -> None:
-    for stale in [p for p in base.sources if p[: len(path)] == path]:
-        del base.sources[stale]
+    """Forget what is known of the keys under ``path`` (replaced or removed)."""
+    for known in (base.sources, base.replaced):
+        for stale in [p for p in known if p[: len(path)] == path]:
+            del known[stale]
 
 
 def _copy(value: Any, bad_key: Callable[[KeyPath, Any], None] | None = None, path: KeyPath = ()) -> Any:

@@ -58,7 +58,7 @@ class _Check:
         return str(self.doc.source_of(path, self.fallback))
 
     def problem(self, path: KeyPath, message: str, where: str | None = None) -> None:
-        self.problems.append(Problem(where or self.where(path), ".".join(path), message))
+        self.problems.append(Problem(where or self.where(path), ".".join(path), message + self.doc.dropped_note(path)))
 
     def table(self, data: Any, path: KeyPath) -> bool:
         """Whether ``data`` is a table; a problem when not."""
