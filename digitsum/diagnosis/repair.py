@@ -4,6 +4,8 @@ Only recipe keys are written, and only those the doctor measured to restore lear
 (``Report.repair``); causes in code are named by the report, never patched. The recipe is
 written as its document (``extends`` and ``--set`` overrides applied, no defaults filled in),
 atomically (a temporary file beside it, then renamed), and never over the input unless asked.
+A run directory's ``recipe.toml`` loses its ``[provenance]``: the repaired recipe is a new one,
+not the record of that run (see :func:`write_repaired`).
 """
 
 from __future__ import annotations
@@ -60,11 +62,18 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
     out = check_target(source, out, overwrite)
     doc = recipe_document(source, list(overrides))
     fixed = copy.deepcopy(doc)
+    # [provenance] records the run that wrote it (versions, device, time, init_sha256): false of
+    # a recipe no run has trained yet. Reading it back changes one thing, a [train] in 0.1.0's
+    # spelling read as the run trained; recipe_document has already upgraded that [train] to the
+    # current spelling, which reads the same without it.
+    provenance = fixed.pop("provenance", None)
     for key, value in repair.items():
         _set(fixed, key, value)
     before, after = tomli_w.dumps(doc), tomli_w.dumps(fixed)
     header = f"# {out.name}: {_HEADER} {source} --repair` with the fixes it verified:\n" + "".join(
         f"#   {k} = {v!r}\n" for k, v in repair.items())
+    if provenance is not None:
+        header += "# The run's [provenance] is left out: this is a new recipe, not that run's record.\n"
     write_text(out, header + after)
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"{source}", f"{out}"))
 

@@ -383,3 +383,24 @@ def test_a_plugin_check_that_crashes_is_its_own_bug_not_the_recipes(tiny_data, m
     assert finding.check == "crashing" and finding.title == f"doctor check 'crashing' from local ({__name__}) raised IndexError in crashing()"
     assert "no component of the recipe raised it" in finding.why and __name__ in finding.fix
     assert "would fail the same way" not in finding.fix
+
+
+@pytest.mark.parametrize("old_spelling", [False, True], ids=["current", "0.1.0"])
+def test_a_repaired_run_recipe_is_a_new_recipe_without_the_runs_provenance(tmp_path, old_spelling):
+    import tomli_w
+
+    from digitsum.diagnosis.repair import write_repaired
+    from digitsum.recipe import recipe_document
+
+    doc = load_recipe("original").to_dict()
+    if old_spelling:  # a run of digitsum 0.1.0: its [train] is read as it trained because of [provenance]
+        doc["train"] = {"epochs": 8, "optimizer": "adamw", "lr": 4e-3, "weight_decay": 0.05, "schedule": "onecycle"}
+    doc["provenance"] = {"digitsum": "0.1.0", "torch": "2.0.0", "created": "2024-01-01T00:00:00"}
+    run_recipe = tmp_path / "recipe.toml"
+    run_recipe.write_text(tomli_w.dumps(doc))
+    out = tmp_path / "fixed.toml"
+    diff = write_repaired(run_recipe, [], {"train.optimizer.lr": 0.01}, out)
+    assert "provenance" not in recipe_document(out) and "torch" not in out.read_text()
+    assert "-[provenance]" in diff  # the diff shows it left out
+    # without [provenance] it still reads as the run trained (the old [train] was upgraded when read), with the fix
+    assert load_recipe(out).to_dict() == load_recipe(run_recipe, {"train.optimizer.lr": 0.01}).to_dict()
