@@ -420,3 +420,15 @@ def test_files_digitsum_writes_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "mine.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_a_sweep_names_a_refused_choice_without_its_escape_sequence():
+    pytest.importorskip("optuna")
+    import digitsum
+    from digitsum.errors import RecipeError
+
+    with pytest.raises(RecipeError) as e:
+        digitsum.sweep("original", ["backbone.type=choice:concat,\x1b[31mred" + "x" * 200], 2)
+    [problem] = e.value.problems
+    assert problem.where.startswith("--param 'backbone.type=choice:concat,\\x1b[31m") and len(problem.where) < 100
+    assert problem.message.startswith("the choice '\\x1b[31mredxxx") and "... is refused: " in problem.message

@@ -54,8 +54,10 @@ class Space:
     def edges(self) -> list[tuple[Any, str]]:
         """The values a recipe is checked with before any trial — every choice, or both ends —
         each with what a message calls it (``the low end -1``, ``the choice flim``)."""
+        from ..recipe.limits import show_text
+
         values = self.choices or (self.low, self.high)
-        typed = self.typed or tuple(map(str, values))
+        typed = tuple(show_text(t, 40) for t in self.typed or map(str, values))  # never an escape sequence
         names = [f"the choice {t}" for t in typed] if self.choices else [f"the low end {typed[0]}", f"the high end {typed[1]}"]
         return list(zip(values, names))
 
