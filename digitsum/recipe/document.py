@@ -29,7 +29,7 @@ from .schema import KeyPath
 class Source:
     """Where a key came from: a file and line, or a command-line override."""
 
-    label: str  # a path, "<dict>", "--set a.b=c", "--grid a.b=c" or "overrides['a.b']"
+    label: str  # a path, "<dict>" (or the label load_recipe was given), "--set a.b=c", "--grid a.b=c" or "overrides['a.b']"
     line: int | None = None
 
     def __str__(self) -> str:
