@@ -23,8 +23,6 @@ from ..engine.train import make_optimizer
 from .findings import Change, Finding, fmt, pct
 from .probe import Probe, RunTrace, fresh_copy, seeded, short_run
 
-#: Training samples each verification run sees (at the recipe's batch size), and its step bounds.
-VERIFY_SAMPLES, VERIFY_STEPS = 8000, (60, 200)
 #: A change that leaves every head learning is kept in the improvement rounds when it raises the
 #: mean held-out accuracy by this much and lowers no head's by more.
 IMPROVES = 0.02
@@ -219,16 +217,19 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     # when every head learns: kept when they raise held-out skill; settings merely off their
     # defaults only restore
     proposed = [c for f in findings if f.severity in ("error", "warning") for c in f.candidates]
-    diagnosed = probe.cache.get("short_run")
-    growing = diagnosed is not None and diagnosed[0].step_growth() is not None
+    diagnosed = probe.cache["short_run"][0] if "short_run" in probe.cache else None
+    growing = diagnosed is not None and diagnosed.step_growth() is not None
     if diagnosed is not None and not proposed and not growing:  # the short run is the diagnosis: nothing to fix when every head learned in it
-        trace = diagnosed[0]
-        if trace.finite and all(trace.learning().values()):
+        if diagnosed.finite and all(diagnosed.learning().values()):
             return [], {}, []
-    steps = probe.steps_for(VERIFY_SAMPLES, VERIFY_STEPS)
-    if growing:  # steps that grow show it only on a run as long as the one that found them
-        steps = max(steps, diagnosed[0].steps)
-    base = short_run(probe, steps)  # at the recipe's peak lr held constant, as in the run that found the stall
+    # as long as the short run that judged a head not to learn: a shorter one would ask more of a
+    # fix than of a healthy recipe (a head that learns in 93 steps need not in 62); steps that
+    # grow show it only on a run as long as the one that found them (a slow head's longer run)
+    steps = max(short_run_steps(probe), diagnosed.steps if growing else 0)
+    # at the recipe's peak lr held constant, as in the run that found the stall: that run itself
+    # when it is as long (every short run of a probe trains alike)
+    same = diagnosed is not None and diagnosed.steps == steps and not diagnosed.warmed
+    base = diagnosed if same else short_run(probe, steps)
     stalled = [h for h, ok in base.learning().items() if not ok]
     unstable = not base.finite or base.step_growth() is not None
     if not stalled and not unstable and not proposed:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
 from digitsum.contracts import Classes, Head, Params
-from digitsum.diagnosis import Probe, diagnose
+from digitsum.diagnosis import Probe, diagnose, short_run_steps
 from digitsum.diagnosis.checks.data import dominated_share
 from digitsum.diagnosis.probe import learns
 from digitsum.engine.progress import fell
@@ -293,6 +293,28 @@ def test_when_no_change_helps_the_doctor_says_what_it_tried(tiny_data):
     (summary,) = of(report.findings, "fixes")
     assert summary.severity == "error" and summary.title.startswith("no single change restores learning")
     assert len(summary.figures["tried"]) >= 2 and not report.repair
+
+
+class SoftmaxesAnyway(Classify):
+    """A plugin head as a user wrote it from docs/plugins.md: class logits declared, softmax returned."""
+
+    def forward(self, features):
+        return super().forward(features).softmax(dim=1)
+
+
+def test_a_plugin_heads_double_softmax_fix_is_verified_whatever_the_batch_size(tiny_data):
+    # batch 128 (original's): the short run that finds the stall is 93 steps; at this lr the sum
+    # head with logits learns in 93 steps but not in 62, so a shorter verification run misses it
+    recipe = ('heads.sum={type="softmaxes_anyway", target="sum"}', "train.optimizer.lr=3e-4")
+    with registered(heads, "softmaxes_anyway", SoftmaxesAnyway):
+        probe = probe_for(*recipe)
+        report = diagnose(probe, ["double_softmax", "short_run"])
+    (error,) = of(report.findings, "double_softmax", "error")
+    assert "return logits" in error.fix and "verified: with only this change" in error.fix, error.fix
+    assert error.tried[0]["restores"] == ["sum"]
+    assert any("return logits" in cause for cause in report.code_causes)
+    (summary,) = of(report.findings, "fixes")
+    assert summary.figures["steps"] >= short_run_steps(probe) == 93  # never shorter than the run that judged learning
 
 
 # -- --repair -----------------------------------------------------------------------------------
