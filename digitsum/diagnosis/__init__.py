@@ -90,9 +90,10 @@ def all_checks() -> dict[str, Check]:
     return {**CHECKS, **plugin_checks()}
 
 
-def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
+def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: bool = False) -> list[Finding]:
     """One check; a check that crashes is itself a finding, not a traceback, and names who
-    raised: a component of the recipe (then ``digitsum run`` fails the same way), a plugin's
+    raised: a component of the recipe (then ``digitsum run`` fails the same way; with
+    ``stop_on_component_error`` its exception goes on, as it would in training), a plugin's
     check (a bug in that check, not in the recipe), or digitsum's own check."""
     try:
         return list(check(probe))
@@ -101,12 +102,15 @@ def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
     except Exception as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         blamed = blame(e, probe.recipe)
+        if blamed is not None and stop_on_component_error:
+            raise
         if blamed is not None:  # the model, its loss or the data: that is the diagnosis
             # a built-in component is not the one to change: what it was given (data, settings) is
-            fix = (f"{blamed.component}'s {blamed.method}() was given what it cannot take: see the other findings"
-                   if blamed.origin == "built-in" else f"fix {blamed.component}'s {blamed.method}() ({blamed.origin})")  # fmt: skip
+            fix = (f"the {blamed.method}() of {blamed.component} was given what it cannot take: see the other findings"
+                   if blamed.origin == "built-in" else f"fix the {blamed.method}() of {blamed.component} ({blamed.origin})")  # fmt: skip
             return [Finding(name, "error", f"{blamed.component} from {blamed.origin} raised {type(e).__name__} in {blamed.method}()",
-                            text, f"the {name} check ran it as training does", f"{fix}; `digitsum run` would fail the same way")]  # fmt: skip
+                            text, f"the {name} check ran it as training does", f"{fix}; `digitsum run` would fail the same way",
+                            figures={"component": blamed.component, "method": blamed.method, "checks": [name]})]  # fmt: skip
         module = getattr(check, "__module__", "") or ""
         builtin = module.startswith("digitsum.")
         origin = "digitsum" if builtin else _plugin_origin(name) or f"local ({module})"
@@ -121,14 +125,16 @@ def _run_check(name: str, check: Check, probe: Probe) -> list[Finding]:
 
 
 def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool | None = None,
-             budget: float | None = None, tune: bool = False) -> Report:  # fmt: skip
+             budget: float | None = None, tune: bool = False, stop_on_component_error: bool = False) -> Report:  # fmt: skip
     """Run ``checks`` (default: every built-in and plugin check) on ``probe`` without disturbing
     the global random state or the model; then, when a head does not learn, try every proposed
     fix (:func:`digitsum.diagnosis.remedies.verify`). ``verify`` defaults to whether the
     short run is among the checks; ``budget`` (seconds) stops trying further fixes after it.
     ``tune`` (what ``--repair`` asks for): on a recipe whose heads all learn, settings reset to
     their defaults are tried too and kept when they raise held-out skill
-    (:func:`digitsum.diagnosis.remedies.tune`)."""
+    (:func:`digitsum.diagnosis.remedies.tune`). ``stop_on_component_error`` (the preflight): an
+    exception one of the recipe's components raises goes on, as it would in training, instead of
+    becoming a finding; the doctor reports it, once however many checks ran into it."""
     started = time.perf_counter()
     available = all_checks()
     names = list(available) if checks is None else list(checks)
@@ -144,7 +150,15 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
         was_training = probe.model.training
         probe.model.train()
         for name in names:
-            findings += _run_check(name, available[name], probe)
+            for finding in _run_check(name, available[name], probe, stop_on_component_error):
+                # a component that raises fails every check that runs it: one finding says so
+                crashed = "checks" in finding.figures and "component" in finding.figures
+                same = next((f for f in findings if crashed and "checks" in f.figures and f.title == finding.title), None)
+                if same is None:
+                    findings.append(finding)
+                else:
+                    same.figures["checks"].append(name)
+                    same.why = f"the {', '.join(same.figures['checks'])} checks ran it as training does"
         if verify if verify is not None else "short_run" in names:
             try:
                 added, repair, code = verify_fixes(probe, findings, None if budget is None else started + budget)

@@ -723,3 +723,41 @@ def test_the_settings_reset_as_fixes_are_ones_the_recipe_allows(tiny_data):
             load_recipe(probe.recipe.to_dict(), dict(change.keys))
         except RecipeError as e:
             raise AssertionError(f"{change.label}: {e}") from None
+
+
+# -- the preflight ------------------------------------------------------------------------------
+
+
+class RaisesInForward(Classify):
+    """A plugin head whose forward() raises (a bug in its code)."""
+
+    def forward(self, features):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+
+def test_a_component_that_raises_in_the_preflight_stops_the_run_as_a_crash_in_training_would(cli, tiny_data, tmp_path):
+    from ..conftest import TINY
+
+    recipe = RECIPES / "original.toml"
+    with registered(heads, "raises_in_forward", RaisesInForward):
+        result = cli("run", recipe, *TINY, "--set", 'heads.sum={type="raises_in_forward", target="sum"}', "--out", tmp_path / "run")
+        without = cli("run", recipe, *TINY, "--set", 'heads.sum={type="raises_in_forward", target="sum"}', "--out", tmp_path / "bare",
+                      "--no-preflight")  # fmt: skip
+    said = result.out + result.err
+    assert result.code == without.code == 1, said
+    blamed = "head 'raises_in_forward' from local (tests.engine.test_doctor_checks:RaisesInForward) raised RuntimeError in forward()"
+    assert said.count(blamed) == 1 and "in forward" in said  # once, with its own frames...
+    assert "Traceback" not in said and "preflight" not in said and "epoch 1/" not in said  # ...and no epoch started
+    assert result.err.replace(str(tmp_path / "run"), "RUN") == without.err.replace(str(tmp_path / "bare"), "RUN")  # as in training
+    assert "''s" not in said
+
+
+def test_the_doctor_reports_a_component_that_raises_once_for_every_check_it_fails(tiny_data):
+    from digitsum.diagnosis import PREFLIGHT
+
+    with registered(heads, "raises_in_forward", RaisesInForward):
+        report = diagnose(probe_for('heads.sum={type="raises_in_forward", target="sum"}'), list(PREFLIGHT))
+    (crash,) = report.errors
+    assert crash.title.startswith("head 'raises_in_forward' from local (") and crash.title.endswith("raised RuntimeError in forward()")
+    assert len(crash.figures["checks"]) > 1 and ", ".join(crash.figures["checks"]) in crash.why
+    assert "fix the forward() of head 'raises_in_forward'" in crash.fix and "''s" not in crash.fix
