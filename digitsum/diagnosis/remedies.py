@@ -398,9 +398,18 @@ def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Chan
 
 
 def _describe(base: RunTrace, trace: RunTrace | None, heads: list[str]) -> str:
+    """Each head's held-out accuracy before -> after the change; and its held-out log-loss where
+    the accuracy shows no change (a head judged to learn by its log-loss would read "10 % -> 10 %")."""
     if trace is None:
         return "failed"
-    return ", ".join(f"{h} {pct(base.after[h])} -> {pct(trace.after[h])}" for h in heads)
+    parts = []
+    for h in heads:
+        text = f"{h} {pct(base.after[h])} -> {pct(trace.after[h])}"
+        was, now = base.nll.get(h), trace.nll.get(h)
+        if pct(base.after[h]) == pct(trace.after[h]) and was is not None and now is not None:
+            text += f" (held-out log-loss {fmt(was)} -> {fmt(now)})"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 #: Tuning (``--repair`` only) keeps a setting reset when it raises the held-out skill by this much

@@ -761,3 +761,16 @@ def test_the_doctor_reports_a_component_that_raises_once_for_every_check_it_fail
     assert crash.title.startswith("head 'raises_in_forward' from local (") and crash.title.endswith("raised RuntimeError in forward()")
     assert len(crash.figures["checks"]) > 1 and ", ".join(crash.figures["checks"]) in crash.why
     assert "fix the forward() of head 'raises_in_forward'" in crash.fix and "''s" not in crash.fix
+
+
+def test_a_fix_whose_accuracy_stays_put_is_described_by_its_log_loss_too():
+    from digitsum.diagnosis.probe import RunTrace
+    from digitsum.diagnosis.remedies import _describe
+
+    def trace(accuracy: float, nll: float) -> RunTrace:
+        return RunTrace(steps=10, losses=torch.zeros(10), head_losses={}, before={"d": 0.1}, after={"d": accuracy},
+                        chance={"d": 0.1}, nll={"d": nll}, entropy={"d": 2.3}, held_loss={"d": (2.3, nll)})  # fmt: skip
+
+    base = trace(0.10, 2.30)
+    assert _describe(base, trace(0.10, 1.90), ["d"]) == "d 10 % -> 10 % (held-out log-loss 2.3 -> 1.9)"
+    assert _describe(base, trace(0.32, 1.20), ["d"]) == "d 10 % -> 32 %"  # the accuracy says it
