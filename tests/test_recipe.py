@@ -593,3 +593,11 @@ def test_a_dropped_key_given_again_is_not_blamed_on_the_type_change(tmp_path):
     found = problems(path, ["heads.sum.type=classify", "heads.sum.target=summ"])
     assert len(found) == 1 and "did you mean 'sum'" in found[0] and "replaced" not in found[0], found
     load_recipe(path, ["heads.sum.type=classify", "heads.sum.target=sum"])  # kept: nothing to say
+
+
+@pytest.mark.parametrize("bulk", [{"description": "x" * 2_000_000}, {"heads": {"sum": {"type": "classify", "target": "sum", "note": ["y" * 1000] * 1100}}}])
+def test_a_python_document_meets_the_size_limit_of_a_file(bulk):
+    # its run's recipe.toml would be over 1 MiB, a file no load_run, eval or resume could read back
+    with pytest.raises(RecipeError, match="more than 1 MiB of text"):
+        load_recipe({"extends": "original", "name": "big", **bulk})
+    load_recipe({"extends": "original", "name": "small", "description": "x" * 1000})  # a long description is fine

@@ -91,7 +91,6 @@ def describe_preprocessing(specs: Mapping[str, Spec], code: Path | None = None) 
     }  # fmt: skip
     module = (code or Path("model_preprocess.py")).stem
     spec = next(iter(images.values()))  # the size of the first image input (the built-ins: all 28x28)
-    feed = "pixels[None, None]" if spec.channels == 1 else f"np.repeat(pixels[None, None], {spec.channels}, axis=1)"
     return {
         "summary": (
             "Bring each image to MNIST's format, as MNIST itself was made and as `digitsum predict` does before "
@@ -106,8 +105,7 @@ def describe_preprocessing(specs: Mapping[str, Spec], code: Path | None = None) 
                         "image: a file path, a PIL image or a numpy array (uint8 0-255 or floats in [0, 1]); "
                         "raises ImageError for an unreadable or blank image",
             "call": f"from {module} import to_mnist_format; pixels = to_mnist_format(path, {spec.height}, {spec.width}); "
-                    f"feed {feed} (float32 {['batch', spec.channels, spec.height, spec.width]}) as "
-                    + " and as ".join(f"'{n}'" for n in images) + " (one image each)" * (len(images) > 1),
+                    + "; ".join(_feed(name, s) for name, s in images.items()),
             "requires": ["numpy", "Pillow"],
             "source": f"digitsum.mnist_format, digitsum {__version__}",
             "sha256": hashlib.sha256(preprocess_code()).hexdigest(),
@@ -117,6 +115,15 @@ def describe_preprocessing(specs: Mapping[str, Spec], code: Path | None = None) 
         "images": geometry,
         "in_model": _IN_MODEL,
     }
+
+
+def _feed(name: str, spec: Image | Images) -> str:
+    """How the preprocessed pixels of one image input go into the model, in words and numpy."""
+    one = "pixels[None]" if spec.channels == 1 else f"np.repeat(pixels[None], {spec.channels}, axis=0)"  # [c, h, w]
+    if isinstance(spec, Images):
+        return (f"feed np.stack([{one} for pixels in the {spec.count} images, most significant first])[None] "
+                f"(float32 {['batch', spec.count, spec.channels, spec.height, spec.width]}) as '{name}'")
+    return f"feed {one}[None] (float32 {['batch', spec.channels, spec.height, spec.width]}) as '{name}'"
 
 
 def _read_output(space: PredictionSpace, output_kind: str, name: str, shape: list[Any]) -> str:

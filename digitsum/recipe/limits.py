@@ -76,8 +76,16 @@ def document_problems(data: Mapping[str, Any], where: Callable[[KeyPath], str], 
     loggers identifiers. A Python document may be cyclic: the depth limit ends the walk."""
     problems: list[Problem] = []
     stack: list[tuple[KeyPath, Any]] = [(prefix, data)]
+    text = 0  # characters of the values seen: a Python document meets a file's MAX_BYTES too
     while stack and len(problems) < 20:
         path, value = stack.pop()
+        if not isinstance(value, (Mapping, list, tuple)):
+            text += len(value) if isinstance(value, str) else 8  # a number as TOML writes it, about
+            if text > MAX_BYTES:  # its run's recipe.toml could never be read back
+                problems.append(Problem(where(path), show_path(path), f"the recipe holds more than {MAX_BYTES >> 20} MiB of text, "
+                                                                      "the most a recipe may be (a recipe is a few KiB)"))  # fmt: skip
+                break
+            continue
         if len(path) > MAX_DEPTH:
             problems.append(Problem(where(path), show_path(path[: MAX_DEPTH + 1]) + "...",
                                     f"tables and arrays are nested more than {MAX_DEPTH} levels deep"))  # fmt: skip
@@ -87,10 +95,8 @@ def document_problems(data: Mapping[str, Any], where: Callable[[KeyPath], str], 
             for child, _ in children:
                 if problem := _key_problem(child):
                     problems.append(Problem(where(child), show_path(child), problem))
-        elif isinstance(value, (list, tuple)):
-            children = [(path + (i,), item) for i, item in enumerate(value)]
         else:
-            continue
+            children = [(path + (i,), item) for i, item in enumerate(value)]
         stack.extend(reversed(children))
     return problems
 
@@ -100,7 +106,7 @@ def _key_problem(path: KeyPath) -> str | None:
     if not isinstance(key, str):
         return None  # python_document reports keys that are not strings
     if len(path) == 2 and path[0] in NAMED_TABLES and not NAME.fullmatch(key):
-        return f"a {NAMED_TABLES[path[0]]}'s name must be 1-64 letters, digits, '_' or '-' (got {show_key(key)})"
+        return f"a {NAMED_TABLES[path[0]]}'s name must be 1-64 ASCII letters, digits, '_' or '-' (got {show_key(key)})"
     if not key or len(key) > MAX_KEY or not key.isprintable():
         return f"a key must be 1-{MAX_KEY} printable characters (got {show_key(key)}, {len(key)} characters)"
     return None

@@ -181,7 +181,7 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
 
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
-        check.problem(("name",), f"must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit (got {fmt_value(name)})")
+        check.problem(("name",), f"must be 1-64 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit (got {fmt_value(name)})")
     description = raw.get("description", "")
     if not isinstance(description, str):
         check.problem(("description",), "must be a string")

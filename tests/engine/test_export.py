@@ -206,6 +206,11 @@ def test_every_builtin_component_exports(case, fmt, tmp_path, tiny_root):
     assert max(differences.values()) <= TOLERANCE, differences
     sidecar = json.loads(result.sidecar.read_text())
     assert [i["name"] for i in sidecar["inputs"]] == list(run.recipe.interface().inputs)
+    # the preprocessing's call feeds each image input in the shape the input declares
+    call = sidecar["preprocessing"]["code"]["call"]
+    for given in sidecar["inputs"]:
+        if given["kind"] in ("image", "images"):
+            assert f"(float32 {given['shape']}) as '{given['name']}'" in call, (given, call)
     assert [o["name"] for o in sidecar["outputs"]] == [n for h in run.model.heads for n in (h, f"{h}_prediction")]
     assert sidecar["metrics"] == {"split": "test", "epochs": 0, "status": "unfinished", "heads": {}}
 
@@ -488,7 +493,7 @@ def test_the_preprocessing_code_is_copied_next_to_the_model(exported):
         assert preprocessing["code"]["sha256"] == __import__("hashlib").sha256(original).hexdigest()
         assert preprocessing["code"]["requires"] == ["numpy", "Pillow"]
         assert "from model_preprocess import to_mnist_format" in preprocessing["code"]["call"]
-        assert "pixels[None, None]" in preprocessing["code"]["call"] and "'image'" in preprocessing["code"]["call"]
+        assert "pixels[None][None]" in preprocessing["code"]["call"] and "'image'" in preprocessing["code"]["call"]
         # the words are the module's own description of its steps, its settings' values in them
         assert preprocessing["image_steps"] == mnist_format.steps() and len(preprocessing["image_steps"]) == 8
         assert preprocessing["parameters"]["BOX_THRESHOLD"] == mnist_format.BOX_THRESHOLD
