@@ -208,7 +208,9 @@ def image_sequence_batch(value: Any, spec: Images, *, preprocess: bool = True, n
         images, _ = image_batch(sample, spec.image, preprocess=preprocess, name=name)
         if len(images) != spec.count:
             which = f" (sample {k})" if many else ""
-            raise UserError(f"input '{name}'{which} takes {spec.count} image(s) in order, got {len(images)}")
+            raise UserError(f"input '{name}'{which} takes {spec.count} image(s) in order, most significant digit first, "
+                            f"got {len(images)} (one sample: a list of {spec.count}; a batch: a list of such lists; "
+                            f"on the command line: --input {name}=FILE {spec.count} times)")
         stacked.append(images)
     return torch.stack(stacked), many
 

@@ -162,7 +162,7 @@ def test_a_head_or_logger_name_is_an_identifier_or_refused(tmp_path: Path, name:
     code, err = invoke("show", path)
     check(code, err)
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-        assert code == 2 and "name must be 1-64 letters" in err and "\x1b" not in err
+        assert code == 2 and "name must be 1-64 ASCII letters" in err and "\x1b" not in err
 
 
 @SETTINGS

@@ -99,7 +99,7 @@ def test_missing_file_is_a_user_error(tmp_path):
         (("epochs = 1", "epochs = 1000000"), "train.epochs: input should be less than or equal to 1000"),
         (("epochs = 1", 'epochs = "three"'), "train.epochs: input should be a valid integer"),
         (("seed = 3", "seed = -1"), "seed: must be an integer"),
-        (('name = "t"', 'name = "../evil"'), "name: must be 1-64 letters"),
+        (('name = "t"', 'name = "../evil"'), "name: must be 1-64 ASCII letters"),
         (("[train]", "[trian]"), "trian: unknown key — did you mean 'train'?"),
         (("hidden = [16]", "hidden = [0]"), "backbone.hidden: every size must be from 1 to 4096"),
         (("lr = 1e-3", "lr = 1e-3\nmomentum = 0.9"), "train.optimizer.momentum: unknown key — valid: betas, eps, lr, type, weight_decay [optimizer 'adam']"),
@@ -496,7 +496,7 @@ def test_names_of_heads_and_loggers_are_identifiers(tmp_path, cli, name, table):
     body = 'target = "sum"' if table == "heads" else 'type = "csv"'
     path = write(tmp_path, BASE + f'\n[{table}."{quoted}"]\n{body}\n')
     what = "a head's" if table == "heads" else "a logger's"
-    with pytest.raises(RecipeError, match=f"{what} name must be 1-64 letters, digits, '_' or '-'") as e:
+    with pytest.raises(RecipeError, match=f"{what} name must be 1-64 ASCII letters, digits, '_' or '-'") as e:
         load_recipe(path)
     assert f" {table}." in str(e.value) and "\x1b" not in str(e.value)
     for command in ("show", "run"):
