@@ -199,9 +199,12 @@ def image_sequence_batch(value: Any, spec: Images, *, preprocess: bool = True, n
 
     One sample is a sequence of ``count`` images in any form :func:`digitsum.images.image_batch`
     takes (e.g. a list of paths); a batch is a list (or tuple) of such sequences, each a list or
-    tuple. A sequence of another length is a UserError naming the input.
+    tuple, or an array of them whose second axis is the sequence (``[B, count, H, W]``, or the
+    generator's own ``[B, count, C, H, W]``). A sequence of another length is a UserError naming the input.
     """
     many = isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, (list, tuple)) for v in value)
+    if not many and getattr(value, "ndim", 0) in (4, 5) and value.shape[1] == spec.count:
+        value, many = list(value), True  # an array of sequences, split along its batch axis
     samples = value if many else [value]
     stacked = []
     for k, sample in enumerate(samples):

@@ -10,6 +10,7 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
+import digitsum
 from digitsum.engine.build import build
 from digitsum.predict import Predictions, predict
 from digitsum.errors import UserError
@@ -253,3 +254,14 @@ def test_a_categorical_range_follows_the_generators_params(tiny_root):
         predict(model, generator, {"image": np.zeros((28, 28), np.uint8), "number": 3}, device="cpu", preprocess=False)
     out = predict(model, generator, {"image": np.zeros((28, 28), np.uint8), "number": 2}, device="cpu", preprocess=False)
     assert out["sum"].probabilities.shape == (1, 12)
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 28, 28), (3, 2, 1, 28, 28)])
+def test_a_batch_of_sequences_may_be_one_array(shape):
+    # add-2's a and b: two images each; an array [B, 2, ...] is three samples, as a list of lists is
+    run = digitsum.load("add-2")
+    pixels = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    as_array = run.predict(a=pixels, b=pixels.flip(0), preprocess=False)
+    as_lists = run.predict(a=[list(s) for s in pixels], b=[list(s) for s in pixels.flip(0)], preprocess=False)
+    assert as_array["sum"].prediction.shape[0] == 3
+    assert torch.equal(as_array["sum"].prediction, as_lists["sum"].prediction)
