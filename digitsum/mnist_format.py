@@ -49,7 +49,12 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    boundary pixels) at most :data:`STROKE_WIDTH` of its span (the inside of a digit's loop is a
    blob); and is less deep than the part: the part's depth (the largest city-block distance
    from its pixels to a pixel outside it, beyond the image's edge counting as inside) at least
-   :data:`SHEET_DEPTH_RATIO` times the piece's and 2 pixels more.
+   :data:`SHEET_DEPTH_RATIO` times the piece's and 2 pixels more. Then the last area is looked
+   at once more (steps 2 to 5), the ground followed pixel by pixel after the polarity: what is
+   wider than a stroke, the opening of the values (each pixel the minimum of a square window
+   :data:`LOCAL_GROUND` of the area's shorter side, then the maximum of that), is subtracted,
+   and the result's median over the area brought to 0 (the opening runs below the noise). A
+   shadow's edge or uneven paper is ground; a stroke, narrower than the window, is not.
 7. **Clutter.** A part is a speck when its brightest pixel is no brighter than the noise (at
    least :data:`QUANTUM_NOISE`) x sqrt(2 ln N), N the area's pixels: what Gaussian noise reaches
    somewhere in that many pixels. When a part that is no speck and does not touch the area's edge
@@ -110,6 +115,9 @@ BLANK_SIGMAS = 5.0
 #: deviation is 1/255/sqrt(12). A perfectly flat image (a drawing) is measured as noiseless;
 #: with this, ink must still stand about 1.5 grey levels (of 255) out to be a digit.
 QUANTUM_NOISE = 1.0 / 255.0 / math.sqrt(12.0)
+#: The window under which the ground is followed pixel by pixel (a shadow's edge, uneven paper),
+#: as a fraction of the area's shorter side: wider than any stroke of a digit that fills the area.
+LOCAL_GROUND = 0.3
 #: At most this many sheets inside one another (a sheet on a desk, inside a scan's frame).
 MAX_SHEETS = 2
 #: A sheet, its holes filled, fills at least this fraction of its convex hull (measured: 0.97
@@ -505,15 +513,51 @@ def _ink_level(v: np.ndarray) -> float:
     return float(np.percentile(v[v >= 0.5 * peak], 90)) if peak > 0 else 0.0
 
 
+def _window_extreme(x: np.ndarray, size: int, op: Any) -> np.ndarray:
+    """The minimum (``op`` = np.minimum) or maximum of each pixel's ``size`` x ``size`` window,
+    centred, the image's edge repeated beyond it: separable, each axis in log2(size) steps (a
+    window of 2p is two of p side by side)."""
+    for axis in (0, 1):
+        n = x.shape[axis]
+        before = size // 2
+        m = np.moveaxis(np.pad(x, [(before, size - 1 - before) if a == axis else (0, 0) for a in (0, 1)], mode="edge"), axis, 0)
+        p = 1
+        while 2 * p <= size:
+            m = op(m[:-p], m[p:])
+            p *= 2
+        x = np.moveaxis(op(m[:n], m[size - p : size - p + n]), 0, axis)
+    return x
+
+
+def _opening(v: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """What of ``v`` is wider than a stroke: its opening (the window's minimum, then the
+    maximum) with a window LOCAL_GROUND of the area's shorter side, computed in the area's
+    bounding box. It follows a shadow's edge or the paper's unevenness and passes under strokes
+    narrower than the window."""
+    size = max(3, int(round(LOCAL_GROUND * min(_sides(area)))))
+    rows, cols = np.flatnonzero(area.any(axis=1)), np.flatnonzero(area.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    opened = np.zeros_like(v)
+    opened[box] = _window_extreme(_window_extreme(v[box], size, np.minimum), size, np.maximum)
+    return opened
+
+
 class _Level:
     """One look at the area: the ground, the polarity, the ink, its parts."""
 
-    def __init__(self, x: np.ndarray, area: np.ndarray, label: str) -> None:
+    def __init__(self, x: np.ndarray, area: np.ndarray, label: str, *, local: bool = False) -> None:
         ground, noise = _fit_plane(x, _border(area))
         v = np.where(area, x - ground, 0.0)  # the digit's pixels stand out from 0, above or below
         low, high = np.percentile(v[area], [1, 99])
-        if -low > high:  # the ink is darker than the ground: a digit on paper
+        dark = -low > high
+        if dark:  # the ink is darker than the ground: a digit on paper
             v = -v
+        if local:  # the ground's level pixel by pixel, not only a plane: shadows, uneven paper
+            opened = _opening(v, area)
+            v = v - opened
+            # the opening runs below the noise by its minima: the ground's pixels (most of the
+            # area's, a digit's ink being fewer) brought back to 0
+            v = np.where(area, v - np.median(v[area]), 0.0)
         self.area, self.v, self.noise = area, np.clip(v, 0.0, None), noise
         self.least_noise = max(noise, QUANTUM_NOISE)  # what blank and specks are judged against
         self.measure(label)
@@ -606,6 +650,7 @@ def normalize_digit(grey: np.ndarray, height: int = MNIST_SIZE, width: int = MNI
             level = _Level(x, sheet, name)
         except ImageError:  # nothing stands out on it: it was no sheet holding a digit
             break
+    level = _Level(x, level.area, name, local=True)
     dropped = level.clutter(name)
     if dropped.any():
         level.v[dropped] = 0.0
@@ -658,7 +703,7 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
 #: The settings the steps name, in the order of their first mention.
 SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
             "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
-            "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
+            "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
             "MNIST_CENTRE")  # fmt: skip
 
 
