@@ -29,9 +29,10 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    of it, do not pull it. The noise level for this is 1.4826 x the median absolute difference
    between neighbouring border pixels / sqrt(2) (at least :data:`QUANTUM_NOISE`); the ground's
    *noise* is sqrt(pi / 2) x the mean absolute deviation of the refitted pixels from the plane.
-3. **Polarity.** Subtract the ground. When the area's 1st percentile is farther below 0 than its
-   99th is above it, the ink is darker than the ground: negate, so that the digit is light on
-   dark. Values below 0, and everything outside the area, become 0.
+3. **Polarity.** Subtract the ground. When, smoothed by a 3x3 mean, the area's darkest pixel
+   is farther below 0 than its brightest is above it, the ink is darker than the ground: negate,
+   so that the digit is light on dark (the extremes, not percentiles: a small digit in a big
+   photo covers under 1 % of it). Values below 0, and everything outside the area, become 0.
 4. **Ink.** The ink level is the 90th percentile of the pixels at or above half the brightest
    one (the strokes, not a speck of glare). Below :data:`BLANK_SIGMAS` times the noise (at least
    :data:`QUANTUM_NOISE`) the image is blank. Each pixel becomes (value / ink level - floor) /
@@ -61,7 +62,11 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    (its pixels 1 step from outside the area or the image) spans at least :data:`MIN_DIGIT_SPAN`
    of the area's shorter side, every part that lies along the edge is clutter (a desk around a
    sheet, a frame, a scan's dark edge): its pixels on the edge at least :data:`EDGE_CONTACT` of
-   its span and its span at least :data:`CLUTTER_SPAN` of the area's shorter side. Specks and
+   its span and its span at least :data:`CLUTTER_SPAN` of the area's shorter side; so is every
+   part touching the edge that is a blob (a finger at the border, meeting it end-on): its stroke
+   width at least :data:`EDGE_BLOB_WIDTH` times the widest stroke width of the parts that do
+   not touch the edge and span at least :data:`MIN_DIGIT_SPAN`, and at least
+   :data:`EDGE_BLOB_SPAN` of its own span. Specks and
    clutter are dropped (set to 0; with clutter, a margin of :data:`CLUTTER_MARGIN` of the area's
    shorter side, at least 2 pixels, goes too), and steps 4 and 5 redone without them, the new
    parts' specks set to 0. When every part is a speck, the image is blank.
@@ -142,6 +147,12 @@ EDGE_CONTACT = 0.5
 #: ... and is clutter when its longer side is also at least this fraction of the area's shorter
 #: side (a small piece of a digit cut by the edge is none).
 CLUTTER_SPAN = 0.25
+#: ... or when its stroke width is at least this many times the widest of the digit's parts
+#: that do not touch the edge (a finger or a thumb at the border, meeting it end-on).
+EDGE_BLOB_WIDTH = 1.5
+#: ... and at least this fraction of its own longer side (a blob: a digit's strokes, cut by the
+#: edge or not, are about 0.1 of the digit's span, MNIST's 2-3 pixels of 20).
+EDGE_BLOB_SPAN = 0.15
 #: Clutter is dropped only when a part remains whose longer side is at least this fraction of
 #: the area's shorter side: a digit, not a speck.
 MIN_DIGIT_SPAN = 0.1
@@ -426,9 +437,17 @@ def _spans(labels: np.ndarray, count: int) -> np.ndarray:
 
 def _stroke_width(mask: np.ndarray) -> float:
     """Twice the area over the boundary pixels: a stroke's width, half a blob's diameter."""
-    p = np.pad(mask, 1, mode="edge")
-    inner = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return 2.0 * mask.sum() / max(int((mask & ~inner).sum()), 1)
+    return float(_stroke_widths(mask.astype(np.int64), 1)[0])
+
+
+def _stroke_widths(labels: np.ndarray, count: int) -> np.ndarray:
+    """:func:`_stroke_width` of each component (1..count): its boundary pixels those with a
+    4-neighbour outside it (beyond the image's edge counting as inside)."""
+    p = np.pad(labels, 1, mode="edge")
+    inner = (p[:-2, 1:-1] == labels) & (p[2:, 1:-1] == labels) & (p[1:-1, :-2] == labels) & (p[1:-1, 2:] == labels)
+    area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    boundary = np.bincount(labels[~inner].ravel(), minlength=count + 1)[1:]
+    return 2.0 * area / np.maximum(boundary, 1)
 
 
 def _hull_area(mask: np.ndarray) -> float:
@@ -631,8 +650,13 @@ class _Level:
         shorter = min(_sides(self.area))
         inner = ~specks & (contact == 0)
         drop = specks.copy()
-        if inner.any() and spans[inner].max() >= MIN_DIGIT_SPAN * shorter:
-            drop |= ~specks & (contact >= EDGE_CONTACT * spans) & (spans >= CLUTTER_SPAN * shorter)
+        digits = inner & (spans >= MIN_DIGIT_SPAN * shorter)
+        if digits.any():
+            along = (contact >= EDGE_CONTACT * spans) & (spans >= CLUTTER_SPAN * shorter)
+            # a finger or a thumb meets the edge end-on: a blob, much wider than the digit's strokes
+            widths = _stroke_widths(parts, count)
+            wide = (contact > 0) & (widths >= EDGE_BLOB_WIDTH * widths[digits].max()) & (widths >= EDGE_BLOB_SPAN * spans)
+            drop |= ~specks & (along | wide)
         dropped = np.isin(parts, index[drop])
         if dropped.any() and not (drop == specks).all():  # clutter's blurred edge goes with it
             margin = max(2, int(round(CLUTTER_MARGIN * shorter)))
@@ -713,7 +737,7 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
 #: The settings the steps name, in the order of their first mention.
 SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
             "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
-            "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
+            "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
             "MNIST_CENTRE")  # fmt: skip
 
 

@@ -476,3 +476,14 @@ def test_a_small_digit_in_a_big_textured_photo_is_found(seed, reference):
     small = np.asarray(seven(40), dtype=np.float64)
     page[400:440, 250:290] = np.minimum(page[400:440, 250:290], small)
     assert apart(mnist_of(np.clip(np.round(page), 0, 255).astype(np.uint8)), mnist_of(seven(40))) < 0.03
+
+
+@pytest.mark.parametrize("side", ["right", "bottom"])
+@pytest.mark.parametrize("skin", [120, 170])
+def test_a_finger_at_the_border_is_not_part_of_the_digit(side, skin, reference):
+    # a finger holding the sheet: wider than a stroke but narrower than the window the ground is
+    # followed under, it meets the edge end-on, so it neither was ground nor lay along the edge
+    image = seven(paper=PAPER)
+    finger = (125, 135, 275, 165) if side == "right" else (150, 120, 180, 280)  # an ellipse half off the photo
+    ImageDraw.Draw(image).ellipse(finger, fill=skin)
+    assert apart(mnist_of(photo(image)), mnist_of(photo(seven()))) < 0.02
