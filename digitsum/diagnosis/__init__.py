@@ -23,7 +23,7 @@ from ..registry import PluginError, load_entry_point, plugin_distributions
 from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
 from .checks.loss import check_double_softmax, check_loss_at_init, check_loss_floor, check_loss_weights
-from .checks.training import check_overfit, check_short_run, dead_relu_findings, short_run_steps
+from .checks.training import check_overfit, check_schedule, check_short_run, dead_relu_findings, short_run_steps
 from .checks.wiring import check_batch_independence, check_input_use
 from .findings import SEVERITIES, Change, Finding, Report, Severity
 from .probe import SAMPLE, Probe, fresh_copy, seeded
@@ -44,13 +44,14 @@ CHECKS: dict[str, Check] = {
     "double_softmax": check_double_softmax,
     "loss_weights": check_loss_weights,
     "loss_floor": check_loss_floor,
+    "schedule": check_schedule,
     "batch_independence": check_batch_independence,
     "learnability": check_learnability,
     "short_run": check_short_run,
     "input_use": check_input_use,
     "overfit": check_overfit,
 }
-PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights")
+PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights", "schedule")
 
 
 def plugin_checks() -> dict[str, Check]:
@@ -165,6 +166,7 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
                 findings += added
             except Exception as e:  # the fixes could not be tried: say so, keep the findings
                 findings.append(Finding("fixes", "warning", f"the fixes could not be tried: {type(e).__name__}", str(e)))
+        repair = {**{k: v for f in findings for k, v in f.verified.items()}, **repair}
         if tune and not repair and not any(f.severity == "error" for f in findings):
             added, repair = tune_settings(probe, None if budget is None else started + budget)
             findings += added

@@ -53,6 +53,9 @@ class Finding:
     figures: dict[str, Any] = field(default_factory=dict)  # the measured numbers, for scripts
     candidates: list[Change] = field(default_factory=list, repr=False)
     tried: list[dict[str, Any]] = field(default_factory=list)  # each change tried: label, keys, before, after, restores
+    # recipe keys whose fix the check verified itself, exactly and without training (a schedule
+    # simulated): --repair writes them as it writes the fixes the short runs verified
+    verified: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         keys = ("check", "severity", "title", "measured", "why", "fix", "keys", "figures", "tried")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...contracts import Head
 from ..emulate import logits_from_probabilities
@@ -137,16 +137,57 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
     return findings
 
 
+def _unregistered_leaves(loss: Tensor, registered: set[int]) -> list[Tensor]:
+    """The leaf tensors requiring grad that ``loss``'s autograd graph reaches, but for those whose
+    id is in ``registered`` (the model's parameters)."""
+    found: dict[int, Tensor] = {}
+    seen, stack = set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)  # an AccumulateGrad node: where a leaf's .grad is written
+        if leaf is not None and id(leaf) not in registered:
+            found[id(leaf)] = leaf
+        stack.extend(child for child, _ in node.next_functions)
+    return list(found.values())
+
+
+def _hidden_containers(model: nn.Module) -> list[str]:
+    """Attributes of the model's modules that are plain lists, tuples or dicts holding modules or
+    tensors that require grad: torch registers neither (``heads.sum.layers``)."""
+    names = []
+    for prefix, module in model.named_modules():
+        for attr, value in vars(module).items():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+            if not attr.startswith("_") and any(isinstance(v, nn.Module) or (isinstance(v, Tensor) and v.requires_grad) for v in items):
+                names.append(f"{prefix}.{attr}" if prefix else attr)
+    return names
+
+
 def check_loss_weights(probe: Probe) -> list[Finding]:
     """Zero loss weights, heads no gradient reaches, heads whose loss never reaches the backbone.
 
-    A loss that never reaches the backbone: a detached input. Also targets no trained head reads."""
+    A loss that never reaches the backbone: a detached input. A loss that trains tensors the
+    model does not register (layers in a plain list). Also targets no trained head reads."""
     findings: list[Finding] = []
     model, batch = probe.model, slice_batch(probe.sample, 128)
     outputs = model(batch)
     losses = model.losses(outputs, batch)
     total = model.total_loss(losses)
     total = total if isinstance(total, Tensor) else torch.tensor(float(total))
+    registered = {id(p) for p in model.parameters()}
+    for head, loss in losses.items():
+        hidden = _unregistered_leaves(loss, registered)
+        if hidden:
+            where = _hidden_containers(model) or [f"heads.{head} or the backbone"]
+            findings.append(Finding("loss_weights", "error", f"heads.{head}'s loss trains tensors that are not parameters of the model",
+                f"{len(hidden)} tensors ({sum(t.numel() for t in hidden):,} weights) get a gradient from heads.{head}'s loss "
+                f"but are not among model.parameters(); held in: {', '.join(where)}",
+                "the optimizer is built over model.parameters(): these weights never change, and no checkpoint or export saves them",
+                f"hold them in nn.ModuleList / nn.ModuleDict (layers) or nn.Parameter (tensors), not a plain list or dict: {', '.join(where)}",
+                [], {"tensors": len(hidden), "held_in": where}))  # fmt: skip
     body = [p for p in model.backbone.parameters() if p.requires_grad]
     measured = getattr(probe.interface, "measured", frozenset())
     for head in model.heads:

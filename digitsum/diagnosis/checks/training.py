@@ -5,6 +5,7 @@ overfit."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,8 @@ from torch import Tensor, nn
 
 from ...contracts import Batch
 from ...engine.progress import fell, fraction_fallen
-from ...engine.train import make_optimizer
+from ...engine.train import make_optimizer, make_scheduler
+from ...recipe import Recipe, load_recipe
 from ..emulate import cross_entropy_loss, reinitialised
 from ..findings import Change, Finding, fmt, pct
 from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, schedule_warms_up, scores, seeded, short_run, slice_batch, too_few
@@ -409,3 +411,83 @@ def check_overfit(probe: Probe) -> list[Finding]:
         measured + f"; {2 * OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {fmt(sane_last)}",
         "a model that cannot memorise 32 samples is broken: loss, outputs, wiring or targets",
         "fix the error-level findings above first", [], figures)]  # fmt: skip
+
+
+#: The schedule check: a run whose lr is below SCHEDULE_STARVED of the peak for more than
+#: SCHEDULE_STARVED_SHARE of its steps barely trains (one-cycle and cosine to 0 spend 5-6 % of
+#: their steps there); above the peak, at most SCHEDULE_ABOVE times it, is a warning (the
+#: contract says never; the short runs assume the peak), further an error. Runs longer than
+#: SCHEDULE_MAX_STEPS are simulated compressed to that many steps.
+SCHEDULE_STARVED, SCHEDULE_STARVED_SHARE, SCHEDULE_ABOVE, SCHEDULE_MAX_STEPS = 0.01, 0.5, 2.0, 10_000
+SCHEDULE_KEY = "train.schedule.type"
+
+
+def run_steps(probe: Probe) -> int:
+    """Optimizer steps of the recipe's whole run, as the Trainer counts them."""
+    return probe.recipe.train.epochs * math.ceil(probe.generator.size("train") / probe.batch_size)
+
+
+def lr_trajectory(recipe: Recipe, steps: int) -> list[float]:
+    """The lr the recipe's optimizer uses at each of ``steps`` steps under its schedule (built
+    over those steps, as the Trainer builds it), the first param group's; no model is trained:
+    the optimizer holds one weight and never steps."""
+    weight = nn.Parameter(torch.zeros(1))
+    optimizer = recipe.optimizer.cls(recipe.optimizer.params).build([weight])
+    scheduler = make_scheduler(recipe, optimizer, steps)
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "scheduler.step() before optimizer.step()" and the like
+        for _ in range(steps):
+            lrs.append(float(optimizer.param_groups[0]["lr"]))
+            scheduler.step()  # no optimizer step: nothing to move, and a schedule reads only the param groups
+    return lrs
+
+
+def _schedule_problem(lrs: list[float], peak: float) -> tuple[str, str] | None:
+    """(severity, title) of what is wrong with an lr trajectory against its ``peak``, or None."""
+    if not all(math.isfinite(lr) and lr >= 0 for lr in lrs):
+        bad = next(lr for lr in lrs if not (math.isfinite(lr) and lr >= 0))
+        return "error", f"the schedule sets the lr to {fmt(bad)}"
+    starved = sum(lr < SCHEDULE_STARVED * peak for lr in lrs) / len(lrs)
+    if starved > SCHEDULE_STARVED_SHARE:
+        return "error", f"the schedule keeps the lr below {pct(SCHEDULE_STARVED)} of its peak for {pct(starved)} of the run"
+    if max(lrs) > 1.01 * peak:
+        severity = "error" if max(lrs) > SCHEDULE_ABOVE * peak else "warning"
+        return severity, f"the schedule raises the lr to {fmt(max(lrs) / peak)} times its peak"
+    return None
+
+
+def check_schedule(probe: Probe) -> list[Finding]:
+    """The learning rate the recipe's schedule sets at every step of the run.
+
+    The short runs hold the peak lr, so a schedule that zeroes the lr, or climbs past the peak,
+    shows only here: the lr must be finite and non-negative, above a hundredth of the peak for
+    most of the run and not above the peak. A fix is verified by simulating the schedule it
+    sets, the same way."""
+    recipe, peak = probe.recipe, probe.recipe.optimizer.params.lr
+    total = run_steps(probe)
+    steps = min(total, SCHEDULE_MAX_STEPS)
+    lrs = lr_trajectory(recipe, steps)
+    name = recipe.schedule.section.type
+    at = [0, steps // 4, steps // 2, 3 * steps // 4, steps - 1]
+    measured = (f"schedule '{name}' over {steps} steps" + (f" (the run's {total}, compressed)" if steps < total else " (the whole run)")
+                + f", peak lr {fmt(peak)}: lr at steps " + ", ".join(f"{s + 1}: {fmt(lrs[s])}" for s in at)
+                + f"; lowest {fmt(min(lrs))}, highest {fmt(max(lrs))}")  # fmt: skip
+    figures = {"steps": steps, "run_steps": total, "peak": peak, "lowest": min(lrs), "highest": max(lrs)}
+    problem = _schedule_problem(lrs, peak)
+    if problem is None:
+        return [Finding("schedule", "info", f"the schedule '{name}' keeps the lr in range", measured, figures=figures)]
+    severity, title = problem
+    default = type(recipe.schedule.section).model_fields["type"].get_default()
+    fix, verified = f"fix the build() of schedule '{name}'", {}
+    for other in dict.fromkeys((default, "constant")):
+        if other == name:
+            continue
+        keys = {SCHEDULE_KEY: other}
+        if _schedule_problem(lr_trajectory(load_recipe(recipe.to_dict(), keys, label=f"recipe {recipe.name!r}"), steps), peak) is None:
+            fix, verified = f'set {SCHEDULE_KEY} = "{other}" — verified: its lr stays in range over the same {steps} steps', keys
+            break
+    return [Finding("schedule", severity, title, measured,
+                    "the lr is what each step moves the weights by: at about 0 the run stops learning, above the peak it "
+                    "trains at rates the recipe never asked for (the doctor's short runs hold the peak, so they do not see it)",
+                    fix, [SCHEDULE_KEY], figures, verified=verified)]  # fmt: skip

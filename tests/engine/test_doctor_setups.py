@@ -1,0 +1,87 @@
+"""Broken set-ups a student writes as small plugins (docs/plugins.md), each beside a healthy
+control: the doctor names the component or key and a fix it verified."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pydantic import Field
+from torch import nn
+
+from digitsum.components.heads.classify import Classify
+from digitsum.contracts import Params, Schedule
+from digitsum.diagnosis import Probe, diagnose
+from digitsum.recipe import load_recipe
+from digitsum.registry import heads, schedules
+
+from ..conftest import RECIPES
+from .test_doctor import one_thread  # noqa: F401  (autouse fixture)
+from .test_doctor_checks import registered
+
+
+class ZeroAfterFirst(Schedule):
+    """A LambdaLR whose lambda is wrong: the lr is 0 from the second step on."""
+
+    contract = 1
+
+    class Params(Params):
+        pass
+
+    def build(self, optimizer, total_steps):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 if step == 0 else 0.0)
+
+
+class Climbs(Schedule):
+    """The lr grows by a factor each step, past the optimizer's (peak) lr."""
+
+    contract = 1
+
+    class Params(Params):
+        factor: float = Field(1.5, gt=0, description="lr growth per step")
+
+    def build(self, optimizer, total_steps):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self.params.factor**step)
+
+
+def schedule_report(*overrides: str):
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ["train.epochs=1", *overrides]))
+    return diagnose(probe, ["schedule"], verify=False)
+
+
+@pytest.mark.parametrize("schedule, title", [(ZeroAfterFirst, "below 1 % of its peak"), (Climbs, "raises the lr to")])
+def test_a_plugin_schedule_that_starves_or_overshoots_the_lr_is_an_error_with_a_verified_key(tiny_data, schedule, title):
+    with registered(schedules, "broken_schedule", schedule):
+        report = schedule_report('train.schedule={type="broken_schedule"}')
+    [finding] = report.findings
+    assert (finding.severity, finding.keys) == ("error", ["train.schedule.type"]) and title in finding.title
+    assert "verified" in finding.fix and report.repair == {"train.schedule.type": "onecycle"}
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+def test_the_built_in_schedules_keep_the_lr_in_range(tiny_data, schedule):
+    report = schedule_report(f'train.schedule.type="{schedule}"')
+    assert [(f.severity, f.check) for f in report.findings] == [("info", "schedule")] and report.repair == {}
+
+
+class ListHead(Classify):
+    """Its layers in a plain Python list (not nn.ModuleList): torch does not register them."""
+
+    class Params(Classify.Params):
+        pass
+
+    def __init__(self, params, in_features, target):
+        super().__init__(params, in_features, target)
+        del self.linear
+        self.layers = [nn.Linear(in_features, 32), nn.Linear(32, target.classes)]
+
+    def forward(self, features):
+        return self.layers[1](torch.relu(self.layers[0](features)))
+
+
+def test_a_head_whose_layers_are_not_registered_is_named_with_where_they_are_held(tiny_data):
+    with registered(heads, "list_head", ListHead):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['heads.sum={type="list_head", target="sum"}']))
+    [finding] = [f for f in diagnose(probe, ["loss_weights"], verify=False).findings if "not parameters" in f.title]
+    assert finding.severity == "error" and "heads.sum.layers" in finding.fix and "nn.ModuleList" in finding.fix
+    healthy = Probe.from_recipe(load_recipe(RECIPES / "original.toml"))
+    assert not [f for f in diagnose(healthy, ["loss_weights"], verify=False).findings if f.severity != "info"]
