@@ -116,10 +116,18 @@ def _read_distribution(dist: metadata.Distribution) -> PluginDistribution | None
     return found if found.entry_points or found.problems else None
 
 
+def component_name_problem(name: str, what: str = "a component name") -> str | None:
+    """Why ``name`` cannot name a component (or recipe, check) in recipes; None when it can."""
+    if not isinstance(name, str) or not _COMPONENT_NAME.match(name):
+        return f"{what} is letters, digits, '_', '-' or '.', without ':'"
+    return None
+
+
 def _entry_point_problem(ep: metadata.EntryPoint, kind: str) -> str | None:
     what = {RECIPES: "a recipe name", WEIGHTS: "a recipe name", CHECKS: "a check name"}.get(kind, "a component name")
-    if not _COMPONENT_NAME.match(ep.name) or ":" in ep.name:
-        return f"{what} is letters, digits, '_', '-' or '.', without ':'"
+    problem = component_name_problem(ep.name, what)
+    if problem:
+        return problem
     value = ep.value.replace(" ", "")
     if kind in (RECIPES, WEIGHTS):
         suffix = ".toml" if kind == RECIPES else ".json"

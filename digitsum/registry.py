@@ -87,6 +87,11 @@ class Entry:
         return self._obj
 
 
+def _described(origin: Origin) -> str:
+    """An origin with its entry point: "plugin-x 1.0 (mod:Cls)", "local (mod:Cls)" (which names it already)."""
+    return str(origin) if origin.distribution is None else f"{origin} ({origin.value})"
+
+
 #: Seconds a plugin's import may take before a note on stderr says that it is still going.
 SLOW_IMPORT_S = 5.0
 _SHOWN_OUTPUT = 2000  # characters of what an import printed shown in the note
@@ -196,10 +201,23 @@ class Registry:
     # -- registration ---------------------------------------------------------------------
 
     def register(self, name: str) -> Callable[[type], type]:
-        """Class decorator registering a component defined in the running process."""
+        """Class decorator registering a component defined in the running process.
+
+        The class is checked against its kind's contract at once (a PluginError names what is
+        wrong), so a mistake shows in the cell that defines the class, not in a later run.
+        Running the same definition again (a notebook cell re-run, edited or not) replaces the
+        class registered under ``name`` by the new one.
+        """
+        problem = discovery.component_name_problem(name)
+        if problem:
+            raise PluginError(f"{self.label} name {name!r}: {problem}")
 
         def decorator(cls: type) -> type:
-            self.add(Entry(self.kind, name, Origin(f"{cls.__module__}:{cls.__qualname__}"), _obj=cls))
+            origin = Origin(f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}")
+            problem = _contract_problem(self.kind, cls)
+            if problem:
+                raise PluginError(f"{self.label} '{name}' ({origin.value}) cannot be registered: {problem}")
+            self.add(Entry(self.kind, name, origin, _obj=cls))
             return cls
 
         return decorator
@@ -207,16 +225,19 @@ class Registry:
     def add(self, entry: Entry) -> None:
         """Add an entry; a second one under the same name from the same process is refused."""
         existing = self._entries.setdefault(entry.name, [])
-        for other in existing:
+        for i, other in enumerate(existing):
             if other.origin == entry.origin:
+                if entry.origin.distribution is None:  # the same class defined again (a cell re-run): the new one
+                    existing[i] = entry
                 return  # the same component seen twice (e.g. an entry point re-read)
             if other.origin.value == entry.origin.value and None in (other.origin.distribution, entry.origin.distribution):
                 return  # a plugin module that also decorates the class its entry point names
             if entry.origin.distribution is None or other.origin.distribution is None:
                 raise PluginError(
-                    f"{self.label} '{entry.name}' is registered twice: "
-                    f"by {other.origin} ({other.origin.value}) and by {entry.origin} "
-                    f"({entry.origin.value}); rename one of them"
+                    f"{self.label} '{entry.name}' is registered twice: by {_described(other.origin)} "
+                    f"and by {_described(entry.origin)}; rename one of them"
+                    + (f" (or forget the first: digitsum.registry.{self.kind}.remove({entry.name!r}))"
+                       if other.origin.distribution is None else "")
                 )
         # Two distributions defining one name are both kept: using the bare name is then an
         # error naming both (unless one is built-in: it wins, with a warning), and

@@ -56,6 +56,63 @@ def test_decorator_registers_and_duplicate_is_refused_naming_both_origins():
     assert "_Tiny" in e.value.message and "Other" in e.value.message
 
 
+def _defined(out_features: int) -> type:
+    """A fusion class as a notebook cell defines it: the same module and qualified name each run."""
+
+    class Cell(Fusion):
+        """A fusion a notebook cell defines."""
+
+    Cell.out_features = out_features
+    return Cell
+
+
+def test_a_cell_run_again_replaces_the_class_it_registered():
+    registry = Registry("fusions")
+    registry._discovered = True
+    first, edited = _defined(1), _defined(2)  # the cell, then the cell edited and run again
+    registry.register("cell")(first)
+    registry.register("cell")(edited)
+    assert registry.get("cell") is edited
+    assert [e.name for e in registry.entries()] == ["cell"]
+
+
+def test_a_second_local_class_under_one_name_is_refused_saying_how_to_forget_the_first():
+    registry = Registry("fusions")
+    registry._discovered = True
+    registry.register("tiny")(_Tiny)
+
+    class Other(_Tiny):
+        """Another."""
+
+    with pytest.raises(PluginError) as e:
+        registry.register("tiny")(Other)
+    assert e.value.message.count("_Tiny") == 1  # the origin is named once, not "local (m:C) (m:C)"
+    assert "fusions.remove('tiny')" in e.value.message
+
+
+@pytest.mark.parametrize("kind", ["fusions", "heads"])
+def test_the_decorator_checks_the_contract_when_the_class_is_defined(kind):
+    registry = Registry(kind)
+    registry._discovered = True
+
+    class Plain:
+        """Not a component."""
+
+    with pytest.raises(PluginError) as e:
+        registry.register("plain")(Plain)
+    assert f"{registry.label} 'plain'" in e.value.message and "not a subclass of digitsum." in e.value.message
+    if kind == "heads":  # a fusion registered as a head is refused too
+        with pytest.raises(PluginError, match="not a subclass of digitsum.Head"):
+            registry.register("fusion")(_Tiny)
+    assert "plain" not in registry
+
+
+@pytest.mark.parametrize("name", ["dist:tiny", "", "has space", "-lead"])
+def test_the_decorator_refuses_a_name_recipes_cannot_use(name):
+    with pytest.raises(PluginError, match="letters, digits"):
+        Registry("fusions").register(name)
+
+
 def test_same_name_from_two_distributions_needs_the_qualified_form():
     registry = Registry("fusions")
     registry._discovered = True
@@ -74,10 +131,8 @@ def test_a_class_that_breaks_the_contract_is_reported_not_raised_raw():
     class NotAFusion:
         Params = Params
 
-    registry.register("bad")(NotAFusion)
-    entry = registry.entry("bad")
-    entry._obj, entry.error = None, None
-    entry._entry_point = type("EP", (), {"load": staticmethod(lambda: NotAFusion)})()
+    ep = type("EP", (), {"load": staticmethod(lambda: NotAFusion)})()
+    registry.add(Entry("fusions", "bad", Origin("bad:NotAFusion", "bad-plugin", "0.1"), _entry_point=ep))
     with pytest.raises(PluginError) as e:
         registry.get("bad")
     assert "not a subclass of digitsum.Fusion" in e.value.message
