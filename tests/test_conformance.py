@@ -109,6 +109,39 @@ def test_a_head_that_returns_probabilities_to_a_log_softmax_loss_fails_saying_so
     check_head(ProbabilitiesTakenAsSuch)  # the same output with a loss made for it passes
 
 
+class OneNumberHead(SoftmaxHead):
+    """A class-logits head (the default output_kind) whose forward gives one number per sample."""
+
+    def __init__(self, params, in_features, target):
+        super().__init__(params, in_features, target)
+        self.linear = torch.nn.Linear(in_features, 1)
+
+    def forward(self, features):
+        return self.linear(features).squeeze(1)
+
+
+def test_a_head_whose_output_is_not_its_declared_shape_is_named_before_its_loss_trips():
+    with pytest.raises(ConformanceError) as e:
+        check_head(OneNumberHead)
+    (problem,) = e.value.problems  # not cross_entropy's "Expected floating point type for target ..."
+    assert problem.startswith("forward(): output_kind 'class_logits' (the default) declares outputs of shape (8, 10), got (8,)")
+
+
+class LossBomb(SoftmaxHead):
+    """A head whose loss raises."""
+
+    def loss(self, output, target):
+        raise RuntimeError("the loss's own bug")
+
+
+def test_a_component_that_raises_is_reported_with_the_method_and_line_of_its_own_code():
+    with pytest.raises(ConformanceError) as e:
+        check_head(LossBomb)
+    (problem,) = e.value.problems
+    assert problem.startswith("it raised RuntimeError in loss() (test_conformance.py, line ")
+    assert problem.endswith(": the loss's own bug")
+
+
 @pytest.fixture
 def softmax_head():
     heads.register("softmax_head")(SoftmaxHead)
@@ -215,7 +248,7 @@ class OldContract(Classify):
         (WrongShape, "expected float (4, 8)"),
         (ProbabilitiesOut, "per-sample tensor"),
         (OldContract, "contract = 0"),
-        (Crashes, "it raised RuntimeError: forgot something"),
+        (Crashes, "it raised RuntimeError in __init__() (test_conformance.py, line 213): forgot something"),
     ],
 )
 def test_broken_components_are_caught_with_a_reason(cls, expected):

@@ -2,8 +2,11 @@
 of component must pass, and the check that a state dict survives a checkpoint."""
 
 import functools
+import inspect
 import io
 import json
+import os
+import traceback
 from typing import Any, NoReturn
 
 import torch
@@ -54,11 +57,24 @@ def reporting_crashes(kind: str):
             except ConformanceError:
                 raise
             except Exception as e:
-                raise ConformanceError(Problems(kind, cls).what, [f"it raised {type(e).__name__}: {e}"]) from e
+                where = raised_in(cls, e)
+                raise ConformanceError(Problems(kind, cls).what, [f"it raised {type(e).__name__}{where}: {e}"]) from e
 
         return wrapper
 
     return decorate
+
+
+def raised_in(cls, error: BaseException) -> str:
+    """" in loss() (head.py, line 12)": the innermost frame of ``error``'s traceback in the file
+    that defines ``cls`` (its author's code), so that the message says which method raised; ""
+    when none is (the exception came from digitsum or torch alone)."""
+    try:
+        source = inspect.getsourcefile(cls)
+    except (TypeError, OSError):
+        return ""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if source and f.filename == source]
+    return f" in {frames[-1].name}() ({os.path.basename(source)}, line {frames[-1].lineno})" if frames else ""
 
 
 def common_checks(kind: str, cls, base: type, params) -> tuple[Problems, Any]:

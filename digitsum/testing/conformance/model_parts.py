@@ -72,6 +72,11 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
     high, shape = (target.base, (batch_size, target.length)) if isinstance(target, Digits) else (target.classes, (batch_size,))
     labels = torch.randint(0, high, shape, generator=torch.Generator().manual_seed(1))
     output = head(features)
+    space = head.prediction_space()
+    classes = space.classes if space.classes is not None else getattr(target, "classes", None)
+    declared = declared_output_shape(getattr(cls, "output_kind", "class_logits"), batch_size, classes)
+    if declared is not None and shape_of(output) != str(declared):  # loss() and metrics() would trip over it
+        problems.fail(f"forward(): {output_kind_problems(cls, head, output, batch_size, classes, space.top)[0]}")
     loss = head.loss(output, labels)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not torch.isfinite(loss):
         problems.append(f"loss(output, target) must be a finite scalar tensor, got {loss!r}")
