@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from .errors import did_you_mean
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 
 BUILTIN_DISTRIBUTION = "digitsum"
@@ -82,6 +83,9 @@ class PluginDistribution:
     refused: str | None = None
     #: Problems in its metadata (entry points that cannot be used), reported, never raised.
     problems: list[str] = field(default_factory=list)
+    #: Entry points in a ``digitsum.*`` group digitsum does not read (a misspelt group, such as
+    #: ``digitsum.fusion``): each is also a problem; kept so that a lookup of the name can say so.
+    misgrouped: list[metadata.EntryPoint] = field(default_factory=list)
 
     @property
     def builtin(self) -> bool:
@@ -107,6 +111,10 @@ def _read_distribution(dist: metadata.Distribution) -> PluginDistribution | None
     for ep in entry_points:
         kind = next((k for k, g in ENTRY_POINT_GROUPS.items() if g == ep.group), None)
         if kind is None:
+            if ep.group.startswith("digitsum."):  # meant for digitsum, but it would never be read
+                found.misgrouped.append(ep)
+                hint = did_you_mean(ep.group, ENTRY_POINT_GROUPS.values(), "groups")
+                found.problems.append(f"entry point '{ep.name} = {ep.value}' in [{ep.group}]: digitsum reads no such group — {hint}")
             continue
         problem = _entry_point_problem(ep, kind)
         if problem:

@@ -284,7 +284,9 @@ class Registry:
             if refused:
                 raise UserError(f"{self.label} '{name}' comes from {refused}")
             hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
-            raise UserError(f"unknown {self.label} '{name}' — {hint}")
+            misgrouped = [f"{d.name} {d.version} declares '{bare}' in the entry-point group [{ep.group}], not [{self.group}]"
+                          for d in plugin_distributions() for ep in d.misgrouped if ep.name == bare]  # fmt: skip
+            raise UserError(f"unknown {self.label} '{name}' — " + ("; ".join(misgrouped) or hint))
         builtin = [e for e in candidates if e.origin.builtin]
         if len(candidates) > 1 and builtin:
             self._warn_shadowed(builtin[0], [e for e in candidates if not e.origin.builtin])

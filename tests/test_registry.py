@@ -266,3 +266,26 @@ def test_a_plugin_namesake_of_a_builtin_leaves_the_builtin_in_use(capfd, monkeyp
     assert err.count("warning:") == 1  # once per name
     assert "digitsum-hostile 0.1 also defines fusion 'tiny'; the built-in one is used" in err
     assert "'digitsum-hostile:tiny'" in err
+
+
+def test_an_entry_point_in_a_misspelt_group_is_a_problem_of_its_distribution_and_named_on_lookup(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from digitsum import discovery
+
+    from .conftest import fake_distribution
+
+    site = fake_distribution(tmp_path, "digitsum-typo", "1.0", {"digitsum.fusion": {"gated": "typo_plugin:Gated"},
+                                                                 "console_scripts": {"x": "typo_plugin:main"}})  # fmt: skip
+    (dist,) = metadata.distributions(path=[str(site)])
+    found = discovery._read_distribution(dist)
+    assert found is not None and found.entry_points == []
+    (problem,) = found.problems  # other projects' groups are not digitsum's business
+    assert problem.startswith("entry point 'gated = typo_plugin:Gated' in [digitsum.fusion]: digitsum reads no such group — "
+                              "did you mean 'digitsum.fusions'")
+    monkeypatch.setattr(registry_module, "_SCAN", [found])
+    registry = Registry("fusions")
+    with pytest.raises(UserError) as e:
+        registry.get("gated")
+    assert e.value.message == ("unknown fusion 'gated' — digitsum-typo 1.0 declares 'gated' in the entry-point group "
+                               "[digitsum.fusion], not [digitsum.fusions]")
