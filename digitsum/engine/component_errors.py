@@ -15,7 +15,7 @@ from types import FrameType
 
 from torch import Tensor, nn
 
-from ..contracts import Head, declared_output_shape
+from ..contracts import Fusion, Head, declared_output_shape
 from ..errors import UserError
 from ..recipe import Choice, Recipe
 
@@ -138,6 +138,20 @@ def _misshapen_output(frame: FrameType) -> str | None:
     return f"forward() returned an output of shape {list(output.shape)} where its output_kind '{kind}' declares {list(declared)}"
 
 
+def _misshapen_features(frames: list[tuple[FrameType, int]], depth: int) -> tuple[Fusion, str] | None:
+    """When a head's ``forward()`` raised on features of another width than the backbone's
+    ``out_features`` declares (the model's frame holds both), the fusion and what its
+    ``forward()`` returned against it: then the fusion made the fault the head tripped on."""
+    for frame, _ in reversed(frames[:depth]):
+        backbone, features = getattr(frame.f_locals.get("self"), "backbone", None), frame.f_locals.get("features")
+        if isinstance(backbone, Fusion) and isinstance(features, Tensor):
+            declared = [len(features), getattr(backbone, "out_features", None)]
+            if list(features.shape) == declared:
+                return None
+            return backbone, f"forward() returned features of shape {list(features.shape)} where its out_features declares {declared}"
+    return None
+
+
 def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str, object] = {}) -> ComponentError | None:
     """A :class:`ComponentError` for ``error`` if a component's method (or one of ``objects``',
     a run's callbacks, or of what the components ``made``, by kind) raised it, else None."""
@@ -157,7 +171,14 @@ def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = (), 
     text = str(error).strip()
     raised = f"{kind}{': ' + text if text else ''}"
     misshapen = _misshapen_output(frames[depth][0])
-    if misshapen is not None:  # the method only tripped on what forward() made
+    features = _misshapen_features(frames, depth) if method == "forward" and issubclass(suspect.cls, Head) else None
+    if features is not None:  # a head tripped on the features the fusion made: blamed on the fusion's forward()
+        backbone, misshapen = features
+        head, suspect = suspect.label, min((s for s in suspects if isinstance(backbone, s.cls)),
+                                           key=lambda s: type(backbone).__mro__.index(s.cls))  # fmt: skip
+        what = f": its {misshapen}; the forward() of {head} then raised"
+        fault, method = "forward(), or its out_features", "forward"
+    elif misshapen is not None:  # the method only tripped on what forward() made
         what = f": its {misshapen}; {method}() then raised"
         fault, method = "forward(), or its output_kind", "forward"  # blamed on forward()
     else:

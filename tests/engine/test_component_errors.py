@@ -16,8 +16,8 @@ from digitsum.engine.component_errors import ComponentError
 from digitsum.engine.runner import start
 from digitsum.engine.train import Trainer
 from digitsum.recipe import load_recipe
-from digitsum.contracts import Logger
-from digitsum.registry import heads, loggers
+from digitsum.contracts import Fusion, Logger
+from digitsum.registry import fusions, heads, loggers
 
 from ..conftest import RECIPES, TINY, fake_distribution, run_subprocess
 from ..runs import tiny_args
@@ -96,6 +96,32 @@ def test_a_heads_misshapen_output_is_blamed_on_its_forward_not_on_the_loss_that_
     assert error.method == "forward" and error.component == "head 'narrow'"
     assert "forward() returned an output of shape [64, 18] where its output_kind 'class_logits' declares [64, 19]" in error.message
     assert "loss() then raised" in error.message
+
+
+class Short(Fusion):
+    """A fusion that declares 16 features and returns 8."""
+
+    def __init__(self, params, inputs):
+        super().__init__(params, inputs)
+        self.out_features = 16
+        self.linear = torch.nn.Linear(28 * 28, 8)
+
+    def forward(self, batch):
+        return self.linear(batch["image"].flatten(1))
+
+
+def test_features_narrower_than_the_fusion_declares_are_blamed_on_its_forward_not_on_the_head_that_trips(tiny_root, tmp_path):
+    fusions.register("short")(Short)
+    try:
+        with pytest.raises(ComponentError) as caught:
+            recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, "backbone.type=short"))
+            start(recipe, tmp_path / "run", progress=False, preflight=False)
+    finally:
+        fusions.remove("short")
+    error = caught.value  # was: "head 'classify' from built-in raised RuntimeError in forward()", a bug in that component's code
+    assert error.method == "forward" and error.component == "fusion 'short'"
+    assert "forward() returned features of shape [64, 8] where its out_features declares [64, 16]" in error.message
+    assert "the forward() of head 'classify' then raised" in error.message and "out_features;" in error.message
 
 
 def test_a_plugin_component_exception_names_its_distribution_and_exits_1(tiny_root, tmp_path):
