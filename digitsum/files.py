@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,15 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
     Either the old file or the whole new one is there afterwards, whatever happens meanwhile
     (a full disk, a signal): a failed write leaves no temporary file and raises a UserError.
+    Only a file (or a link, itself replaced) is ever replaced: a pipe, a socket or a device at
+    ``path`` is refused (as root, ``--force`` onto ``/dev/full`` replaced the device).
     """
+    try:
+        mode = path.lstat().st_mode
+    except OSError:  # nothing there (or not reachable: mkstemp below says why)
+        mode = stat.S_IFREG
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):  # a folder: os.replace refuses it
+        raise UserError(f"cannot write {path}: it is not a regular file (a pipe, a socket or a device); digitsum replaces files only")
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
