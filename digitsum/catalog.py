@@ -164,6 +164,8 @@ def resolve_recipe(source: str | os.PathLike[str], relative_to: str | os.PathLik
             pass
     if candidate.is_dir():
         raise UserError(f"{candidate} is a folder; give a recipe .toml file or a recipe name (digitsum list recipes)")
+    if os.path.lexists(candidate):  # a pipe, a device, a dangling or looping link: there, but never read
+        raise UserError(f"{candidate} is not a regular file; give a recipe .toml file or a recipe name (digitsum list recipes)")
     if not looks_like_name(text):  # a path with folders: not a name either
         raise UserError(f"{what} not found: no such file: {candidate}")
     stem = Path(text).stem if text.endswith(".toml") else text  # "orignal.toml" -> "did you mean 'original'?"

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import struct
 import sys
 import time
@@ -285,8 +286,11 @@ class _ProgressBar:
 
 def file_metadata(path: Path) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file's header, read without torch; a UserError when
-    ``path`` is not a safetensors file."""
+    ``path`` is not a safetensors file (a pipe or a device is refused before it is opened: reading
+    one would wait for a writer, or never end)."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UserError(f"{path} is not a regular file (a pipe, a socket or a device); weights are a .safetensors file")
         with path.open("rb") as f:
             head = f.read(8)
             size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
