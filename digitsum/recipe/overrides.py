@@ -41,10 +41,13 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
     if problem := bracket_problem(value, lambda _: ""):
         raise UserError(f"--set {show_text(text)}: {problem.message}")
     try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
+        document = tomllib.loads(f"v = {value}")
     except tomllib.TOMLDecodeError:
-        parsed = value
-    return path, parsed
+        return path, value
+    if list(document) != ["v"]:  # "1\nname='x'": the lines after the first were dropped unseen
+        raise UserError(f"--set {show_text(text)}: the value holds more than one TOML line; give one value "
+                        "(text with line breaks goes in triple quotes)")
+    return path, document["v"]
 
 
 #: What may override a recipe: ``"key=value"`` strings (as ``--set`` takes them), or a mapping of
