@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import UserError
 from ..recipe import MACHINE_LOCAL_KEYS, Overrides, Recipe, legacy_train, load_recipe, upgrade_resolved
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
-from .rundir import remove_temporary_files, run_status
+from .rundir import keep_foreign, remove_temporary_files, run_status
 from ..callbacks import Callback
 from .train import Trainer
 
@@ -123,4 +123,5 @@ def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] | Callable[[Reci
         trainer.resumed = True  # keep recipe.toml as it is; metrics.jsonl starts over
     if writes:
         remove_temporary_files(saved.run_dir)
+        keep_foreign(saved.run_dir)  # what the user put beside the run since stays theirs
     return trainer

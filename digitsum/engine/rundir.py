@@ -73,6 +73,21 @@ def record_outputs(run_dir: Path) -> None:
         write_json(run_dir / MARKER, {**data, "outputs": sorted(outputs)})
 
 
+def keep_foreign(run_dir: Path) -> None:
+    """Note, in the marker, the entries of ``run_dir`` that neither digitsum nor the run wrote
+    (a user's notes put beside a stopped run): a resume takes the folder again, and what is there
+    then stays the user's, never claimed by :func:`record_outputs` nor removed by ``--force``."""
+    data = _marker(run_dir)
+    if data is None:
+        return
+    listed = data.get("foreign")
+    foreign = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()  # a marker edited by hand: its names only
+    claimed = {*OWN_FILES, *(n for n in data["outputs"] if isinstance(n, str)), *foreign}
+    found = {name for name in _entries(run_dir) - claimed if not (name.startswith(".") and name.endswith(".tmp"))}
+    if found:
+        write_json(run_dir / MARKER, {**data, "foreign": sorted(foreign | found)})
+
+
 def _clear(path: Path) -> None:
     """Remove what digitsum wrote into the run directory ``path`` and nothing else."""
     data = _marker(path)
