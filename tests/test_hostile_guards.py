@@ -108,3 +108,26 @@ def test_a_resumed_run_claims_no_file_the_user_put_beside_it(cli, tiny_root, tmp
     result = cli("run", RECIPES / "original.toml", "--set", f"data.root='{tiny_root}'", *TINY, "--out", run, "--force")
     assert result.code == 0, result.err
     assert (run / "notes.txt").read_text() == "mine" and (run / "plots" / "mine.png").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("table,entry", [("heads", 'type = "classify"\ntarget = "sum"'), ("log", 'type = "csv"')])
+def test_a_recipe_of_a_hundred_heads_or_loggers_is_refused_before_it_runs(cli, tiny_data, tmp_path, table, entry):
+    # 100 heads: a run of a minute, then a matplotlib traceback drawing the samples' picture;
+    # 3000: no end in sight
+    many = "".join(f"\n[{table}.x{i}]\n{entry}\n" for i in range(100))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(GOOD + many)
+    result = cli("run", recipe, *TINY, "--out", tmp_path / "out")
+    assert result.code == 2, result.err[-500:]
+    message = " ".join(result.err.split())
+    assert "r.toml" in message and f"{table}: has 10" in message and "at most 32" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_count_is_of_the_merged_recipe(cli, tmp_path):
+    heads = "".join(f'\n[heads.x{i}]\ntype = "classify"\ntarget = "sum"\n' for i in range(20))
+    (tmp_path / "a.toml").write_text(GOOD + heads)
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n' + heads.replace("x", "y"))
+    assert cli("show", tmp_path / "a.toml").code == 0
+    result = cli("show", tmp_path / "b.toml")
+    assert result.code == 2 and "heads: has 42 heads" in " ".join(result.err.split())

@@ -23,6 +23,10 @@ MAX_DEPTH = 32
 #: The longest key, and the most files in an ``extends`` chain.
 MAX_KEY = 128
 MAX_EXTENDS = 32
+#: The most heads, and the most loggers, a recipe may have (each head is a loss, metrics, curves
+#: and a row of pictures: a hundred ran a minute and broke the pictures). Counted in the merged
+#: recipe, so that ``extends`` and ``--set`` add up.
+MAX_NAMED = 32
 
 #: What a head's or a logger's name may be: it becomes a metric's name, a column, a file name.
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")

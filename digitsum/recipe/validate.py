@@ -19,6 +19,7 @@ from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
 from .document import Document, fmt_value
 from .legacy import legacy_problems
+from .limits import MAX_NAMED
 from .overrides import Overrides, read_source
 from .schema import SECTIONS, TOP_LEVEL, Choice, Init, InitSection, KeyPath, Recipe, TrainSection
 
@@ -195,6 +196,8 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
     if "heads" in raw:
         if not isinstance(raw["heads"], dict) or not raw["heads"]:
             check.problem(("heads",), "needs at least one [heads.<name>] table")
+        elif len(raw["heads"]) > MAX_NAMED:
+            check.problem(("heads",), f"has {len(raw['heads'])} heads; a recipe may have at most {MAX_NAMED}")
         else:
             heads = {name: check.component("heads", value, ("heads", name)) for name, value in raw["heads"].items()}
     train = optimizer = schedule = None
@@ -247,6 +250,9 @@ def _validate_loggers(table: Any, check: _Check, available: bool = True) -> dict
     what installs it."""
     if not isinstance(table, dict):
         check.problem(("log",), f"must be a table of loggers, [log.<name>] (got {fmt_value(table)})")
+        return {}
+    if len(table) > MAX_NAMED:
+        check.problem(("log",), f"has {len(table)} loggers; a recipe may have at most {MAX_NAMED}")
         return {}
     chosen: dict[str, Choice] = {}
     for name, value in table.items():
