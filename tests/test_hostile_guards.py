@@ -79,7 +79,7 @@ def test_an_idx_split_without_images_is_refused(cli, tmp_path, tiny_root, split)
     (raw / labels).write_bytes(struct.pack(">II", 2049, 0))
     result = cli("run", RECIPES / "original.toml", *TINY, "--set", f"data.root='{tmp_path}'", "--out", tmp_path / "out")
     assert result.code == 2, result.err
-    assert images in result.err and "no images" in result.err
+    assert f"no {'training' if split == 'train' else 'test'} example" in " ".join(result.err.split())
     assert not (tmp_path / "out").exists()
 
 
@@ -131,3 +131,23 @@ def test_the_count_is_of_the_merged_recipe(cli, tmp_path):
     assert cli("show", tmp_path / "a.toml").code == 0
     result = cli("show", tmp_path / "b.toml")
     assert result.code == 2 and "heads: has 42 heads" in " ".join(result.err.split())
+
+
+def test_a_data_set_too_small_for_one_training_example_is_refused(cli, tmp_path, tiny_root):
+    # add-100 groups 200 images into an example: from 100 it made none, trained no step and exited 0
+    import numpy as np
+
+    from digitsum.testing import write_idx
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES["test"]:
+        (raw / name).write_bytes((tiny_root / "MNIST" / "raw" / name).read_bytes())
+    images, labels = MNIST_FILES["train"]
+    write_idx(raw / images, np.zeros((100, 28, 28), dtype=np.uint8))
+    write_idx(raw / labels, np.zeros(100, dtype=np.uint8))
+    result = cli("run", "add-100", "--set", "train.epochs=1", "--set", f"data.root='{tmp_path}'", "--set", "data.download=false",
+                 "--out", tmp_path / "out")  # fmt: skip
+    assert result.code == 2, result.err[-500:]
+    assert "no training example" in " ".join(result.err.split())
+    assert not (tmp_path / "out").exists()

@@ -186,7 +186,10 @@ class Trainer:
         with blame_components(recipe):  # loads and checks the data, builds the optimizer: before anything is written
             self.optimizer = make_optimizer(recipe, self.model)
             self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
-            self.generator.size("test")
+            for split in ("train", "test"):  # a run with no step, or no measure, "succeeded" on nothing
+                if not self.generator.size(split):
+                    raise UserError(f"data: '{recipe.data.section.type}' makes no {'training' if split == 'train' else 'test'} example from the data it was given "
+                                    "(too few images for one: see data.root or $DIGITSUM_DATA)")
             #: whether a validation split is held out (``data.val`` > 0) and evaluated after each epoch
             self.validates = recipe.data.section.val > 0
             if self.validates:
