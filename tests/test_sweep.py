@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -188,6 +189,31 @@ def test_two_workers_run_four_trials_on_one_storage(tiny_root, tmp_path):
     assert all(p.stat().st_size > 1000 for p in result.plots)
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["best"]["number"] == best.number and saved["metric"] == "val digit.accuracy"
+
+
+def test_more_workers_than_cores_are_refused_before_anything_starts(cli, tmp_path):
+    from digitsum.engine.accel import usable_cores
+
+    out = tmp_path / "s"
+    result = cli("sweep", ORIGINAL, "--param", LR, "--trials", "3", "--workers", str(usable_cores() + 1), "--out", out)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"--workers {usable_cores() + 1}: at most {usable_cores()}, the CPU cores" in result.err
+    assert not out.exists()
+
+
+def test_a_worker_whose_sweep_is_gone_starts_no_trial(tiny_root, tmp_path, monkeypatch, capfd):
+    """A sweep killed outright cannot pass the signal on to its workers: each, finding its
+    parent gone, asks the study for no further trial instead of running it alone for ever."""
+    import digitsum
+    from digitsum import sweeps
+    from digitsum.sweeps.trials import work
+
+    not_my_parent = next(pid for pid in range(2, 10**6) if pid not in (os.getppid(), os.getpid()))
+    monkeypatch.setattr(sweeps, "run_workers", lambda plan, workers: work(plan, parent=not_my_parent))
+    out = tmp_path / "s"
+    result = digitsum.sweep(ORIGINAL, [LR], 3, workers=2, out=out, overrides=_tiny(tiny_root, epochs=1), val=100, quiet=True)
+    assert "the sweep that started this worker is gone: it starts no further trial" in capfd.readouterr().err
+    assert set(result.counts()) <= {"waiting"} and not list(out.glob("trial-*"))  # the recipe as it is, enqueued, waits
 
 
 def test_best_recipe_runs(tiny_root, tmp_path, cli):

@@ -36,7 +36,9 @@ class SweepSettings:
     docs/sweeps.md). Values that cannot work are a UserError when the settings are made.
 
     Attributes:
-        workers: processes on this machine running trials of the study together.
+        workers: processes on this machine running trials of the study together, at most one
+            per CPU core this process may use (each is a Python process with torch and its own
+            trial: more only take turns on the cores and multiply the memory).
         storage: an Optuna storage URL or journal:PATH (default: study.journal in the sweep directory).
         study: the study's name (default: the recipe's name).
         metric: HEAD.METRIC on the val split (default: the first head's primary metric).
@@ -64,6 +66,12 @@ class SweepSettings:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise UserError(f"--workers {self.workers}: at least 1")
+        if self.workers > 1:
+            from ..engine.accel import usable_cores  # imports torch: not for the default settings
+
+            if self.workers > usable_cores():
+                raise UserError(f"--workers {self.workers}: at most {usable_cores()}, the CPU cores this process may use "
+                                "(each worker is a process training its own trials)")  # fmt: skip
         if self.pruner not in ("median", "none"):
             raise UserError(f"--pruner {self.pruner!r}: {did_you_mean(self.pruner, ('median', 'none'), 'pruners')}")
         if self.prune_startup < 0:
@@ -77,6 +85,7 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     Writes the trials' run directories, ``best.toml``, the figures and ``sweep.json`` in the sweep
     directory."""
     optuna = require_optuna()
+    from ..engine.accel import usable_cores
     from ..engine.build import build
     from ..engine.train import check_val_split
     from ..recipe import Recipe, load_recipe
@@ -131,7 +140,7 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
 
     threads = 0
     if settings.workers > 1 and base_recipe.train.threads == 0:
-        threads = max(1, (os.cpu_count() or 1) // settings.workers)  # one share of the cores per worker, not all of them each
+        threads = max(1, usable_cores() // settings.workers)  # one share of the cores per worker, not all of them each
     plan = Plan(base_recipe.to_dict(), spaces, head, metric_name, url, study_name, str(sweep_dir.resolve()),
                 trials, threads, settings.pruner, settings.prune_startup, settings.quiet, label)  # fmt: skip
     try:

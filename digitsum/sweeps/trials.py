@@ -139,13 +139,18 @@ def make_study(optuna: Any, plan: Plan, storage: Any) -> Any:
     return optuna.load_study(study_name=plan.study, storage=storage, pruner=chosen, sampler=sampler)
 
 
-def work(plan: Plan) -> bool:
+def work(plan: Plan, parent: int | None = None) -> bool:
     """One worker: ask the study for trials and run them until it holds ``trials`` of them.
-    True when a trial was interrupted (Ctrl-C, SIGTERM): the worker stops there."""
+    True when a trial was interrupted (Ctrl-C, SIGTERM): the worker stops there. A worker
+    process passes its ``parent``'s id: when that process is gone (killed, so it could not pass
+    the signal on), the worker asks for no further trial, rather than run the study alone."""
     optuna = require_optuna()
     study = make_study(optuna, plan, open_storage(plan.storage))
     states = optuna.trial.TrialState
     while True:
+        if parent is not None and os.getppid() != parent:
+            print("note: the sweep that started this worker is gone: it starts no further trial", file=sys.stderr, flush=True)
+            return False
         with lock(Path(plan.sweep_dir)):
             # the trials that count: done, pruned, running, or failed by themselves (one failed
             # because its process was interrupted or killed is run again instead)
@@ -163,7 +168,7 @@ def work(plan: Plan) -> bool:
 def _worker_main(plan: Plan) -> None:
     """A worker process's entry: one worker, its errors as one line (exit 2) rather than a traceback."""
     try:
-        if work(plan):
+        if work(plan, parent=os.getppid()):
             sys.exit(130)  # interrupted: the parent says how to continue
     except UserError as e:
         print(f"error: {e.message}", file=sys.stderr, flush=True)
@@ -182,6 +187,7 @@ def run_workers(plan: Plan, workers: int) -> bool:
     import signal
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch state
+    workers = min(workers, plan.trials)  # a worker beyond the study's trials would find none to run
     processes = [context.Process(target=_worker_main, args=(plan,), name=f"digitsum-sweep-{i}") for i in range(workers)]
     for process in processes:
         process.start()
