@@ -29,10 +29,16 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    of it, do not pull it. The noise level for this is 1.4826 x the median absolute difference
    between neighbouring border pixels / sqrt(2) (at least :data:`QUANTUM_NOISE`); the ground's
    *noise* is sqrt(pi / 2) x the mean absolute deviation of the refitted pixels from the plane.
-3. **Polarity.** Subtract the ground. When, smoothed by a 3x3 mean, the area's darkest pixel
+3. **Polarity.** Subtract the ground. When, smoothed (reduced to about :data:`POLARITY_SIDE`
+   pixels on the shorter side by block means, or by a 3x3 mean), the area's darkest pixel
    is farther below 0 than its brightest is above it, the ink is darker than the ground: negate,
    so that the digit is light on dark (the extremes, not percentiles: a small digit in a big
-   photo covers under 1 % of it). Values below 0, and everything outside the area, become 0.
+   photo covers under 1 % of it). In the last area (step 6) the pixels are measured, for this,
+   from the local ground: the median of a window :data:`POLARITY_WINDOW` of the area's shorter
+   side (the image mirrored beyond its edge), which keeps a shadow's edge and passes over strokes, so that a shadow over
+   most of the border does not make the lit paper the ink; when neither side stands out
+   :data:`POLARITY_MARGIN` farther, the plane decides. Values below 0, and everything outside
+   the area, become 0.
 4. **Ink.** The ink level is the 90th percentile of the pixels at or above half the brightest
    one (the strokes, not a speck of glare). Below :data:`BLANK_SIGMAS` times the noise (at least
    :data:`QUANTUM_NOISE`) the image is blank. Each pixel becomes (value / ink level - floor) /
@@ -123,6 +129,13 @@ QUANTUM_NOISE = 1.0 / 255.0 / math.sqrt(12.0)
 #: The window under which the ground is followed pixel by pixel (a shadow's edge, uneven paper),
 #: as a fraction of the area's shorter side: wider than any stroke of a digit that fills the area.
 LOCAL_GROUND = 0.3
+#: The polarity's local ground: the median of a window this fraction of the area's shorter side
+#: (wider than a digit's loops, so that strokes are fewer than half its pixels)
+POLARITY_WINDOW = 0.5
+#: ... computed on the area reduced to about this many pixels on its shorter side (block means).
+POLARITY_SIDE = 64
+#: ... and decides when one side stands out this fraction farther than the other.
+POLARITY_MARGIN = 0.1
 #: At most this many sheets inside one another (a sheet on a desk, inside a scan's frame).
 MAX_SHEETS = 2
 #: A sheet, its holes filled, fills at least this fraction of its convex hull (measured: 0.97
@@ -548,15 +561,40 @@ def _window_extreme(x: np.ndarray, size: int, op: Any) -> np.ndarray:
     return x
 
 
-def _ink_is_dark(v: np.ndarray, area: np.ndarray) -> bool:
-    """Whether the ink is darker than the ground (``v``: the area's pixels less the ground): what
-    stands out farthest from it, below or above, in ``v`` smoothed by a 3x3 mean. The extremes,
-    not percentiles, as a small digit in a big photo covers under 1 % of the pixels and the
-    paper's texture would decide; smoothed, as a single pixel of noise or glare is no stroke."""
-    padded = np.pad(np.where(area, v, 0.0), 1, mode="edge")
-    h, w = v.shape
-    smooth = sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
-    return -float(smooth[area].min()) > float(smooth[area].max())
+def _ink_is_dark(v: np.ndarray, area: np.ndarray, *, local: bool) -> bool:
+    """Whether the ink is darker than the ground (``v``: the area's pixels less the plane of the
+    ground): what stands out farthest, below or above, in ``v`` smoothed, from the plane (looking
+    for a sheet: a light sheet on a dark desk stands out above it) or, ``local``, from the local
+    ground: the median of a window POLARITY_WINDOW of the area's shorter side, the image mirrored
+    beyond its edge (about even: as without ``local``). A median keeps a shadow's edge where it is and passes over strokes (fewer
+    than half of a window's pixels), so that a shadow over most of the border, whose level the
+    plane takes, does not make the lit paper the ink. The extremes, not percentiles, as a small
+    digit in a big photo covers under 1 % of the pixels and the paper's texture would decide;
+    smoothed, as a single pixel of noise or glare is no stroke. Computed on the area's bounding
+    box reduced to about POLARITY_SIDE pixels on its shorter side (block means: the smoothing;
+    a 3x3 mean when reduced less than 3 times), the window's median from 9 x 9 of its pixels."""
+    rows, cols = np.flatnonzero(area.any(axis=1)), np.flatnonzero(area.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    x = np.where(area[box], v[box], float(np.median(v[area])))  # outside the area: neither side
+    f = max(1, min(x.shape) // POLARITY_SIDE)
+    h, w = x.shape[0] // f, x.shape[1] // f
+    x = x[: h * f, : w * f].reshape(h, f, w, f).mean(axis=(1, 3))
+    inside = area[box][: h * f, : w * f].reshape(h, f, w, f).all(axis=(1, 3))
+    if f < 3:
+        padded = np.pad(x, 1, mode="edge")
+        x = sum(padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    if local:
+        half = max(1, int(round(POLARITY_WINDOW * min(h, w) / 2)))
+        offsets = range(0, 2 * half + 1, max(1, half // 4))
+        padded = np.pad(x, half, mode="symmetric")  # mirrored: a desk along the edge stays a minority
+        local_x = x - np.median(np.stack([padded[dy : dy + h, dx : dx + w] for dy in offsets for dx in offsets]), axis=0)
+        r = local_x[inside] if inside.any() else local_x
+        below, above = -float(r.min()), float(r.max())
+        if abs(below - above) > POLARITY_MARGIN * max(below, above):
+            return below > above
+        # about even (strokes near half of a window, as in a digit cropped to its strokes): the plane decides
+    r = x[inside] if inside.any() else x
+    return -float(r.min()) > float(r.max())
 
 
 def _opening(v: np.ndarray, area: np.ndarray) -> np.ndarray:
@@ -578,7 +616,7 @@ class _Level:
     def __init__(self, x: np.ndarray, area: np.ndarray, label: str, *, local: bool = False) -> None:
         ground, noise = _fit_plane(x, _border(area))
         v = np.where(area, x - ground, 0.0)  # the digit's pixels stand out from 0, above or below
-        dark = _ink_is_dark(v, area)
+        dark = _ink_is_dark(v, area, local=local)
         if dark:  # the ink is darker than the ground: a digit on paper
             v = -v
         if local:  # the ground's level pixel by pixel, not only a plane: shadows, uneven paper
@@ -736,7 +774,7 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
 
 #: The settings the steps name, in the order of their first mention.
 SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
-            "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
+            "POLARITY_SIDE", "POLARITY_WINDOW", "POLARITY_MARGIN", "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
             "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
             "MNIST_CENTRE")  # fmt: skip
 

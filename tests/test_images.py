@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image as PILImage
-from PIL import ImageDraw
+from PIL import ImageDraw, ImageFilter
 
 from digitsum import mnist_format
 from digitsum.contracts import Image
@@ -487,3 +487,19 @@ def test_a_finger_at_the_border_is_not_part_of_the_digit(side, skin, reference):
     finger = (125, 135, 275, 165) if side == "right" else (150, 120, 180, 280)  # an ellipse half off the photo
     ImageDraw.Draw(image).ellipse(finger, fill=skin)
     assert apart(mnist_of(photo(image)), mnist_of(photo(seven()))) < 0.02
+
+
+@pytest.mark.parametrize("angle", [0, 90, 180, 270], ids=["lit-left", "lit-top", "lit-right", "lit-bottom"])
+@pytest.mark.parametrize("noise", [0.0, 2.0], ids=["clean", "noisy"])
+def test_a_shadow_over_most_of_the_border_keeps_the_polarity(angle, noise, reference):
+    # a hand's shadow over all but a strip along one side, the light halved, a grey pen: the
+    # plane of the ground took the shadow's level (most of the border), the lit strip stood
+    # farther above it than the ink below, and the digit was read as light on a dark ground
+    ys, xs = np.indices((200, 200))
+    theta = np.radians(angle)
+    soft = 1 / (1 + np.exp((np.cos(theta) * (xs - 100) + np.sin(theta) * (ys - 100) + 45) / 4.0))
+    result = mnist_of(photo(np.asarray(seven(ink=70), dtype=np.float64) * (0.5 + 0.5 * soft), noise=noise))
+    strokes = reference > 0.05
+    strokes = strokes | np.roll(strokes, 1, 0) | np.roll(strokes, -1, 0) | np.roll(strokes, 1, 1) | np.roll(strokes, -1, 1)
+    off = min(float(np.roll(result, (dy, dx), (0, 1))[~strokes].sum()) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    assert off / result.sum() < 0.15
