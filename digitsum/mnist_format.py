@@ -96,6 +96,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -242,8 +243,10 @@ def _open(path: Path, label: str) -> Image.Image:
     if not path.is_file():  # reading a FIFO or a device would wait, or never end
         raise ImageError(f"{label} is not a regular file (a pipe, a socket or a device): give an image file")
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():  # a file between PIL's warning and error sizes: reduced below, at once
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
         factor = math.ceil(max(image.size) / MAX_DECODED_SIDE)
         if factor > 1:
             try:

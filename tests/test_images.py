@@ -444,6 +444,21 @@ def test_a_huge_file_is_reduced_as_it_is_decoded(tmp_path):
     assert read_pixels(path).shape == (2250, 2500, 1) and max(read_pixels(path).shape) <= MAX_DECODED_SIDE
 
 
+def test_a_file_between_pils_warning_and_error_sizes_is_read_without_a_warning(tmp_path):
+    # 9500 x 9500 (90 megapixels, 1-bit to keep the test light): PIL warns past 89.5, with its own
+    # source line on stderr; digitsum reduces such a file as it is decoded, so nothing is printed
+    import warnings
+
+    from digitsum.mnist_format import MAX_DECODED_SIDE, read_pixels
+
+    path = tmp_path / "big.png"
+    PILImage.new("1", (9500, 9500), 1).save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pixels = read_pixels(path)
+    assert max(pixels.shape) <= MAX_DECODED_SIDE and not [w for w in caught if "DecompressionBomb" in w.category.__name__]
+
+
 @pytest.mark.parametrize("angle", [0, 35, 120], ids=["upright-edge", "slanted-edge", "over-the-top"])
 @pytest.mark.parametrize("noise", [0.0, 2.0], ids=["clean", "noisy"])
 def test_a_shadow_across_the_paper_is_ground_not_ink(angle, noise, reference):
