@@ -118,12 +118,16 @@ def test_the_scaffolds_tests_cover_what_its_author_adds_with_no_edit(tmp_path):
     tests = generated_tests("site")
     assert tests.returncode == 0, tests.stdout[-3000:]
     passed = set(re.findall(r"^PASSED \S+::(\S+)", tests.stdout, re.M))
-    assert passed == {"test_registered_through_entry_points", "test_conforms[heads:twice_head]", "test_conforms[heads:other_head]",
-                      "test_conforms[recipes:twice]", "test_conforms[recipes:other]"}  # fmt: skip
+    ids = ["heads:twice_head", "heads:other_head", "recipes:twice", "recipes:other"]
+    assert passed == {"test_installed"} | {f"{test}[{i}]" for test in ("test_registered_through_entry_points", "test_conforms") for i in ids}
 
-    pyproject.write_text(pyproject.read_text() + '\n[project.entry-points."digitsum.head"]\nthird_head = "digitsum_twice.head:OtherHead"\n')
+    # two entry points in misspelt groups: both reported, not only the first
+    pyproject.write_text(pyproject.read_text() + '\n[project.entry-points."digitsum.head"]\nthird_head = "digitsum_twice.head:OtherHead"\n'
+                         '\n[project.entry-points."digitsum.recipe"]\nthird = "digitsum_twice.recipes:other"\n')
     tests = generated_tests("site-misspelt")
-    assert tests.returncode == 1 and "[digitsum.head] third_head: digitsum does not list it" in tests.stdout, tests.stdout[-3000:]
+    assert tests.returncode == 1, tests.stdout[-3000:]
+    for unlisted in ("[digitsum.head] third_head", "[digitsum.recipe] third"):
+        assert f"{unlisted}: digitsum does not list it" in tests.stdout, tests.stdout[-3000:]
 
 
 def test_the_hint_and_the_readme_install_the_test_extra_before_pytest(cli, tmp_path):
