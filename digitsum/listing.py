@@ -123,6 +123,13 @@ def list_kind(kind: str | None) -> str | None:
         raise UserError(f"unknown kind '{kind}' — {did_you_mean(kind.lower(), LIST_KINDS, 'kinds')}") from None
 
 
+def summary_text(row: dict[str, Any]) -> str:
+    """A listed component's or doctor check's summary, or a note that it has no docstring
+    (an empty cell reads as a listing bug; ``--json`` keeps the empty summary)."""
+    what = "function" if row["kind"] == CHECKS else "class"
+    return row["summary"] or f"(no summary: its {what} has no docstring, whose first line would show here)"
+
+
 def _spec_text(spec: Any) -> str:
     fields = ", ".join(str(v) for v in vars(spec).values() if v is not None)
     return f"{type(spec).__name__}({fields})"
@@ -288,7 +295,7 @@ def render_tables(rows: list[dict[str, Any]], console) -> None:
             if "error" in row:
                 table.add_row(row["name"], row["origin"], f"[red]failed to load: {escape(row['error'])}[/]")
                 continue
-            summary = row["summary"]
+            summary = summary_text(row)
             if "inputs" in row:
                 summary += f"\ninputs: {', '.join(row['inputs'])} · targets: {', '.join(row['targets'])}"
             table.add_row(row["name"], row["origin"], escape(f"{summary}\n{_params_text(row['params'])}"))
@@ -396,7 +403,7 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
                 lines.append(f"Failed to load: {_md(row['error'])}\n")
                 continue
             origin = "" if row["origin"] == "built-in" else f" ({_md(row['origin'])})"
-            lines.append(f"{_md(row['summary'])}{origin}\n")
+            lines.append(f"{_md(summary_text(row))}{origin}\n")
             if "inputs" in row:
                 inputs = ", ".join(f"`{k}` {v}" for k, v in row["inputs"].items())
                 targets = ", ".join(f"`{k}` {v}" for k, v in row["targets"].items())

@@ -46,11 +46,13 @@ def list_(
 def _render_checks(checks: list[dict]) -> None:
     from rich.table import Table
 
+    from ..listing import summary_text
+
     table = Table(title="doctor checks (digitsum doctor; plugins add theirs by the entry-point group digitsum.checks)")
     for column in ("check", "origin", "what it measures"):
         table.add_column(column)
     for row in checks:
-        table.add_row(row["name"], row["origin"], row["summary"])
+        table.add_row(row["name"], row["origin"], summary_text(row))
     console.print(table)
 
 
