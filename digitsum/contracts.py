@@ -261,6 +261,28 @@ class Fusion(Component, nn.Module):
         raise NotImplementedError
 
 
+def uninitialised_problem(module: nn.Module) -> str | None:
+    """Why a built fusion or head cannot be used: the parameters and buffers that a lazy layer
+    (``nn.LazyLinear``, ``nn.LazyConv2d``, ...) leaves uninitialised until its first forward
+    pass, with the layer's class and what to do; None when there are none.
+
+    Refused rather than initialised on a dummy batch: digitsum counts, seeds, moves and
+    checkpoints the weights when it builds the model, before any batch exists (and a head's
+    features come from the fusion), so the weights must exist once ``__init__`` returns.
+    """
+    lazy = {}
+    for prefix, layer in module.named_modules():
+        for name, tensor in [*layer.named_parameters(recurse=False), *layer.named_buffers(recurse=False)]:
+            if nn.parameter.is_lazy(tensor):
+                lazy[f"{prefix}.{name}" if prefix else name] = type(layer).__name__
+    if not lazy:
+        return None
+    layers = ", ".join(dict.fromkeys(lazy.values()))
+    return (f"has parameters that are not initialised before its first batch: {', '.join(lazy)} ({layers}); "
+            "give each layer its input size (e.g. nn.Linear instead of nn.LazyLinear, sized from what __init__ "
+            "receives): digitsum counts, seeds, moves and saves the weights when it builds the model, before any batch")
+
+
 #: How a head's output is read, declared by ``Head.output_kind``:
 #:
 #: * ``"class_logits"`` (the default): ``[B, classes]`` scores whose argmax is ``predict``, with a

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
-from digitsum.contracts import Classes, Fusion, Head, Params
+from digitsum.contracts import Classes, Fusion, Head, Image, Params
 from digitsum.registry import REGISTRIES, heads
 from digitsum.testing import ConformanceError, check_component, check_generator, check_head, check_recipe
 
@@ -296,3 +296,24 @@ def test_head_options_select_the_target():
     assert built == []  # refused before anything was built
     check_component(Binary, target=Classes(2), in_features=5)
     assert built and set(built) == {(5, Classes(2))}  # every head the check built predicts the chosen target
+
+
+class LazyFusion(Fusion):
+    """Flattens the image; a LazyLinear learns its width from the first batch."""
+
+    def __init__(self, params, inputs) -> None:
+        super().__init__(params, inputs)
+        self.image = next(k for k, s in inputs.items() if isinstance(s, Image))
+        self.proj = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(16))
+        self.out_features = 16
+
+    def forward(self, batch):
+        return self.proj(batch[self.image])
+
+
+def test_a_lazy_layer_is_named_with_what_to_do_not_torchs_advice_to_run_a_dummy_batch():
+    with pytest.raises(ConformanceError) as e:
+        check_component(LazyFusion)
+    message = str(e.value)
+    assert "not initialised before its first batch: proj.1.weight, proj.1.bias (LazyLinear)" in message
+    assert "nn.Linear instead of nn.LazyLinear" in message and "dummy batch" not in message

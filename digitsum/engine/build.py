@@ -10,15 +10,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
-from ..contracts import Generator
+from ..contracts import Generator, uninitialised_problem
 from ..data import DataContext, default_root
 from ..errors import UserError
-from ..recipe import Recipe
-from .component_errors import blame_components
+from ..recipe import Choice, Recipe
+from ..registry import KIND_LABELS
+from .component_errors import blame_components, origin_of
 from .model import Binding, DigitModel
+
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 @dataclass
@@ -50,7 +55,7 @@ def pick_device(name: str | torch.device, key: str = "train.device") -> torch.de
 def build_model(recipe: Recipe) -> DigitModel:
     """The model a recipe describes, on the CPU, initialised from torch's current random state."""
     interface = recipe.interface()
-    backbone = recipe.backbone.cls(recipe.backbone.params, interface.inputs)
+    backbone = _initialised("fusions", recipe.backbone, recipe.backbone.cls(recipe.backbone.params, interface.inputs))
     heads, bindings = {}, {}
     for name, choice in recipe.heads.items():
         target = interface.targets[choice.section.target]
@@ -62,9 +67,18 @@ def build_model(recipe: Recipe) -> DigitModel:
                 f"gives {backbone.out_features}: use a backbone whose features it can read (e.g. per-image "
                 "logits: digit_cnn)"
             )
-        heads[name] = choice.cls(choice.params, backbone.out_features, target)
+        heads[name] = _initialised("heads", choice, choice.cls(choice.params, backbone.out_features, target))
         bindings[name] = Binding(choice.section.target, choice.section.weight)
     return DigitModel(backbone, heads, bindings)
+
+
+def _initialised(kind: str, choice: Choice, part: M) -> M:
+    """``part``, a fusion or head just built; a user error naming it when a lazy layer left
+    weights uninitialised (:func:`~digitsum.contracts.uninitialised_problem`)."""
+    problem = uninitialised_problem(part)
+    if problem:
+        raise UserError(f"{KIND_LABELS[kind]} '{choice.section.type}' from {origin_of(kind, choice)} {problem}")
+    return part
 
 
 def build(recipe: Recipe, device: str | torch.device | None = None) -> Built:

@@ -69,7 +69,7 @@ def _suspects(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str,
     """Every component the recipe chooses; what they ``made`` (by kind: the torch optimizer an
     optimizer component built runs the plugin's ``step``), under the component's name; and
     ``objects`` (a run's callbacks) that are not digitsum's own."""
-    from ..registry import KIND_LABELS, REGISTRIES
+    from ..registry import KIND_LABELS
 
     chosen: list[tuple[str, Choice]] = [("datasets", recipe.data), ("fusions", recipe.backbone),
                                         ("optimizers", recipe.optimizer), ("schedules", recipe.schedule)]  # fmt: skip
@@ -77,12 +77,8 @@ def _suspects(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str,
     chosen += [("loggers", choice) for choice in recipe.log.values()]
     suspects = []
     for kind, choice in chosen:
-        name = choice.section.type
-        try:
-            origin = str(REGISTRIES[kind].entry(name).origin)
-        except UserError:
-            origin = _local(choice.cls)
-        suspects.append(_Suspect(f"{KIND_LABELS[kind]} '{name}'", choice.cls, origin, _code_roots(choice.cls)))
+        origin = origin_of(kind, choice)
+        suspects.append(_Suspect(f"{KIND_LABELS[kind]} '{choice.section.type}'", choice.cls, origin, _code_roots(choice.cls)))
         if made.get(kind) is not None:
             cls = type(made[kind])
             suspects.append(_Suspect(suspects[-1].label, cls, origin, _code_roots(cls)))
@@ -91,6 +87,17 @@ def _suspects(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str,
         if not any(issubclass(cls, s.cls) for s in suspects):
             suspects.append(_Suspect(f"callback {cls.__name__}", cls, _local(cls), _code_roots(cls)))
     return suspects
+
+
+def origin_of(kind: str, choice: Choice) -> str:
+    """Where a recipe's chosen component of ``kind`` comes from: "digitsum-example 0.1.0",
+    "built-in" or "local (module:Class)"."""
+    from ..registry import REGISTRIES
+
+    try:
+        return str(REGISTRIES[kind].entry(choice.section.type).origin)
+    except UserError:
+        return _local(choice.cls)
 
 
 def _local(cls: type) -> str:

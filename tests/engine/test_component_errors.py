@@ -263,3 +263,31 @@ def test_a_run_stopped_by_a_broken_logger_resumes_after_the_fix(tiny_root, tmp_p
     outcome = resume(tmp_path / "run", progress=False)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "failed" not in summary and summary["epochs"] == 2 and len(outcome.trainer.history) == 2
+
+
+LAZY_FUSION = (
+    "from torch import nn\n"
+    "from digitsum import Fusion, Image\n"
+    "class Lazy(Fusion):\n"
+    "    '''Flattens the image; a LazyLinear learns its width from the first batch.'''\n"
+    "    def __init__(self, params, inputs):\n"
+    "        super().__init__(params, inputs)\n"
+    "        self.image = next(k for k, s in inputs.items() if isinstance(s, Image))\n"
+    "        self.proj = nn.Sequential(nn.Flatten(), nn.LazyLinear(16))\n"
+    "        self.out_features = 16\n"
+    "    def forward(self, batch):\n"
+    "        return self.proj(batch[self.image])\n"
+)
+
+
+def test_a_lazy_module_is_refused_when_the_model_is_built_naming_the_component_and_its_distribution(tiny_root, tmp_path):
+    """A lazy layer has no weights to count, seed, move or checkpoint until a batch passed: it
+    is refused with what to do, not left to torch's traceback from moving the model."""
+    site = fake_distribution(tmp_path / "site", "digitsum-lazy", "0.3", {"digitsum.fusions": {"lazy": "lazy_plugin:Lazy"}},
+                             {"lazy_plugin/__init__.py": LAZY_FUSION})  # fmt: skip
+    result = run_subprocess("run", RECIPES / "original.toml", *TINY, "--set", 'backbone={type="lazy"}', "--set", "train.channels_last=true",
+                            "--out", tmp_path / "run", env={"PYTHONPATH": str(site), "DIGITSUM_DATA": str(tiny_root)})  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ("fusion 'lazy' from digitsum-lazy 0.3 has parameters that are not initialised before its first batch: "
+            "proj.1.weight, proj.1.bias (LazyLinear)") in result.stderr
