@@ -178,15 +178,16 @@ def copy_recipe(name: str, dest: str | Path, *, force: bool = False) -> Path:
 
 def list_components(kind: str | None = None) -> list[dict[str, Any]]:
     """What ``digitsum list --json`` prints: a dict per registered component (``kind``,
-    ``name``, ``origin``, ``distribution``, ``version``, ``summary``, ``params``...), then per
+    ``name``, ``origin``, ``distribution``, ``version``, ``summary``, ``params``..., and
+    ``namesakes`` when another distribution defines the same name), then per
     shipped recipe (with its recorded test metrics) and per doctor check. ``kind``: one kind
     (``heads``, ``recipes``, ``checks``..., any of their names); None for all."""
-    from .listing import cached_components, describe_checks, describe_recipes, list_kind
+    from .listing import cached_components, describe_checks, describe_recipes, list_kind, mark_namesakes
 
     wanted = list_kind(kind)
     rows = cached_components(wanted) if wanted not in ("recipes", "checks") else []
     recipes = describe_recipes() if wanted in (None, "recipes") else []
-    return rows + recipes + (describe_checks() if wanted in (None, "checks") else [])
+    return mark_namesakes(rows + recipes + (describe_checks() if wanted in (None, "checks") else []))
 
 
 def _as_run(outcome) -> Run | None:

@@ -130,6 +130,41 @@ def summary_text(row: dict[str, Any]) -> str:
     return row["summary"] or f"(no summary: its {what} has no docstring, whose first line would show here)"
 
 
+def namesake_notes(parts: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """For each ``(kind, name, distribution)`` whose kind and name another distribution declares
+    too: what the bare name means and what a recipe must write (docs/plugins.md, "Origins and
+    names defined twice"), so ``digitsum plugins`` and ``digitsum list`` show a clash before a
+    recipe trips on it."""
+    by_name: dict[tuple[str, str], list[str]] = {}
+    for kind, name, dist in parts:
+        by_name.setdefault((kind, name), []).append(dist)
+    notes = {}
+    for (kind, name), dists in by_name.items():
+        dists = list(dict.fromkeys(dists))
+        builtin = next((d for d in dists if discovery.canonical_name(d) == "digitsum"), None)
+        for dist in dists if len(dists) > 1 else ():
+            others = ", ".join(d for d in dists if d != dist)
+            if dist == builtin:
+                meaning = f"the bare name '{name}' stays this built-in one"
+            elif builtin:
+                meaning = f"the bare name '{name}' is the built-in one, this one is '{dist}:{name}'"
+            else:
+                meaning = f"name it '{dist}:{name}' (the bare name is refused)"
+            notes[(kind, name, dist)] = f"also defined by {others}; {meaning}"
+    return notes
+
+
+def mark_namesakes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` of ``digitsum list``, each one whose name another distribution defines too with
+    its :func:`namesake_notes` note as ``namesakes``."""
+    notes = namesake_notes([(r["kind"], r["name"], r["distribution"] or r["origin"]) for r in rows])
+    for row in rows:
+        note = notes.get((row["kind"], row["name"], row["distribution"] or row["origin"]))
+        if note:
+            row["namesakes"] = note
+    return rows
+
+
 def _spec_text(spec: Any) -> str:
     fields = ", ".join(str(v) for v in vars(spec).values() if v is not None)
     return f"{type(spec).__name__}({fields})"
@@ -296,6 +331,8 @@ def render_tables(rows: list[dict[str, Any]], console) -> None:
                 table.add_row(row["name"], row["origin"], f"[red]failed to load: {escape(row['error'])}[/]")
                 continue
             summary = summary_text(row)
+            if "namesakes" in row:
+                summary = f"{row['namesakes']}\n{summary}"
             if "inputs" in row:
                 summary += f"\ninputs: {', '.join(row['inputs'])} · targets: {', '.join(row['targets'])}"
             table.add_row(row["name"], row["origin"], escape(f"{summary}\n{_params_text(row['params'])}"))
@@ -336,7 +373,8 @@ def render_recipes(rows: list[dict[str, Any]], console) -> None:
         if "error" in row:
             table.add_row(row["name"], row["origin"], f"[red]cannot be used: {escape(row['error'])}[/]", "", "")
             continue
-        table.add_row(row["name"], escape(row["origin"]), escape(row["description"]), escape(metrics_text(row)),
+        description = "\n".join(filter(None, [row.get("namesakes"), row["description"]]))
+        table.add_row(row["name"], escape(row["origin"]), escape(description), escape(metrics_text(row)),
                       escape(weights_text(row)))  # fmt: skip
     console.print(table)
     console.print("run one: digitsum run NAME · copy one to edit: digitsum cp NAME DEST.toml · "

@@ -16,7 +16,7 @@ from . import discovery
 from .catalog import locate
 from .errors import UserError
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
-from .listing import LABELS
+from .listing import LABELS, namesake_notes
 from .registry import REGISTRIES, PluginError, load_entry_point, plugin_distributions
 from .weights import read_record
 
@@ -61,6 +61,13 @@ def plugin_report() -> list[dict[str, Any]]:
         elif dist.problems or any("error" in part for part in _parts(row)):
             row["status"] = "failed"
         report.append(row)
+    notes = namesake_notes([(part.get("kind", RECIPES), part["name"], row["distribution"])
+                            for row in report if not row["reason"] for part in _parts(row) if part.get("kind") != WEIGHTS])  # fmt: skip
+    for row in report:
+        for part in _parts(row):
+            note = notes.get((part.get("kind", RECIPES), part["name"], row["distribution"]))
+            if note:
+                part["namesakes"] = note
     return report
 
 
@@ -162,7 +169,8 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
             kinds = [c.get("kind", RECIPES) for c in parts]
             names = "\n".join(_counted(k, kinds.count(k)) for k in dict.fromkeys(kinds))
         else:
-            names = "\n".join(f"{LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "") for c in parts)
+            names = "\n".join(f"{LABELS[c.get('kind', RECIPES)]} {c['name']}" + (" [red](failed)[/]" if "error" in c else "")
+                              + (" [yellow](name clash)[/]" if "namesakes" in c else "") for c in parts)  # fmt: skip
         status = row["status"] + (" (built-in)" if row["builtin"] else "")
         table.add_row(escape(row["distribution"]), escape(row["version"]), f"[{colour[row['status']]}]{status}[/]", names)
     console.print(table)
@@ -174,5 +182,9 @@ def render_plugins(report: list[dict[str, Any]], console) -> None:
             console.print(f"[red]{escape(where)}[/]: {escape(problem)}", highlight=False)
         for what, error in _failed_parts(row):
             console.print(f"[red]{escape(where)}[/]: {escape(what)} failed: {escape(error)}", highlight=False)
+        for part in _parts(row):
+            if "namesakes" in part:
+                what = f"{LABELS[part.get('kind', RECIPES)]} '{part['name']}'"
+                console.print(f"[yellow]{escape(where)}[/]: {escape(what)} is {escape(part['namesakes'])}", highlight=False)
 
 

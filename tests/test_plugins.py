@@ -237,6 +237,33 @@ def test_a_name_from_two_distributions_needs_the_qualified_form(tmp_path, exampl
     assert 'type = "digitsum-twin:bilinear"' in qualified.stdout
 
 
+def test_plugins_and_list_flag_a_name_two_distributions_define_before_a_recipe_trips_on_it(tmp_path, example_site):
+    twin = fake_distribution(tmp_path / "twin", "digitsum-twin", "2.0",
+                             {"digitsum.fusions": {"bilinear": "digitsum_example.bilinear:Bilinear",
+                                                   "concat": "digitsum_example.bilinear:Bilinear"}})  # fmt: skip
+    site = [example_site, twin]
+    plugins = " ".join(digitsum("plugins", site=site, env={"COLUMNS": "300"}).stdout.split())
+    assert ("digitsum-example 0.1.0: fusion 'bilinear' is also defined by digitsum-twin; "
+            "name it 'digitsum-example:bilinear' (the bare name is refused)") in plugins
+    assert "digitsum-twin 2.0: fusion 'bilinear' is also defined by digitsum-example;" in plugins
+    assert ("digitsum-twin 2.0: fusion 'concat' is also defined by digitsum; the bare name 'concat' is the built-in one, "
+            "this one is 'digitsum-twin:concat'") in plugins
+    listed = digitsum("list", "fusions", "--json", site=site)
+    notes = {(r["name"], r["distribution"]): r.get("namesakes") for r in json.loads(listed.stdout)}
+    assert notes[("bilinear", "digitsum-twin")].startswith("also defined by digitsum-example; name it")
+    assert notes[("concat", "digitsum")] == "also defined by digitsum-twin; the bare name 'concat' stays this built-in one"
+    assert notes[("film", "digitsum")] is None
+    table = " ".join(digitsum("list", "fusions", site=site, env={"COLUMNS": "300"}).stdout.replace("│", " ").split())
+    assert "also defined by digitsum-twin; name it 'digitsum-example:bilinear'" in table
+    # recipes too: a plugin shipping a recipe named like another plugin's
+    (tmp_path / "twin" / "twin_recipes").mkdir()
+    (tmp_path / "twin" / "twin_recipes" / "product.toml").write_text('extends = "original"\n')
+    recipe_twin = fake_distribution(tmp_path / "recipe-twin", "digitsum-recipe-twin", "1.0",
+                                    {"digitsum.recipes": {"product": "twin_recipes"}})  # fmt: skip
+    recipes = " ".join(digitsum("list", "recipes", site=[*site, recipe_twin], env={"COLUMNS": "300"}).stdout.replace("│", " ").split())
+    assert "also defined by digitsum-recipe-twin; name it 'digitsum-example:product'" in recipes
+
+
 def test_malformed_entry_point_is_reported_not_fatal_unless_strict(tmp_path):
     site = fake_distribution(tmp_path / "bad", "digitsum-badmeta", "1.0",
                              {"digitsum.heads": {"no colon": "justamodule", "fine": "digitsum.components.heads.classify:Classify"}})  # fmt: skip
