@@ -81,10 +81,10 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=plugin,
                            capture_output=True, text=True, env={**os.environ, **env_for(paths)}, timeout=600)  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-3000:]
-    # the entry points registered; a conformance test per entry point (each part and the recipe);
+    # installed; each entry point (each part and the recipe) registered, and its conformance test;
     # the logger's file read back and the check's findings (test files of their own)
     assert re.search(r"^\d+ passed in ", tests.stdout.strip().splitlines()[-1]), tests.stdout[-3000:]  # none skipped
-    assert int(tests.stdout.strip().splitlines()[-1].split()[0]) == 1 + len(PARTS) + 1 + 2
+    assert int(tests.stdout.strip().splitlines()[-1].split()[0]) == 1 + 2 * (len(PARTS) + 1) + 2
 
 
 SECOND_HEAD = '''
