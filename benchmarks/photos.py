@@ -14,6 +14,25 @@ as they are, preprocessed the same way), blanks (ImageError), and ms per image o
 
     DIGITSUM_DATA=<folder holding MNIST/raw> .venv/bin/python benchmarks/photos.py [--seed 0] [--count 100]
 
+What each condition models (one at a time; a dark pen on off-white paper unless it says):
+
+- ``clean``: MNIST's 28x28 digits as they are (the reference); ``paper``: the digit written on
+  a textured sheet filling the photo, lit evenly;
+- ``lighting``: light falling off across the sheet (to 45-75 %); ``shadow``: a soft shadow of a
+  hand or a phone over one side of a line (50-75 % of the light), over the ink as well;
+- ``noise``, ``blur``, ``jpeg``: a dim sensor, out of focus or shaken, heavy JPEG compression;
+- ``grid``: lined or squared paper, the lines under the ink; ``colour``: blue, red, green or
+  purple ink; ``pencil``: thin grey uneven graphite; ``marker``: thick strokes;
+- ``rotation``: the sheet turned up to 10 degrees and seen a little from the side;
+- ``offcentre``: a smaller digit near a corner; ``small``: a 30-70 px digit in a 600-900 px photo;
+- ``dark``: a drawing app in dark mode (light strokes on a dark ground, no texture);
+  ``alpha``: an RGBA drawing, the ink's colour everywhere and only the alpha telling the digit;
+- ``desk``: the photo taken too wide, the desk beside the sheet along one or two sides; the
+  digit stays on the sheet (the desk never covers the ink);
+- ``finger``: a finger holding the sheet entering from one side, which may touch the digit;
+- ``mixed``: a random mix (turned ink, grid, blue ink, lighting, shadow, desk, finger,
+  perspective, blur, noise, JPEG), as a real photo has.
+
 ``--save DIR`` writes a few photos of each condition and what the model was given, to look at.
 Everything drawn at random comes from ``--seed``: the same seed gives the same photos.
 """
@@ -127,17 +146,27 @@ def grid(photo: Photo, rng: Rng, squared: bool | None = None) -> None:
     photo.paper = photo.paper * (1 - 0.7 * lines[..., None]) + 0.7 * lines[..., None] * colour * photo.paper
 
 
-def desk(x: np.ndarray, rng: Rng) -> np.ndarray:
-    """The desk beside the sheet along one or two sides: 5-15 % of the image, a dark wood colour."""
+def desk(x: np.ndarray, rng: Rng, ink: np.ndarray | None = None) -> np.ndarray:
+    """The desk beside the sheet along one or two sides: 5-15 % of the image, a dark wood colour.
+
+    The digit is written on the sheet, so the sheet's edge stays clear of the ink (``ink``: its
+    coverage on the canvas; a margin of 2 % of the shorter side): where the digit lies close to
+    a side, the desk there is narrower, or not in the photo at all."""
     h, w = x.shape[:2]
     colour = np.array([rng.uniform(0.2, 0.45), rng.uniform(0.12, 0.3), rng.uniform(0.05, 0.2)])
     out = x.copy()
+    ys, xs = np.indices((h, w))
+    written = ink > 0.05 if ink is not None else np.zeros((h, w), dtype=bool)
     for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
         depth = int(min(h, w) * rng.uniform(0.05, 0.15))
         slope = rng.uniform(-0.05, 0.05)  # the sheet's edge a little skew
-        ys, xs = np.indices((h, w))
         along, across, n = [(xs, ys, w), (xs, h - 1 - ys, w), (ys, xs, h), (ys, w - 1 - xs, h)][side]
-        mask = across < depth + slope * (along - n / 2)
+        edge = across - slope * (along - n / 2)  # the desk is where this is below its depth
+        if written.any():
+            depth = min(depth, int(edge[written].min() - 0.02 * min(h, w)))
+        if depth < 2:
+            continue
+        mask = edge < depth
         out[mask] = colour * (1 + 0.05 * rng.standard_normal((int(mask.sum()), 1)))
     return out
 
@@ -243,8 +272,10 @@ def make(condition: str, digit: np.ndarray, rng: Rng) -> np.ndarray:
         ground, ink = rng.uniform(0.05, 0.2), rng.uniform(0.8, 1.0)
         x = np.broadcast_to((ground + (ink - ground) * photo.alpha)[..., None], x.shape)
     effects = {"lighting": lighting, "shadow": shadow, "noise": noise, "blur": blur, "jpeg": jpeg,
-               "desk": desk, "finger": finger, "rotation": perspective}  # fmt: skip
-    if condition in effects:
+               "finger": finger, "rotation": perspective}  # fmt: skip
+    if condition == "desk":
+        x = desk(x, rng, photo.alpha)
+    elif condition in effects:
         x = effects[condition](x, rng)
     return to_uint8(x)
 
@@ -269,7 +300,7 @@ def mixed(digit: np.ndarray, rng: Rng) -> np.ndarray:
     for effect, chance in ((lighting, 0.6), (shadow, 0.3), (desk, 0.3), (finger, 0.15), (perspective, 0.5),
                            (blur, 0.3), (noise, 0.4), (jpeg, 0.5)):  # fmt: skip
         if rng.random() < chance:
-            x = effect(x, rng)
+            x = desk(x, rng, photo.alpha) if effect is desk else effect(x, rng)
     return to_uint8(x)
 
 
