@@ -72,7 +72,12 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    part touching the edge that is a blob (a finger at the border, meeting it end-on): its stroke
    width at least :data:`EDGE_BLOB_WIDTH` times the widest stroke width of the parts that do
    not touch the edge and span at least :data:`MIN_DIGIT_SPAN`, and at least
-   :data:`EDGE_BLOB_SPAN` of its own span. Specks and
+   :data:`EDGE_BLOB_SPAN` of its own span. Clutter too, whether it touches the digit or not, is
+   what meets the edge as a blob fainter than the ink (a finger's skin against paper): the
+   parts' pixels below :data:`EDGE_FAINT` of the ink level, opened by a 5x5 window (a stroke's
+   faint rim goes), in pieces touching the edge whose stroke width is at least
+   :data:`EDGE_BLOB_SPAN` of their span and whose span is at least :data:`MIN_DIGIT_SPAN` of the
+   area's shorter side (a stroke cut by the edge is ink to its core). Specks and
    clutter are dropped (set to 0; with clutter, a margin of :data:`CLUTTER_MARGIN` of the area's
    shorter side, at least 2 pixels, goes too), and steps 4 and 5 redone without them, the new
    parts' specks set to 0. When every part is a speck, the image is blank.
@@ -167,6 +172,9 @@ EDGE_BLOB_WIDTH = 1.5
 #: ... and at least this fraction of its own longer side (a blob: a digit's strokes, cut by the
 #: edge or not, are about 0.1 of the digit's span, MNIST's 2-3 pixels of 20).
 EDGE_BLOB_SPAN = 0.15
+#: A blob meeting the area's edge with its pixels below this fraction of the ink level is
+#: clutter too, wherever it touches (a finger's skin stands out from paper far less than ink).
+EDGE_FAINT = 0.75
 #: Clutter is dropped only when a part remains whose longer side is at least this fraction of
 #: the area's shorter side: a digit, not a speck.
 MIN_DIGIT_SPAN = 0.1
@@ -699,10 +707,31 @@ class _Level:
             wide = (contact > 0) & (widths >= EDGE_BLOB_WIDTH * widths[digits].max()) & (widths >= EDGE_BLOB_SPAN * spans)
             drop |= ~specks & (along | wide)
         dropped = np.isin(parts, index[drop])
-        if dropped.any() and not (drop == specks).all():  # clutter's blurred edge goes with it
+        faint = self.faint_blobs(dropped, edge, shorter)
+        dropped |= faint
+        if dropped.any() and (faint.any() or not (drop == specks).all()):  # clutter's blurred edge goes with it
             margin = max(2, int(round(CLUTTER_MARGIN * shorter)))
             dropped = _distance(~dropped, edge_inside=True) <= margin
         return dropped
+
+
+    def faint_blobs(self, dropped: np.ndarray, edge: np.ndarray, shorter: int) -> np.ndarray:
+        """The pixels of what meets the area's edge as a blob fainter than the ink (a finger,
+        skin against paper), whether it touches the digit or not: the parts' pixels below
+        EDGE_FAINT of the ink level, opened by a 5x5 window (a stroke's faint rim goes), in
+        pieces touching the edge that are blobs (stroke width at least EDGE_BLOB_SPAN of their
+        span) spanning at least MIN_DIGIT_SPAN of the area's shorter side. A stroke cut by the
+        edge is ink to its core, and no blob."""
+        faint = self.strong & ~dropped & (self.scaled < EDGE_FAINT)
+        cores = _window_extreme(faint.astype(np.uint8), 5, np.minimum).astype(bool)  # a stroke's rim is narrower
+        pieces, count = _components(cores)
+        if not count:
+            return cores
+        touching = np.bincount(pieces[edge], minlength=count + 1)[1:] > 0
+        spans = _spans(pieces, count)
+        blob = touching & (_stroke_widths(pieces, count) >= EDGE_BLOB_SPAN * spans) & (spans >= MIN_DIGIT_SPAN * shorter)
+        blobs = np.isin(pieces, 1 + np.flatnonzero(blob)).astype(np.uint8)
+        return faint & _window_extreme(blobs, 5, np.maximum).astype(bool)  # the blob's own rim back
 
 
 def normalize_digit(grey: np.ndarray, height: int = MNIST_SIZE, width: int = MNIST_SIZE, *,
@@ -778,7 +807,7 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
 #: The settings the steps name, in the order of their first mention.
 SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
             "POLARITY_SIDE", "POLARITY_WINDOW", "POLARITY_MARGIN", "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
-            "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
+            "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
             "MNIST_CENTRE")  # fmt: skip
 
 

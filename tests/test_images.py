@@ -518,3 +518,16 @@ def test_a_shadow_over_most_of_the_border_keeps_the_polarity(angle, noise, refer
     strokes = strokes | np.roll(strokes, 1, 0) | np.roll(strokes, -1, 0) | np.roll(strokes, 1, 1) | np.roll(strokes, -1, 1)
     off = min(float(np.roll(result, (dy, dx), (0, 1))[~strokes].sum()) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
     assert off / result.sum() < 0.15
+
+
+@pytest.mark.parametrize("finger", [(97, 140, 137, 260), (140, 50, 260, 90)], ids=["bottom", "right"])
+@pytest.mark.parametrize("skin", [110, 140])
+def test_a_finger_touching_the_digit_is_not_part_of_it(finger, skin, reference):
+    # a finger holding the sheet that touches a stroke: its pixels and the stroke's were one
+    # part, so it was kept as the digit's; it is fainter than the ink (skin against paper) and a
+    # blob meeting the edge, which a stroke cut by the edge is not
+    hand = PILImage.new("L", (200, 200), PAPER)
+    ImageDraw.Draw(hand).ellipse(finger, fill=skin)
+    image = np.asarray(seven(paper=PAPER))
+    image = np.where(image == PAPER, np.asarray(hand), image)  # the ink over the finger's shade
+    assert apart(mnist_of(photo(image)), mnist_of(photo(seven()))) < 0.02
