@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Union
+from typing import ClassVar, Literal, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -493,22 +493,3 @@ class Logger(Component, Callback):
             return None
         how = f": {cls.install}" if cls.install else ""
         return f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed{how}"
-
-
-def _plain(value: Any) -> Any:
-    """A default as JSON and TOML hold it: tuples as lists (``betas = [0.9, 0.999]``)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:
-    """Name, type, default and description of each parameter, for listings and docs."""
-    rows = []
-    for name, field in params.model_fields.items():
-        default = None if field.is_required() else _plain(field.get_default(call_default_factory=True))
-        hint = field.annotation
-        annotation = hint.__name__ if isinstance(hint, type) else str(hint)  # list[int], Literal[...]: in full
-        rows.append({"name": name, "type": annotation.replace("typing.", ""), "default": default,
-                     "required": field.is_required(), "description": field.description or ""})
-    return rows

@@ -8,7 +8,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, discovery
 from .catalog import recipe_entries, recorded_metrics, settings_digest
@@ -18,6 +18,9 @@ from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
 from .weights import WeightsEntry, verify, weights_entries
 from .registry import KIND_LABELS, REGISTRIES, Entry, PluginError, declared_entry_points, plugin_distributions, registry_for
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
 LIST_KINDS = [*KINDS, RECIPES, CHECKS]
@@ -170,10 +173,27 @@ def _spec_text(spec: Any) -> str:
     return f"{type(spec).__name__}({fields})"
 
 
+def plain(value: Any) -> Any:
+    """A default as JSON and TOML hold it: tuples as lists (``betas = [0.9, 0.999]``)."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:
+    """Name, type, default and description of each parameter, for listings and docs."""
+    rows = []
+    for name, field in params.model_fields.items():
+        default = None if field.is_required() else plain(field.get_default(call_default_factory=True))
+        hint = field.annotation
+        annotation = hint.__name__ if isinstance(hint, type) else str(hint)  # list[int], Literal[...]: in full
+        rows.append({"name": name, "type": annotation.replace("typing.", ""), "default": default,
+                     "required": field.is_required(), "description": field.description or ""})
+    return rows
+
+
 def describe_entry(entry: Entry) -> dict[str, Any]:
     """Name, origin, summary and parameters of one component (loading it)."""
-    from .contracts import params_schema
-
     origin = entry.origin
     row = _row(entry.kind, entry.name, str(origin), origin.distribution, origin.version, entry_point=origin.value)
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import RecipeError, recipe_text
-from ..listing import DOCTOR_CHECKS
+from ..listing import DOCTOR_CHECKS, plain
 from ..recipe import MACHINE_LOCAL_KEYS, Recipe, load_recipe
 from .checks.training import LR_KEY, short_run_steps
 from ..engine.train import make_optimizer
@@ -44,10 +44,6 @@ def _default_of(params: Any, name: str) -> Any:
     return None if field.is_required() else field.get_default(call_default_factory=True)
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 def setting_changes(probe: Probe) -> list[Change]:
     """Every recipe setting that differs from its component's default, reset alone, where the
     recipe allows it (an addition recipe's measured-only ``digits`` head keeps weight 0); and
@@ -63,8 +59,8 @@ def setting_changes(probe: Probe) -> list[Change]:
             if key in NOT_LEVERS or name == "lr":
                 continue
             default, value = _default_of(params, name), getattr(params, name)
-            if default is not None and _plain(default) != _plain(value):
-                changes.append(Change(f"{key} = {recipe_text(default)} (default; now {recipe_text(value)})", {key: _plain(default)}))
+            if default is not None and plain(default) != plain(value):
+                changes.append(Change(f"{key} = {recipe_text(default)} (default; now {recipe_text(value)})", {key: plain(default)}))
         if section is not None and "weight" in type(section).model_fields and section.weight != 1.0:
             now = "" if section.weight == 0 else f" (default; now {recipe_text(section.weight)})"
             changes.append(Change(f"{prefix}.weight = 1.0{now}", {f"{prefix}.weight": 1.0}))

@@ -12,7 +12,8 @@ from typing import Any, NoReturn
 import torch
 from pydantic import ValidationError
 
-from ...contracts import CONTRACT_VERSION, Params, params_schema
+from ...contracts import CONTRACT_VERSION, Params
+from ...listing import params_schema
 
 
 class ConformanceError(AssertionError):
