@@ -160,7 +160,7 @@ class Predictions(Mapping[str, HeadPredictions]):
         for i in range(shown):
             parts = []
             for name, head in self._heads.items():
-                text = f"{name}: {head.label(i) or _number(head.value(i))}"
+                text = f"{name}: {head.label(i) or number_text(head.value(i))}"
                 p = head.probability(i)
                 if p is not None:
                     text += f" ({p:.1%})"
@@ -176,7 +176,8 @@ class Predictions(Mapping[str, HeadPredictions]):
         return "\n".join(lines)
 
 
-def _number(value: int | float | list[int]) -> str:
+def number_text(value: int | float | list[int]) -> str:
+    """A prediction as printed: a Digits prediction's digits joined (``[0, 7]`` -> ``07``)."""
     if isinstance(value, list):  # a Digits prediction: its digits, most significant first
         return "".join(str(d) for d in value)
     return str(value) if isinstance(value, int) else f"{value:.4g}"

@@ -82,3 +82,12 @@ def test_a_damaged_summary_does_not_stop_eval_or_predict(cli, tiny_run, seven, t
     assert evaluated.code == 0, evaluated.err
     assert json.loads(evaluated.out)["heads"] == tiny_run.evaluate("test")
     assert cli("predict", copy, "-i", f"image={seven}", "-i", "number=1").code == 0
+
+
+def test_a_digit_by_digit_prediction_is_printed_as_one_number(cli, seven):
+    """docs/api.md: a head that predicts digit by digit gives a list; the printed form joins them."""
+    result = cli("predict", "add-1", "-i", f"a={seven}", "-i", f"b={seven}")
+    assert result.code == 0, result.err
+    shown = {line.split()[0]: line.split()[1] for line in result.out.splitlines()[1:]}
+    assert shown["sum"].isdigit() and len(shown["sum"]) == 2  # N + 1 digits, e.g. "14", not "[1, 4]"
+    assert shown["digits"].isdigit() and len(shown["digits"]) == 2

@@ -65,6 +65,7 @@ def predict(
     head, the prediction and the most probable classes. Images of any size and either polarity
     are brought to MNIST's format."""
     import digitsum
+    from ..predict import number_text
 
     loaded = digitsum.load(run_dir, device)
     inputs, labels = _parse_inputs(input_, loaded.generator)
@@ -77,7 +78,7 @@ def predict(
         say(label)
         for name, answer in sample.items():
             ranked = ", ".join(f"{t['class']} {100 * t['probability']:.1f} %" for t in answer["top"])
-            shown = answer.get("label") or answer["prediction"]
+            shown = answer.get("label") or number_text(answer["prediction"])
             say(f"  {name:<{width}}  {shown!s:>4}" + (f"   top: {ranked}" if ranked else ""))
 
 
