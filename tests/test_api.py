@@ -153,3 +153,28 @@ def test_a_model_larger_than_the_memory_is_refused_before_it_is_allocated(tiny_d
     message = " ".join(result.err.split())
     assert "parameters: training it needs about 2" in message and "more than the 64 MiB of this cpu" in message
     assert digitsum.build("original").model is not None  # a model that fits is built as before
+
+
+class _StopAtFirstStep(digitsum.Callback):
+    def on_step(self, trainer, epoch, step, loss):
+        trainer.request_stop("enough")
+
+
+def test_a_taken_out_says_what_to_pass_from_python(tiny_run, tiny_root, tmp_path):
+    """In a notebook the remedy is train(..., force=True) or digitsum.resume(...), not a CLI flag."""
+    overrides = {"train.epochs": 1, "data.batch_size": 64, "data.root": str(tiny_root), "data.download": False}
+    with pytest.raises(digitsum.UserError, match=r"force=True"):
+        digitsum.train(RECIPES / "original.toml", tiny_run.run_dir, overrides=overrides, progress=False)
+    stopped = digitsum.train(RECIPES / "original.toml", tmp_path / "run", overrides=overrides, progress=False, callbacks=[_StopAtFirstStep()])
+    assert stopped.status == "stopped"
+    with pytest.raises(digitsum.UserError) as refused:
+        digitsum.train(RECIPES / "original.toml", tmp_path / "run", overrides=overrides, progress=False)
+    assert "digitsum.resume(" in refused.value.message and "force=True" in refused.value.message
+
+
+def test_the_curves_of_a_run_stopped_before_its_first_epoch_warn_of_nothing(tiny_root, tmp_path, recwarn):
+    overrides = {"train.epochs": 1, "data.batch_size": 64, "data.root": str(tiny_root), "data.download": False}
+    stopped = digitsum.train(RECIPES / "original.toml", tmp_path / "run", overrides=overrides, progress=False, callbacks=[_StopAtFirstStep()])
+    recwarn.clear()
+    assert stopped.curves()._repr_png_()
+    assert [str(w.message) for w in recwarn] == []

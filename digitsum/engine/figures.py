@@ -69,7 +69,10 @@ def curves_figure(history: list[dict[str, Any]], primary: Mapping[str, str]) -> 
             ax.set_xlabel("epoch")
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
-            ax.legend()
+            if ax.lines:
+                ax.legend()
+            else:  # a run stopped in its first epoch: say so, rather than matplotlib's legend warning
+                ax.text(0.5, 0.5, "no epoch completed", ha="center", va="center", transform=ax.transAxes)
     # fixed margins, in inches, for tick labels, titles and the x label: tight_layout would
     # draw the figure once more to measure them (about a third of the picture's time)
     width, height = figure.get_size_inches()

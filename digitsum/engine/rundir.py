@@ -126,11 +126,13 @@ def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False
     if force and status is not None:
         return path
     if status == "finished":
-        raise UserError(f"{path} holds a finished run; pass --force to overwrite it, or choose another --out")
+        raise UserError(
+            f"{path} holds a finished run; pass --force (from Python: force=True) to overwrite it, or choose another --out"
+        )
     if status == "unfinished":
         raise UserError(
-            f"{path} holds an unfinished run; continue it with: digitsum run --resume {path}\n"
-            "or pass --force to start it over"
+            f"{path} holds an unfinished run; continue it with: digitsum run --resume {path} "
+            f"(from Python: digitsum.resume({str(path)!r}))\nor pass --force (force=True) to start it over"
         )
     raise UserError(
         f"output folder {path} already exists and is not a run directory digitsum made; choose another "
