@@ -32,6 +32,7 @@ DOCTOR_CHECKS = {
     "pairing": "digitsum.diagnosis.checks.data:check_pairing",
     "loss_at_init": "digitsum.diagnosis.checks.loss:check_loss_at_init",
     "double_softmax": "digitsum.diagnosis.checks.loss:check_double_softmax",
+    "head_output": "digitsum.diagnosis.checks.loss:check_head_output",
     "loss_weights": "digitsum.diagnosis.checks.loss:check_loss_weights",
     "loss_floor": "digitsum.diagnosis.checks.loss:check_loss_floor",
     "schedule": "digitsum.diagnosis.checks.training:check_schedule",

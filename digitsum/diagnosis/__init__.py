@@ -22,7 +22,7 @@ from ..errors import UserError, did_you_mean
 from ..registry import PluginError, load_entry_point, plugin_distributions
 from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
-from .checks.loss import check_double_softmax, check_loss_at_init, check_loss_floor, check_loss_weights
+from .checks.loss import check_double_softmax, check_head_output, check_loss_at_init, check_loss_floor, check_loss_weights
 from .checks.training import check_overfit, check_schedule, check_short_run, dead_relu_findings, short_run_steps
 from .checks.wiring import check_batch_independence, check_input_use
 from .findings import SEVERITIES, Change, Finding, Report, Severity
@@ -42,6 +42,7 @@ CHECKS: dict[str, Check] = {
     "pairing": check_pairing,
     "loss_at_init": check_loss_at_init,
     "double_softmax": check_double_softmax,
+    "head_output": check_head_output,
     "loss_weights": check_loss_weights,
     "loss_floor": check_loss_floor,
     "schedule": check_schedule,

@@ -75,6 +75,18 @@ class _CrossEntropyLoss(_Altered):
         return F.cross_entropy(output.float(), self.inner.prediction_space().expected(target))
 
 
+class _EvalForward(_Altered):
+    """A head whose forward runs in eval mode in training too: without its dropout or other noise."""
+
+    def forward(self, features: Tensor) -> Tensor:
+        was = self.inner.training
+        self.inner.eval()
+        try:
+            return self.inner(features)
+        finally:
+            self.inner.train(was)
+
+
 def _head_altered(head: str, altered: type[_Altered]) -> Callable[[Probe], Probe]:
     def emulate(probe: Probe) -> Probe:
         model = fresh_copy(probe.model)
@@ -87,6 +99,11 @@ def _head_altered(head: str, altered: type[_Altered]) -> Callable[[Probe], Probe
 def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
     """The head returns the log of its probabilities: logits whose softmax is its output."""
     return _head_altered(head, _LogOfOutput)
+
+
+def without_training_noise(head: str) -> Callable[[Probe], Probe]:
+    """The head's forward in training as in evaluation (its dropout off)."""
+    return _head_altered(head, _EvalForward)
 
 
 def cross_entropy_loss(head: str) -> Callable[[Probe], Probe]:

@@ -85,3 +85,82 @@ def test_a_head_whose_layers_are_not_registered_is_named_with_where_they_are_hel
     assert finding.severity == "error" and "heads.sum.layers" in finding.fix and "nn.ModuleList" in finding.fix
     healthy = Probe.from_recipe(load_recipe(RECIPES / "original.toml"))
     assert not [f for f in diagnose(healthy, ["loss_weights"], verify=False).findings if f.severity != "info"]
+
+
+class ReluLogits(Classify):
+    """A ReLU after the last layer: logits below 0 get no gradient."""
+
+    class Params(Classify.Params):
+        pass
+
+    def forward(self, features):
+        return torch.relu(super().forward(features))
+
+
+class ProbabilitiesIntoNll(Classify):
+    """Softmax probabilities into nll_loss, not their log: the loss is -p, not -ln p."""
+
+    class Params(Classify.Params):
+        pass
+
+    def forward(self, features):
+        return super().forward(features).softmax(1)
+
+    def loss(self, output, target):
+        return nn.functional.nll_loss(output, target)
+
+    def probabilities(self, output):
+        return output
+
+
+class HeavyDropout(Classify):
+    """Dropout 0.99 before the head's layer: its outputs are mostly noise in training."""
+
+    class Params(Classify.Params):
+        pass
+
+    def __init__(self, params, in_features, target):
+        super().__init__(params, in_features, target)
+        self.drop = nn.Dropout(0.99)
+
+    def forward(self, features):
+        return self.linear(self.drop(features))
+
+
+class LogSoftmaxOut(Classify):
+    """Log-probabilities into cross-entropy: log-softmax is idempotent, so this is healthy."""
+
+    class Params(Classify.Params):
+        pass
+
+    def forward(self, features):
+        return super().forward(features).log_softmax(1)
+
+
+def head_report(head: type, checks=("double_softmax", "head_output"), verify=False):
+    with registered(heads, "student_head", head):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['heads.sum={type="student_head", target="sum"}']))
+    return diagnose(probe, list(checks), verify=verify)
+
+
+@pytest.mark.parametrize("head, title", [(ReluLogits, "clamps its logits"), (ProbabilitiesIntoNll, "not read its probabilities as a log-loss"),
+                                         (HeavyDropout, "mostly noise in training mode")])  # fmt: skip
+def test_a_head_that_squashes_its_logits_is_named_by_what_its_own_forward_and_loss_do(tiny_data, head, title):
+    [finding] = [f for f in head_report(head).findings if f.severity != "info"]
+    assert finding.severity == "error" and finding.title.startswith("heads.sum") and title in finding.title
+    assert "heads.sum" in finding.fix or head.__name__ in finding.fix
+
+
+@pytest.mark.parametrize("head", [Classify, LogSoftmaxOut])
+def test_heads_that_give_logits_or_log_probabilities_pass_the_head_checks(tiny_data, head):
+    assert not [f for f in head_report(head).findings if f.severity != "info"]
+
+
+def test_the_stand_in_for_a_quieter_head_restores_learning(tiny_data):
+    report = head_report(HeavyDropout, ("head_output", "short_run"), verify=True)
+    assert report.code_causes and "HeavyDropout" in report.code_causes[0]
+
+
+def test_the_data_are_not_blamed_for_a_head_whose_own_forward_is_broken(tiny_data):
+    findings = head_report(ReluLogits, ("learnability",)).findings
+    assert not [f for f in findings if f.severity != "info"] and any("the head itself is broken" in f.title for f in findings)

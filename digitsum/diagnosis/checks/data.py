@@ -14,6 +14,7 @@ from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
 from ..findings import Change, Finding, fmt, pct
 from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, seeded, slice_batch, too_few
+from .loss import broken_heads
 from .training import trace_of
 
 #: One class of a K-class target "dominates" above this share: half-way from uniform (1/K) to
@@ -266,7 +267,10 @@ def check_learnability(probe: Probe) -> list[Finding]:
                 "see the fixes tried below (the optimizer's learning rate, momentum, weight decay)", list(OPTIMIZER_KEYS), figures))  # fmt: skip
             continue
         measured += f"; after fitting {n_small} of them: {pct(memorised.get(head, 0.0))} predicted"
-        if memorised.get(head, 0.0) >= FITS:
+        if head in (broken := broken_heads(probe)):  # the reference trains the same broken head: not the data
+            findings.append(Finding("learnability", "info", f"heads.{head}: the data are not judged: the head itself is broken",
+                                    f"{measured}; {broken[head]} (see the head's finding)", figures=figures))  # fmt: skip
+        elif memorised.get(head, 0.0) >= FITS:
             findings.append(Finding("learnability", "error", f"heads.{head} memorises its training samples but predicts fresh ones at chance",
                 measured, f"a reference optimizer that memorises {n_small} samples learns nothing from {n_big}: target "
                 f"'{probe.target_of(head)}' does not belong to its inputs: it was paired with another sample's "

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...contracts import Head
-from ..emulate import logits_from_probabilities
+from ..emulate import logits_from_probabilities, without_training_noise
 from ..findings import Change, Finding, fmt
-from ..probe import Probe, batch_len, slice_batch
+from ..probe import Probe, batch_len, evaluating, slice_batch
 
 
 def check_loss_at_init(probe: Probe) -> list[Finding]:
@@ -59,16 +59,26 @@ def _is_probability(output: Tensor) -> bool:
 @dataclass(frozen=True)
 class ProbabilityOutput:
     """A class-logits head's output that already holds probabilities, and what its loss makes of
-    them: ``floor``, its loss on a perfect, certain prediction (the one-hot rows of the right classes)."""
+    them: ``floor``, its loss on a perfect, certain prediction (the one-hot rows of the right
+    classes), and ``uniform``, its loss on uniform rows. A log-loss of probabilities gives 0 and
+    ln(classes)."""
 
     classes: int
     floor: float
+    uniform: float
 
     @property
     def softmax_twice(self) -> bool:
         """The loss applies (log-)softmax to the probabilities again: a perfect prediction still
         costs ln(1 + (K-1)/e), not about 0, and the gradients shrink (the notebook's bug)."""
         return self.floor >= 0.05 * math.log(self.classes)
+
+    @property
+    def log_loss(self) -> bool:
+        """The loss reads the probabilities as a log-loss does (0 for a perfect prediction, ln K
+        for a uniform one); ``nll_loss`` on probabilities, not their log, gives -1 and -1/K."""
+        tolerance = 0.05 * math.log(self.classes)
+        return abs(self.floor) < tolerance and abs(self.uniform - math.log(self.classes)) < tolerance
 
 
 def probability_output(head: Head, output: Tensor, target: Tensor) -> ProbabilityOutput | None:
@@ -81,7 +91,9 @@ def probability_output(head: Head, output: Tensor, target: Tensor) -> Probabilit
     if classes is None or getattr(head, "output_kind", "class_logits") != "class_logits" or not _is_probability(output) or output.shape[1] != classes:
         return None
     perfect = F.one_hot(space.expected(target), classes).to(output.dtype)
-    return ProbabilityOutput(classes, float(head.loss(perfect, target)))
+    with torch.no_grad():
+        floor, uniform = float(head.loss(perfect, target)), float(head.loss(torch.full_like(perfect, 1 / classes), target))
+    return ProbabilityOutput(classes, floor, uniform)
 
 
 def grad_norm(value: Tensor, params: Sequence[Tensor]) -> float:
@@ -104,7 +116,7 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
             continue
         classes, floor, expected, loss_fn = found.classes, found.floor, probe.expected(head, batch), model.heads[head].loss
         start = float(loss_fn(output.detach(), target))
-        if not found.softmax_twice:
+        if found.log_loss:
             findings.append(Finding("double_softmax", "info", f"heads.{head} outputs probabilities and its loss takes them as such",
                                     f"loss of a perfect prediction: {fmt(floor)}", figures={"floor": floor}))  # fmt: skip
             continue
@@ -121,20 +133,107 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
         # The recipe key is the fix only where it asks for probabilities: a head whose `output`
         # already says "logits" (a plugin head that softmaxes whatever it is told) needs its code changed.
         asked = getattr(probe.recipe.heads[head].params, "output", None)
-        key = f"heads.{head}.output" if asked not in (None, "logits") else ""
-        fix = f'set {key} = "logits"' if key else f"make heads.{head} return logits: its loss applies softmax itself"
+        # A loss that is no log-loss of the probabilities (nll_loss on them) is code either way.
+        key = f"heads.{head}.output" if asked not in (None, "logits") and found.softmax_twice else ""
+        code = (f"make heads.{head} return logits: its loss applies softmax itself" if found.softmax_twice else
+                f"make heads.{head} return logits and train them with a cross-entropy (or give nll_loss the log of the probabilities)")  # fmt: skip
+        fix = f'set {key} = "logits"' if key else code
         change = (Change(f'{key} = "logits"', {key: "logits"}) if key else
                   Change(f"heads.{head} returning logits", emulate=logits_from_probabilities(head), code=fix))  # fmt: skip
-        findings.append(Finding("double_softmax", "error", f"heads.{head}: softmax applied twice (probabilities into a log-softmax loss)",
+        if found.softmax_twice:
+            title = f"heads.{head}: softmax applied twice (probabilities into a log-softmax loss)"
+            why = ("the loss treats probabilities as logits and applies softmax again: its floor is ln(1 + (K-1)/e) "
+                   "instead of 0, and the gradients shrink, so the head barely learns")  # fmt: skip
+        else:  # nll_loss on the probabilities themselves, say: it scores -p, not -ln p
+            title = f"heads.{head}: its loss does not read its probabilities as a log-loss (probabilities, not their log, into nll_loss?)"
+            why = (f"a log-loss costs 0 for a perfect prediction and ln {classes} for a uniform one; this loss costs "
+                   f"{fmt(floor)} and {fmt(found.uniform)}: its gradient does not grow as the right class's probability "
+                   "falls, so the head barely learns")  # fmt: skip
+        findings.append(Finding("double_softmax", "error", title,
             f"outputs are non-negative and every row sums to 1; the lowest loss this head can reach is {fmt(floor)} "
-            f"(a perfect, certain prediction) against {fmt(start)} now (ln {classes} = {fmt(math.log(classes))}); "
-            f"gradients reaching the head are {ratio:.1f}x smaller than with logits "
+            f"(a perfect, certain prediction; a uniform one: {fmt(found.uniform)}) against {fmt(start)} now "
+            f"(ln {classes} = {fmt(math.log(classes))}); gradients reaching the head are {ratio:.1f}x smaller than with logits "
             f"({fmt(g_head)} vs {fmt(g_head_ok)}; backbone {fmt(g_body)} vs {fmt(g_body_ok)})",
-            "the loss treats probabilities as logits and applies softmax again: its floor is ln(1 + (K-1)/e) "
-            "instead of 0, and the gradients shrink, so the head barely learns", fix, [key] if key else [], figures,
-            candidates=[change]))  # fmt: skip
+            why, fix, [key] if key else [], {**figures, "loss_uniform": found.uniform, "head": head}, candidates=[change]))  # fmt: skip
     model.zero_grad(set_to_none=True)
     return findings
+
+
+#: A class-logits head whose forward leaves this share of its outputs without a gradient from
+#: its input clamps its logits (a ReLU after the last layer: about half of them at initialisation).
+CLAMPED_SHARE = 0.25
+#: Training-mode noise of a head's outputs (their change from eval mode) above this many times their
+#: spread over samples in eval mode drowns what they say. Measured on `original`'s sum head with
+#: dropout before its layer: 0.9 gives 6.6x, 0.99 gives 22x (dropout p: about sqrt(p / (1 - p))).
+NOISE_RATIO = 10.0
+
+
+def _outputs_without_gradient(module: nn.Module, features: Tensor) -> tuple[Tensor, Tensor]:
+    """The head's eval-mode output on ``features`` and, per output, whether it has no gradient from
+    its own sample's features (one backward pass per output column)."""
+    features = features.detach().clone().requires_grad_(True)
+    with evaluating(module), torch.enable_grad():
+        output = module(features)
+        dead = torch.zeros(output.shape, dtype=torch.bool)
+        for column in range(output.shape[1]):
+            [grad] = torch.autograd.grad(output[:, column].sum(), features, retain_graph=True, allow_unused=True)
+            dead[:, column] = True if grad is None else grad.flatten(1).abs().sum(1) == 0
+    return output.detach(), dead
+
+
+def check_head_output(probe: Probe) -> list[Finding]:
+    """What each class-logits head's own forward does to its outputs, measured on the backbone's
+    features at initialisation: outputs no gradient reaches (a ReLU or clamp after the last layer:
+    a logit below 0 can never rise again), and training-mode noise that drowns them (dropout 0.99)."""
+    findings: list[Finding] = []
+    batch = slice_batch(probe.sample, 256)
+    with torch.no_grad():
+        features = probe.model.backbone(batch)
+    if not isinstance(features, Tensor) or not features.is_floating_point():
+        return findings
+    for head, module in probe.model.heads.items():
+        cls = type(module)
+        where = f"heads.{head} ({cls.__module__}.{cls.__name__})"
+        with torch.no_grad():
+            trained = module(features)
+        if not probe.logits_head(head, trained) or _is_probability(trained):
+            continue  # double_softmax reads probabilities
+        output, dead = _outputs_without_gradient(module, features)
+        share = float(dead.float().mean())
+        figures = {"head": head, "no_gradient": share, "min": float(output.min())}
+        if share >= CLAMPED_SHARE:
+            sign = "; every output is >= 0 (logits range over both signs)" if float(output.min()) >= 0 else ""
+            findings.append(Finding("head_output", "error", f"heads.{head} clamps its logits: {100 * share:.0f} % of them get no gradient",
+                f"{where} on {len(output)} samples at initialisation (eval mode): {100 * share:.0f} % of its outputs do not "
+                f"depend on its input{sign}",
+                "a logit with no gradient cannot move: where the right class's is clamped, the loss cannot raise it, and "
+                "as training pushes the others down they die too, until every logit is stuck",
+                f"return the last layer's output unclamped from {cls.__name__}.forward (no ReLU, clamp or abs after it)",
+                [], figures))  # fmt: skip
+            continue
+        spread = float(output.std(0).mean())
+        noise = float((trained - output).pow(2).mean().sqrt())
+        ratio = noise / spread if spread > 0 else (float("inf") if noise > 0 else 0.0)
+        if ratio > NOISE_RATIO:
+            code = f"lower the dropout (or other training-mode noise) in {cls.__name__}.forward"
+            findings.append(Finding("head_output", "error", f"heads.{head}'s outputs are mostly noise in training mode",
+                f"{where} on {len(output)} samples at initialisation: training-mode outputs differ from eval-mode ones by "
+                f"{fmt(noise)} (RMS), {ratio:.1f}x their spread over samples ({fmt(spread)})",
+                "the loss is computed on the noisy outputs: its gradient says little about the input, so the head barely "
+                "learns (dropout p scales kept features by 1/(1-p): 100x at 0.99)", code, [], {**figures, "noise_ratio": ratio},
+                candidates=[Change(f"heads.{head} without its training-mode noise", emulate=without_training_noise(head), code=code)]))  # fmt: skip
+    return findings
+
+
+def broken_heads(probe: Probe) -> dict[str, str]:
+    """The heads whose own forward or loss the head checks (``double_softmax``, ``head_output``)
+    find broken, with the finding's title: checks that would otherwise blame the data for such a
+    head's stall ask here first. Measured once per probe, leaving the random state as it was."""
+    if "broken_heads" not in probe.cache:
+        with torch.random.fork_rng(devices=[]):
+            found = check_double_softmax(probe) + check_head_output(probe)
+        probe.cache["broken_heads"] = {f.figures["head"]: f.title for f in found if f.severity == "error"}
+    return probe.cache["broken_heads"]
 
 
 def _unregistered_leaves(loss: Tensor, registered: set[int]) -> list[Tensor]:
