@@ -36,6 +36,7 @@ DOCTOR_CHECKS = {
     "loss_weights": "digitsum.diagnosis.checks.loss:check_loss_weights",
     "loss_floor": "digitsum.diagnosis.checks.loss:check_loss_floor",
     "schedule": "digitsum.diagnosis.checks.training:check_schedule",
+    "optimizer": "digitsum.diagnosis.checks.training:check_optimizer",
     "batch_independence": "digitsum.diagnosis.checks.wiring:check_batch_independence",
     "learnability": "digitsum.diagnosis.checks.data:check_learnability",
     "short_run": "digitsum.diagnosis.checks.training:check_short_run",

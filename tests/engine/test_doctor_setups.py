@@ -9,10 +9,10 @@ from pydantic import Field
 from torch import nn
 
 from digitsum.components.heads.classify import Classify
-from digitsum.contracts import Params, Schedule
+from digitsum.contracts import Optimizer, Params, Schedule
 from digitsum.diagnosis import Probe, diagnose
 from digitsum.recipe import load_recipe
-from digitsum.registry import heads, schedules
+from digitsum.registry import heads, optimizers, schedules
 
 from ..conftest import RECIPES
 from .test_doctor import one_thread  # noqa: F401  (autouse fixture)
@@ -164,3 +164,51 @@ def test_the_stand_in_for_a_quieter_head_restores_learning(tiny_data):
 def test_the_data_are_not_blamed_for_a_head_whose_own_forward_is_broken(tiny_data):
     findings = head_report(ReluLogits, ("learnability",)).findings
     assert not [f for f in findings if f.severity != "info"] and any("the head itself is broken" in f.title for f in findings)
+
+
+class _Stuck(torch.optim.Optimizer):
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+
+    def step(self, closure=None):
+        return None
+
+
+class _Ascent(_Stuck):
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=group["lr"])  # the sign error
+
+
+class StudentOptimizer(Optimizer):
+    """An optimizer plugin written from docs/plugins.md, broken in one of three ways."""
+
+    contract = 1
+    flaw = ""
+
+    class Params(Params):
+        lr: float = Field(0.01, gt=0)
+
+    def build(self, parameters):
+        if self.flaw == "last_layer_only":
+            return torch.optim.Adam(parameters[-2:], lr=self.params.lr)
+        return (_Ascent if self.flaw == "uphill" else _Stuck)(parameters, self.params.lr)
+
+
+@pytest.mark.parametrize("flaw, title", [("last_layer_only", "holds 2 of the model's"), ("no_step", "does not move"),
+                                         ("uphill", "steps uphill")])  # fmt: skip
+def test_an_optimizer_plugin_that_misses_parameters_stands_still_or_climbs_is_named(tiny_data, flaw, title):
+    flawed = type("Flawed", (StudentOptimizer,), {"flaw": flaw})
+    with registered(optimizers, "student_optimizer", flawed):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['train.optimizer={type="student_optimizer"}']))
+    [finding] = diagnose(probe, ["optimizer"], verify=False).findings
+    assert finding.severity == "error" and title in finding.title and "student_optimizer" in finding.measured
+
+
+@pytest.mark.parametrize("optimizer", ['{type="adamw", weight_decay=0.5}', '{type="sgd", lr=0.05, momentum=0.9}', '{type="adam"}'])
+def test_the_built_in_optimizers_hold_everything_and_step_downhill(tiny_data, optimizer):
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f"train.optimizer={optimizer}"]))
+    assert [f.severity for f in diagnose(probe, ["optimizer"], verify=False).findings] == ["info"]

@@ -491,3 +491,66 @@ def check_schedule(probe: Probe) -> list[Finding]:
                     "the lr is what each step moves the weights by: at about 0 the run stops learning, above the peak it "
                     "trains at rates the recipe never asked for (the doctor's short runs hold the peak, so they do not see it)",
                     fix, [SCHEDULE_KEY], figures, verified=verified)]  # fmt: skip
+
+
+def _one_step(probe: Probe, batch: Batch, gradient: bool) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    """One step of the recipe's optimizer on a copy of the model: its trainable parameters before,
+    after, and the gradient of the total loss on ``batch`` they were given (zeros when not
+    ``gradient``: what the step does on its own, its weight decay, say)."""
+    model = fresh_copy(probe.model)
+    optimizer = make_optimizer(probe.recipe, model)
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    before = {name: p.detach().clone() for name, p in trained.items()}
+    optimizer.zero_grad(set_to_none=True)
+    total = model.total_loss(model.losses(model(batch), batch))
+    if isinstance(total, Tensor) and total.requires_grad:
+        total.backward()
+    grads = {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)) for name, p in trained.items()}
+    for p in trained.values():
+        p.grad = p.grad if gradient and p.grad is not None else torch.zeros_like(p)
+    optimizer.step()
+    return before, {name: p.detach().clone() for name, p in trained.items()}, grads
+
+
+def check_optimizer(probe: Probe) -> list[Finding]:
+    """The recipe's optimizer, on copies of the model: whether it holds every trainable parameter,
+    and whether one step moves them and goes downhill (the gradient's share of the step, against
+    the same step given a zero gradient, has a negative dot product with the gradient)."""
+    model, recipe = probe.model, probe.recipe
+    kind = recipe.optimizer.section.type
+    optimizer = make_optimizer(recipe, model)  # built, never stepped: the probe's model is not changed
+    cls = type(optimizer)
+    name = f"train.optimizer ({kind}: {cls.__module__}.{cls.__name__})"
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trained if id(p) not in held]
+    findings: list[Finding] = []
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        findings.append(Finding("optimizer", "error", f"the optimizer holds {len(trained) - len(missing)} of the model's {len(trained)} trainable tensors",
+            f"{name}: its param groups miss {shown}",
+            "the optimizer never changes the tensors it does not hold: those layers keep their initial weights",
+            f"build the optimizer over every parameter its build() is given ({kind})", ["train.optimizer.type"],
+            {"missing": missing, "trainable": len(trained)}))  # fmt: skip
+    batch = slice_batch(probe.sample, 64)
+    with seeded(probe, "optimizer"):
+        before, after, grads = _one_step(probe, batch, gradient=True)
+    with seeded(probe, "optimizer"):
+        _, idle, _ = _one_step(probe, batch, gradient=False)
+    moved = sum(float((after[n] - before[n]).abs().sum()) for n in before)
+    slope = sum(float((grads[n] * (after[n] - idle[n])).sum()) for n in before)  # the gradient's part of the step, along it
+    has_gradient = any(bool(g.abs().sum() > 0) for g in grads.values())
+    figures = {"moved": moved, "slope": slope}
+    if has_gradient and moved == 0:
+        findings.append(Finding("optimizer", "error", "the optimizer's step does not move the parameters",
+            f"{name}: one step with a gradient on every trainable tensor changed none of them", "nothing trains",
+            f"make {cls.__name__}.step() update the parameters from their .grad", ["train.optimizer.type"], figures))  # fmt: skip
+    elif has_gradient and slope > 0:
+        findings.append(Finding("optimizer", "error", "the optimizer steps uphill: along the gradient, not against it",
+            f"{name}: the step's change from the gradient has a dot product of {fmt(slope)} with the gradient (downhill: below 0)",
+            "each step raises the loss on its batch: the loss grows instead of falling",
+            f"make {cls.__name__}.step() subtract the lr times the update (a sign error)", ["train.optimizer.type"], figures))  # fmt: skip
+    if not findings:
+        findings.append(Finding("optimizer", "info", "the optimizer holds every trainable tensor and steps downhill",
+                                f"{name}: {len(trained)} tensors; one step's slope along the gradient {fmt(slope)}", figures=figures))
+    return findings
