@@ -186,12 +186,16 @@ def check_head_output(probe: Probe) -> list[Finding]:
     features at initialisation: outputs no gradient reaches (a ReLU or clamp after the last layer:
     a logit below 0 can never rise again), and training-mode noise that drowns them (dropout 0.99)."""
     findings: list[Finding] = []
-    batch = slice_batch(probe.sample, 256)
+    logits_heads = [h for h in probe.model.heads if probe.logits_head(h)]  # others: judged through predict and metrics
+    if not logits_heads:
+        return findings
+    batch = slice_batch(probe.sample, probe.batch_of(256))  # 256 images' worth
     with torch.no_grad():
         features = probe.model.backbone(batch)
     if not isinstance(features, Tensor) or not features.is_floating_point():
         return findings
-    for head, module in probe.model.heads.items():
+    for head in logits_heads:
+        module = probe.model.heads[head]
         cls = type(module)
         where = f"heads.{head} ({cls.__module__}.{cls.__name__})"
         with torch.no_grad():

@@ -532,7 +532,7 @@ def check_optimizer(probe: Probe) -> list[Finding]:
             "the optimizer never changes the tensors it does not hold: those layers keep their initial weights",
             f"build the optimizer over every parameter its build() is given ({kind})", ["train.optimizer.type"],
             {"missing": missing, "trainable": len(trained)}))  # fmt: skip
-    batch = slice_batch(probe.sample, 64)
+    batch = slice_batch(probe.sample, probe.batch_of(64))  # 64 images' worth: cheap for samples of many images
     with seeded(probe, "optimizer"):
         before, after, grads = _one_step(probe, batch, gradient=True)
     with seeded(probe, "optimizer"):
