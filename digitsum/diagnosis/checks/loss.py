@@ -182,9 +182,11 @@ def _outputs_without_gradient(module: nn.Module, features: Tensor) -> tuple[Tens
 
 
 def check_head_output(probe: Probe) -> list[Finding]:
-    """What each class-logits head's own forward does to its outputs, measured on the backbone's
-    features at initialisation: outputs no gradient reaches (a ReLU or clamp after the last layer:
-    a logit below 0 can never rise again), and training-mode noise that drowns them (dropout 0.99)."""
+    """Class-logits heads whose own forward clamps their outputs or drowns them in training-mode noise.
+
+    Measured on the backbone's features at initialisation: outputs no gradient reaches (a ReLU or
+    clamp after the last layer: a logit below 0 can never rise again), and training-mode noise
+    against the outputs' spread over samples (dropout 0.99)."""
     findings: list[Finding] = []
     logits_heads = [h for h in probe.model.heads if probe.logits_head(h)]  # others: judged through predict and metrics
     if not logits_heads:

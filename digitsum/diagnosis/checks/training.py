@@ -513,9 +513,11 @@ def _one_step(probe: Probe, batch: Batch, gradient: bool) -> tuple[dict[str, Ten
 
 
 def check_optimizer(probe: Probe) -> list[Finding]:
-    """The recipe's optimizer, on copies of the model: whether it holds every trainable parameter,
-    and whether one step moves them and goes downhill (the gradient's share of the step, against
-    the same step given a zero gradient, has a negative dot product with the gradient)."""
+    """An optimizer that misses trainable tensors, or whose step stands still or goes uphill.
+
+    Measured on copies of the model: its param groups against the trainable tensors, and one step
+    against the same step given a zero gradient (the gradient's part of the step must have a
+    negative dot product with the gradient)."""
     model, recipe = probe.model, probe.recipe
     kind = recipe.optimizer.section.type
     optimizer = make_optimizer(recipe, model)  # built, never stepped: the probe's model is not changed
