@@ -1,0 +1,160 @@
+"""The doctor's checks of the recipe's optimizer and learning-rate schedule, made without training:
+the schedule stepped over the whole run, the optimizer's parameter groups and one step of it on a copy."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from ...contracts import Batch
+from ...engine.train import make_optimizer, make_scheduler
+from ...recipe import Recipe, load_recipe
+from ..findings import Finding, fmt, pct
+from ..probe import Probe, fresh_copy, seeded, slice_batch
+
+#: The schedule check: a run whose lr is below SCHEDULE_STARVED of the peak for more than
+#: SCHEDULE_STARVED_SHARE of its steps barely trains (one-cycle and cosine to 0 spend 5-6 % of
+#: their steps there); above the peak, at most SCHEDULE_ABOVE times it, is a warning (the
+#: contract says never; the short runs assume the peak), further an error. Runs longer than
+#: SCHEDULE_MAX_STEPS are simulated compressed to that many steps.
+SCHEDULE_STARVED, SCHEDULE_STARVED_SHARE, SCHEDULE_ABOVE, SCHEDULE_MAX_STEPS = 0.01, 0.5, 2.0, 10_000
+SCHEDULE_KEY = "train.schedule.type"
+
+
+def run_steps(probe: Probe) -> int:
+    """Optimizer steps of the recipe's whole run, as the Trainer counts them."""
+    return probe.recipe.train.epochs * math.ceil(probe.generator.size("train") / probe.batch_size)
+
+
+def lr_trajectory(recipe: Recipe, steps: int) -> list[float]:
+    """The lr the recipe's optimizer uses at each of ``steps`` steps under its schedule (built
+    over those steps, as the Trainer builds it), the first param group's; no model is trained:
+    the optimizer holds one weight and never steps."""
+    weight = nn.Parameter(torch.zeros(1))
+    optimizer = recipe.optimizer.cls(recipe.optimizer.params).build([weight])
+    scheduler = make_scheduler(recipe, optimizer, steps)
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "scheduler.step() before optimizer.step()" and the like
+        for _ in range(steps):
+            lrs.append(float(optimizer.param_groups[0]["lr"]))
+            scheduler.step()  # no optimizer step: nothing to move, and a schedule reads only the param groups
+    return lrs
+
+
+def _schedule_problem(lrs: list[float], peak: float) -> tuple[str, str] | None:
+    """(severity, title) of what is wrong with an lr trajectory against its ``peak``, or None."""
+    if not all(math.isfinite(lr) and lr >= 0 for lr in lrs):
+        bad = next(lr for lr in lrs if not (math.isfinite(lr) and lr >= 0))
+        return "error", f"the schedule sets the lr to {fmt(bad)}"
+    starved = sum(lr < SCHEDULE_STARVED * peak for lr in lrs) / len(lrs)
+    if starved > SCHEDULE_STARVED_SHARE:
+        return "error", f"the schedule keeps the lr below {pct(SCHEDULE_STARVED)} of its peak for {pct(starved)} of the run"
+    if max(lrs) > 1.01 * peak:
+        severity = "error" if max(lrs) > SCHEDULE_ABOVE * peak else "warning"
+        return severity, f"the schedule raises the lr to {fmt(max(lrs) / peak)} times its peak"
+    return None
+
+
+def check_schedule(probe: Probe) -> list[Finding]:
+    """The learning rate the recipe's schedule sets at every step of the run.
+
+    The short runs hold the peak lr, so a schedule that zeroes the lr, or climbs past the peak,
+    shows only here: the lr must be finite and non-negative, above a hundredth of the peak for
+    most of the run and not above the peak. A fix is verified by simulating the schedule it
+    sets, the same way."""
+    recipe, peak = probe.recipe, probe.recipe.optimizer.params.lr
+    total = run_steps(probe)
+    steps = min(total, SCHEDULE_MAX_STEPS)
+    lrs = lr_trajectory(recipe, steps)
+    name = recipe.schedule.section.type
+    at = [0, steps // 4, steps // 2, 3 * steps // 4, steps - 1]
+    measured = (f"schedule '{name}' over {steps} steps" + (f" (the run's {total}, compressed)" if steps < total else " (the whole run)")
+                + f", peak lr {fmt(peak)}: lr at steps " + ", ".join(f"{s + 1}: {fmt(lrs[s])}" for s in at)
+                + f"; lowest {fmt(min(lrs))}, highest {fmt(max(lrs))}")  # fmt: skip
+    figures = {"steps": steps, "run_steps": total, "peak": peak, "lowest": min(lrs), "highest": max(lrs)}
+    problem = _schedule_problem(lrs, peak)
+    if problem is None:
+        return [Finding("schedule", "info", f"the schedule '{name}' keeps the lr in range", measured, figures=figures)]
+    severity, title = problem
+    default = type(recipe.schedule.section).model_fields["type"].get_default()
+    fix, verified = f"fix the build() of schedule '{name}'", {}
+    for other in dict.fromkeys((default, "constant")):
+        if other == name:
+            continue
+        keys = {SCHEDULE_KEY: other}
+        if _schedule_problem(lr_trajectory(load_recipe(recipe.to_dict(), keys, label=f"recipe {recipe.name!r}"), steps), peak) is None:
+            fix, verified = f'set {SCHEDULE_KEY} = "{other}" — verified: its lr stays in range over the same {steps} steps', keys
+            break
+    return [Finding("schedule", severity, title, measured,
+                    "the lr is what each step moves the weights by: at about 0 the run stops learning, above the peak it "
+                    "trains at rates the recipe never asked for (the doctor's short runs hold the peak, so they do not see it)",
+                    fix, [SCHEDULE_KEY], figures, verified=verified)]  # fmt: skip
+
+
+def _one_step(probe: Probe, batch: Batch, gradient: bool) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    """One step of the recipe's optimizer on a copy of the model: its trainable parameters before,
+    after, and the gradient of the total loss on ``batch`` they were given (zeros when not
+    ``gradient``: what the step does on its own, its weight decay, say)."""
+    model = fresh_copy(probe.model)
+    optimizer = make_optimizer(probe.recipe, model)
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    before = {name: p.detach().clone() for name, p in trained.items()}
+    optimizer.zero_grad(set_to_none=True)
+    total = model.total_loss(model.losses(model(batch), batch))
+    if isinstance(total, Tensor) and total.requires_grad:
+        total.backward()
+    grads = {name: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)) for name, p in trained.items()}
+    for p in trained.values():
+        p.grad = p.grad if gradient and p.grad is not None else torch.zeros_like(p)
+    optimizer.step()
+    return before, {name: p.detach().clone() for name, p in trained.items()}, grads
+
+
+def check_optimizer(probe: Probe) -> list[Finding]:
+    """An optimizer that misses trainable tensors, or whose step stands still or goes uphill.
+
+    Measured on copies of the model: its param groups against the trainable tensors, and one step
+    against the same step given a zero gradient (the gradient's part of the step must have a
+    negative dot product with the gradient)."""
+    model, recipe = probe.model, probe.recipe
+    kind = recipe.optimizer.section.type
+    optimizer = make_optimizer(recipe, model)  # built, never stepped: the probe's model is not changed
+    cls = type(optimizer)
+    name = f"train.optimizer ({kind}: {cls.__module__}.{cls.__name__})"
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trained if id(p) not in held]
+    findings: list[Finding] = []
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        findings.append(Finding("optimizer", "error", f"the optimizer holds {len(trained) - len(missing)} of the model's {len(trained)} trainable tensors",
+            f"{name}: its param groups miss {shown}",
+            "the optimizer never changes the tensors it does not hold: those layers keep their initial weights",
+            f"build the optimizer over every parameter its build() is given ({kind})", ["train.optimizer.type"],
+            {"missing": missing, "trainable": len(trained)}))  # fmt: skip
+    batch = slice_batch(probe.sample, probe.batch_of(64))  # 64 images' worth: cheap for samples of many images
+    with seeded(probe, "optimizer"):
+        before, after, grads = _one_step(probe, batch, gradient=True)
+    with seeded(probe, "optimizer"):
+        _, idle, _ = _one_step(probe, batch, gradient=False)
+    moved = sum(float((after[n] - before[n]).abs().sum()) for n in before)
+    slope = sum(float((grads[n] * (after[n] - idle[n])).sum()) for n in before)  # the gradient's part of the step, along it
+    has_gradient = any(bool(g.abs().sum() > 0) for g in grads.values())
+    figures = {"moved": moved, "slope": slope}
+    if has_gradient and moved == 0:
+        findings.append(Finding("optimizer", "error", "the optimizer's step does not move the parameters",
+            f"{name}: one step with a gradient on every trainable tensor changed none of them", "nothing trains",
+            f"make {cls.__name__}.step() update the parameters from their .grad", ["train.optimizer.type"], figures))  # fmt: skip
+    elif has_gradient and slope > 0:
+        findings.append(Finding("optimizer", "error", "the optimizer steps uphill: along the gradient, not against it",
+            f"{name}: the step's change from the gradient has a dot product of {fmt(slope)} with the gradient (downhill: below 0)",
+            "each step raises the loss on its batch: the loss grows instead of falling",
+            f"make {cls.__name__}.step() subtract the lr times the update (a sign error)", ["train.optimizer.type"], figures))  # fmt: skip
+    if not findings:
+        findings.append(Finding("optimizer", "info", "the optimizer holds every trainable tensor and steps downhill",
+                                f"{name}: {len(trained)} tensors; one step's slope along the gradient {fmt(slope)}", figures=figures))
+    return findings
