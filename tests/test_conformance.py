@@ -109,6 +109,20 @@ def test_a_head_that_returns_probabilities_to_a_log_softmax_loss_fails_saying_so
     check_head(ProbabilitiesTakenAsSuch)  # the same output with a loss made for it passes
 
 
+class ProbabilitiesIntoNll(SoftmaxHead):
+    """Probabilities out, and nll_loss on them rather than on their log: -p of the right class."""
+
+    def loss(self, output, target):
+        return F.nll_loss(output, target)
+
+
+def test_a_head_whose_loss_does_not_read_its_probabilities_as_a_log_loss_fails_saying_so():
+    with pytest.raises(ConformanceError) as e:
+        check_head(ProbabilitiesIntoNll)
+    (problem,) = e.value.problems
+    assert "probabilities" in problem and "not as a log-loss" in problem and "return logits from forward()" in problem
+
+
 class OneNumberHead(SoftmaxHead):
     """A class-logits head (the default output_kind) whose forward gives one number per sample."""
 

@@ -113,20 +113,25 @@ def output_problems(head, output, labels) -> list[str]:
         classes = space.classes if space.classes is not None else getattr(head.target, "classes", None)
         problems += probabilities_problems(head.probabilities(output), size, classes)
         problems += output_kind_problems(type(head), head, output, size, classes, space.top)
-        problems += softmax_twice_problems(head, output, labels)
+        problems += probability_output_problems(head, output, labels)
     return problems
 
 
-def softmax_twice_problems(head, output, labels) -> list[str]:
-    """A class-logits head whose output already is probabilities, which its loss softmaxes
-    again (the doctor's double-softmax test, :func:`~digitsum.diagnosis.checks.loss.probability_output`)."""
+def probability_output_problems(head, output, labels) -> list[str]:
+    """A class-logits head whose output already is probabilities, which its loss softmaxes again or
+    reads other than as a log-loss (the doctor's test, :func:`~digitsum.diagnosis.checks.loss.probability_output`)."""
     found = probability_output(head, output, labels)
-    if found is None or not found.softmax_twice:
+    if found is None or found.log_loss:
         return []
-    return [f"forward() returns probabilities (every row non-negative, summing to 1) and loss() applies softmax to them "
-            f"again: a perfect prediction still costs {found.floor:.3g} instead of about 0 and the gradients shrink, so the "
-            "head barely learns; return logits from forward() (the loss applies log-softmax, as F.cross_entropy does) "
-            "and give probabilities from probabilities()"]  # fmt: skip
+    fix = ("return logits from forward() (the loss applies log-softmax, as F.cross_entropy does) and give "
+           "probabilities from probabilities()")  # fmt: skip
+    if found.softmax_twice:
+        return [f"forward() returns probabilities (every row non-negative, summing to 1) and loss() applies softmax to them "
+                f"again: a perfect prediction still costs {found.floor:.3g} instead of about 0 and the gradients shrink, so the "
+                f"head barely learns; {fix}"]  # fmt: skip
+    return [f"forward() returns probabilities (every row non-negative, summing to 1) and loss() reads them, but not as a "
+            f"log-loss: a perfect prediction costs {found.floor:.3g} and a uniform one {found.uniform:.3g}, not 0 and "
+            f"ln({found.classes}) (nll_loss takes log-probabilities); {fix}"]  # fmt: skip
 
 
 def output_kind_problems(cls: type, head, output, batch_size: int, classes: int | None, top: int = 1) -> list[str]:
