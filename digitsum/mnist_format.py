@@ -175,6 +175,9 @@ EDGE_BLOB_SPAN = 0.15
 #: A blob meeting the area's edge with its pixels below this fraction of the ink level is
 #: clutter too, wherever it touches (a finger's skin stands out from paper far less than ink).
 EDGE_FAINT = 0.75
+#: The ground's pattern reaches this quantile of the area's pixels away from the ink: a
+#: notebook's lines cover a few percent of the paper or more.
+GROUND_TEXTURE = 0.97
 #: Clutter is dropped only when a part remains whose longer side is at least this fraction of
 #: the area's shorter side: a digit, not a speck.
 MIN_DIGIT_SPAN = 0.1
@@ -640,9 +643,9 @@ class _Level:
         self.least_noise = max(noise, QUANTUM_NOISE)  # what blank and specks are judged against
         self.measure(label)
 
-    def measure(self, label: str) -> None:
+    def measure(self, label: str, *, texture: bool = False) -> None:
         """The ink level (or blank), the scaled pixels (ink to 1, the ground's noise, up to
-        NOISE_SIGMAS of it, to 0) and the parts."""
+        NOISE_SIGMAS of it, to 0; with ``texture``, the ground's pattern too) and the parts."""
         ink = _ink_level(self.v)
         if ink < BLANK_SIGMAS * self.least_noise:
             raise ImageError(
@@ -650,9 +653,28 @@ class _Level:
                 f"whose noise is {self.least_noise:.3f}; needs {BLANK_SIGMAS * self.least_noise:.3f})"
             )
         floor = min(0.5, NOISE_SIGMAS * self.noise / ink)
+        self.scale(ink, floor)
+        if texture:  # the ground's own pattern (a notebook's lines, the paper's grain) is ground too
+            level = self.texture(ink)
+            if level > floor:
+                self.scale(ink, min(0.5, level))
+
+    def scale(self, ink: float, floor: float) -> None:
+        """The pixels scaled (``floor`` of the ink level to 0, the ink level to 1) and their parts."""
         self.scaled = np.clip((self.v / ink - floor) / (1.0 - floor), 0.0, 1.0)
         self.strong = self.scaled > BOX_THRESHOLD
         self.parts, self.count = _components(self.strong)
+
+    def texture(self, ink: float) -> float:
+        """How bright, as a fraction of the ink level, the ground's own pattern reaches away from
+        the ink: the GROUND_TEXTURE quantile of the area's pixels more than 2 pixels from every
+        part that reaches EDGE_FAINT of the ink (a notebook's lines, pieces of which stand
+        above BOX_THRESHOLD under uneven light, blur or JPEG, reach far less than ink)."""
+        peaks = np.zeros(self.count + 1)
+        np.maximum.at(peaks, self.parts.ravel(), self.scaled.ravel())
+        inked = np.isin(self.parts, 1 + np.flatnonzero(peaks[1:] >= EDGE_FAINT)).astype(np.uint8)
+        ground = self.area & ~_window_extreme(inked, 5, np.maximum).astype(bool)
+        return float(np.quantile(self.v[ground], GROUND_TEXTURE)) / ink if ground.any() else 0.0
 
     def specks(self) -> np.ndarray:
         """Per part (1..count), whether it is a speck of noise: no brighter than the ground's
@@ -755,11 +777,11 @@ def normalize_digit(grey: np.ndarray, height: int = MNIST_SIZE, width: int = MNI
         except ImageError:  # nothing stands out on it: it was no sheet holding a digit
             break
     level = _Level(x, level.area, name, local=True)
-    dropped = level.clutter(name)
-    if dropped.any():
-        level.v[dropped] = 0.0
-        level.measure(name)  # the ink level without them; a speck may have crossed the threshold
-        level.scaled[np.isin(level.parts, 1 + np.flatnonzero(level.specks()))] = 0.0
+    level.v[level.clutter(name)] = 0.0
+    # the ink level without clutter, and the ground's pattern measured without it (a finger's
+    # skin is no pattern); a speck may have crossed the threshold
+    level.measure(name, texture=True)
+    level.scaled[np.isin(level.parts, 1 + np.flatnonzero(level.specks()))] = 0.0
     x = level.scaled
 
     rows = np.flatnonzero((x > BOX_THRESHOLD).any(axis=1))
