@@ -80,7 +80,11 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    area's shorter side (a stroke cut by the edge is ink to its core). Specks and
    clutter are dropped (set to 0; with clutter, a margin of :data:`CLUTTER_MARGIN` of the area's
    shorter side, at least 2 pixels, goes too), and steps 4 and 5 redone without them, the new
-   parts' specks set to 0. When every part is a speck, the image is blank.
+   parts' specks set to 0. When every part is a speck, the image is blank. The ground's own
+   pattern is ground too (a notebook's lines, fainter than ink, whose pieces rise above
+   :data:`BOX_THRESHOLD` under uneven light, blur or JPEG): in that redoing the floor of step 4
+   is raised to the :data:`GROUND_TEXTURE` quantile of the area's pixels more than 2 pixels from
+   every part that reaches :data:`EDGE_FAINT` of the ink level (as a fraction of it; at most 0.5).
 8. **Geometry.** Crop the bounding box of the pixels above :data:`BOX_THRESHOLD`, scale it into a
    20x20 box keeping its aspect ratio (PIL's anti-aliased Lanczos resampling on float pixels,
    clipped to [0, 1]) and paste it into the 28x28 field so that its centre of mass, rounded to a
@@ -829,7 +833,7 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
 #: The settings the steps name, in the order of their first mention.
 SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
             "POLARITY_SIDE", "POLARITY_WINDOW", "POLARITY_MARGIN", "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
-            "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "MNIST_SIZE", "MNIST_BOX",
+            "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "GROUND_TEXTURE", "MNIST_SIZE", "MNIST_BOX",
             "MNIST_CENTRE")  # fmt: skip
 
 
