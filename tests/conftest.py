@@ -3,6 +3,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,3 +131,14 @@ def fake_distribution(site: Path, name: str, version: str, entry_points: dict[st
     )
     (info / "entry_points.txt").write_text(groups)
     return site
+
+
+@contextmanager
+def registered(registry, name: str, component: type) -> Iterator[str]:
+    """``component`` registered as ``name`` for the block (which gets the name), removed after it,
+    whatever happens: a test's own component, gone before the next test looks."""
+    registry.register(name)(component)
+    try:
+        yield name
+    finally:
+        registry.remove(name)

@@ -13,7 +13,7 @@ from digitsum.contracts import Classes, Fusion, Head, Image, Params
 from digitsum.registry import REGISTRIES, heads
 from digitsum.testing import ConformanceError, check_component, check_generator, check_head, check_recipe
 
-from .conftest import RECIPES
+from .conftest import RECIPES, registered
 
 BUILTINS = [entry for registry in REGISTRIES.values() for entry in registry.entries() if entry.origin.builtin]
 
@@ -158,9 +158,8 @@ def test_a_component_that_raises_is_reported_with_the_method_and_line_of_its_own
 
 @pytest.fixture
 def softmax_head():
-    heads.register("softmax_head")(SoftmaxHead)
-    yield "softmax_head"
-    heads.remove("softmax_head")
+    with registered(heads, "softmax_head", SoftmaxHead) as name:
+        yield name
 
 
 def test_a_recipe_whose_head_softmaxes_twice_fails_naming_the_cause(tmp_path, softmax_head):
@@ -195,9 +194,8 @@ class NanLoss(Classify):
 
 @pytest.fixture
 def nan_head():
-    heads.register("nan_loss")(NanLoss)
-    yield "nan_loss"
-    heads.remove("nan_loss")
+    with registered(heads, "nan_loss", NanLoss) as name:
+        yield name
 
 
 def test_a_non_finite_loss_fails(tmp_path, nan_head):

@@ -19,7 +19,7 @@ from digitsum.recipe import load_recipe
 from digitsum.contracts import Fusion, Logger
 from digitsum.registry import fusions, heads, loggers
 
-from ..conftest import RECIPES, TINY, fake_distribution, run_subprocess
+from ..conftest import RECIPES, TINY, fake_distribution, registered, run_subprocess
 from ..runs import tiny_args
 
 
@@ -43,9 +43,8 @@ class LateBomb(Classify):
 
 @pytest.fixture
 def late_bomb():
-    heads.register("late_bomb")(LateBomb)
-    yield "late_bomb"
-    heads.remove("late_bomb")
+    with registered(heads, "late_bomb", LateBomb) as name:
+        yield name
 
 
 class Closes(Callback):
@@ -86,12 +85,8 @@ class Narrow(Classify):
 
 
 def test_a_heads_misshapen_output_is_blamed_on_its_forward_not_on_the_loss_that_trips(tiny_root, tmp_path):
-    heads.register("narrow")(Narrow)
-    try:
-        with pytest.raises(ComponentError) as caught:
-            start(bomb_recipe(tiny_root, "narrow"), tmp_path / "run", progress=False, preflight=False)
-    finally:
-        heads.remove("narrow")
+    with registered(heads, "narrow", Narrow), pytest.raises(ComponentError) as caught:
+        start(bomb_recipe(tiny_root, "narrow"), tmp_path / "run", progress=False, preflight=False)
     error = caught.value
     assert error.method == "forward" and error.component == "head 'narrow'"
     assert "forward() returned an output of shape [64, 18] where its output_kind 'class_logits' declares [64, 19]" in error.message
@@ -111,13 +106,9 @@ class Short(Fusion):
 
 
 def test_features_narrower_than_the_fusion_declares_are_blamed_on_its_forward_not_on_the_head_that_trips(tiny_root, tmp_path):
-    fusions.register("short")(Short)
-    try:
-        with pytest.raises(ComponentError) as caught:
-            recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, "backbone.type=short"))
-            start(recipe, tmp_path / "run", progress=False, preflight=False)
-    finally:
-        fusions.remove("short")
+    with registered(fusions, "short", Short), pytest.raises(ComponentError) as caught:
+        recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, "backbone.type=short"))
+        start(recipe, tmp_path / "run", progress=False, preflight=False)
     error = caught.value  # was: "head 'classify' from built-in raised RuntimeError in forward()", a bug in that component's code
     assert error.method == "forward" and error.component == "fusion 'short'"
     assert "forward() returned features of shape [64, 8] where its out_features declares [64, 16]" in error.message
@@ -170,13 +161,10 @@ class NoSize(SingleDigit):
 def test_a_generator_that_raises_while_building_leaves_no_run_directory(tiny_root, tmp_path):
     from digitsum.registry import datasets
 
-    datasets.register("no_size")(NoSize)
-    try:
+    with registered(datasets, "no_size", NoSize):
         recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, "data.type='no_size'"))
         with pytest.raises(ComponentError, match=r"dataset generator 'no_size' from local \(.*NoSize\) raised IndexError in size"):
             start(recipe, tmp_path / "run", progress=False)
-    finally:
-        datasets.remove("no_size")
     assert not (tmp_path / "run").exists()
 
 
@@ -226,9 +214,8 @@ class BrokenCallback(Callback):
 
 @pytest.fixture
 def broken_logger():
-    loggers.register("broken")(BrokenLogger)
-    yield "broken"
-    loggers.remove("broken")
+    with registered(loggers, "broken", BrokenLogger) as name:
+        yield name
 
 
 @pytest.mark.parametrize("who", ["logger", "callback"])

@@ -4,7 +4,6 @@ beside a healthy control), heads judged by their own declaration, --repair, plug
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -22,18 +21,8 @@ from digitsum.recipe import load_recipe
 from digitsum.registry import fusions, heads
 from digitsum.testing import ConformanceError, check_head
 
-from ..conftest import RECIPES
+from ..conftest import RECIPES, registered
 from .test_doctor import one_thread, with_generator  # noqa: F401  (one_thread: autouse fixture)
-
-
-@contextmanager
-def registered(registry, name: str, component: type):
-    """``component`` registered as ``name`` for the block, removed after it, whatever happens."""
-    registry.register(name)(component)
-    try:
-        yield
-    finally:
-        registry.remove(name)
 
 
 def probe_for(*overrides: str, recipe: str = "original.toml") -> Probe:
@@ -92,9 +81,8 @@ class IgnoresNumber(Concat):
 
 @pytest.fixture
 def ignoring_backbone():
-    fusions.register("ignores_number")(IgnoresNumber)
-    yield "ignores_number"
-    fusions.remove("ignores_number")
+    with registered(fusions, "ignores_number", IgnoresNumber) as name:
+        yield name
 
 
 def test_an_input_the_backbone_ignores_is_an_error_naming_it(tiny_data, ignoring_backbone):

@@ -14,9 +14,8 @@ from digitsum.diagnosis import Probe, diagnose
 from digitsum.recipe import load_recipe
 from digitsum.registry import heads, optimizers, schedules
 
-from ..conftest import RECIPES
+from ..conftest import RECIPES, registered
 from .test_doctor import one_thread  # noqa: F401  (autouse fixture)
-from .test_doctor_checks import registered
 
 
 class ZeroAfterFirst(Schedule):

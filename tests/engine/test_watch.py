@@ -17,7 +17,7 @@ from digitsum.recipe import load_recipe
 from digitsum.registry import heads
 from digitsum.testing import write_tiny_mnist
 
-from ..conftest import RECIPES, TINY
+from ..conftest import RECIPES, TINY, registered
 
 FAULTY = ['heads.sum.output="probabilities"', "heads.digit.weight=0"]
 
@@ -104,9 +104,8 @@ class NanLater(Classify):
 
 @pytest.fixture
 def nan_head():
-    heads.register("nan_later")(NanLater)
-    yield "nan_later"
-    heads.remove("nan_later")
+    with registered(heads, "nan_later", NanLater) as name:
+        yield name
 
 
 def test_run_cli_exits_non_zero_on_nan_and_points_at_doctor(cli, tiny_data, nan_head, tmp_path):
