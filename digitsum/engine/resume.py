@@ -49,7 +49,7 @@ def open_run(run_dir: Path, overrides: Overrides = ()) -> SavedRun:
             # since (with its default, it trains as it did): read it as recipe.toml is read, with
             # every default written, before comparing.
             try:
-                saved = load_recipe(upgrade_resolved(saved), require_loggers=False).to_dict()
+                saved = load_recipe(upgrade_resolved(saved), require_loggers=False, label=f"{checkpoint_path} (its recipe)").to_dict()
             except UserError as e:
                 raise UserError(f"{checkpoint_path} holds a recipe this digitsum cannot read: {e.message}") from None
         if _differences(current, saved):

@@ -128,3 +128,18 @@ def test_a_checkpoint_of_another_recipe_is_still_refused(tiny_root, tmp_path):
     save_checkpoint(tmp_path / "checkpoint.pt", state)
     with pytest.raises(UserError, match="different recipe.*data.shift is 0 in the recipe but 2 in the checkpoint"):
         resume_trainer(tmp_path)
+
+
+def test_a_checkpoint_whose_recipe_cannot_be_read_names_the_checkpoint(tiny_root, tmp_path):
+    from digitsum.engine.checkpoint import save_checkpoint
+    from digitsum.errors import UserError
+
+    train(tiny_root, tmp_path, callbacks=[StopAt(1, 3)], epochs=3)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state["recipe"]["data"]["shift"] = "two"
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    with pytest.raises(UserError) as caught:
+        resume_trainer(tmp_path)
+    message = str(caught.value)
+    assert "holds a recipe this digitsum cannot read" in message and "data.shift" in message
+    assert "<dict>" not in message and message.count("checkpoint.pt") >= 2  # the problem's label names it too
