@@ -23,7 +23,7 @@ import digitsum
 
 DECAYS = (0.995, 0.998, 0.999)
 SETTINGS = ["train.threads=1", "train.eval_every=1000", "train.epochs=30", "data.val=5000", "backbone.conv_channels=[32,64]",
-            "backbone.test_shifts=2", "backbone.zero_last_layer=true"]  # fmt: skip
+            "backbone.test_shifts=2", "backbone.last_layer_scale=0"]  # fmt: skip
 
 
 class Averages(digitsum.Callback):

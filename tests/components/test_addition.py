@@ -264,12 +264,19 @@ def test_digit_cnn_test_shifts_average_log_probabilities_in_evaluation_only():
     assert not torch.allclose(shifted(batch), plain(batch))
 
 
-def test_digit_cnn_zero_last_layer_reads_every_image_as_uniform_until_trained():
+def test_digit_cnn_last_layer_scale_shrinks_the_random_start_and_zero_reads_every_image_as_uniform():
     from digitsum.components.fusions.digit_cnn import DigitCNN
 
-    torch.manual_seed(0)
     inputs = {"a": Images(2)}
-    model = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16, zero_last_layer=True), inputs)
+    torch.manual_seed(0)
+    full = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16), inputs)
+    torch.manual_seed(0)
+    tenth = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16, last_layer_scale=0.1), inputs)
+    for name, value in full.state_dict().items():  # only the last layer differs, by the factor
+        scale = 0.1 if name.startswith("classifier.2.") else 1.0
+        assert torch.allclose(tenth.state_dict()[name], value * scale), name
+    torch.manual_seed(0)
+    model = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16, last_layer_scale=0), inputs)
     batch = {"a": torch.randn(3, 2, 1, 28, 28)}
     assert torch.equal(model(batch), torch.zeros(3, 20))  # equal logits: the uniform distribution
     default = DigitCNN(DigitCNN.Params(conv_channels=[4, 8], hidden=16), inputs)

@@ -32,10 +32,11 @@ class DigitCNN(Fusion):
                         "pixels up, down, left and right (1 + 4 x this many views; 0: the image alone)",
             json_schema_extra={"evaluation_only": True},  # the doctor builds without it (Params.for_diagnosis)
         )  # fmt: skip
-        zero_last_layer: bool = Field(
-            False,
-            description="start the last layer's weights and bias at zero: every image starts read as uniform, so the first "
-                        "image-dependent reading is learnt from the labels rather than drawn by the random initialisation",
+        last_layer_scale: float = Field(
+            1.0, ge=0, le=1,
+            description="the last layer's random initial weights and bias times this: below 1, every image starts read as "
+                        "nearly uniform, so the first image-dependent reading is learnt from the labels rather than drawn by "
+                        "the random initialisation (0: zero)",
         )  # fmt: skip
 
         _check_sizes = field_validator("conv_channels")(_sizes_in_range)
@@ -67,13 +68,14 @@ class DigitCNN(Fusion):
             layers.append(nn.Dropout(params.dropout))
         layers.append(nn.Linear(width, params.classes))
         self.classifier = nn.Sequential(*layers)
-        if params.zero_last_layer:
+        if params.last_layer_scale != 1.0:
             # Learnt from long sums (add-100), a random reading of the images can be a bet that the
             # labels then amplify: one digit in two read as its neighbour (0 as 1, 1 as 0, ...)
-            # keeps half the pair sums right and is a trap training never leaves. From a uniform
-            # start, the first reading the gradient makes follows the labels (docs/benchmarks.md).
-            nn.init.zeros_(layers[-1].weight)
-            nn.init.zeros_(layers[-1].bias)
+            # keeps half the pair sums right and is a trap training never leaves. From a (nearly)
+            # uniform start, the first reading the gradient makes follows the labels (docs/benchmarks.md).
+            with torch.no_grad():
+                layers[-1].weight.mul_(params.last_layer_scale)
+                layers[-1].bias.mul_(params.last_layer_scale)
         self.out_features = self.count * params.classes
 
     def forward(self, batch: Batch) -> Tensor:
