@@ -164,9 +164,15 @@ def _trials(storage: str, name: str = "original"):
     return optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(deepcopy=False)
 
 
-def test_two_workers_run_four_trials_on_one_storage(tiny_root, tmp_path):
+def test_two_workers_run_four_trials_on_one_storage(tiny_root, tmp_path, monkeypatch):
     import digitsum
 
+    # a working folder holding files named like standard modules: no worker imports them
+    here = tmp_path / "work"
+    here.mkdir()
+    for module in ("threading", "pickle", "socket", "json"):
+        (here / f"{module}.py").write_text(f"open({str(here / (module + '.ran'))!r}, 'w').close()\n")
+    monkeypatch.chdir(here)
     out = tmp_path / "s"
     result = digitsum.sweep(ORIGINAL, [LR, "data.batch_size=choice:32,64"], 4, workers=2, out=out,
                             overrides=_tiny(tiny_root, epochs=1), val=100, quiet=True)  # fmt: skip
@@ -189,6 +195,7 @@ def test_two_workers_run_four_trials_on_one_storage(tiny_root, tmp_path):
     assert all(p.stat().st_size > 1000 for p in result.plots)
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["best"]["number"] == best.number and saved["metric"] == "val digit.accuracy"
+    assert not list(here.glob("*.ran"))
 
 
 def test_more_workers_than_cores_are_refused_before_anything_starts(cli, tmp_path):

@@ -189,8 +189,18 @@ def run_workers(plan: Plan, workers: int) -> bool:
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch state
     workers = min(workers, plan.trials)  # a worker beyond the study's trials would find none to run
     processes = [context.Process(target=_worker_main, args=(plan,), name=f"digitsum-sweep-{i}") for i in range(workers)]
-    for process in processes:
-        process.start()
+    # A spawned worker starts as `python -c ...`, which puts the working folder first on sys.path:
+    # a threading.py or pickle.py there would run as code in it. PYTHONSAFEPATH keeps it off.
+    safe_path = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        for process in processes:
+            process.start()
+    finally:
+        if safe_path is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = safe_path
 
     def forward(signum: int, frame: Any) -> None:
         for process in processes:
