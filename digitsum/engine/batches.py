@@ -3,6 +3,7 @@ each batch is drawn with (docs/architecture.md, "Data order and randomness")."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -13,6 +14,11 @@ from ..seeding import make_rng, stream_seed
 
 #: Samples per evaluation batch. Fixed, so the test pairings depend on the seed alone.
 EVAL_BATCH = 1000
+
+
+def steps_per_epoch(generator: Generator, batch_size: int) -> int:
+    """Optimizer steps in one epoch: one per batch of ``batch_size``, the last one partial."""
+    return math.ceil(generator.size("train") / batch_size)
 
 
 def train_batches(

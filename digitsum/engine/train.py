@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import platform
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from ..errors import UserError
 from ..recipe import Recipe
 from . import distributed
 from .accel import configure_threads, plan
-from .batches import eval_batches, train_batches
+from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
@@ -185,7 +184,7 @@ class Trainer:
         self.batch_size, self.epochs = recipe.data.section.batch_size, recipe.train.epochs
         with blame_components(recipe):  # loads and checks the data, builds the optimizer: before anything is written
             self.optimizer = make_optimizer(recipe, self.model)
-            self.steps_per_epoch = math.ceil(self.generator.size("train") / self.batch_size)
+            self.steps_per_epoch = steps_per_epoch(self.generator, self.batch_size)
             for split in ("train", "test"):  # a run with no step, or no measure, "succeeded" on nothing
                 if not self.generator.size(split):
                     raise UserError(f"data: '{recipe.data.section.type}' makes no {'training' if split == 'train' else 'test'} example from the data it was given "

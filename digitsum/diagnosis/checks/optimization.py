@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ...contracts import Batch
+from ...engine.batches import steps_per_epoch
 from ...engine.train import make_optimizer, make_scheduler
 from ...recipe import Recipe, load_recipe
 from ..findings import Finding, fmt, pct
@@ -26,7 +27,7 @@ SCHEDULE_KEY = "train.schedule.type"
 
 def run_steps(probe: Probe) -> int:
     """Optimizer steps of the recipe's whole run, as the Trainer counts them."""
-    return probe.recipe.train.epochs * math.ceil(probe.generator.size("train") / probe.batch_size)
+    return probe.recipe.train.epochs * steps_per_epoch(probe.generator, probe.batch_size)
 
 
 def lr_trajectory(recipe: Recipe, steps: int) -> list[float]:
