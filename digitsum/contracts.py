@@ -18,6 +18,7 @@ table in a recipe. A batch is a plain ``dict[str, Tensor]`` holding inputs and t
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Union
@@ -493,3 +494,45 @@ class Logger(Component, Callback):
             return None
         how = f": {cls.install}" if cls.install else ""
         return f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed{how}"
+
+
+def _plain(signature: inspect.Signature) -> str:
+    """``(self, parameters)``: a signature as messages show it, without annotations."""
+    return str(signature.replace(parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+                                 return_annotation=inspect.Signature.empty))  # fmt: skip
+
+
+def _required_positionals(signature: inspect.Signature) -> int:
+    return sum(1 for p in signature.parameters.values()
+               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)  # fmt: skip
+
+
+def signature_problem(cls: type, base: type) -> str | None:
+    """Why a method ``cls`` overrides cannot be called as digitsum calls ``base``'s (with the
+    arguments the contract declares, by position), or None. Found when the class is loaded, so
+    that a ``build(self)`` fails naming the method and both signatures rather than as a
+    TypeError deep in a run."""
+    contract_classes = [k for k in base.__mro__ if k.__module__.startswith("digitsum.")]
+    names = dict.fromkeys(n for k in contract_classes for n, v in vars(k).items()
+                          if (n == "__init__" or not n.startswith("_")) and isinstance(v, (Callable, classmethod)))  # fmt: skip
+    for name in names:
+        owner = next(k for k in cls.__mro__ if name in vars(k))
+        if owner in contract_classes:
+            continue  # not overridden
+        declared, written = getattr(base, name), getattr(cls, name)
+        expected = _plain(inspect.signature(declared))
+        if not callable(written):
+            return f"{cls.__name__}.{name} is not a method: digitsum calls {name}{expected}"
+        try:
+            inspect.signature(written).bind(*range(_required_positionals(inspect.signature(declared))))
+        except TypeError:
+            pass
+        except ValueError:  # no signature to read (a builtin): it is trusted
+            continue
+        else:
+            continue
+        written_as = _plain(inspect.signature(written))
+        how = " (a @classmethod)" if isinstance(inspect.getattr_static(base, name), classmethod) else ""
+        return (f"{cls.__name__}.{name}{written_as} cannot take what digitsum passes: "
+                f"its contract is {name}{expected}{how}")  # fmt: skip
+    return None

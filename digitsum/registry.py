@@ -109,6 +109,28 @@ def load_entry_point(ep: discovery.PluginEntryPoint, what: str) -> Any:
         raise PluginError(f"{what} ({ep.value}) cannot be used: {_failure_text(e)}") from None
 
 
+def load_check(ep: discovery.PluginEntryPoint, dist: PluginDistribution) -> Callable[..., Any]:
+    """A plugin's doctor check (``digitsum.checks``), imported as components are and checked to
+    be what the doctor calls, ``check(probe)``; a PluginError saying why it cannot be used."""
+    import inspect
+
+    what = f"doctor check '{ep.name}' from {dist.name} {dist.version}"
+    check = load_entry_point(ep, what)
+    if not callable(check):
+        problem = f"it is a {type(check).__name__}, not a function taking a Probe"
+    else:
+        try:
+            inspect.signature(check).bind(None)
+            problem = None
+        except TypeError:
+            problem = f"{getattr(check, '__name__', ep.name)}{inspect.signature(check)} cannot take what digitsum passes: a check is check(probe)"
+        except ValueError:  # no signature to read (a builtin): it is trusted
+            problem = None
+    if problem:
+        raise PluginError(f"{what} ({ep.value}) cannot be used: {problem}")
+    return check
+
+
 def _failure_text(error: BaseException) -> str:
     if isinstance(error, SystemExit):
         return f"it tried to end the program while being imported (SystemExit({error.code!r}))"
@@ -185,7 +207,7 @@ def _contract_problem(kind: str, obj: Any) -> str | None:
             f"this digitsum speaks contract {contracts.CONTRACT_VERSION}; "
             "install a version of the plugin made for it"
         )
-    return None
+    return contracts.signature_problem(obj, base)
 
 
 class Registry:

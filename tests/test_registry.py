@@ -9,6 +9,7 @@ import pytest
 from digitsum.contracts import Fusion, Params
 from digitsum import registry as registry_module
 from digitsum.errors import UserError
+from digitsum.testing import ConformanceError, check_component
 from digitsum.registry import REGISTRIES, Entry, Origin, PluginError, Registry, fusions, registry_for
 
 
@@ -289,3 +290,45 @@ def test_an_entry_point_in_a_misspelt_group_is_a_problem_of_its_distribution_and
         registry.get("gated")
     assert e.value.message == ("unknown fusion 'gated' — digitsum-typo 1.0 declares 'gated' in the entry-point group "
                                "[digitsum.fusion], not [digitsum.fusions]")
+
+
+# -- a method written with another signature than its contract's is refused when the class loads ----
+
+
+def _miswritten(kind: str) -> tuple[type, str]:
+    """A subclass of ``kind``'s contract class whose first method of the contract (a hook for a
+    logger) takes one argument too few, and that method's name."""
+    from digitsum import contracts
+    from digitsum.kinds import KINDS
+
+    base = getattr(contracts, KINDS[kind].contract)
+    method = {"datasets": "draw", "fusions": "forward", "heads": "loss", "optimizers": "build",
+              "schedules": "build", "loggers": "on_epoch_end"}[kind]  # fmt: skip
+    return type("Miswritten", (base,), {"__doc__": "Miswritten.", method: lambda self: None}), method
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRIES))
+def test_a_method_that_cannot_take_what_digitsum_passes_is_refused_naming_it(kind):
+    cls, method = _miswritten(kind)
+    entry = Entry(kind, "miswritten", Origin("mis:Miswritten", "digitsum-mis", "0.1"), _entry_point=SimpleNamespace(load=lambda: cls))
+    with pytest.raises(PluginError) as e:
+        entry.load()
+    assert "digitsum-mis 0.1" in e.value.message and f"{method}(" in e.value.message, e.value.message
+    with pytest.raises(ConformanceError, match=rf"{method}\(self\) cannot take what digitsum passes"):
+        check_component(cls)  # the conformance check says the same before it trips on the call
+
+
+def test_a_classmethod_written_as_a_plain_method_is_refused():
+    class Unchecked(_Tiny):
+        def check(self, params, inputs):  # @classmethod forgotten: digitsum calls Unchecked.check(params, inputs)
+            return []
+
+    with pytest.raises(PluginError, match="check"):
+        Registry("fusions").register("unchecked")(Unchecked)
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRIES))
+def test_every_builtin_meets_its_contracts_signatures(kind):
+    for entry in REGISTRIES[kind].entries():
+        if entry.origin.builtin:
+            entry.load()  # raises PluginError naming the method otherwise

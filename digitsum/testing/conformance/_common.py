@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import torch
 from pydantic import ValidationError
 
-from ...contracts import CONTRACT_VERSION, Params
+from ...contracts import CONTRACT_VERSION, Params, signature_problem
 from ...listing import params_schema
 
 
@@ -87,6 +87,9 @@ def common_checks(kind: str, cls, base: type, params) -> tuple[Problems, Any]:
         problems.fail(f"{cls!r} is not a subclass of digitsum.{base.__name__}")
     if getattr(cls, "contract", None) != CONTRACT_VERSION:
         problems.append(f"contract = {getattr(cls, 'contract', None)!r}, this digitsum speaks {CONTRACT_VERSION}")
+    miswritten = signature_problem(cls, base)
+    if miswritten:  # digitsum's calls would fail: the other checks would only trip on it
+        problems.fail(miswritten)
     if not cls.summary():
         problems.append("the class has no docstring: its first line is the summary `digitsum list` shows")
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, Params)):
