@@ -17,7 +17,7 @@ from .catalog import locate
 from .errors import UserError
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .listing import LABELS, namesake_notes
-from .registry import REGISTRIES, PluginError, load_entry_point, plugin_distributions
+from .registry import REGISTRIES, PluginError, load_check, plugin_distributions
 from .weights import read_record
 
 
@@ -80,12 +80,9 @@ def _check_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribu
     """A doctor check a plugin ships: whether it imports, and is a function of a probe."""
     part: dict[str, Any] = {"kind": CHECKS, "name": ep.name, "entry_point": ep.value}
     try:
-        check = load_entry_point(ep, f"doctor check '{ep.name}' from {dist.name} {dist.version}")
+        load_check(ep, dist)
     except PluginError as e:
         part["error"] = e.message
-        return part
-    if not callable(check):
-        part["error"] = f"{ep.value} is a {type(check).__name__}, not a function taking a Probe"
     return part
 
 

@@ -8,9 +8,10 @@ or target by name. A plugin ships checks for its own components in the entry-poi
 
 from __future__ import annotations
 
+import reprlib
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from .. import kinds
 from ..engine.accel import configure_threads
 from ..engine.component_errors import blame
 from ..errors import UserError, did_you_mean
-from ..registry import PluginError, load_entry_point, plugin_distributions
+from ..registry import PluginError, load_check, plugin_distributions
 from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
 from .checks.loss import check_double_softmax, check_head_output, check_loss_at_init, check_loss_floor, check_loss_weights
@@ -67,7 +68,7 @@ def plugin_checks() -> dict[str, Check]:
             if ep.kind != kinds.CHECKS or ep.name in CHECKS or ep.name in found:
                 continue
             try:
-                found[ep.name] = load_entry_point(ep, f"doctor check '{ep.name}' from {dist.name} {dist.version}")
+                found[ep.name] = load_check(ep, dist)
             except PluginError as e:  # a broken plugin is reported, the doctor goes on
                 found[ep.name] = _broken_check(ep.name, ep.value, e.message)
     return found
@@ -76,7 +77,7 @@ def plugin_checks() -> dict[str, Check]:
 def _broken_check(name: str, value: str, message: str) -> Check:
     def broken(probe: Probe) -> list[Finding]:
         return [Finding(name, "error", f"plugin check '{name}' cannot be loaded", message,
-                        "the plugin's entry point names something that does not import", "fix or uninstall the plugin")]  # fmt: skip
+                        "the plugin's entry point names no function digitsum can call as check(probe)", "fix or uninstall the plugin")]  # fmt: skip
 
     return broken
 
@@ -100,7 +101,9 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
     ``stop_on_component_error`` its exception goes on, as it would in training), a plugin's
     check (a bug in that check, not in the recipe), or digitsum's own check."""
     try:
-        return list(check(probe))
+        found = check(probe)
+        if isinstance(found, Iterator):  # a check written as a generator: its findings, drawn here
+            found = list(found)
     except UserError:
         raise
     except Exception as e:
@@ -115,10 +118,7 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
             return [Finding(name, "error", f"{blamed.component} from {blamed.origin} raised {type(e).__name__} in {blamed.method}()",
                             text, f"the {name} check ran it as training does", f"{fix}; `digitsum run` would fail the same way",
                             figures={"component": blamed.component, "method": blamed.method, "checks": [name]})]  # fmt: skip
-        module = getattr(check, "__module__", "") or ""
-        builtin = module.startswith("digitsum.")
-        origin = "digitsum" if builtin else _plugin_origin(name) or f"local ({module})"
-        author = "digitsum (a bug: please report it)" if builtin else f"the author of {origin}"
+        origin, author = _check_origin(name, check)
         # the innermost frame of the check's own package: where its author looks
         home = Path(getattr(getattr(check, "__code__", None), "co_filename", "") or ".").resolve().parent
         frames = traceback.extract_tb(e.__traceback__)
@@ -126,6 +126,24 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
         return [Finding(name, "error", f"doctor check '{name}' from {origin} raised {type(e).__name__} in {where.name}()",
                         f"{text} ({Path(where.filename).name}, line {where.lineno})",
                         "a bug in the check itself: no component of the recipe raised it", f"the other checks ran; tell {author}")]  # fmt: skip
+    if isinstance(found, (list, tuple)) and all(isinstance(f, Finding) for f in found):
+        return list(found)
+    # what the doctor would trip on later (sorting, --json): said now, naming the check
+    origin, author = _check_origin(name, check)
+    what = type(found).__name__ if not isinstance(found, (list, tuple)) else \
+        f"a {type(found).__name__} holding a {next(type(f).__name__ for f in found if not isinstance(f, Finding))}"
+    return [Finding(name, "error", f"doctor check '{name}' from {origin} returned {what}, not a list of Finding",
+                    f"{name}(probe) returned {reprlib.repr(found)}",
+                    "a bug in the check itself: a check returns a list of digitsum.Finding (empty when all is well)",
+                    f"the other checks ran; tell {author}")]  # fmt: skip
+
+
+def _check_origin(name: str, check: Check) -> tuple[str, str]:
+    """Who wrote a check ("digitsum", "digitsum-looker 2.0", "local (module)") and whom to tell."""
+    module = getattr(check, "__module__", "") or ""
+    builtin = module.startswith("digitsum.")
+    origin = "digitsum" if builtin else _plugin_origin(name) or f"local ({module})"
+    return origin, "digitsum (a bug: please report it)" if builtin else f"the author of {origin}"
 
 
 def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool | None = None,

@@ -773,3 +773,49 @@ def test_a_fix_whose_accuracy_stays_put_is_described_by_its_log_loss_too():
     base = trace(0.10, 2.30)
     assert _describe(base, trace(0.10, 1.90), ["d"]) == "d 10 % -> 10 % (held-out log-loss 2.3 -> 1.9)"
     assert _describe(base, trace(0.32, 1.20), ["d"]) == "d 10 % -> 32 %"  # the accuracy says it
+
+
+MISWRITTEN_CHECKS = '''
+def returns_dict(probe):
+    return {"ok": True}
+
+
+def returns_strings(probe):
+    return ["all fine"]
+
+
+def two_arguments(probe, recipe):
+    return []
+
+
+not_a_function = 3
+'''
+
+
+@pytest.mark.parametrize("name, says", [
+    ("returns_dict", "returned dict, not a list of Finding"),
+    ("returns_strings", "returned a list holding a str, not a list of Finding"),
+    ("two_arguments", "two_arguments(probe, recipe) cannot take what digitsum passes: a check is check(probe)"),
+    ("not_a_function", "it is a int, not a function taking a Probe"),
+])  # fmt: skip
+def test_a_plugin_check_that_breaks_its_contract_is_an_error_naming_it_and_its_distribution(name, says, tmp_path, monkeypatch, tiny_data):
+    import importlib
+
+    from digitsum import registry
+    from digitsum.plugin_report import plugin_report
+
+    from ..conftest import fake_distribution
+
+    site = fake_distribution(tmp_path / "site", "digitsum-miswritten", "0.3",
+                             {"digitsum.checks": {name: f"miswritten:{name}"}}, {"miswritten.py": MISWRITTEN_CHECKS})  # fmt: skip
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    monkeypatch.setattr(registry, "_SCAN", None)
+    report = diagnose(probe_for(), ["pairing", name], verify=False)  # the doctor goes on, no traceback
+    errors = [f for f in report.errors if f.check == name]
+    assert len(errors) == 1 and "digitsum-miswritten 0.3" in errors[0].title + errors[0].measured
+    assert says in errors[0].title + errors[0].measured, errors[0]
+    assert of(report.findings, "pairing")
+    if name in ("two_arguments", "not_a_function"):  # known before it runs: `digitsum plugins` says so too
+        row = next(r for r in plugin_report() if r["distribution"] == "digitsum-miswritten")
+        assert row["status"] == "failed" and says in row["checks"][0]["error"]
