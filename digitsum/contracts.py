@@ -536,3 +536,19 @@ def signature_problem(cls: type, base: type) -> str | None:
         return (f"{cls.__name__}.{name}{written_as} cannot take what digitsum passes: "
                 f"its contract is {name}{expected}{how}")  # fmt: skip
     return None
+
+
+#: What digitsum calls on the scheduler a schedule builds (the Trainer, checkpoints, the doctor).
+SCHEDULER_METHODS = ("step", "get_last_lr", "state_dict", "load_state_dict")
+
+
+def built_problem(component: Component, built: object) -> str | None:
+    """Why what an optimizer's or a schedule's ``build`` returned is not what its contract
+    promises (a ``torch.optim.Optimizer``; a scheduler with :data:`SCHEDULER_METHODS`), or None."""
+    if isinstance(component, Optimizer) and not isinstance(built, torch.optim.Optimizer):
+        return f"build() returned {type(built).__name__}, not a torch.optim.Optimizer"
+    if isinstance(component, Schedule):
+        missing = [m for m in SCHEDULER_METHODS if not callable(getattr(built, m, None))]
+        if missing:
+            return f"build() returned {type(built).__name__}, without {', '.join(missing)} (a torch LRScheduler has them)"
+    return None

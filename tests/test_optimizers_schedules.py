@@ -7,7 +7,9 @@ import tomllib
 
 import pytest
 import torch
+from pydantic import Field
 
+from digitsum.contracts import Optimizer, Params, Schedule
 from digitsum.engine.build import build_model
 from digitsum.engine.checkpoint import load_checkpoint, save_checkpoint
 from digitsum.engine.train import make_optimizer, make_scheduler
@@ -15,7 +17,7 @@ from digitsum.errors import RecipeError
 from digitsum.recipe import load_recipe, upgrade_train
 from digitsum.registry import optimizers, schedules
 
-from .conftest import RECIPES
+from .conftest import RECIPES, registered
 from .runs import StopAt, train
 
 def problems(source, overrides=()) -> list[str]:
@@ -208,3 +210,38 @@ def test_a_run_directory_in_the_old_spelling_loads_and_resumes_exactly(tiny_root
     outcome = resume(stopped, progress=False)
     expected = json.loads((tmp_path / "whole" / "summary.json").read_text())["metrics"]
     assert outcome.summary["metrics"] == expected  # exactly: every float equal
+
+
+# -- what build() returns: named when it is not what the contract promises --------------------------
+
+
+class _ListOptimizer(Optimizer):
+    """Returns the parameters themselves: no param_groups, no step."""
+
+    class Params(Params):
+        lr: float = Field(0.01, gt=0, description="learning rate")
+
+    def build(self, parameters):
+        return list(parameters)
+
+
+class _ListSchedule(Schedule):
+    """Returns its scheduler in a list."""
+
+    def build(self, optimizer, total_steps):
+        return [torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)]
+
+
+@pytest.mark.parametrize("kind, component, says", [
+    ("optimizers", _ListOptimizer, "build() returned list, not a torch.optim.Optimizer"),
+    ("schedules", _ListSchedule, "build() returned list, without step, get_last_lr, state_dict, load_state_dict"),
+])  # fmt: skip
+def test_a_build_that_returns_another_type_is_blamed_on_its_component(kind, component, says, cli, tiny_data, tmp_path):
+    registry = {"optimizers": optimizers, "schedules": schedules}[kind]
+    table = {"optimizers": "optimizer", "schedules": "schedule"}[kind]
+    with registered(registry, "returns_a_list", component):
+        result = cli("run", RECIPES / "original.toml", "--set", "train.epochs=1", "--set", f"train.{table}.type=returns_a_list",
+                     "--out", tmp_path / "run")  # fmt: skip
+    assert result.code == 1 and "Traceback" not in result.err + result.out, result.err
+    # the component that built it is named, with its origin, not the schedule that would trip on it
+    assert f"'returns_a_list' from local ({__name__}:{component.__qualname__}): {says}" in result.err, result.err

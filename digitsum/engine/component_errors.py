@@ -15,7 +15,7 @@ from types import FrameType
 
 from torch import Tensor, nn
 
-from ..contracts import Fusion, Head, declared_output_shape
+from ..contracts import Component, Fusion, Head, built_problem, declared_output_shape
 from ..errors import UserError
 from ..recipe import Choice, Recipe
 
@@ -87,6 +87,20 @@ def _suspects(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str,
         if not any(issubclass(cls, s.cls) for s in suspects):
             suspects.append(_Suspect(f"callback {cls.__name__}", cls, _local(cls), _code_roots(cls)))
     return suspects
+
+
+def built(kind: str, choice: Choice, component: Component, made: object) -> object:
+    """``made``, what ``component`` (the recipe's ``choice`` of ``kind``) built, if it is what its
+    contract promises; else a :class:`ComponentError` naming the component, its origin and what
+    came back, before anything trips on it (a schedule's LambdaLR on a list, a step() missing)."""
+    problem = built_problem(component, made)
+    if problem is None:
+        return made
+    from ..registry import KIND_LABELS
+
+    label, origin = f"{KIND_LABELS[kind]} '{choice.section.type}'", origin_of(kind, choice)
+    raise ComponentError(f"{label} from {origin}: {problem}\n(a bug in that component's build(): docs/plugins.md says what it returns)",
+                         label, "build", origin)  # fmt: skip
 
 
 def origin_of(kind: str, choice: Choice) -> str:

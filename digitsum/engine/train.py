@@ -22,7 +22,7 @@ from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .component_errors import blame_components
+from .component_errors import blame_components, built
 from .distributed import World
 from .model import DigitModel
 from .rundir import INIT_FILE, RUN_FORMAT, lock, mark, owned, record_outputs, unlock
@@ -87,12 +87,14 @@ def evaluate(
 
 def make_optimizer(recipe: Recipe, model: DigitModel) -> torch.optim.Optimizer:
     """The recipe's optimizer (``[train.optimizer]``) over the model's parameters."""
-    return recipe.optimizer.cls(recipe.optimizer.params).build(list(model.parameters()))
+    optimizer = recipe.optimizer.cls(recipe.optimizer.params)
+    return built("optimizers", recipe.optimizer, optimizer, optimizer.build(list(model.parameters())))
 
 
 def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """The recipe's learning-rate schedule (``[train.schedule]``) over ``total_steps`` steps of ``optimizer``."""
-    return recipe.schedule.cls(recipe.schedule.params).build(optimizer, total_steps)
+    schedule = recipe.schedule.cls(recipe.schedule.params)
+    return built("schedules", recipe.schedule, schedule, schedule.build(optimizer, total_steps))
 
 
 def provenance(device: torch.device) -> dict[str, str]:

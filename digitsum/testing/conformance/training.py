@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ...contracts import Optimizer, Schedule
+from ...contracts import Optimizer, Schedule, built_problem
 from ._common import common_checks, reporting_crashes, weights_only_problem
 
 @reporting_crashes("optimizer")
@@ -24,9 +24,10 @@ def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
     frozen.requires_grad_(False)
     before = frozen.detach().clone()
     parameters = list(model.parameters())
-    optimizer = cls(params).build(parameters)
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        problems.fail(f"build() returned {type(optimizer).__name__}, not a torch.optim.Optimizer")
+    component = cls(params)
+    optimizer = component.build(parameters)
+    if built_problem(component, optimizer):
+        problems.fail(built_problem(component, optimizer))
     held = [p for group in optimizer.param_groups for p in group["params"]]
     if len(held) != len(parameters) or {id(p) for p in held} != {id(p) for p in parameters}:
         problems.append("build(parameters) must hold every parameter it is given, each once")
@@ -72,10 +73,10 @@ def check_schedule(cls: type, params=None, *, total_steps: int = 100) -> None:
             optimizer = make(list(model.parameters()))
             group = optimizer.param_groups[0]
             hyper = {k: group[k] for k in HYPER_PARAMETERS if k in group}
-            scheduler = cls(checked).build(optimizer, steps)
-            missing = [m for m in ("step", "get_last_lr", "state_dict", "load_state_dict") if not callable(getattr(scheduler, m, None))]
-            if missing:
-                problems.fail(f"build() returned {type(scheduler).__name__}, without {', '.join(missing)}")
+            component = cls(checked)
+            scheduler = component.build(optimizer, steps)
+            if built_problem(component, scheduler):
+                problems.fail(built_problem(component, scheduler))
             rates = [group["lr"]]
             for _ in range(steps):
                 train_steps(model, optimizer, x, y, 1, scheduler)
