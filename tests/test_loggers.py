@@ -242,3 +242,33 @@ def test_a_checkpoint_naming_the_mlflow_run_by_its_key_alone_resumes_the_same_ml
     (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`digitsum.run_dir` = '{run_dir.resolve()}'")
     assert run.info.status == "FINISHED" and run.data.tags["digitsum.run_key"] == kept["run_key"]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test/sum/accuracy")] == [1, 2]
+
+
+# -- a logger that fails as it closes: the loggers after it are closed all the same ----------------
+
+
+class _Closer(Logger):
+    """Remembers its on_end calls; the subclass named FailsToClose raises in on_end."""
+
+    calls: list[str] = []
+
+    def on_end(self, trainer, summary):
+        _Closer.calls.append(f"{type(self).__name__}.on_end")
+        if type(self).__name__ == "FailsToClose":
+            raise OSError("the share went away while closing")
+
+
+def test_a_logger_raising_as_it_closes_is_named_and_the_loggers_after_it_still_close(cli, tiny_data, tmp_path):
+    from .conftest import registered
+
+    fails = type("FailsToClose", (_Closer,), {"__doc__": "Raises in on_end."})
+    closes = type("Closes", (_Closer,), {"__doc__": "Closes fine."})
+    _Closer.calls = []
+    with registered(loggers, "fails_to_close", fails), registered(loggers, "closes", closes):
+        result = cli("run", RECIPES / "original.toml", "--set", "train.epochs=1", "--set", "log.fails_to_close={}",
+                     "--set", "log.closes={}", "--out", tmp_path / "run")  # fmt: skip
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert "logger 'fails_to_close' from local" in result.err and "raised OSError in on_end()" in result.err
+    assert _Closer.calls == ["FailsToClose.on_end", "Closes.on_end"]  # the next logger closed its files too
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "fails_to_close" in summary["failed"] and summary["epochs"] == 1  # and `--resume` ends it again

@@ -230,6 +230,19 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
+    def _end(self, summary: dict[str, Any]) -> None:
+        """Every callback's ``on_end``, each after one that raised too (a logger failing as it
+        closes must not leave the next one open); then the first error goes on (the run is
+        recorded as failed, and ``--resume`` ends it again once the bug is fixed)."""
+        errors = []
+        for callback in self.callbacks if self.world.is_main else ():
+            try:
+                callback.on_end(self, summary)
+            except Exception as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
     def _stop_now(self, step: int | None = None) -> bool:
         """Whether to stop; in a data-parallel run all ranks take rank 0's decision together,
         every few steps (``step``) and at the end of an epoch (``step=None``)."""
@@ -420,7 +433,7 @@ class Trainer:
             summary["position"] = {"epoch": self.epochs_done, "step": self.step}
         if self.world.is_main:
             write_json(self.run_dir / "summary.json", summary)
-        self._emit("on_end", summary)
+        self._end(summary)
         if self.world.is_main:
             record_outputs(self.run_dir)  # what the callbacks wrote at the end too
         distributed.barrier(self.world)
