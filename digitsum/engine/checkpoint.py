@@ -11,6 +11,7 @@ Loading uses ``torch.load(weights_only=True)``: a pickle that names any other Py
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,20 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "seconds": (int, float),
     "recipe": dict,
 }
+
+
+def round_trip_problem(state: Any) -> str | None:
+    """Why ``state`` cannot be written into a checkpoint and read back as :func:`load_checkpoint`
+    reads it (``torch.load(weights_only=True)``), or None: a file handle cannot be saved, a numpy
+    array or a function is refused when read."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(state, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+    except Exception as e:  # the pickler and the unpickler raise many types; all mean the same
+        return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+    return None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -96,11 +96,38 @@ def built(kind: str, choice: Choice, component: Component, made: object) -> obje
     problem = built_problem(component, made)
     if problem is None:
         return made
+    raise _breach(kind, choice, "build", f"{problem}\n(a bug in that component's build(): docs/plugins.md says what it returns)")
+
+
+def check_states(recipe: Recipe, states: Mapping[str, object], callbacks: Mapping[str, object] = {}) -> None:
+    """A :class:`ComponentError` naming the first component whose state (``states``: the
+    optimizer's and the scheduler's by kind, the callbacks' by their checkpoint key, ``callbacks``
+    giving each key's object) cannot go into a checkpoint and come back from it, before such a
+    checkpoint replaces a good one."""
+    from .checkpoint import round_trip_problem
+
+    for key, state in states.items():
+        problem = round_trip_problem(state)
+        if problem is None:
+            continue
+        what = (f"its state_dict() holds what a checkpoint cannot hold ({problem}): keep tensors and plain data "
+                "(numbers, strings, lists, dicts) in it, as docs/plugins.md says")  # fmt: skip
+        if key in ("optimizers", "schedules"):
+            raise _breach(key, recipe.optimizer if key == "optimizers" else recipe.schedule, "state_dict", what)
+        owner = callbacks[key]
+        logger = next((name for name, choice in recipe.log.items() if type(owner) is choice.cls), None)
+        if logger is not None:
+            raise _breach("loggers", recipe.log[logger], "state_dict", what)
+        label = f"callback {type(owner).__name__}"
+        raise ComponentError(f"{label} from {_local(type(owner))}: {what}", label, "state_dict", _local(type(owner)))
+
+
+def _breach(kind: str, choice: Choice, method: str, problem: str) -> ComponentError:
+    """A component of the recipe broke its contract in ``method`` (it returned or holds the wrong thing)."""
     from ..registry import KIND_LABELS
 
     label, origin = f"{KIND_LABELS[kind]} '{choice.section.type}'", origin_of(kind, choice)
-    raise ComponentError(f"{label} from {origin}: {problem}\n(a bug in that component's build(): docs/plugins.md says what it returns)",
-                         label, "build", origin)  # fmt: skip
+    return ComponentError(f"{label} from {origin}: {problem}", label, method, origin)
 
 
 def origin_of(kind: str, choice: Choice) -> str:

@@ -22,7 +22,7 @@ from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .component_errors import blame_components, built
+from .component_errors import blame_components, built, check_states
 from .distributed import World
 from .model import DigitModel
 from .rundir import INIT_FILE, RUN_FORMAT, lock, mark, owned, record_outputs, unlock
@@ -202,6 +202,7 @@ class Trainer:
         self.epoch_record: dict[str, Any] = {}
         self.stop_reason: str | None = None
         self.failed = False
+        self._states_checked = False  # whether the components' state_dicts survive a checkpoint (save_checkpoint)
         # Where training stands: epochs completed, then the steps done of the next one, their
         # tally and time (see rewind_epoch).
         self.epochs_done, self.seconds_before = 0, 0.0  # seconds_before: time spent before a resume
@@ -353,6 +354,10 @@ class Trainer:
         """Write checkpoint.pt (every rank calls this; rank 0 writes, with the ranks' tallies summed)."""
         state = self.state_dict()
         if self.world.is_main:
+            if not self._states_checked:  # once: the components' state_dicts keep their types
+                check_states(self.recipe, {"optimizers": state["optimizer"], "schedules": state["scheduler"], **state["callbacks"]},
+                             dict(zip(callback_keys(self.callbacks), self.callbacks)))  # fmt: skip
+                self._states_checked = True
             save_checkpoint(self.run_dir / "checkpoint.pt", state)
             record_outputs(self.run_dir)
 

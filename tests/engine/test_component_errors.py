@@ -11,6 +11,8 @@ import torch
 
 from digitsum.components.data.single_digit import SingleDigit
 from digitsum.components.heads.classify import Classify
+from digitsum.components.optimizers import SGD
+from digitsum.components.schedules import Constant
 from digitsum.callbacks import Callback
 from digitsum.engine.component_errors import ComponentError
 from digitsum.engine.runner import start
@@ -278,3 +280,65 @@ def test_a_lazy_module_is_refused_when_the_model_is_built_naming_the_component_a
     assert "Traceback" not in result.stderr
     assert ("fusion 'lazy' from digitsum-lazy 0.3 has parameters that are not initialised before its first batch: "
             "proj.1.weight, proj.1.bias (LazyLinear)") in result.stderr
+
+
+# -- a state_dict a checkpoint cannot hold is named before it replaces a good checkpoint ------------
+
+
+class _NumpyStateSGD(torch.optim.SGD):
+    """SGD keeping a numpy array in its state: saved fine, refused by torch.load(weights_only=True)."""
+
+    def step(self, closure=None):
+        import numpy
+
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["seen"] = numpy.zeros(2)
+        return super().step(closure)
+
+
+class _NumpyOptimizer(SGD):
+    """SGD whose state holds numpy arrays."""
+
+    def build(self, parameters):
+        return _NumpyStateSGD(parameters, lr=self.params.lr)
+
+
+class _FunctionSchedule(Constant):
+    """A constant schedule whose state_dict holds a function."""
+
+    def build(self, optimizer, total_steps):
+        scheduler = super().build(optimizer, total_steps)
+        scheduler.state_dict = lambda: {"factor": explode}
+        return scheduler
+
+
+class _FileLogger(Logger):
+    """Keeps its open file in its state_dict."""
+
+    def on_start(self, trainer):
+        self.out = open(trainer.run_dir / "log.txt", "a")
+
+    def on_end(self, trainer, summary):
+        self.out.close()
+
+    def on_exception(self, trainer, error):
+        self.out.close()
+
+    def state_dict(self):
+        return {"out": self.out}
+
+
+@pytest.mark.parametrize("kind, component, override", [
+    ("optimizers", _NumpyOptimizer, 'train.optimizer.type="unsaveable"'),
+    ("schedules", _FunctionSchedule, 'train.schedule.type="unsaveable"'),
+    ("loggers", _FileLogger, "log.unsaveable={}"),
+])  # fmt: skip
+def test_a_state_dict_a_checkpoint_cannot_hold_is_named_before_it_is_written(kind, component, override, cli, tiny_data, tmp_path):
+    from digitsum.registry import REGISTRIES
+
+    with registered(REGISTRIES[kind], "unsaveable", component):
+        result = cli("run", RECIPES / "original.toml", "--set", "train.epochs=1", "--set", override, "--out", tmp_path / "run")
+    assert result.code == 1 and "Traceback" not in result.err, result.err
+    assert f"'unsaveable' from local (" in result.err and "its state_dict() holds what a checkpoint cannot hold" in result.err, result.err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no checkpoint that --resume would refuse

@@ -13,6 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from ...contracts import CONTRACT_VERSION, Params, signature_problem
+from ...engine.checkpoint import round_trip_problem
 from ...listing import params_schema
 
 
@@ -116,11 +117,5 @@ def common_checks(kind: str, cls, base: type, params) -> tuple[Problems, Any]:
 
 def weights_only_problem(what: str, state) -> list[str]:
     """Checkpoints are read with torch.load(weights_only=True): a state dict must survive it."""
-    buffer = io.BytesIO()
-    try:
-        torch.save(state, buffer)
-        buffer.seek(0)
-        torch.load(buffer, weights_only=True)
-    except Exception as e:
-        return [f"{what} cannot be read back from a checkpoint (torch.load(weights_only=True)): {type(e).__name__}: {e}"]
-    return []
+    problem = round_trip_problem(state)
+    return [f"{what} cannot be read back from a checkpoint (torch.load(weights_only=True)): {problem}"] if problem else []
