@@ -131,6 +131,8 @@ class Component:
     """What every registered component has in common."""
 
     Params: ClassVar[type[Params]] = Params
+    #: Fields its kind's every ``Params`` must have (checked when the class is loaded).
+    required_params: ClassVar[tuple[str, ...]] = ()
     #: The contract version this component was written for.
     contract: ClassVar[int] = CONTRACT_VERSION
 
@@ -441,6 +443,9 @@ class Optimizer(Component):
     ``Params`` must have a field ``lr``: the learning rate, also the peak every schedule scales
     (read from the optimizer's param groups when the schedule is built).
     """
+
+    #: Fields every optimizer's Params has: recipes, sweeps and the doctor's fixes set them by name.
+    required_params: ClassVar[tuple[str, ...]] = ("lr",)
 
     def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
         """The optimizer over exactly ``parameters`` (all on one device), in one param group whose

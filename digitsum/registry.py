@@ -201,6 +201,9 @@ def _contract_problem(kind: str, obj: Any) -> str | None:
     params = getattr(obj, "Params", None)
     if not (isinstance(params, type) and issubclass(params, contracts.Params)):
         return f"{obj.__name__}.Params must subclass digitsum.Params"
+    missing = [name for name in base.required_params if name not in params.model_fields]
+    if missing:
+        return f"{obj.__name__}.Params has no field {', '.join(missing)}: every {KINDS[kind].label} has it (docs/plugins.md)"
     if getattr(obj, "contract", None) != contracts.CONTRACT_VERSION:
         return (
             f"it was written for component contract {getattr(obj, 'contract', None)!r}, "

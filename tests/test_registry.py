@@ -304,7 +304,8 @@ def _miswritten(kind: str) -> tuple[type, str]:
     base = getattr(contracts, KINDS[kind].contract)
     method = {"datasets": "draw", "fusions": "forward", "heads": "loss", "optimizers": "build",
               "schedules": "build", "loggers": "on_epoch_end"}[kind]  # fmt: skip
-    return type("Miswritten", (base,), {"__doc__": "Miswritten.", method: lambda self: None}), method
+    params = type("Params", (Params,), {"__annotations__": {name: float for name in base.required_params}})  # lr for an optimizer
+    return type("Miswritten", (base,), {"__doc__": "Miswritten.", "Params": params, method: lambda self: None}), method
 
 
 @pytest.mark.parametrize("kind", sorted(REGISTRIES))
@@ -332,3 +333,16 @@ def test_every_builtin_meets_its_contracts_signatures(kind):
     for entry in REGISTRIES[kind].entries():
         if entry.origin.builtin:
             entry.load()  # raises PluginError naming the method otherwise
+
+
+def test_an_optimizer_without_the_lr_every_optimizer_has_is_refused():
+    from digitsum.contracts import Optimizer
+
+    class NoLr(Optimizer):
+        """Calls its learning rate `rate`."""
+
+        class Params(Params):
+            rate: float = 0.01
+
+    with pytest.raises(PluginError, match="NoLr.Params has no field lr: every optimizer has it"):
+        Registry("optimizers").register("no_lr")(NoLr)
