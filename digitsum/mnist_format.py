@@ -61,7 +61,11 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    wider than a stroke, the opening of the values (each pixel the minimum of a square window
    :data:`LOCAL_GROUND` of the area's shorter side, then the maximum of that), is subtracted,
    and the result's median over the area brought to 0 (the opening runs below the noise). A
-   shadow's edge or uneven paper is ground; a stroke, narrower than the window, is not.
+   shadow's edge or uneven paper is ground; a stroke, narrower than the window, is not. Dark
+   ink on light ground is measured as a ratio: light multiplies paper and ink alike, so each
+   pixel is also multiplied by the area's median paper level over the local one (the plane
+   less the opening; at most :data:`MAX_PAPER_GAIN` times), and strokes under a shadow come
+   out as bright as the lit ones.
 7. **Clutter.** A part is a speck when its brightest pixel is no brighter than the noise (at
    least :data:`QUANTUM_NOISE`) x sqrt(2 ln N), N the area's pixels: what Gaussian noise reaches
    somewhere in that many pixels. When a part that is no speck and does not touch the area's edge
@@ -139,6 +143,9 @@ QUANTUM_NOISE = 1.0 / 255.0 / math.sqrt(12.0)
 #: The window under which the ground is followed pixel by pixel (a shadow's edge, uneven paper),
 #: as a fraction of the area's shorter side: wider than any stroke of a digit that fills the area.
 LOCAL_GROUND = 0.3
+#: Dark ink is measured against the local paper level as a ratio (divided out, step 6), raised
+#: at most this many times: paper in a deep shadow keeps a quarter of the light.
+MAX_PAPER_GAIN = 4.0
 #: The polarity's local ground: the median of a window this fraction of the area's shorter side
 #: (wider than a digit's loops, so that strokes are fewer than half its pixels)
 POLARITY_WINDOW = 0.5
@@ -628,6 +635,15 @@ def _opening(v: np.ndarray, area: np.ndarray) -> np.ndarray:
     return opened
 
 
+def _paper_gain(paper: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """Per pixel, the area's typical paper level (its median) over the local one (``paper``):
+    what brings ink under a shadow or at a dim side back to the depth it has in full light, as
+    light multiplies paper and ink alike. At most MAX_PAPER_GAIN: ground much darker than the
+    paper (a desk) is no paper in shade, and its noise is not to be raised with it."""
+    typical = float(np.median(paper[area]))
+    return typical / np.maximum(paper, typical / MAX_PAPER_GAIN) if typical > 0 else np.ones_like(paper)
+
+
 class _Level:
     """One look at the area: the ground, the polarity, the ink, its parts."""
 
@@ -640,6 +656,8 @@ class _Level:
         if local:  # the ground's level pixel by pixel, not only a plane: shadows, uneven paper
             opened = _opening(v, area)
             v = v - opened
+            if dark:  # divided out: ink on paper under less light is darker by a ratio, not an amount
+                v = v * _paper_gain(ground - opened, area)
             # the opening runs below the noise by its minima: the ground's pixels (most of the
             # area's, a digit's ink being fewer) brought back to 0
             v = np.where(area, v - np.median(v[area]), 0.0)
@@ -833,7 +851,7 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
 #: The settings the steps name, in the order of their first mention.
 SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
             "POLARITY_SIDE", "POLARITY_WINDOW", "POLARITY_MARGIN", "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
-            "LOCAL_GROUND", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "GROUND_TEXTURE", "MNIST_SIZE", "MNIST_BOX",
+            "LOCAL_GROUND", "MAX_PAPER_GAIN", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "GROUND_TEXTURE", "MNIST_SIZE", "MNIST_BOX",
             "MNIST_CENTRE")  # fmt: skip
 
 

@@ -566,3 +566,19 @@ def test_the_lines_of_squared_paper_are_ground(angle, step, reference):
     strokes = strokes | np.roll(strokes, 1, 0) | np.roll(strokes, -1, 0) | np.roll(strokes, 1, 1) | np.roll(strokes, -1, 1)
     off = min(float(np.roll(result, (dy, dx), (0, 1))[~strokes].sum()) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
     assert off / result.sum() < 0.01
+
+
+@pytest.mark.parametrize("light", [0.6, 0.45], ids=["shade", "deep-shade"])
+@pytest.mark.parametrize("noise", [0.0, 2.0], ids=["clean", "noisy"])
+def test_strokes_under_a_shadow_are_as_bright_as_the_lit_ones(light, noise):
+    # the 7's foot under a shadow: the ink is darker than the paper by a ratio, so its depth below
+    # the local paper shrank with the light, and the shadowed strokes came out at 0.4-0.5 where
+    # the lit ones reach 1 (the local paper level was subtracted, not divided out)
+    ys, _ = np.indices((200, 200))
+    soft = 1 / (1 + np.exp(-(ys - 110) / 4.0))
+    result = mnist_of(photo(np.asarray(seven(), dtype=np.float64) * (1 - (1 - light) * soft), noise=noise))
+    peaks = result.max(axis=1)
+    inked = np.flatnonzero(peaks > 0.05)
+    # the stroke's core in each row: the lower third (under the shadow) as bright as the upper
+    upper, lower = peaks[inked[:6]], peaks[inked[-7:-1]]  # the last row holds the stroke's rounded end
+    assert lower.mean() > 0.85 * upper.mean()
