@@ -72,7 +72,9 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    (its pixels 1 step from outside the area or the image) spans at least :data:`MIN_DIGIT_SPAN`
    of the area's shorter side, every part that lies along the edge is clutter (a desk around a
    sheet, a frame, a scan's dark edge): its pixels on the edge at least :data:`EDGE_CONTACT` of
-   its span and its span at least :data:`CLUTTER_SPAN` of the area's shorter side; so is every
+   its span and its span at least :data:`CLUTTER_SPAN` of the area's shorter side, or none of its
+   pixels more than :data:`EDGE_HUG` pixels inside the area (a thin line hugging the edge, a
+   sheet's edge broken into pieces, whatever its length); so is every
    part touching the edge that is a blob (a finger at the border, meeting it end-on): its stroke
    width at least :data:`EDGE_BLOB_WIDTH` times the widest stroke width of the parts that do
    not touch the edge and span at least :data:`MIN_DIGIT_SPAN`, and at least
@@ -171,6 +173,9 @@ SHEET_DEPTH_RATIO = 2.0
 #: A stroke's width (twice its area over its boundary pixels) is at most this fraction of its
 #: longer side: a digit is strokes, the inside of a digit's loop is a blob.
 STROKE_WIDTH = 0.3
+#: A part none of whose pixels lies more than this many pixels inside the area hugs its edge:
+#: a thin line along it (a sheet's edge), clutter whatever its length.
+EDGE_HUG = 2
 #: A part touching the area's edge along at least this fraction of its longer side lies along
 #: it, as a desk, a frame or a scan's dark edge do (a digit touches it with a stroke's end).
 EDGE_CONTACT = 0.5
@@ -557,11 +562,16 @@ def _border(area: np.ndarray, ring: int | None = None) -> np.ndarray:
     on, BORDER_FRACTION of the area's shorter side, at least 1 pixel)."""
     if ring is None:
         ring = max(1, int(round(BORDER_FRACTION * min(_sides(area)))))
-    if area.all():  # the whole image: a rectangular ring (the common case, without a distance map)
-        mask = np.zeros(area.shape, dtype=bool)
-        mask[:ring], mask[-ring:], mask[:, :ring], mask[:, -ring:] = True, True, True, True
-        return mask
-    return area & (_distance(area, edge_inside=False) <= ring)
+    return area & (_border_distance(area) <= ring)
+
+
+def _border_distance(area: np.ndarray) -> np.ndarray:
+    """Each pixel's city-block distance to outside the area (the image's edge counting as
+    outside); 0 outside. A rectangle's own for the whole image (no distance map)."""
+    if area.all():
+        ys, xs = np.indices(area.shape)
+        return 1 + np.minimum(np.minimum(ys, area.shape[0] - 1 - ys), np.minimum(xs, area.shape[1] - 1 - xs))
+    return _distance(area, edge_inside=False)
 
 
 def _ink_level(v: np.ndarray) -> float:
@@ -746,6 +756,11 @@ class _Level:
         digits = inner & (spans >= MIN_DIGIT_SPAN * shorter)
         if digits.any():
             along = (contact >= EDGE_CONTACT * spans) & (spans >= CLUTTER_SPAN * shorter)
+            # a thin line hugging the edge (a sheet's or a desk's edge, broken into pieces) is
+            # clutter however short: a digit's piece that close to the edge is a sliver of it
+            reach = np.zeros(count + 1, dtype=np.int64)
+            np.maximum.at(reach, parts.ravel(), _border_distance(self.area).ravel())
+            along |= reach[1:] <= EDGE_HUG
             # a finger or a thumb meets the edge end-on: a blob, much wider than the digit's strokes
             widths = _stroke_widths(parts, count)
             wide = (contact > 0) & (widths >= EDGE_BLOB_WIDTH * widths[digits].max()) & (widths >= EDGE_BLOB_SPAN * spans)
@@ -851,7 +866,7 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
 #: The settings the steps name, in the order of their first mention.
 SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
             "POLARITY_SIDE", "POLARITY_WINDOW", "POLARITY_MARGIN", "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
-            "LOCAL_GROUND", "MAX_PAPER_GAIN", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "GROUND_TEXTURE", "MNIST_SIZE", "MNIST_BOX",
+            "LOCAL_GROUND", "MAX_PAPER_GAIN", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_HUG", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "GROUND_TEXTURE", "MNIST_SIZE", "MNIST_BOX",
             "MNIST_CENTRE")  # fmt: skip
 
 

@@ -582,3 +582,15 @@ def test_strokes_under_a_shadow_are_as_bright_as_the_lit_ones(light, noise):
     # the stroke's core in each row: the lower third (under the shadow) as bright as the upper
     upper, lower = peaks[inked[:6]], peaks[inked[-7:-1]]  # the last row holds the stroke's rounded end
     assert lower.mean() > 0.85 * upper.mean()
+
+
+def test_a_dashed_line_hugging_the_edge_is_not_part_of_the_digit(reference):
+    # a sheet's edge seen as a thin broken line along the photo's border (the desk's blurred edge,
+    # a perspective's repeated edge): its pieces, each shorter than CLUTTER_SPAN, stayed and
+    # stretched the box, and the digit shrank
+    image = np.asarray(seven(), dtype=np.float64).copy()
+    for x in range(0, 200, 12):
+        image[1, x : x + 8] = INK
+        image[x : x + 8, 198] = INK
+    assert apart(mnist_of(photo(image)), reference) < 0.01
+
