@@ -31,7 +31,13 @@ What each condition models (one at a time; a dark pen on off-white paper unless 
   digit stays on the sheet (the desk never covers the ink);
 - ``finger``: a finger holding the sheet entering from one side, which may touch the digit;
 - ``mixed``: a random mix (turned ink, grid, blue ink, lighting, shadow, desk, finger,
-  perspective, blur, noise, JPEG), as a real photo has.
+  perspective, blur, noise, JPEG), as a real photo has;
+- ``lamp``: a ballpoint on white printer paper under a desk lamp: a warm colour cast and a
+  vignette (the light falling off around the lamp's spot to 40-70 %), a little noise, JPEG;
+- ``glare``: a marker on a whiteboard, a bright spot of glare (reflected light, up to white)
+  somewhere on it, over the ink too;
+- ``paint``: drawn in a paint program or a screenshot of one: black on pure white, a big
+  canvas, a thick anti-aliased brush, no noise.
 
 ``--save DIR`` writes a few photos of each condition and what the model was given, to look at.
 Everything drawn at random comes from ``--seed``: the same seed gives the same photos.
@@ -190,6 +196,29 @@ def finger(x: np.ndarray, rng: Rng) -> np.ndarray:
     return x * (1 - mask) + skin * mask * (0.8 + 0.2 * smooth_noise(h, w, rng, 3)[..., None])
 
 
+def lamp(x: np.ndarray, rng: Rng) -> np.ndarray:
+    """A desk lamp: a warm colour cast, the light falling off around its spot (a vignette, to
+    40-70 % at the farthest corner), a little noise and JPEG."""
+    h, w = x.shape[:2]
+    ys, xs = np.indices((h, w))
+    cy, cx = h * rng.uniform(0.2, 0.8), w * rng.uniform(0.2, 0.8)
+    r = np.hypot(ys - cy, xs - cx)
+    light = 1 - rng.uniform(0.3, 0.6) * (r / r.max()) ** 2
+    warm = np.array([1.0, rng.uniform(0.82, 0.92), rng.uniform(0.55, 0.75)])
+    x = x * light[..., None] * warm + 0.015 * rng.standard_normal((h, w, 1))
+    return jpeg(x, rng)
+
+
+def glare(x: np.ndarray, rng: Rng) -> np.ndarray:
+    """A bright spot of reflected light (a whiteboard's glare): light added, up to white, in a
+    soft spot 10-25 % of the shorter side wide, anywhere (over the ink too); a little noise."""
+    h, w = x.shape[:2]
+    ys, xs = np.indices((h, w))
+    cy, cx, radius = h * rng.uniform(0.1, 0.9), w * rng.uniform(0.1, 0.9), min(h, w) * rng.uniform(0.1, 0.25)
+    spot = rng.uniform(0.3, 0.8) * np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius**2))
+    return x + spot[..., None] + 0.01 * rng.standard_normal((h, w, 1))
+
+
 def perspective(x: np.ndarray, rng: Rng, most: float = 0.06) -> np.ndarray:
     """The photo seen a little from the side: each corner moved up to ``most`` of the side,
     the whole turned by up to 5 degrees (what falls outside is the photo's edge, repeated)."""
@@ -254,6 +283,9 @@ def make(condition: str, digit: np.ndarray, rng: Rng) -> np.ndarray:
         "marker": dict(thickness=int(rng.integers(2, 4))),
         "pencil": dict(thickness=-1),
         "rotation": dict(angle=rng.uniform(-10, 10)),
+        "lamp": dict(thickness=int(rng.choice([-1, 0]))),
+        "glare": dict(thickness=int(rng.integers(1, 3))),
+        "paint": dict(canvas=(int(rng.integers(400, 900)), int(rng.integers(500, 1300))), thickness=int(rng.integers(3, 9))),
     }.get(condition, {})
     photo = _off_centre(digit, rng) if condition == "offcentre" else Photo(digit, rng, **options)
     if condition == "pencil":  # grey graphite, uneven
@@ -264,6 +296,14 @@ def make(condition: str, digit: np.ndarray, rng: Rng) -> np.ndarray:
         photo.ink = photo.ink * rng.uniform(0.8, 1.2)
     if condition == "grid":
         grid(photo, rng)
+    if condition == "lamp":  # white printer paper, a ballpoint's thin blue-black line
+        photo.paper = np.clip(rng.uniform(0.95, 1.0) + 0.01 * rng.standard_normal(photo.alpha.shape), 0, 1)[..., None] * np.ones(3)
+        photo.ink = np.array([0.1, 0.1, rng.uniform(0.2, 0.5)])
+    if condition == "glare":  # a whiteboard and a marker
+        photo.paper = np.broadcast_to(np.array([0.86, 0.88, 0.9]) * rng.uniform(0.9, 1.05), photo.alpha.shape + (3,))
+        photo.ink = [np.array([0.1, 0.1, 0.12]), np.array([0.1, 0.2, 0.6]), np.array([0.6, 0.1, 0.1]), np.array([0.1, 0.45, 0.2])][int(rng.integers(4))]
+    if condition == "paint":  # black on pure white: no paper, no noise
+        photo.paper, photo.ink = np.ones(photo.alpha.shape + (3,)), np.zeros(3)
     if condition == "alpha":  # drawn on a transparent canvas: colour everywhere the ink's
         rgb = np.broadcast_to(photo.ink, photo.alpha.shape + (3,))
         return np.concatenate([to_uint8(rgb), to_uint8(photo.alpha)[..., None]], axis=-1)
@@ -272,7 +312,7 @@ def make(condition: str, digit: np.ndarray, rng: Rng) -> np.ndarray:
         ground, ink = rng.uniform(0.05, 0.2), rng.uniform(0.8, 1.0)
         x = np.broadcast_to((ground + (ink - ground) * photo.alpha)[..., None], x.shape)
     effects = {"lighting": lighting, "shadow": shadow, "noise": noise, "blur": blur, "jpeg": jpeg,
-               "finger": finger, "rotation": perspective}  # fmt: skip
+               "finger": finger, "rotation": perspective, "lamp": lamp, "glare": glare}  # fmt: skip
     if condition == "desk":
         x = desk(x, rng, photo.alpha)
     elif condition in effects:
@@ -304,8 +344,10 @@ def mixed(digit: np.ndarray, rng: Rng) -> np.ndarray:
     return to_uint8(x)
 
 
+# new conditions go last: each condition's photos are drawn from (seed, its index)
 CONDITIONS = ("clean", "paper", "lighting", "shadow", "noise", "blur", "jpeg", "grid", "colour", "rotation",
-              "offcentre", "small", "marker", "pencil", "dark", "alpha", "desk", "finger", "mixed")  # fmt: skip
+              "offcentre", "small", "marker", "pencil", "dark", "alpha", "desk", "finger", "mixed",
+              "lamp", "glare", "paint")  # fmt: skip
 
 
 # -- the run -------------------------------------------------------------------------------------------
