@@ -64,8 +64,9 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    shadow's edge or uneven paper is ground; a stroke, narrower than the window, is not. Dark
    ink on light ground is measured as a ratio: light multiplies paper and ink alike, so each
    pixel is also multiplied by the area's median paper level over the local one (the plane
-   less the opening; at most :data:`MAX_PAPER_GAIN` times), and strokes under a shadow come
-   out as bright as the lit ones.
+   less the opening; from 1, as brighter paper is rather glare, which adds light, to
+   :data:`MAX_PAPER_GAIN` times), and strokes under a shadow come out as bright as the lit
+   ones.
 7. **Clutter.** A part is a speck when its brightest pixel is no brighter than the noise (at
    least :data:`QUANTUM_NOISE`) x sqrt(2 ln N), N the area's pixels: what Gaussian noise reaches
    somewhere in that many pixels. When a part that is no speck and does not touch the area's edge
@@ -649,9 +650,11 @@ def _paper_gain(paper: np.ndarray, area: np.ndarray) -> np.ndarray:
     """Per pixel, the area's typical paper level (its median) over the local one (``paper``):
     what brings ink under a shadow or at a dim side back to the depth it has in full light, as
     light multiplies paper and ink alike. At most MAX_PAPER_GAIN: ground much darker than the
-    paper (a desk) is no paper in shade, and its noise is not to be raised with it."""
+    paper (a desk) is no paper in shade, and its noise is not to be raised with it. At least 1:
+    paper brighter than the typical is rather glare (light added to paper and ink alike, which
+    keeps the ink's depth) than paper in more light."""
     typical = float(np.median(paper[area]))
-    return typical / np.maximum(paper, typical / MAX_PAPER_GAIN) if typical > 0 else np.ones_like(paper)
+    return typical / np.clip(paper, typical / MAX_PAPER_GAIN, typical) if typical > 0 else np.ones_like(paper)
 
 
 class _Level:

@@ -594,3 +594,16 @@ def test_a_dashed_line_hugging_the_edge_is_not_part_of_the_digit(reference):
         image[x : x + 8, 198] = INK
     assert apart(mnist_of(photo(image)), reference) < 0.01
 
+
+
+@pytest.mark.parametrize("noise", [0.0, 2.0], ids=["clean", "noisy"])
+def test_strokes_under_glare_are_as_bright_as_the_others(noise):
+    # a whiteboard's glare adds light over the 7's foot: paper and ink are raised by the same
+    # amount, so dividing by the brighter local paper made the strokes there fainter
+    ys, xs = np.indices((200, 200))
+    spot = 75 * np.exp(-((ys - 165) ** 2 + (xs - 95) ** 2) / (2 * 30.0**2))
+    result = mnist_of(photo(np.asarray(seven(paper=175), dtype=np.float64) + spot, noise=noise))
+    peaks = result.max(axis=1)
+    inked = np.flatnonzero(peaks > 0.05)
+    upper, lower = peaks[inked[:6]], peaks[inked[-7:-1]]  # the last row holds the stroke's rounded end
+    assert lower.mean() > 0.85 * upper.mean()
