@@ -168,6 +168,7 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
     code: list[str] = []
     # every check's random draws (dropout in a forward at initialisation, say) from a stream the
     # recipe's seed fixes: the same report whoever calls, whatever drew from torch's stream before
+    contract_broken = False
     with seeded(probe, "checks"):
         was_training = probe.model.training
         probe.model.train()
@@ -181,7 +182,9 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
                 else:
                     same.figures["checks"].append(name)
                     same.why = f"the {', '.join(same.figures['checks'])} checks ran it as training does"
-        if verify if verify is not None else "short_run" in names:
+            if contract_broken := any(f.figures.get("batch_contract") for f in findings):
+                break  # the model cannot take the generator's batches: every further check would crash in it
+        if not contract_broken and (verify if verify is not None else "short_run" in names):
             try:
                 added, repair, code = verify_fixes(probe, findings, None if budget is None else started + budget)
                 findings += added

@@ -8,11 +8,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from digitsum.components.data.single_digit import SingleDigit
 from digitsum.components.heads.classify import Classify
 from digitsum.contracts import Optimizer, Params, Schedule
 from digitsum.diagnosis import Probe, diagnose
 from digitsum.recipe import load_recipe
-from digitsum.registry import heads, optimizers, schedules
+from digitsum.registry import datasets, heads, optimizers, schedules
 
 from ..conftest import RECIPES, registered
 from .test_doctor import one_thread  # noqa: F401  (autouse fixture)
@@ -211,3 +212,47 @@ def test_an_optimizer_plugin_that_misses_parameters_stands_still_or_climbs_is_na
 def test_the_built_in_optimizers_hold_everything_and_step_downhill(tiny_data, optimizer):
     probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f"train.optimizer={optimizer}"]))
     assert [f.severity for f in diagnose(probe, ["optimizer"], verify=False).findings] == ["info"]
+
+
+class RawPixels(SingleDigit):
+    """A generator whose images are not what encode() gives: float64, uint8 0..255 or floats 0..255."""
+
+    pixels = "float64"
+
+    def draw(self, split, index, rng):
+        batch = super().draw(split, index, rng)
+        raw = self.data.mnist(split).images[index].unsqueeze(1)
+        return {**batch, "image": {"float64": batch["image"].double(), "uint8": raw, "float255": raw.float()}[self.pixels]}
+
+
+def raw_pixels(pixels: str) -> type:
+    return type("RawPixels", (RawPixels,), {"pixels": pixels, "__doc__": RawPixels.__doc__})
+
+
+def pixels_report(pixels: str, checks=None):
+    with registered(datasets, "raw_pixels", raw_pixels(pixels)):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['data.type="raw_pixels"']))
+        return diagnose(probe, checks)
+
+
+@pytest.mark.parametrize("pixels, found", [("float64", "torch.float64"), ("uint8", "torch.uint8")])
+def test_images_of_another_dtype_name_the_generator_and_what_fits_not_the_fusion(tiny_data, pixels, found):
+    report = pixels_report(pixels)
+    [error] = [f for f in report.findings if f.severity != "info"]
+    assert error.severity == "error" and error.check == "data" and "'image'" in error.title
+    assert found in error.measured and "float32" in error.fix and "RawPixels" in error.fix and "raw_pixels" in error.fix
+    if pixels == "uint8":
+        assert "max 255" in error.measured
+
+
+def test_float_pixels_in_0_255_are_named_as_unscaled_with_the_generator(tiny_data):
+    [finding] = [f for f in pixels_report("float255", ["data"]).findings if "'image'" in f.title]
+    assert finding.severity != "info" and "max 255" in finding.measured
+    assert "RawPixels" in finding.fix and "255" in finding.fix and "[0, 1]" in finding.fix
+
+
+def test_the_conformance_check_refuses_images_that_are_not_float32(tiny_root):
+    from digitsum.testing import ConformanceError, check_generator
+
+    with pytest.raises(ConformanceError, match="float64.*float32"):
+        check_generator(raw_pixels("float64"), root=tiny_root)

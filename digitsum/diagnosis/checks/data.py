@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from ...contracts import Batch, Categorical, Classes, Image
+from ...contracts import Batch, Categorical, Classes, Image, Images
 from ...engine.train import make_optimizer
 from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
@@ -23,9 +23,43 @@ def dominated_share(classes: int) -> float:
     return 0.5 + 0.5 / max(classes, 1)
 
 
+def generator_named(probe: Probe) -> str:
+    """The recipe's generator as its author knows it: "generator 'f64' (Float64Images)"."""
+    return f"generator '{probe.recipe.data.section.type}' ({type(probe.generator).__name__})"
+
+
+def batch_contract(probe: Probe) -> list[Finding]:
+    """The training batch against the generator's declared specs, by the rule plugin authors'
+    conformance check applies (``tensor_problems``: dtype, shape, range): an error per tensor
+    that breaks it, marked ``batch_contract`` (the model cannot take such a batch: every check
+    after this one would crash in the model, so :func:`~digitsum.diagnosis.diagnose` stops)."""
+    from ...testing.conformance.generator import tensor_problems  # not at import: digitsum.testing imports the doctor
+
+    batch, interface = probe.sample, probe.interface
+    n = batch_len(batch)
+    findings = []
+    for name, spec in {**interface.inputs, **interface.targets}.items():
+        for problem in tensor_problems(name, batch.get(name), spec, n) if name in batch else [f"'{name}' is missing from the batch"]:
+            kind = "input" if name in interface.inputs else "target"
+            fits = ("float32, prepared as encode() prepares raw pixels in [0, 1] (the built-in generators give float32 "
+                    "standardised with MNIST's mean and std, or in [0, 1] with normalize = false): end draw() with "
+                    "self.encode({...}) on mnist_pixels(...)") if isinstance(spec, (Image, Images)) else "what its spec declares"  # fmt: skip
+            findings.append(Finding("data", "error", f"{kind} '{name}' is not what its spec declares", f"{generator_named(probe)}: {problem}",
+                "the model is built for its declared inputs and targets: it cannot take this batch (training fails in its first layer "
+                "or its loss), and the doctor's other checks would only fail the same way: they were not run",
+                f"make {generator_named(probe)}'s draw() return '{name}' as {fits}", [], {"batch_contract": True, "problem": problem}))  # fmt: skip
+    return findings
+
+
+#: Above this, non-negative image values are not pixels in [0, 1] nor standardised ones (MNIST's
+#: standardised maximum is 2.82; noise added to them stays far below): bytes 0..255 as floats.
+UNSCALED_MAX = 10.0
+
+
 def check_data(probe: Probe) -> list[Finding]:
     """Input ranges and statistics, label ranges against head sizes, class balance."""
-    findings: list[Finding] = []
+    if findings := batch_contract(probe):
+        return findings
     batch = probe.sample
     for name, spec in probe.interface.inputs.items():
         x = batch[name]
@@ -82,7 +116,10 @@ def _image_stats(probe: Probe, name: str, x: Tensor) -> list[Finding]:
         return [Finding("data", "error", f"input '{name}' holds NaN or inf", measured, "every loss becomes NaN", "", [], figures)]
     if abs(mean) > 0.5 or not 0.5 <= std <= 2.0:
         key = "data.normalize" if getattr(probe.recipe.data.params, "normalize", None) is False else ""
-        fix = f"set {key} = true" if key else f"standardise input '{name}' in the generator: (x - {fmt(mean)}) / {fmt(std)}"
+        fix = f"set {key} = true" if key else f"standardise input '{name}' in {generator_named(probe)}: (x - {fmt(mean)}) / {fmt(std)}"
+        if lo >= 0 and hi > UNSCALED_MAX:
+            fix += (f"; its pixels look unscaled (0..{fmt(hi)}, MNIST's bytes 0..255 as floats): raw pixels are floats in [0, 1] "
+                    "(mnist_pixels divides by 255), which the default encode() standardises")  # fmt: skip
         change = (Change(f"{key} = true", {key: True}) if key else
                   Change(f"input '{name}' standardised", emulate=standardised_input(name, mean, std), code=fix))  # fmt: skip
         return [Finding("data", "warning", f"input '{name}' is not standardised", measured + " (standardised: mean 0, std 1)",

@@ -76,15 +76,20 @@ def tensor_problems(name: str, value, spec, batch_size: int) -> list[str]:
     if value.device.type != "cpu":
         return [f"'{name}' is on {value.device}, not on the data device (cpu)"]
     if isinstance(spec, (Image, Images)):
-        want, shape, high = "float", (batch_size, *image_shape(spec)), None
+        # float32: the model's weights' dtype (float64 or uint8 pixels fail in the first layer),
+        # what the default encode() gives
+        want, shape, high = "float32", (batch_size, *image_shape(spec)), None
     elif isinstance(spec, Digits):
         want, shape, high = "int64", (batch_size, spec.length), spec.base
     elif isinstance(spec, (Categorical, Classes)):
         want, shape, high = "int64", (batch_size,), spec.classes
     else:
         return [f"'{name}' is declared as {spec!r}, which is not a digitsum spec (Image, Images, Categorical, Classes, Digits)"]
-    if tuple(value.shape) != shape or not (value.is_floating_point() if high is None else value.dtype == torch.int64):
-        return [f"'{name}' is {value.dtype} {tuple(value.shape)}, declared {spec}: {want} {shape}"]
+    if tuple(value.shape) != shape or value.dtype != (torch.float32 if high is None else torch.int64):
+        found = f"'{name}' is {value.dtype} {tuple(value.shape)}"
+        if value.numel() and not value.dtype.is_complex:
+            found += f" (min {float(value.min()):.4g}, max {float(value.max()):.4g})"
+        return [f"{found}, declared {spec}: {want} {shape}"]
     if high is None:
         return [] if torch.isfinite(value).all() else [f"'{name}' holds NaN or infinite values"]
     if value.numel() and (int(value.min()) < 0 or int(value.max()) >= high):
