@@ -9,11 +9,12 @@ from pydantic import Field
 from torch import nn
 
 from digitsum.components.data.single_digit import SingleDigit
+from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
 from digitsum.contracts import Optimizer, Params, Schedule
 from digitsum.diagnosis import Probe, diagnose
 from digitsum.recipe import load_recipe
-from digitsum.registry import datasets, heads, optimizers, schedules
+from digitsum.registry import datasets, fusions, heads, optimizers, schedules
 
 from ..conftest import RECIPES, registered
 from .test_doctor import one_thread  # noqa: F401  (autouse fixture)
@@ -256,3 +257,29 @@ def test_the_conformance_check_refuses_images_that_are_not_float32(tiny_root):
 
     with pytest.raises(ConformanceError, match="float64.*float32"):
         check_generator(raw_pixels("float64"), root=tiny_root)
+
+
+class BlankImages(SingleDigit):
+    """Every image all zeros: the input carries nothing."""
+
+    def draw(self, split, index, rng):
+        batch = super().draw(split, index, rng)
+        return {**batch, "image": torch.zeros_like(batch["image"])}
+
+
+class IgnoresImage(Concat):
+    """A fusion that never reads the image (it zeroes it before its layers)."""
+
+    def forward(self, batch):
+        return super().forward({**batch, "image": torch.zeros_like(batch["image"])})
+
+
+@pytest.mark.parametrize("key, registry, component", [("data.type", datasets, BlankImages), ("backbone.type", fusions, IgnoresImage)])
+def test_layers_fed_an_image_that_carries_nothing_are_not_called_dead_at_initialisation(tiny_data, key, registry, component):
+    with registered(registry, "student", component):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f'{key}="student"']))
+        findings = diagnose(probe, ["short_run", "input_use"], verify=False).findings
+    assert not [f for f in findings if f.check == "dead_relu" and f.severity != "info"]
+    [same] = [f for f in findings if f.check == "dead_relu" and "same input for every sample" in f.title]
+    assert "backbone.cnn.layers.0" in same.title and "input_use" in same.fix
+    assert [f for f in findings if f.check == "input_use" and f.severity == "error" and "'image'" in f.title]

@@ -41,26 +41,47 @@ def short_run_steps(probe: Probe) -> int:
     return probe.steps_for(SHORT_RUN_SAMPLES, SHORT_RUN_STEPS)
 
 
+#: A unit's input is "the same for every sample" when it varies over the samples by less than
+#: this, relative to its largest magnitude (identical samples give identical values up to rounding).
+SAME_INPUT = 1e-5
+
+
 class ReluProbe:
-    """Records which units of every ``nn.ReLU`` ever fire on a probe batch."""
+    """Records which units of every ``nn.ReLU`` ever fire on a probe batch, and which of those
+    that never fire get the same input for every sample (``blind``: what the layer reads carries
+    nothing, or the model never reads it; no initialisation is to blame)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.labels, self.feeds = _relu_labels(model)
         self.fired: dict[str, Tensor] = {}
-        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+        self.varies: dict[str, Tensor] = {}
+        self.blind: dict[str, float] = {}
+        relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+        # a pre-hook: an in-place ReLU has overwritten its input by the time a forward hook runs
+        self.handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in relus]
 
     def _hook(self, name: str) -> Callable:
-        def hook(module: nn.Module, args: Any, output: Tensor) -> None:
-            alive = (output > 0).transpose(0, 1).reshape(output.shape[1], -1).any(dim=1) if output.dim() > 1 else (output > 0)
+        def hook(module: nn.Module, args: Any) -> None:
+            x = args[0].detach()
+            units = x.transpose(0, 1).reshape(x.shape[1], x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1, 1)
+            alive = (units > 0).flatten(1).any(dim=1)
+            spread = (units.amax(dim=1) - units.amin(dim=1)).amax(dim=1)  # over the samples, at each position
+            varies = spread > SAME_INPUT * units.abs().amax().clamp_min(1e-12)
             self.fired[name] = self.fired[name] | alive if name in self.fired else alive
+            self.varies[name] = self.varies[name] | varies if name in self.varies else varies
 
         return hook
 
     @torch.no_grad()
     def dead_fractions(self, model: nn.Module, batch: Batch) -> dict[str, float]:
+        """Per ReLU layer, the share of its units that never fire on ``batch`` although their
+        input varies over its samples; :attr:`blind` gets the share that never fire on an input
+        that is the same for every sample."""
         self.fired.clear()
+        self.varies.clear()
         model(batch)
-        return {self.labels[name]: 1.0 - float(alive.float().mean()) for name, alive in self.fired.items()}
+        self.blind = {self.labels[n]: float((~alive & ~self.varies[n]).float().mean()) for n, alive in self.fired.items()}
+        return {self.labels[n]: float((~alive & self.varies[n]).float().mean()) for n, alive in self.fired.items()}
 
     def close(self) -> None:
         for handle in self.handles:
@@ -102,14 +123,16 @@ def _relu_labels(model: nn.Module) -> tuple[dict[str, str], dict[str, str]]:
     return labels, feeds
 
 
-def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float], dict[str, str]]:
+def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float], dict[str, str], dict[str, float]]:
     """The probe's short run (run once, shared by the checks that read it): its trace, the dead
-    fraction of every ReLU layer before and after, and each layer label's module path."""
+    fraction of every ReLU layer before and after, each layer label's module path, and the share
+    of each layer's units silent on an input that is the same for every sample (before or after)."""
     if "short_run" not in probe.cache:
         steps = short_run_steps(probe)
         model = fresh_copy(probe.model)
         relus, batch = ReluProbe(model), slice_batch(probe.sample, 1024)
         before = relus.dead_fractions(model, batch)
+        blind = relus.blind
         relus.close()
         trace = short_run(probe, steps, grad_norms=True, keep_model=True)
         if _slow_but_moving(probe, trace):
@@ -126,7 +149,8 @@ def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float]
         relus = ReluProbe(trace.model)
         after = relus.dead_fractions(trace.model, batch)
         relus.close()
-        probe.cache["short_run"] = (trace, before, after, relus.feeds)
+        blind = {layer: max(share, relus.blind.get(layer, 0.0)) for layer, share in blind.items()}
+        probe.cache["short_run"] = (trace, before, after, relus.feeds, blind)
     return probe.cache["short_run"]
 
 
@@ -164,14 +188,14 @@ def check_short_run(probe: Probe) -> list[Finding]:
 
     Train a copy for a few hundred steps at the recipe's peak lr: each head's held-out
     metric and loss against its floor, dead ReLUs, gradient norms, the loss trend."""
-    trace, before, after, feeds = trace_of(probe)
+    trace, before, after, feeds, blind = trace_of(probe)
     if not trace.steps:
         return []
     name = run_name(probe, trace)
     floors = {h: loss_floor(probe, h) or 0.0 for h in probe.model.heads}
     all_learn = _all_learn(probe, trace)
     findings = _learning_findings(probe, trace, floors, name) + _step_growth_findings(probe, trace, name)
-    findings += dead_relu_findings(before, after, name, probe.recipe.optimizer.params.lr, all_learn, feeds)
+    findings += dead_relu_findings(before, after, name, probe.recipe.optimizer.params.lr, all_learn, feeds, blind)
     layers = set(trace.grad_norms)
     untrained = {n for n in layers if any(n == f"heads.{h}" or n.startswith(f"heads.{h}.") for h in probe.model.heads if probe.weight_of(h) == 0)}
     findings += _gradient_findings(trace.grad_norms, layers - untrained, name)
@@ -277,23 +301,35 @@ def _loss_metric_finding(probe: Probe, head: str, measured: str, figures: dict) 
 
 
 def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: str, lr: float, learning: bool,
-                       feeds: dict[str, str] | None = None) -> list[Finding]:  # fmt: skip
+                       feeds: dict[str, str] | None = None, blind: dict[str, float] | None = None) -> list[Finding]:  # fmt: skip
     """Dead at initialisation (a layer ≥ DEAD_ERROR dead before any step) is told apart from
     killed by training (≥ 10 points more dead after the run); either is an error when learning
-    stalls, and proposes the change that would undo it (re-initialisation; a lower lr)."""
+    stalls, and proposes the change that would undo it (re-initialisation; a lower lr). Units
+    silent on an input that is the same for every sample (``blind``, :class:`ReluProbe`) are not
+    dead ones: a layer DEAD_ERROR blind is named for what it reads, and ``input_use`` says why."""
     if not after:
         return [Finding("dead_relu", "info", "no nn.ReLU modules to watch", "the model has no nn.ReLU modules")]
-    feeds = feeds or {}
+    feeds, blind = feeds or {}, blind or {}
     rows = "; ".join(f"{layer} {pct(before.get(layer, 0.0))} -> {pct(after[layer])}" for layer in after)
-    figures = {"dead_before": before, "dead_after": after, "lr": lr}
-    measured = f"units that never fire on 1024 samples, at init -> after {run}: {rows}"
+    figures = {"dead_before": before, "dead_after": after, "lr": lr, "same_input": blind}
+    measured = f"units that never fire on 1024 samples although their input varies, at init -> after {run}: {rows}"
+    prefix = []
+    if same := {layer: share for layer, share in blind.items() if share >= DEAD_ERROR}:
+        same_rows = ", ".join(f"{layer} {pct(share)}" for layer, share in same.items())
+        prefix = [Finding("dead_relu", "info", f"layers see the same input for every sample: {same_rows} of their units silent",
+            f"{measured}; silent on an input identical across the 1024 samples: {same_rows}",
+            "these units are not dead by initialisation or training: what the layer reads is the same for every sample "
+            "(a constant input, or one the model never reads)", "see the input_use findings: they name the input", [], figures)]  # fmt: skip
     at_init = {layer: d for layer, d in before.items() if d >= DEAD_ERROR}
     killed = {layer: d for layer, d in after.items() if d - before.get(layer, 0.0) >= 0.1 and d >= DEAD_ERROR}
     worst = max(after.values())
+    # layers blind to the samples explain a stall upstream of any dead unit: units that die
+    # downstream of them (a network left with a sliver of its input) are not the cause to fix
+    severity = "info" if same else "error"
     if at_init and not learning:
         modules = [feeds[layer] for layer in at_init if layer in feeds]
         rows = ", ".join(f"{layer} {pct(d)}" for layer, d in at_init.items())
-        return [Finding("dead_relu", "error", f"units are dead at initialisation: {rows}", measured,
+        return prefix + [Finding("dead_relu", severity, f"units are dead at initialisation: {rows}", measured,
             "a unit that never fires before the first step gets no gradient and never recovers: no learning rate helps; "
             "the layer's initialisation (a large negative bias, say) or its inputs' scale kill it",
             f"initialise {', '.join(modules) or 'these layers'} with its default initialisation (no constant bias)", [], figures,
@@ -301,14 +337,14 @@ def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: s
                                code=f"the initialisation of {', '.join(modules)}")] if modules else [])]  # fmt: skip
     if killed and not learning:
         lower = lr / 10
-        return [Finding("dead_relu", "error", f"training at lr {fmt(lr)} kills ReLUs: up to {pct(max(killed.values()))} of a layer's units dead",
+        return prefix + [Finding("dead_relu", severity, f"training at lr {fmt(lr)} kills ReLUs: up to {pct(max(killed.values()))} of a layer's units dead",
             measured, "alive at initialisation, dead after training: a dead unit outputs 0 for every input and gets no gradient, "
             "it never recovers, and the layers before it stop learning", "see the fixes tried below", [LR_KEY], figures,
             candidates=[Change(f"{LR_KEY} = {fmt(lower)}", {LR_KEY: lower})])]  # fmt: skip
     if worst >= DEAD_WARNING:  # every head learns here (or the errors above would have fired)
-        return [Finding("dead_relu", "info", f"up to {pct(worst)} of a layer's ReLU units are dead; every head learns (capacity unused)",
+        return prefix + [Finding("dead_relu", "info", f"up to {pct(worst)} of a layer's ReLU units are dead; every head learns (capacity unused)",
                         measured, figures=figures)]  # fmt: skip
-    return [Finding("dead_relu", "info", f"ReLUs alive enough (at most {pct(worst)} of a layer dead)", measured, figures=figures)]
+    return prefix + [Finding("dead_relu", "info", f"ReLUs alive enough (at most {pct(worst)} of a layer dead)", measured, figures=figures)]
 
 
 def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str) -> list[Finding]:
