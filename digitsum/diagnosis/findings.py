@@ -11,6 +11,10 @@ if TYPE_CHECKING:
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+#: A finding's figure naming the recipe section whose component's own code it finds broken
+#: (``"train.optimizer"``: a step that climbs): no setting of that section but its ``type`` is
+#: then tried or proposed as a fix (a learning rate cannot mend a sign error).
+BROKEN_CODE = "broken_code"
 
 
 @dataclass(frozen=True)

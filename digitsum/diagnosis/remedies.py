@@ -20,7 +20,7 @@ from ..listing import DOCTOR_CHECKS, plain
 from ..recipe import MACHINE_LOCAL_KEYS, Recipe, load_recipe
 from .checks.training import LR_KEY, short_run_steps
 from ..engine.train import make_optimizer
-from .findings import Change, Finding, fmt, pct
+from .findings import BROKEN_CODE, Change, Finding, fmt, pct
 from .probe import Probe, RunTrace, fresh_copy, seeded, short_run
 
 #: A change that leaves every head learning is kept in the improvement rounds when it raises the
@@ -230,11 +230,18 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     unstable = not base.finite or base.step_growth() is not None
     if not stalled and not unstable and not proposed:
         return [], {}, []
+    # sections whose component's code an error finds broken: none of their settings is a fix
+    broken = {f.figures[BROKEN_CODE] for f in findings if f.severity == "error" and BROKEN_CODE in f.figures}
+
+    def mends_nothing(change: Change) -> bool:
+        return bool(change.keys) and all(any(k.startswith(f"{s}.") and k != f"{s}.type" for s in broken) for k in change.keys)
+
     # the optimizer's settings as a family (lr-range test, momentum, weight decay)
-    family, family_figures = optimizer_changes(probe) if stalled or unstable else ([], {})
+    family, family_figures = optimizer_changes(probe) if (stalled or unstable) and not any(LR_KEY.startswith(f"{s}.") for s in broken) else ([], {})
     candidates: dict[str, Change] = {}  # by what they set: the first of equal changes
     for change in [c for f in findings if f.severity != "info" for c in f.candidates] + setting_changes(probe) + family:
-        candidates.setdefault(repr(sorted(change.keys.items())) if change.emulate is None else change.label, change)
+        if not mends_nothing(change):
+            candidates.setdefault(repr(sorted(change.keys.items())) if change.emulate is None else change.label, change)
 
     def rank(trace: RunTrace) -> tuple[int, float]:
         return len(_restores(trace, heads)), _mean(trace, heads)

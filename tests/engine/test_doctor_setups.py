@@ -283,3 +283,15 @@ def test_layers_fed_an_image_that_carries_nothing_are_not_called_dead_at_initial
     [same] = [f for f in findings if f.check == "dead_relu" and "same input for every sample" in f.title]
     assert "backbone.cnn.layers.0" in same.title and "input_use" in same.fix
     assert [f for f in findings if f.check == "input_use" and f.severity == "error" and "'image'" in f.title]
+
+
+def test_no_setting_of_an_optimizer_whose_step_climbs_is_proposed_beside_the_code_fix(tiny_data):
+    flawed = type("Flawed", (StudentOptimizer,), {"flaw": "uphill"})
+    with registered(optimizers, "student_optimizer", flawed):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['train.optimizer={type="student_optimizer", lr=0.005}',
+                                                                          'train.schedule.type="constant"']))  # fmt: skip
+        report = diagnose(probe, ["optimizer", "short_run"])
+    assert any("steps uphill" in f.title for f in report.findings)
+    [fixes] = [f for f in report.findings if f.check == "fixes"]
+    tuned = [row["change"] for row in fixes.figures["tried"] if row["change"].startswith("train.optimizer.") and "type" not in row["change"]]
+    assert not tuned and not [k for k in report.repair if k.startswith("train.optimizer.")]

@@ -13,7 +13,7 @@ from ...contracts import Batch
 from ...engine.batches import steps_per_epoch
 from ...engine.train import make_optimizer, make_scheduler
 from ...recipe import Recipe, load_recipe
-from ..findings import Finding, fmt, pct
+from ..findings import BROKEN_CODE, Finding, fmt, pct
 from ..probe import Probe, fresh_copy, seeded, slice_batch
 
 #: The schedule check: a run whose lr is below SCHEDULE_STARVED of the peak for more than
@@ -23,6 +23,8 @@ from ..probe import Probe, fresh_copy, seeded, slice_batch
 #: SCHEDULE_MAX_STEPS are simulated compressed to that many steps.
 SCHEDULE_STARVED, SCHEDULE_STARVED_SHARE, SCHEDULE_ABOVE, SCHEDULE_MAX_STEPS = 0.01, 0.5, 2.0, 10_000
 SCHEDULE_KEY = "train.schedule.type"
+#: The recipe section of the optimizer, named when its code is found broken (BROKEN_CODE).
+OPTIMIZER_SECTION = "train.optimizer"
 
 
 def run_steps(probe: Probe) -> int:
@@ -136,7 +138,7 @@ def check_optimizer(probe: Probe) -> list[Finding]:
             f"{name}: its param groups miss {shown}",
             "the optimizer never changes the tensors it does not hold: those layers keep their initial weights",
             f"build the optimizer over every parameter its build() is given ({kind})", ["train.optimizer.type"],
-            {"missing": missing, "trainable": len(trained)}))  # fmt: skip
+            {"missing": missing, "trainable": len(trained), BROKEN_CODE: OPTIMIZER_SECTION}))  # fmt: skip
     batch = slice_batch(probe.sample, probe.batch_of(64))  # 64 images' worth: cheap for samples of many images
     with seeded(probe, "optimizer"):
         before, after, grads = _one_step(probe, batch, gradient=True)
@@ -146,6 +148,8 @@ def check_optimizer(probe: Probe) -> list[Finding]:
     slope = sum(float((grads[n] * (after[n] - idle[n])).sum()) for n in before)  # the gradient's part of the step, along it
     has_gradient = any(bool(g.abs().sum() > 0) for g in grads.values())
     figures = {"moved": moved, "slope": slope}
+    if has_gradient and (moved == 0 or slope > 0):
+        figures[BROKEN_CODE] = OPTIMIZER_SECTION
     if has_gradient and moved == 0:
         findings.append(Finding("optimizer", "error", "the optimizer's step does not move the parameters",
             f"{name}: one step with a gradient on every trainable tensor changed none of them", "nothing trains",
