@@ -295,3 +295,28 @@ def test_no_setting_of_an_optimizer_whose_step_climbs_is_proposed_beside_the_cod
     [fixes] = [f for f in report.findings if f.check == "fixes"]
     tuned = [row["change"] for row in fixes.figures["tried"] if row["change"].startswith("train.optimizer.") and "type" not in row["change"]]
     assert not tuned and not [k for k in report.repair if k.startswith("train.optimizer.")]
+
+
+class OneClassBatches(SingleDigit):
+    """Every training batch holds one digit: the samples of the class of its first index (a sorted data set)."""
+
+    def draw(self, split, index, rng):
+        digits = self.data.mnist(split)
+        if split == "train" and len(index):
+            pool = (digits.labels == digits.labels[index[0]]).nonzero().squeeze(1)
+            index = pool[torch.randint(0, len(pool), index.shape, generator=rng)]
+        return super().draw(split, index, rng)
+
+
+def test_batches_of_one_class_are_named_as_such_not_as_unbalanced_labels(tiny_data):
+    with registered(datasets, "one_class", OneClassBatches):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['data.type="one_class"']))
+        findings = [f for f in diagnose(probe, ["data"]).findings if f.check == "data"]
+    [batches] = [f for f in findings if "each training batch" in f.title]
+    assert batches.severity != "info" and "'digit'" in batches.title and "OneClassBatches" in batches.fix
+    assert not [f for f in findings if "dominated by one class" in f.title]
+
+
+def test_balanced_batches_pass(tiny_data):
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ["data.batch_size=16"]))
+    assert not [f for f in diagnose(probe, ["data"]).findings if f.severity != "info"]

@@ -77,8 +77,43 @@ def check_data(probe: Probe) -> list[Finding]:
         for head in (h for h in probe.model.heads if probe.target_of(h) == target):
             findings += _width_finding(probe, head, outputs[head], probe.classes_of(head), target)
         if y.numel():
-            findings.append(_balance(target, y, spec.classes))
+            sorted_batches = _batch_balance(probe, target, spec.classes)
+            if sorted_batches is None:
+                findings.append(_balance(target, y, spec.classes))
+            else:  # the sample above is one draw, as one-class as a batch: the labels are judged over the batches
+                finding, pooled = sorted_batches
+                findings += [finding, _balance(target, pooled, spec.classes)]
     return findings
+
+
+#: Training batches read for the per-batch class balance (the first ones of the run).
+BALANCE_BATCHES = 16
+
+
+def _majority(parts: list[Tensor], classes: int) -> float:
+    """The mean, over ``parts``, of the share of each part's most frequent class."""
+    return sum(float(torch.bincount(y.clamp(0, classes - 1), minlength=classes).max()) / len(y) for y in parts) / len(parts)
+
+
+def _batch_balance(probe: Probe, target: str, classes: int) -> tuple[Finding, Tensor] | None:
+    """Whether the run's training batches each hold far fewer classes than the same samples
+    shuffled into batches of the same sizes (a sorted data set, or a ``draw`` that ignores the
+    index it is given): a warning and the batches' labels pooled, else None. Batch size 1 is never judged (a shuffle gives the same)."""
+    parts = [b[target].flatten() for b in probe.train_batches(BALANCE_BATCHES) if target in b and b[target].numel()]
+    if len(parts) < 2:
+        return None
+    pooled = torch.cat(parts)
+    shuffled = pooled[torch.randperm(len(pooled), generator=torch.Generator().manual_seed(probe.recipe.seed))]
+    observed, expected = _majority(parts, classes), _majority(list(shuffled.split([len(y) for y in parts])), classes)
+    if observed <= expected + 0.5 * (1 - expected):  # not half-way from shuffled batches to one class each
+        return None
+    return Finding("data", "warning", f"each training batch of target '{target}' holds mostly one class",
+        f"target '{target}': the most frequent class is {pct(observed)} of a training batch on average over the run's first "
+        f"{len(parts)} batches of {probe.batch_size}; the same {len(pooled)} samples shuffled into batches: {pct(expected)}",
+        "each step's gradient pulls every output toward that batch's class, and batch statistics (BatchNorm, a batch "
+        "mean) see one class: the model forgets the others between steps; the labels themselves may be balanced",
+        f"make {generator_named(probe)}'s draw() return the samples of the index it is given (the engine shuffles it every "
+        "epoch), not samples chosen by class", [], {"batch_majority": observed, "shuffled_majority": expected}), pooled  # fmt: skip
 
 
 def _argmax_like(probe: Probe, head: str, width: int) -> bool:
