@@ -320,3 +320,9 @@ def test_batches_of_one_class_are_named_as_such_not_as_unbalanced_labels(tiny_da
 def test_balanced_batches_pass(tiny_data):
     probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ["data.batch_size=16"]))
     assert not [f for f in diagnose(probe, ["data"]).findings if f.severity != "info"]
+
+
+def test_a_regression_head_on_the_sum_is_a_legitimate_choice_judged_by_its_rounded_accuracy(tiny_data):
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['heads.sum={type="regress", target="sum"}']))
+    findings = diagnose(probe, ["short_run"], verify=False).findings
+    assert not [f for f in findings if f.severity != "info"] and any(f.title == "heads.sum learns" for f in findings)
