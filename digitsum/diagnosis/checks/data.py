@@ -30,7 +30,8 @@ def generator_named(probe: Probe) -> str:
 
 def batch_contract(probe: Probe) -> list[Finding]:
     """The training batch against the generator's declared specs, by the rule plugin authors'
-    conformance check applies (``tensor_problems``: dtype, shape, range): an error per tensor
+    conformance check applies (``tensor_problems``: dtype and shape; the values are judged
+    below, where the model can still run): an error per tensor
     that breaks it, marked ``batch_contract`` (the model cannot take such a batch: every check
     after this one would crash in the model, so :func:`~digitsum.diagnosis.diagnose` stops)."""
     from ...testing.conformance.generator import tensor_problems  # not at import: digitsum.testing imports the doctor
@@ -39,7 +40,7 @@ def batch_contract(probe: Probe) -> list[Finding]:
     n = batch_len(batch)
     findings = []
     for name, spec in {**interface.inputs, **interface.targets}.items():
-        for problem in tensor_problems(name, batch.get(name), spec, n) if name in batch else [f"'{name}' is missing from the batch"]:
+        for problem in tensor_problems(name, batch[name], spec, n, form_only=True) if name in batch else [f"'{name}' is missing from the batch"]:
             kind = "input" if name in interface.inputs else "target"
             fits = ("float32, prepared as encode() prepares raw pixels in [0, 1] (the built-in generators give float32 "
                     "standardised with MNIST's mean and std, or in [0, 1] with normalize = false): end draw() with "

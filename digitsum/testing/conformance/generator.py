@@ -69,8 +69,9 @@ def check_generator(cls: type, params=None, *, root: Path | None = None) -> None
     problems.raise_any()
 
 
-def tensor_problems(name: str, value, spec, batch_size: int) -> list[str]:
-    """What is wrong with ``value`` as a batch of ``spec`` (dtype, shape, range, device)."""
+def tensor_problems(name: str, value, spec, batch_size: int, *, form_only: bool = False) -> list[str]:
+    """What is wrong with ``value`` as a batch of ``spec`` (dtype, shape, range, device);
+    ``form_only``: its type, device, dtype and shape only (what a model cannot take at all)."""
     if not isinstance(value, torch.Tensor):
         return [f"'{name}' is a {type(value).__name__}, not a tensor"]
     if value.device.type != "cpu":
@@ -90,6 +91,8 @@ def tensor_problems(name: str, value, spec, batch_size: int) -> list[str]:
         if value.numel() and not value.dtype.is_complex:
             found += f" (min {float(value.min()):.4g}, max {float(value.max()):.4g})"
         return [f"{found}, declared {spec}: {want} {shape}"]
+    if form_only:
+        return []
     if high is None:
         return [] if torch.isfinite(value).all() else [f"'{name}' holds NaN or infinite values"]
     if value.numel() and (int(value.min()) < 0 or int(value.max()) >= high):
