@@ -63,10 +63,11 @@ class ReluProbe:
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: Any) -> None:
             x = args[0].detach()
-            units = x.transpose(0, 1).reshape(x.shape[1], x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1, 1)
-            alive = (units > 0).flatten(1).any(dim=1)
-            spread = (units.amax(dim=1) - units.amin(dim=1)).amax(dim=1)  # over the samples, at each position
-            varies = spread > SAME_INPUT * units.abs().amax().clamp_min(1e-12)
+            x = x if x.dim() > 1 else x[:, None]  # [B, units, positions...], reduced in place of copies
+            high, low = x.amax(dim=0), x.amin(dim=0)  # over the samples, at each unit and position
+            flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731  [units, positions]
+            alive = flat(high).amax(dim=1) > 0
+            varies = flat(high - low).amax(dim=1) > SAME_INPUT * max(float(high.abs().amax()), float(low.abs().amax()), 1e-12)
             self.fired[name] = self.fired[name] | alive if name in self.fired else alive
             self.varies[name] = self.varies[name] | varies if name in self.varies else varies
 
