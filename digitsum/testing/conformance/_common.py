@@ -3,13 +3,11 @@ of component must pass, and the check that a state dict survives a checkpoint.""
 
 import functools
 import inspect
-import io
 import json
 import os
 import traceback
 from typing import Any, NoReturn
 
-import torch
 from pydantic import ValidationError
 
 from ...contracts import CONTRACT_VERSION, Params, signature_problem
