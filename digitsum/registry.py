@@ -193,7 +193,7 @@ def _fd_redirected(fd: int, text: io.StringIO) -> Iterator[None]:
 
 def _contract_problem(kind: str, obj: Any) -> str | None:
     """Why ``obj`` is not a valid component of ``kind``, or None when it is."""
-    from . import contracts  # components import torch anyway; the registry itself does not
+    from . import contract_checks, contracts  # components import torch anyway; the registry itself does not
 
     base = getattr(contracts, KINDS[kind].contract)
     if not (isinstance(obj, type) and issubclass(obj, base)):
@@ -210,7 +210,7 @@ def _contract_problem(kind: str, obj: Any) -> str | None:
             f"this digitsum speaks contract {contracts.CONTRACT_VERSION}; "
             "install a version of the plugin made for it"
         )
-    return contracts.signature_problem(obj, base)
+    return contract_checks.signature_problem(obj, base)
 
 
 class Registry:

@@ -14,7 +14,8 @@ from typing import TypeVar
 
 import torch
 
-from ..contracts import Generator, uninitialised_problem
+from ..contract_checks import uninitialised_problem
+from ..contracts import Generator
 from ..data import DataContext, default_root
 from ..errors import UserError
 from ..recipe import Choice, Recipe
@@ -74,7 +75,7 @@ def build_model(recipe: Recipe) -> DigitModel:
 
 def _initialised(kind: str, choice: Choice, part: M) -> M:
     """``part``, a fusion or head just built; a user error naming it when a lazy layer left
-    weights uninitialised (:func:`~digitsum.contracts.uninitialised_problem`)."""
+    weights uninitialised (:func:`~digitsum.contract_checks.uninitialised_problem`)."""
     problem = uninitialised_problem(part)
     if problem:
         raise UserError(f"{KIND_LABELS[kind]} '{choice.section.type}' from {origin_of(kind, choice)} {problem}")

@@ -15,7 +15,8 @@ from types import FrameType
 
 from torch import Tensor, nn
 
-from ..contracts import Component, Fusion, Head, built_problem, declared_output_shape
+from ..contract_checks import built_problem
+from ..contracts import Component, Fusion, Head, declared_output_shape
 from ..errors import UserError
 from ..recipe import Choice, Recipe
 

@@ -10,7 +10,8 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from ...contracts import CONTRACT_VERSION, Params, signature_problem
+from ...contract_checks import signature_problem
+from ...contracts import CONTRACT_VERSION, Params
 from ...engine.checkpoint import round_trip_problem
 from ...listing import params_schema
 

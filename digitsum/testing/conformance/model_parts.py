@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images, uninitialised_problem
+from ...contract_checks import uninitialised_problem
+from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
 from ...diagnosis.checks.loss import probability_output
 from ..fixtures import random_batch
 from ._common import Problems, common_checks, reporting_crashes

@@ -6,7 +6,8 @@ import math
 import torch
 from torch import nn
 
-from ...contracts import Optimizer, Schedule, built_problem
+from ...contract_checks import built_problem
+from ...contracts import Optimizer, Schedule
 from ._common import common_checks, reporting_crashes, weights_only_problem
 
 @reporting_crashes("optimizer")

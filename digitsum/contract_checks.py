@@ -1,0 +1,94 @@
+"""Whether a component keeps its contract (:mod:`digitsum.contracts`), asked where digitsum meets
+it: a class's methods when the registry loads it, the layers a fusion or head built, and what
+an optimizer's or a schedule's ``build`` returned. Shared by the registry, the engine and the
+conformance checks of :mod:`digitsum.testing`, so that all three say the same."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .contracts import Component, Optimizer, Schedule
+
+
+def uninitialised_problem(module: nn.Module) -> str | None:
+    """Why a built fusion or head cannot be used: the parameters and buffers that a lazy layer
+    (``nn.LazyLinear``, ``nn.LazyConv2d``, ...) leaves uninitialised until its first forward
+    pass, with the layer's class and what to do; None when there are none.
+
+    Refused rather than initialised on a dummy batch: digitsum counts, seeds, moves and
+    checkpoints the weights when it builds the model, before any batch exists (and a head's
+    features come from the fusion), so the weights must exist once ``__init__`` returns.
+    """
+    lazy = {}
+    for prefix, layer in module.named_modules():
+        for name, tensor in [*layer.named_parameters(recurse=False), *layer.named_buffers(recurse=False)]:
+            if nn.parameter.is_lazy(tensor):
+                lazy[f"{prefix}.{name}" if prefix else name] = type(layer).__name__
+    if not lazy:
+        return None
+    layers = ", ".join(dict.fromkeys(lazy.values()))
+    return (f"has parameters that are not initialised before its first batch: {', '.join(lazy)} ({layers}); "
+            "give each layer its input size (e.g. nn.Linear instead of nn.LazyLinear, sized from what __init__ "
+            "receives): digitsum counts, seeds, moves and saves the weights when it builds the model, before any batch")
+
+
+def _plain(signature: inspect.Signature) -> str:
+    """``(self, parameters)``: a signature as messages show it, without annotations."""
+    return str(signature.replace(parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+                                 return_annotation=inspect.Signature.empty))  # fmt: skip
+
+
+def _required_positionals(signature: inspect.Signature) -> int:
+    return sum(1 for p in signature.parameters.values()
+               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)  # fmt: skip
+
+
+def signature_problem(cls: type, base: type) -> str | None:
+    """Why a method ``cls`` overrides cannot be called as digitsum calls ``base``'s (with the
+    arguments the contract declares, by position), or None. Found when the class is loaded, so
+    that a ``build(self)`` fails naming the method and both signatures rather than as a
+    TypeError deep in a run."""
+    contract_classes = [k for k in base.__mro__ if k.__module__.startswith("digitsum.")]
+    names = dict.fromkeys(n for k in contract_classes for n, v in vars(k).items()
+                          if (n == "__init__" or not n.startswith("_")) and isinstance(v, (Callable, classmethod)))  # fmt: skip
+    for name in names:
+        owner = next(k for k in cls.__mro__ if name in vars(k))
+        if owner in contract_classes:
+            continue  # not overridden
+        declared, written = getattr(base, name), getattr(cls, name)
+        expected = _plain(inspect.signature(declared))
+        if not callable(written):
+            return f"{cls.__name__}.{name} is not a method: digitsum calls {name}{expected}"
+        try:
+            inspect.signature(written).bind(*range(_required_positionals(inspect.signature(declared))))
+        except TypeError:
+            pass
+        except ValueError:  # no signature to read (a builtin): it is trusted
+            continue
+        else:
+            continue
+        written_as = _plain(inspect.signature(written))
+        how = " (a @classmethod)" if isinstance(inspect.getattr_static(base, name), classmethod) else ""
+        return (f"{cls.__name__}.{name}{written_as} cannot take what digitsum passes: "
+                f"its contract is {name}{expected}{how}")  # fmt: skip
+    return None
+
+
+#: What digitsum calls on the scheduler a schedule builds (the Trainer, checkpoints, the doctor).
+SCHEDULER_METHODS = ("step", "get_last_lr", "state_dict", "load_state_dict")
+
+
+def built_problem(component: Component, built: object) -> str | None:
+    """Why what an optimizer's or a schedule's ``build`` returned is not what its contract
+    promises (a ``torch.optim.Optimizer``; a scheduler with :data:`SCHEDULER_METHODS`), or None."""
+    if isinstance(component, Optimizer) and not isinstance(built, torch.optim.Optimizer):
+        return f"build() returned {type(built).__name__}, not a torch.optim.Optimizer"
+    if isinstance(component, Schedule):
+        missing = [m for m in SCHEDULER_METHODS if not callable(getattr(built, m, None))]
+        if missing:
+            return f"build() returned {type(built).__name__}, without {', '.join(missing)} (a torch LRScheduler has them)"
+    return None
