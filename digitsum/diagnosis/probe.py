@@ -114,8 +114,12 @@ class Probe:
         batch of 16 samples of 8 images each counts as 128), never fewer than MIN_RUN_SAMPLES
         samples (a sample of 200 images still carries one label), within ``bounds``."""
         lo, hi = bounds
-        steps = max(images / (self.batch_size * self.images_per_sample), MIN_RUN_SAMPLES / self.batch_size)
-        return max(lo, min(hi, int(steps)))
+        steps = max(lo, min(hi, int(max(images / (self.batch_size * self.images_per_sample), MIN_RUN_SAMPLES / self.batch_size))))
+        if steps * self.batch_size < MIN_RUN_SAMPLES and MIN_RUN_SAMPLES * self.images_per_sample <= images:
+            # a small batch (data.batch_size = 1): the step cap would leave too few samples to judge,
+            # and MIN_RUN_SAMPLES of them are no more images than asked, so no dearer than a full run
+            steps = math.ceil(MIN_RUN_SAMPLES / self.batch_size)
+        return steps
 
     def scaled(self, count: int) -> int:
         """``count`` samples of one image each, as samples of this generator (never under MIN_JUDGED)."""

@@ -408,6 +408,17 @@ def test_the_probe_draws_fewer_samples_of_many_images(tiny_data, n):
     assert probe.batch_of(32) == max(1, 32 // (2 * n))
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 128])
+def test_a_short_run_of_small_batches_sees_enough_samples_to_judge(tiny_data, batch_size):
+    from digitsum.diagnosis.checks.training import short_run_steps
+    from digitsum.diagnosis.probe import MIN_RUN_SAMPLES
+
+    probe = Probe.from_recipe(load_recipe("original", [f"data.batch_size={batch_size}"]))
+    assert short_run_steps(probe) * batch_size >= MIN_RUN_SAMPLES  # batch 1 had 400 steps: 400 samples
+    many = Probe.from_recipe(load_recipe("add-15", ["data.batch_size=1"]))  # 30 images a sample: the cap holds
+    assert short_run_steps(many) <= 400
+
+
 @pytest.mark.parametrize("order", ["conv-relu-pool", "conv-pool-relu", "conv-norm-relu"])
 def test_a_relu_is_named_after_the_layer_whose_units_it_reads(order):
     from digitsum.diagnosis.checks.training import ReluProbe
