@@ -1,6 +1,6 @@
 """Whether a component keeps its contract (:mod:`digitsum.contracts`), asked where digitsum meets
-it: a class's methods when the registry loads it, the layers a fusion or head built, and what
-an optimizer's or a schedule's ``build`` returned. Shared by the registry, the engine and the
+it: a class's methods when the registry loads it, the layers a fusion or head built, what
+an optimizer's or a schedule's ``build`` returned, and the batches a generator draws. Shared by the registry, the engine and the
 conformance checks of :mod:`digitsum.testing`, so that all three say the same."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .contracts import Component, Optimizer, Schedule
+from .contracts import Categorical, Classes, Component, Digits, Image, Images, Optimizer, Schedule
 
 
 def uninitialised_problem(module: nn.Module) -> str | None:
@@ -92,3 +92,44 @@ def built_problem(component: Component, built: object) -> str | None:
         if missing:
             return f"build() returned {type(built).__name__}, without {', '.join(missing)} (a torch LRScheduler has them)"
     return None
+
+
+def tensor_problems(name: str, value: object, spec: object, batch_size: int, *, form_only: bool = False,
+                    device: torch.device | str = "cpu") -> list[str]:  # fmt: skip
+    """What is wrong with ``value`` as a batch of ``batch_size`` samples of ``spec``, as a
+    generator's ``draw`` returns it (dtype, shape, range, device); ``form_only``: its type,
+    device, dtype and shape only (what a model cannot take at all). Asked by the conformance
+    checks, the doctor and a run's first batch."""
+    if not isinstance(value, torch.Tensor):
+        return [f"'{name}' is a {type(value).__name__}, not a tensor"]
+    if value.device.type != torch.device(device).type:
+        return [f"'{name}' is on {value.device}, not on the data device ({torch.device(device).type})"]
+    if isinstance(spec, (Image, Images)):
+        # float32: the model's weights' dtype (float64 or uint8 pixels fail in the first layer),
+        # what the default encode() gives
+        want, shape, high = "float32", (batch_size, *image_shape(spec)), None
+    elif isinstance(spec, Digits):
+        want, shape, high = "int64", (batch_size, spec.length), spec.base
+    elif isinstance(spec, (Categorical, Classes)):
+        want, shape, high = "int64", (batch_size,), spec.classes
+    else:
+        return [f"'{name}' is declared as {spec!r}, which is not a digitsum spec (Image, Images, Categorical, Classes, Digits)"]
+    if tuple(value.shape) != shape or value.dtype != (torch.float32 if high is None else torch.int64):
+        found = f"'{name}' is {value.dtype} {tuple(value.shape)}"
+        if value.numel() and not value.dtype.is_complex:
+            found += f" (min {float(value.min()):.4g}, max {float(value.max()):.4g})"
+        return [f"{found}, declared {spec}: {want} {shape}"]
+    if form_only:
+        return []
+    if high is None:
+        return [] if torch.isfinite(value).all() else [f"'{name}' holds NaN or infinite values"]
+    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= high):
+        what = "digits" if isinstance(spec, Digits) else "values"
+        return [f"'{name}' holds {what} outside [0, {high}) (min {int(value.min())}, max {int(value.max())})"]
+    return []
+
+
+def image_shape(spec: Image | Images) -> tuple[int, ...]:
+    """One sample's shape for an Image (``C, H, W``) or Images (``count, C, H, W``) spec."""
+    count = (spec.count,) if isinstance(spec, Images) else ()
+    return (*count, spec.channels, spec.height, spec.width)

@@ -22,7 +22,7 @@ from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .component_errors import blame_components, built, check_states
+from .component_errors import blame_components, built, check_batch, check_states
 from .distributed import World
 from .model import DigitModel
 from .rundir import INIT_FILE, RUN_FORMAT, lock, mark, owned, record_outputs, unlock
@@ -203,6 +203,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.failed = False
         self._states_checked = False  # whether the components' state_dicts survive a checkpoint (save_checkpoint)
+        self._batch_checked = False  # whether a training batch was checked against the generator's specs
         # Where training stands: epochs completed, then the steps done of the next one, their
         # tally and time (see rewind_epoch).
         self.epochs_done, self.seconds_before = 0, 0.0  # seconds_before: time spent before a resume
@@ -271,6 +272,10 @@ class Trainer:
         every = self.recipe.train.checkpoint_every
         batches = train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device, self.step)
         for step, batch in enumerate(batches, start=self.step):
+            if not self._batch_checked:  # once: a generator's batches keep their form
+                size = min(self.batch_size, self.generator.size("train") - step * self.batch_size)
+                check_batch(self.recipe, type(self.generator).interface(self.generator.params), batch, size, self.device)
+                self._batch_checked = True
             batch = self.world.shard(batch)
             outputs, losses, loss = self.train_step(batch)
             self.tally.add(self.model, outputs, losses, batch)

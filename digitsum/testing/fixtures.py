@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..contract_checks import image_shape
 from ..contracts import Image, Images
 from ..data import MNIST_FILES, mnist_pixels
 
@@ -46,12 +47,6 @@ def write_tiny_mnist(root: Path, n_train: int = 512, n_test: int = 256, seed: in
 def tiny_overrides(root: Path, batch_size: int) -> list[str]:
     """The ``--set`` overrides that train one epoch on the CPU on tiny MNIST data under ``root``."""
     return ["train.epochs=1", f"data.batch_size={batch_size}", f"data.root={str(root)!r}", "data.download=false", "train.device='cpu'"]
-
-
-def image_shape(spec: Image | Images) -> tuple[int, ...]:
-    """One sample's shape for an Image (``C, H, W``) or Images (``count, C, H, W``) spec."""
-    count = (spec.count,) if isinstance(spec, Images) else ()
-    return (*count, spec.channels, spec.height, spec.width)
 
 
 def random_batch(inputs, batch_size: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -170,6 +170,33 @@ def test_a_generator_that_raises_while_building_leaves_no_run_directory(tiny_roo
     assert not (tmp_path / "run").exists()
 
 
+class DoubleImages(SingleDigit):
+    """Images in float64, which the model's float32 weights cannot take."""
+
+    def draw(self, split, index, rng):
+        batch = super().draw(split, index, rng)
+        return {**batch, "image": batch["image"].double()}
+
+
+class NoNumber(SingleDigit):
+    """A batch without one of its declared inputs."""
+
+    def draw(self, split, index, rng):
+        return {k: v for k, v in super().draw(split, index, rng).items() if k != "number"}
+
+
+@pytest.mark.parametrize("generator, problem", [(DoubleImages, "'image' is torch.float64"), (NoNumber, "'number' is missing")])
+def test_a_batch_that_breaks_its_generators_specs_names_the_generator_not_the_fusion(tiny_root, tmp_path, generator, problem):
+    from digitsum.registry import datasets
+
+    with registered(datasets, "off_spec", generator):
+        recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, "data.type='off_spec'"))
+        with pytest.raises(ComponentError) as caught:
+            start(recipe, tmp_path / "run", progress=False)
+    assert caught.value.component == "dataset generator 'off_spec'" and caught.value.method == "draw"
+    assert problem in caught.value.message and "fusion" not in caught.value.message
+
+
 class Counts(Callback):
     """Counts steps; its count is state that must survive a resume."""
 

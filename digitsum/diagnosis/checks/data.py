@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor
 
+from ...contract_checks import tensor_problems
 from ...contracts import Batch, Categorical, Classes, Image, Images
 from ...engine.train import make_optimizer
 from ...seeding import make_rng, stream_seed
@@ -34,13 +35,11 @@ def batch_contract(probe: Probe) -> list[Finding]:
     below, where the model can still run): an error per tensor
     that breaks it, marked ``batch_contract`` (the model cannot take such a batch: every check
     after this one would crash in the model, so :func:`~digitsum.diagnosis.diagnose` stops)."""
-    from ...testing.conformance.generator import tensor_problems  # not at import: digitsum.testing imports the doctor
-
     batch, interface = probe.sample, probe.interface
     n = batch_len(batch)
     findings = []
     for name, spec in {**interface.inputs, **interface.targets}.items():
-        for problem in tensor_problems(name, batch[name], spec, n, form_only=True) if name in batch else [f"'{name}' is missing from the batch"]:
+        for problem in tensor_problems(name, batch[name], spec, n, form_only=True, device=probe.device) if name in batch else [f"'{name}' is missing from the batch"]:
             kind = "input" if name in interface.inputs else "target"
             fits = ("float32, prepared as encode() prepares raw pixels in [0, 1] (the built-in generators give float32 "
                     "standardised with MNIST's mean and std, or in [0, 1] with normalize = false): end draw() with "

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import torch
 
+from ...contract_checks import tensor_problems
 from ...contracts import Categorical, Classes, Digits, Generator, Image, Images, Interface
 from ...data import DataContext
-from ..fixtures import image_shape, raw_inputs, write_tiny_mnist
+from ..fixtures import raw_inputs, write_tiny_mnist
 from ._common import common_checks, reporting_crashes
 
 #: How far encode's background and ink levels may be from draw's, as a fraction of draw's
@@ -67,38 +68,6 @@ def check_generator(cls: type, params=None, *, root: Path | None = None) -> None
         if not problems:  # encode is compared with draw, which must work first
             problems += encode_problems(generator, interface)
     problems.raise_any()
-
-
-def tensor_problems(name: str, value, spec, batch_size: int, *, form_only: bool = False) -> list[str]:
-    """What is wrong with ``value`` as a batch of ``spec`` (dtype, shape, range, device);
-    ``form_only``: its type, device, dtype and shape only (what a model cannot take at all)."""
-    if not isinstance(value, torch.Tensor):
-        return [f"'{name}' is a {type(value).__name__}, not a tensor"]
-    if value.device.type != "cpu":
-        return [f"'{name}' is on {value.device}, not on the data device (cpu)"]
-    if isinstance(spec, (Image, Images)):
-        # float32: the model's weights' dtype (float64 or uint8 pixels fail in the first layer),
-        # what the default encode() gives
-        want, shape, high = "float32", (batch_size, *image_shape(spec)), None
-    elif isinstance(spec, Digits):
-        want, shape, high = "int64", (batch_size, spec.length), spec.base
-    elif isinstance(spec, (Categorical, Classes)):
-        want, shape, high = "int64", (batch_size,), spec.classes
-    else:
-        return [f"'{name}' is declared as {spec!r}, which is not a digitsum spec (Image, Images, Categorical, Classes, Digits)"]
-    if tuple(value.shape) != shape or value.dtype != (torch.float32 if high is None else torch.int64):
-        found = f"'{name}' is {value.dtype} {tuple(value.shape)}"
-        if value.numel() and not value.dtype.is_complex:
-            found += f" (min {float(value.min()):.4g}, max {float(value.max()):.4g})"
-        return [f"{found}, declared {spec}: {want} {shape}"]
-    if form_only:
-        return []
-    if high is None:
-        return [] if torch.isfinite(value).all() else [f"'{name}' holds NaN or infinite values"]
-    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= high):
-        what = "digits" if isinstance(spec, Digits) else "values"
-        return [f"'{name}' holds {what} outside [0, {high}) (min {int(value.min())}, max {int(value.max())})"]
-    return []
 
 
 def image_levels(x: torch.Tensor) -> tuple[float, float]:
