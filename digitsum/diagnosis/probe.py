@@ -340,7 +340,6 @@ class RunTrace:
     entropy: dict[str, float] = field(default_factory=dict)  # the best constant distribution's log-loss
     warmed: bool = False  # the lr rose through the recipe's warm-up before it was held at its peak
     step_sizes: Tensor = field(default_factory=lambda: torch.zeros(0))  # per step, RMS parameter change / lr
-    held_out_count: int = HELD_OUT  # the held-out samples ``after`` was scored on: the noise its accuracy has
 
     def step_growth(self) -> tuple[float, float] | None:
         """(mid, end) when the optimizer's steps grow without bound: the mean step, in units of
@@ -356,8 +355,7 @@ class RunTrace:
     def learning(self) -> dict[str, bool]:
         """A head learns when its held-out accuracy, its held-out log-loss, or (without class
         probabilities) its own held-out loss beats the best constant guess by more than noise."""
-        return {h: learns(self.after[h], self.chance[h], self.held_out_count) or self._beats_entropy(h) or self._own_loss_fell(h)
-                for h in self.after}  # fmt: skip
+        return {h: learns(self.after[h], self.chance[h]) or self._beats_entropy(h) or self._own_loss_fell(h) for h in self.after}
 
     def _own_loss_fell(self, head: str) -> bool:
         """For a head with no class probabilities only (a sum of 101 digits is right only once
@@ -482,5 +480,4 @@ def short_run(probe: Probe, steps: int, *, optimizer_of: Callable[[nn.Module], t
             grad_norms={name: stacked[i] for i, name in enumerate(layers)} if stacked is not None else {},
             warmed=warmed,
             step_sizes=torch.stack(sizes).float().cpu() if sizes else torch.zeros(0),
-            held_out_count=batch_len(held_out),
         )  # fmt: skip
