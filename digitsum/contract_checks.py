@@ -6,12 +6,12 @@ conformance checks of :mod:`digitsum.testing`, so that all three say the same.""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
-from .contracts import Categorical, Classes, Component, Digits, Image, Images, Optimizer, Schedule
+from .contracts import Categorical, Classes, Component, Digits, Image, Images, Interface, Optimizer, Schedule
 
 
 def uninitialised_problem(module: nn.Module) -> str | None:
@@ -47,6 +47,18 @@ def _required_positionals(signature: inspect.Signature) -> int:
                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)  # fmt: skip
 
 
+def accepts(function: Callable, arguments: int) -> bool:
+    """Whether ``function`` can be called with ``arguments`` positional arguments; one whose
+    signature cannot be read (a builtin) is trusted."""
+    try:
+        inspect.signature(function).bind(*range(arguments))
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
 def signature_problem(cls: type, base: type) -> str | None:
     """Why a method ``cls`` overrides cannot be called as digitsum calls ``base``'s (with the
     arguments the contract declares, by position), or None. Found when the class is loaded, so
@@ -63,13 +75,7 @@ def signature_problem(cls: type, base: type) -> str | None:
         expected = _plain(inspect.signature(declared))
         if not callable(written):
             return f"{cls.__name__}.{name} is not a method: digitsum calls {name}{expected}"
-        try:
-            inspect.signature(written).bind(*range(_required_positionals(inspect.signature(declared))))
-        except TypeError:
-            pass
-        except ValueError:  # no signature to read (a builtin): it is trusted
-            continue
-        else:
+        if accepts(written, _required_positionals(inspect.signature(declared))):
             continue
         written_as = _plain(inspect.signature(written))
         how = " (a @classmethod)" if isinstance(inspect.getattr_static(base, name), classmethod) else ""
@@ -127,6 +133,19 @@ def tensor_problems(name: str, value: object, spec: object, batch_size: int, *, 
         what = "digits" if isinstance(spec, Digits) else "values"
         return [f"'{name}' holds {what} outside [0, {high}) (min {int(value.min())}, max {int(value.max())})"]
     return []
+
+
+def batch_problems(interface: Interface, batch: Mapping[str, object], size: int, device: torch.device | str) -> list[tuple[str, str]]:
+    """``(name, problem)`` for each declared input and target of ``interface`` that ``batch``
+    (``size`` samples, as ``draw`` returned it on ``device``) lacks or holds in another type,
+    device, dtype or shape than its spec: what a model cannot take at all (the run's first
+    batch, the doctor's sample)."""
+    problems = []
+    for name, spec in {**interface.inputs, **interface.targets}.items():
+        found = tensor_problems(name, batch[name], spec, size, form_only=True, device=device) if name in batch else [
+            f"'{name}' is missing from the batch"]  # fmt: skip
+        problems += [(name, problem) for problem in found]
+    return problems
 
 
 def image_shape(spec: Image | Images) -> tuple[int, ...]:

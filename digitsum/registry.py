@@ -114,18 +114,16 @@ def load_check(ep: discovery.PluginEntryPoint, dist: PluginDistribution) -> Call
     be what the doctor calls, ``check(probe)``; a PluginError saying why it cannot be used."""
     import inspect
 
+    from .contract_checks import accepts
+
     what = f"doctor check '{ep.name}' from {dist.name} {dist.version}"
     check = load_entry_point(ep, what)
     if not callable(check):
         problem = f"it is a {type(check).__name__}, not a function taking a Probe"
+    elif not accepts(check, 1):
+        problem = f"{getattr(check, '__name__', ep.name)}{inspect.signature(check)} cannot take what digitsum passes: a check is check(probe)"
     else:
-        try:
-            inspect.signature(check).bind(None)
-            problem = None
-        except TypeError:
-            problem = f"{getattr(check, '__name__', ep.name)}{inspect.signature(check)} cannot take what digitsum passes: a check is check(probe)"
-        except ValueError:  # no signature to read (a builtin): it is trusted
-            problem = None
+        problem = None
     if problem:
         raise PluginError(f"{what} ({ep.value}) cannot be used: {problem}")
     return check

@@ -16,7 +16,7 @@ from types import FrameType
 import torch
 from torch import Tensor, nn
 
-from ..contract_checks import built_problem, tensor_problems
+from ..contract_checks import batch_problems, built_problem
 from ..contracts import Component, Fusion, Head, Interface, declared_output_shape
 from ..errors import UserError
 from ..recipe import Choice, Recipe
@@ -105,12 +105,10 @@ def check_batch(recipe: Recipe, interface: Interface, batch: Mapping[str, object
     """A :class:`ComponentError` naming the generator when a batch it drew (``size`` samples)
     breaks its declared specs in dtype or shape (float64 or uint8 images, a missing input): the
     model would fail in its first layer, and the error would name the fusion that tripped on it."""
-    for name, spec in {**interface.inputs, **interface.targets}.items():
-        problems = tensor_problems(name, batch[name], spec, size, form_only=True, device=device) if name in batch else [
-            f"'{name}' is missing from the batch"]  # fmt: skip
-        if problems:
-            raise _breach("datasets", recipe.data, "draw", f"draw() returned a batch its declaration does not allow: {problems[0]}\n"
-                          "(a bug in that generator's draw(): docs/plugins.md, \"Specs\", says what each spec's tensor is)")  # fmt: skip
+    problems = batch_problems(interface, batch, size, device)
+    if problems:
+        raise _breach("datasets", recipe.data, "draw", f"draw() returned a batch its declaration does not allow: {problems[0][1]}\n"
+                      "(a bug in that generator's draw(): docs/plugins.md, \"Specs\", says what each spec's tensor is)")  # fmt: skip
 
 
 def check_states(recipe: Recipe, states: Mapping[str, object], callbacks: Mapping[str, object] = {}) -> None:

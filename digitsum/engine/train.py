@@ -274,7 +274,7 @@ class Trainer:
         for step, batch in enumerate(batches, start=self.step):
             if not self._batch_checked:  # once: a generator's batches keep their form
                 size = min(self.batch_size, self.generator.size("train") - step * self.batch_size)
-                check_batch(self.recipe, type(self.generator).interface(self.generator.params), batch, size, self.device)
+                check_batch(self.recipe, self.recipe.interface(), batch, size, self.device)
                 self._batch_checked = True
             batch = self.world.shard(batch)
             outputs, losses, loss = self.train_step(batch)

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from ...contract_checks import tensor_problems
+from ...contract_checks import batch_problems
 from ...contracts import Batch, Categorical, Classes, Image, Images
 from ...engine.train import make_optimizer
 from ...seeding import make_rng, stream_seed
@@ -31,23 +31,22 @@ def generator_named(probe: Probe) -> str:
 
 def batch_contract(probe: Probe) -> list[Finding]:
     """The training batch against the generator's declared specs, by the rule plugin authors'
-    conformance check applies (``tensor_problems``: dtype and shape; the values are judged
+    conformance check applies (``contract_checks.batch_problems``: dtype and shape; the values are judged
     below, where the model can still run): an error per tensor
     that breaks it, marked ``batch_contract`` (the model cannot take such a batch: every check
     after this one would crash in the model, so :func:`~digitsum.diagnosis.diagnose` stops)."""
     batch, interface = probe.sample, probe.interface
-    n = batch_len(batch)
+    specs = {**interface.inputs, **interface.targets}
     findings = []
-    for name, spec in {**interface.inputs, **interface.targets}.items():
-        for problem in tensor_problems(name, batch[name], spec, n, form_only=True, device=probe.device) if name in batch else [f"'{name}' is missing from the batch"]:
-            kind = "input" if name in interface.inputs else "target"
-            fits = ("float32, prepared as encode() prepares raw pixels in [0, 1] (the built-in generators give float32 "
-                    "standardised with MNIST's mean and std, or in [0, 1] with normalize = false): end draw() with "
-                    "self.encode({...}) on mnist_pixels(...)") if isinstance(spec, (Image, Images)) else "what its spec declares"  # fmt: skip
-            findings.append(Finding("data", "error", f"{kind} '{name}' is not what its spec declares", f"{generator_named(probe)}: {problem}",
-                "the model is built for its declared inputs and targets: it cannot take this batch (training fails in its first layer "
-                "or its loss), and the doctor's other checks would only fail the same way: they were not run",
-                f"make {generator_named(probe)}'s draw() return '{name}' as {fits}", [], {"batch_contract": True, "problem": problem}))  # fmt: skip
+    for name, problem in batch_problems(interface, batch, batch_len(batch), probe.device):
+        spec, kind = specs[name], "input" if name in interface.inputs else "target"
+        fits = ("float32, prepared as encode() prepares raw pixels in [0, 1] (the built-in generators give float32 "
+                "standardised with MNIST's mean and std, or in [0, 1] with normalize = false): end draw() with "
+                "self.encode({...}) on mnist_pixels(...)") if isinstance(spec, (Image, Images)) else "what its spec declares"  # fmt: skip
+        findings.append(Finding("data", "error", f"{kind} '{name}' is not what its spec declares", f"{generator_named(probe)}: {problem}",
+            "the model is built for its declared inputs and targets: it cannot take this batch (training fails in its first layer "
+            "or its loss), and the doctor's other checks would only fail the same way: they were not run",
+            f"make {generator_named(probe)}'s draw() return '{name}' as {fits}", [], {"batch_contract": True, "problem": problem}))  # fmt: skip
     return findings
 
 
