@@ -135,24 +135,37 @@ def trace_of(probe: Probe) -> tuple[RunTrace, dict[str, float], dict[str, float]
         before = relus.dead_fractions(model, batch)
         blind = relus.blind
         relus.close()
-        trace = short_run(probe, steps, grad_norms=True, keep_model=True)
-        if _slow_but_moving(probe, trace):
-            # a head at chance whose training loss still fell: judge it on a longer run rather
-            # than call it broken (the example plugin's ordinal head is at chance after 93 steps)
-            steps *= SLOW_HORIZON
-            trace = short_run(probe, steps, grad_norms=True, keep_model=True)
-        if not _all_learn(probe, trace) and schedule_warms_up(probe, steps):
-            # the peak lr from initialisation killed it, but the recipe never trains so: judge it
-            # on the run that rises to the peak as its warm-up does (docs/doctor.md: speedrun)
-            warmed = short_run(probe, steps, grad_norms=True, keep_model=True, warmed=True)
-            if _all_learn(probe, warmed):
-                trace = warmed
+        trace = _judged_run(probe, steps)
         relus = ReluProbe(trace.model)
         after = relus.dead_fractions(trace.model, batch)
         relus.close()
         blind = {layer: max(share, relus.blind.get(layer, 0.0)) for layer, share in blind.items()}
         probe.cache["short_run"] = (trace, before, after, relus.feeds, blind)
     return probe.cache["short_run"]
+
+
+def _judged_run(probe: Probe, steps: int) -> RunTrace:
+    """The short run a recipe is judged on. A recipe whose schedule warms up is judged first on
+    the run that rises to the peak as its warm-up does and then holds it, since it never meets
+    its peak from initialisation (docs/doctor.md: `speedrun`, `add-100`); when a head does not
+    learn there, or the schedule has no warm-up, on the peak lr held from the first step (longer
+    when a head is slow but moving), and the warmed run is the one judged if it learns there."""
+    warms_up = schedule_warms_up(probe, steps)
+    if warms_up:
+        warmed = short_run(probe, steps, grad_norms=True, keep_model=True, warmed=True)
+        if _all_learn(probe, warmed):
+            return warmed
+    trace = short_run(probe, steps, grad_norms=True, keep_model=True)
+    if _slow_but_moving(probe, trace):
+        # a head at chance whose training loss still fell: judge it on a longer run rather
+        # than call it broken (the example plugin's ordinal head is at chance after 93 steps)
+        steps *= SLOW_HORIZON
+        trace = short_run(probe, steps, grad_norms=True, keep_model=True)
+        if not _all_learn(probe, trace) and schedule_warms_up(probe, steps):
+            warmed = short_run(probe, steps, grad_norms=True, keep_model=True, warmed=True)
+            if _all_learn(probe, warmed):
+                return warmed
+    return trace
 
 
 def _ends(losses: Tensor) -> tuple[float, float]:
