@@ -50,13 +50,15 @@ BARS: dict[str, dict[str, float]] = {
     "noisy": {"digit": 0.97},
     "regress-sum": {"sum": 0.97},
 }
-#: The bar the *mean* over the seeds must reach (MNIST addition, issue 14: the benchmark reports
-#: mean ± std; each bar is above the best published figure by more than its spread).
+#: The bar the *mean* over the seeds must reach (MNIST addition: the benchmark reports mean ±
+#: std; issue 14 set each bar above the best published figure by more than its spread, issue 30
+#: raised those of N = 1, 4 and 15 and set N = 100's above DeepProofLog's 37.8 %).
 MEAN_BARS: dict[str, dict[str, float]] = {
-    "add-1": {"sum": 0.985},
+    "add-1": {"sum": 0.990},
     "add-2": {"sum": 0.975},
-    "add-4": {"sum": 0.950},
-    "add-15": {"sum": 0.820},
+    "add-4": {"sum": 0.965},
+    "add-15": {"sum": 0.880},
+    "add-100": {"sum": 0.400},
 }
 DEFAULT_SEEDS = [0, 1, 2, 3, 4]
 
@@ -106,8 +108,9 @@ def read_run(name: str, seed: int, runs: Path) -> dict:
     return summary
 
 
-def summarise(name: str, summaries: list[dict], primary: dict[str, str], load: float, jobs: int = 1) -> dict:
-    """One recipe's record from its runs (one summary per seed)."""
+def summarise(name: str, summaries: list[dict], primary: dict[str, str], load: float | None, jobs: int = 1) -> dict:
+    """One recipe's record from its runs (one summary per seed); ``load`` is None for runs read
+    from disk, whose load at the start this script never saw."""
     test = {}
     for head, metric in primary.items():
         values = [round(s["metrics"]["test"][head][metric], 4) for s in summaries]
@@ -119,7 +122,8 @@ def summarise(name: str, summaries: list[dict], primary: dict[str, str], load: f
         "test": test,
         "seconds": round(statistics.mean(s["seconds"] for s in summaries), 1),
         "measured": time.strftime("%Y-%m-%d"),
-        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, device {device}, load average {load:.1f} at the start"
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs, device {device}"
+        + (f", load average {load:.1f} at the start" if load is not None else "")
         + (f", {jobs} seeds at once" if jobs > 1 else ""),
         "settings": settings_digest(recipe_document(name)),
     }
@@ -132,7 +136,7 @@ def record(name: str, seeds: list[int], workdir: Path, jobs: int = 1, runs: Path
 
     recipe = load_recipe(name)
     primary = {head: choice.cls.primary_metric for head, choice in recipe.heads.items()}
-    load = os.getloadavg()[0]  # other people's work on a shared machine slows a run: say how busy it was
+    load = None if runs else os.getloadavg()[0]  # other people's work on a shared machine slows a run: say how busy it was
 
     def one(seed: int) -> dict:
         summary = read_run(name, seed, runs) if runs else train_seed(name, seed, workdir)
