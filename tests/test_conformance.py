@@ -13,7 +13,7 @@ from digitsum.contracts import Classes, Fusion, Head, Image, Params
 from digitsum.registry import REGISTRIES, heads
 from digitsum.testing import ConformanceError, check_component, check_generator, check_head, check_recipe
 
-from .conftest import RECIPES, registered
+from .conftest import RECIPES, TINY_OVERRIDES, registered
 
 BUILTINS = [entry for registry in REGISTRIES.values() for entry in registry.entries() if entry.origin.builtin]
 
@@ -33,10 +33,6 @@ def test_every_builtin_conforms(entry, request, monkeypatch, tmp_path):
 # -- check_recipe: a recipe must learn on the tiny data --------------------------------------------
 
 HEALTHY_RECIPES = sorted(p for p in RECIPES.glob("*.toml") if p.stem != "notebook")
-#: Recipes whose examples use so many images that check_recipe's 2048 tiny training images make
-#: a handful of them (N = 15: 68 examples, 3 steps; N = 100: 10, 1 step): checked with shorter
-#: numbers, the rest of the recipe as shipped.
-TINY_OVERRIDES = {"add-15": ["data.n=2"], "add-100": ["data.n=2"]}
 
 
 @pytest.mark.parametrize("recipe", HEALTHY_RECIPES, ids=lambda p: p.stem)

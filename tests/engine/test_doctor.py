@@ -12,7 +12,7 @@ import torch
 from digitsum.diagnosis import CHECKS, Probe, diagnose, doctor
 from digitsum.recipe import load_recipe
 
-from ..conftest import RECIPES
+from ..conftest import RECIPES, TINY_OVERRIDES
 
 TINY_BATCH: list[str] = []  # the recipe's own batch size: fewer short-run steps
 SHIPPED = sorted(RECIPES.glob("*.toml"))
@@ -329,7 +329,7 @@ def test_checks_leave_the_model_and_the_random_state_untouched(tiny_data, overri
 
 @pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.name)
 def test_doctor_cli_on_every_shipped_recipe(cli, tiny_data, recipe):
-    result = cli("doctor", recipe, "--json")
+    result = cli("doctor", recipe, *(a for o in TINY_OVERRIDES.get(recipe.stem, ()) for a in ("--set", o)), "--json")
     report = json.loads(result.out)
     if recipe.name in BROKEN_ON_PURPOSE:
         assert result.code == 1 and not report["healthy"]
