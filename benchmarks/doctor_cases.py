@@ -137,7 +137,9 @@ CASES = {
     "labels_shifted": (ORIGINAL, ['data.type="shifted_labels"'], "learnability", None, "error"),
     "number_ignored": (ORIGINAL, ['backbone.type="ignores_number"'], "input_use", None, "error"),
     "constant_number": (ORIGINAL, ['data.type="constant_number"'], "input_use", None, "error"),
-    "pixels_x255": (ORIGINAL, ['data.type="times255"', *CONSTANT, "train.optimizer.lr=0.01"], "data", "code:standardise", "error"),
+    # the heads learn in the short run all the same (since 2026-12-05 at the latest): by the doctor's
+    # rule a warning, not an error (an error only while a head does not learn); the verified code fix counts
+    "pixels_x255": (ORIGINAL, ['data.type="times255"', *CONSTANT, "train.optimizer.lr=0.01"], "data", "code:standardise", "warning"),
     "dead_at_init": (ORIGINAL, ['backbone.type="dead_bias"'], "dead_relu", "code:initialisation", "error"),
     "detached_head": (ORIGINAL, ['heads.sum={type="detached", target="sum"}'], "loss_weights", None, "error"),
     "notebook": (NOTEBOOK, [], "double_softmax", "heads.sum.output", "error"),
