@@ -401,16 +401,20 @@ def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Chan
 
 
 def _describe(base: RunTrace, trace: RunTrace | None, heads: list[str]) -> str:
-    """Each head's held-out accuracy before -> after the change; and its held-out log-loss where
-    the accuracy shows no change (a head judged to learn by its log-loss would read "10 % -> 10 %")."""
+    """Each head's held-out accuracy before -> after the change; and where the accuracy shows no
+    change, its held-out log-loss, or for a head without class probabilities its own held-out
+    loss (a head judged to learn by either would read "10 % -> 10 %", or add-100's "0 % -> 0 %")."""
     if trace is None:
         return "failed"
     parts = []
     for h in heads:
         text = f"{h} {pct(base.after[h])} -> {pct(trace.after[h])}"
-        was, now = base.nll.get(h), trace.nll.get(h)
-        if pct(base.after[h]) == pct(trace.after[h]) and was is not None and now is not None:
-            text += f" (held-out log-loss {fmt(was)} -> {fmt(now)})"
+        if pct(base.after[h]) == pct(trace.after[h]):
+            was, now = base.nll.get(h), trace.nll.get(h)
+            if was is not None and now is not None:
+                text += f" (held-out log-loss {fmt(was)} -> {fmt(now)})"
+            elif h in base.held_loss and h in trace.held_loss:
+                text += f" (held-out loss {fmt(base.held_loss[h][1])} -> {fmt(trace.held_loss[h][1])})"
         parts.append(text)
     return ", ".join(parts)
 

@@ -819,3 +819,17 @@ def test_a_plugin_check_that_breaks_its_contract_is_an_error_naming_it_and_its_d
     if name in ("two_arguments", "not_a_function"):  # known before it runs: `digitsum plugins` says so too
         row = next(r for r in plugin_report() if r["distribution"] == "digitsum-miswritten")
         assert row["status"] == "failed" and says in row["checks"][0]["error"]
+
+
+def test_a_fix_verified_by_a_heads_own_loss_shows_that_loss():
+    """add-100's sum head is right only when 200 digits are: over a short run its accuracy reads
+    0 % -> 0 % with or without a fix, so the fix's figures must show the held-out loss it judged."""
+    from digitsum.diagnosis.probe import RunTrace
+    from digitsum.diagnosis.remedies import _describe
+
+    def trace(after_loss: float) -> RunTrace:
+        return RunTrace(steps=1, losses=torch.zeros(1), head_losses={}, before={"sum": 0.0, "digit": 0.1}, after={"sum": 0.0, "digit": 0.1},
+                        chance={"sum": 0.03, "digit": 0.1}, nll={"sum": None, "digit": 2.3}, held_loss={"sum": (230.0, after_loss), "digit": (2.3, 2.3)})  # fmt: skip
+
+    text = _describe(trace(230.7), trace(64.1), ["sum", "digit"])
+    assert text == "sum 0 % -> 0 % (held-out loss 230.7 -> 64.1), digit 10 % -> 10 % (held-out log-loss 2.3 -> 2.3)"
