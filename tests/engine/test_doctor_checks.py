@@ -833,3 +833,13 @@ def test_a_fix_verified_by_a_heads_own_loss_shows_that_loss():
 
     text = _describe(trace(230.7), trace(64.1), ["sum", "digit"])
     assert text == "sum 0 % -> 0 % (held-out loss 230.7 -> 64.1), digit 10 % -> 10 % (held-out log-loss 2.3 -> 2.3)"
+
+
+@pytest.mark.parametrize("epochs,told", [(1, False), (400, True)])
+def test_a_stall_under_a_warm_up_longer_than_the_short_run_says_so(tiny_data, epochs, told):
+    """A head that does not learn in the short run is an error either way; when the recipe's own
+    warm-up is longer than that run (add-100's 900 steps against 400), the error says the run
+    cannot judge a start that needs it."""
+    probe = probe_for("train.optimizer.lr=1e-9", f"train.epochs={epochs}")
+    (stalled, *_) = of(found(probe, "short_run"), "learning", "error")
+    assert ("not judged here" in stalled.why) is told

@@ -62,6 +62,18 @@ def _schedule_problem(lrs: list[float], peak: float) -> tuple[str, str] | None:
     return None
 
 
+def warm_up_steps(probe: Probe) -> int:
+    """Steps of the recipe's whole run before its schedule first reaches its highest lr (0 when
+    it starts there), counted on the schedule simulated over at most SCHEDULE_MAX_STEPS steps."""
+    total = run_steps(probe)
+    steps = min(total, SCHEDULE_MAX_STEPS)
+    lrs = lr_trajectory(probe.recipe, steps) if steps > 0 else []
+    if not lrs or not max(lrs) > 0:
+        return 0
+    first = next(i for i, lr in enumerate(lrs) if lr >= 0.99 * max(lrs))
+    return round(first * total / steps)
+
+
 def check_schedule(probe: Probe) -> list[Finding]:
     """The learning rate the recipe's schedule sets at every step of the run.
 

@@ -18,6 +18,7 @@ from ..emulate import cross_entropy_loss, reinitialised
 from ..findings import Change, Finding, fmt, pct
 from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, schedule_warms_up, scores, seeded, short_run, slice_batch, too_few
 from .loss import loss_floor
+from .optimization import warm_up_steps
 
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
 SHORT_RUN_SAMPLES, SHORT_RUN_STEPS = (12_000, (60, 400))
@@ -280,8 +281,13 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
             # loss up, then it settles back at a uniform guess's: that loss teaches nothing either)
             findings.append(_loss_metric_finding(probe, head, measured, figures))
         else:
-            findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured,
-                "a head that learns beats the best constant guess on held-out samples within a few hundred steps",
+            why = "a head that learns beats the best constant guess on held-out samples within a few hundred steps"
+            if (warm_up := warm_up_steps(probe)) > trace.steps:
+                # add-100's zero last layer starts after 300-600 steps of its 900-step warm-up: the
+                # short run cannot tell such a start from none (docs/doctor.md)
+                why += (f"; but the recipe's own warm-up takes {warm_up} steps, more than this run's {trace.steps}: "
+                        "a network that starts only under that warm-up is not judged here")
+            findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured, why,
                 "see the fixes tried below", [], figures))  # fmt: skip
     return findings
 
