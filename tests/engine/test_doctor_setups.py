@@ -285,6 +285,15 @@ def test_layers_fed_an_image_that_carries_nothing_are_not_called_dead_at_initial
     assert [f for f in findings if f.check == "input_use" and f.severity == "error" and "'image'" in f.title]
 
 
+def test_all_zero_images_are_called_constant_not_unstandardised(tiny_data):
+    """Standardising an all-zero image would divide by its std of 0: the data check must not propose it."""
+    with registered(datasets, "student", BlankImages):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['data.type="student"']))
+        [image] = [f for f in diagnose(probe, ["data"], verify=False).findings if "'image'" in f.title]
+    assert image.severity == "warning" and image.title == "input 'image' is constant: every value is 0"
+    assert not image.candidates and "/ 0" not in image.fix and "student" in image.fix
+
+
 def test_no_setting_of_an_optimizer_whose_step_climbs_is_proposed_beside_the_code_fix(tiny_data):
     flawed = type("Flawed", (StudentOptimizer,), {"flaw": "uphill"})
     with registered(optimizers, "student_optimizer", flawed):

@@ -148,6 +148,10 @@ def _image_stats(probe: Probe, name: str, x: Tensor) -> list[Finding]:
     measured = f"input '{name}': min {fmt(lo)}, max {fmt(hi)}, mean {fmt(mean)}, std {fmt(std)} over {len(x)} samples"
     if not math.isfinite(mean + std):
         return [Finding("data", "error", f"input '{name}' holds NaN or inf", measured, "every loss becomes NaN", "", [], figures)]
+    if hi == lo:  # nothing to standardise: (x - mean) / std would divide by 0
+        return [Finding("data", "warning", f"input '{name}' is constant: every value is {fmt(lo)}", measured,
+                        "a constant input carries nothing to learn from, whatever its scale",
+                        f"check what {generator_named(probe)} draws for '{name}' (input_use says whether the model needs it)", [], figures)]  # fmt: skip
     if abs(mean) > 0.5 or not 0.5 <= std <= 2.0:
         key = "data.normalize" if getattr(probe.recipe.data.params, "normalize", None) is False else ""
         fix = f"set {key} = true" if key else f"standardise input '{name}' in {generator_named(probe)}: (x - {fmt(mean)}) / {fmt(std)}"
