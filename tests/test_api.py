@@ -109,10 +109,13 @@ def test_build_has_no_side_effects_and_matches_the_run_s_initial_model(tiny_root
 
 
 def test_doctor_returns_findings_as_data(tiny_data):
-    report = digitsum.doctor(RECIPES / "notebook.toml", ["data.batch_size=64"])
+    # one cause the doctor names and repairs in seconds (the notebook's three take it 20 s:
+    # tests/engine/test_doctor.py and docs/quickstart.ipynb run those)
+    report = digitsum.doctor(RECIPES / "original.toml", ["heads.digit.weight=0"])
     assert isinstance(report, digitsum.Report) and not report.healthy
-    assert any(f.check == "double_softmax" and f.severity == "error" for f in report.findings)
-    assert report.to_dict()["healthy"] is False
+    assert any(f.check == "loss_weights" and f.severity == "error" and f.keys == ["heads.digit.weight"] for f in report.findings)
+    assert report.repair == {"heads.digit.weight": 1.0}
+    assert report.to_dict()["healthy"] is False and report.to_dict()["repair"] == {"heads.digit.weight": 1.0}
 
 
 def test_predict_from_a_file_equals_predict_from_its_pixels(trained, tmp_path):
