@@ -64,10 +64,14 @@ def _schedule_problem(lrs: list[float], peak: float) -> tuple[str, str] | None:
 
 def warm_up_steps(probe: Probe) -> int:
     """Steps of the recipe's whole run before its schedule first reaches its highest lr (0 when
-    it starts there), counted on the schedule simulated over at most SCHEDULE_MAX_STEPS steps."""
+    it starts there, or when the schedule cannot be simulated: the schedule check reports that),
+    counted on the schedule simulated over at most SCHEDULE_MAX_STEPS steps."""
     total = run_steps(probe)
     steps = min(total, SCHEDULE_MAX_STEPS)
-    lrs = lr_trajectory(probe.recipe, steps) if steps > 0 else []
+    try:
+        lrs = lr_trajectory(probe.recipe, steps) if steps > 0 else []
+    except Exception:  # a plugin schedule or optimizer that raises: check_schedule names it
+        return 0
     if not lrs or not max(lrs) > 0:
         return 0
     first = next(i for i, lr in enumerate(lrs) if lr >= 0.99 * max(lrs))

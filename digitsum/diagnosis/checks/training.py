@@ -240,6 +240,7 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
     a head at chance is told apart as a loss/predict mismatch (the argmax of its own probabilities
     is right), slow learning (:meth:`RunTrace.learning`) or no learning at all."""
     findings = []
+    warm_up: int | None = None  # the recipe's warm-up in steps, simulated when a head stalls
     n = batch_len(probe.held_out)
     if (few := too_few("learning", probe, batch_len(probe.sample), n)) is not None:
         return [few]
@@ -282,7 +283,9 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
             findings.append(_loss_metric_finding(probe, head, measured, figures))
         else:
             why = "a head that learns beats the best constant guess on held-out samples within a few hundred steps"
-            if (warm_up := warm_up_steps(probe)) > trace.steps:
+            if warm_up is None:
+                warm_up = warm_up_steps(probe)
+            if warm_up > trace.steps:
                 # add-100's zero last layer starts after 300-600 steps of its 900-step warm-up: the
                 # short run cannot tell such a start from none (docs/doctor.md)
                 why += (f"; but the recipe's own warm-up takes {warm_up} steps, more than this run's {trace.steps}: "
