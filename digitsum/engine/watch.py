@@ -27,8 +27,10 @@ READS_PER_EPOCH = 100
 #: guess's loss that has also fallen less than EARLY_FALL since the first steps means the model is
 #: learning almost nothing. (Both: a one-cycle warm-up starts slowly but does fall.)
 EARLY_SHARE, NEAR_CHANCE, EARLY_FALL = 0.25, 0.9, 0.05
-#: Between epochs: a training loss that fell less than this fraction has stopped falling.
-MIN_EPOCH_FALL = 0.01
+#: Between epochs: a training loss that fell less than MIN_EPOCH_FALL has stopped falling, while
+#: it is still above STALLED_SHARE of the first epoch's; below, the run has learned and levels off
+#: as its schedule ends (add-100: 230 in epoch 1, 1.16 then 1.38 in epochs 27 and 28 of 30).
+MIN_EPOCH_FALL, STALLED_SHARE = 0.01, 0.5
 #: Test accuracy within this many points of the best constant guess is "at chance".
 CHANCE_MARGIN = 0.02
 
@@ -121,7 +123,8 @@ class Watch(Warner):
         # The epoch's mean of the back-propagated loss: the model's own weighting of the heads'
         # mean losses (a weighted sum, so the mean of the per-step totals).
         loss = float(trainer.model.total_loss({name: values["loss"] for name, values in train.items()}))
-        if self.epoch_losses and "flat" not in self.warned and not fell(self.epoch_losses[-1], loss, MIN_EPOCH_FALL):
+        stalled = bool(self.epoch_losses) and not fell(self.epoch_losses[-1], loss, MIN_EPOCH_FALL) and not fell(self.epoch_losses[0], loss, STALLED_SHARE)
+        if stalled and "flat" not in self.warned:
             self.warned.add("flat")
             self.warn(f"the training loss stopped falling: {self.epoch_losses[-1]:.4f} in epoch {epoch - 1}, {loss:.4f} in epoch {epoch}")
         self.epoch_losses.append(loss)

@@ -139,3 +139,24 @@ def test_watch_follows_the_weighted_loss_that_is_trained(tiny_root, tmp_path):
     assert len(expected) == 2 and watch.epoch_losses == pytest.approx(expected, rel=1e-9)
     unweighted = [heads["digit"]["loss"] + heads["sum"]["loss"] for heads in train]
     assert watch.epoch_losses != pytest.approx(unweighted, rel=1e-3)  # the weights matter here
+
+
+def test_a_loss_that_levels_off_after_falling_far_is_not_called_stalled():
+    """add-100's loss falls from 230 to about 1 and wavers in its last epochs at a near-zero lr:
+    converged, not stalled. A loss that stays where it started is still warned about."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(model=SimpleNamespace(total_loss=lambda losses: sum(losses.values())))
+
+    def warnings_over(losses: list[float]) -> list[str]:
+        watch = Watch()
+        watch.chance = {}  # no test metrics here: only the loss is judged
+        for epoch, loss in enumerate(losses, 1):
+            watch.on_epoch_end(trainer, epoch, {"sum": {"loss": loss}}, {})
+        return watch.warnings
+
+    assert warnings_over([230.0, 26.4, 1.16, 1.38]) == []
+    [stalled] = warnings_over([2.94, 2.94])
+    assert stalled.startswith("the training loss stopped falling: 2.9400 in epoch 1, 2.9400 in epoch 2")
+    [later] = warnings_over([2.3, 1.6, 1.6])  # learned a little, then stuck well above where it would end
+    assert "1.6000 in epoch 3" in later
