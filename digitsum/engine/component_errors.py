@@ -20,6 +20,7 @@ from ..contract_checks import batch_problems, built_problem
 from ..contracts import Component, Fusion, Head, Interface, declared_output_shape
 from ..errors import UserError
 from ..recipe import Choice, Recipe
+from .checkpoint import round_trip_problem
 
 #: digitsum's own package folder: of it, only the built-in components count as component code.
 _DIGITSUM = Path(__file__).resolve().parents[1]
@@ -116,8 +117,6 @@ def check_states(recipe: Recipe, states: Mapping[str, object], callbacks: Mappin
     optimizer's and the scheduler's by kind, the callbacks' by their checkpoint key, ``callbacks``
     giving each key's object) cannot go into a checkpoint and come back from it, before such a
     checkpoint replaces a good one."""
-    from .checkpoint import round_trip_problem
-
     for key, state in states.items():
         problem = round_trip_problem(state)
         if problem is None:

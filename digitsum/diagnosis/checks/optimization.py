@@ -62,14 +62,22 @@ def _schedule_problem(lrs: list[float], peak: float) -> tuple[str, str] | None:
     return None
 
 
+def run_schedule(probe: Probe) -> tuple[int, int, list[float]]:
+    """The recipe's whole run in steps, the steps its schedule is simulated over (at most
+    SCHEDULE_MAX_STEPS: compressed beyond), and the lr at each (:func:`lr_trajectory`); cached
+    on the probe (the schedule check and a stalled head's warm-up read it)."""
+    if "schedule" not in probe.cache:
+        total = run_steps(probe)
+        steps = min(total, SCHEDULE_MAX_STEPS)
+        probe.cache["schedule"] = (total, steps, lr_trajectory(probe.recipe, steps))
+    return probe.cache["schedule"]
+
+
 def warm_up_steps(probe: Probe) -> int:
     """Steps of the recipe's whole run before its schedule first reaches its highest lr (0 when
-    it starts there, or when the schedule cannot be simulated: the schedule check reports that),
-    counted on the schedule simulated over at most SCHEDULE_MAX_STEPS steps."""
-    total = run_steps(probe)
-    steps = min(total, SCHEDULE_MAX_STEPS)
+    it starts there, or when the schedule cannot be simulated: the schedule check reports that)."""
     try:
-        lrs = lr_trajectory(probe.recipe, steps) if steps > 0 else []
+        total, steps, lrs = run_schedule(probe)
     except Exception:  # a plugin schedule or optimizer that raises: check_schedule names it
         return 0
     if not lrs or not max(lrs) > 0:
@@ -86,9 +94,7 @@ def check_schedule(probe: Probe) -> list[Finding]:
     most of the run and not above the peak. A fix is verified by simulating the schedule it
     sets, the same way."""
     recipe, peak = probe.recipe, probe.recipe.optimizer.params.lr
-    total = run_steps(probe)
-    steps = min(total, SCHEDULE_MAX_STEPS)
-    lrs = lr_trajectory(recipe, steps)
+    total, steps, lrs = run_schedule(probe)
     name = recipe.schedule.section.type
     at = [0, steps // 4, steps // 2, 3 * steps // 4, steps - 1]
     measured = (f"schedule '{name}' over {steps} steps" + (f" (the run's {total}, compressed)" if steps < total else " (the whole run)")

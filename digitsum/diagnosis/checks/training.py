@@ -151,21 +151,28 @@ def _judged_run(probe: Probe, steps: int) -> RunTrace:
     its peak from initialisation (docs/doctor.md: `speedrun`, `add-100`); when a head does not
     learn there, or the schedule has no warm-up, on the peak lr held from the first step (longer
     when a head is slow but moving), and the warmed run is the one judged if it learns there."""
-    warms_up = schedule_warms_up(probe, steps)
-    if warms_up:
-        warmed = short_run(probe, steps, grad_norms=True, keep_model=True, warmed=True)
-        if _all_learn(probe, warmed):
-            return warmed
-    trace = short_run(probe, steps, grad_norms=True, keep_model=True)
+
+    def run(steps: int, warmed: bool = False) -> RunTrace:
+        return short_run(probe, steps, grad_norms=True, keep_model=True, warmed=warmed)
+
+    def warmed_learning(steps: int) -> RunTrace | None:
+        """The warmed run of ``steps``, when the schedule warms up and every head learns there."""
+        if schedule_warms_up(probe, steps):
+            warmed = run(steps, warmed=True)
+            if _all_learn(probe, warmed):
+                return warmed
+        return None
+
+    if (warmed := warmed_learning(steps)) is not None:
+        return warmed
+    trace = run(steps)
     if _slow_but_moving(probe, trace):
         # a head at chance whose training loss still fell: judge it on a longer run rather
         # than call it broken (the example plugin's ordinal head is at chance after 93 steps)
         steps *= SLOW_HORIZON
-        trace = short_run(probe, steps, grad_norms=True, keep_model=True)
-        if not _all_learn(probe, trace) and schedule_warms_up(probe, steps):
-            warmed = short_run(probe, steps, grad_norms=True, keep_model=True, warmed=True)
-            if _all_learn(probe, warmed):
-                return warmed
+        trace = run(steps)
+        if not _all_learn(probe, trace) and (warmed := warmed_learning(steps)) is not None:
+            return warmed
     return trace
 
 

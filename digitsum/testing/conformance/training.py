@@ -27,8 +27,8 @@ def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
     parameters = list(model.parameters())
     component = cls(params)
     optimizer = component.build(parameters)
-    if built_problem(component, optimizer):
-        problems.fail(built_problem(component, optimizer))
+    if problem := built_problem(component, optimizer):
+        problems.fail(problem)
     held = [p for group in optimizer.param_groups for p in group["params"]]
     if len(held) != len(parameters) or {id(p) for p in held} != {id(p) for p in parameters}:
         problems.append("build(parameters) must hold every parameter it is given, each once")
@@ -76,8 +76,8 @@ def check_schedule(cls: type, params=None, *, total_steps: int = 100) -> None:
             hyper = {k: group[k] for k in HYPER_PARAMETERS if k in group}
             component = cls(checked)
             scheduler = component.build(optimizer, steps)
-            if built_problem(component, scheduler):
-                problems.fail(built_problem(component, scheduler))
+            if problem := built_problem(component, scheduler):
+                problems.fail(problem)
             rates = [group["lr"]]
             for _ in range(steps):
                 train_steps(model, optimizer, x, y, 1, scheduler)
