@@ -6,7 +6,7 @@ conformance checks of :mod:`digitsum.testing`, so that all three say the same.""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -88,11 +88,18 @@ def signature_problem(cls: type, base: type) -> str | None:
 SCHEDULER_METHODS = ("step", "get_last_lr", "state_dict", "load_state_dict")
 
 
-def built_problem(component: Component, built: object) -> str | None:
+def built_problem(component: Component, built: object, given: Sequence[nn.Parameter] = ()) -> str | None:
     """Why what an optimizer's or a schedule's ``build`` returned is not what its contract
-    promises (a ``torch.optim.Optimizer``; a scheduler with :data:`SCHEDULER_METHODS`), or None."""
-    if isinstance(component, Optimizer) and not isinstance(built, torch.optim.Optimizer):
-        return f"build() returned {type(built).__name__}, not a torch.optim.Optimizer"
+    promises (a ``torch.optim.Optimizer`` holding each of the ``given`` parameters once; a
+    scheduler with :data:`SCHEDULER_METHODS`), or None."""
+    if isinstance(component, Optimizer):
+        if not isinstance(built, torch.optim.Optimizer):
+            return f"build() returned {type(built).__name__}, not a torch.optim.Optimizer"
+        held = [p for group in built.param_groups for p in group["params"]]
+        if given and (len(held) != len(given) or {id(p) for p in held} != {id(p) for p in given}):
+            # a tensor it does not hold keeps its initial weights: a head that never trains
+            return (f"build() was given {len(given)} parameter tensors and its param groups hold {len(held)}: "
+                    "it must hold every parameter it is given, each once")
     if isinstance(component, Schedule):
         missing = [m for m in SCHEDULER_METHODS if not callable(getattr(built, m, None))]
         if missing:

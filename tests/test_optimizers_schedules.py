@@ -225,6 +225,13 @@ class _ListOptimizer(Optimizer):
         return list(parameters)
 
 
+class _LastLayerOptimizer(_ListOptimizer):
+    """Holds only the last two tensors it is given: every other layer, heads too, would keep its initial weights."""
+
+    def build(self, parameters):
+        return torch.optim.Adam(parameters[-2:], lr=self.params.lr)
+
+
 class _ListSchedule(Schedule):
     """Returns its scheduler in a list."""
 
@@ -235,6 +242,7 @@ class _ListSchedule(Schedule):
 @pytest.mark.parametrize("kind, component, says", [
     ("optimizers", _ListOptimizer, "build() returned list, not a torch.optim.Optimizer"),
     ("schedules", _ListSchedule, "build() returned list, without step, get_last_lr, state_dict, load_state_dict"),
+    ("optimizers", _LastLayerOptimizer, "build() was given 12 parameter tensors and its param groups hold 2"),
 ])  # fmt: skip
 def test_a_build_that_returns_another_type_is_blamed_on_its_component(kind, component, says, cli, tiny_data, tmp_path):
     registry = {"optimizers": optimizers, "schedules": schedules}[kind]

@@ -18,7 +18,7 @@ import torch
 
 from .. import kinds
 from ..engine.accel import configure_threads
-from ..engine.component_errors import blame
+from ..engine.component_errors import ComponentError, blame
 from ..errors import UserError, did_you_mean
 from ..registry import PluginError, load_check, plugin_distributions
 from ..recipe import Recipe
@@ -104,6 +104,13 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
         found = check(probe)
         if isinstance(found, Iterator):  # a check written as a generator: its findings, drawn here
             found = list(found)
+    except ComponentError as e:  # a component broke its contract (an optimizer missing tensors): training would stop here
+        if stop_on_component_error:
+            raise
+        return [Finding(name, "error", f"{e.component} from {e.origin} breaks its contract in {e.method}()",
+                        e.message.splitlines()[0], f"the {name} check built it as training does",
+                        f"fix the {e.method}() of {e.component}; `digitsum run` refuses it the same way",
+                        figures={"component": e.component, "method": e.method, "checks": [name], "breach": True})]  # fmt: skip
     except UserError:
         raise
     except Exception as e:
@@ -184,7 +191,9 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
                     same.why = f"the {', '.join(same.figures['checks'])} checks ran it as training does"
             if contract_broken := any(f.figures.get("batch_contract") for f in findings):
                 break  # the model cannot take the generator's batches: every further check would crash in it
-        if not contract_broken and (verify if verify is not None else "short_run" in names):
+        # no fix can be verified by training with a component that breaks its contract
+        breach = contract_broken or any(f.figures.get("breach") for f in findings)
+        if not breach and (verify if verify is not None else "short_run" in names):
             try:
                 added, repair, code = verify_fixes(probe, findings, None if budget is None else started + budget)
                 findings += added

@@ -92,11 +92,12 @@ def _suspects(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str,
     return suspects
 
 
-def built(kind: str, choice: Choice, component: Component, made: object) -> object:
-    """``made``, what ``component`` (the recipe's ``choice`` of ``kind``) built, if it is what its
-    contract promises; else a :class:`ComponentError` naming the component, its origin and what
-    came back, before anything trips on it (a schedule's LambdaLR on a list, a step() missing)."""
-    problem = built_problem(component, made)
+def built(kind: str, choice: Choice, component: Component, made: object, given: Sequence[nn.Parameter] = ()) -> object:
+    """``made``, what ``component`` (the recipe's ``choice`` of ``kind``) built from ``given``
+    (an optimizer's parameters), if it is what its contract promises; else a
+    :class:`ComponentError` naming the component, its origin and what came back, before anything
+    trips on it (a schedule's LambdaLR on a list, a step() missing, an optimizer missing a head)."""
+    problem = built_problem(component, made, given)
     if problem is None:
         return made
     raise _breach(kind, choice, "build", f"{problem}\n(a bug in that component's build(): docs/plugins.md says what it returns)")

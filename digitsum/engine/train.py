@@ -85,10 +85,13 @@ def evaluate(
     return tally.reduced(world).means()
 
 
-def make_optimizer(recipe: Recipe, model: DigitModel) -> torch.optim.Optimizer:
-    """The recipe's optimizer (``[train.optimizer]``) over the model's parameters."""
-    optimizer = recipe.optimizer.cls(recipe.optimizer.params)
-    return built("optimizers", recipe.optimizer, optimizer, optimizer.build(list(model.parameters())))
+def make_optimizer(recipe: Recipe, model: DigitModel, *, checked: bool = True) -> torch.optim.Optimizer:
+    """The recipe's optimizer (``[train.optimizer]``) over the model's parameters; ``checked``:
+    refused (:func:`built`) unless it is a torch optimizer holding each of them once (the doctor's
+    optimizer check builds it unchecked, to measure what is wrong with it)."""
+    optimizer, parameters = recipe.optimizer.cls(recipe.optimizer.params), list(model.parameters())
+    made = optimizer.build(parameters)
+    return built("optimizers", recipe.optimizer, optimizer, made, parameters) if checked else made
 
 
 def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -335,3 +335,14 @@ def test_a_regression_head_on_the_sum_is_a_legitimate_choice_judged_by_its_round
     probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['heads.sum={type="regress", target="sum"}']))
     findings = diagnose(probe, ["short_run"], verify=False).findings
     assert not [f for f in findings if f.severity != "info"] and any(f.title == "heads.sum learns" for f in findings)
+
+
+def test_the_whole_doctor_names_an_optimizer_that_breaks_its_contract_once_and_tries_no_fix(tiny_data):
+    flawed = type("Flawed", (StudentOptimizer,), {"flaw": "last_layer_only"})
+    with registered(optimizers, "student_optimizer", flawed):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['train.optimizer={type="student_optimizer"}']))
+        report = diagnose(probe, ["optimizer", "short_run", "overfit"])
+    errors = [f for f in report.findings if f.severity != "info"]
+    # the optimizer check names the tensors it misses; the checks that train are refused as a run would be, in one finding
+    assert [f.check for f in errors] == ["optimizer", "short_run"], [f.title for f in report.findings]
+    assert "breaks its contract in build()" in errors[1].title and errors[1].figures["checks"] == ["short_run", "overfit"]

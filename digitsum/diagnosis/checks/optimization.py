@@ -125,7 +125,7 @@ def _one_step(probe: Probe, batch: Batch, gradient: bool) -> tuple[dict[str, Ten
     after, and the gradient of the total loss on ``batch`` they were given (zeros when not
     ``gradient``: what the step does on its own, its weight decay, say)."""
     model = fresh_copy(probe.model)
-    optimizer = make_optimizer(probe.recipe, model)
+    optimizer = make_optimizer(probe.recipe, model, checked=False)
     trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
     before = {name: p.detach().clone() for name, p in trained.items()}
     optimizer.zero_grad(set_to_none=True)
@@ -147,7 +147,7 @@ def check_optimizer(probe: Probe) -> list[Finding]:
     negative dot product with the gradient)."""
     model, recipe = probe.model, probe.recipe
     kind = recipe.optimizer.section.type
-    optimizer = make_optimizer(recipe, model)  # built, never stepped: the probe's model is not changed
+    optimizer = make_optimizer(recipe, model, checked=False)  # built, never stepped: the probe's model is not changed
     cls = type(optimizer)
     name = f"train.optimizer ({kind}: {cls.__module__}.{cls.__name__})"
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
