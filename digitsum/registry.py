@@ -306,6 +306,10 @@ class Registry:
             refused = refused_provider(self.kind, bare, dist)
             if refused:
                 raise UserError(f"{self.label} '{name}' comes from {refused}")
+            installed = {canonical_name(d.name) for d in plugin_distributions()} | {"digitsum"}
+            if dist and canonical_name(dist) not in installed:  # a run directory of a plugin since uninstalled, say
+                raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: "
+                                f"pip install {dist}")  # fmt: skip
             hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
             misgrouped = [f"{d.name} {d.version} declares '{bare}' in the entry-point group [{ep.group}], not [{self.group}]"
                           for d in plugin_distributions() for ep in d.misgrouped if ep.name == bare]  # fmt: skip

@@ -48,7 +48,7 @@ class Part:
     module: str
     words: frozenset[str]
     builtin: str = ""
-    own: str = 'type = "{name}"'
+    own: str = 'type = "{dist}:{name}"'  # qualified: a namesake another plugin brings cannot take its place
     function: bool = False
 
 
@@ -61,8 +61,8 @@ _BUILTIN = {
     "schedules": 'type = "onecycle"\nmomentum = [0.85, 0.95]  # Adam\'s beta1 cycled against the lr (0.95 -> 0.85 at the peak -> 0.95)',
     "loggers": "",
 }
-#: What a part's own recipe table says where it is not ``type = "<name>"``.
-_OWN = {"loggers": "\n[log.{name}]  # the logger's type is the table's name; its parameters go here"}
+#: What a part's own recipe table says where it is not ``type = "<dist>:<name>"``.
+_OWN = {"loggers": '\n[log.{name}]  # its parameters go here\ntype = "{dist}:{name}"'}
 
 #: Everything a plugin can be scaffolded with, in order: every component kind, then a doctor check.
 PARTS: dict[str, Part] = {
@@ -146,7 +146,8 @@ def _context(names: dict[str, str], chosen: list[str]) -> dict[str, str]:
         ),
         "entry_points": entry_points.rstrip("\n") + "\n",
         # the recipe: each part's table (its own, or a built-in's), a second head on the generator's other target
-        **{group: part.own.format(name=objects[group][0]) if group in objects else part.builtin for group, part in PARTS.items()},
+        **{group: part.own.format(dist=names["dist"], name=objects[group][0]) if group in objects else part.builtin
+           for group, part in PARTS.items()},
         "second_target": "compare" if "datasets" in objects else "sum",
         **{f"{PARTS[g].module}_name": name for g, (name, _) in objects.items()},
         **{f"{PARTS[g].module}_class": obj for g, (_, obj) in objects.items()},

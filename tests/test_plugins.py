@@ -237,6 +237,21 @@ def test_a_name_from_two_distributions_needs_the_qualified_form(tmp_path, exampl
     assert 'type = "digitsum-twin:bilinear"' in qualified.stdout
 
 
+def test_a_resolved_recipe_names_a_plugins_component_by_its_distribution_and_keeps_meaning_it(tmp_path, example_site):
+    recipe = EXAMPLE / "digitsum_example" / "recipes" / "product.toml"
+    resolved = digitsum("show", recipe, site=example_site)
+    assert resolved.returncode == 0 and 'type = "digitsum-example:bilinear"' in resolved.stdout, resolved.stderr
+    saved = tmp_path / "recipe.toml"  # what a run directory keeps
+    saved.write_text(resolved.stdout)
+    # a plugin installed later with a namesake leaves it meaning the same class
+    twin = fake_distribution(tmp_path / "twin", "digitsum-twin", "2.0", {"digitsum.fusions": {"bilinear": "twin_missing:Bilinear"}})
+    assert digitsum("show", saved, site=[example_site, twin]).stdout == resolved.stdout
+    # and without its plugin it says which distribution to install, never binding the namesake
+    gone = digitsum("show", saved, site=twin)
+    assert gone.returncode == 2 and "Traceback" not in gone.stderr, gone.stderr
+    assert "comes from the distribution 'digitsum-example', which is not installed: pip install digitsum-example" in gone.stderr
+
+
 def test_plugins_and_list_flag_a_name_two_distributions_define_before_a_recipe_trips_on_it(tmp_path, example_site):
     twin = fake_distribution(tmp_path / "twin", "digitsum-twin", "2.0",
                              {"digitsum.fusions": {"bilinear": "digitsum_example.bilinear:Bilinear",

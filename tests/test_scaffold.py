@@ -62,7 +62,7 @@ def test_scaffold_works_with_no_edits(tmp_path, tiny_root):
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 1
     recipe = (tmp_path / "run" / "recipe.toml").read_text()
-    assert 'type = "shapes_optimizer"' in recipe and 'type = "shapes_schedule"' in recipe  # its own, not adam/onecycle
+    assert 'type = "digitsum-shapes:shapes_optimizer"' in recipe and 'type = "digitsum-shapes:shapes_schedule"' in recipe  # its own
     logged = [json.loads(line) for line in (tmp_path / "run" / "epochs.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logged] == [1]  # its own logger wrote its file
 
@@ -179,7 +179,7 @@ def test_scaffold_with_one_kind_uses_builtins_for_the_rest(tmp_path):
     paths = install_editable(plugin, tmp_path / "site")
     shown = run_subprocess("show", "gate", env=env_for(paths))
     assert shown.returncode == 0, shown.stderr
-    assert 'type = "single_digit"' in shown.stdout and 'type = "gate_fusion"' in shown.stdout and 'type = "classify"' in shown.stdout
+    assert 'type = "single_digit"' in shown.stdout and 'type = "digitsum-gate:gate_fusion"' in shown.stdout and 'type = "classify"' in shown.stdout
 
 
 @pytest.mark.parametrize("group", PARTS)
@@ -200,8 +200,8 @@ def test_each_kind_alone_renders_and_imports(cli, tmp_path, monkeypatch, group):
     recipe = tomllib.loads((plugin / package / "recipes" / f"only_{group}.toml").read_text())
     tables = {"datasets": recipe["data"], "fusions": recipe["backbone"], "heads": recipe["heads"]["digit"],
               "optimizers": recipe["train"]["optimizer"], "schedules": recipe["train"]["schedule"]}  # fmt: skip
-    assert {g for g, table in tables.items() if table["type"] == name} == ({group} & set(tables))
-    assert ("log" in recipe) == (group == "loggers") and ((name in recipe["log"]) if "log" in recipe else True)
+    assert {g for g, table in tables.items() if table["type"] == f"{dist}:{name}"} == ({group} & set(tables))
+    assert ("log" in recipe) == (group == "loggers") and (recipe["log"][name]["type"] == f"{dist}:{name}" if "log" in recipe else True)
 
     # every file of the project it names (a comment pointing at tests/test_logger.py, say) is there
     for path in plugin.rglob("*"):

@@ -154,14 +154,18 @@ TOP_LEVEL = {
 
 @dataclass(frozen=True)
 class Choice:
-    """A component picked by a recipe table: its section, its class and its validated params."""
+    """A component picked by a recipe table: its section, its class and its validated params;
+    ``recorded``: the name a resolved recipe gives it, a plugin's qualified (``dist:name``) so
+    that a run directory keeps meaning the same class when another plugin brings a namesake."""
 
     section: Any
     cls: type
     params: Any
+    recorded: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _without_none({**self.section.model_dump(), **self.params.model_dump(mode="json")})
+        section = self.section.model_dump() | ({"type": self.recorded} if self.recorded else {})
+        return _without_none({**section, **self.params.model_dump(mode="json")})
 
 
 @dataclass(frozen=True)

@@ -98,12 +98,14 @@ class _Check:
         if section is None:
             return None
         try:
-            cls = REGISTRIES[kind].get(section.type)
+            entry = REGISTRIES[kind].entry(section.type)
+            cls = entry.load()
         except UserError as e:  # an unknown name, or a plugin that fails to load (PluginError)
             self.problem(prefix + ("type",), e.message)
             return None
+        recorded = None if entry.origin.builtin else entry.qualified_name
         try:
-            return Choice(section, cls, strict(cls.Params, {k: v for k, v in data.items() if k not in model.model_fields}))
+            return Choice(section, cls, strict(cls.Params, {k: v for k, v in data.items() if k not in model.model_fields}), recorded)
         except ValidationError as e:
             self.pydantic(e, prefix, [*model.model_fields, *cls.Params.model_fields], f" [{KINDS[kind].label} '{section.type}']")
             return None
