@@ -190,12 +190,29 @@ def _misshapen_output(frame: FrameType) -> str | None:
     if not isinstance(head, Head) or code.co_name == "forward" or not isinstance(output, Tensor) or output.dim() == 0:
         return None
     target = frame.f_locals.get(arguments[1]) if len(arguments) > 1 else None
-    size = len(target) if isinstance(target, Tensor) and target.dim() else len(output)
+    return output_problem(head, output, len(target) if isinstance(target, Tensor) and target.dim() else len(output))
+
+
+def output_problem(head: Head, output: Tensor, size: int) -> str | None:
+    """What is wrong with the shape of ``output``, ``head``'s forward on ``size`` samples, against
+    what its ``output_kind`` declares; None when nothing is (an 'other' output: its own business)."""
     kind, space = getattr(head, "output_kind", "class_logits"), head.prediction_space()
     declared = declared_output_shape(kind, size, space.classes if space.length is None else None)
     if declared is None or tuple(output.shape) == declared:
-        return None  # an 'other' output: its shape is the head's own business
+        return None
     return f"forward() returned an output of shape {list(output.shape)} where its output_kind '{kind}' declares {list(declared)}"
+
+
+def check_outputs(recipe: Recipe, model: nn.Module, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
+    """A :class:`ComponentError` naming the first head whose output on a batch has another shape
+    than its ``output_kind`` declares. A narrower one trips the loss (and :func:`blame` names the
+    head); a wider one would train without an error, spending probability on classes that never come."""
+    for name, output in outputs.items():
+        head = model.heads[name]
+        problem = output_problem(head, output, len(batch[model.bindings[name].target])) if isinstance(output, Tensor) else None
+        if problem is not None:
+            raise _breach("heads", recipe.heads[name], "forward", f"{problem}\n(a bug in that head's forward(), or its "
+                          "output_kind: docs/plugins.md, \"Head\", says what each kind declares)")  # fmt: skip
 
 
 def _misshapen_features(frames: list[tuple[FrameType, int]], depth: int) -> tuple[Fusion, str] | None:

@@ -22,7 +22,7 @@ from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .component_errors import blame_components, built, check_batch, check_states
+from .component_errors import blame_components, built, check_batch, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
 from .rundir import INIT_FILE, RUN_FORMAT, lock, mark, owned, record_outputs, unlock
@@ -275,12 +275,15 @@ class Trainer:
         every = self.recipe.train.checkpoint_every
         batches = train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device, self.step)
         for step, batch in enumerate(batches, start=self.step):
-            if not self._batch_checked:  # once: a generator's batches keep their form
+            first = not self._batch_checked  # checked once: a generator's batches and the heads' outputs keep their form
+            if first:
                 size = min(self.batch_size, self.generator.size("train") - step * self.batch_size)
                 check_batch(self.recipe, self.recipe.interface(), batch, size, self.device)
-                self._batch_checked = True
             batch = self.world.shard(batch)
             outputs, losses, loss = self.train_step(batch)
+            if first:
+                check_outputs(self.recipe, self.model, outputs, batch)
+                self._batch_checked = True
             self.tally.add(self.model, outputs, losses, batch)
             self.step = step + 1
             self._emit("on_step", epoch, step, loss.detach())

@@ -95,6 +95,24 @@ def test_a_heads_misshapen_output_is_blamed_on_its_forward_not_on_the_loss_that_
     assert "loss() then raised" in error.message
 
 
+class Wide(Classify):
+    """A head whose forward adds a logit: nothing trips on it, the loss just spreads probability onto it."""
+
+    def forward(self, features):
+        logits = super().forward(features)
+        return torch.cat([logits, logits[:, :1]], dim=1)
+
+
+def test_a_head_wider_than_it_declares_is_refused_at_the_first_step_naming_its_forward(tiny_root, tmp_path):
+    with registered(heads, "wide", Wide), pytest.raises(ComponentError) as caught:
+        start(bomb_recipe(tiny_root, "wide"), tmp_path / "run", progress=False, preflight=False)
+    error = caught.value
+    assert error.method == "forward" and error.component == "head 'wide'"
+    assert "forward() returned an output of shape [64, 20] where its output_kind 'class_logits' declares [64, 19]" in error.message
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert "wide" in summary["failed"] and summary["position"] == {"epoch": 0, "step": 0}
+
+
 class Short(Fusion):
     """A fusion that declares 16 features and returns 8."""
 

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ...contract_checks import batch_problems
 from ...contracts import Batch, Categorical, Classes, Image, Images
+from ...engine.component_errors import output_problem
 from ...engine.train import make_optimizer
 from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
@@ -68,13 +69,14 @@ def check_data(probe: Probe) -> list[Finding]:
             findings += _range_finding("input", name, x, spec.classes, "the fusion one-hots it with that many classes")
     with torch.no_grad():
         outputs = probe.model(slice_batch(batch, 64))
+    widths: list[Finding] = []
     for target, spec in probe.interface.targets.items():
         if not isinstance(spec, Classes):
             continue
         y = batch[target]
         findings += _range_finding("target", target, y, spec.classes, "the loss indexes the head's outputs with it")
         for head in (h for h in probe.model.heads if probe.target_of(h) == target):
-            findings += _width_finding(probe, head, outputs[head], probe.classes_of(head), target)
+            widths += _width_finding(probe, head, outputs[head], probe.classes_of(head), target)
         if y.numel():
             sorted_batches = _batch_balance(probe, target, spec.classes)
             if sorted_batches is None:
@@ -82,6 +84,23 @@ def check_data(probe: Probe) -> list[Finding]:
             else:  # the sample above is one draw, as one-class as a batch: the labels are judged over the batches
                 finding, pooled = sorted_batches
                 findings += [finding, _balance(target, pooled, spec.classes)]
+    return findings + widths + _declared_shapes(probe, outputs, {f.figures["head"] for f in widths})
+
+
+def _declared_shapes(probe: Probe, outputs: dict[str, Tensor], named: set[str]) -> list[Finding]:
+    """Heads (other than those ``named`` already) whose output has another shape than their
+    ``output_kind`` declares: a run refuses them at its first step (a logit too many trains
+    without an error otherwise, spending probability on a class that never comes)."""
+    findings = []
+    for head, output in outputs.items():
+        module = probe.model.heads[head]
+        problem = output_problem(module, output, len(output)) if head not in named and isinstance(output, Tensor) else None
+        if problem is not None:
+            cls = type(module)
+            findings.append(Finding("data", "error", f"heads.{head} does not output what it declares",
+                f"heads.{head} ({cls.__module__}.{cls.__name__}): {problem}", "`digitsum run` refuses it at its first step",
+                f"make {cls.__name__}.forward() return the shape its output_kind declares (docs/plugins.md, \"Head\")",
+                [], {"head": head, "shape": list(output.shape)}))  # fmt: skip
     return findings
 
 
@@ -139,7 +158,7 @@ def _width_finding(probe: Probe, head: str, output: Tensor, classes: int | None,
     return [Finding("data", "error", f"heads.{head} has {width} outputs for {classes} classes",
                     f"heads.{head} predicts {classes} classes of target '{target}'; it outputs {width} values per sample and predicts their argmax",
                     "labels above the head's size cannot be predicted", "bind the head to a target of its size",
-                    [f"heads.{head}.target"], {"outputs": width, "classes": classes})]  # fmt: skip
+                    [f"heads.{head}.target"], {"outputs": width, "classes": classes, "head": head})]  # fmt: skip
 
 
 def _image_stats(probe: Probe, name: str, x: Tensor) -> list[Finding]:
