@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, recipe_text
 from ..files import write_text
 
 
@@ -58,6 +58,7 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
     import tomli_w
 
     from ..recipe import recipe_document
+    from ..recipe.validate import RECIPE_NAME
 
     out = check_target(source, out, overwrite)
     doc = recipe_document(source, list(overrides))
@@ -69,6 +70,11 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
     provenance = fixed.pop("provenance", None)
     for key, value in repair.items():
         _set(fixed, key, value)
+    # a new recipe: named by its file (its runs go to runs/<file>/, not beside the broken
+    # recipe's), and described as what it is, not as the recipe it mends
+    was = fixed.get("name") or Path(source).stem
+    fixed["name"] = out.stem if RECIPE_NAME.fullmatch(out.stem) else f"{was}-repaired"
+    fixed["description"] = f"{was}, with the fixes `digitsum doctor` verified: " + ", ".join(f"{k} = {recipe_text(v)}" for k, v in repair.items())
     before, after = tomli_w.dumps(doc), tomli_w.dumps(fixed)
     header = f"# {out.name}: {_HEADER} {source} --repair` with the fixes it verified:\n" + "".join(
         f"#   {k} = {v!r}\n" for k, v in repair.items())

@@ -23,6 +23,9 @@ from .limits import MAX_NAMED
 from .overrides import Overrides, read_source
 from .schema import SECTIONS, TOP_LEVEL, Choice, Init, InitSection, KeyPath, Recipe, TrainSection
 
+#: What a recipe's ``name`` may be (it names the folder its runs go to: runs/<name>/).
+RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
 
 _SEQUENCE_TYPES = {"tuple_type", "set_type", "frozen_set_type"}
 
@@ -183,7 +186,7 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
             check.problem((key,), f"is required but missing: add a [{key}] table ({TOP_LEVEL[key]})", fallback)
 
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+    if not isinstance(name, str) or not RECIPE_NAME.fullmatch(name):
         check.problem(("name",), f"must be 1-64 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit (got {fmt_value(name)})")
     description = raw.get("description", "")
     if not isinstance(description, str):
