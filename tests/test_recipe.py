@@ -601,3 +601,21 @@ def test_a_python_document_meets_the_size_limit_of_a_file(bulk):
     with pytest.raises(RecipeError, match="more than 1 MiB of text"):
         load_recipe({"extends": "original", "name": "big", **bulk})
     load_recipe({"extends": "original", "name": "small", "description": "x" * 1000})  # a long description is fine
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_a_resolved_recipe_writes_short_arrays_on_one_line_and_reads_back_the_same(name):
+    recipe = load_recipe(name)
+    text = recipe.to_toml()
+    assert load_recipe(tomllib.loads(text)).to_dict() == recipe.to_dict()
+    assert not any(line.rstrip().endswith("= [") for line in text.splitlines()), text  # every array here is short
+
+
+def test_toml_text_joins_only_what_reads_back_the_same():
+    from digitsum.recipe import toml_text
+
+    doc = {"a": [6, 12], "b": ["x, y", "z]"], "t": {"c": [0.85, 0.95], "d": list(range(60)), "e": [True, "q"]}}
+    text = toml_text(doc)
+    assert tomllib.loads(text) == doc
+    assert "a = [6, 12]\n" in text and 'e = [true, "q"]\n' in text and "c = [0.85, 0.95]\n" in text
+    assert "b = [\n" in text and "d = [\n" in text  # a bracket inside a string, an array too long for a line

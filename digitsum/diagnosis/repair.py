@@ -55,9 +55,7 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
                    overwrite: bool = False) -> str:  # fmt: skip
     """Write the repaired recipe to ``out`` atomically; return the diff (unified, TOML) between
     the recipe as it was and as written. Raises UserError where :func:`check_target` refuses."""
-    import tomli_w
-
-    from ..recipe import recipe_document
+    from ..recipe import recipe_document, toml_text
     from ..recipe.validate import RECIPE_NAME
 
     out = check_target(source, out, overwrite)
@@ -75,7 +73,7 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
     was = fixed.get("name") or Path(source).stem
     fixed["name"] = out.stem if RECIPE_NAME.fullmatch(out.stem) else f"{was}-repaired"
     fixed["description"] = f"{was}, with the fixes `digitsum doctor` verified: " + ", ".join(f"{k} = {recipe_text(v)}" for k, v in repair.items())
-    before, after = tomli_w.dumps(doc), tomli_w.dumps(fixed)
+    before, after = toml_text(doc), toml_text(fixed)
     header = f"# {out.name}: {_HEADER} {source} --repair` with the fixes it verified:\n" + "".join(
         f"#   {k} = {v!r}\n" for k, v in repair.items())
     if provenance is not None:

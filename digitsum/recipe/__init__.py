@@ -10,11 +10,11 @@ from .document import Source
 from .legacy import MOVED_TRAIN_KEYS, legacy_train, upgrade_resolved, upgrade_train
 from .overrides import Overrides, _override_key, parse_override, recipe_document
 from .schema import (MACHINE_LOCAL_KEYS, BackboneSection, Choice, DataSection, HeadSection, Init, InitSection, KeyPath, LogSection,
-                     OptimizerSection, Recipe, ScheduleSection, TrainSection)  # fmt: skip
+                     OptimizerSection, Recipe, ScheduleSection, TrainSection, toml_text)  # fmt: skip
 from .validate import load_recipe
 
 __all__ = [
     "MACHINE_LOCAL_KEYS", "MOVED_TRAIN_KEYS", "BackboneSection", "Choice", "DataSection", "HeadSection", "Init", "InitSection", "KeyPath",
     "LogSection", "OptimizerSection", "Overrides", "Recipe", "ScheduleSection", "Source", "TrainSection", "_override_key",
-    "legacy_train", "load_recipe", "parse_override", "recipe_document", "upgrade_resolved", "upgrade_train",
+    "legacy_train", "load_recipe", "parse_override", "recipe_document", "toml_text", "upgrade_resolved", "upgrade_train",
 ]  # fmt: skip

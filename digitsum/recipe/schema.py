@@ -149,6 +149,29 @@ TOP_LEVEL = {
 }
 
 
+#: An array of plain values is written on one line up to this many characters.
+_INLINE_ARRAY = 100
+_ARRAY = re.compile(r"^(?P<key>[^\n]+ = )\[\n(?P<items>(?:    [^\n\[\]{}]+,\n)+)\]$", re.MULTILINE)
+
+
+def toml_text(doc: Mapping[str, Any]) -> str:
+    """``doc`` as TOML, as a person writes a recipe: ``conv_channels = [6, 12]`` on one line
+    (tomli_w writes one element a line). The short arrays of plain values are joined, and the
+    text is kept only if it reads back as ``doc``."""
+    import tomllib
+
+    import tomli_w
+
+    text = tomli_w.dumps(doc)
+
+    def inline(match: re.Match[str]) -> str:
+        joined = f"{match['key']}[{', '.join(line.strip()[:-1] for line in match['items'].splitlines())}]"
+        return joined if len(joined) <= _INLINE_ARRAY else match[0]
+
+    compact = _ARRAY.sub(inline, text)
+    return compact if compact != text and tomllib.loads(compact) == tomllib.loads(text) else text
+
+
 # -- the validated recipe ---------------------------------------------------------------------
 
 
@@ -207,12 +230,10 @@ class Recipe:
         return doc
 
     def to_toml(self, provenance: Mapping[str, Any] | None = None) -> str:
-        import tomli_w
-
         doc = self.to_dict()
         if provenance:
             doc["provenance"] = dict(provenance)
-        return tomli_w.dumps(doc)
+        return toml_text(doc)
 
     def interface(self):  # -> contracts.Interface (kept lazy: contracts import torch)
         return self.data.cls.interface(self.data.params)
