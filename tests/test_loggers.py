@@ -244,31 +244,43 @@ def test_a_checkpoint_naming_the_mlflow_run_by_its_key_alone_resumes_the_same_ml
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test/sum/accuracy")] == [1, 2]
 
 
-# -- a logger that fails as it closes: the loggers after it are closed all the same ----------------
+# -- a logger that fails: the loggers after it still get that hook (their epoch, their close) ------------
 
 
-class _Closer(Logger):
-    """Remembers its on_end calls; the subclass named FailsToClose raises in on_end."""
+class _Hooked(Logger):
+    """Remembers its on_epoch_end and on_end calls; the subclass named Fails raises in ``fails_in``."""
 
     calls: list[str] = []
+    fails_in = ""
+
+    def _fails(self, hook):
+        _Hooked.calls.append(f"{type(self).__name__}.{hook}")
+        return type(self).__name__ == "Fails" and hook == self.fails_in
+
+    def on_epoch_end(self, trainer, epoch, train, test):
+        if self._fails("on_epoch_end"):
+            raise OSError("the share went away")
 
     def on_end(self, trainer, summary):
-        _Closer.calls.append(f"{type(self).__name__}.on_end")
-        if type(self).__name__ == "FailsToClose":
-            raise OSError("the share went away while closing")
+        if self._fails("on_end"):
+            raise OSError("the share went away")
 
 
-def test_a_logger_raising_as_it_closes_is_named_and_the_loggers_after_it_still_close(cli, tiny_data, tmp_path):
+@pytest.mark.parametrize("hook, calls", [
+    ("on_end", ["Fails.on_epoch_end", "Records.on_epoch_end", "Fails.on_end", "Records.on_end"]),
+    ("on_epoch_end", ["Fails.on_epoch_end", "Records.on_epoch_end"]),  # the next logger records the epoch all the same
+])  # fmt: skip
+def test_a_logger_raising_is_named_and_the_loggers_after_it_still_get_the_hook(cli, tiny_data, tmp_path, hook, calls):
     from .conftest import registered
 
-    fails = type("FailsToClose", (_Closer,), {"__doc__": "Raises in on_end."})
-    closes = type("Closes", (_Closer,), {"__doc__": "Closes fine."})
-    _Closer.calls = []
-    with registered(loggers, "fails_to_close", fails), registered(loggers, "closes", closes):
-        result = cli("run", RECIPES / "original.toml", "--set", "train.epochs=1", "--set", "log.fails_to_close={}",
-                     "--set", "log.closes={}", "--out", tmp_path / "run")  # fmt: skip
+    fails = type("Fails", (_Hooked,), {"__doc__": "Raises in one hook.", "fails_in": hook})
+    records = type("Records", (_Hooked,), {"__doc__": "Records fine."})
+    _Hooked.calls = []
+    with registered(loggers, "fails", fails), registered(loggers, "records", records):
+        result = cli("run", RECIPES / "original.toml", "--set", "train.epochs=1", "--set", "log.fails={}",
+                     "--set", "log.records={}", "--out", tmp_path / "run")  # fmt: skip
     assert result.code == 1 and "Traceback" not in result.err, result.err
-    assert "logger 'fails_to_close' from local" in result.err and "raised OSError in on_end()" in result.err
-    assert _Closer.calls == ["FailsToClose.on_end", "Closes.on_end"]  # the next logger closed its files too
+    assert "logger 'fails' from local" in result.err and f"raised OSError in {hook}()" in result.err
+    assert _Hooked.calls == calls
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert "fails_to_close" in summary["failed"] and summary["epochs"] == 1  # and `--resume` ends it again
+    assert "fails" in summary["failed"] and summary["epochs"] == 1  # and `--resume` ends it again

@@ -230,19 +230,13 @@ class Trainer:
         self.failed = self.failed or failed
 
     def _emit(self, hook: str, *args: Any) -> None:
-        if not self.world.is_main:
-            return  # rank 0 speaks for a data-parallel run
-        for callback in self.callbacks:
-            getattr(callback, hook)(self, *args)
-
-    def _end(self, summary: dict[str, Any]) -> None:
-        """Every callback's ``on_end``, each after one that raised too (a logger failing as it
-        closes must not leave the next one open); then the first error goes on (the run is
-        recorded as failed, and ``--resume`` ends it again once the bug is fixed)."""
+        """Every callback's ``hook``, each after one that raised too (a logger failing must not
+        cost the next one its record of the epoch, nor leave it open at the end); then the first
+        error goes on (the run is recorded as failed, and ``--resume`` goes on once the bug is fixed)."""
         errors = []
-        for callback in self.callbacks if self.world.is_main else ():
+        for callback in self.callbacks if self.world.is_main else ():  # rank 0 speaks for a data-parallel run
             try:
-                callback.on_end(self, summary)
+                getattr(callback, hook)(self, *args)
             except Exception as error:
                 errors.append(error)
         if errors:
@@ -449,7 +443,7 @@ class Trainer:
             summary["position"] = {"epoch": self.epochs_done, "step": self.step}
         if self.world.is_main:
             write_json(self.run_dir / "summary.json", summary)
-        self._end(summary)
+        self._emit("on_end", summary)
         if self.world.is_main:
             record_outputs(self.run_dir)  # what the callbacks wrote at the end too
         distributed.barrier(self.world)
