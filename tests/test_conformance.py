@@ -9,7 +9,7 @@ from pydantic import Field
 
 from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
-from digitsum.contracts import Classes, Fusion, Head, Image, Params
+from digitsum.contracts import Classes, Fusion, Head, Image, Logger, Params
 from digitsum.registry import REGISTRIES, heads
 from digitsum.testing import ConformanceError, check_component, check_generator, check_head, check_recipe
 
@@ -328,3 +328,17 @@ def test_a_lazy_layer_is_named_with_what_to_do_not_torchs_advice_to_run_a_dummy_
     message = str(e.value)
     assert "not initialised before its first batch: proj.1.weight, proj.1.bias (LazyLinear)" in message
     assert "nn.Linear instead of nn.LazyLinear" in message and "dummy batch" not in message
+
+
+class RaisingLogger(Logger):
+    """Raises as an epoch ends."""
+
+    def on_epoch_end(self, trainer, epoch, train, test):
+        raise OSError("the share went away")
+
+
+def test_a_logger_raising_in_a_hook_is_reported_with_its_own_method_and_line(tmp_path):
+    line = RaisingLogger.on_epoch_end.__code__.co_firstlineno + 1
+    with pytest.raises(ConformanceError) as e:
+        check_component(RaisingLogger, workdir=tmp_path)
+    assert f"it raised OSError in on_epoch_end() (test_conformance.py, line {line}): the share went away" in str(e.value)

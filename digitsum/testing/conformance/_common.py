@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from ...contract_checks import signature_problem
 from ...contracts import CONTRACT_VERSION, Params
 from ...engine.checkpoint import round_trip_problem
+from ...engine.component_errors import ComponentError
 from ...listing import params_schema
 
 
@@ -58,8 +59,11 @@ def reporting_crashes(kind: str):
             except ConformanceError:
                 raise
             except Exception as e:
-                where = raised_in(cls, e)
-                raise ConformanceError(Problems(kind, cls).what, [f"it raised {type(e).__name__}{where}: {e}"]) from e
+                # a run names the component that raised in a ComponentError; what the author wants
+                # here is the exception its own code raised, and where
+                raised = e.__cause__ if isinstance(e, ComponentError) and isinstance(e.__cause__, Exception) else e
+                where = raised_in(cls, raised)
+                raise ConformanceError(Problems(kind, cls).what, [f"it raised {type(raised).__name__}{where}: {raised}"]) from e
 
         return wrapper
 
