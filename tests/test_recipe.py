@@ -619,3 +619,10 @@ def test_toml_text_joins_only_what_reads_back_the_same():
     assert tomllib.loads(text) == doc
     assert "a = [6, 12]\n" in text and 'e = [true, "q"]\n' in text and "c = [0.85, 0.95]\n" in text
     assert "b = [\n" in text and "d = [\n" in text  # a bracket inside a string, an array too long for a line
+
+
+def test_a_table_missing_a_fixed_key_still_has_its_type_checked():
+    with pytest.raises(RecipeError) as caught:
+        load_recipe("original", ['heads.digit={type="clasify"}'])
+    said = {p.key: p.message for p in caught.value.problems}
+    assert "is required but missing" in said["heads.digit.target"] and "did you mean 'classify'" in said["heads.digit.type"]

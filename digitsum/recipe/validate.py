@@ -98,13 +98,16 @@ class _Check:
         if not self.table(data, prefix):
             return None
         section = self.section(model, {k: v for k, v in data.items() if k in model.model_fields}, prefix)
-        if section is None:
+        type_name = section.type if section is not None else data.get("type")
+        if not isinstance(type_name, str):
             return None
-        try:
-            entry = REGISTRIES[kind].entry(section.type)
+        try:  # looked up even when the table's fixed keys failed: every problem is reported at once
+            entry = REGISTRIES[kind].entry(type_name)
             cls = entry.load()
         except UserError as e:  # an unknown name, or a plugin that fails to load (PluginError)
             self.problem(prefix + ("type",), e.message)
+            return None
+        if section is None:
             return None
         recorded = None if entry.origin.builtin else entry.qualified_name
         try:
