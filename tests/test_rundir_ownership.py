@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from digitsum.errors import UserError
-from digitsum.engine.rundir import LOCK, MARKER, choose_run_dir, create_run_dir, record_outputs, unlock
+from digitsum import Callback
+from digitsum.engine.rundir import LOCK, MARKER, choose_run_dir, create_run_dir, unlock
 
 from .conftest import RECIPES
 
@@ -52,8 +53,6 @@ def test_force_replaces_a_run_and_keeps_the_users_own_files(cli, tiny_data, tmp_
     out = tmp_path / "run"
     first = cli("run", RECIPES / "original.toml", *TINY, "--out", out)
     assert first.code == 0, first.err
-    claimed = json.loads((out / MARKER).read_text())["outputs"]
-    assert {"recipe.toml", "checkpoint.pt", "summary.json", "metrics.jsonl"} <= set(claimed)
     (out / "notes.txt").write_text("my notes on this run")  # added by the user afterwards
     (out / "stale-by-digitsum.txt").write_text("x")
     marker = json.loads((out / MARKER).read_text())
@@ -80,12 +79,36 @@ def test_a_marker_cannot_send_the_removal_outside_the_folder(tmp_path):
     assert (outside / "file").read_text() == "mine"
 
 
-def test_what_a_run_writes_is_claimed(tmp_path):
-    out = create_run_dir("original", tmp_path / "run")
-    assert json.loads((out / MARKER).read_text())["outputs"] == []
-    (out / "metrics.csv").write_text("a,b\n")  # a logger's file
-    record_outputs(out)
-    assert json.loads((out / MARKER).read_text())["outputs"] == ["metrics.csv"]
+class _Notes(Callback):
+    """Writes a file of its own into the run directory as each epoch ends, as a logger does."""
+
+    def on_epoch_end(self, trainer, epoch, train, test):
+        (trainer.run_dir / "notes.csv").write_text(f"{epoch}\n")
+
+
+def test_what_a_callback_writes_is_claimed_and_what_the_user_puts_in_meanwhile_is_not(tiny_root, tmp_path, monkeypatch):
+    from digitsum.engine.runner import start
+    from digitsum.engine.train import Trainer
+    from digitsum.recipe import load_recipe
+
+    from .runs import tiny_args
+
+    out = tmp_path / "run"
+    step = Trainer.train_step
+
+    def user_writes_mid_run(trainer, batch):  # another process, the user's, writes while the run trains
+        if trainer.step == 2:
+            (out / "analysis").mkdir()
+            (out / "analysis" / "plot.py").write_text("mine")
+        return step(trainer, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", user_writes_mid_run)
+    start(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64)), out, callbacks=[_Notes()], progress=False, preflight=False)
+    claimed = json.loads((out / MARKER).read_text())["outputs"]
+    assert "notes.csv" in claimed and "analysis" not in claimed
+    create_run_dir("original", out, force=True)
+    assert not (out / "notes.csv").exists() and not (out / "checkpoint.pt").exists()
+    assert (out / "analysis" / "plot.py").read_text() == "mine"
 
 
 HOLD = """

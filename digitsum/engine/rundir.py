@@ -61,22 +61,30 @@ def owned(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and _marker(path) is not None
 
 
-def record_outputs(run_dir: Path) -> None:
-    """Claim, in the marker, every entry of ``run_dir`` that was not there when digitsum took the
-    folder: what the run and its loggers wrote. Called at each checkpoint and at the end."""
+def entries(run_dir: Path | None) -> set[str]:
+    """The names in ``run_dir`` (none for None or a folder not there yet), digitsum's marker and lock aside."""
+    try:
+        return _entries(run_dir) if run_dir is not None else set()
+    except OSError:
+        return set()
+
+
+def record_outputs(run_dir: Path, new: set[str]) -> None:
+    """Claim, in the marker, the entries ``new`` of ``run_dir``: those a callback's hook created
+    (what a logger writes there is the run's, and ``--force`` removes it with the run). What a
+    user puts into the folder meanwhile is never claimed: it stays theirs."""
     data = _marker(run_dir)
     if data is None:
         return
-    foreign = set(data.get("foreign", []))
-    outputs = set(data["outputs"]) | (_entries(run_dir) - foreign)
-    if outputs != set(data["outputs"]):
-        write_json(run_dir / MARKER, {**data, "outputs": sorted(outputs)})
+    new = new - set(data.get("foreign", []))
+    if new - set(data["outputs"]):
+        write_json(run_dir / MARKER, {**data, "outputs": sorted(set(data["outputs"]) | new)})
 
 
 def keep_foreign(run_dir: Path) -> None:
     """Note, in the marker, the entries of ``run_dir`` that neither digitsum nor the run wrote
     (a user's notes put beside a stopped run): a resume takes the folder again, and what is there
-    then stays the user's, never claimed by :func:`record_outputs` nor removed by ``--force``."""
+    then stays the user's, never removed by ``--force``."""
     data = _marker(run_dir)
     if data is None:
         return

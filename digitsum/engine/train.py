@@ -25,7 +25,7 @@ from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .component_errors import blame_components, built, check_batch, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
-from .rundir import INIT_FILE, RUN_FORMAT, lock, mark, owned, record_outputs, unlock
+from .rundir import INIT_FILE, RUN_FORMAT, entries, lock, mark, owned, record_outputs, unlock
 from .warmstart import InitReport, freeze, load_init
 from ..files import MetricsLog, write_json, write_text
 
@@ -234,11 +234,14 @@ class Trainer:
         cost the next one its record of the epoch, nor leave it open at the end); then the first
         error goes on (the run is recorded as failed, and ``--resume`` goes on once the bug is fixed)."""
         errors = []
+        before = entries(self.run_dir) if self.world.is_main else set()
         for callback in self.callbacks if self.world.is_main else ():  # rank 0 speaks for a data-parallel run
             try:
                 getattr(callback, hook)(self, *args)
             except Exception as error:
                 errors.append(error)
+        if self.world.is_main and self.run_dir is not None and (new := entries(self.run_dir) - before):
+            record_outputs(self.run_dir, new)  # what the callbacks wrote: the run's, for --force
         if errors:
             raise errors[0]
 
@@ -364,7 +367,6 @@ class Trainer:
                              dict(zip(callback_keys(self.callbacks), self.callbacks)))  # fmt: skip
                 self._states_checked = True
             save_checkpoint(self.run_dir / "checkpoint.pt", state)
-            record_outputs(self.run_dir)
 
     def fit(self) -> dict[str, Any]:
         """Train every epoch, evaluating and checkpointing after each; write the run directory.
@@ -444,8 +446,6 @@ class Trainer:
         if self.world.is_main:
             write_json(self.run_dir / "summary.json", summary)
         self._emit("on_end", summary)
-        if self.world.is_main:
-            record_outputs(self.run_dir)  # what the callbacks wrote at the end too
         distributed.barrier(self.world)
         return summary
 
@@ -468,11 +468,10 @@ class Trainer:
 
     def _record_failure(self, error: BaseException) -> None:
         """Close every callback, and let summary.json say that the run failed and why."""
-        for callback in self.callbacks if self.world.is_main else ():
-            try:
-                callback.on_exception(self, error)
-            except Exception:  # closing must not hide the error that matters
-                pass
+        try:
+            self._emit("on_exception", error)
+        except Exception:  # closing must not hide the error that matters
+            pass
         if not self.world.is_main or self.run_dir is None or not (self.run_dir / "recipe.toml").exists():
             return  # nothing was written: there is no run directory to mark
         reason = getattr(error, "message", None) or f"{type(error).__name__}: {error}"
