@@ -82,6 +82,15 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, where a document nested too deep for the parser (a hostile file: a
+    ``[[[...]]]`` 100,000 deep) is a ValueError like any other malformed one, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` to ``path`` as indented JSON, atomically."""
     write_text(path, json.dumps(data, indent=2) + "\n")
@@ -106,7 +115,7 @@ class MetricsLog:
         records = []
         for line in lines:
             try:
-                record = json.loads(line)
+                record = parse_json(line)
             except ValueError:
                 continue
             if isinstance(record, dict):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, discovery
 from .catalog import recipe_entries, recorded_metrics, settings_digest
 from .errors import UserError, did_you_mean, recipe_text
-from .files import write_json
+from .files import parse_json, write_json
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
 from .weights import WeightsEntry, verify, weights_entries
@@ -289,7 +288,7 @@ def _cache_path() -> Path:
 
 def _read_cache(path: Path) -> list[dict[str, Any]] | None:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # missing, unreadable or corrupt: rebuilt below
         return None
     if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT or not isinstance(doc.get("rows"), list):

@@ -6,7 +6,6 @@ run directory, :func:`load_pretrained` makes one from a shipped recipe's weights
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from .engine.build import build
 from .engine.checkpoint import is_metrics
 from .engine.model import DigitModel
 from .engine.resume import open_run
-from .files import MetricsLog
+from .files import MetricsLog, parse_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -205,7 +204,7 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     """summary.json, its fields of the wrong shape left out: a hand-edited or damaged summary
     reads as one that says less (eval and export compute what they need from the checkpoint)."""
     try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        summary = parse_json((run_dir / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(summary, dict):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .catalog import RecipeEntry, declared_files, find_recipe, settings_digest
 from .discovery import canonical_name
 from .errors import UserError, did_you_mean
-from .files import atomic_write
+from .files import atomic_write, parse_json
 from .kinds import WEIGHTS
 from .paths import user_cache_dir
 
@@ -130,7 +130,7 @@ _REQUIRED = [f.name for f in fields(WeightsRecord) if f.default is MISSING and f
 def read_record(path: Path) -> WeightsRecord:
     """Read and check a weights record (``<name>.json``); a UserError naming what is wrong."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise UserError(f"cannot read weights record {path}: {e.strerror or e}") from None
     except ValueError as e:
@@ -296,14 +296,14 @@ def file_metadata(path: Path) -> dict[str, str]:
             size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
             if not 2 <= size <= MAX_HEADER_BYTES:
                 raise ValueError("no header")
-            header = json.loads(f.read(size))
+            header = parse_json(f.read(size))
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     except (ValueError, UnicodeDecodeError):
         raise UserError(f"{path} is not a safetensors weights file") from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     try:  # one key holding JSON: safetensors keeps a header's keys in no fixed order, and the file's sha256 must not vary
-        described = json.loads(metadata[FORMAT]) if isinstance(metadata, dict) else None
+        described = parse_json(metadata[FORMAT]) if isinstance(metadata, dict) else None
     except (KeyError, TypeError, ValueError):
         return {}
     return {k: v for k, v in described.items() if isinstance(v, str)} if isinstance(described, dict) else {}

@@ -88,6 +88,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is truncated or corrupt and cannot be read ({type(e).__name__})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a digitsum checkpoint (it holds a {type(state).__name__}, not a dict)")
+    if _depth(state) > MAX_DEPTH:  # every reader of it below recurses
+        raise UserError(f"{path} is not a valid digitsum checkpoint: it nests tables deeper than {MAX_DEPTH} levels")
     check_format(state.get("format"), path)
     problems = [
         f"'{key}' is missing" if key not in state else f"'{key}' should be {_TYPE_NAMES[kind]}"
@@ -101,6 +103,46 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if problems:
         raise UserError(f"{path} is not a valid digitsum checkpoint: {'; '.join(problems)}")
     return state
+
+
+#: How deep a checkpoint's tables and lists may nest (digitsum's own: 6 levels).
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """How deep ``value``'s dicts, lists and tuples nest, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, (list, tuple)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def plain_mismatch(fresh: Any, saved: Any, where: str) -> str | None:
+    """Where ``saved`` (a state read from a checkpoint) holds another kind of plain value than
+    ``fresh`` (the same component's state as built: a number, a string, a bool, a list, a table)
+    at the same place, or None: a learning rate that is text fails only at the first step."""
+
+    def kind(value: Any) -> str | None:
+        if isinstance(value, bool):
+            return "a bool"
+        if isinstance(value, (int, float)):
+            return "a number"
+        return {str: "text", list: "a list", tuple: "a list", dict: "a table"}.get(type(value))
+
+    expected, found = kind(fresh), kind(saved)
+    if expected is None:
+        return None  # tensors (load_state_dict checks their shapes), None, anything else
+    if expected != found:
+        return f"{where} is {found or type(saved).__name__} where this recipe's holds {expected}"
+    pairs = ([(k, fresh[k], saved[k]) for k in fresh if k in saved] if isinstance(fresh, dict)
+             else [(i, a, b) for i, (a, b) in enumerate(zip(fresh, saved))] if isinstance(fresh, (list, tuple)) else [])  # fmt: skip
+    return next((m for key, a, b in pairs if (m := plain_mismatch(a, b, f"{where}[{key!r}]"))), None)
 
 
 #: The most threads a checkpoint may record (libgomp crashes on absurd counts).
@@ -149,9 +191,10 @@ def _deep_problems(state: dict[str, Any]) -> list[str]:
                      if (split in entry or split == "train") and not is_metrics(entry.get(split))]  # fmt: skip
     count, sums = state["tally"].get("count"), state["tally"].get("sums")
     if not _is(count, int) or count < 0 or not isinstance(sums, dict) or not all(
-        isinstance(values, dict) and all(isinstance(v, torch.Tensor) for v in values.values()) for values in sums.values()
+        isinstance(values, dict) and all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in values.values())
+        for values in sums.values()
     ):  # fmt: skip
-        problems.append("'tally' should hold a 'count' of samples and the heads' 'sums' as tensors")
+        problems.append("'tally' should hold a 'count' of samples and the heads' 'sums' as one-number tensors")
     if not isinstance(state["rng"].get("cpu"), torch.Tensor):
         problems.append("'rng' should hold the CPU generator's state as a tensor")
     threads = state.get("threads")

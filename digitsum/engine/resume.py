@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..callbacks import Callback
 from ..errors import UserError
+from ..files import parse_json
 from ..recipe import MACHINE_LOCAL_KEYS, Overrides, Recipe, legacy_train, load_recipe, upgrade_resolved
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
 from .rundir import keep_foreign, remove_temporary_files, run_status
-from ..callbacks import Callback
 from .train import Trainer
 
 
@@ -91,7 +91,7 @@ def _overridden(recipe: Recipe, path: Path, overrides: Overrides) -> Recipe:
 
 def _check_summary_format(path: Path) -> None:
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return
     except (OSError, ValueError):

@@ -21,7 +21,7 @@ from .accel import configure_threads, plan
 from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
-from .checkpoint import rng_state, save_checkpoint, set_rng_state
+from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_state
 from .component_errors import blame_components, built, check_batch, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
@@ -333,6 +333,9 @@ class Trainer:
                 f"{where} is at epoch {epoch} step {step}, outside this recipe's "
                 f"{self.epochs} epochs of {self.steps_per_epoch} steps"
             )
+        for name, own in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
+            if problem := plain_mismatch(own.state_dict(), state[name], f"its {name} state"):  # a hand-made or foreign checkpoint
+                raise UserError(f"{where} does not fit the {name} this recipe builds: {problem}")
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -340,10 +343,15 @@ class Trainer:
             set_rng_state(state["rng"])
             # the checkpoint holds every rank's sums added up: rank 0 carries them on
             self.tally = Tally.from_state(state["tally"], self.device) if self.world.is_main else Tally()
+            init = InitReport.from_dict(state["init"]) if state.get("init") else None
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
             detail = " ".join(str(e).split()) or type(e).__name__
             detail = detail if len(detail) <= 300 else detail[:297] + "..."
             raise UserError(f"{where} does not fit the model this recipe builds: {detail}") from None
+        done = epoch * self.steps_per_epoch + step  # steps taken, each one scheduler step
+        if getattr(self.scheduler, "last_epoch", done) != done:
+            raise UserError(f"{where} does not fit its own position: its schedule has taken {self.scheduler.last_epoch} steps, "
+                            f"the run {done} (epoch {epoch}, step {step})")  # fmt: skip
         saved = state.get("callbacks", {})  # absent in checkpoints of digitsum 0.1.0
         for key, callback in zip(callback_keys(self.callbacks), self.callbacks):
             if key in saved:
@@ -352,8 +360,8 @@ class Trainer:
             # as trained so far: a checkpoint moved from another machine (or written by a digitsum
             # whose default followed the load) resumes bit-identically
             self.threads = configure_threads(int(state["threads"]))
-        if state.get("init"):
-            self.init = InitReport.from_dict(state["init"])
+        if init is not None:
+            self.init = init
         self.epochs_done, self.step, self.history = epoch, step, list(state["history"])
         self.epoch_seconds, self.seconds_before = float(state["epoch_seconds"]), float(state["seconds"])
         self.resumed = True

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..files import parse_json
 
 #: The file naming the study a sweep folder belongs to (its trials, best.toml, sweep.json).
 MARKER = ".digitsum-sweep"
@@ -76,7 +77,7 @@ def claim(sweep_dir: Path, study: str) -> None:
     owner = None
     for path in (marker, sweep_dir / "sweep.json"):
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            owner = json.loads(path.read_text()).get("study")
+            owner = parse_json(path.read_text()).get("study")
             break
     if owner is not None and owner != study:
         raise UserError(f"{sweep_dir} holds the sweep of study {owner!r} (its trials, best.toml and sweep.json): "

@@ -104,6 +104,13 @@ def test_load_checkpoint_refuses_a_missing_file(tmp_path):
         load_checkpoint(tmp_path / "checkpoint.pt")
 
 
+def _nested(depth: int) -> dict:
+    doc: dict = {}
+    for _ in range(depth):
+        doc = {"x": doc}
+    return doc
+
+
 def _crafted(finished: Path, tmp_path: Path, change) -> Path:
     """A copy of a real checkpoint with one field changed by ``change(state)``."""
     state = torch.load(finished / "checkpoint.pt", weights_only=True)
@@ -124,12 +131,35 @@ def _crafted(finished: Path, tmp_path: Path, change) -> Path:
     (lambda s: s["tally"].update(count=-3), "'tally' should hold"),
     (lambda s: s["tally"].update(sums={"digit": {"loss": 1.5}}), "'tally' should hold"),
     (lambda s: s["rng"].update(cpu=[1, 2, 3]), "'rng' should hold"),
+    (lambda s: s["tally"]["sums"]["digit"].update(loss=torch.zeros(7, 7)), "as one-number tensors"),
+    (lambda s: s["recipe"].update(extra=_nested(100)), "nests tables deeper than 32 levels"),
 ])  # fmt: skip
 def test_fields_are_checked_inside_before_any_work(finished, tmp_path, change, said):
     path = _crafted(finished, tmp_path, change)
     with pytest.raises(UserError, match="is not a valid digitsum checkpoint") as refused:
         load_checkpoint(path)
     assert said in str(refused.value)
+
+
+def _set_lr(state, value):
+    state["optimizer"]["param_groups"][0]["lr"] = value
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda s: s.update(init=[1, 2]), "does not fit the model this recipe builds"),
+    (lambda s: s["scheduler"].update(last_epoch=10**12), "its schedule has taken 1000000000000 steps, the run 3"),
+    (lambda s: s["scheduler"].update(total_steps="x"), "its scheduler state['total_steps'] is text where this recipe's holds a number"),
+    (lambda s: _set_lr(s, "x"), "its optimizer state['param_groups'][0]['lr'] is text where this recipe's holds a number"),
+])  # fmt: skip
+def test_a_crafted_state_is_refused_before_the_resume_trains(cli, finished, tmp_path, change, said):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    shutil.copy(_crafted(finished, tmp_path, change), run_dir / "checkpoint.pt")
+    before = snapshot(run_dir)
+    result = cli("run", "--resume", run_dir)
+    assert result.code == 2 and "Traceback" not in result.err, result.err
+    assert said in " ".join(result.err.split()) and str(run_dir / "checkpoint.pt") in result.err
+    assert snapshot(run_dir) == before  # nothing written: no failed summary, no new checkpoint
 
 
 def test_an_archive_that_inflates_far_beyond_its_size_is_refused(finished, tmp_path):
@@ -214,3 +244,14 @@ def test_disk_full_in_a_checkpoint_fails_cleanly_and_resumes(cli, tiny_data, tmp
     resumed = cli("run", "--resume", out)
     assert resumed.code == 0, resumed.err
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize("name", ["summary.json", ".digitsum-run", "metrics.jsonl"])
+def test_json_nested_past_the_parsers_depth_is_read_as_malformed(cli, finished, tmp_path, name):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    (run_dir / name).write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    for args in (["eval", run_dir], ["run", "--resume", run_dir], ["run", RECIPES / "original.toml", "--out", run_dir, "--force"]):
+        result = cli(*args)
+        assert "Traceback" not in result.err and "RecursionError" not in result.err, (args, result.err)
+        assert result.code in (0, 1, 2), (args, result.code)
