@@ -15,7 +15,8 @@ all but 2 (mean 14.0), so the shift was a whole number of pixels. :func:`to_mnis
 the same to a photo, a scan or a drawing, in these steps (:func:`steps` gives them as text, with
 the settings' values; ``digitsum export`` writes them into the sidecar):
 
-1. **Read** the image (a file, a PIL image or a numpy array) as grey levels in [0, 1]: ITU-R
+1. **Read** the image (a file of one of the raster :data:`FORMATS`, never EPS, whose reader runs
+   Ghostscript; a PIL image or a numpy array) as grey levels in [0, 1]: ITU-R
    601 luma, as PIL's ``convert("L")``; transparent pixels laid on a ground that contrasts with
    the opaque ones. An image whose longer side is above :data:`MAX_SIDE` pixels is reduced by
    the smallest whole factor that brings it under (PIL's ``reduce``: each pixel the mean of a
@@ -209,6 +210,10 @@ MAX_SIDE = 1024
 #: array of it is made (a 13000 x 13000 PNG of 58 KB would otherwise take gigabytes); below
 #: it, only :data:`MAX_SIDE` applies. Camera photos (4032 x 3024) are far below it.
 MAX_DECODED_SIDE = 4096
+#: The file formats read (PIL's names): raster images PIL decodes itself. Not EPS (PIL hands it
+#: to Ghostscript, a PostScript interpreter: a file would run as a program) nor the scientific
+#: and vector formats that need another library; a photo, a scan or a drawing comes in one of these.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "ICO", "PCX", "SGI", "QOI")
 #: PIL resampling filter for the scaling (anti-aliased when shrinking).
 RESAMPLE = Image.Resampling.LANCZOS
 
@@ -273,7 +278,8 @@ def _open(path: Path, label: str) -> Image.Image:
     try:
         with warnings.catch_warnings():  # a file between PIL's warning and error sizes: reduced below, at once
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            Image.init()  # a format this Pillow lacks (QOI before 9.5) is left out, not an error
+            image = Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN])
             image.load()
         factor = math.ceil(max(image.size) / MAX_DECODED_SIDE)
         if factor > 1:
@@ -282,7 +288,7 @@ def _open(path: Path, label: str) -> Image.Image:
             except ValueError:  # a mode reduce does not take (palette, 1-bit): as colour with alpha, the same grey
                 image = image.convert("RGBA").reduce(factor)
     except UnidentifiedImageError:
-        raise ImageError(f"{label} is not an image (PIL cannot identify it)") from None
+        raise ImageError(f"{label} is not an image of a format read here ({', '.join(FORMATS)})") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{label} is too large to read safely: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt files

@@ -137,13 +137,16 @@ def test_a_blank_file_is_named(tmp_path):
 def test_bad_files_are_user_errors_naming_the_file(tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not a picture")
+    postscript = tmp_path / "seven.eps"  # PIL would hand it to Ghostscript, a PostScript interpreter
+    postscript.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n")
     truncated = tmp_path / "cut.png"
     seven().save(tmp_path / "whole.png")
     truncated.write_bytes((tmp_path / "whole.png").read_bytes()[:200])
     cases = {
         tmp_path / "missing.png": "no such file",
         tmp_path: "is a directory",
-        text: "is not an image (PIL cannot identify it)",
+        text: "is not an image of a format read here (PNG, JPEG,",
+        postscript: "is not an image of a format read here (PNG, JPEG,",
         truncated: "cannot read",
     }
     for path, expected in cases.items():
