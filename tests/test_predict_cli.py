@@ -66,6 +66,12 @@ def test_bad_inputs_exit_2_with_the_reason(cli, tiny_run, seven, tmp_path, input
     assert result.code == 2 and message in result.err and "Traceback" not in result.err
 
 
+@pytest.mark.parametrize("device", ["meta", "xla", "bogus"])
+def test_a_device_digitsum_does_not_run_on_exits_2_with_the_choices(cli, tiny_run, seven, device):
+    result = cli("predict", tiny_run.run_dir, "--input", f"image={seven}", "--input", "number=1", "--device", device)
+    assert result.code == 2 and "Traceback" not in result.err and "use auto, cpu, cuda, cuda:N or mps" in result.err
+
+
 def test_predict_on_something_that_is_not_a_run(cli, tmp_path):
     result = cli("predict", tmp_path, "--input", "number=1")
     assert result.code == 2 and "not a run directory" in result.err

@@ -48,9 +48,14 @@ def pick_device(name: str | torch.device, key: str = "train.device") -> torch.de
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"{key} = 'mps' but MPS is not available here; use 'auto' or 'cpu'")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"{key} = '{name}': unknown device; use auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):  # meta, xla...: no storage, or not built in
+        raise UserError(f"{key} = '{name}': not a device digitsum runs on; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{key} = '{name}' but this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def build_model(recipe: Recipe) -> DigitModel:
