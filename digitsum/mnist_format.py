@@ -15,8 +15,9 @@ all but 2 (mean 14.0), so the shift was a whole number of pixels. :func:`to_mnis
 the same to a photo, a scan or a drawing, in these steps (:func:`steps` gives them as text, with
 the settings' values; ``digitsum export`` writes them into the sidecar):
 
-1. **Read** the image (a file of one of the raster :data:`FORMATS`, never EPS, whose reader runs
-   Ghostscript; a PIL image or a numpy array) as grey levels in [0, 1]: ITU-R
+1. **Read** the image (a file in a raster format PIL decodes itself, ``FORMATS``: PNG, JPEG,
+   TIFF, WebP...; never EPS, whose reader runs Ghostscript; a PIL image or a numpy array) as
+   grey levels in [0, 1]: ITU-R
    601 luma, as PIL's ``convert("L")``; transparent pixels laid on a ground that contrasts with
    the opaque ones. An image whose longer side is above :data:`MAX_SIDE` pixels is reduced by
    the smallest whole factor that brings it under (PIL's ``reduce``: each pixel the mean of a

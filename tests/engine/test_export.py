@@ -397,7 +397,7 @@ def test_a_plugin_head_exports_its_own_prediction(tmp_path, tiny_root):
 
     sidecar = json.loads((tmp_path / "product.onnx.json").read_text())
     outputs = {o["name"]: o for o in sidecar["outputs"]}
-    assert outputs["product"]["head_type"] == "ordinal" and outputs["product"]["classes"] == 82
+    assert outputs["product"]["head_type"] == "digitsum-example:ordinal" and outputs["product"]["classes"] == 82
     assert outputs["product"]["shape"] == ["batch", 81] and "'product_prediction'" in outputs["product"]["read"]
     assert outputs["product_prediction"]["dtype"] == "int64" and "from 0 to 81" in outputs["product_prediction"]["read"]
 
