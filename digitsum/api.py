@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from .errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -157,6 +159,9 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: 
     from .engine.rundir import create_run_dir
 
     variants = plan_variants(recipes, grid, overrides)
+    if out is not None and Path(out).is_dir() and not Path(out).is_symlink() and any(Path(out).iterdir()):
+        # never replaced, not even a compare's own folder: compare has no --force
+        raise UserError(f"output folder {out} is not empty: a comparison writes its runs into a new or empty folder; choose another --out")
     out_dir = create_run_dir("compare", out)
     console = None
     if progress:

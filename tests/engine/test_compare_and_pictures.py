@@ -126,3 +126,12 @@ def test_compare_on_tiny_data_writes_table_json_csv_plot_and_run_dirs(cli, tiny_
         assert [r["test"] for r in csv.DictReader(f)] == [str(r["test"]) for r in rows]
     assert_png(out / "compare.png")
     assert len([p for p in out.iterdir() if p.is_dir()]) == 2
+
+
+def test_compare_into_a_folder_that_is_not_empty_says_so_without_offering_a_force_it_lacks(cli, tmp_path):
+    out = tmp_path / "runs"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = cli("compare", RECIPES / "original.toml", "--grid", "backbone.type=concat,film", "--out", out)
+    assert result.code == 2 and "is not empty" in result.err and "--force" not in result.err, result.err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
