@@ -626,3 +626,9 @@ def test_a_table_missing_a_fixed_key_still_has_its_type_checked():
         load_recipe("original", ['heads.digit={type="clasify"}'])
     said = {p.key: p.message for p in caught.value.problems}
     assert "is required but missing" in said["heads.digit.target"] and "did you mean 'classify'" in said["heads.digit.type"]
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    path = tmp_path / "windows.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'extends = "original"\nseed = 4\n')
+    assert load_recipe(path).seed == 4

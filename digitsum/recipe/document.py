@@ -74,7 +74,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
             data = file.read(MAX_BYTES + 1)  # never more, whatever the file claims or grows to
         if len(data) > MAX_BYTES:
             raise UserError(f"{path} is larger than {MAX_BYTES >> 20} MiB, the most a recipe may be (a recipe is a few KiB)")
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark, as Windows editors write, is not TOML's
     except FileNotFoundError:
         raise UserError(f"recipe not found: {path}") from None
     except IsADirectoryError:
