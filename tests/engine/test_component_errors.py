@@ -86,15 +86,6 @@ class Narrow(Classify):
         return super().forward(features)[:, :-1]
 
 
-def test_a_heads_misshapen_output_is_blamed_on_its_forward_not_on_the_loss_that_trips(tiny_root, tmp_path):
-    with registered(heads, "narrow", Narrow), pytest.raises(ComponentError) as caught:
-        start(bomb_recipe(tiny_root, "narrow"), tmp_path / "run", progress=False, preflight=False)
-    error = caught.value
-    assert error.method == "forward" and error.component == "head 'narrow'"
-    assert "forward() returned an output of shape [64, 18] where its output_kind 'class_logits' declares [64, 19]" in error.message
-    assert "loss() then raised" in error.message
-
-
 class Wide(Classify):
     """A head whose forward adds a logit: nothing trips on it, the loss just spreads probability onto it."""
 
@@ -103,14 +94,19 @@ class Wide(Classify):
         return torch.cat([logits, logits[:, :1]], dim=1)
 
 
-def test_a_head_wider_than_it_declares_is_refused_at_the_first_step_naming_its_forward(tiny_root, tmp_path):
-    with registered(heads, "wide", Wide), pytest.raises(ComponentError) as caught:
-        start(bomb_recipe(tiny_root, "wide"), tmp_path / "run", progress=False, preflight=False)
+@pytest.mark.parametrize("head, shape, then", [
+    (Narrow, [64, 18], "loss() then raised"),  # the loss trips on it
+    (Wide, [64, 20], "(a bug in that head's forward(), or its output_kind"),  # nothing trips: refused at the first step
+])  # fmt: skip
+def test_a_heads_misshapen_output_is_blamed_on_its_forward_not_on_the_loss(tiny_root, tmp_path, head, shape, then):
+    with registered(heads, "misshapen", head), pytest.raises(ComponentError) as caught:
+        start(bomb_recipe(tiny_root, "misshapen"), tmp_path / "run", progress=False, preflight=False)
     error = caught.value
-    assert error.method == "forward" and error.component == "head 'wide'"
-    assert "forward() returned an output of shape [64, 20] where its output_kind 'class_logits' declares [64, 19]" in error.message
+    assert error.method == "forward" and error.component == "head 'misshapen'"
+    assert f"forward() returned an output of shape {shape} where its output_kind 'class_logits' declares [64, 19]" in error.message
+    assert then in error.message
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert "wide" in summary["failed"] and summary["position"] == {"epoch": 0, "step": 0}
+    assert "misshapen" in summary["failed"] and summary["position"] == {"epoch": 0, "step": 0}
 
 
 class Short(Fusion):

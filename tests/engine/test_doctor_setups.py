@@ -157,18 +157,12 @@ def test_heads_that_give_logits_or_log_probabilities_pass_the_head_checks(tiny_d
     assert not [f for f in head_report(head).findings if f.severity != "info"]
 
 
-class ExtraLogit(Classify):
-    """A head that outputs one logit more than its classes: trains without an error, never right on its own."""
-
-    def forward(self, features):
-        logits = super().forward(features)
-        return torch.cat([logits, logits[:, :1]], dim=1)
-
-
 def test_a_head_whose_output_is_wider_than_it_declares_is_named(tiny_data):
-    [finding] = [f for f in head_report(ExtraLogit, ("data",)).findings if f.severity == "error"]
+    from .test_component_errors import Wide  # one logit more than its classes: trains without an error
+
+    [finding] = [f for f in head_report(Wide, ("data",)).findings if f.severity == "error"]
     assert finding.title == "heads.sum does not output what it declares"
-    assert "ExtraLogit" in finding.measured and "[64, 20] where its output_kind 'class_logits' declares [64, 19]" in finding.measured
+    assert "Wide" in finding.measured and "[64, 20] where its output_kind 'class_logits' declares [64, 19]" in finding.measured
 
 
 def test_the_stand_in_for_a_quieter_head_restores_learning(tiny_data):
