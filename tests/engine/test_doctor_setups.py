@@ -354,3 +354,54 @@ def test_the_whole_doctor_names_an_optimizer_that_breaks_its_contract_once_and_t
     # the optimizer check names the tensors it misses; the checks that train are refused as a run would be, in one finding
     assert [f.check for f in errors] == ["optimizer", "short_run"], [f.title for f in report.findings]
     assert "breaks its contract in build()" in errors[1].title and errors[1].figures["checks"] == ["short_run", "overfit"]
+
+
+# -- set-ups a stranger wrote (third round): a loss scaled by a constant, training samples unlike
+# the held-out ones, a draw that ignores its index ------------------------------------------------
+
+
+class ScaledLoss(Classify):
+    """Its loss is cross-entropy times 1e-4: with SGD, steps 10,000 times too small."""
+
+    def loss(self, output, target):
+        return 1e-4 * super().loss(output, target)
+
+
+def test_a_loss_scaled_by_a_constant_is_named_with_its_factor(tiny_data):
+    [finding] = [f for f in head_report(ScaledLoss, ("loss_at_init",)).findings if f.severity == "warning"]
+    assert finding.title == "heads.sum's loss is 0.0001 times the cross-entropy of its logits"
+    assert "ScaledLoss.loss()" in finding.fix
+
+
+class InvertedTraining(SingleDigit):
+    """Inverts the training images only: the held-out ones are as MNIST has them."""
+
+    def draw(self, split, index, rng):
+        batch = super().draw(split, index, rng)
+        return {**batch, "image": -batch["image"]} if split == "train" else batch
+
+
+class FewSamples(SingleDigit):
+    """Ignores the index it is given: every batch draws from the same 8 samples."""
+
+    def draw(self, split, index, rng):
+        return super().draw(split, index % 8 if split == "train" else index, rng)
+
+
+def data_report(generator: type, checks):
+    with registered(datasets, "student_data", generator):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['data.type="student_data"']))
+        return diagnose(probe, checks, verify=False)
+
+
+def test_training_batches_that_repeat_a_few_samples_are_named(tiny_data):
+    [finding] = [f for f in data_report(FewSamples, ["data"]).findings if f.severity == "warning"]
+    # 8 images, each with the numbers drawn beside it
+    assert finding.title == "the training batches repeat their samples: 80 distinct of 512"
+
+
+def test_a_head_that_fits_training_samples_unlike_the_held_out_ones_is_named_not_its_loss(tiny_data):
+    findings = data_report(InvertedTraining, ["short_run"]).findings
+    errors = {f.title for f in findings if f.severity == "error" and f.check == "learning"}
+    # was: "its loss falls while its accuracy stays at chance (Classify.loss and Classify's accuracy disagree)"
+    assert errors == {"heads.digit fits its training samples, not held-out ones", "heads.sum fits its training samples, not held-out ones"}

@@ -84,7 +84,34 @@ def check_data(probe: Probe) -> list[Finding]:
             else:  # the sample above is one draw, as one-class as a batch: the labels are judged over the batches
                 finding, pooled = sorted_batches
                 findings += [finding, _balance(target, pooled, spec.classes)]
-    return findings + widths + _declared_shapes(probe, outputs, {f.figures["head"] for f in widths})
+    return findings + widths + _declared_shapes(probe, outputs, {f.figures["head"] for f in widths}) + _repeated_samples(probe)
+
+
+#: Training samples "repeat" when fewer than this share of those the first batches hold are distinct
+#: (an epoch's batches draw each index once: MNIST's own duplicates are a handful in 60,000).
+DISTINCT_SHARE = 0.5
+
+
+def _repeated_samples(probe: Probe) -> list[Finding]:
+    """A warning when the run's first training batches hold the same samples again and again
+    (a ``draw`` that ignores the index it is given): a head then memorises a few samples."""
+    seen: set[bytes] = set()
+    total = 0
+    one_epoch = math.ceil(probe.generator.size("train") / probe.batch_size)  # a second epoch repeats the first
+    for batch in probe.train_batches(min(BALANCE_BATCHES, one_epoch)):
+        inputs = [batch[name].reshape(batch_len(batch), -1).float().cpu() for name in probe.interface.inputs if name in batch]
+        if not inputs:
+            return []
+        rows = torch.cat(inputs, dim=1).numpy()
+        seen.update(row.tobytes() for row in rows)
+        total += len(rows)
+    if total < 2 * probe.batch_size or len(seen) >= DISTINCT_SHARE * total:
+        return []
+    return [Finding("data", "warning", f"the training batches repeat their samples: {len(seen)} distinct of {total}",
+                    f"the inputs of the run's first {total} training samples ({BALANCE_BATCHES} batches at most): {len(seen)} distinct",
+                    "an epoch draws each training index once, so its samples should differ: a head fits the few there "
+                    "are and predicts held-out ones badly", f"make {generator_named(probe)}'s draw() return the samples "
+                    "of the indices it is given", [], {"distinct": len(seen), "drawn": total})]  # fmt: skip
 
 
 def _declared_shapes(probe: Probe, outputs: dict[str, Tensor], named: set[str]) -> list[Finding]:

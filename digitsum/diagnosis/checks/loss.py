@@ -17,6 +17,12 @@ from ..findings import Change, Finding, fmt
 from ..probe import Probe, batch_len, evaluating, slice_batch
 
 
+#: A class-logits head's loss at initialisation against the cross-entropy of its own logits: a
+#: weighting, label smoothing or a focal term stay within this range; a constant factor (1e-4 x
+#: cross-entropy) does not.
+SCALE_RANGE = (0.1, 10.0)
+
+
 def check_loss_at_init(probe: Probe) -> list[Finding]:
     """Each head's loss before training (against ln(classes) for class-logits heads).
 
@@ -43,7 +49,18 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
         expected = math.log(classes)
         figures.update(expected=expected, ratio=value / expected)
         measured = f"heads.{head}: {fmt(value)} at initialisation; ln {classes} = {fmt(expected)} (a uniform guess)"
-        if value > 1.5 * expected:
+        target = batch[probe.target_of(head)]
+        readable = target.dim() == 1 and not target.is_floating_point() and target.numel() and 0 <= int(target.min()) and int(target.max()) < classes
+        logits_loss = float(F.cross_entropy(outputs[head].float(), target)) if readable else None  # out-of-range labels: the data check's
+        scale = value / logits_loss if logits_loss else None
+        if scale is not None and not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+            cls = type(probe.model.heads[head])
+            findings.append(Finding("loss_at_init", "warning", f"heads.{head}'s loss is {fmt(scale)} times the cross-entropy of its logits",
+                f"{measured}; the cross-entropy of the same logits: {fmt(logits_loss)}",
+                "a loss scaled by a constant scales every gradient of the head by it: plain SGD's steps shrink or grow as "
+                "much (Adam's hardly change), and the loss reads as far from or near its floor when it is not",
+                f"drop the factor from {cls.__module__}.{cls.__name__}.loss(), or scale the learning rate", [], {**figures, "scale": scale}))  # fmt: skip
+        elif value > 1.5 * expected:
             findings.append(Finding("loss_at_init", "warning", f"heads.{head} starts confidently wrong", measured,
                 "outputs at init are far from uniform: large initial logits slow training down and hint at a scale problem",
                 "standardise inputs, or scale down the head's initial weights", [], figures))  # fmt: skip

@@ -267,7 +267,18 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                     f"{pct(max(0.0, fraction_fallen(first, last, floor)))} of the way to its floor {fmt(floor)}")  # fmt: skip
         if trace.nll.get(head) is not None:
             measured += f"; held-out log-loss {fmt(trace.nll[head])} (best constant {fmt(trace.entropy[head])})"
-        if learns(trace.after[head], trace.chance[head], n):
+        held_out = learns(trace.after[head], trace.chance[head], n)
+        trained = _fits_training_not_held_out(probe, trace, head, first, last, floor, held_out)
+        if trained is not None:
+            figures["train_accuracy"] = trained
+            findings.append(Finding("learning", "warning" if held_out else "error",
+                f"heads.{head} fits its training samples, not held-out ones", f"{measured}; on {SAMPLES_READ} of its training "
+                f"samples: {pct(trained)}", "its training loss is near its floor and it predicts its training samples, while "
+                "held-out ones do worse than a constant guess: what it trains on differs from the held-out samples (a "
+                "transform on the training split only) or is a few samples repeated (a draw() that ignores its index)",
+                f"compare what {type(probe.generator).__name__}.draw() returns for the 'train' and 'test' splits, and "
+                "check that the training batches hold distinct samples", [], figures))  # fmt: skip
+        elif held_out:
             title = f"heads.{head} learns" if loss_fell else f"heads.{head} learns; its loss falls little (its floor is {fmt(floor)})"
             findings.append(Finding("learning", "info", title, measured, figures=figures))
         elif by_argmax is not None and learns(by_argmax, trace.chance[head], n):
@@ -300,6 +311,26 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
             findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured, why,
                 "see the fixes tried below", [], figures))  # fmt: skip
     return findings
+
+
+#: A head "fits its training samples" once its training loss has gone this share of the way to
+#: its floor; its accuracy on them is read on this many of the probe's training samples.
+FITTED, SAMPLES_READ = 0.8, 512
+
+
+def _fits_training_not_held_out(probe: Probe, trace: RunTrace, head: str, first: float, last: float, floor: float,
+                                held_out: bool) -> float | None:  # fmt: skip
+    """The head's accuracy on training samples when it predicts them (its training loss most of
+    the way to its floor, :data:`FITTED`) while held-out samples do worse than a constant guess
+    (at chance, or a held-out log-loss above the best constant's); else None. A healthy head's
+    held-out log-loss is well below the constant's after a short run, whatever its accuracy;
+    a head whose loss and metric disagree predicts its training samples at chance too."""
+    nll, constant = trace.nll.get(head), trace.entropy.get(head)
+    worse = not held_out or (nll is not None and constant is not None and nll > constant)
+    if trace.model is None or not math.isfinite(last) or fraction_fallen(first, last, floor) < FITTED or not worse:
+        return None
+    trained = scores(probe, trace.model, slice_batch(probe.sample, SAMPLES_READ))[head]
+    return trained if learns(trained, trace.chance[head], SAMPLES_READ) else None
 
 
 def _loss_metric_finding(probe: Probe, head: str, measured: str, figures: dict) -> Finding:
