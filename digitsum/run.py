@@ -71,9 +71,15 @@ class Run:
 
     @property
     def metrics(self) -> list[dict[str, Any]]:
-        """metrics.jsonl as flat records: one dict per epoch and split, head metrics as ``head.metric``."""
+        """metrics.jsonl as flat records: one dict per epoch and split, head metrics as ``head.metric``
+        (for pretrained weights, their record's history: the same records without seconds and lr)."""
+        if self.run_dir is None:
+            logged = [{"epoch": e["epoch"], "split": split, "heads": e[split]} for e in self.history
+                      for split in ("train", "val", "test") if split in e]  # fmt: skip
+        else:
+            logged = MetricsLog(self.run_dir / "metrics.jsonl").records()
         records = []
-        for record in MetricsLog(self.run_dir / "metrics.jsonl").records():
+        for record in logged:
             flat = {k: v for k, v in record.items() if k != "heads"}
             for head, values in (record.get("heads") or {}).items():
                 flat.update({f"{head}.{metric}": value for metric, value in values.items()})

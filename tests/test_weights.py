@@ -213,3 +213,14 @@ def test_a_record_is_reproduced_only_by_the_same_metrics_to_four_digits():
     assert record.reproduced_by({"digit": {"accuracy": 0.98764, "loss": 0.10001}})
     assert not record.reproduced_by({"digit": {"accuracy": 0.9875, "loss": 0.1}})
     assert not record.reproduced_by({"digit": {"loss": 0.1}})  # a recorded metric that is missing
+
+
+@pytest.mark.parametrize("name", ["original", "add-4"])
+def test_pretrained_metrics_are_its_records_history_as_flat_records(name):
+    import digitsum
+
+    run = digitsum.load(name)
+    test = [m for m in run.metrics if m["split"] == "test"]
+    assert test and test[-1]["epoch"] == len(run.history)
+    heads = run.history[-1]["test"]
+    assert {f"{h}.{k}": v for h, ms in heads.items() for k, v in ms.items()}.items() <= test[-1].items()
