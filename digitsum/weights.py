@@ -85,6 +85,13 @@ class WeightsRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **{k: v for k, v in asdict(self).items() if v is not None}}
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The record without its per-epoch history, as torchvision's ``weights.meta``: recipe,
+        seed, epochs, parameters, test metrics, file size and sha256, the command that reproduces
+        them, version, date, seconds and machine."""
+        return {k: v for k, v in self.to_dict().items() if k != "history"}
+
 
 @dataclass(frozen=True)
 class WeightsEntry(RecipeEntry):

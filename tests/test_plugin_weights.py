@@ -183,3 +183,15 @@ def test_a_weights_entry_without_its_record_is_reported_failed(tmp_path):
     assert f"{DIST} 0.2: weights of 'tiny' ({PACKAGE}.weights) failed: no tiny.json" in " ".join(table.stdout.split())
     strict = digitsum("--strict-plugins", "list", "recipes", site=site)
     assert strict.returncode == 2 and "no tiny.json" in strict.stderr
+
+
+def test_exported_weights_record_the_command_that_reproduces_them_thread_count_included(tmp_path, tiny_root):
+    site = weights_plugin(tmp_path / "site")
+    env = {"DIGITSUM_DATA": str(tiny_root)}
+    trained = digitsum("run", "tiny", "--set", "train.threads=1", "--out", tmp_path / "run", site=site, env=env, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    exported = digitsum("export", tmp_path / "run", "--format", "safetensors", "--out", tmp_path / "w", site=site, env=env)
+    assert exported.returncode == 0, exported.stderr
+    record = json.loads((tmp_path / "w" / "tiny.json").read_text())
+    # the thread count changes a CPU run's last bits: without it the command need not give the recorded metrics
+    assert record["command"] == "digitsum run tiny --set seed=0 --set train.threads=1" and record["machine"].endswith(", 1 thread")

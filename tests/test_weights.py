@@ -224,3 +224,9 @@ def test_pretrained_metrics_are_its_records_history_as_flat_records(name):
     assert test and test[-1]["epoch"] == len(run.history)
     heads = run.history[-1]["test"]
     assert {f"{h}.{k}": v for h, ms in heads.items() for k, v in ms.items()}.items() <= test[-1].items()
+
+
+def test_a_records_meta_is_its_record_without_the_history():
+    record = digitsum.load("original").weights
+    assert record.meta == {k: v for k, v in record.to_dict().items() if k != "history"}
+    assert record.meta["test"] == record.test and "sha256" in record.meta

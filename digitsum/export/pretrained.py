@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..catalog import RecipeNotFound, find_recipe, settings_digest
-from ..engine.checkpoint import describe_differences
+from ..engine.checkpoint import describe_differences, load_checkpoint
 from ..errors import UserError
 from ..recipe import load_recipe, recipe_document
 from ..weights import WeightsRecord, sha256_of, write_record, write_tensors
@@ -56,6 +56,9 @@ def export_weights(run: Run, out: str | Path | None = None, *, force: bool = Fal
     state = run.model.state_dict()
     write_tensors(tensors_path, state, {"recipe": entry.name, "settings": digest, "digitsum_version": __version__})
     summary = run.summary
+    # the thread count changes a CPU run's last bits: the command that reproduces the record pins it
+    threads = run.recipe.train.threads or load_checkpoint(run.run_dir / "checkpoint.pt").get("threads")
+    pinned = f" --set train.threads={threads}" if threads and summary.get("device", "cpu") == "cpu" else ""
     record = WeightsRecord(
         recipe=entry.name,
         settings=digest,
@@ -67,11 +70,11 @@ def export_weights(run: Run, out: str | Path | None = None, *, force: bool = Fal
         parameters=sum(p.numel() for p in run.model.parameters()),
         test=summary.get("metrics", {}).get("test", {}),
         history=list(run.history),
-        command=f"digitsum run {entry.name} --set seed={run.recipe.seed}",
+        command=f"digitsum run {entry.name} --set seed={run.recipe.seed}{pinned}",
         digitsum_version=__version__,
         trained=time.strftime("%Y-%m-%d", time.localtime(os.path.getmtime(run.run_dir / "summary.json"))),
         seconds=float(summary.get("seconds", 0.0)),
-        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, device {summary.get('device', 'cpu')}",
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs, device {summary.get('device', 'cpu')}" + (f", {threads} thread{'s' * (threads != 1)}" if pinned else ""),
     )
     write_record(record_path, record)
     return tensors_path, record_path
