@@ -25,7 +25,8 @@ from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
 from .checks.loss import check_double_softmax, check_head_output, check_loss_at_init, check_loss_floor, check_loss_weights
 from .checks.optimization import check_optimizer, check_schedule
-from .checks.training import check_overfit, check_short_run, dead_relu_findings, short_run_steps
+from .checks.relus import dead_relu_findings
+from .checks.training import check_overfit, check_short_run, short_run_steps
 from .checks.wiring import check_batch_independence, check_input_use
 from .findings import SEVERITIES, Change, Finding, Report, Severity
 from .probe import SAMPLE, Probe, fresh_copy, seeded

@@ -38,6 +38,10 @@ class Change:
         return bool(self.keys) and self.emulate is None
 
 
+#: The recipe key of the learning rate, which several checks' fixes change.
+LR_KEY = "train.optimizer.lr"
+
+
 @dataclass
 class Finding:
     """One thing a check found: what was measured, why it matters, what to change.

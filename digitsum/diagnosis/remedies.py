@@ -18,9 +18,9 @@ import torch
 from ..errors import RecipeError, recipe_text
 from ..listing import DOCTOR_CHECKS, plain
 from ..recipe import MACHINE_LOCAL_KEYS, Recipe, load_recipe
-from .checks.training import LR_KEY, short_run_steps
+from .checks.training import short_run_steps
 from ..engine.train import make_optimizer
-from .findings import BROKEN_CODE, Change, Finding, fmt, pct
+from .findings import BROKEN_CODE, LR_KEY, Change, Finding, fmt, pct
 from .probe import Probe, RunTrace, fresh_copy, seeded, short_run
 
 #: A change that leaves every head learning is kept in the improvement rounds when it raises the

@@ -410,7 +410,7 @@ def test_a_short_run_of_small_batches_sees_enough_samples_to_judge(tiny_data, ba
 
 @pytest.mark.parametrize("order", ["conv-relu-pool", "conv-pool-relu", "conv-norm-relu"])
 def test_a_relu_is_named_after_the_layer_whose_units_it_reads(order):
-    from digitsum.diagnosis.checks.training import ReluProbe
+    from digitsum.diagnosis.checks.relus import ReluProbe
 
     between = {"conv-relu-pool": [], "conv-pool-relu": [nn.MaxPool2d(2)], "conv-norm-relu": [nn.BatchNorm2d(4)]}[order]
     flat = 4 if order == "conv-pool-relu" else 36  # 8x8 -> conv 6x6 -> pooled once or twice
