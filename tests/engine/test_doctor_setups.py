@@ -405,3 +405,15 @@ def test_a_head_that_fits_training_samples_unlike_the_held_out_ones_is_named_not
     errors = {f.title for f in findings if f.severity == "error" and f.check == "learning"}
     # was: "its loss falls while its accuracy stays at chance (Classify.loss and Classify's accuracy disagree)"
     assert errors == {"heads.digit fits its training samples, not held-out ones", "heads.sum fits its training samples, not held-out ones"}
+
+
+class Detached(Classify):
+    """Reads the features detached: its loss never reaches the backbone."""
+
+    def forward(self, features):
+        return super().forward(features.detach())
+
+
+def test_a_head_that_detaches_its_input_is_named_as_such_not_as_a_clamp(tiny_data):
+    [finding] = [f for f in head_report(Detached, ("head_output",)).findings if f.severity == "error"]
+    assert finding.title == "heads.sum cuts the gradient off its input" and "remove the detach" in finding.fix

@@ -198,6 +198,16 @@ def _outputs_without_gradient(module: nn.Module, features: Tensor) -> tuple[Tens
     return output.detach(), dead
 
 
+def _moves_without_gradient(module: nn.Module, features: Tensor, output: Tensor, dead: Tensor) -> bool:
+    """Whether most outputs without a gradient still change when the features do (by a tenth of
+    their spread): the head cuts the gradient (a detach) rather than clamping its outputs."""
+    generator = torch.Generator(device=features.device).manual_seed(0)
+    nudged = features + 0.1 * features.std() * torch.randn(features.shape, generator=generator, device=features.device)
+    with evaluating(module), torch.no_grad():
+        moved = (module(nudged) - output).abs() > 1e-6 * (output.abs().max() + 1e-12)
+    return bool(moved[dead].float().mean() >= 0.5) if dead.any() else False
+
+
 def check_head_output(probe: Probe) -> list[Finding]:
     """Class-logits heads whose own forward clamps their outputs or drowns them in training-mode noise.
 
@@ -224,6 +234,14 @@ def check_head_output(probe: Probe) -> list[Finding]:
         output, dead = _outputs_without_gradient(module, features)
         share = float(dead.float().mean())
         figures = {"head": head, "no_gradient": share, "min": float(output.min())}
+        if share >= CLAMPED_SHARE and _moves_without_gradient(module, features, output, dead):
+            findings.append(Finding("head_output", "error", f"heads.{head} cuts the gradient off its input",
+                f"{where} on {len(output)} samples at initialisation (eval mode): {100 * share:.0f} % of its outputs get no "
+                "gradient from the features, yet change when the features do",
+                "the head's loss trains the head's own last layers only: nothing reaches the backbone through it (a detach(), "
+                ".data or torch.no_grad() in its forward)", f"let the gradient through {cls.__name__}.forward (remove the detach)",
+                [], {**figures, "detached": True}))  # fmt: skip
+            continue
         if share >= CLAMPED_SHARE:
             sign = "; every output is >= 0 (logits range over both signs)" if float(output.min()) >= 0 else ""
             findings.append(Finding("head_output", "error", f"heads.{head} clamps its logits: {100 * share:.0f} % of them get no gradient",
