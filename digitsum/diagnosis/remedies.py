@@ -196,6 +196,11 @@ def try_changes(probe: Probe, changes: list[Change], steps: int) -> Attempt:
         return Attempt(changes[-1], None, f"{type(e).__name__}: {first}")
 
 
+def _identity(change: Change) -> str:
+    """What a change does, whatever its label: the keys it sets, or its stand-in for code."""
+    return repr(sorted(change.keys.items())) if change.emulate is None else change.label
+
+
 def _mean(trace: RunTrace, heads: list[str]) -> float:
     """The mean skill of the heads (see :meth:`RunTrace.skill`): held-out log-loss against the
     best constant distribution's, or accuracy where a head gives no probabilities."""
@@ -241,7 +246,18 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     candidates: dict[str, Change] = {}  # by what they set: the first of equal changes
     for change in [c for f in findings if f.severity != "info" for c in f.candidates] + setting_changes(probe) + family:
         if not mends_nothing(change):
-            candidates.setdefault(repr(sorted(change.keys.items())) if change.emulate is None else change.label, change)
+            candidates.setdefault(_identity(change), change)
+
+    # a short run is deterministic (same batches, same initialisation): a combination measured
+    # once is not run again (the rounds below start from the changes tried alone, on top of none)
+    measured: dict[tuple[str, ...], Attempt] = {}
+
+    def attempt(changes: list[Change]) -> Attempt:
+        key = tuple(_identity(c) for c in changes)
+        if key not in measured:
+            measured[key] = try_changes(probe, changes, steps)
+        known = measured[key]
+        return Attempt(changes[-1], known.trace, known.error)
 
     def rank(trace: RunTrace) -> tuple[int, float]:
         return len(_restores(trace, heads)), _mean(trace, heads)
@@ -251,7 +267,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     for change in candidates.values() if stalled or unstable else []:
         if _past(deadline):
             break
-        alone.append(try_changes(probe, [change], steps))
+        alone.append(attempt([change]))
     helping = [a for a in alone if (_restores(a.trace, stalled) or not stalled) and set(heads) - set(stalled) <= set(_restores(a.trace, heads))]
     if unstable:  # a change that leaves the steps growing (or the loss infinite) fixes nothing
         helping = [a for a in helping if a.trace.step_growth() is None]
@@ -261,7 +277,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         if not any(set(a.change.keys) & set(c.change.keys) for c in chosen):
             chosen.append(a)
     combined = [a.change for a in chosen]
-    current = try_changes(probe, combined, steps) if len(combined) > 1 else (chosen[0] if chosen else Attempt(Change("nothing"), base))
+    current = attempt(combined) if len(combined) > 1 else (chosen[0] if chosen else Attempt(Change("nothing"), base))
     rounds: list[tuple[Change, RunTrace]] = []
     best = max(chosen, key=lambda a: rank(a.trace)) if chosen else None
     if len(combined) > 1 and (current.trace is None or rank(current.trace) < rank(best.trace)):
@@ -274,7 +290,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         when time is up, it touches a key the combination sets, or the run fails."""
         if _past(deadline) or set(change.keys) & {k for x in combined for k in x.keys}:
             return None
-        a = try_changes(probe, combined + [change], steps)
+        a = attempt(combined + [change])
         if a.trace is not None:
             rounds.append((change, a.trace))
         return a if a.trace is not None else None

@@ -328,9 +328,20 @@ def test_checks_leave_the_model_and_the_random_state_untouched(tiny_data, overri
 
 
 @pytest.mark.parametrize("recipe", SHIPPED, ids=lambda p: p.name)
-def test_doctor_cli_on_every_shipped_recipe(cli, tiny_data, recipe):
+def test_doctor_cli_on_every_shipped_recipe(cli, tiny_data, recipe, monkeypatch):
+    from digitsum.diagnosis import remedies
+
+    tried, real = [], remedies.try_changes
+
+    def counted(probe, changes, steps):
+        tried.append(tuple(c.label for c in changes))
+        return real(probe, changes, steps)
+
+    monkeypatch.setattr(remedies, "try_changes", counted)
     result = cli("doctor", recipe, *(a for o in TINY_OVERRIDES.get(recipe.stem, ()) for a in ("--set", o)), "--json")
     report = json.loads(result.out)
+    # a verification run is deterministic (same batches, same start): no combination is run twice
+    assert len(tried) == len(set(tried)), tried
     if recipe.name in BROKEN_ON_PURPOSE:
         assert result.code == 1 and not report["healthy"]
         # the notebook's three causes, named and measured: the fixes, not a lower lr
