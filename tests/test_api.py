@@ -110,7 +110,7 @@ def test_build_has_no_side_effects_and_matches_the_run_s_initial_model(tiny_root
 
 def test_doctor_returns_findings_as_data(tiny_data):
     # one cause the doctor names and repairs in seconds (the notebook's three take it 20 s:
-    # tests/engine/test_doctor.py and docs/quickstart.ipynb run those)
+    # tests/diagnosis/test_doctor.py and docs/quickstart.ipynb run those)
     report = digitsum.doctor(RECIPES / "original.toml", ["heads.digit.weight=0"])
     assert isinstance(report, digitsum.Report) and not report.healthy
     assert any(f.check == "loss_weights" and f.severity == "error" and f.keys == ["heads.digit.weight"] for f in report.findings)

@@ -22,7 +22,7 @@ from digitsum.registry import fusions, heads
 from digitsum.testing import ConformanceError, check_head
 
 from ..conftest import RECIPES, registered
-from .test_doctor import one_thread, with_generator  # noqa: F401  (one_thread: autouse fixture)
+from .test_doctor import with_generator
 
 
 def probe_for(*overrides: str, recipe: str = "original.toml") -> Probe:
@@ -744,7 +744,7 @@ def test_a_component_that_raises_in_the_preflight_stops_the_run_as_a_crash_in_tr
                       "--no-preflight")  # fmt: skip
     said = result.out + result.err
     assert result.code == without.code == 1, said
-    blamed = "head 'raises_in_forward' from local (tests.engine.test_doctor_checks:RaisesInForward) raised RuntimeError in forward()"
+    blamed = "head 'raises_in_forward' from local (tests.diagnosis.test_doctor_checks:RaisesInForward) raised RuntimeError in forward()"
     assert said.count(blamed) == 1 and "in forward" in said  # once, with its own frames...
     assert "Traceback" not in said and "preflight" not in said and "epoch 1/" not in said  # ...and no epoch started
     assert result.err.replace(str(tmp_path / "run"), "RUN") == without.err.replace(str(tmp_path / "bare"), "RUN")  # as in training

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from digitsum.diagnosis import CHECKS, Probe, diagnose, doctor
+from digitsum.diagnosis import CHECKS, Probe, diagnose
 from digitsum.recipe import load_recipe
 
 from ..conftest import RECIPES, TINY_OVERRIDES
@@ -18,14 +18,6 @@ TINY_BATCH: list[str] = []  # the recipe's own batch size: fewer short-run steps
 SHIPPED = sorted(RECIPES.glob("*.toml"))
 #: Shipped recipes that reproduce a failure on purpose; every other one must be healthy.
 BROKEN_ON_PURPOSE = {"notebook.toml"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches gain nothing from more, and a shared CI machine loses much
-    yield
-    torch.set_num_threads(threads)
 
 
 def probe_for(*overrides: str, recipe: str = "original.toml") -> Probe:

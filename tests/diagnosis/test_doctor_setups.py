@@ -17,7 +17,6 @@ from digitsum.recipe import load_recipe
 from digitsum.registry import datasets, fusions, heads, optimizers, schedules
 
 from ..conftest import RECIPES, registered
-from .test_doctor import one_thread  # noqa: F401  (autouse fixture)
 
 
 class ZeroAfterFirst(Schedule):
@@ -158,7 +157,7 @@ def test_heads_that_give_logits_or_log_probabilities_pass_the_head_checks(tiny_d
 
 
 def test_a_head_whose_output_is_wider_than_it_declares_is_named(tiny_data):
-    from .test_component_errors import Wide  # one logit more than its classes: trains without an error
+    from ..engine.test_component_errors import Wide  # one logit more than its classes: trains without an error
 
     [finding] = [f for f in head_report(Wide, ("data",)).findings if f.severity == "error"]
     assert finding.title == "heads.sum does not output what it declares"
