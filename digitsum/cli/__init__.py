@@ -32,16 +32,23 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override a recipe key, e.g. --set train.epochs=1 (repeatable)", show_default=False),
 ]
-def _path(text: str) -> Path:
+def path_text(text: str) -> str:
+    """A path as typed; an empty one (``--out "$UNSET"``) is a usage error (exit 2)."""
     if not text.strip():  # Path("") would mean the working folder
         raise typer.BadParameter("is empty: give a path")
-    return Path(text)
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(path_text(text))
 
 
 def path_flag(*names: str, **options: Any) -> Any:
-    """A ``typer.Option`` holding a path: an empty one (``--out "$UNSET"``) is a usage error (exit 2)."""
+    """A ``typer.Option`` holding a path (``parser``: :func:`path_text` keeps the text as typed):
+    an empty one is a usage error (exit 2)."""
     options.setdefault("metavar", "PATH")
-    return typer.Option(*names, parser=_path, **options)
+    options.setdefault("parser", _path)
+    return typer.Option(*names, **options)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]

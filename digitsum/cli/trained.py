@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UserError, did_you_mean
-from . import JsonOpt, app, console, path_flag, print_json, say
+from . import JsonOpt, app, console, path_flag, path_text, print_json, say
 
 #: The trained model a command works on.
 ModelArg = Annotated[str, typer.Argument(metavar="RUN", show_default=False,
@@ -133,8 +133,8 @@ def export(
         typer.Option("--format", "-f", help="onnx, torchscript, or safetensors (a run as its recipe's pretrained weights; "
                      "default: torchscript for an --out ending in .pt, else onnx)", show_default=False),
     ] = None,
-    out: Annotated[
-        Path | None, path_flag("--out", "-o", help="model file (default RUN_DIR/model.onnx or RUN_DIR/model.pt, "
+    out: Annotated[  # the text as typed: a trailing slash names a folder, which Path() would drop
+        str | None, path_flag("--out", "-o", parser=path_text, help="model file (default RUN_DIR/model.onnx or RUN_DIR/model.pt, "
                                   "RECIPE.onnx for pretrained weights); its sidecar is FILE.json. For safetensors: the "
                                   "folder to write RECIPE.safetensors and RECIPE.json in (default: here)", show_default=False)
     ] = None,

@@ -7,6 +7,8 @@ outputs (:mod:`.formats`).
 
 from __future__ import annotations
 
+import os
+
 import copy
 import time
 from dataclasses import dataclass, field
@@ -63,8 +65,9 @@ class Exported:
 def _target_path(run: Run, fmt: str, out: str | Path | None, force: bool) -> Path:
     default = run.run_dir / FORMATS[fmt] if run.run_dir is not None else Path(run.recipe.name + Path(FORMATS[fmt]).suffix)
     path = Path(out) if out is not None else default
-    if path.is_dir():
-        raise UserError(f"{path} is a folder; give --out a file name, e.g. {path / default.name}")
+    # "exports/" names a folder even before it exists (Path drops the slash: it would be the file "exports")
+    if path.is_dir() or (isinstance(out, str) and out.endswith(("/", os.sep))):
+        raise UserError(f"{out if isinstance(out, str) else path} is a folder; give --out a file name, e.g. {path / default.name}")
     taken = [p for p in (path, sidecar_path(path)) if p.exists()]
     own = [p for p in taken if run.run_dir is not None and p.parent.resolve() == run.run_dir.resolve()
            and p.name in (*OWN_FILES, MARKER, LOCK)]  # fmt: skip

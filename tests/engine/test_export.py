@@ -292,6 +292,12 @@ def test_out_may_not_be_a_folder(tmp_path, tiny_root):
         run.export("onnx", tmp_path / "folder")
 
 
+def test_an_out_named_as_a_folder_is_not_written_as_a_file(trained, cli, tmp_path):
+    result = cli("export", trained.run_dir, "--out", f"{tmp_path / 'exports'}/")  # not there yet
+    assert result.code == 2 and f"{tmp_path / 'exports'}/ is a folder; give --out a file name" in result.err, result.err
+    assert not (tmp_path / "exports").exists()
+
+
 def test_missing_onnx_packages_name_the_extra(trained, monkeypatch, cli, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an uninstalled package looks like to import
     with pytest.raises(digitsum.UserError, match=r'needs onnxruntime, not installed here: pip install "digitsum\[onnx\]"'):
