@@ -393,10 +393,42 @@ def data_report(generator: type, checks):
         return diagnose(probe, checks, verify=False)
 
 
+class WithoutClass(SingleDigit):
+    """Draws one split's samples from its images of digits other than ``dropped`` (a filter
+    applied to that split only)."""
+
+    dropped, split = 9, "train"
+
+    def draw(self, split, index, rng):
+        if split == self.split:
+            keep = (self.data.mnist(split).labels != self.dropped).nonzero().flatten()
+            index = keep[index % len(keep)]
+        return super().draw(split, index, rng)
+
+
+class HeldOutWithoutClass(WithoutClass):
+    split = "test"
+
+
+def test_classes_one_split_never_holds_are_named(tiny_data):
+    untrained = {f.title: f for f in data_report(WithoutClass, ["data"]).findings if f.severity != "info"}
+    # a tenth of the held-out digits, lost: an error; without 9s no sum is 18 (1 % of them): a warning
+    assert {t: f.severity for t, f in untrained.items()} == {"target 'digit': the training samples never hold class 9": "error",
+                                                              "target 'sum': the training samples never hold class 18": "warning"}
+    digit = untrained["target 'digit': the training samples never hold class 9"]
+    assert digit.figures["missing"] == [9] and "WithoutClass" in digit.fix
+    [unmeasured] = [f for f in data_report(HeldOutWithoutClass, ["data"]).findings if f.severity != "info"]
+    assert unmeasured.severity == "warning" and unmeasured.title == "target 'digit': the held-out samples never hold class 9"
+    assert not [f for f in data_report(SingleDigit, ["data"]).findings if f.severity != "info"]  # control
+
+
 def test_training_batches_that_repeat_a_few_samples_are_named(tiny_data):
-    [finding] = [f for f in data_report(FewSamples, ["data"]).findings if f.severity == "warning"]
+    findings = data_report(FewSamples, ["data"]).findings
+    [finding] = [f for f in findings if f.severity == "warning" and "repeat" in f.title]
     # 8 images, each with the numbers drawn beside it
     assert finding.title == "the training batches repeat their samples: 80 distinct of 512"
+    # and the 8 hold 5 of the 10 digits: the others are never trained
+    assert any(f.severity == "error" and f.title.startswith("target 'digit': the training samples never hold classes") for f in findings)
 
 
 def test_a_head_that_fits_training_samples_unlike_the_held_out_ones_is_named_not_its_loss(tiny_data):

@@ -84,6 +84,7 @@ def check_data(probe: Probe) -> list[Finding]:
             else:  # the sample above is one draw, as one-class as a batch: the labels are judged over the batches
                 finding, pooled = sorted_batches
                 findings += [finding, _balance(target, pooled, spec.classes)]
+            findings += _split_coverage(probe, target, y, spec.classes)
     return findings + widths + _declared_shapes(probe, outputs, {f.figures["head"] for f in widths}) + _repeated_samples(probe)
 
 
@@ -159,6 +160,50 @@ def _batch_balance(probe: Probe, target: str, classes: int) -> tuple[Finding, Te
         "mean) see one class: the model forgets the others between steps; the labels themselves may be balanced",
         f"make {generator_named(probe)}'s draw() return the samples of the index it is given (the engine shuffles it every "
         "epoch), not samples chosen by class", [], {"batch_majority": observed, "shuffled_majority": expected}), pooled  # fmt: skip
+
+
+#: A class "should" appear among n samples when the other split's share of it expects at least
+#: this many there (none of them by chance: e^-5, under 1 %).
+EXPECTED_SEEN = 5.0
+#: Classes the training samples lack are an error when they hold this share of the held-out ones.
+UNTRAINED_SHARE = 0.05
+
+
+def _split_coverage(probe: Probe, target: str, trained: Tensor, classes: int) -> list[Finding]:
+    """Classes of ``target`` that one split holds and the other never does, where the other's
+    share of them makes their absence no accident: the training samples lacking classes that the
+    held-out samples hold (the head cannot learn them: an error when they are 5 % of held-out
+    samples, their accuracy lost), or the held-out samples lacking classes training has (the
+    metric never measures them: a warning). A generator that filters a split by label, or maps
+    one split's labels differently, shows this way."""
+    held = probe.held_out.get(target)
+    if held is None or not held.numel() or not trained.numel():
+        return []
+    count = {"train": torch.bincount(trained.flatten().clamp(0, classes - 1), minlength=classes).float(),
+             "held": torch.bincount(held.flatten().clamp(0, classes - 1), minlength=classes).float()}  # fmt: skip
+    n = {k: float(v.sum()) for k, v in count.items()}
+    findings = []
+    for absent, present, name in (("train", "held", "held-out"), ("held", "train", "training")):
+        expected = count[present] / n[present] * n[absent]
+        missing = [c for c in range(classes) if count[absent][c] == 0 and expected[c] >= EXPECTED_SEEN]
+        if not missing:
+            continue
+        share = float(count[present][missing].sum()) / n[present]
+        listed = ", ".join(map(str, missing))
+        figures = {"missing": missing, "split": "train" if absent == "train" else "held_out", "share": share}
+        measured = (f"target '{target}': class{'es' if len(missing) > 1 else ''} {listed}: {pct(share)} of {int(n[present])} {name} "
+                    f"samples, none of {int(n[absent])} {'training' if absent == 'train' else 'held-out'} samples "
+                    f"(at least {fmt(float(expected[missing].min()))} expected)")  # fmt: skip
+        where = f"compare the labels {generator_named(probe)}'s draw() gives for each split (a filter, or labels mapped on one split)"
+        if absent == "train":
+            findings.append(Finding("data", "error" if share >= UNTRAINED_SHARE else "warning",
+                f"target '{target}': the training samples never hold class{'es' if len(missing) > 1 else ''} {listed}",
+                measured, "a head never trained on a class never predicts it: held-out samples of it are lost, whatever "
+                "else is fixed", where, [], figures))  # fmt: skip
+        else:
+            findings.append(Finding("data", "warning", f"target '{target}': the held-out samples never hold class{'es' if len(missing) > 1 else ''} {listed}",
+                measured, "the held-out metric never measures those classes: what the head learns of them goes unjudged", where, [], figures))  # fmt: skip
+    return findings
 
 
 def _argmax_like(probe: Probe, head: str, width: int) -> bool:
