@@ -2,7 +2,6 @@
 weights: ``eval``, ``predict`` (your own inputs, as ``--input NAME=VALUE``) and ``export`` (ONNX
 or TorchScript, checked against PyTorch; or a run as pretrained weights)."""
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer

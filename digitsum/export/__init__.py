@@ -7,9 +7,8 @@ outputs (:mod:`.formats`).
 
 from __future__ import annotations
 
-import os
-
 import copy
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
