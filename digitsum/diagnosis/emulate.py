@@ -76,9 +76,10 @@ class _CrossEntropyLoss(_Altered):
 
 
 class _EvalForward(_Altered):
-    """A head whose forward runs in eval mode in training too: without its dropout or other noise."""
+    """A head (or backbone) whose forward runs in eval mode in training too: without its dropout
+    or other noise."""
 
-    def forward(self, features: Tensor) -> Tensor:
+    def forward(self, features):  # a head's features; a backbone's batch
         was = self.inner.training
         self.inner.eval()
         try:
@@ -104,6 +105,13 @@ def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
 def without_training_noise(head: str) -> Callable[[Probe], Probe]:
     """The head's forward in training as in evaluation (its dropout off)."""
     return _head_altered(head, _EvalForward)
+
+
+def without_backbone_noise(probe: Probe) -> Probe:
+    """The backbone's forward in training as in evaluation (its dropout off)."""
+    model = fresh_copy(probe.model)
+    model.backbone = _EvalForward(model.backbone)
+    return Probe(probe.recipe, probe.generator, model, probe.device)
 
 
 def cross_entropy_loss(head: str) -> Callable[[Probe], Probe]:

@@ -169,6 +169,29 @@ def test_the_stand_in_for_a_quieter_head_restores_learning(tiny_data):
     assert report.code_causes and "HeavyDropout" in report.code_causes[0]
 
 
+class NoisyFusion(Concat):
+    """Dropout 0.95 on the fused features: every head trains on noise."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drop = nn.Dropout(0.95)
+
+    def forward(self, batch):
+        return self.drop(super().forward(batch))
+
+
+def test_a_backbone_whose_features_are_mostly_noise_in_training_is_named_and_its_stand_in_verified(tiny_data):
+    with registered(fusions, "noisy_fusion", NoisyFusion) as name:
+        noisy = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f'backbone.type="{name}"']))
+        report = diagnose(noisy, ["head_output", "short_run"], verify=True)
+    [finding] = [f for f in report.findings if f.check == "head_output" and f.severity != "info"]
+    assert finding.severity == "error" and finding.title == "the backbone's features are mostly noise in training mode"
+    assert "NoisyFusion" in finding.measured and finding.figures["noise_ratio"] > 10
+    # a head stalls on the noise; without it, it learns: the code fix is verified
+    assert report.code_causes and "NoisyFusion.forward" in report.code_causes[0]
+    assert not [f for f in head_report(Classify).findings if f.severity != "info"]  # control: concat adds no noise
+
+
 def test_the_data_are_not_blamed_for_a_head_whose_own_forward_is_broken(tiny_data):
     findings = head_report(ReluLogits, ("learnability",)).findings
     assert not [f for f in findings if f.severity != "info"] and any("the head itself is broken" in f.title for f in findings)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...contracts import Head
-from ..emulate import logits_from_probabilities, without_training_noise
+from ..emulate import logits_from_probabilities, without_backbone_noise, without_training_noise
 from ..findings import Change, Finding, fmt
 from ..probe import Probe, batch_len, evaluating, slice_batch
 
@@ -209,20 +209,20 @@ def _moves_without_gradient(module: nn.Module, features: Tensor, output: Tensor,
 
 
 def check_head_output(probe: Probe) -> list[Finding]:
-    """Class-logits heads whose own forward clamps their outputs or drowns them in training-mode noise.
+    """Backbone features or class-logits outputs drowned in training-mode noise, or clamped logits.
 
-    Measured on the backbone's features at initialisation: outputs no gradient reaches (a ReLU or
-    clamp after the last layer: a logit below 0 can never rise again), and training-mode noise
-    against the outputs' spread over samples (dropout 0.99)."""
-    findings: list[Finding] = []
-    logits_heads = [h for h in probe.model.heads if probe.logits_head(h)]  # others: judged through predict and metrics
-    if not logits_heads:
-        return findings
+    What the heads are trained on, measured at initialisation: the backbone's features and each
+    class-logits head's outputs in training mode against eval mode, the noise against their
+    spread over samples (dropout 0.95 in the fusion, 0.99 in a head); a head's outputs no
+    gradient reaches (a ReLU or clamp after the last layer: a logit below 0 can never rise
+    again)."""
     batch = slice_batch(probe.sample, probe.batch_of(256))  # 256 images' worth
     with torch.no_grad():
         features = probe.model.backbone(batch)
     if not isinstance(features, Tensor) or not features.is_floating_point():
-        return findings
+        return []
+    findings = _noisy_features(probe)
+    logits_heads = [h for h in probe.model.heads if probe.logits_head(h)]  # others: judged through predict and metrics
     for head in logits_heads:
         module = probe.model.heads[head]
         cls = type(module)
@@ -266,6 +266,32 @@ def check_head_output(probe: Probe) -> list[Finding]:
     return findings
 
 
+def _noisy_features(probe: Probe) -> list[Finding]:
+    """An error when the backbone's training-mode features differ from its eval-mode ones by more
+    than NOISE_RATIO times their spread over samples: every head learns from noise. On 256
+    images' worth of samples, 8 at least (a spread needs several: `add-100` packs 200 images in one)."""
+    batch = slice_batch(probe.sample, max(8, probe.batch_of(256)))
+    backbone = probe.model.backbone
+    with torch.no_grad():
+        trained = backbone(batch)  # the model is in training mode while the checks run
+        with evaluating(backbone):
+            clean = backbone(batch)
+    spread = float(clean.float().std(0).mean())
+    noise = float((trained.float() - clean.float()).pow(2).mean().sqrt())
+    ratio = noise / spread if spread > 0 else (float("inf") if noise > 0 else 0.0)
+    if ratio <= NOISE_RATIO:
+        return []
+    cls = type(backbone)
+    code = f"lower the dropout (or other training-mode noise) in {cls.__name__}.forward"
+    return [Finding("head_output", "error", "the backbone's features are mostly noise in training mode",
+        f"backbone {probe.recipe.backbone.section.type} ({cls.__module__}.{cls.__name__}) on {len(clean)} samples at "
+        f"initialisation: training-mode features differ from eval-mode ones by {fmt(noise)} (RMS), {ratio:.1f}x their "
+        f"spread over samples ({fmt(spread)})",
+        "every head is trained on the noisy features: the gradient says little about the input, so nothing learns fast "
+        "(dropout p scales kept features by 1/(1-p): 20x at 0.95)", code, [], {"noise_ratio": ratio, "backbone": True},
+        candidates=[Change("the backbone without its training-mode noise", emulate=without_backbone_noise, code=code)])]  # fmt: skip
+
+
 def broken_heads(probe: Probe) -> dict[str, str]:
     """The heads whose own forward or loss the head checks (``double_softmax``, ``head_output``)
     find broken, with the finding's title: checks that would otherwise blame the data for such a
@@ -273,7 +299,7 @@ def broken_heads(probe: Probe) -> dict[str, str]:
     if "broken_heads" not in probe.cache:
         with torch.random.fork_rng(devices=[]):
             found = check_double_softmax(probe) + check_head_output(probe)
-        probe.cache["broken_heads"] = {f.figures["head"]: f.title for f in found if f.severity == "error"}
+        probe.cache["broken_heads"] = {f.figures["head"]: f.title for f in found if f.severity == "error" and "head" in f.figures}
     return probe.cache["broken_heads"]
 
 
