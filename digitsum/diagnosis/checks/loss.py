@@ -17,9 +17,8 @@ from ..findings import Change, Finding, fmt
 from ..probe import Probe, batch_len, evaluating, slice_batch
 
 
-#: A class-logits head's loss at initialisation against the cross-entropy of its own logits: a
-#: weighting, label smoothing or a focal term stay within this range; a constant factor (1e-4 x
-#: cross-entropy) does not.
+#: A class-logits head's loss at initialisation against the cross-entropy of its own logits: a weighting,
+#: label smoothing or a focal term stay within this range; a constant factor (1e-4 x cross-entropy) does not.
 SCALE_RANGE = (0.1, 10.0)
 
 
@@ -179,9 +178,9 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
 #: A class-logits head whose forward leaves this share of its outputs without a gradient from
 #: its input clamps its logits (a ReLU after the last layer: about half of them at initialisation).
 CLAMPED_SHARE = 0.25
-#: Training-mode noise of a head's outputs (their change from eval mode) above this many times their
-#: spread over samples in eval mode drowns what they say. Measured on `original`'s sum head with
-#: dropout before its layer: 0.9 gives 6.6x, 0.99 gives 22x (dropout p: about sqrt(p / (1 - p))).
+#: Training-mode noise of a head's outputs or the backbone's features (their change from eval mode) above this
+#: many times their spread over samples in eval mode drowns what they say. `original`'s sum head with dropout
+#: before its layer: 0.9 gives 6.6x, 0.99 22x; dropout on concat's features: 0.9 9x, 0.95 13x (about sqrt(p / (1 - p))).
 NOISE_RATIO = 10.0
 
 
@@ -211,11 +210,9 @@ def _moves_without_gradient(module: nn.Module, features: Tensor, output: Tensor,
 def check_head_output(probe: Probe) -> list[Finding]:
     """Backbone features or class-logits outputs drowned in training-mode noise, or clamped logits.
 
-    What the heads are trained on, measured at initialisation: the backbone's features and each
-    class-logits head's outputs in training mode against eval mode, the noise against their
-    spread over samples (dropout 0.95 in the fusion, 0.99 in a head); a head's outputs no
-    gradient reaches (a ReLU or clamp after the last layer: a logit below 0 can never rise
-    again)."""
+    Measured at initialisation: training-mode noise against the spread over samples in eval mode
+    (dropout 0.95 on the features, 0.99 in a head); outputs no gradient reaches (a ReLU or clamp
+    after a head's last layer: a logit below 0 can never rise again)."""
     batch = slice_batch(probe.sample, probe.batch_of(256))  # 256 images' worth
     with torch.no_grad():
         features = probe.model.backbone(batch)
@@ -267,15 +264,14 @@ def check_head_output(probe: Probe) -> list[Finding]:
 
 
 def _noisy_features(probe: Probe) -> list[Finding]:
-    """An error when the backbone's training-mode features differ from its eval-mode ones by more
-    than NOISE_RATIO times their spread over samples: every head learns from noise. On 256
-    images' worth of samples, 8 at least (a spread needs several: `add-100` packs 200 images in one)."""
+    """An error when the backbone's training-mode features differ from its eval-mode ones by over
+    NOISE_RATIO times their spread over 256 images' worth of samples (8 at least: add-100 packs 200 in one)."""
     batch = slice_batch(probe.sample, max(8, probe.batch_of(256)))
     backbone = probe.model.backbone
+    with torch.no_grad(), evaluating(backbone):
+        clean = backbone(batch)
     with torch.no_grad():
         trained = backbone(batch)  # the model is in training mode while the checks run
-        with evaluating(backbone):
-            clean = backbone(batch)
     spread = float(clean.float().std(0).mean())
     noise = float((trained.float() - clean.float()).pow(2).mean().sqrt())
     ratio = noise / spread if spread > 0 else (float("inf") if noise > 0 else 0.0)
@@ -284,11 +280,10 @@ def _noisy_features(probe: Probe) -> list[Finding]:
     cls = type(backbone)
     code = f"lower the dropout (or other training-mode noise) in {cls.__name__}.forward"
     return [Finding("head_output", "error", "the backbone's features are mostly noise in training mode",
-        f"backbone {probe.recipe.backbone.section.type} ({cls.__module__}.{cls.__name__}) on {len(clean)} samples at "
-        f"initialisation: training-mode features differ from eval-mode ones by {fmt(noise)} (RMS), {ratio:.1f}x their "
-        f"spread over samples ({fmt(spread)})",
-        "every head is trained on the noisy features: the gradient says little about the input, so nothing learns fast "
-        "(dropout p scales kept features by 1/(1-p): 20x at 0.95)", code, [], {"noise_ratio": ratio, "backbone": True},
+        f"backbone {probe.recipe.backbone.section.type} ({cls.__module__}.{cls.__name__}) on {len(clean)} samples at initialisation: "
+        f"training-mode features differ from eval-mode ones by {fmt(noise)} (RMS), {ratio:.1f}x their spread over samples ({fmt(spread)})",
+        "every head is trained on the noisy features: the gradient says little about the input, so nothing learns fast (dropout p "
+        "scales kept features by 1/(1-p): 20x at 0.95)", code, [], {"noise_ratio": ratio, "backbone": True},
         candidates=[Change("the backbone without its training-mode noise", emulate=without_backbone_noise, code=code)])]  # fmt: skip
 
 
