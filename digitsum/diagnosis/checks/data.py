@@ -183,7 +183,8 @@ def _split_coverage(probe: Probe, target: str, trained: Tensor, classes: int) ->
              "held": torch.bincount(held.flatten().clamp(0, classes - 1), minlength=classes).float()}  # fmt: skip
     n = {k: float(v.sum()) for k, v in count.items()}
     findings = []
-    for absent, present, name in (("train", "held", "held-out"), ("held", "train", "training")):
+    names = {"train": "training", "held": "held-out"}
+    for absent, present in (("train", "held"), ("held", "train")):
         expected = count[present] / n[present] * n[absent]
         missing = [c for c in range(classes) if count[absent][c] == 0 and expected[c] >= EXPECTED_SEEN]
         if not missing:
@@ -191,8 +192,8 @@ def _split_coverage(probe: Probe, target: str, trained: Tensor, classes: int) ->
         share = float(count[present][missing].sum()) / n[present]
         listed = ", ".join(map(str, missing))
         figures = {"missing": missing, "split": "train" if absent == "train" else "held_out", "share": share}
-        measured = (f"target '{target}': class{'es' if len(missing) > 1 else ''} {listed}: {pct(share)} of {int(n[present])} {name} "
-                    f"samples, none of {int(n[absent])} {'training' if absent == 'train' else 'held-out'} samples "
+        measured = (f"target '{target}': class{'es' if len(missing) > 1 else ''} {listed}: {pct(share)} of {int(n[present])} {names[present]} "
+                    f"samples, none of {int(n[absent])} {names[absent]} samples "
                     f"(at least {fmt(float(expected[missing].min()))} expected)")  # fmt: skip
         where = f"compare the labels {generator_named(probe)}'s draw() gives for each split (a filter, or labels mapped on one split)"
         if absent == "train":

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...contracts import Head
+from ...contracts import Batch, Head
 from ..emulate import logits_from_probabilities, without_backbone_noise, without_training_noise
 from ..findings import Change, Finding, fmt
 from ..probe import Probe, batch_len, evaluating, slice_batch
@@ -213,12 +213,13 @@ def check_head_output(probe: Probe) -> list[Finding]:
     Measured at initialisation: training-mode noise against the spread over samples in eval mode
     (dropout 0.95 on the features, 0.99 in a head); outputs no gradient reaches (a ReLU or clamp
     after a head's last layer: a logit below 0 can never rise again)."""
-    batch = slice_batch(probe.sample, probe.batch_of(256))  # 256 images' worth
+    # 256 images' worth, 8 samples at least: a spread over samples needs several (add-100 packs 200 images in one)
+    batch = slice_batch(probe.sample, max(8, probe.batch_of(256)))
     with torch.no_grad():
-        features = probe.model.backbone(batch)
+        features = probe.model.backbone(batch)  # in training mode, as the checks run
     if not isinstance(features, Tensor) or not features.is_floating_point():
         return []
-    findings = _noisy_features(probe)
+    findings = _noisy_features(probe, batch, features)
     logits_heads = [h for h in probe.model.heads if probe.logits_head(h)]  # others: judged through predict and metrics
     for head in logits_heads:
         module = probe.model.heads[head]
@@ -263,15 +264,12 @@ def check_head_output(probe: Probe) -> list[Finding]:
     return findings
 
 
-def _noisy_features(probe: Probe) -> list[Finding]:
-    """An error when the backbone's training-mode features differ from its eval-mode ones by over
-    NOISE_RATIO times their spread over 256 images' worth of samples (8 at least: add-100 packs 200 in one)."""
-    batch = slice_batch(probe.sample, max(8, probe.batch_of(256)))
+def _noisy_features(probe: Probe, batch: Batch, trained: Tensor) -> list[Finding]:
+    """An error when the backbone's training-mode features on ``batch`` (``trained``) differ from
+    its eval-mode ones by over NOISE_RATIO times their spread over samples."""
     backbone = probe.model.backbone
     with torch.no_grad(), evaluating(backbone):
         clean = backbone(batch)
-    with torch.no_grad():
-        trained = backbone(batch)  # the model is in training mode while the checks run
     spread = float(clean.float().std(0).mean())
     noise = float((trained.float() - clean.float()).pow(2).mean().sqrt())
     ratio = noise / spread if spread > 0 else (float("inf") if noise > 0 else 0.0)
