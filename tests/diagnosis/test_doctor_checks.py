@@ -491,6 +491,7 @@ def crash(probe):
 def check_plugin(tmp_path, monkeypatch):
     """A distribution shipping a doctor check 'look' and a check 'gone' that does not import."""
     import importlib
+    import sys
 
     from digitsum import registry
 
@@ -502,7 +503,10 @@ def check_plugin(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     monkeypatch.setattr(registry, "_SCAN", None)
-    return site
+    yield site
+    # the test imports the plugin's module: gone with its folder, as in a new process (another
+    # test's plugin of the same name is a package, which a stale `looker` module would hide)
+    sys.modules.pop("looker", None)
 
 
 def test_a_plugins_checks_are_listed_run_and_denied_like_its_components(check_plugin, cli, tiny_data, monkeypatch):
