@@ -26,12 +26,16 @@ class Change:
     A cause in code (a plugin's head that returns probabilities, a generator that scales its
     images) has no key: ``emulate`` returns a probe whose model or generator behaves as if the
     code were fixed, so that the fix can be measured all the same; ``code`` says what to change.
+    ``corrects`` marks the fix of a defect its check proved without training (a double softmax, a
+    loss weight of 0): kept while it stops no head learning, even when a short run cannot yet
+    show it helps (a settings change must raise held-out skill to be kept).
     """
 
     label: str
     keys: dict[str, Any] = field(default_factory=dict)
     emulate: Callable[[Probe], Probe] | None = field(default=None, compare=False)
     code: str = ""
+    corrects: bool = field(default=False, compare=False)
 
     @property
     def in_recipe(self) -> bool:

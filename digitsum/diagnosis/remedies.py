@@ -320,19 +320,24 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         combined.append(change)
         pool = [c for c in pool if c is not change]  # the others again, on top of the new combination
 
-    # the errors' own fixes left out so far, on top: kept when they raise held-out skill
-    for change in proposed:
-        if change in combined or current.trace is None:
-            continue
-        a = on_top(change)
-        if a is None:
-            continue
-        keeps = set(_restores(current.trace, heads)) <= set(_restores(a.trace, heads))
-        if keeps and _mean(a.trace, heads) - _mean(current.trace, heads) >= IMPROVES:
-            combined.append(change)
-            current = a
-            if not any(x.change is change for x in alone):
-                alone.append(Attempt(change, a.trace))
+    # the errors' own fixes left out so far, on top: kept when they raise held-out skill (a proven
+    # defect's fix, Change.corrects, while it stops no head learning); those left out tried again
+    # on top of what was kept (a fix for an untrained head shows only once another trains it)
+    left = [c for c in proposed if c not in combined]
+    while left and current.trace is not None:
+        kept = []
+        for change in left:
+            a = on_top(change)
+            if a is None:
+                continue
+            keeps = set(_restores(current.trace, heads)) <= set(_restores(a.trace, heads))
+            if keeps and (change.corrects or _mean(a.trace, heads) - _mean(current.trace, heads) >= IMPROVES):
+                combined.append(change)
+                kept.append(change)
+                current = a
+                if not any(x.change is change for x in alone):
+                    alone.append(Attempt(change, a.trace))
+        left = [c for c in left if c not in kept] if kept else []
 
     _annotate(findings, alone, combined, base, stalled, heads, name)
     repair = _recipe_keys(combined)

@@ -340,7 +340,7 @@ def test_doctor_cli_on_every_shipped_recipe(cli, tiny_data, recipe, monkeypatch)
         errors = {(f["check"], tuple(f["keys"])) for f in report["findings"] if f["severity"] == "error"}
         assert {("double_softmax", ("heads.digit.output",)), ("double_softmax", ("heads.sum.output",)),
                 ("loss_weights", ("heads.digit.weight",))} <= errors  # fmt: skip
-        assert {"heads.sum.output": "logits", "heads.digit.weight": 1.0}.items() <= report["repair"].items()
+        assert {"heads.sum.output": "logits", "heads.digit.weight": 1.0, "heads.digit.output": "logits"}.items() <= report["repair"].items()
         assert "train.optimizer.lr" not in report["repair"]
     else:
         assert result.code == 0, [f["title"] for f in report["findings"] if f["severity"] == "error"]

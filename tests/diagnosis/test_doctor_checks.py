@@ -265,6 +265,37 @@ def test_changes_that_do_worse_together_than_the_best_alone_are_not_combined(tin
     assert set(repair) == {"train.optimizer.lr"}
 
 
+def test_a_proven_defects_fix_is_kept_while_no_head_stops_learning_and_others_are_retried_on_top(tiny_data, monkeypatch):
+    from digitsum.diagnosis import remedies
+    from digitsum.diagnosis.findings import Change, Finding
+    from digitsum.diagnosis.probe import RunTrace
+
+    # the notebook's shape, measured: the digit head is untrained (weight 0) and both double-softmax
+    # theirs; the sum creeps along anyway. Once the digit trains, its logits cost the sum in so short
+    # a run, and standardised pixels help, but only the trained digit
+    def measured(probe, steps, scheduled=False):
+        heads, data = probe.recipe.heads, probe.recipe.data.params
+        trained = heads["digit"].section.weight > 0
+        digit_logits, sum_logits = (heads[h].params.output == "logits" for h in ("digit", "sum"))
+        digit = (0.95 if data.normalize else 0.9) if trained else 0.1
+        total = (0.8 if sum_logits else 0.3) if not trained else (0.55 if digit_logits else 0.8) if sum_logits else 0.1
+        after = {"digit": digit, "sum": total}
+        return RunTrace(steps, torch.ones(steps), {h: torch.ones(steps) for h in after},
+                        dict.fromkeys(after, 0.1), after, dict.fromkeys(after, 0.1))  # fmt: skip
+
+    def error(key, value, corrects=True, severity="error"):
+        return Finding("defect", severity, key, "", candidates=[Change(f"{key} = {value!r}", {key: value}, corrects=corrects)])
+
+    monkeypatch.setattr(remedies, "short_run", measured)
+    probe = probe_for(recipe="notebook.toml")  # pixels not standardised, the digit's weight 0, both heads' probabilities
+    findings = [error("data.normalize", True, corrects=False, severity="warning"), error("heads.digit.output", "logits"),
+                error("heads.sum.output", "logits"), error("heads.digit.weight", 1.0)]  # fmt: skip
+    _, repair, _ = remedies.verify(probe, findings)
+    # the digit's logits: a proven defect's fix, kept though the sum falls from 80 % to 55 % in the
+    # short run; standardising: no gain on top of nothing, kept once the digit trains
+    assert repair == {"heads.digit.output": "logits", "heads.sum.output": "logits", "heads.digit.weight": 1.0, "data.normalize": True}
+
+
 def test_dead_at_initialisation_is_told_apart_and_not_answered_with_a_lower_lr(tiny_data):
     probe = probe_for()
     with torch.no_grad():

@@ -154,8 +154,8 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
         code = (f"make heads.{head} return logits: its loss applies softmax itself" if found.softmax_twice else
                 f"make heads.{head} return logits and train them with a cross-entropy (or give nll_loss the log of the probabilities)")  # fmt: skip
         fix = f'set {key} = "logits"' if key else code
-        change = (Change(f'{key} = "logits"', {key: "logits"}) if key else
-                  Change(f"heads.{head} returning logits", emulate=logits_from_probabilities(head), code=fix))  # fmt: skip
+        change = (Change(f'{key} = "logits"', {key: "logits"}, corrects=True) if key else
+                  Change(f"heads.{head} returning logits", emulate=logits_from_probabilities(head), code=fix, corrects=True))  # fmt: skip
         if found.softmax_twice:
             title = f"heads.{head}: softmax applied twice (probabilities into a log-softmax loss)"
             why = ("the loss treats probabilities as logits and applies softmax again: its floor is ln(1 + (K-1)/e) "
@@ -359,7 +359,7 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
             findings.append(Finding("loss_weights", "error", f"heads.{head} is never trained: its loss weight is 0",
                 f"heads.{head}.weight = 0; gradient reaching its parameters from the total loss: {fmt(norm)}",
                 f"its loss is computed and reported but not back-propagated: heads.{head} stays at chance whatever else is fixed",
-                f"set {key} = 1.0, or remove the head", [key], figures, candidates=[Change(f"{key} = 1.0", {key: 1.0})]))  # fmt: skip
+                f"set {key} = 1.0, or remove the head", [key], figures, candidates=[Change(f"{key} = 1.0", {key: 1.0}, corrects=True)]))  # fmt: skip
             continue
         if norm == 0 and list(model.heads[head].parameters()):
             findings.append(Finding("loss_weights", "error", f"no gradient reaches heads.{head}",
