@@ -30,8 +30,12 @@ from .findings import Finding
 
 #: Samples drawn for data statistics and activation probes: enough for stable figures, fast on a CPU.
 SAMPLE = 2048
-#: Held-out samples each head is scored on after a short run (the test split's first batch).
+#: Held-out samples each head is scored on after a short run: a validation split the doctor holds
+#: out of the training data (the recipe's own ``data.val`` when it has one), not the test split.
 HELD_OUT = 1000
+#: The most of the training split the doctor takes for it (a tenth): a training split too small to spare
+#: HELD_OUT samples as this share (tiny data) is judged on the test split instead.
+HELD_OUT_SHARE = 1 / 10
 #: Checks that compare samples judge nothing on fewer training or held-out samples than this: so
 #: small a split cannot tell memorising from learning.
 MIN_JUDGED = 32
@@ -76,8 +80,32 @@ class Probe:
         evaluation-only params (:func:`for_diagnosis`)."""
         cpu_recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
         built = build(for_diagnosis(cpu_recipe))
-        built.generator.size("train")  # loads the data: a missing data set is a user error here, not in a check
-        return cls(cpu_recipe, built.generator, built.model, built.device)
+        n = built.generator.size("train")  # loads the data: a missing data set is a user error here, not in a check
+        probe = cls(cpu_recipe, built.generator, built.model, built.device)
+        if not cpu_recipe.data.section.val:
+            probe.generator = probe._holding_out(n)
+        return probe
+
+    def _holding_out(self, n: int) -> Generator:
+        """The recipe's generator with a validation split held out of its ``n`` training samples,
+        as ``data.val`` holds one out: what the doctor judges and chooses fixes by (choices are
+        made on a validation split, never on the test set), which no training step of the probe
+        sees. ``data.val`` counts training images for MNIST's generators; a sample of several
+        images asks for that many. A training split too small to spare them (HELD_OUT_SHARE), or a
+        generator that gives no validation split (one written before they existed), is judged on
+        its test split."""
+        samples = self.scaled(HELD_OUT)
+        if samples > n * HELD_OUT_SHARE:
+            return self.generator
+        section = self.recipe.data.section.model_copy(update={"val": math.ceil(samples * self.images_per_sample)})
+        recipe = replace(self.recipe, data=replace(self.recipe.data, section=section))
+        try:
+            generator = build(for_diagnosis(recipe)).generator
+            if generator.size("val") >= samples:
+                return generator
+        except Exception:  # noqa: BLE001 - no validation split: the test split, as before
+            pass
+        return self.generator
 
     def variant(self, keys: dict[str, Any]) -> Probe:
         """The probe of this recipe with ``keys`` set (dotted recipe keys), built the same way;
@@ -140,14 +168,21 @@ class Probe:
 
     @cached_property
     def held_out(self) -> Batch:
-        """Samples no training step of the probe sees: the test split's (the training split's
-        last ones when the generator has no test split)."""
-        split = "test" if "test" in getattr(self.generator, "splits", ("train", "test")) else "train"
+        """Samples no training step of the probe sees: the validation split's (see
+        :meth:`_holding_out`; the test split's when the generator gives none, the training
+        split's last ones when it has no test split either)."""
+        split = self.held_out_split
         n = self.generator.size(split)
-        count = min(self.scaled(HELD_OUT), n if split == "test" else max(1, n // 10))
+        count = min(self.scaled(HELD_OUT), n if split != "train" else max(1, n // 10))
         start = n - count if split == "train" else 0
         index = torch.arange(start, start + count, device=self.device)
         return self.generator.draw(split, index, make_rng(self.device, stream_seed(self.recipe.seed, "doctor", "held_out")))
+
+    @property
+    def held_out_split(self) -> str:
+        """The split :attr:`held_out` draws from: "val", else "test", else "train"."""
+        names = self.generator.split_names() if hasattr(self.generator, "split_names") else getattr(self.generator, "splits", ("train", "test"))
+        return next(split for split in ("val", "test", "train") if split in names)
 
     def train_batches(self, steps: int) -> list[Batch]:
         """The first ``steps`` training batches of the run (epochs repeat when the split is small)."""

@@ -3,6 +3,7 @@ control: the doctor names the component or key and a fix it verified."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from pydantic import Field
@@ -12,9 +13,11 @@ from digitsum.components.data.single_digit import SingleDigit
 from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
 from digitsum.contracts import Optimizer, Params, Schedule
+from digitsum.data import MNIST_FILES
 from digitsum.diagnosis import Probe, diagnose
 from digitsum.recipe import load_recipe
 from digitsum.registry import datasets, fusions, heads, optimizers, schedules
+from digitsum.testing import write_idx, write_tiny_mnist
 
 from ..conftest import RECIPES, registered
 
@@ -459,6 +462,23 @@ def test_a_head_that_fits_training_samples_unlike_the_held_out_ones_is_named_not
     errors = {f.title for f in findings if f.severity == "error" and f.check == "learning"}
     # was: "its loss falls while its accuracy stays at chance (Classify.loss and Classify's accuracy disagree)"
     assert errors == {"heads.digit fits its training samples, not held-out ones", "heads.sum fits its training samples, not held-out ones"}
+
+
+@pytest.mark.parametrize("n_train, judged_on", [(10_000, "val"), (512, "test")])
+def test_the_doctor_judges_on_samples_held_out_of_training_never_the_test_split_unless_too_few(tmp_path, monkeypatch, n_train, judged_on):
+    # the test split's labels are wrong: only a doctor that judges on the test split sees them
+    root = write_tiny_mnist(tmp_path, n_train=n_train)
+    labels = root / "MNIST" / "raw" / MNIST_FILES["test"][1]
+    write_idx(labels, (np.frombuffer(labels.read_bytes()[8:], dtype=np.uint8) + 1) % 10)
+    monkeypatch.setenv("DIGITSUM_DATA", str(root))
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml"))
+    assert probe.held_out_split == judged_on
+    learning = [f for f in diagnose(probe, ["short_run"], verify=False).findings if f.check == "learning"]
+    assert learning and all(f"held-out '{judged_on}' samples" in f.measured for f in learning)
+    # 1,000 of 10,000 training images spare a validation split; of 512 they would not (a tenth at most)
+    errors = {f.title for f in learning if f.severity == "error"}
+    wrong = {f"heads.{head} fits its training samples, not held-out ones" for head in ("digit", "sum")}  # sum = digit + number
+    assert errors == (set() if judged_on == "val" else wrong), errors
 
 
 class Detached(Classify):

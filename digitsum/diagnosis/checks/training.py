@@ -174,7 +174,8 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
         figures = {"before": trace.before[head], "after": trace.after[head], "chance": trace.chance[head],
                    "loss_first": first, "loss_last": last, "floor": floor, "fell": fraction_fallen(first, last, floor),
                    "log_loss": trace.nll.get(head), "best_constant_log_loss": trace.entropy.get(head), "argmax_accuracy": by_argmax}  # fmt: skip
-        measured = (f"heads.{head} over {name}: held-out accuracy {pct(trace.before[head])} -> {pct(trace.after[head])} "
+        measured = (f"heads.{head} over {name}, on {n} held-out '{probe.held_out_split}' samples: "
+                    f"accuracy {pct(trace.before[head])} -> {pct(trace.after[head])} "
                     f"(best constant guess {pct(trace.chance[head])}); loss {fmt(first)} -> {fmt(last)}, "
                     f"{pct(max(0.0, fraction_fallen(first, last, floor)))} of the way to its floor {fmt(floor)}")  # fmt: skip
         if trace.nll.get(head) is not None:
@@ -188,7 +189,7 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                 f"samples: {pct(trained)}", "its training loss is near its floor and it predicts its training samples, while "
                 "held-out ones do worse than a constant guess: what it trains on differs from the held-out samples (a "
                 "transform on the training split only) or is a few samples repeated (a draw() that ignores its index)",
-                f"compare what {type(probe.generator).__name__}.draw() returns for the 'train' and 'test' splits, and "
+                f"compare what {type(probe.generator).__name__}.draw() returns for the 'train' and '{probe.held_out_split}' splits, and "
                 "check that the training batches hold distinct samples", [], figures))  # fmt: skip
         elif held_out:
             title = f"heads.{head} learns" if loss_fell else f"heads.{head} learns; its loss falls little (its floor is {fmt(floor)})"
