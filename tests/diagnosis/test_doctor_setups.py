@@ -3,6 +3,8 @@ control: the doctor names the component or key and a fix it verified."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -464,21 +466,30 @@ def test_a_head_that_fits_training_samples_unlike_the_held_out_ones_is_named_not
     assert errors == {"heads.digit fits its training samples, not held-out ones", "heads.sum fits its training samples, not held-out ones"}
 
 
-@pytest.mark.parametrize("n_train, judged_on", [(10_000, "val"), (512, "test")])
-def test_the_doctor_judges_on_samples_held_out_of_training_never_the_test_split_unless_too_few(tmp_path, monkeypatch, n_train, judged_on):
-    # the test split's labels are wrong: only a doctor that judges on the test split sees them
-    root = write_tiny_mnist(tmp_path, n_train=n_train)
+def _with_wrong_test_labels(root: Path, n_train: int) -> Path:
+    """Tiny MNIST under ``root`` whose test split's labels are all wrong (each one more, mod 10)."""
+    write_tiny_mnist(root, n_train=n_train)
     labels = root / "MNIST" / "raw" / MNIST_FILES["test"][1]
     write_idx(labels, (np.frombuffer(labels.read_bytes()[8:], dtype=np.uint8) + 1) % 10)
+    return root
+
+
+def test_the_doctor_judges_on_samples_held_out_of_training_not_on_the_test_split(tmp_path, monkeypatch):
+    # only a doctor that judged on the test split would see its wrong labels
+    monkeypatch.setenv("DIGITSUM_DATA", str(_with_wrong_test_labels(tmp_path, 10_000)))
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml"))
+    learning = [f for f in diagnose(probe, ["short_run"], verify=False).findings if f.check == "learning"]
+    assert learning and all("held-out 'val' samples" in f.measured for f in learning)
+    assert not [f.title for f in learning if f.severity != "info"]
+
+
+def test_a_training_split_too_small_to_spare_a_tenth_is_judged_on_the_test_split(tmp_path, monkeypatch):
+    root = _with_wrong_test_labels(tmp_path, 512)
     monkeypatch.setenv("DIGITSUM_DATA", str(root))
     probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml"))
-    assert probe.held_out_split == judged_on
-    learning = [f for f in diagnose(probe, ["short_run"], verify=False).findings if f.check == "learning"]
-    assert learning and all(f"held-out '{judged_on}' samples" in f.measured for f in learning)
-    # 1,000 of 10,000 training images spare a validation split; of 512 they would not (a tenth at most)
-    errors = {f.title for f in learning if f.severity == "error"}
-    wrong = {f"heads.{head} fits its training samples, not held-out ones" for head in ("digit", "sum")}  # sum = digit + number
-    assert errors == (set() if judged_on == "val" else wrong), errors
+    # 1,000 held-out samples are more than a tenth of 512: the test split's 256, wrong labels and all
+    wrong = np.frombuffer((root / "MNIST" / "raw" / MNIST_FILES["test"][1]).read_bytes()[8:], dtype=np.uint8)
+    assert probe.held_out_split == "test" and probe.held_out["digit"].tolist() == wrong.tolist()
 
 
 class Detached(Classify):
