@@ -33,8 +33,8 @@ SAMPLE = 2048
 #: Held-out samples each head is scored on after a short run: a validation split the doctor holds
 #: out of the training data (the recipe's own ``data.val`` when it has one), not the test split.
 HELD_OUT = 1000
-#: The most of the training split the doctor takes for it (a tenth): a training split too small to spare
-#: HELD_OUT samples as this share (tiny data) is judged on the test split instead.
+#: The most of the training split the doctor takes for it (a tenth): a training split too small
+#: to spare HELD_OUT samples as this share (tiny data) is judged on the test split instead.
 HELD_OUT_SHARE = 1 / 10
 #: Checks that compare samples judge nothing on fewer training or held-out samples than this: so
 #: small a split cannot tell memorising from learning.
@@ -89,7 +89,7 @@ class Probe:
     def _holding_out(self, n: int) -> Generator:
         """The recipe's generator with a validation split held out of its ``n`` training samples,
         as ``data.val`` holds one out: what the doctor judges and chooses fixes by (choices are
-        made on a validation split, never on the test set), which no training step of the probe
+        made on a validation split, not on the test set), which no training step of the probe
         sees. ``data.val`` counts training images for MNIST's generators; a sample of several
         images asks for that many. A training split too small to spare them (HELD_OUT_SHARE), or a
         generator that gives no validation split (one written before they existed), is judged on
