@@ -33,7 +33,7 @@ DOCTOR_CHECKS = {
     "double_softmax": "digitsum.diagnosis.checks.loss:check_double_softmax",
     "head_output": "digitsum.diagnosis.checks.loss:check_head_output",
     "loss_weights": "digitsum.diagnosis.checks.loss:check_loss_weights",
-    "loss_floor": "digitsum.diagnosis.checks.loss:check_loss_floor",
+    "loss_floor": "digitsum.diagnosis.checks.floor:check_loss_floor",
     "schedule": "digitsum.diagnosis.checks.optimization:check_schedule",
     "optimizer": "digitsum.diagnosis.checks.optimization:check_optimizer",
     "batch_independence": "digitsum.diagnosis.checks.wiring:check_batch_independence",

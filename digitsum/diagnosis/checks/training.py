@@ -16,8 +16,9 @@ from ...engine.progress import fell, fraction_fallen
 from ...engine.train import make_optimizer
 from ..emulate import cross_entropy_loss
 from ..findings import Change, Finding, fmt, pct
-from ..probe import Probe, RunTrace, batch_len, fresh_copy, learns, schedule_warms_up, scores, seeded, short_run, slice_batch, too_few
-from .loss import loss_floor
+from ..probe import (Probe, RunTrace, batch_len, eval_outputs, fresh_copy, learns, log_losses, schedule_warms_up, scores, seeded,
+                     short_run, slice_batch, too_few)
+from .floor import loss_floor
 from .optimization import warm_up_steps
 from .relus import ReluProbe, dead_relu_findings
 
@@ -316,8 +317,9 @@ def _trend_findings(totals: Tensor, run: str, floor: float, learning: bool) -> l
 
 
 def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer],
-             steps: int = OVERFIT_STEPS) -> tuple[int | None, dict[str, float], float, float]:  # fmt: skip
-    """Train a fresh copy on one batch; return the step at which every trained head predicts it all."""
+             steps: int = OVERFIT_STEPS) -> tuple[int | None, dict[str, float], float, float, nn.Module]:  # fmt: skip
+    """Train a fresh copy on one batch; return the step at which every trained head predicts it
+    all (None if none did), each head's share predicted, the first and last loss, and the copy."""
     with seeded(probe, "overfit"):
         model = fresh_copy(probe.model)
         optimizer = optimizer_of(model)
@@ -333,8 +335,34 @@ def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], tor
                 with torch.no_grad():
                     last = float(model.total_loss(model.losses(model(batch), batch)))
                 if all(v >= 0.99 for v in fit.values()):
-                    return step, fit, first, last
-        return None, fit, first if first is not None else float("nan"), last
+                    return step, fit, first, last, model
+        return None, fit, first if first is not None else float("nan"), last, model
+
+
+#: predict() disagrees with the loss when, on the batch the copy memorised (the argmax of the
+#: head's own probabilities right on this share of it), it is right on this much less.
+MEMORISED, DISAGREES = 0.9, 0.5
+
+
+def _predict_disagrees(probe: Probe, model: nn.Module, batch: Batch, fit: dict[str, float], what: str) -> list[Finding]:
+    """Heads whose probabilities() have memorised the batch while their predict() misses it:
+    the loss trains what predict() does not read (an offset, another order). A head slow to
+    learn held out (a sum) shows it here, long before its held-out accuracy could."""
+    argmax = log_losses(probe, model, batch, eval_outputs(model, batch))
+    findings = []
+    for head, right in fit.items():
+        by_argmax = argmax.get(f"{head}:argmax")
+        if by_argmax is None or by_argmax < MEMORISED or right > by_argmax - DISAGREES:
+            continue
+        cls = type(probe.model.heads[head])
+        findings.append(Finding("overfit", "error", f"heads.{head}: predict() disagrees with its loss",
+            f"after {what} on one batch of {batch_len(batch)}, the argmax of heads.{head}'s own probabilities is right on "
+            f"{pct(by_argmax)} of it, {cls.__name__}.predict() on {pct(right)}",
+            f"the loss has taught heads.{head} this batch, but predict() does not read its output the way the loss trains "
+            "it (an offset, a different order, another output): every prediction and metric is wrong while training works",
+            f"make {cls.__module__}.{cls.__name__}.predict() agree with its loss (the argmax of its probabilities)", [],
+            {"argmax_fit": by_argmax, "predict_fit": right}))  # fmt: skip
+    return findings
 
 
 def check_overfit(probe: Probe) -> list[Finding]:
@@ -345,7 +373,7 @@ def check_overfit(probe: Probe) -> list[Finding]:
     size = probe.batch_of(OVERFIT_BATCH)
     batch = slice_batch(probe.sample, size)
     recipe = probe.recipe
-    step, fit, first, last = _overfit(probe, batch, lambda m: make_optimizer(recipe, m))
+    step, fit, first, last, model = _overfit(probe, batch, lambda m: make_optimizer(recipe, m))
     fits = ", ".join(f"{h} {pct(v)}" for h, v in fit.items())
     lr = recipe.optimizer.params.lr
     what = f"{recipe.optimizer.section.type} at lr {fmt(lr)}"
@@ -354,13 +382,15 @@ def check_overfit(probe: Probe) -> list[Finding]:
         return [Finding("overfit", "info", f"fits one batch of {size} in {step} steps",
                         f"{what}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}", figures=figures)]  # fmt: skip
     measured = f"after {OVERFIT_STEPS} steps of {what} on one batch of {size}: predictions matching targets {fits}; loss {fmt(first)} -> {fmt(last)}"
+    if disagree := _predict_disagrees(probe, model, batch, fit, f"{OVERFIT_STEPS} steps of {what}"):
+        return disagree
     trace = trace_of(probe)[0]
     if trace.steps and all(trace.learning().get(h, False) for h in heads):
         # held-out learning is stronger evidence of a working model than memorising one batch
         # exactly: a head that must set 81 thresholds right per sample (ordinal) is slow at that
         return [Finding("overfit", "info", f"does not memorise one batch of {size} in {OVERFIT_STEPS} steps, but every head learns on held-out samples",
                         measured + f" (the short run: {run_name(probe, trace)})", figures=figures)]  # fmt: skip
-    sane_step, sane_fit, _, sane_last = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR), 2 * OVERFIT_STEPS)
+    sane_step, sane_fit, _, sane_last, _ = _overfit(probe, batch, lambda m: torch.optim.Adam(m.parameters(), lr=SANE_ADAM_LR), 2 * OVERFIT_STEPS)
     figures.update(sane_steps=sane_step, sane_fit=sane_fit)
     sane_fits = ", ".join(f"{h} {pct(v)}" for h, v in sane_fit.items())
     if sane_step is not None:

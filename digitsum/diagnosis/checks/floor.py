@@ -1,0 +1,159 @@
+"""The lowest loss each head can reach under its settings (its floor): what the trend and the
+metrics are read against, and a check that names a floor no setting explains (the head's loss
+code raises it: a softmax before a cross-entropy, say)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..emulate import cross_entropy_loss
+from ..findings import Change, Finding, fmt
+from ..probe import Probe, slice_batch
+
+#: A floor above this share of the head's loss at initialisation is reported as raised.
+RAISED = 0.25
+
+
+#: The floor: each head's loss minimised over free outputs (its settings fixed, the network out of
+#: the way) with Adam at 0.1 for this many steps on 256 samples, from the outputs at init.
+FLOOR_STEPS = 300
+#: ... or, for a head whose forward runs at each step, until the loss is below this share of its start.
+FLOOR_DONE = 0.01
+
+
+def _floor_raisers(probe: Probe, head: str, floor: float) -> dict[str, dict]:
+    """The head's settings off their defaults whose reset alone lowers its floor by more than
+    half: each measured on the probe with that one key reset (label smoothing, an output of
+    probabilities, say)."""
+    params = probe.recipe.heads[head].params
+    found: dict[str, dict] = {}
+    for name, spec in type(params).model_fields.items():
+        if spec.is_required():
+            continue
+        default, value = spec.get_default(call_default_factory=True), getattr(params, name)
+        if default == value or not isinstance(value, (int, float, str)) or isinstance(value, bool):
+            continue
+        key = f"heads.{head}.{name}"
+        try:
+            lower = loss_floor(probe.variant({key: default}), head)
+        except Exception:  # a reset the recipe refuses
+            continue
+        if lower is not None and lower < 0.5 * floor:
+            found[key] = {"value": value, "default": default, "floor": lower}
+    return found
+
+
+def loss_floor(probe: Probe, head: str) -> float | None:
+    """The lowest loss ``head`` can reach under its settings: its loss minimised over free
+    outputs of the shape it gives (label smoothing, say, keeps it above 0) — for a head whose
+    output is not class logits, over free features into the head, since its forward may bound
+    what it can output (there, an upper bound once below FLOOR_DONE of the start). None when the
+    loss does not depend differentiably on the output. Cached on the probe."""
+    key = f"floor:{head}"
+    if key in probe.cache:
+        return probe.cache[key]
+    batch = slice_batch(probe.sample, 256)
+    module = probe.model.heads[head]
+    target = batch[probe.target_of(head)]
+    if probe.output_kind(head) == "class_logits":
+        # logits are free: any [B, classes] is reachable, so the floor is the loss's own
+        with torch.no_grad():
+            free = probe.model(batch)[head].detach().float().clone()
+        loss_fn = module.loss
+        cheap_enough = True  # the loss alone: all FLOOR_STEPS, for the floor as a figure of its own
+    else:
+        # another output may be constrained by the head itself (normalised, bounded): its
+        # reachable outputs are those of its forward, so the features it reads are the free part
+        with torch.no_grad():
+            free = probe.model.backbone(batch).detach().float().clone()
+
+        def loss_fn(features: Tensor, target: Tensor) -> Tensor:
+            return module.loss(module(features), target)
+
+        # each step runs the head's forward (add-100's exact inference: 20 ms); below FLOOR_DONE of
+        # the start, more steps change nothing the floor is read for: there it is an upper bound
+        cheap_enough = False
+    free.requires_grad_(True)
+    optimizer = torch.optim.Adam([free], lr=0.1)
+    best = start = None
+    try:
+        for _ in range(FLOOR_STEPS):
+            loss = loss_fn(free, target)
+            if not loss.requires_grad or not torch.isfinite(loss):
+                break
+            value = float(loss.detach())
+            best = value if best is None else min(best, value)
+            start = value if start is None else start
+            if not cheap_enough and best < FLOOR_DONE * start:
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    except Exception:
+        best = None
+    probe.model.zero_grad(set_to_none=True)
+    probe.cache[key] = best
+    return best
+
+
+def check_loss_floor(probe: Probe) -> list[Finding]:
+    """The lowest loss each head can reach under its settings.
+
+    A floor the settings raise is reported (the trend and the metrics are read against it); one
+    no setting explains is the head's loss code's: a warning, with the head trained by
+    cross-entropy on its logits as the candidate fix for a class-logits plugin head."""
+    findings = []
+    batch = slice_batch(probe.sample, 256)
+    with torch.no_grad():
+        losses = {h: float(v) for h, v in probe.model.losses(probe.model(batch), batch).items()}
+    for head in probe.model.heads:
+        floor = loss_floor(probe, head)
+        if floor is None or not math.isfinite(losses[head]):
+            continue
+        start = losses[head]
+        figures = {"floor": floor, "at_init": start}
+        measured = f"heads.{head}: lowest loss over free outputs {fmt(floor)}, at initialisation {fmt(start)}"
+        if not (start > 0 and floor > RAISED * start):
+            findings.append(Finding("loss_floor", "info", f"heads.{head} can lower its loss to {fmt(floor)}", measured, figures=figures))
+            continue
+        measured += f" ({100 * floor / start:.0f} % of it)"
+        raising = _floor_raisers(probe, head, floor)
+        figures["raised_by"] = raising
+        if raising:
+            named = "; ".join(f"{k} = {v['value']} (at {v['default']} the floor is {fmt(v['floor'])})" for k, v in raising.items())
+            findings.append(Finding("loss_floor", "info",
+                f"heads.{head}'s settings raise its lowest reachable loss to {fmt(floor)}: {', '.join(raising)}",
+                f"{measured}: its loss cannot fall far; its metric says whether it learns; raised by {named}",
+                "a raised floor is what these settings ask for (label smoothing keeps every class's probability up); "
+                "it also shrinks the gradient that teaches the head",
+                "if the floor is not intended, set " + ", ".join(f"{k} = {v['default']}" for k, v in raising.items()),
+                sorted(raising), figures))  # fmt: skip
+        else:
+            findings.append(_floor_in_code(probe, head, floor, measured, figures))
+    return findings
+
+
+def _floor_in_code(probe: Probe, head: str, floor: float, measured: str, figures: dict) -> Finding:
+    """A floor no setting of the head raises: its loss code does. For class logits, a softmax
+    before a log-softmax loss is recognised by its floor, ln(1 + (K - 1)/e) for K classes."""
+    cls = type(probe.model.heads[head])
+    built_in = cls.__module__.startswith("digitsum.")
+    logits = probe.logits_head(head)
+    classes = probe.classes_of(head)
+    squashed = math.log(1 + (classes - 1) / math.e) if logits and classes else None
+    if squashed is not None and abs(floor - squashed) < 0.01 * squashed:
+        measured += f"; ln(1 + {classes - 1}/e) = {fmt(squashed)}: the floor of a softmax applied before a log-softmax loss"
+    fix = (f"use a head whose loss reaches 0 on perfect outputs (the recipe's heads.{head}.type)" if built_in else
+           f"make {cls.__module__}.{cls.__name__}.loss reach 0 on perfect outputs"
+           + (": cross-entropy on the logits themselves, with no softmax before it" if logits else ""))  # fmt: skip
+    candidates = [] if built_in or not logits else [
+        Change(f"heads.{head} trained with cross-entropy on its logits", emulate=cross_entropy_loss(head),
+               code=f"{cls.__name__}.loss: a cross-entropy on the class logits")]  # fmt: skip
+    return Finding("loss_floor", "warning",
+        f"heads.{head}'s loss cannot fall below {fmt(floor)}, whatever its outputs: {cls.__name__}.loss raises it",
+        measured, "no setting of the head raises this floor, so its loss code does (a softmax or another squashing "
+        "before a loss that applies log-softmax itself): the loss stays high for perfect outputs and its gradient shrinks",
+        fix, [f"heads.{head}.type"] if built_in else [], figures, candidates=candidates)  # fmt: skip
