@@ -342,3 +342,18 @@ def test_a_logger_raising_in_a_hook_is_reported_with_its_own_method_and_line(tmp
     with pytest.raises(ConformanceError) as e:
         check_component(RaisingLogger, workdir=tmp_path)
     assert f"it raised OSError in on_epoch_end() (test_conformance.py, line {line}): the share went away" in str(e.value)
+
+
+class SoftmaxInsideTheLoss(Classify):
+    """Logits out, and a loss that softmaxes them before a cross-entropy that softmaxes again."""
+
+    def loss(self, output, target):
+        return F.cross_entropy(output.softmax(dim=1), target)
+
+
+def test_a_head_whose_loss_cannot_fall_far_for_confident_right_logits_fails_saying_so():
+    with pytest.raises(ConformanceError) as e:
+        check_head(SoftmaxInsideTheLoss)
+    (problem,) = e.value.problems
+    # ln(1 + 9/e) for 10 digits, against ln 10 for uniform logits
+    assert "at best 1.46, against 2.3 for uniform ones" in problem and "give the loss the logits themselves" in problem

@@ -87,7 +87,29 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
             problems.append("the loss's gradient does not reach the features (or is not finite)")
         problems += grad_problems(head, "loss.backward()")
     problems += output_problems(head, output, labels)
+    problems += confident_logits_problems(head, labels, classes)
     problems.raise_any()
+
+
+def confident_logits_problems(head, labels, classes: int | None) -> list[str]:
+    """For a class-logits head with one class per prediction: logits that put the target's class
+    ahead by a margin must cost far less than uniform ones (a softmax before a cross-entropy
+    keeps a perfect prediction at ln(1 + (K-1)/e), as the doctor's ``loss_floor`` measures)."""
+    space = head.prediction_space()
+    if getattr(type(head), "output_kind", "class_logits") != "class_logits" or space.top != 1 or not classes:
+        return []
+    with torch.no_grad():
+        expected = space.expected(labels)
+        if expected.dim() != 1 or expected.dtype != torch.long or int(expected.min()) < 0 or int(expected.max()) >= classes:
+            return []
+        hot = torch.nn.functional.one_hot(expected, classes).float()
+        uniform = float(head.loss(torch.zeros_like(hot), labels))
+        best = min(float(head.loss(margin * hot, labels)) for margin in (1.0, 2.0, 4.0, 8.0, 16.0))
+    if uniform > 0 and best > 0.25 * uniform:
+        return [f"loss() of logits that put the target's class ahead by up to 16 is at best {best:.3g}, against {uniform:.3g} "
+                "for uniform ones: it cannot fall far (a softmax before F.cross_entropy, which applies log-softmax itself, "
+                "keeps it at ln(1 + (K-1)/e)); give the loss the logits themselves"]  # fmt: skip
+    return []
 
 
 def output_problems(head, output, labels) -> list[str]:
