@@ -102,9 +102,9 @@ def loss_floor(probe: Probe, head: str) -> float | None:
 def check_loss_floor(probe: Probe) -> list[Finding]:
     """The lowest loss each head can reach under its settings.
 
-    A floor the settings raise is reported (the trend and the metrics are read against it); one
-    no setting explains is the head's loss code's: a warning, with the head trained by
-    cross-entropy on its logits as the candidate fix for a class-logits plugin head."""
+    A floor the settings raise is reported (the trend and the metrics are read against it); a
+    class-logits head's that no setting explains is its loss code's: a warning, with the head
+    trained by cross-entropy on its logits as the candidate fix for a plugin's head."""
     findings = []
     batch = slice_batch(probe.sample, 256)
     with torch.no_grad():
@@ -122,14 +122,16 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
         measured += f" ({100 * floor / start:.0f} % of it)"
         raising = _floor_raisers(probe, head, floor)
         figures["raised_by"] = raising
-        if raising:
+        if raising or not probe.logits_head(head):
+            # for another output kind the floor is reached through the head's forward, over free
+            # features: an upper bound (the example plugin's ordinal head stops at 0.28), no proof
             named = "; ".join(f"{k} = {v['value']} (at {v['default']} the floor is {fmt(v['floor'])})" for k, v in raising.items())
             findings.append(Finding("loss_floor", "info",
-                f"heads.{head}'s settings raise its lowest reachable loss to {fmt(floor)}: {', '.join(raising)}",
-                f"{measured}: its loss cannot fall far; its metric says whether it learns; raised by {named}",
+                f"heads.{head}'s settings raise its lowest reachable loss to {fmt(floor)}" + (f": {', '.join(raising)}" if raising else ""),
+                f"{measured}: its loss cannot fall far; its metric says whether it learns" + (f"; raised by {named}" if named else ""),
                 "a raised floor is what these settings ask for (label smoothing keeps every class's probability up); "
                 "it also shrinks the gradient that teaches the head",
-                "if the floor is not intended, set " + ", ".join(f"{k} = {v['default']}" for k, v in raising.items()),
+                ("if the floor is not intended, set " + ", ".join(f"{k} = {v['default']}" for k, v in raising.items())) if raising else "",
                 sorted(raising), figures))  # fmt: skip
         else:
             findings.append(_floor_in_code(probe, head, floor, measured, figures))
@@ -137,19 +139,18 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
 
 
 def _floor_in_code(probe: Probe, head: str, floor: float, measured: str, figures: dict) -> Finding:
-    """A floor no setting of the head raises: its loss code does. For class logits, a softmax
-    before a log-softmax loss is recognised by its floor, ln(1 + (K - 1)/e) for K classes."""
+    """A class-logits head's floor no setting of it raises: its loss code does. A softmax before
+    a log-softmax loss is recognised by its floor, ln(1 + (K - 1)/e) for K classes."""
     cls = type(probe.model.heads[head])
     built_in = cls.__module__.startswith("digitsum.")
-    logits = probe.logits_head(head)
     classes = probe.classes_of(head)
-    squashed = math.log(1 + (classes - 1) / math.e) if logits and classes else None
-    if squashed is not None and abs(floor - squashed) < 0.01 * squashed:
+    squashed = math.log(1 + (classes - 1) / math.e)
+    if abs(floor - squashed) < 0.01 * squashed:
         measured += f"; ln(1 + {classes - 1}/e) = {fmt(squashed)}: the floor of a softmax applied before a log-softmax loss"
     fix = (f"use a head whose loss reaches 0 on perfect outputs (the recipe's heads.{head}.type)" if built_in else
-           f"make {cls.__module__}.{cls.__name__}.loss reach 0 on perfect outputs"
-           + (": cross-entropy on the logits themselves, with no softmax before it" if logits else ""))  # fmt: skip
-    candidates = [] if built_in or not logits else [
+           f"make {cls.__module__}.{cls.__name__}.loss reach 0 on perfect outputs: cross-entropy on the logits themselves, "
+           "with no softmax before it")  # fmt: skip
+    candidates = [] if built_in else [
         Change(f"heads.{head} trained with cross-entropy on its logits", emulate=cross_entropy_loss(head),
                code=f"{cls.__name__}.loss: a cross-entropy on the class logits")]  # fmt: skip
     return Finding("loss_floor", "warning",
