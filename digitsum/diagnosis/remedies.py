@@ -21,7 +21,8 @@ from ..recipe import MACHINE_LOCAL_KEYS, Recipe, load_recipe
 from .checks.training import short_run_steps
 from ..engine.train import make_optimizer
 from .findings import BROKEN_CODE, LR_KEY, Change, Finding, fmt, pct
-from .probe import Probe, RunTrace, fresh_copy, seeded, short_run
+from .probe import Probe, fresh_copy, seeded
+from .short_run import RunTrace, short_run
 
 #: A change that leaves every head learning is kept in the improvement rounds when it raises the
 #: mean held-out accuracy by this much and lowers no head's by more.

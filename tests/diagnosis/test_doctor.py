@@ -218,7 +218,7 @@ def test_a_warm_up_does_not_rescue_a_rate_that_kills_anyway(tiny_data):
 
 
 def test_the_warmed_short_run_rises_with_the_schedule_then_holds_its_peak(tiny_data):
-    from digitsum.diagnosis.probe import short_run
+    from digitsum.diagnosis.short_run import short_run
     from digitsum.engine.train import make_optimizer
 
     probe, rates = probe_for(), []

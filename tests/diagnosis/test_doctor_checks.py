@@ -247,7 +247,7 @@ def test_a_warnings_fix_is_tried_while_every_head_learns_and_kept_when_it_helps(
 
 def test_changes_that_do_worse_together_than_the_best_alone_are_not_combined(tiny_data, monkeypatch):
     from digitsum.diagnosis import remedies
-    from digitsum.diagnosis.probe import RunTrace
+    from digitsum.diagnosis.short_run import RunTrace
 
     lr, decay = 0.02, 0.5
     # held-out accuracy by which of the two changed: each alone restores both heads, together worse
@@ -268,7 +268,7 @@ def test_changes_that_do_worse_together_than_the_best_alone_are_not_combined(tin
 def test_a_proven_defects_fix_is_kept_while_no_head_stops_learning_and_others_are_retried_on_top(tiny_data, monkeypatch):
     from digitsum.diagnosis import remedies
     from digitsum.diagnosis.findings import Change, Finding
-    from digitsum.diagnosis.probe import RunTrace
+    from digitsum.diagnosis.short_run import RunTrace
 
     # the notebook's shape, measured: the digit head is untrained (weight 0) and both double-softmax
     # theirs; the sum creeps along anyway. Once the digit trains, its logits cost the sum in so short
@@ -405,7 +405,7 @@ def test_a_code_fix_stand_in_survives_the_copies_training_makes(tiny_data):
 
 @pytest.mark.parametrize("held_loss, learns", [((230.0, 39.0), True), ((230.0, 220.0), False)])
 def test_a_head_without_probabilities_learns_when_its_held_out_loss_falls(held_loss, learns):
-    from digitsum.diagnosis.probe import RunTrace
+    from digitsum.diagnosis.short_run import RunTrace
 
     # a 101-digit sum: accuracy 0 after a short run whatever happens; its own loss tells
     trace = RunTrace(steps=400, losses=torch.zeros(400), head_losses={}, before={"sum": 0.0}, after={"sum": 0.0},
@@ -474,7 +474,7 @@ def test_the_doctors_training_runs_draw_the_same_dropout_masks_whatever_ran_befo
     """add-1 has dropout: unseeded, its short run (and the verdicts on it) changed with whatever
     had drawn from torch's random stream before, so `digitsum doctor add-100` judged differently
     from the command line and from the API."""
-    from digitsum.diagnosis.probe import short_run
+    from digitsum.diagnosis.short_run import short_run
 
     probe = Probe.from_recipe(load_recipe("add-1", ["data.n=1", "data.batch_size=8"]))
     assert any(isinstance(m, nn.Dropout) for m in probe.model.modules())
@@ -693,7 +693,7 @@ def test_a_loss_that_falls_while_the_metric_stays_at_chance_names_the_pair(tiny_
     ([0.5] * 40 + [0.9] * 10 + [1.5] * 40 + [1.6] * 10, False),  # above one lr, less than 3x the middle
 ], ids=["steady", "growing", "small", "settling"])
 def test_steps_that_grow_without_bound_are_told_from_steady_ones(sizes, grows):
-    from digitsum.diagnosis.probe import RunTrace
+    from digitsum.diagnosis.short_run import RunTrace
 
     trace = RunTrace(steps=len(sizes), losses=torch.ones(len(sizes)), head_losses={}, before={}, after={}, chance={},
                      step_sizes=torch.tensor(sizes))  # fmt: skip
@@ -701,7 +701,7 @@ def test_steps_that_grow_without_bound_are_told_from_steady_ones(sizes, grows):
 
 
 def test_the_short_run_measures_each_steps_size_in_lrs(tiny_data):
-    from digitsum.diagnosis.probe import short_run
+    from digitsum.diagnosis.short_run import short_run
 
     trace = short_run(probe_for(), 40)
     # AdamW moves each weight by about the lr or less: RMS 0 < size <= 1 lr
@@ -798,7 +798,7 @@ def test_the_doctor_reports_a_component_that_raises_once_for_every_check_it_fail
 
 
 def test_a_fix_whose_accuracy_stays_put_is_described_by_its_log_loss_too():
-    from digitsum.diagnosis.probe import RunTrace
+    from digitsum.diagnosis.short_run import RunTrace
     from digitsum.diagnosis.remedies import _describe
 
     def trace(accuracy: float, nll: float) -> RunTrace:
@@ -859,7 +859,7 @@ def test_a_plugin_check_that_breaks_its_contract_is_an_error_naming_it_and_its_d
 def test_a_fix_verified_by_a_heads_own_loss_shows_that_loss():
     """add-100's sum head is right only when 200 digits are: over a short run its accuracy reads
     0 % -> 0 % with or without a fix, so the fix's figures must show the held-out loss it judged."""
-    from digitsum.diagnosis.probe import RunTrace
+    from digitsum.diagnosis.short_run import RunTrace
     from digitsum.diagnosis.remedies import _describe
 
     def trace(after_loss: float) -> RunTrace:

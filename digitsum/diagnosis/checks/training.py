@@ -16,8 +16,8 @@ from ...engine.progress import fell, fraction_fallen
 from ...engine.train import make_optimizer
 from ..emulate import cross_entropy_loss
 from ..findings import Change, Finding, fmt, pct
-from ..probe import (Probe, RunTrace, batch_len, eval_outputs, fresh_copy, learns, log_losses, schedule_warms_up, scores, seeded,
-                     short_run, slice_batch, too_few)
+from ..probe import Probe, batch_len, eval_outputs, fresh_copy, learns, log_losses, scores, seeded, slice_batch, too_few
+from ..short_run import RunTrace, schedule_warms_up, short_run
 from .floor import loss_floor
 from .optimization import warm_up_steps
 from .relus import ReluProbe, dead_relu_findings
