@@ -311,6 +311,10 @@ class Registry:
                 raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: "
                                 f"pip install {dist}")  # fmt: skip
             hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
+            if not hint.startswith("did you mean"):  # not a typo: perhaps a component of the user's own
+                hint += (f"; a {self.label} of your own is seen once its package declares it in the entry-point group "
+                         f"[{self.group}] and is installed (`digitsum new-plugin` writes one); {self.kind}.register() "
+                         "adds it to one Python process only")  # fmt: skip
             misgrouped = [f"{d.name} {d.version} declares '{bare}' in the entry-point group [{ep.group}], not [{self.group}]"
                           for d in plugin_distributions() for ep in d.misgrouped if ep.name == bare]  # fmt: skip
             raise UserError(f"unknown {self.label} '{name}' — " + ("; ".join(misgrouped) or hint))

@@ -28,6 +28,15 @@ def test_unknown_name_suggests_the_closest():
         fusions.get("conact")
     assert "unknown fusion 'conact'" in e.value.message
     assert "did you mean 'concat'" in e.value.message
+    assert "entry-point group" not in e.value.message  # a typo needs no lecture on plugins
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRIES))
+def test_a_name_nothing_resembles_says_how_a_component_of_ones_own_is_seen(kind):
+    # a student's component registered in a script, named in a recipe the CLI reads
+    with pytest.raises(UserError) as e:
+        REGISTRIES[kind].get("zzqx_offbyone")
+    assert f"entry-point group [{REGISTRIES[kind].group}]" in e.value.message and f"{kind}.register()" in e.value.message
 
 
 def test_unknown_name_with_no_close_match_lists_valid_names():
