@@ -230,6 +230,13 @@ def test_a_fix_is_recommended_only_after_it_restores_learning(tiny_data):
     assert summary.figures["tried"] and all("after" in row or "error" in row for row in summary.figures["tried"])
 
 
+def test_a_head_the_recipe_never_trains_is_not_blamed_on_the_optimizer(tiny_data):
+    report = diagnose(probe_for('heads.sum.output="probabilities"', "heads.digit.weight=0"), ["learnability"], verify=False)
+    [digit] = [f for f in report.findings if f.check == "learnability" and "heads.digit" in f.title]
+    # the reference optimizer learns the digit; the recipe's weight of 0 (not its optimizer) keeps it untrained
+    assert digit.severity == "info" and digit.title.endswith("the recipe does not train it (see [loss_weights])"), digit.title
+
+
 def _times_255(batch, rng):
     return {**batch, "image": (batch["image"] * 0.3081 + 0.1307) * 255}  # pixels 0..255, unstandardised
 
