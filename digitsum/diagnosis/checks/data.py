@@ -402,7 +402,8 @@ def check_learnability(probe: Probe) -> list[Finding]:
     held_n = batch_len(probe.held_out)
     taught = [h for h in stalled if learns(ref_held[h], probe.chance(h), held_n)]
     own: dict[str, float] = {}
-    if trained := [h for h in taught if h in probe.trained_heads()]:  # the recipe's optimizer on the same samples and steps
+    untrained = set(taught) - set(probe.trained_heads())  # loss weight 0: the recipe never trains them
+    if trained := [h for h in taught if h not in untrained]:  # the recipe's optimizer on the same samples and steps
         recipe = probe.recipe
         _, own, _ = _fit(probe, big, lambda m: make_optimizer(recipe, m), trained, weighted=True, until="learn")
     small = slice_batch(probe.sample, LEARN_SAMPLES)
@@ -423,7 +424,7 @@ def check_learnability(probe: Probe) -> list[Finding]:
                    "recipe_held_out": own.get(head), "train_fit": memorised.get(head), "memorise_samples": n_small}  # fmt: skip
         measured = (f"heads.{head} after fitting {n_big} training samples with Adam at {LEARN_LR:g} ({ref_steps} steps): "
                     f"{pct(ref_held[head])} of {held_n} held-out samples (best constant guess {pct(chance)})")  # fmt: skip
-        if head in taught and head not in probe.trained_heads():  # the recipe never trains it: not the optimizer
+        if head in untrained:  # not the optimizer's doing
             findings.append(Finding("learnability", "info", f"heads.{head}: its targets belong to its inputs; the recipe "
                                     "does not train it (see [loss_weights])", measured, figures=figures))  # fmt: skip
             continue

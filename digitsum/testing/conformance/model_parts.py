@@ -5,6 +5,7 @@ from torch import nn
 
 from ...contract_checks import uninitialised_problem
 from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
+from ...diagnosis.checks.floor import RAISED
 from ...diagnosis.checks.loss import probability_output
 from ..fixtures import random_batch
 from ._common import Problems, common_checks, reporting_crashes
@@ -105,7 +106,7 @@ def confident_logits_problems(head, labels, classes: int | None) -> list[str]:
         hot = torch.nn.functional.one_hot(expected, classes).float()
         uniform = float(head.loss(torch.zeros_like(hot), labels))
         best = min(float(head.loss(margin * hot, labels)) for margin in (1.0, 2.0, 4.0, 8.0, 16.0))
-    if uniform > 0 and best > 0.25 * uniform:
+    if uniform > 0 and best > RAISED * uniform:  # the share the doctor's loss_floor calls raised
         return [f"loss() of logits that put the target's class ahead by up to 16 is at best {best:.3g}, against {uniform:.3g} "
                 "for uniform ones: it cannot fall far (a softmax before F.cross_entropy, which applies log-softmax itself, "
                 "keeps it at ln(1 + (K-1)/e)); give the loss the logits themselves"]  # fmt: skip
