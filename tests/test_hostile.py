@@ -257,6 +257,13 @@ def _(e: Env) -> list:
     return ["eval", e.finished]
 
 
+@case("eval-format-an-empty-tensor", "checkpoint.pt", "records no run format")
+def _(e: Env) -> list:
+    # found by the checkpoint property test: a tensor's == is a tensor, whose truth is an error
+    change_checkpoint(e.finished, lambda s: s.update(format=torch.tensor([])))
+    return ["eval", e.finished]
+
+
 @case("resume-older-run-without-checkpoint", "summary.json", "run format 1")
 def _(e: Env) -> list:
     (e.stopped / "checkpoint.pt").unlink()

@@ -208,10 +208,10 @@ def _deep_problems(state: dict[str, Any]) -> list[str]:
 
 def check_format(found: Any, where: Path) -> None:
     """Refuse a run directory written in another format, saying which way it differs."""
+    if not _is(found, int):  # first: a tensor's == gives a tensor, whose truth may raise
+        raise UserError(f"{where} is not a digitsum run file: it records no run format")
     if found == RUN_FORMAT:
         return
-    if not _is(found, int):
-        raise UserError(f"{where} is not a digitsum run file: it records no run format")
     age = "a newer digitsum" if found > RUN_FORMAT else "an older digitsum"
     raise UserError(
         f"{where} was written in run format {found} by {age}; this digitsum reads format {RUN_FORMAT}. "
