@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from digitsum.components.data.single_digit import SingleDigit
 from digitsum.components.heads.classify import Classify
-from digitsum.contracts import Batch, Classes, Generator, Image, Params
+from digitsum.contracts import Batch, Classes, Generator, Image, Params, PredictionSpace
 from digitsum.data import MNIST_MEAN, MNIST_STD, mnist_pixels
 from digitsum.registry import datasets, heads
 from digitsum.testing import ENCODE_TOLERANCE, ConformanceError, check_generator, check_head
+from digitsum.testing.conformance.model_parts import memorised_predict_problems
 
 
 class _OneImage(Generator):
@@ -204,6 +206,66 @@ def test_a_head_whose_probabilities_break_the_contract_is_caught(cls, expected):
     with pytest.raises(ConformanceError) as e:
         check_head(cls)
     assert expected in str(e.value)
+
+
+class OffByOne(Classify):
+    """Trains its logits on the digit and predicts the next one."""
+
+    def predict(self, output):
+        return output.argmax(dim=1) + 1
+
+
+class OffByOneOther(OffByOne):
+    """The same, told to declare output_kind 'other' (so the argmax rule no longer applies)."""
+
+    output_kind = "other"
+
+
+class Parity(Classify):
+    """Two logits, the parity of a digit, without declaring its prediction space."""
+
+    def __init__(self, params, in_features, target):
+        super().__init__(params, in_features, Classes(2))
+        self.target = target
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target % 2)
+
+
+class DeclaredParity(Parity):
+    """Parity with the prediction space it predicts."""
+
+    def prediction_space(self):
+        return PredictionSpace(2, relation="derived", derive=lambda y: y % 2, labels=("even", "odd"))
+
+
+def test_a_predict_off_by_one_is_told_to_be_fixed_not_declared_other():
+    with pytest.raises(ConformanceError) as e:
+        check_head(OffByOne)
+    (problem,) = e.value.problems
+    assert "declares predict() = argmax of the outputs, and it is not (sample 0: argmax" in problem
+    assert "make predict() return the argmax" in problem
+
+
+@pytest.mark.parametrize("cls", [OffByOneOther, OffByOne], ids=lambda c: c.__name__)
+def test_a_predict_that_disagrees_with_what_the_loss_trains_fails_whatever_the_output_kind(cls):
+    head = cls(cls.Params(), 16, Classes(10))
+    torch.manual_seed(0)
+    features, labels = torch.randn(8, 16), torch.randint(0, 10, (8,))
+    (problem,) = memorised_predict_problems(head, features, labels)
+    assert "predict() disagrees with its loss" in problem and "probabilities() is right on 100%" in problem
+    assert memorised_predict_problems(Classify(Classify.Params(), 16, Classes(10)), features, labels) == []  # control
+    if cls is OffByOneOther:
+        with pytest.raises(ConformanceError, match="predict\\(\\) disagrees with its loss"):
+            check_head(cls)
+
+
+def test_a_head_predicting_other_classes_than_its_targets_is_pointed_to_prediction_space():
+    with pytest.raises(ConformanceError) as e:
+        check_head(Parity)
+    assert "got (8, 2): a head that predicts other classes than its target's" in str(e.value)
+    assert "declares them in prediction_space()" in str(e.value)
+    check_head(DeclaredParity)
 
 
 @pytest.mark.parametrize("name", heads.names())

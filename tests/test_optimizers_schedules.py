@@ -16,6 +16,7 @@ from digitsum.engine.train import make_optimizer, make_scheduler
 from digitsum.errors import RecipeError
 from digitsum.recipe import load_recipe, upgrade_train
 from digitsum.registry import optimizers, schedules
+from digitsum.testing import ConformanceError, check_schedule
 
 from .conftest import RECIPES, registered
 from .runs import StopAt, train
@@ -253,3 +254,26 @@ def test_a_build_that_returns_another_type_is_blamed_on_its_component(kind, comp
     assert result.code == 1 and "Traceback" not in result.err + result.out, result.err
     # the component that built it is named, with its origin, not the schedule that would trip on it
     assert f"'returns_a_list' from local ({__name__}:{component.__qualname__}): {says}" in result.err, result.err
+
+
+class _WarmUpByWholeSteps(Schedule):
+    """A warm-up written with integer division: the factor is 0 until its last step, then 0 for good."""
+
+    def build(self, optimizer, total_steps):
+        warm = total_steps // 2
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) // warm if s < warm else 0)
+
+
+class _WarmUpThenConstant(Schedule):
+    """The same warm-up written right: a fifth of the run, then the peak."""
+
+    def build(self, optimizer, total_steps):
+        warm = max(total_steps // 5, 1)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warm, 1.0))
+
+
+def test_a_schedule_that_starves_the_run_fails_its_conformance_check_as_the_doctor_judges_it():
+    with pytest.raises(ConformanceError) as e:
+        check_schedule(_WarmUpByWholeSteps)
+    assert "SGD, 100 steps: the schedule keeps the lr below 1 % of its peak for 99 % of the run" in str(e.value)
+    check_schedule(_WarmUpThenConstant)

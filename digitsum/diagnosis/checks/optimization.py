@@ -48,8 +48,9 @@ def lr_trajectory(recipe: Recipe, steps: int) -> list[float]:
     return lrs
 
 
-def _schedule_problem(lrs: list[float], peak: float) -> tuple[str, str] | None:
-    """(severity, title) of what is wrong with an lr trajectory against its ``peak``, or None."""
+def schedule_problem(lrs: list[float], peak: float) -> tuple[str, str] | None:
+    """(severity, title) of what is wrong with an lr trajectory against its ``peak``, or None
+    (``digitsum.testing.check_schedule`` fails a schedule on the errors)."""
     if not all(math.isfinite(lr) and lr >= 0 for lr in lrs):
         bad = next(lr for lr in lrs if not (math.isfinite(lr) and lr >= 0))
         return "error", f"the schedule sets the lr to {fmt(bad)}"
@@ -101,7 +102,7 @@ def check_schedule(probe: Probe) -> list[Finding]:
                 + f", peak lr {fmt(peak)}: lr at steps " + ", ".join(f"{s + 1}: {fmt(lrs[s])}" for s in at)
                 + f"; lowest {fmt(min(lrs))}, highest {fmt(max(lrs))}")  # fmt: skip
     figures = {"steps": steps, "run_steps": total, "peak": peak, "lowest": min(lrs), "highest": max(lrs)}
-    problem = _schedule_problem(lrs, peak)
+    problem = schedule_problem(lrs, peak)
     if problem is None:
         return [Finding("schedule", "info", f"the schedule '{name}' keeps the lr in range", measured, figures=figures)]
     severity, title = problem
@@ -111,7 +112,7 @@ def check_schedule(probe: Probe) -> list[Finding]:
         if other == name:
             continue
         keys = {SCHEDULE_KEY: other}
-        if _schedule_problem(lr_trajectory(load_recipe(recipe.to_dict(), keys, label=f"recipe {recipe.name!r}"), steps), peak) is None:
+        if schedule_problem(lr_trajectory(load_recipe(recipe.to_dict(), keys, label=f"recipe {recipe.name!r}"), steps), peak) is None:
             fix, verified = f'set {SCHEDULE_KEY} = "{other}" — verified: its lr stays in range over the same {steps} steps', keys
             break
     return [Finding("schedule", severity, title, measured,

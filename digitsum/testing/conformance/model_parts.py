@@ -1,5 +1,7 @@
 """The conformance checks of the model's parts, fusions and heads, on random tensors."""
 
+from copy import deepcopy
+
 import torch
 from torch import nn
 
@@ -7,6 +9,7 @@ from ...contract_checks import uninitialised_problem
 from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
 from ...diagnosis.checks.floor import RAISED
 from ...diagnosis.checks.loss import probability_output
+from ...diagnosis.checks.training import DISAGREES, MEMORISED
 from ..fixtures import random_batch
 from ._common import Problems, common_checks, reporting_crashes
 
@@ -89,7 +92,46 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
         problems += grad_problems(head, "loss.backward()")
     problems += output_problems(head, output, labels)
     problems += confident_logits_problems(head, labels, classes)
+    if not problems:  # predict() and probabilities() have the shapes they declare
+        problems += memorised_predict_problems(head, features.detach(), labels)
     problems.raise_any()
+
+
+def memorised_predict_problems(head, features, labels, steps: int = 300) -> list[str]:
+    """A copy of the head trained alone on one batch of fixed features until the argmax of its
+    own ``probabilities`` is right on it: ``predict`` must then be right on it too (the doctor's
+    ``overfit`` test, on the head alone). Catches a ``predict`` that does not read the output
+    the way the loss trains it (an offset, another order) whatever the head's ``output_kind``;
+    says nothing of a head without probabilities or one that does not memorise the batch."""
+    space = head.prediction_space()
+    expected = space.expected(labels)
+    if space.top != 1 or space.length is not None or expected.dim() != 1:
+        return []
+    copy = deepcopy(head).train()
+    optimizer = torch.optim.Adam(copy.parameters(), lr=1e-2)
+
+    def fit() -> tuple[float, float]:  # argmax of probabilities, predict: share right
+        with torch.no_grad():
+            output = copy(features)
+            p = copy.probabilities(output)
+            if p is None:
+                return float("nan"), float("nan")
+            return float((p.argmax(dim=1) == expected).float().mean()), float(space.right(copy.predict(output), expected).float().mean())
+
+    by_argmax, right = fit()
+    for step in range(steps):
+        if by_argmax != by_argmax or by_argmax >= MEMORISED:  # no probabilities (NaN), or memorised
+            break
+        optimizer.zero_grad(set_to_none=True)
+        copy.loss(copy(features), labels).backward()
+        optimizer.step()
+        if step % 10 == 9:
+            by_argmax, right = fit()
+    if not by_argmax >= MEMORISED or right > by_argmax - DISAGREES:
+        return []
+    return [f"predict() disagrees with its loss: trained alone on one batch of {len(labels)}, the argmax of its own "
+            f"probabilities() is right on {by_argmax:.0%} of it and predict() on {right:.0%}; predict() must read the "
+            "output the way loss() trains it (an offset or another order of classes makes every prediction wrong)"]  # fmt: skip
 
 
 def confident_logits_problems(head, labels, classes: int | None) -> list[str]:
@@ -167,13 +209,21 @@ def output_kind_problems(cls: type, head, output, batch_size: int, classes: int 
     shape = declared_output_shape(kind, batch_size, classes)
     if kind == "class_logits":
         if shape is None or not isinstance(output, torch.Tensor) or tuple(output.shape) != shape:
-            return [f"output_kind 'class_logits' (the default) declares outputs of shape {(batch_size, classes)}, got {shape_of(output)}: "
-                    "declare output_kind = 'value' or 'other' for another shape"]  # fmt: skip
+            return [f"output_kind 'class_logits' (the default) declares one score per class of the head's prediction space, "
+                    f"shape {(batch_size, classes)}, got {shape_of(output)}: a head that predicts other classes than its target's "
+                    "(the parity of a digit: 2) declares them in prediction_space(); one whose outputs are no class scores "
+                    "declares output_kind = 'value' (one number per sample) or 'other'"]  # fmt: skip
         best = output.argmax(dim=1) if top == 1 else output.topk(top, dim=1).indices
-        if not torch.equal(head.predict(output), best):
+        predicted = head.predict(output)
+        if not torch.equal(predicted, best):
             rule = "argmax" if top == 1 else f"the top {top} classes"
-            return [f"output_kind 'class_logits' (the default) declares predict() = {rule} of the outputs, and it is not: "
-                    "declare output_kind = 'other'"]  # fmt: skip
+            example = ""
+            if isinstance(predicted, torch.Tensor) and predicted.shape == best.shape:
+                first = int((predicted != best).reshape(len(best), -1).any(dim=1).nonzero()[0])
+                example = f" (sample {first}: {rule} {best[first].tolist()}, predict() {predicted[first].tolist()})"
+            return [f"output_kind 'class_logits' (the default) declares predict() = {rule} of the outputs, and it is not{example}: "
+                    f"make predict() return the {rule} (Head.predict's default for one class per sample); only a head whose "
+                    "outputs are no class scores declares output_kind = 'other'"]  # fmt: skip
     if kind == "value" and (not isinstance(output, torch.Tensor) or tuple(output.shape) != shape):
         return [f"output_kind 'value' declares one number per sample, shape ({batch_size},), got {shape_of(output)}"]
     return []

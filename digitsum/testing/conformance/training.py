@@ -8,6 +8,7 @@ from torch import nn
 
 from ...contract_checks import built_problem
 from ...contracts import Optimizer, Schedule
+from ...diagnosis.checks.optimization import schedule_problem
 from ._common import common_checks, reporting_crashes, weights_only_problem
 
 @reporting_crashes("optimizer")
@@ -82,6 +83,8 @@ def check_schedule(cls: type, params=None, *, total_steps: int = 100) -> None:
             bad = [r for r in rates if not (math.isfinite(r) and 0 <= r <= PEAK * (1 + 1e-9))]
             if bad:
                 problems.append(f"{name}, {steps} steps: learning rates outside [0, the optimizer's lr {PEAK}]: {bad[:3]}")
+            elif steps == total_steps and (found := schedule_problem(rates[:-1], PEAK)) and found[0] == "error":
+                problems.append(f"{name}, {steps} steps: {found[1]} (an error for `digitsum doctor` too)")
             changed = {k: (v, group[k]) for k, v in hyper.items() if group[k] != v}
             if params is None and changed:
                 what = ", ".join(f"{k} from {a} to {b}" for k, (a, b) in changed.items())
