@@ -255,15 +255,14 @@ def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = (), 
                                            key=lambda s: type(backbone).__mro__.index(s.cls))  # fmt: skip
         what = f": its {misshapen}; the forward() of {head} then raised"
         fault, method = "forward(), or its out_features", "forward"
+        shown = f"the traceback shows where {head} tripped on them"  # the fusion's forward() had returned
     elif misshapen is not None:  # the method only tripped on what forward() made
         what = f": its {misshapen}; {method}() then raised"
         fault, method = "forward(), or its output_kind", "forward"  # blamed on forward()
+        shown = f"the traceback shows where its {frames[depth][0].f_code.co_name}() tripped on it"
     else:
-        what, fault = f" raised {kind} in {method}()", "code"
-    message = (
-        f"{suspect.label} from {suspect.origin}{what}:\n{detail}\n{raised}\n"
-        f"(a bug in that component's {fault}; the traceback shows its own frames only)"
-    )
+        what, fault, shown = f" raised {kind} in {method}()", "code", "the traceback shows its own frames only"
+    message = f"{suspect.label} from {suspect.origin}{what}:\n{detail}\n{raised}\n(a bug in that component's {fault}; {shown})"
     return ComponentError(message, suspect.label, method, suspect.origin)
 
 

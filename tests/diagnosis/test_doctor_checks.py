@@ -4,6 +4,7 @@ beside a healthy control), heads judged by their own declaration, --repair, plug
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -347,6 +348,20 @@ def test_a_plugin_heads_double_softmax_fix_is_verified_whatever_the_batch_size(t
     (summary,) = of(report.findings, "fixes")
     assert summary.figures["steps"] >= short_run_steps(probe) == 93  # never shorter than the run that judged learning
 
+
+
+@pytest.mark.parametrize("overrides", [('heads.sum={type="softmaxes_anyway", target="sum"}',), ('heads.sum.output="probabilities"',)],
+                         ids=["plugin-forward", "setting"])  # fmt: skip
+def test_a_head_that_outputs_probabilities_has_the_floor_its_double_softmax_finding_names(tiny_data, overrides):
+    # was: loss_floor "heads.sum can lower its loss to 0.0039" (over free outputs no forward can give)
+    # beside double_softmax's "the lowest loss this head can reach is 2.03"
+    with registered(heads, "softmaxes_anyway", SoftmaxesAnyway):
+        findings = found(probe_for(*overrides), "double_softmax", "loss_floor")
+    (double,) = [f for f in of(findings, "double_softmax") if f.title.startswith("heads.sum")]
+    (floor,) = [f for f in of(findings, "loss_floor", "info") if f.title.startswith("heads.sum")]
+    assert floor.figures["floor"] == pytest.approx(double.figures["loss_floor"]) == pytest.approx(math.log(1 + 18 / math.e), rel=1e-3)
+    assert "heads.sum.output" in floor.keys if overrides[0].startswith("heads.sum.output") else "see double_softmax" in floor.why
+    assert not of(findings, "loss_floor", "warning")  # the forward squashes, not the loss code
 
 # -- --repair -----------------------------------------------------------------------------------
 

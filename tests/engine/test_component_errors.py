@@ -105,6 +105,8 @@ def test_a_heads_misshapen_output_is_blamed_on_its_forward_not_on_the_loss(tiny_
     assert error.method == "forward" and error.component == "head 'misshapen'"
     assert f"forward() returned an output of shape {shape} where its output_kind 'class_logits' declares [64, 19]" in error.message
     assert then in error.message
+    if head is Narrow:
+        assert "the traceback shows where its loss() tripped on it" in error.message
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert "misshapen" in summary["failed"] and summary["position"] == {"epoch": 0, "step": 0}
 
@@ -129,6 +131,8 @@ def test_features_narrower_than_the_fusion_declares_are_blamed_on_its_forward_no
     assert error.method == "forward" and error.component == "fusion 'short'"
     assert "forward() returned features of shape [64, 8] where its out_features declares [64, 16]" in error.message
     assert "the forward() of head 'classify' then raised" in error.message and "out_features;" in error.message
+    # the frames shown are the head's (the fusion's forward() had returned): the message says so
+    assert "the traceback shows where head 'classify' tripped on them" in error.message
 
 
 def test_a_plugin_component_exception_names_its_distribution_and_exits_1(tiny_root, tmp_path):

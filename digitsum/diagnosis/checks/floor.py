@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..emulate import cross_entropy_loss
+from .loss import probability_output
 from ..findings import Change, Finding, fmt
 from ..probe import Probe, slice_batch
 
@@ -48,7 +49,9 @@ def _floor_raisers(probe: Probe, head: str, floor: float) -> dict[str, dict]:
 
 def loss_floor(probe: Probe, head: str) -> float | None:
     """The lowest loss ``head`` can reach under its settings: its loss minimised over free
-    outputs of the shape it gives (label smoothing, say, keeps it above 0) — for a head whose
+    outputs of the shape it gives (label smoothing, say, keeps it above 0) — for a class-logits
+    head whose outputs are probabilities, its loss of perfect ones (what the ``double_softmax``
+    check reports); for a head whose
     output is not class logits, over free features into the head, since its forward may bound
     what it can output (there, an upper bound once below FLOOR_DONE of the start). None when the
     loss does not depend differentiably on the output. Cached on the probe."""
@@ -62,6 +65,10 @@ def loss_floor(probe: Probe, head: str) -> float | None:
         # logits are free: any [B, classes] is reachable, so the floor is the loss's own
         with torch.no_grad():
             free = probe.model(batch)[head].detach().float().clone()
+        squashed = probability_output(module, free, target)
+        if squashed is not None:  # but these are probabilities: rows of [0, 1], a perfect one the best reachable
+            probe.cache[key] = squashed.floor
+            return squashed.floor
         loss_fn = module.loss
         cheap_enough = True  # the loss alone: all FLOOR_STEPS, for the floor as a figure of its own
     else:
@@ -108,7 +115,8 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
     findings = []
     batch = slice_batch(probe.sample, 256)
     with torch.no_grad():
-        losses = {h: float(v) for h, v in probe.model.losses(probe.model(batch), batch).items()}
+        outputs = probe.model(batch)
+        losses = {h: float(v) for h, v in probe.model.losses(outputs, batch).items()}
     for head in probe.model.heads:
         floor = loss_floor(probe, head)
         if floor is None or not math.isfinite(losses[head]):
@@ -122,7 +130,11 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
         measured += f" ({100 * floor / start:.0f} % of it)"
         raising = _floor_raisers(probe, head, floor)
         figures["raised_by"] = raising
-        if raising or not probe.logits_head(head):
+        squashed = not raising and probe.logits_head(head) and probability_output(probe.model.heads[head], outputs[head], batch[probe.target_of(head)])
+        if squashed:  # its forward() gives probabilities: the double_softmax check names the fault and the fix
+            findings.append(Finding("loss_floor", "info", f"heads.{head} outputs probabilities, so its loss cannot fall below {fmt(floor)}",
+                f"{measured}: its loss of perfect probabilities", "see double_softmax", figures=figures))  # fmt: skip
+        elif raising or not probe.logits_head(head):
             # for another output kind the floor is reached through the head's forward, over free
             # features: an upper bound (the example plugin's ordinal head stops at 0.28), no proof
             named = "; ".join(f"{k} = {v['value']} (at {v['default']} the floor is {fmt(v['floor'])})" for k, v in raising.items())

@@ -38,7 +38,8 @@ def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) ->
     batch = random_batch(inputs, batch_size)
     output = fusion(batch)
     if not isinstance(output, torch.Tensor) or tuple(output.shape) != (batch_size, out_features) or not output.is_floating_point():
-        problems.append(f"forward(batch) gave {shape_of(output)}, expected float ({batch_size}, {out_features})")
+        problems.append(f"forward(batch) gave {shape_of(output)}, expected float ({batch_size}, {out_features}): "
+                        f"[batch, out_features] (out_features = {out_features})")
     elif not torch.isfinite(output).all():
         problems.append("forward(batch) gave NaN or infinite values")
     else:
