@@ -165,7 +165,7 @@ class Predictions(Mapping[str, HeadPredictions]):
                 if p is not None:
                     text += f" ({p:.1%})"
                 if self.batch_size == 1 and head.top(i):
-                    text += "  top " + ", ".join(f"{c} {q:.1%}" for c, q in head.top(i))
+                    text += "  top " + ", ".join(f"{t.get('label', t['class'])} {t['probability']:.1%}" for t in head._top(i))
                 parts.append(text)
             if self.batch_size == 1:  # one sample: a line per head, with its top classes
                 lines += [f"  {part}" for part in parts]

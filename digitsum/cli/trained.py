@@ -76,7 +76,7 @@ def predict(
     for label, sample in zip(labels, predictions.samples()):
         say(label)
         for name, answer in sample.items():
-            ranked = ", ".join(f"{t['class']} {100 * t['probability']:.1f} %" for t in answer["top"])
+            ranked = ", ".join(f"{t.get('label', t['class'])} {100 * t['probability']:.1f} %" for t in answer["top"])
             shown = answer.get("label") or number_text(answer["prediction"])
             say(f"  {name:<{width}}  {shown!s:>4}" + (f"   top: {ranked}" if ranked else ""))
 

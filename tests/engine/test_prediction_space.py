@@ -6,6 +6,7 @@ judged by its own declaration."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -200,3 +201,18 @@ def test_heads_with_their_own_prediction_space_pass_the_conformance_suite(head):
     from digitsum.testing import check_head
 
     check_head(head, target=Classes(19) if head is Parity else Classes(10))
+
+
+def test_the_top_classes_are_shown_by_their_labels(parity_run, tiny_root, cli, tmp_path):
+    from PIL import Image as PILImage
+
+    from digitsum.data import load_mnist
+
+    image = load_mnist(tiny_root, "test", torch.device("cpu"), download=False).images[0].numpy()
+    PILImage.fromarray(image).save(tmp_path / "digit.png")
+    result = cli("predict", parity_run.run_dir, "--input", f"image={tmp_path / 'digit.png'}", "--input", "number=3")
+    assert result.code == 0, result.err
+    (line,) = [line for line in result.out.splitlines() if line.strip().startswith("sum")]
+    assert re.search(r"top: (even|odd) \d+\.\d %, (even|odd) \d+\.\d %$", line), line  # was: "top: 1 60.0 %, 0 40.0 %"
+    shown = repr(parity_run.predict(image=image, number=3, preprocess=False))
+    assert re.search(r"sum: (even|odd) \(\d+\.\d%\)  top (even|odd) \d+\.\d%, (even|odd)", shown), shown
