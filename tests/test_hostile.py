@@ -314,6 +314,13 @@ def _(e: Env) -> list:
     return ["run", "--resume", e.stopped]
 
 
+@case("checkpoint-recipe-holds-a-tensor", "checkpoint.pt", "'recipe' should hold plain data", "train.optimizer.lr")
+def _(e: Env) -> list:
+    # a tensor's != is a tensor, whose truth is an error: the recipe comparison must never see one
+    change_checkpoint(e.stopped, lambda s: s["recipe"]["train"]["optimizer"].update(lr=torch.tensor([0.1, 0.2])))
+    return ["run", "--resume", e.stopped]
+
+
 @case("checkpoint-other-weights", "checkpoint.pt", "does not fit the model", "heads.sum")
 def _(e: Env) -> list:
     change_checkpoint(e.finished, lambda s: s["model"].update({"heads.sum.linear.weight": torch.zeros(3, 3)}))

@@ -200,10 +200,29 @@ def _deep_problems(state: dict[str, Any]) -> list[str]:
     threads = state.get("threads")
     if threads is not None and (not _is(threads, int) or not 1 <= threads <= MAX_THREADS):
         problems.append(f"'threads' should be an integer from 1 to {MAX_THREADS}")
+    if (where := _not_plain(state["recipe"])) is not None:  # it is compared with a recipe value by value
+        problems.append(f"'recipe' should hold plain data (text, numbers, booleans, lists, tables), not at {where or 'its top'}")
     callbacks = state.get("callbacks")
     if callbacks is not None and (not isinstance(callbacks, dict) or not all(isinstance(v, dict) for v in callbacks.values())):
         problems.append("'callbacks' should map each callback to its state table")
     return problems
+
+
+def _not_plain(value: Any) -> str | None:
+    """The dotted key of the first value in ``value`` that is not plain data as TOML holds it (a
+    tensor, say, whose ``!=`` is no bool), or None; counted without recursion."""
+    stack = [("", value)]
+    while stack:
+        key, item = stack.pop()
+        if isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                return key
+            stack.extend((f"{key}.{k}" if key else k, v) for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(item))
+        elif item is not None and not isinstance(item, (str, bool, int, float)):
+            return key
+    return None
 
 
 def check_format(found: Any, where: Path) -> None:
