@@ -123,17 +123,18 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
             continue
         start = losses[head]
         figures = {"floor": floor, "at_init": start}
-        measured = f"heads.{head}: lowest loss over free outputs {fmt(floor)}, at initialisation {fmt(start)}"
+        squashed = probe.logits_head(head) and probability_output(probe.model.heads[head], outputs[head], batch[probe.target_of(head)])
+        over = "of perfect probabilities (its outputs are probabilities)" if squashed else "over free outputs"
+        measured = f"heads.{head}: lowest loss {over} {fmt(floor)}, at initialisation {fmt(start)}"
         if not (start > 0 and floor > RAISED * start):
             findings.append(Finding("loss_floor", "info", f"heads.{head} can lower its loss to {fmt(floor)}", measured, figures=figures))
             continue
         measured += f" ({100 * floor / start:.0f} % of it)"
         raising = _floor_raisers(probe, head, floor)
         figures["raised_by"] = raising
-        squashed = not raising and probe.logits_head(head) and probability_output(probe.model.heads[head], outputs[head], batch[probe.target_of(head)])
-        if squashed:  # its forward() gives probabilities: the double_softmax check names the fault and the fix
+        if squashed and not raising:  # its forward() gives probabilities: the double_softmax check names the fault and the fix
             findings.append(Finding("loss_floor", "info", f"heads.{head} outputs probabilities, so its loss cannot fall below {fmt(floor)}",
-                f"{measured}: its loss of perfect probabilities", "see double_softmax", figures=figures))  # fmt: skip
+                measured, "see double_softmax", figures=figures))  # fmt: skip
         elif raising or not probe.logits_head(head):
             # for another output kind the floor is reached through the head's forward, over free
             # features: an upper bound (the example plugin's ordinal head stops at 0.28), no proof
