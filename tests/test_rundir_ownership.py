@@ -157,3 +157,19 @@ def test_the_lock_is_released_when_a_run_ends(cli, tiny_data, tmp_path):
     assert cli("run", RECIPES / "original.toml", *TINY, "--out", out).code == 0
     assert (out / LOCK).read_text() == ""  # no holder named: nothing looks held
     assert cli("run", RECIPES / "original.toml", *TINY, "--out", out, "--force").code == 0
+
+
+def test_force_removes_only_what_the_run_wrote_not_files_of_its_names_the_user_made(cli, tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli("run", RECIPES / "original.toml", *TINY, "--out", out).code == 0
+    assert {"curves.png", "samples.png"} <= set(json.loads((out / MARKER).read_text())["outputs"])  # recorded as written
+    (out / "init.json").write_text("my own init notes")  # the run loaded no weights: it never wrote one
+    (out / "samples.png").unlink()
+    (out / "samples.png").mkdir()  # a folder where digitsum writes a file: the user's
+    (out / "samples.png" / "mine.txt").write_text("keep")
+    second = cli("run", RECIPES / "original.toml", *TINY, "--set", "seed=1", "--out", out, "--force")
+    assert (out / "init.json").read_text() == "my own init notes"
+    assert (out / "samples.png" / "mine.txt").read_text() == "keep"
+    assert json.loads((out / "summary.json").read_text())["seed"] == 1, second.err
+    # the new run cannot write its picture over the user's folder: a clear error, nothing lost
+    assert second.code == 2 and "samples.png: Is a directory" in second.err and "Traceback" not in second.err, second.err

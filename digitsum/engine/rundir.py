@@ -24,8 +24,15 @@ RUN_FILES = ("recipe.toml", "metrics.jsonl", "checkpoint.pt", "summary.json")
 MARKER = ".digitsum-run"
 #: What ``[init]`` loaded, skipped and newly initialised (a run that starts from weights).
 INIT_FILE = "init.json"
-#: What a run writes, claimed by the marker from the start.
+#: What a run writes: RUN_FILES claimed by the marker from the start, the others (pictures, what
+#: ``[init]`` loaded) in its ``outputs`` once written (a marker without ``recorded`` is older
+#: and claimed them all from the start).
 OWN_FILES = (*RUN_FILES, "curves.png", "samples.png", INIT_FILE)
+
+
+def _claimed(data: dict[str, Any]) -> set[str]:
+    """The names a marker claims for digitsum: the run's files and what it recorded as written."""
+    return {*(RUN_FILES if data.get("recorded") else OWN_FILES), *(n for n in data["outputs"] if isinstance(n, str))}
 
 
 def run_status(path: Path) -> str | None:
@@ -89,7 +96,7 @@ def keep_foreign(run_dir: Path) -> None:
         return
     listed = data.get("foreign")
     foreign = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()  # a marker edited by hand: its names only
-    claimed = {*OWN_FILES, *(n for n in data["outputs"] if isinstance(n, str)), *foreign}
+    claimed = _claimed(data) | foreign
     found = {name for name in _entries(run_dir) - claimed if not (name.startswith(".") and name.endswith(".tmp"))}
     if found:
         write_json(run_dir / MARKER, {**data, "foreign": sorted(foreign | found)})
@@ -99,11 +106,13 @@ def _clear(path: Path) -> None:
     """Remove what digitsum wrote into the run directory ``path`` and nothing else."""
     data = _marker(path)
     assert data is not None
-    names = {*OWN_FILES, *(n for n in data["outputs"] if isinstance(n, str))} - set(data.get("foreign", []))
+    names = _claimed(data) - set(data.get("foreign", []))
     for name in names:
         if not name or "/" in name or name in (".", ".."):
             continue  # a marker edited by hand names only entries of this folder
         child = path / name
+        if name in OWN_FILES and (child.is_symlink() or not child.is_file()):
+            continue  # digitsum writes these as files: a folder or a link of that name is someone else's
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         elif child.exists() or child.is_symlink():
@@ -205,7 +214,8 @@ def mark(path: Path) -> None:
     """Write digitsum's marker into the existing folder ``path``, noting what was there before."""
     from .. import __version__
 
-    write_json(path / MARKER, {"written_by": "digitsum", "version": __version__, "foreign": sorted(_entries(path)), "outputs": []})
+    write_json(path / MARKER, {"written_by": "digitsum", "version": __version__, "foreign": sorted(_entries(path)), "outputs": [],
+                               "recorded": True})  # fmt: skip
 
 
 def _entries(path: Path) -> set[str]:

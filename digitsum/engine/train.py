@@ -420,6 +420,7 @@ class Trainer:
                 write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(made))
             if self._init_to_record:
                 write_json(self.run_dir / INIT_FILE, self.init.to_dict())
+                record_outputs(self.run_dir, {INIT_FILE})
         self._emit("on_start")
         for epoch in range(self.epochs_done + 1, self.epochs + 1):
             if self.init is not None and self.init.frozen:  # init.freeze_epochs: loaded parameters train later
