@@ -77,6 +77,24 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def read_bytes(path: Path) -> bytes:
+    """The bytes of the regular file ``path`` (a link to one is followed). A pipe, a socket or a
+    device is refused with an OSError (EINVAL) before anything is read: opened without blocking,
+    so that a FIFO named like a file digitsum reads back never hangs it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe, a socket or a device)", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return f.read()
+
+
+def read_text(path: Path) -> str:
+    """:func:`read_bytes` as UTF-8 text (a UnicodeDecodeError, a ValueError, where it is not)."""
+    return read_bytes(path).decode("utf-8")
+
+
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` as UTF-8, atomically."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
@@ -109,7 +127,7 @@ class MetricsLog:
     def records(self) -> list[dict[str, Any]]:
         """The whole records in the file (a torn or foreign line is skipped)."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = read_text(self.path).splitlines()
         except FileNotFoundError:
             return []
         records = []

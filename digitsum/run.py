@@ -18,7 +18,7 @@ from .engine.build import build
 from .engine.checkpoint import is_metrics
 from .engine.model import DigitModel
 from .engine.resume import open_run
-from .files import MetricsLog, parse_json
+from .files import MetricsLog, parse_json, read_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -210,7 +210,7 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     """summary.json, its fields of the wrong shape left out: a hand-edited or damaged summary
     reads as one that says less (eval and export compute what they need from the checkpoint)."""
     try:
-        summary = parse_json((run_dir / "summary.json").read_text(encoding="utf-8"))
+        summary = parse_json(read_text(run_dir / "summary.json"))
     except (OSError, ValueError):
         return {}
     if not isinstance(summary, dict):

@@ -339,6 +339,39 @@ def _(e: Env) -> list:
     return ["eval", e.finished]
 
 
+@case("resume-finished-run-without-checkpoint", "checkpoint.pt is missing", "says the run finished", "--force")
+def _(e: Env) -> list:
+    # was: the finished run trained again from its start, its summary and pictures replaced
+    (e.finished / "checkpoint.pt").unlink()
+    return ["run", "--resume", e.finished]
+
+
+@case("resume-stopped-run-without-checkpoint", "checkpoint.pt is missing", "stopped at step 3 (0 epochs done)")
+def _(e: Env) -> list:
+    (e.stopped / "checkpoint.pt").unlink()
+    return ["run", "--resume", e.stopped]
+
+
+@case("repair-into-a-fifo", "the doctor did not write it")
+def _(e: Env) -> list:
+    os.mkfifo(e.tmp / "fixed.toml")  # was: the doctor hung reading it, and Ctrl-C did not stop it
+    return ["doctor", RECIPES / "notebook.toml", "--repair", e.tmp / "fixed.toml"]
+
+
+@case("export-preprocess-a-fifo", "model_preprocess.py", "not a regular file")
+def _(e: Env) -> list:
+    os.mkfifo(e.tmp / "model_preprocess.py")
+    return ["export", e.finished, "--out", e.tmp / "model.onnx"]
+
+
+@case("sweep-into-a-users-folder", "is not a sweep folder digitsum made", "notes.txt")
+def _(e: Env) -> list:
+    (e.tmp / "mine").mkdir()
+    (e.tmp / "mine" / "notes.txt").write_text("keep")
+    return ["sweep", RECIPES / "original.toml", "--param", "train.optimizer.lr=loguniform:1e-3:1e-2", "--trials", "1",
+            "--val", "64", *tiny(e), "--out", e.tmp / "mine"]
+
+
 @case("eval-without-checkpoint", "no checkpoint.pt")
 def _(e: Env) -> list:
     (e.stopped / "checkpoint.pt").unlink()

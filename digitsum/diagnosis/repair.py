@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, recipe_text
-from ..files import write_text
+from ..files import read_bytes, write_text
 
 
 def _set(doc: dict[str, Any], key: str, value: Any) -> None:
@@ -88,7 +88,6 @@ _HEADER = "written by `digitsum doctor"  # the first line of every recipe --repa
 def _written_by_doctor(path: Path) -> bool:
     """Whether ``path`` is a recipe an earlier ``--repair`` wrote (its first line says so)."""
     try:
-        with path.open(encoding="utf-8", errors="replace") as file:
-            return _HEADER in file.readline(4096)
+        return _HEADER in read_bytes(path)[:4096].decode("utf-8", "replace").split("\n", 1)[0]
     except OSError:
         return False

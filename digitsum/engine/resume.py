@@ -9,7 +9,7 @@ from typing import Any
 
 from ..callbacks import Callback
 from ..errors import UserError
-from ..files import parse_json
+from ..files import parse_json, read_bytes, read_text
 from ..recipe import MACHINE_LOCAL_KEYS, Overrides, Recipe, legacy_train, load_recipe, upgrade_resolved
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
 from .rundir import keep_foreign, remove_temporary_files, run_status
@@ -91,12 +91,33 @@ def _overridden(recipe: Recipe, path: Path, overrides: Overrides) -> Recipe:
 
 def _check_summary_format(path: Path) -> None:
     try:
-        summary = parse_json(path.read_text(encoding="utf-8"))
+        summary = parse_json(read_text(path))
     except FileNotFoundError:
         return
     except (OSError, ValueError):
         raise UserError(f"{path} is not valid JSON: the run directory is damaged") from None
     check_format(summary.get("format") if isinstance(summary, dict) else None, path)
+
+
+def _progress_without_checkpoint(run_dir: Path) -> str | None:
+    """What in a run directory without checkpoint.pt says the run got past its start (a run
+    stopped before its first checkpoint starts over; one whose checkpoint was deleted must not,
+    silently), or None."""
+    if run_status(run_dir) == "finished":
+        return "its summary.json says the run finished"
+    try:
+        summary = parse_json(read_text(run_dir / "summary.json"))
+        position = summary.get("position") if isinstance(summary, dict) else None
+        if isinstance(position, dict) and any(isinstance(v, int) and v > 0 for v in position.values()):
+            return f"its summary.json says the run stopped at step {position.get('step')} ({position.get('epoch')} epochs done)"
+    except (OSError, ValueError):
+        pass
+    try:
+        if read_bytes(run_dir / "metrics.jsonl").strip():
+            return "its metrics.jsonl records finished epochs"
+    except OSError:
+        pass
+    return None
 
 
 def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] | Callable[[Recipe], Sequence[Callback]] = (),
@@ -120,6 +141,9 @@ def resume_trainer(run_dir: Path, callbacks: Sequence[Callback] | Callable[[Reci
                 f"(digitsum eval {run_dir} evaluates it)"
             )
     else:
+        if progress := _progress_without_checkpoint(saved.run_dir):
+            raise UserError(f"{run_dir / 'checkpoint.pt'} is missing, though {progress}: the run cannot continue where it "
+                            f"stopped. Start it over with: digitsum run {run_dir / 'recipe.toml'} --out {run_dir} --force")  # fmt: skip
         trainer.resumed = True  # keep recipe.toml as it is; metrics.jsonl starts over
     if writes:
         remove_temporary_files(saved.run_dir)

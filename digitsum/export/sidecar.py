@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, mnist_format
 from ..contracts import Image, Images, PredictionSpace, Spec
 from ..errors import UserError
+from ..files import read_bytes
 from ..mnist_format import MNIST_BOX, MNIST_CENTRE, MNIST_SIZE
 
 if TYPE_CHECKING:
@@ -44,11 +45,18 @@ def preprocess_code() -> bytes:
     return Path(mnist_format.__file__).read_bytes()
 
 
+def _contents(path: Path) -> bytes | None:
+    try:
+        return read_bytes(path)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}; choose another --out") from None
+
+
 def check_preprocess_target(path: Path, force: bool) -> None:
     """A preprocess file already there is kept unless forced, or unless it is the same code."""
     if path.is_dir():
         raise UserError(f"{path} is a folder; the preprocessing code of the model is written there")
-    if path.exists() and not force and path.read_bytes() != preprocess_code():
+    if path.exists() and not force and _contents(path) != preprocess_code():
         raise UserError(f"{path} already exists (other code); pass --force to overwrite it, or choose another --out")
 
 

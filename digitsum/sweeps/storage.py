@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import parse_json
+from ..files import parse_json, read_text, write_text
 
 #: The file naming the study a sweep folder belongs to (its trials, best.toml, sweep.json).
 MARKER = ".digitsum-sweep"
@@ -70,19 +70,35 @@ def open_storage(url: str) -> Any:
 
 
 def claim(sweep_dir: Path, study: str) -> None:
-    """Make ``sweep_dir`` the folder of ``study``: refused when it holds another study's sweep
-    (its ``trial-NNNN``, ``best.toml`` and ``sweep.json`` would be replaced), found by the
-    marker, or by the ``sweep.json`` of a sweep made before there was one."""
+    """Make ``sweep_dir`` the folder of ``study`` (:func:`check_claim`, then its marker)."""
+    check_claim(sweep_dir, study)
+    write_text(sweep_dir / MARKER, json.dumps({"study": study}) + "\n")
+
+
+def check_claim(sweep_dir: Path, study: str) -> None:
+    """Refuse ``sweep_dir`` when it holds another study's sweep (its ``trial-NNNN``, ``best.toml``
+    and ``sweep.json`` would be replaced), found by the marker or by the ``sweep.json`` of a sweep
+    made before there was one, or when it is a folder of other files digitsum did not write."""
+    if not sweep_dir.is_dir():
+        return
     marker = sweep_dir / MARKER
     owner = None
     for path in (marker, sweep_dir / "sweep.json"):
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            owner = parse_json(path.read_text()).get("study")
+            owner = parse_json(read_text(path)).get("study")
             break
     if owner is not None and owner != study:
         raise UserError(f"{sweep_dir} holds the sweep of study {owner!r} (its trials, best.toml and sweep.json): "
                         f"continue that one with --study {owner}, or give study {study!r} another --out")  # fmt: skip
-    marker.write_text(json.dumps({"study": study}) + "\n")
+    if owner is None and (others := sorted({p.name for p in sweep_dir.iterdir()} - _STARTED)):
+        raise UserError(f"output folder {sweep_dir} already exists and is not a sweep folder digitsum made (it holds "
+                        f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose another --out (a new or empty "
+                        "folder). digitsum replaces nothing it did not write")  # fmt: skip
+
+
+#: What a sweep folder holds before it is claimed: the default journal the storage just opened
+#: (and its lock), and the lock a worker asks under.
+_STARTED = {MARKER, "study.journal", "study.journal.lock", ".ask.lock"}
 
 
 @contextlib.contextmanager
