@@ -372,6 +372,13 @@ def _(e: Env) -> list:
             "--val", "64", *tiny(e), "--out", e.tmp / "mine"]
 
 
+@case("sweep-storage-not-a-journal", "notes.txt is not an Optuna journal")
+def _(e: Env) -> list:
+    (e.tmp / "notes.txt").write_text("my notes, not a journal\n")  # was: appended to, then a JSONDecodeError traceback
+    return ["sweep", RECIPES / "original.toml", "--param", "train.optimizer.lr=loguniform:1e-3:1e-2", "--trials", "1",
+            "--val", "64", *tiny(e), "--out", e.tmp / "sw", "--storage", f"journal:{e.tmp / 'notes.txt'}"]
+
+
 @case("eval-without-checkpoint", "no checkpoint.pt")
 def _(e: Env) -> list:
     (e.stopped / "checkpoint.pt").unlink()

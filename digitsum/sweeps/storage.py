@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import parse_json, read_text, write_text
+from ..files import parse_json, read_bytes, read_text, write_text
 
 #: The file naming the study a sweep folder belongs to (its trials, best.toml, sweep.json).
 MARKER = ".digitsum-sweep"
@@ -52,6 +54,7 @@ def open_storage(url: str) -> Any:
         path = Path(url.removeprefix("journal:")).expanduser()
         # JournalFileBackend since optuna 4.0, JournalFileStorage before
         backend = getattr(optuna.storages.journal, "JournalFileBackend", None) or optuna.storages.JournalFileStorage
+        _check_journal(path, where)
         with storage_access(url):
             path.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(backend(str(path)))
@@ -67,6 +70,27 @@ def open_storage(url: str) -> Any:
     except Exception as e:  # a database that cannot be reached: the user's setup, not a bug
         first = str(e).splitlines()[0] if str(e) else ""  # SQLAlchemy appends the SQL and a link
         raise UserError(f"{where}: cannot open the study's database: {type(e).__name__}: {redact(first)}") from None
+
+
+def _check_journal(path: Path, where: str) -> None:
+    """Refuse a file that is no Optuna journal before Optuna appends to it (a user's notes given
+    as ``journal:notes.txt`` were written into, then failed to replay): its first line must be a
+    journal entry, a JSON table with an ``op_code``. A new or empty file is fine."""
+    try:
+        if not path.exists() or path.is_dir():
+            return  # Optuna says what is wrong with a folder
+        first = read_bytes(path)[: 1 << 20].split(b"\n", 1)[0]
+    except OSError as e:
+        raise UserError(f"{where}: cannot read {path}: {e.strerror or e}") from None
+    if not first.strip():
+        return
+    try:
+        entry = parse_json(first)
+    except ValueError:
+        entry = None
+    if not isinstance(entry, dict) or "op_code" not in entry:
+        raise UserError(f"{where}: {path} is not an Optuna journal (its first line is no journal entry); give a new file, "
+                        "or the journal of an earlier sweep to continue it")  # fmt: skip
 
 
 def claim(sweep_dir: Path, study: str) -> None:
@@ -126,7 +150,17 @@ def storage_access(url: str) -> Iterator[None]:
     except OSError as e:
         raise UserError(f"--storage {redact(url)!r}: {e.strerror or e}{f': {e.filename}' if e.filename else ''}") from None
     except Exception as e:
-        if not type(e).__module__.startswith(("sqlalchemy", "sqlite3", "optuna.storages")):
+        if not (type(e).__module__.startswith(("sqlalchemy", "sqlite3", "optuna.storages")) or _raised_in_storage(e)):
             raise
         detail = redact(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        if url.startswith("journal:") or url.endswith(".journal"):  # optuna replays the file line by line
+            raise UserError(f"--storage {redact(url)!r} is not an Optuna journal, or it is damaged ({type(e).__name__}: {detail}); "
+                            "if its last line was cut off by a crash, remove that line to continue the study") from None  # fmt: skip
         raise UserError(f"--storage {redact(url)!r}: the study's storage failed: {detail}") from None
+
+
+def _raised_in_storage(error: BaseException) -> bool:
+    """Whether Optuna's storage code raised ``error`` (a builtin error, such as a JSONDecodeError
+    or a KeyError, where it replays a journal that is no journal)."""
+    marker = f"{os.sep}optuna{os.sep}storages{os.sep}"
+    return any(marker in frame.f_code.co_filename for frame, _ in traceback.walk_tb(error.__traceback__))
