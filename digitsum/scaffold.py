@@ -7,6 +7,7 @@ into place at the end, so a failure leaves nothing half-written.
 
 from __future__ import annotations
 
+import importlib.util
 import keyword
 import os
 import re
@@ -115,8 +116,24 @@ def plugin_names(name: str) -> dict[str, str]:
     short = package.removeprefix("digitsum_") or package
     if canonical_name(name) == "digitsum" or package in sys.stdlib_module_names or keyword.iskeyword(package):
         raise UserError(f"plugin name {name!r} would shadow the module '{package}'; pick another, e.g. digitsum-{short}-plugin")
+    if _shadows_an_installed_module(package, name):
+        raise UserError(f"plugin name {name!r} would shadow the installed module '{package}' (pip install would clash with it, "
+                        f"and pytest in the plugin's folder would import the wrong one); pick another, e.g. digitsum-{short}")  # fmt: skip
     camel = "".join(part.capitalize() for part in short.split("_"))
     return {"dist": name, "package": package, "short": short, "camel": camel}
+
+
+def _shadows_an_installed_module(package: str, name: str) -> bool:
+    """Whether a module ``package`` is importable and is not this plugin's own, installed before
+    (found without importing it)."""
+    try:
+        if importlib.util.find_spec(package) is None:
+            return False
+    except (ImportError, ValueError):
+        return False
+    from .discovery import scan
+
+    return not any(canonical_name(p.name) == canonical_name(name) for p in scan())
 
 
 def _context(names: dict[str, str], chosen: list[str]) -> dict[str, str]:

@@ -249,6 +249,8 @@ def test_an_empty_existing_folder_is_used(cli, tmp_path):
     ("my plugin", "not a valid distribution name"),
     ("json", "would shadow the module 'json'"),
     ("digitsum", "would shadow the module 'digitsum'"),
+    ("torch", "would shadow the installed module 'torch'"),  # was: a package named torch, installed over the real one
+    ("Pydantic", "would shadow the installed module 'pydantic'"),
 ])  # fmt: skip
 def test_bad_names_are_refused(cli, tmp_path, name, message):
     result = cli("new-plugin", name, "--dir", tmp_path / "x")
