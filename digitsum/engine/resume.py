@@ -108,7 +108,8 @@ def _progress_without_checkpoint(run_dir: Path) -> str | None:
     try:
         summary = parse_json(read_text(run_dir / "summary.json"))
         position = summary.get("position") if isinstance(summary, dict) else None
-        if isinstance(position, dict) and any(isinstance(v, int) and v > 0 for v in position.values()):
+        # a stop is checkpointed, and so is every epoch: a run that failed in its first epoch has none
+        if isinstance(position, dict) and ("stopped" in summary or (isinstance(position.get("epoch"), int) and position["epoch"] > 0)):
             return f"its summary.json says the run stopped at step {position.get('step')} ({position.get('epoch')} epochs done)"
     except (OSError, ValueError):
         pass
