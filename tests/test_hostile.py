@@ -379,6 +379,19 @@ def _(e: Env) -> list:
             "--val", "64", *tiny(e), "--out", e.tmp / "sw", "--storage", f"journal:{e.tmp / 'notes.txt'}"]
 
 
+@case("sweep-study-a-path", "--study '../escaped'", "a study name is letters")
+def _(e: Env) -> list:
+    # was: sweeps/../escaped, a folder outside sweeps/
+    return ["sweep", RECIPES / "original.toml", "--param", "train.optimizer.lr=loguniform:1e-3:1e-2", "--trials", "1",
+            "--val", "64", *tiny(e), "--study", "../escaped"]
+
+
+@case("argument-not-utf-8", "argument 'description=\\xff' is not valid UTF-8")
+def _(e: Env) -> list:
+    # was: a UnicodeEncodeError traceback, and a run folder left half-made
+    return good(e, "--set", b"description=\xff".decode("utf-8", "surrogateescape"))
+
+
 @case("eval-without-checkpoint", "no checkpoint.pt")
 def _(e: Env) -> list:
     (e.stopped / "checkpoint.pt").unlink()

@@ -97,3 +97,23 @@ def test_a_digit_by_digit_prediction_is_printed_as_one_number(cli, seven):
     shown = {line.split()[0]: line.split()[1] for line in result.out.splitlines()[1:]}
     assert shown["sum"].isdigit() and len(shown["sum"]) == 2  # N + 1 digits, e.g. "14", not "[1, 4]"
     assert shown["digits"].isdigit() and len(shown["digits"]) == 2
+
+
+def test_json_output_of_a_model_with_nan_weights_is_valid_json(cli, tiny_run, seven, tmp_path):
+    import shutil
+
+    import torch
+
+    run = tmp_path / "nan-run"
+    shutil.copytree(tiny_run.run_dir, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, run / "checkpoint.pt")
+
+    def strict(constant):  # json.loads takes NaN by default; JSON itself has no such number
+        raise AssertionError(f"{constant} in --json output")
+
+    for args in (["eval", run, "--json"], ["predict", run, "--input", f"image={seven}", "--input", "number=3", "--json"]):
+        result = cli(*args)
+        assert result.code == 0, result.err
+        json.loads(result.out, parse_constant=strict)

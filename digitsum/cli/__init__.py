@@ -4,6 +4,7 @@ happen inside the commands: ``digitsum --help`` imports no torch."""
 
 import errno
 import json
+import math
 import sys
 from importlib import import_module
 from pathlib import Path
@@ -55,8 +56,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def print_json(data: Any) -> None:
-    """``--json`` output: indented, on stdout, nothing else."""
-    print(json.dumps(data, indent=2))
+    """``--json`` output: indented, on stdout, nothing else; a NaN or an infinity (a model whose
+    weights are NaN) is null, as JSON has no such numbers."""
+    print(json.dumps(_finite(data), indent=2, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def say(text: str, *, err: bool = False) -> None:
@@ -86,10 +98,20 @@ def _main(
         require_all_plugins()
 
 
+def _refuse_undecodable(arguments: list[str]) -> None:
+    """Python hands arguments that are not valid UTF-8 on as lone surrogates, which no file, TOML
+    or JSON can hold: refused before anything is written (a run's folder was left half-made)."""
+    for argument in arguments:
+        if any("\udc80" <= c <= "\udcff" for c in argument):
+            shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise UserError(f"argument '{shown}' is not valid UTF-8 text; give it in UTF-8")
+
+
 def main() -> None:
     """The ``digitsum`` executable (and ``python -m digitsum``; tests call it too): user errors
     end in a short message and exit code 2."""
     try:
+        _refuse_undecodable(sys.argv[1:])
         app()  # click handles its own usage errors (exit 2); ours come through here
     except UserError as e:
         from rich.markup import escape

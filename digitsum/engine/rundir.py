@@ -226,7 +226,30 @@ def _entries(path: Path) -> set[str]:
 def create_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
     """``out`` exactly, or ``runs/<recipe>/<timestamp>/``; never an existing non-empty folder,
     except a run directory digitsum made, replaced with ``force``."""
-    return prepare_run_dir(choose_run_dir(recipe_name, out, force))
+    return prepare_run_dir(new_run_dir(recipe_name) if out is None else choose_run_dir(recipe_name, out, force))
+
+
+def new_run_dir(recipe_name: str) -> Path:
+    """A new ``runs/<recipe>/<timestamp>/``, made at once (empty), so that runs started in the
+    same second, in other processes, each get their own; :func:`unmake` removes it again."""
+    while True:
+        path = choose_run_dir(recipe_name, None)
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue  # another process took this name since it was chosen
+        except OSError as e:
+            raise UserError(f"cannot write the run directory {path}: {e.strerror or e}") from None
+
+
+def unmake(path: Path) -> None:
+    """Remove the folder :func:`new_run_dir` made, and its parents up to ``runs/``, where empty."""
+    for folder in (path, path.parent, path.parent.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def remove_temporary_files(run_dir: Path) -> None:

@@ -13,7 +13,7 @@ from ..recipe import Overrides, Recipe
 from . import distributed
 from ..callbacks import Callback
 from .interrupt import Interruption, stop_on_signals
-from .rundir import choose_run_dir, prepare_run_dir
+from .rundir import choose_run_dir, new_run_dir, prepare_run_dir, unmake
 from .train import Trainer
 from .watch import Warner, Watch, doctor_command
 
@@ -97,9 +97,14 @@ def start(
     or a broken component leaves no run directory behind.
     """
     main_rank = distributed.current().is_main
-    run_dir = choose_run_dir(recipe.name, out, force) if main_rank else None
-    watch, defaults = default_callbacks(_console(console, progress), _hint(run_dir), progress=progress, preflight=preflight)
-    trainer = _trainer(lambda: Trainer(recipe, run_dir, [*defaults, *recipe_loggers(recipe, main_rank), *callbacks]))
+    run_dir = (new_run_dir(recipe.name) if out is None else choose_run_dir(recipe.name, out, force)) if main_rank else None
+    try:
+        watch, defaults = default_callbacks(_console(console, progress), _hint(run_dir), progress=progress, preflight=preflight)
+        trainer = _trainer(lambda: Trainer(recipe, run_dir, [*defaults, *recipe_loggers(recipe, main_rank), *callbacks]))
+    except BaseException:
+        if out is None and run_dir is not None:
+            unmake(run_dir)  # nothing was written into it: no folder left behind
+        raise
     if main_rank:
         prepare_run_dir(run_dir)
     return _fit(trainer, watch)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..discovery import component_name_problem
 from ..errors import UserError, did_you_mean
 from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
@@ -93,6 +94,8 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     if isinstance(recipe, Recipe):
         recipe = recipe.to_dict()
     spaces = parse_spaces(params)
+    if settings.study is not None and (problem := component_name_problem(settings.study, "a study name")):
+        raise UserError(f"--study {settings.study!r}: {problem} (it names the folder sweeps/<study>)")
     if trials < 1:
         raise UserError(f"--trials {trials}: at least 1")
     loaded = load_recipe(recipe, settings.overrides)
