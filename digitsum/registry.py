@@ -308,6 +308,9 @@ class Registry:
                 raise UserError(f"{self.label} '{name}' comes from {refused}")
             installed = {canonical_name(d.name) for d in plugin_distributions()} | {"digitsum"}
             if dist and canonical_name(dist) not in installed:  # a run directory of a plugin since uninstalled, say
+                if _installed_version(dist) is not None:
+                    raise UserError(f"{self.label} '{name}': the distribution '{dist}' ({_installed_version(dist)}) is installed "
+                                    f"but declares no digitsum components; {did_you_mean(bare, self._entries, KINDS[self.kind].plural)}")  # fmt: skip
                 raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: "
                                 f"pip install {dist}")  # fmt: skip
             hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
@@ -397,3 +400,11 @@ def registry_for(kind: str) -> Registry:
         hint = f"did you mean {' or '.join(repr(c) for c in sorted(close))}? (valid: {valid})" if close else f"valid: {valid}"
         raise UserError(f"unknown kind '{kind}' — {hint}")
     return REGISTRIES[found.name]
+
+
+def _installed_version(distribution: str) -> str | None:
+    """The version of an installed distribution, None when it is not installed."""
+    try:
+        return metadata.version(distribution)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None

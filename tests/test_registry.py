@@ -355,3 +355,12 @@ def test_an_optimizer_without_the_lr_every_optimizer_has_is_refused():
 
     with pytest.raises(PluginError, match="NoLr.Params has no field lr: every optimizer has it"):
         Registry("optimizers").register("no_lr")(NoLr)
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRIES))
+def test_a_qualified_name_of_an_installed_distribution_that_is_no_plugin_is_not_told_to_pip_install_it(kind):
+    registry = REGISTRIES[kind]
+    with pytest.raises(UserError) as e:
+        registry.entry("pytest:anything")  # installed, declares no digitsum components
+    assert "the distribution 'pytest'" in e.value.message and "declares no digitsum components" in e.value.message
+    assert "pip install" not in e.value.message
