@@ -173,3 +173,17 @@ def test_force_removes_only_what_the_run_wrote_not_files_of_its_names_the_user_m
     assert json.loads((out / "summary.json").read_text())["seed"] == 1, second.err
     # the new run cannot write its picture over the user's folder: a clear error, nothing lost
     assert second.code == 2 and "samples.png: Is a directory" in second.err and "Traceback" not in second.err, second.err
+
+
+def test_an_export_into_the_run_directory_is_the_runs_and_goes_with_it_on_force(cli, tiny_data, tmp_path):
+    import digitsum
+
+    out = tmp_path / "run"
+    run = digitsum.train(RECIPES / "original.toml", out, overrides=["train.epochs=1", "data.batch_size=64"], progress=False)
+    exported = run.export("torchscript")
+    written = {exported.path.name, exported.sidecar.name, exported.preprocess.name}
+    assert all((out / name).is_file() for name in written)
+    second = cli("run", RECIPES / "original.toml", *TINY, "--set", "backbone.hidden=[30]", "--out", out, "--force")
+    assert second.code == 0, second.err
+    # was: the old model and its sidecar stayed, marked as the user's, beside a different model
+    assert not any((out / name).exists() for name in written)

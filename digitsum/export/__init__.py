@@ -20,7 +20,7 @@ from .. import __version__
 from ..contracts import Image, Images
 from ..errors import UserError
 from ..engine.component_errors import blame_components
-from ..engine.rundir import LOCK, MARKER, OWN_FILES
+from ..engine.rundir import LOCK, MARKER, OWN_FILES, record_outputs
 from ..files import atomic_write, write_json
 from . import formats
 from .formats import (CHECK_BATCHES, FORMATS, ONNX_OPSET, SAMPLES, TOLERANCE, ExportFailed, ExportMismatch, ExportModule,
@@ -152,4 +152,7 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     if code is not None:
         atomic_write(code, lambda f: f.write(preprocess_code()))
     write_json(result.sidecar, sidecar)
+    if run.run_dir is not None and path.parent.resolve() == run.run_dir.resolve():
+        # written into the run directory: the run's, so that --force removes it with the model it describes
+        record_outputs(run.run_dir, {p.name for p in (path, result.sidecar, code) if p is not None})
     return result
