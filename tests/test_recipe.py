@@ -632,3 +632,10 @@ def test_a_recipe_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
     path = tmp_path / "windows.toml"
     path.write_bytes(b"\xef\xbb\xbf" + b'extends = "original"\nseed = 4\n')
     assert load_recipe(path).seed == 4
+
+
+def test_a_bad_value_beside_an_array_field_is_the_only_problem_reported(tmp_path):
+    # was: a second, false problem: "train.schedule.momentum: input should be a valid array (got [0.85, 0.95])"
+    text = BASE.replace("lr = 1e-3", 'lr = 1e-3\n[train.schedule]\ntype = "onecycle"\nwarmup = 1.5\nmomentum = [0.85, 0.95]')
+    found = problems(write(tmp_path, text))
+    assert len(found) == 1 and "train.schedule.warmup: input should be less than 1" in found[0], found

@@ -45,8 +45,13 @@ def strict(model: type[BaseModel], data: Mapping[str, Any]) -> BaseModel:
         # A `mode="before"` validator hands on Python objects, which strict mode then takes as
         # Python: its array meant for a tuple is refused. Only such errors: the other fields
         # passed strictly, so the table is validated as before, its tuples from lists.
-        if any(i["type"] not in _SEQUENCE_TYPES or not isinstance(i["input"], list) for i in e.errors()):
+        errors = e.errors()
+        spurious = [i for i in errors if i["type"] in _SEQUENCE_TYPES and isinstance(i["input"], list)]
+        if not spurious:
             raise
+        if len(spurious) < len(errors):  # real problems beside them: those alone (an array was said to be no array)
+            kept = [{k: i[k] for k in ("type", "loc", "input", "ctx") if k in i} for i in errors if i not in spurious]
+            raise ValidationError.from_exception_data(e.title, kept) from None
         return model.model_validate(data)
 
 
