@@ -266,6 +266,14 @@ def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = (), 
     return ComponentError(message, suspect.label, method, suspect.origin)
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: Python's MemoryError, torch's (CUDA) out of
+    memory, or the CPU allocator's RuntimeError."""
+    oom = getattr(torch, "OutOfMemoryError", None)
+    return isinstance(error, MemoryError) or (oom is not None and isinstance(error, oom)) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
 @contextmanager
 def blame_components(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str, object] = {}) -> Iterator[None]:
     """Turn an exception raised by one of ``recipe``'s components (or of ``objects``: a run's
@@ -276,6 +284,10 @@ def blame_components(recipe: Recipe, objects: Sequence[object] = (), made: Mappi
     except UserError:
         raise
     except Exception as error:
+        if _out_of_memory(error):  # the machine's limit, not a bug in the component that asked for memory
+            first = " ".join(str(error).split())[:200]
+            raise UserError(f"out of memory ({type(error).__name__}: {first}): lower data.batch_size, or the model's sizes "
+                            "(its backbone's channels and hidden layers)") from None  # fmt: skip
         blamed = blame(error, recipe, objects, made)
         if blamed is None:
             raise

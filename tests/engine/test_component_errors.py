@@ -387,3 +387,23 @@ def test_a_state_dict_a_checkpoint_cannot_hold_is_named_before_it_is_written(kin
     assert result.code == 1 and "Traceback" not in result.err, result.err
     assert f"'unsaveable' from local (" in result.err and "its state_dict() holds what a checkpoint cannot hold" in result.err, result.err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no checkpoint that --resume would refuse
+
+
+class Hungry(Classify):
+    """A head whose forward asks for more memory than the machine has (as torch's CPU allocator says it)."""
+
+    def forward(self, features):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes")
+
+
+@pytest.mark.parametrize("error", ["runtime", "memory"])
+def test_running_out_of_memory_is_a_user_error_not_a_bug_in_the_component(tiny_root, tmp_path, error, monkeypatch):
+    if error == "memory":
+        monkeypatch.setattr(Hungry, "forward", lambda self, features: (_ for _ in ()).throw(MemoryError()))
+    from digitsum.errors import UserError
+
+    with registered(heads, "hungry", Hungry) as name, pytest.raises(UserError) as caught:
+        start(bomb_recipe(tiny_root, name), tmp_path / "run", progress=False, preflight=False)
+    assert not isinstance(caught.value, ComponentError) and caught.value.exit_code == 2
+    assert caught.value.message.startswith("out of memory") and "data.batch_size" in caught.value.message
+    assert "a bug in that component" not in caught.value.message
