@@ -53,17 +53,22 @@ def test_a_run_whose_data_are_missing_prints_its_error_only(tmp_path):
     assert "Traceback" not in ran.stderr and "BrokenPipeError" not in ran.stderr
 
 
+def children() -> set[str]:
+    """This process's child processes (Linux)."""
+    return {pid for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()}
+
+
 class Children(Callback):
     """Records this process's child processes when the run ends (after the pictures are drawn)."""
 
     def on_end(self, trainer, summary) -> None:
-        tasks = Path("/proc/self/task")
-        self.pids = [pid for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+        self.pids = children()
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux's /proc lists a process's children")
 def test_a_run_starts_no_child_process(tiny_root, tmp_path):
-    children = Children()
+    at_end = Children()
     recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, "log.tensorboard=true"))
-    start(recipe, tmp_path / "run", callbacks=[children], progress=False, preflight=False)
-    assert children.pids == []
+    before = children()  # one an earlier test left running in this pytest worker is not the run's
+    start(recipe, tmp_path / "run", callbacks=[at_end], progress=False, preflight=False)
+    assert sorted(at_end.pids - before) == []
