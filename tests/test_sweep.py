@@ -401,6 +401,12 @@ def test_a_second_study_in_one_folder_is_refused(tiny_root, tmp_path, cli):
     assert "holds the sweep of study 'first'" in result.err and "--study first" in result.err
     assert {p.name: p.stat().st_mtime_ns for p in (out / "best.toml", out / "sweep.json", out / "trial-0000" / "summary.json")} == before
     assert json.loads((out / "sweep.json").read_text())["study"] == "first"
+    # the same study in another storage would number its trials from 0 again, over trial-0000/
+    other = cli("sweep", ORIGINAL, "--param", LR, "--trials", "1", "--val", "100", "--study", "first", "--out", str(out),
+                "--storage", f"journal:{tmp_path / 'other.journal'}", *sets)  # fmt: skip
+    assert other.code == 2 and "kept in its own journal (no --storage)" in other.err, other.err
+    assert not (tmp_path / "other.journal").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "best.toml", out / "sweep.json", out / "trial-0000" / "summary.json")} == before
     again = digitsum.sweep(ORIGINAL, [LR], 2, study="first", out=out, overrides=overrides, val=100, quiet=True, pruner="none")
     assert [row.number for row in again.trials] == [0, 1]
 

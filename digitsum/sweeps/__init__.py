@@ -17,7 +17,7 @@ from ..errors import UserError, did_you_mean
 from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
 from .space import Space, check_spaces, parse_space, parse_spaces
-from .storage import check_claim, claim, default_storage, open_storage, redact, require_optuna, storage_access
+from .storage import DEFAULT, check_claim, claim, default_storage, open_storage, redact, require_optuna, storage_access
 from .trials import Plan, recover, run_workers, work
 
 __all__ = ["DEFAULT_VAL", "Space", "SweepResult", "TrialRow", "default_direction", "open_storage", "parse_space", "parse_spaces", "redact", "sweep"]
@@ -112,10 +112,11 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     study_name = settings.study or loaded.name
     sweep_dir = Path(settings.out) if settings.out is not None else Path("sweeps") / study_name
     url = settings.storage or default_storage(sweep_dir)
-    check_claim(sweep_dir, study_name)  # before the storage opens its journal in a folder that may not be ours
+    stored = redact(settings.storage) if settings.storage else DEFAULT  # what the folder's marker records
+    check_claim(sweep_dir, study_name, stored)  # before the storage opens its journal in a folder that may not be ours
     opened = open_storage(url)  # first: a storage that cannot be opened leaves no sweep directory behind
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    claim(sweep_dir, study_name)  # one study per folder: another's trials and best.toml are not replaced
+    claim(sweep_dir, study_name, stored)  # one study per folder: another's trials and best.toml are not replaced
     settings_attr = {"recipe": _strip_local(base_recipe.to_dict()), "params": [str(s) for s in spaces],
                      "metric": f"{head}.{metric_name}"}  # fmt: skip
     with storage_access(url):

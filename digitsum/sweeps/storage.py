@@ -18,6 +18,9 @@ from ..files import parse_json, read_bytes, read_text, write_text
 
 #: The file naming the study a sweep folder belongs to (its trials, best.toml, sweep.json).
 MARKER = ".digitsum-sweep"
+#: The storage a sweep folder's marker records when no --storage was given: the folder's own
+#: journal, wherever the folder has moved since.
+DEFAULT = "default"
 #: ``user:password@`` in a URL (``postgresql://sweeper:secret@host/db``).
 _PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
 
@@ -93,28 +96,38 @@ def _check_journal(path: Path, where: str) -> None:
                         "or the journal of an earlier sweep to continue it")  # fmt: skip
 
 
-def claim(sweep_dir: Path, study: str) -> None:
-    """Make ``sweep_dir`` the folder of ``study`` (:func:`check_claim`, then its marker)."""
-    check_claim(sweep_dir, study)
-    write_text(sweep_dir / MARKER, json.dumps({"study": study}) + "\n")
+def claim(sweep_dir: Path, study: str, storage: str = DEFAULT) -> None:
+    """Make ``sweep_dir`` the folder of ``study`` kept in ``storage`` (:func:`check_claim`, then
+    its marker)."""
+    check_claim(sweep_dir, study, storage)
+    write_text(sweep_dir / MARKER, json.dumps({"study": study, "storage": storage}) + "\n")
 
 
-def check_claim(sweep_dir: Path, study: str) -> None:
+def check_claim(sweep_dir: Path, study: str, storage: str = DEFAULT) -> None:
     """Refuse ``sweep_dir`` when it holds another study's sweep (its ``trial-NNNN``, ``best.toml``
     and ``sweep.json`` would be replaced), found by the marker or by the ``sweep.json`` of a sweep
-    made before there was one, or when it is a folder of other files digitsum did not write."""
+    made before there was one; or the same study kept in another storage (``storage``: the
+    ``--storage`` given, password left out, or DEFAULT), whose trials would be numbered from 0
+    again over these; or a folder of other files digitsum did not write."""
     if not sweep_dir.is_dir():
         return
-    marker = sweep_dir / MARKER
-    owner = None
-    for path in (marker, sweep_dir / "sweep.json"):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            owner = parse_json(read_text(path)).get("study")
-            break
-    if owner is not None and owner != study:
-        raise UserError(f"{sweep_dir} holds the sweep of study {owner!r} (its trials, best.toml and sweep.json): "
-                        f"continue that one with --study {owner}, or give study {study!r} another --out")  # fmt: skip
-    if owner is None and (others := sorted({p.name for p in sweep_dir.iterdir()} - _STARTED)):
+    owner: dict[str, Any] = {}
+    for path in (sweep_dir / MARKER, sweep_dir / "sweep.json"):
+        with contextlib.suppress(OSError, ValueError):
+            found = parse_json(read_text(path))
+            if isinstance(found, dict) and isinstance(found.get("study"), str):
+                owner = found
+                break
+    if owner and owner["study"] != study:
+        raise UserError(f"{sweep_dir} holds the sweep of study {owner['study']!r} (its trials, best.toml and sweep.json): "
+                        f"continue that one with --study {owner['study']}, or give study {study!r} another --out")  # fmt: skip
+    kept = owner.get("storage")
+    if isinstance(kept, str) and kept != storage:
+        given = "no --storage (the folder's own journal)" if storage == DEFAULT else f"--storage {storage!r}"
+        where = "its own journal (no --storage)" if kept == DEFAULT else f"--storage {kept!r}"
+        raise UserError(f"{sweep_dir} holds the trials of study {study!r} kept in {where}; with {given} its trials would be "
+                        "numbered from 0 again over them: continue it with that storage, or give this sweep another --out")  # fmt: skip
+    if not owner and (others := sorted({p.name for p in sweep_dir.iterdir()} - _STARTED)):
         raise UserError(f"output folder {sweep_dir} already exists and is not a sweep folder digitsum made (it holds "
                         f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); choose another --out (a new or empty "
                         "folder). digitsum replaces nothing it did not write")  # fmt: skip
