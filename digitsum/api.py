@@ -68,6 +68,7 @@ def train(recipe: RecipeLike, out: str | Path | None = None, *, overrides: Overr
     from .diagnosis.preflight import Preflight
     from .engine import runner
 
+    callbacks = _callbacks(callbacks)
     outcome = runner.start(load_recipe(recipe, overrides), out, force=force, callbacks=callbacks, progress=progress,
                            preflight=Preflight if preflight else None)  # fmt: skip
     return _as_run(outcome)
@@ -80,7 +81,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: Sequence[Ca
     ``data.root``, ``data.download``) and its loggers (``log.*``), nothing else."""
     from .engine import runner
 
-    return _as_run(runner.resume(run_dir, callbacks=callbacks, progress=progress, overrides=overrides))
+    return _as_run(runner.resume(run_dir, callbacks=_callbacks(callbacks), progress=progress, overrides=overrides))
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -141,7 +142,7 @@ def sweep(recipe: RecipeLike, params: Sequence[str], trials: int, *, settings: S
 
     from .sweeps import SweepSettings, sweep as search
 
-    return search(recipe, params, trials, replace(settings or SweepSettings(), **options))
+    return search(recipe, _listed(params), trials, replace(settings or SweepSettings(), **options))
 
 
 def compare(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: Overrides = (),
@@ -158,7 +159,7 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: 
     from .comparison import plan_variants, run_compare
     from .engine.rundir import create_run_dir
 
-    variants = plan_variants(recipes, grid, overrides)
+    variants = plan_variants(_listed(recipes), _listed(grid), overrides)
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink() and any(Path(out).iterdir()):
         # never replaced, not even a compare's own folder: compare has no --force
         raise UserError(f"output folder {out} is not empty: a comparison writes its runs into a new or empty folder; choose another --out")
@@ -193,6 +194,25 @@ def list_components(kind: str | None = None) -> list[dict[str, Any]]:
     rows = cached_components(wanted) if wanted not in ("recipes", "checks") else []
     recipes = describe_recipes() if wanted in (None, "recipes") else []
     return mark_namesakes(rows + recipes + (describe_checks() if wanted in (None, "checks") else []))
+
+
+def _listed(items: Any) -> list[Any]:
+    """A list of ``items``; one string or path is a list of one (``compare("original")``, not
+    the recipes 'o', 'r', 'i', ...)."""
+    return [items] if isinstance(items, (str, Path)) else list(items)
+
+
+def _callbacks(callbacks: Any) -> list[Callback]:
+    """``callbacks`` as a list, each a :class:`~digitsum.callbacks.Callback`, refused before
+    anything is written (a number there failed mid-run, leaving a failed run directory)."""
+    from .callbacks import Callback
+
+    listed = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+    for callback in listed:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks: {callback!r} ({type(callback).__name__}) is not a digitsum.Callback; "
+                            "subclass digitsum.Callback and pass instances")  # fmt: skip
+    return listed
 
 
 def _as_run(outcome) -> Run | None:

@@ -154,6 +154,8 @@ def resolve_recipe(source: str | os.PathLike[str], relative_to: str | os.PathLik
     (``"parent recipe"`` for ``extends``). Raises a UserError, with a did-you-mean, when none fits.
     """
     text = os.fspath(source)
+    if not text.strip():  # Path("") is the working folder: "is a folder" would puzzle
+        raise UserError(f"the {what} is empty; give a recipe .toml file or a recipe name (digitsum list recipes)")
     candidate = Path(relative_to, text) if relative_to is not None else Path(text)  # an absolute text wins
     if candidate.is_file():
         return candidate

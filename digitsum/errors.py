@@ -44,8 +44,14 @@ class RecipeError(UserError):
         self.source = source
         self.problems = problems
         count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-        lines = [f"{source}: {count}"] + [f"  {p.render()}" for p in problems]
+        lines = [f"{source}: {count}"] + [f"  {p.render()}" for p in problems[:SHOWN_PROBLEMS]]
+        if len(problems) > SHOWN_PROBLEMS:  # 100,000 unknown keys printed 100,001 lines
+            lines.append(f"  ... and {len(problems) - SHOWN_PROBLEMS} more (the whole list: RecipeError.problems)")
         super().__init__("\n".join(lines))
+
+
+#: The most problems a recipe error's message lists; all of them stay in ``RecipeError.problems``.
+SHOWN_PROBLEMS = 50
 
 
 def did_you_mean(name: str, choices: Iterable[str], what: str = "") -> str:

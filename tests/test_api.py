@@ -181,3 +181,24 @@ def test_the_curves_of_a_run_stopped_before_its_first_epoch_warn_of_nothing(tiny
     recwarn.clear()
     assert stopped.curves()._repr_png_()
     assert [str(w.message) for w in recwarn] == []
+
+
+def test_one_recipe_or_grid_item_given_as_a_string_is_one_not_a_list_of_letters(monkeypatch):
+    import digitsum.comparison as comparison
+
+    seen = {}
+
+    def plan(recipes, grid, overrides):
+        seen.update(recipes=recipes, grid=grid)
+        raise RuntimeError("planned")
+
+    monkeypatch.setattr(comparison, "plan_variants", plan)
+    with pytest.raises(RuntimeError, match="planned"):
+        digitsum.compare("original", grid="seed=1,2")  # was: "recipe 'o' not found"
+    assert seen == {"recipes": ["original"], "grid": ["seed=1,2"]}
+
+
+def test_a_callback_that_is_no_callback_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(TypeError, match=r"callbacks: 5 \(int\) is not a digitsum.Callback"):
+        digitsum.train("original", tmp_path / "run", callbacks=[5], progress=False)
+    assert not (tmp_path / "run").exists()  # was: an AttributeError mid-run, and a failed run directory

@@ -150,6 +150,8 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     # -- resume and eval -----------------------------------------------------------------------
     "run-without-recipe": (lambda e: ["run"], ["give a recipe"]),
     "resume-missing-dir": (lambda e: ["run", "--resume", e.tmp / "nowhere"], ["run directory not found", "nowhere"]),
+    "resume-a-file": (lambda e: ["run", "--resume", e.recipe("x", "notes.txt")], ["notes.txt is a file, not a run directory"]),
+    "recipe-empty-string": (lambda e: ["run", "", "--out", e.out], ["the recipe is empty"]),  # was: ". is a folder"
     "resume-not-a-run-dir": (lambda e: ["run", "--resume", e.data], ["not a run directory", "no recipe.toml"]),
     "resume-with-recipe": (lambda e: ["run", RECIPES / "original.toml", "--resume", e.stopped], ["--resume", "no RECIPE"]),
     "resume-with-set": (lambda e: ["run", "--resume", e.stopped, "--set", "train.optimizer.lr=1"], ["--resume", "--set"]),

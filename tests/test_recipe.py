@@ -639,3 +639,12 @@ def test_a_bad_value_beside_an_array_field_is_the_only_problem_reported(tmp_path
     text = BASE.replace("lr = 1e-3", 'lr = 1e-3\n[train.schedule]\ntype = "onecycle"\nwarmup = 1.5\nmomentum = [0.85, 0.95]')
     found = problems(write(tmp_path, text))
     assert len(found) == 1 and "train.schedule.warmup: input should be less than 1" in found[0], found
+
+
+def test_a_recipe_with_very_many_problems_lists_the_first_fifty_and_keeps_them_all(tmp_path):
+    text = BASE + "".join(f"unknown{i} = 1\n" for i in range(200))
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, text))
+    assert len(e.value.problems) == 200
+    lines = e.value.message.splitlines()
+    assert len(lines) == 52 and lines[-1].strip() == "... and 150 more (the whole list: RecipeError.problems)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ def open_run(run_dir: Path, overrides: Overrides = ()) -> SavedRun:
     (``--set``) may change what :func:`resumable` allows only."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
+        if os.path.lexists(run_dir):
+            raise UserError(f"{run_dir} is a file, not a run directory (the folder a run wrote: runs/<recipe>/<time>/)")
         raise UserError(f"run directory not found: {run_dir}")
     recipe_path, checkpoint_path = run_dir / "recipe.toml", run_dir / "checkpoint.pt"
     if not recipe_path.is_file():
