@@ -73,6 +73,8 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
             raise UserError(f"--grid {item!r}: an empty value; separate values with single commas")
         if key in {k for k, _ in axes}:
             raise UserError(f"--grid {key} is given twice; list all its values in one --grid")
+        if repeated := sorted({v for v in choices if choices.count(v) > 1}):
+            raise UserError(f"--grid {item!r}: the value {repeated[0]!r} is given twice; each value makes one variant")
         axes.append((key, choices))
     return axes
 

@@ -80,6 +80,7 @@ def test_split_values_keeps_brackets_and_quotes_whole():
     (["=a,b"], "expected KEY=V1,V2"),
     (["backbone.type=concat,,film"], "empty value"),
     (["seed=1,2", "seed=3"], "given twice"),
+    (["seed=1,1"], "the value '1' is given twice; each value makes one variant"),  # was: "give each recipe its own name"
 ])  # fmt: skip
 def test_bad_grids_are_user_errors(grid, message):
     with pytest.raises(UserError) as e:
