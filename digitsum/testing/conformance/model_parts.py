@@ -111,9 +111,10 @@ def memorised_predict_problems(head, features, labels, steps: int = 300) -> list
     copy = deepcopy(head).train()
     optimizer = torch.optim.Adam(copy.parameters(), lr=1e-2)
 
-    def fit() -> tuple[float, float]:  # argmax of probabilities, predict: share right
+    def fit() -> tuple[float, float]:  # argmax of probabilities, predict: share right, in eval mode (no dropout)
         with torch.no_grad():
-            output = copy(features)
+            output = copy.eval()(features)
+            copy.train()
             p = copy.probabilities(output)
             if p is None:
                 return float("nan"), float("nan")
