@@ -45,7 +45,7 @@ def test_force_never_deletes_a_folder_digitsum_did_not_make(cli, tiny_data, tmp_
 def test_a_foreign_folder_is_refused_without_recommending_force(tmp_path, force):
     home = home_like(tmp_path / "home")
     with pytest.raises(UserError) as refused:
-        choose_run_dir("original", home, force=force)
+        choose_run_dir(home, force=force)
     assert "--force" not in str(refused.value)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -120,17 +120,9 @@ def _clear(path: Path) -> None:
     remove_temporary_files(path)
 
 
-def choose_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
-    """``out`` exactly, or ``runs/<recipe>/<timestamp>/``: a folder that is new, empty, or (with
-    ``force``) a run directory digitsum made, to replace. Writes nothing."""
-    if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path("runs") / recipe_name / stamp
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = Path("runs") / recipe_name / f"{stamp}-{suffix}"
-        return path
+def choose_run_dir(out: str | Path, force: bool = False) -> Path:
+    """``out`` exactly: a folder that is new, empty, or (with ``force``) a run directory digitsum
+    made, to replace. Writes nothing (a timestamped folder is :func:`new_run_dir`'s)."""
     path = Path(out)
     if path.is_symlink():
         raise UserError(f"output folder {path} is a symbolic link; choose another --out")
@@ -226,19 +218,21 @@ def _entries(path: Path) -> set[str]:
 def create_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
     """``out`` exactly, or ``runs/<recipe>/<timestamp>/``; never an existing non-empty folder,
     except a run directory digitsum made, replaced with ``force``."""
-    return prepare_run_dir(new_run_dir(recipe_name) if out is None else choose_run_dir(recipe_name, out, force))
+    return prepare_run_dir(new_run_dir(recipe_name) if out is None else choose_run_dir(out, force))
 
 
 def new_run_dir(recipe_name: str) -> Path:
-    """A new ``runs/<recipe>/<timestamp>/``, made at once (empty), so that runs started in the
-    same second, in other processes, each get their own; :func:`unmake` removes it again."""
+    """A new ``runs/<recipe>/<timestamp>/`` (``<timestamp>-2``, ``-3``... when taken), made at
+    once (empty), so that runs started in the same second, in other processes, each get their
+    own; :func:`unmake` removes it again."""
+    stamp, suffix = time.strftime("%Y%m%d-%H%M%S"), 1
     while True:
-        path = choose_run_dir(recipe_name, None)
+        path = Path("runs") / recipe_name / (stamp if suffix == 1 else f"{stamp}-{suffix}")
         try:
             path.mkdir(parents=True)
             return path
-        except FileExistsError:
-            continue  # another process took this name since it was chosen
+        except FileExistsError:  # an earlier run, or another process, has this name
+            suffix += 1
         except OSError as e:
             raise UserError(f"cannot write the run directory {path}: {e.strerror or e}") from None
 

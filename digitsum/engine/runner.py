@@ -97,7 +97,7 @@ def start(
     or a broken component leaves no run directory behind.
     """
     main_rank = distributed.current().is_main
-    run_dir = (new_run_dir(recipe.name) if out is None else choose_run_dir(recipe.name, out, force)) if main_rank else None
+    run_dir = (new_run_dir(recipe.name) if out is None else choose_run_dir(out, force)) if main_rank else None
     try:
         watch, defaults = default_callbacks(_console(console, progress), _hint(run_dir), progress=progress, preflight=preflight)
         trainer = _trainer(lambda: Trainer(recipe, run_dir, [*defaults, *recipe_loggers(recipe, main_rank), *callbacks]))

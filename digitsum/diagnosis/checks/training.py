@@ -344,6 +344,13 @@ def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], tor
 MEMORISED, DISAGREES = 0.9, 0.5
 
 
+def predict_disagrees(by_argmax: float | None, right: float) -> bool:
+    """Whether a head that memorised a batch by the argmax of its own probabilities (``by_argmax``
+    of it right) reads it otherwise in ``predict`` (``right`` of it): the rule of the doctor's
+    ``overfit`` check and of ``digitsum.testing.check_head``."""
+    return by_argmax is not None and by_argmax >= MEMORISED and right <= by_argmax - DISAGREES
+
+
 def _predict_disagrees(probe: Probe, model: nn.Module, batch: Batch, fit: dict[str, float], what: str) -> list[Finding]:
     """Heads whose probabilities() have memorised the batch while their predict() misses it:
     the loss trains what predict() does not read (an offset, another order). A head slow to
@@ -352,7 +359,7 @@ def _predict_disagrees(probe: Probe, model: nn.Module, batch: Batch, fit: dict[s
     findings = []
     for head, right in fit.items():
         by_argmax = argmax.get(f"{head}:argmax")
-        if by_argmax is None or by_argmax < MEMORISED or right > by_argmax - DISAGREES:
+        if not predict_disagrees(by_argmax, right):
             continue
         cls = type(probe.model.heads[head])
         findings.append(Finding("overfit", "error", f"heads.{head}: predict() disagrees with its loss",
