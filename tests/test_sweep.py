@@ -286,14 +286,18 @@ def test_an_interrupted_sweep_continues(tiny_root, tmp_path):
     killed.set_user_attr("run_dir", str(out / "trial-0001"))
     (out / "trial-0001").mkdir()
     lr = killed.suggest_float("train.optimizer.lr", 1e-4, 3e-2, log=True)
+    # and one whose worker was killed between asking for it and naming itself on it
+    unnamed = study.ask()
+    unnamed_lr = unnamed.suggest_float("train.optimizer.lr", 1e-4, 3e-2, log=True)
 
-    again = digitsum.sweep(ORIGINAL, [LR], 2, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
+    again = digitsum.sweep(ORIGINAL, [LR], 3, out=out, overrides=overrides, val=100, quiet=True, pruner="none")
     states = {row.number: row.state for row in again.trials}
-    assert states == {0: "complete", 1: "interrupted", 2: "complete"}
+    assert states == {0: "complete", 1: "interrupted", 2: "interrupted", 3: "complete", 4: "complete"}
     assert any("trial 1 was left running by process" in note for note in again.notes)
+    assert any("trial 2 was left running by a worker killed before it named itself" in note for note in again.notes)
     assert json.loads((out / "trial-0001" / "trial.json").read_text())["state"] == "interrupted"
-    retry = _trials(again.storage)[2]
-    assert retry.user_attrs["retry_of"] == 1 and retry.params["train.optimizer.lr"] == lr
+    retries = {t.user_attrs["retry_of"]: t.params["train.optimizer.lr"] for t in _trials(again.storage)[3:]}
+    assert retries == {1: lr, 2: unnamed_lr}
     assert (out / "trial-0000" / "summary.json").stat().st_mtime_ns == stamp  # not run again
 
     # the same study with other settings is refused

@@ -17,7 +17,7 @@ from ..errors import UserError, did_you_mean
 from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
 from .space import Space, check_spaces, parse_space, parse_spaces
-from .storage import DEFAULT, check_claim, claim, default_storage, open_storage, redact, require_optuna, storage_access
+from .storage import DEFAULT, check_claim, claim, default_storage, lock, open_storage, redact, require_optuna, storage_access
 from .trials import Plan, recover, run_workers, work
 
 __all__ = ["DEFAULT_VAL", "Space", "SweepResult", "TrialRow", "default_direction", "open_storage", "parse_space", "parse_spaces", "redact", "sweep"]
@@ -140,7 +140,8 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
             differ.append("recipe (the recipe, --set or --val)")
         raise UserError(f"study {study_name!r} in {redact(url)} was started with another {' and another '.join(differ)}: "
                         "continue it with the same recipe, --set, --val and --param, or start another with --study NAME")  # fmt: skip
-    notes = recover(made, optuna)
+    with lock(sweep_dir):  # no worker of this folder is between asking for a trial and naming itself
+        notes = recover(made, optuna, unnamed_are_ours=settings.storage is None)
     notes += _enqueue_baseline(made, base_recipe.to_dict(), spaces)
 
     threads = 0

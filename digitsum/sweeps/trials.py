@@ -239,19 +239,26 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def recover(study: Any, optuna: Any) -> list[str]:
+def recover(study: Any, optuna: Any, unnamed_are_ours: bool = False) -> list[str]:
     """Trials this machine was running when its processes died (killed, power cut) are marked
     failed-by-interruption; every such trial not yet retried is queued to run again with its
-    values. Returns what was done, as notes."""
+    values. Returns what was done, as notes.
+
+    A worker names itself (host, pid) on a trial just after asking for it, inside the sweep
+    folder's lock. A worker killed between the two leaves a running trial with no name. With
+    ``unnamed_are_ours`` (the caller holds that lock and the study is the folder's own journal,
+    so no other worker can be in that window now) such a trial is taken as one of ours, gone."""
     states = optuna.trial.TrialState
     storage = study._storage  # Optuna's own way to change a trial that no live process holds
     host, notes = socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") == host and not _alive(pid):
+        unnamed = "host" not in trial.user_attrs or pid is None
+        if (trial.user_attrs.get("host") == host and not _alive(pid)) or (unnamed and unnamed_are_ours):
             storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
             storage.set_trial_state_values(trial._trial_id, states.FAIL)
-            notes.append(f"trial {trial.number} was left running by process {pid}, which is gone: marked failed")
+            by = "a worker killed before it named itself" if unnamed else f"process {pid}, which is gone"
+            notes.append(f"trial {trial.number} was left running by {by}: marked failed")
             run_dir = trial.user_attrs.get("run_dir")
             if run_dir:  # its run directory says so too (it is run again in a new one)
                 write_trial(Path(run_dir), {"study": study.study_name, "trial": trial.number, "params": dict(trial.params),
