@@ -363,6 +363,15 @@ def test_a_head_that_outputs_probabilities_has_the_floor_its_double_softmax_find
     assert "heads.sum.output" in floor.keys if overrides[0].startswith("heads.sum.output") else "see double_softmax" in floor.why
     assert not of(findings, "loss_floor", "warning")  # the forward squashes, not the loss code
 
+
+def test_an_addition_head_whose_digits_start_alike_is_not_given_a_raised_floor(tiny_data):
+    # add-100's zero last layer reads every image alike at first; the free features of a + b then
+    # got alike gradients and stayed alike: "settings raise its lowest reachable loss to 2.29",
+    # while training brought the loss to 0.0001 ("250 % of the way to its floor")
+    probe = probe_for("data.n=1", "backbone.last_layer_scale=0.0", recipe="add-2.toml")
+    (floor,) = [f for f in found(probe, "loss_floor") if f.title.startswith("heads.sum")]
+    assert floor.figures["floor"] < 0.1 * floor.figures["at_init"], floor.measured
+
 # -- --repair -----------------------------------------------------------------------------------
 
 

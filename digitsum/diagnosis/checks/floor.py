@@ -23,6 +23,8 @@ RAISED = 0.25
 FLOOR_STEPS = 300
 #: ... or, for a head whose forward runs at each step, until the loss is below this share of its start.
 FLOOR_DONE = 0.01
+#: The noise added to free features before that search (Adam's first steps move them by 0.1).
+JITTER = 0.01
 
 
 def _floor_raisers(probe: Probe, head: str, floor: float) -> dict[str, dict]:
@@ -76,6 +78,11 @@ def loss_floor(probe: Probe, head: str) -> float | None:
         # reachable outputs are those of its forward, so the features it reads are the free part
         with torch.no_grad():
             free = probe.model.backbone(batch).detach().float().clone()
+            # jittered (by a generator of its own: the run's random state untouched): features that
+            # start alike (a zero last layer) get alike gradients where the head is symmetric in
+            # them (a + b), and would stay alike, stuck on a floor the network itself is not held to
+            jitter = torch.Generator().manual_seed(0)
+            free += JITTER * torch.randn(free.shape, generator=jitter)
 
         def loss_fn(features: Tensor, target: Tensor) -> Tensor:
             return module.loss(module(features), target)
