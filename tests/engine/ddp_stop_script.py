@@ -1,5 +1,7 @@
 """Run by test_distributed under torchrun: rank 0's callback stops the run at step 3 of epoch 1.
 
+argv: the recipe, the run folder, then the recipe's overrides.
+
 Prints one JSON line per rank: how many steps it trained and how its run ended.
 """
 
@@ -21,7 +23,7 @@ class StopAtThirdStep(Callback):
 
 
 def main() -> None:
-    recipe = load_recipe(sys.argv[1], ["train.epochs=2", "data.batch_size=16"])
+    recipe = load_recipe(sys.argv[1], sys.argv[3:])
     world = distributed.current()
     trainer = Trainer(recipe, Path(sys.argv[2]) if world.is_main else None, [StopAtThirdStep()])
     steps = []
