@@ -114,6 +114,19 @@ def without_backbone_noise(probe: Probe) -> Probe:
     return Probe(probe.recipe, probe.generator, model, probe.device)
 
 
+def unfrozen(names: list[str]) -> Callable[[Probe], Probe]:
+    """The named parameters trained (requires_grad on), as if the code that froze them were gone."""
+
+    def emulate(probe: Probe) -> Probe:
+        model = fresh_copy(probe.model)
+        for name, parameter in model.named_parameters():
+            if name in names:
+                parameter.requires_grad_(True)
+        return Probe(probe.recipe, probe.generator, model, probe.device)
+
+    return emulate
+
+
 def cross_entropy_loss(head: str) -> Callable[[Probe], Probe]:
     """The head trains its class logits with cross-entropy (as its accuracy reads them)."""
     return _head_altered(head, _CrossEntropyLoss)

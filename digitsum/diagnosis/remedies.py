@@ -51,7 +51,8 @@ def setting_changes(probe: Probe) -> list[Change]:
     the learning rate ten times lower or higher (towards the optimizer's default)."""
     recipe = probe.recipe
     changes: list[Change] = []
-    tables: list[tuple[str, Any, Any]] = [("data", recipe.data.params, None), ("train.optimizer", recipe.optimizer.params, None),
+    tables: list[tuple[str, Any, Any]] = [("data", recipe.data.params, None), ("backbone", recipe.backbone.params, None),
+                                          ("train.optimizer", recipe.optimizer.params, None),
                                           ("train.schedule", recipe.schedule.params, recipe.schedule.section)]  # fmt: skip
     tables += [(f"heads.{h}", c.params, c.section) for h, c in recipe.heads.items()]
     for prefix, params, section in tables:
@@ -369,6 +370,16 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         return [out], {}, []
     together = ", ".join(c.label for c in combined)
     result = _describe(base, current.trace, heads)
+    # an error that finds a component's code broken, with no stand-in to measure its fix: a
+    # setting that helps around it (a higher lr for a backbone that never trains) mends nothing
+    unmended = sorted({f.figures[BROKEN_CODE] for f in findings if f.severity == "error" and BROKEN_CODE in f.figures
+                       and not f.candidates} - {k.removesuffix(".type") for c in combined for k in c.keys if k.endswith(".type")})  # fmt: skip
+    if unmended:
+        return [Finding("fixes", "error", f"{together} helps, but {' and '.join(unmended)}'s code stays broken",
+            measured + f"; with {together}: {result}; tried alone: {lines}",
+            f"a setting can only work around the error above that finds {' and '.join(unmended)}'s own code broken: "
+            "the run would still train a broken model", "fix the code first (see that error); --repair writes no setting for it",
+            [], figures)], {}, []  # fmt: skip
     out = Finding("fixes", "error" if still else "info",
         f"verified fix: {together}" if not still else f"the verified changes restore only part: {', '.join(still)} still at chance",
         measured + f"; with {together}: {result}; tried alone: {lines}",

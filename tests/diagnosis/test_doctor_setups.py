@@ -539,3 +539,49 @@ def test_a_predict_that_disagrees_with_the_loss_is_named_on_the_batch_it_memoris
     assert error.title == f"heads.{on}: predict() disagrees with its loss" and "PredictsOneMore.predict()" in error.fix
     assert error.figures["argmax_fit"] >= 0.9 and error.figures["predict_fit"] <= 0.1
     assert not [f for f in head_report(Classify, ["overfit"], on=on).findings if f.severity == "error"]  # control
+
+
+class DetachedFusion(Concat):
+    """Returns its features detached: no head's loss reaches the backbone."""
+
+    def forward(self, batch):
+        return super().forward(batch).detach()
+
+
+class FrozenFusion(Concat):
+    """Freezes its own parameters (left over from a fine-tuning experiment)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+
+
+def test_a_backbone_that_detaches_its_output_is_named_and_no_setting_is_written_as_its_fix(tiny_data):
+    # was: "remove the detach() from heads.digit's forward (…Classify)", one error per head, and
+    # --repair writing a higher lr that trains heads on random features
+    with registered(fusions, "detached_fusion", DetachedFusion) as name:
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f'backbone.type="{name}"']))
+        report = diagnose(probe, ["loss_weights", "short_run"], verify=True)
+    wiring = [f for f in report.findings if f.check == "loss_weights" and f.severity != "info"]
+    assert [f.title for f in wiring] == ["the backbone's output carries no gradient: the backbone never trains"]
+    assert "DetachedFusion" in wiring[0].measured and "DetachedFusion.forward" in wiring[0].fix
+    assert report.repair == {}  # whatever setting helped around it, the backbone stays broken
+
+
+def test_a_backbone_that_freezes_its_parameters_is_named_and_training_them_verified(tiny_data):
+    with registered(fusions, "frozen_fusion", FrozenFusion) as name:
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f'backbone.type="{name}"']))
+        report = diagnose(probe, ["loss_weights", "short_run"], verify=True)
+    [frozen] = [f for f in report.findings if f.check == "loss_weights" and f.severity != "info"]
+    assert frozen.title == "every parameter of backbone is frozen" and "FrozenFusion" in frozen.measured
+    assert set(frozen.figures["frozen"]) == {n for n, _ in probe.model.backbone.named_parameters(prefix="backbone")}
+    assert report.code_causes and "FrozenFusion" in report.code_causes[0]  # its stand-in (trained) restores learning
+
+
+def test_a_backbone_setting_that_drowns_the_features_in_noise_is_the_fix_named(tiny_data):
+    # was: "lower the dropout in DigitCNN.forward" (a built-in's code), with no key to repair
+    probe = Probe.from_recipe(load_recipe(RECIPES / "add-2.toml", ["data.n=1", "backbone.dropout=0.98"]))
+    [noise] = [f for f in diagnose(probe, ["head_output"], verify=False).findings if f.severity == "error"]
+    assert noise.keys == ["backbone.dropout"] and noise.fix == "set backbone.dropout = 0.0"
+    assert [c.keys for c in noise.candidates] == [{"backbone.dropout": 0.0}]

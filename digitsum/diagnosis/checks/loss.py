@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -12,8 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...contracts import Batch, Head
-from ..emulate import logits_from_probabilities, without_backbone_noise, without_training_noise
-from ..findings import Change, Finding, fmt
+from ...errors import recipe_text
+from ..emulate import logits_from_probabilities, unfrozen, without_backbone_noise, without_training_noise
+from ..findings import BROKEN_CODE, Change, Finding, fmt
 from ..probe import Probe, batch_len, evaluating, slice_batch
 
 
@@ -276,13 +278,48 @@ def _noisy_features(probe: Probe, batch: Batch, trained: Tensor) -> list[Finding
     if ratio <= NOISE_RATIO:
         return []
     cls = type(backbone)
+    measured = (f"backbone {probe.recipe.backbone.section.type} ({cls.__module__}.{cls.__name__}) on {len(clean)} samples at "
+                f"initialisation: training-mode features differ from eval-mode ones by {fmt(noise)} (RMS), {ratio:.1f}x their "
+                f"spread over samples ({fmt(spread)})")  # fmt: skip
+    why = ("every head is trained on the noisy features: the gradient says little about the input, so nothing learns fast "
+           "(dropout p scales kept features by 1/(1-p): 20x at 0.95)")
+    figures = {"noise_ratio": ratio, "backbone": True}
+    settings = _quieting_settings(probe, batch)
+    if settings:  # a setting of the recipe makes the noise: that setting is the fix
+        figures["settings"] = settings
+        return [Finding("head_output", "error", "the backbone's features are mostly noise in training mode", measured
+            + "; reset to its default alone, " + ", ".join(f"{k} = {recipe_text(v)} gives {r:.1f}x" for k, (v, r) in settings.items()),
+            why, "set " + " or ".join(f"{k} = {recipe_text(v)}" for k, (v, _) in settings.items()), sorted(settings), figures,
+            candidates=[Change(f"{k} = {recipe_text(v)}", {k: v}) for k, (v, _) in settings.items()])]  # fmt: skip
     code = f"lower the dropout (or other training-mode noise) in {cls.__name__}.forward"
-    return [Finding("head_output", "error", "the backbone's features are mostly noise in training mode",
-        f"backbone {probe.recipe.backbone.section.type} ({cls.__module__}.{cls.__name__}) on {len(clean)} samples at initialisation: "
-        f"training-mode features differ from eval-mode ones by {fmt(noise)} (RMS), {ratio:.1f}x their spread over samples ({fmt(spread)})",
-        "every head is trained on the noisy features: the gradient says little about the input, so nothing learns fast (dropout p "
-        "scales kept features by 1/(1-p): 20x at 0.95)", code, [], {"noise_ratio": ratio, "backbone": True},
-        candidates=[Change("the backbone without its training-mode noise", emulate=without_backbone_noise, code=code)])]  # fmt: skip
+    return [Finding("head_output", "error", "the backbone's features are mostly noise in training mode", measured, why, code, [], figures,
+                    candidates=[Change("the backbone without its training-mode noise", emulate=without_backbone_noise, code=code)])]
+
+
+def _quieting_settings(probe: Probe, batch: Batch) -> dict[str, tuple[Any, float]]:
+    """The backbone settings off their defaults whose reset alone brings its training-mode noise
+    within NOISE_RATIO of the features' spread, each with its default and the ratio measured."""
+    params = probe.recipe.backbone.params
+    found: dict[str, tuple[Any, float]] = {}
+    for name, spec in type(params).model_fields.items():
+        if spec.is_required():
+            continue
+        default, value = spec.get_default(call_default_factory=True), getattr(params, name)
+        if default == value or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        try:
+            variant = probe.variant({f"backbone.{name}": default})
+        except Exception:  # noqa: BLE001 - a reset the recipe refuses
+            continue
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            trained = variant.model.backbone(batch)
+            with evaluating(variant.model.backbone):
+                clean = variant.model.backbone(batch)
+        spread = float(clean.float().std(0).mean())
+        ratio = float((trained.float() - clean.float()).pow(2).mean().sqrt()) / spread if spread > 0 else float("inf")
+        if ratio <= NOISE_RATIO:
+            found[f"backbone.{name}"] = (default, ratio)
+    return found
 
 
 def broken_heads(probe: Probe) -> dict[str, str]:
@@ -325,6 +362,31 @@ def _hidden_containers(model: nn.Module) -> list[str]:
     return names
 
 
+def _frozen_parameters(model: nn.Module) -> list[Finding]:
+    """A warning naming the model's parameters that do not require grad (set so by a component's
+    code: the recipe freezes nothing before training starts), per component."""
+    frozen: dict[str, list[str]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            frozen.setdefault(".".join(name.split(".")[:2]) if name.startswith("heads.") else "backbone", []).append(name)
+    findings = []
+    for part, names in frozen.items():
+        module = model.get_submodule(part)
+        every = len(names) == len(list(module.parameters()))
+        count = sum(model.get_parameter(n).numel() for n in names)
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        code = (f"remove the requires_grad_(False) that {type(module).__name__} applies to them (freeze loaded weights "
+                "with the recipe's init.freeze_epochs instead)")
+        findings.append(Finding("loss_weights", "warning", f"{'every' if every else 'some'} parameter of {part} is frozen",
+            f"{part} ({type(module).__module__}.{type(module).__name__}): {len(names)} parameters ({count:,} weights) have "
+            f"requires_grad = False: {shown}",
+            "the optimizer never changes a frozen parameter: unless it was loaded already trained (a pretrained part "
+            "frozen on purpose), it keeps its random initial values and what follows learns from them",
+            code, [], {"part": part, "frozen": names, "weights": count},
+            candidates=[Change(f"{part}'s frozen parameters trained", emulate=unfrozen(names), code=code)]))  # fmt: skip
+    return findings
+
+
 def check_loss_weights(probe: Probe) -> list[Finding]:
     """Zero loss weights, heads no gradient reaches, heads whose loss never reaches the backbone.
 
@@ -347,7 +409,19 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
                 "the optimizer is built over model.parameters(): these weights never change, and no checkpoint or export saves them",
                 f"hold them in nn.ModuleList / nn.ModuleDict (layers) or nn.Parameter (tensors), not a plain list or dict: {', '.join(where)}",
                 [], {"tensors": len(hidden), "held_in": where}))  # fmt: skip
+    findings += _frozen_parameters(model)
     body = [p for p in model.backbone.parameters() if p.requires_grad]
+    backbone_cls = type(model.backbone)
+    features = model.backbone(batch)
+    if body and isinstance(features, Tensor) and features.is_floating_point() and not features.requires_grad:
+        # the cut is in the backbone's own forward, not in the heads: one finding, not one per head
+        findings.append(Finding("loss_weights", "error", "the backbone's output carries no gradient: the backbone never trains",
+            f"backbone ({backbone_cls.__module__}.{backbone_cls.__name__}): its output does not require grad although "
+            f"{sum(p.numel() for p in body):,} of its weights do",
+            "no head's loss reaches the backbone's weights: they stay at their initial values, and the heads learn "
+            "from random features only", f"remove the detach() / .data / torch.no_grad() from {backbone_cls.__name__}.forward",
+            [], {"backbone_weights": sum(p.numel() for p in body), BROKEN_CODE: "backbone"}))  # fmt: skip
+        body = []  # each head's "sends no gradient to the backbone" would repeat it
     measured = getattr(probe.interface, "measured", frozenset())
     for head in model.heads:
         weight, norm = probe.weight_of(head), grad_norm(total, list(model.heads[head].parameters()))
