@@ -302,6 +302,17 @@ def test_dict_overrides_take_python_values(tmp_path):
     assert load_recipe(write(tmp_path, BASE), {"train": {"optimizer": {"lr": 0.5}}}).optimizer.params.lr == 0.5  # a table merges
 
 
+def test_dict_overrides_take_a_notebooks_values_paths_and_numpy(tmp_path):
+    # was: "input should be a valid integer (got np.int64(2))", "a valid string (got PosixPath(...))"
+    import numpy as np
+
+    recipe = load_recipe(write(tmp_path, BASE), {"train.epochs": np.int64(2), "data.root": tmp_path / "mnist",
+                                                 "backbone.hidden": np.array([8, 4]), "train": {"optimizer": {"lr": np.float64(0.5)}}})  # fmt: skip
+    assert recipe.train.epochs == 2 and type(recipe.train.epochs) is int
+    assert recipe.data.section.root == str(tmp_path / "mnist") and recipe.backbone.params.hidden == [8, 4]
+    assert recipe.optimizer.params.lr == 0.5
+
+
 def test_dict_override_problems_name_the_key(tmp_path):
     found = problems(write(tmp_path, BASE), {"train.epochs": "three", "train..x": 1, "train.epoks": 2})
     assert "overrides['train..x'] expected a dotted key of letters, digits, '_' and '-', e.g. 'train.epochs'" in found

@@ -76,7 +76,7 @@ def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[
             if path is None:
                 problems.append(Problem(label, "", "expected a dotted key of letters, digits, '_' and '-', e.g. 'train.epochs'"))
             else:
-                items.append((label, path, value))
+                items.append((label, path, plain_python(value)))
     else:
         for text in [overrides] if isinstance(overrides, str) else overrides:
             parsed("--set", text)
@@ -101,6 +101,21 @@ EXTENDS_OVERRIDE = (
     "cannot be overridden: a recipe's parents are read before the overrides. To start from another recipe, "
     "give its name as the recipe (digitsum run NAME --set ...), or write a recipe with extends = \"NAME\""
 )
+
+
+def plain_python(value: Any) -> Any:
+    """An override's value as the recipe reads it: a path (``pathlib.Path``) as its text, numpy's
+    numbers and arrays as Python's (what a notebook hands over: ``np.int64(2)``, ``arange``),
+    inside lists and tables too; anything else as it is, for the recipe's check to judge."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # a numpy scalar or array: no numpy import needed
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {k: plain_python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_python(v) for v in value]
+    return value
 
 
 def _nest(path: KeyPath, value: Any) -> dict[str, Any]:
