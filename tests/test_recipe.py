@@ -659,3 +659,12 @@ def test_a_recipe_with_very_many_problems_lists_the_first_fifty_and_keeps_them_a
     assert len(e.value.problems) == 200
     lines = e.value.message.splitlines()
     assert len(lines) == 52 and lines[-1].strip() == "... and 150 more (the whole list: RecipeError.problems)"
+
+
+@pytest.mark.parametrize("fixed, own", [("data.batch_size=12.5", "data.normalize=1"), ("heads.sum.weight=-1", "heads.sum.label_smoothing=5"),
+                                        ("data.val=-1", "data.normalize=1")])  # fmt: skip
+def test_a_wrong_fixed_key_hides_no_wrong_parameter_of_the_same_component(tmp_path, fixed, own):
+    # was: only the fixed key (batch_size, weight, val) reported; fixing it revealed the other
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, BASE), [fixed, own])
+    assert [p.key for p in e.value.problems] == [fixed.split("=")[0], own.split("=")[0]]

@@ -103,19 +103,25 @@ EXTENDS_OVERRIDE = (
 )
 
 
-def plain_python(value: Any) -> Any:
+def plain_python(value: Any, depth: int = 0) -> Any:
     """An override's value as the recipe reads it: a path (``pathlib.Path``) as its text, numpy's
     numbers and arrays as Python's (what a notebook hands over: ``np.int64(2)``, ``arange``),
-    inside lists and tables too; anything else as it is, for the recipe's check to judge."""
+    inside lists and tables too; anything else as it is, for the recipe's check to judge (which
+    also refuses a value nested too deep, a cyclic one among them: left as it is past that)."""
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # a numpy scalar or array: no numpy import needed
         return value.tolist()
+    if depth > _DEEPEST:
+        return value
     if isinstance(value, Mapping):
-        return {k: plain_python(v) for k, v in value.items()}
+        return {k: plain_python(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain_python(v) for v in value]
+        return [plain_python(v, depth + 1) for v in value]
     return value
+
+
+_DEEPEST = 64  # deeper than any recipe may nest (the recipe's own limit is lower)
 
 
 def _nest(path: KeyPath, value: Any) -> dict[str, Any]:

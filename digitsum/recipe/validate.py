@@ -103,7 +103,8 @@ class _Check:
         if not self.table(data, prefix):
             return None
         section = self.section(model, {k: v for k, v in data.items() if k in model.model_fields}, prefix)
-        type_name = section.type if section is not None else data.get("type")
+        type_field = model.model_fields["type"]
+        type_name = section.type if section is not None else data.get("type", None if type_field.is_required() else type_field.default)
         if not isinstance(type_name, str):
             return None
         try:  # looked up even when the table's fixed keys failed: every problem is reported at once
@@ -112,14 +113,13 @@ class _Check:
         except UserError as e:  # an unknown name, or a plugin that fails to load (PluginError)
             self.problem(prefix + ("type",), e.message)
             return None
-        if section is None:
-            return None
         recorded = None if entry.origin.builtin else entry.qualified_name
-        try:
-            return Choice(section, cls, strict(cls.Params, {k: v for k, v in data.items() if k not in model.model_fields}), recorded)
+        try:  # validated even when the fixed keys failed (a wrong batch_size hides no wrong normalize)
+            params = strict(cls.Params, {k: v for k, v in data.items() if k not in model.model_fields})
         except ValidationError as e:
-            self.pydantic(e, prefix, [*model.model_fields, *cls.Params.model_fields], f" [{KINDS[kind].label} '{section.type}']")
+            self.pydantic(e, prefix, [*model.model_fields, *cls.Params.model_fields], f" [{KINDS[kind].label} '{type_name}']")
             return None
+        return Choice(section, cls, params, recorded) if section is not None else None
 
     def wiring(self, data: Choice | None, backbone: Choice | None, heads: Mapping[str, Choice | None]) -> None:
         """Heads bound to targets the generator produces, a backbone that can use its inputs."""
