@@ -196,7 +196,7 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
     if target.is_dir():
         raise UserError(f"{target} is a folder; give the path of the .toml file to write")
     if target.exists() and not force:
-        raise UserError(f"{target} already exists; give --force to overwrite it")
+        raise UserError(f"{target} already exists; give --force (from Python: force=True) to overwrite it")
     try:
         data = entry.path.read_bytes()  # type: ignore[union-attr]
     except OSError as e:

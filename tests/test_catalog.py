@@ -278,7 +278,7 @@ def test_cp_refuses_to_overwrite_without_force(cli, tmp_path):
     dest = tmp_path / "mine.toml"
     dest.write_text("keep me")
     refused = cli("cp", "original", dest)
-    assert refused.code == 2 and f"{dest} already exists; give --force to overwrite it" in refused.err.replace("\n", "")
+    assert refused.code == 2 and f"{dest} already exists; give --force (from Python: force=True) to overwrite it" in refused.err.replace("\n", "")
     assert dest.read_text() == "keep me"
     forced = cli("cp", "original", dest, "--force")
     assert forced.code == 0 and dest.read_bytes() == find_recipe("original").path.read_bytes()

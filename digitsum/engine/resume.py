@@ -86,7 +86,7 @@ def _overridden(recipe: Recipe, path: Path, overrides: Overrides) -> Recipe:
     if refused:
         shown = describe_differences(ours, theirs, refused, show="{key} ({ours} -> {theirs})")
         raise UserError(
-            f"--resume continues the run's recorded recipe: --set (overrides) may change only "
+            f"--resume continues the run's recorded recipe: --set (from Python: overrides) may change only "
             f"{', '.join(sorted(MACHINE_LOCAL_KEYS))} and log.*, but these differ from {path}: {shown}"
         )
     return changed

@@ -73,7 +73,7 @@ def _target_path(run: Run, fmt: str, out: str | Path | None, force: bool) -> Pat
     if own:  # --force replaces an export, never the run it was made from
         raise UserError(f"{own[0]} is the run's own file, not an export; choose another --out")
     if taken and not force:
-        raise UserError(f"{taken[0]} already exists; pass --force to overwrite it, or choose another --out")
+        raise UserError(f"{taken[0]} already exists; pass --force (from Python: force=True) to overwrite it, or choose another --out")
     return path
 
 

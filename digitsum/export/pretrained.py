@@ -49,7 +49,7 @@ def export_weights(run: Run, out: str | Path | None = None, *, force: bool = Fal
     tensors_path, record_path = folder / f"{entry.name}.safetensors", folder / f"{entry.name}.json"
     taken = [p for p in (tensors_path, record_path) if p.exists()]
     if taken and not force:
-        raise UserError(f"{taken[0]} already exists; pass --force to overwrite it, or choose another --out")
+        raise UserError(f"{taken[0]} already exists; pass --force (from Python: force=True) to overwrite it, or choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
 
     digest = settings_digest(recipe_document(entry.path))  # type: ignore[arg-type]

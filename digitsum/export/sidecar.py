@@ -57,7 +57,7 @@ def check_preprocess_target(path: Path, force: bool) -> None:
     if path.is_dir():
         raise UserError(f"{path} is a folder; the preprocessing code of the model is written there")
     if path.exists() and not force and _contents(path) != preprocess_code():
-        raise UserError(f"{path} already exists (other code); pass --force to overwrite it, or choose another --out")
+        raise UserError(f"{path} already exists (other code); pass --force (from Python: force=True) to overwrite it, or choose another --out")
 
 
 def describe_inputs(specs: Mapping[str, Spec]) -> list[dict[str, Any]]:
