@@ -8,6 +8,7 @@ Everything here imports torch only when called.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -223,5 +224,7 @@ def _as_run(outcome) -> Run | None:
         return None
     run = Run(trainer.run_dir, trainer.recipe, trainer.model, trainer.generator, trainer.device,
               list(trainer.history), outcome.summary)  # fmt: skip
-    run.failure, run.interrupted_by = outcome.failure, outcome.interruption.signum if outcome.interrupted else None
+    signum = outcome.interruption.signum if outcome.interrupted else None
+    # a signal.Signals (an int): it reads SIGINT, not 2
+    run.failure, run.interrupted_by = outcome.failure, signal.Signals(signum) if signum else None
     return run

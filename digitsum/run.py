@@ -6,6 +6,7 @@ run directory, :func:`load_pretrained` makes one from a shipped recipe's weights
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,7 @@ class Run:
     """
 
     failure: str | None = None
-    interrupted_by: int | None = None
+    interrupted_by: signal.Signals | None = None
 
     def __init__(self, run_dir: Path | None, recipe: Recipe, model: DigitModel, generator: Generator,
                  device: torch.device, history: list[dict[str, Any]], summary: dict[str, Any],

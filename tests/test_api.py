@@ -65,6 +65,24 @@ def test_evaluate_reproduces_a_bf16_runs_metrics_exactly(tiny_root, tmp_path):
         torch.set_num_threads(threads)
 
 
+def test_a_run_stopped_by_a_signal_names_it(tiny_root, tmp_path):
+    import os
+    import signal
+
+    class Interrupt(digitsum.Callback):
+        def on_step(self, trainer, epoch, step, loss):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the notebook's kernel sends
+
+    threads = torch.get_num_threads()
+    overrides = {"train.epochs": 1, "data.batch_size": 64, "data.root": tiny_root, "data.download": False}
+    try:
+        run = digitsum.train(RECIPES / "original.toml", tmp_path / "run", overrides=overrides, callbacks=[Interrupt()], progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert run.interrupted_by == signal.SIGINT and run.interrupted_by.name == "SIGINT"  # was the bare int 2
+
+
 def test_evaluate_refuses_an_unknown_split(trained):
     with pytest.raises(digitsum.UserError, match="no split 'tset' — did you mean 'test'"):
         trained.evaluate("tset")
