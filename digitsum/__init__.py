@@ -8,7 +8,7 @@ Two public faces, both importable from here and loaded on first use (importing d
 - the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: The public names, by the module that defines them (imported on first use).
 _MODULES = {
