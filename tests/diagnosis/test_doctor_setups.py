@@ -585,3 +585,10 @@ def test_a_backbone_setting_that_drowns_the_features_in_noise_is_the_fix_named(t
     [noise] = [f for f in diagnose(probe, ["head_output"], verify=False).findings if f.severity == "error"]
     assert noise.keys == ["backbone.dropout"] and noise.fix == "set backbone.dropout = 0.0"
     assert [c.keys for c in noise.candidates] == [{"backbone.dropout": 0.0}]
+
+
+def test_an_input_a_data_setting_makes_constant_is_fixed_by_that_setting(tiny_data):
+    # was: "make the generator return the varying value of 'number'" (a built-in's code), no key
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ["data.numbers=1"]))
+    [constant] = [f for f in diagnose(probe, ["input_use"], verify=False).findings if f.figures.get("constant")]
+    assert constant.keys == ["data.numbers"] and constant.fix == "set data.numbers = 10"

@@ -4,12 +4,15 @@ independence), and whether the model reads each input a target depends on (input
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ...contracts import Categorical
-from ..findings import Finding, fmt
+from ...errors import recipe_text
+from ...recipe import MACHINE_LOCAL_KEYS
+from ..findings import Change, Finding, fmt
 from ..probe import Probe, batch_len, evaluating, slice_batch, too_few
 from .data import pairing_counts
 from .training import trace_of
@@ -109,6 +112,26 @@ def _outputs_move(model, batch) -> dict[str, bool]:
     return {h: not torch.equal(o, o[:1].expand_as(o)) for h, o in out.items()}
 
 
+def _settings_that_vary(probe: Probe, name: str) -> dict[str, Any]:
+    """The data settings off their defaults whose reset alone makes input ``name`` vary (a
+    generator asked for one number makes a constant number), each with its default."""
+    params = probe.recipe.data.params
+    found: dict[str, Any] = {}
+    for key, spec in type(params).model_fields.items():
+        if spec.is_required() or f"data.{key}" in MACHINE_LOCAL_KEYS:
+            continue
+        default, value = spec.get_default(call_default_factory=True), getattr(params, key)
+        if default == value:
+            continue
+        try:
+            x = probe.variant({f"data.{key}": default}).sample[name]
+        except Exception:  # noqa: BLE001 - a reset the recipe refuses, or a generator that cannot draw with it
+            continue
+        if len(x) > 1 and not bool((x == x[:1]).all()):
+            found[f"data.{key}"] = default
+    return found
+
+
 def check_input_use(probe: Probe) -> list[Finding]:
     """Constant inputs; inputs a target depends on that the model ignores.
 
@@ -149,11 +172,19 @@ def check_input_use(probe: Probe) -> list[Finding]:
             unpaired = (pairing_counts(probe) or (0, 0))[1]
             why = ([f"not learning: {', '.join(f'heads.{h}' for h in stalled)}"] if stalled else []) + (
                 [f"{unpaired} samples drawn twice got different targets from identical inputs"] if unpaired else [])
-            findings.append(Finding("input_use", "error" if stalled or unpaired else "warning", f"input '{name}' is constant: it carries no information",
-                f"input '{name}' has the same value in all {n} samples" + "".join(f"; {w}" for w in why),
-                "a constant input cannot tell samples apart: a target computed from the real value cannot be learned",
-                f"make the generator return the varying value of '{name}' (the one its targets are computed from)", [],
-                {"constant": True}))  # fmt: skip
+            measured = f"input '{name}' has the same value in all {n} samples" + "".join(f"; {w}" for w in why)
+            severity = "error" if stalled or unpaired else "warning"
+            title = f"input '{name}' is constant: it carries no information"
+            reason = "a constant input cannot tell samples apart: a target computed from the real value cannot be learned"
+            settings = _settings_that_vary(probe, name)
+            if settings:  # a setting of the recipe makes it constant: that setting is the fix
+                findings.append(Finding("input_use", severity, title, measured + f"; it varies with {' or '.join(settings)}", reason,
+                    "set " + " or ".join(f"{k} = {recipe_text(v)}" for k, v in settings.items()), sorted(settings), {"constant": True},
+                    candidates=[Change(f"{k} = {recipe_text(v)}", {k: v}) for k, v in settings.items()]))  # fmt: skip
+            else:
+                findings.append(Finding("input_use", severity, title, measured, reason,
+                    f"make the generator return the varying value of '{name}' (the one its targets are computed from)", [],
+                    {"constant": True}))  # fmt: skip
             continue
         if name not in changes:
             continue
