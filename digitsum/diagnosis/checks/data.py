@@ -413,6 +413,9 @@ def check_learnability(probe: Probe) -> list[Finding]:
     if untaught:
         memorised, _, _ = _fit(probe, small, reference, untaught, weighted=False, until="fit")
     what = f"{probe.recipe.optimizer.section.type} at lr {fmt(probe.recipe.optimizer.params.lr)}"
+    # the heads the recipe's own optimizer teaches from these samples: [learning] judges a head
+    # at chance after the short run as slow rather than broken then
+    probe.cache["taught_by_recipe_optimizer"] = {h: own[h] for h in own if learns(own[h], probe.chance(h), held_n)}
     findings = []
     for head in heads:
         chance = probe.chance(head)

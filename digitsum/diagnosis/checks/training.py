@@ -213,6 +213,14 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
             # fell from where it started, not only from a spike early in the run (lr 0.5 blows the
             # loss up, then it settles back at a uniform guess's: that loss teaches nothing either)
             findings.append(_loss_metric_finding(probe, head, measured, figures))
+        elif head in probe.cache.get("taught_by_recipe_optimizer", {}):
+            # the recipe's optimizer, at its lr, teaches it from the learnability check's fixed
+            # samples: slow in the short run, not broken (two-images' sum under Adam at 1e-3)
+            findings.append(Finding("learning", "warning", f"heads.{head} learns slowly: not yet in the short run",
+                measured + f"; the recipe's optimizer learns it from fixed training samples (see [learnability]): "
+                f"{pct(probe.cache['taught_by_recipe_optimizer'][head])} held out",
+                "a head that learns beats the best constant guess on held-out samples within a few hundred steps; this one "
+                "needs more, or a higher rate", "see the fixes tried below: a change that makes it learn sooner", [], figures))  # fmt: skip
         else:
             why = "a head that learns beats the best constant guess on held-out samples within a few hundred steps"
             if warm_up is None:
