@@ -400,6 +400,22 @@ def test_a_loss_scaled_by_a_constant_is_named_with_its_factor(tiny_data):
     assert "ScaledLoss.loss()" in finding.fix
 
 
+class NllOnLogits(Classify):
+    """nll_loss on raw logits (no log_softmax): -logit[target], which falls without end."""
+
+    def loss(self, output, target):
+        return torch.nn.functional.nll_loss(output, target)
+
+
+def test_a_loss_with_no_lower_bound_is_named_and_not_taken_for_a_scaled_one(tiny_data):
+    # was: "0 % of the way to its floor -29.9" and "the loss is -0.0048 times the cross-entropy: drop the factor"
+    findings = head_report(NllOnLogits, ("loss_at_init", "loss_floor")).findings
+    [unbounded] = [f for f in findings if f.check == "loss_floor" and f.title.startswith("heads.sum")]
+    assert unbounded.severity == "error" and "has no lower bound" in unbounded.title and "NllOnLogits.loss" in unbounded.fix
+    assert [c.code for c in unbounded.candidates] == ["NllOnLogits.loss: a cross-entropy on the class logits"]
+    assert not [f for f in findings if f.check == "loss_at_init" and f.severity != "info"]
+
+
 class InvertedTraining(SingleDigit):
     """Inverts the training images only: the held-out ones are as MNIST has them."""
 

@@ -133,6 +133,9 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
         squashed = probe.logits_head(head) and probability_output(probe.model.heads[head], outputs[head], batch[probe.target_of(head)])
         over = "of perfect probabilities (its outputs are probabilities)" if squashed else "over free outputs"
         measured = f"heads.{head}: lowest loss {over} {fmt(floor)}, at initialisation {fmt(start)}"
+        if floor < 0 and probe.logits_head(head) and not squashed:
+            findings.append(_unbounded(probe, head, floor, measured, figures))
+            continue
         if not (start > 0 and floor > RAISED * start):
             findings.append(Finding("loss_floor", "info", f"heads.{head} can lower its loss to {fmt(floor)}", measured, figures=figures))
             continue
@@ -156,6 +159,23 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
         else:
             findings.append(_floor_in_code(probe, head, floor, measured, figures))
     return findings
+
+
+def _unbounded(probe: Probe, head: str, floor: float, measured: str, figures: dict) -> Finding:
+    """A class-logits head whose loss goes below 0: no cross-entropy does (it is a negative
+    log-probability), so its loss code is not one (``nll_loss`` on raw logits, say): the loss
+    falls without end by growing the logits, and the falls the other checks read mean nothing."""
+    cls = type(probe.model.heads[head])
+    built_in = cls.__module__.startswith("digitsum.")
+    code = f"{cls.__name__}.loss: a cross-entropy on the class logits"
+    candidates = [] if built_in else [Change(f"heads.{head} trained with cross-entropy on its logits", emulate=cross_entropy_loss(head),
+                                             code=code, corrects=True)]  # fmt: skip
+    return Finding("loss_floor", "error", f"heads.{head}'s loss has no lower bound: it falls below 0 ({fmt(floor)}) as its logits grow",
+        measured + " and still falling", "a cross-entropy is never below 0 (a negative log-probability): this loss rewards "
+        "ever larger logits, not right classes (nll_loss on raw logits does this: it expects log-probabilities); every "
+        "loss figure the other checks read against it means nothing",
+        f"make {cls.__module__}.{cls.__name__}.loss a cross-entropy of the logits (F.cross_entropy, or nll_loss of log_softmax)",
+        [f"heads.{head}.type"] if built_in else [], {**figures, "unbounded": True}, candidates=candidates)  # fmt: skip
 
 
 def _floor_in_code(probe: Probe, head: str, floor: float, measured: str, figures: dict) -> Finding:

@@ -54,7 +54,7 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
         readable = target.dim() == 1 and not target.is_floating_point() and target.numel() and 0 <= int(target.min()) and int(target.max()) < classes
         logits_loss = float(F.cross_entropy(outputs[head].float(), target)) if readable else None  # out-of-range labels: the data check's
         scale = value / logits_loss if logits_loss else None
-        if scale is not None and not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        if scale is not None and not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and _constant_factor(probe, head, outputs[head], target, scale):
             cls = type(probe.model.heads[head])
             findings.append(Finding("loss_at_init", "warning", f"heads.{head}'s loss is {fmt(scale)} times the cross-entropy of its logits",
                 f"{measured}; the cross-entropy of the same logits: {fmt(logits_loss)}",
@@ -68,6 +68,19 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
         else:
             findings.append(Finding("loss_at_init", "info", f"heads.{head} starts near ln {classes}", measured, figures=figures))
     return findings
+
+
+def _constant_factor(probe: Probe, head: str, output: Tensor, target: Tensor, scale: float) -> bool:
+    """Whether the head's loss is ``scale`` times the cross-entropy on steeper logits too (4x):
+    a constant factor, not a loss of another shape (nll_loss on raw logits, which goes below 0
+    as they grow: the loss_floor check names that)."""
+    steeper = output.float() * 4
+    try:
+        with torch.no_grad():
+            again = float(probe.model.heads[head].loss(steeper, target)) / float(F.cross_entropy(steeper, target))
+    except Exception:  # noqa: BLE001 - a loss that takes no such output: judged on the first figure alone
+        return True
+    return scale > 0 and again > 0 and 0.5 <= again / scale <= 2
 
 
 def _is_probability(output: Tensor) -> bool:
