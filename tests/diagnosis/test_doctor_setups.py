@@ -622,3 +622,10 @@ def test_a_head_the_recipes_optimizer_teaches_is_slow_not_broken_when_the_short_
     learning = [f for f in diagnose(probe, ["learnability", "short_run"], verify=False).findings if f.check == "learning"]
     stalled = [f for f in learning if f.severity != "info"]
     assert stalled and {f.severity for f in stalled} == {severity}, [f.title for f in learning]
+
+
+def test_a_head_named_after_a_target_it_does_not_learn_is_a_slip_named(tiny_data):
+    # was: healthy, with the info "target 'sum' is not predicted"
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['heads.sum.target="digit"']))
+    [slip] = [f for f in diagnose(probe, ["loss_weights"], verify=False).findings if f.severity != "info"]
+    assert slip.severity == "warning" and slip.keys == ["heads.sum.target"] and slip.fix.startswith('set heads.sum.target = "sum"')

@@ -465,6 +465,16 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
     bound = {probe.target_of(h) for h in model.heads}
     for target in probe.interface.targets:
         if target not in bound:
+            namesake = target in model.heads  # heads.sum bound to another target, 'sum' to none: a slip in the wiring
+            if namesake:
+                key = f"heads.{target}.target"
+                findings.append(Finding("loss_weights", "warning", f"heads.{target} predicts target '{probe.target_of(target)}'; "
+                    f"target '{target}' is predicted by no head",
+                    f"{key} = {probe.target_of(target)!r}; the generator makes target '{target}' and no head is bound to it",
+                    f"a head named after a target the data provide, bound to another one, is most often a slip: heads.{target} "
+                    f"learns '{probe.target_of(target)}' and '{target}' is never learned",
+                    f'set {key} = "{target}" (or rename the head if it should learn \'{probe.target_of(target)}\')', [key]))  # fmt: skip
+                continue
             findings.append(Finding("loss_weights", "info", f"target '{target}' is not predicted",
                                     f"the generator makes target '{target}' and no head is bound to it",
                                     fix=f'add [heads.<name>] with target = "{target}" to learn it'))  # fmt: skip
