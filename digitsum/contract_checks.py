@@ -159,3 +159,24 @@ def image_shape(spec: Image | Images) -> tuple[int, ...]:
     """One sample's shape for an Image (``C, H, W``) or Images (``count, C, H, W``) spec."""
     count = (spec.count,) if isinstance(spec, Images) else ()
     return (*count, spec.channels, spec.height, spec.width)
+
+
+def probabilities_problems(probabilities, batch_size: int, classes: int | None) -> list[str]:
+    """``probabilities``: None, or one finite row of class probabilities per sample (what a
+    head's ``probabilities`` must give: checked by ``digitsum.testing.check_head`` and the doctor)."""
+    if probabilities is None:
+        return []
+    shape = (batch_size, classes)
+    if not isinstance(probabilities, torch.Tensor) or tuple(probabilities.shape) != shape or not probabilities.is_floating_point():
+        found = f"{probabilities.dtype} {tuple(probabilities.shape)}" if isinstance(probabilities, torch.Tensor) else type(probabilities).__name__
+        return [f"probabilities(output) gave {found}, expected None or float {shape} (one row of class probabilities per sample)"]
+    p = probabilities.double()
+    if not torch.isfinite(p).all():
+        return ["probabilities(output) holds NaN or infinite values"]
+    problems = []
+    if float(p.min()) < -1e-6:
+        problems.append(f"probabilities(output) holds negative values (min {float(p.min()):.3g})")
+    worst = float((p.sum(dim=1) - 1).abs().max())
+    if worst > 1e-4:
+        problems.append(f"probabilities(output) rows do not sum to 1 (off by up to {worst:.3g})")
+    return problems

@@ -629,3 +629,20 @@ def test_a_head_named_after_a_target_it_does_not_learn_is_a_slip_named(tiny_data
     probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['heads.sum.target="digit"']))
     [slip] = [f for f in diagnose(probe, ["loss_weights"], verify=False).findings if f.severity != "info"]
     assert slip.severity == "warning" and slip.keys == ["heads.sum.target"] and slip.fix.startswith('set heads.sum.target = "sum"')
+
+
+class ProbabilitiesOverTheBatch(Classify):
+    """probabilities() softmaxes over dim 0 (the batch), and predict() reads them."""
+
+    def probabilities(self, output):
+        return torch.softmax(output, dim=0)
+
+    def predict(self, output):
+        return self.probabilities(output).argmax(dim=1)
+
+
+def test_probabilities_over_the_batch_are_a_broken_contract_named(tiny_data):
+    # was: missed ("no single change restores learning"), while check_head caught it
+    [broken] = [f for f in head_report(ProbabilitiesOverTheBatch, ("head_output",)).findings if f.severity == "error"]
+    assert broken.title == "heads.sum.probabilities() breaks its contract" and "rows do not sum to 1" in broken.measured
+    assert not [f for f in head_report(Classify, ("head_output",)).findings if f.severity != "info"]  # control

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...contract_checks import probabilities_problems
 from ...contracts import Batch, Head
 from ...errors import recipe_text
 from ..emulate import logits_from_probabilities, unfrozen, without_backbone_noise, without_training_noise
@@ -234,7 +235,7 @@ def check_head_output(probe: Probe) -> list[Finding]:
         features = probe.model.backbone(batch)  # in training mode, as the checks run
     if not isinstance(features, Tensor) or not features.is_floating_point():
         return []
-    findings = _noisy_features(probe, batch, features)
+    findings = _noisy_features(probe, batch, features) + _probabilities_broken(probe, features)
     logits_heads = [h for h in probe.model.heads if probe.logits_head(h)]  # others: judged through predict and metrics
     for head in logits_heads:
         module = probe.model.heads[head]
@@ -307,6 +308,34 @@ def _noisy_features(probe: Probe, batch: Batch, trained: Tensor) -> list[Finding
     code = f"lower the dropout (or other training-mode noise) in {cls.__name__}.forward"
     return [Finding("head_output", "error", "the backbone's features are mostly noise in training mode", measured, why, code, [], figures,
                     candidates=[Change("the backbone without its training-mode noise", emulate=without_backbone_noise, code=code)])]
+
+
+def _probabilities_broken(probe: Probe, features: Tensor) -> list[Finding]:
+    """Heads whose ``probabilities`` break their contract on the probe's features (eval mode):
+    rows of class probabilities, one per sample, each summing to 1 (the rule of
+    ``digitsum.testing.check_head``). A softmax over the batch instead of the classes passes
+    every loss check, and misreads every prediction that reads it."""
+    findings = []
+    for head, module in probe.model.heads.items():
+        space = module.prediction_space()
+        classes = space.classes if space.classes is not None else getattr(module.target, "classes", None)
+        if space.top != 1 or space.length is not None:
+            continue
+        with evaluating(module), torch.no_grad():
+            output = module(features)
+            try:
+                problems = probabilities_problems(module.probabilities(output), len(output), classes)
+            except Exception:  # noqa: BLE001 - a probabilities() that raises: the runs that call it say so
+                continue
+        if problems:
+            cls = type(module)
+            findings.append(Finding("head_output", "error", f"heads.{head}.probabilities() breaks its contract",
+                f"heads.{head} ({cls.__module__}.{cls.__name__}) on {len(output)} samples at initialisation (eval mode): {'; '.join(problems)}",
+                "probabilities() gives each sample's class probabilities: predict() and the argmax the doctor's checks read "
+                "rely on it; computed over the wrong dimension (the batch), they read every sample wrongly",
+                f"make {cls.__name__}.probabilities() return one row per sample that sums to 1 (a softmax over the classes, dim=1)",
+                [], {"head": head, "problems": problems}))  # fmt: skip
+    return findings
 
 
 def _quieting_settings(probe: Probe, batch: Batch) -> dict[str, tuple[Any, float]]:

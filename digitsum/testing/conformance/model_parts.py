@@ -5,7 +5,7 @@ from copy import deepcopy
 import torch
 from torch import nn
 
-from ...contract_checks import uninitialised_problem
+from ...contract_checks import probabilities_problems, uninitialised_problem
 from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
 from ...diagnosis.checks.floor import RAISED
 from ...diagnosis.checks.loss import probability_output
@@ -229,26 +229,6 @@ def output_kind_problems(cls: type, head, output, batch_size: int, classes: int 
     if kind == "value" and (not isinstance(output, torch.Tensor) or tuple(output.shape) != shape):
         return [f"output_kind 'value' declares one number per sample, shape ({batch_size},), got {shape_of(output)}"]
     return []
-
-
-def probabilities_problems(probabilities, batch_size: int, classes: int | None) -> list[str]:
-    """``probabilities``: None, or one finite row of class probabilities per sample."""
-    if probabilities is None:
-        return []
-    shape = (batch_size, classes)
-    if not isinstance(probabilities, torch.Tensor) or tuple(probabilities.shape) != shape or not probabilities.is_floating_point():
-        found = f"{probabilities.dtype} {tuple(probabilities.shape)}" if isinstance(probabilities, torch.Tensor) else type(probabilities).__name__
-        return [f"probabilities(output) gave {found}, expected None or float {shape} (one row of class probabilities per sample)"]
-    p = probabilities.double()
-    if not torch.isfinite(p).all():
-        return ["probabilities(output) holds NaN or infinite values"]
-    problems = []
-    if float(p.min()) < -1e-6:
-        problems.append(f"probabilities(output) holds negative values (min {float(p.min()):.3g})")
-    worst = float((p.sum(dim=1) - 1).abs().max())
-    if worst > 1e-4:
-        problems.append(f"probabilities(output) rows do not sum to 1 (off by up to {worst:.3g})")
-    return problems
 
 
 def accepted(problems: Problems, cls, params, given, candidates: list, option: str, can: str, other):
