@@ -668,3 +668,12 @@ def test_a_wrong_fixed_key_hides_no_wrong_parameter_of_the_same_component(tmp_pa
     with pytest.raises(RecipeError) as e:
         load_recipe(write(tmp_path, BASE), [fixed, own])
     assert [p.key for p in e.value.problems] == [fixed.split("=")[0], own.split("=")[0]]
+
+
+@pytest.mark.parametrize("given, meant", [("epochs", "train.epochs"), ("batch_size", "data.batch_size"), ("lr", "train.optimizer.lr")])
+def test_a_tables_key_written_at_the_top_is_pointed_to_its_table(tmp_path, given, meant):
+    # was: "unknown key — valid: backbone, data, ..." with no word of train.epochs
+    with pytest.raises(RecipeError) as e:
+        load_recipe(write(tmp_path, BASE), [f"{given}=2"])
+    [problem] = e.value.problems
+    assert problem.message.startswith(f"unknown key — did you mean '{meant}'?")

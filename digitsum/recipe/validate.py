@@ -18,7 +18,7 @@ from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, rec
 from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
 from .document import Document, fmt_value
-from .legacy import legacy_problems
+from .legacy import MOVED_TRAIN_KEYS, legacy_problems
 from .limits import MAX_NAMED
 from .overrides import Overrides, read_source
 from .schema import SECTIONS, TOP_LEVEL, Choice, Init, InitSection, KeyPath, Recipe, TrainSection
@@ -187,7 +187,9 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
 
     for key in raw:
         if key not in TOP_LEVEL:
-            check.problem((key,), f"unknown key — {did_you_mean(key, TOP_LEVEL, 'keys')}")
+            home = _home_of(key)
+            hint = f"did you mean '{home}'? (top-level keys: {', '.join(TOP_LEVEL)})" if home else did_you_mean(key, TOP_LEVEL, "keys")
+            check.problem((key,), f"unknown key — {hint}")
     parent_failed = any(p.key == "extends" for p in problems)  # its tables are missing because of that, not twice
     for key in ("data", "backbone", "heads"):
         if key not in raw and not parent_failed:
@@ -233,6 +235,16 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
         raise RecipeError(fallback, problems)
     return Recipe(name=name, description=description, seed=seed, data=data, backbone=backbone, heads=heads,  # type: ignore[arg-type]
                   train=train, optimizer=optimizer, schedule=schedule, log=log, init=init)  # fmt: skip
+
+
+def _home_of(key: str) -> str | None:
+    """The dotted key a top-level ``key`` most likely meant: a key of a fixed table written at the
+    top (``epochs`` for ``train.epochs``, ``batch_size`` for ``data.batch_size``, ``lr`` for
+    ``train.optimizer.lr``), or None."""
+    if key in MOVED_TRAIN_KEYS:  # the optimizer's own settings, whatever its type
+        return f"train.optimizer.{key}"
+    tables = {"data": SECTIONS["datasets"], "train": TrainSection, "init": InitSection}
+    return next((f"{table}.{key}" for table, model in tables.items() if key != "type" and key in model.model_fields), None)
 
 
 def _validate_init(table: Any, check: _Check) -> Init | None:
