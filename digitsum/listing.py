@@ -32,7 +32,7 @@ DOCTOR_CHECKS = {
     "loss_at_init": "digitsum.diagnosis.checks.loss:check_loss_at_init",
     "double_softmax": "digitsum.diagnosis.checks.loss:check_double_softmax",
     "head_output": "digitsum.diagnosis.checks.loss:check_head_output",
-    "loss_weights": "digitsum.diagnosis.checks.loss:check_loss_weights",
+    "loss_weights": "digitsum.diagnosis.checks.gradients:check_loss_weights",
     "loss_floor": "digitsum.diagnosis.checks.floor:check_loss_floor",
     "schedule": "digitsum.diagnosis.checks.optimization:check_schedule",
     "optimizer": "digitsum.diagnosis.checks.optimization:check_optimizer",

@@ -24,7 +24,8 @@ from ..registry import PluginError, load_check, plugin_distributions
 from ..recipe import Recipe
 from .checks.data import check_data, check_learnability, check_pairing
 from .checks.floor import check_loss_floor
-from .checks.loss import check_double_softmax, check_head_output, check_loss_at_init, check_loss_weights
+from .checks.gradients import check_loss_weights
+from .checks.loss import check_double_softmax, check_head_output, check_loss_at_init
 from .checks.optimization import check_optimizer, check_schedule
 from .checks.relus import dead_relu_findings
 from .checks.training import check_overfit, check_short_run, short_run_steps

@@ -678,7 +678,7 @@ def test_an_input_read_at_initialisation_that_training_silenced_is_not_blamed_on
 
 
 def test_optimizer_candidates_form_a_family_from_an_lr_range_test(tiny_data):
-    from digitsum.diagnosis.remedies import lr_range, optimizer_changes
+    from digitsum.diagnosis.lr_range import lr_range, optimizer_changes
 
     weak = probe_for('train.optimizer.type="sgd"', "train.optimizer.lr=1e-3", "train.optimizer.momentum=0",
                      "train.optimizer.weight_decay=0", 'train.schedule.type="constant"')  # fmt: skip
