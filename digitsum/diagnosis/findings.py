@@ -15,6 +15,10 @@ SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 #: (``"train.optimizer"``: a step that climbs): no setting of that section but its ``type`` is
 #: then tried or proposed as a fix (a learning rate cannot mend a sign error).
 BROKEN_CODE = "broken_code"
+#: A finding's figure marking its cause as a hypothesis about the learning rate ("training at lr
+#: 0.5 kills ReLUs"): when every rate it proposes is tried and restores no head, the hypothesis is
+#: refuted and the error becomes a warning (dead units beside shifted labels are a symptom).
+SUSPECTS_LR = "suspects_lr"
 
 
 @dataclass(frozen=True)

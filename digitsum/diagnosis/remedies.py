@@ -17,7 +17,7 @@ from ..errors import RecipeError, recipe_text
 from ..listing import DOCTOR_CHECKS, plain
 from ..recipe import MACHINE_LOCAL_KEYS, Recipe, load_recipe
 from .checks.training import short_run_steps
-from .findings import BROKEN_CODE, LR_KEY, Change, Finding, fmt, pct
+from .findings import BROKEN_CODE, LR_KEY, SUSPECTS_LR, Change, Finding, fmt, pct
 from .lr_range import MOMENTUM, RANGE_HIGH, RANGE_LOW, RANGE_STEPS, optimizer_changes
 from .probe import Probe
 from .short_run import RunTrace, short_run
@@ -332,8 +332,10 @@ def _row(a: Attempt, base: RunTrace, heads: list[str], stalled: list[str]) -> di
 def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Change], base: RunTrace,
               stalled: list[str], heads: list[str], name: str) -> None:
     """Each finding's candidates get what they measured; its fix says so (and an unverified
-    warning whose change restores a head becomes an error: measured to be a cause)."""
+    warning whose change restores a head becomes an error: measured to be a cause; an error that
+    blames the learning rate, whose rates tried restore no head, a warning: measured not to be)."""
     for finding in findings:
+        refuted = bool(finding.candidates) and finding.severity == "error" and bool(finding.figures.get(SUSPECTS_LR))
         for change in finding.candidates:
             a = next((x for x in alone if x.change == change or x.change.label == change.label), None)
             if a is None:
@@ -352,6 +354,10 @@ def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Chan
             else:
                 finding.fix = (f"tried {change.label}: alone it restores no head ({_describe(base, a.trace, heads) if a.trace else a.error}); "
                                "see the fixes below")  # fmt: skip
+            refuted = refuted and set(change.keys) <= {LR_KEY} and not gain and change not in combined
+        if refuted and all(any(x.change == c or x.change.label == c.label for x in alone) for c in finding.candidates):
+            # dead ReLUs beside shifted labels or a broken loss: the rate is not what stops learning here
+            finding.severity = "warning"
 
 
 def _describe(base: RunTrace, trace: RunTrace | None, heads: list[str]) -> str:

@@ -914,3 +914,29 @@ def test_a_stall_under_a_warm_up_longer_than_the_short_run_says_so(tiny_data, ep
     probe = probe_for("train.optimizer.lr=1e-9", f"train.epochs={epochs}")
     (stalled, *_) = of(found(probe, "short_run"), "learning", "error")
     assert ("not judged here" in stalled.why) is told
+
+
+class _Trace:
+    """What _annotate reads of a short run: each head's held-out accuracy, and whether it learns."""
+
+    def __init__(self, after: dict, learns: dict):
+        self.after, self._learns, self.finite, self.nll, self.held_loss = after, learns, True, {}, {}
+
+    def learning(self) -> dict:
+        return self._learns
+
+
+@pytest.mark.parametrize("restores, severity", [(False, "warning"), (True, "error")])
+def test_a_learning_rate_blamed_for_dead_units_is_refuted_when_the_lower_rate_restores_nothing(restores, severity):
+    # was: "training at lr 0.004 kills ReLUs" an error beside shifted labels, its own lower
+    # rate tried and restoring no head (a symptom, not the cause)
+    from digitsum.diagnosis.findings import LR_KEY, SUSPECTS_LR, Change, Finding
+    from digitsum.diagnosis.remedies import Attempt, _annotate
+
+    lower = Change(f"{LR_KEY} = 0.0004", {LR_KEY: 0.0004})
+    finding = Finding("dead_relu", "error", "training at lr 0.004 kills ReLUs", "", keys=[LR_KEY],
+                      figures={SUSPECTS_LR: True}, candidates=[lower])  # fmt: skip
+    base = _Trace({"digit": 0.1}, {"digit": False})
+    tried = Attempt(lower, _Trace({"digit": 0.9 if restores else 0.1}, {"digit": restores}))
+    _annotate([finding], [tried], [lower] if restores else [], base, ["digit"], ["digit"], "93 steps")
+    assert finding.severity == severity
