@@ -157,6 +157,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     another format, a checkpoint that does not fit its recipe, or a run that stopped before
     its first checkpoint is a UserError saying so.
     """
+    from .catalog import looks_like_name
+
+    if not Path(run_dir).exists() and looks_like_name(str(run_dir)):  # a recipe's name, given where a run's folder goes
+        name = str(run_dir)
+        raise UserError(f"run directory not found: {name} (a recipe's pretrained weights: digitsum.load({name!r}); "
+                        f"a new run of it: digitsum.train({name!r}))")
     saved = open_run(Path(run_dir))
     if saved.checkpoint is None:
         raise UserError(f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint")

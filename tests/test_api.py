@@ -97,6 +97,8 @@ def test_figures_render_themselves_for_a_notebook(trained):
 def test_load_run_errors_are_user_errors(tmp_path):
     with pytest.raises(digitsum.UserError, match="run directory not found"):
         digitsum.load_run(tmp_path / "nothing")
+    with pytest.raises(digitsum.UserError, match=r"digitsum.load\('original'\)"):  # a recipe's name: where its weights are
+        digitsum.load_run("original")
     (tmp_path / "empty").mkdir()
     with pytest.raises(digitsum.UserError, match="not a run directory"):
         digitsum.load_run(tmp_path / "empty")

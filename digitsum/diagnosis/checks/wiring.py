@@ -178,7 +178,7 @@ def check_input_use(probe: Probe) -> list[Finding]:
             reason = "a constant input cannot tell samples apart: a target computed from the real value cannot be learned"
             settings = _settings_that_vary(probe, name)
             if settings:  # a setting of the recipe makes it constant: that setting is the fix
-                findings.append(Finding("input_use", severity, title, measured + f"; it varies with {' or '.join(settings)}", reason,
+                findings.append(Finding("input_use", severity, title, measured + "; it varies with " + " or ".join(f"{k} = {recipe_text(v)} (its default)" for k, v in settings.items()), reason,
                     "set " + " or ".join(f"{k} = {recipe_text(v)}" for k, v in settings.items()), sorted(settings), {"constant": True},
                     candidates=[Change(f"{k} = {recipe_text(v)}", {k: v}) for k, v in settings.items()]))  # fmt: skip
             else:
