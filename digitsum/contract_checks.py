@@ -161,6 +161,13 @@ def image_shape(spec: Image | Images) -> tuple[int, ...]:
     return (*count, spec.channels, spec.height, spec.width)
 
 
+def declared_classes(head: object) -> int | None:
+    """The classes a head predicts, as it declares them: its prediction space's (the parity of a
+    sum has 2), else its target's."""
+    space = head.prediction_space()  # type: ignore[attr-defined]
+    return space.classes if space.classes is not None else getattr(head.target, "classes", None)  # type: ignore[attr-defined]
+
+
 def probabilities_problems(probabilities, batch_size: int, classes: int | None) -> list[str]:
     """``probabilities``: None, or one finite row of class probabilities per sample (what a
     head's ``probabilities`` must give: checked by ``digitsum.testing.check_head`` and the doctor)."""

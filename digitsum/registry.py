@@ -308,8 +308,8 @@ class Registry:
                 raise UserError(f"{self.label} '{name}' comes from {refused}")
             installed = {canonical_name(d.name) for d in plugin_distributions()} | {"digitsum"}
             if dist and canonical_name(dist) not in installed:  # a run directory of a plugin since uninstalled, say
-                if _installed_version(dist) is not None:
-                    raise UserError(f"{self.label} '{name}': the distribution '{dist}' ({_installed_version(dist)}) is installed "
+                if (version := _installed_version(dist)) is not None:
+                    raise UserError(f"{self.label} '{name}': the distribution '{dist}' ({version}) is installed "
                                     f"but declares no digitsum components; {did_you_mean(bare, self._entries, KINDS[self.kind].plural)}")  # fmt: skip
                 raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: "
                                 f"pip install {dist}")  # fmt: skip

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..contracts import Batch, Generator, Image, Images
+from ..listing import plain
 from ..recipe import Recipe
 from ..engine.batches import train_batches
 from ..seeding import make_rng, stream_seed
@@ -337,3 +338,17 @@ def learns(score: float, chance: float, n: int = HELD_OUT) -> bool:
     """Held-out accuracy on ``n`` samples clearly above the best constant guess's ``chance``."""
     se = math.sqrt(max(chance * (1 - chance), 1e-4) / max(n, 1))
     return math.isfinite(score) and score >= chance + max(LEARN_MIN_POINTS, LEARN_SIGMAS * se)
+
+
+def off_defaults(params: Any) -> list[tuple[str, Any, Any]]:
+    """``(name, default, value)`` of each setting of a component's ``params`` that has a default
+    and differs from it (tuples read as lists): the settings the doctor resets one at a time, to
+    see whether one alone explains a finding or is its fix."""
+    found = []
+    for name, spec in type(params).model_fields.items():
+        if spec.is_required():
+            continue
+        default, value = spec.get_default(call_default_factory=True), getattr(params, name)
+        if plain(default) != plain(value):
+            found.append((name, default, value))
+    return found

@@ -19,7 +19,7 @@ from ..recipe import MACHINE_LOCAL_KEYS, Recipe, load_recipe
 from .checks.training import short_run_steps
 from .findings import BROKEN_CODE, LR_KEY, SUSPECTS_LR, Change, Finding, fmt, pct
 from .lr_range import MOMENTUM, RANGE_HIGH, RANGE_LOW, RANGE_STEPS, optimizer_changes
-from .probe import Probe
+from .probe import Probe, off_defaults
 from .short_run import RunTrace, short_run
 
 #: A change that leaves every head learning is kept in the improvement rounds when it raises the
@@ -54,12 +54,9 @@ def setting_changes(probe: Probe) -> list[Change]:
                                           ("train.schedule", recipe.schedule.params, recipe.schedule.section)]  # fmt: skip
     tables += [(f"heads.{h}", c.params, c.section) for h, c in recipe.heads.items()]
     for prefix, params, section in tables:
-        for name in type(params).model_fields:
+        for name, default, value in off_defaults(params):
             key = f"{prefix}.{name}"
-            if key in NOT_LEVERS or name == "lr":
-                continue
-            default, value = _default_of(params, name), getattr(params, name)
-            if default is not None and plain(default) != plain(value):
+            if key not in NOT_LEVERS and name != "lr" and default is not None:
                 changes.append(Change(f"{key} = {recipe_text(default)} (default; now {recipe_text(value)})", {key: plain(default)}))
         if section is not None and "weight" in type(section).model_fields and section.weight != 1.0:
             now = "" if section.weight == 0 else f" (default; now {recipe_text(section.weight)})"
@@ -339,6 +336,7 @@ def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Chan
         for change in finding.candidates:
             a = next((x for x in alone if x.change == change or x.change.label == change.label), None)
             if a is None:
+                refuted = False  # not every rate it proposes was tried
                 continue
             finding.tried.append(_row(a, base, heads, stalled))
             gain = _restores(a.trace, stalled)
@@ -355,7 +353,7 @@ def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Chan
                 finding.fix = (f"tried {change.label}: alone it restores no head ({_describe(base, a.trace, heads) if a.trace else a.error}); "
                                "see the fixes below")  # fmt: skip
             refuted = refuted and set(change.keys) <= {LR_KEY} and not gain and change not in combined
-        if refuted and all(any(x.change == c or x.change.label == c.label for x in alone) for c in finding.candidates):
+        if refuted:
             # dead ReLUs beside shifted labels or a broken loss: the rate is not what stops learning here
             finding.severity = "warning"
 

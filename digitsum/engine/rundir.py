@@ -218,7 +218,13 @@ def _entries(path: Path) -> set[str]:
 def create_run_dir(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
     """``out`` exactly, or ``runs/<recipe>/<timestamp>/``; never an existing non-empty folder,
     except a run directory digitsum made, replaced with ``force``."""
-    return prepare_run_dir(new_run_dir(recipe_name) if out is None else choose_run_dir(out, force))
+    return prepare_run_dir(run_dir_for(recipe_name, out, force))
+
+
+def run_dir_for(recipe_name: str, out: str | Path | None, force: bool = False) -> Path:
+    """The run directory a run of ``recipe_name`` gets: ``out`` (:func:`choose_run_dir`), or a new
+    timestamped folder (:func:`new_run_dir`)."""
+    return new_run_dir(recipe_name) if out is None else choose_run_dir(out, force)
 
 
 def new_run_dir(recipe_name: str) -> Path:

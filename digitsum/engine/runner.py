@@ -13,7 +13,7 @@ from ..recipe import Overrides, Recipe
 from . import distributed
 from ..callbacks import Callback
 from .interrupt import Interruption, stop_on_signals
-from .rundir import choose_run_dir, new_run_dir, prepare_run_dir, unmake
+from .rundir import prepare_run_dir, run_dir_for, unmake
 from .train import Trainer
 from .watch import Warner, Watch, doctor_command
 
@@ -97,7 +97,7 @@ def start(
     or a broken component leaves no run directory behind.
     """
     main_rank = distributed.current().is_main
-    run_dir = (new_run_dir(recipe.name) if out is None else choose_run_dir(out, force)) if main_rank else None
+    run_dir = run_dir_for(recipe.name, out, force) if main_rank else None
     try:
         watch, defaults = default_callbacks(_console(console, progress), _hint(run_dir), progress=progress, preflight=preflight)
         trainer = _trainer(lambda: Trainer(recipe, run_dir, [*defaults, *recipe_loggers(recipe, main_rank), *callbacks]))

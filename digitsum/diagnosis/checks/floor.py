@@ -12,7 +12,7 @@ from torch import Tensor
 from ..emulate import cross_entropy_loss
 from .loss import probability_output
 from ..findings import Change, Finding, fmt
-from ..probe import Probe, slice_batch
+from ..probe import Probe, off_defaults, slice_batch
 
 #: A floor above this share of the head's loss at initialisation is reported as raised.
 RAISED = 0.25
@@ -31,13 +31,9 @@ def _floor_raisers(probe: Probe, head: str, floor: float) -> dict[str, dict]:
     """The head's settings off their defaults whose reset alone lowers its floor by more than
     half: each measured on the probe with that one key reset (label smoothing, an output of
     probabilities, say)."""
-    params = probe.recipe.heads[head].params
     found: dict[str, dict] = {}
-    for name, spec in type(params).model_fields.items():
-        if spec.is_required():
-            continue
-        default, value = spec.get_default(call_default_factory=True), getattr(params, name)
-        if default == value or not isinstance(value, (int, float, str)) or isinstance(value, bool):
+    for name, default, value in off_defaults(probe.recipe.heads[head].params):
+        if not isinstance(value, (int, float, str)) or isinstance(value, bool):
             continue
         key = f"heads.{head}.{name}"
         try:
@@ -161,15 +157,22 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
     return findings
 
 
+def _loss_code_fix(probe: Probe, head: str, corrects: bool = False) -> tuple[type, bool, list[Change]]:
+    """The class of a head whose loss code is at fault, whether it is digitsum's own, and the fix
+    to verify for a plugin's: its logits trained with cross-entropy (none for a built-in, whose
+    fix is another ``type``)."""
+    cls = type(probe.model.heads[head])
+    built_in = cls.__module__.startswith("digitsum.")
+    candidates = [] if built_in else [Change(f"heads.{head} trained with cross-entropy on its logits", emulate=cross_entropy_loss(head),
+                                             code=f"{cls.__name__}.loss: a cross-entropy on the class logits", corrects=corrects)]  # fmt: skip
+    return cls, built_in, candidates
+
+
 def _unbounded(probe: Probe, head: str, floor: float, measured: str, figures: dict) -> Finding:
     """A class-logits head whose loss goes below 0: no cross-entropy does (it is a negative
     log-probability), so its loss code is not one (``nll_loss`` on raw logits, say): the loss
     falls without end by growing the logits, and the falls the other checks read mean nothing."""
-    cls = type(probe.model.heads[head])
-    built_in = cls.__module__.startswith("digitsum.")
-    code = f"{cls.__name__}.loss: a cross-entropy on the class logits"
-    candidates = [] if built_in else [Change(f"heads.{head} trained with cross-entropy on its logits", emulate=cross_entropy_loss(head),
-                                             code=code, corrects=True)]  # fmt: skip
+    cls, built_in, candidates = _loss_code_fix(probe, head, corrects=True)
     return Finding("loss_floor", "error", f"heads.{head}'s loss has no lower bound: it falls below 0 ({fmt(floor)}) as its logits grow",
         measured + " and still falling", "a cross-entropy is never below 0 (a negative log-probability): this loss rewards "
         "ever larger logits, not right classes (nll_loss on raw logits does this: it expects log-probabilities); every "
@@ -181,8 +184,7 @@ def _unbounded(probe: Probe, head: str, floor: float, measured: str, figures: di
 def _floor_in_code(probe: Probe, head: str, floor: float, measured: str, figures: dict) -> Finding:
     """A class-logits head's floor no setting of it raises: its loss code does. A softmax before
     a log-softmax loss is recognised by its floor, ln(1 + (K - 1)/e) for K classes."""
-    cls = type(probe.model.heads[head])
-    built_in = cls.__module__.startswith("digitsum.")
+    cls, built_in, candidates = _loss_code_fix(probe, head)
     classes = probe.classes_of(head)
     squashed = math.log(1 + (classes - 1) / math.e)
     if abs(floor - squashed) < 0.01 * squashed:
@@ -190,9 +192,6 @@ def _floor_in_code(probe: Probe, head: str, floor: float, measured: str, figures
     fix = (f"use a head whose loss reaches 0 on perfect outputs (the recipe's heads.{head}.type)" if built_in else
            f"make {cls.__module__}.{cls.__name__}.loss reach 0 on perfect outputs: cross-entropy on the logits themselves, "
            "with no softmax before it")  # fmt: skip
-    candidates = [] if built_in else [
-        Change(f"heads.{head} trained with cross-entropy on its logits", emulate=cross_entropy_loss(head),
-               code=f"{cls.__name__}.loss: a cross-entropy on the class logits")]  # fmt: skip
     return Finding("loss_floor", "warning",
         f"heads.{head}'s loss cannot fall below {fmt(floor)}, whatever its outputs: {cls.__name__}.loss raises it",
         measured, "no setting of the head raises this floor, so its loss code does (a softmax or another squashing "

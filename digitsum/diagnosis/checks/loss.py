@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...contract_checks import probabilities_problems
+from ...contract_checks import declared_classes, probabilities_problems
 from ...contracts import Batch, Head
 from ...errors import recipe_text
 from ..emulate import logits_from_probabilities, without_backbone_noise, without_training_noise
 from ..findings import Change, Finding, fmt
-from ..probe import Probe, batch_len, evaluating, slice_batch
+from ..probe import Probe, batch_len, evaluating, off_defaults, slice_batch
 
 
 #: A class-logits head's loss at initialisation against the cross-entropy of its own logits: a weighting,
@@ -280,19 +280,25 @@ def check_head_output(probe: Probe) -> list[Finding]:
     return findings
 
 
-def _noisy_features(probe: Probe, batch: Batch, trained: Tensor) -> list[Finding]:
-    """An error when the backbone's training-mode features on ``batch`` (``trained``) differ from
-    its eval-mode ones by over NOISE_RATIO times their spread over samples."""
-    backbone = probe.model.backbone
+def _training_noise(backbone: nn.Module, batch: Batch, trained: Tensor) -> tuple[float, float, float]:
+    """The backbone's training-mode noise on ``batch``: the RMS difference of its training-mode
+    features (``trained``) from its eval-mode ones, their spread over samples, and the ratio."""
     with torch.no_grad(), evaluating(backbone):
         clean = backbone(batch)
     spread = float(clean.float().std(0).mean())
     noise = float((trained.float() - clean.float()).pow(2).mean().sqrt())
-    ratio = noise / spread if spread > 0 else (float("inf") if noise > 0 else 0.0)
+    return noise, spread, noise / spread if spread > 0 else (float("inf") if noise > 0 else 0.0)
+
+
+def _noisy_features(probe: Probe, batch: Batch, trained: Tensor) -> list[Finding]:
+    """An error when the backbone's training-mode features on ``batch`` (``trained``) differ from
+    its eval-mode ones by over NOISE_RATIO times their spread over samples."""
+    backbone = probe.model.backbone
+    noise, spread, ratio = _training_noise(backbone, batch, trained)
     if ratio <= NOISE_RATIO:
         return []
     cls = type(backbone)
-    measured = (f"backbone {probe.recipe.backbone.section.type} ({cls.__module__}.{cls.__name__}) on {len(clean)} samples at "
+    measured = (f"backbone {probe.recipe.backbone.section.type} ({cls.__module__}.{cls.__name__}) on {batch_len(batch)} samples at "
                 f"initialisation: training-mode features differ from eval-mode ones by {fmt(noise)} (RMS), {ratio:.1f}x their "
                 f"spread over samples ({fmt(spread)})")  # fmt: skip
     why = ("every head is trained on the noisy features: the gradient says little about the input, so nothing learns fast "
@@ -318,13 +324,12 @@ def _probabilities_broken(probe: Probe, features: Tensor) -> list[Finding]:
     findings = []
     for head, module in probe.model.heads.items():
         space = module.prediction_space()
-        classes = space.classes if space.classes is not None else getattr(module.target, "classes", None)
         if space.top != 1 or space.length is not None:
             continue
         with evaluating(module), torch.no_grad():
             output = module(features)
             try:
-                problems = probabilities_problems(module.probabilities(output), len(output), classes)
+                problems = probabilities_problems(module.probabilities(output), len(output), declared_classes(module))
             except Exception:  # noqa: BLE001 - a probabilities() that raises: the runs that call it say so
                 continue
         if problems:
@@ -341,24 +346,16 @@ def _probabilities_broken(probe: Probe, features: Tensor) -> list[Finding]:
 def _quieting_settings(probe: Probe, batch: Batch) -> dict[str, tuple[Any, float]]:
     """The backbone settings off their defaults whose reset alone brings its training-mode noise
     within NOISE_RATIO of the features' spread, each with its default and the ratio measured."""
-    params = probe.recipe.backbone.params
     found: dict[str, tuple[Any, float]] = {}
-    for name, spec in type(params).model_fields.items():
-        if spec.is_required():
-            continue
-        default, value = spec.get_default(call_default_factory=True), getattr(params, name)
-        if default == value or not isinstance(value, (int, float)) or isinstance(value, bool):
+    for name, default, value in off_defaults(probe.recipe.backbone.params):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
         try:
             variant = probe.variant({f"backbone.{name}": default})
         except Exception:  # noqa: BLE001 - a reset the recipe refuses
             continue
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            trained = variant.model.backbone(batch)
-            with evaluating(variant.model.backbone):
-                clean = variant.model.backbone(batch)
-        spread = float(clean.float().std(0).mean())
-        ratio = float((trained.float() - clean.float()).pow(2).mean().sqrt()) / spread if spread > 0 else float("inf")
+            _, _, ratio = _training_noise(variant.model.backbone, batch, variant.model.backbone(batch))
         if ratio <= NOISE_RATIO:
             found[f"backbone.{name}"] = (default, ratio)
     return found

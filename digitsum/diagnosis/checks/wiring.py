@@ -13,7 +13,7 @@ from ...contracts import Categorical
 from ...errors import recipe_text
 from ...recipe import MACHINE_LOCAL_KEYS
 from ..findings import Change, Finding, fmt
-from ..probe import Probe, batch_len, evaluating, slice_batch, too_few
+from ..probe import Probe, batch_len, evaluating, off_defaults, slice_batch, too_few
 from .data import pairing_counts
 from .training import trace_of
 
@@ -115,13 +115,9 @@ def _outputs_move(model, batch) -> dict[str, bool]:
 def _settings_that_vary(probe: Probe, name: str) -> dict[str, Any]:
     """The data settings off their defaults whose reset alone makes input ``name`` vary (a
     generator asked for one number makes a constant number), each with its default."""
-    params = probe.recipe.data.params
     found: dict[str, Any] = {}
-    for key, spec in type(params).model_fields.items():
-        if spec.is_required() or f"data.{key}" in MACHINE_LOCAL_KEYS:
-            continue
-        default, value = spec.get_default(call_default_factory=True), getattr(params, key)
-        if default == value:
+    for key, default, _ in off_defaults(probe.recipe.data.params):
+        if f"data.{key}" in MACHINE_LOCAL_KEYS:
             continue
         try:
             x = probe.variant({f"data.{key}": default}).sample[name]

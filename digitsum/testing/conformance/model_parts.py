@@ -5,7 +5,7 @@ from copy import deepcopy
 import torch
 from torch import nn
 
-from ...contract_checks import probabilities_problems, uninitialised_problem
+from ...contract_checks import declared_classes, probabilities_problems, uninitialised_problem
 from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
 from ...diagnosis.checks.floor import RAISED
 from ...diagnosis.checks.loss import probability_output
@@ -177,8 +177,7 @@ def output_problems(head, output, labels) -> list[str]:
         space = head.prediction_space()
         if not isinstance(prediction, torch.Tensor) or tuple(prediction.shape) != space.shape(size):
             problems.append(f"predict(output) gives {shape_of(prediction)}, its prediction_space declares {space.shape(size)}")
-        # the classes the head predicts, as it declares them (the parity of a sum has 2)
-        classes = space.classes if space.classes is not None else getattr(head.target, "classes", None)
+        classes = declared_classes(head)
         problems += probabilities_problems(head.probabilities(output), size, classes)
         problems += output_kind_problems(type(head), head, output, size, classes, space.top)
         problems += probability_output_problems(head, output, labels)
