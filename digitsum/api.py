@@ -167,9 +167,9 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: 
     out_dir = create_run_dir("compare", out)
     console = None
     if progress:
-        from rich.console import Console
+        from .terminal import Terminal
 
-        console = Console()
+        console = Terminal()
         console.print(f"comparing {len(variants)} variants: {', '.join(v.label for v in variants)}")
     return run_compare(variants, out_dir, console=console, progress=progress)
 

@@ -3,6 +3,7 @@ working folder, and a user's error ends in its message alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,22 @@ def test_a_run_whose_data_are_missing_prints_its_error_only(tmp_path):
     assert "MNIST is not available" in ran.stderr and "train-images-idx3-ubyte" in ran.stderr
     assert "Traceback" not in ran.stderr and "BrokenPipeError" not in ran.stderr
 
+
+def test_a_reader_that_goes_away_does_not_stop_the_run(tiny_root, tmp_path):
+    """``digitsum run original | head -1``: the run finishes and its folder is whole."""
+    if not DIGITSUM.exists():
+        pytest.skip("no digitsum console script beside this interpreter")
+    sets = [a for s in tiny_args(tiny_root, 2, 64) for a in ("--set", s)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    with subprocess.Popen([str(DIGITSUM), "run", "original", *sets, "--out", "run"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as ran:  # fmt: skip
+        assert ran.stdout.readline().startswith("original")
+        ran.stdout.close()  # what head does once it has its line
+        stderr = ran.stderr.read()
+        assert ran.wait(timeout=300) == 0, stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs"] == 2 and "failed" not in summary
+    assert "Traceback" not in stderr
 
 def children() -> set[str]:
     """This process's child processes (Linux)."""

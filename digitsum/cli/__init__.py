@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from .. import __version__
 from ..errors import UserError
+from ..terminal import Terminal
 
 app = typer.Typer(
     name="digitsum",
@@ -25,8 +25,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 # emoji=False: what a user typed is printed as typed (rich would turn uniform:-1:0.1 into uniform👎0.1)
-console = Console(emoji=False)
-err_console = Console(stderr=True, emoji=False)
+console = Terminal(emoji=False)
+err_console = Terminal(stderr=True, emoji=False)
 
 RecipeArg = Annotated[str, typer.Argument(help="recipe: a TOML file, or a recipe name (digitsum list recipes)", show_default=False)]
 SetOpt = Annotated[

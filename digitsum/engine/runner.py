@@ -129,9 +129,9 @@ def resume(run_dir: str | Path, *, callbacks: Sequence[Callback] = (), console: 
 
 def _console(console: Any, progress: bool) -> Any:
     if console is None and progress:
-        from rich.console import Console
+        from ..terminal import Terminal
 
-        return Console()
+        return Terminal()
     return console
 
 
