@@ -180,6 +180,7 @@ def test_two_workers_run_four_trials_on_one_storage(tiny_root, tmp_path, monkeyp
     assert len(trials) == 4 and sum(result.counts().values()) == 4
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
     assert len({t.user_attrs["pid"] for t in trials}) == 2  # two processes shared the study
+    assert len({t.params["train.optimizer.lr"] for t in trials}) == 4  # each worker samples its own values
     assert result.storage == f"journal:{out.resolve() / 'study.journal'}"
     for trial in trials:
         run_dir = out / f"trial-{trial.number:04d}"
@@ -258,6 +259,19 @@ def test_the_first_trial_is_the_recipe_as_it_is(tiny_root, tmp_path, cli):
     assert not outside.trials[0].baseline and 1e-2 <= outside.trials[0].params["train.optimizer.lr"] <= 3e-2
     assert any("no baseline trial" in note and "train.optimizer.lr = 0.004" in note for note in outside.notes)
 
+
+def test_a_sweep_run_again_asks_for_the_same_trials(tiny_root, tmp_path):
+    """One worker: same recipe, seed and spaces -> the same trials, in the same order."""
+    import digitsum
+
+    def asked(folder: str, seed: int = 0) -> list[dict]:
+        overrides = {**_tiny(tiny_root, epochs=1), "seed": seed}
+        result = digitsum.sweep(ORIGINAL, [LR], 3, out=tmp_path / folder, overrides=overrides, val=100, quiet=True, pruner="none")
+        return [t.params for t in _trials(result.storage)]
+
+    first = asked("a")
+    assert asked("b") == first and len({p["train.optimizer.lr"] for p in first}) == 3
+    assert asked("c", seed=1)[1:] != first[1:]  # the baseline aside, another seed samples elsewhere
 
 def test_spaces_say_what_they_contain():
     assert Space("x", "loguniform", 1e-4, 1e-2).contains(1e-3) and not Space("x", "loguniform", 1e-4, 1e-2).contains(0.1)

@@ -129,23 +129,33 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def make_study(optuna: Any, plan: Plan, storage: Any) -> Any:
+def make_study(optuna: Any, plan: Plan, storage: Any, worker: int = 0) -> Any:
     """The study as a worker uses it: the pruner and the sampler are not stored with a study,
-    each worker makes its own."""
+    each worker makes its own.
+
+    The sampler's seed is a function of the recipe's seed, the worker's number and the trials
+    the study holds when the worker starts: one worker asks for the same trials each time the
+    same sweep is run (or continued from the same point); two workers never draw the same
+    random trials. Several workers finish trials in the order their machine allows, so what
+    TPE learns from, and asks next, may differ between two such sweeps."""
+    from ..seeding import stream_seed  # imports torch: only once a worker runs
+
     pruners = optuna.pruners
     chosen = pruners.MedianPruner(n_startup_trials=plan.prune_startup) if plan.pruner == "median" else pruners.NopPruner()
+    study = optuna.load_study(study_name=plan.study, storage=storage, pruner=chosen)
+    seed = stream_seed(plan.base.get("seed", 0), "sweep", worker, len(study.get_trials(deepcopy=False)))
     # TPE once a third of the trials (at least 2, at most Optuna's 10) sampled the space at random
-    sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, plan.trials // 3)))
-    return optuna.load_study(study_name=plan.study, storage=storage, pruner=chosen, sampler=sampler)
+    study.sampler = optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, plan.trials // 3)), seed=seed % 2**32)
+    return study
 
 
-def work(plan: Plan, parent: int | None = None) -> bool:
+def work(plan: Plan, parent: int | None = None, worker: int = 0) -> bool:
     """One worker: ask the study for trials and run them until it holds ``trials`` of them.
     True when a trial was interrupted (Ctrl-C, SIGTERM): the worker stops there. A worker
     process passes its ``parent``'s id: when that process is gone (killed, so it could not pass
     the signal on), the worker asks for no further trial, rather than run the study alone."""
     optuna = require_optuna()
-    study = make_study(optuna, plan, open_storage(plan.storage))
+    study = make_study(optuna, plan, open_storage(plan.storage), worker)
     states = optuna.trial.TrialState
     while True:
         if parent is not None and os.getppid() != parent:
@@ -165,10 +175,10 @@ def work(plan: Plan, parent: int | None = None) -> bool:
             return True  # interrupted: stop asking
 
 
-def _worker_main(plan: Plan) -> None:
+def _worker_main(plan: Plan, worker: int) -> None:
     """A worker process's entry: one worker, its errors as one line (exit 2) rather than a traceback."""
     try:
-        if work(plan, parent=os.getppid()):
+        if work(plan, parent=os.getppid(), worker=worker):
             sys.exit(130)  # interrupted: the parent says how to continue
     except UserError as e:
         print(f"error: {e.message}", file=sys.stderr, flush=True)
@@ -188,7 +198,7 @@ def run_workers(plan: Plan, workers: int) -> bool:
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch state
     workers = min(workers, plan.trials)  # a worker beyond the study's trials would find none to run
-    processes = [context.Process(target=_worker_main, args=(plan,), name=f"digitsum-sweep-{i}") for i in range(workers)]
+    processes = [context.Process(target=_worker_main, args=(plan, i), name=f"digitsum-sweep-{i}") for i in range(workers)]
     # A spawned worker starts as `python -c ...`, which puts the working folder first on sys.path:
     # a threading.py or pickle.py there would run as code in it. PYTHONSAFEPATH keeps it off.
     safe_path = os.environ.get("PYTHONSAFEPATH")
