@@ -166,6 +166,12 @@ def test_override_of_unknown_key_is_an_error_naming_the_set(tmp_path):
     assert found == [f"--set train.epoks=2 train.epoks: unknown key — did you mean 'epochs'? (valid: {valid})"]
 
 
+@pytest.mark.parametrize("given, hint", [("64,32", "[64, 32]"), ("64", "[64]"), ('"8, 4"', "[8, 4]"), ("wide", None)])
+def test_a_list_given_without_brackets_shows_it_in_brackets(tmp_path, given, hint):
+    (found,) = problems(write(tmp_path, BASE), [f"backbone.hidden={given}"])
+    assert "backbone.hidden: input should be a valid array" in found
+    assert (f"a list is written in brackets: {hint}" in found) if hint else "brackets" not in found
+
 @pytest.mark.parametrize("bad", ["noequals", "=3", "a..b=1", "train.epochs.x=1"])
 def test_malformed_overrides_are_errors(tmp_path, bad):
     found = problems(write(tmp_path, BASE), [bad])

@@ -55,6 +55,16 @@ def strict(model: type[BaseModel], data: Mapping[str, Any]) -> BaseModel:
         return model.model_validate(data)
 
 
+def _as_list(item: Any) -> str:
+    """The list a value meant for a list key was likely meant to be (``--set backbone.hidden=64,32``)."""
+    value = item["input"]
+    if item["type"] not in ("list_type", "tuple_type") or isinstance(value, (list, tuple, dict)):
+        return ""
+    parts = [part.strip() for part in value.split(",")] if isinstance(value, str) else [recipe_text(value)]
+    if not all(re.fullmatch(r"[-+]?[\d.]+(e[-+]?\d+)?|true|false", part) for part in parts):
+        return ""  # not a list of numbers: the element type is the component's to say
+    return f"; a list is written in brackets: [{', '.join(parts)}]"
+
 @dataclass
 class _Check:
     """One recipe's validation: the merged document, the label of its problems, and the problems found."""
@@ -83,7 +93,7 @@ class _Check:
                 message = "is required but missing"
             else:
                 message = (item["msg"][0].lower() + item["msg"][1:]).removeprefix("value error, ")
-                message = f"{message} (got {clipped(recipe_text(item['input']))})"
+                message = f"{message} (got {clipped(recipe_text(item['input']))}){_as_list(item)}"
             self.problem(prefix + tuple(str(p) for p in item["loc"]), message + suffix)
 
     def section(self, model: type[BaseModel], data: Any, prefix: KeyPath, tables: Sequence[str] = ()) -> Any:
