@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .discovery import BUILTIN_DISTRIBUTION, canonical_name
 from .errors import UserError, did_you_mean
-from .files import atomic_write
+from .files import atomic_write, read_json
 from .kinds import RECIPES
 from .registry import declared_entry_points, refused_provider
 
@@ -226,8 +226,5 @@ def recorded_metrics() -> dict[str, dict[str, Any]]:
     """The table of measured test metrics of the built-in recipes (recipe name -> record):
     ``{"seed", "epochs", "test": {head: {metric: value}}, "seconds", "measured", "machine",
     "settings"}``. Empty when the table is missing or unreadable."""
-    try:
-        table = json.loads(METRICS_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    table = read_json(METRICS_FILE)
     return {k: v for k, v in table.items() if isinstance(v, dict)} if isinstance(table, dict) else {}

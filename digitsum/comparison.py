@@ -9,8 +9,6 @@ The compare directory also gets ``compare.json``, ``compare.csv`` and ``compare.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 import re
@@ -21,7 +19,7 @@ from typing import Any
 
 from .errors import UserError
 from .recipe import Recipe, load_recipe, parse_override
-from .files import write_json, write_text
+from .files import metric_text, write_csv, write_json
 from .engine.interrupt import Interruption
 from .diagnosis.preflight import Preflight
 
@@ -117,19 +115,9 @@ def result_rows(variant: Variant, summary: dict[str, Any], history: list[dict[st
         metric = choice.cls.primary_metric
         test = summary["metrics"].get("test", {}).get(head, {})
         first = history[0].get("test", {}).get(head, {}) if history else {}  # none when epoch 1 was not evaluated
-        rows.append(
-            {
-                "variant": variant.label,
-                "recipe": variant.recipe.name,
-                "head": head,
-                "metric": metric,
-                "test": test.get(metric),
-                "first_epoch": first.get(metric),
-                "epochs": summary["epochs"],
-                "seconds": summary["seconds"],
-                "run_dir": str(run_dir),
-            }
-        )
+        rows.append({"variant": variant.label, "recipe": variant.recipe.name, "head": head, "metric": metric,
+                     "test": test.get(metric), "first_epoch": first.get(metric), "epochs": summary["epochs"],
+                     "seconds": summary["seconds"], "run_dir": str(run_dir)})  # fmt: skip
     return rows
 
 
@@ -168,11 +156,7 @@ CSV_COLUMNS = ["variant", "recipe", "head", "metric", "test", "first_epoch", "ep
 def write_results(rows: list[dict[str, Any]], out_dir: Path) -> None:
     """compare.json and compare.csv: one row per variant and head."""
     write_json(out_dir / "compare.json", {"rows": rows})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out_dir / "compare.csv", buffer.getvalue())
+    write_csv(out_dir / "compare.csv", CSV_COLUMNS, rows)
 
 
 def plot_compare(rows: list[dict[str, Any]], path: Path) -> None:
@@ -223,14 +207,10 @@ def render_table(rows: list[dict[str, Any]], console) -> None:
             escape(r["variant"]) if first else "",
             r["head"],
             r["metric"],
-            _fmt(r["test"]),
-            _fmt(r["first_epoch"]),
+            metric_text(r["test"]),
+            metric_text(r["first_epoch"]),
             str(r["epochs"]) if first else "",
             f"{r['seconds']:.1f}" if first else "",
             end_section=False,
         )
     console.print(table)
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"

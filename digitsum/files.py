@@ -109,9 +109,55 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deeply to read") from None
 
 
+def is_plain(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance``, except that a bool is not a number."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", (int, float): "a number", dict: "a table", list: "a list"}
+
+
+def field_problems(data: dict[str, Any], fields: dict[str, type | tuple[type, ...]], required: Any = ()) -> list[str]:
+    """``'key' is missing`` for each ``required`` key ``data`` lacks, ``'key' should be a table``
+    (...) for each key of ``fields`` it holds as another type."""
+    return [f"'{key}' is missing" if key not in data else f"'{key}' should be {_TYPE_NAMES[kind]}" for key, kind in fields.items()
+            if (key not in data and key in required) or (key in data and not is_plain(data[key], kind))]  # fmt: skip
+
+
+def is_metrics(value: Any) -> bool:
+    """Whether ``value`` is one split's metrics, ``{head: {metric: number}}``."""
+    return isinstance(value, dict) and all(isinstance(head, str) and isinstance(metrics, dict) and all(
+        isinstance(k, str) and is_plain(v, (int, float)) for k, v in metrics.items()) for head, metrics in value.items())
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path``; None when it is missing, unreadable or not JSON."""
+    try:
+        return parse_json(read_text(path))
+    except (OSError, ValueError):
+        return None
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` to ``path`` as indented JSON, atomically."""
     write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` to ``path`` as CSV with a header of ``columns``, atomically."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
+
+
+def metric_text(value: float | None) -> str:
+    """A metric in a table: four decimals, blank when there is none."""
+    return "" if value is None else f"{value:.4f}"
 
 
 class MetricsLog:
@@ -140,6 +186,10 @@ class MetricsLog:
                 records.append(record)
         return records
 
+    def flat_records(self) -> list[dict[str, Any]]:
+        """:meth:`records` with each head's metrics as ``head.metric`` keys (``digit.accuracy``)."""
+        return [flat_record(r) for r in self.records()]
+
     def append(self, record: dict[str, Any]) -> None:
         self._write(self.records() + [record])
 
@@ -152,3 +202,11 @@ class MetricsLog:
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def flat_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.jsonl record with each head's metrics as ``head.metric`` keys."""
+    flat = {k: v for k, v in record.items() if k != "heads"}
+    for head, values in (record.get("heads") or {}).items():
+        flat.update({f"{head}.{metric}": value for metric, value in values.items()})
+    return flat

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__, discovery
 from .catalog import recipe_entries, recorded_metrics, settings_digest
 from .errors import UserError, did_you_mean, recipe_text
-from .files import parse_json, write_json
+from .files import read_json, write_json
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
 from .paths import user_cache_dir
 from .weights import WeightsEntry, verify, weights_entries
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 #: What `digitsum list` lists: the component kinds, the shipped recipes, the doctor's checks.
 LIST_KINDS = [*KINDS, RECIPES, CHECKS]
 
-#: Where each of the doctor's built-in checks lives (digitsum.diagnosis.CHECKS, same order; a test
-#: keeps the two equal), as an entry point's value: listed like a plugin's check, importing no torch.
+#: Where each of the doctor's built-in checks lives, in the order they run (digitsum.diagnosis.CHECKS
+#: is made from it), as an entry point's value: listed like a plugin's check, importing no torch.
 DOCTOR_CHECKS = {
     "data": "digitsum.diagnosis.checks.data:check_data",
     "pairing": "digitsum.diagnosis.checks.data:check_pairing",
@@ -287,10 +287,7 @@ def _cache_path() -> Path:
 
 
 def _read_cache(path: Path) -> list[dict[str, Any]] | None:
-    try:
-        doc = parse_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # missing, unreadable or corrupt: rebuilt below
-        return None
+    doc = read_json(path)  # None when missing, unreadable or corrupt: rebuilt below
     if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT or not isinstance(doc.get("rows"), list):
         return None
     rows = doc["rows"]

@@ -465,12 +465,15 @@ def _filled(part: np.ndarray) -> np.ndarray:
     return part | ~reaches_edge[labels]
 
 
+def _box(mask: np.ndarray) -> tuple[slice, slice]:
+    """A mask's bounding box as slices (empty ones for an empty mask)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)) if len(rows) else (slice(0, 0), slice(0, 0))
+
+
 def _sides(mask: np.ndarray) -> tuple[int, int]:
     """The height and width of a mask's bounding box, in pixels ((0, 0) for an empty mask)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not len(rows):
-        return 0, 0
-    return int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1
+    return tuple(int(s.stop - s.start) for s in _box(mask))  # type: ignore[return-value]
 
 
 def _spans(labels: np.ndarray, count: int) -> np.ndarray:
@@ -532,18 +535,14 @@ def _hull_area(mask: np.ndarray) -> float:
 
 
 def _pixel_noise(x: np.ndarray, mask: np.ndarray) -> float:
-    """The standard deviation of pixel noise on ``mask``, from the differences of neighbouring
-    pixels (1.4826 x their median absolute value / sqrt 2): blind to the steps between a desk
-    and a sheet, or between paper and ink, which few neighbours straddle."""
+    """The pixel noise on ``mask`` from neighbours' differences (step 2)."""
     steps = [(x[:, 1:] - x[:, :-1])[mask[:, 1:] & mask[:, :-1]], (x[1:] - x[:-1])[mask[1:] & mask[:-1]]]
     steps = np.concatenate(steps)
     return 1.4826 * float(np.median(np.abs(steps))) / math.sqrt(2) if len(steps) else 0.0
 
 
 def _fit_plane(x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
-    """The ground's level at every pixel, a plane fitted to the pixels of ``mask``; and the
-    ground's noise (the standard deviation of the pixels near the plane from it): step 2 of the
-    module's description. A flat ground, MNIST's, gives its own level and no noise."""
+    """The ground's plane at every pixel, fitted to ``mask``, and its noise (step 2)."""
     h, w = x.shape
     ys, xs = np.nonzero(mask)
     values = x[mask]
@@ -582,6 +581,13 @@ def _border_distance(area: np.ndarray) -> np.ndarray:
     return _distance(area, edge_inside=False)
 
 
+def _part_max(parts: np.ndarray, count: int, values: np.ndarray) -> np.ndarray:
+    """The largest of ``values`` over each part's pixels (index 0: outside every part)."""
+    peaks = np.zeros(count + 1, dtype=values.dtype)
+    np.maximum.at(peaks, parts.ravel(), values.ravel())
+    return peaks
+
+
 def _ink_level(v: np.ndarray) -> float:
     """The strokes' level: most stroke pixels, not the single brightest one (a speck of glare)."""
     peak = float(v.max())
@@ -605,19 +611,9 @@ def _window_extreme(x: np.ndarray, size: int, op: Any) -> np.ndarray:
 
 
 def _ink_is_dark(v: np.ndarray, area: np.ndarray, *, local: bool) -> bool:
-    """Whether the ink is darker than the ground (``v``: the area's pixels less the plane of the
-    ground): what stands out farthest, below or above, in ``v`` smoothed, from the plane (looking
-    for a sheet: a light sheet on a dark desk stands out above it) or, ``local``, from the local
-    ground: the median of a window POLARITY_WINDOW of the area's shorter side, the image mirrored
-    beyond its edge (about even: as without ``local``). A median keeps a shadow's edge where it is and passes over strokes (fewer
-    than half of a window's pixels), so that a shadow over most of the border, whose level the
-    plane takes, does not make the lit paper the ink. The extremes, not percentiles, as a small
-    digit in a big photo covers under 1 % of the pixels and the paper's texture would decide;
-    smoothed, as a single pixel of noise or glare is no stroke. Computed on the area's bounding
-    box reduced to about POLARITY_SIDE pixels on its shorter side (block means: the smoothing;
-    a 3x3 mean when reduced less than 3 times), the window's median from 9 x 9 of its pixels."""
-    rows, cols = np.flatnonzero(area.any(axis=1)), np.flatnonzero(area.any(axis=0))
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    """Whether the ink is darker than the ground (``v``: the area less the ground's plane): step 3
+    of the module's description (``local``: its last area); the window's median from 9 x 9 pixels."""
+    box = _box(area)
     x = np.where(area[box], v[box], float(np.median(v[area])))  # outside the area: neither side
     f = max(1, min(x.shape) // POLARITY_SIDE)
     h, w = x.shape[0] // f, x.shape[1] // f
@@ -641,25 +637,16 @@ def _ink_is_dark(v: np.ndarray, area: np.ndarray, *, local: bool) -> bool:
 
 
 def _opening(v: np.ndarray, area: np.ndarray) -> np.ndarray:
-    """What of ``v`` is wider than a stroke: its opening (the window's minimum, then the
-    maximum) with a window LOCAL_GROUND of the area's shorter side, computed in the area's
-    bounding box. It follows a shadow's edge or the paper's unevenness and passes under strokes
-    narrower than the window."""
+    """What of ``v`` is wider than a stroke, the ground followed pixel by pixel (step 6)."""
     size = max(3, int(round(LOCAL_GROUND * min(_sides(area)))))
-    rows, cols = np.flatnonzero(area.any(axis=1)), np.flatnonzero(area.any(axis=0))
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    box = _box(area)
     opened = np.zeros_like(v)
     opened[box] = _window_extreme(_window_extreme(v[box], size, np.minimum), size, np.maximum)
     return opened
 
 
 def _paper_gain(paper: np.ndarray, area: np.ndarray) -> np.ndarray:
-    """Per pixel, the area's typical paper level (its median) over the local one (``paper``):
-    what brings ink under a shadow or at a dim side back to the depth it has in full light, as
-    light multiplies paper and ink alike. At most MAX_PAPER_GAIN: ground much darker than the
-    paper (a desk) is no paper in shade, and its noise is not to be raised with it. At least 1:
-    paper brighter than the typical is rather glare (light added to paper and ink alike, which
-    keeps the ink's depth) than paper in more light."""
+    """Per pixel, the area's median paper level over the local one (``paper``), in [1, MAX_PAPER_GAIN] (step 6)."""
     typical = float(np.median(paper[area]))
     return typical / np.clip(paper, typical / MAX_PAPER_GAIN, typical) if typical > 0 else np.ones_like(paper)
 
@@ -708,23 +695,15 @@ class _Level:
         self.parts, self.count = _components(self.strong)
 
     def texture(self, ink: float) -> float:
-        """How bright, as a fraction of the ink level, the ground's own pattern reaches away from
-        the ink: the GROUND_TEXTURE quantile of the area's pixels more than 2 pixels from every
-        part that reaches EDGE_FAINT of the ink (a notebook's lines, pieces of which stand
-        above BOX_THRESHOLD under uneven light, blur or JPEG, reach far less than ink)."""
-        peaks = np.zeros(self.count + 1)
-        np.maximum.at(peaks, self.parts.ravel(), self.scaled.ravel())
+        """How bright, as a fraction of the ink level, the ground's own pattern reaches (step 7)."""
+        peaks = _part_max(self.parts, self.count, self.scaled)
         inked = np.isin(self.parts, 1 + np.flatnonzero(peaks[1:] >= EDGE_FAINT)).astype(np.uint8)
         ground = self.area & ~_window_extreme(inked, 5, np.maximum).astype(bool)
         return float(np.quantile(self.v[ground], GROUND_TEXTURE)) / ink if ground.any() else 0.0
 
     def specks(self) -> np.ndarray:
-        """Per part (1..count), whether it is a speck of noise: no brighter than the ground's
-        noise gets somewhere in this many pixels (the brightest of N Gaussian values is about
-        sqrt(2 ln N) sigma)."""
-        peaks = np.zeros(self.count + 1)
-        np.maximum.at(peaks, self.parts.ravel(), self.v.ravel())
-        return peaks[1:] <= self.least_noise * math.sqrt(2 * math.log(max(int(self.area.sum()), 2)))
+        """Per part (1..count), whether it is a speck of noise (step 7)."""
+        return _part_max(self.parts, self.count, self.v)[1:] <= self.least_noise * math.sqrt(2 * math.log(max(int(self.area.sum()), 2)))
 
     def sheet(self) -> np.ndarray | None:
         """The largest part that is a sheet holding the digit (its holes filled), or None."""
@@ -768,9 +747,7 @@ class _Level:
             along = (contact >= EDGE_CONTACT * spans) & (spans >= CLUTTER_SPAN * shorter)
             # a thin line hugging the edge (a sheet's or a desk's edge, broken into pieces) is
             # clutter however short: a digit's piece that close to the edge is a sliver of it
-            reach = np.zeros(count + 1, dtype=np.int64)
-            np.maximum.at(reach, parts.ravel(), _border_distance(self.area).ravel())
-            along |= reach[1:] <= EDGE_HUG
+            along |= _part_max(parts, count, _border_distance(self.area))[1:] <= EDGE_HUG
             # a finger or a thumb meets the edge end-on: a blob, much wider than the digit's strokes
             widths = _stroke_widths(parts, count)
             wide = (contact > 0) & (widths >= EDGE_BLOB_WIDTH * widths[digits].max()) & (widths >= EDGE_BLOB_SPAN * spans)
@@ -785,12 +762,7 @@ class _Level:
 
 
     def faint_blobs(self, dropped: np.ndarray, edge: np.ndarray, shorter: int) -> np.ndarray:
-        """The pixels of what meets the area's edge as a blob fainter than the ink (a finger,
-        skin against paper), whether it touches the digit or not: the parts' pixels below
-        EDGE_FAINT of the ink level, opened by a 5x5 window (a stroke's faint rim goes), in
-        pieces touching the edge that are blobs (stroke width at least EDGE_BLOB_SPAN of their
-        span) spanning at least MIN_DIGIT_SPAN of the area's shorter side. A stroke cut by the
-        edge is ink to its core, and no blob."""
+        """The pixels of what meets the area's edge as a blob fainter than the ink (step 7)."""
         faint = self.strong & ~dropped & (self.scaled < EDGE_FAINT)
         cores = _window_extreme(faint.astype(np.uint8), 5, np.minimum).astype(bool)  # a stroke's rim is narrower
         pieces, count = _components(cores)
@@ -831,9 +803,7 @@ def normalize_digit(grey: np.ndarray, height: int = MNIST_SIZE, width: int = MNI
     level.scaled[np.isin(level.parts, 1 + np.flatnonzero(level.specks()))] = 0.0
     x = level.scaled
 
-    rows = np.flatnonzero((x > BOX_THRESHOLD).any(axis=1))
-    cols = np.flatnonzero((x > BOX_THRESHOLD).any(axis=0))
-    digit = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    digit = x[_box(x > BOX_THRESHOLD)]
     box_h, box_w = MNIST_BOX * height / MNIST_SIZE, MNIST_BOX * width / MNIST_SIZE
     scale = min(box_h / digit.shape[0], box_w / digit.shape[1])
     size = (max(1, int(round(digit.shape[1] * scale))), max(1, int(round(digit.shape[0] * scale))))

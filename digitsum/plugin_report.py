@@ -33,29 +33,10 @@ def plugin_report() -> list[dict[str, Any]]:
             "status": "ok",
             "reason": dist.refused,
             "problems": list(dist.problems),
-            "components": [],
-            "recipes": [],
-            "weights": [],
-            "checks": [],
+            **{group: [] for group in _GROUPS},
         }
         for ep in dist.entry_points:
-            if ep.kind in (RECIPES, WEIGHTS):
-                row[ep.kind].append(_file_report(ep))
-                continue
-            if ep.kind == CHECKS:
-                row[CHECKS].append(_check_report(ep, dist) if not dist.refused else {"kind": CHECKS, "name": ep.name, "entry_point": ep.value})
-                continue
-            component = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
-            if not dist.refused:
-                entry = next(
-                    e for e in REGISTRIES[ep.kind].entries()
-                    if e.origin.distribution == dist.name and e.origin.value == ep.value
-                )  # fmt: skip
-                try:
-                    entry.load()
-                except PluginError:
-                    component["error"] = entry.error
-            row["components"].append(component)
+            row[ep.kind if ep.kind in (RECIPES, WEIGHTS, CHECKS) else "components"].append(_part_report(ep, dist))
         if dist.refused:
             row["status"] = "disabled" if dist.disabled else "failed"
         elif dist.problems or any("error" in part for part in _parts(row)):
@@ -71,29 +52,34 @@ def plugin_report() -> list[dict[str, Any]]:
     return report
 
 
+#: What a :func:`plugin_report` row lists its distribution's parts under.
+_GROUPS = ("components", RECIPES, WEIGHTS, CHECKS)
+
+
 def _parts(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Everything a :func:`plugin_report` row's distribution ships: components, recipes, weights, checks."""
-    return row["components"] + row["recipes"] + row["weights"] + row["checks"]
+    return [part for group in _GROUPS for part in row[group]]
 
 
-def _check_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribution) -> dict[str, Any]:
-    """A doctor check a plugin ships: whether it imports, and is a function of a probe."""
-    part: dict[str, Any] = {"kind": CHECKS, "name": ep.name, "entry_point": ep.value}
-    try:
-        load_check(ep, dist)
-    except PluginError as e:
-        part["error"] = e.message
-    return part
-
-
-def _file_report(ep: discovery.PluginEntryPoint) -> dict[str, Any]:
-    """A shipped recipe or weights record: where its file is, or why it cannot be used."""
+def _part_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribution) -> dict[str, Any]:
+    """One thing a distribution ships: a recipe's or weights' file located (and the record read), a
+    doctor check or a component imported and checked (not for a refused distribution); its error."""
     part: dict[str, Any] = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
     try:
-        path = locate(ep.value, ep.name, ".toml" if ep.kind == RECIPES else ".json")
-        part["path"] = str(path)
-        if ep.kind == WEIGHTS:
-            read_record(path)
+        if ep.kind in (RECIPES, WEIGHTS):
+            part["path"] = str(path := locate(ep.value, ep.name, ".toml" if ep.kind == RECIPES else ".json"))
+            if ep.kind == WEIGHTS:
+                read_record(path)
+        elif dist.refused:
+            pass
+        elif ep.kind == CHECKS:
+            load_check(ep, dist)
+        else:
+            entry = next(e for e in REGISTRIES[ep.kind].entries() if e.origin.distribution == dist.name and e.origin.value == ep.value)
+            try:
+                entry.load()
+            except PluginError:
+                part["error"] = entry.error  # the reason alone: the table names the component
     except LookupError as e:
         part["error"] = str(e)
     except UserError as e:

@@ -16,10 +16,9 @@ from .contracts import Generator
 from .errors import UserError, did_you_mean
 from .recipe import Recipe, load_recipe
 from .engine.build import build
-from .engine.checkpoint import is_metrics
 from .engine.model import DigitModel
 from .engine.resume import open_run
-from .files import MetricsLog, parse_json, read_text
+from .files import MetricsLog, flat_record, is_metrics, is_plain, read_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -74,18 +73,10 @@ class Run:
     def metrics(self) -> list[dict[str, Any]]:
         """metrics.jsonl as flat records: one dict per epoch and split, head metrics as ``head.metric``
         (for pretrained weights, their record's history: the same records without seconds and lr)."""
-        if self.run_dir is None:
-            logged = [{"epoch": e["epoch"], "split": split, "heads": e[split]} for e in self.history
-                      for split in ("train", "val", "test") if split in e]  # fmt: skip
-        else:
-            logged = MetricsLog(self.run_dir / "metrics.jsonl").records()
-        records = []
-        for record in logged:
-            flat = {k: v for k, v in record.items() if k != "heads"}
-            for head, values in (record.get("heads") or {}).items():
-                flat.update({f"{head}.{metric}": value for metric, value in values.items()})
-            records.append(flat)
-        return records
+        if self.run_dir is not None:
+            return MetricsLog(self.run_dir / "metrics.jsonl").flat_records()
+        return [flat_record({"epoch": e["epoch"], "split": split, "heads": e[split]}) for e in self.history
+                for split in ("train", "val", "test") if split in e]  # fmt: skip
 
     def __repr__(self) -> str:
         test = self.summary.get("metrics", {}).get("test", {})
@@ -216,16 +207,13 @@ def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
 def _read_summary(run_dir: Path) -> dict[str, Any]:
     """summary.json, its fields of the wrong shape left out: a hand-edited or damaged summary
     reads as one that says less (eval and export compute what they need from the checkpoint)."""
-    try:
-        summary = parse_json(read_text(run_dir / "summary.json"))
-    except (OSError, ValueError):
-        return {}
+    summary = read_json(run_dir / "summary.json")
     if not isinstance(summary, dict):
         return {}
     shapes = {
         "metrics": lambda v: isinstance(v, dict) and all(isinstance(k, str) and is_metrics(m) for k, m in v.items()),
-        "position": lambda v: isinstance(v, dict) and all(isinstance(n, int) and not isinstance(n, bool) for n in v.values()),
-        "epochs": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "seconds": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "position": lambda v: isinstance(v, dict) and all(is_plain(n, int) for n in v.values()),
+        "epochs": lambda v: is_plain(v, int),
+        "seconds": lambda v: is_plain(v, (int, float)),
     }  # fmt: skip
     return {key: value for key, value in summary.items() if key not in shapes or shapes[key](value)}

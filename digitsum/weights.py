@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .catalog import RecipeEntry, declared_files, find_recipe, settings_digest
 from .discovery import canonical_name
 from .errors import UserError, did_you_mean
-from .files import atomic_write, parse_json
+from .files import atomic_write, field_problems, is_metrics, parse_json
 from .kinds import WEIGHTS
 from .paths import user_cache_dir
 
@@ -147,9 +147,7 @@ def read_record(path: Path) -> WeightsRecord:
     if data.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} is a weights record of format version {data.get('format_version')!r}; "
                         f"this digitsum reads version {FORMAT_VERSION}")  # fmt: skip
-    problems = [f"'{key}' is missing" for key in _REQUIRED if key not in data]
-    problems += [f"'{key}' should be {_type_name(kind)}" for key, kind in _FIELD_TYPES.items()
-                 if key in data and not _is(data[key], kind)]  # fmt: skip
+    problems = field_problems(data, _FIELD_TYPES, _REQUIRED)
     if not problems:
         problems = _record_problems(data)
     if problems:
@@ -169,18 +167,9 @@ def _record_problems(data: dict[str, Any]) -> list[str]:
         problems.append("'file' should be the name of a .safetensors file in the record's folder")
     elif "url" in data and urllib.parse.urlparse(data["url"]).scheme not in _URL_SCHEMES:
         problems.append(f"'url' should start with {', '.join(s + '://' for s in _URL_SCHEMES)}")
-    if not all(isinstance(h, str) and isinstance(m, dict) and all(_is(v, (int, float)) for v in m.values())
-               for h, m in data["test"].items()):  # fmt: skip
+    if not is_metrics(data["test"]):
         problems.append("'test' should map each head to its metrics' numbers")
     return problems
-
-
-def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    return {str: "a string", int: "an integer", dict: "a table", list: "a list"}.get(kind, "a number")  # type: ignore[call-overload]
 
 
 def write_record(path: Path, record: WeightsRecord) -> None:

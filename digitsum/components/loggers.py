@@ -7,8 +7,6 @@ inside the hooks: listing loggers, or loading a recipe that names one, imports n
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from ..contracts import Logger, Params
-from ..files import MetricsLog, write_text
+from ..files import MetricsLog, write_csv
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -55,8 +53,6 @@ def flat_recipe(doc: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 class Jsonl(Logger):
     """metrics.jsonl in the run directory: one JSON line per epoch and split (always on)."""
-
-    contract = 1
     # The trainer itself writes metrics.jsonl for every run: it is part of the run directory
     # (Run.metrics, `--resume` and `compare` read it), so there is nothing to switch on or off
     # here; naming it in a recipe ([log.jsonl]) changes nothing.
@@ -65,29 +61,14 @@ class Jsonl(Logger):
 class Csv(Logger):
     """metrics.csv in the run directory: a row per epoch and split, a column per figure (head.metric, lr, ...)."""
 
-    contract = 1
-
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
         # made again from metrics.jsonl each epoch: a resumed run's file is right without any state
-        records = MetricsLog(trainer.run_dir / "metrics.jsonl").records()
-        rows, columns = [], {"epoch": None, "split": None}
-        for record in records:
-            row = {k: v for k, v in record.items() if k != "heads"}
-            for head, metrics in (record.get("heads") or {}).items():
-                row.update({f"{head}.{metric}": value for metric, value in metrics.items()})
-            columns.update(dict.fromkeys(row))
-            rows.append(row)
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(trainer.run_dir / "metrics.csv", text.getvalue())
+        rows = MetricsLog(trainer.run_dir / "metrics.jsonl").flat_records()
+        write_csv(trainer.run_dir / "metrics.csv", list(dict.fromkeys(["epoch", "split", *(k for row in rows for k in row)])), rows)
 
 
 class TensorBoard(Logger):
     """TensorBoard event files in the run directory: per epoch each split's metrics, lr and samples/s; the pictures; the recipe."""
-
-    contract = 1
     requires = ("tensorboard",)
     install = 'pip install "digitsum[tensorboard]"'
     writer: Any = None  # a SummaryWriter, from on_start
@@ -139,8 +120,6 @@ class TensorBoard(Logger):
 
 class MLflow(Logger):
     """An MLflow run: the resolved recipe as params, each epoch's figures as metrics, the run directory as artifacts."""
-
-    contract = 1
     requires = ("mlflow",)
     install = 'pip install "digitsum[mlflow]"'
     #: How long to wait for a tracking server to accept a connection before the run is refused.

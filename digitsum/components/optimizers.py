@@ -32,8 +32,6 @@ def fused_if_possible(cls: type[torch.optim.Optimizer], parameters: list[nn.Para
 class SGD(Optimizer):
     """Stochastic gradient descent, with momentum (heavy-ball or Nesterov) and L2 weight decay."""
 
-    contract = 1
-
     class Params(Params):
         lr: float = _LR
         momentum: float = Field(0.9, ge=0, lt=1, description="momentum factor (0: plain SGD)")
@@ -67,8 +65,6 @@ class _AdamParams(Params):
 
 class _AdamFamily(Optimizer):
     """Adam and AdamW differ only in how their weight decay acts: the torch class says which."""
-
-    contract = 1
     torch_class: type[torch.optim.Optimizer]
 
     def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:

@@ -29,16 +29,12 @@ def _constant(optimizer: torch.optim.Optimizer) -> LRScheduler:
 class Constant(Schedule):
     """The optimizer's learning rate, unchanged for the whole run."""
 
-    contract = 1
-
     def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> LRScheduler:
         return _constant(optimizer)
 
 
 class OneCycle(Schedule):
     """One cycle (Smith): rises from lr / initial_div to lr over the warm-up, then anneals (cosine) to almost 0."""
-
-    contract = 1
 
     class Params(Params):
         warmup: float = Field(0.25, gt=0, lt=1, description="share of the run's steps spent rising to the peak")
@@ -89,8 +85,6 @@ class OneCycle(Schedule):
 
 class Cosine(Schedule):
     """Cosine annealing from lr to end x lr over the run, after an optional linear warm-up."""
-
-    contract = 1
 
     class Params(Params):
         warmup: float = Field(0.0, ge=0, lt=1, description="share of the run's steps rising linearly to the peak (0: none)")

@@ -12,6 +12,7 @@ import reprlib
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from importlib import import_module
 from pathlib import Path
 
 import torch
@@ -20,16 +21,11 @@ from .. import kinds
 from ..engine.accel import configure_threads
 from ..engine.component_errors import ComponentError, blame
 from ..errors import UserError, did_you_mean
-from ..registry import PluginError, load_check, plugin_distributions
+from ..registry import PluginError, declared_entry_points, load_check
 from ..recipe import Recipe
-from .checks.data import check_data, check_learnability, check_pairing
-from .checks.floor import check_loss_floor
-from .checks.gradients import check_loss_weights
-from .checks.loss import check_double_softmax, check_head_output, check_loss_at_init
-from .checks.optimization import check_optimizer, check_schedule
+from ..listing import DOCTOR_CHECKS
 from .checks.relus import dead_relu_findings
-from .checks.training import check_overfit, check_short_run, short_run_steps
-from .checks.wiring import check_batch_independence, check_input_use
+from .checks.training import short_run_steps
 from .findings import SEVERITIES, Change, Finding, Report, Severity
 from .probe import SAMPLE, Probe, fresh_copy, seeded
 from .remedies import tune as tune_settings
@@ -42,22 +38,8 @@ __all__ = ["CHECKS", "PREFLIGHT", "Change", "Finding", "Probe", "Report", "SAMPL
 Check = Callable[[Probe], list[Finding]]
 
 #: Every built-in check, in the order they run and are shown; the preflight runs the fast ones.
-CHECKS: dict[str, Check] = {
-    "data": check_data,
-    "pairing": check_pairing,
-    "loss_at_init": check_loss_at_init,
-    "double_softmax": check_double_softmax,
-    "head_output": check_head_output,
-    "loss_weights": check_loss_weights,
-    "loss_floor": check_loss_floor,
-    "schedule": check_schedule,
-    "optimizer": check_optimizer,
-    "batch_independence": check_batch_independence,
-    "learnability": check_learnability,
-    "short_run": check_short_run,
-    "input_use": check_input_use,
-    "overfit": check_overfit,
-}
+CHECKS: dict[str, Check] = {name: getattr(import_module(module), function)
+                             for name, (module, _, function) in ((n, v.partition(":")) for n, v in DOCTOR_CHECKS.items())}
 PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights", "schedule")
 
 
@@ -66,14 +48,13 @@ def plugin_checks() -> dict[str, Check]:
     lists apply, as to components), by name. A check that cannot be imported becomes a check that
     reports so (an error finding), not a crash; a built-in check's name is the built-in's."""
     found: dict[str, Check] = {}
-    for dist in plugin_distributions():
-        for ep in dist.entry_points if not dist.refused else ():
-            if ep.kind != kinds.CHECKS or ep.name in CHECKS or ep.name in found:
-                continue
-            try:
-                found[ep.name] = load_check(ep, dist)
-            except PluginError as e:  # a broken plugin is reported, the doctor goes on
-                found[ep.name] = _broken_check(ep.name, ep.value, e.message)
+    for dist, ep in declared_entry_points(kinds.CHECKS):
+        if ep.name in CHECKS or ep.name in found:
+            continue
+        try:
+            found[ep.name] = load_check(ep, dist)
+        except PluginError as e:  # a broken plugin is reported, the doctor goes on
+            found[ep.name] = _broken_check(ep.name, ep.value, e.message)
     return found
 
 
@@ -87,10 +68,7 @@ def _broken_check(name: str, value: str, message: str) -> Check:
 
 def _plugin_origin(name: str) -> str | None:
     """The distribution and version that declares doctor check ``name`` ("digitsum-looker 2.0")."""
-    for dist in plugin_distributions():
-        if not dist.refused and any(ep.kind == kinds.CHECKS and ep.name == name for ep in dist.entry_points):
-            return f"{dist.name} {dist.version}"
-    return None
+    return next((f"{dist.name} {dist.version}" for dist, ep in declared_entry_points(kinds.CHECKS) if ep.name == name), None)
 
 
 def all_checks() -> dict[str, Check]:

@@ -21,10 +21,9 @@ import torch
 from ..errors import UserError
 from ..recipe import MACHINE_LOCAL_KEYS
 from .rundir import RUN_FORMAT
-from ..files import atomic_write
+from ..files import atomic_write, field_problems, is_metrics, is_plain
 
 _ZIP_MAGIC = b"PK\x03\x04"
-_TYPE_NAMES = {int: "an integer", (int, float): "a number", dict: "a table", list: "a list"}
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "format": int,
     "epoch": int,
@@ -91,11 +90,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if _depth(state) > MAX_DEPTH:  # every reader of it below recurses
         raise UserError(f"{path} is not a valid digitsum checkpoint: it nests tables deeper than {MAX_DEPTH} levels")
     check_format(state.get("format"), path)
-    problems = [
-        f"'{key}' is missing" if key not in state else f"'{key}' should be {_TYPE_NAMES[kind]}"
-        for key, kind in _FIELDS.items()
-        if key not in state or not _is(state[key], kind)
-    ]
+    problems = field_problems(state, _FIELDS, _FIELDS)
     if not problems and (state["epoch"] < 0 or state["step"] < 0):
         problems.append("epoch and step must not be negative")
     if not problems:
@@ -165,32 +160,18 @@ def _check_inflated_size(path: Path) -> None:
                         "(digitsum stores checkpoints uncompressed)")  # fmt: skip
 
 
-def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
-    """``isinstance``, except that a bool is not a number."""
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
-def is_metrics(value: Any) -> bool:
-    """Whether ``value`` is one split's metrics, ``{head: {metric: number}}``."""
-    return isinstance(value, dict) and all(
-        isinstance(head, str) and isinstance(metrics, dict)
-        and all(isinstance(k, str) and _is(v, (int, float)) for k, v in metrics.items())
-        for head, metrics in value.items()
-    )  # fmt: skip
-
-
 def _deep_problems(state: dict[str, Any]) -> list[str]:
     """The fields' insides: what resuming reads from them after the top level was checked."""
     problems = []
     for number, entry in enumerate(state["history"]):
         where = f"'history' entry {number}"
-        if not isinstance(entry, dict) or not _is(entry.get("epoch"), int):
+        if not isinstance(entry, dict) or not is_plain(entry.get("epoch"), int):
             problems.append(f"{where} should be a table with an integer 'epoch'")
             continue
         problems += [f"{where}'s '{split}' should map each head to its metrics' numbers" for split in ("train", "val", "test")
                      if (split in entry or split == "train") and not is_metrics(entry.get(split))]  # fmt: skip
     count, sums = state["tally"].get("count"), state["tally"].get("sums")
-    if not _is(count, int) or count < 0 or not isinstance(sums, dict) or not all(
+    if not is_plain(count, int) or count < 0 or not isinstance(sums, dict) or not all(
         isinstance(values, dict) and all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in values.values())
         for values in sums.values()
     ):  # fmt: skip
@@ -198,7 +179,7 @@ def _deep_problems(state: dict[str, Any]) -> list[str]:
     if not isinstance(state["rng"].get("cpu"), torch.Tensor):
         problems.append("'rng' should hold the CPU generator's state as a tensor")
     threads = state.get("threads")
-    if threads is not None and (not _is(threads, int) or not 1 <= threads <= MAX_THREADS):
+    if threads is not None and (not is_plain(threads, int) or not 1 <= threads <= MAX_THREADS):
         problems.append(f"'threads' should be an integer from 1 to {MAX_THREADS}")
     if (where := _not_plain(state["recipe"])) is not None:  # it is compared with a recipe value by value
         problems.append(f"'recipe' should hold plain data (text, numbers, booleans, lists, tables), not at {where or 'its top'}")
@@ -227,7 +208,7 @@ def _not_plain(value: Any) -> str | None:
 
 def check_format(found: Any, where: Path) -> None:
     """Refuse a run directory written in another format, saying which way it differs."""
-    if not _is(found, int):  # first: a tensor's == gives a tensor, whose truth may raise
+    if not is_plain(found, int):  # first: a tensor's == gives a tensor, whose truth may raise
         raise UserError(f"{where} is not a digitsum run file: it records no run format")
     if found == RUN_FORMAT:
         return

@@ -11,6 +11,7 @@ from rich.table import Table
 from torch import Tensor
 
 from ..callbacks import Callback
+from ..files import metric_text
 from .pictures import primary_metrics
 from .train import Trainer
 
@@ -95,11 +96,7 @@ class ConsoleReporter(Callback):
         train, test = summary["metrics"]["train"], summary["metrics"]["test"]
         for head, values in test.items():
             for metric, value in values.items():
-                shown = [_fmt(val.get(head, {}).get(metric))] if val is not None else []
-                table.add_row(head, metric, _fmt(train.get(head, {}).get(metric)), *shown, _fmt(value))
+                shown = [metric_text(val.get(head, {}).get(metric))] if val is not None else []
+                table.add_row(head, metric, metric_text(train.get(head, {}).get(metric)), *shown, metric_text(value))
         self.console.print(table)
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
 

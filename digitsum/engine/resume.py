@@ -10,7 +10,7 @@ from typing import Any
 
 from ..callbacks import Callback
 from ..errors import UserError
-from ..files import parse_json, read_bytes, read_text
+from ..files import parse_json, read_bytes, read_json, read_text
 from ..recipe import MACHINE_LOCAL_KEYS, Overrides, Recipe, legacy_train, load_recipe, upgrade_resolved
 from .checkpoint import check_format, describe_differences, load_checkpoint, recipe_differences
 from .rundir import keep_foreign, remove_temporary_files, run_status
@@ -108,14 +108,11 @@ def _progress_without_checkpoint(run_dir: Path) -> str | None:
     silently), or None."""
     if run_status(run_dir) == "finished":
         return "its summary.json says the run finished"
-    try:
-        summary = parse_json(read_text(run_dir / "summary.json"))
-        position = summary.get("position") if isinstance(summary, dict) else None
-        # a stop is checkpointed, and so is every epoch: a run that failed in its first epoch has none
-        if isinstance(position, dict) and ("stopped" in summary or (isinstance(position.get("epoch"), int) and position["epoch"] > 0)):
-            return f"its summary.json says the run stopped at step {position.get('step')} ({position.get('epoch')} epochs done)"
-    except (OSError, ValueError):
-        pass
+    summary = read_json(run_dir / "summary.json")
+    position = summary.get("position") if isinstance(summary, dict) else None
+    # a stop is checkpointed, and so is every epoch: a run that failed in its first epoch has none
+    if isinstance(position, dict) and ("stopped" in summary or (isinstance(position.get("epoch"), int) and position["epoch"] > 0)):
+        return f"its summary.json says the run stopped at step {position.get('step')} ({position.get('epoch')} epochs done)"
     try:
         if read_bytes(run_dir / "metrics.jsonl").strip():
             return "its metrics.jsonl records finished epochs"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import parse_json, read_text, write_json
+from ..files import read_json, write_json
 
 #: Version of the run-directory layout, recorded in summary.json and checkpoint.pt and checked
 #: on reading. 2: checkpoints hold the position within an epoch, RNG states and running tallies.
@@ -40,10 +40,7 @@ def run_status(path: Path) -> str | None:
     read from summary.json alone (no torch)."""
     if not (path / "recipe.toml").is_file():
         return None
-    try:
-        summary = parse_json(read_text(path / "summary.json"))
-    except (OSError, ValueError):
-        return "unfinished"
+    summary = read_json(path / "summary.json")
     done = isinstance(summary, dict) and "stopped" not in summary and "failed" not in summary
     return "finished" if done else "unfinished"
 
@@ -53,10 +50,7 @@ def _marker(path: Path) -> dict[str, Any] | None:
     marker = path / MARKER
     if marker.is_symlink() or not marker.is_file():
         return None
-    try:
-        data = parse_json(read_text(marker))
-    except (OSError, ValueError):
-        return None
+    data = read_json(marker)
     if not isinstance(data, dict) or data.get("written_by") != "digitsum" or not isinstance(data.get("outputs"), list):
         return None
     return data

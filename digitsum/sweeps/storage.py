@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import parse_json, read_bytes, read_text, write_text
+from ..files import parse_json, read_bytes, read_json, write_text
 
 #: The file naming the study a sweep folder belongs to (its trials, best.toml, sweep.json).
 MARKER = ".digitsum-sweep"
@@ -113,11 +113,10 @@ def check_claim(sweep_dir: Path, study: str, storage: str = DEFAULT) -> None:
         return
     owner: dict[str, Any] = {}
     for path in (sweep_dir / MARKER, sweep_dir / "sweep.json"):
-        with contextlib.suppress(OSError, ValueError):
-            found = parse_json(read_text(path))
-            if isinstance(found, dict) and isinstance(found.get("study"), str):
-                owner = found
-                break
+        found = read_json(path)
+        if isinstance(found, dict) and isinstance(found.get("study"), str):
+            owner = found
+            break
     if owner and owner["study"] != study:
         raise UserError(f"{sweep_dir} holds the sweep of study {owner['study']!r} (its trials, best.toml and sweep.json): "
                         f"continue that one with --study {owner['study']}, or give study {study!r} another --out")  # fmt: skip
