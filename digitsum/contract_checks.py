@@ -77,6 +77,11 @@ def signature_problem(cls: type, base: type) -> str | None:
             return f"{cls.__name__}.{name} is not a method: digitsum calls {name}{expected}"
         if accepts(written, _required_positionals(inspect.signature(declared))):
             continue
+        if name == "Params":  # a pydantic model: what makes Params() fail is a field without a default
+            required = [n for n, f in getattr(written, "model_fields", {}).items() if f.is_required()]
+            if required:
+                return (f"{cls.__name__}.Params has parameters without a default ({', '.join(required)}): give each "
+                        "one a default, as a recipe may leave any parameter out (digitsum calls Params())")  # fmt: skip
         written_as = _plain(inspect.signature(written))
         how = " (a @classmethod)" if isinstance(inspect.getattr_static(base, name), classmethod) else ""
         return (f"{cls.__name__}.{name}{written_as} cannot take what digitsum passes: "

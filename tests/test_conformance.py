@@ -251,6 +251,20 @@ class OldContract(Classify):
     contract = 0
 
 
+class WeightParam(Classify):
+    """A parameter named like the [heads.<name>] table's own key."""
+
+    class Params(Classify.Params):
+        weight: float = Field(1.0, description="its own weight")
+
+
+class RequiredParam(Classify):
+    """A parameter without a default."""
+
+    class Params(Classify.Params):
+        depth: int = Field(description="layers")
+
+
 @pytest.mark.parametrize(
     "cls,expected",
     [
@@ -260,6 +274,8 @@ class OldContract(Classify):
         (WrongShape, "expected float (4, 8)"),
         (ProbabilitiesOut, "per-sample tensor"),
         (OldContract, "contract = 0"),
+        (WeightParam, "WeightParam.Params declares 'weight', which [heads.<name>] keeps for itself"),
+        (RequiredParam, "RequiredParam.Params has parameters without a default (depth)"),
         (Crashes, f"it raised RuntimeError in __init__() (test_conformance.py, line {CRASH_LINE}): forgot something"),
     ],
 )

@@ -115,3 +115,35 @@ def test_a_plugins_beta1_as_a_string_exits_2_naming_the_key(tmp_path):
     err = " ".join(result.stderr.split())
     assert result.returncode == 2 and "Traceback" not in err, result.stderr
     assert f"{tmp_path / 'r.toml'}:6 train.optimizer.beta1: input should be a valid number (got \"0.9\") [optimizer 'lion']" in err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_parameter_named_like_its_tables_own_key_is_refused(kind):
+    """A field a component's table keeps for itself (type, a head's weight...) would never get
+    its value: refused for every kind, by the same rule the recipe applies."""
+    from digitsum.recipe.schema import SECTIONS, reserved_params_problem
+
+    fixed = next(iter(SECTIONS[kind].model_fields))
+    base = next(iter(REGISTRIES[kind].entries())).load()
+    clashing = type("Clashing", (base,), {"Params": type("Params", (base.Params,), {"__annotations__": {fixed: str}, fixed: "x"})})
+    assert f"Clashing.Params declares '{fixed}', which {KINDS[kind].recipe_table} keeps for itself" in reserved_params_problem(kind, clashing)
+    assert reserved_params_problem(kind, base) is None
+
+
+def test_a_recipe_naming_a_head_whose_params_clash_is_an_error(tmp_path):
+    from pydantic import Field
+
+    from digitsum.components.heads.classify import Classify
+
+    from .conftest import registered
+
+    class TargetParam(Classify):
+        """A head with its own 'target'."""
+
+        class Params(Classify.Params):
+            target: str = Field("digit", description="what it predicts")
+
+    with registered(REGISTRIES["heads"], "target_param", TargetParam), pytest.raises(RecipeError) as e:
+        load_recipe(RECIPES / "original.toml", ["heads.sum.type='target_param'", "heads.sum.target='sum'"])
+    assert "heads.sum.type: head 'target_param' (local (" in str(e.value)
+    assert "TargetParam.Params declares 'target'" in str(e.value)

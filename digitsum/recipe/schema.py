@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..kinds import KINDS
+
 KeyPath = tuple[str, ...]
 
 #: Recipe keys that say where and on what a run executes on this machine, not what it computes:
@@ -133,6 +135,18 @@ class Init:
 #: component's own parameters sit beside them.
 SECTIONS: dict[str, type[_Section]] = {"datasets": DataSection, "fusions": BackboneSection, "heads": HeadSection,
                                        "optimizers": OptimizerSection, "schedules": ScheduleSection, "loggers": LogSection}  # fmt: skip
+
+
+def reserved_params_problem(kind: str, cls: type) -> str | None:
+    """Why a component's ``Params`` cannot be used in its recipe table: a field named like one of
+    the table's fixed keys (a head's ``target`` or ``weight``), whose value the table keeps for
+    itself; the saved recipe could not say which the run used. None when there is none."""
+    fixed = SECTIONS[kind].model_fields
+    clash = [name for name in getattr(getattr(cls, "Params", None), "model_fields", {}) if name in fixed]
+    if not clash:
+        return None
+    return (f"{cls.__name__}.Params declares {', '.join(repr(n) for n in clash)}, which {KINDS[kind].recipe_table} "
+            f"keeps for itself (its keys: {', '.join(fixed)}): the component must name its parameter otherwise")
 
 TOP_LEVEL = {
     "name": "name of the recipe (default: the file name)",

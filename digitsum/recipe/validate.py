@@ -21,7 +21,7 @@ from .document import Document, fmt_value
 from .legacy import MOVED_TRAIN_KEYS, legacy_problems
 from .limits import MAX_NAMED
 from .overrides import Overrides, read_source
-from .schema import SECTIONS, TOP_LEVEL, Choice, Init, InitSection, KeyPath, Recipe, TrainSection
+from .schema import SECTIONS, TOP_LEVEL, Choice, Init, InitSection, KeyPath, Recipe, TrainSection, reserved_params_problem
 
 #: What a recipe's ``name`` may be (it names the folder its runs go to: runs/<name>/).
 RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -124,6 +124,10 @@ class _Check:
             self.problem(prefix + ("type",), e.message)
             return None
         recorded = None if entry.origin.builtin else entry.qualified_name
+        reserved = reserved_params_problem(kind, cls)
+        if reserved:  # the plugin's to fix: named with where it comes from
+            self.problem(prefix + ("type",), f"{KINDS[kind].label} '{type_name}' ({entry.origin}) cannot be used: {reserved}")
+            return None
         try:  # validated even when the fixed keys failed (a wrong batch_size hides no wrong normalize)
             params = strict(cls.Params, {k: v for k, v in data.items() if k not in model.model_fields})
         except ValidationError as e:

@@ -14,7 +14,9 @@ from ...contract_checks import signature_problem
 from ...contracts import CONTRACT_VERSION, Params
 from ...engine.checkpoint import round_trip_problem
 from ...engine.component_errors import ComponentError
+from ...kinds import KINDS
 from ...listing import params_schema
+from ...recipe.schema import reserved_params_problem
 
 
 class ConformanceError(AssertionError):
@@ -98,6 +100,10 @@ def common_checks(kind: str, cls, base: type, params) -> tuple[Problems, Any]:
         problems.append("the class has no docstring: its first line is the summary `digitsum list` shows")
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, Params)):
         problems.fail("Params must subclass digitsum.Params")
+    kind_name = next(k.name for k in KINDS.values() if k.contract == base.__name__)
+    reserved = reserved_params_problem(kind_name, cls)
+    if reserved:
+        problems.append(reserved)
     try:
         cls.Params.model_validate({"surely_not_a_parameter": 1})
         problems.append("Params accepts unknown keys: subclass digitsum.Params (extra='forbid')")
