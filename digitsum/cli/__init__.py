@@ -31,7 +31,7 @@ err_console = Terminal(stderr=True, emoji=False)
 RecipeArg = Annotated[str, typer.Argument(help="recipe: a TOML file, or a recipe name (digitsum list recipes)", show_default=False)]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="override a recipe key, e.g. --set train.epochs=1 (repeatable)", show_default=False),
+    typer.Option("--set", "-s", metavar="KEY=VALUE", help="override a recipe key, e.g. --set train.epochs=1 (repeatable)", show_default=False),
 ]
 def path_text(text: str) -> str:
     """A path as typed; an empty one (``--out "$UNSET"``) is a usage error (exit 2)."""

@@ -27,7 +27,7 @@ def new_plugin(
     directory: Annotated[Path | None, path_flag("--dir", help="where to create it (default ./NAME); must not hold anything")] = None,
     kind: Annotated[
         list[str] | None,
-        typer.Option("--kind", "-k", help=f"only this kind: {kind_words()} (a plural too; repeatable; default all)", show_default=False),
+        typer.Option("--kind", "-k", metavar="KIND", help=f"only this kind: {kind_words()} (a plural too; repeatable; default all)", show_default=False),
     ] = None,
 ) -> None:
     """Create a plugin package: one component of each kind and a doctor check, a recipe, tests and a README."""

@@ -17,7 +17,7 @@ ModelArg = Annotated[str, typer.Argument(metavar="RUN", show_default=False,
 @app.command("eval")
 def eval_(
     run_dir: ModelArg,
-    split: Annotated[str, typer.Option("--split", help="test, train, or val (a run that held one out)")] = "test",
+    split: Annotated[str, typer.Option("--split", metavar="SPLIT", help="test, train, or val (a run that held one out)")] = "test",
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a trained model (a run's last checkpoint, or pretrained weights) and print the
@@ -52,12 +52,12 @@ def predict(
     run_dir: ModelArg,
     input_: Annotated[
         list[str],
-        typer.Option("--input", "-i", help="NAME=VALUE: an image file or a number per input of the recipe, e.g. "
+        typer.Option("--input", "-i", metavar="NAME=VALUE", help="NAME=VALUE: an image file or a number per input of the recipe, e.g. "
                      "--input image=seven.png --input number=3 (repeat a name for a batch)", show_default=False),
     ],
-    top: Annotated[int, typer.Option("--top", help="most probable classes shown per head")] = 3,
+    top: Annotated[int, typer.Option("--top", metavar="N", help="most probable classes shown per head")] = 3,
     no_preprocess: Annotated[bool, typer.Option("--no-preprocess", help="images are already in MNIST's format (28x28, light digit on dark)")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda, auto ...")] = "cpu",
+    device: Annotated[str, typer.Option("--device", metavar="DEVICE", help="cpu, cuda, auto ...")] = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
     """Predict every head of a trained model (a run, or pretrained weights) on your own inputs: per
@@ -129,7 +129,7 @@ def export(
     run_dir: ModelArg,
     format_: Annotated[
         str | None,
-        typer.Option("--format", "-f", help="onnx, torchscript, or safetensors (a run as its recipe's pretrained weights; "
+        typer.Option("--format", "-f", metavar="FORMAT", help="onnx, torchscript, or safetensors (a run as its recipe's pretrained weights; "
                      "default: torchscript for an --out ending in .pt, else onnx)", show_default=False),
     ] = None,
     out: Annotated[  # the text as typed: a trailing slash names a folder, which Path() would drop

@@ -55,7 +55,8 @@ def doctor(
     set_: SetOpt = None,
     as_json: JsonOpt = False,
     repair: Annotated[Path | None, path_flag("--repair", help="write the recipe with the verified fixes to this file, rerun the doctor on it, print the diff", show_default=False)] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="let --repair write over an existing file it did not write (the recipe given too)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="let --repair write over an existing file it did not write (the recipe given too)")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", hidden=True)] = False,
 ) -> None:
     """Explain a loss that does not decrease: measured checks on a few batches (CPU, seconds).
 
@@ -66,20 +67,23 @@ def doctor(
     from ..diagnosis import render_report
     from ..diagnosis.repair import check_target
 
+    if overwrite:  # digitsum 0.1's spelling; every other command says --force
+        say("warning: --overwrite is now --force (as for run, cp and export); --overwrite will go in a later release", err=True)
+        force = True
     if repair is not None:
-        check_target(recipe, repair, overwrite)  # before the doctor's seconds: a refused target costs nothing
+        check_target(recipe, repair, force)  # before the doctor's seconds: a refused target costs nothing
     report = digitsum.doctor(recipe, set_ or [])
     if as_json and repair is None:
         print_json(report.to_dict())
     elif not as_json:
         render_report(report, console)
     if repair is not None:
-        report = _repair(recipe, set_ or [], report, repair, overwrite, as_json)
+        report = _repair(recipe, set_ or [], report, repair, force, as_json)
     if not report.healthy:
         raise typer.Exit(1)
 
 
-def _repair(recipe, overrides, report, out: Path, overwrite: bool, as_json: bool):
+def _repair(recipe, overrides, report, out: Path, force: bool, as_json: bool):
     """Write the verified recipe fixes to ``out``, rerun the doctor on it, print the diff."""
     from rich.markup import escape
 
@@ -100,12 +104,12 @@ def _repair(recipe, overrides, report, out: Path, overwrite: bool, as_json: bool
     # reset to their defaults are kept when a run as long as the short run measures them to help;
     # a cause the first ones hid would show here too. Then the final recipe is diagnosed plainly.
     applied = dict(report.repair)
-    diff = write_repaired(recipe, overrides, applied, out, overwrite)
+    diff = write_repaired(recipe, overrides, applied, out, force)
     fixed = digitsum.doctor(out, tune=True)
     extra = {k: v for k, v in fixed.repair.items() if applied.get(k) != v}
     if extra:
         applied.update(extra)
-        diff = write_repaired(recipe, overrides, applied, out, overwrite)
+        diff = write_repaired(recipe, overrides, applied, out, force)
         fixed = digitsum.doctor(out)
     if as_json:
         print_json({"before": report.to_dict(), "written": str(out), "diff": diff, "after": fixed.to_dict()})

@@ -27,7 +27,8 @@ def render_report(report: Report, console: Any) -> None:
             console.print(f"        fix: [bold]{escape(f.fix)}[/]", soft_wrap=True, highlight=False)
     counts = {s: sum(x.severity == s for x in report.findings) for s in SEVERITIES}
     verdict = "[bold red]unhealthy[/]" if report.errors else "[bold green]healthy[/]"
-    console.print(f"{verdict}: {counts['error']} errors, {counts['warning']} warnings, {counts['info']} fine · {report.seconds:.1f} s")
+    errors, warnings = (f"{counts[s]} {s}{'' if counts[s] == 1 else 's'}" for s in ("error", "warning"))
+    console.print(f"{verdict}: {errors}, {warnings}, {counts['info']} fine · {report.seconds:.1f} s")
     if report.repair:
         keys = ", ".join(f"{k} = {v!r}" for k, v in report.repair.items())
         console.print(f"verified recipe fixes: {escape(keys)} (write them with --repair FIXED.toml)", soft_wrap=True, highlight=False)

@@ -29,10 +29,10 @@ def _set(doc: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
-def check_target(source: str | os.PathLike[str], out: Path, overwrite: bool = False) -> Path:
+def check_target(source: str | os.PathLike[str], out: Path, force: bool = False) -> Path:
     """``out`` if ``--repair`` may write there (checked before the doctor runs, and again when it
     writes): not the recipe being diagnosed nor a file the doctor did not write, unless
-    ``overwrite``; not a folder; in a folder that exists."""
+    ``force``; not a folder; in a folder that exists."""
     from ..catalog import resolve_recipe
 
     out = Path(out)
@@ -40,25 +40,25 @@ def check_target(source: str | os.PathLike[str], out: Path, overwrite: bool = Fa
         source_path = resolve_recipe(source).resolve()
     except Exception:
         source_path = None
-    if source_path is not None and out.resolve() == source_path and not overwrite:
-        raise UserError(f"--repair {out}: that is the recipe being diagnosed; write the repaired recipe elsewhere, or add --overwrite")
+    if source_path is not None and out.resolve() == source_path and not force:
+        raise UserError(f"--repair {out}: that is the recipe being diagnosed; write the repaired recipe elsewhere, or add --force")
     if out.is_dir():
         raise UserError(f"--repair {out}: is a folder; give a file name such as fixed.toml")
-    if out.exists() and not overwrite and not _written_by_doctor(out):
-        raise UserError(f"--repair {out}: the file exists and the doctor did not write it; choose another file, or add --overwrite")
+    if out.exists() and not force and not _written_by_doctor(out):
+        raise UserError(f"--repair {out}: the file exists and the doctor did not write it; choose another file, or add --force")
     if not out.parent.resolve().is_dir():
         raise UserError(f"--repair {out}: folder {out.parent} does not exist")
     return out
 
 
 def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], repair: Mapping[str, Any], out: Path,
-                   overwrite: bool = False) -> str:  # fmt: skip
+                   force: bool = False) -> str:  # fmt: skip
     """Write the repaired recipe to ``out`` atomically; return the diff (unified, TOML) between
     the recipe as it was and as written. Raises UserError where :func:`check_target` refuses."""
     from ..recipe import recipe_document, toml_text
     from ..recipe.validate import RECIPE_NAME
 
-    out = check_target(source, out, overwrite)
+    out = check_target(source, out, force)
     doc = recipe_document(source, list(overrides))
     fixed = copy.deepcopy(doc)
     # [provenance] records the run that wrote it (versions, device, time, init_sha256): false of

@@ -386,7 +386,9 @@ def test_repair_writes_the_verified_fixes_and_rediagnoses(cli, tiny_data, tmp_pa
     assert result.code == 0 and "the doctor on" in result.out
     assert load_recipe(out).heads["sum"].params.output == "logits"
     refused = cli("doctor", source, "--repair", source)
-    assert refused.code == 2 and "--overwrite" in refused.err and "probabilities" in source.read_text()
+    assert refused.code == 2 and "or add --force" in refused.err and "probabilities" in source.read_text()
+    old_flag = cli("doctor", source, "--repair", tmp_path, "--overwrite")  # 0.1's spelling: --force, with a warning
+    assert "--overwrite is now --force" in old_flag.err and "is a folder" in old_flag.err and old_flag.code == 2
 
 
 def test_repair_on_a_healthy_recipe_writes_nothing_unverified(cli, tiny_data, tmp_path):
