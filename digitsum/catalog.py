@@ -165,14 +165,18 @@ def resolve_recipe(source: str | os.PathLike[str], relative_to: str | os.PathLik
         except RecipeNotFound:
             pass
     if candidate.is_dir():
+        if what == "recipe" and (candidate / "recipe.toml").is_file():  # a run directory: what a user likely meant with it
+            raise UserError(f"{candidate} is a run directory; its recipe is {candidate / 'recipe.toml'} (to train it again); "
+                            f"to continue the run: digitsum run --resume {candidate}; to score it: digitsum eval {candidate}")  # fmt: skip
         raise UserError(f"{candidate} is a folder; give a recipe .toml file or a recipe name (digitsum list recipes)")
     if os.path.lexists(candidate):  # a pipe, a device, a dangling or looping link: there, but never read
         raise UserError(f"{candidate} is not a regular file; give a recipe .toml file or a recipe name (digitsum list recipes)")
-    if not looks_like_name(text):  # a path with folders: not a name either
-        raise UserError(f"{what} not found: no such file: {candidate}")
     stem = Path(text).stem if text.endswith(".toml") else text  # "orignal.toml" -> "did you mean 'original'?"
-    folder = f" in {relative_to}" if relative_to is not None else ""
     names = [e.name for e in recipe_entries()]
+    if not looks_like_name(text):  # a path with folders: not a name either
+        shipped = f" — a recipe named '{Path(text).stem}' ships with digitsum or a plugin: give its name" if Path(text).stem in names else ""
+        raise UserError(f"{what} not found: no such file: {candidate}{shipped}")  # docs' recipes/add-2.toml, outside a checkout
+    folder = f" in {relative_to}" if relative_to is not None else ""
     raise UserError(
         f"{what} '{text}' not found: no such file{folder}, and no built-in or plugin recipe has that name — "
         + did_you_mean(stem.rpartition(":")[2], names, "recipes")

@@ -63,7 +63,7 @@ def did_you_mean(name: str, choices: Iterable[str], what: str = "") -> str:
     choices = sorted(set(choices))
     if not choices:
         return f"no {what or 'choices'} are available"
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
     valid = ", ".join(choices) if len(choices) <= 12 else ", ".join(choices[:12]) + ", ..."
     if close:
         guesses = " or ".join(f"'{c}'" for c in close)

@@ -240,7 +240,7 @@ def test_list_shows_a_plugins_recipes(cli, install):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["list", "recpes"], "unknown kind 'recpes' — did you mean 'recipes' or 'checks'? (valid: checks, datasets, fusions, heads, loggers, optimizers, recipes, schedules)"),
+    (["list", "recpes"], "unknown kind 'recpes' — did you mean 'recipes'? (valid: checks, datasets, fusions, heads, loggers, optimizers, recipes, schedules)"),
     (["list", "recipes", "--markdown"], "--markdown writes the components' reference"),
 ])  # fmt: skip
 def test_list_errors(cli, args, message):

@@ -242,6 +242,23 @@ def test_a_missing_path_with_folders_is_just_a_missing_file(tmp_path):
         load_recipe(tmp_path / "nope" / "x.toml")
 
 
+def test_a_missing_path_named_like_a_shipped_recipe_points_to_its_name(tmp_path, monkeypatch):
+    """The docs' ``recipes/film.toml`` outside a checkout: the name works anywhere."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"no such file: recipes/film\.toml — a recipe named 'film' ships with digitsum"):
+        load_recipe("recipes/film.toml")
+
+
+def test_a_run_directory_given_as_a_recipe_says_what_would_fit(tmp_path):
+    run = tmp_path / "runs" / "o2"
+    run.mkdir(parents=True)
+    (run / "recipe.toml").write_text(BASE)
+    with pytest.raises(UserError) as e:
+        load_recipe(run)
+    assert f"{run} is a run directory; its recipe is {run / 'recipe.toml'}" in e.value.message
+    assert f"digitsum run --resume {run}" in e.value.message and f"digitsum eval {run}" in e.value.message
+
+
 def test_a_file_in_the_working_folder_beats_a_built_in_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "original").write_text(BASE)  # a file literally called `original`
