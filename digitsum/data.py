@@ -75,8 +75,9 @@ def default_root() -> Path:
 def _missing_files_message(root: Path, reason: str) -> str:
     raw = root / "MNIST" / "raw"
     names = "\n".join(f"  {raw / n}" for pair in MNIST_FILES.values() for n in pair)
+    where = "" if root.is_absolute() else f" (a path relative to the working folder, {Path.cwd()})"
     return (
-        f"MNIST is not available under {root} ({reason}).\n"
+        f"MNIST is not available under {root}{where}: {reason}.\n"
         f"Put the four uncompressed IDX files here:\n{names}\n"
         "or point `data.root` in the recipe (or $DIGITSUM_DATA) at a folder that has them."
     )

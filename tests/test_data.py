@@ -42,6 +42,12 @@ def test_missing_files_without_download_name_all_four(tmp_path):
             assert name in e.value.message
 
 
+def test_a_relative_root_is_named_with_the_working_folder_it_is_relative_to(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=f"under tiny \\(a path relative to the working folder, {tmp_path}\\): download is off"):
+        load_mnist(Path("tiny"), "train", CPU, download=False)
+
+
 def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
     import torchvision.datasets
 

@@ -107,7 +107,13 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     base_recipe = load_recipe(loaded.to_dict(), {"data.val": held_out}, label=label)
     check_spaces(base_recipe.to_dict(), (), spaces, label=label)
     head, metric_name, direction = _objective(base_recipe, settings.metric, settings.direction)
-    check_val_split(base_recipe, build(base_recipe, "cpu").generator)  # a UserError before any trial
+    try:  # a UserError before any trial
+        check_val_split(base_recipe, build(base_recipe, "cpu").generator)
+    except UserError as e:
+        if settings.val is not None:
+            raise
+        whence = "the recipe's data.val" if own_val else "the sweep's default when the recipe holds none out"
+        raise UserError(f"{e.message} — {held_out} is {whence}; give --val N, the number of samples to hold out") from None
 
     study_name = settings.study or loaded.name
     sweep_dir = Path(settings.out) if settings.out is not None else Path("sweeps") / study_name
