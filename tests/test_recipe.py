@@ -118,6 +118,11 @@ def test_bad_values_name_the_key(tmp_path, edit, expected):
     assert any(expected in p for p in found), found
 
 
+def test_a_bad_head_name_is_reported_with_the_other_problems(tmp_path):
+    text = 'name = "r"\nseed = "1"\ndata = 3\n[backbone]\ntype = "concat"\n[heads."my.head"]\ntype = "regres"\ntarget = "digit"\n'
+    found = problems(write(tmp_path, text))
+    assert [p.split(" ", 2)[1] for p in found] == ["seed:", "data:", "heads.'my.head':"], found
+
 def test_missing_sections_are_reported(tmp_path):
     found = problems(write(tmp_path, 'name = "x"\n'))
     assert {p.split(" ")[1] for p in found} == {"data:", "backbone:", "heads:"}

@@ -105,12 +105,20 @@ def document_problems(data: Mapping[str, Any], where: Callable[[KeyPath], str], 
     return problems
 
 
+def name_problem(kind_label: str, name: str) -> str | None:
+    """Why ``name`` cannot name a ``[heads.<name>]`` or ``[log.<name>]`` table (it names the head's
+    metrics, files and columns), or None. Checked with the recipe's other problems."""
+    if NAME.fullmatch(name):
+        return None
+    return f"a {kind_label}'s name must be 1-64 ASCII letters, digits, '_' or '-' (got {show_key(name)})"
+
+
 def _key_problem(path: KeyPath) -> str | None:
     key = path[-1]
     if not isinstance(key, str):
         return None  # python_document reports keys that are not strings
-    if len(path) == 2 and path[0] in NAMED_TABLES and not NAME.fullmatch(key):
-        return f"a {NAMED_TABLES[path[0]]}'s name must be 1-64 ASCII letters, digits, '_' or '-' (got {show_key(key)})"
     if not key or len(key) > MAX_KEY or not key.isprintable():
+        if len(path) == 2 and path[0] in NAMED_TABLES:  # the rest of a name's rule waits for validation
+            return name_problem(NAMED_TABLES[path[0]], key)
         return f"a key must be 1-{MAX_KEY} printable characters (got {show_key(key)}, {len(key)} characters)"
     return None

@@ -19,7 +19,7 @@ from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
 from .document import Document, fmt_value
 from .legacy import MOVED_TRAIN_KEYS, legacy_problems
-from .limits import MAX_NAMED
+from .limits import MAX_NAMED, name_problem, show_path
 from .overrides import Overrides, read_source
 from .schema import SECTIONS, TOP_LEVEL, Choice, Init, InitSection, KeyPath, Recipe, TrainSection, reserved_params_problem
 
@@ -77,7 +77,7 @@ class _Check:
         return str(self.doc.source_of(path, self.fallback))
 
     def problem(self, path: KeyPath, message: str, where: str | None = None) -> None:
-        self.problems.append(Problem(where or self.where(path), ".".join(path), message + self.doc.dropped_note(path)))
+        self.problems.append(Problem(where or self.where(path), show_path(path), message + self.doc.dropped_note(path)))
 
     def table(self, data: Any, path: KeyPath) -> bool:
         """Whether ``data`` is a table; a problem when not."""
@@ -134,6 +134,13 @@ class _Check:
             self.pydantic(e, prefix, [*model.model_fields, *cls.Params.model_fields], f" [{KINDS[kind].label} '{type_name}']")
             return None
         return Choice(section, cls, params, recorded) if section is not None else None
+
+    def named(self, kind: str, name: str, data: Any) -> Choice | None:
+        """The component table ``[heads.<name>]`` or ``[log.<name>]``, its name checked too."""
+        if problem := name_problem(KINDS[kind].label, name):
+            self.problem((KINDS[kind].table[0], name), problem)
+            return None
+        return self.component(kind, data, (KINDS[kind].table[0], name))
 
     def wiring(self, data: Choice | None, backbone: Choice | None, heads: Mapping[str, Choice | None]) -> None:
         """Heads bound to targets the generator produces, a backbone that can use its inputs."""
@@ -228,7 +235,7 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
         elif len(raw["heads"]) > MAX_NAMED:
             check.problem(("heads",), f"has {len(raw['heads'])} heads; a recipe may have at most {MAX_NAMED}")
         else:
-            heads = {name: check.component("heads", value, ("heads", name)) for name, value in raw["heads"].items()}
+            heads = {name: check.named("heads", name, value) for name, value in raw["heads"].items()}
     train = optimizer = schedule = None
     if check.table(train_table := raw.get("train", {}), ("train",)):
         rest = dict(train_table)
@@ -299,7 +306,7 @@ def _validate_loggers(table: Any, check: _Check, available: bool = True) -> dict
             value = {}
         if isinstance(value, dict) and "type" not in value:
             value = {"type": name, **value}  # [log.tensorboard]
-        choice = check.component("loggers", value, ("log", name))
+        choice = check.named("loggers", name, value)
         reason = choice.cls.unavailable() if choice and available else None
         if reason:
             check.problem(("log", name), f"logger '{choice.section.type}' {reason}")  # type: ignore[union-attr]
