@@ -372,6 +372,14 @@ def test_an_override_removes_a_head(tmp_path, overrides):
     assert list(load_recipe(write(tmp_path, BASE), overrides).heads) == ["sum"]
 
 
+def test_removing_every_head_points_at_the_removals(tmp_path):
+    write(tmp_path, BASE, "base.toml")
+    child = write(tmp_path, 'extends = "base.toml"\n[heads]\ndigit = false\nsum = false\n', "child.toml")
+    assert problems(child) == [f"{child}:4 heads: needs at least one [heads.<name>] table; "
+                               f"removed: heads.digit ({child}:3), heads.sum ({child}:4)"]  # fmt: skip
+    (found,) = problems(tmp_path / "base.toml", ["heads.digit=false", "heads.sum=false"])
+    assert found.startswith("--set heads.sum=false heads: needs at least one") and "heads.digit (--set heads.digit=false)" in found
+
 def test_removing_a_head_that_is_not_there_suggests_one(tmp_path):
     found = problems(write(tmp_path, BASE), ["heads.dgit=false"])
     assert found == ["--set heads.dgit=false heads.dgit: there is no inherited head 'dgit' to remove — did you mean 'digit'? (valid: digit, sum)"]

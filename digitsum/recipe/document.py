@@ -129,6 +129,7 @@ class Document:
     data: dict[str, Any] = field(default_factory=dict)
     sources: dict[KeyPath, Source] = field(default_factory=dict)
     replaced: dict[KeyPath, Replaced] = field(default_factory=dict)
+    removed: dict[KeyPath, Source] = field(default_factory=dict)  # heads.<name> = false: where
 
     def source_of(self, path: KeyPath, fallback: str) -> Source:
         """The source of the deepest known prefix of ``path``."""
@@ -262,6 +263,7 @@ def _remove(base: Document, target: dict[str, Any], inherited: list[str], path: 
     else:
         del target[path[-1]]
         _forget_sources(base, path)
+        base.removed[path] = how.source_of(path)
 
 
 def _place_new_keys(target: dict[str, Any], inherited: list[str], data: Mapping[str, Any]) -> None:

@@ -231,7 +231,9 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
     heads: dict[str, Choice | None] = {}
     if "heads" in raw:
         if not isinstance(raw["heads"], dict) or not raw["heads"]:
-            check.problem(("heads",), "needs at least one [heads.<name>] table")
+            removed = {show_path(path): where for path, where in doc.removed.items() if path[0] == "heads"}
+            note = f"; removed: {', '.join(f'{key} ({where})' for key, where in removed.items())}" if removed else ""
+            check.problem(("heads",), f"needs at least one [heads.<name>] table{note}", str(list(removed.values())[-1]) if removed else None)
         elif len(raw["heads"]) > MAX_NAMED:
             check.problem(("heads",), f"has {len(raw['heads'])} heads; a recipe may have at most {MAX_NAMED}")
         else:
