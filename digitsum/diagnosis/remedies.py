@@ -298,6 +298,10 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
             f"a setting can only work around the error above that finds {' and '.join(unmended)}'s own code broken: "
             "the run would still train a broken model", "fix the code first (see that error); --repair writes no setting for it",
             [], figures)], {}, []  # fmt: skip
+    if not still:  # the findings that pointed here get the fix itself (a weight decay of 1 read as "see below")
+        for finding in findings:
+            if finding.severity != "info" and not finding.candidates and finding.fix.startswith("see the fixes tried below"):
+                finding.fix = f"{together} — verified: with it, {result} after {name} (see [fixes])"
     out = Finding("fixes", "error" if still else "info",
         f"verified fix: {together}" if not still else f"the verified changes restore only part: {', '.join(still)} still at chance",
         measured + f"; with {together}: {result}; tried alone: {lines}",

@@ -940,3 +940,11 @@ def test_a_learning_rate_blamed_for_dead_units_is_refuted_when_the_lower_rate_re
     tried = Attempt(lower, _Trace({"digit": 0.9 if restores else 0.1}, {"digit": restores}))
     _annotate([finding], [tried], [lower] if restores else [], base, ["digit"], ["digit"], "93 steps")
     assert finding.severity == severity
+
+
+def test_an_error_that_points_at_the_fixes_gets_the_verified_fix(tiny_data):
+    """SGD with a weight decay of 1: "does not learn" names the verified weight_decay, not "see below"."""
+    report = diagnose(probe_for('train.optimizer.type="sgd"', "train.optimizer.lr=0.05", "train.optimizer.weight_decay=1.0"), ["short_run"])
+    learning = of(report.findings, "learning", "error")
+    assert learning and report.repair == {"train.optimizer.weight_decay": 0.0}, [f.title for f in report.findings]
+    assert all(f.fix.startswith("train.optimizer.weight_decay = 0.0 (default; now 1.0) — verified: with it,") for f in learning)
