@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from digitsum import catalog, listing, plugin_report, registry
+from digitsum import catalog, plugin_report, registry
 from digitsum.catalog import copy_recipe, find_recipe, recipe_entries, resolve_recipe, settings_digest
 from digitsum.errors import UserError
 from digitsum.listing import describe_recipes

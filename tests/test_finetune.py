@@ -14,7 +14,7 @@ from digitsum.engine.resume import resume_trainer
 from digitsum.engine.train import Trainer
 from digitsum.errors import RecipeError, UserError
 from digitsum.recipe import load_recipe
-from digitsum.weights import load_weights, read_tensors, sha256_of, write_tensors
+from digitsum.weights import load_weights, sha256_of, write_tensors
 
 from .conftest import RECIPES
 from .runs import StopAt, tiny_args

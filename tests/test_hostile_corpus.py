@@ -21,7 +21,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,6 @@ import torch
 from PIL import Image
 
 from digitsum.data import MNIST_FILES
-from digitsum.testing import write_idx
 
 from .conftest import RECIPES
 

@@ -19,7 +19,6 @@ from digitsum.recipe import load_recipe
 from digitsum.registry import datasets, heads
 from digitsum.testing import check_component
 
-from ..conftest import RECIPES
 
 
 def _number(digits) -> int:

@@ -10,7 +10,7 @@ import pytest
 from digitsum.comparison import parse_grid, plan_variants, split_values
 from digitsum.engine.train import Trainer
 from ..runs import fit
-from digitsum.errors import RecipeError, UserError
+from digitsum.errors import UserError
 from digitsum.recipe import load_recipe
 
 from ..conftest import RECIPES, TINY

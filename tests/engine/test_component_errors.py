@@ -385,7 +385,7 @@ def test_a_state_dict_a_checkpoint_cannot_hold_is_named_before_it_is_written(kin
     with registered(REGISTRIES[kind], "unsaveable", component):
         result = cli("run", RECIPES / "original.toml", "--set", "train.epochs=1", "--set", override, "--out", tmp_path / "run")
     assert result.code == 1 and "Traceback" not in result.err, result.err
-    assert f"'unsaveable' from local (" in result.err and "its state_dict() holds what a checkpoint cannot hold" in result.err, result.err
+    assert "'unsaveable' from local (" in result.err and "its state_dict() holds what a checkpoint cannot hold" in result.err, result.err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no checkpoint that --resume would refuse
 
 
