@@ -146,3 +146,22 @@ def test_a_recipe_naming_a_head_whose_params_clash_is_an_error(tmp_path):
         load_recipe(RECIPES / "original.toml", ["heads.sum.type='target_param'", "heads.sum.target='sum'"])
     assert "heads.sum.type: head 'target_param' (local (" in str(e.value)
     assert "TargetParam.Params declares 'target'" in str(e.value)
+
+
+def test_a_components_check_that_raises_is_a_problem_naming_it_not_a_traceback():
+    from digitsum.components.heads.classify import Classify
+
+    from .conftest import registered
+
+    class Raises(Classify):
+        """A head whose check reads what a Classes target lacks."""
+
+        @classmethod
+        def check(cls, params, target):
+            return [] if target.length else []
+
+    with registered(REGISTRIES["heads"], "raises", Raises), pytest.raises(RecipeError) as e:
+        load_recipe(RECIPES / "original.toml", ["heads.sum.type='raises'", "heads.sum.target='sum'"])
+    line = Raises.check.__code__.co_firstlineno + 2
+    assert (f"heads.sum.type: head 'raises' from local (tests.test_strict_params:" in str(e.value)
+            and f"raised AttributeError in check() (test_strict_params.py, line {line}): 'Classes' object has no attribute 'length'" in str(e.value))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..catalog import looks_like_name
+from ..contract_checks import raised_in
 from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, recipe_text
 from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
@@ -142,13 +143,28 @@ class _Check:
             return None
         return self.component(kind, data, (KINDS[kind].table[0], name))
 
+    def calling(self, kind: str, choice: Choice, path: KeyPath, call: Callable[[], Any]) -> Any:
+        """``call()``, a component's own code (its ``interface`` or ``check``); None and a problem
+        naming the component, where it comes from and the line that raised, when it raises."""
+        try:
+            return call()
+        except Exception as e:  # a bug in that component, not in the recipe: it is told whose
+            entry = REGISTRIES[kind].entry(choice.section.type)
+            self.problem(path, f"{KINDS[kind].label} '{choice.section.type}' from {entry.origin} raised "
+                         f"{type(e).__name__}{raised_in(choice.cls, e)}: {clipped(str(e))} — a bug in that "
+                         f"{KINDS[kind].label}'s code, not in the recipe (check() returns its reasons, never raises: docs/plugins.md)")  # fmt: skip
+            return None
+
     def wiring(self, data: Choice | None, backbone: Choice | None, heads: Mapping[str, Choice | None]) -> None:
         """Heads bound to targets the generator produces, a backbone that can use its inputs."""
         if data is None:
             return
-        interface = data.cls.interface(data.params)
+        interface = self.calling("datasets", data, ("data", "type"), lambda: data.cls.interface(data.params))
+        if interface is None:
+            return
         generator = f"{KINDS['datasets'].label} '{data.section.type}'"
-        for reason in backbone.cls.check(backbone.params, interface.inputs) if backbone else ():
+        reasons = self.calling("fusions", backbone, ("backbone", "type"), lambda: backbone.cls.check(backbone.params, interface.inputs)) if backbone else ()
+        for reason in reasons or ():
             fitting = _fitting_fusions(interface.inputs)
             self.problem(("backbone", "type"), f"fusion '{backbone.section.type}' cannot use the inputs of {generator} "
                          f"({', '.join(interface.inputs) or 'none'}): {reason}"
@@ -162,7 +178,7 @@ class _Check:
                 self.problem(("heads", name, "target"), f"{generator} has no target '{target}' — "
                              + did_you_mean(target, interface.targets, "targets"))  # fmt: skip
                 continue
-            for reason in head.cls.check(head.params, spec):
+            for reason in self.calling("heads", head, ("heads", name, "type"), lambda: head.cls.check(head.params, spec)) or ():
                 self.problem(("heads", name), f"head '{head.section.type}' cannot predict target '{target}': {reason}", where)
             if target in getattr(interface, "measured", frozenset()) and head.section.weight != 0:
                 self.problem(("heads", name, "weight"), f"target '{target}' of {generator} is measured only, never trained on "

@@ -2,15 +2,12 @@
 of component must pass, and the check that a state dict survives a checkpoint."""
 
 import functools
-import inspect
 import json
-import os
-import traceback
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from ...contract_checks import signature_problem
+from ...contract_checks import raised_in, signature_problem
 from ...contracts import CONTRACT_VERSION, Params
 from ...engine.checkpoint import round_trip_problem
 from ...engine.component_errors import ComponentError
@@ -70,18 +67,6 @@ def reporting_crashes(kind: str):
         return wrapper
 
     return decorate
-
-
-def raised_in(cls, error: BaseException) -> str:
-    """" in loss() (head.py, line 12)": the innermost frame of ``error``'s traceback in the file
-    that defines ``cls`` (its author's code), so that the message says which method raised; ""
-    when none is (the exception came from digitsum or torch alone)."""
-    try:
-        source = inspect.getsourcefile(cls)
-    except (TypeError, OSError):
-        return ""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if source and f.filename == source]
-    return f" in {frames[-1].name}() ({os.path.basename(source)}, line {frames[-1].lineno})" if frames else ""
 
 
 def common_checks(kind: str, cls, base: type, params) -> tuple[Problems, Any]:
