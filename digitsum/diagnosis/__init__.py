@@ -60,7 +60,7 @@ def plugin_checks() -> dict[str, Check]:
 
 def _broken_check(name: str, value: str, message: str) -> Check:
     def broken(probe: Probe) -> list[Finding]:
-        return [Finding(name, "error", f"plugin check '{name}' cannot be loaded", message,
+        return [Finding(name, "warning", f"plugin check '{name}' cannot be loaded", message,
                         "the plugin's entry point names no function digitsum can call as check(probe)", "fix or uninstall the plugin")]  # fmt: skip
 
     return broken
@@ -111,7 +111,9 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
         home = Path(getattr(getattr(check, "__code__", None), "co_filename", "") or ".").resolve().parent
         frames = traceback.extract_tb(e.__traceback__)
         where = next((f for f in reversed(frames) if Path(f.filename).resolve().is_relative_to(home)), frames[-1])
-        return [Finding(name, "error", f"doctor check '{name}' from {origin} raised {type(e).__name__} in {where.name}()",
+        # a warning: the check's bug, not the recipe's (one plugin's bug would fail every recipe's
+        # doctor; --strict-plugins is the gate for broken plugins)
+        return [Finding(name, "warning", f"doctor check '{name}' from {origin} raised {type(e).__name__} in {where.name}()",
                         f"{text} ({Path(where.filename).name}, line {where.lineno})",
                         "a bug in the check itself: no component of the recipe raised it", f"the other checks ran; tell {author}")]  # fmt: skip
     if isinstance(found, (list, tuple)) and all(isinstance(f, Finding) for f in found):
@@ -120,7 +122,7 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
     origin, author = _check_origin(name, check)
     what = type(found).__name__ if not isinstance(found, (list, tuple)) else \
         f"a {type(found).__name__} holding a {next(type(f).__name__ for f in found if not isinstance(f, Finding))}"
-    return [Finding(name, "error", f"doctor check '{name}' from {origin} returned {what}, not a list of Finding",
+    return [Finding(name, "warning", f"doctor check '{name}' from {origin} returned {what}, not a list of Finding",
                     f"{name}(probe) returned {reprlib.repr(found)}",
                     "a bug in the check itself: a check returns a list of digitsum.Finding (empty when all is well)",
                     f"the other checks ran; tell {author}")]  # fmt: skip

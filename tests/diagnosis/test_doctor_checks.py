@@ -586,10 +586,11 @@ def test_a_plugins_checks_are_listed_run_and_denied_like_its_components(check_pl
     assert "looker_missing" in row["checks"][1]["error"] and "error" not in row["checks"][0]
     report = diagnose(probe_for(), ["pairing", "look", "gone"], verify=False)
     assert [f.title for f in report.findings if f.check == "look"] == ["the plugin looked"]
-    assert [f.title for f in report.errors if f.check == "gone"] == ["plugin check 'gone' cannot be loaded"]
-    # a check that raises is named with its distribution, version and function; the doctor exits 1
+    assert [f.title for f in report.warnings if f.check == "gone"] == ["plugin check 'gone' cannot be loaded"]
+    # a check that raises is named with its distribution, version and function: a warning, the
+    # verdict is the other checks' (a healthy recipe stays healthy)
     doctor = cli("doctor", "original")
-    assert doctor.code == 1 and "Traceback" not in doctor.err + doctor.out
+    assert doctor.code == 0 and "Traceback" not in doctor.err + doctor.out
     assert "doctor check 'crash' from digitsum-looker 2.0 raised KeyError in crash()" in doctor.out, doctor.out
     assert "looker.py, line 9" in doctor.out
     listed = json.loads(cli("list", "checks", "--json").out)
@@ -869,7 +870,7 @@ not_a_function = 3
     ("two_arguments", "two_arguments(probe, recipe) cannot take what digitsum passes: a check is check(probe)"),
     ("not_a_function", "it is a int, not a function taking a Probe"),
 ])  # fmt: skip
-def test_a_plugin_check_that_breaks_its_contract_is_an_error_naming_it_and_its_distribution(name, says, tmp_path, monkeypatch, tiny_data):
+def test_a_plugin_check_that_breaks_its_contract_is_a_warning_naming_it_and_its_distribution(name, says, tmp_path, monkeypatch, tiny_data):
     import importlib
 
     from digitsum import registry
@@ -883,9 +884,9 @@ def test_a_plugin_check_that_breaks_its_contract_is_an_error_naming_it_and_its_d
     importlib.invalidate_caches()
     monkeypatch.setattr(registry, "_SCAN", None)
     report = diagnose(probe_for(), ["pairing", name], verify=False)  # the doctor goes on, no traceback
-    errors = [f for f in report.errors if f.check == name]
-    assert len(errors) == 1 and "digitsum-miswritten 0.3" in errors[0].title + errors[0].measured
-    assert says in errors[0].title + errors[0].measured, errors[0]
+    warnings = [f for f in report.warnings if f.check == name]  # the plugin's bug, not the recipe's
+    assert len(warnings) == 1 and "digitsum-miswritten 0.3" in warnings[0].title + warnings[0].measured
+    assert says in warnings[0].title + warnings[0].measured, warnings[0]
     assert of(report.findings, "pairing")
     if name in ("two_arguments", "not_a_function"):  # known before it runs: `digitsum plugins` says so too
         row = next(r for r in plugin_report() if r["distribution"] == "digitsum-miswritten")
