@@ -61,6 +61,21 @@ def accepts(function: Callable, arguments: int) -> bool:
     return True
 
 
+def _positional_names(function: Callable) -> list[str]:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _moved_parameters(declared: Callable, written: Callable) -> list[str]:
+    """The contract's parameter names that ``written`` takes at another position
+    (``draw(self, index, rng, split)`` for ``draw(self, split, index, rng)``): digitsum passes
+    them by position, so each would get another's value."""
+    wanted, given = _positional_names(declared), _positional_names(written)
+    return [n for i, n in enumerate(wanted) if n in given and given.index(n) != i]
+
 def signature_problem(cls: type, base: type) -> str | None:
     """Why a method ``cls`` overrides cannot be called as digitsum calls ``base``'s (with the
     arguments the contract declares, by position), or None. Found when the class is loaded, so
@@ -78,6 +93,10 @@ def signature_problem(cls: type, base: type) -> str | None:
         if not callable(written):
             return f"{cls.__name__}.{name} is not a method: digitsum calls {name}{expected}"
         if accepts(written, _required_positionals(inspect.signature(declared))):
+            moved = _moved_parameters(declared, written)
+            if moved:
+                return (f"{cls.__name__}.{name}{_plain(inspect.signature(written))} takes {', '.join(moved)} elsewhere "
+                        f"than digitsum passes {'it' if len(moved) == 1 else 'them'}: digitsum calls {name}{expected}, by position")  # fmt: skip
             continue
         if name == "Params":  # a pydantic model: what makes Params() fail is a field without a default
             required = [n for n, f in getattr(written, "model_fields", {}).items() if f.is_required()]

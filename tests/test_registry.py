@@ -328,6 +328,22 @@ def test_a_method_that_cannot_take_what_digitsum_passes_is_refused_naming_it(kin
         check_component(cls)  # the conformance check says the same before it trips on the call
 
 
+def test_a_method_taking_the_contracts_parameters_in_another_order_is_refused():
+    """``draw(self, index, rng, split)`` takes three arguments, but each would get another's value."""
+    from digitsum.components.data.single_digit import SingleDigit
+
+    class Swapped(SingleDigit):
+        """draw with its parameters reordered."""
+
+        def draw(self, index, rng, split="train"):
+            return super().draw(split, index, rng)
+
+    entry = Entry("datasets", "swapped", Origin("mis:Swapped", "digitsum-mis", "0.1"), _entry_point=SimpleNamespace(load=lambda: Swapped))
+    with pytest.raises(PluginError) as e:
+        entry.load()
+    assert ("Swapped.draw(self, index, rng, split='train') takes split, index, rng elsewhere than digitsum passes them: "
+            "digitsum calls draw(self, split, index, rng), by position") in e.value.message
+
 def test_a_classmethod_written_as_a_plain_method_is_refused():
     class Unchecked(_Tiny):
         def check(self, params, inputs):  # @classmethod forgotten: digitsum calls Unchecked.check(params, inputs)
