@@ -50,7 +50,30 @@ def round_trip_problem(state: Any) -> str | None:
         buffer.seek(0)
         torch.load(buffer, weights_only=True)
     except Exception as e:  # the pickler and the unpickler raise many types; all mean the same
-        return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        found = _first_unplain(state)
+        if found is not None:  # torch's own message is pages of advice in terminal colours
+            where, value = found
+            return f"{where or 'it'} is a {type(value).__module__}.{type(value).__qualname__}, which torch.load(weights_only=True) refuses"
+        text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(e).split()))
+        return f"{type(e).__name__}: {text[:200]}"
+    return None
+
+
+#: What a checkpoint may hold beside tables and lists: what torch.load(weights_only=True) reads back.
+_PLAIN = (torch.Tensor, int, float, complex, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
+
+
+def _first_unplain(value: Any, where: str = "") -> tuple[str, Any] | None:
+    """The first value under ``value`` that is neither plain data nor a tensor, with its path (``['started']``)."""
+    stack = [(where, value)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{where}[{k!r}]", v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+        elif not isinstance(value, _PLAIN):
+            return where, value
     return None
 
 

@@ -374,18 +374,19 @@ class _FileLogger(Logger):
         return {"out": self.out}
 
 
-@pytest.mark.parametrize("kind, component, override", [
-    ("optimizers", _NumpyOptimizer, 'train.optimizer.type="unsaveable"'),
-    ("schedules", _FunctionSchedule, 'train.schedule.type="unsaveable"'),
-    ("loggers", _FileLogger, "log.unsaveable={}"),
+@pytest.mark.parametrize("kind, component, override, culprit", [
+    ("optimizers", _NumpyOptimizer, 'train.optimizer.type="unsaveable"', "['state'][0]['seen'] is a numpy.ndarray"),
+    ("schedules", _FunctionSchedule, 'train.schedule.type="unsaveable"', "['factor'] is a builtins.function"),
+    ("loggers", _FileLogger, "log.unsaveable={}", "['out'] is a _io.TextIOWrapper"),
 ])  # fmt: skip
-def test_a_state_dict_a_checkpoint_cannot_hold_is_named_before_it_is_written(kind, component, override, cli, tiny_data, tmp_path):
+def test_a_state_dict_a_checkpoint_cannot_hold_is_named_before_it_is_written(kind, component, override, culprit, cli, tiny_data, tmp_path):
     from digitsum.registry import REGISTRIES
 
     with registered(REGISTRIES[kind], "unsaveable", component):
         result = cli("run", RECIPES / "original.toml", "--set", "train.epochs=1", "--set", override, "--out", tmp_path / "run")
     assert result.code == 1 and "Traceback" not in result.err, result.err
     assert "'unsaveable' from local (" in result.err and "its state_dict() holds what a checkpoint cannot hold" in result.err, result.err
+    assert f"({culprit}, which torch.load(weights_only=True) refuses)" in " ".join(result.err.split())  # the key, not torch's pages
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # no checkpoint that --resume would refuse
 
 
