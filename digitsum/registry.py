@@ -313,13 +313,19 @@ class Registry:
                                     f"but declares no digitsum components; {did_you_mean(bare, self._entries, KINDS[self.kind].plural)}")  # fmt: skip
                 raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: "
                                 f"pip install {dist}")  # fmt: skip
+            misgrouped = [f"{d.name} {d.version} declares '{bare}' in the entry-point group [{ep.group}], not [{self.group}]"
+                          for d in plugin_distributions() for ep in d.misgrouped if ep.name == bare]  # fmt: skip
+            if dist and not misgrouped:  # an installed distribution named, without that component
+                own = sorted(e.name for es in self._entries.values() for e in es
+                             if canonical_name(e.origin.distribution or "digitsum") == canonical_name(dist))  # fmt: skip
+                raise UserError(f"unknown {self.label} '{name}' — {dist} declares no {self.label} '{bare}' "
+                                f"({KINDS[self.kind].plural} it declares: {', '.join(own) or 'none'}); a {self.label} is seen once "
+                                f"its distribution declares it in the entry-point group [{self.group}] and is installed again")  # fmt: skip
             hint = did_you_mean(bare, self._entries, KINDS[self.kind].plural)
             if not hint.startswith("did you mean"):  # not a typo: perhaps a component of the user's own
                 hint += (f"; a {self.label} of your own is seen once its package declares it in the entry-point group "
                          f"[{self.group}] and is installed (`digitsum new-plugin` writes one); {self.kind}.register() "
                          "adds it to one Python process only")  # fmt: skip
-            misgrouped = [f"{d.name} {d.version} declares '{bare}' in the entry-point group [{ep.group}], not [{self.group}]"
-                          for d in plugin_distributions() for ep in d.misgrouped if ep.name == bare]  # fmt: skip
             raise UserError(f"unknown {self.label} '{name}' — " + ("; ".join(misgrouped) or hint))
         builtin = [e for e in candidates if e.origin.builtin]
         if len(candidates) > 1 and builtin:

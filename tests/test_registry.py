@@ -301,6 +301,23 @@ def test_an_entry_point_in_a_misspelt_group_is_a_problem_of_its_distribution_and
                                "[digitsum.fusion], not [digitsum.fusions]")
 
 
+def test_a_qualified_name_its_distribution_does_not_declare_lists_what_it_does(tmp_path, monkeypatch):
+    """``digitsum-kit:robust`` with the entry point forgotten: not "did you mean 'classify'?"."""
+    from importlib import metadata
+
+    from digitsum import discovery
+
+    from .conftest import fake_distribution
+
+    site = fake_distribution(tmp_path, "digitsum-kit", "1.0", {"digitsum.fusions": {"gated": "kit:Gated"}})
+    (dist,) = metadata.distributions(path=[str(site)])
+    monkeypatch.setattr(registry_module, "_SCAN", [discovery._read_distribution(dist)])
+    with pytest.raises(UserError) as e:
+        Registry("fusions").get("digitsum-kit:gatd")
+    assert e.value.message == ("unknown fusion 'digitsum-kit:gatd' — digitsum-kit declares no fusion 'gatd' (fusions it "
+                               "declares: gated); a fusion is seen once its distribution declares it in the entry-point "
+                               "group [digitsum.fusions] and is installed again")
+
 # -- a method written with another signature than its contract's is refused when the class loads ----
 
 
