@@ -6,8 +6,6 @@ conformance checks of :mod:`digitsum.testing`, so that all three say the same.""
 from __future__ import annotations
 
 import inspect
-import os
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -108,18 +106,6 @@ def signature_problem(cls: type, base: type) -> str | None:
         return (f"{cls.__name__}.{name}{written_as} cannot take what digitsum passes: "
                 f"its contract is {name}{expected}{how}")  # fmt: skip
     return None
-
-
-def raised_in(cls, error: BaseException) -> str:
-    """" in loss() (head.py, line 12)": the innermost frame of ``error``'s traceback in the file
-    that defines ``cls`` (its author's code), so that the message says which method raised; ""
-    when none is (the exception came from digitsum or torch alone)."""
-    try:
-        source = inspect.getsourcefile(cls)
-    except (TypeError, OSError):
-        return ""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if source and f.filename == source]
-    return f" in {frames[-1].name}() ({os.path.basename(source)}, line {frames[-1].lineno})" if frames else ""
 
 
 #: What digitsum calls on the scheduler a schedule builds (the Trainer, checkpoints, the doctor).

@@ -8,7 +8,10 @@ Everything else is a bug in digitsum or a plugin and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
+import os
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,3 +90,15 @@ def recipe_text(value: Any) -> str:
 def clipped(text: str, limit: int = 60) -> str:
     """``text`` cut to ``limit`` characters, ending in ``...`` when cut: a value quoted in a message."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def raised_in(cls, error: BaseException) -> str:
+    """" in loss() (head.py, line 12)": the innermost frame of ``error``'s traceback in the file
+    that defines ``cls`` (its author's code), so that the message says which method raised; ""
+    when none is (the exception came from digitsum or torch alone)."""
+    try:
+        source = inspect.getsourcefile(cls)
+    except (TypeError, OSError):
+        return ""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if source and f.filename == source]
+    return f" in {frames[-1].name}() ({os.path.basename(source)}, line {frames[-1].lineno})" if frames else ""

@@ -14,8 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..catalog import looks_like_name
-from ..contract_checks import raised_in
-from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, recipe_text
+from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, raised_in, recipe_text
 from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
 from .document import Document, fmt_value

@@ -7,10 +7,11 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from ...contract_checks import raised_in, signature_problem
+from ...contract_checks import signature_problem
 from ...contracts import CONTRACT_VERSION, Params
 from ...engine.checkpoint import round_trip_problem
 from ...engine.component_errors import ComponentError
+from ...errors import raised_in
 from ...kinds import KINDS
 from ...listing import params_schema
 from ...recipe.schema import reserved_params_problem
