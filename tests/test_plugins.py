@@ -69,13 +69,15 @@ def test_example_plugin_components_are_listed_with_their_origin(example_site):
 
 def test_example_plugin_recipe_trains_on_tiny_data(example_site, tiny_root, tmp_path):
     # by name: the recipe ships inside the installed package, declared in digitsum.recipes
-    result = digitsum("run", "product", *TINY, "--out", tmp_path / "run", site=example_site, env={"DIGITSUM_DATA": str(tiny_root)},
-                      cwd=tmp_path)  # fmt: skip
+    unused = fake_distribution(tmp_path / "unused", "digitsum-unused", "3.0", {"digitsum.heads": {"spare": "unused_missing:Spare"}})
+    result = digitsum("run", "product", *TINY, "--out", tmp_path / "run", site=[example_site, unused],
+                      env={"DIGITSUM_DATA": str(tiny_root)}, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["metrics"]["test"]) == {"digit", "product"}
     assert "abs_error" in summary["metrics"]["test"]["product"]
-    assert "digitsum-example 0.1.0" in (tmp_path / "run" / "recipe.toml").read_text()  # provenance
+    saved = (tmp_path / "run" / "recipe.toml").read_text()
+    assert 'plugins = "digitsum-example 0.1.0"' in saved, saved  # provenance: the plugins the recipe uses, no other
 
 
 def test_example_plugin_recipe_is_listed_and_copied(example_site, tmp_path):

@@ -74,12 +74,8 @@ def _suspects(recipe: Recipe, objects: Sequence[object] = (), made: Mapping[str,
     ``objects`` (a run's callbacks) that are not digitsum's own."""
     from ..registry import KIND_LABELS
 
-    chosen: list[tuple[str, Choice]] = [("datasets", recipe.data), ("fusions", recipe.backbone),
-                                        ("optimizers", recipe.optimizer), ("schedules", recipe.schedule)]  # fmt: skip
-    chosen += [("heads", choice) for choice in recipe.heads.values()]
-    chosen += [("loggers", choice) for choice in recipe.log.values()]
     suspects = []
-    for kind, choice in chosen:
+    for kind, choice in recipe.choices():
         origin = origin_of(kind, choice)
         suspects.append(_Suspect(f"{KIND_LABELS[kind]} '{choice.section.type}'", choice.cls, origin, _code_roots(choice.cls)))
         if made.get(kind) is not None:

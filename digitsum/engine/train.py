@@ -100,17 +100,21 @@ def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, total_steps
     return built("schedules", recipe.schedule, schedule, schedule.build(optimizer, total_steps))
 
 
-def provenance(device: torch.device) -> dict[str, str]:
-    """Versions and machine that made a run, stored in its resolved recipe."""
+def provenance(device: torch.device, recipe: Recipe) -> dict[str, str]:
+    """Versions and machine that made a run, stored in its resolved recipe: the plugins are
+    those whose components the recipe uses."""
     from importlib import metadata
 
     from ..registry import REGISTRIES
 
     plugins = {}
-    for registry in REGISTRIES.values():
-        for entry in registry.entries():
-            if entry.origin.distribution and not entry.origin.builtin:
-                plugins[entry.origin.distribution] = entry.origin.version or "?"
+    for kind, choice in recipe.choices():
+        try:
+            origin = REGISTRIES[kind].entry(choice.section.type).origin
+        except UserError:  # registered in this process alone, since gone: no distribution to name
+            continue
+        if origin.distribution and not origin.builtin:
+            plugins[origin.distribution] = origin.version or "?"
     info = {
         "digitsum": __version__,
         "torch": torch.__version__,
@@ -414,7 +418,7 @@ class Trainer:
             else:
                 if not owned(self.run_dir):
                     mark(self.run_dir)  # a Trainer given a folder directly: the run is digitsum's all the same
-                made = provenance(self.device)
+                made = provenance(self.device, self.recipe)
                 if self.init is not None:  # the bits the run started from: same recipe, seed and source, same run
                     made["init_sha256"] = self.init.sha256
                 write_text(self.run_dir / "recipe.toml", self.recipe.to_toml(made))

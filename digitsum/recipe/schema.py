@@ -226,6 +226,11 @@ class Recipe:
     log: dict[str, Choice] = field(default_factory=dict)
     init: Init | None = None  # [init]: the weights training starts from (None: a random initialisation)
 
+    def choices(self) -> list[tuple[str, Choice]]:
+        """Every component the recipe chooses, with its kind (``("heads", choice)``)."""
+        return [("datasets", self.data), ("fusions", self.backbone), ("optimizers", self.optimizer), ("schedules", self.schedule),
+                *(("heads", c) for c in self.heads.values()), *(("loggers", c) for c in self.log.values())]  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved document: defaults filled in, ``extends`` and overrides applied."""
         doc: dict[str, Any] = {"name": self.name}
