@@ -949,3 +949,19 @@ def test_an_error_that_points_at_the_fixes_gets_the_verified_fix(tiny_data):
     learning = of(report.findings, "learning", "error")
     assert learning and report.repair == {"train.optimizer.weight_decay": 0.0}, [f.title for f in report.findings]
     assert all(f.fix.startswith("train.optimizer.weight_decay = 0.0 (default; now 1.0) — verified: with it,") for f in learning)
+
+
+class HalvedLoss(Classify):
+    """Half the cross-entropy: a loss of another scale, within what the scale warning lets pass."""
+
+    def loss(self, output, target):
+        return 0.5 * super().loss(output, target)
+
+
+def test_a_loss_that_starts_well_below_the_uniform_guess_is_not_said_to_start_near_it(tiny_data):
+    with registered(heads, "halved", HalvedLoss):
+        report = diagnose(probe_for('heads.sum={type="halved", target="sum"}'), ["loss_at_init"], verify=False)
+    titles = [f.title for f in of(report.findings, "loss_at_init")]
+    assert "heads.digit starts near ln 10" in titles
+    assert any(t.startswith("heads.sum starts at 1.4") and t.endswith("below ln 19: its loss is no plain cross-entropy of its logits")
+               for t in titles), titles

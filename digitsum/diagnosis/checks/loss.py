@@ -66,6 +66,9 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
             findings.append(Finding("loss_at_init", "warning", f"heads.{head} starts confidently wrong", measured,
                 "outputs at init are far from uniform: large initial logits slow training down and hint at a scale problem",
                 "standardise inputs, or scale down the head's initial weights", [], figures))  # fmt: skip
+        elif value < 0.75 * expected:  # a loss of another shape (a robust loss), or one scaled within SCALE_RANGE
+            findings.append(Finding("loss_at_init", "info", f"heads.{head} starts at {fmt(value)}, below ln {classes}: "
+                                    "its loss is no plain cross-entropy of its logits", measured, figures=figures))  # fmt: skip
         else:
             findings.append(Finding("loss_at_init", "info", f"heads.{head} starts near ln {classes}", measured, figures=figures))
     return findings
