@@ -74,6 +74,7 @@ def _moved_parameters(declared: Callable, written: Callable) -> list[str]:
     wanted, given = _positional_names(declared), _positional_names(written)
     return [n for i, n in enumerate(wanted) if n in given and given.index(n) != i]
 
+
 def signature_problem(cls: type, base: type) -> str | None:
     """Why a method ``cls`` overrides cannot be called as digitsum calls ``base``'s (with the
     arguments the contract declares, by position), or None. Found when the class is loaded, so

@@ -144,7 +144,7 @@ def test_a_recipe_naming_a_head_whose_params_clash_is_an_error(tmp_path):
 
     with registered(REGISTRIES["heads"], "target_param", TargetParam), pytest.raises(RecipeError) as e:
         load_recipe(RECIPES / "original.toml", ["heads.sum.type='target_param'", "heads.sum.target='sum'"])
-    assert "heads.sum.type: head 'target_param' (local (" in str(e.value)
+    assert "heads.sum.type: head 'target_param' from local (" in str(e.value)
     assert "TargetParam.Params declares 'target'" in str(e.value)
 
 

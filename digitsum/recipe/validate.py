@@ -65,6 +65,7 @@ def _as_list(item: Any) -> str:
         return ""  # not a list of numbers: the element type is the component's to say
     return f"; a list is written in brackets: [{', '.join(parts)}]"
 
+
 @dataclass
 class _Check:
     """One recipe's validation: the merged document, the label of its problems, and the problems found."""
@@ -126,7 +127,7 @@ class _Check:
         recorded = None if entry.origin.builtin else entry.qualified_name
         reserved = reserved_params_problem(kind, cls)
         if reserved:  # the plugin's to fix: named with where it comes from
-            self.problem(prefix + ("type",), f"{KINDS[kind].label} '{type_name}' ({entry.origin}) cannot be used: {reserved}")
+            self.problem(prefix + ("type",), f"{KINDS[kind].label} '{type_name}' from {entry.origin} cannot be used: {reserved}")
             return None
         try:  # validated even when the fixed keys failed (a wrong batch_size hides no wrong normalize)
             params = strict(cls.Params, {k: v for k, v in data.items() if k not in model.model_fields})
