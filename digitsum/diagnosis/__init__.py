@@ -37,9 +37,13 @@ __all__ = ["CHECKS", "PREFLIGHT", "Change", "Finding", "Probe", "Report", "SAMPL
 
 Check = Callable[[Probe], list[Finding]]
 
+def _builtin_check(value: str) -> Check:
+    module, _, function = value.partition(":")
+    return getattr(import_module(module), function)
+
+
 #: Every built-in check, in the order they run and are shown; the preflight runs the fast ones.
-CHECKS: dict[str, Check] = {name: getattr(import_module(module), function)
-                             for name, (module, _, function) in ((n, v.partition(":")) for n, v in DOCTOR_CHECKS.items())}
+CHECKS: dict[str, Check] = {name: _builtin_check(value) for name, value in DOCTOR_CHECKS.items()}
 PREFLIGHT = ("pairing", "loss_at_init", "double_softmax", "loss_weights", "schedule")
 
 

@@ -65,9 +65,13 @@ _PLAIN = (torch.Tensor, int, float, complex, bool, str, bytes, type(None), torch
 
 def _first_unplain(value: Any, where: str = "") -> tuple[str, Any] | None:
     """The first value under ``value`` that is neither plain data nor a tensor, with its path (``['started']``)."""
-    stack = [(where, value)]
+    stack, seen = [(where, value)], set()
     while stack:
         where, value = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if id(value) in seen:  # a table holding itself: walked once
+                continue
+            seen.add(id(value))
         if isinstance(value, dict):
             stack.extend((f"{where}[{k!r}]", v) for k, v in reversed(list(value.items())))
         elif isinstance(value, (list, tuple)):
