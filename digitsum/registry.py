@@ -206,7 +206,8 @@ def _contract_problem(kind: str, obj: Any) -> str | None:
         return (
             f"it was written for component contract {getattr(obj, 'contract', None)!r}, "
             f"this digitsum speaks contract {contracts.CONTRACT_VERSION}; "
-            "install a version of the plugin made for it"
+            "install a version of the plugin made for it (its author: contract = "
+            f"{contracts.CONTRACT_VERSION} once the class keeps this contract, docs/plugins.md)"
         )
     return contract_checks.signature_problem(obj, base)
 
