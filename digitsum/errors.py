@@ -92,12 +92,13 @@ def clipped(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def raised_in(cls, error: BaseException) -> str:
+def raised_in(code: Any, error: BaseException) -> str:
     """" in loss() (head.py, line 12)": the innermost frame of ``error``'s traceback in the file
-    that defines ``cls`` (its author's code), so that the message says which method raised; ""
-    when none is (the exception came from digitsum or torch alone)."""
+    that defines ``code`` (a component's class or a doctor check: its author's code), so that the
+    message says which function raised; "" when none is (the exception came from digitsum or
+    torch alone)."""
     try:
-        source = inspect.getsourcefile(cls)
+        source = inspect.getsourcefile(code)
     except (TypeError, OSError):
         return ""
     frames = [f for f in traceback.extract_tb(error.__traceback__) if source and f.filename == source]

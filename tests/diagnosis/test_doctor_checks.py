@@ -625,7 +625,8 @@ def test_check_doctor_check_passes_a_good_check_and_names_what_a_bad_one_does(tm
     def crashes(probe):
         raise KeyError("head")
 
-    with pytest.raises(ConformanceError, match="it raised KeyError"):
+    line = crashes.__code__.co_firstlineno + 1
+    with pytest.raises(ConformanceError, match=rf"it raised KeyError in crashes\(\) \(test_doctor_checks.py, line {line}\): 'head'"):
         check_doctor_check(crashes, "original", tmp_path / "c")
 
 

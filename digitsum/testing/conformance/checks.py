@@ -11,6 +11,7 @@ import torch
 
 from ...diagnosis import Change, Finding, Probe
 from ...diagnosis.findings import SEVERITIES
+from ...errors import raised_in
 from ...recipe import Recipe, load_recipe
 from ..fixtures import tiny_overrides, write_tiny_mnist
 from ._common import Problems
@@ -43,7 +44,7 @@ def check_doctor_check(check: Callable[[Probe], Any], recipe: str | Path | Recip
     try:
         findings = check(probe)
     except Exception as e:
-        problems.fail(f"it raised {type(e).__name__}: {e}")
+        problems.fail(f"it raised {type(e).__name__}{raised_in(check, e)}: {e}")
     if not isinstance(findings, list):
         problems.fail(f"it returned a {type(findings).__name__}: a check returns a list of Finding (empty: nothing found)")
     tables = set(probe.recipe.to_dict())
