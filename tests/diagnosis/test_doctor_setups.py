@@ -231,17 +231,22 @@ class StudentOptimizer(Optimizer):
     def build(self, parameters):
         if self.flaw == "last_layer_only":
             return torch.optim.Adam(parameters[-2:], lr=self.params.lr)
+        if self.flaw == "no_biases":
+            return torch.optim.Adam([p for p in parameters if p.ndim > 1], lr=self.params.lr)
         return (_Ascent if self.flaw == "uphill" else _Stuck)(parameters, self.params.lr)
 
 
 @pytest.mark.parametrize("flaw, title", [("last_layer_only", "holds 2 of the model's"), ("no_step", "does not move"),
-                                         ("uphill", "steps uphill")])  # fmt: skip
+                                         ("uphill", "steps uphill"), ("no_biases", "holds 6 of the model's 12")])  # fmt: skip
 def test_an_optimizer_plugin_that_misses_parameters_stands_still_or_climbs_is_named(tiny_data, flaw, title):
     flawed = type("Flawed", (StudentOptimizer,), {"flaw": flaw})
     with registered(optimizers, "student_optimizer", flawed):
         probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['train.optimizer={type="student_optimizer"}']))
-    [finding] = diagnose(probe, ["optimizer"], verify=False).findings
+    checks = ["optimizer", "schedule"] if flaw == "no_biases" else ["optimizer"]  # the others have no momentum to cycle
+    report = diagnose(probe, checks, verify=False)
+    [finding] = [f for f in report.findings if f.check == "optimizer"]
     assert finding.severity == "error" and title in finding.title and "student_optimizer" in finding.measured
+    assert not [f for f in report.errors if f.check == "schedule"]  # not to blame (it raised "an empty parameter list")
 
 
 @pytest.mark.parametrize("optimizer", ['{type="adamw", weight_decay=0.5}', '{type="sgd", lr=0.05, momentum=0.9}', '{type="adam"}'])

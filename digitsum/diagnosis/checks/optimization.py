@@ -35,9 +35,10 @@ def run_steps(probe: Probe) -> int:
 def lr_trajectory(recipe: Recipe, steps: int) -> list[float]:
     """The lr the recipe's optimizer uses at each of ``steps`` steps under its schedule (built
     over those steps, as the Trainer builds it), the first param group's; no model is trained:
-    the optimizer holds one weight and never steps."""
-    weight = nn.Parameter(torch.zeros(1))
-    optimizer = recipe.optimizer.cls(recipe.optimizer.params).build([weight])
+    the optimizer holds a weight matrix and a bias and never steps (both: an optimizer that
+    leaves biases out, or puts them in a group of their own, still gets its first group)."""
+    weights = [nn.Parameter(torch.zeros(1, 1)), nn.Parameter(torch.zeros(1))]
+    optimizer = recipe.optimizer.cls(recipe.optimizer.params).build(weights)
     scheduler = make_scheduler(recipe, optimizer, steps)
     lrs = []
     with warnings.catch_warnings():
