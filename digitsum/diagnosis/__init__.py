@@ -115,8 +115,7 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
         home = Path(getattr(getattr(check, "__code__", None), "co_filename", "") or ".").resolve().parent
         frames = traceback.extract_tb(e.__traceback__)
         where = next((f for f in reversed(frames) if Path(f.filename).resolve().is_relative_to(home)), frames[-1])
-        # a warning: the check's bug, not the recipe's (one plugin's bug would fail every recipe's
-        # doctor; --strict-plugins is the gate for broken plugins)
+        # a warning: the check's bug, not the recipe's (one plugin's bug would fail every recipe's doctor)
         return [Finding(name, "warning", f"doctor check '{name}' from {origin} raised {type(e).__name__} in {where.name}()",
                         f"{text} ({Path(where.filename).name}, line {where.lineno})",
                         "a bug in the check itself: no component of the recipe raised it", f"the other checks ran; tell {author}")]  # fmt: skip
