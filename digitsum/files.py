@@ -120,8 +120,9 @@ _TYPE_NAMES = {str: "a string", int: "an integer", (int, float): "a number", dic
 def field_problems(data: dict[str, Any], fields: dict[str, type | tuple[type, ...]], required: Any = ()) -> list[str]:
     """``'key' is missing`` for each ``required`` key ``data`` lacks, ``'key' should be a table``
     (...) for each key of ``fields`` it holds as another type."""
-    return [f"'{key}' is missing" if key not in data else f"'{key}' should be {_TYPE_NAMES[kind]}" for key, kind in fields.items()
-            if (key not in data and key in required) or (key in data and not is_plain(data[key], kind))]  # fmt: skip
+    keys = dict.fromkeys([*fields, *required])  # a required key without a type is still required
+    return [f"'{key}' is missing" if key not in data else f"'{key}' should be {_TYPE_NAMES[fields[key]]}" for key in keys
+            if (key not in data and key in required) or (key in data and key in fields and not is_plain(data[key], fields[key]))]  # fmt: skip
 
 
 def is_metrics(value: Any) -> bool:

@@ -21,6 +21,10 @@ BROKEN_CODE = "broken_code"
 SUSPECTS_LR = "suspects_lr"
 
 
+#: How a finding's fix points at the fix search: once a verified fix restores every stalled
+#: head, the findings whose fix starts so get that fix instead (remedies.verify).
+SEE_FIXES = "see the fixes tried below"
+
 @dataclass(frozen=True)
 class Change:
     """One change the doctor can try: recipe keys to set, or a stand-in for a code change.

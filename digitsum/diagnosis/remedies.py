@@ -17,7 +17,7 @@ from ..errors import RecipeError, recipe_text
 from ..listing import DOCTOR_CHECKS, plain
 from ..recipe import MACHINE_LOCAL_KEYS, Recipe, load_recipe
 from .checks.training import short_run_steps
-from .findings import BROKEN_CODE, LR_KEY, SUSPECTS_LR, Change, Finding, fmt, pct
+from .findings import BROKEN_CODE, LR_KEY, SEE_FIXES, SUSPECTS_LR, Change, Finding, fmt, pct
 from .lr_range import MOMENTUM, RANGE_HIGH, RANGE_LOW, RANGE_STEPS, optimizer_changes
 from .probe import Probe, off_defaults
 from .short_run import RunTrace, short_run
@@ -300,7 +300,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
             [], figures)], {}, []  # fmt: skip
     if not still:  # the findings that pointed here get the fix itself (a weight decay of 1 read as "see below")
         for finding in findings:
-            if finding.severity != "info" and not finding.candidates and finding.fix.startswith("see the fixes tried below"):
+            if finding.severity != "info" and not finding.candidates and finding.fix.startswith(SEE_FIXES):
                 finding.fix = f"{together} — verified: with it, {result} after {name} (see [fixes])"
     out = Finding("fixes", "error" if still else "info",
         f"verified fix: {together}" if not still else f"the verified changes restore only part: {', '.join(still)} still at chance",

@@ -14,7 +14,7 @@ from ...engine.component_errors import output_problem
 from ...engine.train import make_optimizer
 from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
-from ..findings import Change, Finding, fmt, pct
+from ..findings import SEE_FIXES, Change, Finding, fmt, pct
 from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, seeded, slice_batch, too_few
 from .loss import broken_heads
 from .training import trace_of
@@ -439,7 +439,7 @@ def check_learnability(probe: Probe) -> list[Finding]:
             findings.append(Finding("learnability", "warning",
                 f"heads.{head}: its targets are learnable (a reference optimizer learns them from {n_big} samples); the recipe's optimizer does not",
                 measured, "the data are not to blame: with the same samples, model and losses, only the optimizer differs",
-                "see the fixes tried below (the optimizer's learning rate, momentum, weight decay)", list(OPTIMIZER_KEYS), figures))  # fmt: skip
+                f"{SEE_FIXES} (the optimizer's learning rate, momentum, weight decay)", list(OPTIMIZER_KEYS), figures))  # fmt: skip
             continue
         measured += f"; after fitting {n_small} of them: {pct(memorised.get(head, 0.0))} predicted"
         if head in (broken := broken_heads(probe)):  # the reference trains the same broken head: not the data

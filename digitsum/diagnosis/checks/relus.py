@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ...contracts import Batch
 from ..emulate import reinitialised
-from ..findings import LR_KEY, SUSPECTS_LR, Change, Finding, fmt, pct
+from ..findings import LR_KEY, SEE_FIXES, SUSPECTS_LR, Change, Finding, fmt, pct
 
 #: Dead units (output 0 on every probe sample and position). A network that does not learn with a
 #: layer DEAD_ERROR dead at init or killed by training gets an error; one that learns is never
@@ -141,7 +141,7 @@ def dead_relu_findings(before: dict[str, float], after: dict[str, float], run: s
         lower = lr / 10
         return prefix + [Finding("dead_relu", severity, f"training at lr {fmt(lr)} kills ReLUs: up to {pct(max(killed.values()))} of a layer's units dead",
             measured, "alive at initialisation, dead after training: a dead unit outputs 0 for every input and gets no gradient, "
-            "it never recovers, and the layers before it stop learning", "see the fixes tried below", [LR_KEY], {**figures, SUSPECTS_LR: True},
+            "it never recovers, and the layers before it stop learning", SEE_FIXES, [LR_KEY], {**figures, SUSPECTS_LR: True},
             candidates=[Change(f"{LR_KEY} = {fmt(lower)}", {LR_KEY: lower})])]  # fmt: skip
     if worst >= DEAD_WARNING:  # every head learns here (or the errors above would have fired)
         return prefix + [Finding("dead_relu", "info", f"up to {pct(worst)} of a layer's ReLU units are dead; every head learns (capacity unused)",

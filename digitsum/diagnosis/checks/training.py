@@ -15,7 +15,7 @@ from ...contracts import Batch
 from ...engine.progress import fell, fraction_fallen
 from ...engine.train import make_optimizer
 from ..emulate import cross_entropy_loss
-from ..findings import Change, Finding, fmt, pct
+from ..findings import SEE_FIXES, Change, Finding, fmt, pct
 from ..probe import Probe, batch_len, eval_outputs, fresh_copy, learns, log_losses, scores, seeded, slice_batch, too_few
 from ..short_run import RunTrace, schedule_warms_up, short_run
 from .floor import loss_floor
@@ -152,7 +152,7 @@ def _step_growth_findings(probe: Probe, trace: RunTrace, name: str) -> list[Find
         f"the last {n - int(0.9 * n)} steps {fmt(end)}",
         f"steps that keep growing while the lr stays put diverge later in the run, whatever the short run's accuracy "
         f"({optimizer.section.type}: an Adam whose beta1^2 >= beta2 does this; so does a rate past the edge of stability)",
-        "see the fixes tried below", ["train.optimizer"], {"step_mid": mid, "step_end": end, "steps": n})]  # fmt: skip
+        SEE_FIXES, ["train.optimizer"], {"step_mid": mid, "step_end": end, "steps": n})]  # fmt: skip
 
 
 def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], name: str) -> list[Finding]:
@@ -220,7 +220,7 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                 measured + f"; the recipe's optimizer learns it from fixed training samples (see [learnability]): "
                 f"{pct(probe.cache['taught_by_recipe_optimizer'][head])} held out",
                 "a head that learns beats the best constant guess on held-out samples within a few hundred steps; this one "
-                "needs more, or a higher rate", "see the fixes tried below: a change that makes it learn sooner", [], figures))  # fmt: skip
+                "needs more, or a higher rate", f"{SEE_FIXES}: a change that makes it learn sooner", [], figures))  # fmt: skip
         else:
             why = "a head that learns beats the best constant guess on held-out samples within a few hundred steps"
             if warm_up is None:
@@ -231,7 +231,7 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                 why += (f"; but the recipe's own warm-up takes {warm_up} steps, more than this run's {trace.steps}: "
                         "a network that starts only under that warm-up is not judged here")
             findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured, why,
-                "see the fixes tried below", [], figures))  # fmt: skip
+                SEE_FIXES, [], figures))  # fmt: skip
     return findings
 
 
@@ -291,7 +291,7 @@ def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str) ->
     measured = f"median gradient norm per layer over {run}: {rows}"
     if not all(math.isfinite(v) for v in median.values()) or not all(math.isfinite(v) for v in late.values()):
         return [Finding("grad_norm", "error", "gradients became NaN or inf", measured, "a non-finite step ruins every weight",
-                        "see the fixes tried below; check the inputs and the loss", [], figures)]  # fmt: skip
+                        f"{SEE_FIXES}; check the inputs and the loss", [], figures)]  # fmt: skip
     top = max((median[n] for n in trained), default=0.0)
     silent = [n for n in norms if n in trained and (late[n] == 0.0 or (top > 0 and late[n] < 1e-4 * top))]
     if silent:
@@ -312,7 +312,7 @@ def _trend_findings(totals: Tensor, run: str, floor: float, learning: bool) -> l
     measured = f"total loss over {run}: {fmt(first)} (first {window} steps) -> {fmt(last)} (last {window}); lowest reachable {fmt(floor)}"
     if not math.isfinite(last) or not torch.isfinite(totals).all():
         return [Finding("loss_trend", "error", "the loss became NaN or inf", measured, "nothing trains after a NaN",
-                        "see the fixes tried below", [], figures)]  # fmt: skip
+                        SEE_FIXES, [], figures)]  # fmt: skip
     if not fell(first, last, LOSS_FALL, floor):
         share = fraction_fallen(first, last, floor)
         title = f"the loss hardly falls ({pct(share)} of the way to its floor)" if last < first else "the loss does not fall"
@@ -412,7 +412,7 @@ def check_overfit(probe: Probe) -> list[Finding]:
         return [Finding("overfit", "error", f"cannot fit one batch with {what}; Adam at {SANE_ADAM_LR:g} can",
             measured + f"; Adam at lr {SANE_ADAM_LR:g} fits it in {sane_step} steps",
             "a model that cannot memorise 32 samples cannot learn the task: the optimizer's settings are to blame",
-            "see the fixes tried below", [], figures)]  # fmt: skip
+            SEE_FIXES, [], figures)]  # fmt: skip
     return [Finding("overfit", "error", f"cannot fit one batch of {size}, even with Adam at lr {SANE_ADAM_LR:g}",
         measured + f"; {2 * OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {fmt(sane_last)}",
         "a model that cannot memorise 32 samples is broken: loss, outputs, wiring or targets",
