@@ -630,6 +630,21 @@ def test_check_doctor_check_passes_a_good_check_and_names_what_a_bad_one_does(tm
         check_doctor_check(crashes, "original", tmp_path / "c")
 
 
+
+def test_check_doctor_check_without_a_workdir_leaves_nothing_behind(tmp_path, monkeypatch):
+    import tempfile
+
+    from digitsum.testing import check_doctor_check
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where temporary folders go
+
+    def looks(probe):
+        assert probe.generator.size("train") > 0  # the tiny data is there while the check runs
+        return []
+
+    assert check_doctor_check(looks, "original") == []
+    assert list(tmp_path.iterdir()) == []
+
 # -- issue 29: never blame the wrong component -------------------------------------------------
 
 

@@ -1,8 +1,12 @@
 """What the conformance checks share: the error and its list of problems, the checks every kind
 of component must pass, and the check that a state dict survives a checkpoint."""
 
+import contextlib
 import functools
 import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -29,6 +33,19 @@ def nothing_declared(distribution: str, what: str, group: str) -> ConformanceErr
     """The error of a distribution that declares nothing in the entry-point ``group``: is it installed?"""
     problem = f"it {what}: is it installed (pip install -e .) with entry points in [project.entry-points.\"{group}\"]?"
     return ConformanceError(f"distribution {distribution}", [problem])
+
+
+@contextlib.contextmanager
+def workdir_or_scratch(workdir: str | Path | None, prefix: str) -> Iterator[Path]:
+    """``workdir`` as an absolute path (made if missing), or a temporary folder removed on exit:
+    a plugin's test run that names no folder leaves nothing behind."""
+    if workdir is not None:
+        path = Path(workdir).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        yield Path(scratch)
 
 
 class Problems(list):

@@ -14,7 +14,7 @@ from ...diagnosis.findings import SEVERITIES
 from ...errors import raised_in
 from ...recipe import Recipe, load_recipe
 from ..fixtures import tiny_overrides, write_tiny_mnist
-from ._common import Problems
+from ._common import Problems, workdir_or_scratch
 
 
 def tiny_probe(recipe: str | Path | Recipe, workdir: str | Path | None = None, overrides: Sequence[str] = ()) -> Probe:
@@ -35,11 +35,16 @@ def check_doctor_check(check: Callable[[Probe], Any], recipe: str | Path | Recip
     Checks that it returns well-formed findings naming the check (``name``, by default the
     function's name) and recipe keys, and leaves the probe's model unchanged (docs/plugins.md).
     Raises :class:`~digitsum.testing.ConformanceError` listing every problem, or naming the
-    exception the check raised.
+    exception the check raised. Without ``workdir`` the tiny data lives in a temporary folder
+    removed afterwards.
     """
     name = name or getattr(check, "__name__", "check")
+    with workdir_or_scratch(workdir, "digitsum-probe-") as where:
+        return _checked(check, tiny_probe(recipe, where), name)
+
+
+def _checked(check: Callable[[Probe], Any], probe: Probe, name: str) -> list[Finding]:
     problems = Problems("doctor check", check)
-    probe = tiny_probe(recipe, workdir)
     before = {k: v.detach().clone() for k, v in probe.model.state_dict().items()}
     try:
         findings = check(probe)

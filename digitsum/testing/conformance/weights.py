@@ -1,7 +1,6 @@
 """The check of a distribution's pretrained weights (docs/plugins.md#shipping-weights)."""
 
 import math
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ from ...recipe import load_recipe
 from ...run import Run, load_pretrained
 from ...weights import load_weights, weights_entries
 from ..fixtures import write_tiny_mnist
-from ._common import Problems, nothing_declared
+from ._common import Problems, nothing_declared, workdir_or_scratch
 from .model_parts import output_problems, shape_of
 
 
@@ -36,16 +35,20 @@ def check_weights(name: str, workdir: str | Path | None = None) -> Run:
     :func:`~digitsum.run.load_pretrained` gave.
 
     Checks the record and the file against each other and the recipe's model, the model on the
-    test split of tiny MNIST data written under ``workdir`` (by default a new temporary folder,
-    which is kept), and the record's test metrics (docs/plugins.md lists every check).
+    test split of tiny MNIST data written under ``workdir`` (by default a temporary folder,
+    removed afterwards), and the record's test metrics (docs/plugins.md lists every check).
     """
+    with workdir_or_scratch(workdir, "digitsum-check-weights-") as where:
+        return _checked(name, where)
+
+
+def _checked(name: str, workdir: Path) -> Run:
     problems = Problems("weights", name)  # "weights 'name'" in the message
     try:
         tensors, record, entry = load_weights(name, progress=False)
     except UserError as e:
         problems.fail(e.message)
     qualified = f"{entry.distribution}:{entry.name}"
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="digitsum-check-weights-")).absolute()
     root = write_tiny_mnist(workdir / "mnist")
     tiny = {"seed": record.seed, "data.root": str(root), "data.download": False, "train.device": "cpu"}
     try:
