@@ -8,6 +8,13 @@ Two public faces, both importable from here and loaded on first use (importing d
 - the contracts plugin authors implement (``from digitsum import Fusion``; see docs/plugins.md).
 """
 
+import sys
+
+if sys.argv[:1] == ["-m"] and not sys.flags.safe_path and sys.path:
+    # `python -m digitsum` (or torchrun's -m) put the working folder first on sys.path, where a
+    # json.py would be imported, and run, in place of the standard module: no code runs from there.
+    del sys.path[0]
+
 __version__ = "0.2.0"
 
 #: The public names, by the module that defines them (imported on first use).

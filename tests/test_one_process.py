@@ -42,6 +42,10 @@ def test_modules_in_the_working_folder_are_never_imported(tiny_root, tmp_path):
     assert (work / "run" / "samples.png").is_file()
     listed = digitsum("list", cwd=work)
     assert listed.returncode == 0, listed.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    as_module = subprocess.run([sys.executable, "-m", "digitsum", "list"], capture_output=True, text=True, cwd=work,
+                               env=env, timeout=300)  # fmt: skip  # python puts the working folder on sys.path for -m
+    assert as_module.returncode == 0, as_module.stderr
     assert sorted(p.name for p in work.glob("*.imported")) == []
 
 
