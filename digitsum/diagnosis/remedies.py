@@ -281,6 +281,10 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     if not combined and not stalled:
         return [], {}, []  # every head learns, and no proposed fix measurably helps: nothing to recommend
     if not combined:
+        for finding in _pointing_here(findings):  # "see the fixes tried below" would point at nothing that helps
+            finding.fix = ("no change the doctor tried restores learning (see [fixes]): the cause is likely in code or the data "
+                           "(see the error findings)" if lines else
+                           "the doctor found no setting to try: the cause is likely in code or the data (see the error findings)")  # fmt: skip
         out = Finding("fixes", "error", f"no single change restores learning of {', '.join(stalled)}",
             measured + f"; tried alone ({', '.join(heads)} after): {lines or 'nothing to try'}",
             "each change was tried with the same batches and initialisation; none made a stalled head beat the best constant guess",
@@ -299,9 +303,8 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
             "the run would still train a broken model", "fix the code first (see that error); --repair writes no setting for it",
             [], figures)], {}, []  # fmt: skip
     if not still:  # the findings that pointed here get the fix itself (a weight decay of 1 read as "see below")
-        for finding in findings:
-            if finding.severity != "info" and not finding.candidates and finding.fix.startswith(SEE_FIXES):
-                finding.fix = f"{together} — verified: with it, {result} after {name} (see [fixes])"
+        for finding in _pointing_here(findings):
+            finding.fix = f"{together} — verified: with it, {result} after {name} (see [fixes])"
     out = Finding("fixes", "error" if still else "info",
         f"verified fix: {together}" if not still else f"the verified changes restore only part: {', '.join(still)} still at chance",
         measured + f"; with {together}: {result}; tried alone: {lines}",
@@ -311,6 +314,11 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
         + (("; in code: " if repair else "in code: ") + "; ".join(code) if code else ""),
         sorted(repair), figures)  # fmt: skip
     return [out], repair, code
+
+
+def _pointing_here(findings: list[Finding]) -> list[Finding]:
+    """The warnings and errors whose fix is "see the fixes tried below" (findings.SEE_FIXES)."""
+    return [f for f in findings if f.severity != "info" and not f.candidates and f.fix.startswith(SEE_FIXES)]
 
 
 def _restores(trace: RunTrace | None, of: list[str]) -> list[str]:

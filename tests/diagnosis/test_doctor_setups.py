@@ -197,6 +197,65 @@ def test_a_backbone_whose_features_are_mostly_noise_in_training_is_named_and_its
     assert not [f for f in head_report(Classify).findings if f.severity != "info"]  # control: concat adds no noise
 
 
+class BatchNormFusion(Concat):
+    """Batch norm on the fused features: training mode normalises by the batch, eval mode by
+    running statistics (0 and 1 at initialisation), so the modes differ without any noise."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.norm = nn.BatchNorm1d(self.out_features)
+
+    def forward(self, batch):
+        return self.norm(super().forward(batch))
+
+
+def test_batch_norm_in_the_backbone_is_not_taken_for_training_mode_noise(tiny_data):
+    with registered(fusions, "norm_fusion", BatchNormFusion) as name:
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f'backbone.type="{name}"']))
+        report = diagnose(probe, ["head_output"], verify=False)
+    assert not [f for f in report.findings if f.severity != "info"]
+
+
+class ZeroInitFusion(Concat):
+    """Its MLP's layers initialised to zeros: the heads' gradient reaches its output, and stops there."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for layer in self.mlp.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+
+def test_a_backbone_initialised_to_zeros_is_named_with_its_layers_not_a_head_and_the_fix_verified(tiny_data):
+    with registered(fusions, "zero_fusion", ZeroInitFusion) as name:
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f'backbone.type="{name}"']))
+        report = diagnose(probe, ["loss_weights", "short_run"], verify=True)
+    [finding] = [f for f in report.findings if f.check == "loss_weights" and f.severity != "info"]
+    assert finding.title == "the backbone passes no gradient back to its weights: the backbone never trains"
+    assert "ZeroInitFusion" in finding.measured and "backbone.mlp.0" in finding.figures["zero_layers"]
+    assert "Classify" not in finding.fix and "detach" not in finding.fix  # was: a detach() in the built-in head
+    assert report.code_causes and "not zeros (ZeroInitFusion.__init__)" in report.code_causes[0]
+
+
+class DetachedCnn(Concat):
+    """Its CNN's features detached (left from a frozen-CNN experiment): the CNN never trains."""
+
+    def forward(self, batch):
+        parts = [self.cnn(batch[name]).detach() for name in self.images]
+        parts += [torch.nn.functional.one_hot(batch[name], n).to(parts[0].dtype) for name, n in self.numbers.items()]
+        return self.mlp(torch.cat(parts, dim=1))
+
+
+def test_layers_no_gradient_ever_reaches_are_named_with_the_component_that_cuts_it(tiny_data):
+    with registered(fusions, "detached_cnn", DetachedCnn) as name:
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f'backbone.type="{name}"']))
+        report = diagnose(probe, ["short_run"], verify=False)
+    [finding] = [f for f in report.findings if f.check == "grad_norm"]
+    assert finding.severity == "warning" and finding.title.startswith("no gradient ever reaches backbone.cnn.")
+    assert not [n for n in finding.figures["cut"] if not n.startswith("backbone.cnn.")]
+    assert "DetachedCnn.forward" in finding.fix
+
 def test_the_data_are_not_blamed_for_a_head_whose_own_forward_is_broken(tiny_data):
     findings = head_report(ReluLogits, ("learnability",)).findings
     assert not [f for f in findings if f.severity != "info"] and any("the head itself is broken" in f.title for f in findings)
@@ -420,6 +479,21 @@ def test_a_loss_with_no_lower_bound_is_named_and_not_taken_for_a_scaled_one(tiny
     assert [c.code for c in unbounded.candidates] == ["NllOnLogits.loss: a cross-entropy on the class logits"]
     assert not [f for f in findings if f.check == "loss_at_init" and f.severity != "info"]
 
+
+
+class LogSoftmaxIntoNll(Classify):
+    """PyTorch's MNIST example: log-softmax in its forward, nll_loss in its loss (bounded by 0)."""
+
+    def forward(self, features):
+        return super().forward(features).log_softmax(1)
+
+    def loss(self, output, target):
+        return torch.nn.functional.nll_loss(output, target)
+
+
+def test_nll_loss_on_log_probabilities_its_forward_gives_is_bounded(tiny_data):
+    [finding] = [f for f in head_report(LogSoftmaxIntoNll, ("loss_floor",)).findings if f.title.startswith("heads.sum")]
+    assert finding.severity == "info" and "through its forward" in finding.measured and finding.figures["floor"] >= 0
 
 class InvertedTraining(SingleDigit):
     """Inverts the training images only: the held-out ones are as MNIST has them."""

@@ -45,27 +45,45 @@ def _floor_raisers(probe: Probe, head: str, floor: float) -> dict[str, dict]:
     return found
 
 
-def loss_floor(probe: Probe, head: str) -> float | None:
+def loss_floor(probe: Probe, head: str, through_forward: bool = False) -> float | None:
     """The lowest loss ``head`` can reach under its settings: its loss minimised over free
     outputs of the shape it gives (label smoothing, say, keeps it above 0) — for a class-logits
     head whose outputs are probabilities, its loss of perfect ones (what the ``double_softmax``
-    check reports); for a head whose
-    output is not class logits, over free features into the head, since its forward may bound
-    what it can output (there, an upper bound once below FLOOR_DONE of the start). None when the
-    loss does not depend differentiably on the output. Cached on the probe."""
-    key = f"floor:{head}"
+    check reports); for a head whose output is not class logits (or ``through_forward``), over
+    free features into the head, since its forward may bound what it can output (there, an upper
+    bound once below FLOOR_DONE of the start). A class-logits head's floor below 0 over free
+    outputs is measured again through its forward: a forward that returns log-probabilities keeps
+    ``nll_loss`` at 0 or above. None when the loss does not depend differentiably on the output.
+    Cached on the probe."""
+    key = f"floor:{head}:{through_forward}"
     if key in probe.cache:
         return probe.cache[key]
+    logits = probe.output_kind(head) == "class_logits"
+    probe.cache[key] = floor = _minimised(probe, head, free_outputs=logits and not through_forward)
+    if floor is not None and floor < 0 and logits and not through_forward:
+        bounded = loss_floor(probe, head, through_forward=True)
+        if bounded is not None and bounded >= 0:
+            probe.cache[key] = floor = bounded
+            probe.cache[f"floor:{head}:bounded by its forward"] = True
+    return floor
+
+
+def floor_through_forward(probe: Probe, head: str) -> bool:
+    """Whether ``head``'s floor was measured through its forward, not over free outputs."""
+    return probe.output_kind(head) != "class_logits" or probe.cache.get(f"floor:{head}:bounded by its forward", False)
+
+
+def _minimised(probe: Probe, head: str, free_outputs: bool) -> float | None:
+    """``head``'s loss minimised over free outputs, or over free features through its forward."""
     batch = slice_batch(probe.sample, 256)
     module = probe.model.heads[head]
     target = batch[probe.target_of(head)]
-    if probe.output_kind(head) == "class_logits":
+    if free_outputs:
         # logits are free: any [B, classes] is reachable, so the floor is the loss's own
         with torch.no_grad():
             free = probe.model(batch)[head].detach().float().clone()
         squashed = probability_output(module, free, target)
         if squashed is not None:  # but these are probabilities: rows of [0, 1], a perfect one the best reachable
-            probe.cache[key] = squashed.floor
             return squashed.floor
         loss_fn = module.loss
         cheap_enough = True  # the loss alone: all FLOOR_STEPS, for the floor as a figure of its own
@@ -84,8 +102,9 @@ def loss_floor(probe: Probe, head: str) -> float | None:
             return module.loss(module(features), target)
 
         # each step runs the head's forward (add-100's exact inference: 20 ms); below FLOOR_DONE of
-        # the start, more steps change nothing the floor is read for: there it is an upper bound
-        cheap_enough = False
+        # the start, more steps change nothing the floor is read for: there it is an upper bound.
+        # A class-logits head's runs every step: whether its loss falls below 0 is the question.
+        cheap_enough = probe.output_kind(head) == "class_logits"
     free.requires_grad_(True)
     optimizer = torch.optim.Adam([free], lr=0.1)
     best = start = None
@@ -105,7 +124,6 @@ def loss_floor(probe: Probe, head: str) -> float | None:
     except Exception:
         best = None
     probe.model.zero_grad(set_to_none=True)
-    probe.cache[key] = best
     return best
 
 
@@ -127,7 +145,8 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
         start = losses[head]
         figures = {"floor": floor, "at_init": start}
         squashed = probe.logits_head(head) and probability_output(probe.model.heads[head], outputs[head], batch[probe.target_of(head)])
-        over = "of perfect probabilities (its outputs are probabilities)" if squashed else "over free outputs"
+        over = ("of perfect probabilities (its outputs are probabilities)" if squashed else
+                "through its forward" if floor_through_forward(probe, head) else "over free outputs")  # fmt: skip
         measured = f"heads.{head}: lowest loss {over} {fmt(floor)}, at initialisation {fmt(start)}"
         if floor < 0 and probe.logits_head(head) and not squashed:
             findings.append(_unbounded(probe, head, floor, measured, figures))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..emulate import unfrozen
+from ..emulate import reinitialised, unfrozen
 from ..findings import BROKEN_CODE, Change, Finding, fmt
 from ..probe import Probe, slice_batch
 from .loss import grad_norm
@@ -67,6 +67,45 @@ def _frozen_parameters(model: nn.Module) -> list[Finding]:
     return findings
 
 
+def _reaches_features(model: nn.Module, head: str, features: Tensor, target: Tensor) -> bool:
+    """Whether ``head``'s loss sends a gradient to the backbone's output ``features`` (a head that
+    detaches its input sends none)."""
+    if not features.requires_grad:
+        return False
+    module = model.heads[head]
+    try:
+        return grad_norm(module.loss(module(features), target), [features]) > 0
+    except Exception:  # noqa: BLE001 - the head's own code: the checks that run it name its errors
+        return False
+
+
+def _zero_layers(backbone: nn.Module) -> list[str]:
+    """The backbone's layers whose weight is all zeros, as ``backbone.<name>``."""
+    return [f"backbone.{name}" for name, module in backbone.named_modules()
+            if isinstance(getattr(module, "weight", None), Tensor) and module.weight.numel() and not module.weight.any()]  # fmt: skip
+
+
+def _backbone_blocks(model: nn.Module, heads: list[str]) -> Finding:
+    """The heads' losses reach the backbone's output but none of its weights: its own layers stop
+    the gradient (layers initialised to zero: a ReLU after one outputs 0 and passes nothing back)."""
+    cls = type(model.backbone)
+    zeroed = _zero_layers(model.backbone)
+    named = ", ".join(f"heads.{h}" for h in heads)
+    measured = (f"{named}: the loss's gradient reaches the backbone's output ({cls.__module__}.{cls.__name__}) but "
+                "none of its parameters (0)")  # fmt: skip
+    if zeroed:
+        measured += f"; layers whose weights are all zeros: {', '.join(zeroed)}"
+        code = f"give {', '.join(zeroed)} their default initialisation, not zeros ({cls.__name__}.__init__)"
+        candidates = [Change(f"{', '.join(zeroed)} re-initialised (default init)", emulate=reinitialised(zeroed), code=code)]
+    else:
+        code, candidates = f"find where {cls.__name__}.forward stops the gradient before its weights (a layer that outputs a constant)", []
+    return Finding("loss_weights", "error", "the backbone passes no gradient back to its weights: the backbone never trains",
+        measured, "the heads pass the gradient on, and the backbone's own layers stop it: zero weights pass none to what "
+        "is before them, and a ReLU after a zero layer outputs 0 and passes none either; its weights keep their initial "
+        "values and the heads learn from constant features", code, [], {"heads": heads, "zero_layers": zeroed, BROKEN_CODE: "backbone"},
+        candidates=candidates)  # fmt: skip
+
+
 def check_loss_weights(probe: Probe) -> list[Finding]:
     """Zero loss weights, heads no gradient reaches, heads whose loss never reaches the backbone.
 
@@ -103,6 +142,7 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
             [], {"backbone_weights": sum(p.numel() for p in body), BROKEN_CODE: "backbone"}))  # fmt: skip
         body = []  # each head's "sends no gradient to the backbone" would repeat it
     measured = getattr(probe.interface, "measured", frozenset())
+    blocked: list[str] = []
     for head in model.heads:
         weight, norm = probe.weight_of(head), grad_norm(total, list(model.heads[head].parameters()))
         figures = {"weight": weight, "grad_norm": norm}
@@ -122,13 +162,17 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
             continue
         to_body = grad_norm(losses[head], body) if body else float("nan")
         figures["grad_norm_backbone"] = to_body
-        if body and to_body == 0:
+        if body and to_body == 0 and _reaches_features(model, head, features, batch[probe.target_of(head)]):
+            blocked.append(head)  # the head passes the gradient on; the backbone stops it before its weights
+        elif body and to_body == 0:
             findings.append(Finding("loss_weights", "error", f"heads.{head}'s loss sends no gradient to the backbone",
                 f"gradient of heads.{head}'s loss reaching backbone ({type(model.backbone).__name__}) parameters: 0 "
                 f"(its own parameters: {fmt(norm)})",
                 "the backbone never learns the features this head needs: its input is detached (or computed without "
                 "autograd) inside the head", f"remove the detach() / no_grad() from heads.{head}'s forward "
                 f"({type(model.heads[head]).__module__}.{type(model.heads[head]).__name__})", [], figures))  # fmt: skip
+    if blocked:
+        findings.append(_backbone_blocks(model, blocked))
     bound = {probe.target_of(h) for h in model.heads}
     for target in probe.interface.targets:
         if target not in bound:

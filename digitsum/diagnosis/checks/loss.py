@@ -197,7 +197,7 @@ def check_double_softmax(probe: Probe) -> list[Finding]:
 #: A class-logits head whose forward leaves this share of its outputs without a gradient from
 #: its input clamps its logits (a ReLU after the last layer: about half of them at initialisation).
 CLAMPED_SHARE = 0.25
-#: Training-mode noise of a head's outputs or the backbone's features (their change from eval mode) above this
+#: Training-mode noise of a head's outputs or the backbone's features (their change from pass to pass) above this
 #: many times their spread over samples in eval mode drowns what they say. `original`'s sum head with dropout
 #: before its layer: 0.9 gives 6.6x, 0.99 22x; dropout on concat's features: 0.9 9x, 0.95 13x (about sqrt(p / (1 - p))).
 NOISE_RATIO = 10.0
@@ -269,41 +269,52 @@ def check_head_output(probe: Probe) -> list[Finding]:
                 f"return the last layer's output unclamped from {cls.__name__}.forward (no ReLU, clamp or abs after it)",
                 [], figures))  # fmt: skip
             continue
-        spread = float(output.std(0).mean())
-        noise = float((trained - output).pow(2).mean().sqrt())
-        ratio = noise / spread if spread > 0 else (float("inf") if noise > 0 else 0.0)
+        with torch.no_grad():
+            again = module(features)
+        noise, spread, ratio = _noise_ratio(trained, again, output)
         if ratio > NOISE_RATIO:
             code = f"lower the dropout (or other training-mode noise) in {cls.__name__}.forward"
             findings.append(Finding("head_output", "error", f"heads.{head}'s outputs are mostly noise in training mode",
-                f"{where} on {len(output)} samples at initialisation: training-mode outputs differ from eval-mode ones by "
-                f"{fmt(noise)} (RMS), {ratio:.1f}x their spread over samples ({fmt(spread)})",
+                f"{where} on {len(output)} samples at initialisation: training-mode outputs vary from pass to pass by "
+                f"{fmt(noise)} (RMS), {ratio:.1f}x their spread over samples ({fmt(spread)}, eval mode)",
                 "the loss is computed on the noisy outputs: its gradient says little about the input, so the head barely "
                 "learns (dropout p scales kept features by 1/(1-p): 100x at 0.99)", code, [], {**figures, "noise_ratio": ratio},
                 candidates=[Change(f"heads.{head} without its training-mode noise", emulate=without_training_noise(head), code=code)]))  # fmt: skip
     return findings
 
 
-def _training_noise(backbone: nn.Module, batch: Batch, trained: Tensor) -> tuple[float, float, float]:
-    """The backbone's training-mode noise on ``batch``: the RMS difference of its training-mode
-    features (``trained``) from its eval-mode ones, their spread over samples, and the ratio."""
-    with torch.no_grad(), evaluating(backbone):
-        clean = backbone(batch)
+def _noise_ratio(trained: Tensor, again: Tensor, clean: Tensor) -> tuple[float, float, float]:
+    """Training-mode noise against the spread over samples: the RMS difference of two
+    training-mode passes over the same input (``trained``, ``again``) over sqrt(2), one pass's own
+    noise (dropout's), and the spread over samples of the eval-mode output ``clean``; and their
+    ratio. Two passes, not training against eval mode: batch norm differs between the modes (by
+    the batch's statistics or the running ones) without any noise."""
+    noise = float((trained.float() - again.float()).pow(2).mean().sqrt()) / math.sqrt(2)
     spread = float(clean.float().std(0).mean())
-    noise = float((trained.float() - clean.float()).pow(2).mean().sqrt())
     return noise, spread, noise / spread if spread > 0 else (float("inf") if noise > 0 else 0.0)
 
 
+def _training_noise(backbone: nn.Module, batch: Batch, trained: Tensor) -> tuple[float, float, float]:
+    """The backbone's training-mode noise on ``batch`` (``trained``: its features of one
+    training-mode pass), their spread over samples and the ratio (:func:`_noise_ratio`)."""
+    with torch.no_grad():
+        again = backbone(batch)
+        with evaluating(backbone):
+            clean = backbone(batch)
+    return _noise_ratio(trained, again, clean)
+
+
 def _noisy_features(probe: Probe, batch: Batch, trained: Tensor) -> list[Finding]:
-    """An error when the backbone's training-mode features on ``batch`` (``trained``) differ from
-    its eval-mode ones by over NOISE_RATIO times their spread over samples."""
+    """An error when the backbone's training-mode features on ``batch`` (``trained``) vary from
+    pass to pass by over NOISE_RATIO times their spread over samples."""
     backbone = probe.model.backbone
     noise, spread, ratio = _training_noise(backbone, batch, trained)
     if ratio <= NOISE_RATIO:
         return []
     cls = type(backbone)
     measured = (f"backbone {probe.recipe.backbone.section.type} ({cls.__module__}.{cls.__name__}) on {batch_len(batch)} samples at "
-                f"initialisation: training-mode features differ from eval-mode ones by {fmt(noise)} (RMS), {ratio:.1f}x their "
-                f"spread over samples ({fmt(spread)})")  # fmt: skip
+                f"initialisation: training-mode features vary from pass to pass by {fmt(noise)} (RMS), {ratio:.1f}x their "
+                f"spread over samples ({fmt(spread)}, eval mode)")  # fmt: skip
     why = ("every head is trained on the noisy features: the gradient says little about the input, so nothing learns fast "
            "(dropout p scales kept features by 1/(1-p): 20x at 0.95)")
     figures = {"noise_ratio": ratio, "backbone": True}
