@@ -107,9 +107,13 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
             # a built-in component is not the one to change: what it was given (data, settings) is
             fix = (f"the {blamed.method}() of {blamed.component} was given what it cannot take: see the other findings"
                    if blamed.origin == "built-in" else f"fix the {blamed.method}() of {blamed.component} ({blamed.origin})")  # fmt: skip
+            # what the blame found it made wrong ("its forward() returned features of shape ..."), before what was raised
+            lead = blamed.message.splitlines()[0].removeprefix(f"{blamed.component} from {blamed.origin}").strip(" :")
+            measured = f"{lead}: {text}" if lead.startswith("its ") else text
             return [Finding(name, "error", f"{blamed.component} from {blamed.origin} raised {type(e).__name__} in {blamed.method}()",
-                            text, f"the {name} check ran it as training does", f"{fix}; `digitsum run` would fail the same way",
-                            figures={"component": blamed.component, "method": blamed.method, "checks": [name]})]  # fmt: skip
+                            measured, f"the {name} check ran it as training does", f"{fix}; `digitsum run` would fail the same way",
+                            figures={"component": blamed.component, "method": blamed.method, "checks": [name],
+                                     "built_in": blamed.origin == "built-in"})]  # fmt: skip
         origin, author = _check_origin(name, check)
         # the innermost frame of the check's own package: where its author looks
         home = Path(getattr(getattr(check, "__code__", None), "co_filename", "") or ".").resolve().parent
@@ -129,6 +133,27 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
                     f"{name}(probe) returned {reprlib.repr(found)}",
                     "a bug in the check itself: a check returns a list of digitsum.Finding (empty when all is well)",
                     f"the other checks ran; tell {author}")]  # fmt: skip
+
+
+def _ran_it(crash: Finding, checks: list[str]) -> None:
+    """Add ``checks`` to those that met the crash ``crash`` reports (one finding per failure)."""
+    crash.figures["checks"] += [c for c in checks if c not in crash.figures["checks"]]
+    crash.why = f"the {', '.join(crash.figures['checks'])} checks ran it as training does"
+
+
+def _fold_built_in_crashes(findings: list[Finding]) -> list[Finding]:
+    """A built-in component that raised beside a plugin's or local one that raised (a built-in
+    head given a fusion's features of another width than it declares) met the same failure: one
+    finding, naming the component whose code is to fix."""
+    crashes = [f for f in findings if "component" in f.figures and "checks" in f.figures]
+    own = next((f for f in crashes if f.figures.get("built_in") is False), None)
+    if own is None:
+        return findings
+    folded = {id(f) for f in crashes if f.figures.get("built_in")}
+    for crash in crashes:
+        if id(crash) in folded:
+            _ran_it(own, crash.figures["checks"])
+    return [f for f in findings if id(f) not in folded]
 
 
 def _check_origin(name: str, check: Check) -> tuple[str, str]:
@@ -173,10 +198,10 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
                 if same is None:
                     findings.append(finding)
                 else:
-                    same.figures["checks"].append(name)
-                    same.why = f"the {', '.join(same.figures['checks'])} checks ran it as training does"
+                    _ran_it(same, finding.figures["checks"])
             if contract_broken := any(f.figures.get("batch_contract") for f in findings):
                 break  # the model cannot take the generator's batches: every further check would crash in it
+        findings = _fold_built_in_crashes(findings)
         # no fix can be verified by training with a component that breaks its contract
         breach = contract_broken or any(f.figures.get("breach") for f in findings)
         if not breach and (verify if verify is not None else "short_run" in names):

@@ -408,3 +408,14 @@ def test_running_out_of_memory_is_a_user_error_not_a_bug_in_the_component(tiny_r
     assert not isinstance(caught.value, ComponentError) and caught.value.exit_code == 2
     assert caught.value.message.startswith("out of memory") and "data.batch_size" in caught.value.message
     assert "a bug in that component" not in caught.value.message
+
+
+def test_the_doctor_names_the_fusion_whose_features_a_built_in_head_trips_on_once(tiny_data):
+    from digitsum.diagnosis import Probe, diagnose
+
+    with registered(fusions, "short", Short):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ["backbone.type=short"]))
+        report = diagnose(probe, ["data", "head_output", "loss_weights"], verify=False)
+    [crash] = [f for f in report.findings if f.severity == "error"]  # was: a second error blaming the built-in head
+    assert crash.title.startswith("fusion 'short' from local") and sorted(crash.figures["checks"]) == ["data", "head_output", "loss_weights"]
+    assert crash.measured.startswith("its forward() returned features of shape [64, 8] where its out_features declares [64, 16]")
