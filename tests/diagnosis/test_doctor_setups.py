@@ -464,6 +464,19 @@ def test_a_loss_scaled_by_a_constant_is_named_with_its_factor(tiny_data):
     assert "ScaledLoss.loss()" in finding.fix
 
 
+class OneVsRest(Classify):
+    """A binary cross-entropy per class, summed: K ln 2 at initialisation, above ln K, from
+    logits that are near uniform."""
+
+    def loss(self, output, target):
+        one_hot = torch.nn.functional.one_hot(target, output.shape[1]).to(output.dtype)
+        return torch.nn.functional.binary_cross_entropy_with_logits(output, one_hot, reduction="none").sum(1).mean()
+
+
+def test_a_loss_above_ln_k_from_near_uniform_logits_is_not_called_confidently_wrong(tiny_data):
+    [finding] = [f for f in head_report(OneVsRest, ("loss_at_init",)).findings if f.title.startswith("heads.sum")]
+    assert finding.severity == "info" and "above ln 19: its loss is no plain cross-entropy" in finding.title
+
 class NllOnLogits(Classify):
     """nll_loss on raw logits (no log_softmax): -logit[target], which falls without end."""
 

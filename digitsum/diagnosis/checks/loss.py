@@ -62,13 +62,18 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
                 "a loss scaled by a constant scales every gradient of the head by it: plain SGD's steps shrink or grow as "
                 "much (Adam's hardly change), and the loss reads as far from or near its floor when it is not",
                 f"drop the factor from {cls.__module__}.{cls.__name__}.loss(), or scale the learning rate", [], {**figures, "scale": scale}))  # fmt: skip
-        elif value > 1.5 * expected:
-            findings.append(Finding("loss_at_init", "warning", f"heads.{head} starts confidently wrong", measured,
+        elif value > 1.5 * expected and (logits_loss is None or logits_loss > 1.5 * expected):  # the logits themselves are far from uniform
+            findings.append(Finding("loss_at_init", "warning", f"heads.{head} starts confidently wrong", measured
+                + (f"; the cross-entropy of its logits: {fmt(logits_loss)}" if logits_loss is not None else ""),
                 "outputs at init are far from uniform: large initial logits slow training down and hint at a scale problem",
                 "standardise inputs, or scale down the head's initial weights", [], figures))  # fmt: skip
-        elif value < 0.75 * expected:  # a loss of another shape (a robust loss), or one scaled within SCALE_RANGE
-            findings.append(Finding("loss_at_init", "info", f"heads.{head} starts at {fmt(value)}, below ln {classes}: "
-                                    "its loss is no plain cross-entropy of its logits", measured, figures=figures))  # fmt: skip
+        elif not 0.75 * expected <= value <= 1.5 * expected:
+            # a loss of another shape (a robust loss; binary cross-entropies per class, K ln 2 at init), or one scaled within SCALE_RANGE
+            side = "above" if value > expected else "below"
+            findings.append(Finding("loss_at_init", "info", f"heads.{head} starts at {fmt(value)}, {side} ln {classes}: "
+                                    "its loss is no plain cross-entropy of its logits", measured
+                                    + (f"; the cross-entropy of its logits: {fmt(logits_loss)}" if logits_loss is not None else ""),
+                                    figures=figures))  # fmt: skip
         else:
             findings.append(Finding("loss_at_init", "info", f"heads.{head} starts near ln {classes}", measured, figures=figures))
     return findings
