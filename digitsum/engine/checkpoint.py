@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,55 @@ def plain_mismatch(fresh: Any, saved: Any, where: str) -> str | None:
     pairs = ([(k, fresh[k], saved[k]) for k in fresh if k in saved] if isinstance(fresh, dict)
              else [(i, a, b) for i, (a, b) in enumerate(zip(fresh, saved))] if isinstance(fresh, (list, tuple)) else [])  # fmt: skip
     return next((m for key, a, b in pairs if (m := plain_mismatch(a, b, f"{where}[{key!r}]"))), None)
+
+
+def stepping_problem(optimizer: torch.optim.Optimizer, scheduler: Any, saved_optimizer: dict, saved_scheduler: dict,
+                     steps_left: int) -> str | None:  # fmt: skip
+    """Why a checkpoint's optimizer and scheduler states would break the run's next steps, found
+    on copies of the two before the run takes them, or None: a tensor of another shape or dtype
+    than the optimizer keeps for a parameter (a fused kernel reads and writes by the
+    parameter's size: past the end of a smaller buffer, a crash no error reports), a step that
+    raises, or a schedule that raises within the ``steps_left`` (one told it has fewer steps
+    than the run)."""
+    import copy
+
+    def stepped(state: tuple[dict, dict] | None, schedule_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+        trial_optimizer, trial_scheduler = copy.deepcopy((optimizer, scheduler))  # one copy: the scheduler steps the copied optimizer
+        if state is not None:  # copied too: an optimizer loads the tensors it is given, and steps them in place
+            trial_optimizer.load_state_dict(copy.deepcopy(state[0]))
+            trial_scheduler.load_state_dict(copy.deepcopy(state[1]))
+        for group in trial_optimizer.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = torch.zeros_like(parameter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the step order torch checks is the real optimizer's; a schedule stepped alone
+            # the class's step: the instance's `step` is the scheduler's wrapper of the real optimizer's, which a deep copy shares
+            type(trial_optimizer).step(trial_optimizer)
+            for _ in range(schedule_steps):  # a schedule's steps are cheap: all the run has left
+                trial_scheduler.step()
+        return trial_optimizer, trial_scheduler
+
+    try:
+        kept = stepped(None, 1)[0].state_dict()["state"]  # what a step keeps for each parameter
+    except Exception:  # noqa: BLE001 - a component whose copy does not step: its own load_state_dict is the check
+        return None
+    for index, entry in saved_optimizer.get("state", {}).items():
+        own = kept.get(index)
+        if not isinstance(entry, dict) or own is None:
+            return f"its optimizer state names parameter {index!r}, which this recipe's optimizer does not have" if own is None else \
+                f"its optimizer state for parameter {index!r} is not a table"
+        for key, value in entry.items():
+            if isinstance(own.get(key), torch.Tensor) and (not isinstance(value, torch.Tensor) or value.shape != own[key].shape
+                                                            or value.dtype != own[key].dtype):  # fmt: skip
+                found = f"{value.dtype} {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+                return (f"its optimizer state '{key}' of parameter {index} is {found} where this recipe's optimizer keeps "
+                        f"{own[key].dtype} {list(own[key].shape)}")  # fmt: skip
+    try:
+        stepped((saved_optimizer, saved_scheduler), steps_left)
+    except Exception as e:  # noqa: BLE001 - torch's optimizers and schedulers raise many types; all mean the same
+        detail = " ".join(str(e).split()) or type(e).__name__
+        return f"a step from its optimizer and schedule states raises {type(e).__name__}: {detail[:200]}"
+    return None
 
 
 #: The most threads a checkpoint may record (libgomp crashes on absurd counts).

@@ -21,7 +21,7 @@ from .accel import configure_threads, plan
 from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
-from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_state, stepping_problem
 from .component_errors import blame_components, built, check_batch, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
@@ -340,6 +340,14 @@ class Trainer:
         for name, own in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
             if problem := plain_mismatch(own.state_dict(), state[name], f"its {name} state"):  # a hand-made or foreign checkpoint
                 raise UserError(f"{where} does not fit the {name} this recipe builds: {problem}")
+        done = epoch * self.steps_per_epoch + step  # steps taken, each one scheduler step
+        taken = state["scheduler"].get("last_epoch", done)
+        if taken != done:
+            raise UserError(f"{where} does not fit its own position: its schedule has taken {taken} steps, "
+                            f"the run {done} (epoch {epoch}, step {step})")  # fmt: skip
+        left = self.epochs * self.steps_per_epoch - done
+        if problem := stepping_problem(self.optimizer, self.scheduler, state["optimizer"], state["scheduler"], left):
+            raise UserError(f"{where} does not fit the optimizer and schedule this recipe builds: {problem}")
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -352,14 +360,15 @@ class Trainer:
             detail = " ".join(str(e).split()) or type(e).__name__
             detail = detail if len(detail) <= 300 else detail[:297] + "..."
             raise UserError(f"{where} does not fit the model this recipe builds: {detail}") from None
-        done = epoch * self.steps_per_epoch + step  # steps taken, each one scheduler step
-        if getattr(self.scheduler, "last_epoch", done) != done:
-            raise UserError(f"{where} does not fit its own position: its schedule has taken {self.scheduler.last_epoch} steps, "
-                            f"the run {done} (epoch {epoch}, step {step})")  # fmt: skip
         saved = state.get("callbacks", {})  # absent in checkpoints of digitsum 0.1.0
         for key, callback in zip(callback_keys(self.callbacks), self.callbacks):
             if key in saved:
-                callback.load_state_dict(saved[key])
+                try:
+                    callback.load_state_dict(saved[key])
+                except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # what a forged state makes it raise
+                    detail = " ".join(str(e).split())[:200] or type(e).__name__
+                    raise UserError(f"{where} does not fit this run's callback {key}: its state makes it raise "
+                                    f"{type(e).__name__}: {detail}") from None  # fmt: skip
         if self.recipe.train.threads == 0 and state.get("threads") and self.device.type == "cpu":
             # as trained so far: a checkpoint moved from another machine (or written by a digitsum
             # whose default followed the load) resumes bit-identically

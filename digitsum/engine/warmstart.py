@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..files import field_problems
 from ..recipe import Init
 from ..weights import load_weights, read_tensors, sha256_of
 from .checkpoint import load_checkpoint
@@ -49,6 +50,12 @@ class InitReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InitReport:
+        """The report ``to_dict`` gave (a checkpoint's ``init``); ValueError naming what does not fit."""
+        types = {"source": str, "kind": str, "sha256": str, "loaded": list, "skipped": dict, "new": list, "unused": list,
+                 "frozen": list, "freeze_epochs": int}  # fmt: skip
+        problems = field_problems(data, types, required=("source", "kind", "sha256")) if isinstance(data, dict) else ["not a table"]
+        if problems:
+            raise ValueError(f"its init record: {'; '.join(problems)}")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def lines(self) -> list[str]:

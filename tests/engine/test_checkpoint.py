@@ -150,6 +150,15 @@ def _set_lr(state, value):
     (lambda s: s["scheduler"].update(last_epoch=10**12), "its schedule has taken 1000000000000 steps, the run 3"),
     (lambda s: s["scheduler"].update(total_steps="x"), "its scheduler state['total_steps'] is text where this recipe's holds a number"),
     (lambda s: _set_lr(s, "x"), "its optimizer state['param_groups'][0]['lr'] is text where this recipe's holds a number"),
+    # a fused optimizer step read and wrote past this buffer's end: a segmentation fault, no message
+    (lambda s: s["optimizer"]["state"][0].update(exp_avg=torch.zeros(3)), "its optimizer state 'exp_avg' of parameter 0 is torch.float32 [3]"),
+    (lambda s: s["optimizer"]["state"][0].update(exp_avg=torch.zeros(6, 1, 5, 50)), "where this recipe's optimizer keeps torch.float32 [6, 1, 5, 5]"),
+    # each of these trained on, then ended in a traceback at the step that read it
+    (lambda s: s["scheduler"].update(total_steps=4), "raises ValueError: Tried to step"),
+    (lambda s: s["scheduler"].update(_schedule_phases=[]), "raises UnboundLocalError"),
+    (lambda s: s["optimizer"]["param_groups"][0].update(differentiable=True), "does not support differentiable=True"),
+    (lambda s: s["callbacks"].update(Watch={"warned": ["x"], "epoch_losses": [[1.0, 1.0]]}), "does not fit this run's callback Watch"),
+    (lambda s: s.update(init={"weights": "/etc/passwd"}), "its init record: 'source' is missing"),
 ])  # fmt: skip
 def test_a_crafted_state_is_refused_before_the_resume_trains(cli, finished, tmp_path, change, said):
     run_dir = tmp_path / "run"
