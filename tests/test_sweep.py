@@ -321,6 +321,38 @@ def test_an_interrupted_sweep_continues(tiny_root, tmp_path):
         digitsum.sweep(ORIGINAL, ["train.optimizer.lr=loguniform:1e-3:3e-2"], 3, out=out, overrides=overrides, val=100, quiet=True)
 
 
+def test_a_signal_after_a_trials_last_step_stops_the_sweep_there(tiny_root, tmp_path, monkeypatch):
+    """Ctrl-C while a trial evaluates or draws its pictures (most of a short trial's time) was
+    acknowledged, then forgotten: the next trial started, and the next."""
+    import os
+    import signal
+
+    import digitsum
+    from digitsum.callbacks import Callback
+    from digitsum.engine import runner
+
+    class SignalAtTheEnd(Callback):
+        def on_end(self, trainer, summary):
+            os.kill(os.getpid(), signal.SIGINT)  # handled as Ctrl-C is: the trial's steps are done
+
+    start = runner.start
+    monkeypatch.setattr(runner, "start", lambda *a, callbacks=(), **k: start(*a, callbacks=[*callbacks, SignalAtTheEnd()], **k))
+    result = digitsum.sweep(ORIGINAL, [LR], 4, out=tmp_path / "s", overrides=_tiny(tiny_root, epochs=1), val=100, quiet=True,
+                            pruner="none")  # fmt: skip
+    assert [row.state for row in result.trials] == ["complete"] and result.interrupted
+
+
+def test_a_sweep_of_more_trials_than_it_may_hold_is_refused(tiny_root, tmp_path, monkeypatch):
+    import digitsum
+    import digitsum.sweeps
+
+    def work(*args, **kwargs):
+        raise AssertionError("trials started")  # a billion of them filled the disk and never ended
+
+    monkeypatch.setattr(digitsum.sweeps, "work", work)
+    with pytest.raises(UserError, match="--trials 1000000000: from 1 to 10,000"):
+        digitsum.sweep(ORIGINAL, [LR], 10**9, out=tmp_path / "s", overrides=_tiny(tiny_root, epochs=1), val=100, quiet=True)
+
 def test_a_hopeless_trial_is_pruned(tiny_root, tmp_path):
     """With the median pruner, a trial whose val metric after an epoch is below the median of
     the trials before it stops there; its run directory says so."""

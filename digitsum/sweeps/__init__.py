@@ -79,6 +79,11 @@ class SweepSettings:
             raise UserError(f"--prune-startup {self.prune_startup}: 0 or more")
 
 
+#: The most trials one sweep may ask for: a billion filled the disk with run directories (about
+#: 450 KB each) and never ended.
+MAX_TRIALS = 10_000
+
+
 def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str], trials: int,
           settings: SweepSettings = SweepSettings()) -> SweepResult:  # fmt: skip
     """The sweep behind :func:`digitsum.sweep` and ``digitsum sweep`` (docs/sweeps.md): ``params``
@@ -96,8 +101,8 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     spaces = parse_spaces(params)
     if settings.study is not None and (problem := component_name_problem(settings.study, "a study name")):
         raise UserError(f"--study {settings.study!r}: {problem} (it names the folder sweeps/<study>)")
-    if trials < 1:
-        raise UserError(f"--trials {trials}: at least 1")
+    if not 1 <= trials <= MAX_TRIALS:
+        raise UserError(f"--trials {trials}: from 1 to {MAX_TRIALS:,} (each trial is a run directory of its own)")
     loaded = load_recipe(recipe, settings.overrides)
     label = f"sweep of {_source_label(recipe, loaded.name)}"  # the recipe each problem below belongs to, not <dict>
     own_val = loaded.data.section.val

@@ -107,14 +107,17 @@ def run_trial(study: Any, trial: Any, plan: Plan, optuna: Any) -> bool:
     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     if outcome.interrupted:
         return finish("interrupted", fail, f"interrupted after {epochs} epochs; run the sweep again to continue", True, epochs=epochs)
+    # a signal after the trial's last step (its evaluation, its pictures): the trial is whole, and
+    # the worker stops there all the same (a short trial is mostly outside its steps)
+    goes_on = not outcome.interruption.signum
     if outcome.failure or not report.values:
         reason = outcome.failure or "no epoch completed"
-        return finish("failed", fail, f"failed ({reason}) [{shown}]", reason=reason, epochs=epochs)
+        return finish("failed", fail, f"failed ({reason}) [{shown}]", reason=reason, epochs=epochs) and goes_on
     value = report.values[-1]
     if report.pruned_after is not None:
         return finish("pruned", optuna.trial.TrialState.PRUNED, f"pruned after epoch {report.pruned_after}, val {objective} {value:.4f} [{shown}]",
-                      pruned_after_epoch=report.pruned_after, value=value, test=test)  # fmt: skip
-    return finish("complete", value, f"val {objective} {value:.4f}, test {_fmt(test)} [{shown}]", value=value, test=test, epochs=epochs)
+                      pruned_after_epoch=report.pruned_after, value=value, test=test) and goes_on  # fmt: skip
+    return finish("complete", value, f"val {objective} {value:.4f}, test {_fmt(test)} [{shown}]", value=value, test=test, epochs=epochs) and goes_on
 
 
 def write_trial(run_dir: Path, record: dict[str, Any]) -> None:
