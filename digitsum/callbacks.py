@@ -25,6 +25,11 @@ class Callback:
     (``failed=True`` when the model is no longer good).
     """
 
+    #: The names of the files it writes into the run directory (``metrics.csv``): a run into a
+    #: folder where one of them is a user's file (there before the run took the folder) is
+    #: refused before it starts, rather than replace it.
+    writes: tuple[str, ...] = ()
+
     def on_start(self, trainer: Trainer) -> None:
         """Training is about to start (or continue, in a resumed run)."""
 

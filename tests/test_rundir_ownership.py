@@ -170,9 +170,34 @@ def test_force_removes_only_what_the_run_wrote_not_files_of_its_names_the_user_m
     second = cli("run", RECIPES / "original.toml", *TINY, "--set", "seed=1", "--out", out, "--force")
     assert (out / "init.json").read_text() == "my own init notes"
     assert (out / "samples.png" / "mine.txt").read_text() == "keep"
-    assert json.loads((out / "summary.json").read_text())["seed"] == 1, second.err
-    # the new run cannot write its picture over the user's folder: a clear error, nothing lost
-    assert second.code == 2 and "samples.png: Is a directory" in second.err and "Traceback" not in second.err, second.err
+    # the new run would write its picture over the user's folder: refused before --force removes anything
+    assert second.code == 2 and "holds samples.png, which digitsum did not write" in second.err, second.err
+    assert json.loads((out / "summary.json").read_text())["seed"] == 0  # the first run, whole
+    (out / "samples.png" / "mine.txt").unlink()
+    (out / "samples.png").rmdir()
+    third = cli("run", RECIPES / "original.toml", *TINY, "--set", "seed=1", "--out", out, "--force")
+    assert third.code == 0 and (out / "init.json").read_text() == "my own init notes", third.err  # it loads no weights
+
+
+@pytest.mark.parametrize("how", ["resume", "force"])
+def test_a_logger_never_writes_over_a_users_file_of_its_name(cli, tiny_data, tmp_path, how):
+    """A user's metrics.csv beside a run was listed as theirs, then replaced by the csv logger."""
+    from .runs import StopAt
+
+    out = tmp_path / "run"
+    if how == "resume":
+        import digitsum
+
+        digitsum.train(RECIPES / "original.toml", out=out, overrides={"train.epochs": 2, "data.batch_size": 64},
+                       callbacks=[StopAt(1, 2)], progress=False)  # fmt: skip
+    else:
+        assert cli("run", RECIPES / "original.toml", *TINY, "--out", out).code == 0
+    (out / "metrics.csv").write_text("my own table")
+    before = tree(out)
+    again = cli("run", "--resume", out, "--set", "log.csv=true") if how == "resume" else \
+        cli("run", RECIPES / "original.toml", *TINY, "--set", "log.csv=true", "--out", out, "--force")
+    assert again.code == 2 and "holds metrics.csv, which digitsum did not write, and this run would write over it" in again.err
+    assert {k: v for k, v in tree(out).items() if k != MARKER} == {k: v for k, v in before.items() if k != MARKER}  # nothing replaced or removed
 
 
 def test_an_export_into_the_run_directory_is_the_runs_and_goes_with_it_on_force(cli, tiny_data, tmp_path):

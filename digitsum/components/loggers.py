@@ -61,6 +61,8 @@ class Jsonl(Logger):
 class Csv(Logger):
     """metrics.csv in the run directory: a row per epoch and split, a column per figure (head.metric, lr, ...)."""
 
+    writes = ("metrics.csv",)
+
     def on_epoch_end(self, trainer: Trainer, epoch: int, train: dict, test: dict) -> None:
         # made again from metrics.jsonl each epoch: a resumed run's file is right without any state
         rows = MetricsLog(trainer.run_dir / "metrics.jsonl").flat_records()

@@ -15,6 +15,7 @@ from torch import Tensor
 from ..contracts import Generator, Image, Images
 from .batches import eval_batches
 from ..callbacks import Callback
+from ..components.loggers import PICTURES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -109,6 +110,8 @@ def primary_metrics(recipe) -> dict[str, str]:
 class Pictures(Callback):
     """Writes ``curves.png`` and ``samples.png`` into the run directory when training ends
     (before the loggers' ``on_end``, which upload them)."""
+
+    writes = PICTURES
 
     def on_end(self, trainer: Trainer, summary: dict) -> None:
         if not trainer.history:

@@ -96,6 +96,20 @@ def keep_foreign(run_dir: Path) -> None:
         write_json(run_dir / MARKER, {**data, "foreign": sorted(foreign | found)})
 
 
+def users_files(run_dir: Path, names: set[str]) -> list[str]:
+    """Those of ``names`` that are a user's entries in the run directory ``run_dir``: there, and
+    not claimed by its marker as digitsum's (or listed as there before the run took the folder),
+    so neither a resume nor ``--force`` removes them: a run must not write over them either."""
+    data = _marker(run_dir) if run_dir.is_dir() else None
+    if data is None:
+        return []
+    listed = data.get("foreign")
+    foreign = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
+    # digitsum writes its own files as files: a folder or a link of such a name is someone else's (as _clear keeps it)
+    odd = {n for n in OWN_FILES if (run_dir / n).is_symlink() or (run_dir / n).is_dir()}
+    return sorted(names & (entries(run_dir) - (_claimed(data) - foreign - odd)))
+
+
 def _clear(path: Path) -> None:
     """Remove what digitsum wrote into the run directory ``path`` and nothing else."""
     data = _marker(path)

@@ -106,6 +106,7 @@ def start(
             unmake(run_dir)  # nothing was written into it: no folder left behind
         raise
     if main_rank:
+        trainer.check_users_files()  # before --force removes the run it replaces
         prepare_run_dir(run_dir)
     return _fit(trainer, watch)
 

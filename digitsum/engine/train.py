@@ -25,7 +25,7 @@ from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_stat
 from .component_errors import blame_components, built, check_batch, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
-from .rundir import INIT_FILE, RUN_FORMAT, entries, lock, mark, owned, record_outputs, unlock
+from .rundir import INIT_FILE, RUN_FILES, RUN_FORMAT, entries, lock, mark, owned, record_outputs, unlock, users_files
 from .warmstart import InitReport, freeze, load_init
 from ..files import MetricsLog, write_json, write_text
 
@@ -389,6 +389,16 @@ class Trainer:
                 self._states_checked = True
             save_checkpoint(self.run_dir / "checkpoint.pt", state)
 
+    def check_users_files(self) -> None:
+        """Refuse to start where the run directory holds a user's file under a name this run
+        writes (``metrics.csv``, ``init.json``, its pictures: each callback's ``writes``)."""
+        own = {*RUN_FILES, *([INIT_FILE] if self._init_to_record else []), *(name for c in self.callbacks for name in c.writes)}
+        theirs = users_files(self.run_dir, own)
+        if theirs:
+            it = "it" if len(theirs) == 1 else "them"
+            raise UserError(f"{self.run_dir} holds {', '.join(theirs)}, which digitsum did not write, and this run would "
+                            f"write over {it}: move {it} away, or choose another --out")  # fmt: skip
+
     def fit(self) -> dict[str, Any]:
         """Train every epoch, evaluating and checkpointing after each; write the run directory.
 
@@ -401,6 +411,8 @@ class Trainer:
         :class:`~digitsum.engine.component_errors.ComponentError` when a component's code raised it.
         """
         writes = self.world.is_main and self.run_dir is not None
+        if writes:
+            self.check_users_files()
         if writes:  # one writer at a time: a second run or resume into this folder is refused
             self.run_dir.mkdir(parents=True, exist_ok=True)
             lock(self.run_dir)
