@@ -4,6 +4,7 @@ read back with their own readers — across an interrupted and resumed run."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -200,15 +201,20 @@ def test_digitsum_run_logs_to_mlflow(cli, tiny_root, tmp_path, mlflow_uri):
     assert run.info.status == "FINISHED" and "test/sum/accuracy" in run.data.metrics
 
 
-def test_an_mlflow_store_that_fails_stops_the_run_before_it_trains(tiny_root, tmp_path):
+@pytest.mark.parametrize("store", ["nosuchscheme://nowhere", "sqlite:///{tmp}/notes.txt"])  # the second: a file that is no database
+def test_an_mlflow_store_that_fails_stops_the_run_before_it_trains(tiny_root, tmp_path, store):
     """A store that cannot be used stops the run as it starts, with a user error that names
-    the logger and the store."""
+    the logger and the store (a database driver's error was a bug in the logger, exit 1)."""
     pytest.importorskip("mlflow")
-    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 3, 64, "log.mlflow.tracking_uri='nosuchscheme://nowhere'"))
-    with pytest.raises(UserError, match="log.mlflow: MLflow cannot use the tracking store 'nosuchscheme://nowhere'"):
+    (tmp_path / "notes.txt").write_text("my notes")
+    uri = store.format(tmp=tmp_path)
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 3, 64, f"log.mlflow.tracking_uri='{uri}'"))
+    with pytest.raises(UserError, match=f"log.mlflow: MLflow cannot use the tracking store '{re.escape(uri)}'") as refused:
         start(recipe, tmp_path / "run", progress=False, preflight=False)
+    assert type(refused.value) is UserError  # not a ComponentError: the URI is the user's
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert "nosuchscheme" in summary["failed"] and summary["position"]["epoch"] <= 1
+    assert uri.split(":")[0] in summary["failed"] and summary["position"]["epoch"] <= 1
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
 
 
 def test_an_unreachable_mlflow_server_is_refused_at_once(tiny_root, tmp_path):

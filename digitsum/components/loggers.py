@@ -197,9 +197,13 @@ class MLflow(Logger):
 
         self.uri = uri or mlflow.get_tracking_uri()
         _reach(self.uri, self.CONNECT_SECONDS)
-        with self._store(f"MLflow cannot use the tracking store {self.uri!r}", "(set log.mlflow.tracking_uri, or $MLFLOW_TRACKING_URI)"):
+        try:
             self.client = MlflowClient(self.uri)
             self.client.get_experiment_by_name(self.params.experiment)  # opens the store (creates it if new)
+        except Exception as e:  # noqa: BLE001 - MLflow's and its database drivers' (a file that is no database): the URI's fault
+            detail = " ".join(str(getattr(e, "message", e)).split()) or type(e).__name__
+            raise UserError(f"log.mlflow: MLflow cannot use the tracking store {self.uri!r}: {detail[:300]} "
+                            "(set log.mlflow.tracking_uri, or $MLFLOW_TRACKING_URI)") from None  # fmt: skip
 
     @contextlib.contextmanager
     def _store(self, what: str = "the MLflow store failed", hint: str = "") -> Iterator[None]:
