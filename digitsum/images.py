@@ -92,6 +92,17 @@ def to_mnist(source: Any, spec: Image | None = None, *, name: str | None = None)
     return torch.from_numpy(field)[None].expand(spec.channels, -1, -1).contiguous()
 
 
+def _stored_size(source: Any) -> tuple[int, int] | None:
+    """A file's own height and width, read from its header (a large one is read reduced)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    try:
+        with PILImage.open(os.path.expanduser(source)) as image:
+            return image.height, image.width
+    except Exception:  # noqa: BLE001 - read_pixels has read it: its size as read will do
+        return None
+
+
 def as_image(source: Any, spec: Image | None = None, *, name: str | None = None) -> torch.Tensor:
     """An image already in MNIST's format and the spec's size (None: ``Image(1, 28, 28)``) ->
     float32 ``[C, H, W]`` in [0, 1].
@@ -106,8 +117,9 @@ def as_image(source: Any, spec: Image | None = None, *, name: str | None = None)
     label = _label(source, name)
     pixels = read_pixels(source, name=name)
     if pixels.shape[:2] != (spec.height, spec.width):
+        height, width = _stored_size(source) or pixels.shape[:2]
         raise UserError(
-            f"{label} is {pixels.shape[0]}x{pixels.shape[1]} pixels; the model takes {spec.height}x{spec.width} "
+            f"{label} is {height}x{width} pixels; the model takes {spec.height}x{spec.width} "
             "(without preprocessing images must already be in MNIST's format and size)"
         )
     if spec.channels == pixels.shape[-1]:

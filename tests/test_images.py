@@ -610,3 +610,10 @@ def test_strokes_under_glare_are_as_bright_as_the_others(noise):
     inked = np.flatnonzero(peaks > 0.05)
     upper, lower = peaks[inked[:6]], peaks[inked[-7:-1]]  # the last row holds the stroke's rounded end
     assert lower.mean() > 0.85 * upper.mean()
+
+
+def test_a_large_file_of_the_wrong_size_is_named_by_its_own_size(tmp_path):
+    path = tmp_path / "big.png"
+    PILImage.new("L", (6000, 28), 255).save(path)  # read reduced (the widest side to 4096 or less)
+    with pytest.raises(UserError, match=r"big.png is 28x6000 pixels; the model takes 28x28"):  # was: 10x3000
+        as_image(path)
