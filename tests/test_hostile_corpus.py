@@ -196,7 +196,7 @@ add("extends-root", lambda c: ["show", c.recipe('extends = "/"\n')], "extends")
 add("extends-dev-zero", lambda c: ["show", c.recipe('extends = "/dev/zero"\n')], "extends")
 add("extends-empty", lambda c: ["show", c.recipe('extends = ""\n')], "extends")
 add("extends-list", lambda c: ["show", c.recipe('extends = ["original", "film"]\n')], "extends")
-add("extends-long-name", lambda c: ["show", c.recipe(f'extends = "{LONG}"\n')], "too long")
+add("extends-long-name", lambda c: ["show", c.recipe(f'extends = "{LONG}"\n')], "r.toml:1 extends: cannot look up")  # was: no file, no key
 add("extends-binary-file", lambda c: ["show", c.recipe(f'extends = "{c.file("b.toml", os.urandom(64) + bytes(8))}"\n')], "b.toml")
 add("extends-unknown-plugin", lambda c: ["show", c.recipe('extends = "nope:original"\n')], "extends")
 add("extends-shipped-name", lambda c: ["show", c.recipe('extends = "film"\n')], codes=(0,))

@@ -340,6 +340,10 @@ def _parent(parent: Any, where: str, folder: Path | None, problems: list[Problem
     except UserError as e:
         problems.append(Problem(where, "extends", e.message))
         return Document()
+    except OSError as e:  # a name the file system cannot even look up (5,000 characters)
+        shown = repr(parent) if len(parent) <= 60 else f"{parent[:60]!r}… ({len(parent)} characters)"
+        problems.append(Problem(where, "extends", f"cannot look up {shown}: {e.strerror or e}"))
+        return Document()
     if path.resolve() in chain:
         cycle = " -> ".join(str(p) for p in chain + (path.resolve(),))
         problems.append(Problem(where, "extends", f"extends itself in a cycle: {cycle}"))
