@@ -223,6 +223,7 @@ def show_set(*sets: str) -> Callable[[Ctx], list]:
 add("set-epochs-huge-float", show_set("train.epochs=1e400"), "train.epochs")
 add("set-epochs-nan", show_set("train.epochs=nan"), "train.epochs")
 add("set-name-empty", show_set("name=''"), "name")
+add("set-provenance", show_set("provenance.init_sha256=5"), "provenance.init_sha256: cannot be set")  # was: accepted, dropped unseen
 add("set-name-unquoted-empty", show_set("name="), "name")
 add("set-root-list", show_set("data.root=[1]"), "data.root")
 add("set-heads-empty", show_set("heads={}"), codes=(0, 2))  # merged: changes nothing

@@ -87,6 +87,10 @@ def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[
         if path[0] == "extends":
             problems.append(Problem(label, "extends", EXTENDS_OVERRIDE))
             continue
+        if path[0] == "provenance":  # what made a run, written by digitsum into its recipe.toml: never read
+            problems.append(Problem(label, ".".join(path), "cannot be set: [provenance] records the versions and machine "
+                                    "that made a run (digitsum writes it into the run's recipe.toml) and is never read"))
+            continue
         if limits := document_problems(_nest(path, value), lambda _, where=label: where):
             problems.extend(limits)
             continue
