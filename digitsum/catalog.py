@@ -194,12 +194,14 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
     atomically. Returns the path written.
     """
     entry = find_recipe(name)
+    if not os.fspath(dest).strip():
+        raise UserError("the destination is empty: give the .toml file to write, or a folder (. for the working folder)")
     target = Path(dest)
     if target.is_dir() or os.fspath(dest).endswith(("/", os.sep)):
         target = target / f"{entry.name}.toml"
     if target.is_dir():
         raise UserError(f"{target} is a folder; give the path of the .toml file to write")
-    if target.exists() and not force:
+    if (target.exists() or target.is_symlink()) and not force:  # a link, even one to nothing, is the user's
         raise UserError(f"{target} already exists; give --force (from Python: force=True) to overwrite it")
     try:
         data = entry.path.read_bytes()  # type: ignore[union-attr]

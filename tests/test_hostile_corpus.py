@@ -285,6 +285,8 @@ add("cp-into-missing-folder", lambda c: ["cp", "original", c.tmp / "no" / "such"
 add("cp-long-destination", lambda c: ["cp", "original", c.tmp / LONG], "too long")
 add("cp-onto-a-fifo", lambda c: (os.mkfifo(c.tmp / "p.toml"), ["cp", "original", c.tmp / "p.toml", "--force"])[1], codes=(0, 2), writes=("p.toml",))
 add("cp-onto-a-symlinked-file", lambda c: (c.file("mine.toml", "mine"), os.symlink(c.tmp / "mine.toml", c.tmp / "link.toml"), ["cp", "original", c.tmp / "link.toml"])[2], "link.toml")
+add("cp-onto-a-dangling-link", lambda c: (os.symlink(c.tmp / "nowhere" / "x.toml", c.tmp / "d.toml"), ["cp", "original", c.tmp / "d.toml"])[1], "d.toml already exists")  # was: the link replaced
+add("cp-empty-destination", lambda c: ["cp", "original", ""], "the destination is empty")  # was: ./original.toml written
 add("list-unknown-kind", lambda c: ["list", "widgets"], "widgets")
 add("list-empty-kind", lambda c: ["list", ""])
 add("list-recipes-markdown", lambda c: ["list", "recipes", "--markdown"], "--markdown")
