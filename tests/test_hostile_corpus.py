@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import struct
@@ -388,6 +389,7 @@ add("checkpoint-seconds-negative", ev(field_("seconds", -1.0)), codes=(0, 2))
 add("checkpoint-epoch-huge", ev(field_("epoch", 2**62)), codes=(0, 2))  # eval reads the history, not the epoch
 add("checkpoint-model-int-tensors", ev(lambda c: c.checkpoint(lambda s: s.update(model={k: v.long() for k, v in s["model"].items()}))), codes=(0, 2))
 add("checkpoint-model-extra-key", ev(lambda c: c.checkpoint(lambda s: s["model"].update(extra=torch.zeros(1)))), "checkpoint.pt")
+add("checkpoint-model-sparse", ev(lambda c: c.checkpoint(lambda s: s["model"].update({k: v.to_sparse() for k, v in list(s["model"].items())[:1]}))), "checkpoint.pt")  # was: torch's UserWarning first
 add("checkpoint-a-folder", ev(lambda c: ((c.run / "checkpoint.pt").unlink(), (c.run / "checkpoint.pt").mkdir())), "checkpoint.pt")
 add("checkpoint-symlink-dev-zero", ev(lambda c: ((c.run / "checkpoint.pt").unlink(), os.symlink("/dev/zero", c.run / "checkpoint.pt"))), "checkpoint.pt")
 add("checkpoint-symlink-loop", ev(lambda c: ((c.run / "checkpoint.pt").unlink(), os.symlink(c.run / "checkpoint.pt", c.run / "checkpoint.pt"))), "checkpoint.pt")
@@ -666,6 +668,7 @@ def test_hostile_input_is_handled_cleanly(cli, ctx, tiny_root, surface, case):
     result = cli(*args)
     assert result.code in case.codes, (result.code, result.err[-2000:])
     assert "Traceback" not in result.err and "Traceback" not in result.out
+    assert not re.search(r"\w+Warning: ", result.err), result.err[-2000:]  # a library's warning, source line and all
     if result.code == 2:
         message = " ".join(result.err.split())
         assert message, "exit 2 without a message"

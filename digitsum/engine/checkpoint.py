@@ -104,7 +104,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a digitsum checkpoint: it is empty, truncated or another kind of file")
     _check_inflated_size(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on a sparse tensor, say: what is wrong with it is said below
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler and the zip reader raise many types; all mean the same
         found = re.search(r"GLOBAL (\S+)", str(e))
         if found:
