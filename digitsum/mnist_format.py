@@ -280,8 +280,11 @@ def _open(path: Path, label: str) -> Image.Image:
         with warnings.catch_warnings():  # a file between PIL's warning and error sizes: reduced below, at once
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             Image.init()  # a format this Pillow lacks (QOI before 9.5) is left out, not an error
-            image = Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN])
-            image.load()
+            # closed here, whatever happens: an animation (whose frames are read on demand) or a
+            # truncated file would keep it open
+            with Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN]) as opened:
+                opened.load()
+                image = opened.copy()  # the first frame, detached from the file
         factor = math.ceil(max(image.size) / MAX_DECODED_SIDE)
         if factor > 1:
             try:
