@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import struct
