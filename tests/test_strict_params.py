@@ -163,5 +163,5 @@ def test_a_components_check_that_raises_is_a_problem_naming_it_not_a_traceback()
     with registered(REGISTRIES["heads"], "raises", Raises), pytest.raises(RecipeError) as e:
         load_recipe(RECIPES / "original.toml", ["heads.sum.type='raises'", "heads.sum.target='sum'"])
     line = Raises.check.__code__.co_firstlineno + 2
-    assert (f"heads.sum.type: head 'raises' from local (tests.test_strict_params:" in str(e.value)
+    assert ("heads.sum.type: head 'raises' from local (tests.test_strict_params:" in str(e.value)
             and f"raised AttributeError in check() (test_strict_params.py, line {line}): 'Classes' object has no attribute 'length'" in str(e.value))
