@@ -316,6 +316,7 @@ add("doctor-missing-recipe", lambda c: ["doctor", c.tmp / "nope.toml"], "nope.to
 add("doctor-repair-over-a-user-file", lambda c: ["doctor", RECIPES / "original.toml", "--repair", c.file("mine.toml", "mine")], "mine.toml")
 add("doctor-repair-over-the-recipe", lambda c: ["doctor", c.recipe(GOOD), "--repair", c.tmp / "r.toml"], "r.toml")
 add("doctor-repair-to-a-folder", lambda c: ["doctor", RECIPES / "original.toml", "--repair", c.tmp], codes=(2,))
+add("doctor-repair-to-a-fifo-force", lambda c: (os.mkfifo(c.tmp / "p.toml"), ["doctor", "nosuch-recipe-x", "--repair", c.tmp / "p.toml", "--force"])[1], "is not a regular file")  # before the doctor runs: a recipe it never reads
 
 
 def sweep(*args: str) -> Callable[[Ctx], list]:

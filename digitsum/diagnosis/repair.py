@@ -44,6 +44,8 @@ def check_target(source: str | os.PathLike[str], out: Path, force: bool = False)
         raise UserError(f"--repair {out}: that is the recipe being diagnosed; write the repaired recipe elsewhere, or add --force")
     if out.is_dir():
         raise UserError(f"--repair {out}: is a folder; give a file name such as fixed.toml")
+    if out.exists() and not out.is_file():  # refused here, not after the doctor's seconds, even with --force
+        raise UserError(f"--repair {out}: is not a regular file (a pipe, a socket or a device); give a file name such as fixed.toml")
     if out.exists() and not force and not _written_by_doctor(out):
         raise UserError(f"--repair {out}: the file exists and the doctor did not write it; choose another file, or add --force")
     if not out.parent.resolve().is_dir():
