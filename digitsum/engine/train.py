@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,48 +24,10 @@ from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_stat
 from .component_errors import blame_components, built, check_batch, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
+from .tally import Tally
 from .rundir import INIT_FILE, RUN_FILES, RUN_FORMAT, entries, lock, mark, owned, record_outputs, unlock, users_files
 from .warmstart import InitReport, freeze, load_init
 from ..files import MetricsLog, write_json, write_text
-
-
-@dataclass
-class Tally:
-    """Sums of per-head losses and per-sample metrics, kept on the device until read."""
-
-    count: int = 0
-    sums: dict[str, dict[str, Tensor]] = field(default_factory=dict)
-
-    @torch.no_grad()
-    def add(self, model: DigitModel, outputs: dict[str, Tensor], losses: dict[str, Tensor], batch: dict[str, Tensor]) -> None:
-        n = len(next(iter(batch.values())))
-        self.count += n
-        for name, output in outputs.items():
-            values = {"loss": losses[name].detach() * n}
-            target = batch[model.bindings[name].target]
-            values.update({k: v.sum() for k, v in model.heads[name].metrics(output, target).items()})
-            head = self.sums.setdefault(name, {})
-            for key, value in values.items():
-                head[key] = head[key] + value if key in head else value.clone()
-
-    def reduced(self, world: World) -> Tally:
-        """The sums and counts of every rank of a data-parallel run added up (a collective: every
-        rank calls it); in one process, this tally itself."""
-        if not world.active:
-            return self
-        sums = {head: dict(values) for head, values in self.sums.items()}
-        return Tally(distributed.all_reduce_sums(self.count, sums), sums)
-
-    def means(self) -> dict[str, dict[str, float]]:
-        return {head: {k: float(v) / max(self.count, 1) for k, v in values.items()} for head, values in self.sums.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "sums": self.sums}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device) -> Tally:
-        sums = {head: {k: v.to(device) for k, v in values.items()} for head, values in state["sums"].items()}
-        return cls(int(state["count"]), sums)
 
 
 @torch.no_grad()
