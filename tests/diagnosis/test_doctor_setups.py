@@ -238,6 +238,23 @@ def test_a_backbone_initialised_to_zeros_is_named_with_its_layers_not_a_head_and
     assert report.code_causes and "not zeros (ZeroInitFusion.__init__)" in report.code_causes[0]
 
 
+class DeadBias(Concat):
+    """Its last hidden layer's bias at -20: every unit dead before the first step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        nn.init.constant_(self.mlp[-2].bias, -20.0)
+
+
+def test_a_backbone_dead_from_the_start_gets_its_layer_re_initialised_as_the_verified_fix(tiny_data):
+    # the gradient-stop finding names no layer here: it must not mark the backbone's code as
+    # past mending (it did: "re-initialised helps, but backbone's code stays broken")
+    with registered(fusions, "dead_bias", DeadBias) as name:
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f'backbone.type="{name}"']))
+        report = diagnose(probe, ["loss_weights", "short_run"], verify=True)
+    assert report.code_causes and "backbone.mlp" in report.code_causes[0]
+    assert not [f for f in report.findings if f.check == "fixes" and "stays broken" in f.title]
+
 class DetachedCnn(Concat):
     """Its CNN's features detached (left from a frozen-CNN experiment): the CNN never trains."""
 

@@ -97,12 +97,14 @@ def _backbone_blocks(model: nn.Module, heads: list[str]) -> Finding:
         measured += f"; layers whose weights are all zeros: {', '.join(zeroed)}"
         code = f"give {', '.join(zeroed)} their default initialisation, not zeros ({cls.__name__}.__init__)"
         candidates = [Change(f"{', '.join(zeroed)} re-initialised (default init)", emulate=reinitialised(zeroed), code=code)]
-    else:
-        code, candidates = f"find where {cls.__name__}.forward stops the gradient before its weights (a layer that outputs a constant)", []
+    else:  # units dead from the start (a large negative bias), say: a setting or a re-initialisation may mend them
+        code, candidates = (f"find what in {cls.__name__}.forward stops the gradient before its weights: units that never "
+                            "fire (a ReLU after a large negative bias) or a layer whose output is constant"), []  # fmt: skip
+    figures = {"heads": heads, "zero_layers": zeroed, **({BROKEN_CODE: "backbone"} if zeroed else {})}
     return Finding("loss_weights", "error", "the backbone passes no gradient back to its weights: the backbone never trains",
         measured, "the heads pass the gradient on, and the backbone's own layers stop it: zero weights pass none to what "
-        "is before them, and a ReLU after a zero layer outputs 0 and passes none either; its weights keep their initial "
-        "values and the heads learn from constant features", code, [], {"heads": heads, "zero_layers": zeroed, BROKEN_CODE: "backbone"},
+        "is before them, and a ReLU after a zero layer (or one that never fires) outputs 0 and passes none either; its "
+        "weights keep their initial values and the heads learn from constant features", code, [], figures,
         candidates=candidates)  # fmt: skip
 
 
