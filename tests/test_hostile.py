@@ -354,7 +354,7 @@ def _(e: Env) -> list:
     return ["run", "--resume", e.stopped]
 
 
-@case("repair-into-a-fifo", "the doctor did not write it")
+@case("repair-into-a-fifo", "is not a regular file")
 def _(e: Env) -> list:
     os.mkfifo(e.tmp / "fixed.toml")  # was: the doctor hung reading it, and Ctrl-C did not stop it
     return ["doctor", RECIPES / "notebook.toml", "--repair", e.tmp / "fixed.toml"]
