@@ -88,8 +88,7 @@ def keep_foreign(run_dir: Path) -> None:
     data = _marker(run_dir)
     if data is None:
         return
-    listed = data.get("foreign")
-    foreign = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()  # a marker edited by hand: its names only
+    foreign = _foreign(data)
     claimed = _claimed(data) | foreign
     found = {name for name in _entries(run_dir) - claimed if not (name.startswith(".") and name.endswith(".tmp"))}
     if found:
@@ -103,11 +102,20 @@ def users_files(run_dir: Path, names: set[str]) -> list[str]:
     data = _marker(run_dir) if run_dir.is_dir() else None
     if data is None:
         return []
+    odd = {n for n in OWN_FILES if _not_a_file_of_ours(run_dir / n)}
+    return sorted(names & (entries(run_dir) - (_claimed(data) - _foreign(data) - odd)))
+
+
+def _foreign(data: dict[str, Any]) -> set[str]:
+    """The names a marker lists as the user's (a marker edited by hand: its names only)."""
     listed = data.get("foreign")
-    foreign = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
-    # digitsum writes its own files as files: a folder or a link of such a name is someone else's (as _clear keeps it)
-    odd = {n for n in OWN_FILES if (run_dir / n).is_symlink() or (run_dir / n).is_dir()}
-    return sorted(names & (entries(run_dir) - (_claimed(data) - foreign - odd)))
+    return {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
+
+
+def _not_a_file_of_ours(child: Path) -> bool:
+    """Whether ``child``, named like one of OWN_FILES, is someone else's: digitsum writes those
+    as files, so a folder or a link of such a name is not digitsum's."""
+    return child.is_symlink() or not child.is_file()
 
 
 def _clear(path: Path) -> None:
@@ -119,8 +127,8 @@ def _clear(path: Path) -> None:
         if not name or "/" in name or name in (".", ".."):
             continue  # a marker edited by hand names only entries of this folder
         child = path / name
-        if name in OWN_FILES and (child.is_symlink() or not child.is_file()):
-            continue  # digitsum writes these as files: a folder or a link of that name is someone else's
+        if name in OWN_FILES and _not_a_file_of_ours(child):
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         elif child.exists() or child.is_symlink():

@@ -372,9 +372,8 @@ class Trainer:
         :class:`~digitsum.engine.component_errors.ComponentError` when a component's code raised it.
         """
         writes = self.world.is_main and self.run_dir is not None
-        if writes:
-            self.check_users_files()
         if writes:  # one writer at a time: a second run or resume into this folder is refused
+            self.check_users_files()
             self.run_dir.mkdir(parents=True, exist_ok=True)
             lock(self.run_dir)
         try:
