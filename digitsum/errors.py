@@ -92,6 +92,12 @@ def clipped(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def error_text(error: BaseException, limit: int = 200) -> str:
+    """What ``error`` says, on one line and :func:`clipped` to ``limit`` characters (its type's
+    name when it says nothing): a library's exception quoted in a user's message."""
+    return clipped(" ".join(str(error).split()) or type(error).__name__, limit)
+
+
 def raised_in(code: Any, error: BaseException) -> str:
     """" in loss() (head.py, line 12)": the innermost frame of ``error``'s traceback in the file
     that defines ``code`` (a component's class or a doctor check: its author's code), so that the

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ..contracts import Logger, Params
 from ..files import MetricsLog, write_csv
-from ..errors import UserError
+from ..errors import UserError, error_text
 
 if TYPE_CHECKING:
     from ..engine.train import Trainer
@@ -201,8 +201,7 @@ class MLflow(Logger):
             self.client = MlflowClient(self.uri)
             self.client.get_experiment_by_name(self.params.experiment)  # opens the store (creates it if new)
         except Exception as e:  # noqa: BLE001 - MLflow's and its database drivers' (a file that is no database): the URI's fault
-            detail = " ".join(str(getattr(e, "message", e)).split()) or type(e).__name__
-            raise UserError(f"log.mlflow: MLflow cannot use the tracking store {self.uri!r}: {detail[:300]} "
+            raise UserError(f"log.mlflow: MLflow cannot use the tracking store {self.uri!r}: {error_text(e, 300)} "
                             "(set log.mlflow.tracking_uri, or $MLFLOW_TRACKING_URI)") from None  # fmt: skip
 
     @contextlib.contextmanager

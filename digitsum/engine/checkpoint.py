@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, error_text
 from ..recipe import MACHINE_LOCAL_KEYS
 from .rundir import RUN_FORMAT
 from ..files import atomic_write, field_problems, is_metrics, is_plain
@@ -214,8 +214,7 @@ def stepping_problem(optimizer: torch.optim.Optimizer, scheduler: Any, saved_opt
     try:
         stepped((saved_optimizer, saved_scheduler), steps_left)
     except Exception as e:  # noqa: BLE001 - torch's optimizers and schedulers raise many types; all mean the same
-        detail = " ".join(str(e).split()) or type(e).__name__
-        return f"a step from its optimizer and schedule states raises {type(e).__name__}: {detail[:200]}"
+        return f"a step from its optimizer and schedule states raises {type(e).__name__}: {error_text(e)}"
     return None
 
 

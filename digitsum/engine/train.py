@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .. import __version__
 from ..contracts import Generator
-from ..errors import UserError
+from ..errors import UserError, error_text
 from ..recipe import Recipe
 from . import distributed
 from .accel import configure_threads, plan
@@ -318,18 +318,15 @@ class Trainer:
             self.tally = Tally.from_state(state["tally"], self.device) if self.world.is_main else Tally()
             init = InitReport.from_dict(state["init"]) if state.get("init") else None
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
-            detail = " ".join(str(e).split()) or type(e).__name__
-            detail = detail if len(detail) <= 300 else detail[:297] + "..."
-            raise UserError(f"{where} does not fit the model this recipe builds: {detail}") from None
+            raise UserError(f"{where} does not fit the model this recipe builds: {error_text(e, 300)}") from None
         saved = state.get("callbacks", {})  # absent in checkpoints of digitsum 0.1.0
         for key, callback in zip(callback_keys(self.callbacks), self.callbacks):
             if key in saved:
                 try:
                     callback.load_state_dict(saved[key])
                 except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:  # what a forged state makes it raise
-                    detail = " ".join(str(e).split())[:200] or type(e).__name__
                     raise UserError(f"{where} does not fit this run's callback {key}: its state makes it raise "
-                                    f"{type(e).__name__}: {detail}") from None  # fmt: skip
+                                    f"{type(e).__name__}: {error_text(e)}") from None  # fmt: skip
         if self.recipe.train.threads == 0 and state.get("threads") and self.device.type == "cpu":
             # as trained so far: a checkpoint moved from another machine (or written by a digitsum
             # whose default followed the load) resumes bit-identically

@@ -133,7 +133,7 @@ def check_short_run(probe: Probe) -> list[Finding]:
     findings += dead_relu_findings(before, after, name, probe.recipe.optimizer.params.lr, all_learn, feeds, blind)
     layers = set(trace.grad_norms)
     untrained = {n for n in layers if any(n == f"heads.{h}" or n.startswith(f"heads.{h}.") for h in probe.model.heads if probe.weight_of(h) == 0)}
-    findings += _gradient_findings(trace.grad_norms, layers - untrained, name, lambda layer: _owner(probe, layer))
+    findings += _gradient_findings(trace.grad_norms, layers - untrained, name, probe.model)
     floor_total = sum(probe.weight_of(h) * floors[h] for h in probe.trained_heads())
     return findings + _trend_findings(trace.losses, name, floor_total, all_learn)
 
@@ -283,8 +283,8 @@ def _loss_metric_finding(probe: Probe, head: str, measured: str, figures: dict) 
                    candidates=candidates)  # fmt: skip
 
 
-def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str, owner: Callable[[str], str]) -> list[Finding]:
-    """Gradient norms per layer over the short run (``owner`` names the class a layer belongs to)."""
+def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str, model: nn.Module) -> list[Finding]:
+    """Gradient norms per layer of ``model`` over the short run."""
     median = {name: float(n.median()) for name, n in norms.items()}
     late = {name: float(n[-max(1, len(n) // 10):].mean()) for name, n in norms.items()}
     figures = {"median": median, "last_10pct": late}
@@ -296,7 +296,7 @@ def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str, ow
     top = max((median[n] for n in trained), default=0.0)
     cut = [n for n in norms if n in trained and top > 0 and not bool(norms[n].any())]
     if cut:  # exactly 0 at every step while other layers learn: not vanishing, cut off
-        owners = sorted({owner(n) for n in cut})
+        owners = sorted({_owner(model, n) for n in cut})
         return [Finding("grad_norm", "warning", f"no gradient ever reaches {', '.join(cut)}",
             measured + f"; {', '.join(cut)}: exactly 0 at every step",
             "these layers are trained but never change: something after them cuts the gradient off (a detach(), .data or "
@@ -317,13 +317,13 @@ def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str, ow
     return [Finding("grad_norm", "info", "gradient norms in range", measured, figures=figures)]
 
 
-def _owner(probe: Probe, layer: str) -> str:
+def _owner(model: nn.Module, layer: str) -> str:
     """The class of the component ``layer`` belongs to (``backbone.cnn.0``: the backbone's)."""
     part = ".".join(layer.split(".")[:2]) if layer.startswith("heads.") else layer.split(".")[0]
     try:
-        return type(probe.model.get_submodule(part)).__name__
+        return type(model.get_submodule(part)).__name__
     except AttributeError:
-        return type(probe.model).__name__
+        return type(model).__name__
 
 
 def _trend_findings(totals: Tensor, run: str, floor: float, learning: bool) -> list[Finding]:
