@@ -19,6 +19,10 @@ BROKEN_CODE = "broken_code"
 #: 0.5 kills ReLUs"): when every rate it proposes is tried and restores no head, the hypothesis is
 #: refuted and the error becomes a warning (dead units beside shifted labels are a symptom).
 SUSPECTS_LR = "suspects_lr"
+#: A finding's figure naming the head it finds not learning in the short run: when a higher
+#: learning rate alone restores it and the whole run's rates add up to well over what that took,
+#: the head is slow, not stalled, and the error a warning (remedies.verify).
+STALLED_HEAD = "stalled_head"
 
 
 #: How a finding's fix points at the fix search: once a verified fix restores every stalled

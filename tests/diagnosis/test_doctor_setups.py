@@ -3,6 +3,7 @@ control: the doctor names the component or key and a fix it verified."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -414,7 +415,7 @@ def test_no_setting_of_an_optimizer_whose_step_climbs_is_proposed_beside_the_cod
     flawed = type("Flawed", (StudentOptimizer,), {"flaw": "uphill"})
     with registered(optimizers, "student_optimizer", flawed):
         probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['train.optimizer={type="student_optimizer", lr=0.005}',
-                                                                          'train.schedule.type="constant"']))  # fmt: skip
+                                                                          'train.schedule={type="constant"}']))  # fmt: skip
         report = diagnose(probe, ["optimizer", "short_run"])
     assert any("steps uphill" in f.title for f in report.findings)
     [fixes] = [f for f in report.findings if f.check == "fixes"]
@@ -731,6 +732,27 @@ def test_a_head_the_recipes_optimizer_teaches_is_slow_not_broken_when_the_short_
     learning = [f for f in diagnose(probe, ["learnability", "short_run"], verify=False).findings if f.check == "learning"]
     stalled = [f for f in learning if f.severity != "info"]
     assert stalled and {f.severity for f in stalled} == {severity}, [f.title for f in learning]
+
+
+@pytest.mark.parametrize("covers, severity", [(3.0, "warning"), (0.5, "error")])
+def test_a_head_a_higher_lr_restores_is_slow_not_stalled_when_the_whole_run_covers_it(tiny_data, covers, severity):
+    # was: AdamW held at 3e-4 for 30 epochs (96 % of sums on MNIST) called "does not learn", an
+    # error, from its 93-step short run; at 8 epochs (70 %) it stays one
+    from digitsum.diagnosis.checks.optimization import run_steps
+    from digitsum.diagnosis.findings import LR_KEY, STALLED_HEAD, Change, Finding
+    from digitsum.diagnosis.remedies import RUN_COVERS, _slow_not_stalled
+
+    lr, faster, steps = 1e-3, 1e-2, 10  # the short run at the faster rate travels 0.1
+    per_epoch = run_steps(Probe.from_recipe(load_recipe(RECIPES / "original.toml", ["train.epochs=1"])))
+    epochs = math.ceil(covers * RUN_COVERS * steps * faster / (lr * per_epoch))
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f"train.epochs={epochs}", f"{LR_KEY}={lr}", 'train.schedule={type="constant"}']))
+    stalled = Finding("learning", "error", "heads.sum does not learn", "", figures={STALLED_HEAD: "sum"})
+    other = Finding("learning", "error", "heads.digit: the loss falls but the accuracy stays at chance", "")
+    _slow_not_stalled(probe, [stalled, other], [Change("lr", {LR_KEY: faster})], steps)
+    assert (stalled.severity, other.severity) == (severity, "error")
+    _slow_not_stalled(probe, [stalled := Finding("learning", "error", "", "", figures={STALLED_HEAD: "sum"})],
+                      [Change("lr and more", {LR_KEY: faster, "train.optimizer.weight_decay": 0.0})], steps)
+    assert stalled.severity == "error"  # a fix that is more than a faster rate: the head is stalled
 
 
 def test_a_head_named_after_a_target_it_does_not_learn_is_a_slip_named(tiny_data):

@@ -102,7 +102,8 @@ def test_torchrun_matches_one_process_and_a_stop_on_rank_0_resumes_exactly(tiny_
     callback asks for on rank 0 stops every rank at one step, and the run resumed from there ends
     with the weights of the run never stopped. (One test: the uninterrupted torchrun run serves
     both comparisons, each torchrun start costing two fresh interpreters.)"""
-    env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1"}
+    # TMPDIR: torchrun leaves a torchelastic_* log folder in the temporary folder at every start
+    env = {**os.environ, "COLUMNS": "200", "DIGITSUM_DATA": str(tiny_data), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     sets = [arg for a in [*ARGS, "log.csv=true"] for arg in ("--set", a)]  # a logger: rank 0 alone logs
     result = _torchrun([*DIGITSUM, "run", str(RECIPES / "original.toml"), *sets, "--out", str(tmp_path / "ddp")], env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -15,7 +15,7 @@ from ...contracts import Batch
 from ...engine.progress import fell, fraction_fallen
 from ...engine.train import make_optimizer
 from ..emulate import cross_entropy_loss
-from ..findings import SEE_FIXES, Change, Finding, fmt, pct
+from ..findings import SEE_FIXES, STALLED_HEAD, Change, Finding, fmt, pct
 from ..probe import Probe, batch_len, eval_outputs, fresh_copy, learns, log_losses, scores, seeded, slice_batch, too_few
 from ..short_run import RunTrace, schedule_warms_up, short_run
 from .floor import loss_floor
@@ -231,7 +231,7 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                 why += (f"; but the recipe's own warm-up takes {warm_up} steps, more than this run's {trace.steps}: "
                         "a network that starts only under that warm-up is not judged here")
             findings.append(Finding("learning", "error", f"heads.{head} does not learn", measured, why,
-                SEE_FIXES, [], figures))  # fmt: skip
+                SEE_FIXES, [], {**figures, STALLED_HEAD: head}))  # fmt: skip
     return findings
 
 
