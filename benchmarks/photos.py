@@ -4,7 +4,7 @@ Each of the first ``--count`` MNIST test digits (per condition; the same digits 
 condition) is made into a synthetic photo under one condition: rendered as ink on a paper
 texture at a random size and position, then lit unevenly, shadowed, noised, blurred, saved as
 JPEG, drawn on lined or squared paper, in coloured ink, turned and seen in perspective, small in
-a big photo, off centre, in thick marker or thin pencil, in dark mode (light on dark), as an
+a big photo, off centre, in thick marker, thin pencil or a ballpoint's line, in dark mode (light on dark), as an
 alpha PNG, with a desk's edge or a finger at the border, or a random mix of several. Every
 photo goes through ``digitsum.mnist_format.to_mnist_format`` and the shipped ``original``
 model's digit head (``digitsum.load``, no training, no data beyond MNIST's test split). The
@@ -22,7 +22,9 @@ What each condition models (one at a time; a dark pen on off-white paper unless 
   hand or a phone over one side of a line (50-75 % of the light), over the ink as well;
 - ``noise``, ``blur``, ``jpeg``: a dim sensor, out of focus or shaken, heavy JPEG compression;
 - ``grid``: lined or squared paper, the lines under the ink; ``colour``: blue, red, green or
-  purple ink; ``pencil``: thin grey uneven graphite; ``marker``: thick strokes;
+  purple ink; ``pencil``: thin grey uneven graphite; ``marker``: thick strokes; ``pen``: a
+  ballpoint's line in a photo taken close, the digit 250-400 px tall, its strokes thinned by 12
+  px on each side (MNIST's thinnest strokes, 0.1 of the digit, become a line of 1-15 px);
 - ``rotation``: the sheet turned up to 10 degrees and seen a little from the side;
 - ``offcentre``: a smaller digit near a corner; ``small``: a 30-70 px digit in a 600-900 px photo;
 - ``dark``: a drawing app in dark mode (light strokes on a dark ground, no texture);
@@ -282,6 +284,7 @@ def make(condition: str, digit: np.ndarray, rng: Rng) -> np.ndarray:
         "small": dict(canvas=(int(rng.integers(600, 900)), int(rng.integers(600, 900))), height=rng.uniform(30, 70)),
         "marker": dict(thickness=int(rng.integers(2, 4))),
         "pencil": dict(thickness=-1),
+        "pen": dict(canvas=(int(rng.integers(500, 800)), int(rng.integers(500, 800))), height=rng.uniform(250, 400), thickness=-12),
         "rotation": dict(angle=rng.uniform(-10, 10)),
         "lamp": dict(thickness=int(rng.choice([-1, 0]))),
         "glare": dict(thickness=int(rng.integers(1, 3))),
@@ -346,7 +349,7 @@ def mixed(digit: np.ndarray, rng: Rng) -> np.ndarray:
 
 # new conditions go last: each condition's photos are drawn from (seed, its index)
 CONDITIONS = ("clean", "paper", "lighting", "shadow", "noise", "blur", "jpeg", "grid", "colour", "rotation",
-              "offcentre", "small", "marker", "pencil", "dark", "alpha", "desk", "finger", "mixed",
+              "offcentre", "small", "marker", "pencil", "pen", "dark", "alpha", "desk", "finger", "mixed",
               "lamp", "glare", "paint")  # fmt: skip
 
 

@@ -94,7 +94,10 @@ the settings' values; ``digitsum export`` writes them into the sidecar):
    :data:`BOX_THRESHOLD` under uneven light, blur or JPEG): in that redoing the floor of step 4
    is raised to the :data:`GROUND_TEXTURE` quantile of the area's pixels more than 2 pixels from
    every part that reaches :data:`EDGE_FAINT` of the ink level (as a fraction of it; at most 0.5).
-8. **Geometry.** Crop the bounding box of the pixels above :data:`BOX_THRESHOLD`, scale it into a
+8. **Geometry.** Strokes thinner than :data:`MIN_STROKE` of the digit's longer side (a pen's
+   line in a large photo) are widened to about that: each pixel becomes the maximum of a square
+   window as many pixels wider as they fall short (their width twice the area of the pixels
+   above :data:`BOX_THRESHOLD` over their boundary pixels). Crop the bounding box of the pixels above :data:`BOX_THRESHOLD`, scale it into a
    20x20 box keeping its aspect ratio (PIL's anti-aliased Lanczos resampling on float pixels,
    clipped to [0, 1]) and paste it into the 28x28 field so that its centre of mass, rounded to a
    whole pixel, falls on pixel 14. For another field size the box and the centre scale with the
@@ -203,6 +206,14 @@ MIN_DIGIT_SPAN = 0.1
 #: Dropped clutter takes a margin of this fraction of the area's shorter side with it (at least
 #: 2 px): the blurred edge of a desk or a frame.
 CLUTTER_MARGIN = 0.01
+#: Strokes are widened to at least this fraction of the digit's longer side. A pen's line in a
+#: photo is far thinner than MNIST's strokes (4 pixels of a 300-pixel digit): scaled into the
+#: 20-pixel box it fades to a grey trace that the models read as a 1 or a 7. Of MNIST's 10,000
+#: test images (pixels above :data:`BOX_THRESHOLD`) all but 10 have a stroke width (twice the area
+#: over the boundary pixels) of at least 0.1 of it (median 0.16); noise makes edges ragged and
+#: the measure low (MNIST's digits as noisy photos: 0.09 at the 1st percentile, against 0.11 clean),
+#: hence 0.08 (benchmarks/photos.py: 0.06 and 0.08 alike, 0.1 and 0.12 lose a noisy digit).
+MIN_STROKE = 0.08
 #: An image whose longer side is above this is first reduced by a whole factor (each pixel the
 #: mean of a block, PIL's ``reduce``): the digit ends up 20 pixels tall anyway, and a phone's
 #: 12-megapixel photo takes 0.5 s instead of 11 s (measured on 2 shared CPU cores).
@@ -247,8 +258,8 @@ def _label(source: Any, name: str | None) -> str:
 def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
     """Any accepted image as float32 ``[H, W, C]`` in [0, 1], C = 1 (grey) or 3 (colour).
 
-    ``source``: a file path (``str`` or ``Path``; any format PIL reads, EXIF orientation
-    applied, the first frame of an animation), a PIL image, or a numpy array shaped ``[H, W]``,
+    ``source``: a file path (``str`` or ``Path``; any format PIL reads, the first frame of an
+    animation), a PIL image (EXIF orientation applied to both), or a numpy array shaped ``[H, W]``,
     ``[H, W, C]`` with C = 1 to 4 (grey, grey + alpha, RGB, RGBA) or ``[C, H, W]`` with C = 1,
     3 or 4, holding uint8 0-255 (or other integers in 0-255), bools, or floats in [0, 1].
     16-bit files are scaled by 65535, float files by their range. Transparent pixels are laid
@@ -258,6 +269,8 @@ def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
     label = _label(source, name)
     if isinstance(source, (str, os.PathLike)):
         source = _open(Path(source).expanduser(), label)
+    elif isinstance(source, Image.Image):  # opened by the caller: a phone photo is stored sideways all the same
+        source = ImageOps.exif_transpose(source)
     if isinstance(source, Image.Image):
         array = _pil_array(source, label)
     elif isinstance(source, np.ndarray):
@@ -804,7 +817,7 @@ def normalize_digit(grey: np.ndarray, height: int = MNIST_SIZE, width: int = MNI
     # skin is no pattern); a speck may have crossed the threshold
     level.measure(name, texture=True)
     level.scaled[np.isin(level.parts, 1 + np.flatnonzero(level.specks()))] = 0.0
-    x = level.scaled
+    x = _widened(level.scaled)
 
     digit = x[_box(x > BOX_THRESHOLD)]
     box_h, box_w = MNIST_BOX * height / MNIST_SIZE, MNIST_BOX * width / MNIST_SIZE
@@ -830,6 +843,14 @@ def normalize_digit(grey: np.ndarray, height: int = MNIST_SIZE, width: int = MNI
     return field
 
 
+def _widened(x: np.ndarray) -> np.ndarray:
+    """``x`` with strokes thinner than :data:`MIN_STROKE` of the digit's longer side widened to
+    about that: each pixel the maximum of a square window as much wider as they fall short."""
+    ink = x > BOX_THRESHOLD
+    short = int(round(MIN_STROKE * max(_sides(ink)) - _stroke_width(ink)))
+    return _window_extreme(x, short + 1, np.maximum) if short >= 1 else x
+
+
 def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZE, *,
                     name: str | None = None) -> np.ndarray:  # fmt: skip
     """A picture of a digit -> float32 ``[height, width]`` in [0, 1], in MNIST's format.
@@ -849,7 +870,7 @@ def to_mnist_format(image: Any, height: int = MNIST_SIZE, width: int = MNIST_SIZ
 #: The settings the steps name, in the order of their first mention.
 SETTINGS = ("MAX_SIDE", "BORDER_FRACTION", "QUANTUM_NOISE", "BLANK_SIGMAS", "NOISE_SIGMAS", "BOX_THRESHOLD",
             "POLARITY_SIDE", "POLARITY_WINDOW", "POLARITY_MARGIN", "MAX_SHEETS", "SHEET_HULL_FILL", "SHEET_CONTENT_SPAN", "STROKE_WIDTH", "SHEET_DEPTH_RATIO",
-            "LOCAL_GROUND", "MAX_PAPER_GAIN", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_HUG", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "GROUND_TEXTURE", "MNIST_SIZE", "MNIST_BOX",
+            "LOCAL_GROUND", "MAX_PAPER_GAIN", "MIN_DIGIT_SPAN", "EDGE_CONTACT", "CLUTTER_SPAN", "EDGE_HUG", "EDGE_BLOB_WIDTH", "EDGE_BLOB_SPAN", "EDGE_FAINT", "CLUTTER_MARGIN", "GROUND_TEXTURE", "MIN_STROKE", "MNIST_SIZE", "MNIST_BOX",
             "MNIST_CENTRE")  # fmt: skip
 
 
@@ -877,7 +898,8 @@ def steps() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python mnist_format.py IMAGE...``: each image in MNIST's format, as ``IMAGE_mnist.png``."""
+    """``python mnist_format.py IMAGE...``: each image in MNIST's format, as ``IMAGE_mnist.png``;
+    exit status 2 when an image cannot be read or is blank (the others are still written)."""
     import sys
 
     paths = sys.argv[1:] if argv is None else argv
@@ -890,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
             pixels = to_mnist_format(path)
         except ImageError as e:
             print(f"error: {e}", file=sys.stderr)
-            status = 1
+            status = 2  # as digitsum's commands end on a bad input
             continue
         target = Path(path).with_name(Path(path).stem + "_mnist.png")
         Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(target)

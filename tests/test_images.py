@@ -22,13 +22,14 @@ from digitsum.images import as_image, image_batch, read_grey, to_mnist
 PAPER, INK = 235, 20
 
 
-def seven(size: int = 200, ink: int = INK, paper: int = PAPER) -> PILImage.Image:
-    """A hand-drawn-looking 7, dark on light paper, as a phone photo of a note would be."""
+def seven(size: int = 200, ink: int = INK, paper: int = PAPER, stroke: int = 14) -> PILImage.Image:
+    """A hand-drawn-looking 7, dark on light paper, as a phone photo of a note would be (its
+    strokes ``stroke`` pixels wide at size 200)."""
     image = PILImage.new("L", (size, size), paper)
     draw = ImageDraw.Draw(image)
     s = size / 200
-    draw.line([(50 * s, 40 * s), (150 * s, 40 * s), (90 * s, 165 * s)], fill=ink, width=int(14 * s), joint="curve")
-    draw.line([(75 * s, 100 * s), (125 * s, 100 * s)], fill=ink, width=int(14 * s))
+    draw.line([(50 * s, 40 * s), (150 * s, 40 * s), (90 * s, 165 * s)], fill=ink, width=int(stroke * s), joint="curve")
+    draw.line([(75 * s, 100 * s), (125 * s, 100 * s)], fill=ink, width=int(stroke * s))
     return image
 
 
@@ -91,6 +92,17 @@ def test_every_accepted_form_reads_the_same(tmp_path, reference):
     }
     for form, source in forms.items():
         assert np.abs(mnist_of(source) - reference).mean() < 0.01, form
+
+
+def test_a_photo_stored_sideways_is_turned_by_its_exif_tag_as_a_file_or_a_pil_image(tmp_path, reference):
+    # was: the file was turned, the PIL image the caller opened from it was not (read as another digit)
+    path = tmp_path / "sideways.png"
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # Orientation: shown turned 90 degrees clockwise
+    seven().transpose(PILImage.Transpose.ROTATE_90).save(path, exif=exif)
+    with PILImage.open(path) as opened:
+        assert np.abs(mnist_of(opened) - reference).mean() < 0.01
+    assert np.abs(mnist_of(path) - reference).mean() < 0.01
 
 
 def test_an_image_in_mnists_format_comes_back_nearly_unchanged(reference):
@@ -310,6 +322,15 @@ def test_a_digit_cropped_tightly_touches_the_border_and_stays(noise, reference):
     assert apart(mnist_of(photo(tight, noise=noise)), reference) < 0.01
 
 
+@pytest.mark.parametrize("stroke", [1, 3, 6])
+def test_a_pen_line_much_thinner_than_mnists_strokes_is_widened_not_faded(stroke, reference):
+    # was: a 4-pixel pen line on a 260-pixel digit came out as a grey trace (its brightest pixel
+    # 0.25-0.55), read as a 1 or a 7; MNIST's strokes are 0.1-0.2 of the digit's longer side
+    thin = mnist_of(photo(seven(size=600, stroke=stroke), noise=2.0))
+    assert np.sort(thin[thin > 0])[-10:].min() > 0.9  # the strokes reach the ink level, as MNIST's
+    assert apart(thin, reference) < 0.04  # the same 7 (measured 0.022-0.026; unwidened 0.055-0.099)
+
+
 def test_strong_uneven_light_on_paper(reference):
     dim = photo(seven(paper=200), noise=3.0, tilt=80)  # the paper from 160 to 240 across the picture
     assert apart(mnist_of(dim), mnist_of(seven(paper=200))) < 0.01
@@ -431,7 +452,7 @@ def test_the_module_run_as_a_script_shows_what_the_model_is_given(tmp_path):
         [sys.executable, "-I", mnist_format.__file__, str(tmp_path / "seven.png"), str(tmp_path / "blank.png")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert result.returncode == 1 and f"{tmp_path / 'blank.png'} is blank" in result.stderr
+    assert result.returncode == 2 and f"{tmp_path / 'blank.png'} is blank" in result.stderr
     written = np.asarray(PILImage.open(tmp_path / "seven_mnist.png"))
     assert written.shape == (28, 28) and np.array_equal(written, np.round(mnist_of(seven()) * 255).astype(np.uint8))
     assert not (tmp_path / "blank_mnist.png").exists()
