@@ -241,6 +241,7 @@ class Registry:
             problem = _contract_problem(self.kind, cls)
             if problem:
                 raise PluginError(f"{self.label} '{name}' ({origin.value}) cannot be registered: {problem}")
+            self.discover()  # a built-in's or an installed plugin's name is refused here, not at a later use
             self.add(Entry(self.kind, name, origin, _obj=cls))
             return cls
 

@@ -66,6 +66,14 @@ def test_decorator_registers_and_duplicate_is_refused_naming_both_origins():
     assert "_Tiny" in e.value.message and "Other" in e.value.message
 
 
+def test_a_builtins_name_is_refused_by_the_decorator_before_anything_listed_the_components():
+    # was: accepted in a fresh registry (nothing discovered yet), then every recipe using the
+    # built-in failed with "registered twice", far from the cell that took the name
+    registry = Registry("fusions")
+    with pytest.raises(PluginError, match="'concat' is registered twice: by built-in"):
+        registry.register("concat")(_Tiny)
+
+
 def _defined(out_features: int) -> type:
     """A fusion class as a notebook cell defines it: the same module and qualified name each run."""
 

@@ -24,6 +24,7 @@ from ..errors import UserError, did_you_mean
 from ..registry import PluginError, declared_entry_points, load_check
 from ..recipe import Recipe
 from ..listing import DOCTOR_CHECKS
+from .checks.data import heads_contract
 from .checks.relus import dead_relu_findings
 from .checks.training import short_run_steps
 from .findings import SEVERITIES, Change, Finding, Report, Severity
@@ -186,11 +187,14 @@ def diagnose(probe: Probe, checks: Sequence[str] | None = None, *, verify: bool 
     code: list[str] = []
     # every check's random draws (dropout in a forward at initialisation, say) from a stream the
     # recipe's seed fixes: the same report whoever calls, whatever drew from torch's stream before
-    contract_broken = False
     with seeded(probe, "checks"):
         was_training = probe.model.training
         probe.model.train()
-        for name in names:
+        # a head that breaks its contract would make every check fail in digitsum's own code
+        # (a per-sample loss where a float is read): it is the finding, as in `digitsum run`
+        findings = _run_check("contract", heads_contract, probe, stop_on_component_error)
+        contract_broken = bool(findings)
+        for name in names if not contract_broken else []:
             for finding in _run_check(name, available[name], probe, stop_on_component_error):
                 # a component that raises fails every check that runs it: one finding says so
                 crashed = "checks" in finding.figures and "component" in finding.figures

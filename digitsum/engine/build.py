@@ -80,8 +80,13 @@ def build_model(recipe: Recipe) -> DigitModel:
 
 def _initialised(kind: str, choice: Choice, part: M) -> M:
     """``part``, a fusion or head just built; a user error naming it when a lazy layer left
-    weights uninitialised (:func:`~digitsum.contract_checks.uninitialised_problem`)."""
+    weights uninitialised (:func:`~digitsum.contract_checks.uninitialised_problem`), or a fusion
+    left its ``out_features`` unset (the heads are built for that width)."""
     problem = uninitialised_problem(part)
+    width = getattr(part, "out_features", None)
+    if kind == "fusions" and not (isinstance(width, int) and not isinstance(width, bool) and width > 0):
+        problem = (f"has out_features = {width!r} after __init__: a fusion sets it to the width of the features its "
+                   "forward() returns, a positive int (the heads are built for it)")  # fmt: skip
     if problem:
         raise UserError(f"{KIND_LABELS[kind]} '{choice.section.type}' from {origin_of(kind, choice)} {problem}")
     return part

@@ -201,14 +201,43 @@ def output_problem(head: Head, output: Tensor, size: int) -> str | None:
 
 def check_outputs(recipe: Recipe, model: nn.Module, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
     """A :class:`ComponentError` naming the first head whose output on a batch has another shape
-    than its ``output_kind`` declares. A narrower one trips the loss (and :func:`blame` names the
-    head); a wider one would train without an error, spending probability on classes that never come."""
+    than its ``output_kind`` declares, or whose ``metrics()`` are not per sample. A narrower
+    output trips the loss (and :func:`blame` names the head); a wider one would train without an
+    error, spending probability on classes that never come; a metric averaged over the batch
+    would be summed as if it were one sample's and reported as a wrong number."""
     for name, output in outputs.items():
-        head = model.heads[name]
-        problem = output_problem(head, output, len(batch[model.bindings[name].target])) if isinstance(output, Tensor) else None
+        head, target = model.heads[name], batch[model.bindings[name].target]
+        problem = output_problem(head, output, len(target)) if isinstance(output, Tensor) else None
         if problem is not None:
             raise _breach("heads", recipe.heads[name], "forward", f"{problem}\n(a bug in that head's forward(), or its "
                           "output_kind: docs/plugins.md, \"Head\", says what each kind declares)")  # fmt: skip
+        with torch.no_grad():
+            metrics = head.metrics(output, target)
+        if not isinstance(metrics, Mapping):
+            raise _breach("heads", recipe.heads[name], "metrics", f"metrics() returned {_form(metrics)} where it returns a "
+                          f"dict of per-sample values, each a tensor of shape [{len(target)}] (the batch's)")  # fmt: skip
+        for key, value in metrics.items():
+            if not isinstance(value, Tensor) or tuple(value.shape) != (len(target),):
+                raise _breach("heads", recipe.heads[name], "metrics", f"metrics() returned '{key}' as {_form(value)} where "
+                              f"each metric is per sample, a tensor of shape [{len(target)}] (the batch's): digitsum "
+                              "averages them over a split")  # fmt: skip
+
+
+def check_losses(recipe: Recipe, losses: Mapping[str, Tensor]) -> None:
+    """A :class:`ComponentError` naming the first head whose ``loss()`` is not a floating-point
+    scalar: the losses are weighed, summed and back-propagated (a per-sample loss ``[B]`` would
+    fail in torch's backward, where nothing names the head)."""
+    for name, loss in losses.items():
+        if not isinstance(loss, Tensor) or loss.dim() != 0 or not loss.is_floating_point():
+            raise _breach("heads", recipe.heads[name], "loss", f"loss() returned {_form(loss)} where a head's loss is the "
+                          "batch's mean, a floating-point scalar (a tensor of shape []): reduce it with .mean()")  # fmt: skip
+
+
+def _form(value: object) -> str:
+    """What a component returned, as a contract breach names it: "a tensor of shape [128]"."""
+    if isinstance(value, Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {list(value.shape)}"
+    return f"a {type(value).__name__}"
 
 
 def _misshapen_features(frames: list[tuple[FrameType, int]], depth: int) -> tuple[Fusion, str] | None:

@@ -21,7 +21,7 @@ from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
 from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_state, stepping_problem
-from .component_errors import blame_components, built, check_batch, check_outputs, check_states
+from .component_errors import blame_components, built, check_batch, check_losses, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
 from .tally import Tally
@@ -224,6 +224,8 @@ class Trainer:
         with self.accel.autocast():
             outputs = self.step_model(batch)
             losses = self.model.losses(outputs, batch)
+            if not self._batch_checked:  # once: a head's loss keeps its form
+                check_losses(self.recipe, losses)
             loss = self.model.total_loss(losses)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

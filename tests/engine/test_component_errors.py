@@ -419,3 +419,52 @@ def test_the_doctor_names_the_fusion_whose_features_a_built_in_head_trips_on_onc
     [crash] = [f for f in report.findings if f.severity == "error"]  # was: a second error blaming the built-in head
     assert crash.title.startswith("fusion 'short' from local") and sorted(crash.figures["checks"]) == ["data", "head_output", "loss_weights"]
     assert crash.measured.startswith("its forward() returned features of shape [64, 8] where its out_features declares [64, 16]")
+
+
+class PerSampleLoss(Classify):
+    """loss() left unreduced: one value per sample."""
+
+    def loss(self, output, target):
+        return torch.nn.functional.cross_entropy(output, target, reduction="none")
+
+
+class BatchMeanMetric(Classify):
+    """metrics() averaged over the batch: a scalar where a value per sample belongs."""
+
+    def metrics(self, output, target):
+        return {"accuracy": (output.argmax(1) == target).float().mean()}
+
+
+@pytest.mark.parametrize("head, method, says", [(PerSampleLoss, "loss", "loss() returned a float32 tensor of shape [64]"),
+                                                (BatchMeanMetric, "metrics", "metrics() returned 'accuracy' as a float32 tensor of shape []")])  # fmt: skip
+def test_a_head_that_breaks_its_loss_or_metrics_contract_is_named_by_run_and_doctor(tiny_root, tmp_path, head, method, says):
+    # was: run: torch's "grad can be implicitly created only for scalar outputs" traceback (loss),
+    # or a run that ended with accuracy 0.0004 (metrics); doctor: "healthy", eight built-in checks blamed
+    from digitsum.diagnosis import Probe, diagnose
+
+    with registered(heads, "broken", head) as name:
+        with pytest.raises(ComponentError) as caught:
+            start(bomb_recipe(tiny_root, name), tmp_path / "run", progress=False, preflight=False)
+        report = diagnose(Probe.from_recipe(bomb_recipe(tiny_root, name)), verify=False)
+    assert caught.value.method == method and says in caught.value.message and f"head '{name}'" in caught.value.message
+    [breach] = [f for f in report.findings if f.severity != "info"]  # no check ran on it to trip in digitsum's code
+    assert breach.severity == "error" and breach.title == f"head '{name}' from local (tests.engine.test_component_errors:{head.__name__}) breaks its contract in {method}()"
+
+
+class NoWidth(Fusion):
+    """A fusion that never sets out_features."""
+
+    def __init__(self, params, inputs):
+        super().__init__(params, inputs)
+        self.linear = torch.nn.Linear(28 * 28, 8)
+
+    def forward(self, batch):
+        return self.linear(batch["image"].flatten(1))
+
+
+def test_a_fusion_without_out_features_is_refused_when_the_model_is_built(tiny_root, tmp_path):
+    # was: AttributeError: 'NoWidth' object has no attribute 'out_features', a traceback
+    from digitsum.errors import UserError
+
+    with registered(fusions, "no_width", NoWidth) as name, pytest.raises(UserError, match=f"fusion '{name}' .* has out_features = None"):
+        start(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, f"backbone.type={name}")), tmp_path / "run", progress=False)

@@ -10,12 +10,12 @@ from torch import Tensor
 
 from ...contract_checks import batch_problems
 from ...contracts import Batch, Categorical, Classes, Image, Images
-from ...engine.component_errors import output_problem
+from ...engine.component_errors import check_losses, check_outputs, output_problem
 from ...engine.train import make_optimizer
 from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
 from ..findings import SEE_FIXES, Change, Finding, fmt, pct
-from ..probe import SAMPLE, Probe, batch_len, fresh_copy, learns, scores, seeded, slice_batch, too_few
+from ..probe import SAMPLE, Probe, batch_len, eval_outputs, fresh_copy, learns, scores, seeded, slice_batch, too_few
 from .loss import broken_heads
 from .training import trace_of
 
@@ -49,6 +49,25 @@ def batch_contract(probe: Probe) -> list[Finding]:
             "or its loss), and the doctor's other checks would only fail the same way: they were not run",
             f"make {generator_named(probe)}'s draw() return '{name}' as {fits}", [], {"batch_contract": True, "problem": problem}))  # fmt: skip
     return findings
+
+
+@torch.no_grad()
+def heads_contract(probe: Probe) -> list[Finding]:
+    """The heads' outputs, losses and metrics on a few training samples, checked as the first
+    training step checks them (:mod:`digitsum.engine.component_errors`): a head that breaks its
+    contract (a per-sample loss, a metric averaged over the batch) raises the ComponentError
+    ``digitsum run`` would, which :func:`~digitsum.diagnosis.diagnose` reports before any check
+    trips on it in digitsum's own code; [] when every head keeps it, or when the model raises
+    before its losses exist (every check that runs it then reports that crash, as one finding)."""
+    batch = slice_batch(probe.sample, 64)
+    try:
+        outputs = eval_outputs(probe.model, batch)
+        losses = probe.model.losses(outputs, batch)
+    except Exception:
+        return []
+    check_losses(probe.recipe, losses)
+    check_outputs(probe.recipe, probe.model, outputs, batch)
+    return []
 
 
 #: Above this, non-negative image values are not pixels in [0, 1] nor standardised ones (MNIST's
