@@ -113,6 +113,8 @@ def load_all() -> list[PluginFailure]:
     allow/deny lists are not loaded and are not failures."""
     failures = []
     for row in plugin_report():
+        if row["status"] == "disabled":  # refused by the allow/deny lists: not loaded, its metadata unread
+            continue
         metadata = ([row["reason"]] if row["status"] == "failed" and row["reason"] else []) + row["problems"]
         parts = [] if row["reason"] else list(_failed_parts(row))  # a refused distribution's parts are not used
         for what, reason in [("its metadata", problem) for problem in metadata] + parts:

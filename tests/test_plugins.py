@@ -290,6 +290,9 @@ def test_malformed_entry_point_is_reported_not_fatal_unless_strict(tmp_path):
     assert digitsum("list", "heads", site=site).returncode == 0
     strict = digitsum("--strict-plugins", "list", site=site)
     assert strict.returncode == 2 and "digitsum-badmeta 1.0" in strict.stderr
+    # was: exit 2 all the same when the user had denied the distribution (strict loads the allowed only)
+    denied = digitsum("--strict-plugins", "list", "heads", site=site, env={"DIGITSUM_PLUGINS_DENY": "digitsum-badmeta"})
+    assert denied.returncode == 0, denied.stderr
 
 
 # -- hostile plugins: what a plugin's import does cannot end, corrupt or break digitsum ----------------
