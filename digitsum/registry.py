@@ -10,6 +10,7 @@ neither torch nor any component: ``digitsum --help`` stays fast.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import os
 import sys
@@ -313,8 +314,11 @@ class Registry:
                 if (version := _installed_version(dist)) is not None:
                     raise UserError(f"{self.label} '{name}': the distribution '{dist}' ({version}) is installed "
                                     f"but declares no digitsum components; {did_you_mean(bare, self._entries, KINDS[self.kind].plural)}")  # fmt: skip
-                raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: "
-                                f"pip install {dist}")  # fmt: skip
+                # a typo of an installed plugin's name is no package to install
+                providers = sorted({e.qualified_name for e in self._entries.get(bare, []) if e.origin.distribution})
+                close = difflib.get_close_matches(dist, [p.rpartition(":")[0] for p in providers], n=1, cutoff=0.85)  # plugins share "digitsum-"
+                fix = (f"did you mean '{close[0]}:{bare}'? (installed)" if close else f"pip install {dist}")
+                raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: {fix}")
             misgrouped = [f"{d.name} {d.version} declares '{bare}' in the entry-point group [{ep.group}], not [{self.group}]"
                           for d in plugin_distributions() for ep in d.misgrouped if ep.name == bare]  # fmt: skip
             if dist and not misgrouped:  # an installed distribution named, without that component

@@ -252,6 +252,9 @@ def test_a_resolved_recipe_names_a_plugins_component_by_its_distribution_and_kee
     gone = digitsum("show", saved, site=twin)
     assert gone.returncode == 2 and "Traceback" not in gone.stderr, gone.stderr
     assert "comes from the distribution 'digitsum-example', which is not installed: pip install digitsum-example" in gone.stderr
+    # a typo of an installed plugin's name is not a package to install
+    typo = digitsum("show", RECIPES / "original.toml", "--set", "backbone.type=digitsum-exampel:bilinear", site=example_site)
+    assert typo.returncode == 2 and "not installed: did you mean 'digitsum-example:bilinear'? (installed)" in typo.stderr, typo.stderr
 
 
 def test_plugins_and_list_flag_a_name_two_distributions_define_before_a_recipe_trips_on_it(tmp_path, example_site):
