@@ -356,3 +356,15 @@ def test_built_in_recipes_run_beside_hostile_plugins_and_namesakes(tmp_path, tin
     qualified = digitsum("show", RECIPES / "original.toml", "--set", "backbone.type=digitsum-namesake:concat", site=sites)
     assert qualified.returncode == 0, qualified.stderr
     assert 'type = "digitsum-namesake:concat"' in qualified.stdout
+
+
+def test_check_distribution_lists_every_broken_component_not_the_first(tmp_path):
+    # was: it raised the first component's PluginError and left the others unchecked
+    site = fake_distribution(tmp_path / "site", "digitsum-flaws", "1.0", {"digitsum.heads": {
+        "gone": "flaws_missing:Head", "fine": "digitsum.components.heads.classify:Classify"}, "digitsum.fusions": {
+        "absent": "digitsum.components.fusions.concat:NoSuchClass"}})  # fmt: skip
+    code = "from digitsum.testing import check_distribution\ncheck_distribution('digitsum-flaws')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(site)})  # fmt: skip
+    assert result.returncode == 1 and "ConformanceError: distribution digitsum-flaws breaks the digitsum contract" in result.stderr
+    assert "- heads:gone: " in result.stderr and "- fusions:absent: " in result.stderr and "heads:fine" not in result.stderr

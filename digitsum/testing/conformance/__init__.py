@@ -4,7 +4,7 @@ AssertionError) listing every problem it found."""
 
 from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
 from ...discovery import canonical_name
-from ...registry import REGISTRIES
+from ...registry import REGISTRIES, PluginError
 from ._common import ConformanceError, nothing_declared
 from .checks import check_doctor_check, tiny_probe
 from .generator import check_generator
@@ -40,14 +40,27 @@ def components_of(distribution: str) -> list[tuple[str, str, type]]:
 
 
 def check_distribution(distribution: str) -> list[str]:
-    """Load every component ``distribution`` registers and check each; returns their names.
+    """Load every component ``distribution`` registers and check each; returns their names, or
+    raises one :class:`ConformanceError` listing every component that does not load or breaks
+    its contract, with each one's problems.
 
     Components that need parameters or other inputs than the defaults are better checked one
     by one with :func:`check_component` and its options.
     """
-    checked = []
-    for kind, name, cls in components_of(distribution):
-        check_component(cls)
-        checked.append(f"{kind}:{name}")
+    entries = [entry for registry in REGISTRIES.values() for entry in registry.entries()
+               if canonical_name(entry.origin.distribution or "") == canonical_name(distribution)]  # fmt: skip
+    if not entries:
+        raise nothing_declared(distribution, "registers no components", "digitsum.<kind>")
+    checked, problems = [], []
+    for entry in entries:
+        try:
+            check_component(entry.load())
+            checked.append(f"{entry.kind}:{entry.name}")
+        except PluginError as e:
+            problems.append(f"{entry.kind}:{entry.name}: {e.message}")
+        except ConformanceError as e:
+            problems += [f"{entry.kind}:{entry.name}: {p}" for p in e.problems]
+    if problems:
+        raise ConformanceError(f"distribution {distribution}", problems)
     return checked
 
