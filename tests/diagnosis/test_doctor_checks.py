@@ -199,6 +199,45 @@ class Thresholds(Head):
         return cumulative[:, :-1] - cumulative[:, 1:]
 
 
+class PoissonCount(Head):
+    """A head reading its class as a count: a log-rate, the Poisson negative log-likelihood
+    without its constant (exp(x) - y x, minimised at y - y ln y: below 0 for counts above e)."""
+
+    output_kind = "value"
+
+    class Params(Params):
+        pass
+
+    def __init__(self, params, in_features: int, target: Classes) -> None:
+        super().__init__(params, in_features, target)
+        self.linear = nn.Linear(in_features, 1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(features).squeeze(-1)
+
+    def loss(self, output, target):
+        return F.poisson_nll_loss(output, target.float(), log_input=True)
+
+    def predict(self, output):
+        return output.exp().round().long()
+
+    def metrics(self, output, target):
+        return {"accuracy": (self.predict(output) == target).float()}
+
+
+def test_the_floor_of_a_loss_that_goes_below_zero_is_followed_there(tiny_data):
+    # was: the search stopped at the first loss below 1 % of its start (-0.46), while training
+    # took the loss to -11.5: "1961 % of the way to its floor"
+    from digitsum.diagnosis.checks.floor import loss_floor
+    from digitsum.diagnosis.probe import slice_batch
+
+    with registered(heads, "poisson_count", PoissonCount):
+        probe = probe_for('heads.sum={type="poisson_count", target="sum"}')
+        y = slice_batch(probe.sample, 256)["sum"].double()
+        lowest = float(torch.where(y > 0, y - y * torch.log(y.clamp(min=1)), torch.zeros_like(y)).mean())
+        assert lowest < -5 and abs(loss_floor(probe, "sum") - lowest) < 0.05 * abs(lowest)
+
+
 class Undeclared(Thresholds):
     output_kind = "class_logits"
 

@@ -116,8 +116,8 @@ def _minimised(probe: Probe, head: str, free_outputs: bool) -> float | None:
             value = float(loss.detach())
             best = value if best is None else min(best, value)
             start = value if start is None else start
-            if not cheap_enough and best < FLOOR_DONE * start:
-                break
+            if not cheap_enough and 0 <= best < FLOOR_DONE * start:
+                break  # (a loss that goes below 0, a Poisson log-likelihood's, is followed to its floor)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
