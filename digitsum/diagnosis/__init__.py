@@ -108,6 +108,7 @@ def _run_check(name: str, check: Check, probe: Probe, stop_on_component_error: b
             # a built-in component is not the one to change: what it was given (data, settings) is
             fix = (f"the {blamed.method}() of {blamed.component} was given what it cannot take: see the other findings"
                    if blamed.origin == "built-in" else f"fix the {blamed.method}() of {blamed.component} ({blamed.origin})")  # fmt: skip
+            fix += f", or the recipe: {blamed.setting}" if blamed.setting else ""
             # what the blame found it made wrong ("its forward() returned features of shape ..."), before what was raised
             lead = blamed.message.splitlines()[0].removeprefix(f"{blamed.component} from {blamed.origin}").strip(" :")
             measured = f"{lead}: {text}" if lead.startswith("its ") else text

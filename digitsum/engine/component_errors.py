@@ -35,9 +35,11 @@ class ComponentError(UserError):
 
     exit_code = 1
 
-    def __init__(self, message: str, component: str, method: str, origin: str) -> None:
+    def __init__(self, message: str, component: str, method: str, origin: str, setting: str = "") -> None:
         super().__init__(message)
         self.component, self.method, self.origin = component, method, origin
+        #: what in the recipe may be the cause instead of the code ("data.batch_size ..."), or ""
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -288,7 +290,12 @@ def blame(error: BaseException, recipe: Recipe, objects: Sequence[object] = (), 
     else:
         what, fault, shown = f" raised {kind} in {method}()", "code", "the traceback shows its own frames only"
     message = f"{suspect.label} from {suspect.origin}{what}:\n{detail}\n{raised}\n(a bug in that component's {fault}; {shown})"
-    return ComponentError(message, suspect.label, method, suspect.origin)
+    setting = ""
+    if "more than 1 value per channel" in text:  # torch's batch norm, in training, on a batch of one sample
+        setting = (f"batch norm needs 2 samples or more in a training batch; data.batch_size is {recipe.data.section.batch_size}, "
+                   "and an epoch's last batch holds what is left of the training split")  # fmt: skip
+        message += f"\n(or the batch: {setting})"
+    return ComponentError(message, suspect.label, method, suspect.origin, setting)
 
 
 def _out_of_memory(error: BaseException) -> bool:

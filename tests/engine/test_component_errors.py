@@ -468,3 +468,30 @@ def test_a_fusion_without_out_features_is_refused_when_the_model_is_built(tiny_r
 
     with registered(fusions, "no_width", NoWidth) as name, pytest.raises(UserError, match=f"fusion '{name}' .* has out_features = None"):
         start(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, f"backbone.type={name}")), tmp_path / "run", progress=False)
+
+
+class Normalised(Fusion):
+    """A fusion with batch norm: in training, a batch of one sample is an error in torch."""
+
+    def __init__(self, params, inputs):
+        super().__init__(params, inputs)
+        self.out_features = 8
+        self.layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 8), torch.nn.BatchNorm1d(8))
+
+    def forward(self, batch):
+        return self.layers(batch["image"])
+
+
+def test_batch_norm_on_a_batch_of_one_names_the_batch_size_too(tiny_root, tmp_path):
+    # was: blamed on the fusion's code alone, while data.batch_size = 1 is what to change
+    with registered(fusions, "normalised", Normalised) as name, pytest.raises(ComponentError) as caught:
+        start(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 1, f"backbone.type={name}")), tmp_path / "run",
+              progress=False, preflight=False)  # fmt: skip
+    assert "batch norm needs 2 samples or more in a training batch; data.batch_size is 1" in caught.value.message
+    from digitsum.diagnosis import Probe, diagnose
+
+    with registered(fusions, "normalised", Normalised) as name:
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 1, f"backbone.type={name}")))
+        found = diagnose(probe, ["short_run"], verify=False).findings
+    [crash] = [f for f in found if f.severity == "error"]
+    assert "or the recipe: batch norm needs 2 samples or more in a training batch; data.batch_size is 1" in crash.fix
