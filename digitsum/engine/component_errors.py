@@ -203,16 +203,22 @@ def output_problem(head: Head, output: Tensor, size: int) -> str | None:
 
 def check_outputs(recipe: Recipe, model: nn.Module, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
     """A :class:`ComponentError` naming the first head whose output on a batch has another shape
-    than its ``output_kind`` declares, or whose ``metrics()`` are not per sample. A narrower
-    output trips the loss (and :func:`blame` names the head); a wider one would train without an
-    error, spending probability on classes that never come; a metric averaged over the batch
-    would be summed as if it were one sample's and reported as a wrong number."""
+    than its ``output_kind`` declares. A narrower one trips the loss (and :func:`blame` names the
+    head); a wider one would train without an error, spending probability on classes that never come."""
     for name, output in outputs.items():
-        head, target = model.heads[name], batch[model.bindings[name].target]
-        problem = output_problem(head, output, len(target)) if isinstance(output, Tensor) else None
+        head = model.heads[name]
+        problem = output_problem(head, output, len(batch[model.bindings[name].target])) if isinstance(output, Tensor) else None
         if problem is not None:
             raise _breach("heads", recipe.heads[name], "forward", f"{problem}\n(a bug in that head's forward(), or its "
                           "output_kind: docs/plugins.md, \"Head\", says what each kind declares)")  # fmt: skip
+
+
+def check_metrics(recipe: Recipe, model: nn.Module, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
+    """A :class:`ComponentError` naming the first head whose ``metrics()`` on a batch are not one
+    value per sample: a metric averaged over the batch would be summed as one sample's and
+    reported as a wrong number."""
+    for name, output in outputs.items():
+        head, target = model.heads[name], batch[model.bindings[name].target]
         with torch.no_grad():
             metrics = head.metrics(output, target)
         if not isinstance(metrics, Mapping):

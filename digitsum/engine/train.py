@@ -21,7 +21,7 @@ from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
 from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_state, stepping_problem
-from .component_errors import blame_components, built, check_batch, check_losses, check_outputs, check_states
+from .component_errors import blame_components, built, check_batch, check_losses, check_metrics, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
 from .tally import Tally
@@ -247,6 +247,7 @@ class Trainer:
             outputs, losses, loss = self.train_step(batch)
             if first:
                 check_outputs(self.recipe, self.model, outputs, batch)
+                check_metrics(self.recipe, self.model, outputs, batch)
                 self._batch_checked = True
             self.tally.add(self.model, outputs, losses, batch)
             self.step = step + 1

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ...contract_checks import batch_problems
 from ...contracts import Batch, Categorical, Classes, Image, Images
-from ...engine.component_errors import check_losses, check_outputs, output_problem
+from ...engine.component_errors import ComponentError, check_losses, check_metrics, output_problem
 from ...engine.train import make_optimizer
 from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
@@ -58,15 +58,16 @@ def heads_contract(probe: Probe) -> list[Finding]:
     contract (a per-sample loss, a metric averaged over the batch) raises the ComponentError
     ``digitsum run`` would, which :func:`~digitsum.diagnosis.diagnose` reports before any check
     trips on it in digitsum's own code; [] when every head keeps it, or when the model raises
-    before its losses exist (every check that runs it then reports that crash, as one finding)."""
+    (every check that runs it then reports that crash, as one finding)."""
     batch = slice_batch(probe.sample, 64)
     try:
         outputs = eval_outputs(probe.model, batch)
-        losses = probe.model.losses(outputs, batch)
+        check_losses(probe.recipe, probe.model.losses(outputs, batch))
+        check_metrics(probe.recipe, probe.model, outputs, batch)  # (an output of another width: the data check's finding)
+    except ComponentError:
+        raise
     except Exception:
         return []
-    check_losses(probe.recipe, losses)
-    check_outputs(probe.recipe, probe.model, outputs, batch)
     return []
 
 
