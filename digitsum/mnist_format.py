@@ -289,6 +289,8 @@ def _open(path: Path, label: str) -> Image.Image:
         raise ImageError(f"{label} is a directory, not an image file")
     if not path.is_file():  # reading a FIFO or a device would wait, or never end
         raise ImageError(f"{label} is not a regular file (a pipe, a socket or a device): give an image file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{label} is an empty file (0 bytes): no image")
     try:
         with warnings.catch_warnings():  # a file between PIL's warning and error sizes: reduced below, at once
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

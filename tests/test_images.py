@@ -154,8 +154,10 @@ def test_bad_files_are_user_errors_naming_the_file(tmp_path):
     truncated = tmp_path / "cut.png"
     seven().save(tmp_path / "whole.png")
     truncated.write_bytes((tmp_path / "whole.png").read_bytes()[:200])
+    (tmp_path / "empty.jpg").write_bytes(b"")  # a photo whose upload or copy failed
     cases = {
         tmp_path / "missing.png": "no such file",
+        tmp_path / "empty.jpg": "is an empty file (0 bytes)",
         tmp_path: "is a directory",
         text: "is not an image of a format read here (PNG, JPEG,",
         postscript: "is not an image of a format read here (PNG, JPEG,",
