@@ -55,6 +55,18 @@ def test_unstandardised_inputs_warn_and_name_the_key(tiny_data):
     assert not findings(probe_for(), "data", "warning")  # control: standardised inputs
 
 
+def test_nan_inputs_are_the_one_finding_naming_the_generator(tiny_data):
+    # was: the NaN finding had no fix, and eleven checks after it blamed the built-in head's
+    # probabilities(), the fusion's batch independence and the pairing of the batches
+    def log_scaled(batch, rng):  # log of the pixels above the batch's darkest: -inf at the darkest
+        x = batch["image"]
+        return {**batch, "image": torch.log(x - x.min(0).values)}
+
+    report = diagnose(with_generator(probe_for(), log_scaled), verify=False)
+    [nan] = [f for f in report.findings if f.severity != "info"]
+    assert nan.title == "input 'image' holds NaN or inf" and "draw() return finite values for 'image'" in nan.fix
+
+
 def test_labels_outside_the_declared_classes_are_an_error(tiny_data):
     def shift(batch, rng):
         return {**batch, "digit": batch["digit"] + 5}

@@ -48,6 +48,15 @@ def batch_contract(probe: Probe) -> list[Finding]:
             "the model is built for its declared inputs and targets: it cannot take this batch (training fails in its first layer "
             "or its loss), and the doctor's other checks would only fail the same way: they were not run",
             f"make {generator_named(probe)}'s draw() return '{name}' as {fits}", [], {"batch_contract": True, "problem": problem}))  # fmt: skip
+    for name, x in batch.items():
+        if name in specs and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            kind, bad = "input" if name in interface.inputs else "target", int((~torch.isfinite(x)).sum())
+            findings.append(Finding("data", "error", f"{kind} '{name}' holds NaN or inf",
+                f"{generator_named(probe)}: {bad} of the {x.numel()} values of '{name}' in {batch_len(batch)} samples are NaN or inf",
+                "every loss and gradient they reach becomes NaN: the model cannot learn from them, and the doctor's other "
+                "checks would only fail the same way: they were not run",
+                f"make {generator_named(probe)}'s draw() return finite values for '{name}' (a division by a standard deviation "
+                "of 0, over pixels that never vary, or a log of 0, makes them)", [], {"batch_contract": True, "non_finite": bad}))  # fmt: skip
     return findings
 
 
@@ -258,8 +267,6 @@ def _image_stats(probe: Probe, name: str, x: Tensor) -> list[Finding]:
     lo, hi, mean, std = float(x.min()), float(x.max()), float(x.mean()), float(x.std())
     figures = {"min": lo, "max": hi, "mean": mean, "std": std}
     measured = f"input '{name}': min {fmt(lo)}, max {fmt(hi)}, mean {fmt(mean)}, std {fmt(std)} over {len(x)} samples"
-    if not math.isfinite(mean + std):
-        return [Finding("data", "error", f"input '{name}' holds NaN or inf", measured, "every loss becomes NaN", "", [], figures)]
     if hi == lo:  # nothing to standardise: (x - mean) / std would divide by 0
         return [Finding("data", "warning", f"input '{name}' is constant: every value is {fmt(lo)}", measured,
                         "a constant input carries nothing to learn from, whatever its scale",
