@@ -108,6 +108,11 @@ def _backbone_blocks(model: nn.Module, heads: list[str]) -> Finding:
         candidates=candidates)  # fmt: skip
 
 
+#: A trained head whose loss weight is below this share of the largest trained head's is all but
+#: silenced (1e-5 beside 1.0 left `original`'s sum at chance after 2 epochs).
+TINY_WEIGHT = 1e-3
+
+
 def check_loss_weights(probe: Probe) -> list[Finding]:
     """Zero loss weights, heads no gradient reaches, heads whose loss never reaches the backbone.
 
@@ -157,6 +162,14 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
                 f"its loss is computed and reported but not back-propagated: heads.{head} stays at chance whatever else is fixed",
                 f"set {key} = 1.0, or remove the head", [key], figures, candidates=[Change(f"{key} = 1.0", {key: 1.0}, corrects=True)]))  # fmt: skip
             continue
+        top = max(probe.weight_of(h) for h in probe.trained_heads())
+        if weight < TINY_WEIGHT * top:  # (weight > 0 here)
+            key = f"heads.{head}.weight"
+            findings.append(Finding("loss_weights", "warning", f"heads.{head}'s loss weight is {fmt(weight / top)} of the largest",
+                f"{key} = {fmt(weight)}, the largest trained head's {fmt(top)}; gradient reaching its parameters from the total "
+                f"loss: {fmt(norm)}", "its loss barely reaches the layers the heads share, and weight decay outweighs it on its own: "
+                "the head learns little or nothing", f"set {key} = 1.0", [key], figures,
+                candidates=[Change(f"{key} = 1.0", {key: 1.0})]))  # fmt: skip
         if norm == 0 and list(model.heads[head].parameters()):
             findings.append(Finding("loss_weights", "error", f"no gradient reaches heads.{head}",
                 f"heads.{head}.weight = {weight}; gradient reaching its parameters: 0", "the head cannot learn",

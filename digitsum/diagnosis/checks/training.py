@@ -310,10 +310,12 @@ def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str, mo
             measured + "; late in the run: " + ", ".join(f"{n} {fmt(late[n])}" for n in silent),
             "layers without gradient stop learning (dead units upstream, or a saturated output)",
             "find what stops the gradient after them: units that never fire (a ReLU after a large negative bias), a "
-            "saturated output (a softmax or sigmoid before the loss), or weights decayed to 0", [], figures)]  # fmt: skip
+            "saturated output (a softmax or sigmoid before the loss), weights decayed to 0, or a head's loss weight near 0 "
+            "(see [loss_weights])", [], figures)]  # fmt: skip
     if top > 1e3:
         return [Finding("grad_norm", "warning", "gradients explode", measured, "huge steps make training unstable",
-                        "standardise the inputs; see the learning rate findings", [], figures)]  # fmt: skip
+                        "see the other findings: unscaled inputs ([data]), the learning rate, the optimizer's own step "
+                        "([optimizer], [learnability])", [], figures)]  # fmt: skip
     return [Finding("grad_norm", "info", "gradient norms in range", measured, figures=figures)]
 
 
