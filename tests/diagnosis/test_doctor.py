@@ -164,6 +164,13 @@ def test_a_loss_weight_near_zero_beside_the_others_is_a_warning_with_its_fix(tin
     assert [(w.keys, [c.keys for c in w.candidates]) for w in warnings] == ([(["heads.sum.weight"], [{"heads.sum.weight": 1.0}])] if flagged else [])
 
 
+def test_a_whole_run_shorter_than_the_short_run_is_a_warning(tiny_data):
+    # was: healthy, judged on a 60-step short run, for a batch of 20,000 for one epoch (3 steps)
+    [short] = [f for f in findings(probe_for("data.batch_size=256", "train.epochs=1"), "short_run") if "whole run" in f.title]
+    assert short.severity == "warning" and short.figures["run_steps"] == 2 and short.keys == ["data.batch_size", "train.epochs"]
+    assert not [f for f in findings(probe_for("train.epochs=50"), "short_run") if "whole run" in f.title]  # control
+
+
 def test_a_target_no_head_predicts_is_reported(tiny_data):
     loaded = load_recipe(RECIPES / "original.toml", TINY_BATCH)
     only_sum = Probe.from_recipe(replace(loaded, heads={"sum": loaded.heads["sum"]}))

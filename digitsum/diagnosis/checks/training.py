@@ -19,7 +19,7 @@ from ..findings import SEE_FIXES, STALLED_HEAD, Change, Finding, fmt, pct
 from ..probe import Probe, batch_len, eval_outputs, fresh_copy, learns, log_losses, scores, seeded, slice_batch, too_few
 from ..short_run import RunTrace, schedule_warms_up, short_run
 from .floor import loss_floor
-from .optimization import warm_up_steps
+from .optimization import run_steps, warm_up_steps
 from .relus import ReluProbe, dead_relu_findings
 
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
@@ -135,7 +135,26 @@ def check_short_run(probe: Probe) -> list[Finding]:
     untrained = {n for n in layers if any(n == f"heads.{h}" or n.startswith(f"heads.{h}.") for h in probe.model.heads if probe.weight_of(h) == 0)}
     findings += _gradient_findings(trace.grad_norms, layers - untrained, name, probe.model)
     floor_total = sum(probe.weight_of(h) * floors[h] for h in probe.trained_heads())
-    return findings + _trend_findings(trace.losses, name, floor_total, all_learn)
+    return findings + _trend_findings(trace.losses, name, floor_total, all_learn) + _run_too_short(probe, trace.steps)
+
+
+#: The whole run is called too short when it has fewer than this share of the short run's steps
+#: (tests on tiny data train 32 steps against a 93-step short run, and learn).
+RUN_SHARE = 0.25
+
+
+def _run_too_short(probe: Probe, steps: int) -> list[Finding]:
+    """The recipe's whole run far shorter than the short run that judged its heads (a batch of
+    20,000 for one epoch: 3 steps against 60): what the doctor saw learn, the run never gets to."""
+    total = run_steps(probe)
+    if total >= RUN_SHARE * steps:
+        return []
+    epochs, batch_size = probe.recipe.train.epochs, probe.batch_size
+    return [Finding("learning", "warning", f"the whole run is {total} optimizer steps, under a quarter of the short run's {steps}",
+        f"train.epochs = {epochs} of {total // epochs} steps each: data.batch_size = {batch_size} of "
+        f"{probe.generator.size('train')} training samples", "the heads were judged over the short run, which the run "
+        "itself stops before: it ends nearer initialisation than anything measured here", f"lower data.batch_size or raise "
+        f"train.epochs, for {steps} steps or more", ["data.batch_size", "train.epochs"], {"run_steps": total, "short_run_steps": steps})]  # fmt: skip
 
 
 def _step_growth_findings(probe: Probe, trace: RunTrace, name: str) -> list[Finding]:
