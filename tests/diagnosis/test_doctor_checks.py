@@ -238,6 +238,33 @@ def test_the_floor_of_a_loss_that_goes_below_zero_is_followed_there(tiny_data):
         assert lowest < -5 and abs(loss_floor(probe, "sum") - lowest) < 0.05 * abs(lowest)
 
 
+class SigmoidLogits(Classify):
+    """A sigmoid on the logits before the cross-entropy: outputs bounded to (0, 1)."""
+
+    def forward(self, features):
+        return torch.sigmoid(super().forward(features))
+
+
+class LogProbabilities(Classify):
+    """Log-probabilities out, into a cross-entropy: the same loss as from the logits."""
+
+    def forward(self, features):
+        return torch.log_softmax(super().forward(features), dim=1)
+
+
+@pytest.mark.parametrize("head, bounded", [(SigmoidLogits, True), (LogProbabilities, False), (Classify, False)])
+def test_a_forward_that_bounds_the_logits_is_named_by_its_floor(tiny_data, head, bounded):
+    # was: "can lower its loss to 0.0039" (over free outputs), for a sigmoid whose floor is ln(1 + 18/e)
+    with registered(heads, "bounded_or_not", head):
+        floors = found(probe_for('heads.sum={type="bounded_or_not", target="sum"}'), "loss_floor")
+    [sum_floor] = [f for f in floors if "heads.sum" in f.title]
+    if bounded:
+        assert sum_floor.severity == "error" and sum_floor.title.startswith("heads.sum's forward bounds its logits")
+        assert abs(sum_floor.figures["floor"] - math.log(1 + 18 / math.e)) < 0.05 and "SigmoidLogits.forward" in sum_floor.fix
+    else:
+        assert sum_floor.severity == "info" and sum_floor.figures["floor"] < 0.05
+
+
 class Undeclared(Thresholds):
     output_kind = "class_logits"
 

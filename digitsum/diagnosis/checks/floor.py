@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..emulate import cross_entropy_loss
 from .loss import probability_output
-from ..findings import Change, Finding, fmt
+from ..findings import BROKEN_CODE, Change, Finding, fmt
 from ..probe import Probe, off_defaults, slice_batch
 
 #: A floor above this share of the head's loss at initialisation is reported as raised.
@@ -25,6 +25,10 @@ FLOOR_STEPS = 300
 FLOOR_DONE = 0.01
 #: The noise added to free features before that search (Adam's first steps move them by 0.1).
 JITTER = 0.01
+#: A class-logits head's floor through its forward this far (nats) above its floor over free
+#: outputs: its forward bounds what the loss reads as logits (a sigmoid: ln(1 + 18/e) = 2.03 for
+#: 19 classes, against 0.004); a linear head reaches the free floor within 0.05.
+FORWARD_GAP = 0.5
 
 
 def _floor_raisers(probe: Probe, head: str, floor: float) -> dict[str, dict]:
@@ -60,9 +64,12 @@ def loss_floor(probe: Probe, head: str, through_forward: bool = False) -> float 
         return probe.cache[key]
     logits = probe.output_kind(head) == "class_logits"
     probe.cache[key] = floor = _minimised(probe, head, free_outputs=logits and not through_forward)
-    if floor is not None and floor < 0 and logits and not through_forward:
+    if floor is not None and logits and not through_forward:
         bounded = loss_floor(probe, head, through_forward=True)
-        if bounded is not None and bounded >= 0:
+        # below 0 over free outputs, not through the forward (log-probabilities into nll_loss); or
+        # far above: the forward squashes what the loss takes as logits (a sigmoid before it)
+        if bounded is not None and ((floor < 0 <= bounded) or bounded > floor + FORWARD_GAP):
+            probe.cache[f"floor:{head}:free outputs"] = floor
             probe.cache[key] = floor = bounded
             probe.cache[f"floor:{head}:bounded by its forward"] = True
     return floor
@@ -171,9 +178,27 @@ def check_loss_floor(probe: Probe) -> list[Finding]:
                 "it also shrinks the gradient that teaches the head",
                 ("if the floor is not intended, set " + ", ".join(f"{k} = {v['default']}" for k, v in raising.items())) if raising else "",
                 sorted(raising), figures))  # fmt: skip
+        elif f"floor:{head}:free outputs" in probe.cache:
+            findings.append(_floor_in_forward(probe, head, floor, measured, outputs[head], figures))
         else:
             findings.append(_floor_in_code(probe, head, floor, measured, figures))
     return findings
+
+
+def _floor_in_forward(probe: Probe, head: str, floor: float, measured: str, output: Tensor, figures: dict) -> Finding:
+    """A class-logits head whose forward bounds its outputs: its loss, which could fall to the
+    floor over free outputs, cannot fall below the floor through its forward (a sigmoid or a
+    clamp on what the loss takes as logits)."""
+    cls, free = type(probe.model.heads[head]), probe.cache[f"floor:{head}:free outputs"]
+    lo, hi = float(output.min()), float(output.max())
+    figures = {**figures, "free_floor": free, "output_min": lo, "output_max": hi}
+    return Finding("loss_floor", "error",
+        f"heads.{head}'s forward bounds its logits: its loss cannot fall below {fmt(floor)}",
+        f"{measured}; over free outputs {fmt(free)}; its outputs at initialisation lie in [{fmt(lo)}, {fmt(hi)}]",
+        "the loss reads the head's outputs as logits, which a cross-entropy needs free: squashed (a sigmoid, a tanh, a "
+        "clamp) they cannot grow confident, the loss stays high for perfect predictions and its gradient shrinks",
+        f"return the logits themselves from {cls.__module__}.{cls.__name__}.forward (no sigmoid, tanh or clamp after "
+        "the last layer)", [], {**figures, BROKEN_CODE: f"heads.{head}"})  # fmt: skip
 
 
 def _loss_code_fix(probe: Probe, head: str, corrects: bool = False) -> tuple[type, bool, list[Change]]:
