@@ -322,8 +322,8 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
 #: the recipe's whole run adds up at least this many times the rates of the short run that
 #: restored it. The sum of the rates is how far a run goes at rates small enough that the
 #: optimizer's steps scale with them. Measured on MNIST (docs/doctor.md): AdamW held at 3e-4
-#: reaches 70 % of sums in 8 epochs (0.93 times the 93 steps at 0.0064 that restore the sum head:
-#: an error) and 96 % in 30 (3.5 times: a warning).
+#: reaches 70 % of sums in 8 epochs (its rates add up to 1.9 times the 93 steps at 0.0064 that
+#: restore the sum head: an error) and 98 % in 30 (7.0 times: a warning).
 RUN_COVERS = 2.0
 
 

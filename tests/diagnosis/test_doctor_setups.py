@@ -736,7 +736,7 @@ def test_a_head_the_recipes_optimizer_teaches_is_slow_not_broken_when_the_short_
 
 @pytest.mark.parametrize("covers, severity", [(3.0, "warning"), (0.5, "error")])
 def test_a_head_a_higher_lr_restores_is_slow_not_stalled_when_the_whole_run_covers_it(tiny_data, covers, severity):
-    # was: AdamW held at 3e-4 for 30 epochs (96 % of sums on MNIST) called "does not learn", an
+    # was: AdamW held at 3e-4 for 30 epochs (98 % of sums on MNIST) called "does not learn", an
     # error, from its 93-step short run; at 8 epochs (70 %) it stays one
     from digitsum.diagnosis.checks.optimization import run_steps
     from digitsum.diagnosis.findings import LR_KEY, STALLED_HEAD, Change, Finding
