@@ -392,6 +392,9 @@ def _annotate(findings: list[Finding], alone: list[Attempt], combined: list[Chan
             what = change.code or f"set {change.label}"
             if gain:
                 finding.fix = f"{what} — verified: with only this change, {_describe(base, a.trace, gain)} after {name}"
+                rival = next((c for c in combined if c != change and set(c.keys) & set(change.keys)), None)
+                if rival is not None:  # another value of the same key did better: that one is recommended
+                    finding.fix += f"; {rival.label} does better and is the fix kept (see [fixes])"
                 if finding.severity == "warning" and finding.check in DOCTOR_CHECKS:  # a plugin's severities are its own
                     finding.severity = "error"
             elif change in combined and not stalled:  # kept as a measured defect's fix, or as a gain in the mean
