@@ -158,9 +158,9 @@ def test_zero_weight_heads_are_an_error_and_measured(tiny_data):
 
 
 @pytest.mark.parametrize("weight, flagged", [(1e-5, True), (0.01, False)])
-def test_a_loss_weight_near_zero_beside_the_others_is_a_warning_with_its_fix(tiny_data, weight, flagged):
+def test_a_loss_weight_near_zero_beside_the_others_is_an_error_with_its_fix(tiny_data, weight, flagged):
     # was: healthy ("heads.sum learns slowly"), the sum at chance after 2 epochs of real MNIST
-    warnings = findings(probe_for(f"heads.sum.weight={weight}"), "loss_weights", "warning")
+    warnings = findings(probe_for(f"heads.sum.weight={weight}"), "loss_weights", "error")
     assert [(w.keys, [c.keys for c in w.candidates]) for w in warnings] == ([(["heads.sum.weight"], [{"heads.sum.weight": 1.0}])] if flagged else [])
 
 

@@ -165,11 +165,11 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
         top = max(probe.weight_of(h) for h in probe.trained_heads())
         if weight < TINY_WEIGHT * top:  # (weight > 0 here)
             key = f"heads.{head}.weight"
-            findings.append(Finding("loss_weights", "warning", f"heads.{head}'s loss weight is {fmt(weight / top)} of the largest",
+            findings.append(Finding("loss_weights", "error", f"heads.{head} is all but untrained: its loss weight is {fmt(weight / top)} of the largest",
                 f"{key} = {fmt(weight)}, the largest trained head's {fmt(top)}; gradient reaching its parameters from the total "
                 f"loss: {fmt(norm)}", "its loss barely reaches the layers the heads share, and weight decay outweighs it on its own: "
                 "the head learns little or nothing", f"set {key} = 1.0", [key], figures,
-                candidates=[Change(f"{key} = 1.0", {key: 1.0})]))  # fmt: skip
+                candidates=[Change(f"{key} = 1.0", {key: 1.0}, corrects=True)]))  # fmt: skip
         if norm == 0 and list(model.heads[head].parameters()):
             findings.append(Finding("loss_weights", "error", f"no gradient reaches heads.{head}",
                 f"heads.{head}.weight = {weight}; gradient reaching its parameters: 0", "the head cannot learn",
