@@ -296,8 +296,19 @@ class _Ascent(_Stuck):
                     p.add_(p.grad, alpha=group["lr"])  # the sign error
 
 
+class _NoSqrtAdam(_Stuck):
+    """Adam's first step with the second moment where its square root belongs: 1/|g| per weight."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.sub_(p.grad / (p.grad**2 + 1e-8), alpha=group["lr"])
+
+
 class StudentOptimizer(Optimizer):
-    """An optimizer plugin written from docs/plugins.md, broken in one of three ways."""
+    """An optimizer plugin written from docs/plugins.md, broken in one of four ways."""
 
     contract = 1
     flaw = ""
@@ -310,11 +321,12 @@ class StudentOptimizer(Optimizer):
             return torch.optim.Adam(parameters[-2:], lr=self.params.lr)
         if self.flaw == "no_biases":
             return torch.optim.Adam([p for p in parameters if p.ndim > 1], lr=self.params.lr)
-        return (_Ascent if self.flaw == "uphill" else _Stuck)(parameters, self.params.lr)
+        return {"uphill": _Ascent, "no_sqrt": _NoSqrtAdam}.get(self.flaw, _Stuck)(parameters, self.params.lr)
 
 
 @pytest.mark.parametrize("flaw, title", [("last_layer_only", "holds 2 of the model's"), ("no_step", "does not move"),
-                                         ("uphill", "steps uphill"), ("no_biases", "holds 6 of the model's 12")])  # fmt: skip
+                                         ("uphill", "steps uphill"), ("no_biases", "holds 6 of the model's 12"),
+                                         ("no_sqrt", "times the lr per weight")])  # fmt: skip
 def test_an_optimizer_plugin_that_misses_parameters_stands_still_or_climbs_is_named(tiny_data, flaw, title):
     flawed = type("Flawed", (StudentOptimizer,), {"flaw": flaw})
     with registered(optimizers, "student_optimizer", flawed):

@@ -23,6 +23,10 @@ from ..probe import Probe, fresh_copy, seeded, slice_batch
 #: SCHEDULE_MAX_STEPS are simulated compressed to that many steps.
 SCHEDULE_STARVED, SCHEDULE_STARVED_SHARE, SCHEDULE_ABOVE, SCHEDULE_MAX_STEPS = 0.01, 0.5, 2.0, 10_000
 SCHEDULE_KEY = "train.schedule.type"
+#: One step larger per weight than this many times both the lr and the lr times the gradient
+#: (RMS over the weights): the optimizer amplifies its gradient (the built-in ones: 1 at most;
+#: RMSprop's first step 10).
+AMPLIFIED = 100.0
 #: The recipe section of the optimizer, named when its code is found broken (BROKEN_CODE).
 OPTIMIZER_SECTION = "train.optimizer"
 
@@ -183,6 +187,23 @@ def check_optimizer(probe: Probe) -> list[Finding]:
             f"{name}: the step's change from the gradient has a dot product of {fmt(slope)} with the gradient (downhill: below 0)",
             "each step raises the loss on its batch: the loss grows instead of falling",
             f"make {cls.__name__}.step() subtract the lr times the update (a sign error)", ["train.optimizer.type"], figures))  # fmt: skip
+    # the step's size: an optimizer moves a weight by about the lr (Adam's first step: exactly) or
+    # the lr times its gradient (SGD); far more than both, it amplifies the gradient (Adam divided
+    # by v, not its square root: 1/|g| per weight)
+    lr = float(optimizer.param_groups[0].get("lr", 0.0) or 0.0)
+    count = sum(g.numel() for g in grads.values())
+    step_rms = math.sqrt(sum(float(((after[n] - idle[n]) ** 2).sum()) for n in before) / max(count, 1))
+    grad_rms = math.sqrt(sum(float((g**2).sum()) for g in grads.values()) / max(count, 1))
+    amplified = step_rms / lr / max(grad_rms, 1.0) if lr > 0 else 0.0
+    figures.update({"step_rms_in_lr": step_rms / lr if lr > 0 else None, "grad_rms": grad_rms})
+    if has_gradient and not findings and amplified > AMPLIFIED:
+        figures[BROKEN_CODE] = OPTIMIZER_SECTION
+        findings.append(Finding("optimizer", "error", f"the optimizer's step is {fmt(step_rms / lr)} times the lr per weight",
+            f"{name}: one step moved the weights by {fmt(step_rms)} (RMS) at lr {fmt(lr)}, from gradients of RMS {fmt(grad_rms)}",
+            "an optimizer moves a weight by about the lr (Adam, RMSprop, Lion) or the lr times its gradient (SGD): a step "
+            f"{fmt(amplified)} times larger than both amplifies the gradient, and the run diverges",
+            f"check {cls.__name__}.step(): a missing square root (Adam divides by the square root of its second moment), "
+            "or a division by a small number", ["train.optimizer.type"], figures))  # fmt: skip
     if not findings:
         findings.append(Finding("optimizer", "info", "the optimizer holds every trainable tensor and steps downhill",
                                 f"{name}: {len(trained)} tensors; one step's slope along the gradient {fmt(slope)}", figures=figures))
