@@ -265,6 +265,13 @@ def test_a_forward_that_bounds_the_logits_is_named_by_its_floor(tiny_data, head,
         assert sum_floor.severity == "info" and sum_floor.figures["floor"] < 0.05
 
 
+def test_a_linear_head_on_one_feature_is_not_called_bounded(tiny_data):
+    # a one-unit bottleneck keeps a linear head's logits on a line: its floor through the forward is
+    # high, yet the head is not the cause (was: "heads.digit's forward bounds its logits")
+    floors = found(probe_for("backbone.hidden=[120, 1]"), "loss_floor")
+    assert not [f for f in floors if "bounds its logits" in f.title], [f.title for f in floors]
+
+
 class Undeclared(Thresholds):
     output_kind = "class_logits"
 

@@ -68,11 +68,31 @@ def loss_floor(probe: Probe, head: str, through_forward: bool = False) -> float 
         bounded = loss_floor(probe, head, through_forward=True)
         # below 0 over free outputs, not through the forward (log-probabilities into nll_loss); or
         # far above: the forward squashes what the loss takes as logits (a sigmoid before it)
-        if bounded is not None and ((floor < 0 <= bounded) or bounded > floor + FORWARD_GAP):
+        if bounded is not None and ((floor < 0 <= bounded) or (bounded > floor + FORWARD_GAP and _squashes(probe, head))):
             probe.cache[f"floor:{head}:free outputs"] = floor
             probe.cache[key] = floor = bounded
             probe.cache[f"floor:{head}:bounded by its forward"] = True
     return floor
+
+
+#: A forward squashes its outputs when features this many times larger widen them (each row's
+#: max - min) less than SQUASH_GROWTH times: a linear layer's widen as much, a sigmoid's not at all.
+SQUASH_SCALE, SQUASH_GROWTH = 1e4, 100.0
+
+
+@torch.no_grad()
+def _squashes(probe: Probe, head: str) -> bool:
+    """Whether ``head``'s forward keeps its outputs within bounds however large its features (a
+    sigmoid, a tanh, a clamp after the last layer), rather than spanning too few directions to
+    reach a free floor (one feature into a linear head: the narrow backbone is the cause there)."""
+    module = probe.model.heads[head]
+    features = probe.model.backbone(slice_batch(probe.sample, 256)).float()
+
+    def spread(x: Tensor) -> float:
+        out = module(x).float()
+        return float((out.max(dim=1).values - out.min(dim=1).values).mean())
+
+    return spread(SQUASH_SCALE * features) < SQUASH_GROWTH * max(spread(features), 1e-12)
 
 
 def floor_through_forward(probe: Probe, head: str) -> bool:
