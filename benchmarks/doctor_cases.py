@@ -28,7 +28,11 @@ def components():
     from digitsum.components.data.single_digit import SingleDigit
     from digitsum.components.fusions.concat import Concat
     from digitsum.components.heads.classify import Classify
-    from digitsum.registry import datasets, fusions, heads
+    from pydantic import Field
+
+    from digitsum.contracts import Optimizer
+    from digitsum.contracts import Params as BaseParams
+    from digitsum.registry import datasets, fusions, heads, optimizers
 
     class ShiftedLabels(SingleDigit):
         """Targets of the next sample in the batch (an off-by-one index)."""
@@ -89,12 +93,59 @@ def components():
         def forward(self, features):
             return self.linear(features).softmax(dim=1)
 
-    for name, cls in {"shifted_labels": ShiftedLabels, "constant_number": ConstantNumber, "times255": Times255}.items():
+    # 2026-12-07: set-ups a helper wrote from the docs, which the doctor missed or half-named
+    class SigmoidLogits(Classify):
+        """A sigmoid after the last layer, into cross-entropy: logits bounded to (0, 1)."""
+
+        def forward(self, features):
+            return torch.sigmoid(super().forward(features))
+
+    class LogOfPixels(SingleDigit):
+        """The log of each pixel above the batch's darkest one: -inf at the darkest."""
+
+        def draw(self, split, index, rng):
+            batch = super().draw(split, index, rng)
+            return {**batch, "image": torch.log(batch["image"] - batch["image"].min(0).values)}
+
+    class _NoSqrtAdam(torch.optim.Adam):
+        """Adam dividing by its second moment, not by its square root."""
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                beta1, beta2 = group["betas"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if not state:
+                        state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                    state["step"] += 1
+                    state["m"].mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                    state["v"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                    m = state["m"] / (1 - beta1 ** state["step"])
+                    v = state["v"] / (1 - beta2 ** state["step"])
+                    p.sub_(m / (v + group["eps"]), alpha=group["lr"])
+
+    class NoSqrtAdam(Optimizer):
+        """A plugin optimizer: Adam without the square root of its second moment."""
+
+        contract = 1
+
+        class Params(BaseParams):
+            lr: float = Field(1e-3, gt=0, description="learning rate")
+
+        def build(self, parameters):
+            return _NoSqrtAdam(parameters, lr=self.params.lr)
+
+    for name, cls in {"shifted_labels": ShiftedLabels, "constant_number": ConstantNumber, "times255": Times255,
+                      "log_of_pixels": LogOfPixels}.items():  # fmt: skip
         datasets.register(name)(cls)
     for name, cls in {"ignores_number": IgnoresNumber, "dead_bias": DeadBias}.items():
         fusions.register(name)(cls)
-    for name, cls in {"detached": Detached, "softmaxed": Softmaxed, "mse_on_index": MseOnIndex}.items():
+    for name, cls in {"detached": Detached, "softmaxed": Softmaxed, "mse_on_index": MseOnIndex, "sigmoid_logits": SigmoidLogits}.items():
         heads.register(name)(cls)
+    optimizers.register("nosqrt_adam")(NoSqrtAdam)
     sys.path.insert(0, str(REPO / "plugins" / "digitsum-example"))
     from digitsum_example.bilinear import Bilinear
     from digitsum_example.ordinal import Ordinal
@@ -143,6 +194,12 @@ CASES = {
     "dead_at_init": (ORIGINAL, ['backbone.type="dead_bias"'], "dead_relu", "code:initialisation", "error"),
     "detached_head": (ORIGINAL, ['heads.sum={type="detached", target="sum"}'], "loss_weights", None, "error"),
     "notebook": (NOTEBOOK, [], "double_softmax", "heads.sum.output", "error"),
+    # 2026-12-07: a helper's set-ups, written from the docs, that the doctor missed or half-named
+    "sum_weight_tiny": (ORIGINAL, ["heads.sum.weight=1e-5"], "loss_weights", "heads.sum.weight", "error"),
+    "sigmoid_logits": (ORIGINAL, ['heads.sum={type="sigmoid_logits", target="sum"}'], "loss_floor~bounds its logits", None, "error"),
+    "adam_without_sqrt": (ORIGINAL, ['train.optimizer={type="nosqrt_adam", lr=0.004}', *CONSTANT], "optimizer", None, "error"),
+    "nan_pixels": (ORIGINAL, ['data.type="log_of_pixels"'], "data~NaN", None, "error"),
+    "run_of_3_steps": (ORIGINAL, ["data.batch_size=20000", "train.epochs=1"], "learning~whole run", "key:data.batch_size", "warning"),
 }
 HEALTHY = {p.stem: (p, []) for p in sorted((REPO / "recipes").glob("*.toml")) if p.stem != "notebook"}
 HEALTHY["product (example plugin)"] = (REPO / "plugins" / "digitsum-example" / "digitsum_example" / "recipes" / "product.toml", [])
