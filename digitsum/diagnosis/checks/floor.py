@@ -65,7 +65,9 @@ def loss_floor(probe: Probe, head: str, through_forward: bool = False) -> float 
     logits = probe.output_kind(head) == "class_logits"
     probe.cache[key] = floor = _minimised(probe, head, free_outputs=logits and not through_forward)
     if floor is not None and logits and not through_forward:
-        bounded = loss_floor(probe, head, through_forward=True)
+        # through its forward, from free features: stopped as soon as it is plain that the forward
+        # does not bound the loss (a linear head gets there in a few dozen of the 300 steps)
+        bounded = _minimised(probe, head, free_outputs=False, stop_below=0.0 if floor < 0 else floor + FORWARD_GAP)
         # below 0 over free outputs, not through the forward (log-probabilities into nll_loss); or
         # far above: the forward squashes what the loss takes as logits (a sigmoid before it)
         if bounded is not None and ((floor < 0 <= bounded) or (bounded > floor + FORWARD_GAP and _squashes(probe, head))):
@@ -100,8 +102,9 @@ def floor_through_forward(probe: Probe, head: str) -> bool:
     return probe.output_kind(head) != "class_logits" or probe.cache.get(f"floor:{head}:bounded by its forward", False)
 
 
-def _minimised(probe: Probe, head: str, free_outputs: bool) -> float | None:
-    """``head``'s loss minimised over free outputs, or over free features through its forward."""
+def _minimised(probe: Probe, head: str, free_outputs: bool, stop_below: float | None = None) -> float | None:
+    """``head``'s loss minimised over free outputs, or over free features through its forward;
+    with ``stop_below``, only until it falls below that (then an upper bound)."""
     batch = slice_batch(probe.sample, 256)
     module = probe.model.heads[head]
     target = batch[probe.target_of(head)]
@@ -143,6 +146,8 @@ def _minimised(probe: Probe, head: str, free_outputs: bool) -> float | None:
             value = float(loss.detach())
             best = value if best is None else min(best, value)
             start = value if start is None else start
+            if stop_below is not None and best < stop_below:
+                break
             if not cheap_enough and 0 <= best < FLOOR_DONE * start:
                 break  # (a loss that goes below 0, a Poisson log-likelihood's, is followed to its floor)
             optimizer.zero_grad()
