@@ -36,6 +36,12 @@ def uninitialised_problem(module: nn.Module) -> str | None:
             "receives): digitsum counts, seeds, moves and saves the weights when it builds the model, before any batch")
 
 
+def is_width(value: object) -> bool:
+    """Whether ``value`` can be a fusion's ``out_features``, the width the heads are built for: a
+    positive int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _plain(signature: inspect.Signature) -> str:
     """``(self, parameters)``: a signature as messages show it, without annotations."""
     return str(signature.replace(parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import torch
 
-from ..contract_checks import uninitialised_problem
+from ..contract_checks import is_width, uninitialised_problem
 from ..contracts import Generator
 from ..data import DataContext, default_root
 from ..errors import UserError
@@ -84,7 +84,7 @@ def _initialised(kind: str, choice: Choice, part: M) -> M:
     left its ``out_features`` unset (the heads are built for that width)."""
     problem = uninitialised_problem(part)
     width = getattr(part, "out_features", None)
-    if kind == "fusions" and not (isinstance(width, int) and not isinstance(width, bool) and width > 0):
+    if not problem and kind == "fusions" and not is_width(width):
         problem = (f"has out_features = {width!r} after __init__: a fusion sets it to the width of the features its "
                    "forward() returns, a positive int (the heads are built for it)")  # fmt: skip
     if problem:

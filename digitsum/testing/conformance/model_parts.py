@@ -5,7 +5,7 @@ from copy import deepcopy
 import torch
 from torch import nn
 
-from ...contract_checks import declared_classes, probabilities_problems, uninitialised_problem
+from ...contract_checks import declared_classes, is_width, probabilities_problems, uninitialised_problem
 from ...contracts import OUTPUT_KINDS, Categorical, declared_output_shape, Classes, Digits, Fusion, Head, Image, Images
 from ...diagnosis.checks.floor import RAISED
 from ...diagnosis.checks.loss import probability_output
@@ -33,7 +33,7 @@ def check_fusion(cls: type, params=None, *, inputs=None, batch_size: int = 4) ->
     inputs = dict(accepted(problems, cls, params, None if inputs is None else dict(inputs), candidates, "inputs", "serve them", {}))
     fusion = built_reproducibly(problems, cls, params, inputs)
     out_features = getattr(fusion, "out_features", None)
-    if not isinstance(out_features, int) or out_features < 1:
+    if not is_width(out_features):
         problems.fail(f"out_features = {out_features!r}, expected a positive int")
     batch = random_batch(inputs, batch_size)
     output = fusion(batch)
