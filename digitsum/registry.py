@@ -315,8 +315,8 @@ class Registry:
                     raise UserError(f"{self.label} '{name}': the distribution '{dist}' ({version}) is installed "
                                     f"but declares no digitsum components; {did_you_mean(bare, self._entries, KINDS[self.kind].plural)}")  # fmt: skip
                 # a typo of an installed plugin's name is no package to install
-                providers = sorted({e.qualified_name for e in self._entries.get(bare, []) if e.origin.distribution})
-                close = difflib.get_close_matches(dist, [p.rpartition(":")[0] for p in providers], n=1, cutoff=0.85)  # plugins share "digitsum-"
+                providers = sorted({e.origin.distribution for e in self._entries.get(bare, []) if e.origin.distribution})
+                close = difflib.get_close_matches(dist, providers, n=1, cutoff=0.85)  # plugins share "digitsum-"
                 fix = (f"did you mean '{close[0]}:{bare}'? (installed)" if close else f"pip install {dist}")
                 raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: {fix}")
             misgrouped = [f"{d.name} {d.version} declares '{bare}' in the entry-point group [{ep.group}], not [{self.group}]"

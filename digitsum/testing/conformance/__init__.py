@@ -4,7 +4,7 @@ AssertionError) listing every problem it found."""
 
 from ...contracts import Fusion, Generator, Head, Logger, Optimizer, Schedule
 from ...discovery import canonical_name
-from ...registry import REGISTRIES, PluginError
+from ...registry import REGISTRIES, Entry, PluginError
 from ._common import ConformanceError, nothing_declared
 from .checks import check_doctor_check, tiny_probe
 from .generator import check_generator
@@ -26,17 +26,18 @@ def check_component(cls: type, params=None, **options):
     raise ConformanceError(repr(cls), ["it is not a subclass of digitsum.Generator, Fusion, Head, Optimizer, Schedule or Logger"])
 
 
-def components_of(distribution: str) -> list[tuple[str, str, type]]:
-    """``(kind, name, class)`` of every component ``distribution`` registers (it must be installed)."""
-    found = [
-        (entry.kind, entry.name, entry.load())
-        for registry in REGISTRIES.values()
-        for entry in registry.entries()
-        if canonical_name(entry.origin.distribution or "") == canonical_name(distribution)
-    ]
+def _entries_of(distribution: str) -> list[Entry]:
+    """The registry entries of every component ``distribution`` registers (it must be installed)."""
+    found = [entry for registry in REGISTRIES.values() for entry in registry.entries()
+             if canonical_name(entry.origin.distribution or "") == canonical_name(distribution)]  # fmt: skip
     if not found:
         raise nothing_declared(distribution, "registers no components", "digitsum.<kind>")
     return found
+
+
+def components_of(distribution: str) -> list[tuple[str, str, type]]:
+    """``(kind, name, class)`` of every component ``distribution`` registers (it must be installed)."""
+    return [(entry.kind, entry.name, entry.load()) for entry in _entries_of(distribution)]
 
 
 def check_distribution(distribution: str) -> list[str]:
@@ -47,12 +48,8 @@ def check_distribution(distribution: str) -> list[str]:
     Components that need parameters or other inputs than the defaults are better checked one
     by one with :func:`check_component` and its options.
     """
-    entries = [entry for registry in REGISTRIES.values() for entry in registry.entries()
-               if canonical_name(entry.origin.distribution or "") == canonical_name(distribution)]  # fmt: skip
-    if not entries:
-        raise nothing_declared(distribution, "registers no components", "digitsum.<kind>")
     checked, problems = [], []
-    for entry in entries:
+    for entry in _entries_of(distribution):
         try:
             check_component(entry.load())
             checked.append(f"{entry.kind}:{entry.name}")
