@@ -49,22 +49,24 @@ def _floor_raisers(probe: Probe, head: str, floor: float) -> dict[str, dict]:
     return found
 
 
-def loss_floor(probe: Probe, head: str, through_forward: bool = False) -> float | None:
+def loss_floor(probe: Probe, head: str) -> float | None:
     """The lowest loss ``head`` can reach under its settings: its loss minimised over free
     outputs of the shape it gives (label smoothing, say, keeps it above 0) — for a class-logits
     head whose outputs are probabilities, its loss of perfect ones (what the ``double_softmax``
-    check reports); for a head whose output is not class logits (or ``through_forward``), over
-    free features into the head, since its forward may bound what it can output (there, an upper
-    bound once below FLOOR_DONE of the start). A class-logits head's floor below 0 over free
-    outputs is measured again through its forward: a forward that returns log-probabilities keeps
-    ``nll_loss`` at 0 or above. None when the loss does not depend differentiably on the output.
-    Cached on the probe."""
-    key = f"floor:{head}:{through_forward}"
+    check reports); for a head whose output is not class logits, over free features into the
+    head, since its forward may bound what it can output (there, an upper bound once below
+    FLOOR_DONE of the start). A class-logits head's floor is measured through its forward too,
+    and taken from there when its forward bounds the loss: below 0 over free outputs and not
+    through a forward that returns log-probabilities (into ``nll_loss``), or :data:`FORWARD_GAP`
+    above it through one that squashes its logits (the floor over free outputs is then kept as
+    ``floor:<head>:free outputs``). None when the loss does not depend differentiably on the
+    output. Cached on the probe."""
+    key = f"floor:{head}"
     if key in probe.cache:
         return probe.cache[key]
     logits = probe.output_kind(head) == "class_logits"
-    probe.cache[key] = floor = _minimised(probe, head, free_outputs=logits and not through_forward)
-    if floor is not None and logits and not through_forward:
+    probe.cache[key] = floor = _minimised(probe, head, free_outputs=logits)
+    if floor is not None and logits:
         # through its forward, from free features: stopped as soon as it is plain that the forward
         # does not bound the loss (a linear head gets there in a few dozen of the 300 steps)
         bounded = _minimised(probe, head, free_outputs=False, stop_below=0.0 if floor < 0 else floor + FORWARD_GAP)
@@ -73,7 +75,6 @@ def loss_floor(probe: Probe, head: str, through_forward: bool = False) -> float 
         if bounded is not None and ((floor < 0 <= bounded) or (bounded > floor + FORWARD_GAP and _squashes(probe, head))):
             probe.cache[f"floor:{head}:free outputs"] = floor
             probe.cache[key] = floor = bounded
-            probe.cache[f"floor:{head}:bounded by its forward"] = True
     return floor
 
 
@@ -99,7 +100,7 @@ def _squashes(probe: Probe, head: str) -> bool:
 
 def floor_through_forward(probe: Probe, head: str) -> bool:
     """Whether ``head``'s floor was measured through its forward, not over free outputs."""
-    return probe.output_kind(head) != "class_logits" or probe.cache.get(f"floor:{head}:bounded by its forward", False)
+    return probe.output_kind(head) != "class_logits" or f"floor:{head}:free outputs" in probe.cache
 
 
 def _minimised(probe: Probe, head: str, free_outputs: bool, stop_below: float | None = None) -> float | None:

@@ -150,6 +150,7 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
         body = []  # each head's "sends no gradient to the backbone" would repeat it
     measured = getattr(probe.interface, "measured", frozenset())
     blocked: list[str] = []
+    top = max((probe.weight_of(h) for h in probe.trained_heads()), default=0.0)  # the largest trained head's weight
     for head in model.heads:
         weight, norm = probe.weight_of(head), grad_norm(total, list(model.heads[head].parameters()))
         figures = {"weight": weight, "grad_norm": norm}
@@ -162,7 +163,6 @@ def check_loss_weights(probe: Probe) -> list[Finding]:
                 f"its loss is computed and reported but not back-propagated: heads.{head} stays at chance whatever else is fixed",
                 f"set {key} = 1.0, or remove the head", [key], figures, candidates=[Change(f"{key} = 1.0", {key: 1.0}, corrects=True)]))  # fmt: skip
             continue
-        top = max(probe.weight_of(h) for h in probe.trained_heads())
         if weight < TINY_WEIGHT * top:  # (weight > 0 here)
             key = f"heads.{head}.weight"
             findings.append(Finding("loss_weights", "error", f"heads.{head} is all but untrained: its loss weight is {fmt(weight / top)} of the largest",
