@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,6 +120,28 @@ def run_subprocess(*args: str, env: dict | None = None, cwd: Path | None = None,
         [sys.executable, "-m", "digitsum", *map(str, args)],
         capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
     )  # fmt: skip
+
+
+#: The example plugin distribution shipped in the repository (plugins/digitsum-example).
+EXAMPLE = REPO / "plugins" / "digitsum-example"
+
+
+def pip_install_target(source: Path, target: Path) -> Path:
+    """``pip install --no-deps --target``: isolated, offline (build with the venv's setuptools)."""
+    build = target.parent / f"src-{source.name}"
+    shutil.copytree(source, build, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(build)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return target
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory) -> Path:
+    """The example plugin installed once per test process into a private folder (read-only: put
+    it on PYTHONPATH)."""
+    return pip_install_target(EXAMPLE, tmp_path_factory.mktemp("example") / "site")
 
 
 def fake_distribution(site: Path, name: str, version: str, entry_points: dict[str, dict[str, str]],

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import RECIPES, REPO, TINY, fake_distribution, run_subprocess
+from .conftest import EXAMPLE, RECIPES, TINY, fake_distribution, run_subprocess
 
-EXAMPLE = REPO / "plugins" / "digitsum-example"
 BROKEN_SOURCES = {
     "exception": "raise RuntimeError('broken at import')\n",
     "syntax": "def broken(:\n",
@@ -22,26 +21,10 @@ BROKEN_SOURCES = {
 }
 
 
-def pip_install_target(source: Path, target: Path) -> Path:
-    """``pip install --no-deps --target``: isolated, offline (build with the venv's setuptools)."""
-    build = target.parent / f"src-{source.name}"
-    shutil.copytree(source, build, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(build)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    return target
-
-
 def digitsum(*args, site: Path | list[Path] | None = None, env: dict | None = None, **kwargs):
     sites = [site] if isinstance(site, Path) else (site or [])
     full_env = {"PYTHONPATH": os.pathsep.join(map(str, sites)), **(env or {})}
     return run_subprocess(*args, env=full_env, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def example_site(tmp_path_factory) -> Path:
-    return pip_install_target(EXAMPLE, tmp_path_factory.mktemp("example") / "site")
 
 
 def broken_site(root: Path, how: str = "exception") -> Path:

@@ -457,6 +457,10 @@ def test_repair_writes_the_verified_fixes_and_rediagnoses(cli, tiny_data, tmp_pa
     written = out.read_text()
     assert 'output = "logits"' in written and '-output = "probabilities"' in result.out
     assert result.code == 0 and "the doctor on" in result.out
+    # the human report of the recipe as given comes first: its verdict and its verified fix
+    first, _, again = result.out.partition("the doctor on")
+    assert "unhealthy" in first and 'fix: set heads.sum.output = "logits" — verified' in first
+    assert "healthy: 0 errors" in again
     assert load_recipe(out).heads["sum"].params.output == "logits"
     refused = cli("doctor", source, "--repair", source)
     assert refused.code == 2 and "or add --force" in refused.err and "probabilities" in source.read_text()

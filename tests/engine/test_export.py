@@ -384,16 +384,14 @@ def test_cli_refuses_an_unknown_format_and_a_bad_run_dir(cli, tmp_path):
 # -- a plugin's head -------------------------------------------------------------------------------------------
 
 
-def test_a_plugin_head_exports_its_own_prediction(tmp_path, tiny_root):
+def test_a_plugin_head_exports_its_own_prediction(tmp_path, tiny_root, example_site):
     """The example plugin's ordinal head: the file gives its raw cumulative logits and, as
     `product_prediction`, the head's own predict of them (the count of positive logits)."""
     import onnxruntime
 
     from ..conftest import TINY, run_subprocess
-    from ..test_plugins import EXAMPLE, pip_install_target
 
-    site = pip_install_target(EXAMPLE, tmp_path / "site")
-    env = {"PYTHONPATH": str(site), "DIGITSUM_DATA": str(tiny_root)}
+    env = {"PYTHONPATH": str(example_site), "DIGITSUM_DATA": str(tiny_root)}
     trained = run_subprocess("run", "product", *TINY, "--out", tmp_path / "run", env=env)
     assert trained.returncode == 0, trained.stderr
     for fmt, name in (("onnx", "product.onnx"), ("torchscript", "product.pt")):
