@@ -154,7 +154,7 @@ class Trainer:
         self.batch_size, self.epochs = recipe.data.section.batch_size, recipe.train.epochs
         with blame_components(recipe):  # loads and checks the data, builds the optimizer: before anything is written
             self.optimizer = make_optimizer(recipe, self.model)
-            self.steps_per_epoch = steps_per_epoch(self.generator, self.batch_size)
+            self.steps_per_epoch = steps_per_epoch(self.generator, self.batch_size, self.world.size)
             for split in ("train", "test"):  # a run with no step, or no measure, "succeeded" on nothing
                 if not self.generator.size(split):
                     raise UserError(f"data: '{recipe.data.section.type}' makes no {'training' if split == 'train' else 'test'} example from the data it was given "
@@ -237,7 +237,7 @@ class Trainer:
         """Train the steps of ``epoch`` from ``self.step`` on; return its metrics once complete."""
         self._epoch_started = time.perf_counter() - self.epoch_seconds
         every = self.recipe.train.checkpoint_every
-        batches = train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device, self.step)
+        batches = train_batches(self.generator, self.batch_size, self.recipe.seed, epoch, self.device, self.step, self.world.size)
         for step, batch in enumerate(batches, start=self.step):
             first = not self._batch_checked  # checked once: a generator's batches and the heads' outputs keep their form
             if first:

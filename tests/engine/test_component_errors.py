@@ -482,6 +482,17 @@ class Normalised(Fusion):
         return self.layers(batch["image"])
 
 
+def test_a_batch_norm_trains_when_the_epochs_last_batch_would_hold_one_sample(tiny_root, tmp_path):
+    # was: the epoch's last batch, of the one sample left over, crashed the batch norm in torch
+    from digitsum.engine.build import build
+
+    n = build(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64))).generator.size("train")
+    with registered(fusions, "normalised", Normalised) as name:
+        result = start(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, n - 1, f"backbone.type={name}")),
+                       tmp_path / "run", progress=False, preflight=False)  # fmt: skip
+    assert result.trainer.finished and result.trainer.steps_per_epoch == 1  # the one sample left waits for another epoch
+
+
 def test_batch_norm_on_a_batch_of_one_names_the_batch_size_too(tiny_root, tmp_path):
     # was: blamed on the fusion's code alone, while data.batch_size = 1 is what to change
     with registered(fusions, "normalised", Normalised) as name, pytest.raises(ComponentError) as caught:

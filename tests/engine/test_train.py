@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from digitsum.engine.batches import eval_batches, train_batches
+from digitsum.engine.batches import eval_batches, steps_per_epoch, train_batches
 from digitsum.callbacks import Callback
 from ..runs import fit
 from digitsum.recipe import load_recipe
@@ -69,6 +69,38 @@ def test_train_pairings_change_every_epoch_test_pairings_never(recipe):
     t2 = torch.cat([b["number"] for b in eval_batches(gen, "test", 0, cpu)])
     assert torch.equal(t1, t2)
     assert torch.equal(e1["sum"], e1["digit"] + e1["number"])
+
+
+class Counting:
+    """A generator of ``n`` training samples whose batches are the indices drawn."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def size(self, split: str) -> int:
+        return self.n
+
+    def draw(self, split, index, rng):
+        return {"index": index}
+
+
+@pytest.mark.parametrize("n, batch_size, shards, sizes", [
+    (10, 4, 1, [4, 4, 2]),   # a partial last batch of two: trained
+    (9, 4, 1, [4, 4]),       # of one: left out (a batch norm cannot train on it)
+    (9, 1, 1, [1] * 9),      # a batch size of one is the user's choice
+    (1, 4, 1, [1]),          # a split of one sample still trains
+    (11, 4, 2, [4, 4]),      # two processes: a last batch of 3 leaves one of them a single sample
+    (12, 4, 2, [4, 4, 4]),
+], ids=["two-left", "one-left", "batch-of-one", "one-sample", "two-shards-three-left", "two-shards-full"])  # fmt: skip
+def test_an_epoch_leaves_out_a_last_batch_too_small_to_train_on(n, batch_size, shards, sizes):
+    cpu = torch.device("cpu")
+    batches = [b["index"] for b in train_batches(Counting(n), batch_size, 0, 1, cpu, shards=shards)]
+    assert [len(b) for b in batches] == sizes == [batch_size] * (len(sizes) - 1) + sizes[-1:]
+    assert steps_per_epoch(Counting(n), batch_size, shards) == len(sizes)
+    seen = torch.cat(batches)
+    assert len(set(seen.tolist())) == len(seen)  # no sample twice; the ones left out vary by epoch
+    resumed = [b["index"] for b in train_batches(Counting(n), batch_size, 0, 1, cpu, first_step=1, shards=shards)]
+    assert all(torch.equal(a, b) for a, b in zip(resumed, batches[1:], strict=True))
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
