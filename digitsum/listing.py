@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +128,13 @@ def list_kind(kind: str | None) -> str | None:
         raise UserError(f"unknown kind '{kind}' — {did_you_mean(kind.lower(), LIST_KINDS, 'kinds')}") from None
 
 
+def _details(cls: type) -> list[str]:
+    """The paragraphs of a class docstring after its first line (what the features a head reads
+    must hold, say), each on one line; the first line is its summary."""
+    body = inspect.cleandoc(cls.__doc__ or "").partition("\n")[2]
+    return [" ".join(p.split()) for p in body.split("\n\n") if p.strip()]
+
+
 def summary_text(row: dict[str, Any]) -> str:
     """A listed component's or doctor check's summary, or a note that it has no docstring
     (an empty cell reads as a listing bug; ``--json`` keeps the empty summary)."""
@@ -203,6 +211,7 @@ def describe_entry(entry: Entry) -> dict[str, Any]:
         row["error"] = entry.error
         return row
     row["summary"] = cls.summary()
+    row["details"] = _details(cls)
     row["params"] = params_schema(cls.Params)
     if entry.kind == "heads":
         row["primary_metric"] = cls.primary_metric
@@ -460,6 +469,7 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
                 continue
             origin = "" if row["origin"] == "built-in" else f" ({_md(row['origin'])})"
             lines.append(f"{_md(summary_text(row))}{origin}\n")
+            lines.extend(f"{_md(paragraph)}\n" for paragraph in row.get("details", []))
             if "inputs" in row:
                 inputs = ", ".join(f"`{k}` {v}" for k, v in row["inputs"].items())
                 targets = ", ".join(f"`{k}` {v}" for k, v in row["targets"].items())

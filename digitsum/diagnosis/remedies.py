@@ -75,12 +75,14 @@ def setting_changes(probe: Probe) -> list[Change]:
 
 
 def _allowed(recipe: Recipe, change: Change) -> bool:
-    """Whether the recipe with ``change`` loads: a reset the recipe refuses is no fix to try."""
+    """Whether the recipe with ``change`` loads and sets the same task: a reset the recipe
+    refuses is no fix to try, nor one that changes the inputs or the targets (``data.n = 1`` on
+    add-2 is another benchmark, not its fix)."""
     try:
-        load_recipe(recipe.to_dict(), dict(change.keys))
+        changed = load_recipe(recipe.to_dict(), dict(change.keys))
     except RecipeError:
         return False
-    return True
+    return changed.interface() == recipe.interface()
 
 
 def _recipe_keys(changes: list[Change]) -> dict[str, Any]:

@@ -70,6 +70,30 @@ def test_labels_shifted_to_another_sample_are_found_by_the_held_out_check(tiny_d
     assert not of(found(probe_for(), "learnability"), "learnability", "error")  # control
 
 
+class Hashes(Concat):
+    """A fusion whose features are a hash of the pixels: each image its own, unrelated to its digit."""
+
+    def __init__(self, params, inputs):
+        super().__init__(params, inputs)
+        self.register_buffer("mix", torch.randn(28 * 28, 256, generator=torch.Generator().manual_seed(0)))
+        self.out_features = 256 + 10
+
+    def forward(self, batch):
+        hashed = torch.sin(1e3 * batch["image"].flatten(1) @ self.mix)
+        return torch.cat([hashed, torch.nn.functional.one_hot(batch["number"], 10).float()], dim=1)
+
+
+def test_a_model_that_can_only_memorise_a_built_in_generators_samples_is_named_not_the_data(tiny_data):
+    # was: "target 'sum' does not belong to its inputs ... look for a shifted or shuffled index" in
+    # the built-in generator, for a fusion of the user's that emitted the digits in another order
+    with registered(fusions, "hashes", Hashes) as name:
+        errors = of(found(probe_for(f'backbone.type="{name}"'), "learnability"), "learnability", "error")
+    assert {e.title.split()[0] for e in errors} == {"heads.digit", "heads.sum"}
+    for error in errors:
+        assert error.title.endswith("the model's own code cannot learn the rule")
+        assert "fusion 'hashes' from local" in error.why and "Hashes" in error.fix and "generator" not in error.fix
+
+
 # -- input use --------------------------------------------------------------------------------
 
 
@@ -887,6 +911,11 @@ def test_the_settings_reset_as_fixes_are_ones_the_recipe_allows(tiny_data):
             load_recipe(probe.recipe.to_dict(), dict(change.keys))
         except RecipeError as e:
             raise AssertionError(f"{change.label}: {e}") from None
+    # a reset that changes the task is another benchmark, not a fix: add-2 -> add-1 (was: verified
+    # and written by --repair for a fusion of the user's that emitted the digits in another order)
+    two = Probe.from_recipe(load_recipe("add-2", ["data.batch_size=8"]))
+    keys = {key for change in setting_changes(two) for key in change.keys}
+    assert "data.n" not in keys and "data.shift" in keys  # (add-2 extends add-1: shift 1)
 
 
 # -- the preflight ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ class SingleDigit(Generator):
     """An MNIST image and a random number 0-9; targets: the digit and digit + number.
 
     ``draw`` makes raw pixels in [0, 1], moves the training images by up to ``shift`` pixels,
-    lets :meth:`corrupt` change them (subclasses add noise there) and ends with ``encode``,
+    lets ``corrupt`` change them (subclasses add noise there) and ends with ``encode``,
     which prepares a user's image at prediction time the same way, without either step.
     """
 

@@ -10,8 +10,9 @@ from torch import Tensor
 
 from ...contract_checks import batch_problems
 from ...contracts import Batch, Categorical, Classes, Image, Images
-from ...engine.component_errors import ComponentError, check_losses, check_metrics, output_problem
+from ...engine.component_errors import ComponentError, check_losses, check_metrics, origin_of, output_problem
 from ...engine.train import make_optimizer
+from ...registry import KIND_LABELS
 from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
 from ..findings import SEE_FIXES, Change, Finding, fmt, pct
@@ -473,11 +474,32 @@ def check_learnability(probe: Probe) -> list[Finding]:
             findings.append(Finding("learnability", "info", f"heads.{head}: the data are not judged: the head itself is broken",
                                     f"{measured}; {broken[head]} (see the head's finding)", figures=figures))  # fmt: skip
         elif memorised.get(head, 0.0) >= FITS:
-            findings.append(Finding("learnability", "error", f"heads.{head} memorises its training samples but predicts fresh ones at chance",
-                measured, f"a reference optimizer that memorises {n_small} samples learns nothing from {n_big}: target "
-                f"'{probe.target_of(head)}' does not belong to its inputs: it was paired with another sample's "
-                "inputs, or computed from something the model is not given", "make the generator compute each target from the inputs "
-                "it returns for the same sample (look for a shifted or shuffled index)", [], figures))  # fmt: skip
+            findings.append(_memorises_only(probe, head, measured, figures, n_small, n_big))
         else:
             findings.append(Finding("learnability", "info", f"heads.{head}: held-out check", measured, figures=figures))
     return findings
+
+
+def _memorises_only(probe: Probe, head: str, measured: str, figures: dict, n_small: int, n_big: int) -> Finding:
+    """The error for a head the reference optimizer makes memorise but not generalise: the data
+    are to blame, unless the generator is a built-in (its targets are its inputs' by its tests)
+    and the fusion or the head is the user's code, which then can only memorise."""
+    recipe = probe.recipe
+    own = [f"{KIND_LABELS[kind]} '{choice.section.type}' from {origin}" for kind, choice in (("fusions", recipe.backbone), ("heads", recipe.heads[head]))
+           if (origin := origin_of(kind, choice)) != "built-in"]  # fmt: skip
+    title = f"heads.{head} memorises its training samples but predicts fresh ones at chance"
+    seen = f"a reference optimizer that memorises {n_small} samples learns nothing from {n_big}"
+    model = " and ".join(own)
+    if own and origin_of("datasets", recipe.data) == "built-in":
+        return Finding("learnability", "error", f"{title}: the model's own code cannot learn the rule", measured,
+                       f"{seen}; the built-in generator '{recipe.data.section.type}' computes target '{probe.target_of(head)}' "
+                       f"from the inputs it returns, so the code between them does not generalise: {model}",
+                       f"compare what {model} computes with what the head reads (a layout or an order of the features "
+                       "other than the head expects, a sample's features mixed with another's; docs/components.md, "
+                       "the head's section)", [], figures)  # fmt: skip
+    alternative = f"; or the model's own code ({model}) can only memorise" if own else ""
+    return Finding("learnability", "error", title, measured,
+                   f"{seen}: target '{probe.target_of(head)}' does not belong to its inputs: it was paired with another "
+                   f"sample's inputs, or computed from something the model is not given{alternative}",
+                   "make the generator compute each target from the inputs it returns for the same sample (look for a "
+                   "shifted or shuffled index)", [], figures)  # fmt: skip
