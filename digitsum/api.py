@@ -57,7 +57,7 @@ def train(recipe: RecipeLike, out: str | Path | None = None, *, overrides: Overr
     - ``out``: the run directory (new or empty; ``force`` replaces a run there); default
       ``runs/<recipe>/<timestamp>/`` under the current folder;
     - ``progress``: a progress bar per epoch and a table at the end; warnings of the preflight
-      and the watch are printed too (with ``progress=False`` they are kept, silent);
+      and the watch are printed too (with ``progress=False`` they are only kept: ``run.warnings``);
     - ``callbacks``: your own :class:`~digitsum.callbacks.Callback` objects, called after
       the built-in ones;
     - ``preflight``: the quick checks before the first epoch.
@@ -227,4 +227,5 @@ def _as_run(outcome) -> Run | None:
     signum = outcome.interruption.signum if outcome.interrupted else None
     # a signal.Signals (an int): it reads SIGINT, not 2
     run.failure, run.interrupted_by = outcome.failure, signal.Signals(signum) if signum else None
+    run.warnings = tuple(outcome.warnings)
     return run

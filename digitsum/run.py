@@ -41,11 +41,15 @@ class Run:
       run directory);
     - ``failure`` and ``interrupted_by``, as :func:`digitsum.train` or :func:`digitsum.resume`
       saw the run end (None on a run read back): why the watch stopped it as failed (a NaN
-      loss), and the signal (``signal.SIGINT``...) that stopped it before its last epoch.
+      loss), and the signal (``signal.SIGINT``...) that stopped it before its last epoch;
+    - ``warnings``: what the preflight and the watch warned of during :func:`digitsum.train` or
+      :func:`digitsum.resume` (a loss that does not fall, a head at chance), whether or not
+      they were printed (``progress=False``); ``[]`` on a run read back.
     """
 
     failure: str | None = None
     interrupted_by: signal.Signals | None = None
+    warnings: tuple[str, ...] = ()
 
     def __init__(self, run_dir: Path | None, recipe: Recipe, model: DigitModel, generator: Generator,
                  device: torch.device, history: list[dict[str, Any]], summary: dict[str, Any],
@@ -82,8 +86,9 @@ class Run:
         test = self.summary.get("metrics", {}).get("test", {})
         primary = {name: choice.cls.primary_metric for name, choice in self.recipe.heads.items()}
         shown = ", ".join(f"{h} {m} {test[h][m]:.4f}" for h, m in primary.items() if m in test.get(h, {}))
+        warned = f", {len(self.warnings)} warning{'s' * (len(self.warnings) != 1)} (run.warnings)" if self.warnings else ""
         return (f"Run({self.source!r}, recipe={self.recipe.name!r}, {self.status}, "
-                f"epochs {len(self.history)}/{self.recipe.train.epochs}" + (f", test: {shown}" if shown else "") + ")")  # fmt: skip
+                f"epochs {len(self.history)}/{self.recipe.train.epochs}" + (f", test: {shown}" if shown else "") + f"{warned})")  # fmt: skip
 
     # -- using it ----------------------------------------------------------------------------------
 

@@ -83,6 +83,20 @@ def test_a_run_stopped_by_a_signal_names_it(tiny_root, tmp_path):
     assert run.interrupted_by == signal.SIGINT and run.interrupted_by.name == "SIGINT"  # was the bare int 2
 
 
+def test_a_silent_run_keeps_its_warnings_on_the_run(tiny_root, tmp_path, capsys):
+    # was: with progress=False the preflight's and the watch's warnings went nowhere
+    overrides = {"train.epochs": 1, "data.batch_size": 64, "data.root": tiny_root, "data.download": False,
+                 "heads.sum.output": "probabilities"}  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        run = digitsum.train(RECIPES / "original.toml", tmp_path / "run", overrides=overrides, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert any(w.startswith("preflight:") and "heads.sum" in w for w in run.warnings), run.warnings
+    assert f"{len(run.warnings)} warning" in repr(run) and capsys.readouterr().out == ""
+    assert digitsum.load_run(run.run_dir).warnings == ()  # what train saw, not what the folder keeps
+
+
 def test_evaluate_refuses_an_unknown_split(trained):
     with pytest.raises(digitsum.UserError, match="no split 'tset' — did you mean 'test'"):
         trained.evaluate("tset")

@@ -33,6 +33,12 @@ class Outcome:
         return self.trainer.run_dir
 
     @property
+    def warnings(self) -> list[str]:
+        """What the preflight and the watch warned of, in order (printed too unless the run was
+        silent: ``progress=False``)."""
+        return [text for callback in self.trainer.callbacks if isinstance(callback, Warner) for text in callback.warnings]
+
+    @property
     def failure(self) -> str | None:
         """Why the watch stopped the run as failed (a NaN loss), or None."""
         return self.watch.failure
