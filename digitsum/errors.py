@@ -26,6 +26,11 @@ class UserError(Exception):
         super().__init__(message)
         self.message = message
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (Jupyter) shows for it: the message, as the CLI prints it, without the
+        library's frames above it (the hook IPython looks for on an exception)."""
+        return [f"{type(self).__name__}: {self.message}"]
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -97,6 +97,18 @@ def test_a_silent_run_keeps_its_warnings_on_the_run(tiny_root, tmp_path, capsys)
     assert digitsum.load_run(run.run_dir).warnings == ()  # what train saw, not what the folder keeps
 
 
+def test_a_user_error_in_a_notebook_shows_its_message_not_the_librarys_frames():
+    # IPython (Jupyter) asks an exception for _render_traceback_; a bug keeps its traceback
+    cells = "import digitsum\ndigitsum.load_recipe('orignal')", "1/0"
+    script = ("from IPython.core.interactiveshell import InteractiveShell\nshell = InteractiveShell.instance()\n"
+              + "".join(f"shell.run_cell({cell!r})\n" for cell in cells))  # fmt: skip
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
+    error, _, bug = shown.partition("ZeroDivisionError")
+    assert error.strip() == "UserError: recipe 'orignal' not found" + error.strip().partition("not found")[2]
+    assert "did you mean 'original'?" in error and "Traceback" not in error and "catalog.py" not in error
+    assert "Traceback" in bug
+
+
 def test_evaluate_refuses_an_unknown_split(trained):
     with pytest.raises(digitsum.UserError, match="no split 'tset' — did you mean 'test'"):
         trained.evaluate("tset")
