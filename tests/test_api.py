@@ -179,6 +179,20 @@ def test_predict_from_a_file_equals_predict_from_its_pixels(trained, tmp_path):
         assert abs(float(from_file[head].probabilities.sum()) - 1) < 1e-5
 
 
+@pytest.mark.parametrize("source, overrides, says", [
+    (123, (), "a recipe is a TOML file's path, a recipe's name (digitsum list recipes), a dict or a digitsum.Recipe, not int 123"),
+    ("original", ("train.epochs", 2), "not tuple ('train.epochs', 2) (one key and its value: {'train.epochs': 2} or 'train.epochs=2')"),
+    ("original", [{"train.epochs": 2}], "overrides[0] expected 'KEY=VALUE' text or a dict {'KEY': value}"),
+    ("original", ["seed=1", 3], "overrides[1] expected 'KEY=VALUE' text or a dict {'KEY': value}, e.g. {'train.epochs': 2}, not int 3"),
+    ("original", 5, "overrides expected 'KEY=VALUE' text or a dict"),
+], ids=["number", "pair", "list-of-dict", "not-text", "number-overrides"])  # fmt: skip
+def test_a_recipe_or_overrides_of_the_wrong_type_is_a_user_error_saying_what_fits(source, overrides, says):
+    # was: TypeError from os.fspath, AttributeError: 'int' object has no attribute 'partition'
+    with pytest.raises(digitsum.UserError) as caught:
+        digitsum.load_recipe(source, overrides)
+    assert says in caught.value.message
+
+
 def test_load_recipe_takes_names_dicts_and_recipes_with_overrides():
     by_name = digitsum.load_recipe("original", {"train.epochs": 3, "backbone.type": "film"})
     assert by_name.train.epochs == 3 and by_name.backbone.section.type == "film"

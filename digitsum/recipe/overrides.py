@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..catalog import resolve_recipe
-from ..errors import Problem, RecipeError, UserError
+from ..errors import Problem, RecipeError, UserError, recipe_text
 from .document import Document, Merge, Source, load_file, merge, merged_document, python_document
 from .limits import MAX_BYTES, bracket_problem, document_problems, show_text
 from .schema import KeyPath
@@ -77,9 +77,16 @@ def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[
                 problems.append(Problem(label, "", "expected a dotted key of letters, digits, '_' and '-', e.g. 'train.epochs'"))
             else:
                 items.append((label, path, plain_python(value)))
+    elif isinstance(overrides, str):
+        parsed("--set", overrides)
+    elif not isinstance(overrides, Iterable) or _pair(overrides):
+        problems.append(Problem("overrides", "", f"{_NOT_OVERRIDES}, not {_shown(overrides)}"))
     else:
-        for text in [overrides] if isinstance(overrides, str) else overrides:
-            parsed("--set", text)
+        for i, text in enumerate(overrides):
+            if isinstance(text, str):
+                parsed("--set", text)
+            else:
+                problems.append(Problem(f"overrides[{i}]", "", f"{_NOT_OVERRIDES}, not {_shown(text)}"))
     for text in grid:
         parsed(grid_flag, text)
     gathered = Document()
@@ -97,6 +104,26 @@ def _gather_overrides(overrides: Overrides, grid: Sequence[str], problems: list[
         source = Source(label)
         merge(gathered, _nest(path, value), Merge(lambda _, s=source: s, problems, layered=False))
     return gathered
+
+
+_NOT_OVERRIDES = "expected 'KEY=VALUE' text or a dict {'KEY': value}, e.g. {'train.epochs': 2}"
+
+
+def _pair(value: Any) -> bool:
+    """``("train.epochs", 2)``: one key and its value, not two overrides."""
+    return (isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[0], str) and "=" not in value[0]
+            and not isinstance(value[1], str))
+
+
+def _shown(value: Any) -> str:
+    """A wrong override as a message shows it: its type, a short repr and, for a key and its
+    value given as a pair, how to write them."""
+    text = repr(value)
+    shown = f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+    if _pair(value):
+        key, setting = value
+        shown += f" (one key and its value: {{{key!r}: {setting!r}}} or '{key}={recipe_text(plain_python(setting))}')"
+    return shown
 
 
 #: ``--set extends=...`` is refused: the parents are read before the overrides, so it could not
@@ -148,6 +175,9 @@ def recipe_document(source: str | os.PathLike[str] | Mapping[str, Any], override
 def read_source(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides, grid: Sequence[str],
                  problems: list[Problem], grid_flag: str = "--grid", label: str | None = None) -> tuple[Document, str, str]:  # fmt: skip
     """The merged document, its label (a path, else ``label`` or ``<dict>`` for Python data) and its default name."""
+    if not isinstance(source, (str, os.PathLike, Mapping)):
+        raise UserError("a recipe is a TOML file's path, a recipe's name (digitsum list recipes), a dict or a "
+                        f"digitsum.Recipe, not {_shown(source)}")
     if isinstance(source, Mapping):
         label, default_name = label or "<dict>", "recipe"
         raw = python_document(source, label, problems)
