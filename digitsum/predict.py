@@ -47,13 +47,26 @@ class HeadPredictions:
     def __len__(self) -> int:
         return len(self.prediction)
 
-    def value(self, i: int = 0) -> int | float | list[int]:
+    def _sample(self, i: int | None) -> int:
+        """Which sample ``i`` names; without one, the only sample (a batch needs ``i``: answering
+        for its first sample alone would read as the answer for all)."""
+        if i is None:
+            if len(self) != 1:
+                raise ValueError(f"{self.head}: {len(self)} samples were predicted: pass the sample's index, "
+                                 f"e.g. value(0), or read .prediction for all of them")  # fmt: skip
+            return 0
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"{self.head}: sample {i} of a batch of {len(self)}")
+        return i
+
+    def value(self, i: int | None = None) -> int | float | list[int]:
         """Sample ``i``'s prediction as a Python number; for a ``Digits`` target, its list of
-        digits, most significant first."""
+        digits, most significant first. ``i`` may be left out for a prediction of one sample."""
+        i = self._sample(i)
         value = self.prediction[i]
         return value.tolist() if value.dim() else value.item()
 
-    def label(self, i: int = 0) -> str | list[str] | None:
+    def label(self, i: int | None = None) -> str | list[str] | None:
         """The name of sample ``i``'s predicted class (a list of names for a top-k or per-digit
         prediction), when the head names its classes."""
         value = self.value(i)
@@ -63,8 +76,9 @@ class HeadPredictions:
             return None
         return [labels[v] for v in values] if isinstance(value, list) else labels[value]
 
-    def probability(self, i: int = 0) -> float | None:
+    def probability(self, i: int | None = None) -> float | None:
         """The probability of sample ``i``'s predicted class, or None without probabilities."""
+        i = self._sample(i)
         if self.probabilities is None or self.prediction[i].dim():
             return None
         predicted = self.prediction[i].item()
@@ -72,8 +86,9 @@ class HeadPredictions:
             return None
         return float(self.probabilities[i, int(predicted)])
 
-    def top(self, i: int = 0) -> list[tuple[int, float]]:
+    def top(self, i: int | None = None) -> list[tuple[int, float]]:
         """Sample ``i``'s most likely classes as ``(class, probability)``, most likely first."""
+        i = self._sample(i)
         if self.top_classes is None or self.top_probabilities is None:
             return []
         return [(int(c), float(p)) for c, p in zip(self.top_classes[i], self.top_probabilities[i])]
@@ -82,7 +97,7 @@ class HeadPredictions:
         named = self.labels is not None
         return [{"class": c, "probability": p} | ({"label": self.labels[c]} if named else {}) for c, p in self.top(i)]
 
-    def sample(self, i: int = 0) -> dict[str, Any]:
+    def sample(self, i: int | None = None) -> dict[str, Any]:
         """Sample ``i`` as JSON-ready data: target, prediction (and its ``label`` when the head
         names its classes), its probability, the top classes."""
         named = {"label": self.label(i)} if self.labels is not None else {}
@@ -135,10 +150,9 @@ class Predictions(Mapping[str, HeadPredictions]):
     def __len__(self) -> int:
         return len(self._heads)
 
-    def sample(self, i: int = 0) -> dict[str, dict[str, Any]]:
-        """Every head's answer for sample ``i`` (see :meth:`HeadPredictions.sample`)."""
-        if not -self.batch_size <= i < self.batch_size:
-            raise IndexError(f"sample {i} of a batch of {self.batch_size}")
+    def sample(self, i: int | None = None) -> dict[str, dict[str, Any]]:
+        """Every head's answer for sample ``i`` (see :meth:`HeadPredictions.sample`); ``i`` may
+        be left out for a prediction of one sample."""
         return {name: head.sample(i) for name, head in self._heads.items()}
 
     def samples(self) -> list[dict[str, dict[str, Any]]]:

@@ -193,6 +193,17 @@ def test_a_recipe_or_overrides_of_the_wrong_type_is_a_user_error_saying_what_fit
     assert says in caught.value.message
 
 
+def test_a_batchs_answers_need_the_samples_index(trained):
+    # was: value(), probability() and top() of a batch silently answered for its first sample
+    batch = digitsum.load_run(trained.run_dir).predict(image=torch.zeros(2, 1, 28, 28), number=[1, 2], preprocess=False)
+    for ask in (lambda h: h.value(), lambda h: h.probability(), lambda h: h.top(), lambda h: h.label(), lambda h: h.sample()):
+        with pytest.raises(ValueError, match="2 samples were predicted: pass the sample's index"):
+            ask(batch["sum"])
+    assert batch["sum"].value(1) == int(batch["sum"].prediction[1]) and batch.sample(-1) == batch.samples()[1]
+    with pytest.raises(IndexError, match="sample 2 of a batch of 2"):
+        batch["sum"].value(2)
+
+
 def test_load_recipe_takes_names_dicts_and_recipes_with_overrides():
     by_name = digitsum.load_recipe("original", {"train.epochs": 3, "backbone.type": "film"})
     assert by_name.train.epochs == 3 and by_name.backbone.section.type == "film"
