@@ -39,7 +39,7 @@ class DataSection(_Section):
     download: bool = Field(True, description="download MNIST when it is missing")
     val: int = Field(
         0, ge=0, le=10**9,
-        description="training samples held out as a validation split 'val' (chosen by the seed, never trained on); 0: none",
+        description="MNIST training images held out as a validation split 'val' (chosen by the seed, never trained on); 0: none",
     )
 
 
