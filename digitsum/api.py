@@ -124,12 +124,14 @@ def build(recipe: RecipeLike, device: str | torch.device | None = None, override
     return make(load_recipe(recipe, overrides), device)
 
 
-def sweep(recipe: RecipeLike, params: Sequence[str], trials: int, *, settings: SweepSettings | None = None,
+def sweep(recipe: RecipeLike, params: Sequence[str] | Mapping[str, Any], trials: int, *, settings: SweepSettings | None = None,
           **options: Any) -> SweepResult:  # fmt: skip
     """Search a recipe's hyper-parameters with Optuna, as ``digitsum sweep`` does (docs/sweeps.md).
 
     ``params`` are ``"KEY=SPACE"`` strings (``"train.optimizer.lr=loguniform:1e-4:1e-2"``,
-    ``"backbone.type=choice:concat,film"``, ``"data.batch_size=int:32:512:log"``); the study
+    ``"backbone.type=choice:concat,film"``, ``"data.batch_size=int:32:512:log"``), or a dict of
+    them (``{"train.optimizer.lr": "loguniform:1e-4:1e-2", "backbone.type": ["concat", "film"]}``:
+    a list is a choice); the study
     ends holding ``trials`` trials. How it runs — ``workers``, ``storage``, ``study``,
     ``metric``, ``direction``, ``overrides``, ``out``, ``val``, ``pruner``, ``prune_startup``,
     ``quiet`` — is a :class:`~digitsum.sweeps.SweepSettings`, given as ``settings`` or as
@@ -143,15 +145,15 @@ def sweep(recipe: RecipeLike, params: Sequence[str], trials: int, *, settings: S
 
     from .sweeps import SweepSettings, sweep as search
 
-    return search(recipe, _listed(params), trials, replace(settings or SweepSettings(), **options))
+    return search(recipe, _spaces(params), trials, replace(settings or SweepSettings(), **options))
 
 
-def compare(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: Overrides = (),
+def compare(recipes: Sequence[str | Path], grid: Sequence[str] | Mapping[str, Any] = (), overrides: Overrides = (),
             out: str | Path | None = None, *, progress: bool = True) -> Comparison:  # fmt: skip
     """Train several recipes, or one over a grid of values, and compare them (``digitsum compare``).
 
-    ``grid`` items are ``"KEY=V1,V2,..."`` (one variant per value; several items: every
-    combination); ``overrides`` apply to every variant. Every variant is validated before the
+    ``grid`` items are ``"KEY=V1,V2,..."``, or a dict ``{"KEY": [V1, V2, ...]}`` (one variant
+    per value; several keys: every combination); ``overrides`` apply to every variant. Every variant is validated before the
     first trains; each is a run directory in ``out`` (default ``runs/compare/<timestamp>/``),
     which also gets ``compare.json``, ``compare.csv`` and ``compare.png``. Returns the
     :class:`~digitsum.comparison.Comparison`: a row per variant and head, the compare directory,
@@ -160,7 +162,7 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] = (), overrides: 
     from .comparison import plan_variants, run_compare
     from .engine.rundir import create_run_dir
 
-    variants = plan_variants(_listed(recipes), _listed(grid), overrides)
+    variants = plan_variants(_listed(recipes), grid if isinstance(grid, Mapping) else _listed(grid), overrides)
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink() and any(Path(out).iterdir()):
         # never replaced, not even a compare's own folder: compare has no --force
         raise UserError(f"output folder {out} is not empty: a comparison writes its runs into a new or empty folder; choose another --out")
@@ -195,6 +197,23 @@ def list_components(kind: str | None = None) -> list[dict[str, Any]]:
     rows = cached_components(wanted) if wanted not in ("recipes", "checks") else []
     recipes = describe_recipes() if wanted in (None, "recipes") else []
     return mark_namesakes(rows + recipes + (describe_checks() if wanted in (None, "checks") else []))
+
+
+def _spaces(params: Any) -> list[Any]:
+    """``sweep``'s params as ``KEY=SPACE`` text; a dict's list of values is a choice among them."""
+    if not isinstance(params, Mapping):
+        return _listed(params)
+    from .errors import recipe_text
+
+    def text(value: Any) -> str:
+        return value if isinstance(value, str) else recipe_text(value)
+
+    def space_text(space: Any) -> str:
+        if isinstance(space, str) or not isinstance(space, Sequence):
+            return text(space)
+        return "choice:" + ",".join(map(text, space))
+
+    return [f"{key}={space_text(space)}" for key, space in params.items()]
 
 
 def _listed(items: Any) -> list[Any]:

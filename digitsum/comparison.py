@@ -12,13 +12,14 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, recipe_text
 from .recipe import Recipe, load_recipe, parse_override
+from .recipe.overrides import plain_python
 from .files import metric_text, write_csv, write_json
 from .engine.interrupt import Interruption
 from .diagnosis.preflight import Preflight
@@ -57,27 +58,42 @@ def split_values(text: str) -> list[str]:
     return values
 
 
-def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """``["backbone.type=concat,film"]`` -> ``[("backbone.type", ["concat", "film"])]``."""
-    axes = []
-    for item in items:
-        key, sep, values = item.partition("=")
+def parse_grid(items: Sequence[str] | Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """``["backbone.type=concat,film"]`` (or, from Python, ``{"backbone.type": ["concat",
+    "film"]}``) -> ``[("backbone.type", ["concat", "film"])]``: each value as ``--set`` reads it."""
+    if isinstance(items, Mapping):
+        given = [(f"grid[{key!r}]", key, _values(values)) for key, values in items.items()]
+    else:
+        given = [(f"--grid {item!r}", *_key_values(item)) for item in items]
+    axes: list[tuple[str, list[str]]] = []
+    for where, key, choices in given:
+        if not isinstance(key, str) or not key.strip():
+            raise UserError(f"{where}: expected KEY=V1,V2,..., e.g. --grid backbone.type=concat,film "
+                            "(from Python: {'backbone.type': ['concat', 'film']})")  # fmt: skip
         key = key.strip()
-        if not sep or not key:
-            raise UserError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid backbone.type=concat,film")
         parse_override(f"{key}=0")  # the same key rules as --set
-        choices = split_values(values)
         if any(not v for v in choices):
-            raise UserError(f"--grid {item!r}: an empty value; separate values with single commas")
+            raise UserError(f"{where}: an empty value; separate values with single commas")
         if key in {k for k, _ in axes}:
             raise UserError(f"--grid {key} is given twice; list all its values in one --grid")
         if repeated := sorted({v for v in choices if choices.count(v) > 1}):
-            raise UserError(f"--grid {item!r}: the value {repeated[0]!r} is given twice; each value makes one variant")
+            raise UserError(f"{where}: the value {repeated[0]!r} is given twice; each value makes one variant")
         axes.append((key, choices))
     return axes
 
 
-def plan_variants(recipes: Sequence[Path], grid: Sequence[str] = (), overrides: Sequence[str] = ()) -> list[Variant]:
+def _key_values(item: str) -> tuple[str, list[str]]:
+    key, sep, values = item.partition("=")
+    return (key if sep else ""), split_values(values)
+
+
+def _values(given: Any) -> list[str]:
+    """A Python grid axis's values as ``--set`` text: strings as they are, others as TOML."""
+    values = [given] if isinstance(given, str) or not isinstance(given, Sequence) else list(given)
+    return [v if isinstance(v, str) else recipe_text(plain_python(v)) for v in values]
+
+
+def plan_variants(recipes: Sequence[Path], grid: Sequence[str] | Mapping[str, Any] = (), overrides: Sequence[str] = ()) -> list[Variant]:
     """Every recipe crossed with every grid combination, each loaded and validated."""
     if not recipes:
         raise UserError("compare needs at least one recipe")

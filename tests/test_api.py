@@ -269,6 +269,17 @@ def test_one_recipe_or_grid_item_given_as_a_string_is_one_not_a_list_of_letters(
     assert seen == {"recipes": ["original"], "grid": ["seed=1,2"]}
 
 
+def test_a_grid_from_python_is_a_dict_of_values():
+    from digitsum.comparison import plan_variants
+
+    variants = plan_variants(["original"], {"backbone.type": ["concat", "film"], "backbone.hidden": [[64, 32], [128]]})
+    assert [v.label for v in variants] == ['backbone.type=concat backbone.hidden=[64, 32]', 'backbone.type=concat backbone.hidden=[128]',
+                                           'backbone.type=film backbone.hidden=[64, 32]', 'backbone.type=film backbone.hidden=[128]']  # fmt: skip
+    assert variants[-1].recipe.backbone.params.hidden == [128] and variants[-1].recipe.backbone.section.type == "film"
+    with pytest.raises(digitsum.UserError, match=r"grid\['seed'\]: the value '1' is given twice"):
+        plan_variants(["original"], {"seed": [1, 1]})
+
+
 def test_a_callback_that_is_no_callback_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(TypeError, match=r"callbacks: 5 \(int\) is not a digitsum.Callback"):
         digitsum.train("original", tmp_path / "run", callbacks=[5], progress=False)

@@ -96,6 +96,13 @@ def test_keys_and_values_are_checked_against_the_recipe(tiny_root, tmp_path):
     assert "train.optimizer.weight_decay" in str(error.value)
     with pytest.raises(RecipeError, match="did you mean 'film'"):
         digitsum.sweep(ORIGINAL, ["backbone.type=choice:concat,flim"], 2, out=tmp_path / "s", overrides=_tiny(tiny_root), val=100)
+    # from Python, the spaces as a dict too: a list is a choice (was refused: "expected KEY=SPACE")
+    with pytest.raises(RecipeError) as error:
+        digitsum.sweep(ORIGINAL, {"train.optimizer.lr": "loguniform:1e-4:1e-2", "backbone.type": ["concat", "flim"],
+                                  "data.batch_size": [32, 0]}, 2, out=tmp_path / "s", overrides=_tiny(tiny_root), val=100)  # fmt: skip
+    text = str(error.value)
+    assert "--param backbone.type=choice:concat,flim" in text and "the choice flim is refused" in text
+    assert "--param data.batch_size=choice:32,0" in text and "train.optimizer.lr" not in text
     assert not (tmp_path / "s").exists()  # nothing was started
 
 
