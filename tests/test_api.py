@@ -109,6 +109,26 @@ def test_a_user_error_in_a_notebook_shows_its_message_not_the_librarys_frames():
     assert "Traceback" in bug
 
 
+def test_a_run_of_a_component_registered_in_its_process_says_what_to_import_to_read_it_back(tiny_root, tmp_path):
+    from digitsum.components.fusions.concat import Concat
+    from digitsum.registry import fusions
+
+    from .conftest import registered
+
+    mine = type("MyConcat", (Concat,), {"__doc__": "Concat, the test's own.", "__module__": "my_components"})
+    overrides = {"train.epochs": 1, "data.batch_size": 64, "data.root": tiny_root, "data.download": False, "backbone.type": "my_concat"}
+    threads = torch.get_num_threads()
+    try:
+        with registered(fusions, "my_concat", mine):
+            run = digitsum.train(RECIPES / "original.toml", tmp_path / "run", overrides=overrides, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(digitsum.UserError) as caught:  # a fresh kernel: the registration is gone
+        digitsum.load_run(run.run_dir)
+    assert "unknown fusion 'my_concat'" in caught.value.message
+    assert "trained with it registered in its own process ([provenance] local): import my_components" in caught.value.message
+
+
 def test_evaluate_refuses_an_unknown_split(trained):
     with pytest.raises(digitsum.UserError, match="no split 'tset' — did you mean 'test'"):
         trained.evaluate("tset")

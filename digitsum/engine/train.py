@@ -66,9 +66,9 @@ def provenance(device: torch.device, recipe: Recipe) -> dict[str, str]:
     those whose components the recipe uses."""
     from importlib import metadata
 
-    from ..registry import REGISTRIES
+    from ..registry import KIND_LABELS, REGISTRIES
 
-    plugins = {}
+    plugins, local = {}, []
     for kind, choice in recipe.choices():
         try:
             origin = REGISTRIES[kind].entry(choice.section.type).origin
@@ -76,6 +76,8 @@ def provenance(device: torch.device, recipe: Recipe) -> dict[str, str]:
             continue
         if origin.distribution and not origin.builtin:
             plugins[origin.distribution] = origin.version or "?"
+        elif origin.distribution is None:  # registered in this process: what reading the run back needs imported
+            local.append(f"{KIND_LABELS[kind]} '{choice.section.type}' from {origin.value}")
     info = {
         "digitsum": __version__,
         "torch": torch.__version__,
@@ -89,6 +91,8 @@ def provenance(device: torch.device, recipe: Recipe) -> dict[str, str]:
         pass
     if plugins:
         info["plugins"] = ", ".join(f"{k} {v}" for k, v in sorted(plugins.items()))
+    if local:
+        info["local"] = ", ".join(local)
     return info
 
 

@@ -107,6 +107,17 @@ class _Check:
             self.pydantic(e, prefix, [*model.model_fields, *tables])
             return None
 
+    def _registered_locally(self, kind: str, type_name: str) -> str:
+        """For a run's recipe whose component was registered in the process that trained it
+        (its [provenance] ``local``): where that code is, to import before reading the run."""
+        provenance = self.doc.data.get("provenance")
+        local = provenance.get("local") if isinstance(provenance, dict) else None
+        named = f"{KINDS[kind].label} '{type_name}' from "
+        if not isinstance(local, str) or named not in local:
+            return ""
+        where = local.partition(named)[2].split(", ")[0]
+        return f"; the run was trained with it registered in its own process ([provenance] local): import {where.partition(':')[0]} (which registers it) first"
+
     def component(self, kind: str, data: Any, prefix: KeyPath | None = None) -> Choice | None:
         """A component table of ``kind`` split into its fixed keys and the component's own parameters."""
         prefix = prefix or KINDS[kind].table
@@ -122,7 +133,7 @@ class _Check:
             entry = REGISTRIES[kind].entry(type_name)
             cls = entry.load()
         except UserError as e:  # an unknown name, or a plugin that fails to load (PluginError)
-            self.problem(prefix + ("type",), e.message)
+            self.problem(prefix + ("type",), e.message + self._registered_locally(kind, type_name))
             return None
         recorded = None if entry.origin.builtin else entry.qualified_name
         reserved = reserved_params_problem(kind, cls)
