@@ -271,8 +271,20 @@ class Registry:
         existing.append(entry)
 
     def remove(self, name: str) -> None:
-        """Forget a name (tests and interactive sessions use this to clean up)."""
-        self._entries.pop(name, None)
+        """Forget what :meth:`register` added under ``name`` in this process (a notebook cleaning
+        up, a test); a built-in's or an installed plugin's component stays, refused with a
+        UserError, as is a name nothing registered."""
+        self.discover()
+        entries = self._entries.get(name, [])
+        kept = [e for e in entries if e.origin.distribution is not None]
+        if len(kept) == len(entries):
+            what = (f"comes from {', '.join(_described(e.origin) for e in kept)}" if kept
+                    else f"is not registered — {did_you_mean(name, self._entries, KINDS[self.kind].plural)}")  # fmt: skip
+            raise UserError(f"{self.label} '{name}' {what}: remove() forgets only what register() added in this process")
+        if kept:
+            self._entries[name] = kept
+        else:
+            del self._entries[name]
 
     def discover(self) -> None:
         """Read this kind's entry points from installed, allowed distributions (once)."""

@@ -108,6 +108,21 @@ def test_a_second_local_class_under_one_name_is_refused_saying_how_to_forget_the
     assert "fusions.remove('tiny')" in e.value.message
 
 
+def test_remove_forgets_what_register_added_and_nothing_else():
+    from digitsum.registry import fusions
+
+    # was: a built-in's name silently forgotten (every recipe using it then failed) and a typo ignored
+    with pytest.raises(UserError, match=r"fusion 'concat' comes from built-in \(.*\): remove\(\) forgets only what register\(\) added"):
+        fusions.remove("concat")
+    with pytest.raises(UserError, match="fusion 'conact' is not registered — did you mean 'concat'"):
+        fusions.remove("conact")
+    assert fusions.entry("concat").origin.builtin
+    fusions.register("tiny_to_forget")(_Tiny)
+    fusions.remove("tiny_to_forget")
+    with pytest.raises(UserError, match="unknown fusion 'tiny_to_forget'"):
+        fusions.entry("tiny_to_forget")
+
+
 @pytest.mark.parametrize("kind", ["fusions", "heads"])
 def test_the_decorator_checks_the_contract_when_the_class_is_defined(kind):
     registry = Registry(kind)
