@@ -25,9 +25,11 @@ class Callback:
     (``failed=True`` when the model is no longer good).
     """
 
-    #: The names of the files it writes into the run directory (``metrics.csv``): a run into a
-    #: folder where one of them is a user's file (there before the run took the folder) is
-    #: refused before it starts, rather than replace it.
+    #: The names of the files (or folders) it writes into the run directory: ``metrics.csv``, or
+    #: a glob pattern, ``events.out.tfevents.*``. What appears there under such a name during one
+    #: of its hooks is the run's (``--force`` removes it with the run); anything else stays the
+    #: user's. A run into a folder where one of them is a user's file (there before the run took
+    #: the folder) is refused before it starts, rather than replace it.
     writes: tuple[str, ...] = ()
 
     def on_start(self, trainer: Trainer) -> None:

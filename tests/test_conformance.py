@@ -361,6 +361,21 @@ def test_a_logger_raising_in_a_hook_is_reported_with_its_own_method_and_line(tmp
     assert f"it raised OSError in on_epoch_end() (test_conformance.py, line {line}): the share went away" in str(e.value)
 
 
+class UndeclaredFile(Logger):
+    """Writes a file of its own into the run directory."""
+
+    def on_start(self, trainer):
+        (trainer.run_dir / "mine.log").write_text("started\n")
+
+
+def test_a_logger_writing_a_file_it_does_not_declare_is_told_to_name_it(tmp_path):
+    # --force removes only what a run's callbacks declare: an undeclared file would stay behind
+    with pytest.raises(ConformanceError, match=r"it wrote mine.log into the run directory without naming it in `writes`.*writes = \('mine.log',\)"):
+        check_component(UndeclaredFile, workdir=tmp_path / "undeclared")
+    declared = type("DeclaredFile", (UndeclaredFile,), {"writes": ("*.log",), "__doc__": "The same, declared."})
+    assert (check_component(declared, workdir=tmp_path / "declared") / "mine.log").is_file()
+
+
 class SoftmaxInsideTheLoss(Classify):
     """Logits out, and a loss that softmaxes them before a cross-entropy that softmaxes again."""
 

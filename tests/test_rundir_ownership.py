@@ -82,8 +82,21 @@ def test_a_marker_cannot_send_the_removal_outside_the_folder(tmp_path):
 class _Notes(Callback):
     """Writes a file of its own into the run directory as each epoch ends, as a logger does."""
 
+    writes = ("notes.csv",)
+
     def on_epoch_end(self, trainer, epoch, train, test):
         (trainer.run_dir / "notes.csv").write_text(f"{epoch}\n")
+
+
+class _UserMeanwhile(Callback):
+    """The user's own process writing into the run directory while a hook of the run runs (a
+    callback declaring no output stands in for it: what appears then is not the run's)."""
+
+    def on_step(self, trainer, epoch, step, loss):
+        if step == 1:
+            (trainer.run_dir / "during-a-hook").mkdir()
+            (trainer.run_dir / "during-a-hook" / "mine.txt").write_text("mine")
+            (trainer.run_dir / "notes.txt").write_text("mine too")
 
 
 def test_what_a_callback_writes_is_claimed_and_what_the_user_puts_in_meanwhile_is_not(tiny_root, tmp_path, monkeypatch):
@@ -103,12 +116,15 @@ def test_what_a_callback_writes_is_claimed_and_what_the_user_puts_in_meanwhile_i
         return step(trainer, batch)
 
     monkeypatch.setattr(Trainer, "train_step", user_writes_mid_run)
-    start(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64)), out, callbacks=[_Notes()], progress=False, preflight=False)
+    start(load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64)), out, callbacks=[_Notes(), _UserMeanwhile()],
+          progress=False, preflight=False)  # fmt: skip
     claimed = json.loads((out / MARKER).read_text())["outputs"]
-    assert "notes.csv" in claimed and "analysis" not in claimed
+    # was: what appeared while any hook ran was claimed, and --force deleted the user's files
+    assert "notes.csv" in claimed and not {"analysis", "during-a-hook", "notes.txt"} & set(claimed)
     create_run_dir("original", out, force=True)
     assert not (out / "notes.csv").exists() and not (out / "checkpoint.pt").exists()
-    assert (out / "analysis" / "plot.py").read_text() == "mine"
+    assert (out / "analysis" / "plot.py").read_text() == "mine" and (out / "during-a-hook" / "mine.txt").read_text() == "mine"
+    assert (out / "notes.txt").read_text() == "mine too"
 
 
 HOLD = """

@@ -73,6 +73,7 @@ class TensorBoard(Logger):
     """TensorBoard event files in the run directory: per epoch each split's metrics, lr and samples/s; the pictures; the recipe."""
     requires = ("tensorboard",)
     install = 'pip install "digitsum[tensorboard]"'
+    writes = ("events.out.tfevents.*",)  # SummaryWriter's event files: one per start, named by time and host
     writer: Any = None  # a SummaryWriter, from on_start
 
     class Params(Params):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +71,32 @@ def entries(run_dir: Path | None) -> set[str]:
         return set()
 
 
+def matching(names: set[str], patterns: Iterable[str]) -> set[str]:
+    """Those of ``names`` that one of ``patterns`` (a callback's ``writes``: a name, or a glob
+    pattern such as ``events.out.tfevents.*``) names."""
+    patterns = tuple(patterns)
+    return {name for name in names if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)}
+
+
 def record_outputs(run_dir: Path, new: set[str]) -> None:
     """Claim, in the marker, the entries ``new`` of ``run_dir``: those a callback's hook created
-    (what a logger writes there is the run's, and ``--force`` removes it with the run). What a
-    user puts into the folder meanwhile is never claimed: it stays theirs."""
+    under a name its ``writes`` declares (the run's: ``--force`` removes them with it). Whatever
+    else appears in the folder meanwhile, a user's notes, is never claimed: it stays theirs."""
     data = _marker(run_dir)
     if data is None:
         return
     new = new - set(data.get("foreign", []))
     if new - set(data["outputs"]):
         write_json(run_dir / MARKER, {**data, "outputs": sorted(set(data["outputs"]) | new)})
+
+
+def unclaimed(run_dir: Path) -> set[str]:
+    """The entries of a run directory its marker neither claims for the run nor lists as a user's."""
+    data = _marker(run_dir)
+    if data is None:
+        return set()
+    claimed = _claimed(data) | _foreign(data)
+    return {name for name in _entries(run_dir) - claimed if not (name.startswith(".") and name.endswith(".tmp"))}
 
 
 def keep_foreign(run_dir: Path) -> None:
@@ -89,9 +107,7 @@ def keep_foreign(run_dir: Path) -> None:
     if data is None:
         return
     foreign = _foreign(data)
-    claimed = _claimed(data) | foreign
-    found = {name for name in _entries(run_dir) - claimed if not (name.startswith(".") and name.endswith(".tmp"))}
-    if found:
+    if found := unclaimed(run_dir):
         write_json(run_dir / MARKER, {**data, "foreign": sorted(foreign | found)})
 
 

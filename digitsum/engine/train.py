@@ -25,7 +25,7 @@ from .component_errors import blame_components, built, check_batch, check_losses
 from .distributed import World
 from .model import DigitModel
 from .tally import Tally
-from .rundir import INIT_FILE, RUN_FILES, RUN_FORMAT, entries, lock, mark, owned, record_outputs, unlock, users_files
+from .rundir import INIT_FILE, RUN_FILES, RUN_FORMAT, entries, lock, mark, matching, owned, record_outputs, unlock, users_files
 from .warmstart import InitReport, freeze, load_init
 from ..files import MetricsLog, write_json, write_text
 
@@ -133,6 +133,7 @@ class Trainer:
         self.recipe = recipe
         self.run_dir = run_dir
         self.callbacks = list(callbacks)
+        self._writes = tuple(pattern for callback in self.callbacks for pattern in callback.writes)
         self.world = distributed.current()
         self.device = distributed.rank_device(self.world, pick_device(recipe.train.device))
         distributed.start(self.world, self.device)
@@ -203,14 +204,17 @@ class Trainer:
         cost the next one its record of the epoch, nor leave it open at the end); then the first
         error goes on (the run is recorded as failed, and ``--resume`` goes on once the bug is fixed)."""
         errors = []
-        before = entries(self.run_dir) if self.world.is_main else set()
+        # what the callbacks write there, by the names they declare (`writes`): looked for
+        # around each hook, never a name they do not declare (a user's notes stay the user's)
+        watched = self.world.is_main and self.run_dir is not None and self._writes
+        before = entries(self.run_dir) if watched else set()
         for callback in self.callbacks if self.world.is_main else ():  # rank 0 speaks for a data-parallel run
             try:
                 getattr(callback, hook)(self, *args)
             except Exception as error:
                 errors.append(error)
-        if self.world.is_main and self.run_dir is not None and (new := entries(self.run_dir) - before):
-            record_outputs(self.run_dir, new)  # what the callbacks wrote: the run's, for --force
+        if watched and (new := matching(entries(self.run_dir) - before, self._writes)):
+            record_outputs(self.run_dir, new)  # the run's, for --force
         if errors:
             raise errors[0]
 
@@ -357,7 +361,7 @@ class Trainer:
     def check_users_files(self) -> None:
         """Refuse to start where the run directory holds a user's file under a name this run
         writes (``metrics.csv``, ``init.json``, its pictures: each callback's ``writes``)."""
-        own = {*RUN_FILES, *([INIT_FILE] if self._init_to_record else []), *(name for c in self.callbacks for name in c.writes)}
+        own = {*RUN_FILES, *([INIT_FILE] if self._init_to_record else []), *matching(entries(self.run_dir), self._writes)}
         theirs = users_files(self.run_dir, own)
         if theirs:
             it = "it" if len(theirs) == 1 else "them"

@@ -11,6 +11,7 @@ from ...callbacks import Callback
 from ...contracts import Logger
 from ...diagnosis import PREFLIGHT, Finding, Probe, diagnose, fresh_copy
 from ...engine.progress import fell
+from ...engine.rundir import unclaimed
 from ...engine.runner import resume, start
 from ...engine.watch import doctor_command
 from ...recipe import load_recipe
@@ -72,6 +73,10 @@ def check_logger(cls: type, params=None, *, workdir: str | Path | None = None) -
         recipe = load_recipe("original", tiny_overrides(write_tiny_mnist(workdir / "mnist"), batch_size=128))
         logger = cls(params)
         start(recipe, run_dir, callbacks=[logger, StopPartWay()], progress=False)
+        if left := unclaimed(run_dir):  # written by the logger, nothing else writes there in this run (a resume would take it for a user's)
+            problems.append(f"it wrote {', '.join(sorted(left))} into the run directory without naming "
+                            f"{'it' if len(left) == 1 else 'them'} in `writes` (names or glob patterns): --force would "
+                            f"leave {'it' if len(left) == 1 else 'them'} behind as a user's; e.g. writes = {tuple(sorted(left))!r}")  # fmt: skip
         state = logger.state_dict()
         if not isinstance(state, dict):
             problems.append(f"state_dict() returned {type(state).__name__}, not a dict")
