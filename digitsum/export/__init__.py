@@ -104,6 +104,11 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     example = tuple(random_inputs(specs, _TRACE_BATCH))
     with blame_components(run.recipe), torch.no_grad():
         results = module(*example)  # a component that fails eagerly is named, not the exporter
+    if broken := [name for name, t in results.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]:
+        bad = sum(int((~torch.isfinite(p)).sum()) for p in run.model.parameters())
+        raise UserError(f"{run.source}: the model outputs NaN or inf ({', '.join(broken)}) on {_TRACE_BATCH} inputs, and "
+                        f"{bad} of its weights are not finite: an export would give the same; export a run whose training "
+                        "kept them finite (its summary.json says why it failed, if it did)")  # fmt: skip
     shapes = {name: (["batch", *t.shape[1:]], str(t.dtype).removeprefix("torch.")) for name, t in results.items()}
     metadata = {"digitsum_version": __version__, "recipe": run.recipe.name, "sidecar": sidecar_path(path).name}
 

@@ -285,6 +285,16 @@ def test_existing_files_are_kept_unless_forced(tmp_path, tiny_root):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_model_with_weights_that_are_not_finite_is_refused_not_exported(tmp_path, tiny_root):
+    # was: exported, its check passing NaN as a difference of 0, the sidecar's differences all 0
+    run = built_run(tmp_path, tiny_root, "original.toml")
+    with torch.no_grad():
+        run.model.backbone.mlp[0].weight.fill_(float("nan"))
+    with pytest.raises(digitsum.UserError, match=r"the model outputs NaN or inf \(digit, sum\) on 3 inputs, and \d+ of its weights are not finite"):
+        run.export("onnx")
+    assert not list(tmp_path.glob("*.onnx*"))
+
+
 def test_out_may_not_be_a_folder(tmp_path, tiny_root):
     run = built_run(tmp_path, tiny_root, "original.toml")
     (tmp_path / "folder").mkdir()
