@@ -129,6 +129,23 @@ def test_nothing_matching_is_refused_with_both_lists(cli, tiny_data, tmp_path):
     assert "Traceback" not in result.err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("change, says", [
+    (lambda t: t.fill_(float("nan")), "tensors holding NaN or inf: backbone.mlp.0.weight"),
+    (lambda t: t.to(torch.int64), "integer tensors where the model's are floating point: backbone.mlp.0.weight"),
+], ids=["nan", "int64"])  # fmt: skip
+def test_weights_no_training_could_have_saved_are_refused_before_the_run(cli, tiny_data, source_tensors, tmp_path, change, says):
+    # was: NaN loaded (the run failed at its first step, leaving a run directory), integers
+    # converted silently (the preflight then blamed the built-in head's code)
+    (tmp_path / "r").mkdir()
+    tensors = {k: v.clone() for k, v in source_tensors.items()}
+    tensors["backbone.mlp.0.weight"] = change(tensors["backbone.mlp.0.weight"])
+    write_tensors(tmp_path / "r" / "odd.safetensors", tensors, {})
+    result = cli("run", recipe_file(tmp_path / "r", "odd.safetensors"), "--out", tmp_path / "run",
+                 *[a for s in tiny_args(tiny_data, 1) for a in ("--set", s)])  # fmt: skip
+    assert result.code == 2 and says in result.err and "Traceback" not in result.err
+    assert not (tmp_path / "run").exists()
+
+
 # -- a bad source ----------------------------------------------------------------------------------
 
 
