@@ -246,9 +246,10 @@ class ImageError(ValueError):
 
 
 def _label(source: Any, name: str | None) -> str:
-    """How an error names the image: its file, else the name the caller gave it."""
+    """How an error names the image: its file (with the name the caller gave it, when given:
+    "input 'image': 3"), else that name."""
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
+        return f"{name}: {source}" if name else str(source)
     return name or "the image"
 
 
@@ -284,7 +285,7 @@ def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
 
 def _open(path: Path, label: str) -> Image.Image:
     if not path.exists():
-        raise ImageError(f"{label}: no such file")
+        raise ImageError(f"{label}: no such file (an image is given as a file path, a PIL image or an array)")
     if path.is_dir():
         raise ImageError(f"{label} is a directory, not an image file")
     if not path.is_file():  # reading a FIFO or a device would wait, or never end

@@ -199,6 +199,10 @@ def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
     recipe's name with pretrained weights (:func:`load_pretrained`)."""
     if Path(source).is_dir():
         return load_run(source, device)
+    if Path(source).exists():
+        trains = f"; a recipe: `digitsum run {source}` trains it into one" if Path(source).suffix == ".toml" else ""
+        raise UserError(f"{source} is a file, not a run directory (the folder a run wrote: recipe.toml, checkpoint.pt) "
+                        f"nor a recipe's name with pretrained weights (digitsum list recipes){trains}")
     from .catalog import RecipeNotFound, looks_like_name
 
     if not looks_like_name(str(source)):

@@ -46,7 +46,8 @@ def test_predict_json_matches_the_api(cli, tiny_run, seven):
         (["image={seven}"], "missing --input number=... (an integer from 0 to 9)"),
         (["image={seven}", "number=x"], "'number' takes a whole number"),
         (["image={seven}", "number=12"], "out of range"),
-        (["image={missing}", "number=1"], "no such file"),
+        (["image={missing}", "number=1"], "input 'image': {missing}: no such file (an image is given as a file path"),
+        (["image=3", "number=1"], "input 'image': 3: no such file"),  # was: "3: no such file", the input unnamed
         (["image={folder}", "number=1"], "is a directory"),
         (["image={text}", "number=1"], "is not an image"),
         (["image"], "expected NAME=VALUE"),
@@ -63,7 +64,7 @@ def test_bad_inputs_exit_2_with_the_reason(cli, tiny_run, seven, tmp_path, input
              "fifo": tmp_path / "fifo.png"}  # fmt: skip
     args = [w for item in inputs for w in ("--input", item.format(**paths))]
     result = cli("predict", tiny_run.run_dir, *args)
-    assert result.code == 2 and message in result.err and "Traceback" not in result.err
+    assert result.code == 2 and message.format(**paths) in result.err and "Traceback" not in result.err
 
 
 @pytest.mark.parametrize("device", ["meta", "xla", "bogus"])
@@ -72,9 +73,11 @@ def test_a_device_digitsum_does_not_run_on_exits_2_with_the_choices(cli, tiny_ru
     assert result.code == 2 and "Traceback" not in result.err and "use auto, cpu, cuda, cuda:N or mps" in result.err
 
 
-def test_predict_on_something_that_is_not_a_run(cli, tmp_path):
+def test_predict_on_something_that_is_not_a_run(cli, tmp_path, seven):
     result = cli("predict", tmp_path, "--input", "number=1")
     assert result.code == 2 and "not a run directory" in result.err
+    image = cli("predict", seven, "--input", f"image={seven}", "--input", "number=1")  # was: "run directory not found"
+    assert image.code == 2 and f"{seven} is a file, not a run directory" in image.err
 
 
 @pytest.mark.parametrize("summary", ['{"metrics": {"test": 5}, "epochs": "x", "position": []}', "[1, 2]", "{"])
