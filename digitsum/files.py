@@ -77,6 +77,11 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file, if any, at ``folder`` or at a folder above it: what keeps ``folder`` from being made."""
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
 def read_bytes(path: Path) -> bytes:
     """The bytes of the regular file ``path`` (a link to one is followed). A pipe, a socket or a
     device is refused with an OSError (EINVAL) before anything is read: opened without blocking,

@@ -21,7 +21,7 @@ from ..contracts import Image, Images
 from ..errors import UserError
 from ..engine.component_errors import blame_components
 from ..engine.rundir import LOCK, MARKER, OWN_FILES, record_outputs
-from ..files import atomic_write, write_json
+from ..files import atomic_write, file_in_the_way, write_json
 from . import formats
 from .formats import (CHECK_BATCHES, FORMATS, ONNX_OPSET, SAMPLES, TOLERANCE, ExportFailed, ExportMismatch, ExportModule,
                       check_format, check_inputs, differences, format_for, random_inputs, require_exporter, WEIGHTS_FORMAT)  # fmt: skip
@@ -152,7 +152,9 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create {path.parent}: {e.strerror or e}") from None
+        blocked = file_in_the_way(path.parent)
+        why = f"{blocked} is a file, not a folder" if blocked is not None else (e.strerror or str(e))
+        raise UserError(f"cannot create {path.parent}: {why}; choose another --out") from None
     atomic_write(path, lambda f: f.write(data))
     if code is not None:
         atomic_write(code, lambda f: f.write(preprocess_code()))

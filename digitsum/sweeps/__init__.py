@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..discovery import component_name_problem
 from ..errors import UserError, did_you_mean
+from ..files import file_in_the_way
 from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
 from .space import Space, check_spaces, parse_space, parse_spaces
@@ -103,6 +104,9 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
         raise UserError(f"--study {settings.study!r}: {problem} (it names the folder sweeps/<study>)")
     if not 1 <= trials <= MAX_TRIALS:
         raise UserError(f"--trials {trials}: from 1 to {MAX_TRIALS:,} (each trial is a run directory of its own)")
+    if settings.out is not None and (blocked := file_in_the_way(Path(settings.out))) is not None:
+        where = "it" if blocked == Path(settings.out) else f"{blocked}, a folder above it,"
+        raise UserError(f"--out {settings.out}: {where} is a file; a sweep writes its trials into a folder: choose another --out")
     loaded = load_recipe(recipe, settings.overrides)
     label = f"sweep of {_source_label(recipe, loaded.name)}"  # the recipe each problem below belongs to, not <dict>
     own_val = loaded.data.section.val
