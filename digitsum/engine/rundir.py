@@ -284,6 +284,21 @@ def unmake(path: Path) -> None:
             return
 
 
+def withdraw(path: Path) -> None:
+    """Take back a run directory whose run never trained: what digitsum wrote there, its marker
+    and its lock, then the folder where nothing else is left (a user's files stay, and their folder)."""
+    if _marker(path) is None:
+        return
+    _clear(path)
+    unlock(path)
+    for name in (MARKER, LOCK):
+        (path / name).unlink(missing_ok=True)
+    try:
+        path.rmdir()
+    except OSError:  # the user's files are there
+        pass
+
+
 def remove_temporary_files(run_dir: Path) -> None:
     """Remove what an atomic write killed mid-way left behind (``.<name>.*.tmp``)."""
     for name in RUN_FILES:

@@ -13,7 +13,8 @@ from ..recipe import Overrides, Recipe
 from . import distributed
 from ..callbacks import Callback
 from .interrupt import Interruption, stop_on_signals
-from .rundir import prepare_run_dir, run_dir_for, unmake
+from .component_errors import ComponentError
+from .rundir import prepare_run_dir, run_dir_for, unmake, withdraw
 from .train import Trainer
 from .watch import Warner, Watch, doctor_command
 
@@ -134,6 +135,12 @@ def resume(run_dir: str | Path, *, callbacks: Sequence[Callback] = (), console: 
     return _fit(trainer, watch)
 
 
+def _before_training(trainer: Trainer, error: UserError) -> bool:
+    """Whether a new run failed on a setting before its first step: not a component's bug (that
+    run records its failure), not a resumed run (its folder holds what it trained)."""
+    return not isinstance(error, ComponentError) and not trainer.resumed and trainer.epochs_done == 0 and trainer.step == 0
+
+
 def _console(console: Any, progress: bool) -> Any:
     if console is None and progress:
         from ..terminal import Terminal
@@ -165,6 +172,8 @@ def _fit(trainer: Trainer, watch: Watch) -> Outcome:
     except UserError as e:
         if run_dir is not None and (run_dir / "checkpoint.pt").exists():
             e.message += f"\nthe last checkpoint is intact; resume with: digitsum run --resume {run_dir}"
+        elif run_dir is not None and _before_training(trainer, e):
+            withdraw(run_dir)  # a setting refused as the run started (a logger's store): nothing to keep or resume
         elif run_dir is not None and (run_dir / "summary.json").exists():
             e.message += f"\n{run_dir / 'summary.json'} records the failure"
         raise
