@@ -21,7 +21,7 @@ from ..contracts import Image, Images
 from ..errors import UserError
 from ..engine.component_errors import blame_components
 from ..engine.rundir import LOCK, MARKER, OWN_FILES, record_outputs
-from ..files import atomic_write, file_in_the_way, write_json
+from ..files import atomic_write, file_in_the_way, read_json, write_json
 from . import formats
 from .formats import (CHECK_BATCHES, FORMATS, ONNX_OPSET, SAMPLES, TOLERANCE, ExportFailed, ExportMismatch, ExportModule,
                       check_format, check_inputs, differences, format_for, random_inputs, require_exporter, WEIGHTS_FORMAT)  # fmt: skip
@@ -74,7 +74,21 @@ def _target_path(run: Run, fmt: str, out: str | Path | None, force: bool) -> Pat
         raise UserError(f"{own[0]} is the run's own file, not an export; choose another --out")
     if taken and not force:
         raise UserError(f"{taken[0]} already exists; pass --force (from Python: force=True) to overwrite it, or choose another --out")
+    if taken and not _an_export(path):  # --force replaces what an export wrote, never a user's own file
+        raise UserError(f"{taken[0]} is not an export digitsum wrote (no digitsum sidecar {sidecar_path(path).name} names "
+                        f"{path.name}); --force replaces only an export: choose another --out")  # fmt: skip
     return path
+
+
+def _an_export(path: Path) -> bool:
+    """Whether ``path`` (and its sidecar) are an earlier export's: its sidecar is digitsum's and
+    names ``path``'s file, which is a regular file or absent."""
+    sidecar = sidecar_path(path)
+    if sidecar.is_symlink() or not sidecar.is_file() or path.is_symlink() or (path.exists() and not path.is_file()):
+        return False
+    data = read_json(sidecar)
+    model = data.get("model") if isinstance(data, dict) else None
+    return data.get("format") == "digitsum-export" and isinstance(model, dict) and model.get("file") == path.name
 
 
 def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, force: bool = False,
@@ -155,10 +169,18 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
         blocked = file_in_the_way(path.parent)
         why = f"{blocked} is a file, not a folder" if blocked is not None else (e.strerror or str(e))
         raise UserError(f"cannot create {path.parent}: {why}; choose another --out") from None
-    atomic_write(path, lambda f: f.write(data))
-    if code is not None:
-        atomic_write(code, lambda f: f.write(preprocess_code()))
-    write_json(result.sidecar, sidecar)
+    written: list[Path] = []
+    try:  # all three or none: a full disk halfway leaves no model without its sidecar
+        atomic_write(path, lambda f: f.write(data))
+        written.append(path)
+        if code is not None:
+            atomic_write(code, lambda f: f.write(preprocess_code()))
+            written.append(code)
+        write_json(result.sidecar, sidecar)
+    except BaseException:
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise
     if run.run_dir is not None and path.parent.resolve() == run.run_dir.resolve():
         # written into the run directory: the run's, so that --force removes it with the model it describes
         record_outputs(run.run_dir, {p.name for p in (path, result.sidecar, code) if p is not None})

@@ -295,6 +295,29 @@ def test_a_model_with_weights_that_are_not_finite_is_refused_not_exported(tmp_pa
     assert not list(tmp_path.glob("*.onnx*"))
 
 
+def test_force_replaces_an_earlier_export_never_a_users_own_file(tmp_path, tiny_root):
+    run = built_run(tmp_path, tiny_root, "original.toml")
+    mine = tmp_path / "mine.pt"
+    mine.write_text("my own model, not digitsum's")
+    with pytest.raises(digitsum.UserError, match=r"mine\.pt is not an export digitsum wrote .* --force replaces only an export"):
+        run.export("torchscript", mine, force=True)  # was: replaced
+    assert mine.read_text() == "my own model, not digitsum's" and not (tmp_path / "mine.pt.json").exists()
+
+
+def test_an_export_that_cannot_write_its_sidecar_leaves_no_model_behind(tmp_path, tiny_root, monkeypatch):
+    import digitsum.export as export
+
+    run = built_run(tmp_path, tiny_root, "original.toml")
+
+    def full(path, data):
+        raise digitsum.UserError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(export, "write_json", full)
+    with pytest.raises(digitsum.UserError, match="No space left on device"):
+        run.export("onnx", tmp_path / "out" / "m.onnx")
+    assert list((tmp_path / "out").iterdir()) == []  # was: m.onnx and m_preprocess.py, and a rerun refused
+
+
 def test_out_may_not_be_a_folder(tmp_path, tiny_root):
     run = built_run(tmp_path, tiny_root, "original.toml")
     (tmp_path / "folder").mkdir()
