@@ -159,13 +159,15 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] | Mapping[str, An
     :class:`~digitsum.comparison.Comparison`: a row per variant and head, the compare directory,
     and the interruption if Ctrl-C stopped it (the variants compared so far are kept).
     """
-    from .comparison import plan_variants, run_compare
+    from .comparison import check_data, plan_variants, run_compare
     from .engine.rundir import create_run_dir
 
     variants = plan_variants(_listed(recipes), grid if isinstance(grid, Mapping) else _listed(grid), overrides)
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink() and any(Path(out).iterdir()):
         # never replaced, not even a compare's own folder: compare has no --force
         raise UserError(f"output folder {out} is not empty: a comparison writes its runs into a new or empty folder; choose another --out")
+    for variant in variants:
+        check_data(variant)
     out_dir = create_run_dir("compare", out)
     console = None
     if progress:

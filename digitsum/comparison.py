@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .errors import UserError, recipe_text
 from .recipe import Recipe, load_recipe, parse_override
 from .recipe.overrides import plain_python
@@ -117,6 +119,24 @@ def plan_variants(recipes: Sequence[Path], grid: Sequence[str] | Mapping[str, An
             labels.add(label)
             variants.append(Variant(label, recipe, tuple(combination)))
     return variants
+
+
+def check_data(variant: Variant) -> None:
+    """A variant's data loaded and split as its run will (on the CPU), before any variant trains
+    (``data.val`` too large for one, say): a UserError naming the variant."""
+    from .engine.build import make_generator
+    from .engine.component_errors import blame_components
+    from .engine.train import check_val_split
+
+    try:
+        generator = make_generator(variant.recipe, torch.device("cpu"))
+        with blame_components(variant.recipe):
+            for split in ("train", "test"):
+                generator.size(split)
+        if variant.recipe.data.section.val:
+            check_val_split(variant.recipe, generator)
+    except UserError as e:
+        raise UserError(f"variant '{variant.label}': {e.message}") from None
 
 
 def slug(label: str) -> str:

@@ -100,16 +100,23 @@ def build(recipe: Recipe, device: str | torch.device | None = None) -> Built:
     component's own code names the component (:class:`~digitsum.engine.component_errors.ComponentError`).
     """
     device = pick_device(recipe.train.device) if device is None else pick_device(device, "device")
-    section = recipe.data.section  # MNIST from data.root, else $DIGITSUM_DATA or the user cache
-    root = Path(section.root).expanduser() if section.root else default_root()
-    context = DataContext(root, device, section.download, val=section.val, seed=recipe.seed)
+    generator = make_generator(recipe, device)
     with blame_components(recipe):
-        generator = recipe.data.cls(recipe.data.params, context)
         check_memory(recipe, device)
         with torch.random.fork_rng(devices=[]):  # the caller's random state stays untouched
             torch.manual_seed(recipe.seed)
             model = build_model(recipe)
     return Built(recipe, generator, model.to(device), device)
+
+
+def make_generator(recipe: Recipe, device: torch.device) -> Generator:
+    """The recipe's dataset generator on ``device``, its data loaded and split (MNIST from
+    ``data.root``, else $DIGITSUM_DATA or the user cache; ``data.val`` held out)."""
+    section = recipe.data.section
+    root = Path(section.root).expanduser() if section.root else default_root()
+    context = DataContext(root, device, section.download, val=section.val, seed=recipe.seed)
+    with blame_components(recipe):
+        return recipe.data.cls(recipe.data.params, context)
 
 
 #: Bytes a parameter takes in training: its value, its gradient and two optimizer moments (Adam's), in fp32.

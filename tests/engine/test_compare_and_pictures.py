@@ -129,6 +129,15 @@ def test_compare_on_tiny_data_writes_table_json_csv_plot_and_run_dirs(cli, tiny_
     assert len([p for p in out.iterdir() if p.is_dir()]) == 2
 
 
+def test_a_variant_whose_data_cannot_be_split_is_refused_before_any_variant_trains(cli, tiny_data, tmp_path):
+    # was: the first variants trained, then the third failed as it started, leaving a partial compare
+    out = tmp_path / "cmp"
+    result = cli("compare", RECIPES / "original.toml", *TINY, "--grid", "data.val=0,100,100000", "--out", out)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "variant 'data.val=100000': data.val = 100000 leaves no training samples" in result.err
+    assert not out.exists()
+
+
 def test_compare_into_a_folder_that_is_not_empty_says_so_without_offering_a_force_it_lacks(cli, tmp_path):
     out = tmp_path / "runs"
     out.mkdir()
