@@ -713,3 +713,13 @@ def test_a_tables_key_written_at_the_top_is_pointed_to_its_table(tmp_path, given
         load_recipe(write(tmp_path, BASE), [f"{given}=2"])
     [problem] = e.value.problems
     assert problem.message.startswith(f"unknown key — did you mean '{meant}'?")
+
+
+def test_a_value_that_fits_no_member_of_a_union_is_one_problem_at_its_key():
+    # was: two problems, at train.compile.bool and train.compile."literal['reduce-overhead','max-autot...
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(RECIPES / "original.toml", ["train.compile=maybe"])
+    assert len(caught.value.problems) == 1
+    (problem,) = caught.value.problems
+    assert problem.key == "train.compile"
+    assert problem.message == "input should be a valid boolean or 'reduce-overhead' or 'max-autotune' (got \"maybe\")"

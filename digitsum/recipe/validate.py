@@ -66,6 +66,10 @@ def _as_list(item: Any) -> str:
     return f"; a list is written in brackets: [{', '.join(parts)}]"
 
 
+#: How pydantic names the member of a union a value was tried against, in an error's location.
+_UNION_MEMBER = re.compile(r"(bool|int|float|str|none|bytes|(literal|list|dict|tuple|set)\[.*\]|function-\w+\[.*\])", re.IGNORECASE)
+
+
 @dataclass
 class _Check:
     """One recipe's validation: the merged document, the label of its problems, and the problems found."""
@@ -87,15 +91,22 @@ class _Check:
         return isinstance(data, dict)
 
     def pydantic(self, error: ValidationError, prefix: KeyPath, valid_keys: Sequence[str], suffix: str = "") -> None:
+        # a value that fits no member of a union (`compile`: a bool or one of two words) is one
+        # problem at its key, each member's requirement joined: not one per member, under its type's name
+        keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for item in error.errors():
+            keys.setdefault(tuple(str(p) for p in item["loc"] if not _UNION_MEMBER.fullmatch(str(p))), []).append(item)
+        for loc, items in keys.items():
+            item = items[0]
             if item["type"] == "extra_forbidden":
                 message = f"unknown key — {did_you_mean(str(item['loc'][-1]), valid_keys, 'keys')}"
             elif item["type"] == "missing":
                 message = "is required but missing"
             else:
-                message = (item["msg"][0].lower() + item["msg"][1:]).removeprefix("value error, ")
+                wanted = [(i["msg"][0].lower() + i["msg"][1:]).removeprefix("value error, ") for i in items]
+                message = " or ".join([wanted[0], *(w.removeprefix("input should be ") for w in wanted[1:])])
                 message = f"{message} (got {clipped(recipe_text(item['input']))}){_as_list(item)}"
-            self.problem(prefix + tuple(str(p) for p in item["loc"]), message + suffix)
+            self.problem(prefix + loc, message + suffix)
 
     def section(self, model: type[BaseModel], data: Any, prefix: KeyPath, tables: Sequence[str] = ()) -> Any:
         """A fixed table validated, or None; ``tables``: its sub-tables, validated elsewhere (valid keys for did-you-mean)."""
