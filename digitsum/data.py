@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .errors import UserError, clipped
+from .files import file_in_the_way
 from .paths import user_cache_dir
 from .seeding import make_rng, stream_seed
 
@@ -92,6 +93,11 @@ def _ensure_mnist(root: Path, download: bool) -> None:
         raise UserError(f"data folder {shown}: {e.strerror or e}") from None
     if not missing:
         return
+    if (blocked := file_in_the_way(raw)) is not None:
+        raise UserError(_missing_files_message(root, f"{blocked} is a file, not a folder"))
+    if gzipped := [n for n in missing if (raw / f"{n}.gz").is_file()]:
+        raise UserError(_missing_files_message(root, f"{', '.join(f'{n}.gz' for n in gzipped)} "
+                                                     f"{'is' if len(gzipped) == 1 else 'are'} there compressed: unpack with gunzip"))  # fmt: skip
     if not download:
         raise UserError(_missing_files_message(root, "download is off: data.download = false"))
     from torchvision.datasets import MNIST

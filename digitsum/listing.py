@@ -38,7 +38,7 @@ DOCTOR_CHECKS = {
     "schedule": "digitsum.diagnosis.checks.optimization:check_schedule",
     "optimizer": "digitsum.diagnosis.checks.optimization:check_optimizer",
     "batch_independence": "digitsum.diagnosis.checks.wiring:check_batch_independence",
-    "learnability": "digitsum.diagnosis.checks.data:check_learnability",
+    "learnability": "digitsum.diagnosis.checks.learnability:check_learnability",
     "short_run": "digitsum.diagnosis.checks.training:check_short_run",
     "input_use": "digitsum.diagnosis.checks.wiring:check_input_use",
     "overfit": "digitsum.diagnosis.checks.training:check_overfit",
