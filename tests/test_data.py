@@ -42,6 +42,17 @@ def test_missing_files_without_download_name_all_four(tmp_path):
             assert name in e.value.message
 
 
+def test_a_file_in_the_way_or_gzipped_files_are_named(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(UserError, match=f"{tmp_path / 'afile'} is a file, not a folder"):
+        load_mnist(tmp_path / "afile", "train", CPU, download=True)  # was: "download failed: ..."
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"")
+    with pytest.raises(UserError, match="train-labels-idx1-ubyte.gz is there compressed: unpack with gunzip"):
+        load_mnist(tmp_path / "root", "train", CPU, download=False)
+
+
 def test_a_relative_root_is_named_with_the_working_folder_it_is_relative_to(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match=f"under tiny \\(a path relative to the working folder, {tmp_path}\\): download is off"):
