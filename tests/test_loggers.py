@@ -218,6 +218,18 @@ def test_an_mlflow_store_that_fails_stops_the_run_before_it_trains(tiny_root, tm
     assert (tmp_path / "notes.txt").read_text() == "my notes"
 
 
+def test_an_mlflow_artifact_folder_behind_a_file_is_refused_as_the_run_starts(tiny_root, tmp_path, monkeypatch):
+    # was: the whole run trained, then a NotADirectoryError "bug in the logger's code" (exit 1) at its end
+    pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlruns").write_text("my notes")
+    recipe = load_recipe(RECIPES / "original.toml", tiny_args(tiny_root, 1, 64, f"log.mlflow.tracking_uri='sqlite:///{tmp_path}/m.db'",
+                                                             f"log.mlflow.experiment='{tmp_path.name}'"))  # fmt: skip
+    with pytest.raises(UserError, match=f"and {tmp_path / 'mlruns'} is a file, not a folder: move it away"):
+        start(recipe, tmp_path / "run", progress=False, preflight=False)
+    assert (tmp_path / "mlruns").read_text() == "my notes" and not (tmp_path / "run").exists()
+
+
 def test_an_unreachable_mlflow_server_is_refused_at_once(tiny_root, tmp_path):
     """MLflow retries a server for minutes; a run refuses one that accepts no connection as it starts."""
     pytest.importorskip("mlflow")

@@ -10,12 +10,13 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from ..contracts import Logger, Params
-from ..files import MetricsLog, write_csv
+from ..files import MetricsLog, file_in_the_way, write_csv
 from ..errors import UserError, error_text
 
 if TYPE_CHECKING:
@@ -161,7 +162,10 @@ class MLflow(Logger):
             name = self.params.run_name or f"{trainer.recipe.name} {trainer.run_dir.name}"
             tags = {"digitsum.run_dir": str(trainer.run_dir.resolve()), "digitsum.recipe": trainer.recipe.name,
                     "digitsum.run_key": self.key}  # fmt: skip
-            self.run_id = self.client.create_run(self._experiment_id(), run_name=name, tags=tags).info.run_id
+            run = self.client.create_run(self._experiment_id(), run_name=name, tags=tags)
+            self.run_id = run.info.run_id
+            if self.params.artifacts:
+                self._check_artifact_folder(run.info.artifact_uri)
             params = [Param(k, v[:6000]) for k, v in flat_recipe(trainer.recipe.to_dict()).items()]
             for first in range(0, len(params), 100):  # MLflow takes at most 100 params per call
                 self.client.log_batch(self.run_id, params=params[first : first + 100])
@@ -190,6 +194,19 @@ class MLflow(Logger):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.resumed = dict(state) if state.get("run_id") or state.get("run_key") else None
+
+    def _check_artifact_folder(self, uri: str) -> None:
+        """Refuse, as the run starts, a local artifact folder a file is in the way of (a file
+        ``mlruns`` in the working folder): its artifacts would fail when the run ends."""
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("", "file"):
+            return
+        blocked = file_in_the_way(Path(unquote(parsed.path)))
+        if blocked is not None:  # (on_exception ends the MLflow run as failed)
+            raise UserError(f"log.mlflow: the run's artifacts go to {unquote(parsed.path)}, and {blocked} is a file, not a "
+                            "folder: move it away, set log.mlflow.tracking_uri, or log.mlflow.artifacts = false")  # fmt: skip
 
     def _open(self, uri: str | None) -> None:
         """Open the store at ``uri`` (MLflow's default where None); a UserError if it cannot be used."""
