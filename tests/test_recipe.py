@@ -723,3 +723,14 @@ def test_a_value_that_fits_no_member_of_a_union_is_one_problem_at_its_key():
     (problem,) = caught.value.problems
     assert problem.key == "train.compile"
     assert problem.message == "input should be a valid boolean or 'reduce-overhead' or 'max-autotune' (got \"maybe\")"
+
+
+def test_a_parent_that_is_not_toml_is_one_problem_not_three_missing_tables(tmp_path):
+    # was: its TOML error, then data, backbone and heads "required but missing" in the child
+    (tmp_path / "notes.txt").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "notes.txt"\n')
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(child)
+    assert [(p.key, p.message.split(":")[0]) for p in caught.value.problems] == [
+        ("", "invalid TOML"), ("extends", f"the parent {tmp_path / 'notes.txt'} cannot be read (above)")]

@@ -355,8 +355,9 @@ def _parent(parent: Any, where: str, folder: Path | None, problems: list[Problem
         return Document()
     try:
         return load_file(path, problems, chain)
-    except RecipeError as e:
+    except RecipeError as e:  # not read at all (not TOML: /etc/passwd, say): its tables are missing for that reason
         problems.extend(e.problems)
+        problems.append(Problem(where, "extends", f"the parent {path} cannot be read (above): it gives none of its tables"))
     except UserError as e:
         problems.append(Problem(where, "extends", e.message))
     return Document()
