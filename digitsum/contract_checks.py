@@ -89,9 +89,12 @@ def signature_problem(cls: type, base: type) -> str | None:
     contract_classes = [k for k in base.__mro__ if k.__module__.startswith("digitsum.")]
     names = dict.fromkeys(n for k in contract_classes for n, v in vars(k).items()
                           if (n == "__init__" or not n.startswith("_")) and isinstance(v, (Callable, classmethod)))  # fmt: skip
+    missing = []
     for name in names:
         owner = next(k for k in cls.__mro__ if name in vars(k))
         if owner in contract_classes:
+            if getattr(vars(owner)[name], "__digitsum_required__", False):
+                missing.append(f"{name}{_plain(inspect.signature(getattr(base, name)))}")
             continue  # not overridden
         declared, written = getattr(base, name), getattr(cls, name)
         expected = _plain(inspect.signature(declared))
@@ -112,6 +115,8 @@ def signature_problem(cls: type, base: type) -> str | None:
         how = " (a @classmethod)" if isinstance(inspect.getattr_static(base, name), classmethod) else ""
         return (f"{cls.__name__}.{name}{written_as} cannot take what digitsum passes: "
                 f"its contract is {name}{expected}{how}")  # fmt: skip
+    if missing:  # after the methods it does define: a miswritten one says more than one left out
+        return f"{cls.__name__} does not define {' or '.join(missing)}: every digitsum.{base.__name__} does (docs/plugins.md)"
     return None
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -34,6 +34,13 @@ from .callbacks import Callback
 CONTRACT_VERSION = 1
 
 Batch = dict[str, Tensor]
+
+
+def required(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks a contract method every component of its kind defines itself: a class that does not
+    is refused as it is registered, naming the method (not a NotImplementedError mid-run)."""
+    method.__digitsum_required__ = True  # type: ignore[attr-defined]
+    return method
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,7 @@ class Generator(Component):
         super().__init__(params)
         self.data = data
 
+    @required
     def size(self, split: str) -> int:
         """Number of samples in one epoch of ``split``."""
         raise NotImplementedError
@@ -198,6 +206,7 @@ class Generator(Component):
         held_out = getattr(self.data, "val", 0)  # a DataContext; getattr: one made by hand before `val` existed
         return (*names, "val") if held_out and "val" not in names else names
 
+    @required
     def draw(self, split: str, index: Tensor, rng: torch.Generator) -> Batch:
         """The batch for the samples ``index`` (int64, on the data device) of ``split``."""
         raise NotImplementedError
@@ -259,6 +268,7 @@ class Fusion(Component, nn.Module):
         self.params = params
         self.inputs = dict(inputs)
 
+    @required
     def forward(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -386,9 +396,11 @@ class Head(Component, nn.Module):
         """
         return None
 
+    @required
     def forward(self, features: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @required
     def loss(self, output: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - abstract
         """The mean loss over the batch, to be minimised."""
         raise NotImplementedError
@@ -424,6 +436,7 @@ class Optimizer(Component):
     #: Fields every optimizer's Params has: recipes, sweeps and the doctor's fixes set them by name.
     required_params: ClassVar[tuple[str, ...]] = ("lr",)
 
+    @required
     def build(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
         """The optimizer over exactly ``parameters`` (all on one device), in one param group whose
         ``lr`` is ``params.lr``; its ``state_dict`` must resume a run exactly (torch's do)."""
@@ -439,6 +452,7 @@ class Schedule(Component):
     unless its own parameters say so.
     """
 
+    @required
     def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
         """The scheduler for the run's ``total_steps`` steps of ``optimizer`` (already built),
         stepped after every optimizer step; its ``state_dict`` must resume exactly (torch's do)."""

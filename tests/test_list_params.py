@@ -31,6 +31,9 @@ def test_a_component_without_a_docstring_is_listed_with_a_note_saying_so(cli, mo
     class Undocumented(Fusion):
         out_features = 1
 
+        def forward(self, batch):
+            return batch["image"].flatten(1)[:, :1]
+
     monkeypatch.setenv("COLUMNS", "300")  # no word folded
     fusions.register("undocumented_fusion")(Undocumented)
     try:

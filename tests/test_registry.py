@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from types import SimpleNamespace
 
@@ -50,6 +51,9 @@ class _Tiny(Fusion):
 
     out_features = 1
 
+    def forward(self, batch):
+        return batch["image"].flatten(1)[:, :1]
+
 
 def test_decorator_registers_and_duplicate_is_refused_naming_both_origins():
     registry = Registry("fusions")
@@ -80,6 +84,9 @@ def _defined(out_features: int) -> type:
     class Cell(Fusion):
         """A fusion a notebook cell defines."""
 
+        def forward(self, batch):
+            return batch["image"].flatten(1)[:, : self.out_features]
+
     Cell.out_features = out_features
     return Cell
 
@@ -106,6 +113,20 @@ def test_a_second_local_class_under_one_name_is_refused_saying_how_to_forget_the
         registry.register("tiny")(Other)
     assert e.value.message.count("_Tiny") == 1  # the origin is named once, not "local (m:C) (m:C)"
     assert "fusions.remove('tiny')" in e.value.message
+
+
+@pytest.mark.parametrize("kind, method", [("fusions", "forward(self, batch)"), ("heads", "loss(self, output, target)")])
+def test_a_class_without_a_method_its_kind_requires_is_refused_as_it_is_registered(kind, method):
+    # was: accepted, then NotImplementedError from the contract's own method at the first step
+    from digitsum import contracts
+
+    base = contracts.Fusion if kind == "fusions" else contracts.Head
+    body = {"__doc__": "Missing a method.", "forward": lambda self, features: features} if kind == "heads" else {"__doc__": "Missing a method."}
+    incomplete = type("Incomplete", (base,), body)
+    registry = Registry(kind)
+    registry._discovered = True
+    with pytest.raises(PluginError, match=rf"Incomplete does not define {re.escape(method)}: every digitsum.{base.__name__} does"):
+        registry.register("incomplete")(incomplete)
 
 
 def test_remove_forgets_what_register_added_and_nothing_else():
