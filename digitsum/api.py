@@ -131,8 +131,7 @@ def sweep(recipe: RecipeLike, params: Sequence[str] | Mapping[str, Any], trials:
     ``params`` are ``"KEY=SPACE"`` strings (``"train.optimizer.lr=loguniform:1e-4:1e-2"``,
     ``"backbone.type=choice:concat,film"``, ``"data.batch_size=int:32:512:log"``), or a dict of
     them (``{"train.optimizer.lr": "loguniform:1e-4:1e-2", "backbone.type": ["concat", "film"]}``:
-    a list is a choice); the study
-    ends holding ``trials`` trials. How it runs — ``workers``, ``storage``, ``study``,
+    a list is a choice); the study ends holding ``trials`` trials. How it runs — ``workers``, ``storage``, ``study``,
     ``metric``, ``direction``, ``overrides``, ``out``, ``val``, ``pruner``, ``prune_startup``,
     ``quiet`` — is a :class:`~digitsum.sweeps.SweepSettings`, given as ``settings`` or as
     keywords (which win over ``settings``). Trials are chosen on a validation split held out
@@ -153,8 +152,9 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] | Mapping[str, An
     """Train several recipes, or one over a grid of values, and compare them (``digitsum compare``).
 
     ``grid`` items are ``"KEY=V1,V2,..."``, or a dict ``{"KEY": [V1, V2, ...]}`` (one variant
-    per value; several keys: every combination); ``overrides`` apply to every variant. Every variant is validated before the
-    first trains; each is a run directory in ``out`` (default ``runs/compare/<timestamp>/``),
+    per value; several keys: every combination); ``overrides`` apply to every variant. Every
+    variant is validated, and its data loaded, before the first trains; each is a run directory
+    in ``out`` (default ``runs/compare/<timestamp>/``),
     which also gets ``compare.json``, ``compare.csv`` and ``compare.png``. Returns the
     :class:`~digitsum.comparison.Comparison`: a row per variant and head, the compare directory,
     and the interruption if Ctrl-C stopped it (the variants compared so far are kept).
