@@ -119,6 +119,11 @@ def check_val_split(recipe: Recipe, generator: Generator) -> int:
     )
 
 
+def _overrides(callback: Callback, hook: str) -> bool:
+    """Whether ``callback`` has a ``hook`` of its own (the base class's does nothing)."""
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
 class Trainer:
     """One recipe's model, data, optimizer and schedule, and the loop that trains them."""
 
@@ -204,17 +209,17 @@ class Trainer:
         cost the next one its record of the epoch, nor leave it open at the end); then the first
         error goes on (the run is recorded as failed, and ``--resume`` goes on once the bug is fixed)."""
         errors = []
-        # what the callbacks write there, by the names they declare (`writes`): looked for
-        # around each hook, never a name they do not declare (a user's notes stay the user's)
-        watched = self.world.is_main and self.run_dir is not None and self._writes
-        before = entries(self.run_dir) if watched else set()
         for callback in self.callbacks if self.world.is_main else ():  # rank 0 speaks for a data-parallel run
+            # what it writes there, by the names it declares (`writes`), looked for around its own
+            # hooks only (not around each step of one that does nothing then): a user's notes stay theirs
+            writes = callback.writes if self.run_dir is not None and _overrides(callback, hook) else ()
+            before = entries(self.run_dir) if writes else set()
             try:
                 getattr(callback, hook)(self, *args)
             except Exception as error:
                 errors.append(error)
-        if watched and (new := matching(entries(self.run_dir) - before, self._writes)):
-            record_outputs(self.run_dir, new)  # the run's, for --force
+            if writes and (new := matching(entries(self.run_dir) - before, writes)):
+                record_outputs(self.run_dir, new)  # the run's, for --force
         if errors:
             raise errors[0]
 
