@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .discovery import BUILTIN_DISTRIBUTION, canonical_name
 from .errors import UserError, did_you_mean
-from .files import atomic_write, file_in_the_way, read_json
+from .files import atomic_write, read_json, why_not_made
 from .kinds import RECIPES
 from .registry import declared_entry_points, refused_provider
 
@@ -210,9 +210,7 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        blocked = file_in_the_way(target.parent)
-        why = f"{blocked} is a file, not a folder" if blocked is not None else (e.strerror or str(e))
-        raise UserError(f"cannot create folder {target.parent}: {why}") from None
+        raise UserError(f"cannot create folder {target.parent}: {why_not_made(target.parent, e)}") from None
     atomic_write(target, lambda f: f.write(data))
     return target
 

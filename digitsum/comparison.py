@@ -126,15 +126,12 @@ def check_data(variant: Variant) -> None:
     (``data.val`` too large for one, say): a UserError naming the variant."""
     from .engine.build import make_generator
     from .engine.component_errors import blame_components
-    from .engine.train import check_val_split
+    from .engine.train import check_run_data
 
     try:
         generator = make_generator(variant.recipe, torch.device("cpu"))
         with blame_components(variant.recipe):
-            for split in ("train", "test"):
-                generator.size(split)
-        if variant.recipe.data.section.val:
-            check_val_split(variant.recipe, generator)
+            check_run_data(variant.recipe, generator)
     except UserError as e:
         raise UserError(f"variant '{variant.label}': {e.message}") from None
 

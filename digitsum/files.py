@@ -82,6 +82,12 @@ def file_in_the_way(folder: Path) -> Path | None:
     return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
 
 
+def why_not_made(folder: Path, error: OSError) -> str:
+    """Why ``folder`` could not be made: a file in its way, named, else the system's reason."""
+    blocked = file_in_the_way(folder)
+    return f"{blocked} is a file, not a folder" if blocked is not None else (error.strerror or str(error))
+
+
 def read_bytes(path: Path) -> bytes:
     """The bytes of the regular file ``path`` (a link to one is followed). A pipe, a socket or a
     device is refused with an OSError (EINVAL) before anything is read: opened without blocking,

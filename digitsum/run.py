@@ -44,7 +44,7 @@ class Run:
       loss), and the signal (``signal.SIGINT``...) that stopped it before its last epoch;
     - ``warnings``: what the preflight and the watch warned of during :func:`digitsum.train` or
       :func:`digitsum.resume` (a loss that does not fall, a head at chance), whether or not
-      they were printed (``progress=False``); ``[]`` on a run read back.
+      they were printed (``progress=False``); ``()`` on a run read back.
     """
 
     failure: str | None = None

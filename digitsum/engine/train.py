@@ -96,6 +96,18 @@ def provenance(device: torch.device, recipe: Recipe) -> dict[str, str]:
     return info
 
 
+def check_run_data(recipe: Recipe, generator: Generator) -> None:
+    """What a run needs of its data before anything is written (the Trainer, and ``compare`` for
+    every variant before the first trains): a training and a test example at least, and the
+    validation split ``data.val`` asks for; a UserError saying which is missing."""
+    for split in ("train", "test"):  # a run with no step, or no measure, "succeeded" on nothing
+        if not generator.size(split):
+            raise UserError(f"data: '{recipe.data.section.type}' makes no {'training' if split == 'train' else 'test'} example from the data it was given "
+                            "(too few images for one: see data.root or $DIGITSUM_DATA)")
+    if recipe.data.section.val > 0:
+        check_val_split(recipe, generator)
+
+
 def check_val_split(recipe: Recipe, generator: Generator) -> int:
     """The size of the validation split ``data.val`` asks for; a UserError, before anything is
     written, when the recipe's generator cannot give one (one written before validation splits
@@ -165,14 +177,9 @@ class Trainer:
         with blame_components(recipe):  # loads and checks the data, builds the optimizer: before anything is written
             self.optimizer = make_optimizer(recipe, self.model)
             self.steps_per_epoch = steps_per_epoch(self.generator, self.batch_size, self.world.size)
-            for split in ("train", "test"):  # a run with no step, or no measure, "succeeded" on nothing
-                if not self.generator.size(split):
-                    raise UserError(f"data: '{recipe.data.section.type}' makes no {'training' if split == 'train' else 'test'} example from the data it was given "
-                                    "(too few images for one: see data.root or $DIGITSUM_DATA)")
+            check_run_data(recipe, self.generator)
             #: whether a validation split is held out (``data.val`` > 0) and evaluated after each epoch
             self.validates = recipe.data.section.val > 0
-            if self.validates:
-                check_val_split(recipe, self.generator)
             self.scheduler = make_scheduler(recipe, self.optimizer, self.epochs * self.steps_per_epoch)
         self.history: list[dict[str, Any]] = []
         #: the last trained epoch's figures as metrics.jsonl records them (samples, seconds,

@@ -21,7 +21,7 @@ from ..contracts import Image, Images
 from ..errors import UserError
 from ..engine.component_errors import blame_components
 from ..engine.rundir import LOCK, MARKER, OWN_FILES, record_outputs
-from ..files import atomic_write, file_in_the_way, read_json, write_json
+from ..files import atomic_write, read_json, why_not_made, write_json
 from . import formats
 from .formats import (CHECK_BATCHES, FORMATS, ONNX_OPSET, SAMPLES, TOLERANCE, ExportFailed, ExportMismatch, ExportModule,
                       check_format, check_inputs, differences, format_for, random_inputs, require_exporter, WEIGHTS_FORMAT)  # fmt: skip
@@ -87,8 +87,10 @@ def _an_export(path: Path) -> bool:
     if sidecar.is_symlink() or not sidecar.is_file() or path.is_symlink() or (path.exists() and not path.is_file()):
         return False
     data = read_json(sidecar)
-    model = data.get("model") if isinstance(data, dict) else None
-    return data.get("format") == "digitsum-export" and isinstance(model, dict) and model.get("file") == path.name
+    if not isinstance(data, dict) or data.get("format") != "digitsum-export":
+        return False
+    model = data.get("model")
+    return isinstance(model, dict) and model.get("file") == path.name
 
 
 def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, force: bool = False,
@@ -166,9 +168,7 @@ def export_run(run: Run, fmt: str = "onnx", out: str | Path | None = None, *, fo
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        blocked = file_in_the_way(path.parent)
-        why = f"{blocked} is a file, not a folder" if blocked is not None else (e.strerror or str(e))
-        raise UserError(f"cannot create {path.parent}: {why}; choose another --out") from None
+        raise UserError(f"cannot create {path.parent}: {why_not_made(path.parent, e)}; choose another --out") from None
     written: list[Path] = []
     try:  # all three or none: a full disk halfway leaves no model without its sidecar
         atomic_write(path, lambda f: f.write(data))
