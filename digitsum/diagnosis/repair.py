@@ -21,14 +21,6 @@ from ..errors import UserError, recipe_text
 from ..files import read_bytes, write_text
 
 
-def _set(doc: dict[str, Any], key: str, value: Any) -> None:
-    node = doc
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
 def check_target(source: str | os.PathLike[str], out: Path, force: bool = False) -> Path:
     """``out`` if ``--repair`` may write there (checked before the doctor runs, and again when it
     writes): not the recipe being diagnosed nor a file the doctor did not write, unless
@@ -57,7 +49,7 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
                    force: bool = False) -> str:  # fmt: skip
     """Write the repaired recipe to ``out`` atomically; return the diff (unified, TOML) between
     the recipe as it was and as written. Raises UserError where :func:`check_target` refuses."""
-    from ..recipe import recipe_document, toml_text
+    from ..recipe import load_recipe, recipe_document, toml_text
     from ..recipe.validate import RECIPE_NAME
 
     out = check_target(source, out, force)
@@ -68,13 +60,15 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
     # spelling read as the run trained; recipe_document has already upgraded that [train] to the
     # current spelling, which reads the same without it.
     provenance = fixed.pop("provenance", None)
-    for key, value in repair.items():
-        _set(fixed, key, value)
+    # laid over the recipe as the doctor laid them when it verified them: a fix that changes a
+    # component's `type` replaces its table whole (the old type's parameters are not the new one's)
+    fixed = recipe_document(fixed, dict(repair))
     # a new recipe: named by its file (its runs go to runs/<file>/, not beside the broken
     # recipe's), and described as what it is, not as the recipe it mends
     was = fixed.get("name") or Path(source).stem
     fixed["name"] = out.stem if RECIPE_NAME.fullmatch(out.stem) else f"{was}-repaired"
     fixed["description"] = f"{was}, with the fixes `digitsum doctor` verified: " + ", ".join(f"{k} = {recipe_text(v)}" for k, v in repair.items())
+    load_recipe(fixed, label=str(out))  # what is written loads: a RecipeError here, and nothing written
     before, after = toml_text(doc), toml_text(fixed)
     header = f"# {out.name}: {_HEADER} {source} --repair` with the fixes it verified:\n" + "".join(
         f"#   {k} = {v!r}\n" for k, v in repair.items())

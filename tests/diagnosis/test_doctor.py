@@ -430,3 +430,24 @@ def test_a_repaired_run_recipe_is_a_new_recipe_without_the_runs_provenance(tmp_p
     assert repaired.pop("name") == "fixed" and repaired.pop("description") == (
         "original, with the fixes `digitsum doctor` verified: train.optimizer.lr = 0.01")
     assert repaired == {k: v for k, v in expected.items() if k not in ("name", "description")}
+
+
+def test_a_repair_that_changes_a_components_type_replaces_its_table_as_the_doctor_verified_it(tmp_path):
+    from digitsum.diagnosis.repair import write_repaired
+
+    broken = tmp_path / "steps.toml"
+    broken.write_text('extends = "original"\n[train.schedule]\ntype = "step_decay"\nstep_size = 30\ngamma = 0.1\n')
+    out = tmp_path / "fixed.toml"
+    write_repaired(broken, [], {"train.schedule.type": "onecycle"}, out)
+    # the old type's parameters went with it: the written recipe loads, and is what the doctor tried
+    assert load_recipe(out).to_dict()["train"]["schedule"] == load_recipe(broken, {"train.schedule.type": "onecycle"}).to_dict()["train"]["schedule"]
+
+
+def test_a_repair_whose_recipe_would_not_load_writes_nothing(tmp_path):
+    from digitsum.diagnosis.repair import write_repaired
+    from digitsum.errors import UserError
+
+    out = tmp_path / "fixed.toml"
+    with pytest.raises(UserError, match="train.optimizer.lr"):
+        write_repaired("original", [], {"train.optimizer.lr": -1.0}, out)
+    assert not out.exists()
