@@ -197,8 +197,17 @@ def params_schema(params: type[BaseModel]) -> list[dict[str, Any]]:
         hint = field.annotation
         annotation = hint.__name__ if isinstance(hint, type) else str(hint)  # list[int], Literal[...]: in full
         rows.append({"name": name, "type": annotation.replace("typing.", ""), "default": default,
-                     "required": field.is_required(), "description": field.description or ""})
+                     "required": field.is_required(), "description": field.description or "", "range": _range(field)})
     return rows
+
+
+_BOUNDS = {"gt": ">", "ge": "≥", "lt": "<", "le": "≤"}
+
+
+def _range(field: Any) -> str:
+    """A field's numeric bounds as a recipe must keep them (``> 0, ≤ 10``), '' without any."""
+    return ", ".join(f"{sign} {plain(getattr(m, key))}" for m in field.metadata for key, sign in _BOUNDS.items()
+                     if getattr(m, key, None) is not None)  # fmt: skip
 
 
 def describe_entry(entry: Entry) -> dict[str, Any]:
@@ -335,7 +344,8 @@ def _params_text(params: list[dict[str, Any]]) -> str:
     lines = []
     for p in params:
         default = "(required)" if p["required"] else f"= {_default_text(p['default'])}"
-        lines.append(f"  {p['name']} {default}" + (f" — {p['description']}" if p.get("description") else ""))
+        bounds = f" ({p['range']})" if p.get("range") else ""
+        lines.append(f"  {p['name']} {default}{bounds}" + (f" — {p['description']}" if p.get("description") else ""))
     return "\n".join(["parameters:", *lines]) if lines else "parameters: none"
 
 
@@ -482,7 +492,8 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
                 lines.append("| parameter | type | default | description |\n|---|---|---|---|")
                 for p in row["params"]:
                     default = "required" if p["required"] else f"`{_default_text(p['default'])}`"
-                    lines.append(f"| `{p['name']}` | {_md(p['type'])} | {default} | {_md(p['description'])} |")
+                    kind = p["type"] + (f", {p['range']}" if p.get("range") else "")
+                    lines.append(f"| `{p['name']}` | {_md(kind)} | {default} | {_md(p['description'])} |")
                 lines.append("")
             else:
                 lines.append("No parameters.\n")

@@ -1,4 +1,4 @@
-"""`digitsum list` shows every parameter's default and description whole, readable at 100 columns."""
+"""`digitsum list` shows every parameter's default, bounds and description whole, readable at 100 columns."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def test_list_shows_each_parameters_default_and_description(cli, monkeypatch, ki
     for row in rows:
         for p in row.get("params", []):
             default = "(required)" if p["required"] else "= " + ("(none)" if p["default"] is None else json.dumps(p["default"]))
-            assert f"{p['name']} {default} — {' '.join(p['description'].split())}" in text, (row["name"], p["name"])
+            bounds = f" ({p['range']})" if p["range"] else ""  # the values a recipe may give it
+            assert f"{p['name']} {default}{bounds} — {' '.join(p['description'].split())}" in text, (row["name"], p["name"])
 
 
 def test_a_component_without_a_docstring_is_listed_with_a_note_saying_so(cli, monkeypatch):
@@ -50,3 +51,9 @@ def test_a_doctor_check_without_a_docstring_is_noted_as_a_function():
     from digitsum.listing import summary_text
 
     assert summary_text({"kind": "checks", "summary": ""}).startswith("(no summary: its function has no docstring")
+
+
+def test_a_parameters_bounds_are_listed_as_the_recipe_must_keep_them(cli):
+    [adam] = [row for row in json.loads(cli("list", "optimizers", "--json").out) if row["name"] == "adam"]
+    ranges = {p["name"]: p["range"] for p in adam["params"]}
+    assert ranges["lr"] == "> 0, ≤ 10" and ranges["eps"] == "> 0, ≤ 1" and ranges["betas"] == ""
