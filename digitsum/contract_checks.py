@@ -6,6 +6,7 @@ conformance checks of :mod:`digitsum.testing`, so that all three say the same.""
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -136,10 +137,32 @@ def built_problem(component: Component, built: object, given: Sequence[nn.Parame
             # a tensor it does not hold keeps its initial weights: a head that never trains
             return (f"build() was given {len(given)} parameter tensors and its param groups hold {len(held)}: "
                     "it must hold every parameter it is given, each once")
+        if (wrong := _lr_problem(component, built)) is not None:
+            return wrong
     if isinstance(component, Schedule):
         missing = [m for m in SCHEDULER_METHODS if not callable(getattr(built, m, None))]
         if missing:
             return f"build() returned {type(built).__name__}, without {', '.join(missing)} (a torch LRScheduler has them)"
+    return None
+
+
+def _lr_problem(component: Optimizer, built: torch.optim.Optimizer) -> str | None:
+    """Why the optimizer's param groups do not run at the recipe's ``lr`` (a ``build`` that
+    hard-codes its own), or None: the schedules read their peak from the groups, and the recipe,
+    the doctor and a sweep all take ``train.optimizer.lr`` to be the rate the run trains at."""
+    lr = getattr(getattr(component, "params", None), "lr", None)
+    if not isinstance(lr, (int, float)):
+        return None
+    rates = []
+    for group in built.param_groups:
+        try:
+            rates.append(float(group.get("lr")))
+        except (TypeError, ValueError):
+            return f"build() returned an optimizer whose param group has lr {group.get('lr')!r}, not the recipe's lr {lr:g}"
+    off = sorted({r for r in rates if not math.isclose(r, lr, rel_tol=1e-6)})
+    if off:
+        return (f"build() returned an optimizer at lr {', '.join(f'{r:g}' for r in off)} where its params.lr (the recipe's "
+                f"train.optimizer.lr) is {lr:g}: build it with lr=params.lr (the schedules read their peak from its param groups)")
     return None
 
 

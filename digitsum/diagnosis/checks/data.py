@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ...contract_checks import batch_problems
 from ...contracts import Categorical, Classes, Image, Images
-from ...engine.component_errors import ComponentError, check_losses, check_metrics, output_problem
+from ...engine.component_errors import check_losses, check_metrics, output_problem
 from ...seeding import make_rng, stream_seed
 from ..emulate import standardised_input
 from ..findings import Change, Finding, fmt, pct
@@ -63,17 +63,17 @@ def heads_contract(probe: Probe) -> list[Finding]:
     training step checks them (:mod:`digitsum.engine.component_errors`): a head that breaks its
     contract (a per-sample loss, a metric averaged over the batch) raises the ComponentError
     ``digitsum run`` would, which :func:`~digitsum.diagnosis.diagnose` reports before any check
-    trips on it in digitsum's own code; [] when every head keeps it, or when the model raises
-    (every check that runs it then reports that crash, as one finding)."""
+    trips on it in digitsum's own code; [] when every head keeps it, or when the model or a loss
+    raises (every check that runs them then reports that crash, as one finding). A crash in
+    ``metrics()``, which no check runs, is raised here: the run's first step would raise it."""
     batch = slice_batch(probe.sample, 64)
     try:
         outputs = eval_outputs(probe.model, batch)
-        check_losses(probe.recipe, probe.model.losses(outputs, batch))
-        check_metrics(probe.recipe, probe.model, outputs, batch)  # (an output of another width: the data check's finding)
-    except ComponentError:
-        raise
+        losses = probe.model.losses(outputs, batch)
     except Exception:  # noqa: BLE001 - a crash, not a breach: the checks report it
-        pass
+        return []
+    check_losses(probe.recipe, losses)
+    check_metrics(probe.recipe, probe.model, outputs, batch)
     return []
 
 

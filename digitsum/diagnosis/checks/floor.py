@@ -4,6 +4,7 @@ code raises it: a softmax before a cross-entropy, say)."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor
 from ..emulate import cross_entropy_loss
 from .loss import probability_output
 from ..findings import BROKEN_CODE, Change, Finding, fmt
-from ..probe import Probe, off_defaults, slice_batch
+from ..probe import Probe, evaluating, off_defaults, slice_batch
 
 #: A floor above this share of the head's loss at initialisation is reported as raised.
 RAISED = 0.25
@@ -95,7 +96,10 @@ def _squashes(probe: Probe, head: str) -> bool:
         out = module(x).float()
         return float((out.max(dim=1).values - out.min(dim=1).values).mean())
 
-    return spread(SQUASH_SCALE * features) < SQUASH_GROWTH * max(spread(features), 1e-12)
+    # in eval mode: a batch norm inside the head is then the affine map it trains towards, not a
+    # per-batch normalisation that would hide the features' scale (and its running statistics stay)
+    with evaluating(module):
+        return spread(SQUASH_SCALE * features) < SQUASH_GROWTH * max(spread(features), 1e-12)
 
 
 def floor_through_forward(probe: Probe, head: str) -> bool:
@@ -104,11 +108,13 @@ def floor_through_forward(probe: Probe, head: str) -> bool:
 
 
 def _minimised(probe: Probe, head: str, free_outputs: bool, stop_below: float | None = None) -> float | None:
-    """``head``'s loss minimised over free outputs, or over free features through its forward;
-    with ``stop_below``, only until it falls below that (then an upper bound)."""
+    """``head``'s loss minimised over free outputs, or over free features through its forward
+    (the head's own trainable weights free too, on a copy); with ``stop_below``, only until it
+    falls below that (then an upper bound)."""
     batch = slice_batch(probe.sample, 256)
     module = probe.model.heads[head]
     target = batch[probe.target_of(head)]
+    weights: list[Tensor] = []
     if free_outputs:
         # logits are free: any [B, classes] is reachable, so the floor is the loss's own
         with torch.no_grad():
@@ -128,6 +134,11 @@ def _minimised(probe: Probe, head: str, free_outputs: bool, stop_below: float | 
             # them (a + b), and would stay alike, stuck on a floor the network itself is not held to
             jitter = torch.Generator().manual_seed(0)
             free += JITTER * torch.randn(free.shape, generator=jitter)
+        # what the forward can reach is what training reaches: its weights move as well (a batch
+        # norm inside it bounds each batch's outputs only for the weights after it at their
+        # initial values). A copy: the model the other checks read keeps its weights and statistics
+        module = copy.deepcopy(module)
+        weights = [p for p in module.parameters() if p.requires_grad]
 
         def loss_fn(features: Tensor, target: Tensor) -> Tensor:
             return module.loss(module(features), target)
@@ -137,7 +148,7 @@ def _minimised(probe: Probe, head: str, free_outputs: bool, stop_below: float | 
         # A class-logits head's runs every step: whether its loss falls below 0 is the question.
         cheap_enough = probe.output_kind(head) == "class_logits"
     free.requires_grad_(True)
-    optimizer = torch.optim.Adam([free], lr=0.1)
+    optimizer = torch.optim.Adam([free, *weights], lr=0.1)
     best = start = None
     try:
         for _ in range(FLOOR_STEPS):

@@ -32,11 +32,12 @@ def _unregistered_leaves(loss: Tensor, registered: set[int]) -> list[Tensor]:
 
 def _hidden_containers(model: nn.Module) -> list[str]:
     """Attributes of the model's modules that are plain lists, tuples or dicts holding modules or
-    tensors that require grad: torch registers neither (``heads.sum.layers``)."""
+    tensors that require grad, or such a tensor itself (not an ``nn.Parameter``): torch registers
+    none of them (``heads.sum.layers``, ``heads.sum.w``)."""
     names = []
     for prefix, module in model.named_modules():
         for attr, value in vars(module).items():
-            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
             if not attr.startswith("_") and any(isinstance(v, nn.Module) or (isinstance(v, Tensor) and v.requires_grad) for v in items):
                 names.append(f"{prefix}.{attr}" if prefix else attr)
     return names

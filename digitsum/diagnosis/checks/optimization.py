@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ...contracts import Batch
+from ...errors import recipe_text
 from ...engine.batches import steps_per_epoch
+from ...engine.component_errors import built
 from ...engine.train import make_optimizer, make_scheduler
 from ...recipe import Recipe, load_recipe
 from ..findings import BROKEN_CODE, Finding, fmt, pct
-from ..probe import Probe, fresh_copy, seeded, slice_batch
+from ...listing import plain
+from ..probe import Probe, fresh_copy, off_defaults, seeded, slice_batch
 
 #: The schedule check: a run whose lr is below SCHEDULE_STARVED of the peak for more than
 #: SCHEDULE_STARVED_SHARE of its steps barely trains (one-cycle and cosine to 0 spend 5-6 % of
@@ -40,17 +45,50 @@ def lr_trajectory(recipe: Recipe, steps: int) -> list[float]:
     """The lr the recipe's optimizer uses at each of ``steps`` steps under its schedule (built
     over those steps, as the Trainer builds it), the first param group's; no model is trained:
     the optimizer holds a weight matrix and a bias and never steps (both: an optimizer that
-    leaves biases out, or puts them in a group of their own, still gets its first group)."""
+    leaves biases out, or puts them in a group of their own, still gets its first group). An
+    optimizer whose groups do not start at the recipe's lr is refused as a run refuses it (a
+    ComponentError naming it): the trajectory would be read against a peak it never had."""
+    return [float(group["lr"]) for group in _first_group(recipe, steps)]
+
+
+def _first_group(recipe: Recipe, steps: int) -> Iterator[dict[str, Any]]:
+    """The first param group of the recipe's optimizer at each of ``steps`` steps of its schedule
+    (see :func:`lr_trajectory`)."""
     weights = [nn.Parameter(torch.zeros(1, 1)), nn.Parameter(torch.zeros(1))]
-    optimizer = recipe.optimizer.cls(recipe.optimizer.params).build(weights)
+    component = recipe.optimizer.cls(recipe.optimizer.params)
+    optimizer = built("optimizers", recipe.optimizer, component, component.build(weights))
     scheduler = make_scheduler(recipe, optimizer, steps)
-    lrs = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's "scheduler.step() before optimizer.step()" and the like
         for _ in range(steps):
-            lrs.append(float(optimizer.param_groups[0]["lr"]))
+            yield optimizer.param_groups[0]
             scheduler.step()  # no optimizer step: nothing to move, and a schedule reads only the param groups
-    return lrs
+
+
+def _momentum_replaced(recipe: Recipe, steps: int) -> Finding | None:
+    """A warning when the recipe sets its optimizer's momentum (Adam's beta1) and the schedule
+    moves it elsewhere (one-cycle's momentum cycling, inherited from a parent recipe, say): the
+    setting is silently not the one training uses. None otherwise."""
+    for name, default, value in off_defaults(recipe.optimizer.params):
+        if name == "momentum" or (name == "betas" and plain(value)[0] != plain(default)[0]):
+            wanted = float(value if name == "momentum" else value[0])
+            break
+    else:
+        return None
+    def used(group: dict[str, Any]) -> Any:  # the momentum the optimizer steps with: SGD's, or Adam's beta1
+        return group.get("momentum") if name == "momentum" else (group.get("betas") or (None,))[0]
+
+    moved = [float(m) for group in _first_group(recipe, steps) if (m := used(group)) is not None]
+    if not moved or all(math.isclose(m, wanted, rel_tol=1e-6) for m in moved):
+        return None
+    shown = f"train.optimizer.{name} = {recipe_text(plain(value))}"
+    cycling = "momentum" in type(recipe.schedule.params).model_fields
+    return Finding("schedule", "warning", f"the schedule replaces {shown}: it moves {'beta1' if name == 'betas' else 'the momentum'} "
+        f"between {fmt(min(moved))} and {fmt(max(moved))}", f"schedule '{recipe.schedule.section.type}' over {len(moved)} steps",
+        "a schedule that cycles the momentum against the lr sets it at every step, so the optimizer's own value is never used",
+        "to keep the optimizer's value, " + ("set train.schedule.momentum = false" if cycling else "use a schedule that leaves the momentum be")
+        + "; to cycle it, leave it out of [train.optimizer]",
+        ["train.schedule.momentum" if cycling else SCHEDULE_KEY, f"train.optimizer.{name}"])  # fmt: skip
 
 
 def schedule_problem(lrs: list[float], peak: float) -> tuple[str, str] | None:
@@ -108,8 +146,9 @@ def check_schedule(probe: Probe) -> list[Finding]:
                 + f"; lowest {fmt(min(lrs))}, highest {fmt(max(lrs))}")  # fmt: skip
     figures = {"steps": steps, "run_steps": total, "peak": peak, "lowest": min(lrs), "highest": max(lrs)}
     problem = schedule_problem(lrs, peak)
+    replaced = [found] if (found := _momentum_replaced(recipe, steps)) is not None else []
     if problem is None:
-        return [Finding("schedule", "info", f"the schedule '{name}' keeps the lr in range", measured, figures=figures)]
+        return [Finding("schedule", "info", f"the schedule '{name}' keeps the lr in range", measured, figures=figures), *replaced]
     severity, title = problem
     default = type(recipe.schedule.section).model_fields["type"].get_default()
     fix, verified = f"fix the build() of schedule '{name}'", {}
@@ -123,7 +162,7 @@ def check_schedule(probe: Probe) -> list[Finding]:
     return [Finding("schedule", severity, title, measured,
                     "the lr is what each step moves the weights by: at about 0 the run stops learning, above the peak it "
                     "trains at rates the recipe never asked for (the doctor's short runs hold the peak, so they do not see it)",
-                    fix, [SCHEDULE_KEY], figures, verified=verified)]  # fmt: skip
+                    fix, [SCHEDULE_KEY], figures, verified=verified), *replaced]  # fmt: skip
 
 
 def _one_step(probe: Probe, batch: Batch, gradient: bool) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
@@ -204,7 +243,74 @@ def check_optimizer(probe: Probe) -> list[Finding]:
             f"{fmt(amplified)} times larger than both amplifies the gradient, and the run diverges",
             f"check {cls.__name__}.step(): a missing square root (Adam divides by the square root of its second moment), "
             "or a division by a small number", ["train.optimizer.type"], figures))  # fmt: skip
+    if has_gradient and not findings and (unsettled := _unsettled(recipe, name)) is not None:
+        findings.append(unsettled)
     if not findings:
         findings.append(Finding("optimizer", "info", "the optimizer holds every trainable tensor and steps downhill",
                                 f"{name}: {len(trained)} tensors; one step's slope along the gradient {fmt(slope)}", figures=figures))
     return findings
+
+
+#: The bowl: BOWL_STEPS steps of the recipe's optimizer, at its lr, on 0.5 c |w - w*|^2 with c =
+#: 0.1 / lr (SGD's step shrinks the distance by a tenth), starting BOWL_SPREAD lrs from w* per
+#: weight (Adam's steps, about the lr, arrive in as many). It has not settled when its loss over
+#: the last ten steps is above BOWL_UNSETTLED of the start and BOWL_OVERSHOOT times the lowest it
+#: reached: it passed the minimum and kept swinging (measured: every torch optimizer at its
+#: defaults ends below 1e-4 of the start, or, Adagrad and Adadelta, still falling slowly; SGD at
+#: momentum 0.999, Adam at beta1 0.999 and a velocity that never decays end at 0.17-0.51, after
+#: reaching 3e-6-3e-5).
+BOWL_STEPS, BOWL_SPREAD, BOWL_UNSETTLED, BOWL_OVERSHOOT = 300, 50.0, 0.01, 100.0
+
+
+def _bowl(recipe: Recipe) -> tuple[float, float, float] | None:
+    """The recipe's optimizer on the bowl: its loss at the start, the lowest and over the last ten
+    steps; None when it cannot run there (the one-step checks measure such an optimizer)."""
+    lr = recipe.optimizer.params.lr
+    g = torch.Generator().manual_seed(0)
+    shapes = [(16, 16), (16,)]  # a weight matrix and a bias, as an optimizer meets them
+    centre = [BOWL_SPREAD * lr * torch.randn(shape, generator=g) for shape in shapes]
+    weights = [nn.Parameter(c + BOWL_SPREAD * lr * (2 * torch.randint(0, 2, c.shape, generator=g) - 1)) for c in centre]
+    losses = []
+    try:
+        optimizer = recipe.optimizer.cls(recipe.optimizer.params).build(weights)
+        for _ in range(BOWL_STEPS):
+            loss = sum(0.5 * (0.1 / lr) * ((w - c) ** 2).sum() for w, c in zip(weights, centre))
+            losses.append(float(loss.detach()))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    except Exception:  # noqa: BLE001 - a plugin optimizer that needs more than this
+        return None
+    end = sum(losses[-10:]) / 10
+    return (losses[0], min(losses), end) if all(map(math.isfinite, losses)) else (losses[0], 0.0, math.inf)
+
+
+def _settled(figures: tuple[float, float, float] | None) -> bool:
+    return figures is None or not (figures[2] > BOWL_UNSETTLED * figures[0] and figures[2] > BOWL_OVERSHOOT * figures[1])
+
+
+def _unsettled(recipe: Recipe, name: str) -> Finding | None:
+    """An error when the recipe's optimizer passes the minimum of a simple bowl and keeps swinging
+    (:data:`BOWL_STEPS`): its momentum never decays enough. Each of its settings off its default is
+    reset alone; one that settles it is named (a setting); with none, its step() is (code)."""
+    figures = _bowl(recipe)
+    if _settled(figures):
+        return None
+    start, best, end = figures
+    settings = [(key, default, value) for key, default, value in off_defaults(recipe.optimizer.params) if key != "lr"]
+    mending = [(key, default, value) for key, default, value in settings
+               if _settled(_bowl(load_recipe(recipe.to_dict(), {f"train.optimizer.{key}": default}, label=f"recipe {recipe.name!r}")))]
+    measured = (f"{name} at lr {fmt(recipe.optimizer.params.lr)} on a quadratic bowl, {BOWL_STEPS} steps: loss {fmt(start)} -> "
+                f"lowest {fmt(best)} -> {fmt(end)} over the last 10 steps")
+    why = ("an optimizer at a stable rate settles into the bottom of a bowl; this one passes it and swings on, as a momentum "
+           "that never decays does: on the model's loss the steps keep overshooting and the run does not converge")
+    if mending:
+        shown = ", ".join(f"train.optimizer.{k} = {recipe_text(plain(d))} (default; now {recipe_text(plain(v))})" for k, d, v in mending)
+        return Finding("optimizer", "error", "the optimizer does not settle: it overshoots the minimum of a bowl and keeps swinging",
+            f"{measured}; it settles with " + ", ".join(f"{k} = {recipe_text(plain(d))}" for k, d, _ in mending), why,
+            f"set {shown}", [f"train.optimizer.{k}" for k, _, _ in mending], {"bowl": list(figures)})  # fmt: skip
+    return Finding("optimizer", "error", "the optimizer does not settle: it overshoots the minimum of a bowl and keeps swinging",
+        measured + (" (and with each of its settings at its default)" if settings else ""), why,
+        f"check the step() of {name}: a velocity or first moment never multiplied by a factor below 1 each step",
+        ["train.optimizer.type"],
+        {"bowl": list(figures), BROKEN_CODE: OPTIMIZER_SECTION})  # fmt: skip

@@ -42,6 +42,8 @@ def check_batch_independence(probe: Probe) -> list[Finding]:
     with evaluating(model):
         fa, fb = model.backbone(a), model.backbone(b)
         oa, ob = model(a), model(b)
+        if (random := _random_in_eval(model, a, fa, oa)) is not None:
+            return [random]  # every comparison below would read that noise as other samples' influence
     feature_change = _relative_change(fa[:1], fb[:1])
     head_change = {h: _relative_change(oa[h][:1].float(), ob[h][:1].float()) for h in oa}
     figures = {"backbone": feature_change, "heads": head_change}
@@ -60,6 +62,27 @@ def check_batch_independence(probe: Probe) -> list[Finding]:
             "samples into each output: predictions change with the company a sample keeps, and in eval mode they should not",
             f"reduce over the sample's own dimensions in {culprit}, never over dim 0", [], figures)]  # fmt: skip
     return [Finding("batch_independence", "info", "each sample's output depends on its own inputs only", measured, figures=figures)]
+
+
+def _random_in_eval(model, batch: dict[str, Tensor], features: Tensor, outputs: dict[str, Tensor]) -> Finding | None:
+    """A finding when the same batch, run again in eval mode, gives other features or outputs: the
+    model draws random numbers in evaluation (a dropout told ``training=True``), or None."""
+    again = model.backbone(batch), model(batch)
+    feature_change = _relative_change(features, again[0])
+    head_change = {h: _relative_change(outputs[h].float(), again[1][h].float()) for h in outputs}
+    if feature_change > MIXING_TOLERANCE or not math.isfinite(feature_change):
+        culprit = f"backbone ({type(model.backbone).__name__})"
+    elif moved := [h for h, c in head_change.items() if c > MIXING_TOLERANCE or not math.isfinite(c)]:
+        culprit = ", ".join(f"heads.{h} ({type(model.heads[h]).__name__})" for h in moved)
+    else:
+        return None
+    return Finding("batch_independence", "warning", f"the same batch gives other outputs each time in eval mode: {culprit} is random there",
+        f"the same 16 samples run twice in eval mode: backbone features changed by {fmt(feature_change)}, "
+        + ", ".join(f"heads.{h} by {fmt(c)}" for h, c in head_change.items()) + " (relative)",
+        "evaluation, predictions and exports should give one answer per input: something in forward() draws random "
+        "numbers whatever the mode (F.dropout(x, p, training=True), or noise added without checking self.training)",
+        f"in {culprit}, use nn.Dropout or F.dropout(x, p, training=self.training), and add noise only when self.training",
+        [], {"backbone": feature_change, "heads": head_change, "random_in_eval": True})  # fmt: skip
 
 
 def _mutual_information(x: Tensor, y: Tensor) -> float:
