@@ -233,6 +233,13 @@ class _LastLayerOptimizer(_ListOptimizer):
         return torch.optim.Adam(parameters[-2:], lr=self.params.lr)
 
 
+class _FixedRateOptimizer(_ListOptimizer):
+    """Hard-codes its rate: the recipe's lr, which the schedules read as their peak, would mean nothing."""
+
+    def build(self, parameters):
+        return torch.optim.Adam(parameters, lr=0.5)
+
+
 class _ListSchedule(Schedule):
     """Returns its scheduler in a list."""
 
@@ -244,6 +251,7 @@ class _ListSchedule(Schedule):
     ("optimizers", _ListOptimizer, "build() returned list, not a torch.optim.Optimizer"),
     ("schedules", _ListSchedule, "build() returned list, without step, get_last_lr, state_dict, load_state_dict"),
     ("optimizers", _LastLayerOptimizer, "build() was given 12 parameter tensors and its param groups hold 2"),
+    ("optimizers", _FixedRateOptimizer, "build() returned an optimizer at lr 0.5 where its params.lr (the recipe's train.optimizer.lr) is 0.01"),
 ])  # fmt: skip
 def test_a_build_that_returns_another_type_is_blamed_on_its_component(kind, component, says, cli, tiny_data, tmp_path):
     registry = {"optimizers": optimizers, "schedules": schedules}[kind]
@@ -277,3 +285,10 @@ def test_a_schedule_that_starves_the_run_fails_its_conformance_check_as_the_doct
         check_schedule(_WarmUpByWholeSteps)
     assert "SGD, 100 steps: the schedule keeps the lr below 1 % of its peak for 99 % of the run" in str(e.value)
     check_schedule(_WarmUpThenConstant)
+
+
+def test_the_conformance_check_fails_an_optimizer_that_hard_codes_its_rate():
+    from digitsum.testing import ConformanceError, check_component
+
+    with pytest.raises(ConformanceError, match="lr=params.lr"):
+        check_component(_FixedRateOptimizer)
