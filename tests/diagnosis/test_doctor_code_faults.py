@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from digitsum.components.fusions.concat import Concat
 from digitsum.components.heads.classify import Classify
 from digitsum.contracts import Optimizer, Params
 from digitsum.diagnosis import Probe, diagnose
 from digitsum.recipe import load_recipe
-from digitsum.registry import heads, optimizers
+from digitsum.registry import fusions, heads, optimizers
 
 from ..conftest import RECIPES, registered
 
@@ -161,3 +162,20 @@ def test_a_tensor_held_outside_the_parameters_is_named_by_its_attribute(tiny_dat
     report = report_for(['heads.sum={type="raw_head", target="sum"}'], ["loss_weights"], heads, "raw_head", RawTensorHead)
     [error] = report.errors
     assert "heads.sum.scale" in error.measured
+
+
+class HugeInit(Concat):
+    """Every layer's weights drawn with std 1, not scaled by fan-in: features of hundreds at init."""
+
+    def __init__(self, params, inputs):
+        super().__init__(params, inputs)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.normal_(module.weight, std=1.0)
+
+
+def test_a_backbone_initialised_far_too_large_is_named_and_no_built_in_head_blamed(tiny_data):
+    report = report_for(['backbone={type="huge_concat"}'], ["loss_at_init", "loss_floor"], fusions, "huge_concat", HugeInit)
+    warnings = [f for f in report.findings if f.severity != "info"]
+    assert warnings and all(f.check == "loss_at_init" and "confidently wrong" in f.title for f in warnings)
+    assert all("HugeInit" in f.fix for f in warnings)  # the backbone's initialisation, not the head's weights

@@ -24,6 +24,9 @@ RAISED = 0.25
 FLOOR_STEPS = 300
 #: ... or, for a head whose forward runs at each step, until the loss is below this share of its start.
 FLOOR_DONE = 0.01
+#: Free outputs start from the outputs at init clipped to this range (Adam at 0.1 moves each by
+#: at most 30 in FLOOR_STEPS).
+FREE_START = 10.0
 #: The noise added to free features before that search (Adam's first steps move them by 0.1).
 JITTER = 0.01
 #: A class-logits head's floor through its forward this far (nats) above its floor over free
@@ -118,7 +121,9 @@ def _minimised(probe: Probe, head: str, free_outputs: bool, stop_below: float | 
     if free_outputs:
         # logits are free: any [B, classes] is reachable, so the floor is the loss's own
         with torch.no_grad():
-            free = probe.model(batch)[head].detach().float().clone()
+            # from the outputs at init, within a reach of Adam's 300 steps at 0.1 (a backbone
+            # initialised far too large gives logits of 1e3: the floor is the loss's, not the start's)
+            free = probe.model(batch)[head].detach().float().clamp(-FREE_START, FREE_START)
         squashed = probability_output(module, free, target)
         if squashed is not None:  # but these are probabilities: rows of [0, 1], a perfect one the best reachable
             return squashed.floor

@@ -23,6 +23,9 @@ from ..probe import Probe, batch_len, evaluating, off_defaults, slice_batch
 #: A class-logits head's loss at initialisation against the cross-entropy of its own logits: a weighting,
 #: label smoothing or a focal term stay within this range; a constant factor (1e-4 x cross-entropy) does not.
 SCALE_RANGE = (0.1, 10.0)
+#: Features into the heads larger than this (RMS) at initialisation are the backbone's doing (its
+#: own initialisation, or unscaled inputs): the built-in backbones give 0.04-0.1 on their recipes.
+LARGE_FEATURES = 10.0
 
 
 def check_loss_at_init(probe: Probe) -> list[Finding]:
@@ -63,10 +66,18 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
                 "much (Adam's hardly change), and the loss reads as far from or near its floor when it is not",
                 f"drop the factor from {cls.__module__}.{cls.__name__}.loss(), or scale the learning rate", [], {**figures, "scale": scale}))  # fmt: skip
         elif value > 1.5 * expected and (logits_loss is None or logits_loss > 1.5 * expected):  # the logits themselves are far from uniform
+            features = float(probe.model.backbone(batch).detach().float().pow(2).mean().sqrt())
+            figures["features_rms"] = features
+            backbone = type(probe.model.backbone)
+            fix = (f"the features the heads read are {fmt(features)} RMS (PyTorch's default initialisation keeps them near or "
+                   f"under 1; every built-in backbone gives 0.04-0.1): look at how {backbone.__module__}.{backbone.__name__} "
+                   "initialises its layers (weights drawn with std 1, not scaled by their fan-in), or at unscaled inputs"
+                   if features > LARGE_FEATURES else "standardise inputs, or scale down the head's initial weights")  # fmt: skip
             findings.append(Finding("loss_at_init", "warning", f"heads.{head} starts confidently wrong", measured
-                + (f"; the cross-entropy of its logits: {fmt(logits_loss)}" if logits_loss is not None else ""),
+                + (f"; the cross-entropy of its logits: {fmt(logits_loss)}" if logits_loss is not None else "")
+                + f"; the backbone's features: {fmt(features)} RMS",
                 "outputs at init are far from uniform: large initial logits slow training down and hint at a scale problem",
-                "standardise inputs, or scale down the head's initial weights", [], figures))  # fmt: skip
+                fix, [], figures))  # fmt: skip
         elif not 0.75 * expected <= value <= 1.5 * expected:
             # a loss of another shape (a robust loss; binary cross-entropies per class, K ln 2 at init), or one scaled within SCALE_RANGE
             side = "above" if value > expected else "below"

@@ -228,9 +228,11 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
                 why = "its log-loss beats a constant guess"
             findings.append(Finding("learning", "info", f"heads.{head} learns slowly: {why}, its accuracy not yet",
                                     measured, figures=figures))  # fmt: skip
-        elif loss_fell and math.isfinite(last) and fell(float(losses[0]), last, LOSS_FALL, floor):
+        elif loss_fell and math.isfinite(last) and fell(float(losses[0]), last, LOSS_FALL, floor) and last < CONSTANT_SHARE * _constant_loss(probe, head):
             # fell from where it started, not only from a spike early in the run (lr 0.5 blows the
-            # loss up, then it settles back at a uniform guess's: that loss teaches nothing either)
+            # loss up, then it settles back at a uniform guess's: that loss teaches nothing either),
+            # and clearly below what the best constant output gives (from a start far too
+            # confident down to a constant guess is no fall that teaches)
             findings.append(_loss_metric_finding(probe, head, measured, figures))
         elif head in probe.cache.get("taught_by_recipe_optimizer", {}):
             # the recipe's optimizer, at its lr, teaches it from the learnability check's fixed
@@ -254,6 +256,9 @@ def _learning_findings(probe: Probe, trace: RunTrace, floors: dict[str, float], 
     return findings
 
 
+#: A loss that fell while the metric stays at chance is read as the two disagreeing only below
+#: this share of the loss of the best constant output (fitted in CONSTANT_STEPS Adam steps).
+CONSTANT_SHARE, CONSTANT_STEPS = 0.95, 200
 #: A head "fits its training samples" once its training loss has gone this share of the way to
 #: its floor; its accuracy on them is read on this many of the probe's training samples.
 FITTED, SAMPLES_READ = 0.8, 512
@@ -272,6 +277,30 @@ def _fits_training_not_held_out(probe: Probe, trace: RunTrace, head: str, first:
         return None
     trained = scores(probe, trace.model, slice_batch(probe.sample, SAMPLES_READ))[head]
     return trained if learns(trained, trace.chance[head], SAMPLES_READ) else None
+
+
+def _constant_loss(probe: Probe, head: str) -> float:
+    """The head's loss for the best constant output (one output row for every sample, fitted by
+    Adam on 256 held-out samples): what a loss reaches without reading its inputs (the targets'
+    entropy, for a cross-entropy); inf where its loss cannot be fitted so."""
+    batch = slice_batch(probe.held_out, 256)
+    module, target = probe.model.heads[head], batch[probe.target_of(head)]
+    try:
+        with torch.no_grad():
+            shape = probe.model(batch)[head].shape
+        row = torch.zeros((1, *shape[1:]), requires_grad=True)
+        optimizer = torch.optim.Adam([row], lr=0.1)
+        best = math.inf
+        for _ in range(CONSTANT_STEPS):
+            loss = module.loss(row.expand(shape), target)
+            best = min(best, float(loss.detach()))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    except Exception:  # noqa: BLE001 - a loss that takes no such output: not a reason to hold a finding back
+        return math.inf
+    probe.model.zero_grad(set_to_none=True)
+    return best if math.isfinite(best) else math.inf
 
 
 def _loss_metric_finding(probe: Probe, head: str, measured: str, figures: dict) -> Finding:
