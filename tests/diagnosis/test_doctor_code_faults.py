@@ -179,3 +179,25 @@ def test_a_backbone_initialised_far_too_large_is_named_and_no_built_in_head_blam
     warnings = [f for f in report.findings if f.severity != "info"]
     assert warnings and all(f.check == "loss_at_init" and "confidently wrong" in f.title for f in warnings)
     assert all("HugeInit" in f.fix for f in warnings)  # the backbone's initialisation, not the head's weights
+
+
+class RolledTargets(Classify):
+    def loss(self, output, target):
+        return F.cross_entropy(output, target.roll(1, 0))  # each output trained towards its neighbour's target
+
+
+class BalancedByBatch(Classify):
+    """Healthy: classes weighted by their inverse frequency in the batch (its statistics, not its pairing)."""
+
+    def loss(self, output, target):
+        counts = torch.bincount(target, minlength=output.shape[1]).clamp_min(1).float()
+        return F.cross_entropy(output, target, weight=counts.sum() / counts)
+
+
+@pytest.mark.parametrize("head, broken", [(RolledTargets, True), (BalancedByBatch, False)])
+def test_a_loss_that_pairs_outputs_with_other_samples_targets_is_named(tiny_data, head, broken):
+    report = report_for(['heads.sum={type="pair_head", target="sum"}'], ["batch_independence"], heads, "pair_head", head)
+    errors = report.errors
+    assert bool(errors) == broken
+    if broken:
+        assert "pairs a sample's output with another sample's target" in errors[0].title and head.__name__ in errors[0].fix

@@ -12,7 +12,7 @@ from torch import Tensor
 from ...contracts import Categorical
 from ...errors import recipe_text
 from ...recipe import MACHINE_LOCAL_KEYS
-from ..findings import Change, Finding, fmt
+from ..findings import BROKEN_CODE, Change, Finding, fmt
 from ..probe import Probe, batch_len, evaluating, off_defaults, slice_batch, too_few
 from .data import pairing_counts
 from .training import trace_of
@@ -56,12 +56,48 @@ def check_batch_independence(probe: Probe) -> list[Finding]:
         mixing = [h for h, c in head_change.items() if not math.isfinite(c) or c > MIXING_TOLERANCE]
         if mixing:
             culprit = ", ".join(f"heads.{h} ({type(model.heads[h]).__name__})" for h in mixing)
+    paired = _mispaired_losses(probe, a, oa)
     if culprit:
         return [Finding("batch_independence", "error", f"a sample's output depends on the other samples of its batch: {culprit}", measured,
             "statistics over the batch (a mean, a softmax or a sort across dim 0, a reshape mixing samples) leak other "
             "samples into each output: predictions change with the company a sample keeps, and in eval mode they should not",
-            f"reduce over the sample's own dimensions in {culprit}, never over dim 0", [], figures)]  # fmt: skip
-    return [Finding("batch_independence", "info", "each sample's output depends on its own inputs only", measured, figures=figures)]
+            f"reduce over the sample's own dimensions in {culprit}, never over dim 0", [], figures), *paired]  # fmt: skip
+    return [Finding("batch_independence", "info", "each sample's output depends on its own inputs only", measured, figures=figures), *paired]
+
+
+def _mispaired_losses(probe: Probe, batch: dict[str, Tensor], outputs: dict[str, Tensor]) -> list[Finding]:
+    """An error per head whose loss pairs sample 0's output with another sample's target: the
+    gradient of its loss at output 0 changes when the other samples' targets are permuted among
+    themselves (which keeps every statistic of the batch's targets: a class-balanced loss keeps
+    its gradient there; a ``target.roll(1, 0)`` in the loss does not)."""
+    findings = []
+    for head, output in outputs.items():
+        target = batch[probe.target_of(head)]
+        others = torch.cat([target[:1], target[1:].roll(1, 0)])
+        if torch.equal(others, target):
+            continue
+        module = probe.model.heads[head]
+        try:
+            with torch.enable_grad():
+                grads = []
+                for t in (target, others):
+                    free = output.detach().float().clone().requires_grad_(True)
+                    (grad,) = torch.autograd.grad(module.loss(free.to(output.dtype), t), free)
+                    grads.append(grad[:1])
+        except Exception:  # noqa: BLE001 - a loss that takes no such output, or none with a gradient: the other checks name it
+            continue
+        change = _relative_change(grads[0], grads[1])
+        if math.isfinite(change) and change <= MIXING_TOLERANCE:
+            continue
+        cls = type(module)
+        findings.append(Finding("batch_independence", "error", f"heads.{head}'s loss pairs a sample's output with another sample's target",
+            f"the gradient of {cls.__name__}.loss at sample 0's output changed by {fmt(change)} (relative) when the other "
+            f"{batch_len(batch) - 1} samples' targets were permuted among themselves (sample 0's own unchanged)",
+            "each output is trained towards a target that is not its own: the model can learn nothing but the targets' "
+            "distribution, and no setting helps", f"in {cls.__module__}.{cls.__name__}.loss, compare each output with its own "
+            "target (no roll, shift or sort of the targets; no reshape that mixes the batch's axis)", [],
+            {"gradient_change": change, BROKEN_CODE: f"heads.{head}"}))  # fmt: skip
+    return findings
 
 
 def _random_in_eval(model, batch: dict[str, Tensor], features: Tensor, outputs: dict[str, Tensor]) -> Finding | None:
