@@ -89,7 +89,18 @@ def recipe_text(value: Any) -> str:
     try:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
+        return shown_repr(value)
+
+
+def shown_repr(value: Any) -> str:
+    """``repr(value)``, but an integer too long for Python to write in decimal (over 4300 digits:
+    its guard against slow conversions) as a description, never a ValueError in a message."""
+    try:
         return repr(value)
+    except ValueError:
+        if isinstance(value, int):
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        raise
 
 
 def clipped(text: str, limit: int = 60) -> str:

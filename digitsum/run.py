@@ -17,6 +17,7 @@ from .errors import UserError, did_you_mean
 from .recipe import Recipe, load_recipe
 from .engine.build import build
 from .engine.model import DigitModel
+from .engine.checkpoint import position_problem, weights_problems
 from .engine.resume import open_run
 from .files import MetricsLog, flat_record, is_metrics, is_plain, read_json
 
@@ -163,6 +164,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     if saved.checkpoint is None:
         raise UserError(f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint")
     built = build(saved.recipe, device)  # build checks the device and names the argument
+    where = saved.run_dir / "checkpoint.pt"
+    samples = built.generator.size("train")
+    if problem := position_problem(saved.checkpoint, saved.recipe.train.epochs, samples):
+        raise UserError(f"{where} is not a checkpoint of this run: {problem}")
+    if problems := weights_problems(built.model.state_dict(), saved.checkpoint["model"]):
+        raise UserError(f"{where} holds no weights a run saved: " + "; ".join(problems))
     try:
         built.model.load_state_dict(saved.checkpoint["model"])
     except (RuntimeError, KeyError) as e:

@@ -266,6 +266,44 @@ def _(e: Env) -> list:
     return ["eval", e.finished]
 
 
+def _weights(change: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[dict], None]:
+    return lambda s: s.update(model={k: change(v) for k, v in s["model"].items()})
+
+
+@case("eval-integer-weights", "checkpoint.pt", "integer tensors where the model's are floating point")
+def _(e: Env) -> list:
+    change_checkpoint(e.finished, _weights(lambda t: t.long() if t.is_floating_point() else t))
+    return ["eval", e.finished]
+
+
+@case("predict-nan-weights", "checkpoint.pt", "tensors holding NaN or inf")
+def _(e: Env) -> list:
+    change_checkpoint(e.finished, _weights(lambda t: torch.full_like(t, float("nan")) if t.is_floating_point() else t))
+    return ["predict", e.finished, "-i", "number=3", "-i", f"image={e.tmp / 'none.png'}"]
+
+
+@case("eval-step-beyond-the-data", "checkpoint.pt", "epoch 0 step 1000000000000", "outside its recipe's")
+def _(e: Env) -> list:
+    change_checkpoint(e.finished, lambda s: s.update(epoch=0, step=10**12))
+    return ["eval", e.finished]
+
+
+@case("resume-seconds-nan", "checkpoint.pt", "seconds and epoch_seconds must be finite")
+def _(e: Env) -> list:
+    change_checkpoint(e.stopped, lambda s: s.update(seconds=float("nan")))
+    return ["run", "--resume", e.stopped]
+
+
+@case("integer-of-5000-digits-in-a-recipe", "r.toml:2", "an integer of 5000 digits")
+def _(e: Env) -> list:
+    return run_recipe(e, e.recipe('extends = "original"\nseed = ' + "1" * 5000 + "\n"))
+
+
+@case("integer-of-5000-digits-in-a-set", "seed: must be an integer from 0 to 2**63-1")
+def _(e: Env) -> list:
+    return good(e, "--set", "seed=" + "1" * 5000)
+
+
 @case("resume-older-run-without-checkpoint", "summary.json", "run format 1")
 def _(e: Env) -> list:
     (e.stopped / "checkpoint.pt").unlink()

@@ -734,3 +734,9 @@ def test_a_parent_that_is_not_toml_is_one_problem_not_three_missing_tables(tmp_p
         load_recipe(child)
     assert [(p.key, p.message.split(":")[0]) for p in caught.value.problems] == [
         ("", "invalid TOML"), ("extends", f"the parent {tmp_path / 'notes.txt'} cannot be read (above)")]
+
+
+def test_an_integer_too_long_for_python_to_write_is_a_user_error_not_a_valueerror():
+    # Python refuses to write ints over 4300 digits in decimal: the message describes it instead
+    with pytest.raises(UserError, match="got an integer of about 5001 digits"):
+        load_recipe({"extends": "original", "seed": 10**5000})

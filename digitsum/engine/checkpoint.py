@@ -12,6 +12,7 @@ Loading uses ``torch.load(weights_only=True)``: a pickle that names any other Py
 from __future__ import annotations
 
 import io
+import math
 import re
 import warnings
 from pathlib import Path
@@ -123,11 +124,40 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     problems = field_problems(state, _FIELDS, _FIELDS)
     if not problems and (state["epoch"] < 0 or state["step"] < 0):
         problems.append("epoch and step must not be negative")
+    if not problems and not all(math.isfinite(state[k]) and state[k] >= 0 for k in ("seconds", "epoch_seconds")):
+        problems.append("seconds and epoch_seconds must be finite and not negative")  # summary.json would not be JSON
     if not problems:
         problems = _deep_problems(state)
     if problems:
         raise UserError(f"{path} is not a valid digitsum checkpoint: {'; '.join(problems)}")
     return state
+
+
+def weights_problems(own: dict[str, torch.Tensor], given: dict[str, Any], shown: int = 6) -> list[str]:
+    """What makes the tensors ``given`` (by name) no weights a training run saved for a model whose
+    own are ``own``: integer tensors where the model's are floating point (``load_state_dict``
+    would convert them silently), and tensors holding NaN or inf (a run stops on a non-finite loss
+    before that epoch is saved); [] when they are none of these (shapes are load_state_dict's)."""
+    tensors = {n: t for n, t in given.items() if n in own and isinstance(t, torch.Tensor)}
+    wrong_kind = [n for n, t in tensors.items() if own[n].is_floating_point() and not t.is_floating_point()]
+    not_finite = [n for n, t in tensors.items() if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
+    complex_ = [n for n, t in tensors.items() if t.is_complex() and not own[n].is_complex()]
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:shown]) + (f", and {len(names) - shown} more" if len(names) > shown else "")
+
+    return [f"{what}: {listed(names)}" for what, names in (("integer tensors where the model's are floating point", wrong_kind),
+            ("complex tensors where the model's are real", complex_), ("tensors holding NaN or inf", not_finite)) if names]  # fmt: skip
+
+
+def position_problem(state: dict[str, Any], epochs: int, samples: int) -> str | None:
+    """Why a checkpoint's place (``epoch``, ``step``) is none a run of ``epochs`` epochs over
+    ``samples`` training samples reaches (every step takes one sample or more), or None: what
+    reading a run back can check without building its batches (a resume checks the exact count)."""
+    epoch, step = state["epoch"], state["step"]
+    if epoch > epochs or step >= max(samples, 1) or (epoch == epochs and step):
+        return f"it is at epoch {epoch} step {step}, outside its recipe's {epochs} epochs over {samples} training samples"
+    return None
 
 
 #: How deep a checkpoint's tables and lists may nest (digitsum's own: 6 levels).

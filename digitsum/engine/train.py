@@ -20,7 +20,7 @@ from .accel import configure_threads, plan
 from .batches import eval_batches, steps_per_epoch, train_batches
 from .build import build, pick_device
 from ..callbacks import Callback, callback_keys
-from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_state, stepping_problem
+from .checkpoint import plain_mismatch, rng_state, save_checkpoint, set_rng_state, stepping_problem, weights_problems
 from .component_errors import blame_components, built, check_batch, check_losses, check_metrics, check_outputs, check_states
 from .distributed import World
 from .model import DigitModel
@@ -332,6 +332,8 @@ class Trainer:
         left = self.epochs * self.steps_per_epoch - done
         if problem := stepping_problem(self.optimizer, self.scheduler, state["optimizer"], state["scheduler"], left):
             raise UserError(f"{where} does not fit the optimizer and schedule this recipe builds: {problem}")
+        if problems := weights_problems(self.model.state_dict(), state["model"]):
+            raise UserError(f"{where} holds no weights a run saved: " + "; ".join(problems))
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

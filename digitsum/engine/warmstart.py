@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..files import field_problems
 from ..recipe import Init
 from ..weights import load_weights, read_tensors, sha256_of
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, weights_problems
 
 #: How many names a message lists of each side before "and N more".
 _SHOWN = 12
@@ -135,15 +135,9 @@ def load_init(model: nn.Module, init: Init) -> InitReport:
     report.unused = [name for name in tensors if name not in own]
     # a float tensor taken from integers, or NaN: the run would start from weights no training had
     # (an int copy rounds nothing back; a NaN is the loss's at the first step), so say so here
-    wrong_kind = [n for n, t in matched.items() if own[n].is_floating_point() and not t.is_floating_point()]
-    not_finite = [n for n, t in matched.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if wrong_kind or not_finite:
-        raise UserError(
-            f"init.weights = {init.weights!r} ({init.where}): "
-            + "; ".join(f"{what}: {_listed(names)}" for what, names in (("integer tensors where the model's are floating point", wrong_kind),
-                                                                      ("tensors holding NaN or inf", not_finite)) if names)  # fmt: skip
-            + "; start from weights a training run saved (digitsum export RUN --format safetensors)"
-        )
+    if problems := weights_problems(own, matched, _SHOWN):
+        raise UserError(f"init.weights = {init.weights!r} ({init.where}): " + "; ".join(problems)
+                        + "; start from weights a training run saved (digitsum export RUN --format safetensors)")
     if not matched:
         raise UserError(
             f"init.weights = {init.weights!r} ({init.where}): no tensor of the source fits the model (same name and "

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import resolve_recipe
-from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, recipe_text
+from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, recipe_text, shown_repr
 from ..kinds import KINDS
 from .legacy import legacy_train, upgrade_train
 from .limits import MAX_BYTES, MAX_EXTENDS, NAMED_TABLES, bracket_problem, document_problems
@@ -86,7 +86,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
     if problem := bracket_problem(text, lambda line: f"{path}:{line}"):
         raise RecipeError(str(path), [problem])
     try:
-        doc = tomllib.loads(text)
+        doc = parse_toml(text)
     except tomllib.TOMLDecodeError as e:
         # tomllib (3.11) puts the position in the message: "... (at line 3, column 7)"
         message = str(e)
@@ -99,9 +99,24 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
     return doc, lines
 
 
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``, with an integer too long for Python to read (over 4300 digits) a
+    TOMLDecodeError at its line like any other, not a ValueError from deep in the parser."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise
+    except ValueError:  # int("1" * 5000): Python's guard against quadratic conversions
+        long = re.search(r"\d{4000,}", text)
+        line = text.count("\n", 0, long.start()) + 1 if long else None
+        digits = len(long.group()) if long else "over 4300"
+        raise tomllib.TOMLDecodeError(f"an integer of {digits} digits, more than Python reads (4300) or any setting takes"
+                                      + (f" (at line {line}, column 1)" if line else "")) from None
+
+
 def fmt_value(value: Any) -> str:
     """A value as problems quote it: its repr, cut at 60 characters."""
-    return clipped(repr(value))
+    return clipped(shown_repr(value))
 
 
 # -- merging documents, remembering where each key came from -------------------------------------
@@ -167,7 +182,7 @@ def _set_arg(key: str, value: Any) -> str:
     text = recipe_text(value)
     if isinstance(value, str) and value.isprintable() and value == value.strip():
         try:
-            tomllib.loads(f"v = {value}")
+            parse_toml(f"v = {value}")
         except tomllib.TOMLDecodeError:
             text = value
     return f"--set {shlex.quote(f'{key}={text}')}"

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..catalog import resolve_recipe
 from ..errors import Problem, RecipeError, UserError, recipe_text
-from .document import Document, Merge, Source, load_file, merge, merged_document, python_document
+from .document import Document, Merge, Source, load_file, merge, merged_document, parse_toml, python_document
 from .limits import MAX_BYTES, bracket_problem, document_problems, show_text
 from .schema import KeyPath
 
@@ -41,7 +41,7 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
     if problem := bracket_problem(value, lambda _: ""):
         raise UserError(f"--set {show_text(text)}: {problem.message}")
     try:
-        document = tomllib.loads(f"v = {value}")
+        document = parse_toml(f"v = {value}")
     except tomllib.TOMLDecodeError:
         return path, value
     if list(document) != ["v"]:  # "1\nname='x'": the lines after the first were dropped unseen

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError, did_you_mean
+from ..recipe.document import parse_toml
 
 #: The forms a ``--param`` space takes.
 SPACE_KINDS = ("loguniform", "uniform", "int", "choice")
@@ -81,7 +82,7 @@ def _bound(text: str, what: str, where: str, kind: str) -> float | int:
 def _choice_value(text: str) -> Any:
     """A choice as ``--set`` reads a value: TOML (numbers, booleans, quoted strings), else the text."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        return parse_toml(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
 
