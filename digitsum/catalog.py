@@ -190,8 +190,9 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
     """Copy the shipped recipe ``name`` to ``dest`` byte for byte (comments kept), for editing.
 
     ``dest`` may be a folder (existing, or written with a trailing slash): the copy is then
-    ``dest/<name>.toml``. An existing file is replaced only with ``force``; the copy is written
-    atomically. Returns the path written.
+    ``dest/<name>.toml``. An existing file is replaced only with ``force``, and only when it is
+    an unedited copy of a recipe (what ``cp`` wrote: nothing of the user's is lost); the copy is
+    written atomically. Returns the path written.
     """
     entry = find_recipe(name)
     if not os.fspath(dest).strip():
@@ -203,6 +204,9 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
         raise UserError(f"{target} is a folder; give the path of the .toml file to write")
     if (target.exists() or target.is_symlink()) and not force:  # a link, even one to nothing, is the user's
         raise UserError(f"{target} already exists; give --force (from Python: force=True) to overwrite it")
+    if (target.exists() or target.is_symlink()) and not _unedited_copy(target):
+        raise UserError(f"{target} already exists and is no unedited copy of a recipe: --force replaces only what `digitsum cp` "
+                        "wrote, never a file of yours (your edits included); move it away, or choose another name")
     try:
         data = entry.path.read_bytes()  # type: ignore[union-attr]
     except OSError as e:
@@ -213,6 +217,23 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
         raise UserError(f"cannot create folder {target.parent}: {why_not_made(target.parent, e)}") from None
     atomic_write(target, lambda f: f.write(data))
     return target
+
+
+def _unedited_copy(path: Path) -> bool:
+    """Whether ``path`` is a file holding, byte for byte, one of the recipes ``cp`` copies."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    for entry in recipe_entries():
+        try:
+            if entry.path is not None and entry.path.read_bytes() == data:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 # -- recorded metrics ------------------------------------------------------------------------------

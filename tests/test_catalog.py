@@ -274,12 +274,15 @@ def test_cp_copies_the_shipped_text_and_it_runs_from_another_folder(cli, tmp_pat
     assert 'type = "film"' in shown.out and "epochs = 1" in shown.out
 
 
-def test_cp_refuses_to_overwrite_without_force(cli, tmp_path):
+def test_cp_overwrites_only_with_force_and_only_an_unedited_copy(cli, tmp_path):
     dest = tmp_path / "mine.toml"
     dest.write_text("keep me")
     refused = cli("cp", "original", dest)
     assert refused.code == 2 and f"{dest} already exists; give --force (from Python: force=True) to overwrite it" in refused.err.replace("\n", "")
     assert dest.read_text() == "keep me"
+    forced = cli("cp", "original", dest, "--force")  # --force replaces what cp wrote, never a file of the user's
+    assert forced.code == 2 and "no unedited copy of a recipe" in forced.err.replace("\n", "") and dest.read_text() == "keep me"
+    dest.write_bytes(find_recipe("film").path.read_bytes())  # an unedited copy: nothing of the user's in it
     forced = cli("cp", "original", dest, "--force")
     assert forced.code == 0 and dest.read_bytes() == find_recipe("original").path.read_bytes()
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file, renamed

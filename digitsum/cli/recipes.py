@@ -61,7 +61,7 @@ def cp(
     name: Annotated[str, typer.Argument(help="a built-in or plugin recipe (digitsum list recipes)", show_default=False)],
     # a str, not a Path: a trailing slash ("configs/") says DEST is a folder, and Path drops it
     dest: Annotated[str, typer.Argument(help="the file to write, or a folder (then DEST/NAME.toml)", show_default=False)],
-    force: Annotated[bool, typer.Option("--force", help="overwrite DEST if it exists")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite DEST if it is an unedited copy of a recipe (never a file of yours)")] = False,
 ) -> None:
     """Copy a shipped recipe, comments and all, to edit it; then: digitsum run DEST."""
     import digitsum

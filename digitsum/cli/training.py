@@ -55,7 +55,7 @@ def doctor(
     set_: SetOpt = None,
     as_json: JsonOpt = False,
     repair: Annotated[Path | None, path_flag("--repair", help="write the recipe with the verified fixes to this file, rerun the doctor on it, print the diff", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="let --repair write over an existing file it did not write (the recipe given too)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="let --repair write over the recipe given when an earlier --repair wrote it (never over a file of yours)")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", hidden=True)] = False,
 ) -> None:
     """Explain a loss that does not decrease: measured checks on a few batches (CPU, seconds).

@@ -23,8 +23,8 @@ from ..files import read_bytes, write_text
 
 def check_target(source: str | os.PathLike[str], out: Path, force: bool = False) -> Path:
     """``out`` if ``--repair`` may write there (checked before the doctor runs, and again when it
-    writes): not the recipe being diagnosed nor a file the doctor did not write, unless
-    ``force``; not a folder; in a folder that exists."""
+    writes): never a file the doctor did not write (``force`` or not); the recipe being diagnosed
+    only with ``force`` when an earlier ``--repair`` wrote it; not a folder; in a folder that exists."""
     from ..catalog import resolve_recipe
 
     out = Path(out)
@@ -32,14 +32,17 @@ def check_target(source: str | os.PathLike[str], out: Path, force: bool = False)
         source_path = resolve_recipe(source).resolve()
     except Exception:
         source_path = None
-    if source_path is not None and out.resolve() == source_path and not force:
-        raise UserError(f"--repair {out}: that is the recipe being diagnosed; write the repaired recipe elsewhere, or add --force")
     if out.is_dir():
         raise UserError(f"--repair {out}: is a folder; give a file name such as fixed.toml")
     if out.exists() and not out.is_file():  # refused here, not after the doctor's seconds, even with --force
         raise UserError(f"--repair {out}: is not a regular file (a pipe, a socket or a device); give a file name such as fixed.toml")
-    if out.exists() and not force and not _written_by_doctor(out):
-        raise UserError(f"--repair {out}: the file exists and the doctor did not write it; choose another file, or add --force")
+    ours = out.exists() and _written_by_doctor(out)
+    if source_path is not None and out.resolve() == source_path and not (ours and force):
+        raise UserError(f"--repair {out}: that is the recipe being diagnosed; write the repaired recipe elsewhere"
+                        + (", or add --force (an earlier --repair wrote it)" if ours else ""))
+    if out.exists() and not ours:  # --force or not: a file of the user's is never replaced
+        raise UserError(f"--repair {out}: the file exists and the doctor did not write it; choose another file "
+                        "(--force replaces only a recipe an earlier --repair wrote)")
     if not out.parent.resolve().is_dir():
         raise UserError(f"--repair {out}: folder {out.parent} does not exist")
     return out

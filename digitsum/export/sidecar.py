@@ -53,11 +53,17 @@ def _contents(path: Path) -> bytes | None:
 
 
 def check_preprocess_target(path: Path, force: bool) -> None:
-    """A preprocess file already there is kept unless forced, or unless it is the same code."""
+    """A preprocess file already there is rewritten when it is the same code, and, with
+    ``force``, when an earlier export wrote it (digitsum's preprocessing module, of another
+    version: its first line); a user's own file of that name never."""
     if path.is_dir():
         raise UserError(f"{path} is a folder; the preprocessing code of the model is written there")
-    if path.exists() and not force and _contents(path) != preprocess_code():
-        raise UserError(f"{path} already exists (other code); pass --force (from Python: force=True) to overwrite it, or choose another --out")
+    if not path.exists() or (found := _contents(path)) == preprocess_code():
+        return
+    ours = found.split(b"\n", 1)[0] == preprocess_code().split(b"\n", 1)[0]
+    if not force or not ours:
+        raise UserError(f"{path} already exists (other code" + (", an earlier export's); pass --force (from Python: force=True) to "
+                        "overwrite it" if ours else ", not an export's); --force replaces only an export's") + ", or choose another --out")
 
 
 def describe_inputs(specs: Mapping[str, Spec]) -> list[dict[str, Any]]:

@@ -486,8 +486,9 @@ def test_repair_writes_the_verified_fixes_and_rediagnoses(cli, tiny_data, tmp_pa
     assert "unhealthy" in first and 'fix: set heads.sum.output = "logits" — verified' in first
     assert "healthy: 0 errors" in again
     assert load_recipe(out).heads["sum"].params.output == "logits"
-    refused = cli("doctor", source, "--repair", source)
-    assert refused.code == 2 and "or add --force" in refused.err and "probabilities" in source.read_text()
+    for force in ((), ("--force",)):  # the user's own recipe: never written over
+        refused = cli("doctor", source, "--repair", source, *force)
+        assert refused.code == 2 and "that is the recipe being diagnosed" in refused.err and "probabilities" in source.read_text()
     old_flag = cli("doctor", source, "--repair", tmp_path, "--overwrite")  # 0.1's spelling: --force, with a warning
     assert "--overwrite is now --force" in old_flag.err and "is a folder" in old_flag.err and old_flag.code == 2
 
@@ -637,10 +638,11 @@ def test_the_whole_report_is_the_same_whatever_drew_from_torchs_stream_before(ti
 def test_repair_never_writes_over_a_file_it_did_not_write(cli, tiny_data, tmp_path):
     mine = tmp_path / "notes.toml"
     mine.write_text("# my own notes\n")
-    refused = cli("doctor", RECIPES / "original.toml", "--repair", mine)
-    assert refused.code == 2 and "the doctor did not write it" in refused.err and "Traceback" not in refused.err
-    assert mine.read_text() == "# my own notes\n"
-    assert refused.out == ""  # refused before the doctor ran
+    for force in ((), ("--force",)):  # --force replaces only what an earlier --repair wrote
+        refused = cli("doctor", RECIPES / "original.toml", "--repair", mine, *force)
+        assert refused.code == 2 and "the doctor did not write it" in refused.err and "Traceback" not in refused.err
+        assert mine.read_text() == "# my own notes\n"
+        assert refused.out == ""  # refused before the doctor ran
 
 
 CHECK_MODULE = '''

@@ -574,17 +574,22 @@ def test_onnx_and_the_copied_preprocessing_reproduce_digitsum_predict_without_di
             assert np.abs(np.array(consumer[str(path)][head]) - expected).max() <= TOLERANCE, (path.name, head)
 
 
-def test_a_different_preprocess_file_is_kept_unless_forced(tmp_path, tiny_root):
+def test_a_users_preprocess_file_is_never_replaced_an_earlier_exports_only_with_force(tmp_path, tiny_root):
     from digitsum import mnist_format
 
     run = built_run(tmp_path, tiny_root, "original.toml")
     code = tmp_path / "model_preprocess.py"
     code.write_text("# someone's own code\n")
-    with pytest.raises(digitsum.UserError, match=r"model_preprocess\.py already exists \(other code\); pass --force"):
+    for force in (False, True):  # --force replaces what digitsum wrote, never a user's file
+        with pytest.raises(digitsum.UserError, match=r"model_preprocess\.py already exists \(other code, not an export's\)"):
+            run.export("torchscript", force=force)
+        assert code.read_text() == "# someone's own code\n" and not (tmp_path / "model.pt").exists()
+    ours = Path(mnist_format.__file__).read_bytes()
+    code.write_bytes(ours.split(b"\n", 1)[0] + b"\n# an older digitsum's version\n")
+    with pytest.raises(digitsum.UserError, match=r"an earlier export's\); pass --force"):
         run.export("torchscript")
-    assert code.read_text() == "# someone's own code\n" and not (tmp_path / "model.pt").exists()
     result = run.export("torchscript", force=True)
-    assert result.preprocess == code and code.read_bytes() == Path(mnist_format.__file__).read_bytes()
+    assert result.preprocess == code and code.read_bytes() == ours
 
 
 def test_without_image_inputs_there_is_no_preprocessing_code():
