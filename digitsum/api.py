@@ -8,12 +8,14 @@ Everything here imports torch only when called.
 
 from __future__ import annotations
 
+import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from .errors import UserError
+from .files import as_path
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +72,7 @@ def train(recipe: RecipeLike, out: str | Path | None = None, *, overrides: Overr
     from .engine import runner
 
     callbacks = _callbacks(callbacks)
+    out = as_path(out, "out") if out is not None else None
     outcome = runner.start(load_recipe(recipe, overrides), out, force=force, callbacks=callbacks, progress=progress,
                            preflight=Preflight if preflight else None)  # fmt: skip
     return _as_run(outcome)
@@ -82,7 +85,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: Sequence[Ca
     ``data.root``, ``data.download``) and its loggers (``log.*``), nothing else."""
     from .engine import runner
 
-    return _as_run(runner.resume(run_dir, callbacks=_callbacks(callbacks), progress=progress, overrides=overrides))
+    return _as_run(runner.resume(as_path(run_dir, "run_dir"), callbacks=_callbacks(callbacks), progress=progress, overrides=overrides))
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -90,7 +93,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     checkpoint in eval mode on ``device``; ready to ``evaluate``, ``predict``, plot."""
     from .run import load_run as load
 
-    return load(run_dir, device)
+    return load(as_path(run_dir, "run_dir"), device)
 
 
 def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -99,7 +102,7 @@ def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
     recipes``), verified against their record before use."""
     from .run import load as load_any
 
-    return load_any(source, device)
+    return load_any(as_path(source, "source"), device)
 
 
 def doctor(recipe: RecipeLike, overrides: Overrides = (), *, tune: bool = False) -> Report:
@@ -142,8 +145,16 @@ def sweep(recipe: RecipeLike, params: Sequence[str] | Mapping[str, Any], trials:
     """
     from dataclasses import replace
 
+    from dataclasses import fields
+
+    from .errors import did_you_mean
     from .sweeps import SweepSettings, sweep as search
 
+    if not isinstance(trials, int) or isinstance(trials, bool):
+        raise UserError(f"trials: a whole number of trials, not {type(trials).__name__}")
+    known = [f.name for f in fields(SweepSettings)]
+    if unknown := [key for key in options if key not in known]:
+        raise UserError(f"sweep() got the setting {unknown[0]!r}: {did_you_mean(unknown[0], known, 'sweep settings')}")
     return search(recipe, _spaces(params), trials, replace(settings or SweepSettings(), **options))
 
 
@@ -162,7 +173,8 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] | Mapping[str, An
     from .comparison import check_data, plan_variants, run_compare
     from .engine.rundir import create_run_dir
 
-    variants = plan_variants(_listed(recipes), grid if isinstance(grid, Mapping) else _listed(grid), overrides)
+    variants = plan_variants(_listed(recipes, "recipes"), grid if isinstance(grid, Mapping) else _listed(grid, "grid"), overrides)
+    out = as_path(out, "out") if out is not None else None
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink() and any(Path(out).iterdir()):
         # never replaced, not even a compare's own folder: compare has no --force
         raise UserError(f"output folder {out} is not empty: a comparison writes its runs into a new or empty folder; choose another --out")
@@ -184,7 +196,9 @@ def copy_recipe(name: str, dest: str | Path, *, force: bool = False) -> Path:
     ``force``. Returns the path written."""
     from .catalog import copy_recipe as copy
 
-    return copy(name, dest, force)
+    if not isinstance(name, str):
+        raise UserError(f"name: a recipe's name (digitsum list recipes), not {type(name).__name__}")
+    return copy(name, as_path(dest, "dest"), force)
 
 
 def list_components(kind: str | None = None) -> list[dict[str, Any]]:
@@ -195,6 +209,8 @@ def list_components(kind: str | None = None) -> list[dict[str, Any]]:
     (``heads``, ``recipes``, ``checks``..., any of their names); None for all."""
     from .listing import cached_components, describe_checks, describe_recipes, list_kind, mark_namesakes
 
+    if kind is not None and not isinstance(kind, str):
+        raise UserError(f"kind: a kind's name (heads, recipes, checks...) or None, not {type(kind).__name__}")
     wanted = list_kind(kind)
     rows = cached_components(wanted) if wanted not in ("recipes", "checks") else []
     recipes = describe_recipes() if wanted in (None, "recipes") else []
@@ -204,7 +220,7 @@ def list_components(kind: str | None = None) -> list[dict[str, Any]]:
 def _spaces(params: Any) -> list[Any]:
     """``sweep``'s params as ``KEY=SPACE`` text; a dict's list of values is a choice among them."""
     if not isinstance(params, Mapping):
-        return _listed(params)
+        return _listed(params, "params")
     from .errors import recipe_text
 
     def text(value: Any) -> str:
@@ -218,10 +234,14 @@ def _spaces(params: Any) -> list[Any]:
     return [f"{key}={space_text(space)}" for key, space in params.items()]
 
 
-def _listed(items: Any) -> list[Any]:
-    """A list of ``items``; one string or path is a list of one (``compare("original")``, not
-    the recipes 'o', 'r', 'i', ...)."""
-    return [items] if isinstance(items, (str, Path)) else list(items)
+def _listed(items: Any, what: str) -> list[Any]:
+    """A list of ``items``, the argument ``what``; one string or path is a list of one
+    (``compare("original")``, not the recipes 'o', 'r', 'i', ...)."""
+    if isinstance(items, (str, os.PathLike)):
+        return [items]
+    if isinstance(items, (Mapping, bytes)) or not isinstance(items, Iterable):
+        raise UserError(f"{what}: a list (or one item), not {type(items).__name__}")
+    return list(items)
 
 
 def _callbacks(callbacks: Any) -> list[Callback]:
@@ -229,10 +249,14 @@ def _callbacks(callbacks: Any) -> list[Callback]:
     anything is written (a number there failed mid-run, leaving a failed run directory)."""
     from .callbacks import Callback
 
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (Callback, Iterable)):
+        raise UserError(f"callbacks: a list of digitsum.Callback objects, not {type(callbacks).__name__}")
     listed = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
     for callback in listed:
         if not isinstance(callback, Callback):
-            raise TypeError(f"callbacks: {callback!r} ({type(callback).__name__}) is not a digitsum.Callback; "
+            raise UserError(f"callbacks: {callback!r} ({type(callback).__name__}) is not a digitsum.Callback; "
                             "subclass digitsum.Callback and pass instances")  # fmt: skip
     return listed
 

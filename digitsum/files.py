@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import UserError
+from .errors import UserError, clipped, shown_repr
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -86,6 +86,14 @@ def why_not_made(folder: Path, error: OSError) -> str:
     """Why ``folder`` could not be made: a file in its way, named, else the system's reason."""
     blocked = file_in_the_way(folder)
     return f"{blocked} is a file, not a folder" if blocked is not None else (error.strerror or str(error))
+
+
+def as_path(value: Any, what: str) -> Path:
+    """``value``, an argument ``what`` of the Python API, as a Path; a UserError naming the
+    argument when it is no str or os.PathLike (pathlib's TypeError names nothing)."""
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        return Path(value)
+    raise UserError(f"{what}: a path (a str or a pathlib.Path), not {clipped(shown_repr(value))} ({type(value).__name__})")
 
 
 def read_bytes(path: Path) -> bytes:

@@ -19,7 +19,7 @@ from .engine.build import build
 from .engine.model import DigitModel
 from .engine.checkpoint import position_problem, weights_problems
 from .engine.resume import open_run
-from .files import MetricsLog, flat_record, is_metrics, is_plain, read_json
+from .files import MetricsLog, as_path, flat_record, is_metrics, is_plain, read_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -130,7 +130,7 @@ class Run:
         """
         from .export import export_run
 
-        return export_run(self, format, out, force=force)
+        return export_run(self, format, as_path(out, "out") if out is not None else None, force=force)
 
     def curves(self) -> Figure:
         """Loss and primary metric per head and epoch, train and test (shown inline in a notebook)."""

@@ -301,6 +301,27 @@ def test_a_grid_from_python_is_a_dict_of_values():
 
 
 def test_a_callback_that_is_no_callback_is_refused_before_anything_is_written(tmp_path):
-    with pytest.raises(TypeError, match=r"callbacks: 5 \(int\) is not a digitsum.Callback"):
+    with pytest.raises(digitsum.UserError, match=r"callbacks: 5 \(int\) is not a digitsum.Callback"):
         digitsum.train("original", tmp_path / "run", callbacks=[5], progress=False)
     assert not (tmp_path / "run").exists()  # was: an AttributeError mid-run, and a failed run directory
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda tmp: digitsum.load(None), "source: a path"),
+    (lambda tmp: digitsum.load_run(5), "run_dir: a path"),
+    (lambda tmp: digitsum.resume(None), "run_dir: a path"),
+    (lambda tmp: digitsum.train("original", out=5, progress=False), "out: a path"),
+    (lambda tmp: digitsum.train("original", tmp / "run", callbacks=object(), progress=False), "callbacks: a list"),
+    (lambda tmp: digitsum.compare(None), "recipes: a list"),
+    (lambda tmp: digitsum.compare(["original"], grid=5), "grid: a list"),
+    (lambda tmp: digitsum.copy_recipe(None, tmp), "name: a recipe's name"),
+    (lambda tmp: digitsum.copy_recipe("original", None), "dest: a path"),
+    (lambda tmp: digitsum.sweep("original", ["seed=choice:1,2"], "2"), "trials: a whole number"),
+    (lambda tmp: digitsum.sweep("original", ["seed=choice:1,2"], 2, wrkers=1), "did you mean 'workers'"),
+    (lambda tmp: digitsum.sweep("original", ["seed=choice:1,2"], 2, workers="2"), "workers: a whole number"),
+    (lambda tmp: digitsum.list_components(5), "kind: a kind's name"),
+])  # fmt: skip
+def test_an_argument_of_the_wrong_type_is_a_user_error_naming_it(tmp_path, call, says):
+    with pytest.raises(digitsum.UserError, match=says):
+        call(tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -66,6 +66,9 @@ class SweepSettings:
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        for name, value in (("workers", self.workers), ("prune_startup", self.prune_startup), ("val", self.val)):
+            if not (isinstance(value, int) and not isinstance(value, bool)) and not (name == "val" and value is None):
+                raise UserError(f"{name}: a whole number, not {type(value).__name__}")
         if self.workers < 1:
             raise UserError(f"--workers {self.workers}: at least 1")
         if self.workers > 1:
