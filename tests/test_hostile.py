@@ -304,6 +304,11 @@ def _(e: Env) -> list:
     return good(e, "--set", "seed=" + "1" * 5000)
 
 
+@case("init-weights-in-the-run-it-replaces", "init.weights", "is in the run directory", "this run writes")
+def _(e: Env) -> list:
+    return ["run", RECIPES / "original.toml", *tiny(e), "--set", f"init.weights='{e.finished}'", "--out", e.finished, "--force"]
+
+
 @case("resume-older-run-without-checkpoint", "summary.json", "run format 1")
 def _(e: Env) -> list:
     (e.stopped / "checkpoint.pt").unlink()

@@ -106,6 +106,7 @@ def start(
     main_rank = distributed.current().is_main
     run_dir = run_dir_for(recipe.name, out, force) if main_rank else None
     try:
+        _check_init_outside(recipe, run_dir)
         watch, defaults = default_callbacks(_console(console, progress), _hint(run_dir), progress=progress, preflight=preflight)
         trainer = _trainer(lambda: Trainer(recipe, run_dir, [*defaults, *recipe_loggers(recipe, main_rank), *callbacks]))
     except BaseException:
@@ -116,6 +117,19 @@ def start(
         trainer.check_users_files()  # before --force removes the run it replaces
         prepare_run_dir(run_dir)
     return _fit(trainer, watch)
+
+
+def _check_init_outside(recipe: Recipe, run_dir: Path | None) -> None:
+    """Refuse ``init.weights`` inside the run directory this run writes (and, with ``--force``,
+    first empties): its weights would be gone once read, and the run's record could never be
+    replayed (its ``init_sha256`` names a file that no longer exists)."""
+    init = recipe.init
+    if init is None or not init.is_path or run_dir is None:
+        return
+    source, folder = Path(init.weights).resolve(), run_dir.resolve()
+    if source == folder or folder in source.parents:
+        raise UserError(f"init.weights = {init.weights!r} ({init.where}) is in the run directory {run_dir} this run writes: "
+                        "its weights would be replaced; copy them elsewhere first, or choose another --out")
 
 
 def resume(run_dir: str | Path, *, callbacks: Sequence[Callback] = (), console: Any = None, progress: bool = True,
