@@ -95,6 +95,12 @@ def _ensure_mnist(root: Path, download: bool) -> None:
         return
     if (blocked := file_in_the_way(raw)) is not None:
         raise UserError(_missing_files_message(root, f"{blocked} is a file, not a folder"))
+    # there, but no regular file (a folder, a FIFO, a link to a device or to nothing): named, and
+    # never downloaded over (the download would write into it, or block on it)
+    if odd := [n for n in missing if os.path.lexists(raw / n)]:
+        what = "a folder" if (raw / odd[0]).is_dir() else "a link to nothing" if not (raw / odd[0]).exists() else "not a regular file"
+        raise UserError(_missing_files_message(root, f"{raw / odd[0]} is {what}" + (f" (and {len(odd) - 1} more)" if len(odd) > 1 else "")
+                                               + "; MNIST's files are regular files: move it away"))  # fmt: skip
     if gzipped := [n for n in missing if (raw / f"{n}.gz").is_file()]:
         raise UserError(_missing_files_message(root, f"{', '.join(f'{n}.gz' for n in gzipped)} "
                                                      f"{'is' if len(gzipped) == 1 else 'are'} there compressed: unpack with gunzip"))  # fmt: skip

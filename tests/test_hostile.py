@@ -204,6 +204,20 @@ def _(e: Env) -> list:
     return good(e, "--set", "data.download=false")
 
 
+@case("idx-is-a-fifo", "t10k-images-idx3-ubyte is not a regular file", "move it away")
+def _(e: Env) -> list:
+    e.idx("test", 0).unlink()
+    os.mkfifo(e.idx("test", 0))  # with download on: named, never downloaded over (nor blocked on)
+    return good(e)
+
+
+@case("idx-is-a-folder", "train-labels-idx1-ubyte is a folder")
+def _(e: Env) -> list:
+    e.idx("train", 1).unlink()
+    e.idx("train", 1).mkdir()
+    return good(e)
+
+
 @case("idx-truncated", "train-images-idx3-ubyte", "truncated or corrupt")
 def _(e: Env) -> list:
     truncate(e.idx("train", 0), 0.5)
