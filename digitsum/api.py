@@ -44,12 +44,7 @@ def load_recipe(source: RecipeLike, overrides: Overrides = ()) -> Recipe:
     """
     from . import recipe as recipes
 
-    label = None
-    if isinstance(source, recipes.Recipe):
-        if not overrides:
-            return source
-        source, label = source.to_dict(), f"recipe {source.name!r}"  # its problems name the recipe, not <dict>
-    return recipes.load_recipe(source, overrides, label=label)
+    return recipes.load_recipe(source, overrides)
 
 
 def train(recipe: RecipeLike, out: str | Path | None = None, *, overrides: Overrides = (), progress: bool = True,

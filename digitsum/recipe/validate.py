@@ -220,13 +220,14 @@ def _fitting_fusions(inputs: Mapping[str, Any]) -> list[str]:
     return fitting
 
 
-def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: Overrides = (),
+def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any] | Recipe, overrides: Overrides = (),
                 *, grid: Sequence[str] = (), require_loggers: bool = True, grid_flag: str = "--grid",
                 label: str | None = None) -> Recipe:  # fmt: skip
     """Read, merge, override and validate a recipe; raise one RecipeError listing every problem.
 
     ``source`` is a path, a shipped recipe's name (``original``, ``dist:name``; see
-    :func:`digitsum.catalog.resolve_recipe`), or a recipe document as Python data (a dict as
+    :func:`digitsum.catalog.resolve_recipe`), a :class:`Recipe` (returned as it is without
+    overrides), or a recipe document as Python data (a dict as
     ``tomllib`` would read it, problems labelled ``<dict>``, its ``extends`` resolved from the
     working folder or by name, its name ``recipe`` unless it or its parent gives one).
     ``overrides`` are ``"key=value"`` strings as ``--set`` takes them, or a mapping of dotted keys
@@ -240,6 +241,10 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any], overrides: O
     replaces ``<dict>`` for Python data: a caller that rebuilds a recipe from its dict (a sweep's
     trials) names where it came from (``sweep of recipes/original.toml``).
     """
+    if isinstance(source, Recipe):  # re-validated with the overrides; its problems name the recipe, not <dict>
+        if not overrides and not grid:
+            return source
+        source, label = source.to_dict(), label or f"recipe {source.name!r}"
     problems: list[Problem] = []
     doc, fallback, default_name = read_source(source, overrides, grid, problems, grid_flag, label)
     check, raw = _Check(doc, fallback, problems), doc.data
