@@ -106,6 +106,7 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "table-is-a-string": (lambda e: run_recipe(e, e.recipe('backbone = "concat"\n' + GOOD.replace("[backbone]", "[unused]"))), ["backbone: must be a table"]),
     "heads-empty": (lambda e: run_recipe(e, e.recipe("heads = {}\n" + GOOD.split("[heads.digit]")[0])), ["r.toml:1 heads: needs at least one [heads.<name>] table"]),
     "negative-lr": (lambda e: run_recipe(e, e.edit(LR, "lr = -0.1")), ["train.optimizer.lr", "greater than 0"]),
+    "nan-lr": (lambda e: run_recipe(e, e.edit(LR, "lr = nan")), ["train.optimizer.lr: must be a number, not NaN"]),
     "zero-batch-size": (lambda e: run_recipe(e, e.edit("batch_size = 128", "batch_size = 0")), ["data.batch_size", "greater than or equal to 1"]),
     "huge-epochs": (lambda e: run_recipe(e, e.edit(EPOCHS, "epochs = 100000000")), ["train.epochs", "less than or equal to 1000"]),
     "unknown-top-level-key": (lambda e: run_recipe(e, e.edit("seed = 0", "seed = 0\nseeed = 1")), ["seeed: unknown key", "did you mean 'seed'"]),

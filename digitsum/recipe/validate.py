@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -102,6 +103,8 @@ class _Check:
                 message = f"unknown key — {did_you_mean(str(item['loc'][-1]), valid_keys, 'keys')}"
             elif item["type"] == "missing":
                 message = "is required but missing"
+            elif isinstance(item.get("input"), float) and math.isnan(item["input"]):  # every bound fails NaN: say what it is
+                message = "must be a number, not NaN (nan in TOML)"
             else:
                 wanted = [(i["msg"][0].lower() + i["msg"][1:]).removeprefix("value error, ") for i in items]
                 message = " or ".join([wanted[0], *(w.removeprefix("input should be ") for w in wanted[1:])])
