@@ -146,6 +146,11 @@ def looks_like_name(text: str) -> bool:
     return bool(_NAME.match(text))
 
 
+def is_url(text: str) -> bool:
+    """Whether ``text`` is a URL (``https://...``): digitsum reads files and names, and downloads none."""
+    return bool(re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text))
+
+
 def resolve_recipe(source: str | os.PathLike[str], relative_to: str | os.PathLike[str] | None = None,
                    what: str = "recipe") -> Path:  # fmt: skip
     """The recipe file that ``source`` names: an existing file (relative to ``relative_to``, by
@@ -173,6 +178,9 @@ def resolve_recipe(source: str | os.PathLike[str], relative_to: str | os.PathLik
         raise UserError(f"{candidate} is not a regular file; give a recipe .toml file or a recipe name (digitsum list recipes)")
     stem = Path(text).stem if text.endswith(".toml") else text  # "orignal.toml" -> "did you mean 'original'?"
     names = [e.name for e in recipe_entries()]
+    if is_url(text):  # Path() would fold it into folders: http:/example.com/x.toml
+        raise UserError(f"{what} not found: {text!r} is a URL; digitsum reads recipes from files and by name, and downloads "
+                        "none: save it to a file first")
     if not looks_like_name(text):  # a path with folders: not a name either
         shipped = f" — a recipe named '{Path(text).stem}' ships with digitsum or a plugin: give its name" if Path(text).stem in names else ""
         raise UserError(f"{what} not found: no such file: {candidate}{shipped}")  # docs' recipes/add-2.toml, outside a checkout

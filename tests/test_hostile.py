@@ -118,6 +118,8 @@ CASES: dict[str, tuple[Callable[[Env], list], list[str]]] = {
     "seed-is-a-float": (lambda e: run_recipe(e, e.edit("seed = 0", "seed = 0.5")), ["seed: must be an integer"]),
     "extends-missing-parent": (lambda e: run_recipe(e, e.recipe('extends = "gone.toml"\n')), ["extends", "parent recipe 'gone.toml' not found"]),
     "extends-not-a-path": (lambda e: run_recipe(e, e.recipe("extends = 3\n")), ["extends", "must be a recipe name or a path"]),
+    "extends-a-url": (lambda e: run_recipe(e, e.recipe('extends = "https://example.com/x.toml"\n')), ["r.toml:1 extends", "is a URL", "downloads none"]),
+    "init-weights-a-url": (lambda e: good(e, "--set", "init.weights=https://example.com/w.safetensors"), ["init.weights", "is a URL"]),
     "name-path-traversal": (lambda e: ["run", e.edit('name = "original"', 'name = "../../escape"')], ["name: must be 1-64 ASCII letters"]),
     "name-absolute-path": (lambda e: ["run", e.edit('name = "original"', 'name = "/tmp/escape"')], ["name: must be 1-64 ASCII letters"]),
     # -- resource limits and names (issue 26): refused before anything recurses or allocates ------

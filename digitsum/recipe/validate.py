@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..catalog import looks_like_name
+from ..catalog import is_url, looks_like_name
 from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, raised_in, recipe_text
 from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
@@ -329,6 +329,10 @@ def _validate_init(table: Any, check: _Check) -> Init | None:
     text, source = section.weights, check.doc.source_of(("init", "weights"), check.fallback)
     if "\0" in text:
         check.problem(("init", "weights"), "must be a recipe name or a path (got a NUL character)")
+        return None
+    if is_url(text):  # Path() would fold it into folders under the working one
+        check.problem(("init", "weights"), f"{clipped(repr(text))} is a URL: a recipe's name, a run directory or a .safetensors "
+                      "file on this machine; digitsum downloads none (save it to a file first)")
         return None
     on_disk = not source.label.startswith(("--", "<", "overrides[")) and Path(source.label).is_file()
     folder = Path(source.label).parent if on_disk else Path.cwd()
