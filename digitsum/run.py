@@ -100,6 +100,8 @@ class Run:
         from .engine.train import evaluate
 
         splits = self.generator.split_names()
+        if not isinstance(split, str):
+            raise UserError(f"split: a split's name ({', '.join(splits)}), not {type(split).__name__}")
         if split not in splits:
             raise UserError(f"no split '{split}' — {did_you_mean(split, splits, 'splits')}")
         with plan(self.recipe.train, self.device).autocast():  # in the precision it trained in: the same figures
@@ -117,6 +119,10 @@ class Run:
         """
         from .predict import predict
 
+        if not isinstance(preprocess, bool):
+            raise UserError(f"preprocess: True or False, not {type(preprocess).__name__}")
+        if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+            raise UserError(f"top: how many of the most probable classes to give, a whole number from 1, not {top!r}")
         return predict(self.model, self.generator, inputs, device=self.device, preprocess=preprocess, top=top)
 
     def export(self, format: str = "onnx", out: str | Path | None = None, *, force: bool = False) -> Exported:
@@ -140,8 +146,12 @@ class Run:
         return curves_figure(self.history, primary_metrics(self.recipe))
 
     def samples(self, count: int = 24) -> Figure:
-        """The first ``count`` test samples with each head's prediction; wrong ones in red."""
+        """The first ``count`` test samples (at most 1000) with each head's prediction; wrong ones in red."""
+        from .engine.batches import EVAL_BATCH
         from .engine.pictures import samples_figure
+
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= EVAL_BATCH:
+            raise UserError(f"count: how many test samples to draw, a whole number from 1 to {EVAL_BATCH}, not {count!r}")
 
         return samples_figure(self.model, self.generator, self.recipe.seed, self.device, self.recipe.name, count)
 

@@ -325,3 +325,15 @@ def test_an_argument_of_the_wrong_type_is_a_user_error_naming_it(tmp_path, call,
     with pytest.raises(digitsum.UserError, match=says):
         call(tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda run: run.evaluate(5), "split: a split's name"),
+    (lambda run: run.predict(number=3, image=None, top="3"), "top: how many"),
+    (lambda run: run.predict(number=3, image=None, preprocess="no"), "preprocess: True or False"),
+    (lambda run: run.samples(count=-1), "count: how many test samples"),
+    (lambda run: run.samples(count=10**9), "from 1 to 1000"),
+])  # fmt: skip
+def test_a_runs_methods_refuse_arguments_of_the_wrong_type_or_range(tiny_run, call, says):
+    with pytest.raises(digitsum.UserError, match=says):
+        call(tiny_run)
