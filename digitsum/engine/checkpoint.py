@@ -139,7 +139,7 @@ def weights_problems(own: dict[str, torch.Tensor], given: dict[str, Any], shown:
     would convert them silently), and tensors holding NaN or inf (a run stops on a non-finite loss
     before that epoch is saved); [] when they are none of these (shapes are load_state_dict's)."""
     tensors = {n: t for n, t in given.items() if n in own and isinstance(t, torch.Tensor)}
-    wrong_kind = [n for n, t in tensors.items() if own[n].is_floating_point() and not t.is_floating_point()]
+    wrong_kind = [n for n, t in tensors.items() if own[n].is_floating_point() and not (t.is_floating_point() or t.is_complex())]
     not_finite = [n for n, t in tensors.items() if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
     complex_ = [n for n, t in tensors.items() if t.is_complex() and not own[n].is_complex()]
 
