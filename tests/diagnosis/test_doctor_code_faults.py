@@ -201,3 +201,9 @@ def test_a_loss_that_pairs_outputs_with_other_samples_targets_is_named(tiny_data
     assert bool(errors) == broken
     if broken:
         assert "pairs a sample's output with another sample's target" in errors[0].title and head.__name__ in errors[0].fix
+
+
+def test_a_momentum_the_schedule_replaces_is_not_judged_on_the_bowl(tiny_data):
+    # original's onecycle cycles the momentum between 0.85 and 0.95: the 0.999 is never used (the schedule's warning says so)
+    report = report_for(['train.optimizer={type="sgd", lr=0.05, momentum=0.999}'], ["optimizer"])
+    assert [f.severity for f in report.findings if f.check == "optimizer"] == ["info"]

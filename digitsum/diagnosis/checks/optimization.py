@@ -273,6 +273,8 @@ def _bowl(recipe: Recipe) -> tuple[float, float, float] | None:
     losses = []
     try:
         optimizer = recipe.optimizer.cls(recipe.optimizer.params).build(weights)
+        if any(not math.isclose(float(group["lr"]), lr, rel_tol=1e-6) for group in optimizer.param_groups):
+            return None  # at another rate than the recipe's: the schedule check names that breach, the bowl would misread it
         for _ in range(BOWL_STEPS):
             loss = sum(0.5 * (0.1 / lr) * ((w - c) ** 2).sum() for w, c in zip(weights, centre))
             losses.append(float(loss.detach()))
@@ -304,6 +306,8 @@ def _unsettled(recipe: Recipe, name: str) -> Finding | None:
                 f"lowest {fmt(best)} -> {fmt(end)} over the last 10 steps")
     why = ("an optimizer at a stable rate settles into the bottom of a bowl; this one passes it and swings on, as a momentum "
            "that never decays does: on the model's loss the steps keep overshooting and the run does not converge")
+    if mending and all(k in ("momentum", "betas") for k, _, _ in mending) and _momentum_replaced(recipe, BOWL_STEPS) is not None:
+        return None  # the schedule sets the momentum at every step: the schedule check's warning says the setting is unused
     if mending:
         shown = ", ".join(f"train.optimizer.{k} = {recipe_text(plain(d))} (default; now {recipe_text(plain(v))})" for k, d, v in mending)
         return Finding("optimizer", "error", "the optimizer does not settle: it overshoots the minimum of a bowl and keeps swinging",
