@@ -347,11 +347,11 @@ def _gradient_findings(norms: dict[str, Tensor], trained: set[str], run: str, mo
         owners = sorted({_owner(model, n) for n in cut})
         return [Finding("grad_norm", "warning", f"no gradient ever reaches {', '.join(cut)}",
             measured + f"; {', '.join(cut)}: exactly 0 at every step",
-            "these layers are trained but never change: something after them cuts the gradient off (a detach(), .data or "
-            "torch.no_grad() applied to their output), or every unit after them is zero or dead; the rest of the network "
-            "learns from their random initial values",
-            f"find where the gradient stops after them in {' / '.join(owners)}.forward (a detach()?); if they are meant to "
-            "stay fixed, set requires_grad = False on them", [], {**figures, "cut": cut})]  # fmt: skip
+            "these layers are trained but never change: the forward never calls them (a layer made in __init__ and left "
+            "unused), or something after them cuts the gradient off (a detach(), .data or torch.no_grad() applied to their "
+            "output), or every unit after them is zero or dead; the rest of the network learns from their random initial values",
+            f"find where the gradient stops after them in {' / '.join(owners)}.forward (an unused layer? a detach()?); if they "
+            "are meant to stay fixed, set requires_grad = False on them", [], {**figures, "cut": cut})]  # fmt: skip
     silent = [n for n in norms if n in trained and (late[n] == 0.0 or (top > 0 and late[n] < 1e-4 * top))]
     if silent:
         return [Finding("grad_norm", "warning", f"gradients vanish in {', '.join(silent)}",
