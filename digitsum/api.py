@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from .errors import UserError
-from .files import as_path
+from .files import path_arg
 
 if TYPE_CHECKING:
     import torch
@@ -67,7 +67,7 @@ def train(recipe: RecipeLike, out: str | Path | None = None, *, overrides: Overr
     from .engine import runner
 
     callbacks = _callbacks(callbacks)
-    out = as_path(out, "out") if out is not None else None
+    out = path_arg(out, "out") if out is not None else None
     outcome = runner.start(load_recipe(recipe, overrides), out, force=force, callbacks=callbacks, progress=progress,
                            preflight=Preflight if preflight else None)  # fmt: skip
     return _as_run(outcome)
@@ -80,7 +80,7 @@ def resume(run_dir: str | Path, *, progress: bool = True, callbacks: Sequence[Ca
     ``data.root``, ``data.download``) and its loggers (``log.*``), nothing else."""
     from .engine import runner
 
-    return _as_run(runner.resume(as_path(run_dir, "run_dir"), callbacks=_callbacks(callbacks), progress=progress, overrides=overrides))
+    return _as_run(runner.resume(path_arg(run_dir, "run_dir"), callbacks=_callbacks(callbacks), progress=progress, overrides=overrides))
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -88,7 +88,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     checkpoint in eval mode on ``device``; ready to ``evaluate``, ``predict``, plot."""
     from .run import load_run as load
 
-    return load(as_path(run_dir, "run_dir"), device)
+    return load(path_arg(run_dir, "run_dir"), device)
 
 
 def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -97,7 +97,7 @@ def load(source: str | Path, device: str | torch.device = "cpu") -> Run:
     recipes``), verified against their record before use."""
     from .run import load as load_any
 
-    return load_any(as_path(source, "source"), device)
+    return load_any(path_arg(source, "source"), device)
 
 
 def doctor(recipe: RecipeLike, overrides: Overrides = (), *, tune: bool = False) -> Report:
@@ -169,7 +169,7 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] | Mapping[str, An
     from .engine.rundir import create_run_dir
 
     variants = plan_variants(_listed(recipes, "recipes"), grid if isinstance(grid, Mapping) else _listed(grid, "grid"), overrides)
-    out = as_path(out, "out") if out is not None else None
+    out = path_arg(out, "out") if out is not None else None
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink() and any(Path(out).iterdir()):
         # never replaced, not even a compare's own folder: compare has no --force
         raise UserError(f"output folder {out} is not empty: a comparison writes its runs into a new or empty folder; choose another --out")
@@ -193,7 +193,7 @@ def copy_recipe(name: str, dest: str | Path, *, force: bool = False) -> Path:
 
     if not isinstance(name, str):
         raise UserError(f"name: a recipe's name (digitsum list recipes), not {type(name).__name__}")
-    return copy(name, as_path(dest, "dest"), force)
+    return copy(name, path_arg(dest, "dest"), force)
 
 
 def list_components(kind: str | None = None) -> list[dict[str, Any]]:

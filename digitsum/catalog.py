@@ -212,7 +212,10 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
         raise UserError(f"{target} is a folder; give the path of the .toml file to write")
     if (target.exists() or target.is_symlink()) and not force:  # a link, even one to nothing, is the user's
         raise UserError(f"{target} already exists; give --force (from Python: force=True) to overwrite it")
-    if (target.exists() or target.is_symlink()) and not _unedited_copy(target):
+    if target.is_symlink() or (target.exists() and not target.is_file()):  # a link, a pipe, a socket, a device: the user's
+        raise UserError(f"{target} is not a regular file (a link, a pipe, a socket or a device): cp replaces only a copy it wrote; "
+                        "choose another name")
+    if target.exists() and not _unedited_copy(target):
         raise UserError(f"{target} already exists and is no unedited copy of a recipe: --force replaces only what `digitsum cp` "
                         "wrote, never a file of yours (your edits included); move it away, or choose another name")
     try:

@@ -88,11 +88,12 @@ def why_not_made(folder: Path, error: OSError) -> str:
     return f"{blocked} is a file, not a folder" if blocked is not None else (error.strerror or str(error))
 
 
-def as_path(value: Any, what: str) -> Path:
-    """``value``, an argument ``what`` of the Python API, as a Path; a UserError naming the
-    argument when it is no str or os.PathLike (pathlib's TypeError names nothing)."""
+def path_arg(value: Any, what: str) -> str | os.PathLike[str]:
+    """``value``, an argument ``what`` of the Python API, when it is a path (a str or an
+    os.PathLike, returned as given: ``"out/"`` keeps its slash); a UserError naming the argument
+    otherwise (pathlib's TypeError names nothing)."""
     if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
-        return Path(value)
+        return value
     raise UserError(f"{what}: a path (a str or a pathlib.Path), not {clipped(shown_repr(value))} ({type(value).__name__})")
 
 

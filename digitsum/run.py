@@ -17,9 +17,9 @@ from .errors import UserError, did_you_mean
 from .recipe import Recipe, load_recipe
 from .engine.build import build
 from .engine.model import DigitModel
-from .engine.checkpoint import position_problem, weights_problems
+from .engine.checkpoint import weights_problems
 from .engine.resume import open_run
-from .files import MetricsLog, as_path, flat_record, is_metrics, is_plain, read_json
+from .files import MetricsLog, flat_record, is_metrics, is_plain, path_arg, read_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -136,7 +136,7 @@ class Run:
         """
         from .export import export_run
 
-        return export_run(self, format, as_path(out, "out") if out is not None else None, force=force)
+        return export_run(self, format, path_arg(out, "out") if out is not None else None, force=force)
 
     def curves(self) -> Figure:
         """Loss and primary metric per head and epoch, train and test (shown inline in a notebook)."""
@@ -175,9 +175,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         raise UserError(f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint")
     built = build(saved.recipe, device)  # build checks the device and names the argument
     where = saved.run_dir / "checkpoint.pt"
-    samples = built.generator.size("train")
-    if problem := position_problem(saved.checkpoint, saved.recipe.train.epochs, samples):
-        raise UserError(f"{where} is not a checkpoint of this run: {problem}")
     if problems := weights_problems(built.model.state_dict(), saved.checkpoint["model"]):
         raise UserError(f"{where} holds no weights a run saved: " + "; ".join(problems))
     try:

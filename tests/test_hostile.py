@@ -299,12 +299,6 @@ def _(e: Env) -> list:
     return ["predict", e.finished, "-i", "number=3", "-i", f"image={e.tmp / 'none.png'}"]
 
 
-@case("eval-step-beyond-the-data", "checkpoint.pt", "epoch 0 step 1000000000000", "outside its recipe's")
-def _(e: Env) -> list:
-    change_checkpoint(e.finished, lambda s: s.update(epoch=0, step=10**12))
-    return ["eval", e.finished]
-
-
 @case("resume-seconds-nan", "checkpoint.pt", "seconds and epoch_seconds must be finite")
 def _(e: Env) -> list:
     change_checkpoint(e.stopped, lambda s: s.update(seconds=float("nan")))

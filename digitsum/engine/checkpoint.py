@@ -139,6 +139,8 @@ def weights_problems(own: dict[str, torch.Tensor], given: dict[str, Any], shown:
     would convert them silently), and tensors holding NaN or inf (a run stops on a non-finite loss
     before that epoch is saved); [] when they are none of these (shapes are load_state_dict's)."""
     tensors = {n: t for n, t in given.items() if n in own and isinstance(t, torch.Tensor)}
+    layout = [n for n, t in tensors.items() if t.layout != own[n].layout]  # sparse where the model's are dense
+    tensors = {n: t for n, t in tensors.items() if n not in layout}
     wrong_kind = [n for n, t in tensors.items() if own[n].is_floating_point() and not (t.is_floating_point() or t.is_complex())]
     not_finite = [n for n, t in tensors.items() if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
     complex_ = [n for n, t in tensors.items() if t.is_complex() and not own[n].is_complex()]
@@ -147,17 +149,8 @@ def weights_problems(own: dict[str, torch.Tensor], given: dict[str, Any], shown:
         return ", ".join(names[:shown]) + (f", and {len(names) - shown} more" if len(names) > shown else "")
 
     return [f"{what}: {listed(names)}" for what, names in (("integer tensors where the model's are floating point", wrong_kind),
-            ("complex tensors where the model's are real", complex_), ("tensors holding NaN or inf", not_finite)) if names]  # fmt: skip
-
-
-def position_problem(state: dict[str, Any], epochs: int, samples: int) -> str | None:
-    """Why a checkpoint's place (``epoch``, ``step``) is none a run of ``epochs`` epochs over
-    ``samples`` training samples reaches (every step takes one sample or more), or None: what
-    reading a run back can check without building its batches (a resume checks the exact count)."""
-    epoch, step = state["epoch"], state["step"]
-    if epoch > epochs or step >= max(samples, 1) or (epoch == epochs and step):
-        return f"it is at epoch {epoch} step {step}, outside its recipe's {epochs} epochs over {samples} training samples"
-    return None
+            ("complex tensors where the model's are real", complex_), ("tensors holding NaN or inf", not_finite),
+            ("tensors of another layout (sparse) where the model's are dense", layout)) if names]  # fmt: skip
 
 
 #: How deep a checkpoint's tables and lists may nest (digitsum's own: 6 levels).
