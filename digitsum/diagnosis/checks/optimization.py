@@ -12,13 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from ...contracts import Batch
-from ...errors import recipe_text
 from ...engine.batches import steps_per_epoch
 from ...engine.component_errors import built
 from ...engine.train import make_optimizer, make_scheduler
+from ...errors import recipe_text
+from ...listing import plain
 from ...recipe import Recipe, load_recipe
 from ..findings import BROKEN_CODE, Finding, fmt, pct
-from ...listing import plain
 from ..probe import Probe, fresh_copy, off_defaults, seeded, slice_batch
 
 #: The schedule check: a run whose lr is below SCHEDULE_STARVED of the peak for more than
@@ -75,6 +75,7 @@ def _momentum_replaced(recipe: Recipe, steps: int) -> Finding | None:
             break
     else:
         return None
+
     def used(group: dict[str, Any]) -> Any:  # the momentum the optimizer steps with: SGD's, or Adam's beta1
         return group.get("momentum") if name == "momentum" else (group.get("betas") or (None,))[0]
 
