@@ -67,7 +67,7 @@ def train(recipe: RecipeLike, out: str | Path | None = None, *, overrides: Overr
     from .engine import runner
 
     callbacks = _callbacks(callbacks)
-    out = path_arg(out, "out") if out is not None else None
+    out = path_arg(out, "out", optional=True)
     outcome = runner.start(load_recipe(recipe, overrides), out, force=force, callbacks=callbacks, progress=progress,
                            preflight=Preflight if preflight else None)  # fmt: skip
     return _as_run(outcome)
@@ -138,9 +138,7 @@ def sweep(recipe: RecipeLike, params: Sequence[str] | Mapping[str, Any], trials:
     ``pip install "digitsum[sweep]"``. Returns the trials, the best one and the files written
     (``best.toml``, plots): see :class:`~digitsum.sweeps.SweepResult`.
     """
-    from dataclasses import replace
-
-    from dataclasses import fields
+    from dataclasses import fields, replace
 
     from .errors import did_you_mean
     from .sweeps import SweepSettings, sweep as search
@@ -169,7 +167,7 @@ def compare(recipes: Sequence[str | Path], grid: Sequence[str] | Mapping[str, An
     from .engine.rundir import create_run_dir
 
     variants = plan_variants(_listed(recipes, "recipes"), grid if isinstance(grid, Mapping) else _listed(grid, "grid"), overrides)
-    out = path_arg(out, "out") if out is not None else None
+    out = path_arg(out, "out", optional=True)
     if out is not None and Path(out).is_dir() and not Path(out).is_symlink() and any(Path(out).iterdir()):
         # never replaced, not even a compare's own folder: compare has no --force
         raise UserError(f"output folder {out} is not empty: a comparison writes its runs into a new or empty folder; choose another --out")

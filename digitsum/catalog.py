@@ -231,9 +231,7 @@ def copy_recipe(name: str, dest: str | os.PathLike[str], force: bool = False) ->
 
 
 def _unedited_copy(path: Path) -> bool:
-    """Whether ``path`` is a file holding, byte for byte, one of the recipes ``cp`` copies."""
-    if path.is_symlink() or not path.is_file():
-        return False
+    """Whether the regular file ``path`` holds, byte for byte, one of the recipes ``cp`` copies."""
     try:
         data = path.read_bytes()
     except OSError:

@@ -137,7 +137,7 @@ def built_problem(component: Component, built: object, given: Sequence[nn.Parame
             # a tensor it does not hold keeps its initial weights: a head that never trains
             return (f"build() was given {len(given)} parameter tensors and its param groups hold {len(held)}: "
                     "it must hold every parameter it is given, each once")
-        if (wrong := _lr_problem(component, built)) is not None:
+        if (wrong := lr_problem(component, built)) is not None:
             return wrong
     if isinstance(component, Schedule):
         missing = [m for m in SCHEDULER_METHODS if not callable(getattr(built, m, None))]
@@ -146,7 +146,7 @@ def built_problem(component: Component, built: object, given: Sequence[nn.Parame
     return None
 
 
-def _lr_problem(component: Optimizer, built: torch.optim.Optimizer) -> str | None:
+def lr_problem(component: Optimizer, built: torch.optim.Optimizer) -> str | None:
     """Why the optimizer's param groups do not run at the recipe's ``lr`` (a ``build`` that
     hard-codes its own), or None: the schedules read their peak from the groups, and the recipe,
     the doctor and a sweep all take ``train.optimizer.lr`` to be the rate the run trains at."""

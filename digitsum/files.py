@@ -88,11 +88,11 @@ def why_not_made(folder: Path, error: OSError) -> str:
     return f"{blocked} is a file, not a folder" if blocked is not None else (error.strerror or str(error))
 
 
-def path_arg(value: Any, what: str) -> str | os.PathLike[str]:
+def path_arg(value: Any, what: str, *, optional: bool = False) -> str | os.PathLike[str] | None:
     """``value``, an argument ``what`` of the Python API, when it is a path (a str or an
-    os.PathLike, returned as given: ``"out/"`` keeps its slash); a UserError naming the argument
-    otherwise (pathlib's TypeError names nothing)."""
-    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+    os.PathLike, returned as given: ``"out/"`` keeps its slash), or None where ``optional``; a
+    UserError naming the argument otherwise (pathlib's TypeError names nothing)."""
+    if (isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes)) or (optional and value is None):
         return value
     raise UserError(f"{what}: a path (a str or a pathlib.Path), not {clipped(shown_repr(value))} ({type(value).__name__})")
 

@@ -136,7 +136,7 @@ class Run:
         """
         from .export import export_run
 
-        return export_run(self, format, path_arg(out, "out") if out is not None else None, force=force)
+        return export_run(self, format, path_arg(out, "out", optional=True), force=force)
 
     def curves(self) -> Figure:
         """Loss and primary metric per head and epoch, train and test (shown inline in a notebook)."""
@@ -152,7 +152,6 @@ class Run:
 
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= EVAL_BATCH:
             raise UserError(f"count: how many test samples to draw, a whole number from 1 to {EVAL_BATCH}, not {count!r}")
-
         return samples_figure(self.model, self.generator, self.recipe.seed, self.device, self.recipe.name, count)
 
 
@@ -181,7 +180,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         built.model.load_state_dict(saved.checkpoint["model"])
     except (RuntimeError, KeyError) as e:
         detail = " ".join(str(e).split())[:300]
-        raise UserError(f"{saved.run_dir / 'checkpoint.pt'} does not fit the model its recipe builds: {detail}") from None
+        raise UserError(f"{where} does not fit the model its recipe builds: {detail}") from None
     return Run(saved.run_dir, saved.recipe, built.model, built.generator, built.device,
                list(saved.checkpoint["history"]), _read_summary(saved.run_dir))  # fmt: skip
 

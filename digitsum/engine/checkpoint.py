@@ -133,22 +133,24 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def names_listed(names: list[str], shown: int) -> str:
+    """The first ``shown`` of ``names``, then ", and N more": a message's list of tensor names."""
+    return ", ".join(names[:shown]) + (f", and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def weights_problems(own: dict[str, torch.Tensor], given: dict[str, Any], shown: int = 6) -> list[str]:
     """What makes the tensors ``given`` (by name) no weights a training run saved for a model whose
     own are ``own``: integer tensors where the model's are floating point (``load_state_dict``
-    would convert them silently), and tensors holding NaN or inf (a run stops on a non-finite loss
-    before that epoch is saved); [] when they are none of these (shapes are load_state_dict's)."""
+    would convert them silently), complex ones where the model's are real, tensors holding NaN or
+    inf (a run stops on a non-finite loss before that epoch is saved), sparse ones where the
+    model's are dense; [] when they are none of these (shapes are load_state_dict's)."""
     tensors = {n: t for n, t in given.items() if n in own and isinstance(t, torch.Tensor)}
     layout = [n for n, t in tensors.items() if t.layout != own[n].layout]  # sparse where the model's are dense
     tensors = {n: t for n, t in tensors.items() if n not in layout}
     wrong_kind = [n for n, t in tensors.items() if own[n].is_floating_point() and not (t.is_floating_point() or t.is_complex())]
     not_finite = [n for n, t in tensors.items() if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all())]
     complex_ = [n for n, t in tensors.items() if t.is_complex() and not own[n].is_complex()]
-
-    def listed(names: list[str]) -> str:
-        return ", ".join(names[:shown]) + (f", and {len(names) - shown} more" if len(names) > shown else "")
-
-    return [f"{what}: {listed(names)}" for what, names in (("integer tensors where the model's are floating point", wrong_kind),
+    return [f"{what}: {names_listed(names, shown)}" for what, names in (("integer tensors where the model's are floating point", wrong_kind),
             ("complex tensors where the model's are real", complex_), ("tensors holding NaN or inf", not_finite),
             ("tensors of another layout (sparse) where the model's are dense", layout)) if names]  # fmt: skip
 

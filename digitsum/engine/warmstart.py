@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..files import field_problems
 from ..recipe import Init
 from ..weights import load_weights, read_tensors, sha256_of
-from .checkpoint import load_checkpoint, weights_problems
+from .checkpoint import load_checkpoint, names_listed, weights_problems
 
 #: How many names a message lists of each side before "and N more".
 _SHOWN = 12
@@ -82,8 +82,7 @@ def _shape(shape: list[int]) -> str:
 
 
 def _listed(names: list[str]) -> str:
-    more = f", and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
-    return ", ".join(names[:_SHOWN]) + more
+    return names_listed(names, _SHOWN)
 
 
 def read_source(init: Init) -> tuple[dict[str, torch.Tensor], str, str]:

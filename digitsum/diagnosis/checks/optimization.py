@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...contract_checks import lr_problem
 from ...contracts import Batch
 from ...engine.batches import steps_per_epoch
 from ...engine.component_errors import built
@@ -273,8 +274,9 @@ def _bowl(recipe: Recipe) -> tuple[float, float, float] | None:
     weights = [nn.Parameter(c + BOWL_SPREAD * lr * (2 * torch.randint(0, 2, c.shape, generator=g) - 1)) for c in centre]
     losses = []
     try:
-        optimizer = recipe.optimizer.cls(recipe.optimizer.params).build(weights)
-        if any(not math.isclose(float(group["lr"]), lr, rel_tol=1e-6) for group in optimizer.param_groups):
+        component = recipe.optimizer.cls(recipe.optimizer.params)
+        optimizer = component.build(weights)
+        if lr_problem(component, optimizer) is not None:
             return None  # at another rate than the recipe's: the schedule check names that breach, the bowl would misread it
         for _ in range(BOWL_STEPS):
             loss = sum(0.5 * (0.1 / lr) * ((w - c) ** 2).sum() for w, c in zip(weights, centre))
