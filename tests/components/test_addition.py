@@ -231,7 +231,7 @@ def test_the_samples_figure_captions_digit_targets(tiny_addition_run):
     assert format_value(torch.tensor([0, 1, 7])) == "017" and format_value(torch.tensor(7)) == "7"
     assert format_value(torch.arange(20) % 10) == "01234567890…"
     figure = tiny_addition_run.samples(count=4)
-    captions = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    captions = [text.get_text() for ax in figure.axes for text in ax.texts]
     assert len(captions) == 4 and all(c.splitlines()[1].startswith("sum ") for c in captions)
 
 
