@@ -1,9 +1,10 @@
 """What each installed plugin distribution ships and whether it can be used: ``digitsum
 plugins`` (its table) and strict plugin loading (``--strict-plugins``: every failure raised).
 
-Its components are imported (each in isolation, see :mod:`digitsum.registry`), its recipe and
-weights files located, its doctor checks imported; a failure is reported with the reason,
-never raised, except by :func:`require_all_plugins`.
+Its components are imported and checked as ``digitsum list`` does (each in isolation, see
+:mod:`digitsum.registry`; read from the listing cache while no plugin changed), its recipe and
+weights files located, its doctor checks imported; a failure is reported with the reason, never
+raised, except by :func:`require_all_plugins`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from . import discovery
 from .catalog import locate
 from .errors import UserError
 from .kinds import CHECKS, KINDS, RECIPES, WEIGHTS
-from .listing import LABELS, namesake_notes
-from .registry import REGISTRIES, PluginError, load_check, plugin_distributions
+from .listing import LABELS, cached_components, namesake_notes
+from .registry import PluginError, load_check, plugin_distributions
 from .weights import read_record
 
 
 def plugin_report() -> list[dict[str, Any]]:
     """Each distribution declaring components: version, status, components, failures (loading them)."""
     report = []
+    # each component's load and check, as `digitsum list` records them (its cache: no import
+    # while the installed plugins have not changed)
+    components = {(row["kind"], row["distribution"], row["entry_point"]): row for row in cached_components()}
     for dist in plugin_distributions():
         row: dict[str, Any] = {
             "distribution": dist.name,
@@ -36,7 +40,7 @@ def plugin_report() -> list[dict[str, Any]]:
             **{group: [] for group in _GROUPS},
         }
         for ep in dist.entry_points:
-            row[ep.kind if ep.kind in (RECIPES, WEIGHTS, CHECKS) else "components"].append(_part_report(ep, dist))
+            row[ep.kind if ep.kind in (RECIPES, WEIGHTS, CHECKS) else "components"].append(_part_report(ep, dist, components))
         if dist.refused:
             row["status"] = "disabled" if dist.disabled else "failed"
         elif dist.problems or any("error" in part for part in _parts(row)):
@@ -61,9 +65,12 @@ def _parts(row: dict[str, Any]) -> list[dict[str, Any]]:
     return [part for group in _GROUPS for part in row[group]]
 
 
-def _part_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribution) -> dict[str, Any]:
+def _part_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribution,
+                 components: dict[tuple[str, str, str], dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     """One thing a distribution ships: a recipe's or weights' file located (and the record read), a
-    doctor check or a component imported and checked (not for a refused distribution); its error."""
+    doctor check imported, or a component's row of the listing (``components``, by kind,
+    distribution and entry point: loaded and checked); its error (none for a refused
+    distribution's checks and components, which are not loaded)."""
     part: dict[str, Any] = {"kind": ep.kind, "name": ep.name, "entry_point": ep.value}
     try:
         if ep.kind in (RECIPES, WEIGHTS):
@@ -74,12 +81,8 @@ def _part_report(ep: discovery.PluginEntryPoint, dist: discovery.PluginDistribut
             pass
         elif ep.kind == CHECKS:
             load_check(ep, dist)
-        else:
-            entry = next(e for e in REGISTRIES[ep.kind].entries() if e.origin.distribution == dist.name and e.origin.value == ep.value)
-            try:
-                entry.load()
-            except PluginError:
-                part["error"] = entry.error  # the reason alone: the table names the component
+        elif "error" in (row := components[ep.kind, dist.name, ep.value]):
+            part["error"] = row["error"]  # the reason alone: the table names the component
     except LookupError as e:
         part["error"] = str(e)
     except UserError as e:

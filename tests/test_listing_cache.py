@@ -12,18 +12,20 @@ from digitsum import listing
 
 from .conftest import fake_distribution
 
-LIST_AND_REPORT_TORCH = (
-    "import sys; sys.argv = ['digitsum', 'list', '--json']\n"
+RUN_AND_REPORT_TORCH = (
+    "import sys; sys.argv = ['digitsum', *sys.argv[1:]]\n"
     "from digitsum.cli import main\n"
     "try:\n    main()\nexcept SystemExit:\n    pass\n"
     "print('TORCH', 'torch' in sys.modules)\n"
 )
 
 
-def list_json(cache: Path, site: Path | None = None) -> tuple[list[dict], bool]:
-    """``digitsum list --json`` in a fresh interpreter: its rows, and whether it imported torch."""
+def list_json(cache: Path, site: Path | None = None, *command: str) -> tuple[list[dict], bool]:
+    """``digitsum list --json`` (or ``command``) in a fresh interpreter: its rows, and whether it
+    imported torch."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(site or "")}
-    result = subprocess.run([sys.executable, "-c", LIST_AND_REPORT_TORCH], capture_output=True, text=True, env=env, timeout=300)
+    args = [sys.executable, "-c", RUN_AND_REPORT_TORCH, *(command or ("list", "--json"))]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     body, _, flag = result.stdout.rpartition("TORCH ")
     return json.loads(body), flag.strip() == "True"
@@ -54,6 +56,23 @@ def test_installing_a_plugin_or_changing_its_code_invalidates_the_cache(tmp_path
     os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)
     rows, imported = list_json(cache, site)
     assert imported and {r["summary"] for r in rows if r["name"] == "wide"} == {"v2, edited in place"}
+
+
+def test_the_plugins_report_answers_from_the_cache_and_sees_a_component_broken_since(tmp_path):
+    cache, site = tmp_path / "cache", tmp_path / "site"
+    module = "from digitsum.components.heads.classify import Classify as Wide\n"
+    fake_distribution(site, "digitsum-wide", "1.0", {"digitsum.heads": {"wide": "wide_plugin:Wide"}}, {"wide_plugin.py": module})
+    list_json(cache, site)
+    report, imported = list_json(cache, site, "plugins", "--json")
+    (wide,) = [r for r in report if r["distribution"] == "digitsum-wide"]
+    assert not imported and wide["status"] == "ok" and "error" not in wide["components"][0]  # what `list` loaded and checked
+
+    path = site / "wide_plugin.py"
+    path.write_text("raise RuntimeError('broken since')\n")
+    os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)
+    report, imported = list_json(cache, site, "plugins", "--json")
+    (wide,) = [r for r in report if r["distribution"] == "digitsum-wide"]
+    assert imported and wide["status"] == "failed" and "broken since" in wide["components"][0]["error"]
 
 
 def test_a_listing_with_a_broken_component_is_not_cached(tmp_path):
