@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from .errors import UserError
-from .files import path_arg
+from .files import is_plain, path_arg
 
 if TYPE_CHECKING:
     import torch
@@ -143,7 +143,7 @@ def sweep(recipe: RecipeLike, params: Sequence[str] | Mapping[str, Any], trials:
     from .errors import did_you_mean
     from .sweeps import SweepSettings, sweep as search
 
-    if not isinstance(trials, int) or isinstance(trials, bool):
+    if not is_plain(trials, int):
         raise UserError(f"trials: a whole number of trials, not {type(trials).__name__}")
     known = [f.name for f in fields(SweepSettings)]
     if unknown := [key for key in options if key not in known]:

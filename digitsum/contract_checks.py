@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .contracts import Categorical, Classes, Component, Digits, Image, Images, Interface, Optimizer, Schedule
+from .files import is_plain
 
 
 def uninitialised_problem(module: nn.Module) -> str | None:
@@ -40,7 +41,7 @@ def uninitialised_problem(module: nn.Module) -> str | None:
 def is_width(value: object) -> bool:
     """Whether ``value`` can be a fusion's ``out_features``, the width the heads are built for: a
     positive int (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return is_plain(value, int) and value > 0
 
 
 def _plain(signature: inspect.Signature) -> str:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .contracts import Categorical, Generator, Head, Image, Images, Spec
 from .errors import UserError, did_you_mean
+from .files import is_plain
 from .engine.model import DigitModel
 from .images import image_batch
 
@@ -268,7 +269,7 @@ def categorical_batch(value: Any, spec: Categorical, name: str) -> tuple[Tensor,
         if array.ndim == 1 and array.size == 0:
             raise UserError(f"input '{name}' is an empty array: give integers ({valid})")
         values, batched = array.astype(np.int64).reshape(-1).tolist(), array.ndim == 1
-    elif isinstance(value, int) and not isinstance(value, bool):
+    elif is_plain(value, int):
         values, batched = [value], False
     else:
         raise UserError(f"input '{name}' is {value!r} ({type(value).__name__}): give an integer, a list of integers or an integer array ({valid})")

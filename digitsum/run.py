@@ -121,7 +121,7 @@ class Run:
 
         if not isinstance(preprocess, bool):
             raise UserError(f"preprocess: True or False, not {type(preprocess).__name__}")
-        if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        if not is_plain(top, int) or top < 1:
             raise UserError(f"top: how many of the most probable classes to give, a whole number from 1, not {top!r}")
         return predict(self.model, self.generator, inputs, device=self.device, preprocess=preprocess, top=top)
 
@@ -150,7 +150,7 @@ class Run:
         from .engine.batches import EVAL_BATCH
         from .engine.pictures import samples_figure
 
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= EVAL_BATCH:
+        if not is_plain(count, int) or not 1 <= count <= EVAL_BATCH:
             raise UserError(f"count: how many test samples to draw, a whole number from 1 to {EVAL_BATCH}, not {count!r}")
         return samples_figure(self.model, self.generator, self.recipe.seed, self.device, self.recipe.name, count)
 

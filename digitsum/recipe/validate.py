@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..catalog import is_url, looks_like_name
 from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, raised_in, recipe_text
+from ..files import is_plain
 from ..kinds import KINDS
 from ..registry import REGISTRIES, fusions
 from .document import Document, fmt_value
@@ -269,7 +270,7 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any] | Recipe, ove
     if not isinstance(description, str):
         check.problem(("description",), "must be a string")
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+    if not is_plain(seed, int) or not 0 <= seed < 2**63:
         check.problem(("seed",), f"must be an integer from 0 to 2**63-1 (got {fmt_value(seed)})")
 
     data = check.component("datasets", raw["data"]) if "data" in raw else None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..discovery import component_name_problem
 from ..errors import UserError, did_you_mean
-from ..files import file_in_the_way
+from ..files import file_in_the_way, is_plain
 from ..recipe import MACHINE_LOCAL_KEYS
 from .report import SweepResult, TrialRow, read_result, write_outputs
 from .space import Space, check_spaces, parse_space, parse_spaces
@@ -67,7 +67,7 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         for name, value in (("workers", self.workers), ("prune_startup", self.prune_startup), ("val", self.val)):
-            if not (isinstance(value, int) and not isinstance(value, bool)) and not (name == "val" and value is None):
+            if not is_plain(value, int) and not (name == "val" and value is None):
                 raise UserError(f"{name}: a whole number, not {type(value).__name__}")
         if self.workers < 1:
             raise UserError(f"--workers {self.workers}: at least 1")
