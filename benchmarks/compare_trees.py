@@ -28,6 +28,8 @@ def run_once(tree: Path, recipe: str, overrides: list[str]) -> tuple[float, dict
     out = Path(tempfile.mkdtemp(prefix="digitsum-trees-")) / "run"
     sets = [a for s in overrides for a in ("--set", s)]
     env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+    if "DIGITSUM_DATA" in env:  # the runs start in the temporary folder: a relative path would name nothing there
+        env["DIGITSUM_DATA"] = os.path.abspath(env["DIGITSUM_DATA"])
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "digitsum", "run", recipe, "--out", str(out), *sets], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())  # fmt: skip

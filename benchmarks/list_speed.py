@@ -1,4 +1,5 @@
-"""`digitsum list` with a warm listing cache against a cold one, and against Python's own start-up.
+"""`digitsum list` and `digitsum plugins` with a warm listing cache against a cold one, and against
+Python's own start-up.
 
 Whole processes, median of N runs each, all in this one run (the machine's load varies):
 
@@ -41,6 +42,8 @@ def main() -> None:
         "digitsum list (warm cache)": [*digitsum, "list"],
         "digitsum list --json (warm cache)": [*digitsum, "list", "--json"],
         "digitsum list (cold cache)": [*digitsum, "list"],
+        "digitsum plugins (warm cache)": [*digitsum, "plugins"],
+        "digitsum plugins (cold cache)": [*digitsum, "plugins"],
     }
     subprocess.run([*digitsum, "list"], check=True, env=env, stdout=subprocess.DEVNULL)  # warm it
     results = {}
@@ -56,6 +59,8 @@ def main() -> None:
         print(f"{name:36s} median {median:6.3f} s over {runs} runs")
     warm, cold = results["digitsum list (warm cache)"], results["digitsum list (cold cache)"]
     print(f"cold / warm list: {cold / warm:.1f}x; warm list - python start-up: {warm - results['python -c pass']:.3f} s")
+    warm, cold = results["digitsum plugins (warm cache)"], results["digitsum plugins (cold cache)"]
+    print(f"cold / warm plugins: {cold / warm:.1f}x")
 
 
 if __name__ == "__main__":
