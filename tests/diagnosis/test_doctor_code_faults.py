@@ -207,3 +207,37 @@ def test_a_momentum_the_schedule_replaces_is_not_judged_on_the_bowl(tiny_data):
     # original's onecycle cycles the momentum between 0.85 and 0.95: the 0.999 is never used (the schedule's warning says so)
     report = report_for(['train.optimizer={type="sgd", lr=0.05, momentum=0.999}'], ["optimizer"])
     assert [f.severity for f in report.findings if f.check == "optimizer"] == ["info"]
+
+
+class CooledLogits(Classify):
+    """A temperature of 1000 on its logits: nothing bounds them, but no run moves them."""
+
+    def forward(self, features):
+        return super().forward(features) / 1000
+
+
+class ZeroLastLayer(BatchNormHead):
+    """Healthy: a last layer initialised to zeros (its logits start at 0 and grow as it trains)."""
+
+    def __init__(self, params, in_features, target):
+        super().__init__(params, in_features, target)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+
+def test_a_head_that_divides_its_logits_is_named_by_how_little_they_move(tiny_data):
+    report = report_for(['heads.sum={type="cooled", target="sum"}'], ["overfit"], heads, "cooled", CooledLogits)
+    [reach] = [f for f in report.errors if "hardly move" in f.title]
+    assert reach.check == "overfit" and "heads.sum" in reach.title and "CooledLogits.forward" in reach.fix
+    assert reach.figures["reach"] < 0.3 and not any("heads.digit" in f.title for f in report.errors)
+
+
+@pytest.mark.parametrize("head, moves", [(CooledLogits, False), (ZeroLastLayer, True), (BatchNormHead, True)])
+def test_the_reach_of_a_heads_logits_tells_a_scaled_down_forward_from_a_zero_start(tiny_data, head, moves):
+    from digitsum.diagnosis.checks.reach import reach_findings
+    from digitsum.diagnosis.probe import slice_batch
+
+    with registered(heads, "under_test", head):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['heads.sum={type="under_test", target="sum"}']))
+        found = reach_findings(probe, slice_batch(probe.sample, 32), ["digit", "sum"], 1e-3, 300)
+    assert [f.title for f in found] == ([] if moves else ["heads.sum's logits hardly move as the weights train"])

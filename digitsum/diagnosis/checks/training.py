@@ -20,6 +20,7 @@ from ..probe import Probe, batch_len, eval_outputs, fresh_copy, learns, log_loss
 from ..short_run import RunTrace, schedule_warms_up, short_run
 from .floor import loss_floor
 from .optimization import run_steps, warm_up_steps
+from .reach import reach_findings
 from .relus import ReluProbe, dead_relu_findings
 
 #: Samples of training the short run sees (at the recipe's batch size), and its step bounds.
@@ -484,7 +485,9 @@ def check_overfit(probe: Probe) -> list[Finding]:
             measured + f"; Adam at lr {SANE_ADAM_LR:g} fits it in {sane_step} steps",
             "a model that cannot memorise 32 samples cannot learn the task: the optimizer's settings are to blame",
             SEE_FIXES, [], figures)]  # fmt: skip
-    return [Finding("overfit", "error", f"cannot fit one batch of {size}, even with Adam at lr {SANE_ADAM_LR:g}",
+    unfit = [h for h, v in sane_fit.items() if v < 0.99]
+    return reach_findings(probe, batch, unfit, SANE_ADAM_LR, 2 * OVERFIT_STEPS) + [Finding("overfit", "error",
+        f"cannot fit one batch of {size}, even with Adam at lr {SANE_ADAM_LR:g}",
         measured + f"; {2 * OVERFIT_STEPS} steps of Adam at lr {SANE_ADAM_LR:g}: {sane_fits}, loss -> {fmt(sane_last)}",
         "a model that cannot memorise 32 samples is broken: loss, outputs, wiring or targets",
         "fix the error-level findings above first", [], figures)]  # fmt: skip
