@@ -75,6 +75,15 @@ class _CrossEntropyLoss(_Altered):
         return F.cross_entropy(output.float(), self.inner.prediction_space().expected(target))
 
 
+class _ScaledOutput(_Altered):
+    """A head whose output is the wrapped head's times ``factor`` (set on the class)."""
+
+    factor = 1.0
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.inner(features) * self.factor
+
+
 class _EvalForward(_Altered):
     """A head (or backbone) whose forward runs in eval mode in training too: without its dropout
     or other noise."""
@@ -100,6 +109,11 @@ def _head_altered(head: str, altered: type[_Altered]) -> Callable[[Probe], Probe
 def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
     """The head returns the log of its probabilities: logits whose softmax is its output."""
     return _head_altered(head, _LogOfOutput)
+
+
+def logits_scaled(head: str, factor: float) -> Callable[[Probe], Probe]:
+    """The head's outputs ``factor`` times what its forward returns (a division undone)."""
+    return _head_altered(head, type("_ScaledBy", (_ScaledOutput,), {"factor": factor}))
 
 
 def without_training_noise(head: str) -> Callable[[Probe], Probe]:

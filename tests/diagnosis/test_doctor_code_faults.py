@@ -226,10 +226,12 @@ class ZeroLastLayer(BatchNormHead):
 
 
 def test_a_head_that_divides_its_logits_is_named_by_how_little_they_move(tiny_data):
-    report = report_for(['heads.sum={type="cooled", target="sum"}'], ["overfit"], heads, "cooled", CooledLogits)
+    report = report_for(['heads.sum={type="cooled", target="sum"}'], ["overfit"], heads, "cooled", CooledLogits, verify=True)
     [reach] = [f for f in report.errors if "hardly move" in f.title]
-    assert reach.check == "overfit" and "heads.sum" in reach.title and "CooledLogits.forward" in reach.fix
-    assert reach.figures["reach"] < 0.3 and not any("heads.digit" in f.title for f in report.errors)
+    assert reach.check == "overfit" and "heads.sum" in reach.title and not any("heads.digit" in f.title for f in report.errors)
+    # how much too small, from how far they move: the factor its forward divides by, tried and verified
+    assert reach.figures["reach"] < 0.3 and reach.figures["factor"] == 1000
+    assert reach.fix.startswith("CooledLogits.forward: its logits 1000 times larger") and "verified" in reach.fix
 
 
 @pytest.mark.parametrize("head, moves", [(CooledLogits, False), (ZeroLastLayer, True), (BatchNormHead, True)])

@@ -6,13 +6,16 @@ one batch even with a sane optimizer (the ``overfit`` check)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...contracts import Batch
-from ..findings import BROKEN_CODE, Finding, fmt
+from ..emulate import logits_scaled
+from ..findings import BROKEN_CODE, Change, Finding, fmt
+from ..probe import Probe, batch_len, evaluating, fresh_copy, seeded
 from .floor import floor_through_forward, loss_floor
 from .loss import probability_output
-from ..probe import Probe, batch_len, evaluating, fresh_copy, seeded
 
 #: A run that can move a head's logits by less than this (the largest change of a sample's
 #: logits, averaged over the batch) cannot make it confident: a logit margin of 0.3 leaves the
@@ -21,6 +24,9 @@ from ..probe import Probe, batch_len, evaluating, fresh_copy, seeded
 #: head divided by 10, 100, 1000: 1.43, 0.14, 0.014; with its last layer initialised to zeros
 #: (which trains well: to first order only that layer moves) 1.09.
 REACH_MIN = 0.3
+#: What the shipped recipes' heads reach there, about: a head far below it is tried with its logits
+#: scaled up by the power of ten that brings it here (its forward divided by 1000: 1000).
+TYPICAL_REACH = 15.0
 
 
 def logit_reach(probe: Probe, batch: Batch, head: str, lr: float, steps: int) -> float:
@@ -60,6 +66,9 @@ def reach_findings(probe: Probe, batch: Batch, heads: list[str], lr: float, step
         if not (reach := logit_reach(probe, batch, head, lr, steps)) < REACH_MIN:
             continue
         cls = type(probe.model.heads[head])
+        factor = 10.0 ** round(math.log10(TYPICAL_REACH / max(reach, 1e-12)))
+        fix = Change(f"heads.{head}'s logits {factor:g} times larger", emulate=logits_scaled(head, factor),
+                     code=f"{cls.__name__}.forward: its logits {factor:g} times larger (no division)")  # fmt: skip
         findings.append(Finding("overfit", "error", f"heads.{head}'s logits hardly move as the weights train",
             f"{steps} steps of Adam at lr {lr:g} move heads.{head}'s logits by about {fmt(reach)} on one batch of "
             f"{batch_len(batch)} (to first order: one step that moves every weight by the lr, times {steps})",
@@ -67,5 +76,5 @@ def reach_findings(probe: Probe, batch: Batch, heads: list[str], lr: float, step
             "forward scales down what its last layer computes (a division by a large constant, a temperature), or its "
             "weights reach the logits through a tiny factor",
             f"return the last layer's output unscaled from {cls.__module__}.{cls.__name__}.forward", [],
-            {"reach": reach, "steps": steps, "lr": lr, BROKEN_CODE: f"heads.{head}"}))  # fmt: skip
+            {"reach": reach, "steps": steps, "lr": lr, "factor": factor, BROKEN_CODE: f"heads.{head}"}, candidates=[fix]))  # fmt: skip
     return findings
