@@ -494,6 +494,19 @@ def test_a_loss_scaled_by_a_constant_is_named_with_its_factor(tiny_data):
     assert "ScaledLoss.loss()" in finding.fix
 
 
+class SummedLoss(Classify):
+    """Its loss is summed over the batch (reduction="sum"): as many times the mean as samples."""
+
+    def loss(self, output, target):
+        return torch.nn.functional.cross_entropy(output, target, reduction="sum")
+
+
+def test_a_loss_summed_over_the_batch_is_called_a_sum_not_a_factor(tiny_data):
+    [finding] = [f for f in head_report(SummedLoss, ("loss_at_init",)).findings if f.severity == "warning"]
+    assert finding.title.startswith("heads.sum's loss is summed over the batch, not averaged: 512 times")
+    assert 'SummedLoss.loss() (reduction="mean")' in finding.fix and finding.figures["summed"]
+
+
 class OneVsRest(Classify):
     """A binary cross-entropy per class, summed: K ln 2 at initialisation, above ln K, from
     logits that are near uniform."""

@@ -59,12 +59,19 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
         logits_loss = float(F.cross_entropy(outputs[head].float(), target)) if readable else None  # out-of-range labels: the data check's
         scale = value / logits_loss if logits_loss else None
         if scale is not None and not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1] and _constant_factor(probe, head, outputs[head], target, scale):
-            cls = type(probe.model.heads[head])
-            findings.append(Finding("loss_at_init", "warning", f"heads.{head}'s loss is {fmt(scale)} times the cross-entropy of its logits",
-                f"{measured}; the cross-entropy of the same logits: {fmt(logits_loss)}",
+            cls, n = type(probe.model.heads[head]), batch_len(batch)
+            # a factor of the batch's own size: a sum over the samples (reduction="sum"), not their mean
+            summed = abs(scale - n) <= 0.01 * n
+            title = (f"heads.{head}'s loss is summed over the batch, not averaged: {fmt(scale)} times the cross-entropy of its logits"
+                     if summed else f"heads.{head}'s loss is {fmt(scale)} times the cross-entropy of its logits")  # fmt: skip
+            findings.append(Finding("loss_at_init", "warning", title,
+                f"{measured}; the cross-entropy of the same logits: {fmt(logits_loss)}" + (f", on a batch of {n}" if summed else ""),
                 "a loss scaled by a constant scales every gradient of the head by it: plain SGD's steps shrink or grow as "
-                "much (Adam's hardly change), and the loss reads as far from or near its floor when it is not",
-                f"drop the factor from {cls.__module__}.{cls.__name__}.loss(), or scale the learning rate", [], {**figures, "scale": scale}))  # fmt: skip
+                "much (Adam's hardly change), and the loss reads as far from or near its floor when it is not"
+                + ("; a sum also changes with the batch size" if summed else ""),
+                (f"take the mean over the batch in {cls.__module__}.{cls.__name__}.loss() (reduction=\"mean\"), or scale the learning rate"
+                 if summed else f"drop the factor from {cls.__module__}.{cls.__name__}.loss(), or scale the learning rate"),
+                [], {**figures, "scale": scale, "summed": summed}))  # fmt: skip
         elif value > 1.5 * expected and (logits_loss is None or logits_loss > 1.5 * expected):  # the logits themselves are far from uniform
             features = float(probe.model.backbone(batch).detach().float().pow(2).mean().sqrt())
             figures["features_rms"] = features
