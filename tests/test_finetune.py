@@ -80,6 +80,22 @@ def test_loads_a_safetensors_file_relative_to_the_recipe_file(tiny_data, source_
     assert again.init.weights == recipe.init.weights
 
 
+def test_a_replay_whose_weights_file_changed_since_says_it_will_not_replay_the_run(tiny_data, source_tensors, tmp_path):
+    weights = tmp_path / "w.safetensors"
+    write_tensors(weights, source_tensors, {})
+    Trainer(load_recipe(recipe_file(tmp_path / "r", str(weights)), tiny_args(tiny_data, 1)), tmp_path / "run").fit()
+    resolved = tmp_path / "run" / "recipe.toml"  # its [provenance] records the sha256 of the weights it started from
+
+    def replay_notes(*overrides: str) -> list[str]:
+        return [n for n in Trainer(load_recipe(resolved, list(overrides)), None).notes if "not the weights" in n]
+
+    assert replay_notes() == []  # the same file: a replay
+    write_tensors(weights, {k: v + 1 if v.is_floating_point() else v for k, v in source_tensors.items()}, {})
+    [note] = replay_notes()
+    assert f"sha256 {sha256_of(weights)[:12]}" not in note and "[provenance] init_sha256" in note and "will not replay" in note
+    assert replay_notes(f"init.weights={str(weights)!r}") == []  # weights the user chose: no run to replay
+
+
 def test_a_shipped_recipe_name_loads_its_verified_weights(tiny_data, tmp_path):
     recipe = load_recipe(recipe_file(tmp_path / "r", "original"), tiny_args(tiny_data, 1))
     assert not recipe.init.is_path and recipe.init.weights == "original"

@@ -33,7 +33,8 @@ class InitReport:
     in both, shapes differ (``[source shape, model shape]``); ``new``: the model's tensors the
     source has no tensor for (kept as initialised from the seed); ``unused``: the source's tensors
     the model has no tensor for; ``frozen``: the loaded parameters frozen for the first
-    ``freeze_epochs`` epochs."""
+    ``freeze_epochs`` epochs; ``recorded_sha256``: the sha256 the recipe's ``[provenance]``
+    records for the weights its run started from ("" when it records none)."""
 
     source: str
     kind: str
@@ -44,6 +45,7 @@ class InitReport:
     unused: list[str] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
     freeze_epochs: int = 0
+    recorded_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +54,7 @@ class InitReport:
     def from_dict(cls, data: dict[str, Any]) -> InitReport:
         """The report ``to_dict`` gave (a checkpoint's ``init``); ValueError naming what does not fit."""
         types = {"source": str, "kind": str, "sha256": str, "loaded": list, "skipped": dict, "new": list, "unused": list,
-                 "frozen": list, "freeze_epochs": int}  # fmt: skip
+                 "frozen": list, "freeze_epochs": int, "recorded_sha256": str}  # fmt: skip
         problems = field_problems(data, types, required=("source", "kind", "sha256")) if isinstance(data, dict) else ["not a table"]
         if problems:
             raise ValueError(f"its init record: {'; '.join(problems)}")
@@ -68,6 +70,9 @@ class InitReport:
             lines.append(f"init: {len(self.new)} newly initialised (not in the source): {_listed(self.new)}")
         if self.unused:
             lines.append(f"init: {len(self.unused)} tensors of the source unused (not in the model): {_listed(self.unused)}")
+        if self.recorded_sha256 and self.recorded_sha256 != self.sha256:
+            lines.append(f"init: these are not the weights this recipe's run started from (sha256 {self.recorded_sha256[:12]}…, "
+                         "[provenance] init_sha256): the run will not replay it")  # fmt: skip
         if self.frozen and self.freeze_epochs:
             lines.append(f"init: the {len(self.frozen)} loaded parameters stay frozen for the first {_epochs(self.freeze_epochs)}")
         return lines
@@ -119,7 +124,7 @@ def load_init(model: nn.Module, init: Init) -> InitReport:
     """Load every tensor of ``init``'s source whose name and shape match into ``model`` (its
     parameters and buffers); refuse, listing both sides' names, when none does."""
     tensors, kind, sha256 = read_source(init)
-    report = InitReport(init.weights, kind, sha256, freeze_epochs=init.freeze_epochs)
+    report = InitReport(init.weights, kind, sha256, freeze_epochs=init.freeze_epochs, recorded_sha256=init.recorded_sha256 or "")
     own = model.state_dict()
     matched = {}
     for name, tensor in own.items():

@@ -120,12 +120,15 @@ class InitSection(_Section):
 class Init:
     """The validated ``[init]``: ``weights`` as resolved when the recipe was read (a shipped
     recipe's name, or an absolute path: a run directory or a ``.safetensors`` file, ``is_path``),
-    and ``where``, the file and line that gave ``init.weights`` (for the messages of a run)."""
+    and ``where``, the file and line that gave ``init.weights`` (for the messages of a run);
+    ``recorded_sha256``: the sha256 of the weights a resolved recipe's run started from (its
+    ``[provenance] init_sha256``), when it has one and ``init.weights`` was not overridden."""
 
     weights: str
     is_path: bool
     freeze_epochs: int
     where: str
+    recorded_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"weights": self.weights, "freeze_epochs": self.freeze_epochs}

@@ -340,7 +340,11 @@ def _validate_init(table: Any, check: _Check) -> Init | None:
     candidate = folder / Path(text).expanduser()
     is_path = candidate.exists() or not looks_like_name(text) or text.endswith(".safetensors")
     weights = os.path.abspath(candidate) if is_path else text
-    return Init(weights, is_path, section.freeze_epochs, str(source))
+    # a resolved recipe (a run's recipe.toml) records the sha256 of the weights its run started
+    # from: a replay says so when the file it names now holds others
+    provenance = check.doc.data.get("provenance")
+    recorded = provenance.get("init_sha256") if isinstance(provenance, dict) and source.label == check.fallback else None
+    return Init(weights, is_path, section.freeze_epochs, str(source), recorded if isinstance(recorded, str) else None)
 
 
 def _validate_loggers(table: Any, check: _Check, available: bool = True) -> dict[str, Choice]:
