@@ -1089,3 +1089,13 @@ def test_a_loss_that_starts_well_below_the_uniform_guess_is_not_said_to_start_ne
     assert "heads.digit starts near ln 10" in titles
     assert any(t.startswith("heads.sum starts at 1.4") and t.endswith("below ln 19: its loss is no plain cross-entropy of its logits")
                for t in titles), titles
+
+
+@pytest.mark.parametrize("learning", [True, False])
+def test_a_loss_that_falls_reads_as_a_success_only_when_every_head_learns(learning):
+    from digitsum.diagnosis.checks.training import _trend_findings
+
+    # a fall from a huge start (a backbone initialised far too large) is "100 % of the way to the floor"
+    [finding] = _trend_findings(torch.cat([torch.full((10,), 1.5e13), torch.full((90,), 3.0)]), "100 steps", 0.0, learning)
+    assert finding.severity == "info" and "100 % of the way" in finding.title
+    assert ("not every trained head learns" in finding.title) != learning

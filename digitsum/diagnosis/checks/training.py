@@ -393,7 +393,9 @@ def _trend_findings(totals: Tensor, run: str, floor: float, learning: bool) -> l
         return [Finding("loss_trend", "warning", title, measured,
                         f"a model that learns lowers its training loss by more than {pct(LOSS_FALL)} of the way to its floor in a few hundred steps",
                         "see the other findings: they say why", [], figures)]  # fmt: skip
-    return [Finding("loss_trend", "info", f"the loss falls ({pct(fraction_fallen(first, last, floor))} of the way to its floor)", measured, figures=figures)]
+    # a fall from a huge start (1e13) is "100 % of the way" while a head learns nothing: say so
+    unlearnt = "" if learning else ", but not every trained head learns (see [learning])"
+    return [Finding("loss_trend", "info", f"the loss falls ({pct(fraction_fallen(first, last, floor))} of the way to its floor){unlearnt}", measured, figures=figures)]
 
 
 def _overfit(probe: Probe, batch: Batch, optimizer_of: Callable[[nn.Module], torch.optim.Optimizer],
