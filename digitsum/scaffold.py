@@ -59,7 +59,7 @@ _BUILTIN = {
     "fusions": 'type = "concat"',
     "heads": 'type = "classify"',
     "optimizers": 'type = "adam"\nlr = 2e-3',
-    "schedules": 'type = "onecycle"\nmomentum = [0.85, 0.95]  # Adam\'s beta1 cycled against the lr (0.95 -> 0.85 at the peak -> 0.95)',
+    "schedules": 'type = "onecycle"\nmomentum = [0.85, 0.95]  # the optimizer\'s momentum (Adam\'s beta1) cycled against the lr (0.95 -> 0.85 at the peak -> 0.95)',
     "loggers": "",
 }
 #: What a part's own recipe table says where it is not ``type = "<dist>:<name>"``.

@@ -119,6 +119,20 @@ def test_a_head_whose_loss_does_not_read_its_probabilities_as_a_log_loss_fails_s
     assert "probabilities" in problem and "not as a log-loss" in problem and "return logits from forward()" in problem
 
 
+class SummedLossHead(Classify):
+    """Its loss sums over the batch (reduction="sum"): the contract's loss is a mean."""
+
+    def loss(self, output, target):
+        return F.cross_entropy(output, target, reduction="sum")
+
+
+def test_a_head_whose_loss_sums_over_the_batch_fails_saying_so():
+    with pytest.raises(ConformanceError) as e:
+        check_head(SummedLossHead)
+    (problem,) = e.value.problems
+    assert "a sum over the batch, not its mean" in problem and 'reduction="mean"' in problem
+
+
 class OneNumberHead(SoftmaxHead):
     """A class-logits head (the default output_kind) whose forward gives one number per sample."""
 
@@ -389,3 +403,42 @@ def test_a_head_whose_loss_cannot_fall_far_for_confident_right_logits_fails_sayi
     (problem,) = e.value.problems
     # ln(1 + 9/e) for 10 digits, against ln 10 for uniform logits
     assert "at best 1.46, against 2.3 for uniform ones" in problem and "give the loss the logits themselves" in problem
+
+
+class _OwnRateSgd(torch.optim.Optimizer):
+    """Plain SGD at ``rate``, whatever the param groups' lr says (``rate`` None: at that lr)."""
+
+    def __init__(self, params, lr, rate=None):
+        super().__init__(params, {"lr": lr})
+        self.rate = rate
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-(self.rate if self.rate is not None else group["lr"]))
+
+
+@pytest.mark.parametrize("rate", [None, 0.01])
+def test_an_optimizer_whose_step_ignores_the_groups_lr_fails_saying_so(rate):
+    from digitsum.contracts import Optimizer
+    from digitsum.testing import check_optimizer
+
+    class StudentSgd(Optimizer):
+        """SGD written by a student."""
+
+        contract = 1
+
+        class Params(Params):
+            lr: float = Field(0.05, gt=0, description="the learning rate")
+
+        def build(self, parameters):
+            return _OwnRateSgd(parameters, self.params.lr, rate)
+
+    if rate is None:
+        check_optimizer(StudentSgd)
+        return
+    with pytest.raises(ConformanceError) as e:
+        check_optimizer(StudentSgd)
+    assert any("moved the weights with every param group's lr at 0" in p for p in e.value.problems), e.value.problems

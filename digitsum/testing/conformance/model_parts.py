@@ -1,5 +1,6 @@
 """The conformance checks of the model's parts, fusions and heads, on random tensors."""
 
+import math
 from copy import deepcopy
 
 import torch
@@ -91,11 +92,23 @@ def check_head(cls: type, params=None, *, target=None, in_features: int = 16, ba
         if features.grad is None or not torch.isfinite(features.grad).all():
             problems.append("the loss's gradient does not reach the features (or is not finite)")
         problems += grad_problems(head, "loss.backward()")
+        problems += _mean_problems(head, output.detach(), labels, float(loss.detach()))
     problems += output_problems(head, output, labels)
     problems += confident_logits_problems(head, labels, classes)
     if not problems:  # predict() and probabilities() have the shapes they declare
         problems += memorised_predict_problems(head, features.detach(), labels)
     problems.raise_any()
+
+
+def _mean_problems(head, output, labels, loss: float) -> list[str]:
+    """The loss is a mean over the batch: the same batch twice over gives the same loss (a sum
+    over the samples doubles, and a run's steps would grow with its batch size)."""
+    with torch.no_grad():
+        twice = float(head.loss(torch.cat([output, output]), torch.cat([labels, labels])))
+    if math.isfinite(twice) and abs(loss) > 1e-6 and abs(twice / loss - 2) < 1e-3:
+        return [f"loss(output, target) is a sum over the batch, not its mean: the batch twice over gives {twice:.4g}, "
+                f"twice its {loss:.4g} (reduction=\"mean\")"]
+    return []
 
 
 def memorised_predict_problems(head, features, labels, steps: int = 300) -> list[str]:

@@ -35,6 +35,7 @@ def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
         problems.append(f"{steps} steps at its default settings did not lower a small regression's loss ({losses[0]:.4g} -> {losses[-1]:.4g})")
     if not torch.equal(frozen, before):
         problems.append("it changed a parameter that had no gradient")
+    problems += _lr_problems(cls, params)
     again, x, y = toy_model()
     again[2].bias.requires_grad_(False)
     train_steps(again, cls(params).build(list(again.parameters())), x, y, steps)
@@ -44,6 +45,21 @@ def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
     problems += resume_problems(lambda model: (cls(params).build(list(model.parameters())), None), 5, 5,
                                 "an optimizer given another's state_dict does not continue as it does: resumed runs would differ")  # fmt: skip
     problems.raise_any()
+
+
+def _lr_problems(cls: type, params) -> list[str]:
+    """Its steps follow the param groups' ``lr``: at lr 0 a step moves no weight (schedules, the
+    doctor and sweeps set the rate there; a ``step()`` that ignores it makes them mean nothing)."""
+    model, x, y = toy_model()
+    optimizer = cls(params).build(list(model.parameters()))
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    before = [p.detach().clone() for p in model.parameters()]
+    train_steps(model, optimizer, x, y, 3)
+    if all(torch.equal(a, b) for a, b in zip(before, model.parameters())):
+        return []
+    return ["its step() moved the weights with every param group's lr at 0: it must scale its steps by group['lr'] "
+            "(schedules, sweeps and the doctor set the rate there), not by a rate of its own"]
 
 
 #: What a schedule may change besides the learning rate only when its parameters ask for it.
