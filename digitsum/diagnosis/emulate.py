@@ -84,6 +84,16 @@ class _ScaledOutput(_Altered):
         return self.inner(features) * self.factor
 
 
+class _RescaledLoss(_Altered):
+    """A head whose loss is the wrapped head's times ``factor``, divided by the batch's size when
+    ``per_sample`` (a sum over the samples made their mean); both set on the class."""
+
+    factor, per_sample = 1.0, False
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return self.inner.loss(output, target) * (self.factor / (len(output) if self.per_sample else 1))
+
+
 class _EvalForward(_Altered):
     """A head (or backbone) whose forward runs in eval mode in training too: without its dropout
     or other noise."""
@@ -114,6 +124,20 @@ def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
 def logits_scaled(head: str, factor: float) -> Callable[[Probe], Probe]:
     """The head's outputs ``factor`` times what its forward returns (a division undone)."""
     return _head_altered(head, type("_ScaledBy", (_ScaledOutput,), {"factor": factor}))
+
+
+def loss_rescaled(heads: list[str], factor: float = 1.0, per_sample: bool = False) -> Callable[[Probe], Probe]:
+    """The heads' losses times ``factor`` (a constant undone), over the batch's size when
+    ``per_sample`` (a sum over the batch made a mean): all at once, as one fix to the class they share."""
+    altered = type("_RescaledBy", (_RescaledLoss,), {"factor": factor, "per_sample": per_sample})
+
+    def emulate(probe: Probe) -> Probe:
+        model = fresh_copy(probe.model)
+        for head in heads:
+            model.heads[head] = altered(model.heads[head])
+        return Probe(probe.recipe, probe.generator, model, probe.device)
+
+    return emulate
 
 
 def without_training_noise(head: str) -> Callable[[Probe], Probe]:

@@ -185,6 +185,12 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     def rank(trace: RunTrace) -> tuple[int, float]:
         return len(_restores(trace, heads)), _mean(trace, heads)
 
+    def preferred(change: Change, trace: RunTrace) -> tuple[int, bool, float]:
+        """As many heads restored, a proven defect's fix (Change.corrects) before a setting that
+        makes up for it (a loss summed over the batch averaged, not the lr cut 512 times to match)."""
+        restored, skill = rank(trace)
+        return restored, change.corrects, skill
+
     name = f"{steps} steps"
     alone = []
     for change in candidates.values() if stalled or unstable else []:
@@ -202,7 +208,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
     combined = [a.change for a in chosen]
     current = attempt(combined) if len(combined) > 1 else (chosen[0] if chosen else Attempt(Change("nothing"), base))
     rounds: list[tuple[Change, RunTrace]] = []
-    best = max(chosen, key=lambda a: rank(a.trace)) if chosen else None
+    best = max(chosen, key=lambda a: preferred(a.change, a.trace)) if chosen else None
     if len(combined) > 1 and (current.trace is None or rank(current.trace) < rank(best.trace)):
         # together they do worse than the best of them alone (two changes that each make up for
         # the same cause, say): that one alone; the others may still join in the rounds below
@@ -239,7 +245,7 @@ def verify(probe: Probe, findings: list[Finding], deadline: float | None = None)
                 better.append((rank(a.trace), change, a))
         if not better:
             break
-        _, change, current = max(better, key=lambda x: x[0])
+        _, change, current = max(better, key=lambda x: preferred(x[1], x[2].trace))
         combined.append(change)
         pool = [c for c in pool if c is not change]  # the others again, on top of the new combination
 

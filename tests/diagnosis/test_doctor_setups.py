@@ -507,6 +507,18 @@ def test_a_loss_summed_over_the_batch_is_called_a_sum_not_a_factor(tiny_data):
     assert 'SummedLoss.loss() (reduction="mean")' in finding.fix and finding.figures["summed"]
 
 
+def test_the_heads_whose_losses_sum_over_the_batch_get_one_fix_verified_under_sgd(tiny_data):
+    # SGD at the recipe's lr takes 512 times too large a step on each: averaging one head's loss
+    # leaves the other's blowing the shared backbone up, so the fix is both at once
+    with registered(heads, "summed", SummedLoss):
+        probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", ['heads.digit={type="summed", target="digit"}',
+                                              'heads.sum={type="summed", target="sum"}', 'train.optimizer={type="sgd", lr=0.05}']))  # fmt: skip
+        report = diagnose(probe, ["loss_at_init", "short_run"], verify=True)
+    [fix] = [f for f in report.findings if f.check == "fixes"]
+    assert fix.figures["combined"] == ["heads.digit's and heads.sum's loss averaged over the batch"], fix.figures
+    assert "SummedLoss.loss: the mean over the batch" in report.findings[0].fix and "verified" in report.findings[0].fix
+
+
 class OneVsRest(Classify):
     """A binary cross-entropy per class, summed: K ln 2 at initialisation, above ln K, from
     logits that are near uniform."""

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ...contract_checks import declared_classes, probabilities_problems
 from ...contracts import Batch, Head
 from ...errors import recipe_text
-from ..emulate import logits_from_probabilities, without_backbone_noise, without_training_noise
+from ..emulate import logits_from_probabilities, loss_rescaled, without_backbone_noise, without_training_noise
 from ..findings import Change, Finding, fmt
 from ..probe import Probe, batch_len, evaluating, off_defaults, slice_batch
 
@@ -38,6 +38,10 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
     with torch.no_grad():
         outputs = probe.model(batch)
         losses = probe.model.losses(outputs, batch)
+    # the heads whose losses sum over the batch share one fix, tried at once (one class's loss, most
+    # often: averaging one head's leaves the other's steps as large as before)
+    summed_heads: list[str] = []
+    averaged: list[Change] = []
     for head, loss in losses.items():
         value, classes = float(loss), probe.classes_of(head)
         figures: dict = {"loss": value}
@@ -71,7 +75,11 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
                 + ("; a sum also changes with the batch size" if summed else ""),
                 (f"take the mean over the batch in {cls.__module__}.{cls.__name__}.loss() (reduction=\"mean\"), or scale the learning rate"
                  if summed else f"drop the factor from {cls.__module__}.{cls.__name__}.loss(), or scale the learning rate"),
-                [], {**figures, "scale": scale, "summed": summed}))  # fmt: skip
+                [], {**figures, "scale": scale, "summed": summed}, candidates=averaged if summed else [Change(
+                    f"heads.{head}'s loss divided by {fmt(scale)}", emulate=loss_rescaled([head], 1 / scale),
+                    code=f"{cls.__name__}.loss: without the factor {fmt(scale)}", corrects=True)]))  # fmt: skip
+            if summed:
+                summed_heads.append(head)
         elif value > 1.5 * expected and (logits_loss is None or logits_loss > 1.5 * expected):  # the logits themselves are far from uniform
             features = float(probe.model.backbone(batch).detach().float().pow(2).mean().sqrt())
             figures["features_rms"] = features
@@ -94,6 +102,10 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
                                     figures=figures))  # fmt: skip
         else:
             findings.append(Finding("loss_at_init", "info", f"heads.{head} starts near ln {classes}", measured, figures=figures))
+    if summed_heads:
+        averaged.append(Change(" and ".join(f"heads.{h}'s" for h in summed_heads) + " loss averaged over the batch",
+                               emulate=loss_rescaled(summed_heads, per_sample=True), code=", ".join(sorted({type(probe.model.heads[h]).__name__ for h in summed_heads})) + ".loss: the mean over the batch",
+                               corrects=True))  # fmt: skip
     return findings
 
 
