@@ -107,29 +107,8 @@ class _EvalForward(_Altered):
             self.inner.train(was)
 
 
-def _head_altered(head: str, altered: type[_Altered]) -> Callable[[Probe], Probe]:
-    def emulate(probe: Probe) -> Probe:
-        model = fresh_copy(probe.model)
-        model.heads[head] = altered(model.heads[head])
-        return Probe(probe.recipe, probe.generator, model, probe.device)
-
-    return emulate
-
-
-def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
-    """The head returns the log of its probabilities: logits whose softmax is its output."""
-    return _head_altered(head, _LogOfOutput)
-
-
-def logits_scaled(head: str, factor: float) -> Callable[[Probe], Probe]:
-    """The head's outputs ``factor`` times what its forward returns (a division undone)."""
-    return _head_altered(head, type("_ScaledBy", (_ScaledOutput,), {"factor": factor}))
-
-
-def loss_rescaled(heads: list[str], factor: float = 1.0, per_sample: bool = False) -> Callable[[Probe], Probe]:
-    """The heads' losses times ``factor`` (a constant undone), over the batch's size when
-    ``per_sample`` (a sum over the batch made a mean): all at once, as one fix to the class they share."""
-    altered = type("_RescaledBy", (_RescaledLoss,), {"factor": factor, "per_sample": per_sample})
+def _heads_altered(heads: list[str], altered: type[_Altered]) -> Callable[[Probe], Probe]:
+    """A probe whose model has each of ``heads`` wrapped in ``altered`` (on a copy)."""
 
     def emulate(probe: Probe) -> Probe:
         model = fresh_copy(probe.model)
@@ -140,9 +119,25 @@ def loss_rescaled(heads: list[str], factor: float = 1.0, per_sample: bool = Fals
     return emulate
 
 
+def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
+    """The head returns the log of its probabilities: logits whose softmax is its output."""
+    return _heads_altered([head], _LogOfOutput)
+
+
+def logits_scaled(head: str, factor: float) -> Callable[[Probe], Probe]:
+    """The head's outputs ``factor`` times what its forward returns (a division undone)."""
+    return _heads_altered([head], type("_ScaledBy", (_ScaledOutput,), {"factor": factor}))
+
+
+def loss_rescaled(heads: list[str], factor: float = 1.0, per_sample: bool = False) -> Callable[[Probe], Probe]:
+    """The heads' losses times ``factor`` (a constant undone), over the batch's size when
+    ``per_sample`` (a sum over the batch made a mean): all at once, as one fix to the class they share."""
+    return _heads_altered(heads, type("_RescaledBy", (_RescaledLoss,), {"factor": factor, "per_sample": per_sample}))
+
+
 def without_training_noise(head: str) -> Callable[[Probe], Probe]:
     """The head's forward in training as in evaluation (its dropout off)."""
-    return _head_altered(head, _EvalForward)
+    return _heads_altered([head], _EvalForward)
 
 
 def without_backbone_noise(probe: Probe) -> Probe:
@@ -167,7 +162,7 @@ def unfrozen(names: list[str]) -> Callable[[Probe], Probe]:
 
 def cross_entropy_loss(head: str) -> Callable[[Probe], Probe]:
     """The head trains its class logits with cross-entropy (as its accuracy reads them)."""
-    return _head_altered(head, _CrossEntropyLoss)
+    return _heads_altered([head], _CrossEntropyLoss)
 
 
 def reinitialised(layers: list[str]) -> Callable[[Probe], Probe]:

@@ -103,8 +103,9 @@ def check_loss_at_init(probe: Probe) -> list[Finding]:
         else:
             findings.append(Finding("loss_at_init", "info", f"heads.{head} starts near ln {classes}", measured, figures=figures))
     if summed_heads:
+        owners = ", ".join(sorted({type(probe.model.heads[h]).__name__ for h in summed_heads}))
         averaged.append(Change(" and ".join(f"heads.{h}'s" for h in summed_heads) + " loss averaged over the batch",
-                               emulate=loss_rescaled(summed_heads, per_sample=True), code=", ".join(sorted({type(probe.model.heads[h]).__name__ for h in summed_heads})) + ".loss: the mean over the batch",
+                               emulate=loss_rescaled(summed_heads, per_sample=True), code=f"{owners}.loss: the mean over the batch",
                                corrects=True))  # fmt: skip
     return findings
 
