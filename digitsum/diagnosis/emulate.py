@@ -8,6 +8,7 @@ these to say, with numbers, that fixing the code would restore learning.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -76,9 +77,11 @@ class _CrossEntropyLoss(_Altered):
 
 
 class _ScaledOutput(_Altered):
-    """A head whose output is the wrapped head's times ``factor`` (set on the class)."""
+    """A head whose output is the wrapped head's times ``factor``."""
 
-    factor = 1.0
+    def __init__(self, inner: nn.Module, factor: float) -> None:
+        super().__init__(inner)
+        self.factor = factor
 
     def forward(self, features: Tensor) -> Tensor:
         return self.inner(features) * self.factor
@@ -86,9 +89,11 @@ class _ScaledOutput(_Altered):
 
 class _RescaledLoss(_Altered):
     """A head whose loss is the wrapped head's times ``factor``, divided by the batch's size when
-    ``per_sample`` (a sum over the samples made their mean); both set on the class."""
+    ``per_sample`` (a sum over the samples made their mean)."""
 
-    factor, per_sample = 1.0, False
+    def __init__(self, inner: nn.Module, factor: float, per_sample: bool) -> None:
+        super().__init__(inner)
+        self.factor, self.per_sample = factor, per_sample
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return self.inner.loss(output, target) * (self.factor / (len(output) if self.per_sample else 1))
@@ -107,8 +112,8 @@ class _EvalForward(_Altered):
             self.inner.train(was)
 
 
-def _heads_altered(heads: list[str], altered: type[_Altered]) -> Callable[[Probe], Probe]:
-    """A probe whose model has each of ``heads`` wrapped in ``altered`` (on a copy)."""
+def _heads_altered(heads: list[str], altered: Callable[[nn.Module], _Altered]) -> Callable[[Probe], Probe]:
+    """A probe whose model has each of ``heads`` wrapped by ``altered`` (on a copy)."""
 
     def emulate(probe: Probe) -> Probe:
         model = fresh_copy(probe.model)
@@ -126,13 +131,13 @@ def logits_from_probabilities(head: str) -> Callable[[Probe], Probe]:
 
 def logits_scaled(head: str, factor: float) -> Callable[[Probe], Probe]:
     """The head's outputs ``factor`` times what its forward returns (a division undone)."""
-    return _heads_altered([head], type("_ScaledBy", (_ScaledOutput,), {"factor": factor}))
+    return _heads_altered([head], partial(_ScaledOutput, factor=factor))
 
 
 def loss_rescaled(heads: list[str], factor: float = 1.0, per_sample: bool = False) -> Callable[[Probe], Probe]:
     """The heads' losses times ``factor`` (a constant undone), over the batch's size when
     ``per_sample`` (a sum over the batch made a mean): all at once, as one fix to the class they share."""
-    return _heads_altered(heads, type("_RescaledBy", (_RescaledLoss,), {"factor": factor, "per_sample": per_sample}))
+    return _heads_altered(heads, partial(_RescaledLoss, factor=factor, per_sample=per_sample))
 
 
 def without_training_noise(head: str) -> Callable[[Probe], Probe]:

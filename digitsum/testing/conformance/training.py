@@ -35,7 +35,7 @@ def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
         problems.append(f"{steps} steps at its default settings did not lower a small regression's loss ({losses[0]:.4g} -> {losses[-1]:.4g})")
     if not torch.equal(frozen, before):
         problems.append("it changed a parameter that had no gradient")
-    problems += _lr_problems(cls, params)
+    problems += _step_lr_problems(cls, params)
     again, x, y = toy_model()
     again[2].bias.requires_grad_(False)
     train_steps(again, cls(params).build(list(again.parameters())), x, y, steps)
@@ -47,7 +47,7 @@ def check_optimizer(cls: type, params=None, *, steps: int = 50) -> None:
     problems.raise_any()
 
 
-def _lr_problems(cls: type, params) -> list[str]:
+def _step_lr_problems(cls: type, params) -> list[str]:
     """Its steps follow the param groups' ``lr``: at lr 0 a step moves no weight (schedules, the
     doctor and sweeps set the rate there; a ``step()`` that ignores it makes them mean nothing)."""
     model, x, y = toy_model()
