@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import re
-import time
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -298,9 +298,16 @@ def test_what_an_import_prints_goes_to_stderr_not_stdout(capfd):
 
 def test_a_slow_import_gets_a_note(capfd, monkeypatch):
     monkeypatch.setattr(registry_module, "SLOW_IMPORT_S", 0.1)
+    noted, note = threading.Event(), registry_module._note
 
-    def load():
-        time.sleep(0.5)
+    def noting(text):
+        note(text)
+        noted.set()
+
+    monkeypatch.setattr(registry_module, "_note", noting)
+
+    def load():  # an import that lasts until the note is out, however busy the machine
+        noted.wait(timeout=120)
         return _Tiny
 
     assert _plugin_entry(load).load() is _Tiny
