@@ -15,6 +15,7 @@ import io
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -76,7 +77,7 @@ class Entry:
             except KeyboardInterrupt:  # the user's Ctrl-C: digitsum stops as anywhere else
                 raise
             except BaseException as e:  # a plugin's import can fail in any way, sys.exit() included
-                self.error = _failure_text(e)
+                self.error = _failure_text(e, self.origin.value)
             else:
                 if self.error is None:
                     self._obj = obj
@@ -107,7 +108,7 @@ def load_entry_point(ep: discovery.PluginEntryPoint, what: str) -> Any:
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # a plugin's import can fail in any way, sys.exit() included
-        raise PluginError(f"{what} ({ep.value}) cannot be used: {_failure_text(e)}") from None
+        raise PluginError(f"{what} ({ep.value}) cannot be used: {_failure_text(e, ep.value)}") from None
 
 
 def load_check(ep: discovery.PluginEntryPoint, dist: PluginDistribution) -> Callable[..., Any]:
@@ -130,10 +131,22 @@ def load_check(ep: discovery.PluginEntryPoint, dist: PluginDistribution) -> Call
     return check
 
 
-def _failure_text(error: BaseException) -> str:
+def _failure_text(error: BaseException, reference: str) -> str:
+    """Why importing ``reference`` ("package.module:Class") failed, with the line of the
+    plugin's own code it failed at: an ImportError's text names the module it imported from
+    (digitsum's, say), not the author's line that asked."""
     if isinstance(error, SystemExit):
         return f"it tried to end the program while being imported (SystemExit({error.code!r}))"
-    return f"{type(error).__name__}: {error}"
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, SyntaxError):  # its text names the file and the line already
+        return text
+    package = reference.partition(":")[0].split(".")[0]
+    own = [(frame, line) for frame, line in traceback.walk_tb(error.__traceback__)
+           if str(frame.f_globals.get("__name__", "")).split(".")[0] == package]  # fmt: skip
+    if not own:
+        return text
+    frame, line = own[-1]
+    return f"{text} (at {frame.f_code.co_filename}:{line})"
 
 
 def _note(text: str) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from types import SimpleNamespace
 
@@ -259,6 +260,25 @@ def test_machine_local_keys_are_recipe_keys():
 def _plugin_entry(load, name: str = "hostile") -> Entry:
     """An entry of a plugin distribution whose import runs ``load``."""
     return Entry("fusions", name, Origin("hostile:Fusion", "digitsum-hostile", "0.1"), _entry_point=SimpleNamespace(load=load))
+
+
+@pytest.mark.parametrize("line", ["from digitsum import NoSuchName", "import torch.no_such_module", "width = undefined + 1"])
+def test_a_failed_import_names_the_line_of_the_plugins_own_code(tmp_path, monkeypatch, line):
+    """Not digitsum's __init__.py that an ImportError names, nor torch's frames: the author's line."""
+    import importlib
+
+    package = tmp_path / "failing_plugin_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "heads.py").write_text(f'"""A plugin."""\n\nimport math\n\n{line}\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = Entry("fusions", "failing", Origin("failing_plugin_pkg.heads:Head", "digitsum-failing", "0.1"),
+                  _entry_point=SimpleNamespace(load=lambda: importlib.import_module("failing_plugin_pkg.heads").Head))  # fmt: skip
+    with pytest.raises(PluginError) as e:
+        entry.load()
+    assert e.value.message.endswith(f"(at {package / 'heads.py'}:5)")
+    for name in ("failing_plugin_pkg", "failing_plugin_pkg.heads"):
+        sys.modules.pop(name, None)
 
 
 @pytest.mark.parametrize("error", [SystemExit(0), SystemExit("bye"), GeneratorExit(), BaseException("odd")])
