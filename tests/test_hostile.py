@@ -299,6 +299,25 @@ def _(e: Env) -> list:
     return ["predict", e.finished, "-i", "number=3", "-i", f"image={e.tmp / 'none.png'}"]
 
 
+# found by a hostile-input audit: torch's own checks raised deep inside (tracebacks, exit 1)
+@case("eval-meta-weights", "checkpoint.pt", "meta tensors (they hold no values), where a run writes ordinary ones")
+def _(e: Env) -> list:
+    change_checkpoint(e.finished, _weights(lambda t: torch.empty_like(t, device="meta")))
+    return ["eval", e.finished]
+
+
+@case("export-float8-weights", "checkpoint.pt", "tensors of element type torch.float8_e4m3fn, where a run writes ordinary ones")
+def _(e: Env) -> list:
+    change_checkpoint(e.finished, _weights(lambda t: t.to(torch.float8_e4m3fn) if t.is_floating_point() else t))
+    return ["export", e.finished, "--out", e.tmp / "m.pt", "--format", "torchscript"]
+
+
+@case("resume-nested-optimizer-state", "checkpoint.pt", "nested tensors at optimizer.state.0.exp_avg")
+def _(e: Env) -> list:
+    change_checkpoint(e.stopped, lambda s: s["optimizer"]["state"][0].update(exp_avg=torch.nested.nested_tensor([torch.zeros(2)])))
+    return ["run", "--resume", e.stopped]
+
+
 @case("resume-seconds-nan", "checkpoint.pt", "seconds and epoch_seconds must be finite")
 def _(e: Env) -> list:
     change_checkpoint(e.stopped, lambda s: s.update(seconds=float("nan")))

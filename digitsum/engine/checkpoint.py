@@ -126,6 +126,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         problems.append("epoch and step must not be negative")
     if not problems and not all(math.isfinite(state[k]) and state[k] >= 0 for k in ("seconds", "epoch_seconds")):
         problems.append("seconds and epoch_seconds must be finite and not negative")  # summary.json would not be JSON
+    if not problems and (odd := odd_tensors({k: state[k] for k in state if k != "model"})):  # the model's: weights_problems
+        problems.append(f"it holds tensors of a kind no run writes: {'; '.join(odd)}")
     if not problems:
         problems = _deep_problems(state)
     if problems:
@@ -138,13 +140,56 @@ def names_listed(names: list[str], shown: int) -> str:
     return ", ".join(names[:shown]) + (f", and {len(names) - shown} more" if len(names) > shown else "")
 
 
+#: The element types a checkpoint's tensors may have: what PyTorch computes with on any device
+#: (a float8 or a bit-packed tensor is neither written by a run nor usable by one).
+ORDINARY_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
+                             torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool})  # fmt: skip
+
+
+def tensor_kind_problem(tensor: torch.Tensor) -> str | None:
+    """What makes ``tensor`` no tensor a run writes or reads (nested, meta, an odd element type or
+    layout: torch's own operations raise on them deep inside a run), or None."""
+    if tensor.is_nested:
+        return "nested tensors"
+    if tensor.is_meta:
+        return "meta tensors (they hold no values)"
+    if tensor.layout not in (torch.strided, torch.sparse_coo):  # sparse: weights_problems names it
+        return f"tensors of layout {tensor.layout}"
+    if tensor.dtype not in ORDINARY_DTYPES:
+        return f"tensors of element type {tensor.dtype}"
+    return None
+
+
+def odd_tensors(value: Any, shown: int = 3) -> list[str]:
+    """``where: what`` for the first ``shown`` tensors in ``value`` (tables and lists walked
+    without recursion) that :func:`tensor_kind_problem` refuses."""
+    found, stack = [], [("", value)]
+    while stack and len(found) < shown:
+        key, item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            if (problem := tensor_kind_problem(item)) is not None:
+                found.append(f"{problem} at {key or 'its top'}")
+        elif isinstance(item, dict):
+            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{key}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+    return found
+
+
 def weights_problems(own: dict[str, torch.Tensor], given: dict[str, Any], shown: int = 6) -> list[str]:
     """What makes the tensors ``given`` (by name) no weights a training run saved for a model whose
-    own are ``own``: integer tensors where the model's are floating point (``load_state_dict``
-    would convert them silently), complex ones where the model's are real, tensors holding NaN or
-    inf (a run stops on a non-finite loss before that epoch is saved), sparse ones where the
-    model's are dense; [] when they are none of these (shapes are load_state_dict's)."""
+    own are ``own``: tensors of a kind no run writes (nested, meta, float8), integer tensors where
+    the model's are floating point (``load_state_dict`` would convert them silently), complex ones
+    where the model's are real, tensors holding NaN or inf (a run stops on a non-finite loss before
+    that epoch is saved), sparse ones where the model's are dense; [] when they are none of these
+    (shapes are load_state_dict's)."""
     tensors = {n: t for n, t in given.items() if n in own and isinstance(t, torch.Tensor)}
+    odd: dict[str, list[str]] = {}
+    for name, tensor in tensors.items():
+        if (problem := tensor_kind_problem(tensor)) is not None:
+            odd.setdefault(problem, []).append(name)
+    if odd:  # nothing below can be asked of them
+        return [f"{problem}, where a run writes ordinary ones: {names_listed(names, shown)}" for problem, names in odd.items()]
     layout = [n for n, t in tensors.items() if t.layout != own[n].layout]  # sparse where the model's are dense
     tensors = {n: t for n, t in tensors.items() if n not in layout}
     wrong_kind = [n for n, t in tensors.items() if own[n].is_floating_point() and not (t.is_floating_point() or t.is_complex())]

@@ -133,6 +133,9 @@ def _crafted(finished: Path, tmp_path: Path, change) -> Path:
     (lambda s: s["rng"].update(cpu=[1, 2, 3]), "'rng' should hold"),
     (lambda s: s["tally"]["sums"]["digit"].update(loss=torch.zeros(7, 7)), "as one-number tensors"),
     (lambda s: s["recipe"].update(extra=_nested(100)), "nests tables deeper than 32 levels"),
+    (lambda s: s["tally"]["sums"]["digit"].update(loss=torch.nested.nested_tensor([torch.zeros(1)])), "nested tensors at tally.sums.digit.loss"),
+    (lambda s: s["rng"].update(cpu=torch.zeros(3, dtype=torch.float8_e5m2)), "tensors of element type torch.float8_e5m2 at rng.cpu"),
+    (lambda s: s["optimizer"]["state"][0].update(exp_avg_sq=torch.empty(3, device="meta")), "meta tensors (they hold no values) at optimizer"),
 ])  # fmt: skip
 def test_fields_are_checked_inside_before_any_work(finished, tmp_path, change, said):
     path = _crafted(finished, tmp_path, change)
