@@ -192,16 +192,17 @@ class MetricsLog:
         self.path = path
 
     def records(self) -> list[dict[str, Any]]:
-        """The whole records in the file (a torn or foreign line is skipped)."""
+        """The whole records in the file (a torn or foreign line, or one that is not UTF-8 text,
+        is skipped)."""
         try:
-            lines = read_text(self.path).splitlines()
+            lines = read_bytes(self.path).splitlines()
         except FileNotFoundError:
             return []
         records = []
         for line in lines:
             try:
-                record = parse_json(line)
-            except ValueError:
+                record = parse_json(line.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError included
                 continue
             if isinstance(record, dict):
                 records.append(record)

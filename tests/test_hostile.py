@@ -318,6 +318,14 @@ def _(e: Env) -> list:
     return ["run", "--resume", e.stopped]
 
 
+@case("resume-a-pipe-named-as-the-lock", ".digitsum-lock is not a regular file")
+def _(e: Env) -> list:
+    lock = e.stopped / ".digitsum-lock"
+    lock.unlink(missing_ok=True)
+    os.mkfifo(lock)
+    return ["run", "--resume", e.stopped]
+
+
 @case("resume-seconds-nan", "checkpoint.pt", "seconds and epoch_seconds must be finite")
 def _(e: Env) -> list:
     change_checkpoint(e.stopped, lambda s: s.update(seconds=float("nan")))

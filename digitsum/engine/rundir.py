@@ -6,6 +6,7 @@ import fnmatch
 import os
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -197,9 +198,13 @@ def lock(path: Path) -> None:
     except ImportError:  # not POSIX: no lock
         return
     try:
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), 0o644)
     except OSError as e:
         raise UserError(f"cannot lock the run directory {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a pipe or a device named like the lock: no file digitsum made
+        os.close(fd)
+        raise UserError(f"cannot lock the run directory {path}: {path / LOCK} is not a regular file (a pipe or a device); "
+                        "digitsum writes a plain file there: remove it")  # fmt: skip
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

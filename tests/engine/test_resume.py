@@ -61,7 +61,8 @@ def test_epochs_logged_after_the_checkpoint_are_logged_once(tiny_root, tmp_path,
     # killed between logging epoch 2 and writing its checkpoint: the checkpoint says epoch 1
     train(tiny_root, tmp_path, callbacks=[StopAt(2, 2)], epochs=3)
     metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text(metrics.read_text() + '{"epoch": 2, "split": "train", "heads": {}}\n{"epoch": 2, "spl')
+    # a whole record, bytes that are no UTF-8 text (a disk's garbage), a torn one
+    metrics.write_bytes(metrics.read_bytes() + b'{"epoch": 2, "split": "train", "heads": {}}\n\xff\xfe\n{"epoch": 2, "spl')
     resume_trainer(tmp_path).fit()
     assert outcome(tmp_path) == outcome(reference[0])
 
