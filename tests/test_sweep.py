@@ -538,6 +538,8 @@ def test_a_storage_password_is_never_shown_or_written(tiny_root, tmp_path, monke
 @pytest.mark.parametrize("storage, message", [
     ("sqlite:///:memory:", "a database in one process's memory"),
     ("sqlite://", "a database in one process's memory"),
+    ("sqlite:///", "a database in one process's memory"),
+    ("sqlite:///study.db?mode=memory&cache=shared", "a database in one process's memory"),
     ("sqlite:///file:{tmp}/ro.db?mode=ro&uri=true", "attempt to write a readonly database"),
     ("journal:{tmp}/missing.txt/study.journal", "--storage 'journal:"),
 ])  # fmt: skip

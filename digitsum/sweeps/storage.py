@@ -63,7 +63,8 @@ def open_storage(url: str) -> Any:
             return optuna.storages.JournalStorage(backend(str(path)))
     if "://" not in url:
         raise UserError(f"{where}: an Optuna storage URL (sqlite:///PATH, postgresql://...) or journal:PATH")
-    if url.split("?")[0] in ("sqlite://", "sqlite:///:memory:"):
+    base, _, query = url.partition("?")
+    if base in ("sqlite://", "sqlite:///", "sqlite:///:memory:") or "mode=memory" in query:  # SQLite's ways to say memory
         raise UserError(f"{where} is a database in one process's memory: the sweep's workers, its report and a later "
                         "continuation could not see it. Give a file: sqlite:///sweep.db, or journal:PATH")  # fmt: skip
     try:
