@@ -10,7 +10,7 @@ import pytest
 
 from digitsum.errors import UserError
 from digitsum import Callback
-from digitsum.engine.rundir import LOCK, MARKER, choose_run_dir, create_run_dir, unlock
+from digitsum.engine.rundir import LOCK, MARKER, choose_run_dir, create_run_dir, record_outputs, unlock
 
 from .conftest import RECIPES
 
@@ -77,6 +77,26 @@ def test_a_marker_cannot_send_the_removal_outside_the_folder(tmp_path):
     (out / MARKER).write_text(json.dumps({**marker, "outputs": ["../keep", "/", ".."]}))
     create_run_dir("original", out, force=True)
     assert (outside / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("mine", ["named-by-hand", "remade"])
+def test_force_removes_the_folder_a_logger_made_and_no_other_folder_of_a_claimed_name(tmp_path, mine):
+    out = create_run_dir("original", tmp_path / "run")
+    (out / "recipe.toml").write_text("name = 'x'\n")
+    (out / "summary.json").write_text("{}")
+    (out / "logs" / "deep").mkdir(parents=True)  # what a logger's hook made and its `writes` names
+    record_outputs(out, {"logs"})
+    if mine == "named-by-hand":  # a shared run's marker, edited to name a folder its new owner adds
+        theirs, marker = "notes", json.loads((out / MARKER).read_text())
+        (out / MARKER).write_text(json.dumps({**marker, "outputs": [*marker["outputs"], theirs]}))
+    else:  # the run's folder removed by the user, and one of theirs made under its name
+        theirs = "logs"
+        shutil.rmtree(out / "logs")
+    (out / theirs / "deep").mkdir(parents=True)
+    (out / theirs / "deep" / "z.txt").write_text("mine")
+    create_run_dir("original", out, force=True)
+    assert (out / theirs / "deep" / "z.txt").read_text() == "mine"
+    assert mine == "remade" or not (out / "logs").exists()
 
 
 class _Notes(Callback):

@@ -87,8 +87,26 @@ def record_outputs(run_dir: Path, new: set[str]) -> None:
     if data is None:
         return
     new = new - set(data.get("foreign", []))
-    if new - set(data["outputs"]):
-        write_json(run_dir / MARKER, {**data, "outputs": sorted(set(data["outputs"]) | new)})
+    folders = _folders(data)
+    for name in new - set(folders):  # a folder is removed only if it is still this one (see _clear)
+        child = run_dir / name
+        if child.is_dir() and not child.is_symlink():
+            folders[name] = _identity(child)
+    if new - set(data["outputs"]) or folders != _folders(data):
+        write_json(run_dir / MARKER, {**data, "outputs": sorted(set(data["outputs"]) | new), "folders": folders})
+
+
+def _identity(path: Path) -> list[int]:
+    """Which folder ``path`` is (device and inode): a folder made later under the same name,
+    or one a marker edited by hand names, is another."""
+    info = path.stat()
+    return [info.st_dev, info.st_ino]
+
+
+def _folders(data: dict[str, Any]) -> dict[str, list[int]]:
+    """The folders a marker claims, with their identities (none in an older marker: its folders stay)."""
+    listed = data.get("folders")
+    return {k: v for k, v in listed.items() if isinstance(k, str) and isinstance(v, list)} if isinstance(listed, dict) else {}
 
 
 def unclaimed(run_dir: Path) -> set[str]:
@@ -147,7 +165,10 @@ def _clear(path: Path) -> None:
         if name in OWN_FILES and _not_a_file_of_ours(child):
             continue
         if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
+            # removed with all it holds only if it is the very folder the run made: a marker
+            # edited by hand (a shared folder's) that names a folder of the user's claims nothing
+            if _folders(data).get(name) == _identity(child):
+                shutil.rmtree(child)
         elif child.exists() or child.is_symlink():
             child.unlink()
     remove_temporary_files(path)
