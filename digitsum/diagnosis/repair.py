@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from ..errors import UserError, recipe_text
 from ..files import read_bytes, write_text
+from ..recipe.limits import MAX_BYTES
 
 
 def check_target(source: str | os.PathLike[str], out: Path, force: bool = False) -> Path:
@@ -41,7 +43,7 @@ def check_target(source: str | os.PathLike[str], out: Path, force: bool = False)
         raise UserError(f"--repair {out}: that is the recipe being diagnosed; write the repaired recipe elsewhere"
                         + (", or add --force (an earlier --repair wrote it)" if ours else ""))
     if out.exists() and not ours:  # --force or not: a file of the user's is never replaced
-        raise UserError(f"--repair {out}: the file exists and the doctor did not write it; choose another file "
+        raise UserError(f"--repair {out}: the file exists and the doctor did not write it, or it was edited since; choose another file "
                         "(--force replaces only a recipe an earlier --repair wrote)")
     if not out.parent.resolve().is_dir():
         raise UserError(f"--repair {out}: folder {out.parent} does not exist")
@@ -73,20 +75,29 @@ def write_repaired(source: str | os.PathLike[str], overrides: Sequence[str], rep
     fixed["description"] = f"{was}, with the fixes `digitsum doctor` verified: " + ", ".join(f"{k} = {recipe_text(v)}" for k, v in repair.items())
     load_recipe(fixed, label=str(out))  # what is written loads: a RecipeError here, and nothing written
     before, after = toml_text(doc), toml_text(fixed)
-    header = f"# {out.name}: {_HEADER} {source} --repair` with the fixes it verified:\n" + "".join(
-        f"#   {k} = {v!r}\n" for k, v in repair.items())
+    rest = "".join(f"#   {k} = {v!r}\n" for k, v in repair.items())
     if provenance is not None:
-        header += "# The run's [provenance] is left out: this is a new recipe, not that run's record.\n"
-    write_text(out, header + after)
+        rest += "# The run's [provenance] is left out: this is a new recipe, not that run's record.\n"
+    rest += after
+    write_text(out, f"# {out.name}: {_HEADER} {source} --repair` with the fixes it verified ({_digest(rest)}):\n{rest}")
     return "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"{source}", f"{out}"))
 
 
 _HEADER = "written by `digitsum doctor"  # the first line of every recipe --repair writes
 
 
+def _digest(rest: str) -> str:
+    """What the first line of a repaired recipe says of the lines below it: an edit shows."""
+    return f"sha256 {hashlib.sha256(rest.encode('utf-8')).hexdigest()[:16]} of the lines below"
+
+
 def _written_by_doctor(path: Path) -> bool:
-    """Whether ``path`` is a recipe an earlier ``--repair`` wrote (its first line says so)."""
+    """Whether ``path`` is a recipe an earlier ``--repair`` wrote and nobody edited since (its
+    first line says so, with the digest of the lines below it): an edited one is the user's."""
     try:
-        return _HEADER in read_bytes(path)[:4096].decode("utf-8", "replace").split("\n", 1)[0]
-    except OSError:
+        if path.stat().st_size > MAX_BYTES:  # no recipe is that large: not read whole
+            return False
+        first, _, rest = read_bytes(path).decode("utf-8").partition("\n")
+    except (OSError, ValueError):
         return False
+    return _HEADER in first and first.endswith(f"({_digest(rest)}):")

@@ -18,6 +18,7 @@ from digitsum.diagnosis import Probe, diagnose, short_run_steps
 from digitsum.diagnosis.checks.data import dominated_share
 from digitsum.diagnosis.probe import learns
 from digitsum.engine.progress import fell
+from digitsum.errors import UserError
 from digitsum.recipe import load_recipe
 from digitsum.registry import fusions, heads
 from digitsum.testing import ConformanceError, check_head
@@ -491,6 +492,24 @@ def test_repair_writes_the_verified_fixes_and_rediagnoses(cli, tiny_data, tmp_pa
         assert refused.code == 2 and "that is the recipe being diagnosed" in refused.err and "probabilities" in source.read_text()
     old_flag = cli("doctor", source, "--repair", tmp_path, "--overwrite")  # 0.1's spelling: --force, with a warning
     assert "--overwrite is now --force" in old_flag.err and "is a folder" in old_flag.err and old_flag.code == 2
+
+
+@pytest.mark.parametrize("edit", [None, "seed = 7", "# my note"])
+def test_repair_writes_again_over_its_own_recipe_only_while_nobody_edited_it(tmp_path, edit):
+    from digitsum.diagnosis.repair import check_target, write_repaired
+
+    out = tmp_path / "fixed.toml"
+    write_repaired(RECIPES / "notebook.toml", [], {"heads.sum.output": "logits"}, out)
+    assert load_recipe(out).heads["sum"].params.output == "logits"
+    if edit is None:
+        assert check_target(RECIPES / "notebook.toml", out) == out
+        return
+    text = out.read_text()
+    out.write_text(text.replace("seed = 3", edit) if edit.startswith("seed") else text + edit + "\n")
+    for force in (False, True):
+        with pytest.raises(UserError, match="or it was edited since"):
+            check_target(RECIPES / "notebook.toml", out, force)
+    assert edit in out.read_text()
 
 
 def test_repair_on_a_healthy_recipe_writes_nothing_unverified(cli, tiny_data, tmp_path):
