@@ -25,6 +25,7 @@ from ..engine.batches import train_batches
 from ..seeding import make_rng, stream_seed
 from ..engine.build import build, build_model
 from ..engine.model import DigitModel
+from ..engine.warmstart import load_init
 from .findings import Finding
 
 #: Samples drawn for data statistics and activation probes: enough for stable figures, fast on a CPU.
@@ -79,6 +80,8 @@ class Probe:
         evaluation-only params (:func:`for_diagnosis`)."""
         cpu_recipe = replace(recipe, train=recipe.train.model_copy(update={"device": "cpu"}))
         built = build(for_diagnosis(cpu_recipe))
+        if cpu_recipe.init is not None:  # the weights the run starts from: a source it cannot use is an error here too
+            load_init(built.model, cpu_recipe.init)
         n = built.generator.size("train")  # loads the data: a missing data set is a user error here, not in a check
         probe = cls(cpu_recipe, built.generator, built.model, built.device)
         if not cpu_recipe.data.section.val:

@@ -374,6 +374,16 @@ def test_doctor_cli_on_every_shipped_recipe(cli, tiny_data, recipe, monkeypatch)
     assert set(report["checks"]) == set(CHECKS)
 
 
+def test_the_probe_starts_from_the_recipes_init_weights_and_a_missing_source_is_a_user_error(cli, tiny_data, tiny_run, tmp_path):
+    from digitsum.engine.checkpoint import load_checkpoint
+
+    probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f"init.weights='{tiny_run.run_dir}'"]))
+    saved = load_checkpoint(tiny_run.run_dir / "checkpoint.pt")["model"]
+    assert all(torch.equal(value, saved[name]) for name, value in probe.model.state_dict().items())
+    missing = cli("doctor", "original", "--set", f"init.weights='{tmp_path / 'none.safetensors'}'")
+    assert missing.code == 2 and "none.safetensors" in missing.err and "Traceback" not in missing.err
+
+
 def test_doctor_cli_bad_input_exits_2_without_a_traceback(cli, tiny_data):
     # (the human report of an unhealthy recipe: test_repair_writes_the_verified_fixes_and_rediagnoses)
     assert cli("doctor", RECIPES / "missing.toml").code == 2
