@@ -342,7 +342,9 @@ class Registry:
                 # a typo of an installed plugin's name is no package to install
                 providers = sorted({e.origin.distribution for e in self._entries.get(bare, []) if e.origin.distribution})
                 close = difflib.get_close_matches(dist, providers, n=1, cutoff=0.85)  # plugins share "digitsum-"
-                fix = (f"did you mean '{close[0]}:{bare}'? (installed)" if close else f"pip install {dist}")
+                builtin = any(e.origin.builtin for e in self._entries.get(bare, []))
+                fix = (f"did you mean '{close[0]}:{bare}'? (installed)" if close else
+                       f"did you mean '{bare}'? (built in)" if builtin else f"pip install {dist}")  # fmt: skip
                 raise UserError(f"{self.label} '{name}' comes from the distribution '{dist}', which is not installed: {fix}")
             misgrouped = [f"{d.name} {d.version} declares '{bare}' in the entry-point group [{ep.group}], not [{self.group}]"
                           for d in plugin_distributions() for ep in d.misgrouped if ep.name == bare]  # fmt: skip

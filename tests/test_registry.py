@@ -334,6 +334,17 @@ def test_a_slow_import_gets_a_note(capfd, monkeypatch):
     assert "note: importing fusion 'hostile' from digitsum-hostile 0.1… (still going)" in capfd.readouterr().err
 
 
+def test_a_built_in_named_with_a_distribution_not_installed_is_suggested_not_an_install():
+    registry = Registry("fusions")
+    registry._discovered = True
+    registry.add(Entry("fusions", "tiny", Origin("digitsum.x:Tiny", "digitsum", "0.1.0"), _obj=_Tiny))
+    with pytest.raises(UserError) as refused:
+        registry.entry("builtin:tiny")
+    assert refused.value.message.endswith("which is not installed: did you mean 'tiny'? (built in)")
+    with pytest.raises(UserError, match="which is not installed: pip install digitsum-nowhere$"):
+        registry.entry("digitsum-nowhere:other")
+
+
 def test_a_plugin_namesake_of_a_builtin_leaves_the_builtin_in_use(capfd, monkeypatch):
     monkeypatch.setattr(registry_module, "_WARNED", set())
     registry = Registry("fusions")
