@@ -118,6 +118,8 @@ def test_keys_and_values_are_checked_against_the_recipe(tiny_root, tmp_path):
         ("backbone.type=choice:concat,flim", "--param backbone.type=choice:concat,flim backbone.type: the choice flim is refused: "),
         ("data.type=choice:single_digit,two_images",  # a problem elsewhere that the value causes says so
          "heads.digit.target: with --param data.type=choice:single_digit,two_images (the choice two_images): "),
+        ("heads.digit=choice:false",  # the objective's head removed: found here, not after a trial trained
+         "--param heads.digit=choice:false heads.digit: it removes head 'digit', whose metric the sweep optimises"),
     ],
 )
 def test_a_refused_param_is_named_as_typed_before_any_trial(cli, tmp_path, param, expected):

@@ -117,8 +117,8 @@ def sweep(recipe: Recipe | str | Path | Mapping[str, Any], params: Sequence[str]
     if held_out < 1:
         raise UserError(f"--val {held_out}: a sweep chooses on a validation split; hold out at least one sample")
     base_recipe = load_recipe(loaded.to_dict(), {"data.val": held_out}, label=label)
-    check_spaces(base_recipe.to_dict(), (), spaces, label=label)
     head, metric_name, direction = _objective(base_recipe, settings.metric, settings.direction)
+    check_spaces(base_recipe.to_dict(), (), spaces, label=label, head=head)
     try:  # a UserError before any trial
         check_val_split(base_recipe, build(base_recipe, "cpu").generator)
     except UserError as e:

@@ -143,9 +143,11 @@ def parse_spaces(texts: Sequence[str]) -> list[Space]:
     return spaces
 
 
-def check_spaces(recipe: Any, overrides: Any, spaces: Sequence[Space], *, label: str | None = None) -> None:
+def check_spaces(recipe: Any, overrides: Any, spaces: Sequence[Space], *, label: str | None = None,
+                 head: str | None = None) -> None:  # fmt: skip
     """Load the recipe with every choice (or both ends) of every space, before any trial runs:
-    an unknown key or a value its component refuses is one RecipeError for them all, labelled
+    an unknown key, a value its component refuses or one that removes ``head`` (the sweep's
+    objective's) is one RecipeError for them all, labelled
     ``label`` (the recipe swept), each problem naming the ``--param`` as typed. A problem every
     value meets (an unknown key) is said once; one that only some meet names them (``the low end
     -1 is refused: ...``); one found elsewhere (a head the generator chosen cannot feed) says
@@ -164,11 +166,15 @@ def check_spaces(recipe: Any, overrides: Any, spaces: Sequence[Space], *, label:
         for value, name in edges:
             text = tomli_w.dumps({"v": value}).partition("=")[2].strip()  # the value as TOML, as --set reads it
             try:
-                load_recipe(recipe, overrides, grid=[f"{space.key}={text}"], grid_flag="--param", label=label)
+                chosen = load_recipe(recipe, overrides, grid=[f"{space.key}={text}"], grid_flag="--param", label=label)
             except RecipeError as e:
                 for p in e.problems:
                     where = param if p.where.startswith("--param ") else p.where
                     met.setdefault((where, p.key, p.message), []).append(name)
+                continue
+            if head is not None and head not in chosen.heads:  # its trials would train, then have no figure to report
+                removed = f"it removes head '{head}', whose metric the sweep optimises (--metric names another head's)"
+                met.setdefault((param, space.key, removed), []).append(name)
         for (where, key, message), names in met.items():
             which = " and ".join(names) if len(names) < len(edges) else ""
             if where != param:
