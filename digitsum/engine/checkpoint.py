@@ -282,9 +282,15 @@ def stepping_problem(optimizer: torch.optim.Optimizer, scheduler: Any, saved_opt
                 return (f"its optimizer state '{key}' of parameter {index} is {found} where this recipe's optimizer keeps "
                         f"{own[key].dtype} {list(own[key].shape)}")  # fmt: skip
     try:
-        stepped((saved_optimizer, saved_scheduler), steps_left)
+        trial = stepped((saved_optimizer, saved_scheduler), steps_left)[0]
     except Exception as e:  # noqa: BLE001 - torch's optimizers and schedulers raise many types; all mean the same
         return f"a step from its optimizer and schedule states raises {type(e).__name__}: {error_text(e)}"
+    # a step of zero gradients from finite weights gives finite weights, unless the state holds a
+    # rate, a moment or a step count no run keeps (NaN, a negative second moment): the run would
+    # go on to a NaN loss and blame its recipe
+    if not all(bool(torch.isfinite(p).all()) for group in trial.param_groups for p in group["params"] if p.is_floating_point()):
+        return ("a step from its optimizer and schedule states turns the weights into NaN or inf: it holds a rate, a moment "
+                "or a step count no run keeps")  # fmt: skip
     return None
 
 

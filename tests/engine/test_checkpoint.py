@@ -162,6 +162,10 @@ def _set_lr(state, value):
     (lambda s: s["optimizer"]["param_groups"][0].update(differentiable=True), "does not support differentiable=True"),
     (lambda s: s["callbacks"].update(Watch={"warned": ["x"], "epoch_losses": [[1.0, 1.0]]}), "does not fit this run's callback Watch"),
     (lambda s: s.update(init={"weights": "/etc/passwd"}), "its init record: 'source' is missing"),
+    # each of these trained on to a NaN loss, and the run blamed its recipe
+    (lambda s: _set_lr(s, float("nan")), "turns the weights into NaN or inf"),
+    (lambda s: s["optimizer"]["state"][0].update(exp_avg_sq=-torch.ones(6, 1, 5, 5)), "turns the weights into NaN or inf"),
+    (lambda s: s["optimizer"]["state"][0].update(step=torch.tensor(float("nan"))), "turns the weights into NaN or inf"),
 ])  # fmt: skip
 def test_a_crafted_state_is_refused_before_the_resume_trains(cli, finished, tmp_path, change, said):
     run_dir = tmp_path / "run"
