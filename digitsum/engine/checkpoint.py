@@ -161,8 +161,9 @@ def tensor_kind_problem(tensor: torch.Tensor) -> str | None:
 
 
 def odd_tensors(value: Any, shown: int = 3) -> list[str]:
-    """``where: what`` for the first ``shown`` tensors in ``value`` (tables and lists walked
-    without recursion) that :func:`tensor_kind_problem` refuses."""
+    """``what at where`` (``nested tensors at optimizer.state.0.exp_avg``) for the first ``shown``
+    tensors in ``value`` (tables and lists walked without recursion) that
+    :func:`tensor_kind_problem` refuses."""
     found, stack = [], [("", value)]
     while stack and len(found) < shown:
         key, item = stack.pop()
