@@ -285,6 +285,8 @@ def read_pixels(source: Any, *, name: str | None = None) -> np.ndarray:
 
 def _open(path: Path, label: str) -> Image.Image:
     if not path.exists():
+        if path.is_symlink():  # exists() follows it: a link to nothing, or links in a loop
+            raise ImageError(f"{label} is a link that leads to no file (its target is missing, or links lead in a loop)")
         raise ImageError(f"{label}: no such file (an image is given as a file path, a PIL image or an array)")
     if path.is_dir():
         raise ImageError(f"{label} is a directory, not an image file")

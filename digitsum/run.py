@@ -171,6 +171,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
                         f"a new run of it: digitsum.train({name!r}))")
     saved = open_run(Path(run_dir))
     if saved.checkpoint is None:
+        if (link := Path(run_dir) / "checkpoint.pt").is_symlink():  # not the run's file: a link to nothing, or a loop
+            raise UserError(f"{link} is a link that leads to no file (its target is missing, or links lead in a loop)")
         raise UserError(f"{run_dir} has no checkpoint.pt: the run stopped before its first checkpoint")
     built = build(saved.recipe, device)  # build checks the device and names the argument
     where = saved.run_dir / "checkpoint.pt"

@@ -326,6 +326,19 @@ def _(e: Env) -> list:
     return ["run", "--resume", e.stopped]
 
 
+@case("eval-checkpoint-a-link-in-a-loop", "checkpoint.pt is a link that leads to no file")
+def _(e: Env) -> list:
+    (e.finished / "checkpoint.pt").unlink()
+    (e.finished / "checkpoint.pt").symlink_to("checkpoint.pt")  # was: "the run stopped before its first checkpoint"
+    return ["eval", e.finished]
+
+
+@case("predict-an-image-that-is-a-link-in-a-loop", "loop.png is a link that leads to no file")
+def _(e: Env) -> list:
+    (e.tmp / "loop.png").symlink_to("loop.png")  # was: "no such file"
+    return ["predict", e.finished, "-i", "number=3", "-i", f"image={e.tmp / 'loop.png'}"]
+
+
 @case("resume-seconds-nan", "checkpoint.pt", "seconds and epoch_seconds must be finite")
 def _(e: Env) -> list:
     change_checkpoint(e.stopped, lambda s: s.update(seconds=float("nan")))
