@@ -15,6 +15,7 @@ import io
 import math
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,16 +165,12 @@ def odd_tensors(value: Any, shown: int = 3) -> list[str]:
     """``what at where`` (``nested tensors at optimizer.state.0.exp_avg``) for the first ``shown``
     tensors in ``value`` (tables and lists walked without recursion) that
     :func:`tensor_kind_problem` refuses."""
-    found, stack = [], [("", value)]
-    while stack and len(found) < shown:
-        key, item = stack.pop()
-        if isinstance(item, torch.Tensor):
-            if (problem := tensor_kind_problem(item)) is not None:
-                found.append(f"{problem} at {key or 'its top'}")
-        elif isinstance(item, dict):
-            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in reversed(item.items()))
-        elif isinstance(item, (list, tuple)):
-            stack.extend((f"{key}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+    found = []
+    for key, item in _nodes(value):
+        if isinstance(item, torch.Tensor) and (problem := tensor_kind_problem(item)) is not None:
+            found.append(f"{problem} at {key or 'its top'}")
+            if len(found) == shown:
+                break
     return found
 
 
@@ -344,19 +341,28 @@ def _deep_problems(state: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _not_plain(value: Any) -> str | None:
-    """The dotted key of the first value in ``value`` that is not plain data as TOML holds it (a
-    tensor, say, whose ``!=`` is no bool), or None; counted without recursion."""
+def _nodes(value: Any) -> Iterator[tuple[str, Any]]:
+    """Every table, list and value in ``value`` with its dotted key (``optimizer.state.0.step``,
+    ``history[2]``; "" for ``value`` itself), in the order written, without recursion (a table
+    is given before what it holds)."""
     stack = [("", value)]
     while stack:
         key, item = stack.pop()
+        yield key, item
+        if isinstance(item, dict):
+            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in reversed(item.items()))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{key}[{i}]", v) for i, v in reversed(list(enumerate(item))))
+
+
+def _not_plain(value: Any) -> str | None:
+    """The dotted key of the first value in ``value`` that is not plain data as TOML holds it (a
+    tensor, say, whose ``!=`` is no bool), or None."""
+    for key, item in _nodes(value):
         if isinstance(item, dict):
             if not all(isinstance(k, str) for k in item):
                 return key
-            stack.extend((f"{key}.{k}" if key else k, v) for k, v in item.items())
-        elif isinstance(item, (list, tuple)):
-            stack.extend((f"{key}[{i}]", v) for i, v in enumerate(item))
-        elif item is not None and not isinstance(item, (str, bool, int, float)):
+        elif not isinstance(item, (list, tuple)) and item is not None and not isinstance(item, (str, bool, int, float)):
             return key
     return None
 

@@ -87,12 +87,13 @@ def record_outputs(run_dir: Path, new: set[str]) -> None:
     if data is None:
         return
     new = new - set(data.get("foreign", []))
-    folders = _folders(data)
+    recorded = _folders(data)
+    folders = dict(recorded)
     for name in new - set(folders):  # a folder is removed only if it is still this one (see _clear)
         child = run_dir / name
         if child.is_dir() and not child.is_symlink():
             folders[name] = _identity(child)
-    if new - set(data["outputs"]) or folders != _folders(data):
+    if new - set(data["outputs"]) or folders != recorded:
         write_json(run_dir / MARKER, {**data, "outputs": sorted(set(data["outputs"]) | new), "folders": folders})
 
 
@@ -157,7 +158,7 @@ def _clear(path: Path) -> None:
     """Remove what digitsum wrote into the run directory ``path`` and nothing else."""
     data = _marker(path)
     assert data is not None
-    names = _claimed(data) - set(data.get("foreign", []))
+    names, folders = _claimed(data) - set(data.get("foreign", [])), _folders(data)
     for name in names:
         if not name or "/" in name or name in (".", ".."):
             continue  # a marker edited by hand names only entries of this folder
@@ -167,7 +168,7 @@ def _clear(path: Path) -> None:
         if child.is_dir() and not child.is_symlink():
             # removed with all it holds only if it is the very folder the run made: a marker
             # edited by hand (a shared folder's) that names a folder of the user's claims nothing
-            if _folders(data).get(name) == _identity(child):
+            if folders.get(name) == _identity(child):
                 shutil.rmtree(child)
         elif child.exists() or child.is_symlink():
             child.unlink()
