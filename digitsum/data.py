@@ -191,6 +191,8 @@ class DataContext:
     download: bool = True
     val: int = 0
     seed: int = 0
+    #: Where ``val`` was set ("recipes/x.toml:7"), named when it is too large for the data.
+    val_where: str | None = None
     _cache: dict[str, DigitSet] = field(default_factory=dict, repr=False)
 
     def mnist(self, split: str) -> DigitSet:
@@ -217,6 +219,7 @@ class DataContext:
         if self.val <= 0:
             raise UserError("there is no validation split: set data.val to the number of training samples to hold out")
         if self.val >= n:
-            raise UserError(f"data.val = {self.val} leaves no training samples: {what} has {n}")
+            where = f" ({self.val_where})" if self.val_where else ""
+            raise UserError(f"data.val = {self.val}{where} leaves no training samples: {what} has {n}")
         order = torch.randperm(n, generator=make_rng(torch.device("cpu"), stream_seed(self.seed, "holdout", n)))
         return order[self.val :].sort().values, order[: self.val].sort().values

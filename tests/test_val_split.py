@@ -109,11 +109,17 @@ def test_a_run_with_val_evaluates_it_each_epoch(tiny_root, tmp_path):
     assert again.evaluate("val")["digit"] == pytest.approx(run.evaluate("val")["digit"])
 
 
-def test_val_too_large_is_a_user_error(tiny_root, cli):
+def test_val_too_large_is_a_user_error_naming_where_it_was_set(tiny_root, cli, tmp_path):
+    # known only once the data are read, after the recipe was checked: the message still says
+    # which line (or override) gave the value
     result = cli("run", str(RECIPES / "original.toml"), "--set", "data.val=600", "--set", f"data.root='{tiny_root}'",
-                 "--set", "data.download=false", "--set", "train.epochs=1")
+                 "--set", "data.download=false", "--set", "train.epochs=1", "--out", tmp_path / "a")
     assert result.code == 2
-    assert "data.val = 600 leaves no training samples" in result.err
+    assert "data.val = 600 (--set data.val=600) leaves no training samples" in result.err
+    recipe = tmp_path / "big.toml"
+    recipe.write_text(f'extends = "original"\n\n[data]\nroot = "{tiny_root}"\nval = 600\n')
+    result = cli("run", recipe, "--out", tmp_path / "b")
+    assert result.code == 2 and f"data.val = 600 ({recipe}:5) leaves no training samples" in result.err, result.err
 
 
 class _OldGenerator(Generator):

@@ -114,7 +114,7 @@ def make_generator(recipe: Recipe, device: torch.device) -> Generator:
     ``data.root``, else $DIGITSUM_DATA or the user cache; ``data.val`` held out)."""
     section = recipe.data.section
     root = Path(section.root).expanduser() if section.root else default_root()
-    context = DataContext(root, device, section.download, val=section.val, seed=recipe.seed)
+    context = DataContext(root, device, section.download, val=section.val, seed=recipe.seed, val_where=recipe.where("data.val"))
     with blame_components(recipe):
         return recipe.data.cls(recipe.data.params, context)
 

@@ -228,6 +228,15 @@ class Recipe:
     schedule: Choice
     log: dict[str, Choice] = field(default_factory=dict)
     init: Init | None = None  # [init]: the weights training starts from (None: a random initialisation)
+    #: Where each key of the recipe was written ("recipes/x.toml:12", "--set data.val"), by key
+    #: path: for the messages of a run, which finds some values wrong only once it has the data.
+    sources: Mapping[tuple[str, ...], str] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, key: str) -> str | None:
+        """The file and line (or the override) that gave the dotted ``key``, or that gave the
+        deepest table holding it when the key itself was not written; None when unknown."""
+        path = tuple(key.split("."))
+        return next((self.sources[path[:end]] for end in range(len(path), 0, -1) if path[:end] in self.sources), None)
 
     def choices(self) -> list[tuple[str, Choice]]:
         """Every component the recipe chooses, with its kind (``("heads", choice)``)."""

@@ -304,7 +304,8 @@ def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any] | Recipe, ove
     if problems:
         raise RecipeError(fallback, problems)
     return Recipe(name=name, description=description, seed=seed, data=data, backbone=backbone, heads=heads,  # type: ignore[arg-type]
-                  train=train, optimizer=optimizer, schedule=schedule, log=log, init=init)  # fmt: skip
+                  train=train, optimizer=optimizer, schedule=schedule, log=log, init=init,
+                  sources={tuple(map(str, path)): str(source) for path, source in doc.sources.items()})  # fmt: skip
 
 
 def _home_of(key: str) -> str | None:
