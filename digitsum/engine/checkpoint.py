@@ -323,7 +323,8 @@ def _deep_problems(state: dict[str, Any]) -> list[str]:
         problems += [f"{where}'s '{split}' should map each head to its metrics' numbers" for split in ("train", "val", "test")
                      if (split in entry or split == "train") and not is_metrics(entry.get(split))]  # fmt: skip
     count, sums = state["tally"].get("count"), state["tally"].get("sums")
-    if not is_plain(count, int) or count < 0 or not isinstance(sums, dict) or not all(
+    # a count past 2**53 is no count of samples, and no float holds it exactly (the means divide by it)
+    if not is_plain(count, int) or not 0 <= count <= 2**53 or not isinstance(sums, dict) or not all(
         isinstance(values, dict) and all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in values.values())
         for values in sums.values()
     ):  # fmt: skip

@@ -129,6 +129,7 @@ def _crafted(finished: Path, tmp_path: Path, change) -> Path:
     (lambda s: s["history"].append({"epoch": 2, "train": {"digit": {"loss": "low"}}}), "'s 'train' should map each head"),
     (lambda s: s["history"].append({"epoch": 2, "train": {}, "test": [0.9]}), "'s 'test' should map each head"),
     (lambda s: s["tally"].update(count=-3), "'tally' should hold"),
+    (lambda s: s["tally"].update(count=10**20), "'tally' should hold"),
     (lambda s: s["tally"].update(sums={"digit": {"loss": 1.5}}), "'tally' should hold"),
     (lambda s: s["rng"].update(cpu=[1, 2, 3]), "'rng' should hold"),
     (lambda s: s["tally"]["sums"]["digit"].update(loss=torch.zeros(7, 7)), "as one-number tensors"),
