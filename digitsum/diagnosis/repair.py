@@ -97,7 +97,8 @@ def _written_by_doctor(path: Path) -> bool:
     try:
         if path.stat().st_size > MAX_BYTES:  # no recipe is that large: not read whole
             return False
-        first, _, rest = read_bytes(path).decode("utf-8").partition("\n")
+        # line endings an editor or git changed (CRLF) are no edit of the user's
+        first, _, rest = read_bytes(path).decode("utf-8").replace("\r\n", "\n").partition("\n")
     except (OSError, ValueError):
         return False
     return _HEADER in first and first.endswith(f"({_digest(rest)}):")
