@@ -307,8 +307,19 @@ class _NoSqrtAdam(_Stuck):
                     p.sub_(p.grad / (p.grad**2 + 1e-8), alpha=group["lr"])
 
 
+class _OwnRate(_Stuck):
+    """SGD at a rate of its own: the lr its param groups hold (a schedule's) is never read."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.sub_(p.grad, alpha=0.01)
+
+
 class StudentOptimizer(Optimizer):
-    """An optimizer plugin written from docs/plugins.md, broken in one of four ways."""
+    """An optimizer plugin written from docs/plugins.md, broken in one of six ways."""
 
     contract = 1
     flaw = ""
@@ -321,12 +332,12 @@ class StudentOptimizer(Optimizer):
             return torch.optim.Adam(parameters[-2:], lr=self.params.lr)
         if self.flaw == "no_biases":
             return torch.optim.Adam([p for p in parameters if p.ndim > 1], lr=self.params.lr)
-        return {"uphill": _Ascent, "no_sqrt": _NoSqrtAdam}.get(self.flaw, _Stuck)(parameters, self.params.lr)
+        return {"uphill": _Ascent, "no_sqrt": _NoSqrtAdam, "own_rate": _OwnRate}.get(self.flaw, _Stuck)(parameters, self.params.lr)
 
 
 @pytest.mark.parametrize("flaw, title", [("last_layer_only", "holds 2 of the model's"), ("no_step", "does not move"),
                                          ("uphill", "steps uphill"), ("no_biases", "holds 6 of the model's 12"),
-                                         ("no_sqrt", "times the lr per weight")])  # fmt: skip
+                                         ("no_sqrt", "times the lr per weight"), ("own_rate", "ignores the lr its param groups hold")])  # fmt: skip
 def test_an_optimizer_plugin_that_misses_parameters_stands_still_or_climbs_is_named(tiny_data, flaw, title):
     flawed = type("Flawed", (StudentOptimizer,), {"flaw": flaw})
     with registered(optimizers, "student_optimizer", flawed):
@@ -338,7 +349,8 @@ def test_an_optimizer_plugin_that_misses_parameters_stands_still_or_climbs_is_na
     assert not [f for f in report.errors if f.check == "schedule"]  # not to blame (it raised "an empty parameter list")
 
 
-@pytest.mark.parametrize("optimizer", ['{type="adamw", weight_decay=0.5}', '{type="sgd", lr=0.05, momentum=0.9}', '{type="adam"}'])
+@pytest.mark.parametrize("optimizer", ['{type="adamw", weight_decay=0.5}', '{type="sgd", lr=0.05, momentum=0.9}',
+                                       *(f'{{type="{e.name}"}}' for e in optimizers.entries() if e.origin.builtin)])  # fmt: skip
 def test_the_built_in_optimizers_hold_everything_and_step_downhill(tiny_data, optimizer):
     probe = Probe.from_recipe(load_recipe(RECIPES / "original.toml", [f"train.optimizer={optimizer}"]))
     assert [f.severity for f in diagnose(probe, ["optimizer"], verify=False).findings] == ["info"]

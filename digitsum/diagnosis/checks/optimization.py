@@ -167,12 +167,15 @@ def check_schedule(probe: Probe) -> list[Finding]:
                     fix, [SCHEDULE_KEY], figures, verified=verified), *replaced]  # fmt: skip
 
 
-def _one_step(probe: Probe, batch: Batch, gradient: bool) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+def _one_step(probe: Probe, batch: Batch, gradient: bool, lr: float | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
     """One step of the recipe's optimizer on a copy of the model: its trainable parameters before,
     after, and the gradient of the total loss on ``batch`` they were given (zeros when not
-    ``gradient``: what the step does on its own, its weight decay, say)."""
+    ``gradient``: what the step does on its own, its weight decay, say); ``lr``: the rate every
+    param group is set to first, as a schedule sets it (None: the recipe's)."""
     model = fresh_copy(probe.model)
     optimizer = make_optimizer(probe.recipe, model, checked=False)
+    for group in optimizer.param_groups if lr is not None else ():
+        group["lr"] = lr
     trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
     before = {name: p.detach().clone() for name, p in trained.items()}
     optimizer.zero_grad(set_to_none=True)
@@ -228,6 +231,18 @@ def check_optimizer(probe: Probe) -> list[Finding]:
             f"{name}: the step's change from the gradient has a dot product of {fmt(slope)} with the gradient (downhill: below 0)",
             "each step raises the loss on its batch: the loss grows instead of falling",
             f"make {cls.__name__}.step() subtract the lr times the update (a sign error)", ["train.optimizer.type"], figures))  # fmt: skip
+    if has_gradient and not findings:
+        with seeded(probe, "optimizer"):
+            _, still, _ = _one_step(probe, batch, gradient=True, lr=0.0)
+        if moved_at_zero := sum(float((still[n] - before[n]).abs().sum()) for n in before):
+            figures[BROKEN_CODE] = OPTIMIZER_SECTION
+            findings.append(Finding("optimizer", "error", "the optimizer's step ignores the lr its param groups hold",
+                f"{name}: one step with every param group's lr set to 0 still moved the weights by {fmt(moved_at_zero)} "
+                f"(summed absolute change; {fmt(moved)} at the recipe's lr)",
+                "schedules set the rate in the param groups at every step, as the doctor's fixes and a sweep's trials "
+                "do: a step that ignores it trains at a rate of its own, and train.optimizer.lr and the schedule change nothing",
+                f"make {cls.__name__}.step() scale its update by group['lr'], not by a rate of its own",
+                ["train.optimizer.type"], figures))  # fmt: skip
     # the step's size: an optimizer moves a weight by about the lr (Adam's first step: exactly) or
     # the lr times its gradient (SGD); far more than both, it amplifies the gradient (Adam divided
     # by v, not its square root: 1/|g| per weight)
