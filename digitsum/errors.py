@@ -62,6 +62,17 @@ class RecipeError(UserError):
 SHOWN_PROBLEMS = 50
 
 
+def install_command(extra: str) -> str:
+    """The pip command that adds digitsum's optional ``extra`` (``onnx``, ``sweep``, ...) to this
+    environment: for digitsum imported from a checkout (``pip install -e .``), from that checkout
+    (from a package index, ``digitsum[extra]`` would replace the checkout by a released version)."""
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(checkout, "pyproject.toml")):  # a wheel's digitsum/ has no pyproject.toml beside it
+        shown = "." if checkout == os.getcwd() else checkout
+        return f'pip install -e "{shown}[{extra}]"'
+    return f'pip install "digitsum[{extra}]"'
+
+
 def did_you_mean(name: str, choices: Iterable[str], what: str = "") -> str:
     """A hint naming the closest valid choices, and all of them when there are few.
 

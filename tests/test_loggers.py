@@ -12,7 +12,7 @@ import pytest
 
 from digitsum.contracts import Logger
 from digitsum.engine.runner import recipe_loggers, resume, start
-from digitsum.errors import RecipeError, UserError
+from digitsum.errors import RecipeError, UserError, install_command
 from digitsum.recipe import load_recipe
 from digitsum.registry import loggers
 
@@ -85,6 +85,23 @@ def test_a_logger_whose_library_is_missing_is_refused_before_training(missing_li
         recipe_loggers(recipe)
 
 
+@pytest.mark.parametrize("where", ["wheel", "checkout", "inside-the-checkout"])
+def test_the_install_command_of_an_extra_keeps_a_checkout_a_checkout(monkeypatch, tmp_path, where):
+    # `pip install "digitsum[onnx]"` in an environment holding an editable checkout would replace
+    # it by a released digitsum: the command names the checkout instead
+    from digitsum import errors
+
+    root = tmp_path / "my checkout"
+    (root / "digitsum").mkdir(parents=True)
+    if where != "wheel":
+        (root / "pyproject.toml").write_text('[project]\nname = "digitsum"\n')
+    monkeypatch.setattr(errors, "__file__", str(root / "digitsum" / "errors.py"))
+    monkeypatch.chdir(root if where == "inside-the-checkout" else tmp_path)
+    expected = {"wheel": 'pip install "digitsum[onnx]"', "checkout": f'pip install -e "{root}[onnx]"',
+                "inside-the-checkout": 'pip install -e ".[onnx]"'}  # fmt: skip
+    assert install_command("onnx") == expected[where]
+
+
 def test_the_missing_extra_is_named_for_tensorboard_and_mlflow(monkeypatch):
     import importlib.util
 
@@ -93,8 +110,8 @@ def test_the_missing_extra_is_named_for_tensorboard_and_mlflow(monkeypatch):
     found = problems(["log.tensorboard=true", "log.mlflow=true"])
     assert found == [
         "--set log.tensorboard=true log.tensorboard: logger 'tensorboard' needs tensorboard, which is not installed: "
-        'pip install "digitsum[tensorboard]"',
-        "--set log.mlflow=true log.mlflow: logger 'mlflow' needs mlflow, which is not installed: pip install \"digitsum[mlflow]\"",
+        + install_command("tensorboard"),
+        "--set log.mlflow=true log.mlflow: logger 'mlflow' needs mlflow, which is not installed: " + install_command("mlflow"),
     ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from digitsum.sweeps import Space, default_direction, open_storage, parse_space, parse_spaces
-from digitsum.errors import RecipeError, UserError
+from digitsum.errors import RecipeError, UserError, install_command
 
 from .conftest import RECIPES
 
@@ -156,7 +156,7 @@ def test_the_cli_refuses_the_old_key_and_a_missing_optuna(cli, tiny_data, monkey
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
     result = cli("sweep", ORIGINAL, "--param", LR, "--trials", "2")
     assert result.code == 2
-    assert 'pip install "digitsum[sweep]"' in result.err and "Traceback" not in result.err
+    assert install_command("sweep") in result.err and "Traceback" not in result.err
 
 
 def test_help_imports_neither_torch_nor_optuna():

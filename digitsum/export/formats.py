@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .. import __version__
 from ..contracts import Categorical, Generator, Image, Images, Spec
-from ..errors import UserError, did_you_mean
+from ..errors import UserError, did_you_mean, install_command
 from ..mnist_format import MNIST_SIZE
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def require_exporter(fmt: str) -> None:
         except ImportError:  # not installed, or installed broken: the same fix
             missing.append(name)
     if missing:
-        raise UserError(f"ONNX export needs {', '.join(missing)}, not installed here: pip install \"digitsum[onnx]\"")
+        raise UserError(f"ONNX export needs {', '.join(missing)}, not installed here: {install_command('onnx')}")
 
 
 class ExportModule(nn.Module):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, install_command
 from ..files import parse_json, read_bytes, read_json, write_text
 
 #: The file naming the study a sweep folder belongs to (its trials, best.toml, sweep.json).
@@ -30,7 +30,7 @@ def require_optuna() -> Any:
     import importlib.util
 
     if importlib.util.find_spec("optuna") is None:
-        raise UserError('digitsum sweep needs optuna, which is not installed: pip install "digitsum[sweep]"')
+        raise UserError(f"digitsum sweep needs optuna, which is not installed: {install_command('sweep')}")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
