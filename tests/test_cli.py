@@ -3,6 +3,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
+
+from digitsum.recipe import load_recipe
 
 from .conftest import RECIPES, TINY, run_subprocess
 
@@ -48,6 +51,21 @@ def test_show_prints_resolved_recipe(cli):
     result = cli("show", RECIPES / "original.toml", "--set", "train.epochs=1")
     assert result.code == 0
     assert "epochs = 1" in result.out and "conv_channels = [" in result.out
+
+
+def test_show_origin_says_where_each_value_came_from(cli, tmp_path):
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "original"\nname = "child"\n\n[train]\nepochs = 4\n')
+    result = cli("show", child, "--set", "train.optimizer.lr=0.01", "--origin")
+    assert result.code == 0, result.err
+    lines = {line.split(" = ")[0]: line.rsplit("  # ", 1)[1] for line in result.out.splitlines() if " = " in line}
+    assert lines["name"] == f"{child}:2" and lines["epochs"] == f"{child}:5"  # the recipe's own lines
+    assert lines["lr"] == "--set train.optimizer.lr=0.01"
+    parent = (RECIPES / "original.toml").read_text().splitlines()
+    assert lines["conv_channels"].endswith(f"original.toml:{1 + [x.split(' = ')[0] for x in parent].index('conv_channels')}")  # the parent's
+    assert lines["label_smoothing"] == lines["eps"] == "default"
+    # the comments change nothing: the text reads back as the recipe shown without them
+    assert load_recipe(tomllib.loads(result.out)).to_dict() == load_recipe(child, ["train.optimizer.lr=0.01"]).to_dict()
 
 
 def test_bad_recipe_exits_2_without_traceback(cli, tmp_path):

@@ -9,11 +9,12 @@ from . import JsonOpt, RecipeArg, SetOpt, app, console, err_console, print_json,
 
 
 @app.command()
-def show(recipe: RecipeArg, set_: SetOpt = None) -> None:
+def show(recipe: RecipeArg, set_: SetOpt = None,
+         origin: Annotated[bool, typer.Option("--origin", help="after each key, the file and line (or --set) it came from, or 'default'")] = False) -> None:  # fmt: skip
     """Validate a recipe and print it resolved (extends, overrides and defaults applied)."""
     import digitsum
 
-    print(digitsum.load_recipe(recipe, set_ or []).to_toml(), end="")
+    print(digitsum.load_recipe(recipe, set_ or []).to_toml(origins=origin), end="")
 
 
 @app.command("list")

@@ -260,14 +260,36 @@ class Recipe:
             doc["log"] = {name: {k: v for k, v in c.to_dict().items() if not (k == "type" and v == name)} for name, c in self.log.items()}
         return doc
 
-    def to_toml(self, provenance: Mapping[str, Any] | None = None) -> str:
+    def to_toml(self, provenance: Mapping[str, Any] | None = None, *, origins: bool = False) -> str:
+        """The resolved recipe as TOML (what ``digitsum show`` prints); ``origins``: each key
+        followed by a comment saying where its value came from (``# recipes/x.toml:7``,
+        ``# --set train.epochs=3``) or ``# default``."""
         doc = self.to_dict()
         if provenance:
             doc["provenance"] = dict(provenance)
-        return toml_text(doc)
+        text = toml_text(doc)
+        return _with_origins(text, self.sources) if origins else text
 
     def interface(self):  # -> contracts.Interface (kept lazy: contracts import torch)
         return self.data.cls.interface(self.data.params)
+
+
+_TABLE = re.compile(r"^\[(?P<path>[A-Za-z0-9_.-]+)\]$")
+_KEY = re.compile(r"^(?P<key>[A-Za-z0-9_-]+) = ")
+
+
+def _with_origins(text: str, sources: Mapping[tuple[str, ...], str]) -> str:
+    """``text`` (TOML of a recipe) with each ``key = value`` line followed by where the value
+    came from, aligned; a key no layer wrote is a default."""
+    lines, table = text.splitlines(), ()
+    notes: dict[int, str] = {}
+    for number, line in enumerate(lines):
+        if header := _TABLE.match(line):
+            table = tuple(header["path"].split("."))
+        elif key := _KEY.match(line):
+            notes[number] = sources.get((*table, key["key"]), "default")
+    width = max((len(lines[n]) for n in notes), default=0)
+    return "".join(f"{line.ljust(width)}  # {notes[n]}\n" if n in notes else f"{line}\n" for n, line in enumerate(lines))
 
 
 def _without_none(value: Any) -> Any:
