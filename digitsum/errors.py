@@ -66,8 +66,15 @@ def install_command(extra: str) -> str:
     """The pip command that adds digitsum's optional ``extra`` (``onnx``, ``sweep``, ...) to this
     environment: for digitsum imported from a checkout (``pip install -e .``), from that checkout
     (from a package index, ``digitsum[extra]`` would replace the checkout by a released version)."""
+    import tomllib
+
     checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(checkout, "pyproject.toml")):  # a wheel's digitsum/ has no pyproject.toml beside it
+    try:  # a wheel's digitsum/ has no pyproject.toml of digitsum's beside it
+        with open(os.path.join(checkout, "pyproject.toml"), "rb") as file:
+            ours = tomllib.load(file).get("project", {}).get("name") == "digitsum"
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if ours:
         shown = "." if checkout == os.getcwd() else checkout
         return f'pip install -e "{shown}[{extra}]"'
     return f'pip install "digitsum[{extra}]"'

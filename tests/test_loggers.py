@@ -85,7 +85,7 @@ def test_a_logger_whose_library_is_missing_is_refused_before_training(missing_li
         recipe_loggers(recipe)
 
 
-@pytest.mark.parametrize("where", ["wheel", "checkout", "inside-the-checkout"])
+@pytest.mark.parametrize("where", ["wheel", "wheel-beside-another-pyproject", "checkout", "inside-the-checkout"])
 def test_the_install_command_of_an_extra_keeps_a_checkout_a_checkout(monkeypatch, tmp_path, where):
     # `pip install "digitsum[onnx]"` in an environment holding an editable checkout would replace
     # it by a released digitsum: the command names the checkout instead
@@ -93,11 +93,12 @@ def test_the_install_command_of_an_extra_keeps_a_checkout_a_checkout(monkeypatch
 
     root = tmp_path / "my checkout"
     (root / "digitsum").mkdir(parents=True)
-    if where != "wheel":
-        (root / "pyproject.toml").write_text('[project]\nname = "digitsum"\n')
+    if where != "wheel":  # site-packages holding another project's stray pyproject.toml is still no checkout
+        (root / "pyproject.toml").write_text(f'[project]\nname = "{"other" if "another" in where else "digitsum"}"\n')
     monkeypatch.setattr(errors, "__file__", str(root / "digitsum" / "errors.py"))
     monkeypatch.chdir(root if where == "inside-the-checkout" else tmp_path)
-    expected = {"wheel": 'pip install "digitsum[onnx]"', "checkout": f'pip install -e "{root}[onnx]"',
+    expected = {"wheel": 'pip install "digitsum[onnx]"', "wheel-beside-another-pyproject": 'pip install "digitsum[onnx]"',
+                "checkout": f'pip install -e "{root}[onnx]"',
                 "inside-the-checkout": 'pip install -e ".[onnx]"'}  # fmt: skip
     assert install_command("onnx") == expected[where]
 

@@ -284,9 +284,9 @@ def _with_origins(text: str, sources: Mapping[tuple[str, ...], str]) -> str:
     lines, table = text.splitlines(), ()
     notes: dict[int, str] = {}
     for number, line in enumerate(lines):
-        if header := _TABLE.match(line):
-            table = tuple(header["path"].split("."))
-        elif key := _KEY.match(line):
+        if line.startswith("["):  # a quoted name ([heads."my head"]): its keys are left unannotated
+            table = tuple(header["path"].split(".")) if (header := _TABLE.match(line)) else None
+        elif table is not None and (key := _KEY.match(line)):
             notes[number] = sources.get((*table, key["key"]), "default")
     width = max((len(lines[n]) for n in notes), default=0)
     return "".join(f"{line.ljust(width)}  # {notes[n]}\n" if n in notes else f"{line}\n" for n, line in enumerate(lines))
