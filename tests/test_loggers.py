@@ -111,8 +111,8 @@ def test_the_missing_extra_is_named_for_tensorboard_and_mlflow(monkeypatch):
     found = problems(["log.tensorboard=true", "log.mlflow=true"])
     assert found == [
         "--set log.tensorboard=true log.tensorboard: logger 'tensorboard' needs tensorboard, which is not installed: "
-        + install_command("tensorboard"),
-        "--set log.mlflow=true log.mlflow: logger 'mlflow' needs mlflow, which is not installed: " + install_command("mlflow"),
+        'pip install "digitsum[tensorboard]"',
+        "--set log.mlflow=true log.mlflow: logger 'mlflow' needs mlflow, which is not installed: pip install \"digitsum[mlflow]\"",
     ]  # fmt: skip
 
 

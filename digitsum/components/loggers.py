@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ..contracts import Logger, Params
 from ..files import MetricsLog, file_in_the_way, write_csv
-from ..errors import UserError, error_text, install_command
+from ..errors import UserError, error_text
 
 if TYPE_CHECKING:
     from ..engine.train import Trainer
@@ -73,7 +73,7 @@ class Csv(Logger):
 class TensorBoard(Logger):
     """TensorBoard event files in the run directory: per epoch each split's metrics, lr and samples/s; the pictures; the recipe."""
     requires = ("tensorboard",)
-    install = install_command("tensorboard")
+    install = 'pip install "digitsum[tensorboard]"'
     writes = ("events.out.tfevents.*",)  # SummaryWriter's event files: one per start, named by time and host
     writer: Any = None  # a SummaryWriter, from on_start
 
@@ -125,7 +125,7 @@ class TensorBoard(Logger):
 class MLflow(Logger):
     """An MLflow run: the resolved recipe as params, each epoch's figures as metrics, the run directory as artifacts."""
     requires = ("mlflow",)
-    install = install_command("mlflow")
+    install = 'pip install "digitsum[mlflow]"'
     #: How long to wait for a tracking server to accept a connection before the run is refused.
     CONNECT_SECONDS = 10.0
     client: Any = None  # an MlflowClient of the store, from on_start

@@ -134,7 +134,7 @@ def test_a_variant_whose_data_cannot_be_split_is_refused_before_any_variant_trai
     out = tmp_path / "cmp"
     result = cli("compare", RECIPES / "original.toml", *TINY, "--grid", "data.val=0,100,100000", "--out", out)
     assert result.code == 2 and "Traceback" not in result.err
-    assert "variant 'data.val=100000': data.val = 100000 leaves no training samples" in result.err
+    assert "variant 'data.val=100000': data.val = 100000 (--grid data.val=100000) leaves no training samples" in result.err
     assert not out.exists()
 
 
