@@ -20,7 +20,7 @@ from ..errors import Problem, RecipeError, UserError, clipped, did_you_mean, rec
 from ..kinds import KINDS
 from .legacy import legacy_train, upgrade_train
 from .limits import MAX_BYTES, MAX_EXTENDS, NAMED_TABLES, bracket_problem, document_problems
-from .schema import KeyPath
+from .schema import KeyPath, deepest
 
 # -- reading TOML with positions -----------------------------------------------------------------
 
@@ -94,7 +94,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
         where = f"{path}:{position.group(1)}" if position else str(path)
         raise RecipeError(str(path), [Problem(where, "", f"invalid TOML: {message}")]) from None
     lines = _line_index(text)
-    if problems := document_problems(doc, lambda key: str(Source(str(path), _deepest(key, lines)))):
+    if problems := document_problems(doc, lambda key: str(Source(str(path), deepest(key, lines)))):
         raise RecipeError(str(path), problems)
     return doc, lines
 
@@ -122,11 +122,6 @@ def fmt_value(value: Any) -> str:
 # -- merging documents, remembering where each key came from -------------------------------------
 
 
-def _deepest(path: KeyPath, known: Mapping[KeyPath, Any]) -> Any:
-    """What ``known`` holds for the deepest prefix of ``path`` it has, or None."""
-    return next((known[path[:end]] for end in range(len(path), 0, -1) if path[:end] in known), None)
-
-
 @dataclass(frozen=True)
 class Replaced:
     """A component table replaced whole because a later layer changed its ``type``: where that
@@ -148,7 +143,7 @@ class Document:
 
     def source_of(self, path: KeyPath, fallback: str) -> Source:
         """The source of the deepest known prefix of ``path``."""
-        return _deepest(path, self.sources) or Source(fallback)
+        return deepest(path, self.sources) or Source(fallback)
 
     def dropped_note(self, path: KeyPath) -> str:
         """Why the key at ``path`` is missing when a change of its table's ``type`` dropped it
@@ -328,7 +323,7 @@ def _copy(value: Any, bad_key: Callable[[KeyPath, Any], None] | None = None, pat
 def load_file(path: Path, problems: list[Problem], chain: tuple[Path, ...] = ()) -> Document:
     """The recipe file at ``path`` with its ``extends`` chain merged under it."""
     raw, lines = _read_toml(path)
-    return merged_document(raw, lambda key: Source(str(path), _deepest(key, lines)), path.parent, problems,
+    return merged_document(raw, lambda key: Source(str(path), deepest(key, lines)), path.parent, problems,
                            chain + (path.resolve(),))  # fmt: skip
 
 

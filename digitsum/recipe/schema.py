@@ -18,6 +18,12 @@ from ..kinds import KINDS
 
 KeyPath = tuple[str, ...]
 
+
+def deepest(path: KeyPath, known: Mapping[KeyPath, Any]) -> Any:
+    """What ``known`` holds for the deepest prefix of ``path`` it has, or None."""
+    return next((known[path[:end]] for end in range(len(path), 0, -1) if path[:end] in known), None)
+
+
 #: Recipe keys that say where and on what a run executes on this machine, not what it computes:
 #: they may differ between a checkpoint and the recipe it is resumed or evaluated with, and
 #: between the machines sharing one sweep; the doctor never proposes to change them.
@@ -235,8 +241,7 @@ class Recipe:
     def where(self, key: str) -> str | None:
         """The file and line (or the override) that gave the dotted ``key``, or that gave the
         deepest table holding it when the key itself was not written; None when unknown."""
-        path = tuple(key.split("."))
-        return next((self.sources[path[:end]] for end in range(len(path), 0, -1) if path[:end] in self.sources), None)
+        return deepest(tuple(key.split(".")), self.sources)
 
     def choices(self) -> list[tuple[str, Choice]]:
         """Every component the recipe chooses, with its kind (``("heads", choice)``)."""
